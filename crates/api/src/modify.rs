@@ -25,3 +25,17 @@ pub struct ModifyRequest {
 pub struct NamespaceEndpointRequest {
     pub endpoint_id: String,
 }
+
+/// Settings of a namespace modify with `ResourceType: Container`: records (Add) or clears
+/// (Remove) the process that runs in the compartment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct NamespaceContainerRequest {
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// HNS's container id, when a runtime sends one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub container_id: String,
+}

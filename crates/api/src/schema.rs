@@ -299,6 +299,17 @@ pub struct HostComputeNamespace {
     /// under its run dir. On output, where it is.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub net_ns_path: String,
+    /// Extension, read-only: the resolv.conf written for this compartment (`hnsctl run`/`exec`
+    /// bind it over /etc/resolv.conf for the process they start).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resolv_conf_path: String,
+    /// Extension: the process running in the compartment, recorded by `hnsctl run` through a
+    /// `ResourceType: Container` modify request. Informational: hns does not own the process.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub pid: u32,
+    /// Extension: the command line of that process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
     /// Read-only. Ignored on input.
     #[serde(default, skip_serializing_if = "is_zero_u16")]
     pub state: u16,

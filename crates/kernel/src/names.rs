@@ -1,0 +1,48 @@
+//! Names of hns-owned kernel objects. Every link hns creates starts with one of these prefixes
+//! and every nft table is [`NFT_TABLE`], so the reconciler can remove exactly what hns owns and
+//! never touches anything else.
+//!
+//! Linux interface names are at most 15 bytes, so names are built from a prefix plus the first
+//! hex digits of the object's GUID.
+
+/// Bridges of networks: `hns-` + 8 hex digits.
+pub const BRIDGE_PREFIX: &str = "hns-";
+/// Host ends of endpoint veths: `hnv` + 12 hex digits.
+pub const VETH_PREFIX: &str = "hnv";
+/// The nft table (family inet) that holds every hns rule.
+pub const NFT_TABLE: &str = "hns";
+
+fn hex_of(id: &str, n: usize) -> String {
+    id.chars().filter(|c| c.is_ascii_hexdigit()).take(n).collect::<String>().to_ascii_lowercase()
+}
+
+pub fn bridge_name(network_id: &str) -> String {
+    format!("{BRIDGE_PREFIX}{}", hex_of(network_id, 8))
+}
+
+pub fn veth_host_name(endpoint_id: &str) -> String {
+    format!("{VETH_PREFIX}{}", hex_of(endpoint_id, 12))
+}
+
+/// True for links hns owns.
+pub fn is_hns_link(name: &str) -> bool {
+    (name.starts_with(BRIDGE_PREFIX) && name.len() == BRIDGE_PREFIX.len() + 8)
+        || (name.starts_with(VETH_PREFIX) && name.len() == VETH_PREFIX.len() + 12)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_ifnamsiz_and_are_recognised() {
+        let id = "6f1d0c2e-9a3b-4c5d-8e7f-0123456789ab";
+        let b = bridge_name(id);
+        let v = veth_host_name(id);
+        assert_eq!(b, "hns-6f1d0c2e");
+        assert_eq!(v, "hnv6f1d0c2e9a3b");
+        assert!(b.len() <= 15 && v.len() <= 15);
+        assert!(is_hns_link(&b) && is_hns_link(&v));
+        assert!(!is_hns_link("eth0") && !is_hns_link("hns-x") && !is_hns_link("docker0"));
+    }
+}

@@ -1,0 +1,274 @@
+//! rtnetlink requests, one small function per kernel step.
+//!
+//! A [`Netlink`] is a route-netlink connection bound to one network namespace: the daemon's own
+//! ([`Netlink::current`]) or a compartment's ([`Netlink::in_netns`], whose socket is opened by a
+//! short thread inside the namespace; the socket stays bound to that namespace for its life, so
+//! every later request runs on the async runtime with no namespace switching).
+//!
+//! Every step is idempotent where the kernel allows it (addresses and routes are replaced,
+//! deletes of missing links succeed), so the reconciler can re-run any of them.
+
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd};
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage,
+};
+use netlink_sys::{TokioSocket, protocols::NETLINK_ROUTE};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
+
+use crate::error::{KernelError, Result};
+use crate::netns;
+
+/// A route-netlink connection bound to one network namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn nl_err(op: &str, object: &str, e: rtnetlink::Error) -> KernelError {
+    let errno = match &e {
+        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
+        _ => None,
+    };
+    let reason = match &e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        other => other.to_string(),
+    };
+    KernelError { op: op.into(), object: object.into(), reason, errno }
+}
+
+/// A link as seen in a dump.
+#[derive(Debug, Clone)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<String>,
+    pub master: Option<u32>,
+    pub up: bool,
+}
+
+impl Netlink {
+    fn from_socket(socket: netlink_sys::Socket) -> Result<Netlink> {
+        // Safety: the fd comes straight from a socket we own and hand over.
+        let tokio_socket = unsafe { TokioSocket::from_raw_fd(socket.into_raw_fd()) };
+        let (conn, handle, _) = rtnetlink::from_socket(tokio_socket);
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    fn open_socket() -> Result<netlink_sys::Socket> {
+        let mut s = netlink_sys::Socket::new(NETLINK_ROUTE).map_err(|e| KernelError::io("open netlink socket", "", e))?;
+        s.bind_auto().map_err(|e| KernelError::io("bind netlink socket", "", e))?;
+        // Make the kernel reject attributes it does not understand instead of ignoring them.
+        let _ = s.set_netlink_get_strict_chk(true);
+        Ok(s)
+    }
+
+    /// A connection in the caller's own namespace. Must be called inside a tokio runtime.
+    pub fn current() -> Result<Netlink> {
+        Netlink::from_socket(Netlink::open_socket()?)
+    }
+
+    /// A connection inside the namespace `ns`. Must be called inside a tokio runtime.
+    pub fn in_netns(ns: &impl AsFd) -> Result<Netlink> {
+        let socket = netns::run_in(ns, Netlink::open_socket)??;
+        Netlink::from_socket(socket)
+    }
+
+    pub async fn links(&self) -> Result<Vec<LinkInfo>> {
+        let mut out = Vec::new();
+        let mut stream = self.handle.link().get().execute();
+        while let Some(m) = stream.try_next().await.map_err(|e| nl_err("list links", "", e))? {
+            out.push(link_info(&m));
+        }
+        Ok(out)
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkInfo>> {
+        let mut stream = self.handle.link().get().match_name(name.to_owned()).execute();
+        match stream.try_next().await {
+            Ok(Some(m)) => Ok(Some(link_info(&m))),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                let e = nl_err("look up link", name, e);
+                if e.is_not_found() { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+
+    async fn set(&self, op: &str, name: &str, msg: LinkMessage) -> Result<()> {
+        self.handle.link().set(msg).execute().await.map_err(|e| nl_err(op, name, e))
+    }
+
+    /// Turns IPv6 address generation off on a link that is still down, so it never starts
+    /// duplicate address detection, router solicitations or MLD reports. On IPv4-only networks
+    /// that multicast chatter, flooded to every port of a shared bridge, makes attach cost grow
+    /// with the number of endpoints.
+    pub async fn disable_ipv6_autoconf(&self, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_name(name)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+                In6AddrGenMode::None,
+            )])]))
+            .build();
+        self.set("disable IPv6 autoconf on", name, msg).await
+    }
+
+    pub async fn set_up(&self, name: &str) -> Result<()> {
+        self.set("bring up", name, LinkUnspec::new_with_name(name).up().build()).await
+    }
+
+    /// Creates a bridge with a fixed MAC (so it does not change as ports come and go), or
+    /// leaves an existing one. Returns its index.
+    pub async fn ensure_bridge(&self, name: &str, mac: [u8; 6], ipv6: bool) -> Result<u32> {
+        if let Some(l) = self.link_by_name(name).await? {
+            if !l.up {
+                self.set_up(name).await?;
+            }
+            return Ok(l.index);
+        }
+        let msg = LinkMessageBuilder::<rtnetlink::LinkBridge>::new(name).address(mac.to_vec()).build();
+        match self.handle.link().add(msg).execute().await {
+            Ok(()) => {}
+            Err(e) => {
+                let e = nl_err("create bridge", name, e);
+                if !e.is_exists() {
+                    return Err(e);
+                }
+            }
+        }
+        if !ipv6 {
+            self.disable_ipv6_autoconf(name).await?;
+        }
+        self.set_up(name).await?;
+        self.link_by_name(name).await?.map(|l| l.index).ok_or_else(|| KernelError::new("create bridge", name, "bridge vanished right after creation"))
+    }
+
+    pub async fn delete_link(&self, name: &str) -> Result<()> {
+        let Some(l) = self.link_by_name(name).await? else { return Ok(()) };
+        match self.handle.link().del(l.index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = nl_err("delete link", name, e);
+                if e.is_not_found() { Ok(()) } else { Err(e) }
+            }
+        }
+    }
+
+    /// Creates a veth pair in one request: `host_name` here, enslaved to `master`, and its peer
+    /// `peer_name` directly inside the namespace `peer_ns` with MAC `peer_mac` (no later move,
+    /// no rename). Both ends are left down.
+    pub async fn create_veth_into(
+        &self,
+        host_name: &str,
+        master: u32,
+        peer_name: &str,
+        peer_ns: &impl AsFd,
+        peer_mac: [u8; 6],
+        mtu: Option<u32>,
+    ) -> Result<()> {
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer_name.to_owned())
+            .setns_by_fd(peer_ns.as_fd().as_raw_fd())
+            .address(peer_mac.to_vec());
+        if let Some(m) = mtu {
+            peer = peer.mtu(m);
+        }
+        let mut host = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(host_name.to_owned())
+            .controller(master)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        if let Some(m) = mtu {
+            host = host.mtu(m);
+        }
+        self.handle.link().add(host.build()).execute().await.map_err(|e| nl_err("create veth", host_name, e))
+    }
+
+    /// Adds (or replaces) an address on a link.
+    pub async fn add_address(&self, link: &str, index: u32, ip: IpAddr, prefix_len: u8) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, ip, prefix_len)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| nl_err("add address", &format!("{ip}/{prefix_len} on {link}"), e))
+    }
+
+    /// Adds (or replaces) a route to `dest` via `gateway` (or on-link when None) out of `oif`.
+    pub async fn add_route(&self, dest: ipnet::IpNet, gateway: Option<IpAddr>, oif: u32) -> Result<()> {
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dest.addr(), dest.prefix_len())
+            .map_err(|e| KernelError::new("build route", dest.to_string(), e))?
+            .output_interface(oif);
+        if let Some(gw) = gateway {
+            b = b.gateway(gw).map_err(|e| KernelError::new("build route", dest.to_string(), e))?;
+        }
+        let shown = match gateway {
+            Some(gw) => format!("{dest} via {gw}"),
+            None => dest.to_string(),
+        };
+        self.handle.route().add(b.build()).replace().execute().await.map_err(|e| nl_err("add route", &shown, e))
+    }
+
+    /// The addresses and routes of this namespace, used to choose a default subnet that
+    /// overlaps nothing on the host.
+    pub async fn prefixes_in_use(&self) -> Result<Vec<ipnet::IpNet>> {
+        use netlink_packet_route::address::AddressAttribute;
+        use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+        let mut out = Vec::new();
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(m) = addrs.try_next().await.map_err(|e| nl_err("list addresses", "", e))? {
+            for a in &m.attributes {
+                if let AddressAttribute::Address(ip) = a {
+                    if let Ok(n) = ipnet::IpNet::new(*ip, m.header.prefix_len) {
+                        out.push(n.trunc());
+                    }
+                }
+            }
+        }
+        for family in [RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(), RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()] {
+            let mut routes = self.handle.route().get(family).execute();
+            while let Some(m) = routes.try_next().await.map_err(|e| nl_err("list routes", "", e))? {
+                let plen = m.header.destination_prefix_length;
+                if plen == 0 {
+                    continue;
+                }
+                for a in &m.attributes {
+                    if let RouteAttribute::Destination(d) = a {
+                        let ip: Option<IpAddr> = match d {
+                            RouteAddress::Inet(v4) => Some((*v4).into()),
+                            RouteAddress::Inet6(v6) => Some((*v6).into()),
+                            _ => None,
+                        };
+                        if let Some(n) = ip.and_then(|ip| ipnet::IpNet::new(ip, plen).ok()) {
+                            out.push(n.trunc());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn link_info(m: &LinkMessage) -> LinkInfo {
+    use netlink_packet_route::link::{LinkFlags, LinkInfo as Info};
+    let mut l = LinkInfo { index: m.header.index, name: String::new(), kind: None, master: None, up: m.header.flags.contains(LinkFlags::Up) };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Controller(c) => l.master = Some(*c),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let Info::Kind(k) = i {
+                        l.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    l
+}
