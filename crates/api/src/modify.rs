@@ -39,3 +39,11 @@ pub struct NamespaceContainerRequest {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub container_id: String,
 }
+
+/// Settings of a modify with `ResourceType: Policy`: `{"Policies": [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct PolicyRequest {
+    #[serde(default)]
+    pub policies: Vec<crate::schema::Policy>,
+}

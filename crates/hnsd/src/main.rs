@@ -1,1 +1,129 @@
-fn main() {}
+//! hnsd: the Host Networking Service for Linux.
+//!
+//! Map: [`config`] (flags and TOML), [`api`] (HTTP routes on the unix socket), [`engine`]
+//! (the single owner of state: validation, store transactions, kernel steps, reconcile).
+//! Drivers, the kernel layer, the store and IPAM are crates of their own.
+
+mod api;
+mod config;
+mod engine;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::UnixListener;
+
+use config::{Args, Config};
+use engine::{Engine, EngineConfig};
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.sandbox {
+        let hnsd_args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--sandbox" && !a.starts_with("--sandbox-dir")).collect();
+        return hns_lab::sandbox::run_sandbox(hns_lab::sandbox::SandboxOpts {
+            dir: args.sandbox_dir.clone(),
+            hnsd_bin: std::env::current_exe()?,
+            hnsd_args,
+        });
+    }
+    let cfg = Config::load(&args)?;
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(&cfg.log)).with_target(false).init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if args.cleanup {
+        return rt.block_on(async {
+            let host = hns_kernel::netlink::Netlink::current()?;
+            for line in engine::reconcile::cleanup_all(&host, &cfg.run_dir).await {
+                println!("{line}");
+            }
+            let _ = std::fs::remove_file(&cfg.socket);
+            Ok(())
+        });
+    }
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    for dir in [&cfg.run_dir, &cfg.state_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod {}", dir.display()))?;
+    }
+    let ecfg = EngineConfig { run_dir: cfg.run_dir.clone(), state_dir: cfg.state_dir.clone() };
+    hns_kernel::netns::prepare_dir(&ecfg.netns_dir())?;
+    let listener = bind_socket(&cfg.socket)?;
+    let host = hns_kernel::netlink::Netlink::current()?;
+    let mut engine = Engine::open(ecfg, host)?;
+    tracing::info!(store = %engine.store_path().display(), "store opened");
+    log_report("start", &engine.reconcile().await);
+    if !cfg.no_default_network {
+        match engine.ensure_default_network().await {
+            Ok(Some(n)) => tracing::info!(name = %n.name, subnet = ?n.subnets().next().map(|s| s.ip_address_prefix.clone()), "created the default network"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "could not create the default network"),
+        }
+    }
+    let state = Arc::new(api::AppState { engine: tokio::sync::Mutex::new(engine) });
+    let periodic = {
+        let state = state.clone();
+        let every = cfg.reconcile_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let report = state.engine.lock().await.reconcile().await;
+                log_report("periodic", &report);
+            }
+        })
+    };
+    tracing::info!(socket = %cfg.socket.display(), "serving the HNS API");
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    periodic.abort();
+    let _ = std::fs::remove_file(&cfg.socket);
+    tracing::info!("stopped; networks and compartments keep running");
+    Ok(())
+}
+
+/// Binds the API socket, refusing to steal it from a running hnsd.
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another hnsd is already serving {}; stop it first or pass --socket", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+fn log_report(when: &str, r: &engine::reconcile::Report) {
+    for x in &r.repaired {
+        tracing::warn!(when, "repaired: {x}");
+    }
+    for x in &r.removed {
+        tracing::warn!(when, "removed orphan: {x}");
+    }
+    for x in &r.collected {
+        tracing::warn!(when, "garbage-collected: {x}");
+    }
+    for x in &r.errors {
+        tracing::error!(when, "reconcile: {x}");
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -145,6 +145,11 @@ impl Netlink {
         self.link_by_name(name).await?.map(|l| l.index).ok_or_else(|| KernelError::new("create bridge", name, "bridge vanished right after creation"))
     }
 
+    /// Enslaves a link to a bridge (repairs a veth whose bridge was deleted and re-created).
+    pub async fn set_master(&self, name: &str, master: u32) -> Result<()> {
+        self.set("attach to bridge", name, LinkUnspec::new_with_name(name).controller(master).build()).await
+    }
+
     pub async fn delete_link(&self, name: &str) -> Result<()> {
         let Some(l) = self.link_by_name(name).await? else { return Ok(()) };
         match self.handle.link().del(l.index).execute().await {

@@ -82,6 +82,12 @@ impl Txn {
         Ok(())
     }
 
+    /// Commits without waiting for the disk: the write becomes durable with the next normal
+    /// commit. Only for facts the daemon can re-derive after a crash.
+    pub fn lazy(&mut self) {
+        let _ = self.inner.set_durability(redb::Durability::None);
+    }
+
     pub fn commit(self) -> Result<()> {
         self.inner.commit().map_err(txn_err)
     }

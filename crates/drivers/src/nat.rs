@@ -1,0 +1,90 @@
+//! The `nat` driver (Windows' NAT network on an internal vSwitch).
+//!
+//! - network: a bridge with no uplink, the gateway address on it (the host's "management
+//!   vNIC"); forwarding on; masquerade of its subnets and isolation from other networks in the
+//!   hns nft table;
+//! - endpoint: a veth whose container end is created directly inside the compartment, with
+//!   its MAC, its address, a default route via the gateway, and loopback up.
+//!
+//! On IPv4-only networks IPv6 autoconfiguration is turned off on every link before it comes
+//! up (see [`Netlink::disable_ipv6_autoconf`] for why).
+
+use hns_kernel::netlink::Netlink;
+use hns_kernel::nft::NetworkRules;
+use hns_kernel::sysctl;
+use ipnet::IpNet;
+
+use crate::{Compartment, EndpointPlan, NetworkPlan, Result};
+
+pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
+    let ipv6 = net.has_ipv6();
+    sysctl::ensure("net.ipv4.ip_forward", "1")?;
+    if ipv6 {
+        sysctl::ensure("net.ipv6.conf.all.forwarding", "1")?;
+    }
+    let index = host.ensure_bridge(&net.bridge, net.bridge_mac, ipv6).await?;
+    for (subnet, gateway) in &net.subnets {
+        host.add_address(&net.bridge, index, *gateway, subnet.prefix_len()).await?;
+    }
+    Ok(())
+}
+
+pub async fn delete_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
+    host.delete_link(&net.bridge).await
+}
+
+pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Compartment) -> Result<()> {
+    let ipv6 = net.has_ipv6();
+    let bridge = match host.link_by_name(&net.bridge).await? {
+        Some(l) => l.index,
+        None => {
+            create_network(host, net).await?;
+            host.link_by_name(&net.bridge).await?.map(|l| l.index).unwrap_or_default()
+        }
+    };
+    host.create_veth_into(&ep.host_if, bridge, &ep.ifname, &c.fd, ep.mac, None).await?;
+    if !ipv6 {
+        host.disable_ipv6_autoconf(&ep.host_if).await?;
+        c.netlink.disable_ipv6_autoconf(&ep.ifname).await?;
+    }
+    host.set_up(&ep.host_if).await?;
+    configure_inside(ep, c).await
+}
+
+/// The compartment side: link up, addresses, routes, loopback.
+async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
+    let nl = &c.netlink;
+    nl.set_up(&ep.ifname).await?;
+    nl.set_up("lo").await?;
+    let index = nl
+        .link_by_name(&ep.ifname)
+        .await?
+        .map(|l| l.index)
+        .ok_or_else(|| hns_kernel::KernelError::new("configure", &ep.ifname, "interface missing in the compartment right after creation"))?;
+    for (ip, plen) in &ep.addresses {
+        nl.add_address(&ep.ifname, index, *ip, *plen).await?;
+    }
+    for gw in &ep.gateways {
+        let default: IpNet = if gw.is_ipv4() { "0.0.0.0/0".parse().unwrap() } else { "::/0".parse().unwrap() };
+        nl.add_route(default, Some(*gw), index).await?;
+    }
+    for (dest, via) in &ep.routes {
+        nl.add_route(*dest, *via, index).await?;
+    }
+    Ok(())
+}
+
+pub async fn detach(host: &Netlink, host_if: &str) -> Result<()> {
+    // Deleting one end of a veth deletes the pair, wherever the other end is.
+    host.delete_link(host_if).await
+}
+
+pub fn nft_rules(net: &NetworkPlan) -> NetworkRules {
+    NetworkRules {
+        bridge: net.bridge.clone(),
+        subnets: net.subnets.iter().map(|(s, _)| *s).collect(),
+        masquerade: true,
+        internal: net.internal,
+        inbound_closed: true,
+    }
+}

@@ -1,0 +1,139 @@
+//! One handler per route. Each decodes its input, calls the engine, encodes the result.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use hns_api::{ApiError, DaemonInfo, ErrorCode, Health, HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork, ModifyRequest, Version};
+use serde::de::DeserializeOwned;
+
+use super::{Failure, MAX_BODY, Shared};
+
+type Reply<T> = Result<Json<T>, Failure>;
+
+/// Reads a JSON body, mapping an oversized one to 413 and bad JSON to 400 with the field.
+fn body<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, Failure> {
+    let b = b.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::BodyTooLarge, format!("request body is larger than {MAX_BODY} bytes"))
+        } else {
+            ApiError::new(ErrorCode::InvalidJson, format!("could not read the request body: {e}"))
+        }
+    })?;
+    Ok(hns_api::decode::from_slice(&b)?)
+}
+
+#[utoipa::path(get, path = "/networks", responses((status = 200, body = [HostComputeNetwork])))]
+pub async fn list_networks(State(s): State<Shared>) -> Json<Vec<HostComputeNetwork>> {
+    Json(s.engine.lock().await.list_networks())
+}
+
+#[utoipa::path(post, path = "/networks", request_body = HostComputeNetwork,
+    responses((status = 200, body = HostComputeNetwork), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn create_network(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNetwork> {
+    let req = body(b)?;
+    Ok(Json(s.engine.lock().await.create_network(req).await?))
+}
+
+#[utoipa::path(get, path = "/networks/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = HostComputeNetwork), (status = 404, body = ApiError)))]
+pub async fn get_network(State(s): State<Shared>, Path(id): Path<String>) -> Reply<HostComputeNetwork> {
+    Ok(Json(s.engine.lock().await.get_network(&id)?))
+}
+
+#[utoipa::path(delete, path = "/networks/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 204), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn delete_network(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
+    s.engine.lock().await.delete_network(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/networks/{id}", request_body = ModifyRequest, params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = HostComputeNetwork), (status = 400, body = ApiError)))]
+pub async fn modify_network(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNetwork> {
+    let req: ModifyRequest = body(b)?;
+    Ok(Json(s.engine.lock().await.modify_network(&id, req)?))
+}
+
+#[utoipa::path(get, path = "/endpoints", responses((status = 200, body = [HostComputeEndpoint])))]
+pub async fn list_endpoints(State(s): State<Shared>) -> Json<Vec<HostComputeEndpoint>> {
+    Json(s.engine.lock().await.list_endpoints())
+}
+
+#[utoipa::path(post, path = "/endpoints", request_body = HostComputeEndpoint,
+    responses((status = 200, body = HostComputeEndpoint), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn create_endpoint(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeEndpoint> {
+    let req = body(b)?;
+    Ok(Json(s.engine.lock().await.create_endpoint(req).await?))
+}
+
+#[utoipa::path(get, path = "/endpoints/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = HostComputeEndpoint), (status = 404, body = ApiError)))]
+pub async fn get_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Reply<HostComputeEndpoint> {
+    Ok(Json(s.engine.lock().await.get_endpoint(&id)?))
+}
+
+#[utoipa::path(delete, path = "/endpoints/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 204), (status = 404, body = ApiError)))]
+pub async fn delete_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
+    s.engine.lock().await.delete_endpoint(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/endpoints/{id}", request_body = ModifyRequest, params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = HostComputeEndpoint), (status = 400, body = ApiError)))]
+pub async fn modify_endpoint(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeEndpoint> {
+    let req: ModifyRequest = body(b)?;
+    Ok(Json(s.engine.lock().await.modify_endpoint(&id, req)?))
+}
+
+#[utoipa::path(get, path = "/namespaces", responses((status = 200, body = [HostComputeNamespace])))]
+pub async fn list_namespaces(State(s): State<Shared>) -> Json<Vec<HostComputeNamespace>> {
+    Json(s.engine.lock().await.list_namespaces())
+}
+
+#[utoipa::path(post, path = "/namespaces", request_body = HostComputeNamespace,
+    responses((status = 200, body = HostComputeNamespace), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn create_namespace(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNamespace> {
+    let req = body(b)?;
+    Ok(Json(s.engine.lock().await.create_namespace(req).await?))
+}
+
+#[utoipa::path(get, path = "/namespaces/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = HostComputeNamespace), (status = 404, body = ApiError)))]
+pub async fn get_namespace(State(s): State<Shared>, Path(id): Path<String>) -> Reply<HostComputeNamespace> {
+    Ok(Json(s.engine.lock().await.get_namespace(&id)?))
+}
+
+#[utoipa::path(delete, path = "/namespaces/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 204), (status = 404, body = ApiError)))]
+pub async fn delete_namespace(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
+    s.engine.lock().await.delete_namespace(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Attach/detach an endpoint (`ResourceType: Endpoint`), or record the process running in the
+/// compartment (`ResourceType: Container`).
+#[utoipa::path(post, path = "/namespaces/{id}", request_body = ModifyRequest, params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = HostComputeNamespace), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn modify_namespace(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNamespace> {
+    let req: ModifyRequest = body(b)?;
+    Ok(Json(s.engine.lock().await.modify_namespace(&id, req).await?))
+}
+
+/// The HNS service version (no envelope).
+#[utoipa::path(get, path = "/globals/version", responses((status = 200, body = Version)))]
+pub async fn version() -> Json<Version> {
+    Json(hns_api::HNS_VERSION)
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+#[utoipa::path(get, path = "/info", responses((status = 200, body = DaemonInfo)))]
+pub async fn info(State(s): State<Shared>) -> Json<DaemonInfo> {
+    Json(s.engine.lock().await.info())
+}

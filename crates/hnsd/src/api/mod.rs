@@ -1,0 +1,76 @@
+//! The HTTP API: HNS v2 shaped JSON over a unix socket.
+//!
+//! Handlers are thin: decode (naming the bad field), hand a typed request to the engine under
+//! its lock, encode. Every failure is an [`ApiError`] body with its HTTP status.
+
+mod handlers;
+mod openapi;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hns_api::{ApiError, ErrorCode};
+use tokio::sync::Mutex;
+
+use crate::engine::Engine;
+
+/// Request bodies above this are refused with 413.
+pub const MAX_BODY: usize = 1 << 20;
+
+pub struct AppState {
+    pub engine: Mutex<Engine>,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// Wraps an [`ApiError`] into a response with its status.
+pub struct Failure(pub ApiError);
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure(e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.0)).into_response()
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    use handlers::*;
+    let mut r = Router::new();
+    // Every route also answers with a trailing slash, as HNS clients send both.
+    for (path, route) in [
+        ("/networks", get(list_networks).post(create_network)),
+        ("/networks/{id}", get(get_network).delete(delete_network).post(modify_network)),
+        ("/endpoints", get(list_endpoints).post(create_endpoint)),
+        ("/endpoints/{id}", get(get_endpoint).delete(delete_endpoint).post(modify_endpoint)),
+        ("/namespaces", get(list_namespaces).post(create_namespace)),
+        ("/namespaces/{id}", get(get_namespace).delete(delete_namespace).post(modify_namespace)),
+        ("/globals/version", get(version)),
+        ("/healthz", get(healthz)),
+        ("/info", get(info)),
+        ("/openapi.json", get(openapi::document)),
+    ] {
+        r = r.route(path, route.clone()).route(&format!("{path}/"), route);
+    }
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> Failure {
+    Failure(ApiError::new(ErrorCode::NotFound, format!("no such API route: {uri}; see GET /openapi.json")))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Failure {
+    Failure(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {uri}; see GET /openapi.json")))
+}

@@ -1,0 +1,148 @@
+//! hnsd configuration: built-in defaults, then the TOML file (`--config`, default
+//! /etc/hns/hnsd.toml when it exists), then command-line flags, each overriding the previous.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG: &str = "/etc/hns/hnsd.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hnsd",
+    version,
+    about = "hns daemon: the Host Networking Service for Linux",
+    long_about = "hnsd owns hns networks, endpoints and compartments: it keeps them in its store, programs the kernel \
+(bridges, veths, nftables) and serves the HNS v2 API on a unix socket. Clients: hnsctl, Docker, CNI.",
+    after_help = "Examples:\n  hnsd --sandbox                      try hns in a throwaway lab (touches nothing on this host)\n  hnsd                                run with /etc/hns/hnsd.toml and the defaults\n  hnsd --no-default-network           do not create the 'nat' network at first start\n  hnsd --cleanup                      remove every hns kernel object and exit (uninstall)"
+)]
+pub struct Args {
+    /// API socket (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Where the store lives.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Runtime files: namespace mounts, resolv.conf files.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Do not create the default `nat` network at first start (Windows' `-b none`).
+    #[arg(long)]
+    pub no_default_network: bool,
+    /// TOML configuration file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How often drift is repaired, e.g. 10s, 500ms, 1m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub reconcile_interval: Option<Duration>,
+    /// Log filter (tracing env-filter syntax), e.g. info, debug, hnsd=debug. RUST_LOG also works.
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Remove every hns-owned kernel object (links, nft table, namespace mounts) and exit.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Build a throwaway lab (a host namespace with an uplink to a simulated LAN), run hnsd in
+    /// it, and print how to use it. Nothing touches this machine's network.
+    #[arg(long)]
+    pub sandbox: bool,
+    /// Directory of the sandbox.
+    #[arg(long, value_name = "DIR", default_value = "/tmp/hns-sandbox", requires = "sandbox")]
+    pub sandbox_dir: PathBuf,
+}
+
+/// The file form. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub run_dir: Option<PathBuf>,
+    pub no_default_network: Option<bool>,
+    pub reconcile_interval: Option<String>,
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub no_default_network: bool,
+    pub reconcile_interval: Duration,
+    pub log: String,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 10s, 500ms or 1m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s or m")),
+    };
+    if d.is_zero() {
+        return Err("the interval must be above zero".into());
+    }
+    Ok(d)
+}
+
+impl Config {
+    pub fn load(args: &Args) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("config file {}: {e}", p.display()))?),
+            None => std::fs::read_to_string(DEFAULT_CONFIG).ok(),
+        };
+        let fc: FileConfig = match &file {
+            Some(text) => toml::from_str(text).map_err(|e| anyhow::anyhow!("config file {}: {e}", args.config.as_deref().unwrap_or(DEFAULT_CONFIG.as_ref()).display()))?,
+            None => FileConfig::default(),
+        };
+        let interval = match (&args.reconcile_interval, &fc.reconcile_interval) {
+            (Some(d), _) => *d,
+            (None, Some(s)) => parse_duration(s).map_err(|e| anyhow::anyhow!("config reconcile-interval: {e}"))?,
+            (None, None) => Duration::from_secs(10),
+        };
+        Ok(Config {
+            socket: args.socket.clone().or(fc.socket).unwrap_or_else(|| "/run/hns/hns.sock".into()),
+            state_dir: args.state_dir.clone().or(fc.state_dir).unwrap_or_else(|| "/var/lib/hns".into()),
+            run_dir: args.run_dir.clone().or(fc.run_dir).unwrap_or_else(|| "/run/hns".into()),
+            no_default_network: args.no_default_network || fc.no_default_network.unwrap_or(false),
+            reconcile_interval: interval,
+            log: args.log.clone().or(fc.log).or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("hnsd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("hnsd.toml");
+        std::fs::write(&f, "state-dir = \"/tmp/a\"\nno-default-network = true\nreconcile-interval = \"3s\"\n").unwrap();
+        let args = Args::parse_from(["hnsd", "--config", f.to_str().unwrap(), "--state-dir", "/tmp/b"]);
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/b"));
+        assert!(c.no_default_network);
+        assert_eq!(c.reconcile_interval, Duration::from_secs(3));
+        std::fs::write(&f, "bogus = 1\n").unwrap();
+        assert!(Config::load(&args).unwrap_err().to_string().contains("bogus"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,317 @@
+//! Endpoint requests: create (optionally attached at once), delete, modify; and the attach
+//! and detach steps shared with namespace requests.
+
+use std::net::IpAddr;
+
+use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, IpConfig, ModifyRequest, ResourceType, state};
+use hns_ipam::Mac;
+use hns_store::Kind;
+
+use super::records::EndpointRecord;
+use super::validate::{self, ENDPOINT_POLICY_TYPES};
+use super::{Engine, Result, kernel_err, new_guid, norm_guid, store_err};
+
+impl Engine {
+    pub fn list_endpoints(&self) -> Vec<HostComputeEndpoint> {
+        self.endpoints.values().map(|e| e.ep.clone()).collect()
+    }
+
+    pub fn get_endpoint(&self, key: &str) -> Result<HostComputeEndpoint> {
+        Ok(self.endpoints[&self.endpoint_id(key)?].ep.clone())
+    }
+
+    /// Validates an endpoint request and allocates its addresses and MAC in memory. On error
+    /// nothing was taken.
+    fn validate_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<(EndpointRecord, Option<String>)> {
+        if req.host_compute_network.is_empty() {
+            return Err(ApiError::field(ErrorCode::InvalidEndpoint, "HostComputeNetwork", "HostComputeNetwork is required: the ID or name of the network"));
+        }
+        let net_id = self.network_id(&req.host_compute_network).ok_or_else(|| {
+            ApiError::field(
+                ErrorCode::NetworkNotFound,
+                "HostComputeNetwork",
+                format!("no network with ID or name {:?}; list them with `hnsctl network ls`", req.host_compute_network),
+            )
+        })?;
+        if req.id.is_empty() {
+            req.id = new_guid();
+        } else {
+            req.id = norm_guid(&req.id).ok_or_else(|| ApiError::field(ErrorCode::InvalidEndpoint, "ID", format!("ID {:?} is not a GUID", req.id)))?;
+            if self.endpoints.contains_key(&req.id) {
+                return Err(ApiError::field(ErrorCode::EndpointAlreadyExists, "ID", format!("an endpoint with ID {} already exists", req.id)));
+            }
+        }
+        validate::check_name(&req.name, "Name", false)?;
+        for (i, a) in req.aliases.iter().enumerate() {
+            validate::check_name(a, &format!("Aliases[{i}]"), true)?;
+        }
+        validate::check_policies(&req.policies, "Policies", "endpoint", ENDPOINT_POLICY_TYPES)?;
+        validate::check_flags(req.flags, "Flags")?;
+        validate::unsupported("Health", !req.health.is_null())?;
+        validate::check_dns(&req.dns, "Dns")?;
+        let ns_id = if req.host_compute_namespace.is_empty() {
+            None
+        } else {
+            Some(self.namespace_id(&req.host_compute_namespace).ok_or_else(|| {
+                ApiError::field(ErrorCode::NamespaceNotFound, "HostComputeNamespace", format!("no namespace with ID or name {:?}", req.host_compute_namespace))
+            })?)
+        };
+        let net = &self.networks[&net_id];
+        if !req.name.is_empty() && net.endpoint_names.contains_key(&req.name) {
+            return Err(ApiError::field(
+                ErrorCode::EndpointAlreadyExists,
+                "Name",
+                format!("network {:?} already has an endpoint named {:?}; choose another name", net.rec.net.name, req.name),
+            ));
+        }
+        for (i, r) in req.routes.iter().enumerate() {
+            validate::parse_cidr(&r.destination_prefix, &format!("Routes[{i}].DestinationPrefix"), ErrorCode::InvalidPrefix)?;
+            if !r.next_hop.is_empty() {
+                let hop = validate::parse_ip(&r.next_hop, &format!("Routes[{i}].NextHop"))?;
+                if !net.plan.subnets.iter().any(|(s, _)| s.contains(&hop)) {
+                    return Err(ApiError::field(ErrorCode::InvalidIp, format!("Routes[{i}].NextHop"), format!("next hop {hop} is not on network {:?}", net.rec.net.name)));
+                }
+            }
+        }
+        // Static addresses: parse and check everything before taking anything.
+        let mut statics: Vec<(usize, IpAddr)> = Vec::new();
+        for (i, c) in req.ip_configurations.iter().enumerate() {
+            let field = format!("IpConfigurations[{i}].IpAddress");
+            validate::unsupported(&format!("IpConfigurations[{i}].IpSubnetId"), !c.ip_subnet_id.is_empty())?;
+            let ip = validate::parse_ip(&c.ip_address, &field)?;
+            let Some(pi) = net.pools.iter().position(|p| p.subnet().contains(&ip)) else {
+                let subnets: Vec<String> = net.pools.iter().map(|p| p.subnet().to_string()).collect();
+                return Err(ApiError::field(
+                    ErrorCode::AddrInvalidOrReserved,
+                    field,
+                    format!("address {ip} is outside the subnets of network {:?} ({}); choose an address inside", net.rec.net.name, subnets.join(", ")),
+                ));
+            };
+            let plen = net.pools[pi].prefix_len();
+            if c.prefix_length != 0 && c.prefix_length != plen {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidPrefix,
+                    format!("IpConfigurations[{i}].PrefixLength"),
+                    format!("prefix length {} does not match subnet {} (/{plen}); leave it 0 or send {plen}", c.prefix_length, net.pools[pi].subnet()),
+                ));
+            }
+            if statics.iter().any(|(p, _)| *p == pi) {
+                return Err(ApiError::field(ErrorCode::AddrInvalidOrReserved, field, format!("two addresses given in subnet {}; an endpoint takes one address per subnet", net.pools[pi].subnet())));
+            }
+            statics.push((pi, ip));
+        }
+        let static_mac = if req.mac_address.is_empty() {
+            None
+        } else {
+            let mac = Mac::parse(&req.mac_address).map_err(|e| ApiError::field(ErrorCode::InvalidMac, "MacAddress", e.to_string()))?;
+            if net.macs.contains(&mac.0) {
+                return Err(ApiError::field(ErrorCode::MacInUse, "MacAddress", format!("MAC {mac} is already used on network {:?}; choose another or leave it empty", net.rec.net.name)));
+            }
+            Some(mac)
+        };
+
+        // Allocate: one address per family (statics, else the first subnet of each family).
+        let net = self.networks.get_mut(&net_id).expect("looked up");
+        let mut taken: Vec<(usize, IpAddr)> = Vec::new();
+        let mut fail = None;
+        for (pi, ip) in &statics {
+            match net.pools[*pi].reserve(*ip) {
+                Ok(()) => taken.push((*pi, *ip)),
+                Err(e) => {
+                    let i = statics.iter().position(|(p, _)| p == pi).unwrap_or(0);
+                    fail = Some(validate::address_error(&format!("IpConfigurations[{i}].IpAddress"), e));
+                    break;
+                }
+            }
+        }
+        if fail.is_none() {
+            for v4 in [true, false] {
+                if taken.iter().any(|(_, ip)| ip.is_ipv4() == v4) || statics.iter().any(|(_, ip)| ip.is_ipv4() == v4) {
+                    continue;
+                }
+                let Some(pi) = net.pools.iter().position(|p| p.subnet().addr().is_ipv4() == v4) else { continue };
+                match net.pools[pi].allocate() {
+                    Ok(ip) => taken.push((pi, ip)),
+                    Err(e) => {
+                        fail = Some(validate::address_error("IpConfigurations", e));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = fail {
+            for (pi, ip) in taken {
+                net.pools[pi].release(ip);
+            }
+            return Err(e);
+        }
+        taken.sort_by_key(|(pi, _)| *pi);
+        let mac = static_mac.unwrap_or_else(|| {
+            let first = taken.first().map(|(_, ip)| *ip).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let mut m = Mac::from_ip(first);
+            while net.macs.contains(&m.0) {
+                m = Mac::random();
+            }
+            m
+        });
+        net.macs.insert(mac.0);
+        if !req.name.is_empty() {
+            net.endpoint_names.insert(req.name.clone(), req.id.clone());
+        }
+        req.ip_configurations = taken.iter().map(|(pi, ip)| IpConfig { ip_address: ip.to_string(), prefix_length: net.pools[*pi].prefix_len(), ip_subnet_id: String::new() }).collect();
+        req.mac_address = mac.to_windows_string();
+        req.host_compute_network = net_id.clone();
+        req.host_compute_namespace = String::new();
+        req.interface_name = String::new();
+        req.schema_version = hns_api::SCHEMA_VERSION;
+        req.state = state::CREATED;
+        req.version = 1;
+        Ok((EndpointRecord { ep: req, network_id: net_id }, ns_id))
+    }
+
+    pub async fn create_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
+        let (rec, ns_id) = self.validate_endpoint(req)?;
+        let id = rec.ep.id.clone();
+        let cursors = self.networks[&rec.network_id].cursors();
+        // One transaction: the endpoint, its addresses and MAC (inside the record) and the
+        // IPAM cursors of its network.
+        let mut net_rec = self.networks[&rec.network_id].rec.clone();
+        net_rec.cursors = cursors;
+        let committed = (|| {
+            let mut txn = self.store.begin()?;
+            txn.put(Kind::Endpoint, &id, &rec)?;
+            txn.put(Kind::Network, &net_rec.net.id, &net_rec)?;
+            txn.commit()
+        })();
+        if let Err(e) = committed {
+            self.networks.get_mut(&rec.network_id).expect("exists").release_endpoint(&rec);
+            return Err(store_err(e));
+        }
+        self.networks.get_mut(&rec.network_id).expect("exists").rec = net_rec;
+        self.endpoints.insert(id.clone(), rec);
+        if let Some(ns) = ns_id {
+            if let Err(e) = self.attach(&id, &ns).await {
+                // The request fails as a whole: remove the endpoint again.
+                let _ = self.delete_endpoint(&id).await;
+                return Err(e);
+            }
+        }
+        Ok(self.endpoints[&id].ep.clone())
+    }
+
+    pub async fn delete_endpoint(&mut self, key: &str) -> Result<()> {
+        let id = self.endpoint_id(key)?;
+        let rec = self.endpoints[&id].clone();
+        let mut txn = self.store.begin().map_err(store_err)?;
+        txn.delete(Kind::Endpoint, &id).map_err(store_err)?;
+        txn.commit().map_err(store_err)?;
+        self.endpoints.remove(&id);
+        if let Some(net) = self.networks.get_mut(&rec.network_id) {
+            net.release_endpoint(&rec);
+        }
+        // Committed: a failing kernel step here is finished by the reconciler.
+        let mut result = Ok(());
+        if !rec.ep.host_compute_namespace.is_empty() {
+            if let Some(net) = self.networks.get(&rec.network_id) {
+                result = hns_drivers::detach(&self.host, &net.plan, &hns_kernel::names::veth_host_name(&id)).await.map_err(kernel_err);
+            }
+            self.write_resolv_conf(&rec.ep.host_compute_namespace);
+        }
+        result
+    }
+
+    pub fn modify_endpoint(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeEndpoint> {
+        let id = self.endpoint_id(key)?;
+        match req.resource_type {
+            ResourceType::Policy => {
+                let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
+                validate::check_policies(&p.policies, "Settings.Policies", "endpoint", ENDPOINT_POLICY_TYPES)?;
+                Ok(self.endpoints[&id].ep.clone())
+            }
+            other => Err(ApiError::field(
+                ErrorCode::RequestUnsupported,
+                "ResourceType",
+                format!("modifying an endpoint's {other} is not supported yet; supported: Policy"),
+            )),
+        }
+    }
+
+    /// Attaches an endpoint to a compartment: commit, create the veth into it, configure,
+    /// mark attached.
+    pub(crate) async fn attach(&mut self, ep_id: &str, ns_id: &str) -> Result<()> {
+        let current = self.endpoints[ep_id].ep.host_compute_namespace.clone();
+        if current == ns_id {
+            return Ok(());
+        }
+        if !current.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::EndpointAlreadyAttached,
+                format!("endpoint {ep_id} is already attached to namespace {current}; detach it first"),
+            ));
+        }
+        let ifname = self.free_ifname(ns_id);
+        let mut rec = self.endpoints[ep_id].clone();
+        rec.ep.host_compute_namespace = ns_id.to_owned();
+        rec.ep.interface_name = ifname;
+        rec.ep.version += 1;
+        self.persist_endpoint(&rec, false)?;
+        self.endpoints.insert(ep_id.to_owned(), rec.clone());
+        let applied = self.apply_attach(&rec).await;
+        if let Err(e) = applied {
+            if let Some(net) = self.networks.get(&rec.network_id) {
+                let _ = hns_drivers::detach(&self.host, &net.plan, &hns_kernel::names::veth_host_name(ep_id)).await;
+            }
+            rec.ep.host_compute_namespace.clear();
+            rec.ep.interface_name.clear();
+            self.endpoints.insert(ep_id.to_owned(), rec.clone());
+            self.persist_endpoint(&rec, false)?;
+            return Err(e);
+        }
+        rec.ep.state = state::ATTACHED;
+        self.persist_endpoint(&rec, true)?;
+        self.endpoints.insert(ep_id.to_owned(), rec);
+        self.write_resolv_conf(ns_id);
+        Ok(())
+    }
+
+    /// The kernel part of an attach (also used by the reconciler).
+    pub(crate) async fn apply_attach(&mut self, rec: &EndpointRecord) -> Result<()> {
+        let plan = self.endpoint_plan(rec).ok_or_else(|| ApiError::internal(format!("endpoint {} has an unusable record", rec.ep.id)))?;
+        let net_plan = self.networks[&rec.network_id].plan.clone();
+        let host = self.host.clone();
+        let c = self.compartment(&rec.ep.host_compute_namespace).map_err(kernel_err)?;
+        hns_drivers::attach(&host, &net_plan, &plan, c).await.map_err(kernel_err)
+    }
+
+    pub(crate) async fn detach(&mut self, ep_id: &str) -> Result<()> {
+        let mut rec = self.endpoints[ep_id].clone();
+        let ns_id = rec.ep.host_compute_namespace.clone();
+        if ns_id.is_empty() {
+            return Err(ApiError::new(ErrorCode::EndpointNotAttached, format!("endpoint {ep_id} is not attached to any namespace")));
+        }
+        rec.ep.host_compute_namespace.clear();
+        rec.ep.interface_name.clear();
+        rec.ep.state = state::DETACHED;
+        rec.ep.version += 1;
+        self.persist_endpoint(&rec, false)?;
+        self.endpoints.insert(ep_id.to_owned(), rec.clone());
+        self.write_resolv_conf(&ns_id);
+        let net = &self.networks[&rec.network_id];
+        hns_drivers::detach(&self.host, &net.plan, &hns_kernel::names::veth_host_name(ep_id)).await.map_err(kernel_err)
+    }
+
+    pub(crate) fn persist_endpoint(&self, rec: &EndpointRecord, lazy: bool) -> Result<()> {
+        let mut txn = self.store.begin().map_err(store_err)?;
+        if lazy {
+            txn.lazy();
+        }
+        txn.put(Kind::Endpoint, &rec.ep.id, rec).map_err(store_err)?;
+        txn.commit().map_err(store_err)
+    }
+
+    /// The lowest `ethN` not used by another endpoint in the compartment.
+    fn free_ifname(&self, ns_id: &str) -> String {
+        let used: Vec<&str> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == ns_id).map(|e| e.ep.interface_name.as_str()).collect();
+        (0..).map(|i| format!("eth{i}")).find(|n| !used.contains(&n.as_str())).expect("unbounded")
+    }
+}

@@ -1,0 +1,295 @@
+//! The engine: the single owner of hnsd's state.
+//!
+//! Every request is handled by one `&mut Engine` method under one lock, in the same order:
+//! validate (pure, nothing changes on failure) → commit one store transaction holding the
+//! object and its allocations → apply idempotent kernel steps → mark ready. A crash at any
+//! point is repaired by [`reconcile`], which makes the kernel match the store.
+//!
+//! The working set lives in memory (loaded from the store at start), so lookups and
+//! allocation never scan the store; the store is written through.
+
+mod endpoints;
+mod info;
+mod namespaces;
+mod networks;
+pub mod reconcile;
+pub mod records;
+pub mod validate;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use hns_api::{ApiError, ErrorCode};
+use hns_drivers::{Compartment, EndpointPlan, NetworkPlan};
+use hns_ipam::{Mac, Pool};
+use hns_kernel::netlink::Netlink;
+use hns_kernel::{KernelError, names};
+use hns_store::{Kind, Store, StoreError};
+
+use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
+
+/// Paths and knobs the engine needs from the daemon's configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl EngineConfig {
+    pub fn netns_dir(&self) -> PathBuf {
+        self.run_dir.join("netns")
+    }
+    pub fn resolv_dir(&self) -> PathBuf {
+        self.run_dir.join("resolv")
+    }
+    pub fn store_path(&self) -> PathBuf {
+        self.state_dir.join("hns.redb")
+    }
+}
+
+/// A network with its live allocation state.
+pub(crate) struct Net {
+    pub rec: NetworkRecord,
+    pub plan: NetworkPlan,
+    pub pools: Vec<Pool>,
+    pub macs: HashSet<[u8; 6]>,
+    /// Endpoint name -> endpoint ID, for uniqueness and lookup.
+    pub endpoint_names: HashMap<String, String>,
+}
+
+/// A compartment with its cached kernel handles.
+pub(crate) struct Ns {
+    pub rec: NamespaceRecord,
+    pub conn: Option<Compartment>,
+}
+
+pub struct Engine {
+    pub(crate) cfg: EngineConfig,
+    pub(crate) store: Store,
+    pub(crate) host: Netlink,
+    pub(crate) networks: BTreeMap<String, Net>,
+    pub(crate) endpoints: BTreeMap<String, EndpointRecord>,
+    pub(crate) namespaces: BTreeMap<String, Ns>,
+    pub(crate) next_ns_number: u32,
+    pub(crate) last_reconcile: String,
+    pub(crate) kernel_features: BTreeMap<String, bool>,
+}
+
+pub type Result<T> = std::result::Result<T, ApiError>;
+
+pub(crate) fn store_err(e: StoreError) -> ApiError {
+    ApiError::new(ErrorCode::StoreError, format!("{e}; nothing was changed"))
+}
+
+pub(crate) fn kernel_err(e: KernelError) -> ApiError {
+    ApiError::new(ErrorCode::KernelError, format!("kernel refused to {} {}: {}", e.op, e.object, e.reason))
+}
+
+pub(crate) fn new_guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// GUIDs are compared without regard to case or braces.
+pub(crate) fn norm_guid(s: &str) -> Option<String> {
+    uuid::Uuid::parse_str(s.trim_matches(|c| c == '{' || c == '}')).ok().map(|u| u.to_string())
+}
+
+impl Engine {
+    /// Opens the store and loads every object. The kernel is not touched: call
+    /// [`Engine::reconcile`] next.
+    pub fn open(cfg: EngineConfig, host: Netlink) -> anyhow::Result<Engine> {
+        let store = Store::open(&cfg.store_path())?;
+        let mut e = Engine {
+            cfg,
+            store,
+            host,
+            networks: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            next_ns_number: 1,
+            last_reconcile: String::new(),
+            kernel_features: info::probe_kernel(),
+        };
+        for rec in e.store.load_all::<NetworkRecord>(Kind::Network)? {
+            let net = Net::from_record(rec).map_err(|err| anyhow::anyhow!("stored network is invalid: {err}"))?;
+            e.networks.insert(net.rec.net.id.clone(), net);
+        }
+        for rec in e.store.load_all::<NamespaceRecord>(Kind::Namespace)? {
+            e.next_ns_number = e.next_ns_number.max(rec.ns.namespace_id + 1);
+            e.namespaces.insert(rec.ns.id.clone(), Ns { rec, conn: None });
+        }
+        for rec in e.store.load_all::<EndpointRecord>(Kind::Endpoint)? {
+            if let Some(net) = e.networks.get_mut(&rec.network_id) {
+                net.take_endpoint(&rec).map_err(|err| anyhow::anyhow!("stored endpoint {} conflicts: {err}", rec.ep.id))?;
+            }
+            e.endpoints.insert(rec.ep.id.clone(), rec);
+        }
+        Ok(e)
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.store.path().to_owned()
+    }
+
+    pub(crate) fn network_id(&self, key: &str) -> Option<String> {
+        if let Some(id) = norm_guid(key) {
+            if self.networks.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        self.networks.values().find(|n| n.rec.net.name == key).map(|n| n.rec.net.id.clone())
+    }
+
+    pub(crate) fn endpoint_id(&self, key: &str) -> Result<String> {
+        if let Some(id) = norm_guid(key) {
+            if self.endpoints.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        let found: Vec<&EndpointRecord> = self.endpoints.values().filter(|e| e.ep.name == key).collect();
+        match found.len() {
+            0 => Err(ApiError::new(ErrorCode::EndpointNotFound, format!("no endpoint with ID or name {key:?}; list them with `hnsctl endpoint ls`"))),
+            1 => Ok(found[0].ep.id.clone()),
+            _ => Err(ApiError::new(
+                ErrorCode::EndpointNotFound,
+                format!(
+                    "endpoint name {key:?} is used on several networks ({}); use the endpoint ID",
+                    found.iter().map(|e| e.ep.id.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+
+    pub(crate) fn namespace_id(&self, key: &str) -> Option<String> {
+        if let Some(id) = norm_guid(key) {
+            if self.namespaces.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        self.namespaces.values().find(|n| !n.rec.ns.name.is_empty() && n.rec.ns.name == key).map(|n| n.rec.ns.id.clone())
+    }
+
+    /// Opens (or reuses) the kernel handles of a compartment, checking it is still the same
+    /// namespace.
+    pub(crate) fn compartment(&mut self, ns_id: &str) -> std::result::Result<&Compartment, KernelError> {
+        let ns = self.namespaces.get_mut(ns_id).expect("caller checked the namespace exists");
+        let path = PathBuf::from(&ns.rec.ns.net_ns_path);
+        let current = hns_kernel::netns::identity(&path)?;
+        if ns.rec.identity.is_some_and(|id| id != current) {
+            ns.conn = None;
+            return Err(KernelError::new("open compartment", ns.rec.ns.net_ns_path.clone(), "the path now names another network namespace (the process that owned it exited)"));
+        }
+        if ns.conn.is_none() {
+            let fd = hns_kernel::netns::open(&path)?;
+            let netlink = Netlink::in_netns(&fd)?;
+            ns.conn = Some(Compartment { fd, netlink });
+        }
+        Ok(ns.conn.as_ref().expect("just set"))
+    }
+
+    /// The kernel plan of an attached endpoint.
+    pub(crate) fn endpoint_plan(&self, rec: &EndpointRecord) -> Option<EndpointPlan> {
+        let net = self.networks.get(&rec.network_id)?;
+        let mut addresses = Vec::new();
+        let mut gateways = Vec::new();
+        for c in &rec.ep.ip_configurations {
+            let ip: IpAddr = c.ip_address.parse().ok()?;
+            addresses.push((ip, c.prefix_length));
+            if let Some((_, gw)) = net.plan.subnets.iter().find(|(s, _)| s.contains(&ip)) {
+                if !gateways.iter().any(|g: &IpAddr| g.is_ipv4() == gw.is_ipv4()) {
+                    gateways.push(*gw);
+                }
+            }
+        }
+        let routes = rec
+            .ep
+            .routes
+            .iter()
+            .filter_map(|r| Some((r.destination_prefix.parse().ok()?, r.next_hop.parse().ok())))
+            .collect();
+        Some(EndpointPlan {
+            id: rec.ep.id.clone(),
+            host_if: names::veth_host_name(&rec.ep.id),
+            ifname: rec.ep.interface_name.clone(),
+            mac: Mac::parse(&rec.ep.mac_address).ok()?.0,
+            addresses,
+            gateways,
+            routes,
+        })
+    }
+
+    /// The whole nft table as the store says it should be.
+    pub(crate) fn desired_nft(&self) -> hns_kernel::nft::Desired {
+        hns_kernel::nft::Desired { networks: self.networks.values().map(|n| hns_drivers::nft_rules(&n.plan)).collect() }
+    }
+
+    pub(crate) fn apply_nft(&self) -> Result<()> {
+        hns_kernel::nft::apply(&self.desired_nft()).map_err(kernel_err)
+    }
+}
+
+impl Net {
+    /// Rebuilds the live state of a stored network: its pools (with cursors) and plan.
+    pub fn from_record(rec: NetworkRecord) -> std::result::Result<Net, String> {
+        let mut pools = Vec::new();
+        let mut subnets = Vec::new();
+        for (i, s) in rec.net.subnets().enumerate() {
+            let p = validate::parse_subnet(s, "subnet").map_err(|e| e.message)?;
+            let mut pool = Pool::new(&p.spec).map_err(|e| e.to_string())?;
+            if let Some(c) = rec.cursors.get(i) {
+                pool.set_cursor(*c);
+            }
+            subnets.push((pool.subnet(), pool.gateway()));
+            pools.push(pool);
+        }
+        let gw = subnets.first().map(|(_, g)| *g).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let plan = NetworkPlan {
+            id: rec.net.id.clone(),
+            kind: rec.net.network_type(),
+            bridge: names::bridge_name(&rec.net.id),
+            bridge_mac: Mac::from_ip(gw).0,
+            subnets,
+            internal: rec.net.internal,
+        };
+        Ok(Net { rec, plan, pools, macs: HashSet::new(), endpoint_names: HashMap::new() })
+    }
+
+    /// Marks an endpoint's addresses, MAC and name as taken.
+    pub fn take_endpoint(&mut self, rec: &EndpointRecord) -> std::result::Result<(), String> {
+        for c in &rec.ep.ip_configurations {
+            let ip: IpAddr = c.ip_address.parse().map_err(|_| format!("bad address {}", c.ip_address))?;
+            if let Some(pool) = self.pools.iter_mut().find(|p| p.subnet().contains(&ip)) {
+                pool.reserve(ip).map_err(|e| e.to_string())?;
+            }
+        }
+        if let Ok(mac) = Mac::parse(&rec.ep.mac_address) {
+            self.macs.insert(mac.0);
+        }
+        if !rec.ep.name.is_empty() {
+            self.endpoint_names.insert(rec.ep.name.clone(), rec.ep.id.clone());
+        }
+        Ok(())
+    }
+
+    /// Frees what [`Net::take_endpoint`] took.
+    pub fn release_endpoint(&mut self, rec: &EndpointRecord) {
+        for c in &rec.ep.ip_configurations {
+            if let Ok(ip) = c.ip_address.parse::<IpAddr>() {
+                for p in self.pools.iter_mut() {
+                    p.release(ip);
+                }
+            }
+        }
+        if let Ok(mac) = Mac::parse(&rec.ep.mac_address) {
+            self.macs.remove(&mac.0);
+        }
+        if self.endpoint_names.get(&rec.ep.name) == Some(&rec.ep.id) {
+            self.endpoint_names.remove(&rec.ep.name);
+        }
+    }
+
+    pub fn cursors(&self) -> Vec<u128> {
+        self.pools.iter().map(|p| p.cursor()).collect()
+    }
+}

@@ -1,0 +1,299 @@
+//! Namespace ("compartment") requests, and the compartment's resolv.conf.
+
+use std::path::{Path, PathBuf};
+
+use hns_api::{
+    ApiError, ErrorCode, HostComputeNamespace, ModifyRequest, NamespaceContainerRequest, NamespaceEndpointRequest, NamespaceResource,
+    NamespaceType, RequestType, ResourceType, state,
+};
+use hns_kernel::netns;
+use hns_store::Kind;
+
+use super::records::NamespaceRecord;
+use super::validate;
+use super::{Engine, Ns, Result, kernel_err, new_guid, norm_guid, store_err};
+
+impl Engine {
+    /// The namespace as clients see it: `Resources` lists its attached endpoints.
+    fn namespace_view(&self, id: &str) -> HostComputeNamespace {
+        let mut ns = self.namespaces[id].rec.ns.clone();
+        ns.resources = self
+            .endpoints
+            .values()
+            .filter(|e| e.ep.host_compute_namespace == id)
+            .map(|e| NamespaceResource { kind: "Endpoint".into(), data: serde_json::json!({ "ID": e.ep.id }) })
+            .collect();
+        ns
+    }
+
+    pub fn list_namespaces(&self) -> Vec<HostComputeNamespace> {
+        self.namespaces.keys().map(|id| self.namespace_view(id)).collect()
+    }
+
+    pub fn get_namespace(&self, key: &str) -> Result<HostComputeNamespace> {
+        let id = self.namespace_id(key).ok_or_else(|| not_found(key))?;
+        Ok(self.namespace_view(&id))
+    }
+
+    pub async fn create_namespace(&mut self, mut req: HostComputeNamespace) -> Result<HostComputeNamespace> {
+        validate::check_name(&req.name, "Name", false)?;
+        if !req.name.is_empty() && self.namespace_id(&req.name).is_some() {
+            return Err(ApiError::field(ErrorCode::NamespaceAlreadyExists, "Name", format!("a namespace named {:?} already exists", req.name)));
+        }
+        if req.id.is_empty() {
+            req.id = new_guid();
+        } else {
+            req.id = norm_guid(&req.id).ok_or_else(|| ApiError::field(ErrorCode::InvalidNamespace, "ID", format!("ID {:?} is not a GUID", req.id)))?;
+            if self.namespaces.contains_key(&req.id) {
+                return Err(ApiError::field(ErrorCode::NamespaceAlreadyExists, "ID", format!("a namespace with ID {} already exists", req.id)));
+            }
+        }
+        if matches!(req.kind, Some(NamespaceType::Guest) | Some(NamespaceType::GuestDefault)) {
+            return Err(ApiError::field(ErrorCode::RequestUnsupported, "Type", "Guest namespaces (utility VMs) do not exist on Linux; use Host"));
+        }
+        // Endpoints listed in Resources are attached once the namespace exists; check them first.
+        let mut to_attach = Vec::new();
+        for (i, r) in req.resources.iter().enumerate() {
+            if !r.kind.eq_ignore_ascii_case("Endpoint") {
+                return Err(ApiError::field(ErrorCode::RequestUnsupported, format!("Resources[{i}].Type"), format!("resource type {:?} is not supported; use Endpoint", r.kind)));
+            }
+        }
+        for (i, key) in req.endpoint_ids().iter().enumerate() {
+            let id = self.endpoint_id(key).map_err(|e| ApiError { field: Some(format!("Resources[{i}].Data.ID")), ..e })?;
+            if !self.endpoints[&id].ep.host_compute_namespace.is_empty() {
+                return Err(ApiError::field(ErrorCode::EndpointAlreadyAttached, format!("Resources[{i}].Data.ID"), format!("endpoint {id} is already attached")));
+            }
+            to_attach.push(id);
+        }
+        if req.pid != 0 || !req.command.is_empty() {
+            return Err(ApiError::field(ErrorCode::InvalidNamespace, "Pid", "Pid and Command are recorded with a Container modify request after the process starts"));
+        }
+        let managed = req.net_ns_path.is_empty();
+        let identity = if managed {
+            req.net_ns_path = self.cfg.netns_dir().join(&req.id).display().to_string();
+            None
+        } else {
+            let path = Path::new(&req.net_ns_path);
+            if !path.is_absolute() {
+                return Err(ApiError::field(ErrorCode::InvalidNamespace, "NetNsPath", format!("NetNsPath {:?} must be an absolute path such as /run/netns/x or /proc/PID/ns/net", req.net_ns_path)));
+            }
+            let id = netns::identity(path).map_err(|e| {
+                ApiError::field(ErrorCode::InvalidNamespace, "NetNsPath", format!("NetNsPath {:?} is not a network namespace: {}", req.net_ns_path, e.reason))
+            })?;
+            if let Some(other) = self.namespaces.values().find(|n| n.rec.identity == Some(id)) {
+                return Err(ApiError::field(
+                    ErrorCode::NamespaceAlreadyExists,
+                    "NetNsPath",
+                    format!("that network namespace is already known as namespace {} ({})", other.rec.ns.id, other.rec.ns.name),
+                ));
+            }
+            Some(id)
+        };
+        req.kind = Some(req.kind.unwrap_or(NamespaceType::Host));
+        req.namespace_id = self.next_ns_number;
+        req.resources.clear();
+        req.schema_version = hns_api::SCHEMA_VERSION;
+        req.resolv_conf_path = self.resolv_path(&req.id).display().to_string();
+        req.state = if managed { state::CREATED } else { state::READY };
+        let mut rec = NamespaceRecord { ns: req, managed, identity };
+        self.persist_namespace(&rec, false)?;
+        self.next_ns_number += 1;
+        let id = rec.ns.id.clone();
+        self.namespaces.insert(id.clone(), Ns { rec: rec.clone(), conn: None });
+        if managed {
+            if let Err(e) = self.apply_namespace(&id).await {
+                self.namespaces.remove(&id);
+                let _ = netns::remove(Path::new(&rec.ns.net_ns_path));
+                if let Ok(mut t) = self.store.begin() {
+                    let _ = t.delete(Kind::Namespace, &id);
+                    let _ = t.commit();
+                }
+                return Err(e);
+            }
+            rec.ns.state = state::READY;
+            rec.identity = self.namespaces[&id].rec.identity;
+            self.persist_namespace(&rec, true)?;
+            self.namespaces.get_mut(&id).expect("inserted").rec = rec;
+        }
+        self.write_resolv_conf(&id);
+        for ep in to_attach {
+            self.attach(&ep, &id).await?;
+        }
+        Ok(self.namespace_view(&id))
+    }
+
+    /// Creates the kernel namespace of a managed compartment, loopback up.
+    pub(crate) async fn apply_namespace(&mut self, id: &str) -> Result<()> {
+        let path = PathBuf::from(&self.namespaces[id].rec.ns.net_ns_path);
+        let identity = match netns::identity(&path) {
+            Ok(i) => i,
+            Err(_) => netns::create(&path).map_err(kernel_err)?,
+        };
+        self.namespaces.get_mut(id).expect("exists").rec.identity = Some(identity);
+        let c = self.compartment(id).map_err(kernel_err)?;
+        c.netlink.set_up("lo").await.map_err(kernel_err)
+    }
+
+    pub async fn delete_namespace(&mut self, key: &str) -> Result<()> {
+        let id = self.namespace_id(key).ok_or_else(|| not_found(key))?;
+        let attached: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.ep.id.clone()).collect();
+        let mut errors = Vec::new();
+        for ep in attached {
+            if let Err(e) = self.detach(&ep).await {
+                errors.push(e.message);
+            }
+        }
+        let mut txn = self.store.begin().map_err(store_err)?;
+        txn.delete(Kind::Namespace, &id).map_err(store_err)?;
+        txn.commit().map_err(store_err)?;
+        let ns = self.namespaces.remove(&id).expect("looked up");
+        drop(ns.conn);
+        if ns.rec.managed {
+            if let Err(e) = netns::remove(Path::new(&ns.rec.ns.net_ns_path)) {
+                errors.push(e.to_string());
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.resolv_path(&id).parent().expect("has a parent"));
+        if errors.is_empty() { Ok(()) } else { Err(ApiError::new(ErrorCode::KernelError, errors.join("; "))) }
+    }
+
+    pub async fn modify_namespace(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeNamespace> {
+        let id = self.namespace_id(key).ok_or_else(|| not_found(key))?;
+        match (req.resource_type, req.request_type) {
+            (ResourceType::Endpoint, RequestType::Add | RequestType::Remove) => {
+                let s: NamespaceEndpointRequest = hns_api::decode::from_value(req.settings, "Settings")?;
+                let ep = self.endpoint_id(&s.endpoint_id).map_err(|e| ApiError { field: Some("Settings.EndpointId".into()), ..e })?;
+                if req.request_type == RequestType::Add {
+                    self.attach(&ep, &id).await?;
+                } else {
+                    if self.endpoints[&ep].ep.host_compute_namespace != id {
+                        return Err(ApiError::field(ErrorCode::EndpointNotAttached, "Settings.EndpointId", format!("endpoint {ep} is not attached to namespace {id}")));
+                    }
+                    self.detach(&ep).await?;
+                }
+            }
+            (ResourceType::Container, RequestType::Add | RequestType::Remove) => {
+                let s: NamespaceContainerRequest = hns_api::decode::from_value(req.settings, "Settings")?;
+                let mut rec = self.namespaces[&id].rec.clone();
+                if req.request_type == RequestType::Add {
+                    if s.pid == 0 {
+                        return Err(ApiError::field(ErrorCode::InvalidNamespace, "Settings.Pid", "Pid is required"));
+                    }
+                    rec.ns.pid = s.pid;
+                    rec.ns.command = s.command;
+                } else {
+                    rec.ns.pid = 0;
+                    rec.ns.command.clear();
+                }
+                self.persist_namespace(&rec, false)?;
+                self.namespaces.get_mut(&id).expect("exists").rec = rec;
+            }
+            (rt, qt) => {
+                return Err(ApiError::field(
+                    ErrorCode::RequestUnsupported,
+                    "ResourceType",
+                    format!("{qt} of {rt} on a namespace is not supported; use Endpoint Add/Remove or Container Add/Remove"),
+                ));
+            }
+        }
+        Ok(self.namespace_view(&id))
+    }
+
+    pub(crate) fn persist_namespace(&self, rec: &NamespaceRecord, lazy: bool) -> Result<()> {
+        let mut txn = self.store.begin().map_err(store_err)?;
+        if lazy {
+            txn.lazy();
+        }
+        txn.put(Kind::Namespace, &rec.ns.id, rec).map_err(store_err)?;
+        txn.commit().map_err(store_err)
+    }
+
+    pub(crate) fn resolv_path(&self, ns_id: &str) -> PathBuf {
+        self.cfg.resolv_dir().join(ns_id).join("resolv.conf")
+    }
+
+    /// Writes the compartment's resolv.conf from the DNS settings of its endpoints (endpoint
+    /// settings first, then their network's), else the host's non-loopback servers.
+    pub(crate) fn write_resolv_conf(&self, ns_id: &str) {
+        if !self.namespaces.contains_key(ns_id) {
+            return;
+        }
+        let mut servers: Vec<String> = Vec::new();
+        let mut search: Vec<String> = Vec::new();
+        let mut options: Vec<String> = Vec::new();
+        for e in self.endpoints.values().filter(|e| e.ep.host_compute_namespace == ns_id) {
+            let net_dns = self.networks.get(&e.network_id).and_then(|n| n.rec.net.dns.clone());
+            for d in [e.ep.dns.clone(), net_dns].into_iter().flatten() {
+                extend_unique(&mut servers, d.server_list.iter());
+                extend_unique(&mut search, std::iter::once(&d.domain).filter(|s| !s.is_empty()).chain(d.search.iter()));
+                extend_unique(&mut options, d.options.iter());
+            }
+        }
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let content = render_resolv_conf(&servers, &search, &options, &host);
+        let path = self.resolv_path(ns_id);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = std::fs::write(&path, content) {
+            tracing::warn!(path = %path.display(), error = %e, "could not write resolv.conf");
+        }
+    }
+}
+
+fn extend_unique<'a>(into: &mut Vec<String>, items: impl Iterator<Item = &'a String>) {
+    for i in items {
+        if !into.contains(i) {
+            into.push(i.clone());
+        }
+    }
+}
+
+/// A resolv.conf for a compartment. Without settings of its own it inherits the host's
+/// servers, minus loopback ones (a stub resolver on the host's 127.0.0.53 is unreachable from
+/// inside a compartment).
+pub(crate) fn render_resolv_conf(servers: &[String], search: &[String], options: &[String], host: &str) -> String {
+    let mut servers = servers.to_vec();
+    let mut search = search.to_vec();
+    let mut options = options.to_vec();
+    if servers.is_empty() {
+        for line in host.lines() {
+            let mut w = line.split_whitespace();
+            match (w.next(), w.next()) {
+                (Some("nameserver"), Some(ip)) if !ip.starts_with("127.") && ip != "::1" => servers.push(ip.to_owned()),
+                (Some("search"), Some(_)) if search.is_empty() => search = line.split_whitespace().skip(1).map(str::to_owned).collect(),
+                (Some("options"), Some(_)) if options.is_empty() => options = line.split_whitespace().skip(1).map(str::to_owned).collect(),
+                _ => {}
+            }
+        }
+    }
+    let mut out = String::from("# Written by hnsd for this compartment.\n");
+    for s in &servers {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    if !search.is_empty() {
+        out.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
+}
+
+fn not_found(key: &str) -> ApiError {
+    ApiError::new(ErrorCode::NamespaceNotFound, format!("no namespace with ID or name {key:?}; list them with `hnsctl namespace ls`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_resolv_conf;
+
+    #[test]
+    fn own_settings_win_and_loopback_servers_are_dropped() {
+        let host = "nameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch corp.example\n";
+        let r = render_resolv_conf(&[], &[], &[], host);
+        assert!(r.contains("nameserver 192.0.2.53") && !r.contains("127.0.0.53") && r.contains("search corp.example"), "{r}");
+        let r = render_resolv_conf(&["198.51.100.53".into()], &["lab.example".into()], &[], host);
+        assert!(r.contains("nameserver 198.51.100.53") && !r.contains("192.0.2.53") && r.contains("search lab.example"), "{r}");
+    }
+}

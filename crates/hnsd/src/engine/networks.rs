@@ -1,0 +1,247 @@
+//! Network requests: create, delete, modify, and the default `nat` network.
+
+use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Ipam, IpamType, ModifyRequest, NetworkType, ResourceType, Route, state};
+use hns_ipam::{Pool, overlaps};
+use hns_store::Kind;
+use ipnet::IpNet;
+
+use super::records::NetworkRecord;
+use super::validate::{self, NETWORK_POLICY_TYPES};
+use super::{Engine, Net, Result, kernel_err, new_guid, norm_guid, store_err};
+
+/// Name of the network the daemon creates at first start.
+pub const DEFAULT_NETWORK: &str = "nat";
+const META_DEFAULT_CREATED: &str = "default_network_created";
+
+impl Engine {
+    pub fn list_networks(&self) -> Vec<HostComputeNetwork> {
+        self.networks.values().map(|n| n.rec.net.clone()).collect()
+    }
+
+    pub fn get_network(&self, key: &str) -> Result<HostComputeNetwork> {
+        let id = self.network_id(key).ok_or_else(|| not_found(key))?;
+        Ok(self.networks[&id].rec.net.clone())
+    }
+
+    /// Validates a network request into its canonical stored form and live state.
+    fn validate_network(&self, mut req: HostComputeNetwork, host_prefixes: &[IpNet]) -> Result<Net> {
+        validate::check_name(&req.name, "Name", true)?;
+        if self.networks.values().any(|n| n.rec.net.name == req.name) {
+            return Err(ApiError::field(
+                ErrorCode::NetworkAlreadyExists,
+                "Name",
+                format!("a network named {:?} already exists; choose another name or remove it first", req.name),
+            ));
+        }
+        if req.id.is_empty() {
+            req.id = new_guid();
+        } else {
+            let id = norm_guid(&req.id)
+                .ok_or_else(|| ApiError::field(ErrorCode::InvalidNetwork, "ID", format!("ID {:?} is not a GUID; leave it empty to let hns choose", req.id)))?;
+            if self.networks.contains_key(&id) {
+                return Err(ApiError::field(ErrorCode::NetworkAlreadyExists, "ID", format!("a network with ID {id} already exists")));
+            }
+            req.id = id;
+        }
+        let kind = req.kind.unwrap_or(NetworkType::Nat);
+        validate::check_network_type(kind)?;
+        req.kind = Some(kind);
+        validate::check_policies(&req.policies, "Policies", "network", NETWORK_POLICY_TYPES)?;
+        validate::unsupported("MacPool", req.mac_pool.as_ref().is_some_and(|p| !p.ranges.is_empty()))?;
+        validate::check_flags(req.flags, "Flags")?;
+        validate::unsupported("Health", !req.health.is_null())?;
+        validate::unsupported("Telemetry", !req.telemetry.is_null())?;
+        validate::check_dns(&req.dns, "Dns")?;
+        if req.ipams.iter().all(|i| i.subnets.is_empty()) {
+            if let Some(i) = req.ipams.iter().position(|i| i.kind == IpamType::Dhcp) {
+                return Err(dhcp_refused(i));
+            }
+            let subnet = self.pick_free_subnet(host_prefixes)?;
+            req.ipams = vec![Ipam { kind: IpamType::Static, subnets: vec![hns_api::Subnet { ip_address_prefix: subnet.to_string(), ..Default::default() }] }];
+        }
+        let mut pools: Vec<Pool> = Vec::new();
+        for (i, ipam) in req.ipams.iter_mut().enumerate() {
+            if ipam.kind == IpamType::Dhcp {
+                return Err(dhcp_refused(i));
+            }
+            for (j, subnet) in ipam.subnets.iter_mut().enumerate() {
+                let field = format!("Ipams[{i}].Subnets[{j}]");
+                let plan = validate::parse_subnet(subnet, &field)?;
+                let pool = Pool::new(&plan.spec).map_err(|e| validate::subnet_error(&plan, e))?;
+                let prefix = pool.subnet();
+                for other in &pools {
+                    if overlaps(&prefix, &other.subnet()) {
+                        return Err(ApiError::field(ErrorCode::InvalidSubnet, format!("{field}.IpAddressPrefix"), format!("subnet {prefix} overlaps subnet {} of the same request", other.subnet())));
+                    }
+                }
+                for n in self.networks.values() {
+                    for p in &n.pools {
+                        if overlaps(&prefix, &p.subnet()) {
+                            return Err(ApiError::field(
+                                ErrorCode::SubnetInUse,
+                                format!("{field}.IpAddressPrefix"),
+                                format!("subnet {prefix} overlaps subnet {} of network {:?}; choose a free subnet", p.subnet(), n.rec.net.name),
+                            ));
+                        }
+                    }
+                }
+                // Canonical form: the prefix normalised and the gateway spelled as the default route.
+                subnet.ip_address_prefix = prefix.to_string();
+                let default = if prefix.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+                let route = Route { next_hop: pool.gateway().to_string(), destination_prefix: default.into(), metric: 0 };
+                match plan.gateway_route {
+                    Some(k) => subnet.routes[k] = Route { metric: subnet.routes[k].metric, ..route },
+                    None => subnet.routes.push(route),
+                }
+                pools.push(pool);
+            }
+        }
+        req.schema_version = hns_api::SCHEMA_VERSION;
+        req.state = state::CREATED;
+        req.version = 1;
+        req.interface_name = hns_kernel::names::bridge_name(&req.id);
+        let cursors = pools.iter().map(|p| p.cursor()).collect();
+        Net::from_record(NetworkRecord { net: req, cursors, default: false }).map_err(ApiError::internal)
+    }
+
+    /// The first private /16 that overlaps nothing on the host or in another network.
+    fn pick_free_subnet(&self, host_prefixes: &[IpNet]) -> Result<IpNet> {
+        let mut in_use: Vec<IpNet> = host_prefixes.to_vec();
+        in_use.extend(self.networks.values().flat_map(|n| n.pools.iter().map(|p| p.subnet())));
+        hns_ipam::pick_default_subnet(&in_use).ok_or_else(|| {
+            ApiError::field(ErrorCode::InvalidSubnet, "Ipams", "every private /16 candidate overlaps an address or route of this host; give a subnet explicitly")
+        })
+    }
+
+    /// Prefixes of the host's addresses and routes. A failure to list is not fatal: the
+    /// default subnet is then chosen knowing less about the host.
+    async fn host_prefixes(&self) -> Vec<IpNet> {
+        self.host.prefixes_in_use().await.unwrap_or_default()
+    }
+
+    pub async fn create_network(&mut self, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
+        let needs_subnet = req.ipams.iter().all(|i| i.subnets.is_empty());
+        let host = if needs_subnet { self.host_prefixes().await } else { Vec::new() };
+        let net = self.validate_network(req, &host)?;
+        self.commit_new_network(net, None).await
+    }
+
+    async fn commit_new_network(&mut self, mut net: Net, meta: Option<&str>) -> Result<HostComputeNetwork> {
+        let id = net.rec.net.id.clone();
+        let mut txn = self.store.begin().map_err(store_err)?;
+        txn.put(Kind::Network, &id, &net.rec).map_err(store_err)?;
+        if let Some(key) = meta {
+            txn.put(Kind::Meta, key, &true).map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)?;
+        let plan = net.plan.clone();
+        self.networks.insert(id.clone(), net);
+        let applied = async {
+            hns_drivers::create_network(&self.host, &plan).await.map_err(kernel_err)?;
+            self.apply_nft()
+        }
+        .await;
+        if let Err(e) = applied {
+            // Undo in reverse: kernel, then the record.
+            let _ = hns_drivers::delete_network(&self.host, &plan).await;
+            self.networks.remove(&id);
+            let _ = self.apply_nft();
+            if let Ok(mut txn) = self.store.begin() {
+                let _ = txn.delete(Kind::Network, &id);
+                let _ = txn.commit();
+            }
+            return Err(e);
+        }
+        net = self.networks.remove(&id).expect("inserted above");
+        net.rec.net.state = state::READY;
+        self.persist_network(&net.rec, false)?;
+        let out = net.rec.net.clone();
+        self.networks.insert(id, net);
+        Ok(out)
+    }
+
+    /// Writes a network record. `lazy` writes skip the fsync: used for facts the reconciler
+    /// can re-derive (the ready state).
+    pub(crate) fn persist_network(&self, rec: &NetworkRecord, lazy: bool) -> Result<()> {
+        let mut txn = self.store.begin().map_err(store_err)?;
+        if lazy {
+            txn.lazy();
+        }
+        txn.put(Kind::Network, &rec.net.id, rec).map_err(store_err)?;
+        txn.commit().map_err(store_err)
+    }
+
+    pub async fn delete_network(&mut self, key: &str) -> Result<()> {
+        let id = self.network_id(key).ok_or_else(|| not_found(key))?;
+        let users: Vec<String> = self
+            .endpoints
+            .values()
+            .filter(|e| e.network_id == id)
+            .map(|e| if e.ep.name.is_empty() { e.ep.id.clone() } else { e.ep.name.clone() })
+            .collect();
+        if !users.is_empty() {
+            let shown: Vec<&str> = users.iter().take(5).map(String::as_str).collect();
+            return Err(ApiError::new(
+                ErrorCode::EntityHasReferences,
+                format!(
+                    "network {key:?} still has {} endpoint(s) ({}{}); disconnect or remove them first (hnsctl endpoint rm)",
+                    users.len(),
+                    shown.join(", "),
+                    if users.len() > 5 { ", ..." } else { "" }
+                ),
+            ));
+        }
+        let mut txn = self.store.begin().map_err(store_err)?;
+        txn.delete(Kind::Network, &id).map_err(store_err)?;
+        txn.commit().map_err(store_err)?;
+        let net = self.networks.remove(&id).expect("looked up above");
+        // The store no longer has it: if a kernel step fails now, the reconciler removes the rest.
+        let nft = self.apply_nft();
+        let link = hns_drivers::delete_network(&self.host, &net.plan).await.map_err(kernel_err);
+        nft.and(link)
+    }
+
+    pub fn modify_network(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeNetwork> {
+        let id = self.network_id(key).ok_or_else(|| not_found(key))?;
+        match req.resource_type {
+            ResourceType::Policy => {
+                let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
+                validate::check_policies(&p.policies, "Settings.Policies", "network", NETWORK_POLICY_TYPES)?;
+                Ok(self.networks[&id].rec.net.clone())
+            }
+            other => Err(ApiError::field(
+                ErrorCode::RequestUnsupported,
+                "ResourceType",
+                format!("modifying a network's {other} is not supported yet; supported: Policy"),
+            )),
+        }
+    }
+
+    /// Creates the default `nat` network once, at first start. If a user removed it, it stays
+    /// removed (the store remembers it was created).
+    pub async fn ensure_default_network(&mut self) -> Result<Option<HostComputeNetwork>> {
+        if self.store.get::<bool>(Kind::Meta, META_DEFAULT_CREATED).map_err(store_err)?.unwrap_or(false) {
+            return Ok(None);
+        }
+        if self.networks.values().any(|n| n.rec.net.name == DEFAULT_NETWORK) {
+            return Ok(None);
+        }
+        let req = HostComputeNetwork { name: DEFAULT_NETWORK.into(), kind: Some(NetworkType::Nat), ..Default::default() };
+        let host = self.host_prefixes().await;
+        let mut net = self.validate_network(req, &host)?;
+        net.rec.default = true;
+        self.commit_new_network(net, Some(META_DEFAULT_CREATED)).await.map(Some)
+    }
+}
+
+fn not_found(key: &str) -> ApiError {
+    ApiError::new(ErrorCode::NetworkNotFound, format!("no network with ID or name {key:?}; list them with `hnsctl network ls`"))
+}
+
+fn dhcp_refused(i: usize) -> ApiError {
+    ApiError::field(
+        ErrorCode::InvalidNetwork,
+        format!("Ipams[{i}].Type"),
+        "Dhcp addressing is only for transparent networks (not implemented yet); nat networks use Static IPAM",
+    )
+}

@@ -1,0 +1,236 @@
+//! The reconciler: makes the kernel match the store. Runs at start (after a crash, a
+//! restart or a reboot) and periodically (a deleted bridge or veth, a flushed nft table).
+//!
+//! It (1) garbage-collects compartments that are gone, with their endpoints and addresses;
+//! (2) re-applies every network, the nft table and every attachment, idempotently; (3) removes
+//! hns-owned kernel objects the store does not know (recognised by name prefix, so it never
+//! touches anything else).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use hns_api::state;
+use hns_kernel::{names, netns, nft};
+use hns_store::Kind;
+
+use super::Engine;
+
+/// What one pass did, for logs and `hnsctl info`.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub repaired: Vec<String>,
+    pub removed: Vec<String>,
+    pub collected: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl Engine {
+    pub async fn reconcile(&mut self) -> Report {
+        let mut r = Report::default();
+        self.reconcile_namespaces(&mut r).await;
+        self.reconcile_networks(&mut r).await;
+        self.reconcile_nft(&mut r);
+        self.reconcile_links(&mut r).await;
+        self.remove_orphan_files(&mut r);
+        self.last_reconcile = format!("{:?}", std::time::SystemTime::now());
+        r
+    }
+
+    async fn reconcile_namespaces(&mut self, r: &mut Report) {
+        let ids: Vec<String> = self.namespaces.keys().cloned().collect();
+        for id in ids {
+            let rec = self.namespaces[&id].rec.clone();
+            let path = Path::new(&rec.ns.net_ns_path);
+            let current = netns::identity(path).ok();
+            let gone = match (rec.managed, current) {
+                // Committed but the daemon died before creating it: create it now.
+                (true, None) if rec.ns.state == state::CREATED => {
+                    match self.apply_namespace(&id).await {
+                        Ok(()) => {
+                            let mut rec = self.namespaces[&id].rec.clone();
+                            rec.ns.state = state::READY;
+                            let _ = self.persist_namespace(&rec, true);
+                            self.namespaces.get_mut(&id).expect("exists").rec = rec;
+                            r.repaired.push(format!("namespace {id}: created"));
+                        }
+                        Err(e) => r.errors.push(format!("namespace {id}: {}", e.message)),
+                    }
+                    false
+                }
+                // Its bind mount is gone: /run was emptied (reboot) or someone removed it.
+                (true, None) => true,
+                (_, Some(cur)) => rec.identity.is_some_and(|known| known != cur),
+                // An adopted namespace whose path vanished: its process exited.
+                (false, None) => true,
+            };
+            if gone {
+                self.collect_namespace(&id, r);
+            }
+        }
+    }
+
+    /// Forgets a compartment that no longer exists, with its endpoints and their addresses.
+    fn collect_namespace(&mut self, id: &str, r: &mut Report) {
+        let eps: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.ep.id.clone()).collect();
+        let committed = (|| {
+            let mut txn = self.store.begin()?;
+            txn.delete(Kind::Namespace, id)?;
+            for e in &eps {
+                txn.delete(Kind::Endpoint, e)?;
+            }
+            txn.commit()
+        })();
+        if let Err(e) = committed {
+            r.errors.push(format!("namespace {id}: {e}"));
+            return;
+        }
+        for e in &eps {
+            if let Some(rec) = self.endpoints.remove(e) {
+                if let Some(net) = self.networks.get_mut(&rec.network_id) {
+                    net.release_endpoint(&rec);
+                }
+            }
+        }
+        if let Some(ns) = self.namespaces.remove(id) {
+            if ns.rec.managed {
+                let _ = netns::remove(Path::new(&ns.rec.ns.net_ns_path));
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.cfg.resolv_dir().join(id));
+        r.collected.push(format!("namespace {id} is gone; removed it and {} endpoint(s)", eps.len()));
+    }
+
+    async fn reconcile_networks(&mut self, r: &mut Report) {
+        let ids: Vec<String> = self.networks.keys().cloned().collect();
+        for id in ids {
+            let plan = self.networks[&id].plan.clone();
+            let existed = self.host.link_by_name(&plan.bridge).await.ok().flatten().is_some();
+            if let Err(e) = hns_drivers::create_network(&self.host, &plan).await {
+                r.errors.push(format!("network {id}: {e}"));
+                continue;
+            }
+            if !existed {
+                r.repaired.push(format!("network {id}: bridge {} re-created", plan.bridge));
+            }
+            if self.networks[&id].rec.net.state != state::READY {
+                let mut rec = self.networks[&id].rec.clone();
+                rec.net.state = state::READY;
+                let _ = self.persist_network(&rec, true);
+                self.networks.get_mut(&id).expect("exists").rec = rec;
+            }
+        }
+    }
+
+    fn reconcile_nft(&mut self, r: &mut Report) {
+        let desired = self.desired_nft();
+        match nft::observe() {
+            Ok(o) if !nft::drifted(&desired, &o) => {}
+            Ok(_) => match nft::apply(&desired) {
+                Ok(()) => r.repaired.push(format!("nft table inet {} re-applied", names::NFT_TABLE)),
+                Err(e) => r.errors.push(e.to_string()),
+            },
+            Err(e) => r.errors.push(e.to_string()),
+        }
+    }
+
+    async fn reconcile_links(&mut self, r: &mut Report) {
+        let links = match self.host.links().await {
+            Ok(l) => l,
+            Err(e) => {
+                r.errors.push(e.to_string());
+                return;
+            }
+        };
+        let mut wanted: HashSet<String> = self.networks.values().map(|n| n.plan.bridge.clone()).collect();
+        let attached: Vec<_> = self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty()).cloned().collect();
+        for rec in attached {
+            let host_if = names::veth_host_name(&rec.ep.id);
+            wanted.insert(host_if.clone());
+            let Some(net) = self.networks.get(&rec.network_id) else { continue };
+            let bridge = links.iter().find(|l| l.name == net.plan.bridge).map(|l| l.index);
+            let bridge = match bridge {
+                Some(b) => Some(b),
+                None => self.host.link_by_name(&net.plan.bridge).await.ok().flatten().map(|l| l.index),
+            };
+            match links.iter().find(|l| l.name == host_if) {
+                Some(l) if l.master.is_some() && l.master == bridge => {}
+                Some(_) => {
+                    if let Some(b) = bridge {
+                        match self.host.set_master(&host_if, b).await {
+                            Ok(()) => r.repaired.push(format!("endpoint {}: {host_if} re-attached to {}", rec.ep.id, net.plan.bridge)),
+                            Err(e) => r.errors.push(e.to_string()),
+                        }
+                    }
+                }
+                None => match self.apply_attach(&rec).await {
+                    Ok(()) => r.repaired.push(format!("endpoint {}: veth re-created", rec.ep.id)),
+                    Err(e) => r.errors.push(format!("endpoint {}: {}", rec.ep.id, e.message)),
+                },
+            }
+            if rec.ep.state != state::ATTACHED {
+                let mut rec = rec.clone();
+                rec.ep.state = state::ATTACHED;
+                let _ = self.persist_endpoint(&rec, true);
+                self.endpoints.insert(rec.ep.id.clone(), rec);
+            }
+        }
+        for l in links.iter().filter(|l| names::is_hns_link(&l.name) && !wanted.contains(&l.name)) {
+            match self.host.delete_link(&l.name).await {
+                Ok(()) => r.removed.push(format!("link {}", l.name)),
+                Err(e) => r.errors.push(e.to_string()),
+            }
+        }
+    }
+
+    /// Namespace files and resolv.conf directories under the run dir that no compartment owns.
+    fn remove_orphan_files(&mut self, r: &mut Report) {
+        let known: HashSet<String> = self.namespaces.keys().cloned().collect();
+        for dir in [self.cfg.netns_dir(), self.cfg.resolv_dir()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if known.contains(&name) {
+                    continue;
+                }
+                let path = entry.path();
+                let result = if dir == self.cfg.netns_dir() { netns::remove(&path).map_err(|e| e.to_string()) } else { std::fs::remove_dir_all(&path).map_err(|e| e.to_string()) };
+                match result {
+                    Ok(()) => r.removed.push(path.display().to_string()),
+                    Err(e) => r.errors.push(e),
+                }
+            }
+        }
+    }
+}
+
+/// Removes every hns-owned kernel object (uninstall): links, the nft table, and namespace
+/// mounts under the run dir. The store is left alone.
+pub async fn cleanup_all(host: &hns_kernel::netlink::Netlink, run_dir: &Path) -> Vec<String> {
+    let mut done = Vec::new();
+    if let Ok(links) = host.links().await {
+        // Endpoint veths first, then bridges.
+        let mut hns: Vec<_> = links.into_iter().filter(|l| names::is_hns_link(&l.name)).collect();
+        hns.sort_by_key(|l| !l.name.starts_with(names::VETH_PREFIX));
+        for l in hns {
+            match host.delete_link(&l.name).await {
+                Ok(()) => done.push(format!("removed link {}", l.name)),
+                Err(e) => done.push(format!("could not remove link {}: {e}", l.name)),
+            }
+        }
+    }
+    match nft::delete_table() {
+        Ok(()) => done.push(format!("removed nft table inet {}", names::NFT_TABLE)),
+        Err(e) => done.push(format!("could not remove nft table: {e}")),
+    }
+    let netns_dir = run_dir.join("netns");
+    if let Ok(entries) = std::fs::read_dir(&netns_dir) {
+        for e in entries.flatten() {
+            match netns::remove(&e.path()) {
+                Ok(()) => done.push(format!("removed namespace {}", e.path().display())),
+                Err(err) => done.push(format!("could not remove {}: {err}", e.path().display())),
+            }
+        }
+    }
+    let _ = nix::mount::umount2(&netns_dir, nix::mount::MntFlags::MNT_DETACH);
+    done
+}

@@ -1,0 +1,35 @@
+//! What the store holds for each object: the API object as clients see it, plus the few
+//! internal facts the daemon needs to rebuild kernel state and allocations after a restart.
+
+use hns_api::{HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork};
+use hns_kernel::netns::NsIdentity;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub net: HostComputeNetwork,
+    /// IPAM next-fit cursor of each subnet, in `net.subnets()` order; written in the same
+    /// transaction as each endpoint that allocates from it.
+    #[serde(default)]
+    pub cursors: Vec<u128>,
+    /// Created by the daemon itself as the default network.
+    #[serde(default)]
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub ep: HostComputeEndpoint,
+    /// Network ID (the API field may have named the network by name).
+    pub network_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    pub ns: HostComputeNamespace,
+    /// Created (and kept alive) by hnsd under its run dir, as opposed to adopted by path.
+    pub managed: bool,
+    /// The namespace's identity when it was created or adopted; a path that now names another
+    /// namespace (a reused PID) means the compartment is gone.
+    pub identity: Option<NsIdentity>,
+}

@@ -1,0 +1,256 @@
+//! Request validation: pure functions from a request and the current state to a canonical
+//! object, or an [`ApiError`] naming the field, the value, the rule and the fix. Nothing here
+//! touches the store or the kernel, so every rule is unit-tested and bad input can never
+//! change state.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use hns_api::{ApiError, Dns, ErrorCode, NetworkType, Policy};
+use hns_ipam::{IpamError, IpamErrorKind, PoolSpec};
+use ipnet::IpNet;
+
+/// Network policy types of the HNS schema (none implemented yet).
+pub const NETWORK_POLICY_TYPES: &[&str] = &[
+    "SourceMacAddress", "NetAdapterName", "VSwitchExtension", "DrMacAddress", "AutomaticDNS", "InterfaceConstraint",
+    "ProviderAddress", "RemoteSubnetRoute", "VxlanPort", "HostRoute", "SetPolicy", "L4Proxy", "LayerConstraint", "NetworkACL",
+];
+/// Endpoint policy types of the HNS schema (none implemented yet).
+pub const ENDPOINT_POLICY_TYPES: &[&str] = &[
+    "PortMapping", "ACL", "QOS", "L2Driver", "OutBoundNAT", "SDNRoute", "L4Proxy", "L4WFPPROXY", "PortName", "EncapOverhead",
+    "Iov", "ProviderAddress", "InterfaceConstraint", "TierAcl", "Encryption", "VLAN", "InterfaceParameters",
+];
+/// Subnet policy types of the HNS schema (none implemented yet).
+pub const SUBNET_POLICY_TYPES: &[&str] = &["VLAN", "VSID"];
+
+fn invalid(code: ErrorCode, field: impl Into<String>, msg: impl Into<String>) -> ApiError {
+    ApiError::field(code, field, msg)
+}
+
+/// Refuses every policy: known types are "not implemented yet", unknown ones are named as such.
+pub fn check_policies(policies: &[Policy], field: &str, what: &str, known: &[&str]) -> Result<(), ApiError> {
+    for (i, p) in policies.iter().enumerate() {
+        let f = format!("{field}[{i}].Type");
+        return Err(match known.iter().find(|k| k.eq_ignore_ascii_case(&p.kind)) {
+            Some(k) => invalid(
+                ErrorCode::InvalidPolicyType,
+                f,
+                format!("{what} policy type {k} is not implemented yet in this hns version; remove it from {field}"),
+            ),
+            None => invalid(
+                ErrorCode::InvalidPolicyType,
+                f,
+                format!("{:?} is not a {what} policy type; known types: {}", p.kind, known.join(", ")),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A field of the HNS schema that hns does not support yet must be empty.
+pub fn unsupported(field: &str, present: bool) -> Result<(), ApiError> {
+    if present {
+        return Err(invalid(ErrorCode::RequestUnsupported, field, format!("{field} is not supported yet by hns; leave it empty")));
+    }
+    Ok(())
+}
+
+pub fn check_flags(flags: u32, field: &str) -> Result<(), ApiError> {
+    if flags != 0 {
+        return Err(invalid(ErrorCode::RequestUnsupported, field, format!("{field} {flags:#x}: no flag is supported yet by hns; send 0")));
+    }
+    Ok(())
+}
+
+/// Names of networks, endpoints and compartments: Docker's rule.
+pub fn check_name(name: &str, field: &str, required: bool) -> Result<(), ApiError> {
+    if name.is_empty() {
+        if required {
+            return Err(invalid(ErrorCode::InvalidName, field, format!("{field} is required")));
+        }
+        return Ok(());
+    }
+    let ok = name.len() <= 128
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        return Err(invalid(
+            ErrorCode::InvalidName,
+            field,
+            format!("{field} {name:?} is not a valid name: use up to 128 letters, digits, '_', '.', '-', starting with a letter or digit"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn parse_ip(s: &str, field: &str) -> Result<IpAddr, ApiError> {
+    s.parse().map_err(|_| invalid(ErrorCode::InvalidIp, field, format!("{field} {s:?} is not an IP address")))
+}
+
+pub fn parse_cidr(s: &str, field: &str, code: ErrorCode) -> Result<IpNet, ApiError> {
+    s.parse().map_err(|_| invalid(code, field, format!("{field} {s:?} is not a CIDR prefix such as 172.20.0.0/16 or fd00:1::/64")))
+}
+
+pub fn check_dns(dns: &Option<Dns>, field: &str) -> Result<(), ApiError> {
+    if let Some(d) = dns {
+        for (i, s) in d.server_list.iter().enumerate() {
+            parse_ip(s, &format!("{field}.ServerList[{i}]"))?;
+        }
+        for (i, s) in std::iter::once(&d.domain).chain(d.search.iter()).enumerate() {
+            if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                let f = if i == 0 { format!("{field}.Domain") } else { format!("{field}.Search[{}]", i - 1) };
+                return Err(invalid(ErrorCode::InvalidJson, f.clone(), format!("{f} {s:?} is not a DNS name")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A subnet of a network request, parsed.
+#[derive(Debug, Clone)]
+pub struct SubnetPlan {
+    pub spec: PoolSpec,
+    /// JSON path of the subnet, for error messages.
+    pub field: String,
+    /// Index of the subnet's default route in its `Routes`, if the request had one.
+    pub gateway_route: Option<usize>,
+    pub aux_names: BTreeMap<String, IpAddr>,
+}
+
+/// Parses one `Subnet` of a network request into a pool spec.
+pub fn parse_subnet(s: &hns_api::Subnet, field: &str) -> Result<SubnetPlan, ApiError> {
+    let prefix = parse_cidr(&s.ip_address_prefix, &format!("{field}.IpAddressPrefix"), ErrorCode::InvalidSubnet)?;
+    check_policies(&s.policies, &format!("{field}.Policies"), "subnet", SUBNET_POLICY_TYPES)?;
+    check_flags(s.flags, &format!("{field}.Flags"))?;
+    unsupported(&format!("{field}.IpSubnets"), !s.ip_subnets.is_empty())?;
+    let mut spec = PoolSpec { subnet: prefix, gateway: None, range: None, reserved: vec![] };
+    let mut gateway_route = None;
+    for (i, r) in s.routes.iter().enumerate() {
+        let rf = format!("{field}.Routes[{i}]");
+        let dest = parse_cidr(&r.destination_prefix, &format!("{rf}.DestinationPrefix"), ErrorCode::InvalidPrefix)?;
+        if dest.prefix_len() != 0 {
+            return Err(invalid(
+                ErrorCode::RequestUnsupported,
+                format!("{rf}.DestinationPrefix"),
+                format!("{rf}.DestinationPrefix {dest}: only the default route (0.0.0.0/0 or ::/0) is supported on a subnet; it names the gateway"),
+            ));
+        }
+        if dest.addr().is_ipv4() != prefix.addr().is_ipv4() {
+            return Err(invalid(ErrorCode::InvalidPrefix, format!("{rf}.DestinationPrefix"), format!("{rf}.DestinationPrefix {dest} is not of the family of subnet {prefix}")));
+        }
+        if gateway_route.is_some() {
+            return Err(invalid(ErrorCode::InvalidSubnet, rf, format!("subnet {prefix} has more than one default route; give one gateway per subnet")));
+        }
+        spec.gateway = Some(parse_ip(&r.next_hop, &format!("{rf}.NextHop"))?);
+        gateway_route = Some(i);
+    }
+    if !s.ip_range.is_empty() {
+        spec.range = Some(parse_cidr(&s.ip_range, &format!("{field}.IpRange"), ErrorCode::InvalidSubnet)?);
+    }
+    let mut aux_names = BTreeMap::new();
+    for (name, ip) in &s.auxiliary_addresses {
+        let ip = parse_ip(ip, &format!("{field}.AuxiliaryAddresses.{name}"))?;
+        spec.reserved.push(ip);
+        aux_names.insert(name.clone(), ip);
+    }
+    Ok(SubnetPlan { spec, field: field.to_owned(), gateway_route, aux_names })
+}
+
+/// Maps an IPAM validation error of a subnet to the API field it came from.
+pub fn subnet_error(p: &SubnetPlan, e: IpamError) -> ApiError {
+    let field = match e.kind() {
+        IpamErrorKind::InvalidGateway => match p.gateway_route {
+            Some(i) => format!("{}.Routes[{i}].NextHop", p.field),
+            None => format!("{}.IpAddressPrefix", p.field),
+        },
+        IpamErrorKind::InvalidRange => format!("{}.IpRange", p.field),
+        IpamErrorKind::InvalidAux => {
+            let name = p.aux_names.iter().find(|(_, ip)| e.to_string().contains(&ip.to_string())).map(|(n, _)| n.clone()).unwrap_or_default();
+            format!("{}.AuxiliaryAddresses.{name}", p.field)
+        }
+        _ => format!("{}.IpAddressPrefix", p.field),
+    };
+    invalid(ErrorCode::InvalidSubnet, field, e.to_string())
+}
+
+/// Maps an address error of an endpoint request.
+pub fn address_error(field: &str, e: IpamError) -> ApiError {
+    let code = match e.kind() {
+        IpamErrorKind::InUse => ErrorCode::AddrInUse,
+        IpamErrorKind::Exhausted => ErrorCode::AddressPoolExhausted,
+        _ => ErrorCode::AddrInvalidOrReserved,
+    };
+    invalid(code, field, e.to_string())
+}
+
+pub fn check_network_type(kind: NetworkType) -> Result<(), ApiError> {
+    if !hns_drivers::implemented(kind) {
+        let implemented: Vec<&str> = NetworkType::ALL.iter().filter(|k| hns_drivers::implemented(**k)).map(|k| k.as_str()).collect();
+        return Err(invalid(
+            ErrorCode::InvalidNetworkType,
+            "Type",
+            format!("network type {kind} is not implemented yet in this hns version; implemented: {}", implemented.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_are_refused_by_name() {
+        let p = vec![Policy { kind: "portmapping".into(), settings: serde_json::Value::Null }];
+        let e = check_policies(&p, "Policies", "endpoint", ENDPOINT_POLICY_TYPES).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPolicyType);
+        assert_eq!(e.field.as_deref(), Some("Policies[0].Type"));
+        assert!(e.message.contains("PortMapping is not implemented yet"), "{}", e.message);
+        let p = vec![Policy { kind: "Bogus".into(), settings: serde_json::Value::Null }];
+        let e = check_policies(&p, "Policies", "endpoint", ENDPOINT_POLICY_TYPES).unwrap_err();
+        assert!(e.message.contains("\"Bogus\" is not a endpoint policy type") || e.message.contains("is not a"), "{}", e.message);
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("my-net_1.a", "Name", true).is_ok());
+        assert!(check_name("", "Name", true).is_err());
+        assert!(check_name("", "Name", false).is_ok());
+        let e = check_name("-bad name", "Name", true).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidName);
+        assert!(e.message.contains("-bad name"));
+    }
+
+    #[test]
+    fn subnet_parsing_names_fields() {
+        let s = hns_api::Subnet { ip_address_prefix: "172.20.0.0/33".into(), ..Default::default() };
+        let e = parse_subnet(&s, "Ipams[0].Subnets[0]").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("Ipams[0].Subnets[0].IpAddressPrefix"));
+        assert_eq!(e.code, ErrorCode::InvalidSubnet);
+        let s = hns_api::Subnet {
+            ip_address_prefix: "172.20.0.0/16".into(),
+            routes: vec![hns_api::Route { next_hop: "10.0.0.1".into(), destination_prefix: "0.0.0.0/0".into(), metric: 0 }],
+            ..Default::default()
+        };
+        let p = parse_subnet(&s, "Ipams[0].Subnets[0]").unwrap();
+        let e = subnet_error(&p, hns_ipam::Pool::new(&p.spec).err().unwrap());
+        assert_eq!(e.field.as_deref(), Some("Ipams[0].Subnets[0].Routes[0].NextHop"));
+        let s = hns_api::Subnet { ip_address_prefix: "172.20.0.0/16".into(), routes: vec![hns_api::Route { next_hop: "172.20.0.1".into(), destination_prefix: "10.0.0.0/8".into(), metric: 0 }], ..Default::default() };
+        assert_eq!(parse_subnet(&s, "S").unwrap_err().code, ErrorCode::RequestUnsupported);
+    }
+
+    #[test]
+    fn unimplemented_driver_is_named() {
+        let e = check_network_type(NetworkType::Overlay).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidNetworkType);
+        assert!(e.message.contains("Overlay") && e.message.contains("NAT"));
+        assert!(check_network_type(NetworkType::Nat).is_ok());
+    }
+
+    #[test]
+    fn dns_servers_must_be_ips() {
+        let d = Some(Dns { server_list: vec!["1.1.1.1".into(), "nope".into()], ..Default::default() });
+        let e = check_dns(&d, "Dns").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("Dns.ServerList[1]"));
+    }
+}
