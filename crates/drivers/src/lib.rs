@@ -93,6 +93,19 @@ pub async fn detach(host: &Netlink, net: &NetworkPlan, ep_host_if: &str) -> Resu
     }
 }
 
+/// Gives the compartment a default route via this endpoint's gateways where it has none (the
+/// first endpoint wins; after a detach the next one takes over).
+pub async fn ensure_gateways(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
+    if ep.gateways.is_empty() {
+        return Ok(());
+    }
+    let Some(link) = c.netlink.link_by_name(&ep.ifname).await? else { return Ok(()) };
+    for gw in &ep.gateways {
+        c.netlink.add_default_route_if_absent(*gw, link.index).await?;
+    }
+    Ok(())
+}
+
 /// The network's share of the nft table.
 pub fn nft_rules(net: &NetworkPlan) -> NetworkRules {
     match net.kind {

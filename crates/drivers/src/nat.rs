@@ -12,7 +12,6 @@
 use hns_kernel::netlink::Netlink;
 use hns_kernel::nft::NetworkRules;
 use hns_kernel::sysctl;
-use ipnet::IpNet;
 
 use crate::{Compartment, EndpointPlan, NetworkPlan, Result};
 
@@ -64,14 +63,10 @@ async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
     for (ip, plen) in &ep.addresses {
         nl.add_address(&ep.ifname, index, *ip, *plen).await?;
     }
-    for gw in &ep.gateways {
-        let default: IpNet = if gw.is_ipv4() { "0.0.0.0/0".parse().unwrap() } else { "::/0".parse().unwrap() };
-        nl.add_route(default, Some(*gw), index).await?;
-    }
     for (dest, via) in &ep.routes {
         nl.add_route(*dest, *via, index).await?;
     }
-    Ok(())
+    crate::ensure_gateways(ep, c).await
 }
 
 pub async fn detach(host: &Netlink, host_if: &str) -> Result<()> {

@@ -1,1 +1,530 @@
-fn main() {}
+//! hnsctl: the command line of hns, with Docker's verbs for networks, endpoints, compartments
+//! (network namespaces) and the processes that run in them.
+
+mod client;
+mod commands;
+mod compartment;
+mod error;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use output::Format;
+
+const AFTER_HELP: &str = "\
+Windows container cmdlets and their hnsctl equivalents:
+  New-ContainerNetwork     hnsctl network create -d nat|transparent|l2bridge|l2tunnel|overlay ... NAME
+  Get-ContainerNetwork     hnsctl network ls, hnsctl network inspect NAME
+                           inspect shows the cmdlet's fields as HNS v2 fields:
+                             Name               -> Name
+                             Id                 -> ID
+                             Mode               -> Type
+                             SubnetPrefix       -> Ipams[].Subnets[].IpAddressPrefix
+                             Gateways           -> Ipams[].Subnets[].Routes[].NextHop (route 0.0.0.0/0 or ::/0)
+                             NetworkAdapterName -> InterfaceName (the Linux bridge or uplink)
+                             SourceMac          -> MacPool (endpoint MACs: endpoint inspect, MacAddress)
+                             DNSServers         -> Dns.ServerList
+                             DNSSuffix          -> Dns.Domain
+  Remove-ContainerNetwork  hnsctl network rm NAME
+  Join-ContainerNetwork    hnsctl network connect NETWORK CONTAINER
+  Leave-ContainerNetwork   hnsctl network disconnect NETWORK CONTAINER
+
+Examples:
+  hnsctl network create -d nat --subnet 172.30.0.0/16 mynat
+  hnsctl run --net mynat --name web -d -- sleep 1000
+  hnsctl exec web -- ip addr
+  hnsctl ps
+  hnsctl rm -f web
+  hnsctl network rm mynat";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hnsctl",
+    version,
+    about = "Command line of hns, the Host Networking Service for Linux",
+    long_about = "Command line of hns, the Host Networking Service for Linux.\n\n\
+        hnsd gives containers the Windows container-networking model: networks made by the \
+        nat, transparent, l2bridge, l2tunnel and overlay drivers; endpoints (vNICs) attached to \
+        compartments, which are Linux network namespaces. hnsctl talks to hnsd over its unix \
+        socket and starts processes inside compartments.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// The unix socket hnsd listens on.
+    #[arg(long, global = true, env = "HNS_SOCKET", default_value = "/run/hns/hns.sock", value_name = "PATH")]
+    pub socket: PathBuf,
+
+    /// Output format: aligned columns, or the API objects as JSON.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage networks (New-/Get-/Remove-/Join-/Leave-ContainerNetwork).
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Manage endpoints (a container's vNICs).
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// Manage namespaces (compartments).
+    #[command(subcommand, visible_alias = "ns")]
+    Namespace(NamespaceCmd),
+    /// Run a command in a new compartment.
+    Run(RunArgs),
+    /// Run a command in an existing compartment.
+    Exec(ExecArgs),
+    /// List compartments that run a process.
+    Ps(PsArgs),
+    /// Remove compartments: their endpoints, then the namespace.
+    Rm(RmArgs),
+    /// Show what hnsd knows about itself and the kernel.
+    Info,
+    /// Show the client version and the HNS API version of hnsd.
+    Version,
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  hnsctl completion bash > /etc/bash_completion.d/hnsctl\n  hnsctl completion zsh > \"${fpath[1]}/_hnsctl\"")]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network (New-ContainerNetwork).
+    Create(NetworkCreateArgs),
+    /// List networks (Get-ContainerNetwork).
+    #[command(visible_alias = "list", after_help = "Examples:\n  hnsctl network ls\n  hnsctl network ls -q\n  hnsctl --format json network ls")]
+    Ls(LsArgs),
+    /// Show networks as JSON (Get-ContainerNetwork).
+    #[command(after_help = "Examples:\n  hnsctl network inspect mynat\n  hnsctl network inspect mynat 5a3d0f6e9c1b")]
+    Inspect {
+        /// Network names or IDs.
+        #[arg(required = true, value_name = "NETWORK")]
+        names: Vec<String>,
+    },
+    /// Remove networks (Remove-ContainerNetwork).
+    #[command(visible_alias = "remove", after_help = "Examples:\n  hnsctl network rm mynat")]
+    Rm {
+        /// Network names or IDs.
+        #[arg(required = true, value_name = "NETWORK")]
+        names: Vec<String>,
+    },
+    /// Connect a compartment to a network (Join-ContainerNetwork).
+    Connect(ConnectArgs),
+    /// Disconnect a compartment from a network (Leave-ContainerNetwork).
+    Disconnect(DisconnectArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Options (-o):
+  com.docker.network.windowsshim.networkname=NAME   the network's name (instead of NAME)
+  com.docker.network.windowsshim.dnssuffix=SUFFIX   Dns.Domain
+  com.docker.network.windowsshim.dnsservers=A,B     Dns.ServerList
+  com.docker.network.windowsshim.interface=IFACE    the uplink (NetAdapterName policy)
+  com.docker.network.windowsshim.vlanid=N           VLAN policy on every subnet
+  com.docker.network.windowsshim.vsid=N             VSID policy on every subnet
+
+Examples:
+  hnsctl network create -d nat --subnet 172.30.0.0/16 mynat
+  hnsctl network create -d nat --subnet 172.31.0.0/16 --gateway 172.31.0.1 \\
+      --ip-range 172.31.128.0/17 --aux-address router=172.31.0.2 isolated --internal
+  hnsctl network create -d l2bridge --subnet 10.10.0.0/24 --gateway 10.10.0.1 \\
+      -o com.docker.network.windowsshim.interface=eth1 l2net")]
+pub struct NetworkCreateArgs {
+    /// Driver: nat, transparent, l2bridge, l2tunnel or overlay.
+    #[arg(short = 'd', long, default_value = "nat")]
+    pub driver: String,
+    /// A subnet in CIDR form; repeat for more subnets.
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Vec<String>,
+    /// The gateway of the subnet given at the same position.
+    #[arg(long, value_name = "IP")]
+    pub gateway: Vec<String>,
+    /// Hand out addresses only from this range of the subnet that contains it.
+    #[arg(long = "ip-range", value_name = "CIDR")]
+    pub ip_range: Vec<String>,
+    /// An address never handed out, in the subnet that contains it.
+    #[arg(long = "aux-address", value_name = "NAME=IP")]
+    pub aux_address: Vec<String>,
+    /// No traffic leaves the network.
+    #[arg(long)]
+    pub internal: bool,
+    /// Driver option (see below).
+    #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+    pub opt: Vec<String>,
+    /// The network's name.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print only IDs (full).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  hnsctl network connect mynat web
+  hnsctl network connect mynat web --ip 172.30.0.50 --alias db
+  hnsctl network connect mynat --netns /run/netns/blue --name blue")]
+pub struct ConnectArgs {
+    /// Network name or ID.
+    pub network: String,
+    /// Compartment (namespace) name or ID.
+    #[arg(required_unless_present = "netns", conflicts_with = "netns")]
+    pub container: Option<String>,
+    /// Connect this network namespace (e.g. /run/netns/x or /proc/PID/ns/net); hnsd adopts it
+    /// as a compartment unless it already knows it.
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+    /// Name of the compartment adopted with --netns.
+    #[arg(long, requires = "netns")]
+    pub name: Option<String>,
+    /// IPv4 address (optionally ADDR/LEN); default: the next free one.
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+    /// IPv6 address (optionally ADDR/LEN).
+    #[arg(long, value_name = "IP")]
+    pub ip6: Option<String>,
+    /// MAC address, like 00-15-5D-01-02-03 or 00:15:5d:01:02:03.
+    #[arg(long = "mac-address", value_name = "MAC")]
+    pub mac_address: Option<String>,
+    /// Extra DNS name on the network; repeat for more.
+    #[arg(long, value_name = "NAME")]
+    pub alias: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  hnsctl network disconnect mynat web
+  hnsctl network disconnect mynat --netns /run/netns/blue")]
+pub struct DisconnectArgs {
+    /// Network name or ID.
+    pub network: String,
+    /// Compartment (namespace) name or ID.
+    #[arg(required_unless_present = "netns", conflicts_with = "netns")]
+    pub container: Option<String>,
+    /// The compartment whose network namespace is this path.
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCmd {
+    /// List endpoints.
+    #[command(visible_alias = "list", after_help = "Examples:\n  hnsctl endpoint ls\n  hnsctl --format json endpoint ls")]
+    Ls(LsArgs),
+    /// Show endpoints as JSON.
+    #[command(after_help = "Examples:\n  hnsctl endpoint inspect web")]
+    Inspect {
+        /// Endpoint names or IDs.
+        #[arg(required = true, value_name = "ENDPOINT")]
+        names: Vec<String>,
+    },
+    /// Remove endpoints (detaching them first).
+    #[command(visible_alias = "remove", after_help = "Examples:\n  hnsctl endpoint rm 0b1c2d3e4f50")]
+    Rm {
+        /// Endpoint names or IDs.
+        #[arg(required = true, value_name = "ENDPOINT")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCmd {
+    /// Create a compartment (or adopt an existing network namespace with --netns).
+    #[command(after_help = "Examples:\n  hnsctl namespace create --name blue\n  hnsctl namespace create --name red --netns /run/netns/red")]
+    Create {
+        /// Name of the compartment.
+        #[arg(long)]
+        name: Option<String>,
+        /// Adopt this network namespace instead of creating one.
+        #[arg(long, value_name = "PATH")]
+        netns: Option<PathBuf>,
+    },
+    /// List compartments.
+    #[command(visible_alias = "list", after_help = "Examples:\n  hnsctl namespace ls")]
+    Ls(LsArgs),
+    /// Show compartments as JSON.
+    #[command(after_help = "Examples:\n  hnsctl namespace inspect web")]
+    Inspect {
+        /// Namespace names or IDs.
+        #[arg(required = true, value_name = "NAMESPACE")]
+        names: Vec<String>,
+    },
+    /// Remove compartments (hnsd refuses while endpoints are attached; see `hnsctl rm`).
+    #[command(visible_alias = "remove", after_help = "Examples:\n  hnsctl namespace rm blue")]
+    Rm {
+        /// Namespace names or IDs.
+        #[arg(required = true, value_name = "NAMESPACE")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+--net host runs the command in hnsctl's own network namespace (no compartment is made);
+--net none makes a compartment with only a loopback interface.
+
+Examples:
+  hnsctl run --net mynat --name web -d -- sleep 1000
+  hnsctl run --rm -- ip addr
+  hnsctl run --net mynat --ip 172.30.0.10 --alias api -- python3 -m http.server
+  hnsctl run --net none --rm ping -c1 127.0.0.1")]
+pub struct RunArgs {
+    /// Network to connect to, or `host`, or `none`.
+    #[arg(long = "net", visible_alias = "network", default_value = "nat", value_name = "NETWORK")]
+    pub net: String,
+    /// Name of the compartment (default: a generated one).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Address on the network (optionally ADDR/LEN).
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+    /// MAC address of the endpoint.
+    #[arg(long = "mac-address", value_name = "MAC")]
+    pub mac_address: Option<String>,
+    /// Extra DNS name on the network; repeat for more.
+    #[arg(long, value_name = "NAME")]
+    pub alias: Vec<String>,
+    /// Run in the background and print the compartment's ID.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Remove the endpoints and the compartment when the command exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Accepted for Docker habits; the command always shares hnsctl's terminal.
+    #[arg(short = 'i', long, hide = true)]
+    pub interactive: bool,
+    /// Accepted for Docker habits; the command always shares hnsctl's terminal.
+    #[arg(short = 't', long, hide = true)]
+    pub tty: bool,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  hnsctl exec web -- ip addr
+  hnsctl exec web cat /etc/resolv.conf")]
+pub struct ExecArgs {
+    /// Compartment (namespace) name or ID.
+    pub container: String,
+    /// Accepted for Docker habits; the command always shares hnsctl's terminal.
+    #[arg(short = 'i', long, hide = true)]
+    pub interactive: bool,
+    /// Accepted for Docker habits; the command always shares hnsctl's terminal.
+    #[arg(short = 't', long, hide = true)]
+    pub tty: bool,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  hnsctl ps\n  hnsctl ps -a")]
+pub struct PsArgs {
+    /// Show every compartment, also those with no recorded process.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Print only IDs (full).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not shorten the command.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  hnsctl rm web\n  hnsctl rm -f web db")]
+pub struct RmArgs {
+    /// Kill the recorded process (SIGKILL) if it still runs.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Compartment names or IDs.
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub names: Vec<String>,
+}
+
+fn dispatch(cli: Cli) -> error::Result<i32> {
+    let ctx = Ctx { socket: cli.socket, format: cli.format };
+    use commands::*;
+    match cli.command {
+        Command::Network(cmd) => match cmd {
+            NetworkCmd::Create(a) => network::create(&ctx, &a),
+            NetworkCmd::Ls(a) => network::ls(&ctx, &a),
+            NetworkCmd::Inspect { names } => network::inspect(&ctx, &names),
+            NetworkCmd::Rm { names } => network::rm(&ctx, &names),
+            NetworkCmd::Connect(a) => network::connect(&ctx, &a),
+            NetworkCmd::Disconnect(a) => network::disconnect(&ctx, &a),
+        },
+        Command::Endpoint(cmd) => match cmd {
+            EndpointCmd::Ls(a) => endpoint::ls(&ctx, &a),
+            EndpointCmd::Inspect { names } => endpoint::inspect(&ctx, &names),
+            EndpointCmd::Rm { names } => endpoint::rm(&ctx, &names),
+        },
+        Command::Namespace(cmd) => match cmd {
+            NamespaceCmd::Create { name, netns } => namespace::create(&ctx, name, netns),
+            NamespaceCmd::Ls(a) => namespace::ls(&ctx, &a),
+            NamespaceCmd::Inspect { names } => namespace::inspect(&ctx, &names),
+            NamespaceCmd::Rm { names } => namespace::rm(&ctx, &names),
+        },
+        Command::Run(a) => run::run(&ctx, &a),
+        Command::Exec(a) => run::exec(&ctx, &a),
+        Command::Ps(a) => ps::ps(&ctx, &a),
+        Command::Rm(a) => ps::rm(&ctx, &a),
+        Command::Info => info::info(&ctx),
+        Command::Version => info::version(&ctx),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hnsctl", &mut std::io::stdout());
+            Ok(0)
+        }
+    }
+}
+
+fn main() {
+    // Rust ignores SIGPIPE; restore the default so `hnsctl ... | head` ends quietly and so the
+    // programs that `run` and `exec` start do not inherit an ignored SIGPIPE.
+    // SAFETY: setting a signal disposition at start, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let code = match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            e.report();
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match parse(args).command {
+            Command::Run(a) => a,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_with_double_dash() {
+        let a = run_args(&["hnsctl", "run", "--net", "x", "--", "cmd", "a"]);
+        assert_eq!(a.net, "x");
+        assert_eq!(a.command, vec!["cmd", "a"]);
+    }
+
+    #[test]
+    fn run_keeps_options_after_the_command_for_the_command() {
+        let a = run_args(&["hnsctl", "run", "--net", "x", "cmd", "-a"]);
+        assert_eq!(a.net, "x");
+        assert_eq!(a.command, vec!["cmd", "-a"]);
+        let a = run_args(&["hnsctl", "run", "-d", "--name", "web", "sleep", "--name", "z", "-d"]);
+        assert!(a.detach);
+        assert_eq!(a.name.as_deref(), Some("web"));
+        assert_eq!(a.command, vec!["sleep", "--name", "z", "-d"]);
+    }
+
+    #[test]
+    fn run_defaults_and_aliases() {
+        let a = run_args(&["hnsctl", "run", "true"]);
+        assert_eq!(a.net, "nat");
+        assert!(!a.detach && !a.rm);
+        let a = run_args(&["hnsctl", "run", "--network=host", "-it", "--rm", "--alias", "a", "--alias", "b", "sh"]);
+        assert_eq!(a.net, "host");
+        assert!(a.rm && a.interactive && a.tty);
+        assert_eq!(a.alias, vec!["a", "b"]);
+        let a = run_args(&["hnsctl", "run", "--", "-weird", "--x"]);
+        assert_eq!(a.command, vec!["-weird", "--x"]);
+        assert!(Cli::try_parse_from(["hnsctl", "run"]).is_err());
+        assert!(Cli::try_parse_from(["hnsctl", "run", "--net", "x"]).is_err());
+    }
+
+    #[test]
+    fn exec_forms() {
+        for args in [&["hnsctl", "exec", "web", "--", "ip", "-br", "addr"][..], &["hnsctl", "exec", "web", "ip", "-br", "addr"][..]] {
+            match parse(args).command {
+                Command::Exec(a) => {
+                    assert_eq!(a.container, "web");
+                    assert_eq!(a.command, vec!["ip", "-br", "addr"]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn global_flags_anywhere_before_the_command() {
+        let cli = parse(&["hnsctl", "network", "ls", "--format", "json", "--socket", "/tmp/s.sock"]);
+        assert_eq!(cli.format, Format::Json);
+        assert_eq!(cli.socket, PathBuf::from("/tmp/s.sock"));
+        // After the command of `run`, they belong to the command.
+        let cli = parse(&["hnsctl", "--format", "json", "run", "echo", "--format", "table"]);
+        assert_eq!(cli.format, Format::Json);
+        match cli.command {
+            Command::Run(a) => assert_eq!(a.command, vec!["echo", "--format", "table"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn connect_forms() {
+        match parse(&["hnsctl", "network", "connect", "mynat", "web", "--ip", "10.0.0.9", "--alias", "db"]).command {
+            Command::Network(NetworkCmd::Connect(a)) => {
+                assert_eq!(a.container.as_deref(), Some("web"));
+                assert_eq!(a.ip.as_deref(), Some("10.0.0.9"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["hnsctl", "network", "connect", "mynat", "--netns", "/run/netns/b", "--name", "b"]).command {
+            Command::Network(NetworkCmd::Connect(a)) => {
+                assert_eq!(a.container, None);
+                assert_eq!(a.netns, Some(PathBuf::from("/run/netns/b")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["hnsctl", "network", "connect", "mynat"]).is_err());
+        assert!(Cli::try_parse_from(["hnsctl", "network", "connect", "mynat", "web", "--netns", "/x"]).is_err());
+    }
+
+    #[test]
+    fn list_aliases() {
+        assert!(matches!(parse(&["hnsctl", "network", "list"]).command, Command::Network(NetworkCmd::Ls(_))));
+        assert!(matches!(parse(&["hnsctl", "network", "remove", "a"]).command, Command::Network(NetworkCmd::Rm { .. })));
+        assert!(matches!(parse(&["hnsctl", "ns", "ls"]).command, Command::Namespace(NamespaceCmd::Ls(_))));
+    }
+
+    #[test]
+    fn help_maps_the_windows_cmdlets() {
+        let help = Cli::command().render_long_help().to_string();
+        for s in ["New-ContainerNetwork", "Get-ContainerNetwork", "Remove-ContainerNetwork", "Join-ContainerNetwork", "Leave-ContainerNetwork", "DNSSuffix", "SourceMac", "hnsctl exec web -- ip addr"] {
+            assert!(help.contains(s), "help lacks {s}");
+        }
+    }
+}

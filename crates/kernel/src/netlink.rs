@@ -217,6 +217,26 @@ impl Netlink {
         self.handle.route().add(b.build()).replace().execute().await.map_err(|e| nl_err("add route", &shown, e))
     }
 
+    /// Adds a default route via `gateway` out of `oif` unless the namespace already has one of
+    /// that family: a compartment on several networks keeps the default route of the first,
+    /// as Docker does, and another endpoint's route is never replaced.
+    pub async fn add_default_route_if_absent(&self, gateway: IpAddr, oif: u32) -> Result<()> {
+        let dest: ipnet::IpNet = if gateway.is_ipv4() { "0.0.0.0/0".parse().unwrap() } else { "::/0".parse().unwrap() };
+        let b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dest.addr(), 0)
+            .map_err(|e| KernelError::new("build route", dest.to_string(), e))?
+            .output_interface(oif)
+            .gateway(gateway)
+            .map_err(|e| KernelError::new("build route", dest.to_string(), e))?;
+        match self.handle.route().add(b.build()).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = nl_err("add route", &format!("default via {gateway}"), e);
+                if e.is_exists() { Ok(()) } else { Err(e) }
+            }
+        }
+    }
+
     /// The addresses and routes of this namespace, used to choose a default subnet that
     /// overlaps nothing on the host.
     pub async fn prefixes_in_use(&self) -> Result<Vec<ipnet::IpNet>> {

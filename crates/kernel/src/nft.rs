@@ -123,7 +123,12 @@ pub fn run(program: &str) -> Result<()> {
     Ok(())
 }
 
+/// Makes the kernel table match `d`. With no network at all the table is removed, so an
+/// unused hns leaves nothing behind.
 pub fn apply(d: &Desired) -> Result<()> {
+    if d.networks.is_empty() {
+        return delete_table();
+    }
     run(&compile(d))
 }
 
@@ -172,6 +177,9 @@ pub fn observe() -> Result<Observed> {
 
 /// True when the kernel's table no longer matches `d` (missing, flushed, or other bridges).
 pub fn drifted(d: &Desired, o: &Observed) -> bool {
+    if d.networks.is_empty() {
+        return o.present;
+    }
     let mut want: Vec<String> = d.networks.iter().map(|n| n.bridge.clone()).collect();
     want.sort();
     !o.present || o.rules != RULE_COUNT || o.bridges != want
@@ -213,6 +221,9 @@ mod tests {
         assert!(drifted(&d, &Observed { rules: 0, ..good_clone(&good) }));
         assert!(drifted(&d, &Observed::default()));
         assert!(drifted(&d, &Observed { bridges: vec![], ..good_clone(&good) }));
+        // No network: the table must not exist at all.
+        assert!(drifted(&Desired::default(), &good));
+        assert!(!drifted(&Desired::default(), &Observed::default()));
     }
 
     fn good_clone(o: &Observed) -> Observed {

@@ -216,6 +216,7 @@ impl Engine {
                 result = hns_drivers::detach(&self.host, &net.plan, &hns_kernel::names::veth_host_name(&id)).await.map_err(kernel_err);
             }
             self.write_resolv_conf(&rec.ep.host_compute_namespace);
+            self.restore_gateways(&rec.ep.host_compute_namespace).await;
         }
         result
     }
@@ -255,6 +256,7 @@ impl Engine {
         rec.ep.interface_name = ifname;
         rec.ep.version += 1;
         self.persist_endpoint(&rec, false)?;
+        super::failpoint("attach-after-commit");
         self.endpoints.insert(ep_id.to_owned(), rec.clone());
         let applied = self.apply_attach(&rec).await;
         if let Err(e) = applied {
@@ -297,7 +299,27 @@ impl Engine {
         self.endpoints.insert(ep_id.to_owned(), rec.clone());
         self.write_resolv_conf(&ns_id);
         let net = &self.networks[&rec.network_id];
-        hns_drivers::detach(&self.host, &net.plan, &hns_kernel::names::veth_host_name(ep_id)).await.map_err(kernel_err)
+        hns_drivers::detach(&self.host, &net.plan, &hns_kernel::names::veth_host_name(ep_id)).await.map_err(kernel_err)?;
+        self.restore_gateways(&ns_id).await;
+        Ok(())
+    }
+
+    /// After a detach, the remaining endpoints of the compartment take over the default route.
+    /// Best effort: the detach itself succeeded; a failure here is logged.
+    async fn restore_gateways(&mut self, ns_id: &str) {
+        let plans: Vec<_> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == ns_id).filter_map(|e| self.endpoint_plan(e)).collect();
+        if plans.is_empty() {
+            return;
+        }
+        let c = match self.compartment(ns_id) {
+            Ok(c) => c,
+            Err(e) => return tracing::warn!(namespace = ns_id, error = %e, "could not restore the default route"),
+        };
+        for p in &plans {
+            if let Err(e) = hns_drivers::ensure_gateways(p, c).await {
+                tracing::warn!(namespace = ns_id, error = %e, "could not restore the default route");
+            }
+        }
     }
 
     pub(crate) fn persist_endpoint(&self, rec: &EndpointRecord, lazy: bool) -> Result<()> {

@@ -86,6 +86,15 @@ pub(crate) fn kernel_err(e: KernelError) -> ApiError {
     ApiError::new(ErrorCode::KernelError, format!("kernel refused to {} {}: {}", e.op, e.object, e.reason))
 }
 
+/// Test-only crash injection: when `HNSD_FAILPOINT` names this point, the daemon kills itself
+/// with SIGKILL right there, so tests can prove that a crash between two steps is repaired.
+pub(crate) fn failpoint(name: &str) {
+    if std::env::var("HNSD_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::warn!(failpoint = name, "failpoint reached: killing hnsd");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 pub(crate) fn new_guid() -> String {
     uuid::Uuid::new_v4().to_string()
 }

@@ -97,6 +97,7 @@ impl Engine {
         req.state = if managed { state::CREATED } else { state::READY };
         let mut rec = NamespaceRecord { ns: req, managed, identity };
         self.persist_namespace(&rec, false)?;
+        super::failpoint("namespace-after-commit");
         self.next_ns_number += 1;
         let id = rec.ns.id.clone();
         self.namespaces.insert(id.clone(), Ns { rec: rec.clone(), conn: None });

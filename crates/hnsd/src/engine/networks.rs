@@ -134,6 +134,7 @@ impl Engine {
             txn.put(Kind::Meta, key, &true).map_err(store_err)?;
         }
         txn.commit().map_err(store_err)?;
+        super::failpoint("network-after-commit");
         let plan = net.plan.clone();
         self.networks.insert(id.clone(), net);
         let applied = async {

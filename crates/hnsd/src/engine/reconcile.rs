@@ -59,7 +59,17 @@ impl Engine {
                 }
                 // Its bind mount is gone: /run was emptied (reboot) or someone removed it.
                 (true, None) => true,
-                (_, Some(cur)) => rec.identity.is_some_and(|known| known != cur),
+                (_, Some(cur)) if rec.identity.is_some_and(|known| known != cur) => true,
+                (_, Some(cur)) => {
+                    if rec.ns.state != state::READY || rec.identity.is_none() {
+                        let mut rec = rec.clone();
+                        rec.ns.state = state::READY;
+                        rec.identity = Some(cur);
+                        let _ = self.persist_namespace(&rec, true);
+                        self.namespaces.get_mut(&id).expect("exists").rec = rec;
+                    }
+                    false
+                }
                 // An adopted namespace whose path vanished: its process exited.
                 (false, None) => true,
             };

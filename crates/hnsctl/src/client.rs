@@ -1,0 +1,160 @@
+//! HTTP/1.1 + JSON over hnsd's unix socket.
+//!
+//! A [`Client`] owns a tokio current-thread runtime: no worker threads, so once the client is
+//! dropped hnsctl is single-threaded again and may fork, setns and unshare. Each request uses
+//! its own connection, which keeps the code free of connection-reuse state.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{CliError, Result};
+use hns_api::{ApiError, ModifyRequest};
+
+pub struct Client {
+    socket: PathBuf,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| CliError::local(format!("cannot start the I/O runtime: {e}")))?;
+        Ok(Client { socket: socket.to_owned(), rt })
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let body = self.call(Method::GET, path, None)?;
+        decode(&Method::GET, path, &body)
+    }
+
+    pub fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let json = encode(body)?;
+        let reply = self.call(Method::POST, path, Some(json))?;
+        decode(&Method::POST, path, &reply)
+    }
+
+    /// A POST whose reply body is not needed (modify requests).
+    pub fn post_ignore<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<()> {
+        let json = encode(body)?;
+        self.call(Method::POST, path, Some(json)).map(|_| ())
+    }
+
+    pub fn modify(&self, path: &str, req: &ModifyRequest) -> Result<()> {
+        self.post_ignore(path, req)
+    }
+
+    pub fn delete(&self, path: &str) -> Result<()> {
+        self.call(Method::DELETE, path, None).map(|_| ())
+    }
+
+    /// Sends one request; a non-2xx answer becomes the error it carries.
+    fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes> {
+        let (status, bytes) = self.rt.block_on(exchange(&self.socket, method, path, body))?;
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            Err(error_from_reply(status, &bytes))
+        }
+    }
+}
+
+fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
+    serde_json::to_vec(body).map_err(|e| CliError::local(format!("cannot encode the request: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(method: &Method, path: &str, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        CliError::Protocol(format!("hnsd sent an unexpected reply to {method} {path}: {e}"))
+    })
+}
+
+/// Turns a failed reply into an error: the API error body when there is one.
+pub fn error_from_reply(status: StatusCode, body: &[u8]) -> CliError {
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(e) => CliError::Api(e),
+        Err(_) => CliError::Http { status: status.as_u16(), body: String::from_utf8_lossy(body).into_owned() },
+    }
+}
+
+async fn exchange(socket: &Path, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
+    let shown = socket.display().to_string();
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| CliError::Connect { socket: shown.clone(), err: e.to_string() })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(|e| CliError::Connect { socket: shown.clone(), err: e.to_string() })?;
+    let driver = tokio::spawn(conn);
+
+    let lost = |e: hyper::Error| CliError::Protocol(format!("lost the connection to hnsd at {shown} during {method} {path}: {e}"));
+    let mut builder = Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(hyper::header::HOST, "hnsd")
+        .header(hyper::header::ACCEPT, "application/json");
+    if body.is_some() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| CliError::local(format!("cannot build the request {method} {path}: {e}")))?;
+    let response = sender.send_request(request).await.map_err(lost)?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await.map_err(lost)?.to_bytes();
+    drop(sender);
+    driver.abort();
+    Ok((status, bytes))
+}
+
+/// Percent-encodes one path segment (a name or an ID given by the user).
+pub fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_escaped() {
+        assert_eq!(seg("mynat"), "mynat");
+        assert_eq!(seg("0b3f-AA_x.y~"), "0b3f-AA_x.y~");
+        assert_eq!(seg("a b/c"), "a%20b%2Fc");
+        assert_eq!(seg("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn error_bodies() {
+        let e = error_from_reply(StatusCode::NOT_FOUND, br#"{"code":"NETWORK_NOT_FOUND","message":"no network named x"}"#);
+        assert!(e.is_not_found());
+        assert_eq!(e.render(), "Error: no network named x (NETWORK_NOT_FOUND)");
+        let e = error_from_reply(StatusCode::BAD_GATEWAY, b"upstream broke");
+        assert_eq!(e.render(), "Error: hnsd answered HTTP 502: upstream broke");
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn unreachable_socket_is_named() {
+        let c = Client::new(Path::new("/nonexistent/hns.sock")).unwrap();
+        let e = c.get::<serde_json::Value>("/healthz").unwrap_err();
+        let text = e.render();
+        assert!(text.starts_with("Error: cannot reach hnsd at /nonexistent/hns.sock: "), "{text}");
+        assert!(text.ends_with("is hnsd running? (set --socket or HNS_SOCKET)"), "{text}");
+    }
+}

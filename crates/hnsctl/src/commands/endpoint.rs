@@ -1,0 +1,113 @@
+//! `hnsctl endpoint ls|inspect|rm`.
+
+use hns_api::{HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork};
+
+use super::network::{inspect_objects, remove_objects};
+use super::{Ctx, network_name};
+use crate::LsArgs;
+use crate::error::Result;
+use crate::output::{endpoint_ips, endpoint_state, print_json, print_line, print_table, same_id, short_id};
+
+pub const ENDPOINT_HEADERS: &[&str] = &["ENDPOINT ID", "NAME", "NETWORK", "IP ADDRESS", "MAC", "NAMESPACE", "STATE"];
+
+/// The NAMESPACE column: the namespace's name, else its short ID.
+fn namespace_label(reference: &str, namespaces: &[HostComputeNamespace]) -> String {
+    if reference.is_empty() {
+        return String::new();
+    }
+    match namespaces.iter().find(|ns| same_id(&ns.id, reference) || ns.name == reference) {
+        Some(ns) if !ns.name.is_empty() => ns.name.clone(),
+        Some(ns) => short_id(&ns.id),
+        None => short_id(reference),
+    }
+}
+
+pub fn endpoint_rows(eps: &[HostComputeEndpoint], nets: &[HostComputeNetwork], namespaces: &[HostComputeNamespace]) -> Vec<Vec<String>> {
+    eps.iter()
+        .map(|ep| {
+            vec![
+                short_id(&ep.id),
+                ep.name.clone(),
+                network_name(&ep.host_compute_network, nets),
+                endpoint_ips(ep).join(","),
+                ep.mac_address.clone(),
+                namespace_label(&ep.host_compute_namespace, namespaces),
+                endpoint_state(ep.state),
+            ]
+        })
+        .collect()
+}
+
+pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<i32> {
+    let client = ctx.client()?;
+    let eps: Vec<HostComputeEndpoint> = client.get("/endpoints")?;
+    if ctx.json() {
+        print_json(&eps)?;
+    } else if a.quiet {
+        eps.iter().for_each(|e| print_line(&e.id));
+    } else {
+        // Names are a nicety: a failure to list networks or namespaces only costs them.
+        let nets: Vec<HostComputeNetwork> = client.get("/networks").unwrap_or_default();
+        let namespaces: Vec<HostComputeNamespace> = client.get("/namespaces").unwrap_or_default();
+        print_table(ENDPOINT_HEADERS, &endpoint_rows(&eps, &nets, &namespaces));
+    }
+    Ok(0)
+}
+
+pub fn inspect(ctx: &Ctx, names: &[String]) -> Result<i32> {
+    inspect_objects::<HostComputeEndpoint>(ctx, names)
+}
+
+pub fn rm(ctx: &Ctx, names: &[String]) -> Result<i32> {
+    remove_objects::<HostComputeEndpoint>(ctx, names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::render_table;
+    use hns_api::IpConfig;
+
+    #[test]
+    fn endpoint_table() {
+        let nets = vec![HostComputeNetwork { id: "5A3D0F6E-9C1B-4B2A-8E7F-001122334455".into(), name: "mynat".into(), ..Default::default() }];
+        let namespaces = vec![
+            HostComputeNamespace { id: "aaaa1111-0000-0000-0000-000000000001".into(), name: "web".into(), ..Default::default() },
+            HostComputeNamespace { id: "bbbb2222-0000-0000-0000-000000000002".into(), ..Default::default() },
+        ];
+        let eps = vec![
+            HostComputeEndpoint {
+                id: "0B1C2D3E-4F50-6172-8394-A5B6C7D8E9F0".into(),
+                name: "web".into(),
+                host_compute_network: "5a3d0f6e-9c1b-4b2a-8e7f-001122334455".into(),
+                host_compute_namespace: "AAAA1111-0000-0000-0000-000000000001".into(),
+                ip_configurations: vec![IpConfig { ip_address: "172.30.0.2".into(), prefix_length: 16, ..Default::default() }],
+                mac_address: "00-15-5D-AC-10-00-02".into(),
+                state: 2,
+                ..Default::default()
+            },
+            HostComputeEndpoint {
+                id: "1b1c2d3e-4f50-6172-8394-a5b6c7d8e9f1".into(),
+                host_compute_network: "mynat".into(),
+                host_compute_namespace: "bbbb2222-0000-0000-0000-000000000002".into(),
+                state: 4,
+                ..Default::default()
+            },
+            HostComputeEndpoint {
+                id: "2b1c2d3e-4f50-6172-8394-a5b6c7d8e9f2".into(),
+                name: "lonely".into(),
+                host_compute_network: "gone-net".into(),
+                state: 1,
+                ..Default::default()
+            },
+        ];
+        let text = render_table(ENDPOINT_HEADERS, &endpoint_rows(&eps, &nets, &namespaces));
+        let expected = "\
+ENDPOINT ID    NAME     NETWORK    IP ADDRESS      MAC                    NAMESPACE      STATE
+0b1c2d3e4f50   web      mynat      172.30.0.2/16   00-15-5D-AC-10-00-02   web            attached
+1b1c2d3e4f50            mynat                                             bbbb22220000   detached
+2b1c2d3e4f50   lonely   gone-net                                                         created
+";
+        assert_eq!(text, expected);
+    }
+}

@@ -1,0 +1,144 @@
+//! Shared helpers of the lab tests: a blocking API client over the unix socket and small
+//! conveniences for running things inside compartments.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hns_lab::{Lab, Side};
+use serde_json::{Value, json};
+
+/// A minimal HTTP/1.1 client for the API socket (one connection per request).
+pub struct Api {
+    pub socket: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub raw: String,
+}
+
+impl Reply {
+    pub fn ok(self) -> Value {
+        assert!((200..300).contains(&self.status), "expected success, got {}: {}", self.status, self.raw);
+        self.body
+    }
+}
+
+impl Api {
+    pub fn new(lab: &Lab) -> Api {
+        Api { socket: lab.socket() }
+    }
+
+    pub fn request_raw(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        let mut s = UnixStream::connect(&self.socket).expect("connect to hnsd");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: hns\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        // A server may refuse a huge body before reading it all; that is fine.
+        let _ = s.write_all(body);
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad HTTP reply: {text:?}"));
+        let body_text = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body_text = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body_text) } else { body_text };
+        let body = serde_json::from_str(&body_text).unwrap_or(Value::Null);
+        Reply { status, body, raw: body_text }
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.request_raw("GET", path, b"")
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Reply {
+        self.request_raw("POST", path, body.to_string().as_bytes())
+    }
+    pub fn delete(&self, path: &str) -> Reply {
+        self.request_raw("DELETE", path, b"")
+    }
+
+    /// Creates a compartment and an endpoint attached to it; returns (namespace, endpoint).
+    pub fn container(&self, network: &str, name: &str, extra: Value) -> (Value, Value) {
+        let ns = self.post("/namespaces", &json!({ "Name": name })).ok();
+        let mut ep = json!({ "HostComputeNetwork": network, "HostComputeNamespace": ns["ID"], "Name": name });
+        if let (Some(e), Some(x)) = (ep.as_object_mut(), extra.as_object()) {
+            for (k, v) in x {
+                e.insert(k.clone(), v.clone());
+            }
+        }
+        let ep = self.post("/endpoints", &ep).ok();
+        (ns, ep)
+    }
+
+    /// Everything the API shows, for before/after comparisons.
+    pub fn snapshot(&self) -> Value {
+        json!({
+            "networks": self.get("/networks").ok(),
+            "endpoints": self.get("/endpoints").ok(),
+            "namespaces": self.get("/namespaces").ok(),
+        })
+    }
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n.min(after.len())]);
+        rest = after.get(n + 2..).unwrap_or("");
+    }
+    out
+}
+
+/// The first IPv4 address of an endpoint.
+pub fn ip_of(ep: &Value) -> String {
+    ep["IpConfigurations"][0]["IpAddress"].as_str().expect("endpoint has an address").to_owned()
+}
+
+/// Runs a program inside a compartment (from the lab host, where the namespace files live).
+pub fn in_ns(lab: &Lab, ns: &Value, program: &str, args: &[&str]) -> hns_lab::RunOutput {
+    let netns = format!("--net={}", ns["NetNsPath"].as_str().expect("namespace path"));
+    let mut full = vec![netns.as_str(), program];
+    full.extend_from_slice(args);
+    lab.try_in(Side::Host, "nsenter", &full).expect("nsenter runs")
+}
+
+pub fn ping(lab: &Lab, ns: &Value, ip: &str) -> bool {
+    in_ns(lab, ns, "ping", &["-c1", "-W1", ip]).status.success()
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// What the kernel of the lab host shows of hns: links, the nft table, namespace files.
+pub fn kernel_snapshot(lab: &Lab) -> String {
+    let links = lab.in_host("ip", &["-o", "link", "show"]).map(|o| o.stdout).unwrap_or_default();
+    let mut links: Vec<String> = links.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap_or("").to_owned()).collect();
+    links.sort();
+    let nft = lab.try_in(Side::Host, "nft", &["list", "table", "inet", "hns"]).map(|o| o.stdout).unwrap_or_default();
+    // The run dir is a tmpfs inside the lab host's mount namespace: look from there.
+    let dir = lab.run_dir().join("netns");
+    let files = lab.try_in(Side::Host, "ls", &[dir.to_str().unwrap()]).map(|o| o.stdout).unwrap_or_default();
+    let files: Vec<&str> = files.lines().collect();
+    format!("links: {links:?}\nnft:\n{nft}\nnetns: {files:?}")
+}

@@ -1,0 +1,255 @@
+//! labprobe: tiny network probes for the hns lab.
+//!
+//! Servers report the address they see the client as (`peer=IP:PORT`), which
+//! is exactly what NAT / port-publishing tests need to check, and they print
+//! `listening` on stdout once bound so callers can wait for readiness.
+//!
+//! ```text
+//! labprobe serve-tcp ADDR:PORT
+//! labprobe connect-tcp ADDR:PORT [--timeout-ms N] [--send TEXT]
+//! labprobe serve-udp ADDR:PORT
+//! labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
+//! labprobe fake-hnsd --socket PATH [ignored hnsd flags...]
+//! ```
+//!
+//! `fake-hnsd` is a test double for the lab's own tests: it answers
+//! `GET /healthz` with 200 on the Unix socket and nothing else.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::ExitCode;
+use std::thread;
+use std::time::Duration;
+
+const USAGE: &str = "usage:
+  labprobe serve-tcp ADDR:PORT
+  labprobe connect-tcp ADDR:PORT [--timeout-ms N] [--send TEXT]
+  labprobe serve-udp ADDR:PORT
+  labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
+  labprobe fake-hnsd --socket PATH [other hnsd flags are ignored]";
+
+const DEFAULT_TIMEOUT_MS: u64 = 2000;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("serve-tcp") => parse_addr(args.get(1)).and_then(serve_tcp),
+        Some("connect-tcp") => connect_tcp(&args[1..]),
+        Some("serve-udp") => parse_addr(args.get(1)).and_then(serve_udp),
+        Some("send-udp") => send_udp(&args[1..]),
+        Some("fake-hnsd") => fake_hnsd(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown or missing command\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("labprobe: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_addr(arg: Option<&String>) -> Result<SocketAddr, String> {
+    let arg = arg.ok_or_else(|| format!("missing ADDR:PORT\n{USAGE}"))?;
+    arg.parse().map_err(|_| format!("not an ADDR:PORT: {arg:?} (IPv6: [ADDR]:PORT)"))
+}
+
+/// Show IPv4-mapped IPv6 peers (dual-stack listeners) as plain IPv4.
+fn show_peer(peer: SocketAddr) -> String {
+    match peer.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), peer.port()).to_string(),
+            None => peer.to_string(),
+        },
+        IpAddr::V4(_) => peer.to_string(),
+    }
+}
+
+fn announce_listening() {
+    println!("listening");
+    let _ = std::io::stdout().flush();
+}
+
+/// Options after the positional arguments: `--timeout-ms N`, `--send TEXT`.
+struct Opts {
+    positional: Vec<String>,
+    timeout: Duration,
+    send: Option<String>,
+}
+
+fn parse_opts(args: &[String], allow_send: bool) -> Result<Opts, String> {
+    let mut opts = Opts { positional: Vec::new(), timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS), send: None };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--timeout-ms" => {
+                let v = it.next().ok_or("--timeout-ms needs a value")?;
+                let ms: u64 = v.parse().map_err(|_| format!("bad --timeout-ms {v:?}"))?;
+                opts.timeout = Duration::from_millis(ms.max(1));
+            }
+            "--send" if allow_send => {
+                opts.send = Some(it.next().ok_or("--send needs a value")?.clone());
+            }
+            _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}")),
+            _ => opts.positional.push(a.clone()),
+        }
+    }
+    Ok(opts)
+}
+
+fn serve_tcp(addr: SocketAddr) -> Result<(), String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on tcp {addr}: {e}"))?;
+    announce_listening();
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        thread::spawn(move || {
+            let _ = handle_tcp(stream);
+        });
+    }
+    Ok(())
+}
+
+fn handle_tcp(mut stream: TcpStream) -> std::io::Result<()> {
+    let peer = stream.peer_addr()?;
+    stream.write_all(format!("peer={}\n", show_peer(peer)).as_bytes())?;
+    let mut reader = stream.try_clone()?;
+    std::io::copy(&mut reader, &mut stream)?;
+    let _ = stream.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+fn connect_tcp(args: &[String]) -> Result<(), String> {
+    let opts = parse_opts(args, true)?;
+    let [target] = opts.positional.as_slice() else {
+        return Err(format!("connect-tcp takes exactly one ADDR:PORT\n{USAGE}"));
+    };
+    let addr = parse_addr(Some(target))?;
+    let ms = opts.timeout.as_millis();
+    let stream = TcpStream::connect_timeout(&addr, opts.timeout).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            format!("connect to tcp {addr}: timed out after {ms} ms")
+        } else {
+            format!("connect to tcp {addr}: {e}")
+        }
+    })?;
+    stream.set_read_timeout(Some(opts.timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(opts.timeout)).map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+
+    let mut first = String::new();
+    let n = reader.read_line(&mut first).map_err(|e| read_error(addr, ms, e))?;
+    if n == 0 || !first.ends_with('\n') {
+        return Err(format!("tcp {addr} closed the connection before sending a line"));
+    }
+    print!("{first}");
+
+    if let Some(text) = opts.send {
+        writer.write_all(text.as_bytes()).map_err(|e| format!("send to tcp {addr}: {e}"))?;
+        let mut echo = vec![0u8; text.len()];
+        reader.read_exact(&mut echo).map_err(|e| read_error(addr, ms, e))?;
+        println!("{}", String::from_utf8_lossy(&echo));
+    }
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+fn read_error(addr: SocketAddr, ms: u128, e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("no answer from tcp {addr} within {ms} ms")
+        }
+        std::io::ErrorKind::UnexpectedEof => format!("tcp {addr} closed the connection early"),
+        _ => format!("read from tcp {addr}: {e}"),
+    }
+}
+
+fn serve_udp(addr: SocketAddr) -> Result<(), String> {
+    let socket = UdpSocket::bind(addr).map_err(|e| format!("cannot bind udp {addr}: {e}"))?;
+    announce_listening();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, peer)) = socket.recv_from(&mut buf) else { continue };
+        let reply = format!("peer={} {}", show_peer(peer), String::from_utf8_lossy(&buf[..n]));
+        let _ = socket.send_to(reply.as_bytes(), peer);
+    }
+}
+
+fn send_udp(args: &[String]) -> Result<(), String> {
+    let opts = parse_opts(args, false)?;
+    let [target, text] = opts.positional.as_slice() else {
+        return Err(format!("send-udp takes ADDR:PORT TEXT\n{USAGE}"));
+    };
+    let addr = parse_addr(Some(target))?;
+    let local: SocketAddr = match addr {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(local).map_err(|e| format!("cannot bind a udp socket: {e}"))?;
+    socket.connect(addr).map_err(|e| format!("udp {addr}: {e}"))?;
+    socket.set_read_timeout(Some(opts.timeout)).map_err(|e| e.to_string())?;
+    socket.send(text.as_bytes()).map_err(|e| format!("send to udp {addr}: {e}"))?;
+    let mut buf = vec![0u8; 65536];
+    let n = socket.recv(&mut buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("no reply from udp {addr} within {} ms", opts.timeout.as_millis())
+        }
+        _ => format!("receive from udp {addr}: {e}"),
+    })?;
+    println!("{}", String::from_utf8_lossy(&buf[..n]).trim_end_matches('\n'));
+    Ok(())
+}
+
+/// Stand-in for hnsd in the lab's own tests.
+fn fake_hnsd(args: &[String]) -> Result<(), String> {
+    let mut socket = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--socket" {
+            socket = it.next().cloned();
+        } else if let Some(v) = a.strip_prefix("--socket=") {
+            socket = Some(v.to_string());
+        }
+    }
+    let socket = socket.ok_or("fake-hnsd needs --socket PATH")?;
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).map_err(|e| format!("cannot bind {socket}: {e}"))?;
+    eprintln!("fake-hnsd: serving on {socket} (args: {args:?})");
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        thread::spawn(move || {
+            let _ = answer_http(stream);
+        });
+    }
+    Ok(())
+}
+
+fn answer_http(stream: UnixStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let (status, body) = if request_line.starts_with("GET /healthz ") {
+        ("200 OK", "ok\n")
+    } else {
+        ("404 Not Found", "not found\n")
+    };
+    write!(
+        writer,
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    writer.flush()
+}
