@@ -149,6 +149,70 @@ mod tests {
         assert_eq!(e.exit_code(), 1);
     }
 
+    /// Serves one canned reply per connection, returning the requests seen.
+    fn fake_daemon(replies: Vec<String>) -> (PathBuf, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{Read, Write};
+        let dir = std::env::temp_dir().join(format!("hnsctl-test-{}-{}", std::process::id(), replies.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hns.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for reply in replies {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head, then as much body as Content-Length says.
+                loop {
+                    let n = conn.read(&mut chunk).unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len || n == 0 {
+                            break;
+                        }
+                    }
+                }
+                seen.push(String::from_utf8_lossy(&buf).to_string());
+                conn.write_all(reply.as_bytes()).unwrap();
+            }
+            seen
+        });
+        (path, handle)
+    }
+
+    #[test]
+    fn requests_and_replies_over_the_socket() {
+        let reply = |status: &str, body: &str| format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let (path, server) = fake_daemon(vec![
+            reply("200 OK", r#"{"Major":15,"Minor":4}"#),
+            reply("201 Created", r#"{"ID":"abc","Name":"mynat"}"#),
+            "HTTP/1.1 204 No Content\r\n\r\n".to_owned(),
+            reply("409 Conflict", r#"{"code":"SUBNET_IN_USE","message":"subnet overlaps","field":"Ipams[0].Subnets[0]"}"#),
+        ]);
+        let c = Client::new(&path).unwrap();
+        let v: hns_api::Version = c.get("/globals/version").unwrap();
+        assert_eq!(v, hns_api::Version { major: 15, minor: 4 });
+        let body = hns_api::HostComputeNetwork { name: "mynat".into(), ..Default::default() };
+        let net: hns_api::HostComputeNetwork = c.post("/networks", &body).unwrap();
+        assert_eq!(net.id, "abc");
+        c.delete("/networks/mynat").unwrap();
+        let e = c.post::<_, serde_json::Value>("/networks", &body).unwrap_err();
+        assert_eq!(e.render(), "Error: subnet overlaps (SUBNET_IN_USE)\n  field: Ipams[0].Subnets[0]");
+        let seen = server.join().unwrap();
+        assert!(seen[0].starts_with("GET /globals/version HTTP/1.1\r\n"), "{}", seen[0]);
+        assert!(seen[1].starts_with("POST /networks HTTP/1.1\r\n"), "{}", seen[1]);
+        assert!(seen[1].to_ascii_lowercase().contains("content-type: application/json"));
+        assert!(seen[1].ends_with(r#"{"Name":"mynat","SchemaVersion":{"Major":2,"Minor":0}}"#), "{}", seen[1]);
+        assert!(seen[2].starts_with("DELETE /networks/mynat HTTP/1.1\r\n"));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     #[test]
     fn unreachable_socket_is_named() {
         let c = Client::new(Path::new("/nonexistent/hns.sock")).unwrap();

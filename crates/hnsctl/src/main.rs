@@ -15,21 +15,22 @@ use output::Format;
 
 const AFTER_HELP: &str = "\
 Windows container cmdlets and their hnsctl equivalents:
-  New-ContainerNetwork     hnsctl network create -d nat|transparent|l2bridge|l2tunnel|overlay ... NAME
-  Get-ContainerNetwork     hnsctl network ls, hnsctl network inspect NAME
-                           inspect shows the cmdlet's fields as HNS v2 fields:
-                             Name               -> Name
-                             Id                 -> ID
-                             Mode               -> Type
-                             SubnetPrefix       -> Ipams[].Subnets[].IpAddressPrefix
-                             Gateways           -> Ipams[].Subnets[].Routes[].NextHop (route 0.0.0.0/0 or ::/0)
-                             NetworkAdapterName -> InterfaceName (the Linux bridge or uplink)
-                             SourceMac          -> MacPool (endpoint MACs: endpoint inspect, MacAddress)
-                             DNSServers         -> Dns.ServerList
-                             DNSSuffix          -> Dns.Domain
+  New-ContainerNetwork     hnsctl network create -d DRIVER ... NAME
+  Get-ContainerNetwork     hnsctl network ls; hnsctl network inspect NAME
   Remove-ContainerNetwork  hnsctl network rm NAME
   Join-ContainerNetwork    hnsctl network connect NETWORK CONTAINER
   Leave-ContainerNetwork   hnsctl network disconnect NETWORK CONTAINER
+
+Get-ContainerNetwork fields as `network inspect` shows them (HNS v2 names):
+  Name                -> Name
+  Id                  -> ID
+  Mode                -> Type
+  SubnetPrefix        -> Ipams[].Subnets[].IpAddressPrefix
+  Gateways            -> Ipams[].Subnets[].Routes[].NextHop (default route)
+  NetworkAdapterName  -> InterfaceName (the Linux bridge or uplink)
+  SourceMac           -> MacPool (and each endpoint's MacAddress)
+  DNSServers          -> Dns.ServerList
+  DNSSuffix           -> Dns.Domain
 
 Examples:
   hnsctl network create -d nat --subnet 172.30.0.0/16 mynat
@@ -124,18 +125,18 @@ pub enum NetworkCmd {
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Options (-o):
-  com.docker.network.windowsshim.networkname=NAME   the network's name (instead of NAME)
-  com.docker.network.windowsshim.dnssuffix=SUFFIX   Dns.Domain
-  com.docker.network.windowsshim.dnsservers=A,B     Dns.ServerList
-  com.docker.network.windowsshim.interface=IFACE    the uplink (NetAdapterName policy)
-  com.docker.network.windowsshim.vlanid=N           VLAN policy on every subnet
-  com.docker.network.windowsshim.vsid=N             VSID policy on every subnet
+Options (-o KEY=VALUE), KEY being com.docker.network.windowsshim.<name>:
+  networkname=NAME   the network's name (instead of NAME)
+  dnssuffix=SUFFIX   Dns.Domain
+  dnsservers=A,B     Dns.ServerList
+  interface=IFACE    the uplink (a NetAdapterName policy)
+  vlanid=N           a VLAN policy on every subnet
+  vsid=N             a VSID policy on every subnet
 
 Examples:
   hnsctl network create -d nat --subnet 172.30.0.0/16 mynat
   hnsctl network create -d nat --subnet 172.31.0.0/16 --gateway 172.31.0.1 \\
-      --ip-range 172.31.128.0/17 --aux-address router=172.31.0.2 isolated --internal
+      --ip-range 172.31.128.0/17 --aux-address router=172.31.0.2 --internal iso
   hnsctl network create -d l2bridge --subnet 10.10.0.0/24 --gateway 10.10.0.1 \\
       -o com.docker.network.windowsshim.interface=eth1 l2net")]
 pub struct NetworkCreateArgs {
@@ -274,8 +275,8 @@ pub enum NamespaceCmd {
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
---net host runs the command in hnsctl's own network namespace (no compartment is made);
---net none makes a compartment with only a loopback interface.
+--net host: the command shares hnsctl's network namespace (no compartment).
+--net none: a compartment with only a loopback interface.
 
 Examples:
   hnsctl run --net mynat --name web -d -- sleep 1000

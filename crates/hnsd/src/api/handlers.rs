@@ -32,7 +32,10 @@ pub async fn list_networks(State(s): State<Shared>) -> Json<Vec<HostComputeNetwo
 #[utoipa::path(post, path = "/networks", request_body = HostComputeNetwork,
     responses((status = 200, body = HostComputeNetwork), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn create_network(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNetwork> {
-    let req = body(b)?;
+    let req = body(b).map_err(|Failure(e)| {
+        // An unknown driver name is a network-type error, not a syntax error.
+        if e.field.as_deref() == Some("Type") { Failure(ApiError { code: ErrorCode::InvalidNetworkType, ..e }) } else { Failure(e) }
+    })?;
     Ok(Json(s.engine.lock().await.create_network(req).await?))
 }
 

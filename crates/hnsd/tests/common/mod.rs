@@ -47,7 +47,8 @@ impl Api {
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf);
         let text = String::from_utf8_lossy(&buf).into_owned();
-        let status: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad HTTP reply: {text:?}"));
+        // Status 0: the daemon closed the connection without answering (it died).
+        let status: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let body_text = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
         let body_text = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body_text) } else { body_text };
         let body = serde_json::from_str(&body_text).unwrap_or(Value::Null);

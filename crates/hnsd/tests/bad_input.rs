@@ -1,0 +1,144 @@
+//! Bad input changes nothing: every invalid request gets a 4xx with a stable code naming the
+//! field, and neither the store (seen through the API) nor the kernel changes.
+
+mod common;
+
+use common::*;
+use hns_lab::Lab;
+use serde_json::{Value, json};
+
+struct Case {
+    what: &'static str,
+    method: &'static str,
+    path: &'static str,
+    body: Vec<u8>,
+    status: u16,
+    code: &'static str,
+    field: Option<&'static str>,
+}
+
+fn case(what: &'static str, method: &'static str, path: &'static str, body: Value, status: u16, code: &'static str, field: Option<&'static str>) -> Case {
+    Case { what, method, path, body: body.to_string().into_bytes(), status, code, field }
+}
+
+fn net(subnet: &str) -> Value {
+    json!({"Name": "n2", "Ipams": [{"Subnets": [{"IpAddressPrefix": subnet}]}]})
+}
+
+#[test]
+fn every_bad_request_is_refused_by_field_and_changes_nothing() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    api.post("/networks", &json!({"Name": "base", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.80.0.0/24", "AuxiliaryAddresses": {"router": "10.80.0.200"}}]}]})).ok();
+    let (ns, ep) = api.container("base", "c1", json!({"IpConfigurations": [{"IpAddress": "10.80.0.10"}], "MacAddress": "02-00-00-00-00-10"}));
+    let ns_id = ns["ID"].as_str().unwrap().to_owned();
+    let ep_id = ep["ID"].as_str().unwrap().to_owned();
+    let ns_path = Box::leak(format!("/namespaces/{ns_id}").into_boxed_str());
+    let ep_path = Box::leak(format!("/endpoints/{ep_id}").into_boxed_str());
+
+    let huge = {
+        let mut v = br#"{"Name": ""#.to_vec();
+        v.extend(std::iter::repeat_n(b'a', 2 << 20));
+        v.extend(br#""}"#);
+        v
+    };
+    let cases = vec![
+        // networks
+        case("bad CIDR", "POST", "/networks", net("10.81.0.0/40"), 400, "INVALID_SUBNET", Some("Ipams[0].Subnets[0].IpAddressPrefix")),
+        case("not a CIDR", "POST", "/networks", net("banana"), 400, "INVALID_SUBNET", Some("Ipams[0].Subnets[0].IpAddressPrefix")),
+        case("host bits set", "POST", "/networks", net("10.81.0.5/24"), 400, "INVALID_SUBNET", Some("Ipams[0].Subnets[0].IpAddressPrefix")),
+        case("gateway outside subnet", "POST", "/networks",
+            json!({"Name": "n2", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.81.0.0/24", "Routes": [{"DestinationPrefix": "0.0.0.0/0", "NextHop": "10.82.0.1"}]}]}]}),
+            400, "INVALID_SUBNET", Some("Ipams[0].Subnets[0].Routes[0].NextHop")),
+        case("ip-range outside subnet", "POST", "/networks",
+            json!({"Name": "n2", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.81.0.0/24", "IpRange": "10.82.0.0/28"}]}]}),
+            400, "INVALID_SUBNET", Some("Ipams[0].Subnets[0].IpRange")),
+        case("aux address outside subnet", "POST", "/networks",
+            json!({"Name": "n2", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.81.0.0/24", "AuxiliaryAddresses": {"x": "10.82.0.9"}}]}]}),
+            400, "INVALID_SUBNET", Some("Ipams[0].Subnets[0].AuxiliaryAddresses.x")),
+        case("overlapping subnet", "POST", "/networks", net("10.80.0.0/16"), 409, "SUBNET_IN_USE", Some("Ipams[0].Subnets[0].IpAddressPrefix")),
+        case("overlap inside the request", "POST", "/networks",
+            json!({"Name": "n2", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.81.0.0/24"}, {"IpAddressPrefix": "10.81.0.128/25"}]}]}),
+            400, "INVALID_SUBNET", Some("Ipams[0].Subnets[1].IpAddressPrefix")),
+        case("duplicate name", "POST", "/networks", json!({"Name": "base", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.81.0.0/24"}]}]}), 409, "NETWORK_ALREADY_EXISTS", Some("Name")),
+        case("missing name", "POST", "/networks", json!({"Ipams": [{"Subnets": [{"IpAddressPrefix": "10.81.0.0/24"}]}]}), 400, "INVALID_NAME", Some("Name")),
+        case("bad name", "POST", "/networks", json!({"Name": "no spaces"}), 400, "INVALID_NAME", Some("Name")),
+        case("unknown driver", "POST", "/networks", json!({"Name": "n2", "Type": "bridge"}), 400, "INVALID_NETWORK_TYPE", Some("Type")),
+        case("driver not implemented", "POST", "/networks", json!({"Name": "n2", "Type": "Overlay"}), 400, "INVALID_NETWORK_TYPE", Some("Type")),
+        case("unknown network policy", "POST", "/networks", json!({"Name": "n2", "Policies": [{"Type": "Bogus", "Settings": {}}]}), 400, "INVALID_POLICY_TYPE", Some("Policies[0].Type")),
+        case("unimplemented network policy", "POST", "/networks", json!({"Name": "n2", "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "eth0"}}]}), 400, "INVALID_POLICY_TYPE", Some("Policies[0].Type")),
+        case("unsupported HNS field", "POST", "/networks", json!({"Name": "n2", "MacPool": {"Ranges": [{"StartMacAddress": "00-15-5D-00-00-00", "EndMacAddress": "00-15-5D-00-00-FF"}]}}), 400, "REQUEST_UNSUPPORTED", Some("MacPool")),
+        case("unsupported flags", "POST", "/networks", json!({"Name": "n2", "Flags": 8}), 400, "REQUEST_UNSUPPORTED", Some("Flags")),
+        case("unknown JSON field", "POST", "/networks", json!({"Name": "n2", "Colour": "blue"}), 400, "INVALID_JSON", None),
+        case("bad DNS server", "POST", "/networks", json!({"Name": "n2", "Dns": {"ServerList": ["x"]}}), 400, "INVALID_IP", Some("Dns.ServerList[0]")),
+        case("DHCP on nat", "POST", "/networks", json!({"Name": "n2", "Ipams": [{"Type": "Dhcp"}]}), 400, "INVALID_NETWORK", Some("Ipams[0].Type")),
+        Case { what: "malformed JSON", method: "POST", path: "/networks", body: b"{\"Name\": ".to_vec(), status: 400, code: "INVALID_JSON", field: None },
+        Case { what: "huge body", method: "POST", path: "/networks", body: huge, status: 413, code: "BODY_TOO_LARGE", field: None },
+        case("unknown network on delete", "DELETE", "/networks/nope", Value::Null, 404, "NETWORK_NOT_FOUND", None),
+        case("network in use", "DELETE", "/networks/base", Value::Null, 409, "ENTITY_HAS_REFERENCES", None),
+        // endpoints
+        case("endpoint without network", "POST", "/endpoints", json!({"Name": "e"}), 400, "INVALID_ENDPOINT", Some("HostComputeNetwork")),
+        case("endpoint on unknown network", "POST", "/endpoints", json!({"HostComputeNetwork": "nope"}), 404, "NETWORK_NOT_FOUND", Some("HostComputeNetwork")),
+        case("static IP outside subnet", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "IpConfigurations": [{"IpAddress": "10.99.0.5"}]}), 400, "ADDR_INVALID_OR_RESERVED", Some("IpConfigurations[0].IpAddress")),
+        case("static IP in use", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "IpConfigurations": [{"IpAddress": "10.80.0.10"}]}), 409, "ADDR_IN_USE", Some("IpConfigurations[0].IpAddress")),
+        case("static IP is the gateway", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "IpConfigurations": [{"IpAddress": "10.80.0.1"}]}), 400, "ADDR_INVALID_OR_RESERVED", Some("IpConfigurations[0].IpAddress")),
+        case("static IP is the network address", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "IpConfigurations": [{"IpAddress": "10.80.0.0"}]}), 400, "ADDR_INVALID_OR_RESERVED", Some("IpConfigurations[0].IpAddress")),
+        case("static IP is the broadcast", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "IpConfigurations": [{"IpAddress": "10.80.0.255"}]}), 400, "ADDR_INVALID_OR_RESERVED", Some("IpConfigurations[0].IpAddress")),
+        case("static IP is an aux address", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "IpConfigurations": [{"IpAddress": "10.80.0.200"}]}), 400, "ADDR_INVALID_OR_RESERVED", Some("IpConfigurations[0].IpAddress")),
+        case("not an IP", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "IpConfigurations": [{"IpAddress": "ten"}]}), 400, "INVALID_IP", Some("IpConfigurations[0].IpAddress")),
+        case("wrong prefix length", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "IpConfigurations": [{"IpAddress": "10.80.0.11", "PrefixLength": 16}]}), 400, "INVALID_PREFIX", Some("IpConfigurations[0].PrefixLength")),
+        case("multicast MAC", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "MacAddress": "01:00:5e:00:00:01"}), 400, "INVALID_MAC", Some("MacAddress")),
+        case("malformed MAC", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "MacAddress": "zz"}), 400, "INVALID_MAC", Some("MacAddress")),
+        case("MAC in use", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "MacAddress": "02:00:00:00:00:10"}), 409, "MAC_IN_USE", Some("MacAddress")),
+        case("duplicate endpoint name", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Name": "c1"}), 409, "ENDPOINT_ALREADY_EXISTS", Some("Name")),
+        case("unimplemented endpoint policy", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Policies": [{"Type": "PortMapping", "Settings": {"InternalPort": 80, "ExternalPort": 8080, "Protocol": 6}}]}), 400, "INVALID_POLICY_TYPE", Some("Policies[0].Type")),
+        case("unknown endpoint policy", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Policies": [{"Type": "Teleport"}]}), 400, "INVALID_POLICY_TYPE", Some("Policies[0].Type")),
+        case("unknown namespace", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "HostComputeNamespace": "nope"}), 404, "NAMESPACE_NOT_FOUND", Some("HostComputeNamespace")),
+        case("bad alias", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Aliases": ["a b"]}), 400, "INVALID_NAME", Some("Aliases[0]")),
+        case("endpoint unknown field", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "VirtualNetwork": "x"}), 400, "INVALID_JSON", None),
+        case("endpoint flags", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Flags": 1}), 400, "REQUEST_UNSUPPORTED", Some("Flags")),
+        case("endpoint policy modify", "POST", ep_path, json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [{"Type": "ACL"}]}}), 400, "INVALID_POLICY_TYPE", Some("Settings.Policies[0].Type")),
+        // namespaces
+        case("namespace bad path", "POST", "/namespaces", json!({"NetNsPath": "/tmp/not-a-netns"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
+        case("namespace relative path", "POST", "/namespaces", json!({"NetNsPath": "netns"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
+        case("namespace duplicate name", "POST", "/namespaces", json!({"Name": "c1"}), 409, "NAMESPACE_ALREADY_EXISTS", Some("Name")),
+        case("namespace guest type", "POST", "/namespaces", json!({"Type": "Guest"}), 400, "REQUEST_UNSUPPORTED", Some("Type")),
+        case("attach an attached endpoint", "POST", ns_path, json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": ep_id}}), 200, "", None),
+        case("attach unknown endpoint", "POST", ns_path, json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": "nope"}}), 404, "ENDPOINT_NOT_FOUND", Some("Settings.EndpointId")),
+        case("bad request type", "POST", ns_path, json!({"ResourceType": "Endpoint", "RequestType": "Explode", "Settings": {}}), 400, "INVALID_JSON", Some("RequestType")),
+        case("settings missing field", "POST", ns_path, json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {}}), 400, "INVALID_JSON", Some("Settings")),
+        case("unknown namespace", "DELETE", "/namespaces/nope", Value::Null, 404, "NAMESPACE_NOT_FOUND", None),
+        // routes
+        case("unknown route", "GET", "/bogus", Value::Null, 404, "NOT_FOUND", None),
+        case("wrong method", "PUT", "/networks", Value::Null, 405, "METHOD_NOT_ALLOWED", None),
+    ];
+
+    let api_before = api.snapshot();
+    let kernel_before = kernel_snapshot(&lab);
+    let mut failures = Vec::new();
+    for c in &cases {
+        let body = if c.body == b"null" { Vec::new() } else { c.body.clone() };
+        let r = api.request_raw(c.method, c.path, &body);
+        if r.status != c.status {
+            failures.push(format!("{}: status {} (want {}): {}", c.what, r.status, c.status, r.raw));
+            continue;
+        }
+        if c.status >= 400 {
+            if r.body["code"] != c.code {
+                failures.push(format!("{}: code {} (want {}): {}", c.what, r.body["code"], c.code, r.raw));
+            }
+            if let Some(f) = c.field {
+                if r.body["field"] != f {
+                    failures.push(format!("{}: field {} (want {f}): {}", c.what, r.body["field"], r.raw));
+                }
+            }
+            if r.body["message"].as_str().is_none_or(|m| m.len() < 10) {
+                failures.push(format!("{}: no useful message: {}", c.what, r.raw));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(api.snapshot(), api_before, "a refused request changed the store");
+    assert_eq!(kernel_snapshot(&lab), kernel_before, "a refused request changed the kernel");
+}

@@ -1,0 +1,194 @@
+//! The store is the truth: restarts, crashes, reboots, drift and cleanup, proven in the lab.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use hns_lab::{HnsdOptions, Lab, Side};
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+fn start(lab: &Lab) -> hns_lab::Daemon {
+    lab.start_hnsd(&[]).expect("hnsd starts")
+}
+
+fn hns_links(lab: &Lab) -> Vec<String> {
+    lab.in_host("ip", &["-o", "link", "show"])
+        .unwrap()
+        .stdout
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_owned())
+        .filter(|n| n.starts_with("hns-") || n.starts_with("hnv"))
+        .collect()
+}
+
+#[test]
+fn restart_keeps_every_object_and_traffic_keeps_flowing() {
+    let lab = Lab::new().unwrap();
+    let d = start(&lab);
+    let api = Api::new(&lab);
+    let (a, _) = api.container("nat", "a", json!({}));
+    let (_b, eb) = api.container("nat", "b", json!({}));
+    let before = api.snapshot();
+    d.stop().unwrap();
+    // The data plane does not need hnsd.
+    assert!(ping(&lab, &a, &ip_of(&eb)), "traffic stopped with hnsd");
+    assert!(ping(&lab, &a, "203.0.113.10"), "egress stopped with hnsd");
+    let _d = start(&lab);
+    assert_eq!(api.snapshot(), before, "objects changed across a restart");
+    assert!(ping(&lab, &a, &ip_of(&eb)));
+    // Allocation continues after the restart without reusing an address.
+    let (_c, ec) = api.container("nat", "c", json!({}));
+    assert_ne!(ip_of(&ec), ip_of(&eb));
+}
+
+#[test]
+fn sigkill_between_commit_and_kernel_apply_is_repaired_at_restart() {
+    let lab = Lab::new().unwrap();
+    let d = start(&lab);
+    let api = Api::new(&lab);
+    let (a, _) = api.container("nat", "a", json!({}));
+    let ns_b = api.post("/namespaces", &json!({"Name": "b"})).ok();
+    d.stop().unwrap();
+    // This hnsd dies with SIGKILL right after committing the attach, before touching the kernel.
+    let d = lab.start_hnsd_with(HnsdOptions { args: vec![], env: vec![("HNSD_FAILPOINT".into(), "attach-after-commit".into())], ..Default::default() }).unwrap();
+    let r = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": "b", "Name": "b"}));
+    assert!(r.status == 0 || r.status >= 500 || r.raw.is_empty(), "the request should die with the daemon: {r:?}");
+    assert!(eventually(Duration::from_secs(5), || !d.is_running()), "failpoint did not kill hnsd");
+    let _d = start(&lab);
+    let eps = api.get("/endpoints").ok();
+    let eb = eps.as_array().unwrap().iter().find(|e| e["Name"] == "b").expect("the committed endpoint survives").clone();
+    assert_eq!(eb["HostComputeNamespace"], ns_b["ID"]);
+    assert!(eventually(Duration::from_secs(5), || ping(&lab, &a, &ip_of(&eb))), "the repaired endpoint has no connectivity");
+    // Nothing leaked: exactly one bridge and two endpoint veths.
+    let mut links = hns_links(&lab);
+    links.sort();
+    assert_eq!(links.len(), 3, "{links:?}");
+}
+
+#[test]
+fn sigkill_after_committing_a_network_is_repaired_at_restart() {
+    let lab = Lab::new().unwrap();
+    let d = lab
+        .start_hnsd_with(HnsdOptions { args: vec!["--no-default-network".into()], env: vec![("HNSD_FAILPOINT".into(), "network-after-commit".into())], ..Default::default() })
+        .unwrap();
+    let api = Api::new(&lab);
+    let _ = api.post("/networks", &json!({"Name": "n", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.90.0.0/24"}]}]}));
+    assert!(eventually(Duration::from_secs(5), || !d.is_running()));
+    let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    assert_eq!(api.get("/networks/n").ok()["State"], 2, "network must be ready after reconcile");
+    let (c, _) = api.container("n", "c", json!({}));
+    assert!(ping(&lab, &c, "10.90.0.1") && ping(&lab, &c, "203.0.113.10"));
+}
+
+#[test]
+fn removing_every_object_leaves_nothing_in_the_kernel() {
+    let lab = Lab::new().unwrap();
+    let _d = start(&lab);
+    let api = Api::new(&lab);
+    api.post("/networks", &json!({"Name": "x", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.91.0.0/24"}]}]})).ok();
+    let (a, ea) = api.container("nat", "a", json!({}));
+    let (b, eb) = api.container("x", "b", json!({}));
+    for (ns, ep) in [(&a, &ea), (&b, &eb)] {
+        assert_eq!(api.delete(&format!("/endpoints/{}", ep["ID"].as_str().unwrap())).status, 204);
+        assert_eq!(api.delete(&format!("/namespaces/{}", ns["ID"].as_str().unwrap())).status, 204);
+    }
+    for n in ["x", "nat"] {
+        assert_eq!(api.delete(&format!("/networks/{n}")).status, 204);
+    }
+    assert_eq!(lab.leftovers_in_host().unwrap(), Vec::<String>::new());
+    assert!(!lab.try_in(Side::Host, "nft", &["list", "table", "inet", "hns"]).unwrap().status.success(), "nft table left behind");
+}
+
+#[test]
+fn periodic_reconcile_repairs_a_deleted_bridge_and_a_flushed_table() {
+    let lab = Lab::new().unwrap();
+    let _d = start(&lab);
+    let api = Api::new(&lab);
+    let (a, _) = api.container("nat", "a", json!({}));
+    let (_b, eb) = api.container("nat", "b", json!({}));
+    let bridge = api.get("/networks/nat").ok()["InterfaceName"].as_str().unwrap().to_owned();
+    lab.in_host("ip", &["link", "del", &bridge]).unwrap();
+    assert!(!ping(&lab, &a, &ip_of(&eb)) || true);
+    assert!(eventually(Duration::from_secs(10), || ping(&lab, &a, &ip_of(&eb))), "traffic did not come back after the bridge was deleted");
+    // Someone flushes the firewall: masquerade is gone until the reconciler puts it back.
+    lab.in_host("nft", &["flush", "table", "inet", "hns"]).unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        lab.try_in(Side::Host, "nft", &["list", "table", "inet", "hns"]).unwrap().stdout.contains("masquerade")
+    }));
+    let _server = lab.start_tcp_server_in_lan("203.0.113.10:8081").unwrap();
+    let probe = Lab::bin("labprobe").unwrap();
+    let out = in_ns(&lab, &a, probe.to_str().unwrap(), &["connect-tcp", "203.0.113.10:8081"]);
+    assert!(out.stdout.contains("peer=198.51.100.2:"), "masquerade not restored: {}{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn a_reboot_that_empties_run_garbage_collects_compartments_and_frees_addresses() {
+    let lab = Lab::new().unwrap();
+    let d = start(&lab);
+    let api = Api::new(&lab);
+    let (_a, ea) = api.container("nat", "a", json!({}));
+    d.stop().unwrap();
+    lab.reboot_run_dir().unwrap();
+    let _d = start(&lab);
+    assert_eq!(api.get("/namespaces").ok(), json!([]), "stale compartments must be collected");
+    assert_eq!(api.get("/endpoints").ok(), json!([]), "their endpoints too");
+    assert!(hns_links(&lab).iter().all(|l| l.starts_with("hns-")), "endpoint veths left behind: {:?}", hns_links(&lab));
+    // The address is free again: a static request for it succeeds.
+    let (_c, ec) = api.container("nat", "c", json!({"IpConfigurations": [{"IpAddress": ip_of(&ea)}]}));
+    assert_eq!(ip_of(&ec), ip_of(&ea));
+}
+
+#[test]
+fn an_adopted_namespace_whose_process_exits_is_collected() {
+    let lab = Lab::new().unwrap();
+    let _d = start(&lab);
+    let api = Api::new(&lab);
+    let holder = lab.spawn_in_host("unshare", &["--net", "sleep", "300"]).unwrap();
+    // unshare execs sleep in the new namespace; wait until it differs from the host's.
+    let path = format!("/proc/{}/ns/net", holder.pid());
+    assert!(eventually(Duration::from_secs(5), || {
+        let o = lab.try_in(Side::Host, "readlink", &[&path]).unwrap().stdout;
+        let me = lab.try_in(Side::Host, "readlink", &["/proc/self/ns/net"]).unwrap().stdout;
+        !o.is_empty() && o != me
+    }));
+    let ns = api.post("/namespaces", &json!({"Name": "adopted", "NetNsPath": path})).ok();
+    let ep = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"]})).ok();
+    assert!(lab.try_in(Side::Host, "ping", &["-c1", "-W1", &ip_of(&ep)]).unwrap().status.success());
+    holder.kill(Signal::SIGKILL).unwrap();
+    assert!(eventually(Duration::from_secs(10), || api.get("/namespaces").ok() == json!([])), "the dead compartment was not collected");
+    assert_eq!(api.get("/endpoints").ok(), json!([]));
+}
+
+#[test]
+fn the_default_network_is_created_once_and_stays_removed() {
+    let lab = Lab::new().unwrap();
+    let d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    let api = Api::new(&lab);
+    assert_eq!(api.get("/networks").ok(), json!([]));
+    d.stop().unwrap();
+    let d = start(&lab);
+    let nat = api.get("/networks/nat").ok();
+    let subnet: ipnet::IpNet = nat["Ipams"][0]["Subnets"][0]["IpAddressPrefix"].as_str().unwrap().parse().unwrap();
+    assert_eq!(subnet.prefix_len(), 16);
+    assert!(!subnet.contains(&"198.51.100.2".parse::<std::net::IpAddr>().unwrap()));
+    assert_eq!(api.delete("/networks/nat").status, 204);
+    d.stop().unwrap();
+    let _d = start(&lab);
+    assert_eq!(api.get("/networks").ok(), json!([]), "a removed default network must stay removed");
+}
+
+#[test]
+fn cleanup_removes_every_hns_kernel_object() {
+    let lab = Lab::new().unwrap();
+    let d = start(&lab);
+    let api = Api::new(&lab);
+    api.container("nat", "a", json!({}));
+    d.stop().unwrap();
+    let hnsd = Lab::bin("hnsd").unwrap();
+    let run = lab.run_dir();
+    lab.in_host(hnsd.to_str().unwrap(), &["--cleanup", "--run-dir", run.to_str().unwrap(), "--state-dir", lab.state_dir().to_str().unwrap(), "--socket", lab.socket().to_str().unwrap()]).unwrap();
+    assert_eq!(lab.leftovers_in_host().unwrap(), Vec::<String>::new());
+}
