@@ -60,22 +60,22 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
 
     let client = ctx.client()?;
     let ns = create_namespace(&client, a.name.as_deref())?;
-    let prepared = if has_endpoint {
-        let body = HostComputeEndpoint {
-            name: ns.name.clone(),
-            host_compute_network: a.net.clone(),
-            host_compute_namespace: ns.id.clone(),
-            ip_configurations,
-            mac_address: a.mac_address.clone().unwrap_or_default(),
-            aliases: a.alias.clone(),
-            ..Default::default()
-        };
-        client.post::<_, HostComputeEndpoint>("/endpoints", &body).map(|_| ())
-    } else {
-        Ok(())
-    }
-    .and_then(|()| Compartment::from_namespace(&ns));
-    let comp = match prepared {
+    let connect = || -> Result<Compartment> {
+        if has_endpoint {
+            let body = HostComputeEndpoint {
+                name: ns.name.clone(),
+                host_compute_network: a.net.clone(),
+                host_compute_namespace: ns.id.clone(),
+                ip_configurations,
+                mac_address: a.mac_address.clone().unwrap_or_default(),
+                aliases: a.alias.clone(),
+                ..Default::default()
+            };
+            client.post::<_, HostComputeEndpoint>("/endpoints", &body)?;
+        }
+        Compartment::from_namespace(&ns)
+    };
+    let comp = match connect() {
         Ok(comp) => comp,
         Err(e) => {
             undo(&client, &ns);
