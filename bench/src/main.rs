@@ -1,1 +1,250 @@
-fn main() {}
+//! hns-bench: control-plane benchmarks of hns in the lab, side by side with peers.
+//!
+//! `hns-bench attach` builds a lab (a host namespace with its own hnsd, release build), then
+//! re-runs itself inside that host namespace so every request and every peer plugin exec runs
+//! exactly where a real client would. It reports per-block percentiles, so growth with the
+//! number of endpoints is visible, and ratios to the peer measured in the same run.
+//! Timings are wall-clock on a shared machine: compare within one run, not across runs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "hns benchmarks (run as root; everything happens in lab namespaces)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Attach/detach latency over the API: new compartments, existing compartments, and the CNI
+    /// bridge plugin (bridge + host-local, ipMasq) into the same compartments when installed.
+    Attach {
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        #[arg(long, default_value_t = 100)]
+        block: usize,
+        /// Where the CNI reference plugins live (skipped when absent).
+        #[arg(long, default_value = "/usr/lib/cni")]
+        cni_path: PathBuf,
+        /// Internal: run the measurement inside the lab host against this socket.
+        #[arg(long, hide = true)]
+        inner_socket: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Attach { count, block, cni_path, inner_socket: Some(sock) } => attach_inner(&sock, count, block, &cni_path),
+        Cmd::Attach { count, block, cni_path, inner_socket: None } => {
+            let lab = hns_lab::Lab::new()?;
+            let _d = lab.start_hnsd(&["--no-default-network", "--log", "warn"])?;
+            let me = std::env::current_exe()?;
+            let mut cmd = lab.host().cmd(&me);
+            cmd.args(["attach", "--count", &count.to_string(), "--block", &block.to_string(), "--cni-path"])
+                .arg(&cni_path)
+                .arg("--inner-socket")
+                .arg(lab.socket());
+            let st = cmd.status()?;
+            if !st.success() {
+                bail!("measurement failed: {st}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A keep-alive HTTP/1.1 client on the API socket (clients such as Docker keep one open).
+struct Client {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl Client {
+    fn connect(p: &Path) -> Result<Client> {
+        let s = UnixStream::connect(p).with_context(|| format!("connect {}", p.display()))?;
+        Ok(Client { r: BufReader::new(s.try_clone()?), w: s })
+    }
+
+    fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let b = body.map(|b| b.to_string()).unwrap_or_default();
+        write!(self.w, "{method} {path} HTTP/1.1\r\nHost: hns\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len())?;
+        let mut line = String::new();
+        self.r.read_line(&mut line)?;
+        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad status line")?;
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            self.r.read_line(&mut h)?;
+            if h == "\r\n" || h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse()?;
+            }
+        }
+        let mut buf = vec![0; len];
+        self.r.read_exact(&mut buf)?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {path}: {status} {}", String::from_utf8_lossy(&buf));
+        }
+        Ok(if buf.is_empty() { Value::Null } else { serde_json::from_slice(&buf)? })
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Nearest-rank percentile.
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+struct Series {
+    name: String,
+    samples: Vec<f64>,
+}
+
+impl Series {
+    fn new(name: &str) -> Series {
+        Series { name: name.into(), samples: Vec::new() }
+    }
+    fn overall_p50(&self) -> f64 {
+        let mut s = self.samples.clone();
+        s.sort_by(f64::total_cmp);
+        pct(&s, 50.0)
+    }
+    fn print(&self, block: usize) {
+        println!("\n{} (ms; n={})", self.name, self.samples.len());
+        println!("  {:>11}  {:>7} {:>7} {:>7}", "block", "p50", "p90", "p99");
+        for (i, chunk) in self.samples.chunks(block).enumerate() {
+            let mut s = chunk.to_vec();
+            s.sort_by(f64::total_cmp);
+            println!("  {:>5}-{:<5}  {:>7.2} {:>7.2} {:>7.2}", i * block + 1, i * block + chunk.len(), pct(&s, 50.0), pct(&s, 90.0), pct(&s, 99.0));
+        }
+        let mut s = self.samples.clone();
+        s.sort_by(f64::total_cmp);
+        println!("  {:>11}  {:>7.2} {:>7.2} {:>7.2}", "all", pct(&s, 50.0), pct(&s, 90.0), pct(&s, 99.0));
+    }
+}
+
+fn attach_inner(sock: &Path, count: usize, block: usize, cni_path: &Path) -> Result<()> {
+    let mut c = Client::connect(sock)?;
+    c.call("POST", "/networks", Some(&json!({"Name": "bench", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.200.0.0/16"}]}]})))?;
+    println!("hns attach benchmark: {count} endpoints on one nat network, release hnsd, lab host namespace");
+
+    // 1. New compartment + attach (namespace create + endpoint create attached), then detach.
+    let mut new_attach = Series::new("attach, new compartment (POST /namespaces + POST /endpoints)");
+    let mut detach = Series::new("detach (POST /namespaces/{id} Remove)");
+    let mut delete = Series::new("delete endpoint (DELETE /endpoints/{id})");
+    let mut namespaces = Vec::new();
+    for i in 0..count {
+        let t = Instant::now();
+        let ns = c.call("POST", "/namespaces", Some(&json!({"Name": format!("c{i}")})))?;
+        let ep = c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench", "HostComputeNamespace": ns["ID"]})))?;
+        new_attach.samples.push(ms(t));
+        namespaces.push((ns, ep));
+    }
+    for (ns, ep) in &namespaces {
+        let t = Instant::now();
+        c.call("POST", &format!("/namespaces/{}", ns["ID"].as_str().unwrap()), Some(&json!({"ResourceType": "Endpoint", "RequestType": "Remove", "Settings": {"EndpointId": ep["ID"]}})))?;
+        detach.samples.push(ms(t));
+        let t = Instant::now();
+        c.call("DELETE", &format!("/endpoints/{}", ep["ID"].as_str().unwrap()), None)?;
+        delete.samples.push(ms(t));
+    }
+
+    // 2. Attach into compartments that already exist (one request: create + attach).
+    let mut existing = Series::new("attach, existing compartment (POST /endpoints with HostComputeNamespace)");
+    let mut teardown = Series::new("detach + delete (DELETE /endpoints/{id})");
+    let mut eps = Vec::new();
+    for (ns, _) in &namespaces {
+        let t = Instant::now();
+        let ep = c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench", "HostComputeNamespace": ns["ID"]})))?;
+        existing.samples.push(ms(t));
+        eps.push(ep);
+    }
+    for ep in &eps {
+        let t = Instant::now();
+        c.call("DELETE", &format!("/endpoints/{}", ep["ID"].as_str().unwrap()), None)?;
+        teardown.samples.push(ms(t));
+    }
+
+    // 3. The peer: CNI bridge + host-local ADD/DEL into the same (now empty) compartments.
+    let peer = if cni_path.join("bridge").exists() { Some(cni_peer(cni_path, &namespaces)?) } else { None };
+
+    for s in [&new_attach, &existing, &detach, &delete, &teardown] {
+        s.print(block);
+    }
+    match &peer {
+        Some((add, del)) => {
+            add.print(block);
+            del.print(block);
+            println!("\nratios of p50 (peer / hns): ADD / attach into an existing compartment = {:.1}x; DEL / detach+delete = {:.1}x",
+                add.overall_p50() / existing.overall_p50(), del.overall_p50() / teardown.overall_p50());
+        }
+        None => println!("\npeer skipped: no CNI plugins in {} (apt-get install containernetworking-plugins)", cni_path.display()),
+    }
+    for (ns, _) in &namespaces {
+        c.call("DELETE", &format!("/namespaces/{}", ns["ID"].as_str().unwrap()), None)?;
+    }
+    c.call("DELETE", "/networks/bench", None)?;
+    Ok(())
+}
+
+/// Runs the CNI bridge plugin the way a runtime does (one exec per ADD/DEL, config on stdin).
+fn cni_peer(cni_path: &Path, namespaces: &[(Value, Value)]) -> Result<(Series, Series)> {
+    let data = std::env::temp_dir().join(format!("hns-bench-cni-{}", std::process::id()));
+    std::fs::create_dir_all(&data)?;
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "benchnet", "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.230.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data.join("ipam")}
+    })
+    .to_string();
+    let exec = |cmd: &str, i: usize, netns: &str| -> Result<()> {
+        let mut child = Command::new(cni_path.join("bridge"))
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", format!("bench{i}"))
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", cni_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().unwrap().write_all(conf.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("CNI {cmd} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    let mut add = Series::new("peer: CNI bridge+host-local ADD into an existing namespace");
+    let mut del = Series::new("peer: CNI bridge+host-local DEL");
+    for (i, (ns, _)) in namespaces.iter().enumerate() {
+        let t = Instant::now();
+        exec("ADD", i, ns["NetNsPath"].as_str().unwrap())?;
+        add.samples.push(ms(t));
+    }
+    for (i, (ns, _)) in namespaces.iter().enumerate() {
+        let t = Instant::now();
+        exec("DEL", i, ns["NetNsPath"].as_str().unwrap())?;
+        del.samples.push(ms(t));
+    }
+    let _ = Command::new("ip").args(["link", "del", "cni0"]).status();
+    let _ = std::fs::remove_dir_all(&data);
+    Ok((add, del))
+}
