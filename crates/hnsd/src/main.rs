@@ -22,7 +22,20 @@ use engine::{Engine, EngineConfig};
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.sandbox {
-        let hnsd_args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--sandbox" && !a.starts_with("--sandbox-dir")).collect();
+        // Everything but the sandbox's own flags goes to the hnsd inside.
+        let mut hnsd_args = Vec::new();
+        let mut skip_value = false;
+        for a in std::env::args().skip(1) {
+            if std::mem::take(&mut skip_value) {
+                continue;
+            }
+            match a.as_str() {
+                "--sandbox" => {}
+                "--sandbox-dir" => skip_value = true,
+                _ if a.starts_with("--sandbox-dir=") => {}
+                _ => hnsd_args.push(a),
+            }
+        }
         return hns_lab::sandbox::run_sandbox(hns_lab::sandbox::SandboxOpts {
             dir: args.sandbox_dir.clone(),
             hnsd_bin: std::env::current_exe()?,

@@ -205,15 +205,30 @@ impl Holder {
     }
 
     /// Whether the holder process is still running.
-    pub fn is_alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    ///
+    /// The holder is reaped only when it is dropped, so its PID cannot be
+    /// recycled while this `Holder` exists (a dead holder stays a zombie and
+    /// `nsenter` into it fails instead of entering someone else).
+    pub fn is_alive(&self) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            // Format: "PID (comm) STATE ..."; comm may contain spaces.
+            Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    /// SIGKILL the holder and reap it (idempotent). Its namespaces go away
+    /// once nothing else is inside them. Only for teardown: afterwards the
+    /// PID may be recycled, so the holder must not be used any more.
+    pub(crate) fn kill(&mut self) {
+        // Child::kill never signals a child that was already reaped.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        // Child::kill never signals a child that was already reaped.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

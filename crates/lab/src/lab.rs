@@ -55,6 +55,8 @@ pub struct HnsdOptions {
     pub args: Vec<String>,
     /// Let hnsd write to our stdout/stderr instead of `<lab>/hnsd.log`.
     pub inherit_stdio: bool,
+    /// Extra environment variables (e.g. `HNSD_FAILPOINT` for crash tests).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running hnsd started by [`Lab::start_hnsd`]. Dropping it stops the
@@ -341,10 +343,10 @@ impl Lab {
         }
         let exe = std::env::current_exe().context("locating the running executable")?;
         let dir = exe.parent().ok_or_else(|| anyhow!("executable has no parent directory"))?;
-        if dir.file_name().is_some_and(|n| n == "deps") {
-            if let Some(up) = dir.parent() {
-                return Ok(up.to_path_buf());
-            }
+        if dir.file_name().is_some_and(|n| n == "deps")
+            && let Some(up) = dir.parent()
+        {
+            return Ok(up.to_path_buf());
         }
         Ok(dir.to_path_buf())
     }
@@ -425,7 +427,7 @@ impl Lab {
     pub fn start_hnsd(&self, extra_args: &[&str]) -> Result<Daemon> {
         self.start_hnsd_with(HnsdOptions {
             args: extra_args.iter().map(|s| s.to_string()).collect(),
-            inherit_stdio: false,
+            ..Default::default()
         })
     }
 
@@ -455,6 +457,7 @@ impl Lab {
             cmd.args(["--reconcile-interval", "1s"]);
         }
         cmd.args(&opts.args);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -601,10 +604,10 @@ impl Lab {
             let mut ready = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if line.trim() == "listening" {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
+                if line.trim() == "listening"
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
                 }
                 // Keep draining so the server never blocks on a full pipe.
             }
@@ -682,10 +685,10 @@ impl Lab {
         let tables = self.host.run("nft", ["list", "tables"])?.stdout;
         for line in tables.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
-            if let ["table", family, name] = words[..] {
-                if name.starts_with("hns") {
-                    found.push(format!("nft table {family} {name}"));
-                }
+            if let ["table", family, name] = words[..]
+                && name.starts_with("hns")
+            {
+                found.push(format!("nft table {family} {name}"));
             }
         }
 
@@ -706,6 +709,9 @@ impl Lab {
                 if on_run > 1 {
                     found.push(format!("mount {} on {target} ({}), stacked", fields[0], fields[2]));
                 }
+            } else if target == format!("{run}/netns") && fields[0] == "hns-lab-run" {
+                // hnsd makes its namespace directory a shared mount point of the run tmpfs (as
+                // iproute2 does for /run/netns); it is infrastructure, not a leaked namespace.
             } else if target.starts_with(&below) {
                 found.push(format!("mount {} on {target} ({})", fields[0], fields[2]));
             }
@@ -745,6 +751,12 @@ impl Drop for Lab {
         let mut ids = self.host.ns_ids();
         ids.extend(self.lan.ns_ids());
         sweep_namespaces(&ids, &[self.host.pid(), self.lan.pid()]);
-        // Now the fields drop: holders (SIGKILL + reap), then the directory.
+        self.host.kill();
+        self.lan.kill();
+        // Once more: something (an `nsenter` that had already opened the
+        // namespace files) may have slipped in meanwhile. The namespaces'
+        // identities stay valid for as long as anything is inside.
+        sweep_namespaces(&ids, &[]);
+        // Now the fields drop (holders already reaped), then the directory.
     }
 }

@@ -171,7 +171,7 @@ pub fn run_sandbox(opts: SandboxOpts) -> Result<()> {
 
     eprintln!("hns sandbox: starting hnsd inside the sandbox host...");
     let daemon = lab
-        .start_hnsd_with(HnsdOptions { args: opts.hnsd_args.clone(), inherit_stdio: true })
+        .start_hnsd_with(HnsdOptions { args: opts.hnsd_args.clone(), inherit_stdio: true, ..Default::default() })
         .context("starting hnsd in the sandbox (see its output above)")?;
     let shell = write_shell_script(&lab, &hnsd_bin)?;
     let socket = lab.socket();

@@ -20,6 +20,7 @@ fn pid_exists(pid: u32) -> bool {
 fn holders_are_really_elsewhere() {
     let lab = Lab::new().unwrap();
     let ours = ns_inode("/proc/self/ns/net");
+    assert!(lab.host().is_alive() && lab.lan().is_alive());
     for side in [Side::Host, Side::Lan] {
         let h = lab.holder(side);
         assert_ne!(ns_inode(h.netns_path().to_str().unwrap()), ours);
@@ -93,6 +94,13 @@ fn drop_leaves_nothing_behind() {
     stray.arg("1000").stdin(std::process::Stdio::null());
     let stray = stray.spawn().unwrap();
     let stray_pid = stray.id();
+    // Wait until nsenter has moved it inside (otherwise this tests nothing).
+    let host_mnt = fs::read_link(lab.host().mntns_path().unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while fs::read_link(format!("/proc/{stray_pid}/ns/mnt")).ok() != Some(host_mnt.clone()) {
+        assert!(std::time::Instant::now() < deadline, "stray never entered the host");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 
     let pids = [lab.host().pid(), lab.lan().pid(), server.pid()];
     let dir = lab.dir().to_path_buf();
