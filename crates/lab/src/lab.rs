@@ -737,6 +737,14 @@ fn unescape_mount_field(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+impl Lab {
+    fn compartment_ns_ids(&self) -> Vec<crate::process::NsId> {
+        let dir = format!("/proc/{}/root{}/netns", self.host.pid(), self.run_dir().display());
+        let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+        entries.flatten().filter_map(|e| crate::process::ns_id_of_path(&e.path()).ok()).collect()
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for d in lock(&self.daemons).drain(..) {
@@ -750,6 +758,9 @@ impl Drop for Lab {
         // alive after the holders die.
         let mut ids = self.host.ns_ids();
         ids.extend(self.lan.ns_ids());
+        // And processes in hnsd's compartments (`hnsctl run -d` detaches them from everything
+        // else): the namespace files under the run dir, seen through the host's mount namespace.
+        ids.extend(self.compartment_ns_ids());
         sweep_namespaces(&ids, &[self.host.pid(), self.lan.pid()]);
         self.host.kill();
         self.lan.kill();

@@ -221,6 +221,12 @@ pub(crate) struct NsId {
     ino: u64,
 }
 
+/// Identity of the namespace a file refers to (a bind-mounted namespace file).
+pub(crate) fn ns_id_of_path(path: &std::path::Path) -> io::Result<NsId> {
+    let md = fs::metadata(path)?;
+    Ok(NsId { dev: md.dev(), ino: md.ino() })
+}
+
 /// Namespace of `kind` ("net", "mnt") of process `pid` ("self" for us).
 pub(crate) fn ns_id(pid: &str, kind: &str) -> io::Result<NsId> {
     let md = fs::metadata(format!("/proc/{pid}/ns/{kind}"))?;
