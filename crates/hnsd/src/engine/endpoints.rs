@@ -170,11 +170,14 @@ impl Engine {
     }
 
     pub async fn create_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
-        let (rec, ns_id) = self.validate_endpoint(req)?;
+        let (mut rec, ns_id) = self.validate_endpoint(req)?;
         let id = rec.ep.id.clone();
+        if let Some(ns) = &ns_id {
+            self.bind(&mut rec, ns);
+        }
         let cursors = self.networks[&rec.network_id].cursors();
-        // One transaction: the endpoint, its addresses and MAC (inside the record) and the
-        // IPAM cursors of its network.
+        // One transaction: the endpoint, its addresses and MAC (inside the record), its
+        // compartment when attached at once, and the IPAM cursors of its network.
         let mut net_rec = self.networks[&rec.network_id].rec.clone();
         net_rec.cursors = cursors;
         let committed = (|| {
@@ -189,8 +192,9 @@ impl Engine {
         }
         self.networks.get_mut(&rec.network_id).expect("exists").rec = net_rec;
         self.endpoints.insert(id.clone(), rec);
-        if let Some(ns) = ns_id {
-            if let Err(e) = self.attach(&id, &ns).await {
+        if ns_id.is_some() {
+            super::failpoint("attach-after-commit");
+            if let Err(e) = self.complete_attach(&id).await {
                 // The request fails as a whole: remove the endpoint again.
                 let _ = self.delete_endpoint(&id).await;
                 return Err(e);
@@ -250,29 +254,43 @@ impl Engine {
                 format!("endpoint {ep_id} is already attached to namespace {current}; detach it first"),
             ));
         }
-        let ifname = self.free_ifname(ns_id);
         let mut rec = self.endpoints[ep_id].clone();
-        rec.ep.host_compute_namespace = ns_id.to_owned();
-        rec.ep.interface_name = ifname;
-        rec.ep.version += 1;
+        self.bind(&mut rec, ns_id);
         self.persist_endpoint(&rec, false)?;
         super::failpoint("attach-after-commit");
         self.endpoints.insert(ep_id.to_owned(), rec.clone());
-        let applied = self.apply_attach(&rec).await;
-        if let Err(e) = applied {
-            if let Some(net) = self.networks.get(&rec.network_id) {
-                let _ = hns_drivers::detach(&self.host, &net.plan, &hns_kernel::names::veth_host_name(ep_id)).await;
-            }
+        if let Err(e) = self.complete_attach(ep_id).await {
             rec.ep.host_compute_namespace.clear();
             rec.ep.interface_name.clear();
             self.endpoints.insert(ep_id.to_owned(), rec.clone());
             self.persist_endpoint(&rec, false)?;
             return Err(e);
         }
+        Ok(())
+    }
+
+    /// Records in `rec` that it lives in the compartment `ns_id`, under the next free `ethN`.
+    fn bind(&self, rec: &mut EndpointRecord, ns_id: &str) {
+        rec.ep.host_compute_namespace = ns_id.to_owned();
+        rec.ep.interface_name = self.free_ifname(ns_id);
+        rec.ep.version += 1;
+    }
+
+    /// The kernel steps of an attach already committed, then "attached". On failure the
+    /// partial kernel work is undone; the caller undoes the record.
+    async fn complete_attach(&mut self, ep_id: &str) -> Result<()> {
+        let mut rec = self.endpoints[ep_id].clone();
+        if let Err(e) = self.apply_attach(&rec).await {
+            if let Some(net) = self.networks.get(&rec.network_id) {
+                let _ = hns_drivers::detach(&self.host, &net.plan, &hns_kernel::names::veth_host_name(ep_id)).await;
+            }
+            return Err(e);
+        }
         rec.ep.state = state::ATTACHED;
         self.persist_endpoint(&rec, true)?;
+        let ns_id = rec.ep.host_compute_namespace.clone();
         self.endpoints.insert(ep_id.to_owned(), rec);
-        self.write_resolv_conf(ns_id);
+        self.write_resolv_conf(&ns_id);
         Ok(())
     }
 
