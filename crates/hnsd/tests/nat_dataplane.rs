@@ -133,3 +133,21 @@ fn dns_settings_are_written_to_the_compartment_resolv_conf() {
     let text = lab.in_host("cat", &[path]).unwrap().stdout;
     assert!(text.contains("nameserver 192.0.2.53") && text.contains("nameserver 198.51.100.53") && text.contains("search corp.example"), "{text}");
 }
+
+#[test]
+fn a_dual_stack_nat_network_moves_ipv4_and_ipv6() {
+    let (lab, _d, api) = lab_with_hnsd();
+    api.post("/networks", &json!({"Name": "ds", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.94.0.0/24"}, {"IpAddressPrefix": "fd00:94::/64"}]}]})).ok();
+    let (a, _ea) = api.container("ds", "a", json!({}));
+    let (_b, eb) = api.container("ds", "b", json!({}));
+    let b6 = eb["IpConfigurations"][1]["IpAddress"].as_str().unwrap().to_owned();
+    assert!(b6.starts_with("fd00:94::"), "{eb}");
+    assert_eq!(eb["IpConfigurations"][1]["PrefixLength"], 64);
+    assert!(in_ns(&lab, &a, "ping", &["-6", "-c1", "-W2", &b6]).status.success(), "IPv6 between compartments right after attach");
+    assert!(ping(&lab, &a, &ip_of(&eb)), "IPv4 between compartments");
+    // IPv6 egress is masqueraded to the host's uplink address, like IPv4.
+    let _server = lab.start_tcp_server_in_lan(&format!("[{}]:8082", hns_lab::TEST_SERVER_V6)).unwrap();
+    let probe = hns_lab::Lab::bin("labprobe").unwrap();
+    let out = eventually_output(&lab, &a, &[probe.to_str().unwrap(), "connect-tcp", &format!("[{}]:8082", hns_lab::TEST_SERVER_V6)]);
+    assert!(out.contains(&format!("peer=[{}]", hns_lab::HOST_UPLINK_V6)) || out.contains(&format!("peer={}", hns_lab::HOST_UPLINK_V6)), "{out}");
+}

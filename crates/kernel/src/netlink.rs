@@ -190,15 +190,16 @@ impl Netlink {
         self.handle.link().add(host.build()).execute().await.map_err(|e| nl_err("create veth", host_name, e))
     }
 
-    /// Adds (or replaces) an address on a link.
+    /// Adds (or replaces) an address on a link. IPv6 addresses skip duplicate address
+    /// detection: hns's IPAM already guarantees they are unique, and DAD would leave them
+    /// unusable ("tentative") for a second after attach.
     pub async fn add_address(&self, link: &str, index: u32, ip: IpAddr, prefix_len: u8) -> Result<()> {
-        self.handle
-            .address()
-            .add(index, ip, prefix_len)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| nl_err("add address", &format!("{ip}/{prefix_len} on {link}"), e))
+        use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+        let mut req = self.handle.address().add(index, ip, prefix_len).replace();
+        if ip.is_ipv6() {
+            req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        req.execute().await.map_err(|e| nl_err("add address", &format!("{ip}/{prefix_len} on {link}"), e))
     }
 
     /// Adds (or replaces) a route to `dest` via `gateway` (or on-link when None) out of `oif`.

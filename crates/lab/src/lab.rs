@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use crate::holder::{Holder, RunOutput, run_checked};
 use crate::http::http_get;
 use crate::process::{Proc, pid_alive, spawn_tied, sweep_namespaces};
-use crate::{HOST_UPLINK, HOST_UPLINK_IF, LAN_IF, LAN_PREFIX_LEN, LAN_ROUTER, TEST_SERVER};
+use crate::{HOST_UPLINK, HOST_UPLINK_IF, HOST_UPLINK_V6, LAN_IF, LAN_PREFIX_LEN, LAN_ROUTER, LAN_ROUTER_V6, TEST_SERVER, TEST_SERVER_V6};
 
 /// File marking a directory as a lab directory; holds the owner's PID.
 const MARKER: &str = ".hns-lab";
@@ -302,7 +302,9 @@ impl Lab {
             "set -e
              ip link set lo up
              ip addr add {TEST_SERVER}/32 dev lo
-             echo 1 > /proc/sys/net/ipv4/ip_forward"
+             ip addr add {TEST_SERVER_V6}/128 dev lo
+             echo 1 > /proc/sys/net/ipv4/ip_forward
+             echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"
         ))?;
         let mut veth = self.host.cmd("ip");
         veth.args(["link", "add", HOST_UPLINK_IF, "type", "veth", "peer", "name", LAN_IF, "netns"])
@@ -311,13 +313,16 @@ impl Lab {
         self.lan.sh(&format!(
             "set -e
              ip addr add {LAN_ROUTER}/{LAN_PREFIX_LEN} dev {LAN_IF}
+             ip addr add {LAN_ROUTER_V6}/64 dev {LAN_IF} nodad
              ip link set {LAN_IF} up"
         ))?;
         self.host.sh(&format!(
             "set -e
              ip addr add {HOST_UPLINK}/{LAN_PREFIX_LEN} dev {HOST_UPLINK_IF}
+             ip addr add {HOST_UPLINK_V6}/64 dev {HOST_UPLINK_IF} nodad
              ip link set {HOST_UPLINK_IF} up
-             ip route add default via {LAN_ROUTER}"
+             ip route add default via {LAN_ROUTER}
+             ip -6 route add default via {LAN_ROUTER_V6}"
         ))?;
         // Wait for carrier on both ends so the first packet is not lost.
         let deadline = Instant::now() + Duration::from_secs(5);

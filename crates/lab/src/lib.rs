@@ -90,7 +90,7 @@ pub use lab::{Daemon, HnsdOptions, Lab, LabOptions, Side};
 pub use process::Proc;
 pub use sandbox::{SandboxOpts, run_sandbox};
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The LAN router's address (on `lan0` in the LAN namespace); the host's
 /// default gateway.
@@ -104,6 +104,12 @@ pub const LAN_PREFIX_LEN: u8 = 24;
 /// A "server on the internet": lives on the LAN namespace's `lo`, so traffic
 /// from the host to it is routed through [`LAN_ROUTER`].
 pub const TEST_SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// IPv6 of the LAN router (documentation prefix 2001:db8::/32).
+pub const LAN_ROUTER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+/// IPv6 of the host uplink.
+pub const HOST_UPLINK_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2);
+/// IPv6 of the test server behind the router.
+pub const TEST_SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 0x10);
 /// Name of the host's uplink interface (inside the host namespace).
 pub const HOST_UPLINK_IF: &str = "eth0";
 /// Name of the LAN side of the uplink veth (inside the LAN namespace).
