@@ -5,6 +5,14 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApiError, ErrorCode};
 
 /// Decodes `body` as `T`; errors carry `INVALID_JSON` and the path of the offending field.
+/// serde_json appends " at line L column C"; for one-line request bodies that is noise.
+fn without_position(msg: String) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) if msg[i..].contains(" column ") => msg[..i].to_owned(),
+        _ => msg,
+    }
+}
+
 pub fn from_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -14,9 +22,10 @@ pub fn from_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let message = if inner.is_syntax() || inner.is_eof() {
             format!("the request body is not valid JSON: {inner}; send one JSON object")
         } else {
+            let inner = without_position(inner.to_string());
             match &field {
                 Some(f) => format!("field {f}: {inner}"),
-                None => format!("{inner}"),
+                None => inner,
             }
         };
         ApiError { code: ErrorCode::InvalidJson, message, field }

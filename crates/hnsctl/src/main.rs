@@ -264,7 +264,7 @@ pub enum NamespaceCmd {
         #[arg(required = true, value_name = "NAMESPACE")]
         names: Vec<String>,
     },
-    /// Remove compartments (hnsd refuses while endpoints are attached; see `hnsctl rm`).
+    /// Remove compartments; hnsd detaches their endpoints first (the endpoints remain; `hnsctl rm` removes them too).
     #[command(visible_alias = "remove", after_help = "Examples:\n  hnsctl namespace rm blue")]
     Rm {
         /// Namespace names or IDs.

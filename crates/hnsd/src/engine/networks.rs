@@ -185,7 +185,8 @@ impl Engine {
             return Err(ApiError::new(
                 ErrorCode::EntityHasReferences,
                 format!(
-                    "network {key:?} still has {} endpoint(s) ({}{}); disconnect or remove them first (hnsctl endpoint rm)",
+                    "network {:?} still has {} endpoint(s) ({}{}); disconnect or remove them first (hnsctl endpoint rm)",
+                    self.networks[&id].rec.net.name,
                     users.len(),
                     shown.join(", "),
                     if users.len() > 5 { ", ..." } else { "" }

@@ -32,7 +32,7 @@ impl Engine {
         self.reconcile_nft(&mut r);
         self.reconcile_links(&mut r).await;
         self.remove_orphan_files(&mut r);
-        self.last_reconcile = format!("{:?}", std::time::SystemTime::now());
+        self.last_reconcile = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         r
     }
 
