@@ -86,10 +86,11 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
     }
 }
 
-pub async fn detach(host: &Netlink, net: &NetworkPlan, ep_host_if: &str) -> Result<()> {
+/// Detaches an endpoint; returns a link the caller must delete later (see [`nat::detach`]).
+pub async fn detach(host: &Netlink, net: &NetworkPlan, ep_host_if: &str, inside: Option<(&Compartment, &str)>) -> Result<Option<String>> {
     match net.kind {
-        NetworkType::Nat => nat::detach(host, ep_host_if).await,
-        _ => Ok(()),
+        NetworkType::Nat => nat::detach(host, ep_host_if, inside).await,
+        _ => Ok(None),
     }
 }
 

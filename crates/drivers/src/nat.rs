@@ -69,9 +69,16 @@ async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
     crate::ensure_gateways(ep, c).await
 }
 
-pub async fn detach(host: &Netlink, host_if: &str) -> Result<()> {
-    // Deleting one end of a veth deletes the pair, wherever the other end is.
-    host.delete_link(host_if).await
+/// Takes the endpoint's veth out of service (both ends down and renamed, so the compartment's
+/// `ethN` and the host name are free at once) and returns the host end's new name, to be
+/// deleted in the background: deleting one end deletes the pair, wherever the other end is.
+pub async fn detach(host: &Netlink, host_if: &str, inside: Option<(&Compartment, &str)>) -> Result<Option<String>> {
+    let retired = hns_kernel::names::retired_name();
+    if let Some((c, ifname)) = inside {
+        // Best effort: the compartment may already be gone.
+        let _ = c.netlink.retire(ifname, &retired).await;
+    }
+    Ok(host.retire(host_if, &retired).await?.then_some(retired))
 }
 
 pub fn nft_rules(net: &NetworkPlan) -> NetworkRules {

@@ -101,6 +101,8 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
         case("endpoint policy modify", "POST", ep_path, json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [{"Type": "ACL"}]}}), 400, "INVALID_POLICY_TYPE", Some("Settings.Policies[0].Type")),
         // namespaces
         case("namespace bad path", "POST", "/namespaces", json!({"NetNsPath": "/tmp/not-a-netns"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
+        case("namespace of hnsd itself", "POST", "/namespaces", json!({"NetNsPath": "/proc/self/ns/net"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
+        case("namespace of init", "POST", "/namespaces", json!({"NetNsPath": "/proc/1/ns/net"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
         case("namespace relative path", "POST", "/namespaces", json!({"NetNsPath": "netns"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
         case("namespace duplicate name", "POST", "/namespaces", json!({"Name": "c1"}), 409, "NAMESPACE_ALREADY_EXISTS", Some("Name")),
         case("namespace guest type", "POST", "/namespaces", json!({"Type": "Guest"}), 400, "REQUEST_UNSUPPORTED", Some("Type")),

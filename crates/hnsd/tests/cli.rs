@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use hns_lab::Lab;
 
@@ -102,9 +100,8 @@ fn connect_and_disconnect_a_running_container() {
 #[test]
 fn connect_an_existing_namespace_by_path() {
     let (lab, _d) = setup();
-    let p = lab.spawn_in_host("unshare", &["--net", "sleep", "300"]).unwrap();
-    let path = format!("/proc/{}/ns/net", p.pid());
-    assert!(eventually(Duration::from_secs(5), || lab.hnsctl(&["network", "connect", "nat", "--netns", &path, "--name", "outside"]).unwrap().status.success()));
+    let (_p, path) = netns_process(&lab);
+    lab.hnsctl_ok(&["network", "connect", "nat", "--netns", &path, "--name", "outside"]).unwrap();
     let ep: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["--format", "json", "endpoint", "inspect", "outside"]).unwrap()).unwrap();
     let o = lab.in_host("nsenter", &[&format!("--net={path}"), "ping", "-c1", "-W2", "203.0.113.10"]);
     assert!(o.is_ok(), "attached namespace has no egress: {o:?}; endpoint {ep}");

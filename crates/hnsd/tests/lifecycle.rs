@@ -146,14 +146,7 @@ fn an_adopted_namespace_whose_process_exits_is_collected() {
     let lab = Lab::new().unwrap();
     let _d = start(&lab);
     let api = Api::new(&lab);
-    let holder = lab.spawn_in_host("unshare", &["--net", "sleep", "300"]).unwrap();
-    // unshare execs sleep in the new namespace; wait until it differs from the host's.
-    let path = format!("/proc/{}/ns/net", holder.pid());
-    assert!(eventually(Duration::from_secs(5), || {
-        let o = lab.try_in(Side::Host, "readlink", &[&path]).unwrap().stdout;
-        let me = lab.try_in(Side::Host, "readlink", &["/proc/self/ns/net"]).unwrap().stdout;
-        !o.is_empty() && o != me
-    }));
+    let (holder, path) = netns_process(&lab);
     let ns = api.post("/namespaces", &json!({"Name": "adopted", "NetNsPath": path})).ok();
     let ep = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"]})).ok();
     assert!(lab.try_in(Side::Host, "ping", &["-c1", "-W1", &ip_of(&ep)]).unwrap().status.success());

@@ -9,6 +9,9 @@
 pub const BRIDGE_PREFIX: &str = "hns-";
 /// Host ends of endpoint veths: `hnv` + 12 hex digits.
 pub const VETH_PREFIX: &str = "hnv";
+/// Links being removed: a detached veth is renamed `hnz` + 12 hex digits and deleted in the
+/// background (see the engine's reaper).
+pub const RETIRED_PREFIX: &str = "hnz";
 /// The nft table (family inet) that holds every hns rule.
 pub const NFT_TABLE: &str = "hns";
 
@@ -24,10 +27,20 @@ pub fn veth_host_name(endpoint_id: &str) -> String {
     format!("{VETH_PREFIX}{}", hex_of(endpoint_id, 12))
 }
 
+/// A unique name for a link on its way out.
+pub fn retired_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Process id and a counter: unique across restarts while the old links may still exist.
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{RETIRED_PREFIX}{:06x}{:06x}", std::process::id() & 0xff_ffff, n & 0xff_ffff)
+}
+
 /// True for links hns owns.
 pub fn is_hns_link(name: &str) -> bool {
     (name.starts_with(BRIDGE_PREFIX) && name.len() == BRIDGE_PREFIX.len() + 8)
         || (name.starts_with(VETH_PREFIX) && name.len() == VETH_PREFIX.len() + 12)
+        || (name.starts_with(RETIRED_PREFIX) && name.len() == RETIRED_PREFIX.len() + 12)
 }
 
 #[cfg(test)]
@@ -43,6 +56,8 @@ mod tests {
         assert_eq!(v, "hnv6f1d0c2e9a3b");
         assert!(b.len() <= 15 && v.len() <= 15);
         assert!(is_hns_link(&b) && is_hns_link(&v));
+        let r1 = retired_name();
+        assert!(r1.len() <= 15 && is_hns_link(&r1) && r1 != retired_name());
         assert!(!is_hns_link("eth0") && !is_hns_link("hns-x") && !is_hns_link("docker0"));
     }
 }

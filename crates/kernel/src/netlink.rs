@@ -145,6 +145,16 @@ impl Netlink {
         self.link_by_name(name).await?.map(|l| l.index).ok_or_else(|| KernelError::new("create bridge", name, "bridge vanished right after creation"))
     }
 
+    /// Takes a link out of service at once: down, then renamed to `new_name` so its name is
+    /// free for reuse. Deleting a link waits for an RCU grace period (about 20 ms here), so
+    /// callers rename now and delete later. Returns false if the link does not exist.
+    pub async fn retire(&self, name: &str, new_name: &str) -> Result<bool> {
+        let Some(l) = self.link_by_name(name).await? else { return Ok(false) };
+        self.set("take down", name, LinkUnspec::new_with_index(l.index).down().build()).await?;
+        self.set("rename", name, LinkUnspec::new_with_index(l.index).name(new_name.to_owned()).build()).await?;
+        Ok(true)
+    }
+
     /// Enslaves a link to a bridge (repairs a veth whose bridge was deleted and re-created).
     pub async fn set_master(&self, name: &str, master: u32) -> Result<()> {
         self.set("attach to bridge", name, LinkUnspec::new_with_name(name).controller(master).build()).await

@@ -93,11 +93,6 @@ pub fn identity(path: &Path) -> Result<NsIdentity> {
     Ok(NsIdentity { dev: m.dev(), ino: m.ino() })
 }
 
-/// Identity of the namespace the calling thread is in.
-pub fn current_identity() -> Result<NsIdentity> {
-    identity(Path::new("/proc/thread-self/ns/net"))
-}
-
 pub fn open(path: &Path) -> Result<OwnedFd> {
     if !is_netns(path) {
         return Err(KernelError { op: "open namespace".into(), object: path.display().to_string(), reason: "not a network namespace".into(), errno: Some(libc::ENOENT) });

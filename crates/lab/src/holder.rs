@@ -158,12 +158,6 @@ impl Holder {
         self.mount
     }
 
-    pub(crate) fn ns_ids(&self) -> Vec<NsId> {
-        let mut ids = vec![self.net];
-        ids.extend(self.mnt);
-        ids
-    }
-
     /// A command running `program` inside the holder's namespaces
     /// (`nsenter -t PID -n [-m] -- program`). Add arguments, stdio etc. as
     /// usual. Inside a mount namespace the working directory is `/`, so use

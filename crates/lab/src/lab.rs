@@ -743,10 +743,21 @@ fn unescape_mount_field(s: &str) -> String {
 }
 
 impl Lab {
-    fn compartment_ns_ids(&self) -> Vec<crate::process::NsId> {
+    /// Opens every namespace of the lab: the holders' and hnsd's compartments (the namespace
+    /// files under the run dir, seen through the host's mount namespace). While these files are
+    /// open the namespaces cannot be freed, so their identities cannot be reused by a namespace
+    /// another lab creates meanwhile, and a sweep can never hit someone else's process.
+    fn pin_namespaces(&self) -> Vec<fs::File> {
+        let mut paths = vec![
+            format!("/proc/{}/ns/net", self.host.pid()),
+            format!("/proc/{}/ns/mnt", self.host.pid()),
+            format!("/proc/{}/ns/net", self.lan.pid()),
+        ];
         let dir = format!("/proc/{}/root{}/netns", self.host.pid(), self.run_dir().display());
-        let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
-        entries.flatten().filter_map(|e| crate::process::ns_id_of_path(&e.path()).ok()).collect()
+        if let Ok(entries) = fs::read_dir(dir) {
+            paths.extend(entries.flatten().map(|e| e.path().display().to_string()));
+        }
+        paths.iter().filter_map(|p| fs::File::open(p).ok()).collect()
     }
 }
 
@@ -761,11 +772,10 @@ impl Drop for Lab {
         // Anything else still inside (processes hnsd started, shells opened
         // in the sandbox, ...) would keep the namespaces and their mounts
         // alive after the holders die.
-        let mut ids = self.host.ns_ids();
-        ids.extend(self.lan.ns_ids());
-        // And processes in hnsd's compartments (`hnsctl run -d` detaches them from everything
-        // else): the namespace files under the run dir, seen through the host's mount namespace.
-        ids.extend(self.compartment_ns_ids());
+        // That includes processes in hnsd's compartments (`hnsctl run -d` detaches them from
+        // everything else). The namespaces stay pinned until both sweeps are done.
+        let pins = self.pin_namespaces();
+        let ids: Vec<crate::process::NsId> = pins.iter().filter_map(|f| crate::process::ns_id_of_file(f).ok()).collect();
         sweep_namespaces(&ids, &[self.host.pid(), self.lan.pid()]);
         self.host.kill();
         self.lan.kill();
@@ -773,6 +783,7 @@ impl Drop for Lab {
         // namespace files) may have slipped in meanwhile. The namespaces'
         // identities stay valid for as long as anything is inside.
         sweep_namespaces(&ids, &[]);
+        drop(pins);
         // Now the fields drop (holders already reaped), then the directory.
     }
 }

@@ -221,9 +221,9 @@ pub(crate) struct NsId {
     ino: u64,
 }
 
-/// Identity of the namespace a file refers to (a bind-mounted namespace file).
-pub(crate) fn ns_id_of_path(path: &std::path::Path) -> io::Result<NsId> {
-    let md = fs::metadata(path)?;
+/// Identity of the namespace an open namespace file refers to.
+pub(crate) fn ns_id_of_file(file: &fs::File) -> io::Result<NsId> {
+    let md = file.metadata()?;
     Ok(NsId { dev: md.dev(), ino: md.ino() })
 }
 

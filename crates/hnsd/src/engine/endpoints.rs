@@ -216,13 +216,26 @@ impl Engine {
         // Committed: a failing kernel step here is finished by the reconciler.
         let mut result = Ok(());
         if !rec.ep.host_compute_namespace.is_empty() {
-            if let Some(net) = self.networks.get(&rec.network_id) {
-                result = hns_drivers::detach(&self.host, &net.plan, &hns_kernel::names::veth_host_name(&id)).await.map_err(kernel_err);
-            }
+            result = self.kernel_detach(&rec).await;
             self.write_resolv_conf(&rec.ep.host_compute_namespace);
             self.restore_gateways(&rec.ep.host_compute_namespace).await;
         }
         result
+    }
+
+    /// The kernel side of a detach: the veth is taken out of service now and deleted by the
+    /// reaper in the background (a delete costs an RCU grace period, ~20 ms).
+    async fn kernel_detach(&mut self, rec: &EndpointRecord) -> Result<()> {
+        let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
+        let host = self.host.clone();
+        let host_if = hns_kernel::names::veth_host_name(&rec.ep.id);
+        let ns = &rec.ep.host_compute_namespace;
+        let inside = if ns.is_empty() || !self.namespaces.contains_key(ns) { None } else { self.compartment(ns).ok() };
+        let retired = hns_drivers::detach(&host, &plan, &host_if, inside.map(|c| (c, rec.ep.interface_name.as_str()))).await.map_err(kernel_err)?;
+        if let Some(name) = retired {
+            self.reap(name);
+        }
+        Ok(())
     }
 
     pub fn modify_endpoint(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeEndpoint> {
@@ -281,9 +294,7 @@ impl Engine {
     async fn complete_attach(&mut self, ep_id: &str) -> Result<()> {
         let mut rec = self.endpoints[ep_id].clone();
         if let Err(e) = self.apply_attach(&rec).await {
-            if let Some(net) = self.networks.get(&rec.network_id) {
-                let _ = hns_drivers::detach(&self.host, &net.plan, &hns_kernel::names::veth_host_name(ep_id)).await;
-            }
+            let _ = self.kernel_detach(&rec).await;
             return Err(e);
         }
         rec.ep.state = state::ATTACHED;
@@ -309,15 +320,15 @@ impl Engine {
         if ns_id.is_empty() {
             return Err(ApiError::new(ErrorCode::EndpointNotAttached, format!("endpoint {ep_id} is not attached to any namespace")));
         }
+        let attached = rec.clone();
         rec.ep.host_compute_namespace.clear();
         rec.ep.interface_name.clear();
         rec.ep.state = state::DETACHED;
         rec.ep.version += 1;
         self.persist_endpoint(&rec, false)?;
-        self.endpoints.insert(ep_id.to_owned(), rec.clone());
+        self.endpoints.insert(ep_id.to_owned(), rec);
         self.write_resolv_conf(&ns_id);
-        let net = &self.networks[&rec.network_id];
-        hns_drivers::detach(&self.host, &net.plan, &hns_kernel::names::veth_host_name(ep_id)).await.map_err(kernel_err)?;
+        self.kernel_detach(&attached).await?;
         self.restore_gateways(&ns_id).await;
         Ok(())
     }
@@ -341,12 +352,7 @@ impl Engine {
     }
 
     pub(crate) fn persist_endpoint(&self, rec: &EndpointRecord, lazy: bool) -> Result<()> {
-        let mut txn = self.store.begin().map_err(store_err)?;
-        if lazy {
-            txn.lazy();
-        }
-        txn.put(Kind::Endpoint, &rec.ep.id, rec).map_err(store_err)?;
-        txn.commit().map_err(store_err)
+        self.persist(Kind::Endpoint, &rec.ep.id, rec, lazy)
     }
 
     /// The lowest `ethN` not used by another endpoint in the compartment.

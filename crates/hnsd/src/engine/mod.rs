@@ -74,6 +74,8 @@ pub struct Engine {
     pub(crate) next_ns_number: u32,
     pub(crate) last_reconcile: String,
     pub(crate) kernel_features: BTreeMap<String, bool>,
+    /// Retired links to delete in the background.
+    reaper: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 pub type Result<T> = std::result::Result<T, ApiError>;
@@ -109,6 +111,7 @@ impl Engine {
     /// [`Engine::reconcile`] next.
     pub fn open(cfg: EngineConfig, host: Netlink) -> anyhow::Result<Engine> {
         let store = Store::open(&cfg.store_path())?;
+        let reaper = spawn_reaper(host.clone());
         let mut e = Engine {
             cfg,
             store,
@@ -119,6 +122,7 @@ impl Engine {
             next_ns_number: 1,
             last_reconcile: String::new(),
             kernel_features: info::probe_kernel(),
+            reaper,
         };
         for rec in e.store.load_all::<NetworkRecord>(Kind::Network)? {
             let net = Net::from_record(rec).map_err(|err| anyhow::anyhow!("stored network is invalid: {err}"))?;
@@ -233,9 +237,38 @@ impl Engine {
         hns_kernel::nft::Desired { networks: self.networks.values().map(|n| hns_drivers::nft_rules(&n.plan)).collect() }
     }
 
+    /// Queues a retired link for deletion. If hnsd stops first, the reconciler removes it.
+    pub(crate) fn reap(&self, link: String) {
+        let _ = self.reaper.send(link);
+    }
+
+    /// Writes one record in a transaction of its own. `lazy` writes skip the fsync: only for
+    /// facts the reconciler re-derives after a crash (the "ready" states).
+    pub(crate) fn persist<T: serde::Serialize>(&self, kind: Kind, key: &str, rec: &T, lazy: bool) -> Result<()> {
+        let mut txn = self.store.begin().map_err(store_err)?;
+        if lazy {
+            txn.lazy();
+        }
+        txn.put(kind, key, rec).map_err(store_err)?;
+        txn.commit().map_err(store_err)
+    }
+
     pub(crate) fn apply_nft(&self) -> Result<()> {
         hns_kernel::nft::apply(&self.desired_nft()).map_err(kernel_err)
     }
+}
+
+/// Deletes retired links one by one, off the request path (see [`Netlink::retire`]).
+fn spawn_reaper(host: Netlink) -> tokio::sync::mpsc::UnboundedSender<String> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(link) = rx.recv().await {
+            if let Err(e) = host.delete_link(&link).await {
+                tracing::warn!(link, error = %e, "could not delete a retired link; the reconciler will retry");
+            }
+        }
+    });
+    tx
 }
 
 impl Net {

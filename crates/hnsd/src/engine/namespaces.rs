@@ -80,6 +80,15 @@ impl Engine {
             let id = netns::identity(path).map_err(|e| {
                 ApiError::field(ErrorCode::InvalidNamespace, "NetNsPath", format!("NetNsPath {:?} is not a network namespace: {}", req.net_ns_path, e.reason))
             })?;
+            // The host's own namespaces (hnsd's, and init's) are never compartments.
+            let host_ns = ["/proc/self/ns/net", "/proc/1/ns/net"].iter().any(|p| netns::identity(Path::new(p)).is_ok_and(|h| h == id));
+            if host_ns {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidNamespace,
+                    "NetNsPath",
+                    format!("NetNsPath {:?} is a host network namespace (hnsd's own or init's); attaching endpoints there would rewire the host itself. To run in the host namespace use `hnsctl run --net host`", req.net_ns_path),
+                ));
+            }
             if let Some(other) = self.namespaces.values().find(|n| n.rec.identity == Some(id)) {
                 return Err(ApiError::field(
                     ErrorCode::NamespaceAlreadyExists,
@@ -201,12 +210,7 @@ impl Engine {
     }
 
     pub(crate) fn persist_namespace(&self, rec: &NamespaceRecord, lazy: bool) -> Result<()> {
-        let mut txn = self.store.begin().map_err(store_err)?;
-        if lazy {
-            txn.lazy();
-        }
-        txn.put(Kind::Namespace, &rec.ns.id, rec).map_err(store_err)?;
-        txn.commit().map_err(store_err)
+        self.persist(Kind::Namespace, &rec.ns.id, rec, lazy)
     }
 
     pub(crate) fn resolv_path(&self, ns_id: &str) -> PathBuf {

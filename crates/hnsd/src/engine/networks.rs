@@ -161,15 +161,8 @@ impl Engine {
         Ok(out)
     }
 
-    /// Writes a network record. `lazy` writes skip the fsync: used for facts the reconciler
-    /// can re-derive (the ready state).
     pub(crate) fn persist_network(&self, rec: &NetworkRecord, lazy: bool) -> Result<()> {
-        let mut txn = self.store.begin().map_err(store_err)?;
-        if lazy {
-            txn.lazy();
-        }
-        txn.put(Kind::Network, &rec.net.id, rec).map_err(store_err)?;
-        txn.commit().map_err(store_err)
+        self.persist(Kind::Network, &rec.net.id, rec, lazy)
     }
 
     pub async fn delete_network(&mut self, key: &str) -> Result<()> {

@@ -143,3 +143,17 @@ pub fn kernel_snapshot(lab: &Lab) -> String {
     let files: Vec<&str> = files.lines().collect();
     format!("links: {links:?}\nnft:\n{nft}\nnetns: {files:?}")
 }
+
+/// A process in a network namespace of its own inside the lab host, for tests that adopt an
+/// existing namespace by path. Returns once the process runs `sleep` (so unshare has done its
+/// work: before that, /proc/PID/ns/net may still name another namespace, even the machine's own).
+pub fn netns_process(lab: &Lab) -> (hns_lab::Proc, String) {
+    let p = lab.spawn_in_host("unshare", &["--net", "sleep", "300"]).expect("spawn unshare");
+    let comm = format!("/proc/{}/comm", p.pid());
+    let ready = eventually(Duration::from_secs(5), || std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep"));
+    assert!(ready, "the namespace holder did not start");
+    let path = format!("/proc/{}/ns/net", p.pid());
+    let host = std::fs::read_link(format!("/proc/{}/ns/net", lab.host().pid())).unwrap();
+    assert_ne!(std::fs::read_link(&path).unwrap(), host, "the holder must be in a namespace of its own");
+    (p, path)
+}
