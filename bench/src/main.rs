@@ -46,7 +46,8 @@ fn main() -> Result<()> {
         Cmd::Attach { count, block, cni_path, inner_socket: Some(sock) } => attach_inner(&sock, count, block, &cni_path),
         Cmd::Attach { count, block, cni_path, inner_socket: None } => {
             let lab = hns_lab::Lab::new()?;
-            let _d = lab.start_hnsd(&["--no-default-network", "--log", "warn"])?;
+            // The product's default reconcile interval (the lab's default is 1 s, for tests).
+            let _d = lab.start_hnsd(&["--no-default-network", "--log", "warn", "--reconcile-interval", "10s"])?;
             let me = std::env::current_exe()?;
             let mut cmd = lab.host().cmd(&me);
             cmd.args(["attach", "--count", &count.to_string(), "--block", &block.to_string(), "--cni-path"])

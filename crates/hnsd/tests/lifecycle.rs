@@ -20,7 +20,7 @@ fn hns_links(lab: &Lab) -> Vec<String> {
         .lines()
         .filter_map(|l| l.split(": ").nth(1))
         .map(|n| n.split('@').next().unwrap().to_owned())
-        .filter(|n| n.starts_with("hns-") || n.starts_with("hnv"))
+        .filter(|n| n.starts_with("hns-") || n.starts_with("hnv") || n.starts_with("hnz"))
         .collect()
 }
 
@@ -184,4 +184,30 @@ fn cleanup_removes_every_hns_kernel_object() {
     let run = lab.run_dir();
     lab.in_host(hnsd.to_str().unwrap(), &["--cleanup", "--run-dir", run.to_str().unwrap(), "--state-dir", lab.state_dir().to_str().unwrap(), "--socket", lab.socket().to_str().unwrap()]).unwrap();
     assert_eq!(lab.leftovers_in_host().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn detached_veths_are_deleted_in_the_background_without_waiting_for_reconcile() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&["--reconcile-interval", "10m"]).unwrap();
+    let api = Api::new(&lab);
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(api.container("nat", &format!("c{i}"), json!({})));
+    }
+    for (ns, ep) in &made {
+        let r = api.post(&format!("/namespaces/{}", ns["ID"].as_str().unwrap()), &json!({"ResourceType": "Endpoint", "RequestType": "Remove", "Settings": {"EndpointId": ep["ID"]}}));
+        assert_eq!(r.status, 200, "{}", r.raw);
+        // The compartment loses its interface at once.
+        assert!(!in_ns(&lab, ns, "ip", &["-o", "link"]).stdout.contains("eth0"));
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || hns_links(&lab).iter().all(|l| l.starts_with("hns-"))),
+        "retired veths were not deleted: {:?}",
+        hns_links(&lab)
+    );
+    // The same endpoint attaches again at once, under the same names.
+    let (ns, ep) = &made[0];
+    api.post(&format!("/namespaces/{}", ns["ID"].as_str().unwrap()), &json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": ep["ID"]}})).ok();
+    assert!(ping(&lab, ns, "203.0.113.10"));
 }

@@ -12,6 +12,9 @@ pub const VETH_PREFIX: &str = "hnv";
 /// Links being removed: a detached veth is renamed `hnz` + 12 hex digits and deleted in the
 /// background (see the engine's reaper).
 pub const RETIRED_PREFIX: &str = "hnz";
+/// The device group of retired links, so one request deletes a whole batch of them (and pays
+/// the kernel's RCU grace period once). Its bytes spell "hnz".
+pub const RETIRED_GROUP: u32 = 0x0068_6e7a;
 /// The nft table (family inet) that holds every hns rule.
 pub const NFT_TABLE: &str = "hns";
 

@@ -19,7 +19,7 @@ use netlink_sys::{TokioSocket, protocols::NETLINK_ROUTE};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
 use crate::error::{KernelError, Result};
-use crate::netns;
+use crate::{names, netns};
 
 /// A route-netlink connection bound to one network namespace.
 #[derive(Clone)]
@@ -148,11 +148,27 @@ impl Netlink {
     /// Takes a link out of service at once: down, then renamed to `new_name` so its name is
     /// free for reuse. Deleting a link waits for an RCU grace period (about 20 ms here), so
     /// callers rename now and delete later. Returns false if the link does not exist.
+    /// It also joins the device group [`names::RETIRED_GROUP`] so [`Netlink::delete_retired`]
+    /// can remove many at once.
     pub async fn retire(&self, name: &str, new_name: &str) -> Result<bool> {
         let Some(l) = self.link_by_name(name).await? else { return Ok(false) };
-        self.set("take down", name, LinkUnspec::new_with_index(l.index).down().build()).await?;
+        let down = LinkUnspec::new_with_index(l.index).down().link_group(names::RETIRED_GROUP).build();
+        self.set("take down", name, down).await?;
         self.set("rename", name, LinkUnspec::new_with_index(l.index).name(new_name.to_owned()).build()).await?;
         Ok(true)
+    }
+
+    /// Deletes every retired link of this namespace in one request: the kernel then waits for
+    /// one RCU grace period for the whole batch instead of one per link.
+    pub async fn delete_retired(&self) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(0).link_group(names::RETIRED_GROUP).build();
+        match self.handle.link().del_with_message(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = nl_err("delete retired links", "", e);
+                if e.is_not_found() { Ok(()) } else { Err(e) }
+            }
+        }
     }
 
     /// Enslaves a link to a bridge (repairs a veth whose bridge was deleted and re-created).

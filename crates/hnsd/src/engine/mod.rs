@@ -258,13 +258,26 @@ impl Engine {
     }
 }
 
-/// Deletes retired links one by one, off the request path (see [`Netlink::retire`]).
+/// Deletes retired links off the request path (see [`Netlink::retire`]). Requests that
+/// arrive together are deleted as one batch: a link delete holds the kernel's rtnl lock for an
+/// RCU grace period (~20 ms), and a batch pays it once.
 fn spawn_reaper(host: Netlink) -> tokio::sync::mpsc::UnboundedSender<String> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
-        while let Some(link) = rx.recv().await {
-            if let Err(e) = host.delete_link(&link).await {
-                tracing::warn!(link, error = %e, "could not delete a retired link; the reconciler will retry");
+        while let Some(first) = rx.recv().await {
+            // Let a burst of detaches accumulate, then delete them together.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            if let Err(e) = host.delete_retired().await {
+                tracing::warn!(error = %e, "batch delete of retired links failed; deleting one by one");
+                for link in &batch {
+                    if let Err(e) = host.delete_link(link).await {
+                        tracing::warn!(link, error = %e, "could not delete a retired link; the reconciler will retry");
+                    }
+                }
             }
         }
     });

@@ -6,7 +6,7 @@
 //! hns-owned kernel objects the store does not know (recognised by name prefix, so it never
 //! touches anything else).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use hns_api::state;
@@ -151,18 +151,19 @@ impl Engine {
                 return;
             }
         };
+        let by_name: HashMap<&str, &hns_kernel::netlink::LinkInfo> = links.iter().map(|l| (l.name.as_str(), l)).collect();
         let mut wanted: HashSet<String> = self.networks.values().map(|n| n.plan.bridge.clone()).collect();
         let attached: Vec<_> = self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty()).cloned().collect();
         for rec in attached {
             let host_if = names::veth_host_name(&rec.ep.id);
             wanted.insert(host_if.clone());
             let Some(net) = self.networks.get(&rec.network_id) else { continue };
-            let bridge = links.iter().find(|l| l.name == net.plan.bridge).map(|l| l.index);
+            let bridge = by_name.get(net.plan.bridge.as_str()).map(|l| l.index);
             let bridge = match bridge {
                 Some(b) => Some(b),
                 None => self.host.link_by_name(&net.plan.bridge).await.ok().flatten().map(|l| l.index),
             };
-            match links.iter().find(|l| l.name == host_if) {
+            match by_name.get(host_if.as_str()) {
                 Some(l) if l.master.is_some() && l.master == bridge => {}
                 Some(_) => {
                     if let Some(b) = bridge {
