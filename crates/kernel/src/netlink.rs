@@ -152,9 +152,10 @@ impl Netlink {
     /// can remove many at once.
     pub async fn retire(&self, name: &str, new_name: &str) -> Result<bool> {
         let Some(l) = self.link_by_name(name).await? else { return Ok(false) };
-        let down = LinkUnspec::new_with_index(l.index).down().link_group(names::RETIRED_GROUP).build();
-        self.set("take down", name, down).await?;
-        self.set("rename", name, LinkUnspec::new_with_index(l.index).name(new_name.to_owned()).build()).await?;
+        self.set("take down", name, LinkUnspec::new_with_index(l.index).down().build()).await?;
+        // Join the group only with the new name: from then on a batch delete may take it.
+        let rename = LinkUnspec::new_with_index(l.index).name(new_name.to_owned()).link_group(names::RETIRED_GROUP).build();
+        self.set("rename", name, rename).await?;
         Ok(true)
     }
 
