@@ -129,6 +129,10 @@ fn info_version_and_help() {
     }
     let v = lab.hnsctl_ok(&["version"]).unwrap();
     assert!(v.contains("15.4") || v.contains("15"), "{v}");
+    // A foreign firewall that drops forwarded traffic is named in a warning.
+    lab.in_host("nft", &["add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }"]).unwrap();
+    let info = lab.hnsctl_ok(&["info"]).unwrap();
+    assert!(info.contains("WARNING") && info.contains("filter FORWARD") && info.contains("policy drop"), "{info}");
     let dead = std::process::Command::new(Lab::bin("hnsctl").unwrap()).args(["--socket", "/tmp/nonexistent-hns.sock", "network", "ls"]).output().unwrap();
     assert!(!dead.status.success() && String::from_utf8_lossy(&dead.stderr).contains("cannot reach hnsd"));
 }
