@@ -144,3 +144,59 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
     assert_eq!(api.snapshot(), api_before, "a refused request changed the store");
     assert_eq!(kernel_snapshot(&lab), kernel_before, "a refused request changed the kernel");
 }
+
+/// Random requests built from plausible and implausible field values never get a 5xx, never
+/// take the daemon down, and whatever they created can be removed without leaving anything.
+#[test]
+fn random_requests_never_break_the_daemon() {
+    use rand::{Rng, SeedableRng, seq::IndexedRandom};
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let vals: Vec<Value> = vec![
+        Value::Null, json!(true), json!(0), json!(-1), json!(65536), json!(1u64 << 40), json!(""), json!("x"), json!("10.0.0.0/8"),
+        json!("::/0"), json!("fd00::/64"), json!("172.17.0.1"), json!("00-15-5D-00-00-01"), json!("Static"), json!("Dhcp"), json!("NAT"),
+        json!([]), json!({}), json!([{}]), json!({"Type": "PortMapping"}), json!("0.0.0.0/0"), json!("255.255.255.255"), json!("a".repeat(300)),
+    ];
+    let kinds: [(&str, &[&str]); 3] = [
+        ("networks", &["ID", "Name", "Type", "Policies", "MacPool", "Dns", "Ipams", "Flags", "SchemaVersion", "Owner", "Internal", "State"]),
+        ("endpoints", &["ID", "Name", "HostComputeNetwork", "HostComputeNamespace", "Policies", "IpConfigurations", "Dns", "Routes", "MacAddress", "Flags", "Aliases"]),
+        ("namespaces", &["ID", "Name", "Type", "Resources", "NetNsPath", "SchemaVersion"]),
+    ];
+    let mut failures = Vec::new();
+    for _ in 0..1500 {
+        let (kind, keys) = kinds.choose(&mut rng).unwrap();
+        let mut body = serde_json::Map::new();
+        for k in keys.iter() {
+            if rng.random_bool(0.4) {
+                let v = |rng: &mut rand::rngs::StdRng| vals.choose(rng).unwrap().clone();
+                let value = match *k {
+                    "Ipams" => json!([{"Type": v(&mut rng), "Subnets": [{"IpAddressPrefix": v(&mut rng), "Routes": [{"DestinationPrefix": v(&mut rng), "NextHop": v(&mut rng)}], "IpRange": v(&mut rng)}]}]),
+                    "IpConfigurations" => json!([{"IpAddress": v(&mut rng), "PrefixLength": ([0, 16, 24, 33][rng.random_range(0..4)])}]),
+                    "Resources" => json!([{"Type": "Endpoint", "Data": {"ID": v(&mut rng)}}]),
+                    _ => v(&mut rng),
+                };
+                body.insert(k.to_string(), value);
+            }
+        }
+        if *kind == "endpoints" && rng.random_bool(0.5) {
+            body.insert("HostComputeNetwork".into(), json!("nat"));
+        }
+        let mut raw = Value::Object(body).to_string().into_bytes();
+        if rng.random_bool(0.05) {
+            raw.truncate(rng.random_range(0..raw.len()));
+        }
+        let r = api.request_raw("POST", &format!("/{kind}"), &raw);
+        if r.status == 0 || r.status >= 500 {
+            failures.push(format!("{} {}: {}", r.status, String::from_utf8_lossy(&raw), r.raw));
+        }
+    }
+    assert!(failures.is_empty(), "{} request(s) broke the daemon:\n{}", failures.len(), failures.join("\n"));
+    for kind in ["endpoints", "namespaces", "networks"] {
+        for o in api.get(&format!("/{kind}")).ok().as_array().unwrap() {
+            assert_eq!(api.delete(&format!("/{kind}/{}", o["ID"].as_str().unwrap())).status, 204);
+        }
+    }
+    assert_eq!(lab.leftovers_in_host().unwrap(), Vec::<String>::new());
+}
