@@ -49,6 +49,11 @@ codes! {
     AddrInUse = "ADDR_IN_USE", 409;
     MacInUse = "MAC_IN_USE", 409;
     AddressPoolExhausted = "ADDRESS_POOL_EXHAUSTED", 409;
+    PortAlreadyExists = "PORT_ALREADY_EXISTS", 409;
+    PortPoolExhausted = "PORT_POOL_EXHAUSTED", 409;
+    PolicyNotFound = "POLICY_NOT_FOUND", 404;
+    InvalidInternalPort = "INVALID_INTERNAL_PORT", 400;
+    MappingNotSupported = "MAPPING_NOT_SUPPORTED", 400;
     EntityHasReferences = "ENTITY_HAS_REFERENCES", 409;
     BodyTooLarge = "BODY_TOO_LARGE", 413;
     KernelError = "KERNEL_ERROR", 500;

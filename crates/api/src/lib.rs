@@ -6,6 +6,7 @@
 //!   always emitted in canonical form;
 //! - [`schema`]: HostComputeNetwork, HostComputeEndpoint, HostComputeNamespace and their parts;
 //! - [`modify`]: the `{ResourceType, RequestType, Settings}` modify requests;
+//! - [`portmap`]: the `PortMapping` endpoint policy and the mapping listing;
 //! - [`error`]: [`ApiError`] with stable HCN-style codes, mapped to HTTP statuses;
 //! - [`decode`]: JSON decoding that names the offending field.
 //!
@@ -15,11 +16,13 @@ pub mod decode;
 pub mod enums;
 pub mod error;
 pub mod modify;
+pub mod portmap;
 pub mod schema;
 
 pub use enums::*;
 pub use error::{ApiError, ErrorCode};
 pub use modify::*;
+pub use portmap::*;
 pub use schema::*;
 
 /// The HNS service version this daemon reports at `GET /globals/version`.

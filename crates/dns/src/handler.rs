@@ -13,7 +13,8 @@
 //!   (the name exists, and an NXDOMAIN would make clients forget its A
 //!   record too), and are never forwarded;
 //! - any other name: the upstreams' answer (see `forward`), or SERVFAIL if
-//!   none of them answered, or REFUSED if the network has no upstreams
+//!   none of them answered (or too many forwards are already waiting), or
+//!   REFUSED if the network has no upstreams
 //!   (an internal network: "not served here" is the truth, and unlike
 //!   SERVFAIL it is not a failure clients should retry or report as
 //!   "Server failed");

@@ -146,11 +146,11 @@ pub struct DnsService {
 }
 
 impl DnsService {
-    /// Creates the service with no networks. Must be called inside a tokio
-    /// runtime (listeners are spawned on it later).
+    /// Creates the service with no networks. Nothing runs yet: listeners are
+    /// spawned by `set_network` on the tokio runtime it is awaited on.
     pub fn new(cfg: DnsConfig) -> DnsService {
         let shared = Shared {
-            forwarder: Forwarder::new(cfg.upstream_timeout, cfg.max_cache_entries),
+            forwarder: Forwarder::new(cfg.upstream_timeout, cfg.max_cache_entries, forward::MAX_IN_FLIGHT),
             stats: Counters::default(),
             tcp_slots: Arc::new(Semaphore::new(cfg.max_tcp_connections)),
             cfg,

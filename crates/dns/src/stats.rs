@@ -14,12 +14,15 @@ pub struct DnsStats {
     /// The part of `forwarded` served from the cache.
     pub cache_hits: u64,
     /// Queries answered with an error we produced: SERVFAIL (every upstream
-    /// failed), REFUSED (no upstream, or not class IN), FORMERR, NOTIMP.
+    /// failed, or the bound on forwards in flight was reached), REFUSED (no
+    /// upstream, or not class IN), FORMERR, NOTIMP. (FORMERR that
+    /// hickory-server sends for bodies it cannot parse is not counted.)
     pub failed: u64,
-    /// Queries or connections that got no answer at all: unparseable TCP
-    /// messages, TCP connections over the limit or idle too long, answers
-    /// that could not be sent. (UDP datagrams shorter than a DNS header are
-    /// discarded by hickory-server before they reach us and are not counted.)
+    /// Queries or connections that got no answer at all: TCP connections
+    /// over the limit, TCP messages that are oversized or not a query,
+    /// answers that could not be sent. (UDP datagrams that hickory-server
+    /// discards before they reach us, e.g. shorter than a DNS header, and TCP
+    /// connections closed for idling are not counted.)
     pub dropped: u64,
 }
 

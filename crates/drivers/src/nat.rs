@@ -22,6 +22,10 @@ pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
         sysctl::ensure("net.ipv6.conf.all.forwarding", "1")?;
     }
     let index = host.ensure_bridge(&net.bridge, net.bridge_mac, ipv6).await?;
+    // Port mappings reached through 127.0.0.1 leave through the bridge with a loopback source
+    // until masquerade rewrites it; the kernel routes such packets only with route_localnet.
+    // The hns table drops 127/8 arriving from any other interface, so outsiders cannot use it.
+    sysctl::ensure(&format!("net.ipv4.conf.{}.route_localnet", net.bridge), "1")?;
     for (subnet, gateway) in &net.subnets {
         host.add_address(&net.bridge, index, *gateway, subnet.prefix_len()).await?;
     }

@@ -51,6 +51,14 @@ impl Client {
         self.post_ignore(path, req)
     }
 
+    /// A modify request whose reply may carry the updated object: `None` when the reply body
+    /// is empty or not a `T` (the change was made all the same).
+    pub fn modify_reply<T: DeserializeOwned>(&self, path: &str, req: &ModifyRequest) -> Result<Option<T>> {
+        let json = encode(req)?;
+        let reply = self.call(Method::POST, path, Some(json))?;
+        Ok(serde_json::from_slice(&reply).ok())
+    }
+
     pub fn delete(&self, path: &str) -> Result<()> {
         self.call(Method::DELETE, path, None).map(|_| ())
     }
@@ -128,7 +136,7 @@ pub fn seg(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -149,10 +157,18 @@ mod tests {
         assert_eq!(e.exit_code(), 1);
     }
 
+    /// An HTTP reply with a JSON body.
+    pub(crate) fn reply(status: &str, body: &str) -> String {
+        format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    }
+
     /// Serves one canned reply per connection, returning the requests seen.
-    fn fake_daemon(replies: Vec<String>) -> (PathBuf, std::thread::JoinHandle<Vec<String>>) {
+    pub(crate) fn fake_daemon(replies: Vec<String>) -> (PathBuf, std::thread::JoinHandle<Vec<String>>) {
         use std::io::{Read, Write};
-        let dir = std::env::temp_dir().join(format!("hnsctl-test-{}-{}", std::process::id(), replies.len()));
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("hnsctl-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("hns.sock");
         let _ = std::fs::remove_file(&path);

@@ -6,6 +6,7 @@ mod commands;
 mod compartment;
 mod error;
 mod output;
+mod portspec;
 
 use std::path::PathBuf;
 
@@ -13,13 +14,33 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use output::Format;
 
+/// The `-p` forms, shared by the help of `run` and `port` (a macro so `concat!` can use it).
+macro_rules! publish_forms {
+    () => {
+        "\
+SPEC (docker's -p forms), each optionally followed by /tcp or /udp (default tcp):
+  HOSTPORT:CPORT          8080:80             host port 8080 to container port 80
+  CPORT                   80                  host port chosen by hnsd
+  HOSTIP:HOSTPORT:CPORT   127.0.0.1:8080:80   only on that host address
+  HOSTIP::CPORT           127.0.0.1::80       on that address, host port chosen
+  H1-H2:C1-C2             8000-8002:80-82     one mapping per pair of ports
+  H1-H2:CPORT             8000-8010:80        one host port chosen from 8000-8010
+  C1-C2                   80-82               each container port, host ports chosen
+  IPv6 host addresses go in brackets: [::1]:8080:80, [2001:db8::1]::80.
+"
+    };
+}
+
 const AFTER_HELP: &str = "\
 Windows container cmdlets and their hnsctl equivalents:
-  New-ContainerNetwork     hnsctl network create -d DRIVER ... NAME
-  Get-ContainerNetwork     hnsctl network ls; hnsctl network inspect NAME
-  Remove-ContainerNetwork  hnsctl network rm NAME
-  Join-ContainerNetwork    hnsctl network connect NETWORK CONTAINER
-  Leave-ContainerNetwork   hnsctl network disconnect NETWORK CONTAINER
+  New-ContainerNetwork        hnsctl network create -d DRIVER ... NAME
+  Get-ContainerNetwork        hnsctl network ls; hnsctl network inspect NAME
+  Remove-ContainerNetwork     hnsctl network rm NAME
+  Join-ContainerNetwork       hnsctl network connect NETWORK CONTAINER
+  Leave-ContainerNetwork      hnsctl network disconnect NETWORK CONTAINER
+  Add-NetNatStaticMapping     hnsctl port add CONTAINER HOSTPORT:CPORT (or run -p)
+  Remove-NetNatStaticMapping  hnsctl port rm CONTAINER HOSTPORT:CPORT
+  Get-NetNatStaticMapping     hnsctl port ls
 
 Get-ContainerNetwork fields as `network inspect` shows them (HNS v2 names):
   Name                -> Name
@@ -36,6 +57,7 @@ Examples:
   hnsctl network create -d nat --subnet 172.30.0.0/16 mynat
   hnsctl run --net mynat --name web -d -- sleep 1000
   hnsctl exec web -- ip addr
+  hnsctl port add web 8080:80
   hnsctl ps
   hnsctl rm -f web
   hnsctl network rm mynat";
@@ -76,6 +98,9 @@ pub enum Command {
     /// Manage namespaces (compartments).
     #[command(subcommand, visible_alias = "ns")]
     Namespace(NamespaceCmd),
+    /// Manage port mappings (Add-/Remove-/Get-NetNatStaticMapping, Open-ContainerPort).
+    #[command(subcommand, long_about = PORT_ABOUT, after_help = PORT_HELP)]
+    Port(PortCmd),
     /// Run a command in a new compartment.
     Run(RunArgs),
     /// Run a command in an existing compartment.
@@ -221,6 +246,84 @@ pub struct DisconnectArgs {
     pub netns: Option<PathBuf>,
 }
 
+const PORT_ABOUT: &str = "\
+Manage port mappings: a host port (on every host address, or on one) forwarded to a port of a
+container, as WinNAT static mappings do on Windows. Each mapping is a PortMapping policy of the
+container's endpoint.
+
+Windows equivalents:
+  Add-NetNatStaticMapping, Open-ContainerPort   hnsctl port add CONTAINER SPEC...
+  Remove-NetNatStaticMapping                    hnsctl port rm CONTAINER SPEC...
+  Get-NetNatStaticMapping                       hnsctl port ls [CONTAINER]";
+
+const PORT_HELP: &str = concat!(
+    publish_forms!(),
+    "
+Examples:
+  hnsctl run --net mynat --name web -d -p 8080:80 -- python3 -m http.server 80
+  hnsctl port ls
+  hnsctl port add web 9090:90 53/udp
+  hnsctl port rm web 9090:90"
+);
+
+#[derive(Debug, Subcommand)]
+pub enum PortCmd {
+    /// List port mappings (Get-NetNatStaticMapping).
+    #[command(
+        visible_alias = "list",
+        after_help = "\
+ID is the endpoint's short ID, the protocol and the host side of the mapping.
+
+Examples:
+  hnsctl port ls
+  hnsctl port ls web
+  hnsctl --format json port ls web"
+    )]
+    Ls(PortLsArgs),
+    /// Add port mappings to a container (Add-NetNatStaticMapping, Open-ContainerPort).
+    #[command(after_help = concat!(
+        "Prints each mapping made, with the host port hnsd chose: 80/tcp -> 0.0.0.0:49153.\n\n",
+        publish_forms!(),
+        "
+Examples:
+  hnsctl port add web 8080:80
+  hnsctl port add web 80 443 53/udp
+  hnsctl port add web 127.0.0.1:8000-8010:80 --net mynat"
+    ))]
+    Add(PortArgs),
+    /// Remove port mappings from a container (Remove-NetNatStaticMapping).
+    #[command(
+        visible_alias = "remove",
+        after_help = "\
+A mapping is found by its protocol, host port and host address; the container port of the
+spec is not compared. Prints each mapping removed.
+
+Examples:
+  hnsctl port rm web 8080:80
+  hnsctl port rm web 127.0.0.1:8080:80 5353:53/udp
+  hnsctl port rm web 8000-8002:80-82 --net mynat"
+    )]
+    Rm(PortArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PortLsArgs {
+    /// Only the mappings of this container (namespace name or ID) or endpoint (name or ID).
+    pub container: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// Container (namespace) name or ID, or endpoint name or ID.
+    pub container: String,
+    /// Port mappings, in `run -p` form (see below).
+    #[arg(required = true, value_name = "SPEC")]
+    pub specs: Vec<String>,
+    /// The network of the endpoint to change, when the container has several.
+    #[arg(long = "net", visible_alias = "network", value_name = "NETWORK")]
+    pub net: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum EndpointCmd {
     /// List endpoints.
@@ -274,15 +377,20 @@ pub enum NamespaceCmd {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "\
+#[command(after_help = concat!("\
 --net host: the command shares hnsctl's network namespace (no compartment).
 --net none: a compartment with only a loopback interface.
 
+-p prints the mappings made, with the host ports hnsd chose (80/tcp -> 0.0.0.0:49153): with -d
+after the ID, else on stderr before the command starts.
+
+", publish_forms!(), "
 Examples:
   hnsctl run --net mynat --name web -d -- sleep 1000
+  hnsctl run --net mynat --name web -d -p 8080:80 -p 53/udp -- python3 -m http.server 80
   hnsctl run --rm -- ip addr
   hnsctl run --net mynat --ip 172.30.0.10 --alias api -- python3 -m http.server
-  hnsctl run --net none --rm ping -c1 127.0.0.1")]
+  hnsctl run --net none --rm ping -c1 127.0.0.1"))]
 pub struct RunArgs {
     /// Network to connect to, or `host`, or `none`.
     #[arg(long = "net", visible_alias = "network", default_value = "nat", value_name = "NETWORK")]
@@ -299,6 +407,9 @@ pub struct RunArgs {
     /// Extra DNS name on the network; repeat for more.
     #[arg(long, value_name = "NAME")]
     pub alias: Vec<String>,
+    /// Publish a container port on the host (see SPEC below); repeat for more.
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
     /// Run in the background and print the compartment's ID.
     #[arg(short = 'd', long)]
     pub detach: bool,
@@ -382,6 +493,11 @@ fn dispatch(cli: Cli) -> error::Result<i32> {
             NamespaceCmd::Ls(a) => namespace::ls(&ctx, &a),
             NamespaceCmd::Inspect { names } => namespace::inspect(&ctx, &names),
             NamespaceCmd::Rm { names } => namespace::rm(&ctx, &names),
+        },
+        Command::Port(cmd) => match cmd {
+            PortCmd::Ls(a) => port::ls(&ctx, &a),
+            PortCmd::Add(a) => port::add(&ctx, &a),
+            PortCmd::Rm(a) => port::rm(&ctx, &a),
         },
         Command::Run(a) => run::run(&ctx, &a),
         Command::Exec(a) => run::exec(&ctx, &a),
@@ -519,6 +635,59 @@ mod tests {
         assert!(matches!(parse(&["hnsctl", "network", "list"]).command, Command::Network(NetworkCmd::Ls(_))));
         assert!(matches!(parse(&["hnsctl", "network", "remove", "a"]).command, Command::Network(NetworkCmd::Rm { .. })));
         assert!(matches!(parse(&["hnsctl", "ns", "ls"]).command, Command::Namespace(NamespaceCmd::Ls(_))));
+    }
+
+    #[test]
+    fn publish_is_repeatable() {
+        let a = run_args(&["hnsctl", "run", "-p", "8080:80", "--publish", "53/udp", "-p=[::1]:9000:90", "-d", "sleep", "-p", "1"]);
+        assert_eq!(a.publish, vec!["8080:80", "53/udp", "[::1]:9000:90"]);
+        assert_eq!(a.command, vec!["sleep", "-p", "1"]);
+        assert!(run_args(&["hnsctl", "run", "true"]).publish.is_empty());
+    }
+
+    #[test]
+    fn port_forms() {
+        match parse(&["hnsctl", "port", "ls"]).command {
+            Command::Port(PortCmd::Ls(a)) => assert_eq!(a.container, None),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["hnsctl", "port", "list", "web"]).command {
+            Command::Port(PortCmd::Ls(a)) => assert_eq!(a.container.as_deref(), Some("web")),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["hnsctl", "port", "add", "web", "8080:80", "53/udp", "--net", "mynat"]).command {
+            Command::Port(PortCmd::Add(a)) => {
+                assert_eq!(a.container, "web");
+                assert_eq!(a.specs, vec!["8080:80", "53/udp"]);
+                assert_eq!(a.net.as_deref(), Some("mynat"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["hnsctl", "port", "remove", "web", "[::1]:8080:80"]).command {
+            Command::Port(PortCmd::Rm(a)) => {
+                assert_eq!(a.specs, vec!["[::1]:8080:80"]);
+                assert_eq!(a.net, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["hnsctl", "port", "add", "web"]).is_err());
+        assert!(Cli::try_parse_from(["hnsctl", "port", "rm", "web"]).is_err());
+    }
+
+    #[test]
+    fn port_help_maps_the_windows_cmdlets() {
+        let mut cli = Cli::command();
+        let port = cli.find_subcommand_mut("port").unwrap();
+        let help = port.render_long_help().to_string();
+        for s in ["Add-NetNatStaticMapping", "Remove-NetNatStaticMapping", "Get-NetNatStaticMapping", "Open-ContainerPort", "HOSTIP::CPORT", "[::1]:8080:80", "Examples:"] {
+            assert!(help.contains(s), "port help lacks {s}:\n{help}");
+        }
+        for (sub, wanted) in [("ls", "hnsctl port ls web"), ("add", "hnsctl port add web 8080:80"), ("rm", "hnsctl port rm web 8080:80")] {
+            let help = port.find_subcommand_mut(sub).unwrap().render_long_help().to_string();
+            assert!(help.contains(wanted) && help.contains("Examples:"), "port {sub} help lacks {wanted}:\n{help}");
+        }
+        let run = cli.find_subcommand_mut("run").unwrap().render_long_help().to_string();
+        assert!(run.contains("--publish <SPEC>") && run.contains("H1-H2:CPORT") && run.contains("-p 8080:80"), "{run}");
     }
 
     #[test]

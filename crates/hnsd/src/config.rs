@@ -37,6 +37,9 @@ pub struct Args {
     /// How often drift is repaired, e.g. 10s, 500ms, 1m.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub reconcile_interval: Option<Duration>,
+    /// Host ports that port mappings take when no host port is given, e.g. 49152-65535.
+    #[arg(long, value_name = "FROM-TO", value_parser = parse_port_range)]
+    pub port_range: Option<(u16, u16)>,
     /// Log filter (tracing env-filter syntax), e.g. info, debug, hnsd=debug. RUST_LOG also works.
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -61,6 +64,7 @@ pub struct FileConfig {
     pub run_dir: Option<PathBuf>,
     pub no_default_network: Option<bool>,
     pub reconcile_interval: Option<String>,
+    pub port_range: Option<String>,
     pub log: Option<String>,
 }
 
@@ -71,7 +75,18 @@ pub struct Config {
     pub run_dir: PathBuf,
     pub no_default_network: bool,
     pub reconcile_interval: Duration,
+    pub port_range: (u16, u16),
     pub log: String,
+}
+
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a port range such as 49152-65535 (first <= last, 1-65535)");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -111,6 +126,11 @@ impl Config {
             run_dir: args.run_dir.clone().or(fc.run_dir).unwrap_or_else(|| "/run/hns".into()),
             no_default_network: args.no_default_network || fc.no_default_network.unwrap_or(false),
             reconcile_interval: interval,
+            port_range: match (&args.port_range, &fc.port_range) {
+                (Some(r), _) => *r,
+                (None, Some(s)) => parse_port_range(s).map_err(|e| anyhow::anyhow!("config port-range: {e}"))?,
+                (None, None) => (49152, 65535),
+            },
             log: args.log.clone().or(fc.log).or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into()),
         })
     }
@@ -128,6 +148,8 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_port_range("40000-40010").unwrap(), (40000, 40010));
+        assert!(parse_port_range("10-5").is_err() && parse_port_range("0-5").is_err() && parse_port_range("x").is_err());
     }
 
     #[test]

@@ -6,11 +6,15 @@
 //! and map elements, not rules, so the rule count stays constant as networks grow and later
 //! per-object updates (port mappings) are single element operations.
 //!
-//! Applying goes through the `nft` binary: it keeps nft's GPL code behind a process boundary and
-//! its cost (a few ms) is paid only when networks change or drift is repaired, never on attach.
+//! Applying goes through the `nft` binary: it keeps nft's GPL code behind a process boundary.
+//! The whole table is replaced (a few ms, ~100 ms with 10 000 mappings) only when networks
+//! change or drift is repaired; single port mappings are added and removed as elements through
+//! a long-lived `nft -i` ([`crate::nft_session`]), well under a millisecond each.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+
+use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 
@@ -33,9 +37,97 @@ pub struct NetworkRules {
     pub inbound_closed: bool,
 }
 
+/// One port mapping (IPv4): traffic for a host port (on every host address, or on `host_ip`)
+/// is sent to a container's address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mapping {
+    /// "tcp" or "udp".
+    pub proto: Proto,
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub container_ip: Ipv4Addr,
+    pub container_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn from_number(n: u32) -> Option<Proto> {
+        match n {
+            6 => Some(Proto::Tcp),
+            17 => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+    pub fn number(self) -> u32 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+impl Mapping {
+    /// The map element (key : value) of the DNAT map the mapping belongs to.
+    fn map_element(&self) -> String {
+        match self.host_ip {
+            Some(ip) => format!("{ip} . {} . {} : {} . {}", self.proto, self.host_port, self.container_ip, self.container_port),
+            None => format!("{} . {} : {} . {}", self.proto, self.host_port, self.container_ip, self.container_port),
+        }
+    }
+    fn map_key(&self) -> String {
+        match self.host_ip {
+            Some(ip) => format!("{ip} . {} . {}", self.proto, self.host_port),
+            None => format!("{} . {}", self.proto, self.host_port),
+        }
+    }
+    fn map_name(&self) -> &'static str {
+        if self.host_ip.is_some() { "pm4ip" } else { "pm4" }
+    }
+    /// The element of the forward allow set (seed 000's firewall rule of a static mapping).
+    fn allow_element(&self) -> String {
+        format!("{} . {} . {}", self.container_ip, self.proto, self.container_port)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Desired {
     pub networks: Vec<NetworkRules>,
+    /// Port mappings of attached endpoints.
+    pub mappings: Vec<Mapping>,
+}
+
+/// The nft commands (one line, so one transaction) that add `add` and remove `remove`, given
+/// every mapping that stays (`remaining`): an allow element shared with a remaining mapping is
+/// kept.
+pub fn mapping_changes(add: &[Mapping], remove: &[Mapping], remaining: &[Mapping]) -> String {
+    let t = NFT_TABLE;
+    let mut cmds = Vec::new();
+    for m in remove {
+        cmds.push(format!("delete element inet {t} {} {{ {} }}", m.map_name(), m.map_key()));
+        let shared = remaining.iter().chain(add.iter()).any(|o| o.allow_element() == m.allow_element());
+        if !shared {
+            cmds.push(format!("delete element inet {t} pm_allow4 {{ {} }}", m.allow_element()));
+        }
+    }
+    for m in add {
+        cmds.push(format!("add element inet {t} {} {{ {} }}", m.map_name(), m.map_element()));
+        cmds.push(format!("add element inet {t} pm_allow4 {{ {} }}", m.allow_element()));
+    }
+    cmds.join("; ")
 }
 
 fn elements<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
@@ -48,7 +140,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// Number of rules [`compile`] emits; used to detect a flushed table.
-pub const RULE_COUNT: usize = 9;
+pub const RULE_COUNT: usize = 17;
 
 /// Compiles the whole table. The program first creates then deletes the table, so it applies
 /// the same way whether or not the table exists, and replaces it in one transaction.
@@ -69,6 +161,13 @@ pub fn compile(d: &Desired) -> String {
         v.dedup();
         elements(v)
     };
+    let mut any: Vec<String> = d.mappings.iter().filter(|m| m.host_ip.is_none()).map(|m| m.map_element()).collect();
+    let mut bound: Vec<String> = d.mappings.iter().filter(|m| m.host_ip.is_some()).map(|m| m.map_element()).collect();
+    let mut allow: Vec<String> = d.mappings.iter().map(|m| m.allow_element()).collect();
+    for v in [&mut any, &mut bound, &mut allow] {
+        v.sort();
+        v.dedup();
+    }
     format!(
         r#"table inet {t} {{}}
 delete table inet {t}
@@ -79,6 +178,25 @@ table inet {t} {{
   set inbound_closed {{ type ifname;{closed} }}
   set masq4 {{ type ipv4_addr; flags interval;{masq4} }}
   set masq6 {{ type ipv6_addr; flags interval;{masq6} }}
+  map pm4 {{ type inet_proto . inet_service : ipv4_addr . inet_service;{any} }}
+  map pm4ip {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;{bound} }}
+  set pm_allow4 {{ type ipv4_addr . inet_proto . inet_service;{allow} }}
+  set sync {{ type inet_service; }}
+  chain guard {{
+    type filter hook prerouting priority raw; policy accept;
+    iifname != "lo" ip saddr 127.0.0.0/8 drop
+    iifname != "lo" ip daddr 127.0.0.0/8 drop
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    fib daddr type local dnat ip addr . port to ip daddr . meta l4proto . th dport map @pm4ip
+    fib daddr type local dnat ip addr . port to meta l4proto . th dport map @pm4
+  }}
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    fib daddr type local dnat ip addr . port to ip daddr . meta l4proto . th dport map @pm4ip
+    fib daddr type local dnat ip addr . port to meta l4proto . th dport map @pm4
+  }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
     iifname . oifname @same_network accept
@@ -86,11 +204,13 @@ table inet {t} {{
     iifname @internal drop
     oifname @internal drop
     oifname @inbound_closed ct state established,related accept
-    oifname @inbound_closed ct status dnat accept
+    oifname @inbound_closed ip daddr . meta l4proto . th dport @pm_allow4 ct status dnat accept
     oifname @inbound_closed drop
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
+    ip saddr 127.0.0.0/8 ct status dnat masquerade
+    ip saddr @masq4 ct status dnat oifname @bridges masquerade
     ip saddr @masq4 oifname != @bridges masquerade
     ip6 saddr @masq6 oifname != @bridges masquerade
   }}
@@ -103,6 +223,9 @@ table inet {t} {{
         closed = elements(closed),
         masq4 = masq(true),
         masq6 = masq(false),
+        any = elements(any),
+        bound = elements(bound),
+        allow = elements(allow),
     )
 }
 
@@ -143,6 +266,8 @@ pub struct Observed {
     pub present: bool,
     pub rules: usize,
     pub bridges: Vec<String>,
+    /// Elements of the port-mapping maps (pm4 + pm4ip).
+    pub mappings: usize,
 }
 
 /// Reads the hns table back (`nft -j list table`) and reduces it to [`Observed`].
@@ -160,6 +285,11 @@ pub fn observe() -> Result<Observed> {
     for item in v.get("nftables").and_then(|n| n.as_array()).into_iter().flatten() {
         if item.get("rule").is_some() {
             o.rules += 1;
+        }
+        if let Some(map) = item.get("map") {
+            if matches!(map.get("name").and_then(|n| n.as_str()), Some("pm4" | "pm4ip")) {
+                o.mappings += map.get("elem").and_then(|e| e.as_array()).map_or(0, |e| e.len());
+            }
         }
         if let Some(set) = item.get("set") {
             if set.get("name").and_then(|n| n.as_str()) == Some("bridges") {
@@ -182,7 +312,7 @@ pub fn drifted(d: &Desired, o: &Observed) -> bool {
     }
     let mut want: Vec<String> = d.networks.iter().map(|n| n.bridge.clone()).collect();
     want.sort();
-    !o.present || o.rules != RULE_COUNT || o.bridges != want
+    !o.present || o.rules != RULE_COUNT || o.bridges != want || o.mappings != d.mappings.len()
 }
 
 #[cfg(test)]
@@ -193,19 +323,47 @@ mod tests {
         NetworkRules { bridge: bridge.into(), subnets: vec![subnet.parse().unwrap()], masquerade: true, internal, inbound_closed: true }
     }
 
+    fn m(port: u16, host_ip: Option<&str>, ip: &str, cport: u16) -> Mapping {
+        Mapping { proto: Proto::Tcp, host_ip: host_ip.map(|h| h.parse().unwrap()), host_port: port, container_ip: ip.parse().unwrap(), container_port: cport }
+    }
+
+    #[test]
+    fn mappings_are_map_elements_with_an_allow_element() {
+        let d = Desired { networks: vec![net("hns-aaaaaaaa", "172.20.0.0/16", false)], mappings: vec![m(8080, None, "172.20.0.2", 80), m(53, Some("198.51.100.2"), "172.20.0.3", 5353)] };
+        let p = compile(&d);
+        assert!(p.contains("map pm4 { type inet_proto . inet_service : ipv4_addr . inet_service; elements = { tcp . 8080 : 172.20.0.2 . 80 }; }"), "{p}");
+        assert!(p.contains("elements = { 198.51.100.2 . tcp . 53 : 172.20.0.3 . 5353 }"), "{p}");
+        assert!(p.contains("set pm_allow4 { type ipv4_addr . inet_proto . inet_service; elements = { 172.20.0.2 . tcp . 80, 172.20.0.3 . tcp . 5353 }; }"), "{p}");
+        let more = Desired { mappings: (0..100).map(|i| m(10000 + i, None, "172.20.0.2", 80)).collect(), ..d.clone() };
+        assert_eq!(compile(&more).lines().count(), p.lines().count(), "mappings add elements, not rules");
+    }
+
+    #[test]
+    fn element_changes_keep_shared_allow_elements() {
+        let a = m(8080, None, "172.20.0.2", 80);
+        let b = m(8081, None, "172.20.0.2", 80);
+        let c = mapping_changes(&[], &[a], &[b]);
+        assert_eq!(c, "delete element inet hns pm4 { tcp . 8080 }");
+        let c = mapping_changes(&[], &[a], &[]);
+        assert_eq!(c, "delete element inet hns pm4 { tcp . 8080 }; delete element inet hns pm_allow4 { 172.20.0.2 . tcp . 80 }");
+        let c = mapping_changes(&[m(80, Some("10.0.0.1"), "172.20.0.9", 80)], &[], &[]);
+        assert_eq!(c, "add element inet hns pm4ip { 10.0.0.1 . tcp . 80 : 172.20.0.9 . 80 }; add element inet hns pm_allow4 { 172.20.0.9 . tcp . 80 }");
+    }
+
     #[test]
     fn empty_state_compiles_to_empty_sets() {
         let p = compile(&Desired::default());
         assert!(p.starts_with("table inet hns {}\ndelete table inet hns\n"));
         assert!(p.contains("set bridges { type ifname; }"));
         assert!(!p.contains("elements"));
-        assert_eq!(p.lines().filter(|l| l.trim_start().starts_with("iifname") || l.trim_start().starts_with("oifname") || l.trim_start().starts_with("ip")).count(), RULE_COUNT);
+        let rules = |p: &str| p.lines().filter(|l| ["iifname", "oifname", "ip ", "ip6 ", "fib "].iter().any(|k| l.trim_start().starts_with(k))).count();
+        assert_eq!(rules(&p), RULE_COUNT);
     }
 
     #[test]
     fn networks_become_elements_not_rules() {
-        let one = compile(&Desired { networks: vec![net("hns-aaaaaaaa", "172.20.0.0/16", false)] });
-        let two = compile(&Desired { networks: vec![net("hns-aaaaaaaa", "172.20.0.0/16", false), net("hns-bbbbbbbb", "172.21.0.0/16", true)] });
+        let one = compile(&Desired { networks: vec![net("hns-aaaaaaaa", "172.20.0.0/16", false)], ..Default::default() });
+        let two = compile(&Desired { networks: vec![net("hns-aaaaaaaa", "172.20.0.0/16", false), net("hns-bbbbbbbb", "172.21.0.0/16", true)], ..Default::default() });
         assert_eq!(one.lines().count(), two.lines().count(), "a network must add elements, not rules");
         assert!(two.contains(r#"set same_network { type ifname . ifname; elements = { "hns-aaaaaaaa" . "hns-aaaaaaaa", "hns-bbbbbbbb" . "hns-bbbbbbbb" }; }"#));
         assert!(two.contains(r#"set internal { type ifname; elements = { "hns-bbbbbbbb" }; }"#));
@@ -215,8 +373,8 @@ mod tests {
 
     #[test]
     fn drift_detection() {
-        let d = Desired { networks: vec![net("hns-aaaaaaaa", "172.20.0.0/16", false)] };
-        let good = Observed { present: true, rules: RULE_COUNT, bridges: vec!["hns-aaaaaaaa".into()] };
+        let d = Desired { networks: vec![net("hns-aaaaaaaa", "172.20.0.0/16", false)], ..Default::default() };
+        let good = Observed { present: true, rules: RULE_COUNT, bridges: vec!["hns-aaaaaaaa".into()], mappings: 0 };
         assert!(!drifted(&d, &good));
         assert!(drifted(&d, &Observed { rules: 0, ..good_clone(&good) }));
         assert!(drifted(&d, &Observed::default()));
@@ -227,6 +385,6 @@ mod tests {
     }
 
     fn good_clone(o: &Observed) -> Observed {
-        Observed { present: o.present, rules: o.rules, bridges: o.bridges.clone() }
+        Observed { present: o.present, rules: o.rules, bridges: o.bridges.clone(), mappings: o.mappings }
     }
 }

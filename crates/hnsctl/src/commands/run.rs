@@ -35,6 +35,7 @@ use crate::client::Client;
 use crate::compartment::{Compartment, Failure, Program, Report, Stage, enter_and_exec, read_reports};
 use crate::error::{CliError, Result};
 use crate::output::{print_json, print_line};
+use crate::portspec;
 use crate::{ExecArgs, RunArgs};
 
 /// `--net host`: no compartment, the program shares hnsctl's network namespace.
@@ -51,15 +52,21 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             a.net
         )));
     }
+    if !has_endpoint && !a.publish.is_empty() {
+        return Err(CliError::invalid("-p/--publish: port mappings need a network; --net host uses the host's ports directly"));
+    }
     let ip_configurations: Vec<IpConfig> = a.ip.iter().map(|ip| ip_config(ip)).collect::<Result<_>>()?;
+    let mappings = portspec::parse_all(&a.publish).map_err(CliError::invalid)?;
 
     if a.net == NET_HOST {
-        let launch = Launch { ctx, ns: None, comp: None, prog: &prog, rm: false };
+        let launch = Launch { ctx, ns: None, comp: None, prog: &prog, rm: false, published: &[] };
         return if a.detach { launch.detached() } else { exec_in_place(None, &prog) };
     }
 
     let client = ctx.client()?;
     let ns = create_namespace(&client, a.name.as_deref())?;
+    // The mappings made, as `docker port` shows them.
+    let mut published: Vec<String> = Vec::new();
     let connect = || -> Result<Compartment> {
         if has_endpoint {
             let body = HostComputeEndpoint {
@@ -69,9 +76,11 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
                 ip_configurations,
                 mac_address: a.mac_address.clone().unwrap_or_default(),
                 aliases: a.alias.clone(),
+                policies: mappings.iter().map(portspec::policy).collect(),
                 ..Default::default()
             };
-            client.post::<_, HostComputeEndpoint>("/endpoints", &body)?;
+            let ep = client.post::<_, HostComputeEndpoint>("/endpoints", &body)?;
+            published = portspec::mappings_in(&ep.policies).iter().map(portspec::format_mapping).collect();
         }
         Compartment::from_namespace(&ns)
     };
@@ -84,8 +93,14 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     };
     drop(client);
 
-    let launch = Launch { ctx, ns: Some(&ns), comp: Some(&comp), prog: &prog, rm: a.rm };
-    if a.detach { launch.detached() } else { launch.foreground() }
+    let launch = Launch { ctx, ns: Some(&ns), comp: Some(&comp), prog: &prog, rm: a.rm, published: &published };
+    if a.detach {
+        launch.detached()
+    } else {
+        // On stderr, so the command's own output stays clean.
+        published.iter().for_each(|line| eprintln!("{line}"));
+        launch.foreground()
+    }
 }
 
 pub fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
@@ -231,6 +246,8 @@ struct Launch<'a> {
     comp: Option<&'a Compartment>,
     prog: &'a Program,
     rm: bool,
+    /// The port mappings made, printed by `run -d` after the ID.
+    published: &'a [String],
 }
 
 impl Launch<'_> {
@@ -350,7 +367,8 @@ impl Launch<'_> {
         }
     }
 
-    /// What `run -d` prints: the compartment's ID (its object with --format json); the PID for
+    /// What `run -d` prints: the compartment's ID (its object with --format json), then one line
+    /// per port mapping (on stderr with --format json, to keep stdout JSON); the PID for
     /// `--net host`.
     fn announce(&self, pid: i32) -> Result<()> {
         let Some(ns) = self.ns else {
@@ -360,13 +378,15 @@ impl Launch<'_> {
         if self.ctx.json() {
             let fresh = Client::new(&self.ctx.socket).and_then(|c| c.get::<HostComputeNamespace>(&object_path::<HostComputeNamespace>(&ns.id)));
             match fresh {
-                Ok(current) => print_json(&current),
-                Err(_) => print_json(ns),
+                Ok(current) => print_json(&current)?,
+                Err(_) => print_json(ns)?,
             }
+            self.published.iter().for_each(|line| eprintln!("{line}"));
         } else {
             print_line(&ns.id);
-            Ok(())
+            self.published.iter().for_each(|line| print_line(line));
         }
+        Ok(())
     }
 
     /// Removes the compartment after a failed start.
@@ -416,6 +436,30 @@ mod tests {
             let e = run(&ctx, &a).unwrap_err().render();
             assert!(e.contains("--net ") && e.contains("has none"), "{e}");
         }
+    }
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        match <crate::Cli as clap::Parser>::try_parse_from(argv).unwrap().command {
+            crate::Command::Run(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn published_ports_need_a_network_and_valid_specs() {
+        // The socket does not exist: each error must come before hnsd is asked anything.
+        let ctx = Ctx { socket: "/nonexistent/hns.sock".into(), format: crate::output::Format::Table };
+        for net in ["host", "none"] {
+            let e = run(&ctx, &run_args(&["hnsctl", "run", "--net", net, "-p", "8080:80", "true"])).unwrap_err();
+            assert_eq!(e.exit_code(), 1);
+            assert!(e.render().contains("port mappings need a network; --net host uses the host's ports directly"), "{}", e.render());
+        }
+        let e = run(&ctx, &run_args(&["hnsctl", "run", "--net", "mynat", "-p", "8080:80", "-p", "8000-8002:80-81", "true"])).unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(
+            e.render(),
+            "Error: invalid port mapping \"8000-8002:80-81\": host range 8000-8002 has 3 ports but container range 80-81 has 2"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use hns_api::{ApiError, DaemonInfo, ErrorCode, Health, HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork, ModifyRequest, Version};
+use hns_api::{ApiError, DaemonInfo, ErrorCode, Health, HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork, ModifyRequest, PortMappingInfo, Version};
 use serde::de::DeserializeOwned;
 
 use super::{Failure, MAX_BODY, Shared};
@@ -84,11 +84,12 @@ pub async fn delete_endpoint(State(s): State<Shared>, Path(id): Path<String>) ->
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `ResourceType: Policy` with `RequestType: Add|Remove` adds or removes `PortMapping` policies.
 #[utoipa::path(post, path = "/endpoints/{id}", request_body = ModifyRequest, params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = HostComputeEndpoint), (status = 400, body = ApiError)))]
 pub async fn modify_endpoint(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeEndpoint> {
     let req: ModifyRequest = body(b)?;
-    Ok(Json(s.engine.lock().await.modify_endpoint(&id, req)?))
+    Ok(Json(s.engine.lock().await.modify_endpoint(&id, req).await?))
 }
 
 #[utoipa::path(get, path = "/namespaces", responses((status = 200, body = [HostComputeNamespace])))]
@@ -123,6 +124,12 @@ pub async fn delete_namespace(State(s): State<Shared>, Path(id): Path<String>) -
 pub async fn modify_namespace(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNamespace> {
     let req: ModifyRequest = body(b)?;
     Ok(Json(s.engine.lock().await.modify_namespace(&id, req).await?))
+}
+
+/// Every port mapping, with the fields of Windows' Open-ContainerPort.
+#[utoipa::path(get, path = "/portmappings", responses((status = 200, body = [PortMappingInfo])))]
+pub async fn list_port_mappings(State(s): State<Shared>) -> Json<Vec<PortMappingInfo>> {
+    Json(s.engine.lock().await.list_port_mappings())
 }
 
 /// The HNS service version (no envelope).

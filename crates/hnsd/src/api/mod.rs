@@ -54,6 +54,7 @@ pub fn router(state: Shared) -> Router {
         ("/endpoints/{id}", get(get_endpoint).delete(delete_endpoint).post(modify_endpoint)),
         ("/namespaces", get(list_namespaces).post(create_namespace)),
         ("/namespaces/{id}", get(get_namespace).delete(delete_namespace).post(modify_namespace)),
+        ("/portmappings", get(list_port_mappings)),
         ("/globals/version", get(version)),
         ("/healthz", get(healthz)),
         ("/info", get(info)),

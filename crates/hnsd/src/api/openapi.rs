@@ -12,9 +12,9 @@ use super::handlers;
         handlers::list_networks, handlers::create_network, handlers::get_network, handlers::delete_network, handlers::modify_network,
         handlers::list_endpoints, handlers::create_endpoint, handlers::get_endpoint, handlers::delete_endpoint, handlers::modify_endpoint,
         handlers::list_namespaces, handlers::create_namespace, handlers::get_namespace, handlers::delete_namespace, handlers::modify_namespace,
-        handlers::version, handlers::healthz, handlers::info,
+        handlers::list_port_mappings, handlers::version, handlers::healthz, handlers::info,
     ),
-    components(schemas(hns_api::NamespaceEndpointRequest, hns_api::NamespaceContainerRequest, hns_api::PolicyRequest, hns_api::ErrorCode))
+    components(schemas(hns_api::NamespaceEndpointRequest, hns_api::NamespaceContainerRequest, hns_api::PolicyRequest, hns_api::PortMappingSettings, hns_api::ErrorCode))
 )]
 pub struct ApiDoc;
 

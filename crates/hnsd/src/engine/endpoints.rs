@@ -3,12 +3,16 @@
 
 use std::net::IpAddr;
 
-use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, IpConfig, ModifyRequest, ResourceType, state};
+use std::collections::BTreeMap;
+
+use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, IpConfig, ModifyRequest, PortMappingSettings, RequestType, ResourceType, state};
+use hns_kernel::nft::Proto;
 use hns_ipam::Mac;
 use hns_store::Kind;
 
+use super::portmaps;
 use super::records::EndpointRecord;
-use super::validate::{self, ENDPOINT_POLICY_TYPES};
+use super::validate;
 use super::{Engine, Result, kernel_err, new_guid, norm_guid, store_err};
 
 impl Engine {
@@ -45,7 +49,7 @@ impl Engine {
         for (i, a) in req.aliases.iter().enumerate() {
             validate::check_name(a, &format!("Aliases[{i}]"), true)?;
         }
-        validate::check_policies(&req.policies, "Policies", "endpoint", ENDPOINT_POLICY_TYPES)?;
+        let mappings = portmaps::parse_policies(&req.policies, "Policies")?;
         validate::check_flags(req.flags, "Flags")?;
         validate::unsupported("Health", !req.health.is_null())?;
         validate::check_dns(&req.dns, "Dns")?;
@@ -145,6 +149,27 @@ impl Engine {
             }
             return Err(e);
         }
+        // Host ports last: everything else is valid by now.
+        let mut claimed = Vec::new();
+        let endpoints = &self.endpoints;
+        let holders = |e: &str| describe_endpoint(endpoints, e);
+        for (i, m) in mappings.iter().enumerate() {
+            match self.ports.claim(m, &req.id, &format!("Policies[{i}].Settings"), &holders) {
+                Ok(port) => claimed.push(PortMappingSettings { external_port: port, ..m.clone() }),
+                Err(e) => {
+                    for c in &claimed {
+                        self.ports.release(Proto::from_number(c.protocol).expect("valid"), portmaps::vip_of(c), c.external_port, &req.id);
+                    }
+                    let net = self.networks.get_mut(&net_id).expect("looked up");
+                    for (pi, ip) in taken {
+                        net.pools[pi].release(ip);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        req.policies = claimed.iter().map(portmaps::to_policy).collect();
+        let net = self.networks.get_mut(&net_id).expect("looked up");
         taken.sort_by_key(|(pi, _)| *pi);
         let mac = static_mac.unwrap_or_else(|| {
             let first = taken.first().map(|(_, ip)| *ip).unwrap_or(IpAddr::from([0, 0, 0, 0]));
@@ -184,10 +209,12 @@ impl Engine {
             let mut txn = self.store.begin()?;
             txn.put(Kind::Endpoint, &id, &rec)?;
             txn.put(Kind::Network, &net_rec.net.id, &net_rec)?;
+            txn.put(Kind::Meta, super::META_PORT_CURSOR, &self.ports.cursor)?;
             txn.commit()
         })();
         if let Err(e) = committed {
             self.networks.get_mut(&rec.network_id).expect("exists").release_endpoint(&rec);
+            self.release_ports(&rec);
             return Err(store_err(e));
         }
         self.networks.get_mut(&rec.network_id).expect("exists").rec = net_rec;
@@ -213,6 +240,7 @@ impl Engine {
         if let Some(net) = self.networks.get_mut(&rec.network_id) {
             net.release_endpoint(&rec);
         }
+        self.release_ports(&rec);
         // Committed: a failing kernel step here is finished by the reconciler.
         let mut result = Ok(());
         if !rec.ep.host_compute_namespace.is_empty() {
@@ -226,6 +254,8 @@ impl Engine {
     /// The kernel side of a detach: the veth is taken out of service now and deleted by the
     /// reaper in the background (a delete costs an RCU grace period, ~20 ms).
     async fn kernel_detach(&mut self, rec: &EndpointRecord) -> Result<()> {
+        // Mappings first, so no packet is sent to an address that is going away.
+        self.program_mappings(&[], &portmaps::kernel_mappings(rec))?;
         let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
         let host = self.host.clone();
         let host_if = hns_kernel::names::veth_host_name(&rec.ep.id);
@@ -238,20 +268,82 @@ impl Engine {
         Ok(())
     }
 
-    pub fn modify_endpoint(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeEndpoint> {
+    /// `ResourceType: Policy` adds or removes port mappings on a (running) endpoint.
+    pub async fn modify_endpoint(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeEndpoint> {
         let id = self.endpoint_id(key)?;
-        match req.resource_type {
-            ResourceType::Policy => {
-                let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
-                validate::check_policies(&p.policies, "Settings.Policies", "endpoint", ENDPOINT_POLICY_TYPES)?;
-                Ok(self.endpoints[&id].ep.clone())
-            }
-            other => Err(ApiError::field(
+        if req.resource_type != ResourceType::Policy {
+            return Err(ApiError::field(
                 ErrorCode::RequestUnsupported,
                 "ResourceType",
-                format!("modifying an endpoint's {other} is not supported yet; supported: Policy"),
-            )),
+                format!("modifying an endpoint's {} is not supported yet; supported: Policy", req.resource_type),
+            ));
         }
+        let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
+        let wanted = portmaps::parse_policies(&p.policies, "Settings.Policies")?;
+        let old = self.endpoints[&id].clone();
+        let mut rec = old.clone();
+        let mut current = portmaps::stored(&old);
+        match req.request_type {
+            RequestType::Add => {
+                let endpoints = &self.endpoints;
+                let holders = |e: &str| describe_endpoint(endpoints, e);
+                let mut claimed = Vec::new();
+                for (i, m) in wanted.iter().enumerate() {
+                    match self.ports.claim(m, &id, &format!("Settings.Policies[{i}].Settings"), &holders) {
+                        Ok(port) => claimed.push(PortMappingSettings { external_port: port, ..m.clone() }),
+                        Err(e) => {
+                            for c in &claimed {
+                                self.ports.release(Proto::from_number(c.protocol).expect("valid"), portmaps::vip_of(c), c.external_port, &id);
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                current.extend(claimed);
+            }
+            RequestType::Remove => {
+                for (i, m) in wanted.iter().enumerate() {
+                    let pos = current.iter().position(|c| c.protocol == m.protocol && c.external_port == m.external_port && c.vip == m.vip);
+                    match pos {
+                        Some(pos) => {
+                            current.remove(pos);
+                        }
+                        None => {
+                            return Err(ApiError::field(
+                                ErrorCode::PolicyNotFound,
+                                format!("Settings.Policies[{i}]"),
+                                format!("endpoint {id} has no mapping of host port {}/{}{}", m.external_port, Proto::from_number(m.protocol).expect("valid"), if m.vip.is_empty() { String::new() } else { format!(" on {}", m.vip) }),
+                            ));
+                        }
+                    }
+                }
+            }
+            other => return Err(ApiError::field(ErrorCode::RequestUnsupported, "RequestType", format!("{other} of a policy is not supported; use Add or Remove"))),
+        }
+        rec.ep.policies = rec.ep.policies.iter().filter(|p| p.kind != portmaps::PORT_MAPPING).cloned().chain(current.iter().map(portmaps::to_policy)).collect();
+        rec.ep.version += 1;
+        let committed = (|| {
+            let mut txn = self.store.begin()?;
+            txn.put(Kind::Endpoint, &id, &rec)?;
+            txn.put(Kind::Meta, super::META_PORT_CURSOR, &self.ports.cursor)?;
+            txn.commit()
+        })();
+        if let Err(e) = committed {
+            // Undo the in-memory claims: the stored state is the old one.
+            self.release_ports(&rec);
+            self.take_ports(&old);
+            return Err(store_err(e));
+        }
+        if req.request_type == RequestType::Remove {
+            self.release_ports(&old);
+            self.take_ports(&rec);
+        }
+        self.endpoints.insert(id.clone(), rec.clone());
+        let (before, after) = (portmaps::kernel_mappings(&old), portmaps::kernel_mappings(&rec));
+        let add: Vec<_> = after.iter().filter(|m| !before.contains(m)).copied().collect();
+        let remove: Vec<_> = before.iter().filter(|m| !after.contains(m)).copied().collect();
+        self.program_mappings(&add, &remove)?;
+        Ok(rec.ep)
     }
 
     /// Attaches an endpoint to a compartment: commit, create the veth into it, configure,
@@ -294,6 +386,10 @@ impl Engine {
     async fn complete_attach(&mut self, ep_id: &str) -> Result<()> {
         let mut rec = self.endpoints[ep_id].clone();
         if let Err(e) = self.apply_attach(&rec).await {
+            let _ = self.kernel_detach(&rec).await;
+            return Err(e);
+        }
+        if let Err(e) = self.program_mappings(&portmaps::kernel_mappings(&rec), &[]) {
             let _ = self.kernel_detach(&rec).await;
             return Err(e);
         }
@@ -359,5 +455,13 @@ impl Engine {
     fn free_ifname(&self, ns_id: &str) -> String {
         let used: Vec<&str> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == ns_id).map(|e| e.ep.interface_name.as_str()).collect();
         (0..).map(|i| format!("eth{i}")).find(|n| !used.contains(&n.as_str())).expect("unbounded")
+    }
+}
+
+/// "endpoint web (ID)" for messages about who holds something.
+pub(crate) fn describe_endpoint(endpoints: &BTreeMap<String, EndpointRecord>, id: &str) -> String {
+    match endpoints.get(id) {
+        Some(r) if !r.ep.name.is_empty() => format!("endpoint {} ({id})", r.ep.name),
+        _ => format!("endpoint {id}"),
     }
 }

@@ -12,6 +12,7 @@ mod endpoints;
 mod info;
 mod namespaces;
 mod networks;
+mod portmaps;
 pub mod reconcile;
 pub mod records;
 pub mod validate;
@@ -34,6 +35,8 @@ use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
 pub struct EngineConfig {
     pub run_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// Host ports for mappings whose host port hns chooses.
+    pub port_range: (u16, u16),
 }
 
 impl EngineConfig {
@@ -76,7 +79,14 @@ pub struct Engine {
     pub(crate) kernel_features: BTreeMap<String, bool>,
     /// Retired links to delete in the background.
     reaper: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Host ports held by port mappings.
+    pub(crate) ports: portmaps::PortIndex,
+    /// The long-lived nft process for element changes, started on first use.
+    pub(crate) nft: Option<hns_kernel::nft_session::NftSession>,
 }
+
+/// Meta key of the dynamic host-port cursor.
+pub(crate) const META_PORT_CURSOR: &str = "port_cursor";
 
 pub type Result<T> = std::result::Result<T, ApiError>;
 
@@ -112,6 +122,8 @@ impl Engine {
     pub fn open(cfg: EngineConfig, host: Netlink) -> anyhow::Result<Engine> {
         let store = Store::open(&cfg.store_path())?;
         let reaper = spawn_reaper(host.clone());
+        let port_cursor = store.get::<u16>(Kind::Meta, META_PORT_CURSOR)?.unwrap_or(cfg.port_range.0);
+        let ports = portmaps::PortIndex::new(cfg.port_range, port_cursor);
         let mut e = Engine {
             cfg,
             store,
@@ -123,6 +135,8 @@ impl Engine {
             last_reconcile: String::new(),
             kernel_features: info::probe_kernel(),
             reaper,
+            ports,
+            nft: None,
         };
         for rec in e.store.load_all::<NetworkRecord>(Kind::Network)? {
             let net = Net::from_record(rec).map_err(|err| anyhow::anyhow!("stored network is invalid: {err}"))?;
@@ -136,6 +150,7 @@ impl Engine {
             if let Some(net) = e.networks.get_mut(&rec.network_id) {
                 net.take_endpoint(&rec).map_err(|err| anyhow::anyhow!("stored endpoint {} conflicts: {err}", rec.ep.id))?;
             }
+            e.take_ports(&rec);
             e.endpoints.insert(rec.ep.id.clone(), rec);
         }
         Ok(e)
@@ -234,7 +249,28 @@ impl Engine {
 
     /// The whole nft table as the store says it should be.
     pub(crate) fn desired_nft(&self) -> hns_kernel::nft::Desired {
-        hns_kernel::nft::Desired { networks: self.networks.values().map(|n| hns_drivers::nft_rules(&n.plan)).collect() }
+        hns_kernel::nft::Desired {
+            networks: self.networks.values().map(|n| hns_drivers::nft_rules(&n.plan)).collect(),
+            mappings: self.endpoints.values().flat_map(portmaps::kernel_mappings).collect(),
+        }
+    }
+
+    /// Marks an endpoint's host ports as held.
+    pub(crate) fn take_ports(&mut self, rec: &EndpointRecord) {
+        for s in portmaps::stored(rec) {
+            if let Some(p) = hns_kernel::nft::Proto::from_number(s.protocol) {
+                self.ports.take(p, portmaps::vip_of(&s), s.external_port, &rec.ep.id);
+            }
+        }
+    }
+
+    /// Frees what [`Engine::take_ports`] took.
+    pub(crate) fn release_ports(&mut self, rec: &EndpointRecord) {
+        for s in portmaps::stored(rec) {
+            if let Some(p) = hns_kernel::nft::Proto::from_number(s.protocol) {
+                self.ports.release(p, portmaps::vip_of(&s), s.external_port, &rec.ep.id);
+            }
+        }
     }
 
     /// Queues a retired link for deletion. If hnsd stops first, the reconciler removes it.

@@ -99,6 +99,7 @@ impl Engine {
                 if let Some(net) = self.networks.get_mut(&rec.network_id) {
                     net.release_endpoint(&rec);
                 }
+                self.release_ports(&rec);
             }
         }
         if let Some(ns) = self.namespaces.remove(id) {

@@ -27,24 +27,54 @@ fn invalid(code: ErrorCode, field: impl Into<String>, msg: impl Into<String>) ->
     ApiError::field(code, field, msg)
 }
 
-/// Refuses every policy: known types are "not implemented yet", unknown ones are named as such.
-pub fn check_policies(policies: &[Policy], field: &str, what: &str, known: &[&str]) -> Result<(), ApiError> {
-    for (i, p) in policies.iter().enumerate() {
-        let f = format!("{field}[{i}].Type");
-        return Err(match known.iter().find(|k| k.eq_ignore_ascii_case(&p.kind)) {
-            Some(k) => invalid(
-                ErrorCode::InvalidPolicyType,
-                f,
-                format!("{what} policy type {k} is not implemented yet in this hns version; remove it from {field}"),
-            ),
-            None => invalid(
-                ErrorCode::InvalidPolicyType,
-                f,
-                format!("{:?} is not a {what} policy type; known types: {}", p.kind, known.join(", ")),
-            ),
-        });
+/// The error for a policy hns does not implement: known types are "not implemented yet",
+/// unknown ones are named as such.
+pub fn refuse_policy(p: &Policy, i: usize, field: &str, what: &str, known: &[&str]) -> ApiError {
+    let f = format!("{field}[{i}].Type");
+    match known.iter().find(|k| k.eq_ignore_ascii_case(&p.kind)) {
+        Some(k) => invalid(
+            ErrorCode::InvalidPolicyType,
+            f,
+            format!("{what} policy type {k} is not implemented yet in this hns version; remove it from {field}"),
+        ),
+        None => invalid(ErrorCode::InvalidPolicyType, f, format!("{:?} is not a {what} policy type; known types: {}", p.kind, known.join(", "))),
     }
-    Ok(())
+}
+
+/// Refuses every policy (for the policy kinds hns implements none of yet).
+pub fn check_policies(policies: &[Policy], field: &str, what: &str, known: &[&str]) -> Result<(), ApiError> {
+    match policies.first() {
+        Some(p) => Err(refuse_policy(p, 0, field, what, known)),
+        None => Ok(()),
+    }
+}
+
+/// The network policies hns implements, parsed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetworkPolicies {
+    /// `AutomaticDNS {"Enable": bool}`: service discovery on the network.
+    pub automatic_dns: Option<bool>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct AutomaticDnsSettings {
+    enable: bool,
+}
+
+pub fn parse_network_policies(policies: &[Policy], field: &str) -> Result<NetworkPolicies, ApiError> {
+    let mut out = NetworkPolicies::default();
+    for (i, p) in policies.iter().enumerate() {
+        if !p.kind.eq_ignore_ascii_case("AutomaticDNS") {
+            return Err(refuse_policy(p, i, field, "network", NETWORK_POLICY_TYPES));
+        }
+        let f = format!("{field}[{i}].Settings");
+        let s: AutomaticDnsSettings = hns_api::decode::from_value(p.settings.clone(), &f).map_err(|e| ApiError { code: ErrorCode::InvalidPolicy, ..e })?;
+        if out.automatic_dns.replace(s.enable).is_some() {
+            return Err(invalid(ErrorCode::InvalidPolicy, format!("{field}[{i}]"), "AutomaticDNS is given twice; give it once"));
+        }
+    }
+    Ok(out)
 }
 
 /// A field of the HNS schema that hns does not support yet must be empty.
@@ -209,6 +239,20 @@ mod tests {
         let p = vec![Policy { kind: "Bogus".into(), settings: serde_json::Value::Null }];
         let e = check_policies(&p, "Policies", "endpoint", ENDPOINT_POLICY_TYPES).unwrap_err();
         assert!(e.message.contains("\"Bogus\" is not a endpoint policy type") || e.message.contains("is not a"), "{}", e.message);
+    }
+
+    #[test]
+    fn automatic_dns_is_parsed_and_checked() {
+        let p = |v: serde_json::Value| Policy { kind: "AutomaticDNS".into(), settings: v };
+        assert_eq!(parse_network_policies(&[p(serde_json::json!({"Enable": false}))], "Policies").unwrap().automatic_dns, Some(false));
+        assert_eq!(parse_network_policies(&[], "Policies").unwrap().automatic_dns, None);
+        let e = parse_network_policies(&[p(serde_json::json!({"Enable": "yes"}))], "Policies").unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidPolicy, Some("Policies[0].Settings.Enable")));
+        let e = parse_network_policies(&[p(serde_json::json!({"Enable": true})), p(serde_json::json!({"Enable": true}))], "Policies").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("Policies[1]"));
+        let other = Policy { kind: "VxlanPort".into(), settings: serde_json::Value::Null };
+        let e = parse_network_policies(&[p(serde_json::json!({"Enable": true})), other], "Policies").unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidPolicyType, Some("Policies[1].Type")));
     }
 
     #[test]

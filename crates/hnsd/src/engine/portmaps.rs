@@ -1,0 +1,309 @@
+//! Port mappings (WinNAT static mappings): the `PortMapping` endpoint policy, host-port
+//! allocation and conflicts, and their kernel form (one nft map element and one allow-set
+//! element per mapping, changed through the long-lived nft session).
+//!
+//! A mapping lives in its endpoint's `Policies`, so it is stored, allocated and deleted in
+//! the same transaction as the endpoint; the kernel holds it only while the endpoint is
+//! attached (it needs the container's address).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+
+use hns_api::{ApiError, ErrorCode, Policy, PortMappingInfo, PortMappingSettings};
+use hns_kernel::nft::{Mapping, Proto};
+
+use super::records::EndpointRecord;
+use super::validate::{ENDPOINT_POLICY_TYPES, refuse_policy};
+use super::{Engine, Result, kernel_err};
+
+/// The policy type name, canonical spelling.
+pub const PORT_MAPPING: &str = "PortMapping";
+
+/// Host ports in use: (protocol, port) -> holders, each bound to one host address or to all.
+#[derive(Debug, Default)]
+pub struct PortIndex {
+    used: HashMap<(Proto, u16), Vec<(Option<Ipv4Addr>, String)>>,
+    /// Next-fit cursor of dynamic allocation, persisted with each allocation.
+    pub cursor: u16,
+    pub range: (u16, u16),
+}
+
+impl PortIndex {
+    pub fn new(range: (u16, u16), cursor: u16) -> PortIndex {
+        PortIndex { used: HashMap::new(), cursor, range }
+    }
+
+    /// The endpoint holding a conflicting mapping, if any: a port bound to every address
+    /// conflicts with every binding of that port, a bound one with the same address.
+    fn holder(&self, proto: Proto, vip: Option<Ipv4Addr>, port: u16) -> Option<&str> {
+        self.used.get(&(proto, port))?.iter().find(|(ip, _)| ip.is_none() || vip.is_none() || *ip == vip).map(|(_, e)| e.as_str())
+    }
+
+    pub fn take(&mut self, proto: Proto, vip: Option<Ipv4Addr>, port: u16, endpoint: &str) {
+        self.used.entry((proto, port)).or_default().push((vip, endpoint.to_owned()));
+    }
+
+    pub fn release(&mut self, proto: Proto, vip: Option<Ipv4Addr>, port: u16, endpoint: &str) {
+        if let Some(v) = self.used.get_mut(&(proto, port)) {
+            v.retain(|(ip, e)| !(*ip == vip && e == endpoint));
+            if v.is_empty() {
+                self.used.remove(&(proto, port));
+            }
+        }
+    }
+
+    /// Reserves a host port for a mapping: the requested one, or the next free one of `range`
+    /// (next-fit, so a released port is not handed out again at once).
+    pub fn claim(&mut self, s: &PortMappingSettings, endpoint: &str, field: &str, holders: &dyn Fn(&str) -> String) -> Result<u16> {
+        let proto = Proto::from_number(s.protocol).expect("validated");
+        let vip = vip_of(s);
+        if s.external_port != 0 {
+            if let Some(h) = self.holder(proto, vip, s.external_port) {
+                return Err(ApiError::field(
+                    ErrorCode::PortAlreadyExists,
+                    format!("{field}.ExternalPort"),
+                    format!("host port {}/{proto}{} is already mapped to {}; choose another host port", s.external_port, on(vip), holders(h)),
+                ));
+            }
+            if let Some(why) = local_socket_conflict(proto, vip, s.external_port) {
+                return Err(ApiError::field(ErrorCode::PortAlreadyExists, format!("{field}.ExternalPort"), why));
+            }
+            self.take(proto, vip, s.external_port, endpoint);
+            return Ok(s.external_port);
+        }
+        let (lo, hi, dynamic) = match parse_range(&s.external_port_range) {
+            Some((lo, hi)) => (lo, hi, false),
+            None => (self.range.0, self.range.1, true),
+        };
+        let len = u32::from(hi - lo) + 1;
+        let start = if dynamic && (lo..=hi).contains(&self.cursor) { self.cursor } else { lo };
+        for i in 0..len {
+            let port = lo + ((u32::from(start - lo) + i) % len) as u16;
+            if self.holder(proto, vip, port).is_none() && local_socket_conflict(proto, vip, port).is_none() {
+                self.take(proto, vip, port, endpoint);
+                if dynamic {
+                    self.cursor = if port == hi { lo } else { port + 1 };
+                }
+                return Ok(port);
+            }
+        }
+        Err(ApiError::field(ErrorCode::PortPoolExhausted, format!("{field}.ExternalPort"), format!("no free host port for {proto} in {lo}-{hi}; free a mapping or widen the range")))
+    }
+}
+
+fn on(vip: Option<Ipv4Addr>) -> String {
+    vip.map(|v| format!(" on {v}")).unwrap_or_default()
+}
+
+pub fn vip_of(s: &PortMappingSettings) -> Option<Ipv4Addr> {
+    s.vip.parse().ok()
+}
+
+fn parse_range(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.split_once('-')?;
+    let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+    (a >= 1 && a <= b).then_some((a, b))
+}
+
+/// A host port a local process already listens on is refused, as Windows users learn the hard
+/// way when WinNAT silently loses to a reserved port range.
+fn local_socket_conflict(proto: Proto, vip: Option<Ipv4Addr>, port: u16) -> Option<String> {
+    let addr = SocketAddr::new(IpAddr::V4(vip.unwrap_or(Ipv4Addr::UNSPECIFIED)), port);
+    let busy = match proto {
+        Proto::Tcp => TcpListener::bind(addr).err(),
+        Proto::Udp => UdpSocket::bind(addr).err(),
+    };
+    busy.filter(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+        .map(|_| format!("host port {port}/{proto}{} is already used by a local process; choose another host port", on(vip)))
+}
+
+/// Parses and checks the policies of an endpoint request. Only `PortMapping` is implemented.
+pub fn parse_policies(policies: &[Policy], field: &str) -> Result<Vec<PortMappingSettings>> {
+    let mut out: Vec<PortMappingSettings> = Vec::new();
+    for (i, p) in policies.iter().enumerate() {
+        if !p.kind.eq_ignore_ascii_case(PORT_MAPPING) {
+            return Err(refuse_policy(p, i, field, "endpoint", ENDPOINT_POLICY_TYPES));
+        }
+        let f = format!("{field}[{i}].Settings");
+        let s: PortMappingSettings = hns_api::decode::from_value(p.settings.clone(), &f).map_err(|e| ApiError { code: ErrorCode::InvalidPolicy, ..e })?;
+        if Proto::from_number(s.protocol).is_none() {
+            return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("{f}.Protocol"), format!("protocol {} cannot be mapped; use 6 (TCP) or 17 (UDP)", s.protocol)));
+        }
+        if s.internal_port == 0 {
+            return Err(ApiError::field(ErrorCode::InvalidInternalPort, format!("{f}.InternalPort"), "InternalPort must be a container port from 1 to 65535"));
+        }
+        if s.flags != 0 {
+            return Err(ApiError::field(ErrorCode::RequestUnsupported, format!("{f}.Flags"), format!("mapping flags {:#x} are not supported yet; send 0", s.flags)));
+        }
+        if !s.vip.is_empty() {
+            match s.vip.parse::<IpAddr>() {
+                Ok(IpAddr::V4(v4)) => {
+                    if UdpSocket::bind(SocketAddr::new(IpAddr::V4(v4), 0)).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrNotAvailable) {
+                        return Err(ApiError::field(ErrorCode::InvalidIp, format!("{f}.VIP"), format!("VIP {v4} is not an address of this host; bind the mapping to one of the host's addresses or leave VIP empty")));
+                    }
+                }
+                Ok(IpAddr::V6(_)) => {
+                    return Err(ApiError::field(ErrorCode::RequestUnsupported, format!("{f}.VIP"), "IPv6 port mappings are not supported yet; use an IPv4 host address"));
+                }
+                Err(_) => return Err(ApiError::field(ErrorCode::InvalidIp, format!("{f}.VIP"), format!("VIP {:?} is not an IP address", s.vip))),
+            }
+        }
+        if !s.external_port_range.is_empty() {
+            if s.external_port != 0 {
+                return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("{f}.ExternalPortRange"), "give ExternalPort or ExternalPortRange, not both"));
+            }
+            if parse_range(&s.external_port_range).is_none() {
+                return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("{f}.ExternalPortRange"), format!("{:?} is not a port range such as 8000-8010", s.external_port_range)));
+            }
+        }
+        let dup = out.iter().any(|o| o.protocol == s.protocol && s.external_port != 0 && o.external_port == s.external_port && (o.vip.is_empty() || s.vip.is_empty() || o.vip == s.vip));
+        if dup {
+            return Err(ApiError::field(ErrorCode::PortAlreadyExists, format!("{f}.ExternalPort"), format!("host port {} is mapped twice in this request", s.external_port)));
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// The stored form of a mapping: a `PortMapping` policy with the chosen host port.
+pub fn to_policy(s: &PortMappingSettings) -> Policy {
+    let s = PortMappingSettings { external_port_range: String::new(), ..s.clone() };
+    Policy { kind: PORT_MAPPING.into(), settings: serde_json::to_value(s).expect("serializable") }
+}
+
+/// The mappings stored on an endpoint.
+pub fn stored(rec: &EndpointRecord) -> Vec<PortMappingSettings> {
+    rec.ep.policies.iter().filter(|p| p.kind == PORT_MAPPING).filter_map(|p| serde_json::from_value(p.settings.clone()).ok()).collect()
+}
+
+/// The kernel form of an endpoint's mappings (none while detached or without IPv4).
+pub fn kernel_mappings(rec: &EndpointRecord) -> Vec<Mapping> {
+    if rec.ep.host_compute_namespace.is_empty() {
+        return Vec::new();
+    }
+    let Some(ip) = rec.ep.ip_configurations.iter().find_map(|c| c.ip_address.parse::<Ipv4Addr>().ok()) else { return Vec::new() };
+    stored(rec)
+        .iter()
+        .filter_map(|s| {
+            Some(Mapping { proto: Proto::from_number(s.protocol)?, host_ip: vip_of(s), host_port: s.external_port, container_ip: ip, container_port: s.internal_port })
+        })
+        .collect()
+}
+
+impl Engine {
+    /// Puts an endpoint's mappings into, or takes them out of, the kernel.
+    pub(crate) fn program_mappings(&mut self, add: &[Mapping], remove: &[Mapping]) -> Result<()> {
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        let remaining: Vec<Mapping> = self.endpoints.values().flat_map(kernel_mappings).filter(|m| !remove.contains(m) && !add.contains(m)).collect();
+        let cmds = hns_kernel::nft::mapping_changes(add, remove, &remaining);
+        let session = match self.nft.as_mut() {
+            Some(s) => s,
+            None => self.nft.insert(hns_kernel::nft_session::NftSession::start().map_err(kernel_err)?),
+        };
+        match session.run(&cmds) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Start afresh next time; a missing table is repaired by a full apply.
+                self.nft = None;
+                if e.is_not_found() && !remove.is_empty() && add.is_empty() {
+                    return Ok(());
+                }
+                tracing::warn!(error = %e, "element update failed; re-applying the whole nft table");
+                self.apply_nft()
+            }
+        }
+    }
+
+    pub fn list_port_mappings(&self) -> Vec<PortMappingInfo> {
+        let mut out = Vec::new();
+        for rec in self.endpoints.values() {
+            let ip = rec.ep.ip_configurations.iter().find(|c| c.ip_address.parse::<Ipv4Addr>().is_ok()).map(|c| c.ip_address.clone()).unwrap_or_default();
+            let ns = self.namespaces.get(&rec.ep.host_compute_namespace).map(|n| if n.rec.ns.name.is_empty() { n.rec.ns.id.clone() } else { n.rec.ns.name.clone() }).unwrap_or_default();
+            let network = self.networks.get(&rec.network_id).map(|n| n.rec.net.name.clone()).unwrap_or_default();
+            for s in stored(rec) {
+                let proto = Proto::from_number(s.protocol).map(|p| p.to_string()).unwrap_or_default();
+                let external_ip = if s.vip.is_empty() { "0.0.0.0".to_owned() } else { s.vip.clone() };
+                out.push(PortMappingInfo {
+                    id: format!("{}/{proto}/{external_ip}/{}", rec.ep.id, s.external_port),
+                    endpoint_id: rec.ep.id.clone(),
+                    endpoint_name: rec.ep.name.clone(),
+                    network_name: network.clone(),
+                    namespace: ns.clone(),
+                    protocol: proto.to_uppercase(),
+                    external_ip,
+                    external_port: s.external_port,
+                    internal_ip: ip.clone(),
+                    internal_port: s.internal_port,
+                    remote_prefix: "0.0.0.0/0".into(),
+                    active: !rec.ep.host_compute_namespace.is_empty(),
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pm(proto: u32, port: u16, vip: &str) -> PortMappingSettings {
+        PortMappingSettings { protocol: proto, internal_port: 80, external_port: port, vip: vip.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn conflicts_follow_winnat_rules() {
+        let mut idx = PortIndex::new((40000, 40002), 40000);
+        let name = |e: &str| e.to_owned();
+        idx.claim(&pm(6, 8080, ""), "a", "P", &name).unwrap();
+        // Same port, other protocol: fine. Same port bound to one address: conflicts with "all".
+        idx.claim(&pm(17, 8080, ""), "b", "P", &name).unwrap();
+        let e = idx.claim(&pm(6, 8080, "127.0.0.1"), "c", "P", &name).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PortAlreadyExists);
+        assert!(e.message.contains("already mapped to a"), "{}", e.message);
+        idx.claim(&pm(6, 9090, "127.0.0.1"), "c", "P", &name).unwrap();
+        idx.claim(&pm(6, 9090, "127.0.0.2"), "d", "P", &name).unwrap();
+        assert!(idx.claim(&pm(6, 9090, ""), "e", "P", &name).is_err());
+        idx.release(Proto::Tcp, None, 8080, "a");
+        idx.claim(&pm(6, 8080, "127.0.0.1"), "c", "P", &name).unwrap();
+    }
+
+    #[test]
+    fn dynamic_ports_are_next_fit_and_exhaust() {
+        let mut idx = PortIndex::new((40000, 40002), 40000);
+        let name = |e: &str| e.to_owned();
+        let a = idx.claim(&pm(6, 0, ""), "a", "P", &name).unwrap();
+        let b = idx.claim(&pm(6, 0, ""), "b", "P", &name).unwrap();
+        assert_eq!((a, b), (40000, 40001));
+        idx.release(Proto::Tcp, None, a, "a");
+        assert_eq!(idx.claim(&pm(6, 0, ""), "c", "P", &name).unwrap(), 40002, "a released port is not reused at once");
+        assert_eq!(idx.claim(&pm(6, 0, ""), "d", "P", &name).unwrap(), 40000);
+        assert_eq!(idx.claim(&pm(6, 0, ""), "e", "P", &name).unwrap_err().code, ErrorCode::PortPoolExhausted);
+        let ranged = PortMappingSettings { external_port_range: "41000-41001".into(), ..pm(6, 0, "") };
+        assert_eq!(idx.claim(&ranged, "f", "P", &name).unwrap(), 41000);
+        assert_eq!(idx.claim(&ranged, "g", "P", &name).unwrap(), 41001);
+    }
+
+    #[test]
+    fn policies_are_checked_by_field() {
+        let p = |v: serde_json::Value| Policy { kind: "PortMapping".into(), settings: v };
+        let ok = parse_policies(&[p(serde_json::json!({"Protocol": "tcp", "InternalPort": 80, "ExternalPort": 8080}))], "Policies").unwrap();
+        assert_eq!(ok[0].protocol, 6);
+        let cases = [
+            (serde_json::json!({"Protocol": 1, "InternalPort": 80}), "Policies[0].Settings.Protocol", ErrorCode::InvalidPolicy),
+            (serde_json::json!({"Protocol": 6, "InternalPort": 0}), "Policies[0].Settings.InternalPort", ErrorCode::InvalidInternalPort),
+            (serde_json::json!({"Protocol": 6, "InternalPort": 70000}), "Policies[0].Settings.InternalPort", ErrorCode::InvalidPolicy),
+            (serde_json::json!({"Protocol": 6, "InternalPort": 80, "VIP": "nope"}), "Policies[0].Settings.VIP", ErrorCode::InvalidIp),
+            (serde_json::json!({"Protocol": 6, "InternalPort": 80, "VIP": "192.0.2.99"}), "Policies[0].Settings.VIP", ErrorCode::InvalidIp),
+            (serde_json::json!({"Protocol": 6, "InternalPort": 80, "ExternalPortRange": "9-1"}), "Policies[0].Settings.ExternalPortRange", ErrorCode::InvalidPolicy),
+        ];
+        for (v, field, code) in cases {
+            let e = parse_policies(&[p(v.clone())], "Policies").unwrap_err();
+            assert_eq!((e.code, e.field.as_deref()), (code, Some(field)), "{v}: {}", e.message);
+        }
+        let twice = [p(serde_json::json!({"Protocol": 6, "InternalPort": 80, "ExternalPort": 81})), p(serde_json::json!({"Protocol": 6, "InternalPort": 90, "ExternalPort": 81}))];
+        assert_eq!(parse_policies(&twice, "Policies").unwrap_err().code, ErrorCode::PortAlreadyExists);
+    }
+}
