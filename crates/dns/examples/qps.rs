@@ -30,36 +30,64 @@ fn main() {
     let seconds: u64 = args.next().map_or(3, |s| s.parse().expect("SECONDS"));
     let clients: usize = args.next().map_or(32, |s| s.parse().expect("CLIENTS"));
 
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): run as root");
-    assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("unshare(CLONE_NEWNET): run as root");
+    assert!(
+        Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success()
+    );
     let _dnsmasq = start_dnsmasq();
 
-    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
 
     let dns = server_rt.block_on(async {
         let dns = DnsService::new(DnsConfig::default());
         let records = (0..100)
-            .map(|i| Record { name: format!("web{i}"), addrs: vec![IpAddr::from([10, 0, 0, i as u8 + 2])] })
+            .map(|i| Record {
+                name: format!("web{i}"),
+                addrs: vec![IpAddr::from([10, 0, 0, i as u8 + 2])],
+            })
             .collect();
         let view = NetworkView {
             suffix: Some("bench.test".into()),
             records,
             upstreams: vec![format!("{UPSTREAM}:53").parse().unwrap()],
         };
-        dns.set_network("bench", &["127.0.0.2".parse().unwrap()], 53, view).await.unwrap();
+        dns.set_network("bench", &["127.0.0.2".parse().unwrap()], 53, view)
+            .await
+            .unwrap();
         dns
     });
 
     println!("{seconds} s per scenario, {clients} concurrent clients, each one query in flight");
-    println!("{:<28} {:>10} {:>9} {:>9} {:>9} {:>8}", "scenario", "answers/s", "p50 µs", "p99 µs", "max µs", "lost");
+    println!(
+        "{:<28} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "scenario", "answers/s", "p50 µs", "p99 µs", "max µs", "lost"
+    );
     let counter = Arc::new(AtomicU64::new(0));
     for (label, names) in [
         ("local (100 names)", Names::Local),
         ("forwarded, cache hit", Names::CacheHit),
         ("forwarded, cache miss", Names::CacheMiss),
     ] {
-        let report = client_rt.block_on(load(names, clients, Duration::from_secs(seconds), counter.clone()));
+        let report = client_rt.block_on(load(
+            names,
+            clients,
+            Duration::from_secs(seconds),
+            counter.clone(),
+        ));
         report.print(label);
     }
     println!("service counters: {:?}", dns.stats());
@@ -94,7 +122,11 @@ impl Report {
         self.latencies_us.sort_unstable();
         let pct = |p: f64| {
             let l = &self.latencies_us;
-            if l.is_empty() { 0 } else { l[((l.len() - 1) as f64 * p) as usize] }
+            if l.is_empty() {
+                0
+            } else {
+                l[((l.len() - 1) as f64 * p) as usize]
+            }
         };
         let qps = self.latencies_us.len() as f64 / self.elapsed.as_secs_f64();
         println!(
@@ -145,7 +177,11 @@ async fn load(names: Names, clients: usize, duration: Duration, counter: Arc<Ato
             (lat, lost)
         }));
     }
-    let mut report = Report { latencies_us: Vec::new(), lost: 0, elapsed: Duration::ZERO };
+    let mut report = Report {
+        latencies_us: Vec::new(),
+        lost: 0,
+        elapsed: Duration::ZERO,
+    };
     for t in tasks {
         let (lat, lost) = t.await.unwrap();
         report.latencies_us.extend(lat);
@@ -167,7 +203,9 @@ fn message(name: &str) -> Message {
 
 async fn one_query(server: SocketAddr, name: &str) {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.send_to(&message(name).to_vec().unwrap(), server).await.unwrap();
+    sock.send_to(&message(name).to_vec().unwrap(), server)
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await;
 }

@@ -37,10 +37,15 @@ impl Answer {
     /// How long this answer may be cached, if at all.
     pub fn cache_ttl(&self) -> Option<u32> {
         let ttl = match self.rcode {
-            ResponseCode::NoError if !self.answers.is_empty() => {
-                self.answers.iter().map(|r| r.ttl).min()?.min(MAX_POSITIVE_TTL)
+            ResponseCode::NoError if !self.answers.is_empty() => self
+                .answers
+                .iter()
+                .map(|r| r.ttl)
+                .min()?
+                .min(MAX_POSITIVE_TTL),
+            ResponseCode::NoError | ResponseCode::NXDomain => {
+                self.negative_ttl()?.min(MAX_NEGATIVE_TTL)
             }
-            ResponseCode::NoError | ResponseCode::NXDomain => self.negative_ttl()?.min(MAX_NEGATIVE_TTL),
             _ => return None,
         };
         (ttl > 0).then_some(ttl)
@@ -81,7 +86,12 @@ pub(crate) struct Cache {
 
 impl Cache {
     pub fn new(max: usize) -> Cache {
-        Cache { max, slots: HashMap::new(), by_expiry: BTreeMap::new(), next_seq: 0 }
+        Cache {
+            max,
+            slots: HashMap::new(),
+            by_expiry: BTreeMap::new(),
+            next_seq: 0,
+        }
     }
 
     /// The cached answer and its age in whole seconds, if still fresh.
@@ -101,14 +111,24 @@ impl Cache {
         }
         self.remove(&key);
         while self.slots.len() >= self.max {
-            let Some((_, oldest)) = self.by_expiry.pop_first() else { break };
+            let Some((_, oldest)) = self.by_expiry.pop_first() else {
+                break;
+            };
             self.slots.remove(&oldest);
         }
         let expires = now + Duration::from_secs(ttl.into());
         let seq = self.next_seq;
         self.next_seq += 1;
         self.by_expiry.insert((expires, seq), key.clone());
-        self.slots.insert(key, Slot { answer, stored: now, expires, seq });
+        self.slots.insert(
+            key,
+            Slot {
+                answer,
+                stored: now,
+                expires,
+                seq,
+            },
+        );
     }
 
     fn remove(&mut self, key: &Key) {
@@ -139,14 +159,28 @@ mod tests {
     }
 
     fn a_answer(ttl: u32) -> Arc<Answer> {
-        let rec = Record::from_rdata(Name::from_ascii("x.").unwrap(), ttl, RData::A(A::new(192, 0, 2, 1)));
-        Arc::new(Answer { rcode: ResponseCode::NoError, answers: vec![rec], authorities: vec![], additionals: vec![] })
+        let rec = Record::from_rdata(
+            Name::from_ascii("x.").unwrap(),
+            ttl,
+            RData::A(A::new(192, 0, 2, 1)),
+        );
+        Arc::new(Answer {
+            rcode: ResponseCode::NoError,
+            answers: vec![rec],
+            authorities: vec![],
+            additionals: vec![],
+        })
     }
 
     fn negative(rcode: ResponseCode, soa_ttl: u32, minimum: u32) -> Answer {
         let root = Name::root();
         let soa = SOA::new(root.clone(), root.clone(), 1, 1, 1, 1, minimum);
-        Answer { rcode, answers: vec![], authorities: vec![Record::from_rdata(root, soa_ttl, RData::SOA(soa))], additionals: vec![] }
+        Answer {
+            rcode,
+            answers: vec![],
+            authorities: vec![Record::from_rdata(root, soa_ttl, RData::SOA(soa))],
+            additionals: vec![],
+        }
     }
 
     #[test]
@@ -154,10 +188,24 @@ mod tests {
         assert_eq!(a_answer(30).cache_ttl(), Some(30));
         assert_eq!(a_answer(0).cache_ttl(), None);
         assert_eq!(a_answer(86400).cache_ttl(), Some(MAX_POSITIVE_TTL));
-        assert_eq!(negative(ResponseCode::NXDomain, 60, 10).cache_ttl(), Some(10));
-        assert_eq!(negative(ResponseCode::NoError, 20, 900).cache_ttl(), Some(20));
-        assert_eq!(negative(ResponseCode::NXDomain, 86400, 86400).cache_ttl(), Some(MAX_NEGATIVE_TTL));
-        let no_soa = Answer { rcode: ResponseCode::NXDomain, answers: vec![], authorities: vec![], additionals: vec![] };
+        assert_eq!(
+            negative(ResponseCode::NXDomain, 60, 10).cache_ttl(),
+            Some(10)
+        );
+        assert_eq!(
+            negative(ResponseCode::NoError, 20, 900).cache_ttl(),
+            Some(20)
+        );
+        assert_eq!(
+            negative(ResponseCode::NXDomain, 86400, 86400).cache_ttl(),
+            Some(MAX_NEGATIVE_TTL)
+        );
+        let no_soa = Answer {
+            rcode: ResponseCode::NXDomain,
+            answers: vec![],
+            authorities: vec![],
+            additionals: vec![],
+        };
         assert_eq!(no_soa.cache_ttl(), None);
         assert_eq!(negative(ResponseCode::ServFail, 60, 60).cache_ttl(), None);
     }
@@ -167,7 +215,9 @@ mod tests {
         let mut c = Cache::new(10);
         let t0 = Instant::now();
         c.insert(key("a."), a_answer(30), 30, t0);
-        let (_, age) = c.get(&key("A."), t0 + Duration::from_secs(12)).expect("case-insensitive hit");
+        let (_, age) = c
+            .get(&key("A."), t0 + Duration::from_secs(12))
+            .expect("case-insensitive hit");
         assert_eq!(age, 12);
         assert!(c.get(&key("a."), t0 + Duration::from_secs(30)).is_none());
         assert_eq!(c.len(), 0, "expired entry removed on access");
@@ -182,7 +232,10 @@ mod tests {
         c.insert(key("c."), a_answer(50), 50, t0);
         c.insert(key("d."), a_answer(70), 70, t0);
         assert_eq!(c.len(), 3);
-        assert!(c.get(&key("b."), t0).is_none(), "b expires first, so it was evicted");
+        assert!(
+            c.get(&key("b."), t0).is_none(),
+            "b expires first, so it was evicted"
+        );
         for k in ["a.", "c.", "d."] {
             assert!(c.get(&key(k), t0).is_some(), "{k}");
         }

@@ -74,8 +74,17 @@ impl Forwarder {
             class: query.query_class,
             upstreams: upstreams.clone(),
         };
-        if let Some((answer, age)) = self.cache.lock().expect("dns cache poisoned").get(&key, Instant::now()) {
-            return Some(Forwarded { answer, age, from_cache: true });
+        if let Some((answer, age)) = self
+            .cache
+            .lock()
+            .expect("dns cache poisoned")
+            .get(&key, Instant::now())
+        {
+            return Some(Forwarded {
+                answer,
+                age,
+                from_cache: true,
+            });
         }
 
         let Ok(_slot) = self.in_flight.try_acquire() else {
@@ -86,7 +95,12 @@ impl Forwarder {
         let wire = request.to_vec().ok()?;
         for server in upstreams.iter() {
             match self.ask(*server, &wire, &request).await {
-                Ok(reply) if matches!(reply.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain) => {
+                Ok(reply)
+                    if matches!(
+                        reply.metadata.response_code,
+                        ResponseCode::NoError | ResponseCode::NXDomain
+                    ) =>
+                {
                     let answer = Arc::new(Answer {
                         rcode: reply.metadata.response_code,
                         answers: reply.answers,
@@ -94,12 +108,25 @@ impl Forwarder {
                         additionals: reply.additionals,
                     });
                     if let Some(ttl) = answer.cache_ttl() {
-                        self.cache.lock().expect("dns cache poisoned").insert(key, answer.clone(), ttl, Instant::now());
+                        self.cache.lock().expect("dns cache poisoned").insert(
+                            key,
+                            answer.clone(),
+                            ttl,
+                            Instant::now(),
+                        );
                     }
-                    return Some(Forwarded { answer, age: 0, from_cache: false });
+                    return Some(Forwarded {
+                        answer,
+                        age: 0,
+                        from_cache: false,
+                    });
                 }
-                Ok(reply) => debug!(%server, rcode = %reply.metadata.response_code, name = %query.name, "DNS upstream refused to answer, trying the next one"),
-                Err(error) => debug!(%server, %error, name = %query.name, "DNS upstream failed, trying the next one"),
+                Ok(reply) => {
+                    debug!(%server, rcode = %reply.metadata.response_code, name = %query.name, "DNS upstream refused to answer, trying the next one")
+                }
+                Err(error) => {
+                    debug!(%server, %error, name = %query.name, "DNS upstream failed, trying the next one")
+                }
             }
         }
         None
@@ -130,10 +157,16 @@ fn upstream_request(query: &Query) -> Message {
     message
 }
 
-async fn within<T>(limit: Duration, exchange: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    tokio::time::timeout(limit, exchange)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {limit:?}")))?
+async fn within<T>(
+    limit: Duration,
+    exchange: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout(limit, exchange).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer within {limit:?}"),
+        )
+    })?
 }
 
 async fn udp_exchange(server: SocketAddr, wire: &[u8], request: &Message) -> io::Result<Message> {
@@ -166,9 +199,13 @@ async fn tcp_exchange(server: SocketAddr, wire: &[u8], request: &Message) -> io:
     let len = stream.read_u16().await?;
     let mut buf = vec![0u8; len.into()];
     stream.read_exact(&mut buf).await?;
-    let reply = Message::from_vec(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let reply =
+        Message::from_vec(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     if !is_reply_to(&reply, request) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "TCP answer does not match the question"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "TCP answer does not match the question",
+        ));
     }
     Ok(reply)
 }
@@ -192,10 +229,18 @@ mod tests {
 
     /// Sockets only in a private network namespace, like every test here.
     fn netns_runtime() -> tokio::runtime::Runtime {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): tests need root");
-        let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap();
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("unshare(CLONE_NEWNET): tests need root");
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
         assert!(up.success());
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -213,13 +258,21 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let started = Instant::now();
             assert!(fwd.forward(&upstreams, &q).await.is_none());
-            assert!(started.elapsed() < Duration::from_millis(500), "over the bound fails at once, took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "over the bound fails at once, took {:?}",
+                started.elapsed()
+            );
             assert!(first.await.unwrap(), "the silent upstream never answers");
 
             // The slot is free again: this one waits for the upstream.
             let started = Instant::now();
             assert!(fwd.forward(&upstreams, &q).await.is_none());
-            assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+            assert!(
+                started.elapsed() >= Duration::from_millis(900),
+                "{:?}",
+                started.elapsed()
+            );
         });
     }
 }

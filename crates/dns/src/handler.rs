@@ -55,8 +55,14 @@ pub(crate) struct Handler {
 /// What to do with a query, decided while holding the table, carried out
 /// after releasing it (answers are sent without holding any table).
 enum Plan {
-    Local { records: Vec<Record>, recursion: bool },
-    Forward { upstreams: Arc<[SocketAddr]>, may_become_local: bool },
+    Local {
+        records: Vec<Record>,
+        recursion: bool,
+    },
+    Forward {
+        upstreams: Arc<[SocketAddr]>,
+        may_become_local: bool,
+    },
     Refuse,
 }
 
@@ -65,7 +71,11 @@ impl Handler {
         Handler { network, shared }
     }
 
-    async fn respond<R: ResponseHandler>(&self, request: &Request, mut out: R) -> Result<ResponseInfo, NetError> {
+    async fn respond<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut out: R,
+    ) -> Result<ResponseInfo, NetError> {
         // Answer EDNS with EDNS; the size we announce is also the limit
         // hickory truncates a UDP answer to (setting TC so the client retries
         // over TCP). Without EDNS the limit is 512 bytes.
@@ -82,13 +92,17 @@ impl Handler {
         macro_rules! fail {
             ($code:expr) => {{
                 stats.failed();
-                return out.send_response(builder.error_msg(&request.metadata, $code)).await;
+                return out
+                    .send_response(builder.error_msg(&request.metadata, $code))
+                    .await;
             }};
         }
         if request.metadata.op_code != OpCode::Query {
             fail!(ResponseCode::NotImp);
         }
-        let Ok(info) = request.request_info() else { fail!(ResponseCode::FormErr) };
+        let Ok(info) = request.request_info() else {
+            fail!(ResponseCode::FormErr)
+        };
         let query = info.query;
         if query.query_class() != DNSClass::IN {
             fail!(ResponseCode::Refused);
@@ -115,11 +129,20 @@ impl Handler {
                 stats.local();
                 meta.authoritative = true;
                 meta.recursion_available = recursion;
-                out.send_response(builder.build(meta, records.iter(), none(), none(), none())).await
+                out.send_response(builder.build(meta, records.iter(), none(), none(), none()))
+                    .await
             }
             Plan::Refuse => fail!(ResponseCode::Refused),
-            Plan::Forward { upstreams, may_become_local } => {
-                let Some(fwd) = self.shared.forwarder.forward(&upstreams, query.original()).await else {
+            Plan::Forward {
+                upstreams,
+                may_become_local,
+            } => {
+                let Some(fwd) = self
+                    .shared
+                    .forwarder
+                    .forward(&upstreams, query.original())
+                    .await
+                else {
                     fail!(ResponseCode::ServFail)
                 };
                 stats.forwarded(fwd.from_cache);
@@ -136,13 +159,22 @@ impl Handler {
                 if may_become_local && answers.is_empty() {
                     // A container with this name may start any moment: make
                     // the negative answer uncacheable for the client.
-                    for r in authorities.iter_mut().filter(|r| r.record_type() == RecordType::SOA) {
+                    for r in authorities
+                        .iter_mut()
+                        .filter(|r| r.record_type() == RecordType::SOA)
+                    {
                         r.ttl = 0;
                     }
                 }
                 meta.recursion_available = true;
                 meta.response_code = fwd.answer.rcode;
-                let response = builder.build(meta, answers.iter(), authorities.iter(), none(), additionals.iter());
+                let response = builder.build(
+                    meta,
+                    answers.iter(),
+                    authorities.iter(),
+                    none(),
+                    additionals.iter(),
+                );
                 out.send_response(response).await
             }
         }
@@ -151,7 +183,11 @@ impl Handler {
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
         match self.respond(request, response_handle).await {
             Ok(info) => info,
             Err(error) => {
@@ -159,7 +195,10 @@ impl RequestHandler for Handler {
                 self.shared.stats.dropped();
                 let mut metadata = Metadata::response_from_request(&request.metadata);
                 metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
+                ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                })
             }
         }
     }
@@ -175,7 +214,12 @@ fn local_records(entry: &Entry, owner: &Name, qtype: RecordType) -> Vec<Record> 
     let record = |data: RData| Record::from_rdata(owner.clone(), LOCAL_TTL, data);
     let a = || entry.v4.iter().map(|ip| record(RData::A(A(*ip))));
     let aaaa = || entry.v6.iter().map(|ip| record(RData::AAAA(AAAA(*ip))));
-    let ptr = || entry.ptr.iter().map(|name| record(RData::PTR(PTR(name.clone()))));
+    let ptr = || {
+        entry
+            .ptr
+            .iter()
+            .map(|name| record(RData::PTR(PTR(name.clone()))))
+    };
     match qtype {
         RecordType::A => a().collect(),
         RecordType::AAAA => aaaa().collect(),

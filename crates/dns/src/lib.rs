@@ -9,16 +9,17 @@
 //!
 //! The map of this crate:
 //!
-//! - [`view`]: the name table built from a [`NetworkView`] (names with and
+//! - `view.rs`: the name table built from a [`NetworkView`] (names with and
 //!   without the DNS suffix, reverse names for every address) and its lookup.
-//! - [`handler`]: one DNS request → local answer, forwarded answer or error.
-//! - [`forward`]: the upstream client (per-server timeout, fallback to the next
-//!   server, TCP retry on truncation) and [`cache`], the bounded answer cache
-//!   in front of it.
-//! - [`listeners`]: binding sockets, hickory-server for UDP, our own bounded
+//! - `handler.rs`: one DNS request → local answer, forwarded answer or error.
+//! - `forward.rs`: the upstream client (per-server timeout, fallback to the
+//!   next server, TCP retry on truncation), with `cache.rs`, the bounded
+//!   answer cache in front of it.
+//! - `listeners.rs`: binding sockets, hickory-server for UDP, our own bounded
 //!   TCP loop.
+//! - `stats.rs`: the counters behind [`DnsService::stats`].
 //! - this file: [`DnsService`], which owns the per-network state and swaps a
-//!   network's table atomically ([`arc_swap`]), so the hot path of an endpoint
+//!   network's table atomically (`arc_swap`), so the hot path of an endpoint
 //!   attach/detach never touches sockets and never drops a query.
 //!
 //! Why in-process and why swap instead of reload: the pain points of other
@@ -28,6 +29,20 @@
 //! client's own timeout so fallback never helps. Here a view change is one
 //! pointer swap, listeners are only added/removed when the set of listen
 //! addresses changes, and upstreams get 500 ms each by default.
+//!
+//! For the daemon:
+//! - Listen addresses are bound with `IP_FREEBIND`, so `set_network` succeeds
+//!   even before the gateway address is on the bridge (or while an IPv6
+//!   address is still in duplicate address detection); queries arrive once
+//!   the address is up. A bind error therefore means a real conflict: some
+//!   other server holds that address and port, or a wildcard socket on the
+//!   port (e.g. a dnsmasq without `--bind-interfaces`).
+//! - Upstreams are reached from the daemon's own network namespace, so the
+//!   host's resolvers work as upstreams, including a stub on 127.0.0.53.
+//!   Never list one of our own listen addresses as an upstream (a loop that
+//!   only the forwarding bound stops).
+//! - hickory-server logs every UDP query at `info` (target `hickory_server`);
+//!   filter that target to `warn` in the daemon's subscriber.
 
 mod cache;
 mod forward;
@@ -102,13 +117,27 @@ pub struct Record {
 /// Errors of the DNS service; each message names the network and the value.
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
-    #[error("DNS: network {net_id:?} is not known to the DNS service; call set_network before update_view")]
+    #[error(
+        "DNS: network {net_id:?} is not known to the DNS service; call set_network before update_view"
+    )]
     UnknownNetwork { net_id: String },
     #[error("DNS: suffix {suffix:?} of network {net_id:?} is not a valid domain name: {reason}")]
-    InvalidSuffix { net_id: String, suffix: String, reason: String },
-    #[error("DNS: listen address {addr} of network {net_id:?} is already served for network {owner:?}")]
-    AddressTaken { net_id: String, addr: SocketAddr, owner: String },
-    #[error("DNS: cannot listen on {proto} {addr} for network {net_id:?}: {source} (is another DNS server bound to this address or to the wildcard address on this port?)")]
+    InvalidSuffix {
+        net_id: String,
+        suffix: String,
+        reason: String,
+    },
+    #[error(
+        "DNS: listen address {addr} of network {net_id:?} is already served for network {owner:?}"
+    )]
+    AddressTaken {
+        net_id: String,
+        addr: SocketAddr,
+        owner: String,
+    },
+    #[error(
+        "DNS: cannot listen on {proto} {addr} for network {net_id:?}: {source} (is another DNS server bound to this address or to the wildcard address on this port?)"
+    )]
     Bind {
         net_id: String,
         addr: SocketAddr,
@@ -150,7 +179,11 @@ impl DnsService {
     /// spawned by `set_network` on the tokio runtime it is awaited on.
     pub fn new(cfg: DnsConfig) -> DnsService {
         let shared = Shared {
-            forwarder: Forwarder::new(cfg.upstream_timeout, cfg.max_cache_entries, forward::MAX_IN_FLIGHT),
+            forwarder: Forwarder::new(
+                cfg.upstream_timeout,
+                cfg.max_cache_entries,
+                forward::MAX_IN_FLIGHT,
+            ),
             stats: Counters::default(),
             tcp_slots: Arc::new(Semaphore::new(cfg.max_tcp_connections)),
             cfg,
@@ -178,22 +211,39 @@ impl DnsService {
         view: NetworkView,
     ) -> Result<(), DnsError> {
         let table = Arc::new(NameTable::build(net_id, &view)?);
-        let mut wanted: Vec<SocketAddr> = listen.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        let mut wanted: Vec<SocketAddr> =
+            listen.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
         wanted.sort();
         wanted.dedup();
 
         let mut all = self.listeners.lock().await;
         for (owner, theirs) in all.iter().filter(|(owner, _)| owner.as_str() != net_id) {
             if let Some(addr) = wanted.iter().find(|a| theirs.contains_key(a)) {
-                return Err(DnsError::AddressTaken { net_id: net_id.into(), addr: *addr, owner: owner.clone() });
+                return Err(DnsError::AddressTaken {
+                    net_id: net_id.into(),
+                    addr: *addr,
+                    owner: owner.clone(),
+                });
             }
         }
-        let existing = self.networks.read().expect("dns network map poisoned").get(net_id).cloned();
-        let network = existing.unwrap_or_else(|| Arc::new(Network { table: ArcSwap::from(table.clone()) }));
+        let existing = self
+            .networks
+            .read()
+            .expect("dns network map poisoned")
+            .get(net_id)
+            .cloned();
+        let network = existing.unwrap_or_else(|| {
+            Arc::new(Network {
+                table: ArcSwap::from(table.clone()),
+            })
+        });
 
         let mine = all.get(net_id);
         let mut bound = Vec::new();
-        for addr in wanted.iter().filter(|a| !mine.is_some_and(|m| m.contains_key(a))) {
+        for addr in wanted
+            .iter()
+            .filter(|a| !mine.is_some_and(|m| m.contains_key(a)))
+        {
             // Dropping `bound` on error closes what this call opened.
             bound.push((*addr, listeners::bind(net_id, *addr)?));
         }
@@ -209,7 +259,11 @@ impl DnsService {
             let handler = Handler::new(network.clone(), self.shared.clone());
             mine.insert(addr, Listener::start(sockets, handler, &self.shared));
         }
-        let gone: Vec<SocketAddr> = mine.keys().filter(|a| !wanted.contains(a)).copied().collect();
+        let gone: Vec<SocketAddr> = mine
+            .keys()
+            .filter(|a| !wanted.contains(a))
+            .copied()
+            .collect();
         for addr in gone {
             if let Some(listener) = mine.remove(&addr) {
                 listener.stop().await;
@@ -229,8 +283,12 @@ impl DnsService {
             .expect("dns network map poisoned")
             .get(net_id)
             .cloned()
-            .ok_or_else(|| DnsError::UnknownNetwork { net_id: net_id.into() })?;
-        network.table.store(Arc::new(NameTable::build(net_id, &view)?));
+            .ok_or_else(|| DnsError::UnknownNetwork {
+                net_id: net_id.into(),
+            })?;
+        network
+            .table
+            .store(Arc::new(NameTable::build(net_id, &view)?));
         Ok(())
     }
 
@@ -240,7 +298,10 @@ impl DnsService {
         // Held until the sockets are closed, so a concurrent set_network for
         // the same addresses cannot race with the close.
         let mut all = self.listeners.lock().await;
-        self.networks.write().expect("dns network map poisoned").remove(net_id);
+        self.networks
+            .write()
+            .expect("dns network map poisoned")
+            .remove(net_id);
         for (_, listener) in all.remove(net_id).into_iter().flatten() {
             listener.stop().await;
         }

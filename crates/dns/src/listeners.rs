@@ -65,7 +65,12 @@ pub(crate) struct Sockets {
 /// Binds the UDP and TCP sockets of one address. Must run inside a tokio
 /// runtime.
 pub(crate) fn bind(net_id: &str, addr: SocketAddr) -> Result<Sockets, DnsError> {
-    let failed = |proto, source| DnsError::Bind { net_id: net_id.into(), addr, proto, source };
+    let failed = |proto, source| DnsError::Bind {
+        net_id: net_id.into(),
+        addr,
+        proto,
+        source,
+    };
     let udp = socket(addr, Type::DGRAM)
         .and_then(|s| UdpSocket::from_std(s.into()))
         .map_err(|e| failed("UDP", e))?;
@@ -140,7 +145,13 @@ async fn serve_tcp(listener: TcpListener, handler: Handler, shared: Arc<Shared>)
             shared.stats.dropped();
             continue;
         };
-        connections.spawn(serve_connection(stream, peer, handler.clone(), shared.clone(), slot));
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            handler.clone(),
+            shared.clone(),
+            slot,
+        ));
     }
 }
 
@@ -172,9 +183,16 @@ async fn serve_connection(
             }
         };
         let reply = TcpReply::default();
-        handler.handle_request::<_, TokioTime>(&request, reply.clone()).await;
-        let Some(answer) = reply.0.lock().expect("dns tcp reply poisoned").take() else { return };
-        if !matches!(timeout(idle, write_answer(&mut stream, &answer)).await, Ok(Ok(()))) {
+        handler
+            .handle_request::<_, TokioTime>(&request, reply.clone())
+            .await;
+        let Some(answer) = reply.0.lock().expect("dns tcp reply poisoned").take() else {
+            return;
+        };
+        if !matches!(
+            timeout(idle, write_answer(&mut stream, &answer)).await,
+            Ok(Ok(()))
+        ) {
             shared.stats.dropped();
             return;
         }
@@ -191,7 +209,10 @@ async fn read_query(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
     }
     let len = usize::from(u16::from_be_bytes(len));
     if !(12..=MAX_TCP_QUERY).contains(&len) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("query of {len} bytes")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("query of {len} bytes"),
+        ));
     }
     let mut query = vec![0u8; len];
     stream.read_exact(&mut query).await?;

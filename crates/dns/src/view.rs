@@ -66,7 +66,9 @@ impl NameTable {
             };
             // With a suffix, reverse lookups return the qualified name: it is
             // the one that resolves from anywhere the suffix is searched.
-            let qualified = suffix.as_ref().and_then(|s| bare.clone().append_domain(s).ok());
+            let qualified = suffix
+                .as_ref()
+                .and_then(|s| bare.clone().append_domain(s).ok());
             let ptr_target = qualified.clone().unwrap_or_else(|| bare.clone());
 
             for key in std::iter::once(bare).chain(qualified) {
@@ -79,11 +81,18 @@ impl NameTable {
                 }
             }
             for addr in &record.addrs {
-                push_unique(&mut names.entry(reverse_name(*addr)).or_default().ptr, ptr_target.clone());
+                push_unique(
+                    &mut names.entry(reverse_name(*addr)).or_default().ptr,
+                    ptr_target.clone(),
+                );
             }
         }
 
-        Ok(NameTable { names, suffix, upstreams: view.upstreams.clone().into() })
+        Ok(NameTable {
+            names,
+            suffix,
+            upstreams: view.upstreams.clone().into(),
+        })
     }
 
     /// The entry for a fully qualified query name, if the name is local.
@@ -139,7 +148,10 @@ mod tests {
             suffix: suffix.map(String::from),
             records: records
                 .iter()
-                .map(|(n, addrs)| Record { name: n.to_string(), addrs: addrs.iter().map(|a| a.parse().unwrap()).collect() })
+                .map(|(n, addrs)| Record {
+                    name: n.to_string(),
+                    addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+                })
                 .collect(),
             upstreams: vec![],
         }
@@ -147,9 +159,15 @@ mod tests {
 
     #[test]
     fn names_resolve_bare_and_with_suffix_in_any_case() {
-        let t = NameTable::build("n", &view(Some(".Corp.Example."), &[("Web", &["10.0.0.2", "fd00::2"])])).unwrap();
+        let t = NameTable::build(
+            "n",
+            &view(Some(".Corp.Example."), &[("Web", &["10.0.0.2", "fd00::2"])]),
+        )
+        .unwrap();
         for q in ["web.", "WEB.", "web.corp.example.", "Web.CORP.example."] {
-            let e = t.lookup(&name(q)).unwrap_or_else(|| panic!("{q} should be local"));
+            let e = t
+                .lookup(&name(q))
+                .unwrap_or_else(|| panic!("{q} should be local"));
             assert_eq!(e.v4, vec!["10.0.0.2".parse::<Ipv4Addr>().unwrap()]);
             assert_eq!(e.v6, vec!["fd00::2".parse::<Ipv6Addr>().unwrap()]);
         }
@@ -161,7 +179,15 @@ mod tests {
     fn aliases_merge_and_reverse_names_list_every_name() {
         let t = NameTable::build(
             "n",
-            &view(None, &[("db", &["10.0.0.3"]), ("db", &["10.0.0.4"]), ("postgres", &["10.0.0.3"]), ("db", &["10.0.0.3"])]),
+            &view(
+                None,
+                &[
+                    ("db", &["10.0.0.3"]),
+                    ("db", &["10.0.0.4"]),
+                    ("postgres", &["10.0.0.3"]),
+                    ("db", &["10.0.0.3"]),
+                ],
+            ),
         )
         .unwrap();
         let db = t.lookup(&name("db.")).unwrap();
@@ -176,9 +202,25 @@ mod tests {
     #[test]
     fn invalid_names_are_skipped_and_invalid_suffix_is_an_error() {
         let long = "a".repeat(64);
-        let t = NameTable::build("n", &view(None, &[(&long, &["10.0.0.9"]), ("", &["10.0.0.8"]), ("ok", &["10.0.0.7"])])).unwrap();
+        let t = NameTable::build(
+            "n",
+            &view(
+                None,
+                &[
+                    (&long, &["10.0.0.9"]),
+                    ("", &["10.0.0.8"]),
+                    ("ok", &["10.0.0.7"]),
+                ],
+            ),
+        )
+        .unwrap();
         assert!(t.lookup(&name("ok.")).is_some());
-        assert_eq!(t.names.len(), 2, "only ok. and its reverse name: {:?}", t.names.keys().collect::<Vec<_>>());
+        assert_eq!(
+            t.names.len(),
+            2,
+            "only ok. and its reverse name: {:?}",
+            t.names.keys().collect::<Vec<_>>()
+        );
         let err = NameTable::build("n", &view(Some(&format!("{long}.example")), &[])).unwrap_err();
         assert!(matches!(err, DnsError::InvalidSuffix { .. }), "{err}");
     }

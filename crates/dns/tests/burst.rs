@@ -21,16 +21,32 @@ const NAMES: u32 = 50;
 /// version's own address 10.9.(k/256).(k%256); "stable" never changes.
 fn version(k: u32) -> NetworkView {
     let addr = std::net::IpAddr::from([10, 9, (k / 256) as u8, (k % 256) as u8]);
-    let mut records: Vec<Record> =
-        (0..NAMES).map(|i| Record { name: format!("m{i}"), addrs: vec![addr] }).collect();
-    records.push(Record { name: "svc".into(), addrs: vec![addr] });
-    records.push(Record { name: "stable".into(), addrs: vec![v("10.7.0.1")] });
-    NetworkView { suffix: Some("burst.test".into()), records, upstreams: vec![] }
+    let mut records: Vec<Record> = (0..NAMES)
+        .map(|i| Record {
+            name: format!("m{i}"),
+            addrs: vec![addr],
+        })
+        .collect();
+    records.push(Record {
+        name: "svc".into(),
+        addrs: vec![addr],
+    });
+    records.push(Record {
+        name: "stable".into(),
+        addrs: vec![v("10.7.0.1")],
+    });
+    NetworkView {
+        suffix: Some("burst.test".into()),
+        records,
+        upstreams: vec![],
+    }
 }
 
 fn version_of(addr: std::net::IpAddr) -> u32 {
     match addr {
-        std::net::IpAddr::V4(a) if a.octets()[..2] == [10, 9] => u32::from(a.octets()[2]) * 256 + u32::from(a.octets()[3]),
+        std::net::IpAddr::V4(a) if a.octets()[..2] == [10, 9] => {
+            u32::from(a.octets()[2]) * 256 + u32::from(a.octets()[3])
+        }
         other => panic!("answer {other} belongs to no view"),
     }
 }

@@ -17,12 +17,32 @@ fn names_of_one_network_are_never_answered_on_another() {
         let upstream = fake_upstream(sa("127.0.0.9:53"), Upstream::Answers).await;
         let up = [sa("127.0.0.9:53")];
         let dns = DnsService::new(DnsConfig::default());
-        dns.set_network("red", &[v("127.0.0.2")], 53, view(Some("red.test"), &[("alpha", &["10.1.0.2"])], &up)).await.unwrap();
-        dns.set_network("blue", &[v("127.0.0.3")], 53, view(Some("blue.test"), &[("beta", &["10.2.0.2"])], &up)).await.unwrap();
+        dns.set_network(
+            "red",
+            &[v("127.0.0.2")],
+            53,
+            view(Some("red.test"), &[("alpha", &["10.1.0.2"])], &up),
+        )
+        .await
+        .unwrap();
+        dns.set_network(
+            "blue",
+            &[v("127.0.0.3")],
+            53,
+            view(Some("blue.test"), &[("beta", &["10.2.0.2"])], &up),
+        )
+        .await
+        .unwrap();
         let (red, blue) = (sa("127.0.0.2:53"), sa("127.0.0.3:53"));
 
-        assert_eq!(addrs(&ask_udp(red, "alpha", RecordType::A).await), vec![v("10.1.0.2")]);
-        assert_eq!(addrs(&ask_udp(blue, "beta", RecordType::A).await), vec![v("10.2.0.2")]);
+        assert_eq!(
+            addrs(&ask_udp(red, "alpha", RecordType::A).await),
+            vec![v("10.1.0.2")]
+        );
+        assert_eq!(
+            addrs(&ask_udp(blue, "beta", RecordType::A).await),
+            vec![v("10.2.0.2")]
+        );
 
         // red's names on blue's listener: forwarded (the fake says NXDOMAIN),
         // never answered with red's address; same for reverse names.
@@ -32,7 +52,11 @@ fn names_of_one_network_are_never_answered_on_another() {
             ("2.0.1.10.in-addr.arpa", RecordType::PTR),
         ] {
             let m = ask_udp(blue, name, rtype).await;
-            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name} on blue");
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NXDomain,
+                "{name} on blue"
+            );
             assert!(m.answers.is_empty(), "{name} on blue: {m:?}");
             assert!(!m.metadata.authoritative);
             let m = ask_tcp(blue, name, rtype).await;
@@ -43,9 +67,19 @@ fn names_of_one_network_are_never_answered_on_another() {
         assert!(upstream.udp() >= 4, "the foreign names went upstream");
 
         // One address cannot serve two networks.
-        let err = dns.set_network("blue", &[v("127.0.0.2")], 53, view(None, &[], &[])).await.unwrap_err();
-        assert!(matches!(err, DnsError::AddressTaken { ref owner, .. } if owner == "red"), "{err}");
-        assert_eq!(addrs(&ask_udp(blue, "beta", RecordType::A).await), vec![v("10.2.0.2")], "failed call changed nothing");
+        let err = dns
+            .set_network("blue", &[v("127.0.0.2")], 53, view(None, &[], &[]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DnsError::AddressTaken { ref owner, .. } if owner == "red"),
+            "{err}"
+        );
+        assert_eq!(
+            addrs(&ask_udp(blue, "beta", RecordType::A).await),
+            vec![v("10.2.0.2")],
+            "failed call changed nothing"
+        );
     });
 }
 
@@ -55,27 +89,76 @@ fn listeners_follow_the_listen_addresses() {
     rt.block_on(async {
         let dns = DnsService::new(DnsConfig::default());
         let names: &[(&str, &[&str])] = &[("alpha", &["10.1.0.2"])];
-        dns.set_network("red", &[v("127.0.0.2")], 53, view(None, names, &[])).await.unwrap();
-        dns.set_network("red", &[v("127.0.0.2"), v("127.0.0.4")], 53, view(None, names, &[])).await.unwrap();
+        dns.set_network("red", &[v("127.0.0.2")], 53, view(None, names, &[]))
+            .await
+            .unwrap();
+        dns.set_network(
+            "red",
+            &[v("127.0.0.2"), v("127.0.0.4")],
+            53,
+            view(None, names, &[]),
+        )
+        .await
+        .unwrap();
         for server in ["127.0.0.2:53", "127.0.0.4:53"] {
-            assert_eq!(addrs(&ask_udp(sa(server), "alpha", RecordType::A).await), vec![v("10.1.0.2")], "{server}");
+            assert_eq!(
+                addrs(&ask_udp(sa(server), "alpha", RecordType::A).await),
+                vec![v("10.1.0.2")],
+                "{server}"
+            );
         }
-        dns.set_network("red", &[v("127.0.0.4")], 53, view(None, names, &[])).await.unwrap();
-        let gone = try_udp(sa("127.0.0.2:53"), &query("alpha", RecordType::A, true), Duration::from_millis(300)).await;
+        dns.set_network("red", &[v("127.0.0.4")], 53, view(None, names, &[]))
+            .await
+            .unwrap();
+        let gone = try_udp(
+            sa("127.0.0.2:53"),
+            &query("alpha", RecordType::A, true),
+            Duration::from_millis(300),
+        )
+        .await;
         assert!(gone.is_none(), "vanished address still answers: {gone:?}");
-        assert!(tokio::net::TcpStream::connect("127.0.0.2:53").await.is_err(), "TCP listener closed too");
-        assert_eq!(addrs(&ask_tcp(sa("127.0.0.4:53"), "alpha", RecordType::A).await), vec![v("10.1.0.2")]);
+        assert!(
+            tokio::net::TcpStream::connect("127.0.0.2:53")
+                .await
+                .is_err(),
+            "TCP listener closed too"
+        );
+        assert_eq!(
+            addrs(&ask_tcp(sa("127.0.0.4:53"), "alpha", RecordType::A).await),
+            vec![v("10.1.0.2")]
+        );
 
         // The freed address can be taken by another network right away.
-        dns.set_network("blue", &[v("127.0.0.2")], 53, view(None, &[("beta", &["10.2.0.2"])], &[])).await.unwrap();
-        assert_eq!(addrs(&ask_tcp(sa("127.0.0.2:53"), "beta", RecordType::A).await), vec![v("10.2.0.2")]);
+        dns.set_network(
+            "blue",
+            &[v("127.0.0.2")],
+            53,
+            view(None, &[("beta", &["10.2.0.2"])], &[]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            addrs(&ask_tcp(sa("127.0.0.2:53"), "beta", RecordType::A).await),
+            vec![v("10.2.0.2")]
+        );
 
         dns.remove_network("red").await;
         dns.remove_network("red").await; // idempotent
-        let gone = try_udp(sa("127.0.0.4:53"), &query("alpha", RecordType::A, true), Duration::from_millis(300)).await;
+        let gone = try_udp(
+            sa("127.0.0.4:53"),
+            &query("alpha", RecordType::A, true),
+            Duration::from_millis(300),
+        )
+        .await;
         assert!(gone.is_none(), "removed network still answers: {gone:?}");
-        assert!(matches!(dns.update_view("red", view(None, &[], &[])), Err(DnsError::UnknownNetwork { .. })));
-        assert_eq!(addrs(&ask_udp(sa("127.0.0.2:53"), "beta", RecordType::A).await), vec![v("10.2.0.2")]);
+        assert!(matches!(
+            dns.update_view("red", view(None, &[], &[])),
+            Err(DnsError::UnknownNetwork { .. })
+        ));
+        assert_eq!(
+            addrs(&ask_udp(sa("127.0.0.2:53"), "beta", RecordType::A).await),
+            vec![v("10.2.0.2")]
+        );
     });
 }
 
@@ -85,15 +168,73 @@ fn a_port_taken_by_another_server_is_a_clear_error_and_changes_nothing() {
     rt.block_on(async {
         let _other = tokio::net::UdpSocket::bind("127.0.0.5:53").await.unwrap();
         let dns = DnsService::new(DnsConfig::default());
-        dns.set_network("red", &[v("127.0.0.2")], 53, view(None, &[("alpha", &["10.1.0.2"])], &[])).await.unwrap();
+        dns.set_network(
+            "red",
+            &[v("127.0.0.2")],
+            53,
+            view(None, &[("alpha", &["10.1.0.2"])], &[]),
+        )
+        .await
+        .unwrap();
         let err = dns
-            .set_network("red", &[v("127.0.0.2"), v("127.0.0.5")], 53, view(None, &[("new", &["10.1.0.9"])], &[]))
+            .set_network(
+                "red",
+                &[v("127.0.0.2"), v("127.0.0.5")],
+                53,
+                view(None, &[("new", &["10.1.0.9"])], &[]),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, DnsError::Bind { proto: "UDP", .. }), "{err}");
         assert!(err.to_string().contains("127.0.0.5:53"), "{err}");
         let m = ask_udp(sa("127.0.0.2:53"), "new", RecordType::A).await;
-        assert_eq!(m.metadata.response_code, ResponseCode::Refused, "the view was not swapped by the failed call");
-        assert_eq!(addrs(&ask_udp(sa("127.0.0.2:53"), "alpha", RecordType::A).await), vec![v("10.1.0.2")]);
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::Refused,
+            "the view was not swapped by the failed call"
+        );
+        assert_eq!(
+            addrs(&ask_udp(sa("127.0.0.2:53"), "alpha", RecordType::A).await),
+            vec![v("10.1.0.2")]
+        );
+    });
+}
+
+#[test]
+fn a_listener_can_be_set_up_before_its_address_exists() {
+    let rt = netns_runtime();
+    rt.block_on(async {
+        let dns = DnsService::new(DnsConfig::default());
+        let names: &[(&str, &[&str])] = &[("early", &["10.77.0.5"])];
+        dns.set_network(
+            "n",
+            &[v("10.77.0.1"), v("fd77:77::1")],
+            53,
+            view(None, names, &[]),
+        )
+        .await
+        .unwrap();
+        let q = query("early", RecordType::A, true);
+        assert!(
+            try_udp(sa("10.77.0.1:53"), &q, Duration::from_millis(200))
+                .await
+                .is_none(),
+            "no such address yet"
+        );
+
+        ip(&["addr", "add", "10.77.0.1/24", "dev", "lo"]);
+        ip(&["-6", "addr", "add", "fd77:77::1/64", "dev", "lo", "nodad"]);
+        for server in ["10.77.0.1:53", "[fd77:77::1]:53"] {
+            assert_eq!(
+                addrs(&ask_udp(sa(server), "early", RecordType::A).await),
+                vec![v("10.77.0.5")],
+                "{server}"
+            );
+            assert_eq!(
+                addrs(&ask_tcp(sa(server), "early", RecordType::A).await),
+                vec![v("10.77.0.5")],
+                "{server}"
+            );
+        }
     });
 }

@@ -95,13 +95,26 @@ fn without_suffix_only_bare_names_are_local_and_without_upstreams_the_rest_is_re
     let rt = netns_runtime();
     rt.block_on(async {
         let dns = DnsService::new(DnsConfig::default());
-        dns.set_network("internal", &[v("127.0.0.2")], 53, view(None, &[("web", &["10.0.0.2"])], &[])).await.unwrap();
+        dns.set_network(
+            "internal",
+            &[v("127.0.0.2")],
+            53,
+            view(None, &[("web", &["10.0.0.2"])], &[]),
+        )
+        .await
+        .unwrap();
         let server = sa("127.0.0.2:53");
         let m = ask_udp(server, "Web.", RecordType::A).await;
         assert_eq!(addrs(&m), vec![v("10.0.0.2")]);
-        assert!(!m.metadata.recursion_available, "nothing to recurse to on an internal network");
+        assert!(
+            !m.metadata.recursion_available,
+            "nothing to recurse to on an internal network"
+        );
         let m = ask_udp(server, "2.0.0.10.in-addr.arpa.", RecordType::PTR).await;
-        assert!(matches!(&m.answers[..], [r] if r.data.to_string() == "web."), "{m:?}");
+        assert!(
+            matches!(&m.answers[..], [r] if r.data.to_string() == "web."),
+            "{m:?}"
+        );
         for name in ["web.corp.example", "example.org", "9.0.0.10.in-addr.arpa"] {
             let m = ask_udp(server, name, RecordType::A).await;
             assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{name}");

@@ -50,12 +50,16 @@ impl Garbage {
 const SECRET: [u8; 4] = [10, 5, 0, 5];
 
 fn leaks_secret(reply: &[u8]) -> bool {
-    reply.windows(4).any(|w| w == SECRET) || reply.windows(6).any(|w| w.eq_ignore_ascii_case(b"secret"))
+    reply.windows(4).any(|w| w == SECRET)
+        || reply.windows(6).any(|w| w.eq_ignore_ascii_case(b"secret"))
 }
 
 async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
     let mut buf = [0u8; 64];
-    matches!(tokio::time::timeout(limit, s.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+    matches!(
+        tokio::time::timeout(limit, s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
 }
 
 #[test]
@@ -66,7 +70,14 @@ fn garbage_over_udp_is_survived_without_leaking_names() {
         let _upstream = fake_upstream(sa("127.0.0.9:53"), Upstream::Answers).await;
         let dns = DnsService::new(DnsConfig::default());
         let records: &[(&str, &[&str])] = &[("secret", &["10.5.0.5"])];
-        dns.set_network("n", &[v("127.0.0.2")], 53, view(None, records, &[sa("127.0.0.9:53")])).await.unwrap();
+        dns.set_network(
+            "n",
+            &[v("127.0.0.2")],
+            53,
+            view(None, records, &[sa("127.0.0.9:53")]),
+        )
+        .await
+        .unwrap();
         let server = sa("127.0.0.2:53");
 
         let mut rng = Garbage(0x9e3779b97f4a7c15);
@@ -84,8 +95,18 @@ fn garbage_over_udp_is_survived_without_leaking_names() {
         let mut padded_query = valid.clone();
         padded_query.resize(9000, 0xff);
 
-        let mut datagrams: Vec<Vec<u8>> = vec![vec![], vec![0x12, 0x34, 0x01], valid[..5].to_vec(), valid[..valid.len() - 3].to_vec()];
-        datagrams.extend([header_only, response_bit, rng.bytes(9000), rng.bytes(65_000)]);
+        let mut datagrams: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x12, 0x34, 0x01],
+            valid[..5].to_vec(),
+            valid[..valid.len() - 3].to_vec(),
+        ];
+        datagrams.extend([
+            header_only,
+            response_bit,
+            rng.bytes(9000),
+            rng.bytes(65_000),
+        ]);
         for _ in 0..2000 {
             let len = (rng.next() % 700) as usize;
             let mut d = rng.bytes(len);
@@ -100,9 +121,15 @@ fn garbage_over_udp_is_survived_without_leaking_names() {
         // Drain whatever came back: headers at most, never the secret.
         let mut replies = 0;
         let mut buf = vec![0u8; 65536];
-        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await
+        {
             replies += 1;
-            assert!(!leaks_secret(&buf[..n]), "a reply to garbage carries local data: {:?}", &buf[..n]);
+            assert!(
+                !leaks_secret(&buf[..n]),
+                "a reply to garbage carries local data: {:?}",
+                &buf[..n]
+            );
         }
         eprintln!("{} garbage datagrams, {replies} replies", datagrams.len());
 
@@ -110,7 +137,10 @@ fn garbage_over_udp_is_survived_without_leaking_names() {
         // about its own name) or dropped, but nothing else.
         if let Some(reply) = udp_raw(server, &padded_query, Duration::from_millis(500)).await {
             let m = Message::from_vec(&reply).unwrap();
-            assert!(m.answers.is_empty() || addrs(&m) == vec![v("10.5.0.5")], "{m:?}");
+            assert!(
+                m.answers.is_empty() || addrs(&m) == vec![v("10.5.0.5")],
+                "{m:?}"
+            );
         }
 
         let m = ask_udp_msg(server, &two_questions).await;
@@ -120,8 +150,14 @@ fn garbage_over_udp_is_survived_without_leaking_names() {
         assert!(m.answers.is_empty());
 
         // Still answering, locally and upstream.
-        assert_eq!(addrs(&ask_udp(server, "secret", RecordType::A).await), vec![v("10.5.0.5")]);
-        assert_eq!(addrs(&ask_udp(server, "a.example.test", RecordType::A).await), vec![v("192.0.2.7")]);
+        assert_eq!(
+            addrs(&ask_udp(server, "secret", RecordType::A).await),
+            vec![v("10.5.0.5")]
+        );
+        assert_eq!(
+            addrs(&ask_udp(server, "a.example.test", RecordType::A).await),
+            vec![v("192.0.2.7")]
+        );
         assert_eq!(PANICS.load(SeqCst), 0, "something panicked");
     });
 }
@@ -131,9 +167,20 @@ fn tcp_is_bounded_and_idle_clients_do_not_block_others() {
     count_panics();
     let rt = netns_runtime();
     rt.block_on(async {
-        let cfg = DnsConfig { max_tcp_connections: 4, tcp_idle_timeout: Duration::from_secs(1), ..DnsConfig::default() };
+        let cfg = DnsConfig {
+            max_tcp_connections: 4,
+            tcp_idle_timeout: Duration::from_secs(1),
+            ..DnsConfig::default()
+        };
         let dns = DnsService::new(cfg);
-        dns.set_network("n", &[v("127.0.0.2")], 53, view(None, &[("secret", &["10.5.0.5"])], &[])).await.unwrap();
+        dns.set_network(
+            "n",
+            &[v("127.0.0.2")],
+            53,
+            view(None, &[("secret", &["10.5.0.5"])], &[]),
+        )
+        .await
+        .unwrap();
         let server = sa("127.0.0.2:53");
 
         // Two clients that hold a connection and send nothing / half a length.
@@ -144,13 +191,21 @@ fn tcp_is_bounded_and_idle_clients_do_not_block_others() {
         let m = ask_tcp(server, "secret", RecordType::A).await;
         assert_eq!(addrs(&m), vec![v("10.5.0.5")]);
         // Well under the idle timeout: nobody waited for the idle clients.
-        assert!(started.elapsed() < Duration::from_millis(500), "blocked by idle clients: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "blocked by idle clients: {:?}",
+            started.elapsed()
+        );
 
         // Several queries pipelined on one connection are all answered.
         let mut pipelined = TcpStream::connect(server).await.unwrap();
-        let queries: Vec<Message> = (0..3).map(|_| query("secret", RecordType::A, false)).collect();
+        let queries: Vec<Message> = (0..3)
+            .map(|_| query("secret", RecordType::A, false))
+            .collect();
         for q in &queries {
-            write_framed(&mut pipelined, &q.to_vec().unwrap()).await.unwrap();
+            write_framed(&mut pipelined, &q.to_vec().unwrap())
+                .await
+                .unwrap();
         }
         for q in &queries {
             let m = Message::from_vec(&read_framed(&mut pipelined).await.unwrap()).unwrap();
@@ -162,21 +217,38 @@ fn tcp_is_bounded_and_idle_clients_do_not_block_others() {
         let mut fourth = TcpStream::connect(server).await.unwrap();
         let dropped_before = dns.stats().dropped;
         let mut fifth = TcpStream::connect(server).await.unwrap();
-        assert!(closed_within(&mut fifth, Duration::from_millis(900)).await, "connection over the limit was kept");
+        assert!(
+            closed_within(&mut fifth, Duration::from_millis(900)).await,
+            "connection over the limit was kept"
+        );
         assert_eq!(dns.stats().dropped, dropped_before + 1);
 
         // After the idle timeout every idle connection is closed by us...
-        for (name, s) in [("silent", &mut silent), ("half", &mut half), ("pipelined", &mut pipelined), ("fourth", &mut fourth)] {
-            assert!(closed_within(s, Duration::from_millis(2500)).await, "{name} connection not closed when idle");
+        for (name, s) in [
+            ("silent", &mut silent),
+            ("half", &mut half),
+            ("pipelined", &mut pipelined),
+            ("fourth", &mut fourth),
+        ] {
+            assert!(
+                closed_within(s, Duration::from_millis(2500)).await,
+                "{name} connection not closed when idle"
+            );
         }
         // ...and new clients get in again.
-        assert_eq!(addrs(&ask_tcp(server, "secret", RecordType::A).await), vec![v("10.5.0.5")]);
+        assert_eq!(
+            addrs(&ask_tcp(server, "secret", RecordType::A).await),
+            vec![v("10.5.0.5")]
+        );
 
         // An oversized length prefix, and garbage with a plausible length,
         // close the connection without an answer.
         let mut big = TcpStream::connect(server).await.unwrap();
         big.write_all(&[0x13, 0x88]).await.unwrap(); // 5000 bytes announced
-        assert!(closed_within(&mut big, Duration::from_millis(900)).await, "oversized query not refused");
+        assert!(
+            closed_within(&mut big, Duration::from_millis(900)).await,
+            "oversized query not refused"
+        );
         let mut junk = TcpStream::connect(server).await.unwrap();
         let mut rng = Garbage(7);
         let mut body = rng.bytes(40);
@@ -184,11 +256,18 @@ fn tcp_is_bounded_and_idle_clients_do_not_block_others() {
         body[4..6].copy_from_slice(&[0, 1]);
         write_framed(&mut junk, &body).await.unwrap();
         let mut reply = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_millis(900), junk.read_to_end(&mut reply)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_millis(900), junk.read_to_end(&mut reply)).await;
         assert!(!leaks_secret(&reply));
 
-        assert_eq!(addrs(&ask_udp(server, "secret", RecordType::A).await), vec![v("10.5.0.5")]);
-        assert_eq!(addrs(&ask_tcp(server, "secret", RecordType::A).await), vec![v("10.5.0.5")]);
+        assert_eq!(
+            addrs(&ask_udp(server, "secret", RecordType::A).await),
+            vec![v("10.5.0.5")]
+        );
+        assert_eq!(
+            addrs(&ask_tcp(server, "secret", RecordType::A).await),
+            vec![v("10.5.0.5")]
+        );
         assert_eq!(PANICS.load(SeqCst), 0, "something panicked");
     });
 }

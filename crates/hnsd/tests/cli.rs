@@ -136,3 +136,29 @@ fn info_version_and_help() {
     let dead = std::process::Command::new(Lab::bin("hnsctl").unwrap()).args(["--socket", "/tmp/nonexistent-hns.sock", "network", "ls"]).output().unwrap();
     assert!(!dead.status.success() && String::from_utf8_lossy(&dead.stderr).contains("cannot reach hnsd"));
 }
+
+#[test]
+fn publish_ports_like_docker_and_manage_them() {
+    let (lab, _d) = setup();
+    let out = lab.hnsctl_ok(&["run", "-d", "--net", "nat", "--name", "web", "-p", "8080:80", "-p", "127.0.0.1::81/udp", "-p", "9000-9001:90-91", "--", "sleep", "300"]).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"80/tcp -> 0.0.0.0:8080"), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("81/udp -> 127.0.0.1:")), "{out}");
+    assert!(lines.contains(&"90/tcp -> 0.0.0.0:9000") && lines.contains(&"91/tcp -> 0.0.0.0:9001"), "{out}");
+    let ls = lab.hnsctl_ok(&["port", "ls", "web"]).unwrap();
+    assert!(ls.lines().next().unwrap().contains("EXTERNAL PORT") && ls.lines().count() == 5, "{ls}");
+    // A server in the container, reached from the LAN through the mapping.
+    let probe = Lab::bin("labprobe").unwrap();
+    let _srv = lab.spawn_in_host(Lab::bin("hnsctl").unwrap().to_str().unwrap(), &["--socket", lab.socket().to_str().unwrap(), "exec", "web", "--", probe.to_str().unwrap(), "serve-tcp", "0.0.0.0:80"]).unwrap();
+    assert!(eventually(std::time::Duration::from_secs(5), || lab.probe(hns_lab::Side::Lan, &["connect-tcp", "198.51.100.2:8080"]).unwrap().status.success()));
+    lab.hnsctl_ok(&["port", "add", "web", "8443:80"]).unwrap();
+    assert!(lab.probe(hns_lab::Side::Lan, &["connect-tcp", "198.51.100.2:8443"]).unwrap().status.success());
+    lab.hnsctl_ok(&["port", "rm", "web", "8443:80"]).unwrap();
+    assert!(!lab.probe(hns_lab::Side::Lan, &["connect-tcp", "198.51.100.2:8443", "--timeout-ms", "1000"]).unwrap().status.success());
+    fails_with(&lab, &["run", "--net", "nat", "-p", "70000:80", "--", "true"], "70000");
+    fails_with(&lab, &["run", "--net", "nat", "-p", "8000-8002:80-81", "--", "true"], "container range");
+    fails_with(&lab, &["run", "--net", "nat", "-p", "8080:80", "--", "true"], "PORT_ALREADY_EXISTS");
+    fails_with(&lab, &["run", "--net", "nat", "-p", "192.0.2.77:80:80", "--", "true"], "not an address of this host");
+    lab.hnsctl_ok(&["rm", "-f", "web"]).unwrap();
+    assert_eq!(Api::new(&lab).get("/portmappings").ok(), serde_json::json!([]), "removing the container removes its mappings");
+}

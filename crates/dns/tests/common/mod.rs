@@ -23,7 +23,11 @@ pub fn netns_runtime() -> tokio::runtime::Runtime {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .expect("unshare(CLONE_NEWNET) failed: these tests need root");
     ip(&["link", "set", "lo", "up"]);
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Runs `ip` in the test's namespace (never call before `netns_runtime`).
@@ -40,12 +44,19 @@ pub fn v(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-pub fn view(suffix: Option<&str>, records: &[(&str, &[&str])], upstreams: &[SocketAddr]) -> NetworkView {
+pub fn view(
+    suffix: Option<&str>,
+    records: &[(&str, &[&str])],
+    upstreams: &[SocketAddr],
+) -> NetworkView {
     NetworkView {
         suffix: suffix.map(String::from),
         records: records
             .iter()
-            .map(|(name, addrs)| Endpoint { name: name.to_string(), addrs: addrs.iter().map(|a| v(a)).collect() })
+            .map(|(name, addrs)| Endpoint {
+                name: name.to_string(),
+                addrs: addrs.iter().map(|a| v(a)).collect(),
+            })
             .collect(),
         upstreams: upstreams.to_vec(),
     }
@@ -74,7 +85,7 @@ fn unspecified_for(server: SocketAddr) -> SocketAddr {
 /// arrives within `wait`.
 pub async fn udp_raw(server: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
     let sock = UdpSocket::bind(unspecified_for(server)).await.unwrap();
-    sock.connect(server).await.unwrap();
+    sock.connect(server).await.ok()?;
     sock.send(bytes).await.ok()?;
     let mut buf = vec![0u8; 65536];
     match tokio::time::timeout(wait, sock.recv(&mut buf)).await {
@@ -103,9 +114,15 @@ pub async fn try_udp(server: SocketAddr, q: &Message, wait: Duration) -> Option<
 
 pub async fn ask_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
     let q = query(name, rtype, false);
-    let mut s = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(server)).await.unwrap().unwrap();
+    let mut s = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(server))
+        .await
+        .unwrap()
+        .unwrap();
     write_framed(&mut s, &q.to_vec().unwrap()).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(3), read_framed(&mut s)).await.unwrap().unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(3), read_framed(&mut s))
+        .await
+        .unwrap()
+        .unwrap();
     let reply = Message::from_vec(&reply).unwrap();
     assert_eq!(reply.metadata.id, q.metadata.id);
     reply
@@ -164,9 +181,13 @@ pub async fn fake_upstream(addr: SocketAddr, mode: Upstream) -> Fake {
     tasks.spawn(async move {
         let mut buf = vec![0u8; 4096];
         loop {
-            let Ok((n, peer)) = udp.recv_from(&mut buf).await else { continue };
+            let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                continue;
+            };
             count.fetch_add(1, Ordering::SeqCst);
-            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
             let reply = match mode {
                 Upstream::Silent => continue,
                 Upstream::Answers => answer(&q),
@@ -186,19 +207,27 @@ pub async fn fake_upstream(addr: SocketAddr, mode: Upstream) -> Fake {
         let count = tcp_queries.clone();
         tasks.spawn(async move {
             loop {
-                let Ok((mut s, _)) = tcp.accept().await else { continue };
+                let Ok((mut s, _)) = tcp.accept().await else {
+                    continue;
+                };
                 let count = count.clone();
                 tokio::spawn(async move {
                     while let Ok(bytes) = read_framed(&mut s).await {
                         count.fetch_add(1, Ordering::SeqCst);
                         let q = Message::from_vec(&bytes).unwrap();
-                        write_framed(&mut s, &answer(&q).to_vec().unwrap()).await.unwrap();
+                        write_framed(&mut s, &answer(&q).to_vec().unwrap())
+                            .await
+                            .unwrap();
                     }
                 });
             }
         });
     }
-    Fake { udp_queries, tcp_queries, _tasks: tasks }
+    Fake {
+        udp_queries,
+        tcp_queries,
+        _tasks: tasks,
+    }
 }
 
 fn answer(q: &Message) -> Message {
@@ -212,10 +241,18 @@ fn answer(q: &Message) -> Message {
     let zone = Name::from_ascii("example.test.").unwrap();
     if name == "big.example.test." && question.query_type == RecordType::A {
         for i in 1..=30 {
-            r.add_answer(Record::from_rdata(question.name.clone(), 60, RData::A(A::new(192, 0, 2, i))));
+            r.add_answer(Record::from_rdata(
+                question.name.clone(),
+                60,
+                RData::A(A::new(192, 0, 2, i)),
+            ));
         }
     } else if zone.zone_of(&question.name) && question.query_type == RecordType::A {
-        r.add_answer(Record::from_rdata(question.name.clone(), 60, RData::A(A::new(192, 0, 2, 7))));
+        r.add_answer(Record::from_rdata(
+            question.name.clone(),
+            60,
+            RData::A(A::new(192, 0, 2, 7)),
+        ));
     } else {
         r.metadata.response_code = ResponseCode::NXDomain;
         let soa = SOA::new(Name::root(), Name::root(), 1, 1800, 900, 604800, 3600);

