@@ -39,27 +39,49 @@ enum Cmd {
         #[arg(long, hide = true)]
         inner_socket: Option<PathBuf>,
     },
+    /// Port mappings at scale: COUNT mappings added one request at a time, one added and
+    /// removed with COUNT present, COUNT at once, and the new-connection rate from the LAN to
+    /// the first and the last mapping.
+    Portmap {
+        #[arg(long, default_value_t = 10000)]
+        count: usize,
+        /// Seconds of each connection-rate run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        #[arg(long, hide = true)]
+        inner_socket: Option<PathBuf>,
+        #[arg(long, hide = true)]
+        lan_pid: Option<u32>,
+    },
+}
+
+/// Builds the lab, starts a release hnsd with the product defaults, and re-runs this binary
+/// inside the lab host with `args`.
+fn in_lab(args: &[String], with_lan_pid: bool) -> Result<()> {
+    let lab = hns_lab::Lab::new()?;
+    // The product's default reconcile interval (the lab's default is 1 s, for tests).
+    let _d = lab.start_hnsd(&["--no-default-network", "--log", "warn", "--reconcile-interval", "10s"])?;
+    let mut cmd = lab.host().cmd(std::env::current_exe()?);
+    cmd.args(args).arg("--inner-socket").arg(lab.socket());
+    if with_lan_pid {
+        cmd.arg("--lan-pid").arg(lab.lan().pid().to_string());
+    }
+    let st = cmd.status()?;
+    if !st.success() {
+        bail!("measurement failed: {st}");
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Portmap { count, seconds, inner_socket: Some(sock), lan_pid } => portmap_inner(&sock, count, seconds, lan_pid.context("--lan-pid")?),
+        Cmd::Portmap { count, seconds, .. } => in_lab(&["portmap".into(), "--count".into(), count.to_string(), "--seconds".into(), seconds.to_string()], true),
         Cmd::Attach { count, block, cni_path, inner_socket: Some(sock) } => attach_inner(&sock, count, block, &cni_path),
-        Cmd::Attach { count, block, cni_path, inner_socket: None } => {
-            let lab = hns_lab::Lab::new()?;
-            // The product's default reconcile interval (the lab's default is 1 s, for tests).
-            let _d = lab.start_hnsd(&["--no-default-network", "--log", "warn", "--reconcile-interval", "10s"])?;
-            let me = std::env::current_exe()?;
-            let mut cmd = lab.host().cmd(&me);
-            cmd.args(["attach", "--count", &count.to_string(), "--block", &block.to_string(), "--cni-path"])
-                .arg(&cni_path)
-                .arg("--inner-socket")
-                .arg(lab.socket());
-            let st = cmd.status()?;
-            if !st.success() {
-                bail!("measurement failed: {st}");
-            }
-            Ok(())
-        }
+        Cmd::Attach { count, block, cni_path, inner_socket: None } => in_lab(
+            &["attach".into(), "--count".into(), count.to_string(), "--block".into(), block.to_string(), "--cni-path".into(), cni_path.display().to_string()],
+            false,
+        ),
     }
 }
 
@@ -248,4 +270,67 @@ fn cni_peer(cni_path: &Path, namespaces: &[(Value, Value)]) -> Result<(Series, S
     let _ = Command::new("ip").args(["link", "del", "cni0"]).status();
     let _ = std::fs::remove_dir_all(&data);
     Ok((add, del))
+}
+
+fn mapping(port: u16) -> Value {
+    json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": port}})
+}
+
+fn portmap_inner(sock: &Path, count: usize, seconds: u64, lan_pid: u32) -> Result<()> {
+    const FIRST: u16 = 10000;
+    let mut c = Client::connect(sock)?;
+    c.call("POST", "/networks", Some(&json!({"Name": "bench", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.201.0.0/16"}]}]})))?;
+    let ns = c.call("POST", "/namespaces", Some(&json!({"Name": "srv"})))?;
+    let ep = c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench", "HostComputeNamespace": ns["ID"]})))?;
+    let path = format!("/endpoints/{}", ep["ID"].as_str().unwrap());
+    let probe = std::env::current_exe()?.with_file_name("labprobe");
+    let mut server = Command::new("nsenter")
+        .arg(format!("--net={}", ns["NetNsPath"].as_str().unwrap()))
+        .arg(&probe)
+        .args(["serve-tcp", "0.0.0.0:80"])
+        .stdout(Stdio::null())
+        .spawn()?;
+    let modify = |c: &mut Client, kind: &str, policies: Vec<Value>| -> Result<f64> {
+        let t = Instant::now();
+        c.call("POST", &path, Some(&json!({"ResourceType": "Policy", "RequestType": kind, "Settings": {"Policies": policies}})))?;
+        Ok(ms(t))
+    };
+    println!("hns port-mapping benchmark: {count} mappings on one endpoint, release hnsd, lab host namespace");
+    let mut one_by_one = Series::new("add one mapping per request, as mappings accumulate");
+    for i in 0..count {
+        one_by_one.samples.push(modify(&mut c, "Add", vec![mapping(FIRST + i as u16)])?);
+    }
+    one_by_one.print((count / 10).max(1));
+    let mut add = Series::new(&format!("add one mapping with {count} present"));
+    let mut remove = Series::new(&format!("remove one mapping with {count} present"));
+    for k in 0..200u16 {
+        add.samples.push(modify(&mut c, "Add", vec![mapping(40000 + k)])?);
+        remove.samples.push(modify(&mut c, "Remove", vec![mapping(40000 + k)])?);
+    }
+    add.print(200);
+    remove.print(200);
+    let rate = |port: u16| -> Result<String> {
+        let out = Command::new("nsenter").args(["-t", &lan_pid.to_string(), "-n"]).arg(&probe).args(["crr", &format!("198.51.100.2:{port}"), "--seconds", &seconds.to_string()]).output()?;
+        if !out.status.success() {
+            bail!("crr: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let first = rate(FIRST)?;
+    let last = rate(FIRST + count as u16 - 1)?;
+    let r = |s: &str| s.split_whitespace().find_map(|w| w.strip_prefix("rate=")).and_then(|v| v.trim_end_matches("/s").parse::<f64>().ok()).unwrap_or(f64::NAN);
+    println!("\nnew connections from the LAN (connect, 1-byte round trip, close; {seconds} s each):");
+    println!("  to mapping 1:      {first}");
+    println!("  to mapping {count}: {last}");
+    println!("  ratio last/first: {:.2}", r(&last) / r(&first));
+    let all: Vec<Value> = (0..count).map(|i| mapping(FIRST + i as u16)).collect();
+    let t = modify(&mut c, "Remove", all.clone())?;
+    let t2 = modify(&mut c, "Add", all)?;
+    println!("\n{count} mappings in one request: remove {t:.1} ms, add {t2:.1} ms");
+    let _ = server.kill();
+    let _ = server.wait();
+    c.call("DELETE", &path, None)?;
+    c.call("DELETE", &format!("/namespaces/{}", ns["ID"].as_str().unwrap()), None)?;
+    c.call("DELETE", "/networks/bench", None)?;
+    Ok(())
 }

@@ -35,7 +35,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
 use crate::forward::EDNS_PAYLOAD;
-use crate::view::Entry;
+use crate::view::Local;
 use crate::{Network, Shared};
 
 /// TTL of local answers: 0, i.e. "do not cache". Endpoint names appear and
@@ -111,8 +111,8 @@ impl Handler {
         let plan = {
             let table = self.network.table.load();
             match table.lookup(query.name()) {
-                Some(entry) => Plan::Local {
-                    records: local_records(entry, query.original().name(), query.query_type()),
+                Some(local) => Plan::Local {
+                    records: local_records(local, query.original().name(), query.query_type()),
                     recursion: !table.upstreams.is_empty(),
                 },
                 None if table.upstreams.is_empty() => Plan::Refuse,
@@ -210,21 +210,22 @@ fn none<'a>() -> std::iter::Empty<&'a Record> {
 
 /// The records of a local name for one query type. `owner` is the question's
 /// name as the client wrote it, so the answer matches its question exactly.
-fn local_records(entry: &Entry, owner: &Name, qtype: RecordType) -> Vec<Record> {
+fn local_records(local: Local<'_>, owner: &Name, qtype: RecordType) -> Vec<Record> {
     let record = |data: RData| Record::from_rdata(owner.clone(), LOCAL_TTL, data);
-    let a = || entry.v4.iter().map(|ip| record(RData::A(A(*ip))));
-    let aaaa = || entry.v6.iter().map(|ip| record(RData::AAAA(AAAA(*ip))));
-    let ptr = || {
-        entry
-            .ptr
-            .iter()
-            .map(|name| record(RData::PTR(PTR(name.clone()))))
-    };
-    match qtype {
-        RecordType::A => a().collect(),
-        RecordType::AAAA => aaaa().collect(),
-        RecordType::PTR => ptr().collect(),
-        RecordType::ANY => a().chain(aaaa()).chain(ptr()).collect(),
+    match (local, qtype) {
+        (Local::Name(entry), RecordType::A | RecordType::AAAA | RecordType::ANY) => {
+            let a = entry.v4.iter().map(|ip| RData::A(A(*ip)));
+            let aaaa = entry.v6.iter().map(|ip| RData::AAAA(AAAA(*ip)));
+            match qtype {
+                RecordType::A => a.map(record).collect(),
+                RecordType::AAAA => aaaa.map(record).collect(),
+                _ => a.chain(aaaa).map(record).collect(),
+            }
+        }
+        (Local::Reverse(names), RecordType::PTR | RecordType::ANY) => names
+            .into_iter()
+            .map(|name| record(RData::PTR(PTR(name))))
+            .collect(),
         _ => Vec::new(),
     }
 }

@@ -37,6 +37,13 @@
 //!   the address is up. A bind error therefore means a real conflict: some
 //!   other server holds that address and port, or a wildcard socket on the
 //!   port (e.g. a dnsmasq without `--bind-interfaces`).
+//! - Isolation is by listener, so it is only as strong as the reachability
+//!   of the listen addresses. Linux accepts a packet for any local address
+//!   on any interface, so a container on network B can query network A's
+//!   gateway address unless the firewall drops port 53 to a gateway address
+//!   arriving from another bridge (`iifname != <A's bridge> ip daddr
+//!   <A's gateway> udp/tcp dport 53 drop`, or the general inter-network
+//!   isolation rules covering the host's input path).
 //! - Upstreams are reached from the daemon's own network namespace, so the
 //!   host's resolvers work as upstreams, including a stub on 127.0.0.53.
 //!   Never list one of our own listen addresses as an upstream (a loop that

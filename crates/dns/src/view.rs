@@ -1,13 +1,11 @@
 //! The name table of one network, built from a [`NetworkView`].
 //!
-//! Everything a query can ask is precomputed into one hash map keyed by the
-//! fully qualified name: each endpoint name bare (`web.`) and with the
-//! network's suffix (`web.corp.example.`), and the reverse name of every
-//! address (`4.0.77.10.in-addr.arpa.`, ip6.arpa nibbles for IPv6). A lookup is
-//! then one case-insensitive hash probe (hickory's `Name` hashes and compares
-//! without case), with no string building on the query path. Building is
-//! linear in the view, which keeps `update_view` in the microseconds for
-//! networks of realistic size.
+//! Two hash maps: lowercase endpoint name → addresses, and address → names
+//! (for PTR). Building is linear in the view and cheap per endpoint (one
+//! lowercase copy of the name, no DNS name objects), because it runs on
+//! every attach/detach. The work that is only needed by some queries is
+//! done at query time: stripping the suffix off the question, parsing a
+//! reverse name back to an address, and building PTR targets.
 //!
 //! The table is immutable once built; a change of the view builds a new one
 //! that replaces it atomically (see `DnsService::update_view`).
@@ -16,24 +14,35 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use hickory_server::proto::rr::Name;
+use hickory_server::proto::rr::{LowerName, Name};
 use tracing::warn;
 
 use crate::{DnsError, NetworkView};
 
-/// What the network knows about one name.
+/// The addresses of one local name.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Entry {
     pub v4: Vec<Ipv4Addr>,
     pub v6: Vec<Ipv6Addr>,
-    /// Names pointing at this address, when the name is a reverse name.
-    pub ptr: Vec<Name>,
+}
+
+/// A local name found by [`NameTable::lookup`].
+#[derive(Debug, PartialEq)]
+pub(crate) enum Local<'t> {
+    /// An endpoint name (bare or with the suffix).
+    Name(&'t Entry),
+    /// The reverse name of a local address, with the names pointing at it.
+    Reverse(Vec<Name>),
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct NameTable {
-    names: HashMap<Name, Entry>,
-    suffix: Option<Name>,
+    /// Lowercase names without a trailing dot.
+    names: HashMap<String, Entry>,
+    /// Every local address and the (lowercase) names that have it.
+    reverse: HashMap<IpAddr, Vec<String>>,
+    /// Lowercase, without leading or trailing dots.
+    suffix: Option<String>,
     /// Shared with the cache key, so networks with the same forwarders share
     /// cached answers and networks with different ones never do.
     pub upstreams: Arc<[SocketAddr]>,
@@ -41,82 +50,132 @@ pub(crate) struct NameTable {
 
 impl NameTable {
     /// Builds the table. Only an invalid suffix is an error (it concerns the
-    /// whole network); a record whose name is not a valid DNS name (a label
+    /// whole network); a record whose name is not a usable DNS name (a label
     /// over 63 bytes, say a 64-character container id) is skipped with a
-    /// warning so that one odd endpoint cannot take name resolution away from
-    /// all the others.
+    /// warning, so that one odd endpoint cannot take name resolution away
+    /// from all the others.
     pub fn build(net_id: &str, view: &NetworkView) -> Result<NameTable, DnsError> {
         let suffix = match view.suffix.as_deref().map(|s| s.trim_matches('.')) {
             None | Some("") => None,
-            Some(s) => Some(fqdn(s).map_err(|reason| DnsError::InvalidSuffix {
-                net_id: net_id.into(),
-                suffix: s.into(),
-                reason,
-            })?),
+            Some(s) => {
+                check_name(s).map_err(|reason| DnsError::InvalidSuffix {
+                    net_id: net_id.into(),
+                    suffix: s.into(),
+                    reason: reason.into(),
+                })?;
+                Some(s.to_ascii_lowercase())
+            }
         };
 
-        let mut names: HashMap<Name, Entry> = HashMap::with_capacity(view.records.len() * 3);
+        let mut names: HashMap<String, Entry> = HashMap::with_capacity(view.records.len());
+        let mut reverse: HashMap<IpAddr, Vec<String>> =
+            HashMap::with_capacity(view.records.len() * 2);
         for record in &view.records {
-            let bare = match fqdn(record.name.trim_end_matches('.')) {
-                Ok(name) => name,
-                Err(reason) => {
-                    warn!(net_id, name = %record.name, %reason, "DNS: skipping endpoint name that is not a valid DNS name");
-                    continue;
-                }
-            };
-            // With a suffix, reverse lookups return the qualified name: it is
-            // the one that resolves from anywhere the suffix is searched.
-            let qualified = suffix
-                .as_ref()
-                .and_then(|s| bare.clone().append_domain(s).ok());
-            let ptr_target = qualified.clone().unwrap_or_else(|| bare.clone());
-
-            for key in std::iter::once(bare).chain(qualified) {
-                let entry = names.entry(key).or_default();
-                for addr in &record.addrs {
-                    match addr {
-                        IpAddr::V4(a) => push_unique(&mut entry.v4, *a),
-                        IpAddr::V6(a) => push_unique(&mut entry.v6, *a),
-                    }
-                }
+            let name = record.name.strip_suffix('.').unwrap_or(&record.name);
+            if let Err(reason) = check_name(name) {
+                warn!(net_id, name = %record.name, reason, "DNS: skipping an endpoint name that is not a usable DNS name");
+                continue;
             }
+            let name = name.to_ascii_lowercase();
             for addr in &record.addrs {
-                push_unique(
-                    &mut names.entry(reverse_name(*addr)).or_default().ptr,
-                    ptr_target.clone(),
-                );
+                push_unique(reverse.entry(*addr).or_default(), &name);
+            }
+            let entry = names.entry(name).or_default();
+            for addr in &record.addrs {
+                match addr {
+                    IpAddr::V4(a) => push_unique(&mut entry.v4, a),
+                    IpAddr::V6(a) => push_unique(&mut entry.v6, a),
+                }
             }
         }
 
         Ok(NameTable {
             names,
+            reverse,
             suffix,
             upstreams: view.upstreams.clone().into(),
         })
     }
 
-    /// The entry for a fully qualified query name, if the name is local.
-    pub fn lookup(&self, name: &Name) -> Option<&Entry> {
-        self.names.get(name)
+    /// The local data for a query name, if the name is local. `LowerName` is
+    /// hickory's lowercased name, so comparisons here are case-insensitive.
+    pub fn lookup(&self, qname: &LowerName) -> Option<Local<'_>> {
+        let text = qname.to_ascii();
+        let text = text.strip_suffix('.').unwrap_or(&text);
+        if text.ends_with(".in-addr.arpa") || text.ends_with(".ip6.arpa") {
+            return self.lookup_reverse(qname).map(Local::Reverse);
+        }
+        if let Some(entry) = self.names.get(text) {
+            return Some(Local::Name(entry));
+        }
+        let bare = text
+            .strip_suffix(self.suffix.as_deref()?)?
+            .strip_suffix('.')?;
+        self.names.get(bare).map(Local::Name)
+    }
+
+    fn lookup_reverse(&self, qname: &Name) -> Option<Vec<Name>> {
+        let net = qname.parse_arpa_name().ok()?;
+        let addr = net.addr();
+        // Only a whole address, and only in its canonical spelling
+        // (hickory's parser would also take "010" for an octet).
+        if net.prefix_len() != net.max_prefix_len() || reverse_name(addr) != *qname {
+            return None;
+        }
+        let names = self.reverse.get(&addr)?;
+        // With a suffix, reverse lookups return the qualified name: it is the
+        // one that resolves from anywhere the suffix is searched.
+        let targets = names.iter().filter_map(|name| {
+            let fqdn = match &self.suffix {
+                Some(suffix) => format!("{name}.{suffix}."),
+                None => format!("{name}."),
+            };
+            Name::from_ascii(fqdn).ok()
+        });
+        Some(targets.collect())
     }
 
     /// Names this network could own later: single labels and names under
     /// its suffix. A negative upstream answer for such a name must not be
     /// cached by clients, or a container started a moment later would not
     /// resolve until the negative TTL runs out.
-    pub fn could_become_local(&self, name: &Name) -> bool {
-        name.num_labels() == 1 || self.suffix.as_ref().is_some_and(|s| s.zone_of(name))
+    pub fn could_become_local(&self, qname: &LowerName) -> bool {
+        let text = qname.to_ascii();
+        let text = text.strip_suffix('.').unwrap_or(&text);
+        !text.contains('.')
+            || self
+                .suffix
+                .as_deref()
+                .is_some_and(|s| text.strip_suffix(s).is_some_and(|rest| rest.ends_with('.')))
     }
 }
 
-/// `name` as an absolute DNS name, or why it is not one.
-fn fqdn(name: &str) -> Result<Name, String> {
+/// Accepts what hostnames and container names are made of: labels of 1 to
+/// 63 letters, digits, '-' or '_', at most 253 bytes in all. Anything else
+/// would need escaping in DNS presentation form and could never be matched
+/// reliably.
+fn check_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
-        return Err("empty name".into());
+        return Err("the name is empty");
     }
-    let mut parsed = Name::from_ascii(name).map_err(|e| e.to_string())?;
-    parsed.set_fqdn(true);
-    Ok(parsed)
+    if name.len() > 253 {
+        return Err("the name is longer than 253 bytes");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("the name has an empty label (two dots in a row)");
+        }
+        if label.len() > 63 {
+            return Err("a label is longer than 63 bytes");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("only letters, digits, '-' and '_' are allowed in a label");
+        }
+    }
+    Ok(())
 }
 
 /// The reverse-lookup name of an address: `d.c.b.a.in-addr.arpa.` or the 32
@@ -128,9 +187,9 @@ fn reverse_name(addr: IpAddr) -> Name {
     }
 }
 
-fn push_unique<T: PartialEq>(list: &mut Vec<T>, item: T) {
-    if !list.contains(&item) {
-        list.push(item);
+fn push_unique<T: PartialEq + Clone>(list: &mut Vec<T>, item: &T) {
+    if !list.contains(item) {
+        list.push(item.clone());
     }
 }
 
@@ -139,8 +198,8 @@ mod tests {
     use super::*;
     use crate::Record;
 
-    fn name(s: &str) -> Name {
-        Name::from_ascii(s).unwrap()
+    fn q(s: &str) -> LowerName {
+        LowerName::from(Name::from_ascii(s).unwrap())
     }
 
     fn view(suffix: Option<&str>, records: &[(&str, &[&str])]) -> NetworkView {
@@ -157,6 +216,22 @@ mod tests {
         }
     }
 
+    fn addrs_of<'t>(t: &'t NameTable, name: &str) -> Option<&'t Entry> {
+        match t.lookup(&q(name)) {
+            Some(Local::Name(e)) => Some(e),
+            Some(other) => panic!("{name}: {other:?}"),
+            None => None,
+        }
+    }
+
+    fn ptr_of(t: &NameTable, name: &str) -> Option<Vec<String>> {
+        match t.lookup(&q(name)) {
+            Some(Local::Reverse(names)) => Some(names.iter().map(|n| n.to_ascii()).collect()),
+            Some(other) => panic!("{name}: {other:?}"),
+            None => None,
+        }
+    }
+
     #[test]
     fn names_resolve_bare_and_with_suffix_in_any_case() {
         let t = NameTable::build(
@@ -164,63 +239,74 @@ mod tests {
             &view(Some(".Corp.Example."), &[("Web", &["10.0.0.2", "fd00::2"])]),
         )
         .unwrap();
-        for q in ["web.", "WEB.", "web.corp.example.", "Web.CORP.example."] {
-            let e = t
-                .lookup(&name(q))
-                .unwrap_or_else(|| panic!("{q} should be local"));
+        for name in ["web.", "WEB.", "web.corp.example.", "Web.CORP.example."] {
+            let e = addrs_of(&t, name).unwrap_or_else(|| panic!("{name} should be local"));
             assert_eq!(e.v4, vec!["10.0.0.2".parse::<Ipv4Addr>().unwrap()]);
             assert_eq!(e.v6, vec!["fd00::2".parse::<Ipv6Addr>().unwrap()]);
         }
-        assert!(t.lookup(&name("web.other.example.")).is_none());
-        assert!(t.lookup(&name("corp.example.")).is_none());
+        for name in [
+            "web.other.example.",
+            "corp.example.",
+            "webcorp.example.",
+            "x.web.corp.example.",
+        ] {
+            assert!(t.lookup(&q(name)).is_none(), "{name}");
+        }
     }
 
     #[test]
     fn aliases_merge_and_reverse_names_list_every_name() {
-        let t = NameTable::build(
-            "n",
-            &view(
-                None,
-                &[
-                    ("db", &["10.0.0.3"]),
-                    ("db", &["10.0.0.4"]),
-                    ("postgres", &["10.0.0.3"]),
-                    ("db", &["10.0.0.3"]),
-                ],
-            ),
-        )
-        .unwrap();
-        let db = t.lookup(&name("db.")).unwrap();
-        assert_eq!(db.v4.len(), 2, "duplicates removed, both addresses kept");
-        let ptr = &t.lookup(&name("3.0.0.10.in-addr.arpa.")).unwrap().ptr;
-        assert_eq!(ptr, &vec![name("db."), name("postgres.")]);
-        let v6 = NameTable::build("n", &view(Some("s"), &[("x", &["2001:db8::1"])])).unwrap();
-        let rev = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.";
-        assert_eq!(v6.lookup(&name(rev)).unwrap().ptr, vec![name("x.s.")]);
+        let records: &[(&str, &[&str])] = &[
+            ("db", &["10.0.0.3"]),
+            ("db", &["10.0.0.4"]),
+            ("postgres", &["10.0.0.3"]),
+            ("db", &["10.0.0.3"]),
+        ];
+        let t = NameTable::build("n", &view(None, records)).unwrap();
+        assert_eq!(
+            addrs_of(&t, "db.").unwrap().v4.len(),
+            2,
+            "duplicates removed, both addresses kept"
+        );
+        assert_eq!(
+            ptr_of(&t, "3.0.0.10.IN-ADDR.arpa.").unwrap(),
+            vec!["db.", "postgres."]
+        );
+        assert_eq!(
+            ptr_of(&t, "9.0.0.10.in-addr.arpa."),
+            None,
+            "not a local address"
+        );
+        assert_eq!(
+            ptr_of(&t, "3.0.0.010.in-addr.arpa."),
+            None,
+            "not the canonical spelling"
+        );
+        assert_eq!(
+            ptr_of(&t, "0.0.10.in-addr.arpa."),
+            None,
+            "not a whole address"
+        );
+
+        let t = NameTable::build("n", &view(Some("s"), &[("x", &["2001:db8::1"])])).unwrap();
+        let rev = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.B.D.0.1.0.0.2.ip6.arpa.";
+        assert_eq!(ptr_of(&t, rev).unwrap(), vec!["x.s."]);
     }
 
     #[test]
-    fn invalid_names_are_skipped_and_invalid_suffix_is_an_error() {
+    fn unusable_names_are_skipped_and_an_invalid_suffix_is_an_error() {
         let long = "a".repeat(64);
-        let t = NameTable::build(
-            "n",
-            &view(
-                None,
-                &[
-                    (&long, &["10.0.0.9"]),
-                    ("", &["10.0.0.8"]),
-                    ("ok", &["10.0.0.7"]),
-                ],
-            ),
-        )
-        .unwrap();
-        assert!(t.lookup(&name("ok.")).is_some());
-        assert_eq!(
-            t.names.len(),
-            2,
-            "only ok. and its reverse name: {:?}",
-            t.names.keys().collect::<Vec<_>>()
-        );
+        let records: &[(&str, &[&str])] = &[
+            (&long, &["10.0.0.9"]),
+            ("", &["10.0.0.8"]),
+            ("a b", &["10.0.0.6"]),
+            ("x..y", &["10.0.0.5"]),
+            ("ok", &["10.0.0.7"]),
+        ];
+        let t = NameTable::build("n", &view(None, records)).unwrap();
+        assert!(addrs_of(&t, "ok.").is_some());
+        assert_eq!(t.names.len(), 1, "{:?}", t.names.keys().collect::<Vec<_>>());
+        assert_eq!(t.reverse.len(), 1);
         let err = NameTable::build("n", &view(Some(&format!("{long}.example")), &[])).unwrap_err();
         assert!(matches!(err, DnsError::InvalidSuffix { .. }), "{err}");
     }
@@ -228,8 +314,9 @@ mod tests {
     #[test]
     fn names_the_network_could_own_later() {
         let t = NameTable::build("n", &view(Some("corp.example"), &[])).unwrap();
-        assert!(t.could_become_local(&name("newbox.")));
-        assert!(t.could_become_local(&name("newbox.corp.example.")));
-        assert!(!t.could_become_local(&name("www.example.org.")));
+        assert!(t.could_become_local(&q("newbox.")));
+        assert!(t.could_become_local(&q("NewBox.Corp.Example.")));
+        assert!(!t.could_become_local(&q("www.example.org.")));
+        assert!(!t.could_become_local(&q("xcorp.example.")));
     }
 }

@@ -9,8 +9,13 @@
 //! labprobe connect-tcp ADDR:PORT [--timeout-ms N] [--send TEXT]
 //! labprobe serve-udp ADDR:PORT
 //! labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
+//! labprobe crr ADDR:PORT [--seconds N]
 //! labprobe fake-hnsd --socket PATH [ignored hnsd flags...]
 //! ```
+//!
+//! `crr` measures the new-connection rate against a `serve-tcp`: connect, read the peer line,
+//! send one byte, read its echo, close; repeated for N seconds (default 2). It prints
+//! `conns=N rate=R/s p50_us=X p99_us=Y`.
 //!
 //! `fake-hnsd` is a test double for the lab's own tests: it answers
 //! `GET /healthz` with 200 on the Unix socket and nothing else.
@@ -27,6 +32,7 @@ const USAGE: &str = "usage:
   labprobe connect-tcp ADDR:PORT [--timeout-ms N] [--send TEXT]
   labprobe serve-udp ADDR:PORT
   labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
+  labprobe crr ADDR:PORT [--seconds N]
   labprobe fake-hnsd --socket PATH [other hnsd flags are ignored]";
 
 const DEFAULT_TIMEOUT_MS: u64 = 2000;
@@ -38,6 +44,7 @@ fn main() -> ExitCode {
         Some("connect-tcp") => connect_tcp(&args[1..]),
         Some("serve-udp") => parse_addr(args.get(1)).and_then(serve_udp),
         Some("send-udp") => send_udp(&args[1..]),
+        Some("crr") => crr(&args[1..]),
         Some("fake-hnsd") => fake_hnsd(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
@@ -120,6 +127,36 @@ fn handle_tcp(mut stream: TcpStream) -> std::io::Result<()> {
     let mut reader = stream.try_clone()?;
     std::io::copy(&mut reader, &mut stream)?;
     let _ = stream.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+fn crr(args: &[String]) -> Result<(), String> {
+    let addr = parse_addr(args.first())?;
+    let seconds: u64 = match args.get(1).map(String::as_str) {
+        Some("--seconds") => args.get(2).and_then(|v| v.parse().ok()).ok_or("--seconds needs a number")?,
+        None => 2,
+        Some(other) => return Err(format!("unknown option {other}\n{USAGE}")),
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(seconds);
+    let mut times = Vec::new();
+    while std::time::Instant::now() < end {
+        let t = std::time::Instant::now();
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect to tcp {addr}: {e}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+        let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        writer.write_all(b"x").map_err(|e| e.to_string())?;
+        let mut one = [0u8; 1];
+        reader.read_exact(&mut one).map_err(|e| e.to_string())?;
+        drop(writer);
+        drop(reader);
+        times.push(t.elapsed().as_micros() as u64);
+    }
+    times.sort_unstable();
+    let pct = |p: f64| times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
+    println!("conns={} rate={:.0}/s p50_us={} p99_us={}", times.len(), times.len() as f64 / seconds as f64, pct(0.5), pct(0.99));
     Ok(())
 }
 
