@@ -24,6 +24,9 @@ pub enum Kind {
     Network,
     Endpoint,
     Namespace,
+    /// Port mappings, one record each (an endpoint may hold thousands; changing one must
+    /// not rewrite the others).
+    PortMapping,
     /// Small daemon facts: format version, whether the default network was ever created.
     Meta,
 }
@@ -34,10 +37,11 @@ impl Kind {
             Kind::Network => TableDefinition::new("networks"),
             Kind::Endpoint => TableDefinition::new("endpoints"),
             Kind::Namespace => TableDefinition::new("namespaces"),
+            Kind::PortMapping => TableDefinition::new("portmappings"),
             Kind::Meta => TableDefinition::new("meta"),
         }
     }
-    const ALL: [Kind; 4] = [Kind::Network, Kind::Endpoint, Kind::Namespace, Kind::Meta];
+    const ALL: [Kind; 5] = [Kind::Network, Kind::Endpoint, Kind::Namespace, Kind::PortMapping, Kind::Meta];
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -11,22 +11,22 @@ use hns_ipam::Mac;
 use hns_store::Kind;
 
 use super::portmaps;
-use super::records::EndpointRecord;
+use super::records::{EndpointRecord, MappingRecord};
 use super::validate;
 use super::{Engine, Result, kernel_err, new_guid, norm_guid, store_err};
 
 impl Engine {
     pub fn list_endpoints(&self) -> Vec<HostComputeEndpoint> {
-        self.endpoints.values().map(|e| e.ep.clone()).collect()
+        self.endpoints.values().map(|e| self.endpoint_view(e)).collect()
     }
 
     pub fn get_endpoint(&self, key: &str) -> Result<HostComputeEndpoint> {
-        Ok(self.endpoints[&self.endpoint_id(key)?].ep.clone())
+        Ok(self.endpoint_view(&self.endpoints[&self.endpoint_id(key)?]))
     }
 
     /// Validates an endpoint request and allocates its addresses and MAC in memory. On error
     /// nothing was taken.
-    fn validate_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<(EndpointRecord, Option<String>)> {
+    fn validate_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<(EndpointRecord, Option<String>, Vec<PortMappingSettings>)> {
         if req.host_compute_network.is_empty() {
             return Err(ApiError::field(ErrorCode::InvalidEndpoint, "HostComputeNetwork", "HostComputeNetwork is required: the ID or name of the network"));
         }
@@ -168,7 +168,8 @@ impl Engine {
                 }
             }
         }
-        req.policies = claimed.iter().map(portmaps::to_policy).collect();
+        // Mappings are stored as records of their own, not inside the endpoint.
+        req.policies.clear();
         let net = self.networks.get_mut(&net_id).expect("looked up");
         taken.sort_by_key(|(pi, _)| *pi);
         let mac = static_mac.unwrap_or_else(|| {
@@ -191,11 +192,11 @@ impl Engine {
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
-        Ok((EndpointRecord { ep: req, network_id: net_id }, ns_id))
+        Ok((EndpointRecord { ep: req, network_id: net_id }, ns_id, claimed))
     }
 
     pub async fn create_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
-        let (mut rec, ns_id) = self.validate_endpoint(req)?;
+        let (mut rec, ns_id, maps) = self.validate_endpoint(req)?;
         let id = rec.ep.id.clone();
         if let Some(ns) = &ns_id {
             self.bind(&mut rec, ns);
@@ -210,15 +211,21 @@ impl Engine {
             txn.put(Kind::Endpoint, &id, &rec)?;
             txn.put(Kind::Network, &net_rec.net.id, &net_rec)?;
             txn.put(Kind::Meta, super::META_PORT_CURSOR, &self.ports.cursor)?;
+            for m in &maps {
+                txn.put(Kind::PortMapping, &portmaps::record_key(&id, m), &MappingRecord { endpoint_id: id.clone(), settings: m.clone() })?;
+            }
             txn.commit()
         })();
         if let Err(e) = committed {
             self.networks.get_mut(&rec.network_id).expect("exists").release_endpoint(&rec);
-            self.release_ports(&rec);
+            self.release_ports(&id, &maps);
             return Err(store_err(e));
         }
         self.networks.get_mut(&rec.network_id).expect("exists").rec = net_rec;
         self.endpoints.insert(id.clone(), rec);
+        if !maps.is_empty() {
+            self.mappings.insert(id.clone(), maps);
+        }
         if ns_id.is_some() {
             super::failpoint("attach-after-commit");
             if let Err(e) = self.complete_attach(&id).await {
@@ -227,24 +234,35 @@ impl Engine {
                 return Err(e);
             }
         }
-        Ok(self.endpoints[&id].ep.clone())
+        Ok(self.endpoint_view(&self.endpoints[&id]))
     }
 
     pub async fn delete_endpoint(&mut self, key: &str) -> Result<()> {
         let id = self.endpoint_id(key)?;
         let rec = self.endpoints[&id].clone();
-        let mut txn = self.store.begin().map_err(store_err)?;
-        txn.delete(Kind::Endpoint, &id).map_err(store_err)?;
-        txn.commit().map_err(store_err)?;
-        self.endpoints.remove(&id);
-        if let Some(net) = self.networks.get_mut(&rec.network_id) {
-            net.release_endpoint(&rec);
-        }
-        self.release_ports(&rec);
+        let maps = self.mappings_of(&id).to_vec();
+        // One transaction: the endpoint and its mappings.
+        let committed = (|| {
+            let mut txn = self.store.begin()?;
+            txn.delete(Kind::Endpoint, &id)?;
+            for m in &maps {
+                txn.delete(Kind::PortMapping, &portmaps::record_key(&id, m))?;
+            }
+            txn.commit()
+        })();
+        committed.map_err(store_err)?;
         // Committed: a failing kernel step here is finished by the reconciler.
         let mut result = Ok(());
         if !rec.ep.host_compute_namespace.is_empty() {
             result = self.kernel_detach(&rec).await;
+        }
+        self.endpoints.remove(&id);
+        self.mappings.remove(&id);
+        if let Some(net) = self.networks.get_mut(&rec.network_id) {
+            net.release_endpoint(&rec);
+        }
+        self.release_ports(&id, &maps);
+        if !rec.ep.host_compute_namespace.is_empty() {
             self.write_resolv_conf(&rec.ep.host_compute_namespace);
             self.restore_gateways(&rec.ep.host_compute_namespace).await;
         }
@@ -255,7 +273,8 @@ impl Engine {
     /// reaper in the background (a delete costs an RCU grace period, ~20 ms).
     async fn kernel_detach(&mut self, rec: &EndpointRecord) -> Result<()> {
         // Mappings first, so no packet is sent to an address that is going away.
-        self.program_mappings(&[], &portmaps::kernel_mappings(rec))?;
+        let mine = self.kernel_mappings(rec);
+        self.program_mappings(&[], &mine, &[])?;
         let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
         let host = self.host.clone();
         let host_if = hns_kernel::names::veth_host_name(&rec.ep.id);
@@ -280,70 +299,71 @@ impl Engine {
         }
         let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
         let wanted = portmaps::parse_policies(&p.policies, "Settings.Policies")?;
-        let old = self.endpoints[&id].clone();
-        let mut rec = old.clone();
-        let mut current = portmaps::stored(&old);
+        let rec = self.endpoints[&id].clone();
+        let before = self.mappings_of(&id).to_vec();
+        let mut after = before.clone();
         match req.request_type {
             RequestType::Add => {
                 let endpoints = &self.endpoints;
                 let holders = |e: &str| describe_endpoint(endpoints, e);
-                let mut claimed = Vec::new();
                 for (i, m) in wanted.iter().enumerate() {
                     match self.ports.claim(m, &id, &format!("Settings.Policies[{i}].Settings"), &holders) {
-                        Ok(port) => claimed.push(PortMappingSettings { external_port: port, ..m.clone() }),
+                        Ok(port) => after.push(PortMappingSettings { external_port: port, ..m.clone() }),
                         Err(e) => {
-                            for c in &claimed {
-                                self.ports.release(Proto::from_number(c.protocol).expect("valid"), portmaps::vip_of(c), c.external_port, &id);
-                            }
+                            let claimed = after.split_off(before.len());
+                            self.release_ports(&id, &claimed);
                             return Err(e);
                         }
                     }
                 }
-                current.extend(claimed);
             }
             RequestType::Remove => {
                 for (i, m) in wanted.iter().enumerate() {
-                    let pos = current.iter().position(|c| c.protocol == m.protocol && c.external_port == m.external_port && c.vip == m.vip);
-                    match pos {
-                        Some(pos) => {
-                            current.remove(pos);
-                        }
-                        None => {
-                            return Err(ApiError::field(
-                                ErrorCode::PolicyNotFound,
-                                format!("Settings.Policies[{i}]"),
-                                format!("endpoint {id} has no mapping of host port {}/{}{}", m.external_port, Proto::from_number(m.protocol).expect("valid"), if m.vip.is_empty() { String::new() } else { format!(" on {}", m.vip) }),
-                            ));
-                        }
-                    }
+                    let Some(pos) = after.iter().position(|c| c.protocol == m.protocol && c.external_port == m.external_port && c.vip == m.vip) else {
+                        return Err(ApiError::field(
+                            ErrorCode::PolicyNotFound,
+                            format!("Settings.Policies[{i}]"),
+                            format!(
+                                "endpoint {id} has no mapping of host port {}/{}{}",
+                                m.external_port,
+                                Proto::from_number(m.protocol).expect("valid"),
+                                if m.vip.is_empty() { String::new() } else { format!(" on {}", m.vip) }
+                            ),
+                        ));
+                    };
+                    after.remove(pos);
                 }
             }
             other => return Err(ApiError::field(ErrorCode::RequestUnsupported, "RequestType", format!("{other} of a policy is not supported; use Add or Remove"))),
         }
-        rec.ep.policies = rec.ep.policies.iter().filter(|p| p.kind != portmaps::PORT_MAPPING).cloned().chain(current.iter().map(portmaps::to_policy)).collect();
-        rec.ep.version += 1;
+        let key = |m: &PortMappingSettings| portmaps::record_key(&id, m);
+        let added: Vec<PortMappingSettings> = after.iter().filter(|m| !before.iter().any(|b| key(b) == key(m))).cloned().collect();
+        let removed: Vec<PortMappingSettings> = before.iter().filter(|m| !after.iter().any(|a| key(a) == key(m))).cloned().collect();
+        // One transaction: the mapping records and the port cursor.
         let committed = (|| {
             let mut txn = self.store.begin()?;
-            txn.put(Kind::Endpoint, &id, &rec)?;
+            for m in &removed {
+                txn.delete(Kind::PortMapping, &key(m))?;
+            }
+            for m in &added {
+                txn.put(Kind::PortMapping, &key(m), &MappingRecord { endpoint_id: id.clone(), settings: m.clone() })?;
+            }
             txn.put(Kind::Meta, super::META_PORT_CURSOR, &self.ports.cursor)?;
             txn.commit()
         })();
         if let Err(e) = committed {
-            // Undo the in-memory claims: the stored state is the old one.
-            self.release_ports(&rec);
-            self.take_ports(&old);
+            self.release_ports(&id, &added);
             return Err(store_err(e));
         }
-        if req.request_type == RequestType::Remove {
-            self.release_ports(&old);
-            self.take_ports(&rec);
+        self.release_ports(&id, &removed);
+        let keep: Vec<_> = portmaps::kernel_form(&rec, &after).into_iter().filter(|m| !portmaps::kernel_form(&rec, &added).contains(m)).collect();
+        if after.is_empty() {
+            self.mappings.remove(&id);
+        } else {
+            self.mappings.insert(id.clone(), after);
         }
-        self.endpoints.insert(id.clone(), rec.clone());
-        let (before, after) = (portmaps::kernel_mappings(&old), portmaps::kernel_mappings(&rec));
-        let add: Vec<_> = after.iter().filter(|m| !before.contains(m)).copied().collect();
-        let remove: Vec<_> = before.iter().filter(|m| !after.contains(m)).copied().collect();
-        self.program_mappings(&add, &remove)?;
-        Ok(rec.ep)
+        self.program_mappings(&portmaps::kernel_form(&rec, &added), &portmaps::kernel_form(&rec, &removed), &keep)?;
+        Ok(self.endpoint_view(&rec))
     }
 
     /// Attaches an endpoint to a compartment: commit, create the veth into it, configure,
@@ -389,7 +409,8 @@ impl Engine {
             let _ = self.kernel_detach(&rec).await;
             return Err(e);
         }
-        if let Err(e) = self.program_mappings(&portmaps::kernel_mappings(&rec), &[]) {
+        let mine = self.kernel_mappings(&rec);
+        if let Err(e) = self.program_mappings(&mine, &[], &[]) {
             let _ = self.kernel_detach(&rec).await;
             return Err(e);
         }

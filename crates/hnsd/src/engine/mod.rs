@@ -81,6 +81,8 @@ pub struct Engine {
     reaper: tokio::sync::mpsc::UnboundedSender<String>,
     /// Host ports held by port mappings.
     pub(crate) ports: portmaps::PortIndex,
+    /// Port mappings of each endpoint, in the order they were made.
+    pub(crate) mappings: HashMap<String, Vec<hns_api::PortMappingSettings>>,
     /// The long-lived nft process for element changes, started on first use.
     pub(crate) nft: Option<hns_kernel::nft_session::NftSession>,
 }
@@ -136,8 +138,12 @@ impl Engine {
             kernel_features: info::probe_kernel(),
             reaper,
             ports,
+            mappings: HashMap::new(),
             nft: None,
         };
+        for m in e.store.load_all::<records::MappingRecord>(Kind::PortMapping)? {
+            e.mappings.entry(m.endpoint_id).or_default().push(m.settings);
+        }
         for rec in e.store.load_all::<NetworkRecord>(Kind::Network)? {
             let net = Net::from_record(rec).map_err(|err| anyhow::anyhow!("stored network is invalid: {err}"))?;
             e.networks.insert(net.rec.net.id.clone(), net);
@@ -150,8 +156,11 @@ impl Engine {
             if let Some(net) = e.networks.get_mut(&rec.network_id) {
                 net.take_endpoint(&rec).map_err(|err| anyhow::anyhow!("stored endpoint {} conflicts: {err}", rec.ep.id))?;
             }
-            e.take_ports(&rec);
             e.endpoints.insert(rec.ep.id.clone(), rec);
+        }
+        let held: Vec<(String, Vec<hns_api::PortMappingSettings>)> = e.mappings.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (ep, maps) in held {
+            e.take_ports(&ep, &maps);
         }
         Ok(e)
     }
@@ -251,24 +260,24 @@ impl Engine {
     pub(crate) fn desired_nft(&self) -> hns_kernel::nft::Desired {
         hns_kernel::nft::Desired {
             networks: self.networks.values().map(|n| hns_drivers::nft_rules(&n.plan)).collect(),
-            mappings: self.endpoints.values().flat_map(portmaps::kernel_mappings).collect(),
+            mappings: self.endpoints.values().flat_map(|r| self.kernel_mappings(r)).collect(),
         }
     }
 
-    /// Marks an endpoint's host ports as held.
-    pub(crate) fn take_ports(&mut self, rec: &EndpointRecord) {
-        for s in portmaps::stored(rec) {
+    /// Marks host ports as held by an endpoint.
+    pub(crate) fn take_ports(&mut self, ep_id: &str, maps: &[hns_api::PortMappingSettings]) {
+        for s in maps {
             if let Some(p) = hns_kernel::nft::Proto::from_number(s.protocol) {
-                self.ports.take(p, portmaps::vip_of(&s), s.external_port, &rec.ep.id);
+                self.ports.take(p, portmaps::vip_of(s), s.external_port, ep_id);
             }
         }
     }
 
     /// Frees what [`Engine::take_ports`] took.
-    pub(crate) fn release_ports(&mut self, rec: &EndpointRecord) {
-        for s in portmaps::stored(rec) {
+    pub(crate) fn release_ports(&mut self, ep_id: &str, maps: &[hns_api::PortMappingSettings]) {
+        for s in maps {
             if let Some(p) = hns_kernel::nft::Proto::from_number(s.protocol) {
-                self.ports.release(p, portmaps::vip_of(&s), s.external_port, &rec.ep.id);
+                self.ports.release(p, portmaps::vip_of(s), s.external_port, ep_id);
             }
         }
     }

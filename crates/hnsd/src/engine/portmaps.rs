@@ -171,19 +171,19 @@ pub fn to_policy(s: &PortMappingSettings) -> Policy {
     Policy { kind: PORT_MAPPING.into(), settings: serde_json::to_value(s).expect("serializable") }
 }
 
-/// The mappings stored on an endpoint.
-pub fn stored(rec: &EndpointRecord) -> Vec<PortMappingSettings> {
-    rec.ep.policies.iter().filter(|p| p.kind == PORT_MAPPING).filter_map(|p| serde_json::from_value(p.settings.clone()).ok()).collect()
+/// The store key of a mapping: unique per endpoint, protocol, host address and host port.
+pub fn record_key(endpoint_id: &str, s: &PortMappingSettings) -> String {
+    let vip = if s.vip.is_empty() { "*" } else { s.vip.as_str() };
+    format!("{endpoint_id}/{}/{vip}/{}", s.protocol, s.external_port)
 }
 
-/// The kernel form of an endpoint's mappings (none while detached or without IPv4).
-pub fn kernel_mappings(rec: &EndpointRecord) -> Vec<Mapping> {
+/// The kernel form of some mappings of an endpoint (none while it is detached or has no IPv4).
+pub fn kernel_form(rec: &EndpointRecord, maps: &[PortMappingSettings]) -> Vec<Mapping> {
     if rec.ep.host_compute_namespace.is_empty() {
         return Vec::new();
     }
     let Some(ip) = rec.ep.ip_configurations.iter().find_map(|c| c.ip_address.parse::<Ipv4Addr>().ok()) else { return Vec::new() };
-    stored(rec)
-        .iter()
+    maps.iter()
         .filter_map(|s| {
             Some(Mapping { proto: Proto::from_number(s.protocol)?, host_ip: vip_of(s), host_port: s.external_port, container_ip: ip, container_port: s.internal_port })
         })
@@ -191,8 +191,26 @@ pub fn kernel_mappings(rec: &EndpointRecord) -> Vec<Mapping> {
 }
 
 impl Engine {
-    /// Puts an endpoint's mappings into, or takes them out of, the kernel.
-    pub(crate) fn program_mappings(&mut self, add: &[Mapping], remove: &[Mapping]) -> Result<()> {
+    pub(crate) fn mappings_of(&self, ep_id: &str) -> &[PortMappingSettings] {
+        self.mappings.get(ep_id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The kernel form of an endpoint's mappings.
+    pub(crate) fn kernel_mappings(&self, rec: &EndpointRecord) -> Vec<Mapping> {
+        kernel_form(rec, self.mappings_of(&rec.ep.id))
+    }
+
+    /// The endpoint as the API shows it: its mappings appear as `PortMapping` policies.
+    pub(crate) fn endpoint_view(&self, rec: &EndpointRecord) -> hns_api::HostComputeEndpoint {
+        let mut ep = rec.ep.clone();
+        ep.policies.extend(self.mappings_of(&rec.ep.id).iter().map(to_policy));
+        ep
+    }
+
+    /// Puts mappings of one endpoint into, or takes them out of, the kernel. `keep` are the
+    /// endpoint's mappings that stay: an allow element shared with one of them is kept (only
+    /// an endpoint's own mappings can share one, as they share its address).
+    pub(crate) fn program_mappings(&mut self, add: &[Mapping], remove: &[Mapping], keep: &[Mapping]) -> Result<()> {
         if add.is_empty() && remove.is_empty() {
             return Ok(());
         }
@@ -201,8 +219,7 @@ impl Engine {
         if add.len() + remove.len() > 64 {
             return self.apply_nft();
         }
-        let remaining: Vec<Mapping> = self.endpoints.values().flat_map(kernel_mappings).filter(|m| !remove.contains(m) && !add.contains(m)).collect();
-        let cmds = hns_kernel::nft::mapping_changes(add, remove, &remaining);
+        let cmds = hns_kernel::nft::mapping_changes(add, remove, keep);
         let session = match self.nft.as_mut() {
             Some(s) => s,
             None => self.nft.insert(hns_kernel::nft_session::NftSession::start().map_err(kernel_err)?),
@@ -223,13 +240,14 @@ impl Engine {
 
     pub fn list_port_mappings(&self) -> Vec<PortMappingInfo> {
         let mut out = Vec::new();
-        for rec in self.endpoints.values() {
+        for rec in self.endpoints.values().filter(|r| self.mappings.contains_key(&r.ep.id)) {
             let ip = rec.ep.ip_configurations.iter().find(|c| c.ip_address.parse::<Ipv4Addr>().is_ok()).map(|c| c.ip_address.clone()).unwrap_or_default();
             let ns = self.namespaces.get(&rec.ep.host_compute_namespace).map(|n| if n.rec.ns.name.is_empty() { n.rec.ns.id.clone() } else { n.rec.ns.name.clone() }).unwrap_or_default();
             let network = self.networks.get(&rec.network_id).map(|n| n.rec.net.name.clone()).unwrap_or_default();
-            for s in stored(rec) {
+            for s in self.mappings_of(&rec.ep.id) {
                 let proto = Proto::from_number(s.protocol).map(|p| p.to_string()).unwrap_or_default();
                 let external_ip = if s.vip.is_empty() { "0.0.0.0".to_owned() } else { s.vip.clone() };
+                let s = s.clone();
                 out.push(PortMappingInfo {
                     id: format!("{}/{proto}/{external_ip}/{}", rec.ep.id, s.external_port),
                     endpoint_id: rec.ep.id.clone(),

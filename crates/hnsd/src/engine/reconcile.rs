@@ -87,6 +87,9 @@ impl Engine {
             txn.delete(Kind::Namespace, id)?;
             for e in &eps {
                 txn.delete(Kind::Endpoint, e)?;
+                for m in self.mappings_of(e) {
+                    txn.delete(Kind::PortMapping, &super::portmaps::record_key(e, m))?;
+                }
             }
             txn.commit()
         })();
@@ -99,7 +102,8 @@ impl Engine {
                 if let Some(net) = self.networks.get_mut(&rec.network_id) {
                     net.release_endpoint(&rec);
                 }
-                self.release_ports(&rec);
+                let maps = self.mappings.remove(e).unwrap_or_default();
+                self.release_ports(e, &maps);
             }
         }
         if let Some(ns) = self.namespaces.remove(id) {

@@ -33,3 +33,10 @@ pub struct NamespaceRecord {
     /// namespace (a reused PID) means the compartment is gone.
     pub identity: Option<NsIdentity>,
 }
+
+/// One port mapping of an endpoint, with its host port chosen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MappingRecord {
+    pub endpoint_id: String,
+    pub settings: hns_api::PortMappingSettings,
+}
