@@ -88,10 +88,11 @@ fn mappings_are_added_and_removed_on_a_running_container() {
     let (_ns, ep, _p) = server(&lab, &api, "web", 80, json!([]));
     let path = format!("/endpoints/{}", ep["ID"].as_str().unwrap());
     assert!(tcp_from(&lab, Side::Lan, &format!("{HOST_UPLINK}:8080")).is_err());
-    let r = api.post(&path, &json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [pm("tcp", 8080, 80)]}})).ok();
-    assert_eq!(r["Policies"].as_array().unwrap().len(), 1);
+    let r = api.post(&path, &json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [pm("tcp", 8080, 80)]}}));
+    assert_eq!(r.status, 204, "{}", r.raw);
+    assert_eq!(api.get(&path).ok()["Policies"].as_array().unwrap().len(), 1);
     tcp_from(&lab, Side::Lan, &format!("{HOST_UPLINK}:8080")).expect("added mapping");
-    api.post(&path, &json!({"ResourceType": "Policy", "RequestType": "Remove", "Settings": {"Policies": [pm("tcp", 8080, 80)]}})).ok();
+    assert_eq!(api.post(&path, &json!({"ResourceType": "Policy", "RequestType": "Remove", "Settings": {"Policies": [pm("tcp", 8080, 80)]}})).status, 204);
     assert!(tcp_from(&lab, Side::Lan, &format!("{HOST_UPLINK}:8080")).is_err(), "removed mapping still answers");
     let r = api.post(&path, &json!({"ResourceType": "Policy", "RequestType": "Remove", "Settings": {"Policies": [pm("tcp", 8080, 80)]}}));
     assert_eq!((r.status, r.body["code"].as_str()), (404, Some("POLICY_NOT_FOUND")));

@@ -86,10 +86,13 @@ pub async fn delete_endpoint(State(s): State<Shared>, Path(id): Path<String>) ->
 
 /// `ResourceType: Policy` with `RequestType: Add|Remove` adds or removes `PortMapping` policies.
 #[utoipa::path(post, path = "/endpoints/{id}", request_body = ModifyRequest, params(("id" = String, Path, description = "ID or name")),
-    responses((status = 200, body = HostComputeEndpoint), (status = 400, body = ApiError)))]
-pub async fn modify_endpoint(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeEndpoint> {
+    responses((status = 204), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn modify_endpoint(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Result<StatusCode, Failure> {
     let req: ModifyRequest = body(b)?;
-    Ok(Json(s.engine.lock().await.modify_endpoint(&id, req).await?))
+    // No body, as HcnModifyEndpoint returns none: an endpoint may hold thousands of mappings,
+    // and echoing them all would make every change cost as much as the whole set.
+    s.engine.lock().await.modify_endpoint(&id, req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/namespaces", responses((status = 200, body = [HostComputeNamespace])))]

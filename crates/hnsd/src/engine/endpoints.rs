@@ -288,7 +288,7 @@ impl Engine {
     }
 
     /// `ResourceType: Policy` adds or removes port mappings on a (running) endpoint.
-    pub async fn modify_endpoint(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeEndpoint> {
+    pub async fn modify_endpoint(&mut self, key: &str, req: ModifyRequest) -> Result<()> {
         let id = self.endpoint_id(key)?;
         if req.resource_type != ResourceType::Policy {
             return Err(ApiError::field(
@@ -300,18 +300,18 @@ impl Engine {
         let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
         let wanted = portmaps::parse_policies(&p.policies, "Settings.Policies")?;
         let rec = self.endpoints[&id].clone();
-        let before = self.mappings_of(&id).to_vec();
-        let mut after = before.clone();
+        let mut after = self.mappings_of(&id).to_vec();
+        let mut added: Vec<PortMappingSettings> = Vec::new();
+        let mut removed: Vec<PortMappingSettings> = Vec::new();
         match req.request_type {
             RequestType::Add => {
                 let endpoints = &self.endpoints;
                 let holders = |e: &str| describe_endpoint(endpoints, e);
                 for (i, m) in wanted.iter().enumerate() {
                     match self.ports.claim(m, &id, &format!("Settings.Policies[{i}].Settings"), &holders) {
-                        Ok(port) => after.push(PortMappingSettings { external_port: port, ..m.clone() }),
+                        Ok(port) => added.push(PortMappingSettings { external_port: port, ..m.clone() }),
                         Err(e) => {
-                            let claimed = after.split_off(before.len());
-                            self.release_ports(&id, &claimed);
+                            self.release_ports(&id, &added);
                             return Err(e);
                         }
                     }
@@ -331,14 +331,13 @@ impl Engine {
                             ),
                         ));
                     };
-                    after.remove(pos);
+                    removed.push(after.remove(pos));
                 }
             }
             other => return Err(ApiError::field(ErrorCode::RequestUnsupported, "RequestType", format!("{other} of a policy is not supported; use Add or Remove"))),
         }
+        after.extend(added.iter().cloned());
         let key = |m: &PortMappingSettings| portmaps::record_key(&id, m);
-        let added: Vec<PortMappingSettings> = after.iter().filter(|m| !before.iter().any(|b| key(b) == key(m))).cloned().collect();
-        let removed: Vec<PortMappingSettings> = before.iter().filter(|m| !after.iter().any(|a| key(a) == key(m))).cloned().collect();
         // One transaction: the mapping records and the port cursor.
         let committed = (|| {
             let mut txn = self.store.begin()?;
@@ -356,14 +355,16 @@ impl Engine {
             return Err(store_err(e));
         }
         self.release_ports(&id, &removed);
-        let keep: Vec<_> = portmaps::kernel_form(&rec, &after).into_iter().filter(|m| !portmaps::kernel_form(&rec, &added).contains(m)).collect();
+        // Only mappings to the same container port can share an allow element with a removed one.
+        let sharing: Vec<PortMappingSettings> =
+            after.iter().filter(|a| removed.iter().any(|r| r.protocol == a.protocol && r.internal_port == a.internal_port)).cloned().collect();
+        let keep = portmaps::kernel_form(&rec, &sharing);
         if after.is_empty() {
             self.mappings.remove(&id);
         } else {
             self.mappings.insert(id.clone(), after);
         }
-        self.program_mappings(&portmaps::kernel_form(&rec, &added), &portmaps::kernel_form(&rec, &removed), &keep)?;
-        Ok(self.endpoint_view(&rec))
+        self.program_mappings(&portmaps::kernel_form(&rec, &added), &portmaps::kernel_form(&rec, &removed), &keep)
     }
 
     /// Attaches an endpoint to a compartment: commit, create the veth into it, configure,
