@@ -96,6 +96,13 @@ fn mappings_are_added_and_removed_on_a_running_container() {
     assert!(tcp_from(&lab, Side::Lan, &format!("{HOST_UPLINK}:8080")).is_err(), "removed mapping still answers");
     let r = api.post(&path, &json!({"ResourceType": "Policy", "RequestType": "Remove", "Settings": {"Policies": [pm("tcp", 8080, 80)]}}));
     assert_eq!((r.status, r.body["code"].as_str()), (404, Some("POLICY_NOT_FOUND")));
+    // Two host ports to one container port share its firewall allow element: removing one
+    // mapping must not close the other.
+    let add = json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [pm("tcp", 8081, 80), pm("tcp", 8082, 80)]}});
+    assert_eq!(api.post(&path, &add).status, 204);
+    assert_eq!(api.post(&path, &json!({"ResourceType": "Policy", "RequestType": "Remove", "Settings": {"Policies": [pm("tcp", 8081, 80)]}})).status, 204);
+    tcp_from(&lab, Side::Lan, &format!("{HOST_UPLINK}:8082")).expect("the other mapping to the same port must stay open");
+    assert!(tcp_from(&lab, Side::Lan, &format!("{HOST_UPLINK}:8081")).is_err());
 }
 
 #[test]

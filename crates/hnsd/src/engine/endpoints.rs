@@ -300,9 +300,10 @@ impl Engine {
         let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
         let wanted = portmaps::parse_policies(&p.policies, "Settings.Policies")?;
         let rec = self.endpoints[&id].clone();
-        let mut after = self.mappings_of(&id).to_vec();
+        // Work on positions, not a copy: an endpoint may hold thousands of mappings.
+        let current: &[PortMappingSettings] = self.mappings.get(&id).map(Vec::as_slice).unwrap_or(&[]);
         let mut added: Vec<PortMappingSettings> = Vec::new();
-        let mut removed: Vec<PortMappingSettings> = Vec::new();
+        let mut removed_at: Vec<usize> = Vec::new();
         match req.request_type {
             RequestType::Add => {
                 let endpoints = &self.endpoints;
@@ -319,7 +320,11 @@ impl Engine {
             }
             RequestType::Remove => {
                 for (i, m) in wanted.iter().enumerate() {
-                    let Some(pos) = after.iter().position(|c| c.protocol == m.protocol && c.external_port == m.external_port && c.vip == m.vip) else {
+                    let found = current
+                        .iter()
+                        .enumerate()
+                        .position(|(at, c)| !removed_at.contains(&at) && c.protocol == m.protocol && c.external_port == m.external_port && c.vip == m.vip);
+                    let Some(pos) = found else {
                         return Err(ApiError::field(
                             ErrorCode::PolicyNotFound,
                             format!("Settings.Policies[{i}]"),
@@ -331,12 +336,12 @@ impl Engine {
                             ),
                         ));
                     };
-                    removed.push(after.remove(pos));
+                    removed_at.push(pos);
                 }
             }
             other => return Err(ApiError::field(ErrorCode::RequestUnsupported, "RequestType", format!("{other} of a policy is not supported; use Add or Remove"))),
         }
-        after.extend(added.iter().cloned());
+        let removed: Vec<PortMappingSettings> = removed_at.iter().map(|&at| current[at].clone()).collect();
         let key = |m: &PortMappingSettings| portmaps::record_key(&id, m);
         // One transaction: the mapping records and the port cursor.
         let committed = (|| {
@@ -355,15 +360,20 @@ impl Engine {
             return Err(store_err(e));
         }
         self.release_ports(&id, &removed);
-        // Only mappings to the same container port can share an allow element with a removed one.
-        let sharing: Vec<PortMappingSettings> =
-            after.iter().filter(|a| removed.iter().any(|r| r.protocol == a.protocol && r.internal_port == a.internal_port)).cloned().collect();
-        let keep = portmaps::kernel_form(&rec, &sharing);
-        if after.is_empty() {
-            self.mappings.remove(&id);
-        } else {
-            self.mappings.insert(id.clone(), after);
+        let entry = self.mappings.entry(id.clone()).or_default();
+        removed_at.sort_unstable_by(|a, b| b.cmp(a));
+        for at in removed_at {
+            entry.remove(at);
         }
+        entry.extend(added.iter().cloned());
+        // A removed mapping's allow element stays if another mapping goes to the same
+        // container port: one such witness per removed mapping is enough.
+        let witnesses: Vec<PortMappingSettings> =
+            removed.iter().filter_map(|r| entry.iter().find(|a| a.protocol == r.protocol && a.internal_port == r.internal_port).cloned()).collect();
+        if entry.is_empty() {
+            self.mappings.remove(&id);
+        }
+        let keep = portmaps::kernel_form(&rec, &witnesses);
         self.program_mappings(&portmaps::kernel_form(&rec, &added), &portmaps::kernel_form(&rec, &removed), &keep)
     }
 
