@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, IpConfig, ModifyRequest, PortMappingSettings, RequestType, ResourceType, state};
 use hns_kernel::nft::Proto;
@@ -319,11 +319,16 @@ impl Engine {
                 }
             }
             RequestType::Remove => {
+                // A few removals scan; a big one indexes first, so it stays one pass.
+                let key = |c: &PortMappingSettings| (c.protocol, c.external_port, c.vip.clone());
+                let mut index: HashMap<(u32, u16, String), usize> =
+                    if wanted.len() > 8 { current.iter().enumerate().map(|(at, c)| (key(c), at)).collect() } else { HashMap::new() };
                 for (i, m) in wanted.iter().enumerate() {
-                    let found = current
-                        .iter()
-                        .enumerate()
-                        .position(|(at, c)| !removed_at.contains(&at) && c.protocol == m.protocol && c.external_port == m.external_port && c.vip == m.vip);
+                    let found = if wanted.len() > 8 {
+                        index.remove(&key(m))
+                    } else {
+                        current.iter().enumerate().position(|(at, c)| !removed_at.contains(&at) && key(c) == key(m))
+                    };
                     let Some(pos) = found else {
                         return Err(ApiError::field(
                             ErrorCode::PolicyNotFound,
