@@ -327,7 +327,8 @@ impl Engine {
                     let found = if wanted.len() > 8 {
                         index.remove(&key(m))
                     } else {
-                        current.iter().enumerate().position(|(at, c)| !removed_at.contains(&at) && key(c) == key(m))
+                        let same = |c: &PortMappingSettings| c.protocol == m.protocol && c.external_port == m.external_port && c.vip == m.vip;
+                        current.iter().enumerate().position(|(at, c)| !removed_at.contains(&at) && same(c))
                     };
                     let Some(pos) = found else {
                         return Err(ApiError::field(
