@@ -111,6 +111,6 @@ pub async fn ensure_gateways(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
 pub fn nft_rules(net: &NetworkPlan) -> NetworkRules {
     match net.kind {
         NetworkType::Nat => nat::nft_rules(net),
-        _ => NetworkRules { bridge: net.bridge.clone(), subnets: vec![], masquerade: false, internal: net.internal, inbound_closed: false },
+        _ => NetworkRules { bridge: net.bridge.clone(), subnets: vec![], masquerade: false, internal: net.internal, inbound_closed: false, dns_listeners: vec![] },
     }
 }

@@ -92,5 +92,6 @@ pub fn nft_rules(net: &NetworkPlan) -> NetworkRules {
         masquerade: true,
         internal: net.internal,
         inbound_closed: true,
+        dns_listeners: vec![],
     }
 }

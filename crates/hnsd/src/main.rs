@@ -43,7 +43,9 @@ fn main() -> anyhow::Result<()> {
         });
     }
     let cfg = Config::load(&args)?;
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(&cfg.log)).with_target(false).init();
+    // The DNS library logs every query at info; only its warnings belong in hnsd's log.
+    let filter = format!("hickory_server=warn,{}", cfg.log);
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_target(false).init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if args.cleanup {
         return rt.block_on(async {
@@ -63,7 +65,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod {}", dir.display()))?;
     }
-    let ecfg = EngineConfig { run_dir: cfg.run_dir.clone(), state_dir: cfg.state_dir.clone(), port_range: cfg.port_range };
+    let ecfg = EngineConfig { run_dir: cfg.run_dir.clone(), state_dir: cfg.state_dir.clone(), port_range: cfg.port_range, dns_port: 53 };
     hns_kernel::netns::prepare_dir(&ecfg.netns_dir())?;
     let listener = bind_socket(&cfg.socket)?;
     let host = hns_kernel::netlink::Netlink::current()?;

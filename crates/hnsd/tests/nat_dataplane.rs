@@ -127,7 +127,8 @@ fn internal_network_has_no_egress_but_members_talk() {
 #[test]
 fn dns_settings_are_written_to_the_compartment_resolv_conf() {
     let (lab, _d, api) = lab_with_hnsd();
-    api.post("/networks", &json!({"Name": "d", "Dns": {"Domain": "corp.example", "ServerList": ["198.51.100.53"]}, "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.95.0.0/24"}]}]})).ok();
+    // Without service discovery the compartment asks the configured servers directly.
+    api.post("/networks", &json!({"Name": "d", "Dns": {"Domain": "corp.example", "ServerList": ["198.51.100.53"]}, "Policies": [{"Type": "AutomaticDNS", "Settings": {"Enable": false}}], "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.95.0.0/24"}]}]})).ok();
     let (ns, _) = api.container("d", "c", json!({"Dns": {"ServerList": ["192.0.2.53"]}}));
     let path = ns["ResolvConfPath"].as_str().unwrap();
     let text = lab.in_host("cat", &[path]).unwrap().stdout;

@@ -35,6 +35,9 @@ pub struct NetworkRules {
     /// Unsolicited inbound traffic from outside the host is dropped (nat driver: only port
     /// mappings reach its endpoints).
     pub inbound_closed: bool,
+    /// Addresses of the network's DNS responder: containers of this network may query them,
+    /// containers of other networks may not (the responder isolates networks by address).
+    pub dns_listeners: Vec<Ipv4Addr>,
 }
 
 /// One port mapping (IPv4): traffic for a host port (on every host address, or on `host_ip`)
@@ -140,7 +143,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// Number of rules [`compile`] emits; used to detect a flushed table.
-pub const RULE_COUNT: usize = 17;
+pub const RULE_COUNT: usize = 18;
 
 /// Compiles the whole table. The program first creates then deletes the table, so it applies
 /// the same way whether or not the table exists, and replaces it in one transaction.
@@ -161,6 +164,7 @@ pub fn compile(d: &Desired) -> String {
         v.dedup();
         elements(v)
     };
+    let dns = d.networks.iter().flat_map(|n| n.dns_listeners.iter().map(move |ip| format!("{} . {ip}", quoted(&n.bridge))));
     let mut any: Vec<String> = d.mappings.iter().filter(|m| m.host_ip.is_none()).map(|m| m.map_element()).collect();
     let mut bound: Vec<String> = d.mappings.iter().filter(|m| m.host_ip.is_some()).map(|m| m.map_element()).collect();
     let mut allow: Vec<String> = d.mappings.iter().map(|m| m.allow_element()).collect();
@@ -181,11 +185,16 @@ table inet {t} {{
   map pm4 {{ type inet_proto . inet_service : ipv4_addr . inet_service;{any} }}
   map pm4ip {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;{bound} }}
   set pm_allow4 {{ type ipv4_addr . inet_proto . inet_service;{allow} }}
+  set dns_listeners {{ type ifname . ipv4_addr;{dns} }}
   set sync {{ type inet_service; }}
   chain guard {{
     type filter hook prerouting priority raw; policy accept;
     iifname != "lo" ip saddr 127.0.0.0/8 drop
     iifname != "lo" ip daddr 127.0.0.0/8 drop
+  }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname @bridges meta l4proto {{ tcp, udp }} th dport 53 iifname . ip daddr != @dns_listeners drop
   }}
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
@@ -226,6 +235,7 @@ table inet {t} {{
         any = elements(any),
         bound = elements(bound),
         allow = elements(allow),
+        dns = elements(dns),
     )
 }
 
@@ -320,7 +330,7 @@ mod tests {
     use super::*;
 
     fn net(bridge: &str, subnet: &str, internal: bool) -> NetworkRules {
-        NetworkRules { bridge: bridge.into(), subnets: vec![subnet.parse().unwrap()], masquerade: true, internal, inbound_closed: true }
+        NetworkRules { bridge: bridge.into(), subnets: vec![subnet.parse().unwrap()], masquerade: true, internal, inbound_closed: true, dns_listeners: vec![] }
     }
 
     fn m(port: u16, host_ip: Option<&str>, ip: &str, cport: u16) -> Mapping {

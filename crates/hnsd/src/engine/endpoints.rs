@@ -258,6 +258,7 @@ impl Engine {
         }
         self.endpoints.remove(&id);
         self.mappings.remove(&id);
+        self.dns_refresh(&rec.network_id);
         if let Some(net) = self.networks.get_mut(&rec.network_id) {
             net.release_endpoint(&rec);
         }
@@ -434,8 +435,11 @@ impl Engine {
         rec.ep.state = state::ATTACHED;
         self.persist_endpoint(&rec, true)?;
         let ns_id = rec.ep.host_compute_namespace.clone();
+        let net_id = rec.network_id.clone();
         self.endpoints.insert(ep_id.to_owned(), rec);
         self.write_resolv_conf(&ns_id);
+        // Before the request returns: the name resolves the moment attach does.
+        self.dns_refresh(&net_id);
         Ok(())
     }
 
@@ -461,6 +465,7 @@ impl Engine {
         rec.ep.version += 1;
         self.persist_endpoint(&rec, false)?;
         self.endpoints.insert(ep_id.to_owned(), rec);
+        self.dns_refresh(&attached.network_id);
         self.write_resolv_conf(&ns_id);
         self.kernel_detach(&attached).await?;
         self.restore_gateways(&ns_id).await;

@@ -8,6 +8,7 @@
 //! The working set lives in memory (loaded from the store at start), so lookups and
 //! allocation never scan the store; the store is written through.
 
+mod discovery;
 mod endpoints;
 mod info;
 mod namespaces;
@@ -37,6 +38,8 @@ pub struct EngineConfig {
     pub state_dir: PathBuf,
     /// Host ports for mappings whose host port hns chooses.
     pub port_range: (u16, u16),
+    /// Port of the DNS responders (53).
+    pub dns_port: u16,
 }
 
 impl EngineConfig {
@@ -85,6 +88,11 @@ pub struct Engine {
     pub(crate) mappings: HashMap<String, Vec<hns_api::PortMappingSettings>>,
     /// The long-lived nft process for element changes, started on first use.
     pub(crate) nft: Option<hns_kernel::nft_session::NftSession>,
+    /// The service-discovery responder (one listener set per network with discovery on).
+    pub(crate) dns: hns_dns::DnsService,
+    /// Networks whose responder could not start, with the reason (shown by `info`).
+    pub(crate) dns_errors: BTreeMap<String, String>,
+    pub(crate) dns_port: u16,
 }
 
 /// Meta key of the dynamic host-port cursor.
@@ -127,7 +135,7 @@ impl Engine {
         let port_cursor = store.get::<u16>(Kind::Meta, META_PORT_CURSOR)?.unwrap_or(cfg.port_range.0);
         let ports = portmaps::PortIndex::new(cfg.port_range, port_cursor);
         let mut e = Engine {
-            cfg,
+            cfg: cfg.clone(),
             store,
             host,
             networks: BTreeMap::new(),
@@ -140,6 +148,9 @@ impl Engine {
             ports,
             mappings: HashMap::new(),
             nft: None,
+            dns: hns_dns::DnsService::new(hns_dns::DnsConfig::default()),
+            dns_errors: BTreeMap::new(),
+            dns_port: cfg.dns_port,
         };
         for m in e.store.load_all::<records::MappingRecord>(Kind::PortMapping)? {
             e.mappings.entry(m.endpoint_id).or_default().push(m.settings);
@@ -259,7 +270,18 @@ impl Engine {
     /// The whole nft table as the store says it should be.
     pub(crate) fn desired_nft(&self) -> hns_kernel::nft::Desired {
         hns_kernel::nft::Desired {
-            networks: self.networks.values().map(|n| hns_drivers::nft_rules(&n.plan)).collect(),
+            networks: self
+                .networks
+                .values()
+                .map(|n| {
+                    let mut rules = hns_drivers::nft_rules(&n.plan);
+                    rules.dns_listeners = self.dns_listeners(&n.rec.net.id).into_iter().filter_map(|ip| match ip {
+                        IpAddr::V4(v4) => Some(v4),
+                        IpAddr::V6(_) => None,
+                    }).collect();
+                    rules
+                })
+                .collect(),
             mappings: self.endpoints.values().flat_map(|r| self.kernel_mappings(r)).collect(),
         }
     }

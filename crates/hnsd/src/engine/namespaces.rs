@@ -228,8 +228,15 @@ impl Engine {
         let mut options: Vec<String> = Vec::new();
         for e in self.endpoints.values().filter(|e| e.ep.host_compute_namespace == ns_id) {
             let net_dns = self.networks.get(&e.network_id).and_then(|n| n.rec.net.dns.clone());
+            // On a network with service discovery the compartment asks the network's
+            // responder, which forwards to the configured servers.
+            let responder: Vec<String> = self.dns_listeners(&e.network_id).iter().map(|ip| ip.to_string()).collect();
+            let discovery = !responder.is_empty();
+            extend_unique(&mut servers, responder.iter());
             for d in [e.ep.dns.clone(), net_dns].into_iter().flatten() {
-                extend_unique(&mut servers, d.server_list.iter());
+                if !discovery {
+                    extend_unique(&mut servers, d.server_list.iter());
+                }
                 extend_unique(&mut search, std::iter::once(&d.domain).filter(|s| !s.is_empty()).chain(d.search.iter()));
                 extend_unique(&mut options, d.options.iter());
             }

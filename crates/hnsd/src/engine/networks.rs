@@ -1,12 +1,12 @@
 //! Network requests: create, delete, modify, and the default `nat` network.
 
-use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Ipam, IpamType, ModifyRequest, NetworkType, ResourceType, Route, state};
+use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Ipam, IpamType, ModifyRequest, NetworkType, RequestType, ResourceType, Route, state};
 use hns_ipam::{Pool, overlaps};
 use hns_store::Kind;
 use ipnet::IpNet;
 
 use super::records::NetworkRecord;
-use super::validate::{self, NETWORK_POLICY_TYPES};
+use super::validate;
 use super::{Engine, Net, Result, kernel_err, new_guid, norm_guid, store_err};
 
 /// Name of the network the daemon creates at first start.
@@ -46,7 +46,10 @@ impl Engine {
         let kind = req.kind.unwrap_or(NetworkType::Nat);
         validate::check_network_type(kind)?;
         req.kind = Some(kind);
-        validate::check_policies(&req.policies, "Policies", "network", NETWORK_POLICY_TYPES)?;
+        validate::parse_network_policies(&req.policies, "Policies")?;
+        for p in req.policies.iter_mut() {
+            p.kind = "AutomaticDNS".into();
+        }
         validate::unsupported("MacPool", req.mac_pool.as_ref().is_some_and(|p| !p.ranges.is_empty()))?;
         validate::check_flags(req.flags, "Flags")?;
         validate::unsupported("Health", !req.health.is_null())?;
@@ -153,6 +156,7 @@ impl Engine {
             }
             return Err(e);
         }
+        self.dns_apply(&id).await;
         net = self.networks.remove(&id).expect("inserted above");
         net.rec.net.state = state::READY;
         self.persist_network(&net.rec, false)?;
@@ -190,26 +194,56 @@ impl Engine {
         txn.delete(Kind::Network, &id).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         let net = self.networks.remove(&id).expect("looked up above");
+        self.dns.remove_network(&id).await;
+        self.dns_errors.remove(&id);
         // The store no longer has it: if a kernel step fails now, the reconciler removes the rest.
         let nft = self.apply_nft();
         let link = hns_drivers::delete_network(&self.host, &net.plan).await.map_err(kernel_err);
         nft.and(link)
     }
 
-    pub fn modify_network(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeNetwork> {
+    /// `ResourceType: Policy` adds (Add, Update) or removes (Remove) network policies; the only
+    /// one implemented is `AutomaticDNS`, which turns service discovery on or off.
+    pub async fn modify_network(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeNetwork> {
         let id = self.network_id(key).ok_or_else(|| not_found(key))?;
-        match req.resource_type {
-            ResourceType::Policy => {
-                let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
-                validate::check_policies(&p.policies, "Settings.Policies", "network", NETWORK_POLICY_TYPES)?;
-                Ok(self.networks[&id].rec.net.clone())
-            }
-            other => Err(ApiError::field(
+        if req.resource_type != ResourceType::Policy {
+            return Err(ApiError::field(
                 ErrorCode::RequestUnsupported,
                 "ResourceType",
-                format!("modifying a network's {other} is not supported yet; supported: Policy"),
-            )),
+                format!("modifying a network's {} is not supported yet; supported: Policy", req.resource_type),
+            ));
         }
+        let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
+        let parsed = validate::parse_network_policies(&p.policies, "Settings.Policies")?;
+        let mut rec = self.networks[&id].rec.clone();
+        rec.net.policies.clear();
+        match req.request_type {
+            RequestType::Add | RequestType::Update => {
+                if let Some(enable) = parsed.automatic_dns {
+                    rec.net.policies.push(hns_api::Policy { kind: "AutomaticDNS".into(), settings: serde_json::json!({ "Enable": enable }) });
+                }
+            }
+            RequestType::Remove => {}
+            other => return Err(ApiError::field(ErrorCode::RequestUnsupported, "RequestType", format!("{other} of a network policy is not supported; use Add, Update or Remove"))),
+        }
+        rec.net.version += 1;
+        self.persist_network(&rec, false)?;
+        self.networks.get_mut(&id).expect("exists").rec = rec;
+        self.dns_apply(&id).await;
+        self.apply_nft()?;
+        for ns in self.namespaces_on(&id) {
+            self.write_resolv_conf(&ns);
+        }
+        Ok(self.networks[&id].rec.net.clone())
+    }
+
+    /// The compartments with an endpoint on a network.
+    pub(crate) fn namespaces_on(&self, net_id: &str) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.endpoints.values().filter(|e| e.network_id == net_id && !e.ep.host_compute_namespace.is_empty()).map(|e| e.ep.host_compute_namespace.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// Creates the default `nat` network once, at first start. If a user removed it, it stays

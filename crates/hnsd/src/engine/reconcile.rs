@@ -82,6 +82,8 @@ impl Engine {
     /// Forgets a compartment that no longer exists, with its endpoints and their addresses.
     fn collect_namespace(&mut self, id: &str, r: &mut Report) {
         let eps: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.ep.id.clone()).collect();
+        let mut nets: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.network_id.clone()).collect();
+        nets.dedup();
         let committed = (|| {
             let mut txn = self.store.begin()?;
             txn.delete(Kind::Namespace, id)?;
@@ -112,6 +114,9 @@ impl Engine {
             }
         }
         let _ = std::fs::remove_dir_all(self.cfg.resolv_dir().join(id));
+        for n in &nets {
+            self.dns_refresh(n);
+        }
         r.collected.push(format!("namespace {id} is gone; removed it and {} endpoint(s)", eps.len()));
     }
 
@@ -127,6 +132,9 @@ impl Engine {
             if !existed {
                 r.repaired.push(format!("network {id}: bridge {} re-created", plan.bridge));
             }
+            // Starts the responder at daemon start; afterwards only refreshes its view (and
+            // the upstreams, should the host's resolv.conf have changed).
+            self.dns_apply(&id).await;
             if self.networks[&id].rec.net.state != state::READY {
                 let mut rec = self.networks[&id].rec.clone();
                 rec.net.state = state::READY;

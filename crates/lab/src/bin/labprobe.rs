@@ -10,12 +10,19 @@
 //! labprobe serve-udp ADDR:PORT
 //! labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
 //! labprobe crr ADDR:PORT [--seconds N]
+//! labprobe dns SERVER NAME [A|AAAA|PTR] [--timeout-ms N]
+//! labprobe dns-burst SERVER NAME COUNT
 //! labprobe fake-hnsd --socket PATH [ignored hnsd flags...]
 //! ```
 //!
 //! `crr` measures the new-connection rate against a `serve-tcp`: connect, read the peer line,
 //! send one byte, read its echo, close; repeated for N seconds (default 2). It prints
 //! `conns=N rate=R/s p50_us=X p99_us=Y`.
+//!
+//! `dns` sends one query over UDP to SERVER (port 53 unless given) and prints `rcode=NAME` and
+//! one `answer=DATA` line per A/AAAA/PTR record; exit 0 when there is an answer. `dns-burst`
+//! sends COUNT queries one after another and prints `sent=N answered=M lost=L`. The DNS wire
+//! format is written by hand here: this tiny probe must not depend on the resolver it tests.
 //!
 //! `fake-hnsd` is a test double for the lab's own tests: it answers
 //! `GET /healthz` with 200 on the Unix socket and nothing else.
@@ -33,6 +40,8 @@ const USAGE: &str = "usage:
   labprobe serve-udp ADDR:PORT
   labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
   labprobe crr ADDR:PORT [--seconds N]
+  labprobe dns SERVER NAME [A|AAAA|PTR] [--timeout-ms N]
+  labprobe dns-burst SERVER NAME COUNT
   labprobe fake-hnsd --socket PATH [other hnsd flags are ignored]";
 
 const DEFAULT_TIMEOUT_MS: u64 = 2000;
@@ -45,6 +54,8 @@ fn main() -> ExitCode {
         Some("serve-udp") => parse_addr(args.get(1)).and_then(serve_udp),
         Some("send-udp") => send_udp(&args[1..]),
         Some("crr") => crr(&args[1..]),
+        Some("dns") => dns(&args[1..]),
+        Some("dns-burst") => dns_burst(&args[1..]),
         Some("fake-hnsd") => fake_hnsd(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
@@ -158,6 +169,137 @@ fn crr(args: &[String]) -> Result<(), String> {
     let pct = |p: f64| times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
     println!("conns={} rate={:.0}/s p50_us={} p99_us={}", times.len(), times.len() as f64 / seconds as f64, pct(0.5), pct(0.99));
     Ok(())
+}
+
+fn dns_server(arg: Option<&String>) -> Result<SocketAddr, String> {
+    let a = arg.ok_or("missing SERVER")?;
+    a.parse::<SocketAddr>().or_else(|_| a.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53))).map_err(|_| format!("bad SERVER {a:?}"))
+}
+
+fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = vec![(id >> 8) as u8, id as u8, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, (qtype >> 8) as u8, qtype as u8, 0, 1]);
+    q
+}
+
+/// Skips a (possibly compressed) name; returns the offset after it.
+fn skip_name(m: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *m.get(at)? as usize;
+        if len == 0 {
+            return Some(at + 1);
+        }
+        if len & 0xc0 == 0xc0 {
+            return Some(at + 2);
+        }
+        at += 1 + len;
+    }
+}
+
+fn read_name(m: &[u8], mut at: usize) -> Option<String> {
+    let mut labels = Vec::new();
+    for _ in 0..64 {
+        let len = *m.get(at)? as usize;
+        if len == 0 {
+            return Some(labels.join("."));
+        }
+        if len & 0xc0 == 0xc0 {
+            at = ((len & 0x3f) << 8) | *m.get(at + 1)? as usize;
+            continue;
+        }
+        labels.push(String::from_utf8_lossy(m.get(at + 1..at + 1 + len)?).into_owned());
+        at += 1 + len;
+    }
+    None
+}
+
+/// (rcode, answers) of a reply.
+fn dns_answers(m: &[u8]) -> Option<(u8, Vec<String>)> {
+    let rcode = m.get(3)? & 0x0f;
+    let qd = u16::from_be_bytes([*m.get(4)?, *m.get(5)?]);
+    let an = u16::from_be_bytes([*m.get(6)?, *m.get(7)?]);
+    let mut at = 12;
+    for _ in 0..qd {
+        at = skip_name(m, at)? + 4;
+    }
+    let mut out = Vec::new();
+    for _ in 0..an {
+        at = skip_name(m, at)?;
+        let rtype = u16::from_be_bytes([*m.get(at)?, *m.get(at + 1)?]);
+        let rdlen = u16::from_be_bytes([*m.get(at + 8)?, *m.get(at + 9)?]) as usize;
+        let data = m.get(at + 10..at + 10 + rdlen)?;
+        match rtype {
+            1 if rdlen == 4 => out.push(Ipv4Addr::new(data[0], data[1], data[2], data[3]).to_string()),
+            28 if rdlen == 16 => out.push(Ipv6Addr::from(<[u8; 16]>::try_from(data).ok()?).to_string()),
+            12 => out.push(read_name(m, at + 10)?),
+            _ => {}
+        }
+        at += 10 + rdlen;
+    }
+    Some((rcode, out))
+}
+
+fn rcode_name(r: u8) -> &'static str {
+    match r {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        _ => "OTHER",
+    }
+}
+
+fn dns_exchange(sock: &UdpSocket, server: SocketAddr, id: u16, name: &str, qtype: u16) -> Result<(u8, Vec<String>), String> {
+    sock.send_to(&dns_query(id, name, qtype), server).map_err(|e| format!("send to {server}: {e}"))?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = sock.recv_from(&mut buf).map_err(|e| format!("no answer from {server}: {e}"))?;
+        if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+            return dns_answers(&buf[..n]).ok_or_else(|| "malformed answer".to_string());
+        }
+    }
+}
+
+fn dns(args: &[String]) -> Result<(), String> {
+    let opts = parse_opts(args, false)?;
+    let server = dns_server(opts.positional.first())?;
+    let name = opts.positional.get(1).ok_or("missing NAME")?;
+    let qtype = match opts.positional.get(2).map(String::as_str).unwrap_or("A") {
+        "A" => 1,
+        "AAAA" => 28,
+        "PTR" => 12,
+        other => return Err(format!("unknown type {other}")),
+    };
+    let sock = UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(opts.timeout)).map_err(|e| e.to_string())?;
+    let (rcode, answers) = dns_exchange(&sock, server, 0x4e53, name, qtype)?;
+    println!("rcode={}", rcode_name(rcode));
+    for a in &answers {
+        println!("answer={a}");
+    }
+    if answers.is_empty() { Err(format!("no answer for {name} ({})", rcode_name(rcode))) } else { Ok(()) }
+}
+
+fn dns_burst(args: &[String]) -> Result<(), String> {
+    let server = dns_server(args.first())?;
+    let name = args.get(1).ok_or("missing NAME")?;
+    let count: u32 = args.get(2).and_then(|c| c.parse().ok()).ok_or("missing COUNT")?;
+    let sock = UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+    let mut answered = 0u32;
+    for i in 0..count {
+        if dns_exchange(&sock, server, i as u16, name, 1).is_ok_and(|(rcode, _)| rcode == 0 || rcode == 3) {
+            answered += 1;
+        }
+    }
+    println!("sent={count} answered={answered} lost={}", count - answered);
+    if answered == count { Ok(()) } else { Err(format!("{} queries lost", count - answered)) }
 }
 
 fn connect_tcp(args: &[String]) -> Result<(), String> {
