@@ -42,6 +42,17 @@ enum Cmd {
     /// Port mappings at scale: COUNT mappings added one request at a time, one added and
     /// removed with COUNT present, COUNT at once, and the new-connection rate from the LAN to
     /// the first and the last mapping.
+    /// Service discovery: queries per second and latency from a container to its network's
+    /// responder, for a local name, a forwarded name (cached) and forwarded names (uncached, a
+    /// real dnsmasq on the lab LAN answers them).
+    Dns {
+        #[arg(long, default_value_t = 20000)]
+        count: u32,
+        #[arg(long, hide = true)]
+        inner_socket: Option<PathBuf>,
+        #[arg(long, hide = true)]
+        lan_pid: Option<u32>,
+    },
     Portmap {
         #[arg(long, default_value_t = 10000)]
         count: usize,
@@ -75,6 +86,8 @@ fn in_lab(args: &[String], with_lan_pid: bool) -> Result<()> {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Dns { count, inner_socket: Some(sock), lan_pid } => dns_inner(&sock, count, lan_pid.context("--lan-pid")?),
+        Cmd::Dns { count, .. } => in_lab(&["dns".into(), "--count".into(), count.to_string()], true),
         Cmd::Portmap { count, seconds, inner_socket: Some(sock), lan_pid } => portmap_inner(&sock, count, seconds, lan_pid.context("--lan-pid")?),
         Cmd::Portmap { count, seconds, .. } => in_lab(&["portmap".into(), "--count".into(), count.to_string(), "--seconds".into(), seconds.to_string()], true),
         Cmd::Attach { count, block, cni_path, inner_socket: Some(sock) } => attach_inner(&sock, count, block, &cni_path),
@@ -332,5 +345,36 @@ fn portmap_inner(sock: &Path, count: usize, seconds: u64, lan_pid: u32) -> Resul
     c.call("DELETE", &path, None)?;
     c.call("DELETE", &format!("/namespaces/{}", ns["ID"].as_str().unwrap()), None)?;
     c.call("DELETE", "/networks/bench", None)?;
+    Ok(())
+}
+
+fn dns_inner(sock: &Path, count: u32, lan_pid: u32) -> Result<()> {
+    let mut c = Client::connect(sock)?;
+    let mut dnsmasq = Command::new("nsenter")
+        .args(["-t", &lan_pid.to_string(), "-n", "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=198.51.100.1", "--address=/example.test/192.0.2.7", "--log-facility=-"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("dnsmasq (apt-get install dnsmasq-base)")?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.call("POST", "/networks", Some(&json!({"Name": "bench", "Dns": {"ServerList": ["198.51.100.1"]}, "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.202.0.0/24"}]}]})))?;
+    let mut namespaces = Vec::new();
+    for name in ["client", "target"] {
+        let ns = c.call("POST", "/namespaces", Some(&json!({"Name": name})))?;
+        c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench", "HostComputeNamespace": ns["ID"], "Name": name})))?;
+        namespaces.push(ns);
+    }
+    let probe = std::env::current_exe()?.with_file_name("labprobe");
+    println!("hns DNS benchmark: one client in a compartment, sequential queries to the network's responder (10.202.0.1), release hnsd");
+    for (what, name) in [("local name", "target"), ("forwarded, cached", "www.example.test"), ("forwarded, uncached (dnsmasq upstream)", "q{i}.example.test")] {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", namespaces[0]["NetNsPath"].as_str().unwrap()))
+            .arg(&probe)
+            .args(["dns-burst", "10.202.0.1", name, &count.to_string()])
+            .output()?;
+        println!("  {what:<40} {}", String::from_utf8_lossy(&out.stdout).trim());
+    }
+    let _ = dnsmasq.kill();
+    let _ = dnsmasq.wait();
     Ok(())
 }

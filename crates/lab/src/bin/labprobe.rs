@@ -293,12 +293,21 @@ fn dns_burst(args: &[String]) -> Result<(), String> {
     let sock = UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
     let mut answered = 0u32;
+    let mut times = Vec::with_capacity(count as usize);
+    let start = std::time::Instant::now();
     for i in 0..count {
-        if dns_exchange(&sock, server, i as u16, name, 1).is_ok_and(|(rcode, _)| rcode == 0 || rcode == 3) {
+        // `{i}` in NAME makes every query a different name (no cache can answer it).
+        let qname = name.replace("{i}", &i.to_string());
+        let t = std::time::Instant::now();
+        if dns_exchange(&sock, server, i as u16, &qname, 1).is_ok_and(|(rcode, _)| rcode == 0 || rcode == 3) {
             answered += 1;
+            times.push(t.elapsed().as_micros() as u64);
         }
     }
-    println!("sent={count} answered={answered} lost={}", count - answered);
+    let secs = start.elapsed().as_secs_f64();
+    times.sort_unstable();
+    let pct = |p: f64| if times.is_empty() { 0 } else { times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1] };
+    println!("sent={count} answered={answered} lost={} qps={:.0} p50_us={} p99_us={}", count - answered, f64::from(answered) / secs, pct(0.5), pct(0.99));
     if answered == count { Ok(()) } else { Err(format!("{} queries lost", count - answered)) }
 }
 
