@@ -71,7 +71,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let host = hns_kernel::netlink::Netlink::current()?;
     let mut engine = Engine::open(ecfg, host)?;
     tracing::info!(store = %engine.store_path().display(), "store opened");
-    log_report("start", &engine.reconcile().await);
+    log_report("start", &engine.reconcile(true).await);
     if !cfg.no_default_network {
         match engine.ensure_default_network().await {
             Ok(Some(n)) => tracing::info!(name = %n.name, subnet = ?n.subnets().next().map(|s| s.ip_address_prefix.clone()), "created the default network"),
@@ -89,7 +89,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let report = state.engine.lock().await.reconcile().await;
+                let report = state.engine.lock().await.reconcile(false).await;
                 log_report("periodic", &report);
             }
         })

@@ -157,3 +157,19 @@ fn a_crash_between_commit_and_apply_is_repaired_for_mappings_too() {
     let _srv = lab.spawn_in_host("nsenter", &[&netns, &probe(), "serve-tcp", "0.0.0.0:80"]).unwrap();
     assert!(eventually(Duration::from_secs(5), || tcp_from(&lab, Side::Lan, &format!("{HOST_UPLINK}:8080")).is_ok()), "the mapping was not repaired");
 }
+
+#[test]
+fn mappings_of_a_compartment_that_disappears_are_removed() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    let (holder, path) = netns_process(&lab);
+    let ns = api.post("/namespaces", &json!({"NetNsPath": path})).ok();
+    api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"], "Policies": [pm("tcp", 8080, 80)]})).ok();
+    assert!(lab.in_host("nft", &["list", "map", "inet", "hns", "pm4"]).unwrap().stdout.contains("8080"));
+    holder.kill(nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(eventually(Duration::from_secs(10), || api.get("/portmappings").ok() == json!([])), "the mapping outlived its compartment");
+    assert!(!lab.in_host("nft", &["list", "map", "inet", "hns", "pm4"]).unwrap().stdout.contains("8080"), "the kernel still maps the port");
+    // The host port is free again.
+    api.container("nat", "again", json!({"Policies": [pm("tcp", 8080, 80)]}));
+}

@@ -275,54 +275,33 @@ pub fn delete_table() -> Result<()> {
 pub struct Observed {
     pub present: bool,
     pub rules: usize,
-    pub bridges: Vec<String>,
-    /// Elements of the port-mapping maps (pm4 + pm4ip).
-    pub mappings: usize,
 }
 
-/// Reads the hns table back (`nft -j list table`) and reduces it to [`Observed`].
+/// Reads the hns table back without its elements (`nft -t`: with 10 000 mappings a full
+/// listing takes ~0.35 s, a terse one a fraction of that) and reduces it to [`Observed`].
+/// A deleted or flushed table is what firewall reloads do to every peer; that is detected.
+/// Single elements removed by hand are not: they come back with the next full apply.
 pub fn observe() -> Result<Observed> {
     let out = Command::new("nft")
-        .args(["-j", "list", "table", "inet", NFT_TABLE])
+        .args(["-j", "-t", "list", "table", "inet", NFT_TABLE])
         .output()
-        .map_err(|e| KernelError::io("run nft", "nft -j list table", e))?;
+        .map_err(|e| KernelError::io("run nft", "nft -j -t list table", e))?;
     if !out.status.success() {
         // nft says "No such file or directory" for a missing table.
         return Ok(Observed::default());
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| KernelError::new("parse nft output", NFT_TABLE, e))?;
-    let mut o = Observed { present: true, ..Default::default() };
-    for item in v.get("nftables").and_then(|n| n.as_array()).into_iter().flatten() {
-        if item.get("rule").is_some() {
-            o.rules += 1;
-        }
-        if let Some(map) = item.get("map") {
-            if matches!(map.get("name").and_then(|n| n.as_str()), Some("pm4" | "pm4ip")) {
-                o.mappings += map.get("elem").and_then(|e| e.as_array()).map_or(0, |e| e.len());
-            }
-        }
-        if let Some(set) = item.get("set") {
-            if set.get("name").and_then(|n| n.as_str()) == Some("bridges") {
-                for e in set.get("elem").and_then(|e| e.as_array()).into_iter().flatten() {
-                    if let Some(s) = e.as_str() {
-                        o.bridges.push(s.to_owned());
-                    }
-                }
-            }
-        }
-    }
-    o.bridges.sort();
-    Ok(o)
+    let rules = v.get("nftables").and_then(|n| n.as_array()).map_or(0, |a| a.iter().filter(|i| i.get("rule").is_some()).count());
+    Ok(Observed { present: true, rules })
 }
 
-/// True when the kernel's table no longer matches `d` (missing, flushed, or other bridges).
+/// True when the kernel's table no longer matches `d` (missing or flushed, or present while
+/// there is no network).
 pub fn drifted(d: &Desired, o: &Observed) -> bool {
     if d.networks.is_empty() {
         return o.present;
     }
-    let mut want: Vec<String> = d.networks.iter().map(|n| n.bridge.clone()).collect();
-    want.sort();
-    !o.present || o.rules != RULE_COUNT || o.bridges != want || o.mappings != d.mappings.len()
+    !o.present || o.rules != RULE_COUNT
 }
 
 #[cfg(test)]
@@ -384,17 +363,13 @@ mod tests {
     #[test]
     fn drift_detection() {
         let d = Desired { networks: vec![net("hns-aaaaaaaa", "172.20.0.0/16", false)], ..Default::default() };
-        let good = Observed { present: true, rules: RULE_COUNT, bridges: vec!["hns-aaaaaaaa".into()], mappings: 0 };
+        let good = Observed { present: true, rules: RULE_COUNT };
         assert!(!drifted(&d, &good));
-        assert!(drifted(&d, &Observed { rules: 0, ..good_clone(&good) }));
-        assert!(drifted(&d, &Observed::default()));
-        assert!(drifted(&d, &Observed { bridges: vec![], ..good_clone(&good) }));
+        assert!(drifted(&d, &Observed { present: true, rules: 0 }), "a flushed table");
+        assert!(drifted(&d, &Observed::default()), "a deleted table");
         // No network: the table must not exist at all.
         assert!(drifted(&Desired::default(), &good));
         assert!(!drifted(&Desired::default(), &Observed::default()));
     }
 
-    fn good_clone(o: &Observed) -> Observed {
-        Observed { present: o.present, rules: o.rules, bridges: o.bridges.clone(), mappings: o.mappings }
-    }
 }

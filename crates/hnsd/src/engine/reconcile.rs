@@ -25,10 +25,18 @@ pub struct Report {
 }
 
 impl Engine {
-    pub async fn reconcile(&mut self) -> Report {
+    /// One pass. `full` (at start) rewrites the whole nft table whatever it looks like: after
+    /// a crash the store may hold elements the kernel never got, and the periodic check only
+    /// compares the table's shape (reading 10 000 elements back every 10 s would cost more).
+    pub async fn reconcile(&mut self, full: bool) -> Report {
         let mut r = Report::default();
         self.reconcile_namespaces(&mut r).await;
         self.reconcile_networks(&mut r).await;
+        if full {
+            if let Err(e) = self.apply_nft() {
+                r.errors.push(e.message);
+            }
+        }
         self.reconcile_nft(&mut r);
         self.reconcile_links(&mut r).await;
         self.remove_orphan_files(&mut r);
@@ -84,6 +92,8 @@ impl Engine {
         let eps: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.ep.id.clone()).collect();
         let mut nets: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.network_id.clone()).collect();
         nets.dedup();
+        // Their port mappings leave the kernel with them.
+        let stale: Vec<hns_kernel::nft::Mapping> = eps.iter().filter_map(|e| self.endpoints.get(e)).flat_map(|r| self.kernel_mappings(r)).collect();
         let committed = (|| {
             let mut txn = self.store.begin()?;
             txn.delete(Kind::Namespace, id)?;
@@ -116,6 +126,9 @@ impl Engine {
         let _ = std::fs::remove_dir_all(self.cfg.resolv_dir().join(id));
         for n in &nets {
             self.dns_refresh(n);
+        }
+        if let Err(e) = self.program_mappings(&[], &stale, &[]) {
+            r.errors.push(format!("namespace {id}: {}", e.message));
         }
         r.collected.push(format!("namespace {id} is gone; removed it and {} endpoint(s)", eps.len()));
     }
