@@ -91,6 +91,7 @@ impl Engine {
     fn collect_namespace(&mut self, id: &str, r: &mut Report) {
         let eps: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.ep.id.clone()).collect();
         let mut nets: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.network_id.clone()).collect();
+        nets.sort();
         nets.dedup();
         // Their port mappings leave the kernel with them.
         let stale: Vec<hns_kernel::nft::Mapping> = eps.iter().filter_map(|e| self.endpoints.get(e)).flat_map(|r| self.kernel_mappings(r)).collect();
