@@ -173,3 +173,24 @@ fn mappings_of_a_compartment_that_disappears_are_removed() {
     // The host port is free again.
     api.container("nat", "again", json!({"Policies": [pm("tcp", 8080, 80)]}));
 }
+
+#[test]
+fn ipv6_mappings_on_a_dual_stack_network() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    api.post("/networks", &json!({"Name": "ds", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.91.0.0/24"}, {"IpAddressPrefix": "fd00:91::/64"}]}]})).ok();
+    let bound6 = json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": 9443, "VIP": hns_lab::HOST_UPLINK_V6.to_string()}});
+    let (ns, _ep) = api.container("ds", "web", json!({"Policies": [pm("tcp", 8080, 80), bound6]}));
+    let netns = format!("--net={}", ns["NetNsPath"].as_str().unwrap());
+    let _srv = lab.spawn_in_host("nsenter", &[&netns, &probe(), "serve-tcp", "[::]:80"]).unwrap();
+    let v6 = |port: u16| format!("[{}]:{port}", hns_lab::HOST_UPLINK_V6);
+    assert!(eventually(Duration::from_secs(5), || tcp_from(&lab, Side::Lan, &v6(8080)).is_ok()), "IPv6 mapping from the LAN");
+    let out = tcp_from(&lab, Side::Lan, &v6(8080)).unwrap();
+    assert!(out.contains(&format!("peer=[{}]", hns_lab::LAN_ROUTER_V6)) || out.contains(&format!("peer={}", hns_lab::LAN_ROUTER_V6)), "real IPv6 client: {out}");
+    tcp_from(&lab, Side::Lan, &format!("{HOST_UPLINK}:8080")).expect("the same mapping over IPv4");
+    tcp_from(&lab, Side::Lan, &v6(9443)).expect("bound to the host's IPv6 address");
+    assert!(tcp_from(&lab, Side::Lan, &format!("{HOST_UPLINK}:9443")).is_err(), "an IPv6-bound mapping must not answer on IPv4");
+    let r = api.post("/endpoints", &json!({"HostComputeNetwork": "ds", "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": 9000, "VIP": "::1"}}]}));
+    assert_eq!((r.status, r.body["code"].as_str()), (400, Some("MAPPING_NOT_SUPPORTED")), "{}", r.raw);
+}

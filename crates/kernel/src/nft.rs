@@ -14,7 +14,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
@@ -40,15 +40,15 @@ pub struct NetworkRules {
     pub dns_listeners: Vec<Ipv4Addr>,
 }
 
-/// One port mapping (IPv4): traffic for a host port (on every host address, or on `host_ip`)
-/// is sent to a container's address and port.
+/// One port mapping: traffic for a host port (on every host address of the container
+/// address's family, or on `host_ip`) is sent to a container's address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mapping {
     /// "tcp" or "udp".
     pub proto: Proto,
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
-    pub container_ip: Ipv4Addr,
+    pub container_ip: IpAddr,
     pub container_port: u16,
 }
 
@@ -98,7 +98,15 @@ impl Mapping {
         }
     }
     fn map_name(&self) -> &'static str {
-        if self.host_ip.is_some() { "pm4ip" } else { "pm4" }
+        match (self.container_ip.is_ipv4(), self.host_ip.is_some()) {
+            (true, false) => "pm4",
+            (true, true) => "pm4ip",
+            (false, false) => "pm6",
+            (false, true) => "pm6ip",
+        }
+    }
+    fn allow_set(&self) -> &'static str {
+        if self.container_ip.is_ipv4() { "pm_allow4" } else { "pm_allow6" }
     }
     /// The element of the forward allow set (seed 000's firewall rule of a static mapping).
     fn allow_element(&self) -> String {
@@ -123,12 +131,12 @@ pub fn mapping_changes(add: &[Mapping], remove: &[Mapping], remaining: &[Mapping
         cmds.push(format!("delete element inet {t} {} {{ {} }}", m.map_name(), m.map_key()));
         let shared = remaining.iter().chain(add.iter()).any(|o| o.allow_element() == m.allow_element());
         if !shared {
-            cmds.push(format!("delete element inet {t} pm_allow4 {{ {} }}", m.allow_element()));
+            cmds.push(format!("delete element inet {t} {} {{ {} }}", m.allow_set(), m.allow_element()));
         }
     }
     for m in add {
         cmds.push(format!("add element inet {t} {} {{ {} }}", m.map_name(), m.map_element()));
-        cmds.push(format!("add element inet {t} pm_allow4 {{ {} }}", m.allow_element()));
+        cmds.push(format!("add element inet {t} {} {{ {} }}", m.allow_set(), m.allow_element()));
     }
     cmds.join("; ")
 }
@@ -143,7 +151,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// Number of rules [`compile`] emits; used to detect a flushed table.
-pub const RULE_COUNT: usize = 18;
+pub const RULE_COUNT: usize = 24;
 
 /// Compiles the whole table. The program first creates then deletes the table, so it applies
 /// the same way whether or not the table exists, and replaces it in one transaction.
@@ -165,13 +173,18 @@ pub fn compile(d: &Desired) -> String {
         elements(v)
     };
     let dns = d.networks.iter().flat_map(|n| n.dns_listeners.iter().map(move |ip| format!("{} . {ip}", quoted(&n.bridge))));
-    let mut any: Vec<String> = d.mappings.iter().filter(|m| m.host_ip.is_none()).map(|m| m.map_element()).collect();
-    let mut bound: Vec<String> = d.mappings.iter().filter(|m| m.host_ip.is_some()).map(|m| m.map_element()).collect();
-    let mut allow: Vec<String> = d.mappings.iter().map(|m| m.allow_element()).collect();
-    for v in [&mut any, &mut bound, &mut allow] {
+    let of = |name: &str| {
+        let mut v: Vec<String> = d.mappings.iter().filter(|m| m.map_name() == name).map(|m| m.map_element()).collect();
         v.sort();
         v.dedup();
-    }
+        elements(v)
+    };
+    let allow = |set: &str| {
+        let mut v: Vec<String> = d.mappings.iter().filter(|m| m.allow_set() == set).map(|m| m.allow_element()).collect();
+        v.sort();
+        v.dedup();
+        elements(v)
+    };
     format!(
         r#"table inet {t} {{}}
 delete table inet {t}
@@ -182,9 +195,12 @@ table inet {t} {{
   set inbound_closed {{ type ifname;{closed} }}
   set masq4 {{ type ipv4_addr; flags interval;{masq4} }}
   set masq6 {{ type ipv6_addr; flags interval;{masq6} }}
-  map pm4 {{ type inet_proto . inet_service : ipv4_addr . inet_service;{any} }}
-  map pm4ip {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;{bound} }}
-  set pm_allow4 {{ type ipv4_addr . inet_proto . inet_service;{allow} }}
+  map pm4 {{ type inet_proto . inet_service : ipv4_addr . inet_service;{pm4} }}
+  map pm4ip {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;{pm4ip} }}
+  set pm_allow4 {{ type ipv4_addr . inet_proto . inet_service;{allow4} }}
+  map pm6 {{ type inet_proto . inet_service : ipv6_addr . inet_service;{pm6} }}
+  map pm6ip {{ type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service;{pm6ip} }}
+  set pm_allow6 {{ type ipv6_addr . inet_proto . inet_service;{allow6} }}
   set dns_listeners {{ type ifname . ipv4_addr;{dns} }}
   set sync {{ type inet_service; }}
   chain guard {{
@@ -200,11 +216,15 @@ table inet {t} {{
     type nat hook prerouting priority dstnat; policy accept;
     fib daddr type local dnat ip addr . port to ip daddr . meta l4proto . th dport map @pm4ip
     fib daddr type local dnat ip addr . port to meta l4proto . th dport map @pm4
+    fib daddr type local dnat ip6 addr . port to ip6 daddr . meta l4proto . th dport map @pm6ip
+    fib daddr type local dnat ip6 addr . port to meta l4proto . th dport map @pm6
   }}
   chain output {{
     type nat hook output priority -100; policy accept;
     fib daddr type local dnat ip addr . port to ip daddr . meta l4proto . th dport map @pm4ip
     fib daddr type local dnat ip addr . port to meta l4proto . th dport map @pm4
+    ip6 daddr != ::1 fib daddr type local dnat ip6 addr . port to ip6 daddr . meta l4proto . th dport map @pm6ip
+    ip6 daddr != ::1 fib daddr type local dnat ip6 addr . port to meta l4proto . th dport map @pm6
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
@@ -214,12 +234,14 @@ table inet {t} {{
     oifname @internal drop
     oifname @inbound_closed ct state established,related accept
     oifname @inbound_closed ip daddr . meta l4proto . th dport @pm_allow4 ct status dnat accept
+    oifname @inbound_closed ip6 daddr . meta l4proto . th dport @pm_allow6 ct status dnat accept
     oifname @inbound_closed drop
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
     ip saddr 127.0.0.0/8 ct status dnat masquerade
     ip saddr @masq4 ct status dnat oifname @bridges masquerade
+    ip6 saddr @masq6 ct status dnat oifname @bridges masquerade
     ip saddr @masq4 oifname != @bridges masquerade
     ip6 saddr @masq6 oifname != @bridges masquerade
   }}
@@ -232,9 +254,12 @@ table inet {t} {{
         closed = elements(closed),
         masq4 = masq(true),
         masq6 = masq(false),
-        any = elements(any),
-        bound = elements(bound),
-        allow = elements(allow),
+        pm4 = of("pm4"),
+        pm4ip = of("pm4ip"),
+        pm6 = of("pm6"),
+        pm6ip = of("pm6ip"),
+        allow4 = allow("pm_allow4"),
+        allow6 = allow("pm_allow6"),
         dns = elements(dns),
     )
 }
@@ -337,6 +362,8 @@ mod tests {
         assert_eq!(c, "delete element inet hns pm4 { tcp . 8080 }; delete element inet hns pm_allow4 { 172.20.0.2 . tcp . 80 }");
         let c = mapping_changes(&[m(80, Some("10.0.0.1"), "172.20.0.9", 80)], &[], &[]);
         assert_eq!(c, "add element inet hns pm4ip { 10.0.0.1 . tcp . 80 : 172.20.0.9 . 80 }; add element inet hns pm_allow4 { 172.20.0.9 . tcp . 80 }");
+        let c = mapping_changes(&[m(80, None, "fd00::2", 8080)], &[], &[]);
+        assert_eq!(c, "add element inet hns pm6 { tcp . 80 : fd00::2 . 8080 }; add element inet hns pm_allow6 { fd00::2 . tcp . 8080 }");
     }
 
     #[test]
@@ -346,6 +373,7 @@ mod tests {
         assert!(p.contains("set bridges { type ifname; }"));
         assert!(!p.contains("elements"));
         let rules = |p: &str| p.lines().filter(|l| ["iifname", "oifname", "ip ", "ip6 ", "fib "].iter().any(|k| l.trim_start().starts_with(k))).count();
+        assert!(p.contains("map pm6 {"), "{p}");
         assert_eq!(rules(&p), RULE_COUNT);
     }
 

@@ -7,7 +7,7 @@
 //! attached (it needs the container's address).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
 use hns_api::{ApiError, ErrorCode, Policy, PortMappingInfo, PortMappingSettings};
 use hns_kernel::nft::{Mapping, Proto};
@@ -22,7 +22,7 @@ pub const PORT_MAPPING: &str = "PortMapping";
 /// Host ports in use: (protocol, port) -> holders, each bound to one host address or to all.
 #[derive(Debug, Default)]
 pub struct PortIndex {
-    used: HashMap<(Proto, u16), Vec<(Option<Ipv4Addr>, String)>>,
+    used: HashMap<(Proto, u16), Vec<(Option<IpAddr>, String)>>,
     /// Next-fit cursor of dynamic allocation, persisted with each allocation.
     pub cursor: u16,
     pub range: (u16, u16),
@@ -35,15 +35,15 @@ impl PortIndex {
 
     /// The endpoint holding a conflicting mapping, if any: a port bound to every address
     /// conflicts with every binding of that port, a bound one with the same address.
-    fn holder(&self, proto: Proto, vip: Option<Ipv4Addr>, port: u16) -> Option<&str> {
+    fn holder(&self, proto: Proto, vip: Option<IpAddr>, port: u16) -> Option<&str> {
         self.used.get(&(proto, port))?.iter().find(|(ip, _)| ip.is_none() || vip.is_none() || *ip == vip).map(|(_, e)| e.as_str())
     }
 
-    pub fn take(&mut self, proto: Proto, vip: Option<Ipv4Addr>, port: u16, endpoint: &str) {
+    pub fn take(&mut self, proto: Proto, vip: Option<IpAddr>, port: u16, endpoint: &str) {
         self.used.entry((proto, port)).or_default().push((vip, endpoint.to_owned()));
     }
 
-    pub fn release(&mut self, proto: Proto, vip: Option<Ipv4Addr>, port: u16, endpoint: &str) {
+    pub fn release(&mut self, proto: Proto, vip: Option<IpAddr>, port: u16, endpoint: &str) {
         if let Some(v) = self.used.get_mut(&(proto, port)) {
             v.retain(|(ip, e)| !(*ip == vip && e == endpoint));
             if v.is_empty() {
@@ -91,11 +91,11 @@ impl PortIndex {
     }
 }
 
-fn on(vip: Option<Ipv4Addr>) -> String {
+fn on(vip: Option<IpAddr>) -> String {
     vip.map(|v| format!(" on {v}")).unwrap_or_default()
 }
 
-pub fn vip_of(s: &PortMappingSettings) -> Option<Ipv4Addr> {
+pub fn vip_of(s: &PortMappingSettings) -> Option<IpAddr> {
     s.vip.parse().ok()
 }
 
@@ -107,14 +107,21 @@ fn parse_range(s: &str) -> Option<(u16, u16)> {
 
 /// A host port a local process already listens on is refused, as Windows users learn the hard
 /// way when WinNAT silently loses to a reserved port range.
-fn local_socket_conflict(proto: Proto, vip: Option<Ipv4Addr>, port: u16) -> Option<String> {
-    let addr = SocketAddr::new(IpAddr::V4(vip.unwrap_or(Ipv4Addr::UNSPECIFIED)), port);
-    let busy = match proto {
-        Proto::Tcp => TcpListener::bind(addr).err(),
-        Proto::Udp => UdpSocket::bind(addr).err(),
+fn local_socket_conflict(proto: Proto, vip: Option<IpAddr>, port: u16) -> Option<String> {
+    // Unbound mappings take the port on every address of both families.
+    let addrs = match vip {
+        Some(ip) => vec![ip],
+        None => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
     };
-    busy.filter(|e| e.kind() == std::io::ErrorKind::AddrInUse)
-        .map(|_| format!("host port {port}/{proto}{} is already used by a local process; choose another host port", on(vip)))
+    let busy = addrs.into_iter().any(|ip| {
+        let addr = SocketAddr::new(ip, port);
+        let err = match proto {
+            Proto::Tcp => TcpListener::bind(addr).err(),
+            Proto::Udp => UdpSocket::bind(addr).err(),
+        };
+        err.is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    });
+    busy.then(|| format!("host port {port}/{proto}{} is already used by a local process; choose another host port", on(vip)))
 }
 
 /// Parses and checks the policies of an endpoint request. Only `PortMapping` is implemented.
@@ -137,13 +144,17 @@ pub fn parse_policies(policies: &[Policy], field: &str) -> Result<Vec<PortMappin
         }
         if !s.vip.is_empty() {
             match s.vip.parse::<IpAddr>() {
-                Ok(IpAddr::V4(v4)) => {
-                    if UdpSocket::bind(SocketAddr::new(IpAddr::V4(v4), 0)).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrNotAvailable) {
-                        return Err(ApiError::field(ErrorCode::InvalidIp, format!("{f}.VIP"), format!("VIP {v4} is not an address of this host; bind the mapping to one of the host's addresses or leave VIP empty")));
-                    }
+                Ok(ip) if ip == IpAddr::V6(Ipv6Addr::LOCALHOST) => {
+                    return Err(ApiError::field(
+                        ErrorCode::MappingNotSupported,
+                        format!("{f}.VIP"),
+                        "::1 cannot be mapped: the kernel does not forward IPv6 loopback traffic to other interfaces; use 127.0.0.1 or a host address",
+                    ));
                 }
-                Ok(IpAddr::V6(_)) => {
-                    return Err(ApiError::field(ErrorCode::RequestUnsupported, format!("{f}.VIP"), "IPv6 port mappings are not supported yet; use an IPv4 host address"));
+                Ok(ip) => {
+                    if UdpSocket::bind(SocketAddr::new(ip, 0)).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrNotAvailable) {
+                        return Err(ApiError::field(ErrorCode::InvalidIp, format!("{f}.VIP"), format!("VIP {ip} is not an address of this host; bind the mapping to one of the host's addresses or leave VIP empty")));
+                    }
                 }
                 Err(_) => return Err(ApiError::field(ErrorCode::InvalidIp, format!("{f}.VIP"), format!("VIP {:?} is not an IP address", s.vip))),
             }
@@ -177,17 +188,23 @@ pub fn record_key(endpoint_id: &str, s: &PortMappingSettings) -> String {
     format!("{endpoint_id}/{}/{vip}/{}", s.protocol, s.external_port)
 }
 
-/// The kernel form of some mappings of an endpoint (none while it is detached or has no IPv4).
+/// The kernel form of some mappings of an endpoint (none while it is detached). A mapping
+/// bound to an address uses the container address of that family; an unbound one maps both
+/// families the endpoint has.
 pub fn kernel_form(rec: &EndpointRecord, maps: &[PortMappingSettings]) -> Vec<Mapping> {
     if rec.ep.host_compute_namespace.is_empty() {
         return Vec::new();
     }
-    let Some(ip) = rec.ep.ip_configurations.iter().find_map(|c| c.ip_address.parse::<Ipv4Addr>().ok()) else { return Vec::new() };
-    maps.iter()
-        .filter_map(|s| {
-            Some(Mapping { proto: Proto::from_number(s.protocol)?, host_ip: vip_of(s), host_port: s.external_port, container_ip: ip, container_port: s.internal_port })
-        })
-        .collect()
+    let addrs: Vec<IpAddr> = rec.ep.ip_configurations.iter().filter_map(|c| c.ip_address.parse().ok()).collect();
+    let mut out = Vec::new();
+    for s in maps {
+        let Some(proto) = Proto::from_number(s.protocol) else { continue };
+        let vip = vip_of(s);
+        for ip in addrs.iter().filter(|ip| vip.is_none_or(|v| v.is_ipv4() == ip.is_ipv4())) {
+            out.push(Mapping { proto, host_ip: vip, host_port: s.external_port, container_ip: *ip, container_port: s.internal_port });
+        }
+    }
+    out
 }
 
 impl Engine {
@@ -241,13 +258,15 @@ impl Engine {
     pub fn list_port_mappings(&self) -> Vec<PortMappingInfo> {
         let mut out = Vec::new();
         for rec in self.endpoints.values().filter(|r| self.mappings.contains_key(&r.ep.id)) {
-            let ip = rec.ep.ip_configurations.iter().find(|c| c.ip_address.parse::<Ipv4Addr>().is_ok()).map(|c| c.ip_address.clone()).unwrap_or_default();
+            let v4 = rec.ep.ip_configurations.iter().find(|c| c.ip_address.parse::<Ipv4Addr>().is_ok()).map(|c| c.ip_address.clone());
+            let v6 = rec.ep.ip_configurations.iter().find(|c| c.ip_address.parse::<Ipv6Addr>().is_ok()).map(|c| c.ip_address.clone());
             let ns = self.namespaces.get(&rec.ep.host_compute_namespace).map(|n| if n.rec.ns.name.is_empty() { n.rec.ns.id.clone() } else { n.rec.ns.name.clone() }).unwrap_or_default();
             let network = self.networks.get(&rec.network_id).map(|n| n.rec.net.name.clone()).unwrap_or_default();
             for s in self.mappings_of(&rec.ep.id) {
                 let proto = Proto::from_number(s.protocol).map(|p| p.to_string()).unwrap_or_default();
                 let external_ip = if s.vip.is_empty() { "0.0.0.0".to_owned() } else { s.vip.clone() };
                 let s = s.clone();
+                let ip = if vip_of(&s).is_some_and(|v| v.is_ipv6()) { v6.clone() } else { v4.clone().or(v6.clone()) }.unwrap_or_default();
                 out.push(PortMappingInfo {
                     id: format!("{}/{proto}/{external_ip}/{}", rec.ep.id, s.external_port),
                     endpoint_id: rec.ep.id.clone(),
