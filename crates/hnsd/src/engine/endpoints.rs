@@ -1,9 +1,8 @@
-//! Endpoint requests: create (optionally attached at once), delete, modify; and the attach
-//! and detach steps shared with namespace requests.
-
-use std::net::IpAddr;
+//! Endpoint requests: create (optionally attached at once), delete, modify (port mappings);
+//! and the attach and detach steps shared with namespace requests.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, IpConfig, ModifyRequest, PortMappingSettings, RequestType, ResourceType, state};
 use hns_kernel::nft::Proto;
