@@ -102,12 +102,14 @@ fn main() -> Result<()> {
 struct Client {
     r: BufReader<UnixStream>,
     w: UnixStream,
+    /// The `Server-Timing` duration of the last reply, when hnsd sent one (ms).
+    server_ms: Option<f64>,
 }
 
 impl Client {
     fn connect(p: &Path) -> Result<Client> {
         let s = UnixStream::connect(p).with_context(|| format!("connect {}", p.display()))?;
-        Ok(Client { r: BufReader::new(s.try_clone()?), w: s })
+        Ok(Client { r: BufReader::new(s.try_clone()?), w: s, server_ms: None })
     }
 
     fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
@@ -117,14 +119,19 @@ impl Client {
         self.r.read_line(&mut line)?;
         let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad status line")?;
         let mut len = 0usize;
+        self.server_ms = None;
         loop {
             let mut h = String::new();
             self.r.read_line(&mut h)?;
             if h == "\r\n" || h.is_empty() {
                 break;
             }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            let lower = h.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
                 len = v.trim().parse()?;
+            }
+            if let Some(v) = lower.strip_prefix("server-timing:") {
+                self.server_ms = v.split("dur=").nth(1).and_then(|d| d.trim().parse().ok());
             }
         }
         let mut buf = vec![0; len];
@@ -303,6 +310,7 @@ fn portmap_inner(sock: &Path, count: usize, seconds: u64, lan_pid: u32) -> Resul
         .args(["serve-tcp", "0.0.0.0:80"])
         .stdout(Stdio::null())
         .spawn()?;
+    let mut in_hnsd = Series::new("the same adds and removes, time inside hnsd (Server-Timing)");
     let modify = |c: &mut Client, kind: &str, policies: Vec<Value>| -> Result<f64> {
         let t = Instant::now();
         c.call("POST", &path, Some(&json!({"ResourceType": "Policy", "RequestType": kind, "Settings": {"Policies": policies}})))?;
@@ -318,10 +326,13 @@ fn portmap_inner(sock: &Path, count: usize, seconds: u64, lan_pid: u32) -> Resul
     let mut remove = Series::new(&format!("remove one mapping with {count} present"));
     for k in 0..200u16 {
         add.samples.push(modify(&mut c, "Add", vec![mapping(40000 + k)])?);
+        in_hnsd.samples.extend(c.server_ms);
         remove.samples.push(modify(&mut c, "Remove", vec![mapping(40000 + k)])?);
+        in_hnsd.samples.extend(c.server_ms);
     }
     add.print(200);
     remove.print(200);
+    in_hnsd.print(400);
     let rate = |port: u16| -> Result<String> {
         let out = Command::new("nsenter").args(["-t", &lan_pid.to_string(), "-n"]).arg(&probe).args(["crr", &format!("198.51.100.2:{port}"), "--seconds", &seconds.to_string()]).output()?;
         if !out.status.success() {
