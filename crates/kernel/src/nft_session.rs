@@ -25,6 +25,11 @@ use crate::names::NFT_TABLE;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct NftSession {
+    /// Command lines applied so far. nft keeps what it applied in its cache and checks new
+    /// elements against it, so a session's per-command cost grows with its own history
+    /// (measured: 0.5 ms rising to 3 ms over 10 000 additions, while a fresh session adds
+    /// to a 10 000-element map in 0.35 ms); callers retire a session after a while.
+    pub commands: usize,
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
@@ -51,12 +56,13 @@ impl NftSession {
         let stderr = child.stderr.take().expect("piped");
         set_nonblocking(&stdout)?;
         set_nonblocking(&stderr)?;
-        Ok(NftSession { child, stdin, stdout, stderr })
+        Ok(NftSession { commands: 0, child, stdin, stdout, stderr })
     }
 
     /// Runs one line of nft commands (`;`-separated: one transaction) and waits until nft has
     /// applied it. An error names nft's message.
     pub fn run(&mut self, commands: &str) -> Result<()> {
+        self.commands += 1;
         let sentinel = format!("list set inet {NFT_TABLE} sync");
         let line = format!("{}\n{sentinel}\n", commands.replace('\n', " "));
         self.stdin.write_all(line.as_bytes()).map_err(|e| KernelError::io("write to", "nft -i", e))?;
