@@ -157,3 +157,17 @@ fn automatic_dns_can_be_turned_off_and_on() {
     let (ok, out) = query(&lab, &a, &gw, "b", "A");
     assert!(ok && out.contains(&ip_of(&eb)), "{out}");
 }
+
+#[test]
+fn names_still_resolve_after_an_hnsd_restart() {
+    let lab = Lab::new().unwrap();
+    let d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    let gw = gateway(&api, "nat");
+    let (a, _) = api.container("nat", "a", json!({}));
+    let (_b, eb) = api.container("nat", "b", json!({}));
+    d.stop().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let (ok, out) = query(&lab, &a, &gw, "b", "A");
+    assert!(ok && out.contains(&ip_of(&eb)), "after restart: {out}");
+}
