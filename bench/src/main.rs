@@ -42,6 +42,18 @@ enum Cmd {
     /// Port mappings at scale: COUNT mappings added one request at a time, one added and
     /// removed with COUNT present, COUNT at once, and the new-connection rate from the LAN to
     /// the first and the last mapping.
+    /// Attach and detach with one port mapping, with PRESENT endpoints already on the host
+    /// (spread over networks of at most 1 000: a Linux bridge takes at most 1 023 ports). The
+    /// compartments exist beforehand, as the netns does for a CNI ADD; attach = create the
+    /// endpoint attached with its mapping, detach = delete it.
+    AttachPm {
+        #[arg(long, default_value_t = 0)]
+        present: usize,
+        #[arg(long, default_value_t = 200)]
+        cycles: usize,
+        #[arg(long, hide = true)]
+        inner_socket: Option<PathBuf>,
+    },
     /// Service discovery: queries per second and latency from a container to its network's
     /// responder, for a local name, a forwarded name (cached) and forwarded names (uncached, a
     /// real dnsmasq on the lab LAN answers them).
@@ -86,6 +98,8 @@ fn in_lab(args: &[String], with_lan_pid: bool) -> Result<()> {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::AttachPm { present, cycles, inner_socket: Some(sock) } => attach_pm_inner(&sock, present, cycles),
+        Cmd::AttachPm { present, cycles, .. } => in_lab(&["attach-pm".into(), "--present".into(), present.to_string(), "--cycles".into(), cycles.to_string()], false),
         Cmd::Dns { count, inner_socket: Some(sock), lan_pid } => dns_inner(&sock, count, lan_pid.context("--lan-pid")?),
         Cmd::Dns { count, .. } => in_lab(&["dns".into(), "--count".into(), count.to_string()], true),
         Cmd::Portmap { count, seconds, inner_socket: Some(sock), lan_pid } => portmap_inner(&sock, count, seconds, lan_pid.context("--lan-pid")?),
@@ -387,5 +401,40 @@ fn dns_inner(sock: &Path, count: u32, lan_pid: u32) -> Result<()> {
     }
     let _ = dnsmasq.kill();
     let _ = dnsmasq.wait();
+    Ok(())
+}
+
+/// Prints a series on one line in the peer-bench format (`name n=.. p50=.. p90=.. p99=.. ms`),
+/// so one script can compare both.
+fn one_line(name: &str, samples: &[f64]) {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    println!("{name:<8} n={} p50={:.2} p90={:.2} p99={:.2} ms", s.len(), pct(&s, 50.0), pct(&s, 90.0), pct(&s, 99.0));
+}
+
+fn attach_pm_inner(sock: &Path, present: usize, cycles: usize) -> Result<()> {
+    let mut c = Client::connect(sock)?;
+    let networks = present.div_ceil(1000).max(1);
+    for n in 0..networks {
+        c.call("POST", "/networks", Some(&json!({"Name": format!("bench{n}"), "Ipams": [{"Subnets": [{"IpAddressPrefix": format!("10.{}.0.0/16", 210 + n)}]}]})))?;
+    }
+    for i in 0..present {
+        let ns = c.call("POST", "/namespaces", Some(&json!({})))?;
+        c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": format!("bench{}", i / 1000), "HostComputeNamespace": ns["ID"]})))?;
+    }
+    let (mut attach, mut detach) = (Vec::new(), Vec::new());
+    for i in 0..cycles {
+        let ns = c.call("POST", "/namespaces", Some(&json!({})))?;
+        let t = Instant::now();
+        let ep = c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench0", "HostComputeNamespace": ns["ID"], "Policies": [mapping(20000 + i as u16)]})))?;
+        attach.push(ms(t));
+        let t = Instant::now();
+        c.call("DELETE", &format!("/endpoints/{}", ep["ID"].as_str().unwrap()), None)?;
+        detach.push(ms(t));
+        c.call("DELETE", &format!("/namespaces/{}", ns["ID"].as_str().unwrap()), None)?;
+    }
+    println!("# hns: endpoint + 1 port mapping, {present} endpoints present, {cycles} cycles");
+    one_line("attach", &attach);
+    one_line("detach", &detach);
     Ok(())
 }
