@@ -54,6 +54,17 @@ enum Cmd {
         #[arg(long, hide = true)]
         inner_socket: Option<PathBuf>,
     },
+    /// Data path through a port mapping vs straight to the container: TCP throughput (iperf3)
+    /// and 1-byte round trips, from the host to the container's address, from the host through
+    /// 127.0.0.1 and its own address, and from the LAN through the host's address.
+    Dataplane {
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        #[arg(long, hide = true)]
+        inner_socket: Option<PathBuf>,
+        #[arg(long, hide = true)]
+        lan_pid: Option<u32>,
+    },
     /// Service discovery: queries per second and latency from a container to its network's
     /// responder, for a local name, a forwarded name (cached) and forwarded names (uncached, a
     /// real dnsmasq on the lab LAN answers them).
@@ -100,6 +111,8 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::AttachPm { present, cycles, inner_socket: Some(sock) } => attach_pm_inner(&sock, present, cycles),
         Cmd::AttachPm { present, cycles, .. } => in_lab(&["attach-pm".into(), "--present".into(), present.to_string(), "--cycles".into(), cycles.to_string()], false),
+        Cmd::Dataplane { seconds, inner_socket: Some(sock), lan_pid } => dataplane_inner(&sock, seconds, lan_pid.context("--lan-pid")?),
+        Cmd::Dataplane { seconds, .. } => in_lab(&["dataplane".into(), "--seconds".into(), seconds.to_string()], true),
         Cmd::Dns { count, inner_socket: Some(sock), lan_pid } => dns_inner(&sock, count, lan_pid.context("--lan-pid")?),
         Cmd::Dns { count, .. } => in_lab(&["dns".into(), "--count".into(), count.to_string()], true),
         Cmd::Portmap { count, seconds, inner_socket: Some(sock), lan_pid } => portmap_inner(&sock, count, seconds, lan_pid.context("--lan-pid")?),
@@ -437,4 +450,59 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize) -> Result<()> {
     one_line("attach", &attach);
     one_line("detach", &detach);
     Ok(())
+}
+
+fn dataplane_inner(sock: &Path, seconds: u64, lan_pid: u32) -> Result<()> {
+    let mut c = Client::connect(sock)?;
+    c.call("POST", "/networks", Some(&json!({"Name": "bench", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.203.0.0/24"}]}]})))?;
+    let ns = c.call("POST", "/namespaces", Some(&json!({"Name": "srv"})))?;
+    let pms = json!([mapping_to(5201, 5201), mapping_to(7000, 7000)]);
+    let ep = c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench", "HostComputeNamespace": ns["ID"], "Policies": pms})))?;
+    let ip = ep["IpConfigurations"][0]["IpAddress"].as_str().unwrap().to_owned();
+    let netns = format!("--net={}", ns["NetNsPath"].as_str().unwrap());
+    let probe = std::env::current_exe()?.with_file_name("labprobe");
+    let mut servers = vec![
+        Command::new("nsenter").arg(&netns).args(["iperf3", "-s"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("iperf3 (apt-get install iperf3)")?,
+        Command::new("nsenter").arg(&netns).arg(&probe).args(["serve-tcp", "0.0.0.0:7000"]).stdout(Stdio::null()).spawn()?,
+    ];
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let lan = lan_pid.to_string();
+    let run = |from_lan: bool, program: &str, args: &[String]| -> Result<String> {
+        let mut cmd = if from_lan {
+            let mut c = Command::new("nsenter");
+            c.args(["-t", &lan, "-n", program]);
+            c
+        } else {
+            Command::new(program)
+        };
+        let out = cmd.args(args).output()?;
+        if !out.status.success() {
+            bail!("{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let gbits = |from_lan: bool, host: &str| -> Result<f64> {
+        let out = run(from_lan, "iperf3", &["-c".into(), host.into(), "-p".into(), "5201".into(), "-t".into(), seconds.to_string(), "-J".into()])?;
+        let v: Value = serde_json::from_str(&out)?;
+        Ok(v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(f64::NAN) / 1e9)
+    };
+    let rr = |from_lan: bool, host: &str| -> Result<String> {
+        Ok(run(from_lan, probe.to_str().unwrap(), &["rr".into(), format!("{host}:7000"), "--seconds".into(), seconds.to_string()])?.trim().to_owned())
+    };
+    println!("hns data path: one container, TCP through a port mapping vs straight to its address ({seconds} s per run)");
+    let direct = gbits(false, &ip)?;
+    let cases = [("host -> container address (direct)", false, ip.clone()), ("host -> 127.0.0.1 (mapping)", false, "127.0.0.1".into()), ("host -> its own address (mapping)", false, "198.51.100.2".into()), ("LAN -> host address (mapping)", true, "198.51.100.2".into())];
+    for (what, lan_side, host) in cases {
+        let g = if host == ip { direct } else { gbits(lan_side, &host)? };
+        println!("  {what:<38} {g:>6.2} Gbit/s ({:.2} of direct)   {}", g / direct, rr(lan_side, &host)?);
+    }
+    for s in servers.iter_mut() {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    Ok(())
+}
+
+fn mapping_to(external: u16, internal: u16) -> Value {
+    json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": internal, "ExternalPort": external}})
 }

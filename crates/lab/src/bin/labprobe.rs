@@ -10,6 +10,7 @@
 //! labprobe serve-udp ADDR:PORT
 //! labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
 //! labprobe crr ADDR:PORT [--seconds N]
+//! labprobe rr ADDR:PORT [--seconds N]
 //! labprobe dns SERVER NAME [A|AAAA|PTR] [--timeout-ms N]
 //! labprobe dns-burst SERVER NAME COUNT
 //! labprobe fake-hnsd --socket PATH [ignored hnsd flags...]
@@ -40,6 +41,7 @@ const USAGE: &str = "usage:
   labprobe serve-udp ADDR:PORT
   labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
   labprobe crr ADDR:PORT [--seconds N]
+  labprobe rr ADDR:PORT [--seconds N]
   labprobe dns SERVER NAME [A|AAAA|PTR] [--timeout-ms N]
   labprobe dns-burst SERVER NAME COUNT
   labprobe fake-hnsd --socket PATH [other hnsd flags are ignored]";
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Some("serve-udp") => parse_addr(args.get(1)).and_then(serve_udp),
         Some("send-udp") => send_udp(&args[1..]),
         Some("crr") => crr(&args[1..]),
+        Some("rr") => rr(&args[1..]),
         Some("dns") => dns(&args[1..]),
         Some("dns-burst") => dns_burst(&args[1..]),
         Some("fake-hnsd") => fake_hnsd(&args[1..]),
@@ -138,6 +141,37 @@ fn handle_tcp(mut stream: TcpStream) -> std::io::Result<()> {
     let mut reader = stream.try_clone()?;
     std::io::copy(&mut reader, &mut stream)?;
     let _ = stream.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+/// Request/response on one connection: 1 byte out, its echo back, for N seconds. Prints
+/// `rr=N rate=R/s p50_us=X p99_us=Y`.
+fn rr(args: &[String]) -> Result<(), String> {
+    let addr = parse_addr(args.first())?;
+    let seconds: u64 = match args.get(1).map(String::as_str) {
+        Some("--seconds") => args.get(2).and_then(|v| v.parse().ok()).ok_or("--seconds needs a number")?,
+        None => 2,
+        Some(other) => return Err(format!("unknown option {other}\n{USAGE}")),
+    };
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect to tcp {addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(|e| e.to_string())?;
+    let end = std::time::Instant::now() + Duration::from_secs(seconds);
+    let mut times = Vec::new();
+    let mut one = [0u8; 1];
+    while std::time::Instant::now() < end {
+        let t = std::time::Instant::now();
+        writer.write_all(b"x").map_err(|e| e.to_string())?;
+        reader.read_exact(&mut one).map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_micros() as u64);
+    }
+    times.sort_unstable();
+    let pct = |p: f64| times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
+    println!("rr={} rate={:.0}/s p50_us={} p99_us={}", times.len(), times.len() as f64 / seconds as f64, pct(0.5), pct(0.99));
     Ok(())
 }
 
