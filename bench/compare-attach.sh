@@ -15,7 +15,16 @@ BIN=target/release/hns-bench
 [ -x "$BIN" ] || { echo "build first: cargo build --release --workspace" >&2; exit 2; }
 [ -d "$PEER" ] || { echo "peer-bench not found at $PEER (set PEER_BENCH)" >&2; exit 2; }
 out=$(mktemp -d /tmp/hns-compare.XXXXXX)
-trap 'rm -rf "$out"' EXIT
+# The peers' scripts use `ip netns add`, which turns /run/netns into a mount point of the root
+# namespace; undo that if it was not one before (and nothing is left in it).
+netns_was_mounted=$(grep -qs ' /run/netns ' /proc/mounts && echo 1 || echo 0)
+cleanup() {
+  rm -rf "$out"
+  if [ "$netns_was_mounted" = 0 ] && grep -qs ' /run/netns ' /proc/mounts && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
+    umount /run/netns && rmdir /run/netns 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
 
 p50() { awk -v k="$2" '$1 == k { for (i = 2; i <= NF; i++) if ($i ~ /^p50=/) { sub("p50=", "", $i); print $i; exit } }' "$1"; }
 
