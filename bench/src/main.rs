@@ -35,9 +35,8 @@ enum Cmd {
         /// Where the CNI reference plugins live (skipped when absent).
         #[arg(long, default_value = "/usr/lib/cni")]
         cni_path: PathBuf,
-        /// Internal: run the measurement inside the lab host against this socket.
-        #[arg(long, hide = true)]
-        inner_socket: Option<PathBuf>,
+        #[command(flatten)]
+        inner: Inner,
     },
     /// Port mappings at scale: COUNT mappings added one request at a time, one added and
     /// removed with COUNT present, COUNT at once, and the new-connection rate from the LAN to
@@ -51,8 +50,8 @@ enum Cmd {
         present: usize,
         #[arg(long, default_value_t = 200)]
         cycles: usize,
-        #[arg(long, hide = true)]
-        inner_socket: Option<PathBuf>,
+        #[command(flatten)]
+        inner: Inner,
     },
     /// Data path through a port mapping vs straight to the container: TCP throughput (iperf3)
     /// and 1-byte round trips, from the host to the container's address, from the host through
@@ -60,10 +59,8 @@ enum Cmd {
     Dataplane {
         #[arg(long, default_value_t = 3)]
         seconds: u64,
-        #[arg(long, hide = true)]
-        inner_socket: Option<PathBuf>,
-        #[arg(long, hide = true)]
-        lan_pid: Option<u32>,
+        #[command(flatten)]
+        inner: Inner,
     },
     /// Service discovery: queries per second and latency from a container to its network's
     /// responder, for a local name, a forwarded name (cached) and forwarded names (uncached, a
@@ -71,10 +68,8 @@ enum Cmd {
     Dns {
         #[arg(long, default_value_t = 20000)]
         count: u32,
-        #[arg(long, hide = true)]
-        inner_socket: Option<PathBuf>,
-        #[arg(long, hide = true)]
-        lan_pid: Option<u32>,
+        #[command(flatten)]
+        inner: Inner,
     },
     Portmap {
         #[arg(long, default_value_t = 10000)]
@@ -82,24 +77,30 @@ enum Cmd {
         /// Seconds of each connection-rate run.
         #[arg(long, default_value_t = 3)]
         seconds: u64,
-        #[arg(long, hide = true)]
-        inner_socket: Option<PathBuf>,
-        #[arg(long, hide = true)]
-        lan_pid: Option<u32>,
+        #[command(flatten)]
+        inner: Inner,
     },
+}
+
+/// Set by [`in_lab`] when this binary re-runs itself inside the lab host.
+#[derive(clap::Args)]
+struct Inner {
+    /// The API socket of the lab's hnsd.
+    #[arg(long, hide = true)]
+    inner_socket: Option<PathBuf>,
+    /// The LAN namespace's holder, for clients on the LAN side.
+    #[arg(long, hide = true)]
+    lan_pid: Option<u32>,
 }
 
 /// Builds the lab, starts a release hnsd with the product defaults, and re-runs this binary
 /// inside the lab host with `args`.
-fn in_lab(args: &[String], with_lan_pid: bool) -> Result<()> {
+fn in_lab(args: &[String]) -> Result<()> {
     let lab = hns_lab::Lab::new()?;
     // The product's default reconcile interval (the lab's default is 1 s, for tests).
     let _d = lab.start_hnsd(&["--no-default-network", "--log", "warn", "--reconcile-interval", "10s"])?;
     let mut cmd = lab.host().cmd(std::env::current_exe()?);
-    cmd.args(args).arg("--inner-socket").arg(lab.socket());
-    if with_lan_pid {
-        cmd.arg("--lan-pid").arg(lab.lan().pid().to_string());
-    }
+    cmd.args(args).arg("--inner-socket").arg(lab.socket()).arg("--lan-pid").arg(lab.lan().pid().to_string());
     let st = cmd.status()?;
     if !st.success() {
         bail!("measurement failed: {st}");
@@ -108,20 +109,20 @@ fn in_lab(args: &[String], with_lan_pid: bool) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    let s = |v: &dyn ToString| v.to_string();
     match Cli::parse().cmd {
-        Cmd::AttachPm { present, cycles, inner_socket: Some(sock) } => attach_pm_inner(&sock, present, cycles),
-        Cmd::AttachPm { present, cycles, .. } => in_lab(&["attach-pm".into(), "--present".into(), present.to_string(), "--cycles".into(), cycles.to_string()], false),
-        Cmd::Dataplane { seconds, inner_socket: Some(sock), lan_pid } => dataplane_inner(&sock, seconds, lan_pid.context("--lan-pid")?),
-        Cmd::Dataplane { seconds, .. } => in_lab(&["dataplane".into(), "--seconds".into(), seconds.to_string()], true),
-        Cmd::Dns { count, inner_socket: Some(sock), lan_pid } => dns_inner(&sock, count, lan_pid.context("--lan-pid")?),
-        Cmd::Dns { count, .. } => in_lab(&["dns".into(), "--count".into(), count.to_string()], true),
-        Cmd::Portmap { count, seconds, inner_socket: Some(sock), lan_pid } => portmap_inner(&sock, count, seconds, lan_pid.context("--lan-pid")?),
-        Cmd::Portmap { count, seconds, .. } => in_lab(&["portmap".into(), "--count".into(), count.to_string(), "--seconds".into(), seconds.to_string()], true),
-        Cmd::Attach { count, block, cni_path, inner_socket: Some(sock) } => attach_inner(&sock, count, block, &cni_path),
-        Cmd::Attach { count, block, cni_path, inner_socket: None } => in_lab(
-            &["attach".into(), "--count".into(), count.to_string(), "--block".into(), block.to_string(), "--cni-path".into(), cni_path.display().to_string()],
-            false,
-        ),
+        Cmd::Attach { count, block, cni_path, inner: Inner { inner_socket: Some(sock), .. } } => attach_inner(&sock, count, block, &cni_path),
+        Cmd::Attach { count, block, cni_path, .. } => {
+            in_lab(&[s(&"attach"), s(&"--count"), s(&count), s(&"--block"), s(&block), s(&"--cni-path"), cni_path.display().to_string()])
+        }
+        Cmd::AttachPm { present, cycles, inner: Inner { inner_socket: Some(sock), .. } } => attach_pm_inner(&sock, present, cycles),
+        Cmd::AttachPm { present, cycles, .. } => in_lab(&[s(&"attach-pm"), s(&"--present"), s(&present), s(&"--cycles"), s(&cycles)]),
+        Cmd::Dataplane { seconds, inner: Inner { inner_socket: Some(sock), lan_pid } } => dataplane_inner(&sock, seconds, lan_pid.context("--lan-pid")?),
+        Cmd::Dataplane { seconds, .. } => in_lab(&[s(&"dataplane"), s(&"--seconds"), s(&seconds)]),
+        Cmd::Dns { count, inner: Inner { inner_socket: Some(sock), lan_pid } } => dns_inner(&sock, count, lan_pid.context("--lan-pid")?),
+        Cmd::Dns { count, .. } => in_lab(&[s(&"dns"), s(&"--count"), s(&count)]),
+        Cmd::Portmap { count, seconds, inner: Inner { inner_socket: Some(sock), lan_pid } } => portmap_inner(&sock, count, seconds, lan_pid.context("--lan-pid")?),
+        Cmd::Portmap { count, seconds, .. } => in_lab(&[s(&"portmap"), s(&"--count"), s(&count), s(&"--seconds"), s(&seconds)]),
     }
 }
 

@@ -251,18 +251,26 @@ struct Launch<'a> {
 }
 
 impl Launch<'_> {
-    fn foreground(&self) -> Result<i32> {
-        install_forwarding()?;
+    /// Forks with a close-on-exec pipe from child to parent; undoes the compartment if the
+    /// fork fails.
+    fn fork_with_pipe(&self) -> Result<(ForkResult, OwnedFd, OwnedFd)> {
         flush_stdout();
         let (reader, writer) = pipe2(OFlag::O_CLOEXEC).map_err(local("cannot make a pipe"))?;
         // SAFETY: hnsctl is single-threaded here (the client was dropped).
         match unsafe { fork() } {
+            Ok(f) => Ok((f, reader, writer)),
             Err(e) => {
                 self.undo();
                 Err(CliError::local(format!("cannot fork: {e}")))
             }
-            Ok(ForkResult::Child) => child_enter_and_exec(self.comp, self.prog, writer.as_raw_fd()),
-            Ok(ForkResult::Parent { child }) => {
+        }
+    }
+
+    fn foreground(&self) -> Result<i32> {
+        install_forwarding()?;
+        match self.fork_with_pipe()? {
+            (ForkResult::Child, _, writer) => child_enter_and_exec(self.comp, self.prog, writer.as_raw_fd()),
+            (ForkResult::Parent { child }, reader, writer) => {
                 CHILD.store(child.as_raw(), Ordering::SeqCst);
                 drop(writer);
                 let reports = read_reports(File::from(reader)).map_err(|e| CliError::local(format!("cannot read the child's status: {e}")));
@@ -284,19 +292,12 @@ impl Launch<'_> {
     }
 
     fn detached(&self) -> Result<i32> {
-        flush_stdout();
-        let (reader, writer) = pipe2(OFlag::O_CLOEXEC).map_err(local("cannot make a pipe"))?;
-        // SAFETY: hnsctl is single-threaded here (the client was dropped).
-        match unsafe { fork() } {
-            Err(e) => {
-                self.undo();
-                Err(CliError::local(format!("cannot fork: {e}")))
-            }
-            Ok(ForkResult::Child) => {
+        match self.fork_with_pipe()? {
+            (ForkResult::Child, reader, writer) => {
                 drop(reader);
                 self.monitor(writer)
             }
-            Ok(ForkResult::Parent { child: monitor }) => {
+            (ForkResult::Parent { child: monitor }, reader, writer) => {
                 drop(writer);
                 let reports = read_reports(File::from(reader)).map_err(|e| CliError::local(format!("cannot read the child's status: {e}")))?;
                 if !self.rm {

@@ -57,7 +57,7 @@ impl Engine {
         let dns = net.rec.net.dns.clone().unwrap_or_default();
         let own = self.dns_listeners(net_id);
         let servers: Vec<IpAddr> = if dns.server_list.is_empty() {
-            resolv_conf_servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+            resolv_conf_servers(&self.host_resolv_conf)
         } else {
             dns.server_list.iter().filter_map(|s| s.parse().ok()).collect()
         };

@@ -80,6 +80,9 @@ pub struct Engine {
     pub(crate) next_ns_number: u32,
     pub(crate) last_reconcile: String,
     pub(crate) kernel_features: BTreeMap<String, bool>,
+    /// The host's /etc/resolv.conf, read at start and at every reconcile pass, not on every
+    /// attach: compartments without DNS settings inherit it, responders forward to it.
+    pub(crate) host_resolv_conf: String,
     /// Retired links to delete in the background.
     reaper: tokio::sync::mpsc::UnboundedSender<String>,
     /// Host ports held by port mappings.
@@ -143,6 +146,7 @@ impl Engine {
             namespaces: BTreeMap::new(),
             next_ns_number: 1,
             last_reconcile: String::new(),
+            host_resolv_conf: read_host_resolv_conf(),
             kernel_features: info::probe_kernel(),
             reaper,
             ports,
@@ -323,6 +327,10 @@ impl Engine {
     pub(crate) fn apply_nft(&self) -> Result<()> {
         hns_kernel::nft::apply(&self.desired_nft()).map_err(kernel_err)
     }
+}
+
+pub(crate) fn read_host_resolv_conf() -> String {
+    std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
 }
 
 /// Deletes retired links off the request path (see [`Netlink::retire`]). Requests that

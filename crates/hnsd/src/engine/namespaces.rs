@@ -241,8 +241,7 @@ impl Engine {
                 extend_unique(&mut options, d.options.iter());
             }
         }
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let content = render_resolv_conf(&servers, &search, &options, &host);
+        let content = render_resolv_conf(&servers, &search, &options, &self.host_resolv_conf);
         let path = self.resolv_path(ns_id);
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);

@@ -30,6 +30,7 @@ impl Engine {
     /// compares the table's shape (reading 10 000 elements back every 10 s would cost more).
     pub async fn reconcile(&mut self, full: bool) -> Report {
         let mut r = Report::default();
+        self.host_resolv_conf = super::read_host_resolv_conf();
         self.reconcile_namespaces(&mut r).await;
         self.reconcile_networks(&mut r).await;
         if full {
