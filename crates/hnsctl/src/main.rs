@@ -416,6 +416,13 @@ pub struct RunArgs {
     /// Remove the endpoints and the compartment when the command exits.
     #[arg(long)]
     pub rm: bool,
+    #[command(flatten)]
+    pub program: ProgramArgs,
+}
+
+/// The program `run` and `exec` start, and Docker's `-i`/`-t`, accepted as no-ops.
+#[derive(Debug, Args)]
+pub struct ProgramArgs {
     /// Accepted for Docker habits; the command always shares hnsctl's terminal.
     #[arg(short = 'i', long, hide = true)]
     pub interactive: bool,
@@ -435,15 +442,8 @@ Examples:
 pub struct ExecArgs {
     /// Compartment (namespace) name or ID.
     pub container: String,
-    /// Accepted for Docker habits; the command always shares hnsctl's terminal.
-    #[arg(short = 'i', long, hide = true)]
-    pub interactive: bool,
-    /// Accepted for Docker habits; the command always shares hnsctl's terminal.
-    #[arg(short = 't', long, hide = true)]
-    pub tty: bool,
-    /// The command and its arguments.
-    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
+    #[command(flatten)]
+    pub program: ProgramArgs,
 }
 
 #[derive(Debug, Args)]
@@ -554,18 +554,18 @@ mod tests {
     fn run_with_double_dash() {
         let a = run_args(&["hnsctl", "run", "--net", "x", "--", "cmd", "a"]);
         assert_eq!(a.net, "x");
-        assert_eq!(a.command, vec!["cmd", "a"]);
+        assert_eq!(a.program.command, vec!["cmd", "a"]);
     }
 
     #[test]
     fn run_keeps_options_after_the_command_for_the_command() {
         let a = run_args(&["hnsctl", "run", "--net", "x", "cmd", "-a"]);
         assert_eq!(a.net, "x");
-        assert_eq!(a.command, vec!["cmd", "-a"]);
+        assert_eq!(a.program.command, vec!["cmd", "-a"]);
         let a = run_args(&["hnsctl", "run", "-d", "--name", "web", "sleep", "--name", "z", "-d"]);
         assert!(a.detach);
         assert_eq!(a.name.as_deref(), Some("web"));
-        assert_eq!(a.command, vec!["sleep", "--name", "z", "-d"]);
+        assert_eq!(a.program.command, vec!["sleep", "--name", "z", "-d"]);
     }
 
     #[test]
@@ -575,10 +575,10 @@ mod tests {
         assert!(!a.detach && !a.rm);
         let a = run_args(&["hnsctl", "run", "--network=host", "-it", "--rm", "--alias", "a", "--alias", "b", "sh"]);
         assert_eq!(a.net, "host");
-        assert!(a.rm && a.interactive && a.tty);
+        assert!(a.rm && a.program.interactive && a.program.tty);
         assert_eq!(a.alias, vec!["a", "b"]);
         let a = run_args(&["hnsctl", "run", "--", "-weird", "--x"]);
-        assert_eq!(a.command, vec!["-weird", "--x"]);
+        assert_eq!(a.program.command, vec!["-weird", "--x"]);
         assert!(Cli::try_parse_from(["hnsctl", "run"]).is_err());
         assert!(Cli::try_parse_from(["hnsctl", "run", "--net", "x"]).is_err());
     }
@@ -589,7 +589,7 @@ mod tests {
             match parse(args).command {
                 Command::Exec(a) => {
                     assert_eq!(a.container, "web");
-                    assert_eq!(a.command, vec!["ip", "-br", "addr"]);
+                    assert_eq!(a.program.command, vec!["ip", "-br", "addr"]);
                 }
                 other => panic!("{other:?}"),
             }
@@ -605,7 +605,7 @@ mod tests {
         let cli = parse(&["hnsctl", "--format", "json", "run", "echo", "--format", "table"]);
         assert_eq!(cli.format, Format::Json);
         match cli.command {
-            Command::Run(a) => assert_eq!(a.command, vec!["echo", "--format", "table"]),
+            Command::Run(a) => assert_eq!(a.program.command, vec!["echo", "--format", "table"]),
             other => panic!("{other:?}"),
         }
     }
@@ -641,7 +641,7 @@ mod tests {
     fn publish_is_repeatable() {
         let a = run_args(&["hnsctl", "run", "-p", "8080:80", "--publish", "53/udp", "-p=[::1]:9000:90", "-d", "sleep", "-p", "1"]);
         assert_eq!(a.publish, vec!["8080:80", "53/udp", "[::1]:9000:90"]);
-        assert_eq!(a.command, vec!["sleep", "-p", "1"]);
+        assert_eq!(a.program.command, vec!["sleep", "-p", "1"]);
         assert!(run_args(&["hnsctl", "run", "true"]).publish.is_empty());
     }
 

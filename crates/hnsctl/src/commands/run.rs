@@ -44,7 +44,7 @@ const NET_HOST: &str = "host";
 const NET_NONE: &str = "none";
 
 pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
-    let prog = Program::new(&a.command)?;
+    let prog = Program::new(&a.program.command)?;
     let has_endpoint = a.net != NET_HOST && a.net != NET_NONE;
     if !has_endpoint && (a.ip.is_some() || a.mac_address.is_some() || !a.alias.is_empty()) {
         return Err(CliError::invalid(format!(
@@ -104,7 +104,7 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
 }
 
 pub fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32> {
-    let prog = Program::new(&a.command)?;
+    let prog = Program::new(&a.program.command)?;
     let ns = {
         let client = ctx.client()?;
         lookup::<HostComputeNamespace>(&client, &a.container)?
