@@ -7,7 +7,7 @@
 //!   addresses, routes, link dumps) with errors that name the object;
 //! - [`nft`]: the hns nftables table: a pure compiler from desired state to one atomic nft
 //!   program, and the thin layer that applies and inspects it;
-//! - [`nft_session`]: a long-lived `nft -i` for single element changes;
+//! - [`nft_elements`]: port-mapping elements written over nfnetlink, one batch per change;
 //! - [`sysctl`]: write-if-different sysctls;
 //! - [`names`]: the names of every kernel object hns owns, so garbage collection is exact.
 
@@ -16,7 +16,7 @@ pub mod names;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
-pub mod nft_session;
+pub mod nft_elements;
 pub mod sysctl;
 
 pub use error::KernelError;

@@ -8,8 +8,8 @@
 //!
 //! Applying goes through the `nft` binary: it keeps nft's GPL code behind a process boundary.
 //! The whole table is replaced (a few ms, ~100 ms with 10 000 mappings) only when networks
-//! change or drift is repaired; single port mappings are added and removed as elements through
-//! a long-lived `nft -i` ([`crate::nft_session`]), well under a millisecond each.
+//! change or drift is repaired; single port mappings are added and removed as elements over
+//! nfnetlink ([`crate::nft_elements`]), in microseconds.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -85,19 +85,19 @@ impl std::fmt::Display for Proto {
 
 impl Mapping {
     /// The map element (key : value) of the DNAT map the mapping belongs to.
-    fn map_element(&self) -> String {
+    pub(crate) fn map_element(&self) -> String {
         match self.host_ip {
             Some(ip) => format!("{ip} . {} . {} : {} . {}", self.proto, self.host_port, self.container_ip, self.container_port),
             None => format!("{} . {} : {} . {}", self.proto, self.host_port, self.container_ip, self.container_port),
         }
     }
-    fn map_key(&self) -> String {
+    pub(crate) fn map_key(&self) -> String {
         match self.host_ip {
             Some(ip) => format!("{ip} . {} . {}", self.proto, self.host_port),
             None => format!("{} . {}", self.proto, self.host_port),
         }
     }
-    fn map_name(&self) -> &'static str {
+    pub(crate) fn map_name(&self) -> &'static str {
         match (self.container_ip.is_ipv4(), self.host_ip.is_some()) {
             (true, false) => "pm4",
             (true, true) => "pm4ip",
@@ -105,11 +105,11 @@ impl Mapping {
             (false, true) => "pm6ip",
         }
     }
-    fn allow_set(&self) -> &'static str {
+    pub(crate) fn allow_set(&self) -> &'static str {
         if self.container_ip.is_ipv4() { "pm_allow4" } else { "pm_allow6" }
     }
     /// The element of the forward allow set (seed 000's firewall rule of a static mapping).
-    fn allow_element(&self) -> String {
+    pub(crate) fn allow_element(&self) -> String {
         format!("{} . {} . {}", self.container_ip, self.proto, self.container_port)
     }
 }
@@ -119,26 +119,6 @@ pub struct Desired {
     pub networks: Vec<NetworkRules>,
     /// Port mappings of attached endpoints.
     pub mappings: Vec<Mapping>,
-}
-
-/// The nft commands (one line, so one transaction) that add `add` and remove `remove`, given
-/// every mapping that stays (`remaining`): an allow element shared with a remaining mapping is
-/// kept.
-pub fn mapping_changes(add: &[Mapping], remove: &[Mapping], remaining: &[Mapping]) -> String {
-    let t = NFT_TABLE;
-    let mut cmds = Vec::new();
-    for m in remove {
-        cmds.push(format!("delete element inet {t} {} {{ {} }}", m.map_name(), m.map_key()));
-        let shared = remaining.iter().chain(add.iter()).any(|o| o.allow_element() == m.allow_element());
-        if !shared {
-            cmds.push(format!("delete element inet {t} {} {{ {} }}", m.allow_set(), m.allow_element()));
-        }
-    }
-    for m in add {
-        cmds.push(format!("add element inet {t} {} {{ {} }}", m.map_name(), m.map_element()));
-        cmds.push(format!("add element inet {t} {} {{ {} }}", m.allow_set(), m.allow_element()));
-    }
-    cmds.join("; ")
 }
 
 fn elements<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
@@ -350,20 +330,6 @@ mod tests {
         assert!(p.contains("set pm_allow4 { type ipv4_addr . inet_proto . inet_service; elements = { 172.20.0.2 . tcp . 80, 172.20.0.3 . tcp . 5353 }; }"), "{p}");
         let more = Desired { mappings: (0..100).map(|i| m(10000 + i, None, "172.20.0.2", 80)).collect(), ..d.clone() };
         assert_eq!(compile(&more).lines().count(), p.lines().count(), "mappings add elements, not rules");
-    }
-
-    #[test]
-    fn element_changes_keep_shared_allow_elements() {
-        let a = m(8080, None, "172.20.0.2", 80);
-        let b = m(8081, None, "172.20.0.2", 80);
-        let c = mapping_changes(&[], &[a], &[b]);
-        assert_eq!(c, "delete element inet hns pm4 { tcp . 8080 }");
-        let c = mapping_changes(&[], &[a], &[]);
-        assert_eq!(c, "delete element inet hns pm4 { tcp . 8080 }; delete element inet hns pm_allow4 { 172.20.0.2 . tcp . 80 }");
-        let c = mapping_changes(&[m(80, Some("10.0.0.1"), "172.20.0.9", 80)], &[], &[]);
-        assert_eq!(c, "add element inet hns pm4ip { 10.0.0.1 . tcp . 80 : 172.20.0.9 . 80 }; add element inet hns pm_allow4 { 172.20.0.9 . tcp . 80 }");
-        let c = mapping_changes(&[m(80, None, "fd00::2", 8080)], &[], &[]);
-        assert_eq!(c, "add element inet hns pm6 { tcp . 80 : fd00::2 . 8080 }; add element inet hns pm_allow6 { fd00::2 . tcp . 8080 }");
     }
 
     #[test]

@@ -89,8 +89,8 @@ pub struct Engine {
     pub(crate) ports: portmaps::PortIndex,
     /// Port mappings of each endpoint, in the order they were made.
     pub(crate) mappings: HashMap<String, Vec<hns_api::PortMappingSettings>>,
-    /// The long-lived nft process for element changes, started on first use.
-    pub(crate) nft: Option<hns_kernel::nft_session::NftSession>,
+    /// The nfnetlink socket for element changes, opened on first use.
+    pub(crate) nft: Option<hns_kernel::nft_elements::ElementWriter>,
     /// The service-discovery responder (one listener set per network with discovery on).
     pub(crate) dns: hns_dns::DnsService,
     /// Networks whose responder could not start, with the reason (shown by `info`).

@@ -16,9 +16,6 @@ use super::records::EndpointRecord;
 use super::validate::{ENDPOINT_POLICY_TYPES, refuse_policy};
 use super::{Engine, Result, kernel_err};
 
-/// Changes one nft session applies before it is replaced.
-const SESSION_COMMANDS: usize = 200;
-
 /// The policy type name, canonical spelling.
 pub const PORT_MAPPING: &str = "PortMapping";
 
@@ -235,28 +232,20 @@ impl Engine {
             return Ok(());
         }
         // Big batches go through one `nft -f` transaction of the whole table (10 000 mappings
-        // load in ~0.1 s that way; line by line through the session they would take ~1 s).
+        // load in ~0.1 s that way); a netlink batch that large would outgrow the socket buffer.
         if add.len() + remove.len() > 64 {
             return self.apply_nft();
         }
-        let cmds = hns_kernel::nft::mapping_changes(add, remove, keep);
-        let session = match self.nft.as_mut() {
-            Some(s) => s,
-            None => self.nft.insert(hns_kernel::nft_session::NftSession::start().map_err(kernel_err)?),
+        let changes = hns_kernel::nft_elements::element_changes(add, remove, keep);
+        let writer = match self.nft.as_mut() {
+            Some(w) => w,
+            None => self.nft.insert(hns_kernel::nft_elements::ElementWriter::open().map_err(kernel_err)?),
         };
-        match session.run(&cmds) {
-            Ok(()) => {
-                // A fresh nft every few hundred changes keeps each change at its fresh-process
-                // cost (see NftSession::commands); starting one costs ~3 ms.
-                if session.commands >= SESSION_COMMANDS {
-                    self.nft = None;
-                }
-                Ok(())
-            }
+        match writer.apply(&changes) {
+            Ok(()) => Ok(()),
             Err(e) => {
-                // Start afresh next time; a missing table is repaired by a full apply.
-                self.nft = None;
-                if e.is_not_found() && !remove.is_empty() && add.is_empty() {
+                // Removing what is already gone is done; a missing table is repaired by a full apply.
+                if e.is_not_found() && add.is_empty() {
                     return Ok(());
                 }
                 tracing::warn!(error = %e, "element update failed; re-applying the whole nft table");
