@@ -12,9 +12,13 @@ use hns_api::NetworkType;
 use hns_kernel::KernelError;
 use hns_kernel::netlink::Netlink;
 use hns_kernel::nft::NetworkRules;
+use hns_kernel::uplink::UplinkPlan;
 use ipnet::IpNet;
 
+pub mod l2bridge;
+pub mod l2tunnel;
 pub mod nat;
+pub mod transparent;
 
 /// What the kernel needs to know about a network.
 #[derive(Debug, Clone)]
@@ -27,6 +31,8 @@ pub struct NetworkPlan {
     /// Each subnet with its gateway.
     pub subnets: Vec<(IpNet, IpAddr)>,
     pub internal: bool,
+    /// External networks: the links between the host's adapter(s) and the endpoints.
+    pub uplink: Option<UplinkPlan>,
 }
 
 impl NetworkPlan {
@@ -62,34 +68,69 @@ pub type Result<T> = std::result::Result<T, KernelError>;
 
 /// The network types that have a driver in this build.
 pub fn implemented(kind: NetworkType) -> bool {
-    matches!(kind, NetworkType::Nat)
+    matches!(kind, NetworkType::Nat | NetworkType::Transparent | NetworkType::L2Bridge | NetworkType::L2Tunnel)
+}
+
+/// Networks bound to a host adapter (Windows' "external vSwitch").
+pub fn is_external(kind: NetworkType) -> bool {
+    matches!(kind, NetworkType::Transparent | NetworkType::L2Bridge | NetworkType::L2Tunnel)
+}
+
+/// The host-side link named after the network (`plan.bridge`) that the driver keeps: nat's
+/// bridge, transparent's host leg; l2bridge and l2tunnel have none.
+pub fn has_network_link(kind: NetworkType) -> bool {
+    matches!(kind, NetworkType::Nat | NetworkType::Transparent)
+}
+
+/// Endpoints of this kind have a host end named `host_if` (a veth).
+pub fn has_host_veth(kind: NetworkType) -> bool {
+    matches!(kind, NetworkType::Nat | NetworkType::L2Bridge)
 }
 
 pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
     match net.kind {
         NetworkType::Nat => nat::create_network(host, net).await,
+        NetworkType::Transparent => transparent::create_network(host, net).await,
+        NetworkType::L2Bridge => l2bridge::create_network(host, net).await,
+        NetworkType::L2Tunnel => l2tunnel::create_network(host, net).await,
         other => Err(KernelError::new("create network", &net.id, format!("no driver for {other}"))),
     }
 }
 
 pub async fn delete_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
     match net.kind {
-        NetworkType::Nat => nat::delete_network(host, net).await,
-        _ => Ok(()),
+        NetworkType::Nat | NetworkType::Transparent => host.delete_link(&net.bridge).await?,
+        _ => {}
     }
+    // The VLAN or bond links hns made for the uplink go with the network (never an adapter).
+    if let Some(u) = &net.uplink {
+        for step in u.steps.iter().rev() {
+            let (hns_kernel::uplink::UplinkStep::Bond { name, .. } | hns_kernel::uplink::UplinkStep::Vlan { name, .. }) = step;
+            host.delete_link(name).await?;
+        }
+    }
+    Ok(())
 }
 
 pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Compartment) -> Result<()> {
     match net.kind {
         NetworkType::Nat => nat::attach(host, net, ep, c).await,
+        NetworkType::Transparent => transparent::attach(host, net, ep, c).await,
+        NetworkType::L2Bridge => l2bridge::attach(host, net, ep, c).await,
+        NetworkType::L2Tunnel => l2tunnel::attach(host, net, ep, c).await,
         other => Err(KernelError::new("attach endpoint", &ep.id, format!("no driver for {other}"))),
     }
 }
 
 /// Detaches an endpoint; returns a link the caller must delete later (see [`nat::detach`]).
-pub async fn detach(host: &Netlink, net: &NetworkPlan, ep_host_if: &str, inside: Option<(&Compartment, &str)>) -> Result<Option<String>> {
+pub async fn detach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, inside: Option<&Compartment>) -> Result<Option<String>> {
     match net.kind {
-        NetworkType::Nat => nat::detach(host, ep_host_if, inside).await,
+        NetworkType::Nat => nat::detach(host, &ep.host_if, inside.map(|c| (c, ep.ifname.as_str()))).await,
+        NetworkType::L2Bridge => l2bridge::detach(host, net, ep, inside).await,
+        NetworkType::Transparent | NetworkType::L2Tunnel => {
+            transparent::detach(host, ep, inside).await?;
+            Ok(None)
+        }
         _ => Ok(None),
     }
 }
@@ -107,10 +148,20 @@ pub async fn ensure_gateways(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
     Ok(())
 }
 
-/// The network's share of the nft table.
-pub fn nft_rules(net: &NetworkPlan) -> NetworkRules {
+/// The network's share of the nft table; external networks have none (their containers sit
+/// on the LAN, unfiltered and unNATed, as on Windows).
+pub fn nft_rules(net: &NetworkPlan) -> Option<NetworkRules> {
     match net.kind {
-        NetworkType::Nat => nat::nft_rules(net),
-        _ => NetworkRules { bridge: net.bridge.clone(), subnets: vec![], masquerade: false, internal: net.internal, inbound_closed: false, dns_listeners: vec![] },
+        NetworkType::Nat => Some(nat::nft_rules(net)),
+        _ => None,
+    }
+}
+
+/// The uplink link of an external network, looked up in the host namespace.
+pub(crate) async fn uplink_index(host: &Netlink, net: &NetworkPlan) -> Result<u32> {
+    let plan = net.uplink.as_ref().ok_or_else(|| KernelError::new("find uplink of", &net.id, "the network has no adapter"))?;
+    match host.link_by_name(&plan.link).await? {
+        Some(l) => Ok(l.index),
+        None => host.ensure_uplink(plan).await,
     }
 }

@@ -45,7 +45,7 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
             host.link_by_name(&net.bridge).await?.map(|l| l.index).unwrap_or_default()
         }
     };
-    host.create_veth_into(&ep.host_if, bridge, &ep.ifname, &c.fd, ep.mac, None).await?;
+    host.create_veth_into(&ep.host_if, Some(bridge), &ep.ifname, &c.fd, ep.mac, None).await?;
     if !ipv6 {
         host.disable_ipv6_autoconf(&ep.host_if).await?;
         c.netlink.disable_ipv6_autoconf(&ep.ifname).await?;
@@ -55,7 +55,7 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
 }
 
 /// The compartment side: link up, addresses, routes, loopback.
-async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
+pub(crate) async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
     let nl = &c.netlink;
     nl.set_up(&ep.ifname).await?;
     nl.set_up("lo").await?;

@@ -8,6 +8,8 @@
 //! - [`nft`]: the hns nftables table: a pure compiler from desired state to one atomic nft
 //!   program, and the thin layer that applies and inspects it;
 //! - [`nft_elements`]: port-mapping elements written over nfnetlink, one batch per change;
+//! - [`uplink`]: macvlan children, proxy ARP, host routes, VLAN and bond links of the
+//!   external-switch drivers;
 //! - [`sysctl`]: write-if-different sysctls;
 //! - [`names`]: the names of every kernel object hns owns, so garbage collection is exact.
 
@@ -18,5 +20,6 @@ pub mod netns;
 pub mod nft;
 pub mod nft_elements;
 pub mod sysctl;
+pub mod uplink;
 
 pub use error::KernelError;

@@ -15,6 +15,10 @@ pub const RETIRED_PREFIX: &str = "hnz";
 /// The device group of retired links, so one request deletes a whole batch of them (and pays
 /// the kernel's RCU grace period once). Its bytes spell "hnz".
 pub const RETIRED_GROUP: u32 = 0x0068_6e7a;
+/// Bonds of several adapters (teaming): `hnb` + 8 hex digits of the network ID.
+pub const BOND_PREFIX: &str = "hnb";
+/// VLAN sub-interfaces of an external network's uplink: `hnq` + 8 hex digits.
+pub const VLAN_PREFIX: &str = "hnq";
 /// The nft table (family inet) that holds every hns rule.
 pub const NFT_TABLE: &str = "hns";
 
@@ -44,6 +48,12 @@ pub fn is_hns_link(name: &str) -> bool {
     (name.starts_with(BRIDGE_PREFIX) && name.len() == BRIDGE_PREFIX.len() + 8)
         || (name.starts_with(VETH_PREFIX) && name.len() == VETH_PREFIX.len() + 12)
         || (name.starts_with(RETIRED_PREFIX) && name.len() == RETIRED_PREFIX.len() + 12)
+        || ([BOND_PREFIX, VLAN_PREFIX].iter().any(|p| name.starts_with(p)) && name.len() == 3 + 8)
+}
+
+/// The short tag (8 hex digits of a network ID) that names a network's links.
+pub fn network_tag(network_id: &str) -> String {
+    hex_of(network_id, 8)
 }
 
 #[cfg(test)]

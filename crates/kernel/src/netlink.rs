@@ -24,10 +24,10 @@ use crate::{names, netns};
 /// A route-netlink connection bound to one network namespace.
 #[derive(Clone)]
 pub struct Netlink {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
-fn nl_err(op: &str, object: &str, e: rtnetlink::Error) -> KernelError {
+pub(crate) fn nl_err(op: &str, object: &str, e: rtnetlink::Error) -> KernelError {
     let errno = match &e {
         rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
         _ => None,
@@ -188,13 +188,13 @@ impl Netlink {
         }
     }
 
-    /// Creates a veth pair in one request: `host_name` here, enslaved to `master`, and its peer
+    /// Creates a veth pair in one request: `host_name` here, enslaved to `master` if given, and its peer
     /// `peer_name` directly inside the namespace `peer_ns` with MAC `peer_mac` (no later move,
     /// no rename). Both ends are left down.
     pub async fn create_veth_into(
         &self,
         host_name: &str,
-        master: u32,
+        master: Option<u32>,
         peer_name: &str,
         peer_ns: &impl AsFd,
         peer_mac: [u8; 6],
@@ -209,8 +209,10 @@ impl Netlink {
         }
         let mut host = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(host_name.to_owned())
-            .controller(master)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        if let Some(m) = master {
+            host = host.controller(m);
+        }
         if let Some(m) = mtu {
             host = host.mtu(m);
         }
@@ -306,7 +308,7 @@ impl Netlink {
     }
 }
 
-fn link_info(m: &LinkMessage) -> LinkInfo {
+pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
     use netlink_packet_route::link::{LinkFlags, LinkInfo as Info};
     let mut l = LinkInfo { index: m.header.index, name: String::new(), kind: None, master: None, up: m.header.flags.contains(LinkFlags::Up) };
     for a in &m.attributes {

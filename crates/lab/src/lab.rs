@@ -156,6 +156,58 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// An extra adapter of the lab host (see [`Lab::add_uplink`]).
+#[derive(Debug, Clone)]
+pub struct ExternalUplink {
+    /// `eth{n}` in the host namespace.
+    pub host_if: String,
+    /// The switch (bridge) in the LAN namespace.
+    pub lan_bridge: String,
+    /// The host's port on that switch, where captures see the wire.
+    pub lan_port: String,
+    /// The LAN's gateway on this segment: `10.77.{n}.1`.
+    pub router: std::net::Ipv4Addr,
+    /// The host's own address on it: `10.77.{n}.2`.
+    pub host_ip: std::net::Ipv4Addr,
+    /// `10.77.{n}.0/24`.
+    pub subnet: String,
+}
+
+impl ExternalUplink {
+    fn new(n: u8) -> ExternalUplink {
+        ExternalUplink {
+            host_if: format!("eth{n}"),
+            lan_bridge: format!("lanbr{n}"),
+            lan_port: format!("lanp{n}"),
+            router: std::net::Ipv4Addr::new(10, 77, n, 1),
+            host_ip: std::net::Ipv4Addr::new(10, 77, n, 2),
+            subnet: format!("10.77.{n}.0/24"),
+        }
+    }
+
+    /// An address of the segment: `10.77.{n}.{last}`.
+    pub fn addr(&self, last: u8) -> std::net::Ipv4Addr {
+        let o = self.router.octets();
+        std::net::Ipv4Addr::new(o[0], o[1], o[2], last)
+    }
+}
+
+/// A running packet capture (see [`Lab::capture_in_lan`]).
+pub struct Capture {
+    proc: Proc,
+    path: PathBuf,
+}
+
+impl Capture {
+    /// Stops tcpdump and returns the captured lines.
+    pub fn stop(self) -> Result<String> {
+        // Give the last packets time to be written (-U flushes per packet).
+        thread::sleep(Duration::from_millis(200));
+        let _ = self.proc.stop();
+        Ok(fs::read_to_string(&self.path)?)
+    }
+}
+
 /// Single-quote `s` for `sh`.
 fn sq(s: impl AsRef<str>) -> String {
     format!("'{}'", s.as_ref().replace('\'', "'\\''"))
@@ -656,6 +708,67 @@ impl Lab {
         self.start_probe_server(Side::Host, "serve-udp", addr)
     }
 
+    /// Gives the host another adapter on the LAN, for an external network (each needs its
+    /// own): `eth{n}` in the host, with [`ExternalUplink::host_ip`], plugged into a switch
+    /// (bridge `lanbr{n}`) in the LAN namespace whose router address is
+    /// [`ExternalUplink::router`] on `10.77.{n}.0/24`. `hairpin` turns reflective relay on
+    /// for the host's switch port (what l2tunnel's VEPA needs to reach a sibling).
+    pub fn add_uplink(&self, n: u8, hairpin: bool) -> Result<ExternalUplink> {
+        let u = ExternalUplink::new(n);
+        let mut veth = self.host.cmd("ip");
+        veth.args(["link", "add", &u.host_if, "type", "veth", "peer", "name", &u.lan_port, "netns"]).arg(self.lan.netns_path());
+        run_checked(veth, "creating an extra uplink veth in the host namespace")?;
+        let hairpin = if hairpin { "on" } else { "off" };
+        self.lan.sh(&format!(
+            "set -e
+             ip link add {br} type bridge
+             echo 0 > /sys/class/net/{br}/bridge/multicast_snooping
+             ip link set {port} master {br}
+             ip link set {port} type bridge_slave hairpin {hairpin}
+             ip addr add {router}/24 dev {br}
+             ip link set {port} up
+             ip link set {br} up",
+            br = u.lan_bridge,
+            port = u.lan_port,
+            router = u.router,
+        ))?;
+        self.host.sh(&format!(
+            "set -e
+             ip addr add {ip}/24 dev {dev}
+             ip link set {dev} up",
+            ip = u.host_ip,
+            dev = u.host_if,
+        ))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.host.ip(&["-o", "link", "show", &u.host_if])?.stdout.contains("LOWER_UP") {
+            if Instant::now() >= deadline {
+                bail!("extra uplink {} has no carrier after 5 s", u.host_if);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(u)
+    }
+
+    /// Starts `tcpdump -e -n` on a LAN-namespace interface, writing to a file, and returns
+    /// once it listens. Read the capture with [`Capture::stop`].
+    pub fn capture_in_lan(&self, iface: &str, filter: &str) -> Result<Capture> {
+        let path = self.dir().join(format!("capture-{iface}-{}.txt", LAB_COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let out = fs::File::create(&path)?;
+        let err_path = path.with_extension("err");
+        let err = fs::File::create(&err_path)?;
+        let mut cmd = self.lan.cmd("tcpdump");
+        cmd.args(["-e", "-n", "-l", "-U", "-i", iface]).args(filter.split_whitespace()).stdout(out).stderr(err);
+        let proc = self.spawn_command(cmd, "tcpdump")?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !fs::read_to_string(&err_path).unwrap_or_default().contains("listening on") {
+            if Instant::now() >= deadline {
+                bail!("tcpdump did not start: {}", fs::read_to_string(&err_path).unwrap_or_default());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Capture { proc, path })
+    }
+
     /// Simulate a reboot wiping `/run`: lazily unmount everything on
     /// `<lab>/run` inside the host and mount a fresh, empty tmpfs. hnsd must
     /// be stopped first.
@@ -682,9 +795,13 @@ impl Lab {
         for line in links.lines() {
             let Some(name) = line.split(": ").nth(1) else { continue };
             let name = name.split('@').next().unwrap_or(name);
-            if name.starts_with("hns") || name.starts_with("hnv") {
+            if name.starts_with("hn") {
                 found.push(format!("link {name}"));
             }
+        }
+        // Proxy-ARP entries (l2bridge) must go with their endpoints.
+        for line in self.host.ip(&["neigh", "show", "proxy"])?.stdout.lines() {
+            found.push(format!("proxy neighbour {line}"));
         }
 
         let tables = self.host.run("nft", ["list", "tables"])?.stdout;

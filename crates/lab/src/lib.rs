@@ -86,7 +86,7 @@ pub mod sandbox;
 
 pub use holder::{Holder, RunOutput};
 pub use http::http_get;
-pub use lab::{Daemon, HnsdOptions, Lab, LabOptions, Side};
+pub use lab::{Capture, Daemon, ExternalUplink, HnsdOptions, Lab, LabOptions, Side};
 pub use process::Proc;
 pub use sandbox::{SandboxOpts, run_sandbox};
 

@@ -49,6 +49,7 @@ impl Engine {
             validate::check_name(a, &format!("Aliases[{i}]"), true)?;
         }
         let mappings = portmaps::parse_policies(&req.policies, "Policies")?;
+        portmaps::check_network_takes_mappings(self.networks[&net_id].rec.net.network_type(), &mappings, "Policies")?;
         validate::check_flags(req.flags, "Flags")?;
         validate::unsupported("Health", !req.health.is_null())?;
         validate::check_dns(&req.dns, "Dns")?;
@@ -276,11 +277,11 @@ impl Engine {
         let mine = self.kernel_mappings(rec);
         self.program_mappings(&[], &mine, &[])?;
         let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
+        let Some(ep) = self.endpoint_plan(rec) else { return Ok(()) };
         let host = self.host.clone();
-        let host_if = hns_kernel::names::veth_host_name(&rec.ep.id);
         let ns = &rec.ep.host_compute_namespace;
         let inside = if ns.is_empty() || !self.namespaces.contains_key(ns) { None } else { self.compartment(ns).ok() };
-        let retired = hns_drivers::detach(&host, &plan, &host_if, inside.map(|c| (c, rec.ep.interface_name.as_str()))).await.map_err(kernel_err)?;
+        let retired = hns_drivers::detach(&host, &plan, &ep, inside).await.map_err(kernel_err)?;
         if let Some(name) = retired {
             self.reap(name);
         }
@@ -300,6 +301,9 @@ impl Engine {
         let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
         let wanted = portmaps::parse_policies(&p.policies, "Settings.Policies")?;
         let rec = self.endpoints[&id].clone();
+        if let Some(net) = self.networks.get(&rec.network_id) {
+            portmaps::check_network_takes_mappings(net.rec.net.network_type(), &wanted, "Settings.Policies")?;
+        }
         // Work on positions, not a copy: an endpoint may hold thousands of mappings.
         let current: &[PortMappingSettings] = self.mappings.get(&id).map(Vec::as_slice).unwrap_or(&[]);
         let mut added: Vec<PortMappingSettings> = Vec::new();

@@ -16,7 +16,11 @@ pub fn probe_kernel() -> BTreeMap<String, bool> {
     f.insert("nftables".into(), Command::new("nft").args(["list", "tables"]).output().is_ok_and(|o| o.status.success()));
     f.insert("ipv6".into(), Path::new("/proc/sys/net/ipv6").exists());
     f.insert("br_netfilter".into(), Path::new("/proc/sys/net/bridge").exists());
-    f.insert("8021q".into(), Path::new("/proc/net/vlan").exists());
+    // Link kinds the external drivers need: tried in a scratch namespace (a few ms each).
+    use hns_kernel::uplink::{Feature, probe};
+    f.insert("8021q".into(), Path::new("/proc/net/vlan").exists() || probe(Feature::Vlan));
+    f.insert("bonding".into(), probe(Feature::Bond));
+    f.insert("macvlan".into(), probe(Feature::Macvlan));
     f
 }
 

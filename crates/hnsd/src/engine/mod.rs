@@ -277,13 +277,13 @@ impl Engine {
             networks: self
                 .networks
                 .values()
-                .map(|n| {
-                    let mut rules = hns_drivers::nft_rules(&n.plan);
+                .filter_map(|n| {
+                    let mut rules = hns_drivers::nft_rules(&n.plan)?;
                     rules.dns_listeners = self.dns_listeners(&n.rec.net.id).into_iter().filter_map(|ip| match ip {
                         IpAddr::V4(v4) => Some(v4),
                         IpAddr::V6(_) => None,
                     }).collect();
-                    rules
+                    Some(rules)
                 })
                 .collect(),
             mappings: self.endpoints.values().flat_map(|r| self.kernel_mappings(r)).collect(),
@@ -359,13 +359,21 @@ fn spawn_reaper(host: Netlink) -> tokio::sync::mpsc::UnboundedSender<String> {
     tx
 }
 
+/// Four bytes of a GUID, for a stable locally administered MAC.
+fn uuid_bytes4(id: &str) -> [u8; 4] {
+    let b = uuid::Uuid::parse_str(id).map(|u| *u.as_bytes()).unwrap_or_default();
+    [b[0], b[1], b[2], b[3]]
+}
+
 impl Net {
     /// Rebuilds the live state of a stored network: its pools (with cursors) and plan.
     pub fn from_record(rec: NetworkRecord) -> std::result::Result<Net, String> {
         let mut pools = Vec::new();
         let mut subnets = Vec::new();
+        let mut vlan = None;
         for (i, s) in rec.net.subnets().enumerate() {
             let p = validate::parse_subnet(s, "subnet").map_err(|e| e.message)?;
+            vlan = vlan.or(p.vlan);
             let mut pool = Pool::new(&p.spec).map_err(|e| e.to_string())?;
             if let Some(c) = rec.cursors.get(i) {
                 pool.set_cursor(*c);
@@ -374,13 +382,24 @@ impl Net {
             pools.push(pool);
         }
         let gw = subnets.first().map(|(_, g)| *g).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        // External networks store their adapters, already resolved, in NetAdapterName.
+        let uplink = if hns_drivers::is_external(rec.net.network_type()) {
+            let p = validate::parse_network_policies(&rec.net.policies, "Policies").map_err(|e| e.message)?;
+            let adapters = p.adapters.ok_or("external network without NetAdapterName")?;
+            Some(hns_kernel::uplink::plan_uplink(&adapters, vlan, &names::network_tag(&rec.net.id)))
+        } else {
+            None
+        };
+        // DHCP networks have no gateway of their own: the host leg's MAC comes from the ID.
+        let bridge_mac = if subnets.is_empty() { Mac::from_ip(IpAddr::from(uuid_bytes4(&rec.net.id))).0 } else { Mac::from_ip(gw).0 };
         let plan = NetworkPlan {
             id: rec.net.id.clone(),
             kind: rec.net.network_type(),
             bridge: names::bridge_name(&rec.net.id),
-            bridge_mac: Mac::from_ip(gw).0,
+            bridge_mac,
             subnets,
             internal: rec.net.internal,
+            uplink,
         };
         Ok(Net { rec, plan, pools, macs: HashSet::new(), endpoint_names: HashMap::new() })
     }

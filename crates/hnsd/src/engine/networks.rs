@@ -24,7 +24,7 @@ impl Engine {
     }
 
     /// Validates a network request into its canonical stored form and live state.
-    fn validate_network(&self, mut req: HostComputeNetwork, host_prefixes: &[IpNet]) -> Result<Net> {
+    fn validate_network(&self, mut req: HostComputeNetwork, host_prefixes: &[IpNet], facts: &validate::HostFacts) -> Result<Net> {
         validate::check_name(&req.name, "Name", true)?;
         if self.networks.values().any(|n| n.rec.net.name == req.name) {
             return Err(ApiError::field(
@@ -46,30 +46,80 @@ impl Engine {
         let kind = req.kind.unwrap_or(NetworkType::Nat);
         validate::check_network_type(kind)?;
         req.kind = Some(kind);
-        validate::parse_network_policies(&req.policies, "Policies")?;
-        for p in req.policies.iter_mut() {
-            p.kind = "AutomaticDNS".into();
+        let policies = validate::parse_network_policies(&req.policies, "Policies")?;
+        let external = hns_drivers::is_external(kind);
+        if external {
+            if req.internal {
+                return Err(ApiError::field(ErrorCode::InvalidNetwork, "Internal", format!("a {kind} network is bound to a host adapter, so it cannot be internal; use a nat network with --internal")));
+            }
+            if policies.automatic_dns == Some(true) {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidPolicy,
+                    "Policies.AutomaticDNS",
+                    format!("service discovery is not offered on {kind} networks (as on Windows): their containers use the LAN's DNS; give servers with Dns.ServerList (-o com.docker.network.windowsshim.dnsservers=...)"),
+                ));
+            }
+        } else if policies.adapters.is_some() {
+            return Err(ApiError::field(
+                ErrorCode::InvalidPolicy,
+                "Policies.NetAdapterName",
+                format!("{kind} networks use an internal switch, not a host adapter; NetAdapterName is for transparent, l2bridge and l2tunnel networks"),
+            ));
         }
+        // Canonical policies: AutomaticDNS as given, NetAdapterName once resolved (below).
+        req.policies = policies
+            .automatic_dns
+            .map(|enable| hns_api::Policy { kind: "AutomaticDNS".into(), settings: serde_json::json!({ "Enable": enable }) })
+            .into_iter()
+            .collect();
         validate::unsupported("MacPool", req.mac_pool.as_ref().is_some_and(|p| !p.ranges.is_empty()))?;
         validate::check_flags(req.flags, "Flags")?;
         validate::unsupported("Health", !req.health.is_null())?;
         validate::unsupported("Telemetry", !req.telemetry.is_null())?;
         validate::check_dns(&req.dns, "Dns")?;
-        if req.ipams.iter().all(|i| i.subnets.is_empty()) {
+        let no_subnets = req.ipams.iter().all(|i| i.subnets.is_empty());
+        if external && no_subnets {
+            return Err(match kind {
+                NetworkType::Transparent => dhcp_refused(0, kind),
+                _ => ApiError::field(
+                    ErrorCode::InvalidSubnet,
+                    "Ipams",
+                    format!("{kind} networks take addresses of the host's LAN: give its --subnet and --gateway (DHCP is not supported with {kind}, as on Windows)"),
+                ),
+            });
+        }
+        if no_subnets {
             if let Some(i) = req.ipams.iter().position(|i| i.kind == IpamType::Dhcp) {
-                return Err(dhcp_refused(i));
+                return Err(dhcp_refused(i, kind));
             }
             let subnet = self.pick_free_subnet(host_prefixes)?;
             req.ipams = vec![Ipam { kind: IpamType::Static, subnets: vec![hns_api::Subnet { ip_address_prefix: subnet.to_string(), ..Default::default() }] }];
         }
         let mut pools: Vec<Pool> = Vec::new();
+        let mut vlan = None;
         for (i, ipam) in req.ipams.iter_mut().enumerate() {
             if ipam.kind == IpamType::Dhcp {
-                return Err(dhcp_refused(i));
+                return Err(dhcp_refused(i, kind));
             }
             for (j, subnet) in ipam.subnets.iter_mut().enumerate() {
                 let field = format!("Ipams[{i}].Subnets[{j}]");
                 let plan = validate::parse_subnet(subnet, &field)?;
+                if external && plan.gateway_route.is_none() {
+                    return Err(ApiError::field(
+                        ErrorCode::InvalidSubnet,
+                        format!("{field}.Routes"),
+                        format!("subnet {} of a {kind} network needs the LAN's gateway: give --gateway (a default route in Routes)", subnet.ip_address_prefix),
+                    ));
+                }
+                if let Some(v) = plan.vlan {
+                    if !external {
+                        return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("{field}.Policies"), format!("VLAN isolation applies to networks on a host adapter (transparent, l2bridge, l2tunnel), not to {kind}")));
+                    }
+                    if vlan.is_some_and(|other| other != v) {
+                        return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("{field}.Policies"), "all subnets of a network share one adapter, so they must have the same VLAN ID"));
+                    }
+                    vlan = Some(v);
+                }
                 let pool = Pool::new(&plan.spec).map_err(|e| validate::subnet_error(&plan, e))?;
                 let prefix = pool.subnet();
                 for other in &pools {
@@ -99,12 +149,39 @@ impl Engine {
                 pools.push(pool);
             }
         }
+        if external {
+            let taken = self.adapters_in_use();
+            let (adapters, _) = validate::external_uplink(kind, policies.adapters.as_deref(), vlan, &req.id, facts, &taken)?;
+            req.policies.push(hns_api::Policy { kind: "NetAdapterName".into(), settings: serde_json::json!({ "NetworkAdapterName": adapters.join(",") }) });
+        }
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
         req.interface_name = hns_kernel::names::bridge_name(&req.id);
         let cursors = pools.iter().map(|p| p.cursor()).collect();
         Net::from_record(NetworkRecord { net: req, cursors, default: false }).map_err(ApiError::internal)
+    }
+
+    /// Adapter -> name of the external network it serves.
+    fn adapters_in_use(&self) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        for n in self.networks.values() {
+            if let Ok(p) = validate::parse_network_policies(&n.rec.net.policies, "Policies") {
+                for a in p.adapters.unwrap_or_default() {
+                    out.insert(a, n.rec.net.name.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// What an external network's validation needs to know about the host.
+    async fn host_facts(&self) -> validate::HostFacts {
+        validate::HostFacts {
+            links: self.host.links().await.map(|l| l.into_iter().map(|l| l.name).collect()).unwrap_or_default(),
+            default_link: self.host.default_route_link().await.ok().flatten(),
+            features: self.kernel_features.clone(),
+        }
     }
 
     /// The first private /16 that overlaps nothing on the host or in another network.
@@ -125,7 +202,8 @@ impl Engine {
     pub async fn create_network(&mut self, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
         let needs_subnet = req.ipams.iter().all(|i| i.subnets.is_empty());
         let host = if needs_subnet { self.host_prefixes().await } else { Vec::new() };
-        let net = self.validate_network(req, &host)?;
+        let facts = if req.kind.is_some_and(hns_drivers::is_external) { self.host_facts().await } else { validate::HostFacts::default() };
+        let net = self.validate_network(req, &host, &facts)?;
         self.commit_new_network(net, None).await
     }
 
@@ -216,7 +294,14 @@ impl Engine {
         let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
         let parsed = validate::parse_network_policies(&p.policies, "Settings.Policies")?;
         let mut rec = self.networks[&id].rec.clone();
-        rec.net.policies.clear();
+        let kind = rec.net.network_type();
+        if parsed.adapters.is_some() {
+            return Err(ApiError::field(ErrorCode::RequestUnsupported, "Settings.Policies.NetAdapterName", "a network's adapter cannot change; create another network on the other adapter"));
+        }
+        if hns_drivers::is_external(kind) && parsed.automatic_dns == Some(true) && req.request_type != RequestType::Remove {
+            return Err(ApiError::field(ErrorCode::InvalidPolicy, "Settings.Policies.AutomaticDNS", format!("service discovery is not offered on {kind} networks (as on Windows)")));
+        }
+        rec.net.policies.retain(|p| !p.kind.eq_ignore_ascii_case("AutomaticDNS"));
         match req.request_type {
             RequestType::Add | RequestType::Update => {
                 if let Some(enable) = parsed.automatic_dns {
@@ -257,7 +342,7 @@ impl Engine {
         }
         let req = HostComputeNetwork { name: DEFAULT_NETWORK.into(), kind: Some(NetworkType::Nat), ..Default::default() };
         let host = self.host_prefixes().await;
-        let mut net = self.validate_network(req, &host)?;
+        let mut net = self.validate_network(req, &host, &validate::HostFacts::default())?;
         net.rec.default = true;
         self.commit_new_network(net, Some(META_DEFAULT_CREATED)).await.map(Some)
     }
@@ -267,10 +352,11 @@ fn not_found(key: &str) -> ApiError {
     ApiError::new(ErrorCode::NetworkNotFound, format!("no network with ID or name {key:?}; list them with `hnsctl network ls`"))
 }
 
-fn dhcp_refused(i: usize) -> ApiError {
-    ApiError::field(
-        ErrorCode::InvalidNetwork,
-        format!("Ipams[{i}].Type"),
-        "Dhcp addressing is only for transparent networks (not implemented yet); nat networks use Static IPAM",
-    )
+fn dhcp_refused(i: usize, kind: NetworkType) -> ApiError {
+    let msg = match kind {
+        NetworkType::Transparent => "DHCP addressing of transparent networks is not available in this build yet; give the LAN's --subnet and --gateway (static addressing)".to_owned(),
+        NetworkType::L2Bridge | NetworkType::L2Tunnel => format!("DHCP is not supported with {kind} networks (as on Windows); give the LAN's --subnet and --gateway"),
+        _ => format!("Dhcp addressing is only for transparent networks; {kind} networks use Static IPAM"),
+    };
+    ApiError::field(ErrorCode::InvalidNetwork, format!("Ipams[{i}].Type"), msg)
 }

@@ -125,6 +125,19 @@ fn local_socket_conflict(proto: Proto, vip: Option<IpAddr>, port: u16) -> Option
 }
 
 /// Parses and checks the policies of an endpoint request. Only `PortMapping` is implemented.
+/// Port mappings are a nat network's way in; a container on the LAN is reached at its own
+/// address (as on Windows, where only nat publishes ports).
+pub fn check_network_takes_mappings(kind: hns_api::NetworkType, mappings: &[PortMappingSettings], field: &str) -> Result<()> {
+    if !mappings.is_empty() && hns_drivers::is_external(kind) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidPolicy,
+            field,
+            format!("port mappings are for nat networks; a container on a {kind} network is reached directly at its own address, so remove -p"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn parse_policies(policies: &[Policy], field: &str) -> Result<Vec<PortMappingSettings>> {
     let mut out: Vec<PortMappingSettings> = Vec::new();
     for (i, p) in policies.iter().enumerate() {

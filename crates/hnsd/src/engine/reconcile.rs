@@ -139,13 +139,13 @@ impl Engine {
         let ids: Vec<String> = self.networks.keys().cloned().collect();
         for id in ids {
             let plan = self.networks[&id].plan.clone();
-            let existed = self.host.link_by_name(&plan.bridge).await.ok().flatten().is_some();
+            let existed = !hns_drivers::has_network_link(plan.kind) || self.host.link_by_name(&plan.bridge).await.ok().flatten().is_some();
             if let Err(e) = hns_drivers::create_network(&self.host, &plan).await {
                 r.errors.push(format!("network {id}: {e}"));
                 continue;
             }
             if !existed {
-                r.repaired.push(format!("network {id}: bridge {} re-created", plan.bridge));
+                r.repaired.push(format!("network {id}: link {} re-created", plan.bridge));
             }
             // Starts the responder at daemon start; afterwards only refreshes its view (and
             // the upstreams, should the host's resolv.conf have changed).
@@ -180,31 +180,60 @@ impl Engine {
             }
         };
         let by_name: HashMap<&str, &hns_kernel::netlink::LinkInfo> = links.iter().map(|l| (l.name.as_str(), l)).collect();
-        let mut wanted: HashSet<String> = self.networks.values().map(|n| n.plan.bridge.clone()).collect();
+        let mut wanted: HashSet<String> = HashSet::new();
+        for n in self.networks.values() {
+            if hns_drivers::has_network_link(n.plan.kind) {
+                wanted.insert(n.plan.bridge.clone());
+            }
+            for step in n.plan.uplink.iter().flat_map(|u| u.steps.iter()) {
+                let (hns_kernel::uplink::UplinkStep::Bond { name, .. } | hns_kernel::uplink::UplinkStep::Vlan { name, .. }) = step;
+                wanted.insert(name.clone());
+            }
+        }
         let attached: Vec<_> = self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty()).cloned().collect();
         for rec in attached {
-            let host_if = names::veth_host_name(&rec.ep.id);
-            wanted.insert(host_if.clone());
             let Some(net) = self.networks.get(&rec.network_id) else { continue };
-            let bridge = by_name.get(net.plan.bridge.as_str()).map(|l| l.index);
-            let bridge = match bridge {
-                Some(b) => Some(b),
-                None => self.host.link_by_name(&net.plan.bridge).await.ok().flatten().map(|l| l.index),
-            };
-            match by_name.get(host_if.as_str()) {
-                Some(l) if l.master.is_some() && l.master == bridge => {}
-                Some(_) => {
-                    if let Some(b) = bridge {
-                        match self.host.set_master(&host_if, b).await {
-                            Ok(()) => r.repaired.push(format!("endpoint {}: {host_if} re-attached to {}", rec.ep.id, net.plan.bridge)),
-                            Err(e) => r.errors.push(e.to_string()),
-                        }
+            let kind = net.plan.kind;
+            if !hns_drivers::has_host_veth(kind) {
+                // A macvlan lives only inside the compartment: look for it there.
+                let ifname = rec.ep.interface_name.clone();
+                let present = match self.compartment(&rec.ep.host_compute_namespace) {
+                    Ok(c) => c.netlink.link_by_name(&ifname).await.ok().flatten().is_some(),
+                    Err(_) => true, // a vanished compartment is collected, not repaired
+                };
+                if !present {
+                    match self.apply_attach(&rec).await {
+                        Ok(()) => r.repaired.push(format!("endpoint {}: {ifname} re-created", rec.ep.id)),
+                        Err(e) => r.errors.push(format!("endpoint {}: {}", rec.ep.id, e.message)),
                     }
                 }
-                None => match self.apply_attach(&rec).await {
-                    Ok(()) => r.repaired.push(format!("endpoint {}: veth re-created", rec.ep.id)),
-                    Err(e) => r.errors.push(format!("endpoint {}: {}", rec.ep.id, e.message)),
-                },
+            } else {
+                let host_if = names::veth_host_name(&rec.ep.id);
+                wanted.insert(host_if.clone());
+                let bridge = if kind == hns_api::NetworkType::Nat {
+                    match by_name.get(net.plan.bridge.as_str()).map(|l| l.index) {
+                        Some(b) => Some(b),
+                        None => self.host.link_by_name(&net.plan.bridge).await.ok().flatten().map(|l| l.index),
+                    }
+                } else {
+                    None
+                };
+                let bridge_name = net.plan.bridge.clone();
+                match by_name.get(host_if.as_str()) {
+                    Some(l) if l.master == bridge => {}
+                    Some(_) => {
+                        if let Some(b) = bridge {
+                            match self.host.set_master(&host_if, b).await {
+                                Ok(()) => r.repaired.push(format!("endpoint {}: {host_if} re-attached to {bridge_name}", rec.ep.id)),
+                                Err(e) => r.errors.push(e.to_string()),
+                            }
+                        }
+                    }
+                    None => match self.apply_attach(&rec).await {
+                        Ok(()) => r.repaired.push(format!("endpoint {}: veth re-created", rec.ep.id)),
+                        Err(e) => r.errors.push(format!("endpoint {}: {}", rec.ep.id, e.message)),
+                    },
+                }
             }
             if rec.ep.state != state::ATTACHED {
                 let mut rec = rec.clone();

@@ -20,7 +20,7 @@ pub const ENDPOINT_POLICY_TYPES: &[&str] = &[
     "PortMapping", "ACL", "QOS", "L2Driver", "OutBoundNAT", "SDNRoute", "L4Proxy", "L4WFPPROXY", "PortName", "EncapOverhead",
     "Iov", "ProviderAddress", "InterfaceConstraint", "TierAcl", "Encryption", "VLAN", "InterfaceParameters",
 ];
-/// Subnet policy types of the HNS schema (none implemented yet).
+/// Subnet policy types of the HNS schema (VLAN is implemented).
 pub const SUBNET_POLICY_TYPES: &[&str] = &["VLAN", "VSID"];
 
 fn invalid(code: ErrorCode, field: impl Into<String>, msg: impl Into<String>) -> ApiError {
@@ -41,19 +41,26 @@ pub fn refuse_policy(p: &Policy, i: usize, field: &str, what: &str, known: &[&st
     }
 }
 
-/// Refuses every policy (for the policy kinds hns implements none of yet).
-pub fn check_policies(policies: &[Policy], field: &str, what: &str, known: &[&str]) -> Result<(), ApiError> {
-    match policies.first() {
-        Some(p) => Err(refuse_policy(p, 0, field, what, known)),
-        None => Ok(()),
-    }
-}
-
 /// The network policies hns implements, parsed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NetworkPolicies {
     /// `AutomaticDNS {"Enable": bool}`: service discovery on the network.
     pub automatic_dns: Option<bool>,
+    /// `NetAdapterName {"NetworkAdapterName": "eth1[,eth2...]"}`: the host adapter(s) of an
+    /// external network; several mean teaming.
+    pub adapters: Option<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct NetAdapterSettings {
+    network_adapter_name: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct IsolationSettings {
+    isolation_id: u32,
 }
 
 #[derive(serde::Deserialize)]
@@ -65,16 +72,110 @@ struct AutomaticDnsSettings {
 pub fn parse_network_policies(policies: &[Policy], field: &str) -> Result<NetworkPolicies, ApiError> {
     let mut out = NetworkPolicies::default();
     for (i, p) in policies.iter().enumerate() {
-        if !p.kind.eq_ignore_ascii_case("AutomaticDNS") {
-            return Err(refuse_policy(p, i, field, "network", NETWORK_POLICY_TYPES));
-        }
         let f = format!("{field}[{i}].Settings");
-        let s: AutomaticDnsSettings = hns_api::decode::from_value(p.settings.clone(), &f).map_err(|e| ApiError { code: ErrorCode::InvalidPolicy, ..e })?;
-        if out.automatic_dns.replace(s.enable).is_some() {
-            return Err(invalid(ErrorCode::InvalidPolicy, format!("{field}[{i}]"), "AutomaticDNS is given twice; give it once"));
+        let policy_err = |e: ApiError| ApiError { code: ErrorCode::InvalidPolicy, ..e };
+        if p.kind.eq_ignore_ascii_case("AutomaticDNS") {
+            let s: AutomaticDnsSettings = hns_api::decode::from_value(p.settings.clone(), &f).map_err(policy_err)?;
+            if out.automatic_dns.replace(s.enable).is_some() {
+                return Err(invalid(ErrorCode::InvalidPolicy, format!("{field}[{i}]"), "AutomaticDNS is given twice; give it once"));
+            }
+        } else if p.kind.eq_ignore_ascii_case("NetAdapterName") {
+            let s: NetAdapterSettings = hns_api::decode::from_value(p.settings.clone(), &f).map_err(policy_err)?;
+            let names: Vec<String> = s.network_adapter_name.split(',').map(|n| n.trim().to_owned()).collect();
+            for n in &names {
+                let ok = !n.is_empty() && n.len() <= 15 && !n.contains(['/', ' ']) && n != "." && n != "..";
+                if !ok {
+                    return Err(invalid(
+                        ErrorCode::InvalidPolicy,
+                        format!("{f}.NetworkAdapterName"),
+                        format!("{n:?} is not a Linux interface name (1-15 characters, no '/' or spaces); list them with `ip link`"),
+                    ));
+                }
+            }
+            if out.adapters.replace(names).is_some() {
+                return Err(invalid(ErrorCode::InvalidPolicy, format!("{field}[{i}]"), "NetAdapterName is given twice; give it once (several adapters: comma-separated)"));
+            }
+        } else {
+            return Err(refuse_policy(p, i, field, "network", NETWORK_POLICY_TYPES));
         }
     }
     Ok(out)
+}
+
+/// What the host has, for validating an external network.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    /// Every link name of the host namespace.
+    pub links: Vec<String>,
+    /// The link of the host's default route.
+    pub default_link: Option<String>,
+    /// Kernel features: `8021q`, `bonding`, `macvlan`.
+    pub features: BTreeMap<String, bool>,
+}
+
+/// Chooses and checks the adapters of an external network: the ones named, else the one of
+/// the default route; each must exist, not be hns's own, and not serve another external
+/// network (`taken`: adapter -> network name). Teaming and VLANs need kernel features, named
+/// when missing. Returns the uplink plan.
+pub fn external_uplink(
+    kind: NetworkType,
+    adapters: Option<&[String]>,
+    vlan: Option<u16>,
+    network_id: &str,
+    host: &HostFacts,
+    taken: &BTreeMap<String, String>,
+) -> Result<(Vec<String>, hns_kernel::uplink::UplinkPlan), ApiError> {
+    let field = "Policies.NetAdapterName";
+    let adapters: Vec<String> = match adapters {
+        Some(a) => a.to_vec(),
+        None => match &host.default_link {
+            Some(l) => vec![l.clone()],
+            None => {
+                return Err(invalid(
+                    ErrorCode::InvalidNetwork,
+                    field,
+                    format!("the host has no default route to take the adapter from; name the adapter of this {kind} network (-o com.docker.network.windowsshim.interface=NAME)"),
+                ));
+            }
+        },
+    };
+    for a in &adapters {
+        if !host.links.iter().any(|l| l == a) {
+            return Err(invalid(ErrorCode::InvalidNetwork, field, format!("network adapter {a:?} does not exist on this host; list them with `ip link`")));
+        }
+        if hns_kernel::names::is_hns_link(a) {
+            return Err(invalid(ErrorCode::InvalidNetwork, field, format!("{a:?} is a link hns created for a network or endpoint, not a network adapter")));
+        }
+        if let Some(other) = taken.get(a) {
+            return Err(invalid(
+                ErrorCode::InvalidNetwork,
+                field,
+                format!(
+                    "adapter {a} already serves network {other:?}: networks that use an external switch (transparent, l2bridge, l2tunnel) must each use their own network adapter; name another one with -o com.docker.network.windowsshim.interface=NAME"
+                ),
+            ));
+        }
+    }
+    let has = |k: &str| host.features.get(k).copied().unwrap_or(false);
+    if !has("macvlan") && matches!(kind, NetworkType::Transparent | NetworkType::L2Tunnel) {
+        return Err(invalid(ErrorCode::InvalidNetworkType, "Type", format!("{kind} networks need the kernel's {}, which this kernel lacks", hns_kernel::uplink::Feature::Macvlan.kernel_name())));
+    }
+    if adapters.len() > 1 && !has("bonding") {
+        return Err(invalid(
+            ErrorCode::InvalidNetwork,
+            field,
+            format!("teaming {} needs the kernel's {}, which this kernel lacks; give one adapter", adapters.join(","), hns_kernel::uplink::Feature::Bond.kernel_name()),
+        ));
+    }
+    if vlan.is_some() && !has("8021q") {
+        return Err(invalid(
+            ErrorCode::InvalidNetwork,
+            "Ipams.Subnets.Policies.VLAN",
+            format!("VLAN isolation needs the kernel's {}, which this kernel lacks; remove the vlanid option", hns_kernel::uplink::Feature::Vlan.kernel_name()),
+        ));
+    }
+    let plan = hns_kernel::uplink::plan_uplink(&adapters, vlan, &hns_kernel::names::network_tag(network_id));
+    Ok((adapters, plan))
 }
 
 /// A field of the HNS schema that hns does not support yet must be empty.
@@ -145,12 +246,26 @@ pub struct SubnetPlan {
     /// Index of the subnet's default route in its `Routes`, if the request had one.
     pub gateway_route: Option<usize>,
     pub aux_names: BTreeMap<String, IpAddr>,
+    /// `VLAN {"IsolationId": 1-4094}`: 802.1Q isolation of the subnet.
+    pub vlan: Option<u16>,
 }
 
 /// Parses one `Subnet` of a network request into a pool spec.
 pub fn parse_subnet(s: &hns_api::Subnet, field: &str) -> Result<SubnetPlan, ApiError> {
     let prefix = parse_cidr(&s.ip_address_prefix, &format!("{field}.IpAddressPrefix"), ErrorCode::InvalidSubnet)?;
-    check_policies(&s.policies, &format!("{field}.Policies"), "subnet", SUBNET_POLICY_TYPES)?;
+    let mut vlan = None;
+    for (i, p) in s.policies.iter().enumerate() {
+        let pf = format!("{field}.Policies");
+        if !p.kind.eq_ignore_ascii_case("VLAN") {
+            return Err(refuse_policy(p, i, &pf, "subnet", SUBNET_POLICY_TYPES));
+        }
+        let f = format!("{pf}[{i}].Settings");
+        let v: IsolationSettings = hns_api::decode::from_value(p.settings.clone(), &f).map_err(|e| ApiError { code: ErrorCode::InvalidPolicy, ..e })?;
+        if !(1..=4094).contains(&v.isolation_id) {
+            return Err(invalid(ErrorCode::InvalidPolicy, format!("{f}.IsolationId"), format!("VLAN ID {} is out of range: 802.1Q IDs are 1-4094", v.isolation_id)));
+        }
+        vlan = Some(v.isolation_id as u16);
+    }
     check_flags(s.flags, &format!("{field}.Flags"))?;
     unsupported(&format!("{field}.IpSubnets"), !s.ip_subnets.is_empty())?;
     let mut spec = PoolSpec { subnet: prefix, gateway: None, range: None, reserved: vec![] };
@@ -183,7 +298,7 @@ pub fn parse_subnet(s: &hns_api::Subnet, field: &str) -> Result<SubnetPlan, ApiE
         spec.reserved.push(ip);
         aux_names.insert(name.clone(), ip);
     }
-    Ok(SubnetPlan { spec, field: field.to_owned(), gateway_route, aux_names })
+    Ok(SubnetPlan { spec, field: field.to_owned(), gateway_route, aux_names, vlan })
 }
 
 /// Maps an IPAM validation error of a subnet to the API field it came from.
@@ -232,12 +347,12 @@ mod tests {
     #[test]
     fn policies_are_refused_by_name() {
         let p = vec![Policy { kind: "portmapping".into(), settings: serde_json::Value::Null }];
-        let e = check_policies(&p, "Policies", "endpoint", ENDPOINT_POLICY_TYPES).unwrap_err();
+        let e = refuse_policy(&p[0], 0, "Policies", "endpoint", ENDPOINT_POLICY_TYPES);
         assert_eq!(e.code, ErrorCode::InvalidPolicyType);
         assert_eq!(e.field.as_deref(), Some("Policies[0].Type"));
         assert!(e.message.contains("PortMapping is not implemented yet"), "{}", e.message);
         let p = vec![Policy { kind: "Bogus".into(), settings: serde_json::Value::Null }];
-        let e = check_policies(&p, "Policies", "endpoint", ENDPOINT_POLICY_TYPES).unwrap_err();
+        let e = refuse_policy(&p[0], 0, "Policies", "endpoint", ENDPOINT_POLICY_TYPES);
         assert!(e.message.contains("\"Bogus\" is not a endpoint policy type") || e.message.contains("is not a"), "{}", e.message);
     }
 
