@@ -27,7 +27,7 @@ pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
 
 pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Compartment) -> Result<()> {
     let uplink = crate::uplink_index(host, net).await?;
-    c.netlink.create_macvlan_into(&ep.ifname, uplink, ChildMode::Bridge, &c.fd, ep.mac).await?;
+    host.create_macvlan_into(&ep.ifname, uplink, ChildMode::Bridge, &c.fd, ep.mac).await?;
     if !ep.addresses.iter().any(|(ip, _)| ip.is_ipv6()) {
         c.netlink.disable_ipv6_autoconf(&ep.ifname).await.ok();
     }

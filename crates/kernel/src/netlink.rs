@@ -283,7 +283,10 @@ impl Netlink {
                 }
             }
         }
-        for family in [RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(), RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()] {
+        for mut family in [RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(), RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()] {
+            // Strict dump checking filters by every header field set: any protocol, any type.
+            family.header.protocol = netlink_packet_route::route::RouteProtocol::Unspec;
+            family.header.kind = netlink_packet_route::route::RouteType::Unspec;
             let mut routes = self.handle.route().get(family).execute();
             while let Some(m) = routes.try_next().await.map_err(|e| nl_err("list routes", "", e))? {
                 let plen = m.header.destination_prefix_length;

@@ -88,9 +88,10 @@ impl Feature {
 /// /proc/config.gz is often missing). Costs a few ms; callers cache the answer.
 pub fn probe(feature: Feature) -> bool {
     let script = match feature {
-        Feature::Vlan => "ip link add d0 type dummy && ip link add link d0 name v0 type vlan id 5",
+        // A veth as the parent: some kernels have no dummy links.
+        Feature::Vlan => "ip link add p0 type veth peer name p1 && ip link add link p0 name v0 type vlan id 5",
         Feature::Bond => "ip link add b0 type bond",
-        Feature::Macvlan => "ip link add d0 type dummy && ip link add link d0 name m0 type macvlan mode bridge",
+        Feature::Macvlan => "ip link add p0 type veth peer name p1 && ip link add link p0 name m0 type macvlan mode bridge",
     };
     std::process::Command::new("unshare")
         .args(["--net", "sh", "-c", script])
@@ -166,7 +167,12 @@ impl Netlink {
     pub async fn default_route_link(&self) -> Result<Option<String>> {
         use futures::TryStreamExt;
         use netlink_packet_route::route::RouteAttribute;
-        let mut routes = self.handle.route().get(RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()).execute();
+        // With strict dump checking the kernel filters by every header field set: ask for any
+        // protocol and type (the builder's defaults would keep only "static" routes).
+        let mut filter = RouteMessageBuilder::<std::net::Ipv4Addr>::new().build();
+        filter.header.protocol = netlink_packet_route::route::RouteProtocol::Unspec;
+        filter.header.kind = netlink_packet_route::route::RouteType::Unspec;
+        let mut routes = self.handle.route().get(filter).execute();
         while let Some(m) = routes.try_next().await.map_err(|e| nl_err("list routes", "", e))? {
             if m.header.destination_prefix_length != 0 || m.header.table != 254 {
                 continue;

@@ -721,8 +721,7 @@ impl Lab {
         let hairpin = if hairpin { "on" } else { "off" };
         self.lan.sh(&format!(
             "set -e
-             ip link add {br} type bridge
-             echo 0 > /sys/class/net/{br}/bridge/multicast_snooping
+             ip link add {br} type bridge mcast_snooping 0
              ip link set {port} master {br}
              ip link set {port} type bridge_slave hairpin {hairpin}
              ip addr add {router}/24 dev {br}

@@ -70,6 +70,9 @@ fn isolation_policy(kind: &str, key: &str, value: &str) -> Result<Policy> {
 ///
 /// A driver name that is not an HNS network type is sent as it is, so hnsd names the error.
 pub fn create_body(a: &NetworkCreateArgs) -> Result<serde_json::Value> {
+    if a.driver.eq_ignore_ascii_case("none") {
+        return Err(CliError::invalid("there is no \"none\" network to create: for a container with only a loopback interface, use `hnsctl run --net none`"));
+    }
     let known_type = NetworkType::parse(&a.driver);
     let mut net = HostComputeNetwork { name: a.name.clone(), kind: known_type, internal: a.internal, ..Default::default() };
 

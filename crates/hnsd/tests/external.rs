@@ -1,0 +1,188 @@
+//! The external-switch drivers (transparent, l2bridge, l2tunnel) proven at the wire: each
+//! network gets its own lab adapter (`eth{n}` plugged into switch `lanbr{n}` of the LAN
+//! namespace), and tcpdump on the host's switch port shows which MACs the LAN really sees.
+
+mod common;
+
+use common::*;
+use hns_lab::{ExternalUplink, Lab};
+
+fn setup() -> (Lab, hns_lab::Daemon) {
+    let lab = Lab::new().unwrap();
+    let d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    (lab, d)
+}
+
+fn fails_with(lab: &Lab, args: &[&str], needle: &str) {
+    let o = lab.hnsctl(args).unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} should fail");
+    assert!(err.contains(needle), "{args:?}: stderr {err:?} lacks {needle:?}");
+}
+
+fn create(lab: &Lab, driver: &str, u: &ExternalUplink, name: &str) {
+    let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
+    lab.hnsctl_ok(&["network", "create", "-d", driver, "--subnet", &u.subnet, "--gateway", &u.router.to_string(), "-o", &iface, name]).unwrap();
+}
+
+fn run(lab: &Lab, net: &str, name: &str, ip: &str) {
+    lab.hnsctl_ok(&["run", "-d", "--net", net, "--name", name, "--ip", ip, "--", "sleep", "300"]).unwrap();
+}
+
+fn exec_ok(lab: &Lab, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["exec", name, "--"];
+    all.extend_from_slice(args);
+    lab.hnsctl_ok(&all).unwrap()
+}
+
+fn mac_of_endpoint(lab: &Lab, name: &str) -> String {
+    let eps = Api::new(lab).get("/endpoints").ok();
+    let ep = eps.as_array().unwrap().iter().find(|e| e["Name"] == name).unwrap_or_else(|| panic!("no endpoint {name}: {eps}"));
+    ep["MacAddress"].as_str().unwrap().replace('-', ":").to_ascii_lowercase()
+}
+
+fn link_mac(lab: &Lab, dev: &str) -> String {
+    let out = lab.in_host("ip", &["-o", "link", "show", dev]).unwrap().stdout;
+    out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap_or_else(|| panic!("no MAC in {out}")).to_owned()
+}
+
+/// The MAC the LAN's router has learned for `ip` on switch `br`.
+fn lan_neighbour(lab: &Lab, br: &str, ip: &str) -> String {
+    lab.in_lan("ip", &["neigh", "show", ip, "dev", br]).unwrap().stdout
+}
+
+/// Source MACs of the captured frames whose text contains `needle`.
+fn sources(capture: &str, needle: &str) -> Vec<String> {
+    capture.lines().filter(|l| l.contains(needle)).filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned)).collect()
+}
+
+#[test]
+fn transparent_containers_sit_on_the_lan_with_their_own_mac() {
+    let (lab, _d) = setup();
+    let u = lab.add_uplink(1, false).unwrap();
+    create(&lab, "transparent", &u, "tnet");
+    let ip = u.addr(50).to_string();
+    run(&lab, "tnet", "web", &ip);
+    let mac = mac_of_endpoint(&lab, "web");
+
+    let cap = lab.capture_in_lan(&u.lan_port, "icmp or arp").unwrap();
+    // The LAN reaches the container directly at its own address...
+    lab.in_lan("ping", &["-c1", "-W2", &ip]).unwrap();
+    // ...and the container reaches the LAN's gateway.
+    exec_ok(&lab, "web", &["ping", "-c1", "-W2", &u.router.to_string()]);
+    let wire = cap.stop().unwrap();
+    let from_container = sources(&wire, &format!("{ip} > {}", u.router));
+    assert!(!from_container.is_empty(), "no frame from the container on the wire:\n{wire}");
+    assert!(from_container.iter().all(|m| *m == mac), "container frames carry its own MAC {mac}:\n{wire}");
+    assert!(lan_neighbour(&lab, &u.lan_bridge, &ip).contains(&mac), "the LAN resolved the container to its MAC");
+
+    // The host reaches its container and the container the host (through the host leg:
+    // a macvlan parent never hears its children).
+    lab.in_host("ping", &["-c1", "-W2", &ip]).unwrap();
+    exec_ok(&lab, "web", &["ping", "-c1", "-W2", &u.host_ip.to_string()]);
+    // The host's own address still resolves to the adapter's MAC on the LAN, not the leg's.
+    lab.in_lan("ping", &["-c1", "-W2", &u.host_ip.to_string()]).unwrap();
+    assert!(lan_neighbour(&lab, &u.lan_bridge, &u.host_ip.to_string()).contains(&link_mac(&lab, &u.host_if)));
+
+    // Removing everything leaves nothing behind.
+    lab.hnsctl_ok(&["rm", "-f", "web"]).unwrap();
+    assert!(lab.in_lan("ping", &["-c1", "-W1", &ip]).is_err(), "the container address is gone");
+    lab.hnsctl_ok(&["network", "rm", "tnet"]).unwrap();
+    assert_eq!(lab.leftovers_in_host().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn l2bridge_puts_only_the_host_mac_on_the_wire() {
+    let (lab, _d) = setup();
+    let u = lab.add_uplink(2, false).unwrap();
+    create(&lab, "l2bridge", &u, "l2net");
+    let (a, b) = (u.addr(50).to_string(), u.addr(51).to_string());
+    run(&lab, "l2net", "a", &a);
+    run(&lab, "l2net", "b", &b);
+    let host_mac = link_mac(&lab, &u.host_if);
+
+    let cap = lab.capture_in_lan(&u.lan_port, "icmp or arp").unwrap();
+    lab.in_lan("ping", &["-c1", "-W2", &a]).unwrap();
+    exec_ok(&lab, "a", &["ping", "-c1", "-W2", &u.router.to_string()]);
+    let wire = cap.stop().unwrap();
+    let from_a = sources(&wire, &format!("{a} > {}", u.router));
+    assert!(!from_a.is_empty(), "no frame from the container on the wire:\n{wire}");
+    assert!(from_a.iter().all(|m| *m == host_mac), "container frames carry the host's MAC {host_mac}:\n{wire}");
+    let container_mac = mac_of_endpoint(&lab, "a");
+    assert!(!wire.contains(&container_mac), "the container's own MAC never reaches the wire:\n{wire}");
+    // Frames for the container arrive at the host's MAC (the LAN resolved it so).
+    assert!(lan_neighbour(&lab, &u.lan_bridge, &a).contains(&host_mac), "{}", lan_neighbour(&lab, &u.lan_bridge, &a));
+
+    // Containers of one host meet through the host: one routed hop.
+    let ping = exec_ok(&lab, "a", &["ping", "-c1", "-W2", &b]);
+    assert!(ping.contains("ttl=63"), "one hop through the host: {ping}");
+    lab.in_host("ping", &["-c1", "-W2", &a]).unwrap();
+
+    lab.hnsctl_ok(&["rm", "-f", "a"]).unwrap();
+    lab.hnsctl_ok(&["rm", "-f", "b"]).unwrap();
+    lab.hnsctl_ok(&["network", "rm", "l2net"]).unwrap();
+    assert_eq!(lab.leftovers_in_host().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn l2tunnel_hairpins_through_the_upstream_switch() {
+    let (lab, _d) = setup();
+    let u = lab.add_uplink(3, true).unwrap();
+    create(&lab, "l2tunnel", &u, "tun");
+    let (a, b) = (u.addr(50).to_string(), u.addr(51).to_string());
+    run(&lab, "tun", "a", &a);
+    run(&lab, "tun", "b", &b);
+
+    // Two containers of one host: their packets are seen on the upstream switch port.
+    let cap = lab.capture_in_lan(&u.lan_port, "icmp").unwrap();
+    exec_ok(&lab, "a", &["ping", "-c1", "-W2", &b]);
+    let wire = cap.stop().unwrap();
+    assert!(wire.contains(&format!("{a} > {b}")) && wire.contains(&format!("{b} > {a}")), "sibling traffic went through the switch:\n{wire}");
+    assert!(sources(&wire, &format!("{a} > {b}")).iter().all(|m| *m == mac_of_endpoint(&lab, "a")), "own MACs on the wire:\n{wire}");
+
+    // So policy in the switch applies: a drop rule there cuts the two apart.
+    lab.in_lan(
+        "nft",
+        &["add table bridge upstream; add chain bridge upstream relay { type filter hook forward priority 0; }; add rule bridge upstream relay ip saddr", &a, "ip daddr", &b, "drop"],
+    )
+    .unwrap();
+    let o = lab.hnsctl(&["exec", "a", "--", "ping", "-c1", "-W1", &b]).unwrap();
+    assert!(!o.status.success(), "the switch's drop rule applies to sibling traffic");
+    // Without hairpin on the switch port, VEPA siblings cannot meet at all.
+    lab.in_lan("nft", &["delete table bridge upstream"]).unwrap();
+    exec_ok(&lab, "a", &["ping", "-c1", "-W2", &b]);
+    lab.in_lan("ip", &["link", "set", &u.lan_port, "type", "bridge_slave", "hairpin", "off"]).unwrap();
+    let o = lab.hnsctl(&["exec", "a", "--", "ping", "-c1", "-W1", &b]).unwrap();
+    assert!(!o.status.success(), "no hairpin upstream, no path between siblings");
+    lab.in_lan("ping", &["-c1", "-W2", &a]).unwrap();
+}
+
+#[test]
+fn external_networks_refuse_bad_requests_and_change_nothing() {
+    let (lab, _d) = setup();
+    let u = lab.add_uplink(4, false).unwrap();
+    let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
+    let gw = u.router.to_string();
+    let before = Api::new(&lab).snapshot();
+    fails_with(&lab, &["network", "create", "-d", "l2bridge", "-o", &iface, "x"], "give its --subnet and --gateway");
+    fails_with(&lab, &["network", "create", "-d", "l2bridge", "--subnet", &u.subnet, "-o", &iface, "x"], "needs the LAN's gateway");
+    fails_with(&lab, &["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &gw, "-o", "com.docker.network.windowsshim.interface=nope0", "x"], "\"nope0\" does not exist");
+    fails_with(&lab, &["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &gw, "-o", "com.docker.network.windowsshim.interface=eth4,eth0", "x"], "bonding");
+    fails_with(&lab, &["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &gw, "-o", &iface, "-o", "com.docker.network.windowsshim.vlanid=5000", "x"], "1-4094");
+    fails_with(&lab, &["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &gw, "-o", &iface, "-o", "com.docker.network.windowsshim.vlanid=42", "x"], "8021q");
+    fails_with(&lab, &["network", "create", "-d", "none", "x"], "--net none");
+    assert_eq!(Api::new(&lab).snapshot(), before, "refused requests change nothing");
+
+    // One external network per adapter: the seeds' rule, named.
+    create(&lab, "transparent", &u, "first");
+    fails_with(&lab, &["network", "create", "-d", "l2bridge", "--subnet", "10.78.0.0/24", "--gateway", "10.78.0.1", "-o", &iface, "second"], "must each use their own network adapter");
+    // Port mappings are a nat feature.
+    fails_with(&lab, &["run", "--rm", "--net", "first", "-p", "8080:80", "--", "true"], "port mappings are for nat networks");
+    let a = Api::new(&lab);
+    let r = a.post("/networks", &serde_json::json!({"Name": "dns", "Type": "L2Bridge", "Policies": [{"Type": "AutomaticDNS", "Settings": {"Enable": true}}]}));
+    assert_eq!(r.status, 400, "{}", r.raw);
+    // Without an adapter named, the default route's adapter is taken (eth0 in the lab).
+    let r = a.post("/networks", &serde_json::json!({"Name": "dflt", "Type": "Transparent", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.79.0.0/24", "Routes": [{"NextHop": "10.79.0.1", "DestinationPrefix": "0.0.0.0/0"}]}]}]}));
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert!(r.raw.contains("\"NetworkAdapterName\":\"eth0\""), "{}", r.raw);
+}
