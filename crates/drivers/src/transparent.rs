@@ -8,6 +8,9 @@
 //!   and a default route via the LAN's gateway; on the host, a route to the container's
 //!   address through the host leg.
 //!
+//! IPv6: the container's interface keeps autoconfiguration on, so when the LAN sends router
+//! advertisements it gets a SLAAC address and default route from them.
+//!
 //! The host leg answers ARP only for what the host routes through it (`arp_filter`), so the
 //! LAN never sees a second MAC for the host's own address.
 
@@ -27,10 +30,9 @@ pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
 
 pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Compartment) -> Result<()> {
     let uplink = crate::uplink_index(host, net).await?;
+    // IPv6 autoconfiguration stays on: a container on the LAN takes its IPv6 address from the
+    // LAN's router advertisements (SLAAC), as a host there would.
     host.create_macvlan_into(&ep.ifname, uplink, ChildMode::Bridge, &c.fd, ep.mac).await?;
-    if !ep.addresses.iter().any(|(ip, _)| ip.is_ipv6()) {
-        c.netlink.disable_ipv6_autoconf(&ep.ifname).await.ok();
-    }
     crate::nat::configure_inside(ep, c).await?;
     // The host's way to the container: through its leg, from its own LAN address.
     let leg = match host.link_by_name(&net.bridge).await? {

@@ -20,6 +20,16 @@ fn fails_with(lab: &Lab, args: &[&str], needle: &str) {
     assert!(err.contains(needle), "{args:?}: stderr {err:?} lacks {needle:?}");
 }
 
+/// Nothing of hns is left in the host (retired links go in the background, within a second).
+fn assert_clean(lab: &Lab) {
+    let mut left = Vec::new();
+    let clean = eventually(std::time::Duration::from_secs(3), || {
+        left = lab.leftovers_in_host().unwrap();
+        left.is_empty()
+    });
+    assert!(clean, "left behind: {left:?}");
+}
+
 fn create(lab: &Lab, driver: &str, u: &ExternalUplink, name: &str) {
     let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
     lab.hnsctl_ok(&["network", "create", "-d", driver, "--subnet", &u.subnet, "--gateway", &u.router.to_string(), "-o", &iface, name]).unwrap();
@@ -86,9 +96,28 @@ fn transparent_containers_sit_on_the_lan_with_their_own_mac() {
 
     // Removing everything leaves nothing behind.
     lab.hnsctl_ok(&["rm", "-f", "web"]).unwrap();
+    let routes = lab.in_host("ip", &["route", "show", &ip]).unwrap().stdout;
+    assert!(routes.trim().is_empty(), "the host route to the container went with it: {routes}");
     assert!(lab.in_lan("ping", &["-c1", "-W1", &ip]).is_err(), "the container address is gone");
     lab.hnsctl_ok(&["network", "rm", "tnet"]).unwrap();
-    assert_eq!(lab.leftovers_in_host().unwrap(), Vec::<String>::new());
+    assert_clean(&lab);
+}
+
+#[test]
+fn transparent_containers_take_ipv6_from_the_lans_router_advertisements() {
+    let (lab, _d) = setup();
+    let u = lab.add_uplink(5, false).unwrap();
+    let _dnsmasq = lab.start_dnsmasq(&u, &[]).unwrap();
+    create(&lab, "transparent", &u, "tnet");
+    run(&lab, "tnet", "web", &u.addr(60).to_string());
+    let prefix = "2001:db8:77:5:";
+    let mut shown = String::new();
+    let got = eventually(std::time::Duration::from_secs(15), || {
+        shown = exec_ok(&lab, "web", &["ip", "-o", "-6", "addr", "show", "eth0", "scope", "global"]);
+        shown.contains(prefix)
+    });
+    assert!(got, "a SLAAC address from the LAN's advertisements: {shown}");
+    exec_ok(&lab, "web", &["ping", "-6", "-c1", "-W2", &u.router6.to_string()]);
 }
 
 #[test]
@@ -121,7 +150,7 @@ fn l2bridge_puts_only_the_host_mac_on_the_wire() {
     lab.hnsctl_ok(&["rm", "-f", "a"]).unwrap();
     lab.hnsctl_ok(&["rm", "-f", "b"]).unwrap();
     lab.hnsctl_ok(&["network", "rm", "l2net"]).unwrap();
-    assert_eq!(lab.leftovers_in_host().unwrap(), Vec::<String>::new());
+    assert_clean(&lab);
 }
 
 #[test]

@@ -221,7 +221,11 @@ impl Netlink {
     /// Removes the route to one address; a missing route is fine.
     pub async fn del_host_route(&self, ip: IpAddr) -> Result<()> {
         let plen = if ip.is_ipv4() { 32 } else { 128 };
-        let msg = RouteMessageBuilder::<IpAddr>::new().destination_prefix(ip, plen).map_err(|e| KernelError::new("build route", ip.to_string(), e))?.build();
+        // Scope "nowhere" and protocol unspec are the kernel's wildcards for a delete; the
+        // builder's defaults (universe, static) would match no on-link route.
+        let mut msg = RouteMessageBuilder::<IpAddr>::new().destination_prefix(ip, plen).map_err(|e| KernelError::new("build route", ip.to_string(), e))?.build();
+        msg.header.scope = RouteScope::NoWhere;
+        msg.header.protocol = netlink_packet_route::route::RouteProtocol::Unspec;
         match self.handle.route().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) => {

@@ -171,6 +171,8 @@ pub struct ExternalUplink {
     pub host_ip: std::net::Ipv4Addr,
     /// `10.77.{n}.0/24`.
     pub subnet: String,
+    /// The router's IPv6 address on the segment: `2001:db8:77:{n}::1` (prefix /64).
+    pub router6: std::net::Ipv6Addr,
 }
 
 impl ExternalUplink {
@@ -182,6 +184,7 @@ impl ExternalUplink {
             router: std::net::Ipv4Addr::new(10, 77, n, 1),
             host_ip: std::net::Ipv4Addr::new(10, 77, n, 2),
             subnet: format!("10.77.{n}.0/24"),
+            router6: std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x77, n as u16, 0, 0, 0, 1),
         }
     }
 
@@ -725,11 +728,13 @@ impl Lab {
              ip link set {port} master {br}
              ip link set {port} type bridge_slave hairpin {hairpin}
              ip addr add {router}/24 dev {br}
+             ip addr add {router6}/64 dev {br} nodad
              ip link set {port} up
              ip link set {br} up",
             br = u.lan_bridge,
             port = u.lan_port,
             router = u.router,
+            router6 = u.router6,
         ))?;
         self.host.sh(&format!(
             "set -e
@@ -746,6 +751,38 @@ impl Lab {
             thread::sleep(Duration::from_millis(10));
         }
         Ok(u)
+    }
+
+    /// Starts a real dnsmasq on the LAN side of an extra uplink: DHCPv4 leases from
+    /// `10.77.{n}.100-199` (2-minute leases, dnsmasq's shortest) with the router as gateway,
+    /// and IPv6 router advertisements for `2001:db8:77:{n}::/64` (SLAAC). No DNS. `extra` adds
+    /// flags. Returns the process and the lease file.
+    pub fn start_dnsmasq(&self, u: &ExternalUplink, extra: &[&str]) -> Result<(Proc, PathBuf)> {
+        let leases = self.dir().join(format!("dnsmasq-{}.leases", u.lan_bridge));
+        let log = self.dir().join(format!("dnsmasq-{}.log", u.lan_bridge));
+        fs::write(&leases, "")?;
+        let o = u.router.octets();
+        let mut cmd = self.lan.cmd("dnsmasq");
+        cmd.args(["--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--bind-interfaces", "--dhcp-authoritative", "--log-dhcp", "--pid-file="])
+            .arg(format!("--interface={}", u.lan_bridge))
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .arg(format!("--log-facility={}", log.display()))
+            .arg(format!("--dhcp-range={}.{}.{}.100,{}.{}.{}.199,255.255.255.0,2m", o[0], o[1], o[2], o[0], o[1], o[2]))
+            .arg(format!("--dhcp-option=option:router,{}", u.router))
+            .arg("--enable-ra")
+            .arg(format!("--dhcp-range={}::,ra-only", u.router6.segments().iter().take(4).map(|s| format!("{s:x}")).collect::<Vec<_>>().join(":")))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let proc = self.spawn_command(cmd, "dnsmasq")?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !fs::read_to_string(&log).unwrap_or_default().contains("DHCP, IP range") {
+            if Instant::now() >= deadline || !proc.is_running() {
+                bail!("dnsmasq did not start: {}", fs::read_to_string(&log).unwrap_or_default());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok((proc, leases))
     }
 
     /// Starts `tcpdump -e -n` on a LAN-namespace interface, writing to a file, and returns

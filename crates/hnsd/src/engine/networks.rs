@@ -47,6 +47,7 @@ impl Engine {
         validate::check_network_type(kind)?;
         req.kind = Some(kind);
         let policies = validate::parse_network_policies(&req.policies, "Policies")?;
+        let original_policies = req.policies.clone();
         let external = hns_drivers::is_external(kind);
         if external {
             if req.internal {
@@ -55,14 +56,14 @@ impl Engine {
             if policies.automatic_dns == Some(true) {
                 return Err(ApiError::field(
                     ErrorCode::InvalidPolicy,
-                    "Policies.AutomaticDNS",
+                    policy_field(&req.policies, "AutomaticDNS"),
                     format!("service discovery is not offered on {kind} networks (as on Windows): their containers use the LAN's DNS; give servers with Dns.ServerList (-o com.docker.network.windowsshim.dnsservers=...)"),
                 ));
             }
         } else if policies.adapters.is_some() {
             return Err(ApiError::field(
                 ErrorCode::InvalidPolicy,
-                "Policies.NetAdapterName",
+                policy_field(&req.policies, "NetAdapterName"),
                 format!("{kind} networks use an internal switch, not a host adapter; NetAdapterName is for transparent, l2bridge and l2tunnel networks"),
             ));
         }
@@ -151,7 +152,8 @@ impl Engine {
         }
         if external {
             let taken = self.adapters_in_use();
-            let (adapters, _) = validate::external_uplink(kind, policies.adapters.as_deref(), vlan, &req.id, facts, &taken)?;
+            let (adapters, _) = validate::external_uplink(kind, policies.adapters.as_deref(), vlan, &req.id, facts, &taken)
+                .map_err(|e| if e.field.as_deref() == Some("Policies.NetAdapterName") { ApiError { field: Some(policy_field(&original_policies, "NetAdapterName")), ..e } } else { e })?;
             req.policies.push(hns_api::Policy { kind: "NetAdapterName".into(), settings: serde_json::json!({ "NetworkAdapterName": adapters.join(",") }) });
         }
         req.schema_version = hns_api::SCHEMA_VERSION;
@@ -345,6 +347,14 @@ impl Engine {
         let mut net = self.validate_network(req, &host, &validate::HostFacts::default())?;
         net.rec.default = true;
         self.commit_new_network(net, Some(META_DEFAULT_CREATED)).await.map(Some)
+    }
+}
+
+/// The JSON path of the first policy of a type (`Policies[i]`), or `Policies` if absent.
+fn policy_field(policies: &[hns_api::Policy], kind: &str) -> String {
+    match policies.iter().position(|p| p.kind.eq_ignore_ascii_case(kind)) {
+        Some(i) => format!("Policies[{i}]"),
+        None => "Policies".into(),
     }
 }
 
