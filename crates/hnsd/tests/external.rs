@@ -215,3 +215,39 @@ fn external_networks_refuse_bad_requests_and_change_nothing() {
     assert_eq!(r.status, 200, "{}", r.raw);
     assert!(r.raw.contains("\"NetworkAdapterName\":\"eth0\""), "{}", r.raw);
 }
+
+#[test]
+fn the_reconciler_repairs_external_networks_and_a_restart_keeps_them() {
+    let lab = Lab::new().unwrap();
+    let d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    let t = lab.add_uplink(6, false).unwrap();
+    let b = lab.add_uplink(7, false).unwrap();
+    create(&lab, "transparent", &t, "tnet");
+    create(&lab, "l2bridge", &b, "l2net");
+    let (tip, bip) = (t.addr(50).to_string(), b.addr(50).to_string());
+    run(&lab, "tnet", "t", &tip);
+    run(&lab, "l2net", "b", &bip);
+
+    // Someone deletes the container's macvlan, the host leg, and the l2bridge veth.
+    exec_ok(&lab, "t", &["ip", "link", "del", "eth0"]);
+    let leg = lab.in_host("ip", &["-o", "link", "show", "type", "macvlan"]).unwrap().stdout;
+    let leg = leg.split(": ").nth(1).unwrap().split('@').next().unwrap().to_owned();
+    lab.in_host("ip", &["link", "del", &leg]).unwrap();
+    let veth = lab.in_host("ip", &["-o", "link", "show", "type", "veth"]).unwrap().stdout;
+    let veth = veth.lines().find(|l| l.contains(": hnv")).unwrap().split(": ").nth(1).unwrap().split('@').next().unwrap().to_owned();
+    lab.in_host("ip", &["link", "del", &veth]).unwrap();
+    // The reconciler (every second in the lab) puts everything back.
+    assert!(eventually(std::time::Duration::from_secs(10), || lab.in_lan("ping", &["-c1", "-W1", &tip]).is_ok() && lab.in_host("ping", &["-c1", "-W1", &tip]).is_ok()));
+    assert!(eventually(std::time::Duration::from_secs(10), || lab.in_lan("ping", &["-c1", "-W1", &bip]).is_ok()));
+
+    // A restart of hnsd leaves the data plane alone and keeps managing it.
+    d.stop().unwrap();
+    lab.in_lan("ping", &["-c1", "-W2", &tip]).unwrap();
+    let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    lab.in_lan("ping", &["-c1", "-W2", &bip]).unwrap();
+    lab.hnsctl_ok(&["rm", "-f", "t"]).unwrap();
+    lab.hnsctl_ok(&["rm", "-f", "b"]).unwrap();
+    lab.hnsctl_ok(&["network", "rm", "tnet"]).unwrap();
+    lab.hnsctl_ok(&["network", "rm", "l2net"]).unwrap();
+    assert_clean(&lab);
+}
