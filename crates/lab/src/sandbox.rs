@@ -169,6 +169,9 @@ pub fn run_sandbox(opts: SandboxOpts) -> Result<()> {
         return Ok(());
     }
 
+    // Two more adapters, so each external network (transparent, l2bridge, l2tunnel) can have
+    // its own, as Windows requires; eth3's switch port hairpins for l2tunnel.
+    let extra = [lab.add_uplink(1, false)?, lab.add_uplink(2, false)?, lab.add_uplink(3, true)?];
     eprintln!("hns sandbox: starting hnsd inside the sandbox host...");
     let daemon = lab
         .start_hnsd_with(HnsdOptions { args: opts.hnsd_args.clone(), inherit_stdio: true, ..Default::default() })
@@ -182,6 +185,9 @@ pub fn run_sandbox(opts: SandboxOpts) -> Result<()> {
         "  host namespace: pid {} (uplink {HOST_UPLINK_IF} {HOST_UPLINK}/{LAN_PREFIX_LEN}, LAN router {LAN_ROUTER}, test server {TEST_SERVER})",
         lab.host().pid()
     );
+    for u in &extra {
+        println!("  adapter {} {}/24 on a LAN segment {} (router {})", u.host_if, u.host_ip, u.subnet, u.router);
+    }
     println!("  API socket:     {}", socket.display());
     println!("Open a shell inside the sandbox host:   {}", shell.display());
     println!("Or use hnsctl from here:                export HNS_SOCKET={}", socket.display());
