@@ -50,14 +50,22 @@ pub enum DhcpError {
 
     /// DHCPDISCOVER (retransmitted) got no DHCPOFFER.
     #[error("no DHCP offer for MAC {mac} on uplink {uplink} within {}", secs(.timeout))]
-    NoOffer { mac: MacAddr, uplink: String, timeout: Duration },
+    NoOffer {
+        mac: MacAddr,
+        uplink: String,
+        timeout: Duration,
+    },
 
     /// An offer came but the DHCPREQUEST for it got no DHCPACK.
     #[error(
         "DHCP server offered an address to MAC {mac} on uplink {uplink} but did not acknowledge \
          the request within {}", secs(.timeout)
     )]
-    NoAck { mac: MacAddr, uplink: String, timeout: Duration },
+    NoAck {
+        mac: MacAddr,
+        uplink: String,
+        timeout: Duration,
+    },
 
     /// `resume`: nobody confirmed or refused the stored lease, and it has already expired, so
     /// it cannot be used even provisionally (RFC 2131 section 3.7).
@@ -75,11 +83,21 @@ pub enum DhcpError {
 
     /// The server answered with something this client cannot use (no lease time, no mask...).
     #[error("DHCP server {server} gave MAC {mac} on uplink {uplink} an unusable lease: {reason}")]
-    BadLease { mac: MacAddr, uplink: String, server: Ipv4Addr, reason: String },
+    BadLease {
+        mac: MacAddr,
+        uplink: String,
+        server: Ipv4Addr,
+        reason: String,
+    },
 
     /// Sockets and everything else below DHCP (no CAP_NET_RAW, uplink gone, ...).
     #[error("DHCP for MAC {mac} on uplink {uplink}: {op}: {reason}")]
-    Io { mac: MacAddr, uplink: String, op: &'static str, reason: String },
+    Io {
+        mac: MacAddr,
+        uplink: String,
+        op: &'static str,
+        reason: String,
+    },
 
     /// The keeper's task is gone (it panicked); nothing was released.
     #[error("DHCP lease keeper for MAC {mac} on uplink {uplink} is no longer running")]
@@ -95,9 +113,20 @@ mod tests {
     #[test]
     fn messages_name_mac_uplink_and_timeout() {
         let mac = MacAddr([0x02, 0x00, 0x5e, 0x10, 0x00, 0x0a]);
-        let e = DhcpError::NoOffer { mac, uplink: "eth1".into(), timeout: Duration::from_secs(5) };
-        assert_eq!(e.to_string(), "no DHCP offer for MAC 02-00-5E-10-00-0A on uplink eth1 within 5 s");
-        let e = DhcpError::NoAck { mac, uplink: "eth1".into(), timeout: Duration::from_millis(2500) };
+        let e = DhcpError::NoOffer {
+            mac,
+            uplink: "eth1".into(),
+            timeout: Duration::from_secs(5),
+        };
+        assert_eq!(
+            e.to_string(),
+            "no DHCP offer for MAC 02-00-5E-10-00-0A on uplink eth1 within 5 s"
+        );
+        let e = DhcpError::NoAck {
+            mac,
+            uplink: "eth1".into(),
+            timeout: Duration::from_millis(2500),
+        };
         assert!(e.to_string().ends_with("within 2.5 s"), "{e}");
         assert_eq!(mac.colon(), "02:00:5e:10:00:0a");
     }

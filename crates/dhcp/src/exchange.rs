@@ -38,13 +38,21 @@ pub(crate) struct Held {
 
 impl Held {
     pub(crate) fn unconfirmed(lease: Lease) -> Held {
-        Held { mozim: lease.to_mozim(), lease, server_mac: None }
+        Held {
+            mozim: lease.to_mozim(),
+            lease,
+            server_mac: None,
+        }
     }
 }
 
 impl Target {
     pub(crate) fn new(uplink: &str, mac: [u8; 6], hostname: Option<&str>) -> Result<Target> {
-        let t = Target { uplink: uplink.to_string(), mac: MacAddr(mac), hostname: hostname.map(str::to_string) };
+        let t = Target {
+            uplink: uplink.to_string(),
+            mac: MacAddr(mac),
+            hostname: hostname.map(str::to_string),
+        };
         let reason = if mac[0] & 1 == 1 {
             Some("it is a multicast address")
         } else if mac == [0; 6] {
@@ -70,15 +78,24 @@ impl Target {
     }
 
     fn no_uplink(&self) -> DhcpError {
-        DhcpError::UplinkNotFound { uplink: self.uplink.clone(), mac: self.mac }
+        DhcpError::UplinkNotFound {
+            uplink: self.uplink.clone(),
+            mac: self.mac,
+        }
     }
 
     pub(crate) fn io(&self, op: &'static str, reason: impl std::fmt::Display) -> DhcpError {
-        DhcpError::Io { mac: self.mac, uplink: self.uplink.clone(), op, reason: reason.to_string() }
+        DhcpError::Io {
+            mac: self.mac,
+            uplink: self.uplink.clone(),
+            op,
+            reason: reason.to_string(),
+        }
     }
 
     pub(crate) fn open_socket(&self) -> Result<PacketSocket> {
-        PacketSocket::open(self.ifindex()?).map_err(|e| self.io("open packet socket on the uplink", e))
+        PacketSocket::open(self.ifindex()?)
+            .map_err(|e| self.io("open packet socket on the uplink", e))
     }
 
     fn mozim_config(&self, ifindex: u32) -> Result<DhcpV4Config> {
@@ -96,7 +113,12 @@ impl Target {
     }
 
     fn bad_lease(&self, server: Ipv4Addr, reason: String) -> DhcpError {
-        DhcpError::BadLease { mac: self.mac, uplink: self.uplink.clone(), server, reason }
+        DhcpError::BadLease {
+            mac: self.mac,
+            uplink: self.uplink.clone(),
+            server,
+            reason,
+        }
     }
 }
 
@@ -122,7 +144,7 @@ pub(crate) async fn discover(t: &Target, timeout: Duration) -> Result<Held> {
 /// The outcome of [`reboot`].
 pub(crate) enum Reboot {
     /// A lease is bound: the stored one confirmed, or (after a DHCPNAK) a new one.
-    Bound(Held),
+    Bound(Box<Held>),
     /// Nobody answered the INIT-REBOOT request within the timeout.
     Unanswered,
 }
@@ -131,7 +153,7 @@ pub(crate) enum Reboot {
 /// with DHCPDISCOVER within the same `timeout`.
 pub(crate) async fn reboot(t: &Target, previous: &Lease, timeout: Duration) -> Result<Reboot> {
     match run_mozim(t, Some(previous.to_mozim()), timeout).await? {
-        Ok(held) => Ok(Reboot::Bound(held)),
+        Ok(held) => Ok(Reboot::Bound(Box::new(held))),
         Err(Phase::Rebooting) => Ok(Reboot::Unanswered),
         Err(phase) => Err(timeout_error(t, phase, timeout)),
     }
@@ -140,21 +162,39 @@ pub(crate) async fn reboot(t: &Target, previous: &Lease, timeout: Duration) -> R
 fn timeout_error(t: &Target, phase: Phase, timeout: Duration) -> DhcpError {
     let (mac, uplink) = (t.mac, t.uplink.clone());
     match phase {
-        Phase::Requesting => DhcpError::NoAck { mac, uplink, timeout },
-        Phase::Rebooting | Phase::Discovering => DhcpError::NoOffer { mac, uplink, timeout },
+        Phase::Requesting => DhcpError::NoAck {
+            mac,
+            uplink,
+            timeout,
+        },
+        Phase::Rebooting | Phase::Discovering => DhcpError::NoOffer {
+            mac,
+            uplink,
+            timeout,
+        },
     }
 }
 
 /// Drives one mozim client until it reports a bound lease (`Ok(Ok)`) or `timeout` passes
 /// (`Ok(Err(phase reached))`). mozim's own timeout is left off: its expiry poisons the
 /// client, while dropping the future here simply closes its sockets.
-async fn run_mozim(t: &Target, cached: Option<DhcpV4Lease>, timeout: Duration) -> Result<std::result::Result<Held, Phase>> {
+async fn run_mozim(
+    t: &Target,
+    cached: Option<DhcpV4Lease>,
+    timeout: Duration,
+) -> Result<std::result::Result<Held, Phase>> {
     let ifindex = t.ifindex()?;
     let config = t.mozim_config(ifindex)?;
     let watcher = t.open_socket()?;
-    let mut phase = if cached.is_some() { Phase::Rebooting } else { Phase::Discovering };
+    let mut phase = if cached.is_some() {
+        Phase::Rebooting
+    } else {
+        Phase::Discovering
+    };
     let started = SystemTime::now();
-    let mut client = DhcpV4Client::init(config, cached).await.map_err(|e| t.io("start mozim", e))?;
+    let mut client = DhcpV4Client::init(config, cached)
+        .await
+        .map_err(|e| t.io("start mozim", e))?;
     let run = async {
         loop {
             match client.run().await {
@@ -175,7 +215,11 @@ async fn run_mozim(t: &Target, cached: Option<DhcpV4Lease>, timeout: Duration) -
     // of the exchange is used (earlier, hence safe).
     let converted = Lease::from_mozim(&lease, started).map_err(|r| t.bad_lease(lease.srv_id, r))?;
     let server_mac = server_mac_from_queue(&watcher, t.mac.0, &converted);
-    Ok(Ok(Held { lease: converted, mozim: lease, server_mac }))
+    Ok(Ok(Held {
+        lease: converted,
+        mozim: lease,
+        server_mac,
+    }))
 }
 
 /// The Ethernet source of the queued DHCPACK for `mac` granting `lease.address` from
@@ -185,8 +229,12 @@ fn server_mac_from_queue(sock: &PacketSocket, mac: [u8; 6], lease: &Lease) -> Op
     let mut found = None;
     // The last match wins: with retransmissions the newest ACK is the binding one.
     while let Ok(Some(n)) = sock.try_recv(&mut buf) {
-        let Some((ep, payload)) = packet::parse_frame(&buf[..n]) else { continue };
-        let Ok(msg) = v4::Message::from_bytes(payload) else { continue };
+        let Some((ep, payload)) = packet::parse_frame(&buf[..n]) else {
+            continue;
+        };
+        let Ok(msg) = v4::Message::from_bytes(payload) else {
+            continue;
+        };
         let is_ack = msg.opts().msg_type() == Some(v4::MessageType::Ack);
         let server_id = match msg.opts().get(v4::OptionCode::ServerIdentifier) {
             Some(v4::DhcpOption::ServerIdentifier(s)) => Some(*s),
@@ -207,6 +255,11 @@ fn server_mac_from_queue(sock: &PacketSocket, mac: [u8; 6], lease: &Lease) -> Op
 /// address; mozim sends it as a frame to the server's MAC, or to broadcast when unknown).
 pub(crate) async fn release(t: &Target, held: &Held) -> Result<()> {
     let config = t.mozim_config(t.ifindex()?)?;
-    let mut client = DhcpV4Client::init(config, None).await.map_err(|e| t.io("start mozim", e))?;
-    client.release(&held.mozim).await.map_err(|e| t.io("send DHCPRELEASE", e))
+    let mut client = DhcpV4Client::init(config, None)
+        .await
+        .map_err(|e| t.io("start mozim", e))?;
+    client
+        .release(&held.mozim)
+        .await
+        .map_err(|e| t.io("send DHCPRELEASE", e))
 }

@@ -45,9 +45,10 @@ pub enum LeaseState {
 /// Retry timing, gathered in one place.
 #[derive(Debug, Clone, Copy)]
 struct Timing {
-    /// First wait for an answer in RENEWING/REBINDING; doubles per retransmission.
+    /// First wait for an answer in RENEWING/REBINDING; doubles per retransmission up to
+    /// `max_wait`, so a lost datagram costs seconds, not hours.
     first_wait: Duration,
-    /// Longest wait between retransmissions (RFC 2131 suggests 64 s).
+    /// After that, RFC 2131 4.4.5's pace: half the time left in the phase, at least this.
     max_wait: Duration,
     /// How long one DISCOVER attempt runs after a loss before backing off.
     discover_attempt: Duration,
@@ -68,7 +69,7 @@ const TIMING: Timing = Timing {
 /// Must be called from a tokio runtime (the keeper is a `tokio::spawn`ed task) whose threads
 /// are in the network namespace where `uplink` lives: the uplink name is resolved and every
 /// packet socket is opened by the calling/running thread. `timeout` bounds the whole
-/// exchange; DHCPDISCOVER is retransmitted within it (after about 3 s and 10 s).
+/// exchange; mozim retransmits DHCPDISCOVER within it (after 3-5 s, then 7-9 s later, ...).
 pub async fn acquire(
     uplink: &str,
     mac: [u8; 6],
@@ -103,7 +104,7 @@ pub async fn resume(
     let held = match exchange::reboot(&target, &previous, timeout).await? {
         Reboot::Bound(held) => {
             tracing::info!(mac = %target.mac, uplink, previous = %previous.address, address = %held.lease.address, "DHCP lease resumed");
-            held
+            *held
         }
         Reboot::Unanswered if !previous.is_expired(SystemTime::now()) => {
             tracing::warn!(mac = %target.mac, uplink, address = %previous.address, "no DHCP server answered; keeping the stored lease until it expires");
@@ -137,12 +138,25 @@ pub struct LeaseKeeper {
 
 impl LeaseKeeper {
     fn spawn(target: Target, held: Held, timing: Timing) -> LeaseKeeper {
-        let (tx, rx) = watch::channel(LeaseState::Bound { lease: held.lease.clone() });
+        let (tx, rx) = watch::channel(LeaseState::Bound {
+            lease: held.lease.clone(),
+        });
         let (release_tx, release_rx) = oneshot::channel();
         let (mac, uplink) = (target.mac, target.uplink.clone());
-        let session = Session { target, held: Some(held), state: tx, timing };
+        let session = Session {
+            target,
+            held: Some(held),
+            state: tx,
+            timing,
+        };
         let task = tokio::spawn(session.run(release_rx));
-        LeaseKeeper { mac, uplink, state: rx, release: Some(release_tx), task }
+        LeaseKeeper {
+            mac,
+            uplink,
+            state: rx,
+            release: Some(release_tx),
+            task,
+        }
     }
 
     /// The container MAC this keeper works for.
@@ -169,7 +183,10 @@ impl LeaseKeeper {
     /// while the lease is lost). Releasing is a courtesy to the server (RFC 2131 4.4.6
     /// expects no answer), so an `Ok` means "sent", not "acknowledged".
     pub async fn release(mut self) -> Result<()> {
-        let gone = || DhcpError::KeeperGone { mac: self.mac, uplink: self.uplink.clone() };
+        let gone = || DhcpError::KeeperGone {
+            mac: self.mac,
+            uplink: self.uplink.clone(),
+        };
         let (reply_tx, reply_rx) = oneshot::channel();
         let sender = self.release.take().ok_or_else(gone)?;
         sender.send(reply_tx).map_err(|_| gone())?;
@@ -230,14 +247,19 @@ impl Session {
     }
 
     fn bind(&mut self, held: Held) {
-        self.state.send_replace(LeaseState::Bound { lease: held.lease.clone() });
+        self.state.send_replace(LeaseState::Bound {
+            lease: held.lease.clone(),
+        });
         self.held = Some(held);
     }
 
     fn lose(&mut self, reason: String) {
         if let Some(held) = self.held.take() {
             tracing::warn!(mac = %self.target.mac, uplink = %self.target.uplink, address = %held.lease.address, "DHCP lease lost: {reason}");
-            self.state.send_replace(LeaseState::Lost { previous: held.lease, reason });
+            self.state.send_replace(LeaseState::Lost {
+                previous: held.lease,
+                reason,
+            });
         }
     }
 
@@ -249,17 +271,25 @@ impl Session {
         // Without the server's MAC the renewal can only be broadcast, which any server may
         // answer — i.e. rebinding early. That is allowed, and better than waiting for T2.
         let renew_dest = match held.server_mac {
-            Some(mac) => Dest::Server { ip: lease.server, mac },
+            Some(mac) => Dest::Server {
+                ip: lease.server,
+                mac,
+            },
             None => Dest::Broadcast,
         };
-        let phases = [("renew", renew_dest, lease.rebind_at()), ("rebind", Dest::Broadcast, lease.expires_at())];
+        let phases = [
+            ("renew", renew_dest, lease.rebind_at()),
+            ("rebind", Dest::Broadcast, lease.expires_at()),
+        ];
         for (what, dest, until) in phases {
             match self.retransmit(&held, dest, until).await {
                 Some(Ok(mut renewed)) => {
                     tracing::debug!(mac = %self.target.mac, address = %renewed.lease.address, "DHCP lease {what}ed");
                     // A new server's MAC replaces the old; keep mozim's record for RELEASE
                     // only while it still names the same binding.
-                    if renewed.lease.server != lease.server || renewed.lease.address != lease.address {
+                    if renewed.lease.server != lease.server
+                        || renewed.lease.address != lease.address
+                    {
                         renewed.mozim = renewed.lease.to_mozim();
                     }
                     self.bind(renewed);
@@ -269,18 +299,34 @@ impl Session {
                 None => {}
             }
         }
-        Err(format!("lease expired at {} without a renewal", humantime::format_rfc3339_seconds(lease.expires_at())))
+        Err(format!(
+            "lease expired at {} without a renewal",
+            humantime::format_rfc3339_seconds(lease.expires_at())
+        ))
     }
 
-    /// Sends the request to `dest` with exponential backoff until `until` (wall clock).
+    /// Sends the request to `dest`, retransmitting (see [`Timing`]) until `until` (wall clock).
     /// `Some(Ok)`: DHCPACK; `Some(Err)`: DHCPNAK; `None`: no answer before `until`.
-    async fn retransmit(&self, held: &Held, dest: Dest, until: SystemTime) -> Option<std::result::Result<Held, String>> {
+    async fn retransmit(
+        &self,
+        held: &Held,
+        dest: Dest,
+        until: SystemTime,
+    ) -> Option<std::result::Result<Held, String>> {
         let t = &self.target;
-        let mut wait = self.timing.first_wait;
+        let mut backoff = self.timing.first_wait;
         loop {
-            let left = until.duration_since(SystemTime::now()).ok().filter(|d| !d.is_zero())?;
-            let this_wait = wait.min(left);
-            wait = (wait * 2).min(self.timing.max_wait);
+            let left = until
+                .duration_since(SystemTime::now())
+                .ok()
+                .filter(|d| !d.is_zero())?;
+            let this_wait = if backoff < self.timing.max_wait {
+                backoff
+            } else {
+                (left / 2).max(backoff)
+            }
+            .min(left);
+            backoff = (backoff * 2).min(self.timing.max_wait);
             // A fresh socket per attempt follows an uplink that was re-created meanwhile.
             let sock = match t.open_socket() {
                 Ok(s) => s,
@@ -293,11 +339,17 @@ impl Session {
             match renew::extend(&sock, t, &held.lease, dest, this_wait).await {
                 Ok(Some(Reply::Ack { lease, server_mac })) => {
                     let mozim = held.mozim.clone();
-                    return Some(Ok(Held { lease, mozim, server_mac: Some(server_mac) }));
+                    return Some(Ok(Held {
+                        lease,
+                        mozim,
+                        server_mac: Some(server_mac),
+                    }));
                 }
                 Ok(Some(Reply::Nak { server, message })) => {
                     let why = message.map(|m| format!(": {m}")).unwrap_or_default();
-                    return Some(Err(format!("DHCP server {server} refused the renewal (DHCPNAK{why})")));
+                    return Some(Err(format!(
+                        "DHCP server {server} refused the renewal (DHCPNAK{why})"
+                    )));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -331,7 +383,9 @@ impl Session {
 /// noticed within the hour.
 async fn sleep_until_wall(t: SystemTime) {
     loop {
-        let Ok(left) = t.duration_since(SystemTime::now()) else { return };
+        let Ok(left) = t.duration_since(SystemTime::now()) else {
+            return;
+        };
         if left.is_zero() {
             return;
         }

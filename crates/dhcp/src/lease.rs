@@ -68,9 +68,15 @@ impl Lease {
             && self.domain == other.domain
     }
 
-    pub(crate) fn from_mozim(l: &mozim::DhcpV4Lease, obtained_at: SystemTime) -> Result<Lease, String> {
+    pub(crate) fn from_mozim(
+        l: &mozim::DhcpV4Lease,
+        obtained_at: SystemTime,
+    ) -> Result<Lease, String> {
         let default_route = l.classless_routes.as_ref().and_then(|routes| {
-            routes.iter().find(|r| r.prefix_length == 0).map(|r| r.router)
+            routes
+                .iter()
+                .find(|r| r.prefix_length == 0)
+                .map(|r| r.router)
         });
         let fields = Fields {
             address: l.yiaddr,
@@ -80,7 +86,11 @@ impl Lease {
             routers: l.gateways.clone().unwrap_or_default(),
             dns_servers: l.dns_srvs.clone().unwrap_or_default(),
             domain: l.domain_name.clone(),
-            server: if l.srv_id.is_unspecified() { l.siaddr } else { l.srv_id },
+            server: if l.srv_id.is_unspecified() {
+                l.siaddr
+            } else {
+                l.srv_id
+            },
             lease_time: Some(l.lease_time_sec),
             t1: Some(l.t1_sec),
             t2: Some(l.t2_sec),
@@ -101,8 +111,11 @@ impl Lease {
                 Some(DhcpOption::SubnetMask(m)) => Some(*m),
                 _ => None,
             },
-            classless_default: classless
-                .and_then(|r| r.iter().find(|(net, _)| net.prefix_len() == 0).map(|(_, gw)| *gw)),
+            classless_default: classless.and_then(|r| {
+                r.iter()
+                    .find(|(net, _)| net.prefix_len() == 0)
+                    .map(|(_, gw)| *gw)
+            }),
             has_classless: classless.is_some(),
             routers: match opts.get(OptionCode::Router) {
                 Some(DhcpOption::Router(r)) => r.clone(),
@@ -173,7 +186,8 @@ impl Fields {
             return Err("no address (yiaddr is 0.0.0.0)".into());
         }
         let mask = self.mask.ok_or("no subnet mask (option 1)")?;
-        let prefix_len = mask_to_prefix(mask).ok_or_else(|| format!("subnet mask {mask} is not contiguous"))?;
+        let prefix_len =
+            mask_to_prefix(mask).ok_or_else(|| format!("subnet mask {mask} is not contiguous"))?;
         if prefix_len == 0 {
             return Err("subnet mask 0.0.0.0".into());
         }
@@ -193,7 +207,11 @@ impl Fields {
             t1 = default_t1.min(t2.saturating_sub(1));
         }
         // RFC 3442: with classless routes present, the router option is ignored.
-        let gateway = if self.has_classless { self.classless_default } else { self.routers.first().copied() };
+        let gateway = if self.has_classless {
+            self.classless_default
+        } else {
+            self.routers.first().copied()
+        };
         Ok(Lease {
             address: self.address,
             prefix_len,
@@ -216,7 +234,11 @@ fn mask_to_prefix(mask: Ipv4Addr) -> Option<u8> {
 }
 
 fn prefix_to_mask(len: u8) -> Ipv4Addr {
-    Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0))
+    Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(len.min(32)))
+            .unwrap_or(0),
+    )
 }
 
 fn secs_u32(d: Duration) -> u32 {
@@ -270,7 +292,10 @@ mod tests {
         o.insert(DhcpOption::MessageType(v4::MessageType::Ack));
         o.insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)));
         o.insert(DhcpOption::Router(vec![Ipv4Addr::new(198, 51, 100, 1)]));
-        o.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(198, 51, 100, 53), Ipv4Addr::new(198, 51, 100, 54)]));
+        o.insert(DhcpOption::DomainNameServer(vec![
+            Ipv4Addr::new(198, 51, 100, 53),
+            Ipv4Addr::new(198, 51, 100, 54),
+        ]));
         o.insert(DhcpOption::DomainName("lan.example".into()));
         o.insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(198, 51, 100, 1)));
         o.insert(DhcpOption::AddressLeaseTime(120));
@@ -286,7 +311,10 @@ mod tests {
         assert_eq!(l.gateway, Some(Ipv4Addr::new(198, 51, 100, 1)));
         assert_eq!(l.dns_servers.len(), 2);
         assert_eq!(l.domain.as_deref(), Some("lan.example"));
-        assert_eq!((l.t1.as_secs(), l.t2.as_secs(), l.lease_time.as_secs()), (60, 105, 120));
+        assert_eq!(
+            (l.t1.as_secs(), l.t2.as_secs(), l.lease_time.as_secs()),
+            (60, 105, 120)
+        );
         assert_eq!(l.renew_at(), at + Duration::from_secs(60));
     }
 
@@ -294,8 +322,14 @@ mod tests {
     fn classless_default_route_wins_over_router() {
         let mut m = ack();
         m.opts_mut().insert(DhcpOption::ClasslessStaticRoute(vec![
-            ("10.0.0.0/8".parse().unwrap(), Ipv4Addr::new(198, 51, 100, 9)),
-            ("0.0.0.0/0".parse().unwrap(), Ipv4Addr::new(198, 51, 100, 254)),
+            (
+                "10.0.0.0/8".parse().unwrap(),
+                Ipv4Addr::new(198, 51, 100, 9),
+            ),
+            (
+                "0.0.0.0/0".parse().unwrap(),
+                Ipv4Addr::new(198, 51, 100, 254),
+            ),
         ]));
         let l = Lease::from_ack(&m, UNIX_EPOCH).unwrap();
         assert_eq!(l.gateway, Some(Ipv4Addr::new(198, 51, 100, 254)));
@@ -305,10 +339,19 @@ mod tests {
     fn unusable_acks_are_refused_with_a_reason() {
         let mut m = ack();
         m.opts_mut().remove(OptionCode::AddressLeaseTime);
-        assert!(Lease::from_ack(&m, UNIX_EPOCH).unwrap_err().contains("lease time"));
+        assert!(
+            Lease::from_ack(&m, UNIX_EPOCH)
+                .unwrap_err()
+                .contains("lease time")
+        );
         let mut m = ack();
-        m.opts_mut().insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 0, 255, 0)));
-        assert!(Lease::from_ack(&m, UNIX_EPOCH).unwrap_err().contains("contiguous"));
+        m.opts_mut()
+            .insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 0, 255, 0)));
+        assert!(
+            Lease::from_ack(&m, UNIX_EPOCH)
+                .unwrap_err()
+                .contains("contiguous")
+        );
     }
 
     #[test]

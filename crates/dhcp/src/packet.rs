@@ -40,7 +40,13 @@ impl PacketSocket {
     pub(crate) fn open(ifindex: u32) -> io::Result<PacketSocket> {
         // Protocol 0: the socket receives nothing until bind() names a protocol, so no
         // unfiltered frame from another interface can be queued before the filter is in.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -52,7 +58,11 @@ impl PacketSocket {
         sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
         sll.sll_ifindex = ifindex as i32;
         let rc = unsafe {
-            libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as u32)
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
@@ -72,12 +82,22 @@ impl PacketSocket {
         loop {
             let mut ready = self.fd.writable().await?;
             let sent = ready.try_io(|fd| {
-                let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+                let n =
+                    unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
             });
             match sent {
                 Ok(Ok(n)) if n == frame.len() => return Ok(()),
-                Ok(Ok(n)) => return Err(io::Error::other(format!("short send: {n} of {} bytes", frame.len()))),
+                Ok(Ok(n)) => {
+                    return Err(io::Error::other(format!(
+                        "short send: {n} of {} bytes",
+                        frame.len()
+                    )));
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
             }
@@ -115,22 +135,42 @@ fn recv_incoming(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     let mut from: libc::sockaddr_ll = unsafe { zeroed() };
     let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
     let n = unsafe {
-        libc::recvfrom(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0, (&mut from as *mut libc::sockaddr_ll).cast(), &mut len)
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            (&mut from as *mut libc::sockaddr_ll).cast(),
+            &mut len,
+        )
     };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((from.sll_pkttype != libc::PACKET_OUTGOING as u8).then_some(n as usize))
+    Ok((from.sll_pkttype != libc::PACKET_OUTGOING).then_some(n as usize))
 }
 
 fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> io::Result<()> {
-    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (value as *const T).cast(), size_of::<T>() as u32) };
-    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as u32,
+        )
+    };
+    if rc != 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
-/// Classic BPF for "IPv4, UDP, not a fragment, destination port 68" (what tcpdump compiles
-/// `udp dst port 68 and not ip[6:2] & 0x1fff != 0` to), so the kernel drops the rest of the
-/// uplink's traffic before it reaches this socket.
+/// Classic BPF for "IPv4, UDP, not a later fragment, destination port 68" (tcpdump's
+/// `ip and udp dst port 68 and ip[6:2] & 0x1fff = 0`), so the kernel drops the rest of the
+/// uplink's traffic before it reaches this socket. Jump offsets count from the next
+/// instruction.
 fn attach_filter(fd: &OwnedFd) -> io::Result<()> {
     const LD_H_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
     const LD_B_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
@@ -141,19 +181,22 @@ fn attach_filter(fd: &OwnedFd) -> io::Result<()> {
     const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
     let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     let program = [
-        op(LD_H_ABS, 0, 0, 12),                       // 0: ethertype
-        op(JEQ, 0, 7, u32::from(ETHERTYPE_IPV4)),     // 1: IPv4, else drop
-        op(LD_B_ABS, 0, 0, 23),                       // 2: IP protocol
-        op(JEQ, 0, 5, u32::from(IPPROTO_UDP)),        // 3: UDP, else drop
-        op(LD_H_ABS, 0, 0, 20),                       // 4: flags + fragment offset
-        op(JSET, 3, 0, 0x1fff),                       // 5: a later fragment: drop
-        op(LDX_MSH, 0, 0, ETH_HDR as u32),            // 6: X = IP header length
-        op(LD_H_IND, 0, 0, ETH_HDR as u32 + 2),       // 7: UDP destination port
-        op(JEQ, 1, 0, u32::from(CLIENT_PORT)),        // 8: port 68: accept
-        op(RET, 0, 0, 0),                             // 9: drop
-        op(RET, 0, 0, u32::MAX),                      // 10: accept whole frame
+        op(LD_H_ABS, 0, 0, 12),                   // 0: ethertype
+        op(JEQ, 0, 7, u32::from(ETHERTYPE_IPV4)), // 1: IPv4, else drop
+        op(LD_B_ABS, 0, 0, 23),                   // 2: IP protocol
+        op(JEQ, 0, 5, u32::from(IPPROTO_UDP)),    // 3: UDP, else drop
+        op(LD_H_ABS, 0, 0, 20),                   // 4: flags + fragment offset
+        op(JSET, 3, 0, 0x1fff),                   // 5: a later fragment: drop
+        op(LDX_MSH, 0, 0, ETH_HDR as u32),        // 6: X = IP header length
+        op(LD_H_IND, 0, 0, ETH_HDR as u32 + 2),   // 7: UDP destination port
+        op(JEQ, 1, 0, u32::from(CLIENT_PORT)),    // 8: port 68: accept
+        op(RET, 0, 0, 0),                         // 9: drop
+        op(RET, 0, 0, u32::MAX),                  // 10: accept whole frame
     ];
-    let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut _ };
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut _,
+    };
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
 }
 
@@ -212,7 +255,8 @@ pub(crate) fn build_frame(ep: &Endpoints, payload: &[u8]) -> Vec<u8> {
 /// truncated frame. Checksums are not verified: the kernel already dropped frames with a
 /// bad Ethernet FCS, and a DHCP message that fails to decode is ignored anyway.
 pub(crate) fn parse_frame(f: &[u8]) -> Option<(Endpoints, &[u8])> {
-    if f.len() < ETH_HDR + IP_HDR + UDP_HDR || u16::from_be_bytes([f[12], f[13]]) != ETHERTYPE_IPV4 {
+    if f.len() < ETH_HDR + IP_HDR + UDP_HDR || u16::from_be_bytes([f[12], f[13]]) != ETHERTYPE_IPV4
+    {
         return None;
     }
     let ip = &f[ETH_HDR..];

@@ -39,8 +39,14 @@ pub(crate) enum Dest {
 
 #[derive(Debug)]
 pub(crate) enum Reply {
-    Ack { lease: Lease, server_mac: [u8; 6] },
-    Nak { server: Ipv4Addr, message: Option<String> },
+    Ack {
+        lease: Lease,
+        server_mac: [u8; 6],
+    },
+    Nak {
+        server: Ipv4Addr,
+        message: Option<String>,
+    },
 }
 
 /// The request message (kept separate from sending so its contents can be unit-tested).
@@ -85,7 +91,9 @@ pub(crate) async fn extend(
     wait: Duration,
 ) -> std::io::Result<Option<Reply>> {
     let xid = rand::random::<u32>();
-    let payload = request(t, lease, xid).to_vec().map_err(std::io::Error::other)?;
+    let payload = request(t, lease, xid)
+        .to_vec()
+        .map_err(std::io::Error::other)?;
     let (dst_mac, dst_ip) = match dest {
         Dest::Server { ip, mac } => (mac, ip),
         Dest::Broadcast => (BROADCAST_MAC, Ipv4Addr::BROADCAST),
@@ -119,7 +127,10 @@ pub(crate) async fn extend(
 fn match_reply(frame: &[u8], mac: [u8; 6], xid: u32, sent_at: SystemTime) -> Option<Reply> {
     let (ep, payload) = packet::parse_frame(frame)?;
     let msg = v4::Message::from_bytes(payload).ok()?;
-    if msg.opcode() != v4::Opcode::BootReply || msg.xid() != xid || msg.chaddr().get(..6) != Some(&mac[..]) {
+    if msg.opcode() != v4::Opcode::BootReply
+        || msg.xid() != xid
+        || msg.chaddr().get(..6) != Some(&mac[..])
+    {
         return None;
     }
     let server = match msg.opts().get(OptionCode::ServerIdentifier) {
@@ -128,7 +139,10 @@ fn match_reply(frame: &[u8], mac: [u8; 6], xid: u32, sent_at: SystemTime) -> Opt
     };
     match msg.opts().msg_type()? {
         MessageType::Ack => match Lease::from_ack(&msg, sent_at) {
-            Ok(lease) => Some(Reply::Ack { lease, server_mac: ep.src_mac }),
+            Ok(lease) => Some(Reply::Ack {
+                lease,
+                server_mac: ep.src_mac,
+            }),
             Err(reason) => {
                 tracing::warn!(%server, "ignoring unusable DHCPACK: {reason}");
                 None
@@ -151,7 +165,11 @@ mod tests {
     use crate::error::MacAddr;
 
     fn target() -> Target {
-        Target { uplink: "eth1".into(), mac: MacAddr([2, 0, 0x5e, 0x10, 0, 1]), hostname: Some("web".into()) }
+        Target {
+            uplink: "eth1".into(),
+            mac: MacAddr([2, 0, 0x5e, 0x10, 0, 1]),
+            hostname: Some("web".into()),
+        }
     }
 
     fn lease() -> Lease {
@@ -180,8 +198,16 @@ mod tests {
         // MUST NOT carry these in RENEWING/REBINDING.
         assert!(o.get(OptionCode::ServerIdentifier).is_none());
         assert!(o.get(OptionCode::RequestedIpAddress).is_none());
-        assert_eq!(o.get(OptionCode::ClientIdentifier), Some(&DhcpOption::ClientIdentifier(vec![1, 2, 0, 0x5e, 0x10, 0, 1])));
-        assert_eq!(o.get(OptionCode::Hostname), Some(&DhcpOption::Hostname("web".into())));
+        assert_eq!(
+            o.get(OptionCode::ClientIdentifier),
+            Some(&DhcpOption::ClientIdentifier(vec![
+                1, 2, 0, 0x5e, 0x10, 0, 1
+            ]))
+        );
+        assert_eq!(
+            o.get(OptionCode::Hostname),
+            Some(&DhcpOption::Hostname("web".into()))
+        );
         // Encodes, and decodes back to the same message.
         let bytes = msg.to_vec().unwrap();
         assert_eq!(v4::Message::from_bytes(&bytes).unwrap(), msg);
@@ -228,7 +254,15 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(match_reply(&reply_frame(MessageType::Ack, 8, mac), mac, 9, at).is_none());
-        assert!(match_reply(&reply_frame(MessageType::Ack, 9, [2, 0, 0x5e, 0x10, 0, 2]), mac, 9, at).is_none());
+        assert!(
+            match_reply(
+                &reply_frame(MessageType::Ack, 9, [2, 0, 0x5e, 0x10, 0, 2]),
+                mac,
+                9,
+                at
+            )
+            .is_none()
+        );
         match match_reply(&reply_frame(MessageType::Nak, 9, mac), mac, 9, at) {
             Some(Reply::Nak { server, message }) => {
                 assert_eq!(server, Ipv4Addr::new(198, 51, 100, 1));

@@ -20,6 +20,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hns_lab::Holder;
@@ -38,7 +39,9 @@ pub struct DhcpLab {
     pub lan: Holder,
     pub host: Holder,
     pub ctr: Holder,
-    dnsmasq: Option<Child>,
+    dnsmasq: Mutex<Option<Child>>,
+    /// The dhcp-range dnsmasq gets at its next start.
+    range: Mutex<(Ipv4Addr, Ipv4Addr)>,
     dir: PathBuf,
 }
 
@@ -48,30 +51,38 @@ pub fn test_mac(n: u8) -> [u8; 6] {
 }
 
 pub fn colon_mac(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl DhcpLab {
     /// The three namespaces, wired; dnsmasq started when `with_server`.
     pub fn new(tag: &str, with_server: bool) -> DhcpLab {
-        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-        let dir = PathBuf::from(format!("/tmp/hns-dhcp-{tag}-{}-{stamp}", std::process::id()));
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = PathBuf::from(format!(
+            "/tmp/hns-dhcp-{tag}-{}-{stamp}",
+            std::process::id()
+        ));
         fs::create_dir_all(&dir).expect("create lab dir");
-        let mut lab = DhcpLab {
+        let lab = DhcpLab {
             lan: Holder::new_net().expect("lan namespace (tests need root)"),
             host: Holder::new_net().expect("host namespace"),
             ctr: Holder::new_net().expect("container namespace"),
-            dnsmasq: None,
+            dnsmasq: Mutex::new(None),
+            range: Mutex::new((RANGE_START, RANGE_END)),
             dir,
         };
         lab.lan
-            .sh(
-                "set -e
+            .sh("set -e
                  ip link set lo up
                  ip link add lanbr type bridge
                  ip addr add 198.51.100.1/24 dev lanbr
-                 ip link set lanbr up",
-            )
+                 ip link set lanbr up")
             .unwrap();
         // The veth is created in the host namespace with its peer placed straight into
         // the LAN namespace (by the holder's PID), then enslaved there.
@@ -84,11 +95,24 @@ impl DhcpLab {
                 lab.lan.pid()
             ))
             .unwrap();
-        lab.lan.sh("set -e; ip link set lan-p0 master lanbr; ip link set lan-p0 up").unwrap();
+        lab.lan
+            .sh("set -e; ip link set lan-p0 master lanbr; ip link set lan-p0 up")
+            .unwrap();
         lab.ctr.sh("ip link set lo up").unwrap();
         if with_server {
             lab.start_dnsmasq();
         }
+        // Wait for the links to be usable: frames sent before the veth's carrier is seen
+        // up are dropped, and the first DHCPDISCOVER would be lost.
+        wait_for(Duration::from_secs(10), "uplink and LAN port up", || {
+            lab.host
+                .sh(&format!("ip -br link show {UPLINK}"))
+                .is_ok_and(|o| o.stdout.contains(" UP "))
+                && lab
+                    .lan
+                    .sh("ip -br link show lan-p0")
+                    .is_ok_and(|o| o.stdout.contains(" UP "))
+        });
         lab
     }
 
@@ -105,12 +129,18 @@ impl DhcpLab {
                 self.ctr.pid()
             ))
             .unwrap();
-        self.ctr.sh(&format!("set -e; ip link set {tmp} name {name}; ip link set {name} up")).unwrap();
+        self.ctr
+            .sh(&format!(
+                "set -e; ip link set {tmp} name {name}; ip link set {name} up"
+            ))
+            .unwrap();
     }
 
     /// Configures `addr/prefix` on the container link, as hnsd would after a lease.
     pub fn configure_container(&self, name: &str, addr: Ipv4Addr, prefix: u8) {
-        self.ctr.ip(&["addr", "add", &format!("{addr}/{prefix}"), "dev", name]).unwrap();
+        self.ctr
+            .ip(&["addr", "add", &format!("{addr}/{prefix}"), "dev", name])
+            .unwrap();
     }
 
     pub fn leasefile(&self) -> PathBuf {
@@ -124,6 +154,7 @@ impl DhcpLab {
     /// The exact dnsmasq command line (also quoted in the crate's docs).
     pub fn dnsmasq_args(&self) -> Vec<String> {
         let d = &self.dir;
+        let (start, end) = *self.range.lock().unwrap();
         vec![
             "--keep-in-foreground".into(),
             "--conf-file=/dev/null".into(),
@@ -131,11 +162,14 @@ impl DhcpLab {
             "--bind-interfaces".into(),
             "--interface=lanbr".into(),
             "--except-interface=lo".into(),
-            format!("--dhcp-range={RANGE_START},{RANGE_END},255.255.255.0,{LEASE_SECS}s"),
+            format!("--dhcp-range={start},{end},255.255.255.0,{LEASE_SECS}s"),
             format!("--dhcp-option=option:router,{ROUTER}"),
             format!("--dhcp-option=option:dns-server,{DNS1},{DNS2}"),
             format!("--domain={DOMAIN}"),
             "--dhcp-authoritative".into(),
+            // dnsmasq pings an address before offering it and ignores the DISCOVER that
+            // started the ping, so the first offer would only answer the client's first
+            // retransmission (about 3 s later). The tests want fast offers.
             "--no-ping".into(),
             format!("--dhcp-leasefile={}", d.join("dnsmasq.leases").display()),
             format!("--pid-file={}", d.join("dnsmasq.pid").display()),
@@ -146,29 +180,46 @@ impl DhcpLab {
         ]
     }
 
-    pub fn start_dnsmasq(&mut self) {
-        assert!(self.dnsmasq.is_none());
+    /// The address range dnsmasq serves from its next start on.
+    pub fn set_range(&self, start: Ipv4Addr, end: Ipv4Addr) {
+        *self.range.lock().unwrap() = (start, end);
+    }
+
+    pub fn start_dnsmasq(&self) {
+        let mut slot = self.dnsmasq.lock().unwrap();
+        assert!(slot.is_none(), "dnsmasq already running");
+        let starts_before = self.log().matches("DHCP, IP range").count();
         let mut cmd = self.lan.cmd("/usr/sbin/dnsmasq");
-        cmd.args(self.dnsmasq_args()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        cmd.args(self.dnsmasq_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         // nsenter execs dnsmasq in place (no fork for a network namespace alone), so the
         // child's PID is dnsmasq's. Make it die with us even if Drop never runs.
         unsafe {
             cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
                 Ok(())
             });
         }
-        let child = cmd.spawn().expect("start dnsmasq");
-        self.dnsmasq = Some(child);
-        // Ready once it has bound its DHCP socket; the log says so.
+        *slot = Some(cmd.spawn().expect("start dnsmasq"));
+        // Ready once it has bound its DHCP socket: it logs its range right after. The log
+        // is appended to across restarts, so wait for one more such line.
         wait_for(Duration::from_secs(10), "dnsmasq to start", || {
-            fs::read_to_string(self.logfile()).is_ok_and(|l| l.contains("DHCP, IP range"))
+            self.log().matches("DHCP, IP range").count() > starts_before
         });
     }
 
     /// Kill dnsmasq (SIGKILL, by the PID we started) and reap it.
-    pub fn stop_dnsmasq(&mut self) {
-        if let Some(mut child) = self.dnsmasq.take() {
+    pub fn stop_dnsmasq(&self) {
+        let mut slot = self.dnsmasq.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut child) = slot.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -202,24 +253,70 @@ impl DhcpLab {
     /// dnsmasq log lines mentioning `mac` (colon notation) and containing `what`.
     pub fn log_count(&self, mac: [u8; 6], what: &str) -> usize {
         let m = colon_mac(mac);
-        self.log().lines().filter(|l| l.contains(&m) && l.contains(what)).count()
+        self.log()
+            .lines()
+            .filter(|l| l.contains(&m) && l.contains(what))
+            .count()
     }
 
     /// Runs `f` on a fresh thread that joined the host namespace, inside a current-thread
     /// tokio runtime: every socket the client opens (and the uplink name lookup) then
     /// belongs to the host namespace, as in hnsd.
-    pub fn in_host<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
-    ) -> T {
+    pub fn in_host<'a, T: Send>(&'a self, f: impl FnOnce() -> LocalFuture<'a, T> + Send + 'a) -> T {
         let ns = fs::File::open(self.host.netns_path()).expect("open host netns");
-        std::thread::spawn(move || {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns host");
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(f())
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns host");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
-        .join()
-        .expect("client thread panicked")
+    }
+
+    /// Counts, in the LAN's bridge, DHCP client->server frames from `mac` by destination
+    /// MAC: broadcast vs unicast (nftables named counters in the LAN namespace).
+    pub fn watch_requests(&self, mac: [u8; 6]) {
+        let tag = format!("{:02x}", mac[5]);
+        let script = format!(
+            "table bridge dhcpwatch {{
+               counter b{tag} {{}}
+               counter u{tag} {{}}
+               chain in {{
+                 type filter hook input priority 0; policy accept;
+                 ether saddr {m} ether daddr ff:ff:ff:ff:ff:ff udp dport 67 counter name b{tag}
+                 ether saddr {m} ether daddr != ff:ff:ff:ff:ff:ff udp dport 67 counter name u{tag}
+               }}
+             }}",
+            m = colon_mac(mac)
+        );
+        self.lan
+            .sh(&format!("nft -f - <<'EOF'\n{script}\nEOF"))
+            .unwrap();
+    }
+
+    /// (broadcast, unicast) requests from `mac` seen so far (see `watch_requests`).
+    pub fn requests(&self, mac: [u8; 6]) -> (u64, u64) {
+        let tag = format!("{:02x}", mac[5]);
+        let read = |name: String| {
+            let out = self
+                .lan
+                .sh(&format!("nft list counter bridge dhcpwatch {name}"))
+                .unwrap()
+                .stdout;
+            let after = out.split("packets ").nth(1).expect("counter output");
+            after
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        (read(format!("b{tag}")), read(format!("u{tag}")))
     }
 
     pub fn dir(&self) -> &Path {
@@ -240,6 +337,8 @@ impl Drop for DhcpLab {
     }
 }
 
+pub type LocalFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
+
 #[derive(Debug, Clone)]
 pub struct LeaseLine {
     pub expiry: u64,
@@ -251,7 +350,10 @@ pub struct LeaseLine {
 pub fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ok() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
