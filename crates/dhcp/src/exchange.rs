@@ -4,9 +4,10 @@
 //! mozim sends from a packet socket on the uplink with the container's MAC as source and
 //! chaddr, which is exactly the proxy model. What it does not hand out is the server's MAC
 //! (its lease keeps it in a crate-private field), and renew.rs needs that MAC to unicast
-//! renewals. So while mozim runs, a second packet socket of ours listens too; afterwards
-//! the DHCPACK that granted the lease is picked from its queue and its Ethernet source taken.
+//! renewals. So while mozim runs, a second packet socket of ours listens too, and the
+//! Ethernet source of the DHCPACK that granted the lease is taken from what it saw.
 
+use std::convert::Infallible;
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
@@ -186,6 +187,7 @@ async fn run_mozim(
     let ifindex = t.ifindex()?;
     let config = t.mozim_config(ifindex)?;
     let watcher = t.open_socket()?;
+    let mut acks = Vec::new();
     let mut phase = if cached.is_some() {
         Phase::Rebooting
     } else {
@@ -207,14 +209,29 @@ async fn run_mozim(
             }
         }
     };
-    let lease = match tokio::time::timeout(timeout, run).await {
+    // The watcher is read while mozim runs, so a busy LAN cannot fill its queue and crowd
+    // out the ACK that matters.
+    let run_and_watch = async {
+        tokio::select! {
+            lease = run => lease,
+            never = collect_acks(&watcher, t.mac.0, &mut acks) => match never {},
+        }
+    };
+    let lease = match tokio::time::timeout(timeout, run_and_watch).await {
         Ok(result) => result?,
         Err(_elapsed) => return Ok(Err(phase)),
     };
+    // The ACK that completed mozim's run may still be queued.
+    drain_acks(&watcher, t.mac.0, &mut acks);
     // Lease times count from the request; mozim does not say when it sent it, so the start
     // of the exchange is used (earlier, hence safe).
     let converted = Lease::from_mozim(&lease, started).map_err(|r| t.bad_lease(lease.srv_id, r))?;
-    let server_mac = server_mac_from_queue(&watcher, t.mac.0, &converted);
+    // The newest ACK granting this address from this server is the binding one.
+    let server_mac = acks
+        .iter()
+        .rev()
+        .find(|a| a.address == converted.address && a.server.is_none_or(|s| s == converted.server))
+        .map(|a| a.server_mac);
     Ok(Ok(Held {
         lease: converted,
         mozim: lease,
@@ -222,33 +239,48 @@ async fn run_mozim(
     }))
 }
 
-/// The Ethernet source of the queued DHCPACK for `mac` granting `lease.address` from
-/// `lease.server`.
-fn server_mac_from_queue(sock: &PacketSocket, mac: [u8; 6], lease: &Lease) -> Option<[u8; 6]> {
+/// A DHCPACK to our MAC seen on the wire.
+struct AckSeen {
+    server_mac: [u8; 6],
+    address: Ipv4Addr,
+    server: Option<Ipv4Addr>,
+}
+
+fn ack_for(frame: &[u8], mac: [u8; 6]) -> Option<AckSeen> {
+    let (ep, payload) = packet::parse_frame(frame)?;
+    let msg = v4::Message::from_bytes(payload).ok()?;
+    if msg.opts().msg_type() != Some(v4::MessageType::Ack)
+        || msg.chaddr().get(..6) != Some(&mac[..])
+    {
+        return None;
+    }
+    let server = match msg.opts().get(v4::OptionCode::ServerIdentifier) {
+        Some(v4::DhcpOption::ServerIdentifier(s)) => Some(*s),
+        _ => None,
+    };
+    Some(AckSeen {
+        server_mac: ep.src_mac,
+        address: msg.yiaddr(),
+        server,
+    })
+}
+
+async fn collect_acks(sock: &PacketSocket, mac: [u8; 6], acks: &mut Vec<AckSeen>) -> Infallible {
     let mut buf = [0u8; 2048];
-    let mut found = None;
-    // The last match wins: with retransmissions the newest ACK is the binding one.
-    while let Ok(Some(n)) = sock.try_recv(&mut buf) {
-        let Some((ep, payload)) = packet::parse_frame(&buf[..n]) else {
-            continue;
-        };
-        let Ok(msg) = v4::Message::from_bytes(payload) else {
-            continue;
-        };
-        let is_ack = msg.opts().msg_type() == Some(v4::MessageType::Ack);
-        let server_id = match msg.opts().get(v4::OptionCode::ServerIdentifier) {
-            Some(v4::DhcpOption::ServerIdentifier(s)) => Some(*s),
-            _ => None,
-        };
-        if is_ack
-            && msg.chaddr().get(..6) == Some(&mac[..])
-            && msg.yiaddr() == lease.address
-            && server_id.is_none_or(|s| s == lease.server)
-        {
-            found = Some(ep.src_mac);
+    loop {
+        match sock.recv(&mut buf).await {
+            Ok(n) => acks.extend(ack_for(&buf[..n], mac)),
+            // A broken watcher only costs the server's MAC (renewals are then broadcast).
+            Err(_) => std::future::pending::<()>().await,
         }
     }
-    found
+}
+
+fn drain_acks(sock: &PacketSocket, mac: [u8; 6], acks: &mut Vec<AckSeen>) {
+    let mut buf = [0u8; 2048];
+    while let Ok(Some(n)) = sock.try_recv(&mut buf) {
+        acks.extend(ack_for(&buf[..n], mac));
+    }
 }
 
 /// DHCPRELEASE through mozim (RFC 2131 4.4.6: unicast to the server, from the leased
