@@ -19,8 +19,8 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::Mutex;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hns_lab::Holder;
@@ -167,9 +167,8 @@ impl DhcpLab {
             format!("--dhcp-option=option:dns-server,{DNS1},{DNS2}"),
             format!("--domain={DOMAIN}"),
             "--dhcp-authoritative".into(),
-            // dnsmasq pings an address before offering it and ignores the DISCOVER that
-            // started the ping, so the first offer would only answer the client's first
-            // retransmission (about 3 s later). The tests want fast offers.
+            // With its default ping check (is the address free?) dnsmasq here only offered
+            // on the client's first retransmission, ~3 s later. The tests want fast offers.
             "--no-ping".into(),
             format!("--dhcp-leasefile={}", d.join("dnsmasq.leases").display()),
             format!("--pid-file={}", d.join("dnsmasq.pid").display()),
@@ -208,7 +207,7 @@ impl DhcpLab {
                 Ok(())
             });
         }
-        *slot = Some(cmd.spawn().expect("start dnsmasq"));
+        *slot = Some(spawn_from_lasting_thread(cmd));
         // Ready once it has bound its DHCP socket: it logs its range right after. The log
         // is appended to across restarts, so wait for one more such line.
         wait_for(Duration::from_secs(10), "dnsmasq to start", || {
@@ -345,6 +344,25 @@ pub struct LeaseLine {
     pub mac: String,
     pub ip: Ipv4Addr,
     pub hostname: String,
+}
+
+/// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, and tests start
+/// dnsmasq from short-lived client threads too; so every fork happens on one thread that
+/// lives as long as the test process.
+fn spawn_from_lasting_thread(mut cmd: Command) -> Child {
+    type Job = Box<dyn FnOnce() + Send>;
+    static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::spawn(move || rx.into_iter().for_each(|job| job()));
+        tx
+    });
+    let (tx, rx) = mpsc::channel();
+    let job: Job = Box::new(move || {
+        let _ = tx.send(cmd.spawn());
+    });
+    spawner.send(job).expect("spawner thread");
+    rx.recv().expect("spawner reply").expect("start dnsmasq")
 }
 
 pub fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
