@@ -278,15 +278,16 @@ impl Session {
             None => Dest::Broadcast,
         };
         let phases = [
-            ("renew", renew_dest, lease.rebind_at()),
-            ("rebind", Dest::Broadcast, lease.expires_at()),
+            ("renewed", renew_dest, lease.rebind_at()),
+            ("rebound", Dest::Broadcast, lease.expires_at()),
         ];
         for (what, dest, until) in phases {
             match self.retransmit(&held, dest, until).await {
                 Some(Ok(mut renewed)) => {
-                    tracing::debug!(mac = %self.target.mac, address = %renewed.lease.address, "DHCP lease {what}ed");
-                    // A new server's MAC replaces the old; keep mozim's record for RELEASE
-                    // only while it still names the same binding.
+                    tracing::debug!(mac = %self.target.mac, address = %renewed.lease.address, "DHCP lease {what}");
+                    // mozim's record (which alone carries the server's MAC for its RELEASE)
+                    // stays valid only while the binding is the same; otherwise it is
+                    // rebuilt and RELEASE goes to the new server by broadcast frame.
                     if renewed.lease.server != lease.server
                         || renewed.lease.address != lease.address
                     {

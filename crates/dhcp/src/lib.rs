@@ -33,10 +33,20 @@
 //! ## Who does what
 //!
 //! mozim 0.3.4 (`default-features = false`, so no second rtnetlink) does DISCOVER/OFFER/
-//! REQUEST/ACK, INIT-REBOOT and RELEASE in its proxy mode. It cannot renew in proxy mode
-//! (its RENEWING binds a UDP socket to the container's address in the host's namespace;
-//! see `renew.rs`), so RENEWING/REBINDING are sent here with dhcproto-encoded messages over a
-//! packet socket of our own (`packet.rs`).
+//! REQUEST/ACK, INIT-REBOOT and RELEASE in its proxy mode. Where it falls short:
+//!
+//! * It cannot renew in proxy mode: its RENEWING binds a UDP socket to the container's
+//!   address in the host's namespace, which fails, so it waits for T2 and rebinds by
+//!   broadcast. RENEWING/REBINDING are therefore sent here, with dhcproto-encoded messages
+//!   over a packet socket of our own (`renew.rs`, `packet.rs`).
+//! * Its lease keeps the server's MAC private, and unicast renewals need it: our packet
+//!   socket watches mozim's exchange and takes it from the DHCPACK (`exchange.rs`).
+//! * Its lease type is `#[non_exhaustive]` with that MAC private, so a stored lease can only
+//!   be rebuilt without it: a RELEASE for a lease mozim did not itself get (resumed while no
+//!   server answered, or rebound by another server) goes out as a broadcast frame to the
+//!   server's IP, which Linux servers accept (RFC 1122 lets hosts drop it).
+//! * Its own timeout leaves the client in an error state; timeouts are applied outside it.
+//! * Without its `netlink` feature it cannot look up the uplink's index; done here.
 //!
 //! ## Namespaces and privileges
 //!
