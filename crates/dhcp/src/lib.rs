@@ -44,7 +44,7 @@
 //! * Its lease type is `#[non_exhaustive]` with that MAC private, so a stored lease can only
 //!   be rebuilt without it: a RELEASE for a lease mozim did not itself get (resumed while no
 //!   server answered, or rebound by another server) goes out as a broadcast frame to the
-//!   server's IP, which Linux servers accept (RFC 1122 lets hosts drop it).
+//!   server's IP, which Linux servers accept (RFC 1122 3.3.6 says hosts SHOULD drop it).
 //! * Its own timeout leaves the client in an error state; timeouts are applied outside it.
 //! * Without its `netlink` feature it cannot look up the uplink's index; done here.
 //!
