@@ -56,6 +56,7 @@ codes! {
     MappingNotSupported = "MAPPING_NOT_SUPPORTED", 400;
     EntityHasReferences = "ENTITY_HAS_REFERENCES", 409;
     BodyTooLarge = "BODY_TOO_LARGE", 413;
+    DhcpFailed = "DHCP_FAILED", 504;
     KernelError = "KERNEL_ERROR", 500;
     StoreError = "STORE_ERROR", 500;
     Internal = "INTERNAL", 500;

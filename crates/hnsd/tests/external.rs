@@ -251,3 +251,60 @@ fn the_reconciler_repairs_external_networks_and_a_restart_keeps_them() {
     lab.hnsctl_ok(&["network", "rm", "l2net"]).unwrap();
     assert_clean(&lab);
 }
+
+/// The lease line of `mac` in dnsmasq's lease file: "expiry mac ip hostname id".
+fn lease_of(leases: &std::path::Path, mac: &str) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(leases).unwrap();
+    text.lines().find(|l| l.contains(mac)).map(|l| l.split_whitespace().map(str::to_owned).collect())
+}
+
+#[test]
+fn transparent_dhcp_leases_renews_and_releases_for_the_container() {
+    let (lab, d) = setup();
+    let u = lab.add_uplink(8, false).unwrap();
+    let (_dnsmasq, leases) = lab.start_dnsmasq(&u, &[]).unwrap();
+    let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
+    lab.hnsctl_ok(&["network", "create", "-d", "transparent", "-o", &iface, "dnet"]).unwrap();
+    let net: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["network", "inspect", "dnet"]).unwrap()).unwrap();
+    assert_eq!(net[0]["Ipams"][0]["Type"], "Dhcp", "no subnet given: DHCP: {net}");
+    lab.hnsctl_ok(&["run", "-d", "--net", "dnet", "--name", "c1", "--", "sleep", "300"]).unwrap();
+
+    // The endpoint shows what the LAN's server gave: address, gateway, DNS.
+    let eps = Api::new(&lab).get("/endpoints").ok();
+    let ep = eps[0].clone();
+    let ip = ip_of(&ep);
+    let last: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
+    assert!(ip.starts_with("10.77.8.") && (100..200).contains(&last), "{ep}");
+    assert_eq!(ep["Routes"][0]["NextHop"], u.router.to_string(), "{ep}");
+    assert_eq!(ep["Dns"]["ServerList"][0], u.router.to_string(), "{ep}");
+    let mac = mac_of_endpoint(&lab, "c1");
+    let line = lease_of(&leases, &mac).unwrap_or_else(|| panic!("dnsmasq has no lease for {mac}"));
+    assert_eq!(line[2], ip, "the server leased that address to the container's MAC");
+    assert_eq!(line[3], "c1", "the endpoint name goes out as the host name");
+
+    // The container uses it: the LAN reaches it, it reaches the LAN, its resolv.conf names the server.
+    lab.in_lan("ping", &["-c1", "-W2", &ip]).unwrap();
+    exec_ok(&lab, "c1", &["ping", "-c1", "-W2", &u.router.to_string()]);
+    assert!(exec_ok(&lab, "c1", &["cat", "/etc/resolv.conf"]).contains(&format!("nameserver {}", u.router)));
+
+    // hnsd restarts: the lease is resumed (same address), not replaced.
+    d.stop().unwrap();
+    let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    let ep2 = Api::new(&lab).get("/endpoints").ok()[0].clone();
+    assert_eq!(ip_of(&ep2), ip);
+    lab.in_lan("ping", &["-c1", "-W2", &ip]).unwrap();
+
+    // Renewal before expiry: dnsmasq's shortest lease is 120 s, renewed at T1 = 60 s.
+    let expiry: u64 = line[0].parse().unwrap();
+    let renewed = eventually(std::time::Duration::from_secs(75), || lease_of(&leases, &mac).is_some_and(|l| l[0].parse::<u64>().unwrap() >= expiry + 30));
+    assert!(renewed, "the lease was renewed before expiry: {:?}", lease_of(&leases, &mac));
+    lab.in_lan("ping", &["-c1", "-W2", &ip]).unwrap();
+
+    // Removing the container releases the lease.
+    lab.hnsctl_ok(&["rm", "-f", "c1"]).unwrap();
+    assert!(eventually(std::time::Duration::from_secs(3), || lease_of(&leases, &mac).is_none()), "released: {:?}", lease_of(&leases, &mac));
+    // A static --ip on a DHCP network is refused by name.
+    fails_with(&lab, &["run", "--rm", "--net", "dnet", "--ip", "10.77.8.5", "--", "true"], "DHCP server");
+    lab.hnsctl_ok(&["network", "rm", "dnet"]).unwrap();
+    assert_clean(&lab);
+}

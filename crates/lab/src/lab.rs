@@ -754,7 +754,8 @@ impl Lab {
     }
 
     /// Starts a real dnsmasq on the LAN side of an extra uplink: DHCPv4 leases from
-    /// `10.77.{n}.100-199` (2-minute leases, dnsmasq's shortest) with the router as gateway,
+    /// `10.77.{n}.100-199` (2-minute leases, dnsmasq's shortest; no ping check before an
+    /// offer, which would delay it by seconds) with the router as gateway and DNS server,
     /// and IPv6 router advertisements for `2001:db8:77:{n}::/64` (SLAAC). No DNS. `extra` adds
     /// flags. Returns the process and the lease file.
     pub fn start_dnsmasq(&self, u: &ExternalUplink, extra: &[&str]) -> Result<(Proc, PathBuf)> {
@@ -763,12 +764,14 @@ impl Lab {
         fs::write(&leases, "")?;
         let o = u.router.octets();
         let mut cmd = self.lan.cmd("dnsmasq");
-        cmd.args(["--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--bind-interfaces", "--dhcp-authoritative", "--log-dhcp", "--pid-file="])
+        cmd.args(["--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--bind-interfaces", "--dhcp-authoritative", "--no-ping", "--log-dhcp", "--pid-file="])
             .arg(format!("--interface={}", u.lan_bridge))
             .arg(format!("--dhcp-leasefile={}", leases.display()))
             .arg(format!("--log-facility={}", log.display()))
             .arg(format!("--dhcp-range={}.{}.{}.100,{}.{}.{}.199,255.255.255.0,2m", o[0], o[1], o[2], o[0], o[1], o[2]))
             .arg(format!("--dhcp-option=option:router,{}", u.router))
+            .arg(format!("--dhcp-option=option:dns-server,{}", u.router))
+            .arg("--domain=lan.example")
             .arg("--enable-ra")
             .arg(format!("--dhcp-range={}::,ra-only", u.router6.segments().iter().take(4).map(|s| format!("{s:x}")).collect::<Vec<_>>().join(":")))
             .args(extra)

@@ -79,6 +79,13 @@ impl Engine {
         }
         // Static addresses: parse and check everything before taking anything.
         let mut statics: Vec<(usize, IpAddr)> = Vec::new();
+        if net.is_dhcp() && !req.ip_configurations.is_empty() {
+            return Err(ApiError::field(
+                ErrorCode::AddrInvalidOrReserved,
+                "IpConfigurations",
+                format!("network {:?} takes its addresses from the LAN's DHCP server; leave IpConfigurations empty (no --ip)", net.rec.net.name),
+            ));
+        }
         for (i, c) in req.ip_configurations.iter().enumerate() {
             let field = format!("IpConfigurations[{i}].IpAddress");
             validate::unsupported(&format!("IpConfigurations[{i}].IpSubnetId"), !c.ip_subnet_id.is_empty())?;
@@ -173,8 +180,8 @@ impl Engine {
         let net = self.networks.get_mut(&net_id).expect("looked up");
         taken.sort_by_key(|(pi, _)| *pi);
         let mac = static_mac.unwrap_or_else(|| {
-            let first = taken.first().map(|(_, ip)| *ip).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-            let mut m = Mac::from_ip(first);
+            // Without an address (DHCP) the MAC is random: the LAN's server keys leases on it.
+            let mut m = taken.first().map(|(_, ip)| Mac::from_ip(*ip)).unwrap_or_else(Mac::random);
             while net.macs.contains(&m.0) {
                 m = Mac::random();
             }
@@ -192,7 +199,7 @@ impl Engine {
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
-        Ok((EndpointRecord { ep: req, network_id: net_id }, ns_id, claimed))
+        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None }, ns_id, claimed))
     }
 
     pub async fn create_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
@@ -272,7 +279,7 @@ impl Engine {
 
     /// The kernel side of a detach: the veth is taken out of service now and deleted by the
     /// reaper in the background (a delete costs an RCU grace period, ~20 ms).
-    async fn kernel_detach(&mut self, rec: &EndpointRecord) -> Result<()> {
+    pub(crate) async fn kernel_detach(&mut self, rec: &EndpointRecord) -> Result<()> {
         // Mappings first, so no packet is sent to an address that is going away.
         let mine = self.kernel_mappings(rec);
         self.program_mappings(&[], &mine, &[])?;
@@ -282,6 +289,7 @@ impl Engine {
         let ns = &rec.ep.host_compute_namespace;
         let inside = if ns.is_empty() || !self.namespaces.contains_key(ns) { None } else { self.compartment(ns).ok() };
         let retired = hns_drivers::detach(&host, &plan, &ep, inside).await.map_err(kernel_err)?;
+        self.release_lease(&rec.ep.id).await;
         if let Some(name) = retired {
             self.reap(name);
         }
@@ -425,6 +433,7 @@ impl Engine {
     /// The kernel steps of an attach already committed, then "attached". On failure the
     /// partial kernel work is undone; the caller undoes the record.
     async fn complete_attach(&mut self, ep_id: &str) -> Result<()> {
+        self.ensure_lease(ep_id).await?;
         let mut rec = self.endpoints[ep_id].clone();
         if let Err(e) = self.apply_attach(&rec).await {
             let _ = self.kernel_detach(&rec).await;
@@ -464,6 +473,10 @@ impl Engine {
         let attached = rec.clone();
         rec.ep.host_compute_namespace.clear();
         rec.ep.interface_name.clear();
+        if rec.lease.is_some() {
+            // Off the LAN: the lease is released below, so its address is no longer ours.
+            super::dhcp::forget_lease(&mut rec);
+        }
         rec.ep.state = state::DETACHED;
         rec.ep.version += 1;
         self.persist_endpoint(&rec, false)?;

@@ -8,6 +8,7 @@
 //! The working set lives in memory (loaded from the store at start), so lookups and
 //! allocation never scan the store; the store is written through.
 
+mod dhcp;
 mod discovery;
 mod endpoints;
 mod info;
@@ -89,6 +90,8 @@ pub struct Engine {
     pub(crate) ports: portmaps::PortIndex,
     /// Port mappings of each endpoint, in the order they were made.
     pub(crate) mappings: HashMap<String, Vec<hns_api::PortMappingSettings>>,
+    /// The DHCP client of each attached endpoint on a DHCP network (renews in the background).
+    pub(crate) leases: HashMap<String, hns_dhcp::LeaseKeeper>,
     /// The nfnetlink socket for element changes, opened on first use.
     pub(crate) nft: Option<hns_kernel::nft_elements::ElementWriter>,
     /// The service-discovery responder (one listener set per network with discovery on).
@@ -151,6 +154,7 @@ impl Engine {
             reaper,
             ports,
             mappings: HashMap::new(),
+            leases: HashMap::new(),
             nft: None,
             dns: hns_dns::DnsService::new(hns_dns::DnsConfig::default()),
             dns_errors: BTreeMap::new(),
@@ -366,6 +370,11 @@ fn uuid_bytes4(id: &str) -> [u8; 4] {
 }
 
 impl Net {
+    /// Addresses come from the LAN's DHCP server (transparent networks without a subnet).
+    pub fn is_dhcp(&self) -> bool {
+        self.rec.net.ipams.iter().any(|i| i.kind == hns_api::IpamType::Dhcp)
+    }
+
     /// Rebuilds the live state of a stored network: its pools (with cursors) and plan.
     pub fn from_record(rec: NetworkRecord) -> std::result::Result<Net, String> {
         let mut pools = Vec::new();

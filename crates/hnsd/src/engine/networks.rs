@@ -79,17 +79,24 @@ impl Engine {
         validate::unsupported("Telemetry", !req.telemetry.is_null())?;
         validate::check_dns(&req.dns, "Dns")?;
         let no_subnets = req.ipams.iter().all(|i| i.subnets.is_empty());
-        if external && no_subnets {
-            return Err(match kind {
-                NetworkType::Transparent => dhcp_refused(0, kind),
-                _ => ApiError::field(
+        let dhcp = kind == NetworkType::Transparent && (no_subnets || req.ipams.iter().any(|i| i.kind == IpamType::Dhcp));
+        if dhcp {
+            if let Some(i) = req.ipams.iter().position(|i| !i.subnets.is_empty()) {
+                return Err(ApiError::field(
                     ErrorCode::InvalidSubnet,
-                    "Ipams",
-                    format!("{kind} networks take addresses of the host's LAN: give its --subnet and --gateway (DHCP is not supported with {kind}, as on Windows)"),
-                ),
-            });
+                    format!("Ipams[{i}].Subnets"),
+                    "a transparent network takes its addresses either from the LAN's DHCP server (no subnet) or statically (--subnet and --gateway), not both",
+                ));
+            }
+            req.ipams = vec![Ipam { kind: IpamType::Dhcp, subnets: vec![] }];
+        } else if external && no_subnets {
+            return Err(ApiError::field(
+                ErrorCode::InvalidSubnet,
+                "Ipams",
+                format!("{kind} networks take addresses of the host's LAN: give its --subnet and --gateway (DHCP is not supported with {kind}, as on Windows)"),
+            ));
         }
-        if no_subnets {
+        if no_subnets && !dhcp {
             if let Some(i) = req.ipams.iter().position(|i| i.kind == IpamType::Dhcp) {
                 return Err(dhcp_refused(i, kind));
             }
@@ -99,7 +106,7 @@ impl Engine {
         let mut pools: Vec<Pool> = Vec::new();
         let mut vlan = None;
         for (i, ipam) in req.ipams.iter_mut().enumerate() {
-            if ipam.kind == IpamType::Dhcp {
+            if ipam.kind == IpamType::Dhcp && !dhcp {
                 return Err(dhcp_refused(i, kind));
             }
             for (j, subnet) in ipam.subnets.iter_mut().enumerate() {
@@ -364,7 +371,6 @@ fn not_found(key: &str) -> ApiError {
 
 fn dhcp_refused(i: usize, kind: NetworkType) -> ApiError {
     let msg = match kind {
-        NetworkType::Transparent => "DHCP addressing of transparent networks is not available in this build yet; give the LAN's --subnet and --gateway (static addressing)".to_owned(),
         NetworkType::L2Bridge | NetworkType::L2Tunnel => format!("DHCP is not supported with {kind} networks (as on Windows); give the LAN's --subnet and --gateway"),
         _ => format!("Dhcp addressing is only for transparent networks; {kind} networks use Static IPAM"),
     };

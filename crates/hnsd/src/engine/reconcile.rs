@@ -40,6 +40,7 @@ impl Engine {
         }
         self.reconcile_nft(&mut r);
         self.reconcile_links(&mut r).await;
+        self.reconcile_leases(&mut r.errors, &mut r.repaired).await;
         self.remove_orphan_files(&mut r);
         self.last_reconcile = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         r

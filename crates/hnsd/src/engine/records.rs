@@ -22,6 +22,10 @@ pub struct EndpointRecord {
     pub ep: HostComputeEndpoint,
     /// Network ID (the API field may have named the network by name).
     pub network_id: String,
+    /// The DHCP lease of an endpoint on a DHCP network, kept so a restarted hnsd renews the
+    /// same address instead of asking for a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<hns_dhcp::Lease>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
