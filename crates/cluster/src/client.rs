@@ -19,6 +19,9 @@ use crate::nodes::LocalNode;
 /// and no idle pings.
 const GRPC_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(5));
 
+/// Pause before retrying a request that failed for transport reasons on another endpoint.
+const FAILOVER_PAUSE: Duration = Duration::from_millis(50);
+
 /// A handle on the hns cluster store. Cheap to clone; all clones share one connection and one
 /// node registration.
 #[derive(Clone)]
@@ -31,6 +34,7 @@ pub(crate) struct Inner {
     /// The endpoints as shown in messages.
     pub(crate) shown: String,
     pub(crate) request_timeout: Duration,
+    pub(crate) endpoint_count: usize,
     /// This host's node registration, set by `register_node`.
     pub(crate) local: Mutex<Option<Arc<LocalNode>>>,
 }
@@ -60,14 +64,23 @@ impl Cluster {
             Ok(Err(e)) => return Err(ClusterError::from_etcd(&shown, "connect", e)),
             Err(_) => return Err(ClusterError::timeout(&shown, "connect", cfg.dial_timeout)),
         };
-        // The channel connects lazily: ask for something to learn whether anyone answers.
-        match tokio::time::timeout(cfg.dial_timeout, client.status()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(ClusterError::from_etcd(&shown, "connect", e)),
-            Err(_) => return Err(ClusterError::timeout(&shown, "connect", cfg.dial_timeout)),
+        // The channel connects lazily: ask for something to learn whether anyone answers. With
+        // several endpoints a refused one must not end the attempt while others may answer.
+        let deadline = tokio::time::Instant::now() + cfg.dial_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let e = match tokio::time::timeout(left, client.status()).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => ClusterError::from_etcd(&shown, "connect", e),
+                Err(_) => return Err(ClusterError::timeout(&shown, "connect", cfg.dial_timeout)),
+            };
+            if !(e.is_unreachable() && urls.len() > 1 && left > FAILOVER_PAUSE * 2) {
+                return Err(e);
+            }
+            tokio::time::sleep(FAILOVER_PAUSE).await;
         }
         Ok(Cluster {
-            inner: Arc::new(Inner { client, shown, request_timeout: cfg.request_timeout, local: Mutex::new(None) }),
+            inner: Arc::new(Inner { client, shown, request_timeout: cfg.request_timeout, endpoint_count: urls.len(), local: Mutex::new(None) }),
         })
     }
 
@@ -77,22 +90,35 @@ impl Cluster {
     }
 
     /// Runs one etcd request with the request timeout and the error mapping.
+    ///
+    /// With several endpoints, a request that failed for transport reasons is retried (within
+    /// the same timeout): etcd-client balances requests over the endpoints without failing
+    /// over, so one dead member would otherwise fail a share of all requests. Retrying is safe
+    /// here because every write of this crate is idempotent or guarded by a compare that makes
+    /// a repeated write fail harmlessly and report what is already there.
     pub(crate) async fn call<T, F, Fut>(&self, op: &str, f: F) -> Result<T>
     where
-        F: FnOnce(Client) -> Fut,
+        F: Fn(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let timeout = self.inner.request_timeout;
-        match tokio::time::timeout(timeout, f(self.inner.client.clone())).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(ClusterError::from_etcd(&self.inner.shown, op, e)),
-            Err(_) => Err(ClusterError::timeout(&self.inner.shown, op, timeout)),
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let e = match tokio::time::timeout(left, f(self.inner.client.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => ClusterError::from_etcd(&self.inner.shown, op, e),
+                Err(_) => return Err(ClusterError::timeout(&self.inner.shown, op, timeout)),
+            };
+            if !(e.is_unreachable() && self.inner.endpoint_count > 1 && left > FAILOVER_PAUSE * 2) {
+                return Err(e);
+            }
+            tokio::time::sleep(FAILOVER_PAUSE).await;
         }
     }
 
     /// Every key under `prefix` and the revision the read saw.
     pub(crate) async fn get_prefix(&self, op: &str, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
-        let prefix = prefix.to_owned();
         let mut resp = self.call(op, |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }).await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok((resp.take_kvs(), rev))
@@ -101,7 +127,10 @@ impl Cluster {
     /// At most `limit` keys in `[from, end)`, in key order; the flag says whether more exist.
     pub(crate) async fn get_range(&self, op: &str, from: String, end: Vec<u8>, limit: i64) -> Result<(Vec<KeyValue>, bool)> {
         let mut resp = self
-            .call(op, |mut c| async move { c.get(from, Some(GetOptions::new().with_range(end).with_limit(limit).with_keys_only())).await })
+            .call(op, |mut c| {
+                let (from, end) = (from.clone(), end.clone());
+                async move { c.get(from, Some(GetOptions::new().with_range(end).with_limit(limit).with_keys_only())).await }
+            })
             .await?;
         let more = resp.more();
         Ok((resp.take_kvs(), more))
@@ -109,13 +138,16 @@ impl Cluster {
 
     /// One key, if present.
     pub(crate) async fn get_one(&self, op: &str, key: &str) -> Result<Option<KeyValue>> {
-        let key = key.to_owned();
         let mut resp = self.call(op, |mut c| async move { c.get(key, None).await }).await?;
         Ok(resp.take_kvs().into_iter().next())
     }
 
     pub(crate) async fn txn(&self, op: &str, txn: Txn) -> Result<TxnResponse> {
-        self.call(op, |mut c| async move { c.txn(txn).await }).await
+        self.call(op, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
     }
 }
 

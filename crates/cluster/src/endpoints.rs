@@ -89,7 +89,11 @@ impl Cluster {
             None => None,
         };
         let key = keys::endpoint(net_id, endpoint_id);
-        self.call("delete endpoint", |mut c| async move { c.delete(key, None).await }).await?;
+        self.call("delete endpoint", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await?;
         if let Some(p) = published.as_mut() {
             p.remove(&(net_id.to_owned(), endpoint_id.to_owned()));
         }
