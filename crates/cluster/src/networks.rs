@@ -40,10 +40,10 @@ pub(crate) fn check_against(spec: &OverlayNetworkSpec, existing: &[OverlayNetwor
     if let Some(other) = existing.iter().find(|n| hns_ipam::overlaps(&n.subnet, &spec.subnet)) {
         return Err(ClusterError::conflict(format!("subnet {} overlaps subnet {} of {}", spec.subnet, other.subnet, shown(other))));
     }
-    if let Some(v) = spec.vni {
-        if let Some(other) = existing.iter().find(|n| n.vni == v) {
-            return Err(ClusterError::conflict(format!("VNI {v} is already used by {}", shown(other))));
-        }
+    if let Some(v) = spec.vni
+        && let Some(other) = existing.iter().find(|n| n.vni == v)
+    {
+        return Err(ClusterError::conflict(format!("VNI {v} is already used by {}", shown(other))));
     }
     Ok(None)
 }
@@ -105,12 +105,12 @@ impl Cluster {
             }
             // Someone else changed the networks (or holds the VNI without a network, which only
             // a half-deleted network from an older version could leave): read again.
-            if spec.vni.is_some() {
-                if let Some(kv) = self.get_one("look up VNI", &vni_key).await? {
-                    let holder = String::from_utf8_lossy(kv.value()).into_owned();
-                    if holder != spec.id && self.get_one("look up network", &keys::network(&holder)).await?.is_none() {
-                        return Err(ClusterError::conflict(format!("VNI {vni} is reserved by network id {holder}, which no longer exists")));
-                    }
+            if spec.vni.is_some()
+                && let Some(kv) = self.get_one("look up VNI", &vni_key).await?
+            {
+                let holder = String::from_utf8_lossy(kv.value()).into_owned();
+                if holder != spec.id && self.get_one("look up network", &keys::network(&holder)).await?.is_none() {
+                    return Err(ClusterError::conflict(format!("VNI {vni} is reserved by network id {holder}, which no longer exists")));
                 }
             }
             backoff(attempt).await;

@@ -104,6 +104,9 @@ impl Drop for NodeRegistration {
     }
 }
 
+/// A key to delete if its mod revision is still the given one, with keys deleted along with it.
+pub(crate) type GuardedDelete = (Vec<u8>, i64, Vec<Vec<u8>>);
+
 /// What `remove_node` deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RemovedNode {
@@ -133,13 +136,13 @@ impl Cluster {
         if !(1..=3600).contains(&ttl_secs) {
             return Err(ClusterError::invalid("node lease TTL", format!("{ttl_secs} s is outside 1..=3600 s")));
         }
-        if let Some(current) = self.local() {
-            if current.info.name != info.name {
-                return Err(ClusterError::conflict(format!(
-                    "this host is already registered as node {}; it cannot also be {}",
-                    current.info.name, info.name
-                )));
-            }
+        if let Some(current) = self.local()
+            && current.info.name != info.name
+        {
+            return Err(ClusterError::conflict(format!(
+                "this host is already registered as node {}; it cannot also be {}",
+                current.info.name, info.name
+            )));
         }
         let lease = match previous_lease {
             Some(id) if self.lease_ttl(id).await? > 0 => id,
@@ -210,9 +213,9 @@ impl Cluster {
     /// Deletes each `(key, mod_revision, also_delete)` only if the key is unchanged, in chunks
     /// that fit a transaction. False when some key changed meanwhile (the caller re-reads);
     /// the chunks that did apply stay applied, which is fine for idempotent removals.
-    pub(crate) async fn delete_guarded(&self, op: &str, items: Vec<(Vec<u8>, i64, Vec<Vec<u8>>)>) -> Result<bool> {
+    pub(crate) async fn delete_guarded(&self, op: &str, items: Vec<GuardedDelete>) -> Result<bool> {
         let mut all = true;
-        let mut batches: Vec<Vec<(Vec<u8>, i64, Vec<Vec<u8>>)>> = Vec::new();
+        let mut batches: Vec<Vec<GuardedDelete>> = Vec::new();
         let mut ops = usize::MAX; // the first item opens a batch
         for item in items {
             let n = 1 + item.2.len();

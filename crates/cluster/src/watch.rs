@@ -179,10 +179,10 @@ async fn watch_once(cluster: &Cluster, tx: &mpsc::Sender<ClusterEvent>, online: 
                 EventType::Put => decode_put(&key, kv.value()),
                 EventType::Delete => decode_delete(&key, ev.prev_kv().map(|p| p.value())),
             };
-            if let Some(event) = decoded {
-                if tx.send(event).await.is_err() {
-                    return Ended::ReceiverGone;
-                }
+            if let Some(event) = decoded
+                && tx.send(event).await.is_err()
+            {
+                return Ended::ReceiverGone;
             }
         }
     }

@@ -145,7 +145,7 @@ fn concurrent_network_creation_never_shares_a_vni() {
     let lab = EtcdLab::start();
     let cfg = lab.config();
     lab.run(async || {
-        let hosts = vec![connect(&cfg).await, connect(&cfg).await, connect(&cfg).await];
+        let hosts = [connect(&cfg).await, connect(&cfg).await, connect(&cfg).await];
         let mut tasks = Vec::new();
         for (h, cluster) in hosts.iter().enumerate() {
             for i in 0..5 {

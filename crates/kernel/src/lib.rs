@@ -18,5 +18,6 @@ pub mod netns;
 pub mod nft;
 pub mod nft_session;
 pub mod sysctl;
+pub mod vxlan;
 
 pub use error::KernelError;

@@ -325,3 +325,15 @@ fn link_info(m: &LinkMessage) -> LinkInfo {
     }
     l
 }
+
+// Access for sibling modules of this crate (vxlan) that add request kinds on the same
+// connection and report errors the same way.
+impl Netlink {
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+pub(crate) fn netlink_error(op: &str, object: &str, e: rtnetlink::Error) -> KernelError {
+    nl_err(op, object, e)
+}
