@@ -494,3 +494,46 @@ fn an_etcd_outage_fails_operations_fast_and_the_watch_resnapshots_when_etcd_retu
         assert_eq!(reg.lease_id(), lease);
     });
 }
+
+/// Removes a directory on drop (also when the test fails).
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn mutual_tls_with_client_certificates() {
+    use hns_cluster::TlsFiles;
+    use hns_lab::etcd::{EtcdServer, EtcdTls};
+
+    let holder = hns_lab::Holder::new_net().unwrap();
+    holder.ip(&["link", "set", "lo", "up"]).unwrap();
+    let dir = TempDir(std::env::temp_dir().join(format!("hns-cluster-tls-{}", std::process::id())));
+    let pki = EtcdTls::generate(&dir.0, "127.0.0.1".parse().unwrap()).unwrap();
+    let etcd = EtcdServer::start_tls(&holder, "127.0.0.1".parse().unwrap(), common::ETCD_PORT, pki.clone()).unwrap();
+    assert_eq!(etcd.client_url(), "https://127.0.0.1:2379");
+    let ns = hns_kernel::netns::open(&holder.netns_path()).unwrap();
+    common::in_netns(&ns, async || {
+        let files = TlsFiles { ca: pki.ca.clone(), cert: pki.client_cert.clone(), key: pki.client_key.clone() };
+        let mut cfg = ClusterConfig::new(["127.0.0.1:2379"]);
+        cfg.tls = Some(files.clone());
+        let c = Cluster::connect(cfg.clone()).await.expect("TLS connect with a client certificate");
+        assert_eq!(c.endpoints(), "https://127.0.0.1:2379");
+        let net = c.create_network(spec("n-tls", "tls", "10.90.0.0/24", None)).await.unwrap();
+        assert_eq!(c.list_networks().await.unwrap(), vec![net]);
+
+        // Without TLS the server does not talk to us.
+        let e = Cluster::connect(ClusterConfig::new(["127.0.0.1:2379"])).await.unwrap_err();
+        assert!(e.is_unreachable(), "{e:?}");
+
+        // A missing file is named.
+        let mut bad = cfg.clone();
+        bad.tls = Some(TlsFiles { key: dir.0.join("nope.key"), ..files });
+        let e = Cluster::connect(bad).await.unwrap_err();
+        assert!(e.to_string().contains("nope.key"), "{e}");
+    });
+}

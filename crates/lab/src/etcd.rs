@@ -37,6 +37,56 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 static ETCD_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// PEM files of a test PKI for an etcd that serves clients over TLS and requires client
+/// certificates: a CA, a server certificate for one IP address, and a client certificate.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl EtcdTls {
+    /// Creates a throwaway CA and certificates (ECDSA P-256, valid one day) in `dir` with the
+    /// `openssl` command; the server certificate is for `server_ip`.
+    pub fn generate(dir: &Path, server_ip: IpAddr) -> Result<EtcdTls> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let p = |name: &str| dir.join(name);
+        let openssl = |args: &[&str]| -> Result<()> {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output()
+                .context("running openssl (install the openssl package)")?;
+            if !out.status.success() {
+                bail!("openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(())
+        };
+        let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(&[&["req", "-x509"][..], &key, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=hns-lab-ca"]].concat())?;
+        for (name, cn, ext) in [
+            ("server", "etcd", format!("subjectAltName=IP:{server_ip}\nextendedKeyUsage=serverAuth")),
+            ("client", "hnsd", "extendedKeyUsage=clientAuth".to_owned()),
+        ] {
+            let (k, csr, pem, extfile) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+            fs::write(p(&extfile), ext)?;
+            openssl(&[&["req"][..], &key, &["-keyout", &k, "-out", &csr, "-subj", &format!("/CN={cn}")]].concat())?;
+            openssl(&["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem, "-days", "1", "-extfile", &extfile])?;
+        }
+        Ok(EtcdTls {
+            ca: p("ca.pem"),
+            server_cert: p("server.pem"),
+            server_key: p("server.key"),
+            client_cert: p("client.pem"),
+            client_key: p("client.key"),
+        })
+    }
+}
+
 /// A running (or stopped) lab etcd. Dropping it kills the process and removes
 /// the data directory.
 pub struct EtcdServer {
@@ -46,6 +96,7 @@ pub struct EtcdServer {
     holder_pid: u32,
     listen: SocketAddr,
     dir: PathBuf,
+    tls: Option<EtcdTls>,
     proc: Option<Proc>,
 }
 
@@ -62,12 +113,25 @@ impl std::fmt::Debug for EtcdServer {
 impl EtcdServer {
     /// Starts etcd inside `holder`'s network namespace, serving clients on
     /// `listen_ip:port` and talking to itself (raft peer URL) on
-    /// `127.0.0.1:port+1` in that namespace, and waits until it is healthy.
+    /// `127.0.0.1:port+1` in that namespace, and waits until it is healthy
+    /// (probed on the plain-HTTP metrics listener `127.0.0.1:port+2`).
     ///
     /// `lo` must already be up in the namespace (`holder.ip(&["link", "set",
     /// "lo", "up"])`), and `listen_ip` must be an address of the namespace.
     pub fn start(holder: &Holder, listen_ip: IpAddr, port: u16) -> Result<EtcdServer> {
-        let Some(peer_port) = port.checked_add(1) else { bail!("etcd port {port} leaves no room for the peer port") };
+        EtcdServer::start_with(holder, listen_ip, port, None)
+    }
+
+    /// Like [`EtcdServer::start`], but serving clients over HTTPS with `tls`'s server
+    /// certificate and accepting only clients with a certificate signed by its CA.
+    pub fn start_tls(holder: &Holder, listen_ip: IpAddr, port: u16, tls: EtcdTls) -> Result<EtcdServer> {
+        EtcdServer::start_with(holder, listen_ip, port, Some(tls))
+    }
+
+    fn start_with(holder: &Holder, listen_ip: IpAddr, port: u16, tls: Option<EtcdTls>) -> Result<EtcdServer> {
+        if port.checked_add(2).is_none() {
+            bail!("etcd port {port} leaves no room for the peer and metrics ports");
+        }
         let base = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm") } else { Path::new("/tmp") };
         let n = ETCD_COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("hns-lab-etcd-{}-{n}", std::process::id()));
@@ -81,15 +145,17 @@ impl EtcdServer {
             holder_pid: holder.pid(),
             listen: SocketAddr::new(listen_ip, port),
             dir,
+            tls,
             proc: None,
         };
-        server.spawn(holder, peer_port)?;
+        server.spawn(holder)?;
         Ok(server)
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:23790`.
+    /// The client URL, e.g. `http://127.0.0.1:2379` (`https://` with TLS).
     pub fn client_url(&self) -> String {
-        format!("http://{}", self.listen)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.listen)
     }
 
     /// The client address.
@@ -126,7 +192,7 @@ impl EtcdServer {
             bail!("restart must use the holder etcd was started in (pid {}), not {}", self.holder_pid, holder.pid());
         }
         self.stop()?;
-        self.spawn(holder, self.listen.port() + 1)
+        self.spawn(holder)
     }
 
     /// The tail of etcd's log, for failure messages.
@@ -136,9 +202,13 @@ impl EtcdServer {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    fn spawn(&mut self, holder: &Holder, peer_port: u16) -> Result<()> {
+    fn metrics_addr(&self) -> SocketAddr {
+        SocketAddr::new([127, 0, 0, 1].into(), self.listen.port() + 2)
+    }
+
+    fn spawn(&mut self, holder: &Holder) -> Result<()> {
         let client = self.client_url();
-        let peer = format!("http://127.0.0.1:{peer_port}");
+        let peer = format!("http://127.0.0.1:{}", self.listen.port() + 1);
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -169,7 +239,18 @@ impl EtcdServer {
             .arg("25")
             .arg("--election-timeout")
             .arg("250")
-            .stdin(Stdio::null())
+            .arg("--listen-metrics-urls")
+            .arg(format!("http://{}", self.metrics_addr()));
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
         let child = spawn_tied(cmd).with_context(|| format!("starting {ETCD_BIN} in the namespace of holder {}", holder.pid()))?;
@@ -191,11 +272,12 @@ impl EtcdServer {
         }
     }
 
-    /// `GET /health` from a short thread inside the lab namespace (the client
-    /// port is not reachable from ours). etcd answers `{"health":"true"}` only
-    /// once it has a leader and can serve requests.
+    /// `GET /health` on the metrics listener (plain HTTP even when clients need
+    /// TLS) from a short thread inside the lab namespace (the port is not
+    /// reachable from ours). etcd answers `{"health":"true"}` only once it has a
+    /// leader and can serve requests.
     fn healthy(&self) -> bool {
-        let listen = self.listen;
+        let listen = self.metrics_addr();
         let netns = &self.netns;
         thread::scope(|s| {
             s.spawn(move || -> bool {
