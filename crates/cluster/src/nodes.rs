@@ -49,8 +49,9 @@ impl LocalNode {
     }
 }
 
-/// A live registration of this host. Dropping it stops the keepalive (the lease then expires
-/// after its TTL unless a restarted daemon picks it up again with `previous_lease`).
+/// A live registration of this host; one per [`Cluster`] at a time. Dropping it stops the
+/// keepalive (the lease then expires after its TTL unless a restarted daemon picks it up again
+/// with `previous_lease`) and this `Cluster` can no longer publish endpoints.
 pub struct NodeRegistration {
     local: Arc<LocalNode>,
     keeper: JoinHandle<()>,
@@ -86,10 +87,9 @@ impl NodeRegistration {
     /// Leaves the cluster now: stops the keepalive and revokes the lease, so peers drop this
     /// node and its endpoints at once instead of after the TTL. Address reservations stay.
     pub async fn deregister(self) -> Result<()> {
-        self.keeper.abort();
         let id = self.lease_id();
         let cluster = self.cluster.clone();
-        cluster.clear_local(&self.local);
+        drop(self); // stops the keepalive and forgets the registration
         match cluster.call("revoke node lease", |mut c| async move { c.lease_revoke(id).await }).await {
             Ok(_) => Ok(()),
             Err(e) if is_lease_not_found(&e) => Ok(()),
@@ -101,6 +101,8 @@ impl NodeRegistration {
 impl Drop for NodeRegistration {
     fn drop(&mut self) {
         self.keeper.abort();
+        // Without a keepalive, endpoints published from now on would die with the lease.
+        self.cluster.clear_local(&self.local);
     }
 }
 
@@ -136,12 +138,11 @@ impl Cluster {
         if !(1..=3600).contains(&ttl_secs) {
             return Err(ClusterError::invalid("node lease TTL", format!("{ttl_secs} s is outside 1..=3600 s")));
         }
-        if let Some(current) = self.local()
-            && current.info.name != info.name
-        {
+        if let Some(current) = self.local() {
             return Err(ClusterError::conflict(format!(
-                "this host is already registered as node {}; it cannot also be {}",
-                current.info.name, info.name
+                "this host is already registered as node {} (lease {:x}); drop that registration first",
+                current.info.name,
+                current.lease_id()
             )));
         }
         let lease = match previous_lease {

@@ -16,7 +16,7 @@ fn spec(id: &str, name: &str, subnet: &str, vni: Option<u32>) -> OverlayNetworkS
     let subnet: ipnet::IpNet = subnet.parse().unwrap();
     let gateway = match subnet {
         ipnet::IpNet::V4(n) => IpAddr::V4(n.hosts().next().unwrap()),
-        ipnet::IpNet::V6(_) => unreachable!(),
+        ipnet::IpNet::V6(n) => IpAddr::V6(n.hosts().nth(1).unwrap()),
     };
     OverlayNetworkSpec { id: id.into(), name: name.into(), subnet, gateway, vni, vxlan_port: 4789 }
 }
@@ -127,6 +127,17 @@ fn three_hosts_allocating_300_addresses_at_once_get_300_distinct_addresses() {
         assert_eq!(hosts[1].allocate_address(&net.id, "late", "host-1", Some(again)).await.unwrap(), again);
         let e = hosts[1].allocate_address(&net.id, "bad", "host-1", Some(net.gateway)).await.unwrap_err();
         assert!(matches!(e, ClusterError::Invalid { .. }), "{e}");
+
+        // IPv6 overlays take the same path (fixed-width hextets in the keys).
+        let v6 = hosts[0].create_network(spec("n-v6", "v6", "fd00:60::/120", None)).await.unwrap();
+        let picks = futures::future::join_all((0..40).map(|i| {
+            let (host, net) = (&hosts[i % 3], &v6.id);
+            async move { host.allocate_address(net, &format!("v6-{i}"), "host-0", None).await }
+        }))
+        .await;
+        let picks: BTreeSet<IpAddr> = picks.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(picks.len(), 40);
+        assert!(picks.iter().all(|ip| v6.subnet.contains(ip) && *ip != v6.gateway && *ip != v6.subnet.network()));
 
         // A small subnet runs out with a clear error.
         let tiny = hosts[0].create_network(spec("n-tiny", "tiny", "10.61.0.0/29", None)).await.unwrap();
