@@ -84,7 +84,9 @@ impl Drop for ClusterWatch {
 const CHANNEL: usize = 1024;
 
 impl Cluster {
-    /// Starts watching the cluster view. The first event is a [`ClusterEvent::Snapshot`].
+    /// Starts watching the cluster view. The first event is a [`ClusterEvent::Snapshot`], or a
+    /// [`ClusterEvent::Disconnected`] when etcd cannot be reached at that moment (the snapshot
+    /// then follows as soon as it can be read).
     pub fn watch(&self) -> ClusterWatch {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let task = tokio::spawn(watch_forever(self.clone(), tx));
