@@ -21,5 +21,6 @@ pub mod nft;
 pub mod nft_elements;
 pub mod sysctl;
 pub mod uplink;
+pub mod vxlan;
 
 pub use error::KernelError;

@@ -78,6 +78,7 @@
 //! * Cleanup happens in `Drop`, never panics, and is backed up by the
 //!   kernel: the holders die with the test process.
 
+pub mod etcd;
 mod holder;
 mod http;
 mod lab;
