@@ -13,12 +13,6 @@ fn setup() -> (Lab, hns_lab::Daemon) {
     (lab, d)
 }
 
-fn fails_with(lab: &Lab, args: &[&str], needle: &str) {
-    let o = lab.hnsctl(args).unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{args:?} should fail");
-    assert!(err.contains(needle), "{args:?}: stderr {err:?} lacks {needle:?}");
-}
 
 /// Nothing of hns is left in the host (retired links go in the background, within a second).
 fn assert_clean(lab: &Lab) {

@@ -157,3 +157,11 @@ pub fn netns_process(lab: &Lab) -> (hns_lab::Proc, String) {
     assert_ne!(std::fs::read_link(&path).unwrap(), host, "the holder must be in a namespace of its own");
     (p, path)
 }
+
+/// Runs hnsctl expecting failure with `needle` in its error output.
+pub fn fails_with(lab: &Lab, args: &[&str], needle: &str) {
+    let o = lab.hnsctl(args).unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} should fail");
+    assert!(err.contains(needle), "{args:?}: stderr {err:?} lacks {needle:?}");
+}
