@@ -149,7 +149,7 @@ fn l2bridge_puts_only_the_host_mac_on_the_wire() {
 
 #[test]
 fn l2tunnel_hairpins_through_the_upstream_switch() {
-    let (lab, _d) = setup();
+    let (lab, d) = setup();
     let u = lab.add_uplink(3, true).unwrap();
     create(&lab, "l2tunnel", &u, "tun");
     let (a, b) = (u.addr(50).to_string(), u.addr(51).to_string());
@@ -178,6 +178,15 @@ fn l2tunnel_hairpins_through_the_upstream_switch() {
     let o = lab.hnsctl(&["exec", "a", "--", "ping", "-c1", "-W1", &b]).unwrap();
     assert!(!o.status.success(), "no hairpin upstream, no path between siblings");
     lab.in_lan("ping", &["-c1", "-W2", &a]).unwrap();
+
+    // A restart keeps it; removal leaves nothing.
+    d.stop().unwrap();
+    let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    lab.in_lan("ping", &["-c1", "-W2", &b]).unwrap();
+    lab.hnsctl_ok(&["rm", "-f", "a"]).unwrap();
+    lab.hnsctl_ok(&["rm", "-f", "b"]).unwrap();
+    lab.hnsctl_ok(&["network", "rm", "tun"]).unwrap();
+    assert_clean(&lab);
 }
 
 #[test]
@@ -191,7 +200,10 @@ fn external_networks_refuse_bad_requests_and_change_nothing() {
     fails_with(&lab, &["network", "create", "-d", "l2bridge", "--subnet", &u.subnet, "-o", &iface, "x"], "needs the LAN's gateway");
     fails_with(&lab, &["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &gw, "-o", "com.docker.network.windowsshim.interface=nope0", "x"], "\"nope0\" does not exist");
     fails_with(&lab, &["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &gw, "-o", "com.docker.network.windowsshim.interface=eth4,eth0", "x"], "bonding");
-    fails_with(&lab, &["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &gw, "-o", &iface, "-o", "com.docker.network.windowsshim.vlanid=5000", "x"], "1-4094");
+    for bad in ["0", "4095", "5000"] {
+        let opt = format!("com.docker.network.windowsshim.vlanid={bad}");
+        fails_with(&lab, &["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &gw, "-o", &iface, "-o", &opt, "x"], "1-4094");
+    }
     fails_with(&lab, &["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &gw, "-o", &iface, "-o", "com.docker.network.windowsshim.vlanid=42", "x"], "8021q");
     fails_with(&lab, &["network", "create", "-d", "none", "x"], "--net none");
     assert_eq!(Api::new(&lab).snapshot(), before, "refused requests change nothing");
@@ -199,6 +211,8 @@ fn external_networks_refuse_bad_requests_and_change_nothing() {
     // One external network per adapter: the seeds' rule, named.
     create(&lab, "transparent", &u, "first");
     fails_with(&lab, &["network", "create", "-d", "l2bridge", "--subnet", "10.78.0.0/24", "--gateway", "10.78.0.1", "-o", &iface, "second"], "must each use their own network adapter");
+    // A static address outside the LAN's subnet.
+    fails_with(&lab, &["run", "--rm", "--net", "first", "--ip", "10.78.0.5", "--", "true"], "outside the subnets");
     // Port mappings are a nat feature.
     fails_with(&lab, &["run", "--rm", "--net", "first", "-p", "8080:80", "--", "true"], "port mappings are for nat networks");
     let a = Api::new(&lab);
