@@ -78,12 +78,14 @@
 //! * Cleanup happens in `Drop`, never panics, and is backed up by the
 //!   kernel: the holders die with the test process.
 
+pub mod docker;
 mod holder;
 mod http;
 mod lab;
 mod process;
 pub mod sandbox;
 
+pub use docker::DockerDaemon;
 pub use holder::{Holder, RunOutput};
 pub use http::http_get;
 pub use lab::{Capture, Daemon, ExternalUplink, HnsdOptions, Lab, LabOptions, Side};
