@@ -94,6 +94,8 @@ impl<'a> DockerDaemon<'a> {
             .arg("--exec-root").arg(r.join("exec"))
             .arg("--pidfile").arg(r.join("dockerd.pid"))
             .arg("-H").arg(format!("unix://{}", self.socket().display()))
+            // Also where hnsd asks for container names (the lab's own /run).
+            .args(["-H", "unix:///var/run/docker.sock"])
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--userland-proxy=false", "--live-restore"])
             .arg("--cgroup-parent").arg(&self.cgroup_parent)
             .stdin(Stdio::null())

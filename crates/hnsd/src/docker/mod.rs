@@ -9,6 +9,7 @@
 //! - [`network_driver`]: the NetworkDriver calls, each one or a few engine requests;
 //! - [`sandbox`]: how an endpoint gets into a container's namespace (Join, Leave) and how hns
 //!   then adopts that namespace as a compartment;
+//! - [`names`]: which container a sandbox is, for the compartment's name;
 //! - [`ipam`]: the `hns` IPAM driver;
 //! - [`server`]: one unix socket per driver name in Docker's plugin directory.
 //!
@@ -17,6 +18,7 @@
 //! are engine "ext" records in the store, so either daemon can restart at any time.
 
 pub mod ipam;
+pub mod names;
 pub mod network_driver;
 pub mod options;
 pub mod protocol;

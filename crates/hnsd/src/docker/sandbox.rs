@@ -160,7 +160,8 @@ async fn stage(d: &Docker, engine: &mut Engine, id: &str, kind: NetworkType, sta
 
 /// Adopts the sandbox of a pending join if Docker has moved the link in by now. Returns whether
 /// the join is done.
-pub async fn try_adopt(d: &Docker, engine: &mut Engine, p: &PendingJoin) -> Result<bool> {
+/// `label` names the compartment if one is made (see [`super::names`]).
+pub async fn try_adopt(d: &Docker, engine: &mut Engine, p: &PendingJoin, label: Option<&str>) -> Result<bool> {
     let key = Path::new(&p.sandbox_key);
     if !netns::is_netns(key) {
         return Ok(false);
@@ -186,7 +187,7 @@ pub async fn try_adopt(d: &Docker, engine: &mut Engine, p: &PendingJoin) -> Resu
     let ns_id = match compartment {
         Some(c) => c.id,
         None => {
-            let mut name = compartment_name(None, &p.sandbox_key);
+            let mut name = compartment_name(label, &p.sandbox_key);
             if engine.get_namespace(&name).is_ok() {
                 name = format!("{name}-{}", &ep.id[..8]);
             }
@@ -223,7 +224,7 @@ pub async fn leave(d: &Docker, docker_endpoint: &str) -> Result<()> {
 pub async fn leave_locked(d: &Docker, engine: &mut Engine, id: &str) -> Result<()> {
     let pending = d.pending().get(id).cloned();
     if let Some(p) = &pending {
-        if let Err(e) = try_adopt(d, engine, p).await {
+        if let Err(e) = try_adopt(d, engine, p, None).await {
             tracing::warn!(endpoint = id, error = %e, "could not adopt the container before leaving");
         }
     }
@@ -281,6 +282,8 @@ pub async fn recover(d: &Docker) {
 /// Adopts containers' namespaces as they appear. Polls (every 50 ms) only while joins are
 /// pending: the namespace appears in the middle of container start, with no call to the driver.
 pub async fn watch(d: std::sync::Arc<Docker>) {
+    // Container names by sandbox, looked up once per sandbox, outside the engine lock.
+    let mut labels: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::new();
     loop {
         if d.pending().is_empty() {
             d.wake.notified().await;
@@ -291,8 +294,16 @@ pub async fn watch(d: std::sync::Arc<Docker>) {
             }
         }
         let ready: Vec<PendingJoin> = d.pending().values().filter(|p| netns::is_netns(Path::new(&p.sandbox_key))).cloned().collect();
+        labels.retain(|k, _| ready.iter().any(|p| &p.sandbox_key == k));
         if ready.is_empty() {
             continue;
+        }
+        for p in &ready {
+            if !labels.contains_key(&p.sandbox_key) {
+                let key = std::path::PathBuf::from(&p.sandbox_key);
+                let label = tokio::task::spawn_blocking(move || super::names::container_label(&key)).await.ok().flatten();
+                labels.insert(p.sandbox_key.clone(), label);
+            }
         }
         let mut engine = d.app.engine.lock().await;
         for p in ready {
@@ -300,7 +311,8 @@ pub async fn watch(d: std::sync::Arc<Docker>) {
             if !d.pending().contains_key(&p.endpoint) {
                 continue;
             }
-            if let Err(e) = try_adopt(&d, &mut engine, &p).await {
+            let label = labels.get(&p.sandbox_key).cloned().flatten();
+            if let Err(e) = try_adopt(&d, &mut engine, &p, label.as_deref()).await {
                 tracing::warn!(endpoint = %p.endpoint, error = %e, "could not adopt a container's namespace yet");
             }
         }
