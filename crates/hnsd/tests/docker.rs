@@ -131,6 +131,12 @@ fn nat_network_publishes_ports_and_containers_reach_each_other() {
     assert!(exec_ok(&docker, "client", &["wget", "-q", "-O-", "http://web/"]));
     // ...and the LAN, through the host's masquerade.
     assert!(ping(&docker, "client", &TEST_SERVER.to_string()));
+    // Docker set no MAC for client: hns chose it and told Docker, which put it on the link.
+    let docker_mac = docker.docker_ok(&["inspect", "-f", "{{.NetworkSettings.Networks.MyNatNetwork.MacAddress}}", "client"]).unwrap();
+    let link_mac = docker.docker_ok(&["exec", "client", "cat", "/sys/class/net/eth0/address"]).unwrap();
+    let eps = json(&lab, &["endpoint", "ls"]);
+    let hns_mac = eps.as_array().unwrap().iter().find(|e| e["IpConfigurations"][0]["IpAddress"] == ip_on(&docker, "client", "MyNatNetwork")).unwrap()["MacAddress"].as_str().unwrap().replace('-', ":").to_lowercase();
+    assert_eq!((docker_mac.trim(), link_mac.trim()), (hns_mac.as_str(), hns_mac.as_str()));
 
     // docker network inspect lists the endpoints with their addresses.
     let inspect: Value = serde_json::from_str(&docker.docker_ok(&["network", "inspect", "MyNatNetwork"]).unwrap()).unwrap();
@@ -158,10 +164,11 @@ fn external_networks_put_containers_on_the_lan() {
         let u = lab.add_uplink(n, driver == "l2tunnel").unwrap();
         let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
         let name = format!("{driver}net");
+        let hns_name = format!("com.docker.network.windowsshim.networkname=lan{n}");
         // l2tunnel also shows the hns IPAM on a LAN subnet (with a range for the containers).
         let mut args = vec!["network", "create", "-d", driver, "--subnet", &u.subnet, "--gateway"];
         let router = u.router.to_string();
-        args.extend([router.as_str(), "-o", &iface]);
+        args.extend([router.as_str(), "-o", &iface, "-o", &hns_name, "-o", "com.docker.network.windowsshim.dnsservers=192.0.2.53"]);
         let range = format!("10.77.{n}.128/25");
         if driver == "l2tunnel" {
             args.extend(["--ipam-driver", "hns", "--ip-range", &range]);
@@ -186,6 +193,9 @@ fn external_networks_put_containers_on_the_lan() {
         assert!(ping(&docker, &c, &router), "{driver}: the container cannot ping its LAN router");
         containers.push((c, name));
     }
+    // The windowsshim options reached hns: the network's name and DNS servers.
+    let lan1 = json(&lab, &["network", "inspect", "lan1"]);
+    assert_eq!((lan1[0]["Type"].as_str(), lan1[0]["Dns"]["ServerList"][0].as_str()), (Some("Transparent"), Some("192.0.2.53")), "{lan1}");
     // Containers of one host on different LAN segments meet through the routers.
     assert!(ping(&docker, "transparent-c", "10.77.2.50"));
 
@@ -251,6 +261,10 @@ fn hns_ipam_internal_and_dual_stack_nat_networks() {
     run(&docker, &["--name", "i2", "--net", "inner"], SLEEP);
     assert!(ping(&docker, "i1", &ip_on(&docker, "i2", "inner")));
     assert!(!ping(&docker, "i1", &TEST_SERVER.to_string()), "an internal network reached the LAN");
+    // hns routes every container itself: Docker never needed its docker_gwbridge.
+    assert!(!docker.docker_ok(&["network", "ls"]).unwrap().contains("docker_gwbridge"));
+    // The hns IPAM refuses a pool that overlaps one it gave out, in its own words.
+    fails_with(&docker, &["network", "create", "-d", "nat", "--ipam-driver", "hns", "--subnet", "10.44.0.0/24", "overlap"], "overlaps pool 10.44.0.0/16");
 
     // --ipv6: dual-stack nat.
     docker.docker_ok(&["network", "create", "-d", "nat", "--ipv6", "--subnet", "10.46.0.0/24", "--subnet", "fd00:46::/64", "dual"]).unwrap();
@@ -287,7 +301,11 @@ fn connect_disconnect_and_restarts_keep_connectivity() {
     assert!(ping(&docker, "db", "web"));
     let links = docker.docker_ok(&["exec", "web", "ip", "-o", "-4", "addr"]).unwrap();
     assert!(links.contains("10.51.0.77/24"), "{links}");
+    // Docker moved web's gateway to "back" (it sorts first): the mapping followed it, once.
     assert!(served_from_lan(&lab, 8090), "the mapping broke on connect");
+    let maps = json(&lab, &["port", "ls"]);
+    assert_eq!(maps.as_array().unwrap().len(), 1, "{maps}");
+    assert_eq!(maps[0]["InternalIp"], "10.51.0.77", "{maps}");
     let ns = json(&lab, &["namespace", "ls"]);
     let web = ns.as_array().unwrap().iter().find(|n| n["Name"] == "web").unwrap_or_else(|| panic!("no compartment web: {ns}"));
     assert_eq!(web["Resources"].as_array().unwrap().len(), 2, "{web}");

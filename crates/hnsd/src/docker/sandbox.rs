@@ -16,9 +16,10 @@
 //!    (so it can move it between networks on connect and disconnect as it does for its own
 //!    drivers). Port mappings follow from that: Docker sends them to the gateway endpoint.
 //! 2. A watcher waits for the sandbox path to become a namespace holding a link with the
-//!    endpoint's MAC, then adopts the namespace as a compartment (once per container) and
-//!    records the endpoint there under the name Docker gave it; the staging compartment goes.
-//!    From then on the endpoint is like any other: the reconciler repairs it, `Leave` detaches it.
+//!    endpoint's MAC, renamed and up (Docker is done with it), then adopts the namespace as a
+//!    compartment (once per container) and records the endpoint there under the name Docker
+//!    gave it; the staging compartment goes. From then on the endpoint is like any other: the
+//!    reconciler repairs it, `Leave` detaches it.
 //!
 //! macvlan endpoints (transparent, l2tunnel) have no host end the reconciler could check, so
 //! while staged their name is held in the staging compartment by a placeholder link.
@@ -138,6 +139,10 @@ pub async fn join(d: &Docker, req: &Join) -> Result<JoinReply> {
         let _ = engine.ext_delete(&record_key(&id));
         return Err(e);
     }
+    // For `docker run` the sandbox is not a namespace yet (see the module docs); for
+    // `docker network connect` to a running container it is.
+    let exists = netns::is_netns(Path::new(&req.sandbox_key));
+    tracing::info!(endpoint = %options::short(&req.endpoint_id), sandbox = %req.sandbox_key, sandbox_exists = exists, link = %src, "docker join: link handed to docker");
     d.pending().insert(id, pending);
     d.wake.notify_one();
     Ok(reply)
@@ -184,6 +189,11 @@ pub async fn try_adopt(d: &Docker, engine: &mut Engine, p: &PendingJoin, label: 
     let fd = netns::open(key).map_err(kernel)?;
     let inside = Netlink::in_netns(&fd).map_err(kernel)?;
     let Some(link) = inside.link_by_mac(mac.0, &taken).await.map_err(kernel)? else { return Ok(false) };
+    // Docker moves the link in, then renames, configures and brings it up: only then is the
+    // name final.
+    if link.name == p.src_name || !link.up {
+        return Ok(false);
+    }
     let ns_id = match compartment {
         Some(c) => c.id,
         None => {
@@ -235,9 +245,12 @@ pub async fn leave_locked(d: &Docker, engine: &mut Engine, id: &str) -> Result<(
     }
     let still_pending = d.pending().get(id).cloned();
     if let Some(p) = still_pending {
-        // Still staged: the link may be waiting in Docker's namespace (a macvlan is not removed
-        // with a host end).
+        // Still staged: the link may wait in Docker's namespace, or be half-way into the
+        // sandbox (a macvlan does not go with a host end, so it is removed where it is).
         let _ = d.host.delete_link(&p.src_name).await;
+        if let Ok(mac) = Mac::parse(&ep.mac_address) {
+            delete_in_sandbox(&p.sandbox_key, mac.0).await;
+        }
         forget(d, engine, &p).await;
     } else if !ns.is_empty() {
         let view = engine.get_namespace(&ns)?;
@@ -248,6 +261,15 @@ pub async fn leave_locked(d: &Docker, engine: &mut Engine, id: &str) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Deletes the link with `mac` inside the sandbox at `key`, if both exist.
+async fn delete_in_sandbox(key: &str, mac: [u8; 6]) {
+    let Ok(fd) = netns::open(Path::new(key)) else { return };
+    let Ok(inside) = Netlink::in_netns(&fd) else { return };
+    if let Ok(Some(l)) = inside.link_by_mac(mac, &[]).await {
+        let _ = inside.delete_link(&l.name).await;
+    }
 }
 
 /// At start: pending joins from the store; staging compartments nobody waits for are removed.
@@ -284,6 +306,8 @@ pub async fn recover(d: &Docker) {
 pub async fn watch(d: std::sync::Arc<Docker>) {
     // Container names by sandbox, looked up once per sandbox, outside the engine lock.
     let mut labels: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::new();
+    // The last error per join: logged once, not every 50 ms.
+    let mut errors: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     loop {
         if d.pending().is_empty() {
             d.wake.notified().await;
@@ -295,6 +319,7 @@ pub async fn watch(d: std::sync::Arc<Docker>) {
         }
         let ready: Vec<PendingJoin> = d.pending().values().filter(|p| netns::is_netns(Path::new(&p.sandbox_key))).cloned().collect();
         labels.retain(|k, _| ready.iter().any(|p| &p.sandbox_key == k));
+        errors.retain(|k, _| ready.iter().any(|p| &p.endpoint == k));
         if ready.is_empty() {
             continue;
         }
@@ -313,7 +338,9 @@ pub async fn watch(d: std::sync::Arc<Docker>) {
             }
             let label = labels.get(&p.sandbox_key).cloned().flatten();
             if let Err(e) = try_adopt(&d, &mut engine, &p, label.as_deref()).await {
-                tracing::warn!(endpoint = %p.endpoint, error = %e, "could not adopt a container's namespace yet");
+                if errors.insert(p.endpoint.clone(), e.message.clone()).as_ref() != Some(&e.message) {
+                    tracing::warn!(endpoint = %p.endpoint, error = %e, "could not adopt a container's namespace yet; retrying");
+                }
             }
         }
     }
