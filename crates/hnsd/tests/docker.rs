@@ -324,12 +324,19 @@ fn connect_disconnect_and_restarts_keep_connectivity() {
     drop(hnsd);
     let hnsd = lab.start_hnsd(&["--no-default-network"]).unwrap();
     assert!(served_from_lan(&lab, 8090), "after an hnsd restart");
-    // Both, hnsd down while dockerd restarts.
+    // hnsd down while dockerd restarts.
     hnsd.stop().unwrap();
     drop(hnsd);
     docker.restart().unwrap();
-    let _hnsd = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    let hnsd = lab.start_hnsd(&["--no-default-network"]).unwrap();
     assert!(served_from_lan(&lab, 8090), "after restarting dockerd while hnsd was down");
+    // dockerd down while hnsd restarts.
+    docker.stop().unwrap();
+    hnsd.stop().unwrap();
+    drop(hnsd);
+    let _hnsd = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    docker.restart().unwrap();
+    assert!(served_from_lan(&lab, 8090), "after restarting hnsd while dockerd was down");
     // And the plugins still work afterwards.
     run(&docker, &["--name", "late", "--net", "front"], SLEEP);
     assert!(ping(&docker, "late", "web"));

@@ -93,10 +93,10 @@ impl Pools {
         };
         let pool = parse(&req.pool, "--subnet")?;
         let sub = parse(&req.sub_pool, "--ip-range")?;
-        if let Some(p) = pool {
-            if p.addr().is_ipv6() != req.v6 {
-                return Err(err(ErrorCode::InvalidSubnet, format!("pool {p} is not of the requested family ({})", if req.v6 { "IPv6" } else { "IPv4" })));
-            }
+        if let Some(p) = pool
+            && p.addr().is_ipv6() != req.v6
+        {
+            return Err(err(ErrorCode::InvalidSubnet, format!("pool {p} is not of the requested family ({})", if req.v6 { "IPv6" } else { "IPv4" })));
         }
         match (pool, sub) {
             (None, Some(s)) => Err(err(ErrorCode::InvalidSubnet, format!("--ip-range {s} needs a --subnet to lie in"))),

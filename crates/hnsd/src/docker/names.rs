@@ -28,10 +28,8 @@ pub fn container_of(netns: &Path) -> Option<String> {
         let name = entry.file_name();
         let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
         let same = std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| (m.dev(), m.ino()) == want);
-        if same {
-            if let Some(id) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().as_deref().and_then(container_id_in_cgroup) {
-                return Some(id);
-            }
+        if same && let Some(id) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().as_deref().and_then(container_id_in_cgroup) {
+            return Some(id);
         }
     }
     None

@@ -143,10 +143,10 @@ pub fn network_request(kind: NetworkType, req: &CreateNetwork, hints: &BTreeMap<
                 }
             }
             _ => {
-                if let Some(name) = key_lc.strip_prefix(OPT_PREFIX) {
-                    if let Some((_, why)) = NOT_YET.iter().find(|(n, _)| *n == name) {
-                        return Err(ApiError::field(ErrorCode::RequestUnsupported, field, format!("-o {key}: {why}")));
-                    }
+                if let Some(name) = key_lc.strip_prefix(OPT_PREFIX)
+                    && let Some((_, why)) = NOT_YET.iter().find(|(n, _)| *n == name)
+                {
+                    return Err(ApiError::field(ErrorCode::RequestUnsupported, field, format!("-o {key}: {why}")));
                 }
                 let hint = if key_lc.starts_with(OPT_PREFIX) { "" } else { " (hns options start with com.docker.network.windowsshim.)" };
                 return Err(bad(field, format!("unknown option {key}{hint}; known: {}", SUPPORTED.join(", "))));

@@ -212,10 +212,10 @@ pub async fn try_adopt(d: &Docker, engine: &mut Engine, p: &PendingJoin, label: 
 
 /// Drops a pending join: its staging compartment, its record.
 async fn forget(d: &Docker, engine: &mut Engine, p: &PendingJoin) {
-    if engine.get_namespace(&p.staging).is_ok() {
-        if let Err(e) = engine.delete_namespace(&p.staging).await {
-            tracing::warn!(namespace = %p.staging, error = %e, "could not remove a staging compartment");
-        }
+    if engine.get_namespace(&p.staging).is_ok()
+        && let Err(e) = engine.delete_namespace(&p.staging).await
+    {
+        tracing::warn!(namespace = %p.staging, error = %e, "could not remove a staging compartment");
     }
     if let Err(e) = engine.ext_delete(&record_key(&p.endpoint)) {
         tracing::warn!(error = %e, "could not forget a pending join");
@@ -233,10 +233,10 @@ pub async fn leave(d: &Docker, docker_endpoint: &str) -> Result<()> {
 /// already moved in is adopted first, so the link is removed where it really is.
 pub async fn leave_locked(d: &Docker, engine: &mut Engine, id: &str) -> Result<()> {
     let pending = d.pending().get(id).cloned();
-    if let Some(p) = &pending {
-        if let Err(e) = try_adopt(d, engine, p, None).await {
-            tracing::warn!(endpoint = id, error = %e, "could not adopt the container before leaving");
-        }
+    if let Some(p) = &pending
+        && let Err(e) = try_adopt(d, engine, p, None).await
+    {
+        tracing::warn!(endpoint = id, error = %e, "could not adopt the container before leaving");
     }
     let Ok(ep) = engine.get_endpoint(id) else { return Ok(()) };
     let ns = ep.host_compute_namespace.clone();
@@ -280,11 +280,11 @@ pub async fn recover(d: &Docker) {
         let endpoints = ns.endpoint_ids();
         let mut kept = false;
         for ep in &endpoints {
-            if let Ok(Some(p)) = engine.ext_get::<PendingJoin>(&record_key(ep)) {
-                if p.staging == ns.id {
-                    d.pending().insert(ep.clone(), p);
-                    kept = true;
-                }
+            if let Ok(Some(p)) = engine.ext_get::<PendingJoin>(&record_key(ep))
+                && p.staging == ns.id
+            {
+                d.pending().insert(ep.clone(), p);
+                kept = true;
             }
         }
         if !kept {
@@ -337,10 +337,10 @@ pub async fn watch(d: std::sync::Arc<Docker>) {
                 continue;
             }
             let label = labels.get(&p.sandbox_key).cloned().flatten();
-            if let Err(e) = try_adopt(&d, &mut engine, &p, label.as_deref()).await {
-                if errors.insert(p.endpoint.clone(), e.message.clone()).as_ref() != Some(&e.message) {
-                    tracing::warn!(endpoint = %p.endpoint, error = %e, "could not adopt a container's namespace yet; retrying");
-                }
+            if let Err(e) = try_adopt(&d, &mut engine, &p, label.as_deref()).await
+                && errors.insert(p.endpoint.clone(), e.message.clone()).as_ref() != Some(&e.message)
+            {
+                tracing::warn!(endpoint = %p.endpoint, error = %e, "could not adopt a container's namespace yet; retrying");
             }
         }
     }
