@@ -36,7 +36,7 @@ use serde_json::json;
 use super::options::{self, hns_id};
 use super::protocol::{InterfaceName, Join, JoinReply};
 use super::Docker;
-use crate::engine::Engine;
+use crate::engine::{Engine, kernel_err as kernel};
 
 pub type Result<T> = std::result::Result<T, ApiError>;
 
@@ -77,10 +77,6 @@ pub fn compartment_name(container: Option<&str>, sandbox_key: &str) -> String {
 
 fn endpoint_modify(request_type: RequestType, endpoint: &str) -> ModifyRequest {
     ModifyRequest { resource_type: ResourceType::Endpoint, request_type, resource_uri: String::new(), settings: json!({ "EndpointId": endpoint }) }
-}
-
-fn kernel(e: hns_kernel::KernelError) -> ApiError {
-    ApiError::new(ErrorCode::KernelError, format!("kernel refused to {} {}: {}", e.op, e.object, e.reason))
 }
 
 /// Gateways Docker should route through: the network's, per family of the endpoint's addresses;
@@ -129,7 +125,7 @@ pub async fn join(d: &Docker, req: &Join) -> Result<JoinReply> {
     }
     let staging = engine.create_namespace(HostComputeNamespace { name: staging_name, ..Default::default() }).await?;
     let pending = PendingJoin { endpoint: id.clone(), sandbox_key: req.sandbox_key.clone(), staging: staging.id.clone(), src_name: src.clone() };
-    // Recorded before the kernel work, so a crash half-way is cleaned up at the next start.
+    // Recorded before the kernel work, so a crash half-way is found again at the next start.
     engine.ext_put(&record_key(&id), &pending)?;
     let staged = stage(d, &mut engine, &id, kind, &staging).await;
     if let Err(e) = staged {
@@ -163,9 +159,8 @@ async fn stage(d: &Docker, engine: &mut Engine, id: &str, kind: NetworkType, sta
     Ok(())
 }
 
-/// Adopts the sandbox of a pending join if Docker has moved the link in by now. Returns whether
-/// the join is done.
-/// `label` names the compartment if one is made (see [`super::names`]).
+/// Adopts the sandbox of a pending join if Docker has moved the link in by now; `label` names
+/// the compartment if one is made (see [`super::names`]). Returns whether the join is done.
 pub async fn try_adopt(d: &Docker, engine: &mut Engine, p: &PendingJoin, label: Option<&str>) -> Result<bool> {
     let key = Path::new(&p.sandbox_key);
     if !netns::is_netns(key) {
@@ -180,7 +175,8 @@ pub async fn try_adopt(d: &Docker, engine: &mut Engine, p: &PendingJoin, label: 
             return Ok(true);
         }
     };
-    let compartment = engine.list_namespaces().into_iter().find(|n| n.net_ns_path == p.sandbox_key && netns::identity(Path::new(&n.net_ns_path)).is_ok_and(|i| i == identity));
+    // The container's compartment, if an earlier join (or hnsctl, by another path) made one.
+    let compartment = engine.list_namespaces().into_iter().find(|n| !n.name.starts_with(STAGE_PREFIX) && netns::identity(Path::new(&n.net_ns_path)).is_ok_and(|i| i == identity));
     let taken: Vec<String> = match &compartment {
         Some(c) => engine.list_endpoints().into_iter().filter(|e| e.host_compute_namespace == c.id).map(|e| e.interface_name).collect(),
         None => Vec::new(),
