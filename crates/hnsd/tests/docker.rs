@@ -319,9 +319,16 @@ fn connect_disconnect_and_restarts_keep_connectivity() {
     docker.restart().unwrap();
     assert!(served_from_lan(&lab, 8090), "after a dockerd restart");
     assert!(docker.docker_ok(&["ps", "--format", "{{.Names}}"]).unwrap().contains("web"));
+    // The plugin sockets are root-only, and go with hnsd.
+    let plugins = lab.dir().join("docker-plugins");
+    for name in ["nat", "transparent", "l2bridge", "l2tunnel", "hnsoverlay", "hns"] {
+        let meta = std::fs::metadata(plugins.join(format!("{name}.sock"))).unwrap_or_else(|e| panic!("{name}.sock: {e}"));
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600, "{name}.sock");
+    }
     // hnsd restarts.
     hnsd.stop().unwrap();
     drop(hnsd);
+    assert_eq!(std::fs::read_dir(&plugins).unwrap().count(), 0, "plugin sockets left after hnsd stopped");
     let hnsd = lab.start_hnsd(&["--no-default-network"]).unwrap();
     assert!(served_from_lan(&lab, 8090), "after an hnsd restart");
     // hnsd down while dockerd restarts.
