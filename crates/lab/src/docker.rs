@@ -14,8 +14,10 @@
 //! Cleanup: containers are removed and dockerd is stopped on drop; the lab's namespace sweep
 //! then takes containerd and its shims. Container processes live in namespaces of their own, so
 //! the backstop is their cgroup: every container sits under this daemon's own cgroup parent
-//! (`hns-lab-docker-<pid>-<n>`), and whatever is left there is killed, also for labs of test
-//! processes that died before their `Drop` ran.
+//! (`hns-lab-docker-<pid>-<n>`), and whatever is left there is killed. A test process killed
+//! before its `Drop` leaves containers and their (daemonized) shims behind: the next
+//! [`DockerDaemon::start`] kills those of labs whose owner is dead (by cgroup, and by the lab
+//! path in the shims' command line).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -52,7 +54,7 @@ impl<'a> DockerDaemon<'a> {
     /// Starts dockerd in `lab` (hnsd may run already or start later) and imports the busybox
     /// image.
     pub fn start(lab: &'a Lab) -> Result<DockerDaemon<'a>> {
-        sweep_stale_cgroups();
+        sweep_stale();
         let root = lab.dir().join("docker");
         for d in ["data", "exec", "client"] {
             fs::create_dir_all(root.join(d))?;
@@ -285,7 +287,42 @@ fn kill_cgroup(name: &str) {
     }
 }
 
-/// Cgroup trees of labs whose test process is gone (killed before its `Drop`).
+/// containerd shims of labs whose test process is gone: a shim daemonizes (it outlives dockerd
+/// and containerd by design), and names its lab in its `-address` argument.
+fn sweep_stale_shims() {
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let cmdline = |pid: u32| fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+        let line = cmdline(pid);
+        if !line.contains("containerd-shim") {
+            continue;
+        }
+        let Some(owner) = line.split("/tmp/hns-lab-").nth(1).and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid_alive(owner) {
+            continue;
+        }
+        // A pidfd pins the process: the command line is checked again on the very process that
+        // gets the signal.
+        // SAFETY: plain syscalls with integer arguments.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            continue;
+        }
+        if cmdline(pid) == line {
+            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd as libc::c_int, libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+        }
+        unsafe { libc::close(fd as libc::c_int) };
+    }
+}
+
+/// Containers (by their cgroup tree) and shims of labs whose test process is gone (killed
+/// before its `Drop`).
+fn sweep_stale() {
+    sweep_stale_cgroups();
+    sweep_stale_shims();
+}
+
+/// Cgroup trees of labs whose test process is gone.
 fn sweep_stale_cgroups() {
     let mut names: Vec<String> = Vec::new();
     for base in std::iter::once(PathBuf::from(CGROUP_ROOT)).chain(fs::read_dir(CGROUP_ROOT).into_iter().flatten().flatten().map(|e| e.path())) {
