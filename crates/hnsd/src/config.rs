@@ -53,6 +53,13 @@ pub struct Args {
     /// Directory of the sandbox.
     #[arg(long, value_name = "DIR", default_value = "/tmp/hns-sandbox", requires = "sandbox")]
     pub sandbox_dir: PathBuf,
+    /// Where Docker looks for plugin sockets: hnsd serves its network drivers (nat.sock,
+    /// transparent.sock, ...) and its `hns` IPAM driver there.
+    #[arg(long, value_name = "DIR")]
+    pub docker_plugin_dir: Option<PathBuf>,
+    /// Do not serve the Docker plugins.
+    #[arg(long)]
+    pub no_docker_plugin: bool,
 }
 
 /// The file form. Every key is optional.
@@ -66,6 +73,8 @@ pub struct FileConfig {
     pub reconcile_interval: Option<String>,
     pub port_range: Option<String>,
     pub log: Option<String>,
+    pub docker_plugin_dir: Option<PathBuf>,
+    pub no_docker_plugin: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +86,8 @@ pub struct Config {
     pub reconcile_interval: Duration,
     pub port_range: (u16, u16),
     pub log: String,
+    /// Directory of the Docker plugin sockets; `None`: the plugins are off.
+    pub docker_plugin_dir: Option<PathBuf>,
 }
 
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -132,6 +143,11 @@ impl Config {
                 (None, None) => (49152, 65535),
             },
             log: args.log.clone().or(fc.log).or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into()),
+            docker_plugin_dir: if args.no_docker_plugin || fc.no_docker_plugin.unwrap_or(false) {
+                None
+            } else {
+                Some(args.docker_plugin_dir.clone().or(fc.docker_plugin_dir).unwrap_or_else(|| "/run/docker/plugins".into()))
+            },
         })
     }
 }
@@ -163,6 +179,9 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/tmp/b"));
         assert!(c.no_default_network);
         assert_eq!(c.reconcile_interval, Duration::from_secs(3));
+        assert_eq!(c.docker_plugin_dir, Some(PathBuf::from("/run/docker/plugins")));
+        std::fs::write(&f, "no-docker-plugin = true\n").unwrap();
+        assert_eq!(Config::load(&args).unwrap().docker_plugin_dir, None);
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::load(&args).unwrap_err().to_string().contains("bogus"));
         std::fs::remove_dir_all(&dir).unwrap();

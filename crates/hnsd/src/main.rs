@@ -6,6 +6,7 @@
 
 mod api;
 mod config;
+mod docker;
 mod engine;
 
 use std::os::unix::fs::PermissionsExt;
@@ -53,6 +54,12 @@ fn main() -> anyhow::Result<()> {
             for line in engine::reconcile::cleanup_all(&host, &cfg.run_dir).await {
                 println!("{line}");
             }
+            // Docker plugin sockets left by an hnsd that was killed.
+            if let Some(dir) = &cfg.docker_plugin_dir {
+                for line in docker::server::remove_stale(dir) {
+                    println!("{line}");
+                }
+            }
             let _ = std::fs::remove_file(&cfg.socket);
             Ok(())
         });
@@ -94,8 +101,16 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         })
     };
+    // Docker plugins (network drivers and the hns IPAM): optional, so a failure is logged.
+    let docker = match &cfg.docker_plugin_dir {
+        Some(dir) => docker::start(state.clone(), dir).await.map_err(|e| tracing::error!(error = format!("{e:#}"), "the docker plugins are not served")).ok(),
+        None => None,
+    };
     tracing::info!(socket = %cfg.socket.display(), "serving the HNS API");
     axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    if let Some(d) = docker {
+        d.stop().await;
+    }
     periodic.abort();
     let _ = std::fs::remove_file(&cfg.socket);
     tracing::info!("stopped; networks and compartments keep running");

@@ -14,6 +14,8 @@
 //! - [`names`]: the names of every kernel object hns owns, so garbage collection is exact.
 
 pub mod error;
+// Links handed to another owner (the Docker plugin).
+pub mod handoff;
 pub mod names;
 pub mod netlink;
 pub mod netns;

@@ -516,6 +516,11 @@ impl Lab {
         if !has_flag(&opts.args, "--reconcile-interval") {
             cmd.args(["--reconcile-interval", "1s"]);
         }
+        // hnsd's default plugin directory is the machine's /run/docker/plugins, which the lab's
+        // mount namespace shares: keep the Docker plugin sockets in the lab.
+        if !has_flag(&opts.args, "--docker-plugin-dir") && !has_flag(&opts.args, "--no-docker-plugin") {
+            cmd.arg("--docker-plugin-dir").arg(self.dir.path.join("docker-plugins"));
+        }
         cmd.args(&opts.args);
         cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         if std::env::var_os("RUST_LOG").is_none() {

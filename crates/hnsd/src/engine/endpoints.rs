@@ -506,6 +506,28 @@ impl Engine {
         }
     }
 
+    /// Records that an attached endpoint's interface now lives in another compartment, named
+    /// `ifname` there: its owner (Docker) moved it. Nothing in the kernel changes; from now on
+    /// the reconciler and detach look for it there.
+    pub async fn rebind_endpoint(&mut self, key: &str, ns_key: &str, ifname: &str) -> Result<()> {
+        let id = self.endpoint_id(key)?;
+        let ns_id = self.namespace_id(ns_key).ok_or_else(|| ApiError::new(ErrorCode::NamespaceNotFound, format!("no namespace with ID or name {ns_key:?}")))?;
+        let mut rec = self.endpoints[&id].clone();
+        if rec.ep.host_compute_namespace.is_empty() {
+            return Err(ApiError::new(ErrorCode::EndpointNotAttached, format!("endpoint {id} is not attached to any namespace")));
+        }
+        let old = std::mem::replace(&mut rec.ep.host_compute_namespace, ns_id.clone());
+        rec.ep.interface_name = ifname.to_owned();
+        rec.ep.version += 1;
+        self.persist_endpoint(&rec, false)?;
+        let net_id = rec.network_id.clone();
+        self.endpoints.insert(id, rec);
+        self.dns_refresh(&net_id);
+        self.write_resolv_conf(&old);
+        self.write_resolv_conf(&ns_id);
+        Ok(())
+    }
+
     pub(crate) fn persist_endpoint(&self, rec: &EndpointRecord, lazy: bool) -> Result<()> {
         self.persist(Kind::Endpoint, &rec.ep.id, rec, lazy)
     }

@@ -331,6 +331,24 @@ impl Engine {
     pub(crate) fn apply_nft(&self) -> Result<()> {
         hns_kernel::nft::apply(&self.desired_nft()).map_err(kernel_err)
     }
+
+    // --- Records of other hnsd modules (the Docker plugin): kept in the store's meta table under
+    // `ext/<key>`, so they are as crash-safe as the engine's own objects.
+
+    pub fn ext_get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.store.get(Kind::Meta, &format!("ext/{key}")).map_err(store_err)
+    }
+
+    pub fn ext_put<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        self.persist(Kind::Meta, &format!("ext/{key}"), value, false)
+    }
+
+    pub fn ext_delete(&self, key: &str) -> Result<()> {
+        let mut txn = self.store.begin().map_err(store_err)?;
+        txn.delete(Kind::Meta, &format!("ext/{key}")).map_err(store_err)?;
+        txn.commit().map_err(store_err)
+    }
+    // --- end of records of other modules.
 }
 
 pub(crate) fn read_host_resolv_conf() -> String {

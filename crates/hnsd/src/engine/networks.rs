@@ -202,6 +202,17 @@ impl Engine {
         })
     }
 
+    /// A free subnet for an IPAM client (the Docker plugin's `hns` IPAM), chosen as the default
+    /// `nat` subnet is: the first private candidate that overlaps nothing on the host, no
+    /// network, and none of `also_in_use` (pools handed out but not yet networks).
+    pub async fn free_subnet(&self, v6: bool, also_in_use: &[IpNet]) -> Result<IpNet> {
+        let mut in_use = self.host_prefixes().await;
+        in_use.extend(self.networks.values().flat_map(|n| n.pools.iter().map(|p| p.subnet())));
+        in_use.extend_from_slice(also_in_use);
+        let picked = if v6 { hns_ipam::pick_default_subnet_v6(&in_use) } else { hns_ipam::pick_default_subnet(&in_use) };
+        picked.ok_or_else(|| ApiError::new(ErrorCode::InvalidSubnet, "every private candidate subnet overlaps an address, route or network of this host; give a subnet explicitly"))
+    }
+
     /// Prefixes of the host's addresses and routes. A failure to list is not fatal: the
     /// default subnet is then chosen knowing less about the host.
     async fn host_prefixes(&self) -> Vec<IpNet> {
