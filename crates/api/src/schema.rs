@@ -234,7 +234,8 @@ pub struct HostComputeEndpoint {
     /// Empty: hns chooses one. Emitted as `00-15-5D-..`; `:` is accepted too.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mac_address: String,
-    /// EndpointFlags bitmask. No flag is supported yet.
+    /// EndpointFlags bitmask. hns sets `RemoteEndpoint` (1) on the endpoints of other hosts it
+    /// lists for overlay networks; no flag is accepted on input yet.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub flags: u32,
     #[serde(default)]

@@ -109,6 +109,9 @@ pub enum Command {
     Ps(PsArgs),
     /// Remove compartments: their endpoints, then the namespace.
     Rm(RmArgs),
+    /// Hosts of the overlay cluster: list them, remove a dead one's address reservations.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Show what hnsd knows about itself and the kernel.
     Info,
     /// Show the client version and the HNS API version of hnsd.
@@ -118,6 +121,28 @@ pub enum Command {
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "\
+A host whose hnsd stopped renewing its lease is dropped by the others after the lease TTL
+(hnsd --cluster-lease-ttl); its overlay addresses stay reserved until it comes back, or
+until `hnsctl node rm` releases them.
+
+Examples:
+  hnsctl node ls
+  hnsctl node rm host-c")]
+pub enum NodeCmd {
+    /// List the cluster's hosts: live ones and dead ones that still hold addresses.
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Remove dead hosts: release their overlay addresses (refused while a host is alive).
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Node names.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -503,6 +528,10 @@ fn dispatch(cli: Cli) -> error::Result<i32> {
         Command::Exec(a) => run::exec(&ctx, &a),
         Command::Ps(a) => ps::ps(&ctx, &a),
         Command::Rm(a) => ps::rm(&ctx, &a),
+        Command::Node(cmd) => match cmd {
+            NodeCmd::Ls(a) => node::ls(&ctx, &a),
+            NodeCmd::Rm { names } => node::rm(&ctx, &names),
+        },
         Command::Info => info::info(&ctx),
         Command::Version => info::version(&ctx),
         Command::Completion { shell } => {

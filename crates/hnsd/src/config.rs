@@ -7,6 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+// Overlay networks: the cluster store and this host's place in it.
+pub mod cluster;
+
 pub const DEFAULT_CONFIG: &str = "/etc/hns/hnsd.toml";
 
 #[derive(Debug, Parser)]
@@ -53,6 +56,8 @@ pub struct Args {
     /// Directory of the sandbox.
     #[arg(long, value_name = "DIR", default_value = "/tmp/hns-sandbox", requires = "sandbox")]
     pub sandbox_dir: PathBuf,
+    #[command(flatten, next_help_heading = "Overlay networks (cluster)")]
+    pub cluster: cluster::ClusterArgs,
 }
 
 /// The file form. Every key is optional.
@@ -66,6 +71,8 @@ pub struct FileConfig {
     pub reconcile_interval: Option<String>,
     pub port_range: Option<String>,
     pub log: Option<String>,
+    /// `[cluster]`: see [`cluster::ClusterFile`].
+    pub cluster: Option<cluster::ClusterFile>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +84,8 @@ pub struct Config {
     pub reconcile_interval: Duration,
     pub port_range: (u16, u16),
     pub log: String,
+    /// Overlay networks: set when a cluster store is configured.
+    pub cluster: Option<cluster::ClusterSettings>,
 }
 
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -132,6 +141,7 @@ impl Config {
                 (None, None) => (49152, 65535),
             },
             log: args.log.clone().or(fc.log).or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into()),
+            cluster: cluster::resolve(&args.cluster, fc.cluster.as_ref())?,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! Drivers, the kernel layer, the store and IPAM are crates of their own.
 
 mod api;
+mod cluster;
 mod config;
 mod engine;
 
@@ -71,6 +72,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let host = hns_kernel::netlink::Netlink::current()?;
     let mut engine = Engine::open(ecfg, host)?;
     tracing::info!(store = %engine.store_path().display(), "store opened");
+    if let Some(c) = &cfg.cluster {
+        cluster::prepare(&mut engine, c).await?;
+    }
     log_report("start", &engine.reconcile(true).await);
     if !cfg.no_default_network {
         match engine.ensure_default_network().await {
@@ -80,6 +84,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     }
     let state = Arc::new(api::AppState { engine: tokio::sync::Mutex::new(engine) });
+    let cluster_link = cfg.cluster.clone().map(|c| tokio::spawn(cluster::run(state.clone(), c)));
     let periodic = {
         let state = state.clone();
         let every = cfg.reconcile_interval;
@@ -97,6 +102,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(socket = %cfg.socket.display(), "serving the HNS API");
     axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     periodic.abort();
+    // Without revoking the lease: peers keep this host's endpoints until it expires.
+    if let Some(link) = cluster_link {
+        link.abort();
+    }
     let _ = std::fs::remove_file(&cfg.socket);
     tracing::info!("stopped; networks and compartments keep running");
     Ok(())

@@ -78,6 +78,7 @@
 //! * Cleanup happens in `Drop`, never panics, and is backed up by the
 //!   kernel: the holders die with the test process.
 
+pub mod cluster;
 pub mod etcd;
 mod holder;
 mod http;
@@ -85,6 +86,7 @@ mod lab;
 mod process;
 pub mod sandbox;
 
+pub use cluster::ClusterLab;
 pub use holder::{Holder, RunOutput};
 pub use http::http_get;
 pub use lab::{Capture, Daemon, ExternalUplink, HnsdOptions, Lab, LabOptions, Side};

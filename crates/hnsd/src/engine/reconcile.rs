@@ -40,6 +40,7 @@ impl Engine {
         }
         self.reconcile_nft(&mut r);
         self.reconcile_links(&mut r).await;
+        self.reconcile_overlay(&mut r).await;
         self.reconcile_leases(&mut r.errors, &mut r.repaired).await;
         self.remove_orphan_files(&mut r);
         self.last_reconcile = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -133,6 +134,8 @@ impl Engine {
         if let Err(e) = self.program_mappings(&[], &stale, &[]) {
             r.errors.push(format!("namespace {id}: {}", e.message));
         }
+        // Overlay endpoints among them are withdrawn from the cluster by the next sync.
+        self.overlay.own_dirty |= !eps.is_empty() && !self.overlay_network_ids().is_empty();
         r.collected.push(format!("namespace {id} is gone; removed it and {} endpoint(s)", eps.len()));
     }
 
@@ -185,6 +188,9 @@ impl Engine {
         for n in self.networks.values() {
             if hns_drivers::has_network_link(n.plan.kind) {
                 wanted.insert(n.plan.bridge.clone());
+            }
+            if let Some(o) = &n.plan.overlay {
+                wanted.insert(o.vxlan.clone());
             }
             for step in n.plan.uplink.iter().flat_map(|u| u.steps.iter()) {
                 let (hns_kernel::uplink::UplinkStep::Bond { name, .. } | hns_kernel::uplink::UplinkStep::Vlan { name, .. }) = step;
