@@ -82,7 +82,7 @@ pub struct OverlayState {
 /// The VXLAN port when the network has no `VxlanPort` policy.
 pub const DEFAULT_VXLAN_PORT: u16 = hns_kernel::vxlan::VXLAN_PORT;
 
-/// The overlay plan of a stored overlay network: its VNI (the subnet's `VSID` policy) and
+/// The overlay plan of an overlay network record: its VNI (the subnet's `VSID` policy) and
 /// port (`VxlanPort`). The host's VTEP and MTU are filled in by [`Engine::fill_overlay_plan`].
 pub fn plan_from_record(net: &HostComputeNetwork) -> std::result::Result<OverlayPlan, String> {
     let policies = validate::parse_network_policies(&net.policies, "Policies").map_err(|e| e.message)?;
@@ -90,10 +90,11 @@ pub fn plan_from_record(net: &HostComputeNetwork) -> std::result::Result<Overlay
     for (i, s) in net.subnets().enumerate() {
         vni = vni.or(validate::parse_subnet(s, &format!("subnet {i}")).map_err(|e| e.message)?.vsid);
     }
-    let vni = vni.ok_or_else(|| format!("overlay network {} has no VSID (VNI) on its subnet", net.name))?;
     Ok(OverlayPlan {
         vxlan: hns_kernel::names::vxlan_name(&net.id),
-        vni,
+        // A request being validated has no VNI until the cluster decides one; every stored
+        // overlay network has it.
+        vni: vni.unwrap_or(0),
         port: policies.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT),
         local: None,
         mtu: 0,
