@@ -31,6 +31,29 @@ fn hosts(n: usize, extra: &[&str]) -> Hosts {
     Hosts { lab, daemons, apis }
 }
 
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        // A failed test shows what each hnsd said (the lab directories go with the lab).
+        let keep = std::env::var_os("HNS_OVERLAY_LOGS");
+        if !std::thread::panicking() && keep.is_none() {
+            return;
+        }
+        for (i, host) in self.lab.hosts().iter().enumerate() {
+            let log = std::fs::read_to_string(host.log_path()).unwrap_or_default();
+            match &keep {
+                Some(dir) => {
+                    let _ = std::fs::create_dir_all(dir);
+                    let _ = std::fs::write(std::path::Path::new(dir).join(format!("host{i}.log")), &log);
+                }
+                None => {
+                    let lines: Vec<&str> = log.lines().collect();
+                    eprintln!("--- host{i} hnsd log (last 40 lines) ---\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+                }
+            }
+        }
+    }
+}
+
 impl Hosts {
     fn host(&self, i: usize) -> &Lab {
         self.lab.host(i)

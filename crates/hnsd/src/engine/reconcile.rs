@@ -217,7 +217,7 @@ impl Engine {
             } else {
                 let host_if = names::veth_host_name(&rec.ep.id);
                 wanted.insert(host_if.clone());
-                let bridge = if kind == hns_api::NetworkType::Nat {
+                let bridge = if matches!(kind, hns_api::NetworkType::Nat | hns_api::NetworkType::Overlay) {
                     match by_name.get(net.plan.bridge.as_str()).map(|l| l.index) {
                         Some(b) => Some(b),
                         None => self.host.link_by_name(&net.plan.bridge).await.ok().flatten().map(|l| l.index),
