@@ -176,3 +176,30 @@ pub async fn sync_remote(host: &Netlink, vxlan: &str, desired: &[RemoteEntry]) -
     }
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hns_api::NetworkType;
+
+    fn plan(outbound_nat: bool) -> NetworkPlan {
+        NetworkPlan {
+            id: "n".into(),
+            kind: NetworkType::Overlay,
+            bridge: "hns-00000001".into(),
+            bridge_mac: [0, 0x15, 0x5d, 0, 0, 1],
+            subnets: vec![("10.1.0.0/24".parse().unwrap(), "10.1.0.1".parse().unwrap())],
+            internal: false,
+            uplink: None,
+            overlay: Some(OverlayPlan { vxlan: "hnx00000001".into(), vni: 4096, port: 4789, local: None, mtu: 1450, outbound_nat }),
+        }
+    }
+
+    #[test]
+    fn an_overlay_is_isolated_unless_outbound_nat_is_on() {
+        let r = nft_rules(&plan(false));
+        assert!(r.internal && !r.masquerade && r.inbound_closed);
+        let r = nft_rules(&plan(true));
+        assert!(!r.internal && r.masquerade && r.inbound_closed);
+    }
+}

@@ -184,6 +184,13 @@ fn containers_on_three_hosts_talk_tcp_and_udp_and_resolve_each_other_by_name() {
         assert!(out.contains(&format!("answer={}", ip(to))), "web{to} from host{from}: {out}");
     }
 
+    // The local store is enough for the reconciler: a VXLAN device deleted by hand comes back
+    // with every remote endpoint programmed again.
+    h.host(1).in_host("ip", &["link", "del", &vx]).unwrap();
+    let back = eventually(Duration::from_secs(5), || fdb(h.host(1), &vx).contains(&mac_of(&ctrs[2].1)) && fdb(h.host(1), &vx).contains(&mac_of(&ctrs[0].1)));
+    assert!(back, "host1 did not rebuild {vx}: {}", fdb(h.host(1), &vx));
+    assert!(tcp_ok(h.host(1), &ctrs[1].0, &format!("{}:7000", ip(2))), "TCP host1 -> host2 after the repair");
+
     // Removing the network while other hosts use it is refused, naming their endpoints.
     h.apis[1].delete(&format!("/endpoints/{}", ctrs[1].1["ID"].as_str().unwrap()));
     let refused = h.host(1).hnsctl(&["network", "rm", "ov"]).unwrap();
@@ -288,8 +295,18 @@ fn a_killed_host_is_dropped_by_its_peers_after_its_lease_and_a_restart_within_it
 #[test]
 fn with_etcd_down_traffic_flows_cluster_changes_fail_fast_and_everything_converges_after() {
     let mut h = hosts(2, &[]);
-    let net = h.overlay(0, "ov", "10.243.0.0/24");
+    // Through the API this time, with the HNS policies for the VNI and the VXLAN port.
+    let req = json!({"Name": "ov", "Type": "Overlay", "Policies": [{"Type": "VxlanPort", "Settings": {"Port": 4790}}],
+        "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.243.0.0/24", "Policies": [{"Type": "VSID", "Settings": {"IsolationId": 5001}}]}]}]});
+    let net = h.apis[0].post("/networks", &req).ok();
+    assert!(eventually(Duration::from_secs(5), || h.apis[1].get("/networks/ov").status == 200));
     let vx = vxlan_of(&net);
+    let details = h.host(1).in_host("ip", &["-d", "link", "show", &vx]).unwrap().stdout;
+    assert!(details.contains("vxlan id 5001") && details.contains("dstport 4790"), "{details}");
+    // The VNI is cluster-wide: another network cannot take it.
+    let taken = h.apis[1].post("/networks", &json!({"Name": "ov3", "Type": "Overlay",
+        "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.246.0.0/24", "Policies": [{"Type": "VSID", "Settings": {"IsolationId": 5001}}]}]}]}));
+    assert!(taken.status == 409 && taken.raw.contains("VNI 5001 is already used by overlay network ov"), "{}", taken.raw);
     let (a0, a1) = (h.apis[0].container("ov", "a0", json!({})), h.apis[1].container("ov", "a1", json!({})));
     let b0 = h.apis[0].container("ov", "b0", json!({}));
     let mac_b0 = mac_of(&b0.1);
@@ -339,4 +356,22 @@ fn overlay_networks_need_the_cluster_store() {
     assert!(!out.status.success() && text.contains("needs the cluster store") && text.contains("--cluster-store"), "{text}");
     let nodes = lab.hnsctl(&["node", "ls"]).unwrap();
     assert!(!nodes.status.success() && String::from_utf8_lossy(&nodes.stderr).contains("--cluster-store"));
+}
+
+#[test]
+fn a_secured_etcd_takes_client_certificates() {
+    let lab = Lab::new().unwrap();
+    let tls = hns_lab::etcd::EtcdTls::generate(&lab.dir().join("pki"), hns_lab::LAN_ROUTER.into()).unwrap();
+    let _etcd = hns_lab::etcd::EtcdServer::start_tls(lab.lan(), hns_lab::LAN_ROUTER.into(), 2379, tls.clone()).unwrap();
+    let store = format!("etcd://{}:2379", hns_lab::LAN_ROUTER);
+    let (ca, cert, key) = (tls.ca.display().to_string(), tls.client_cert.display().to_string(), tls.client_key.display().to_string());
+    let flags = ["--no-default-network", "--cluster-store", &store, "--advertise-addr", "198.51.100.2", "--node-name", "solo"];
+    let _d = lab.start_hnsd(&[&flags[..], &["--cluster-ca", &ca, "--cluster-cert", &cert, "--cluster-key", &key]].concat()).unwrap();
+    let api = Api::new(&lab);
+    let created = eventually(Duration::from_secs(5), || lab.hnsctl(&["network", "create", "-d", "overlay", "--subnet", "10.247.0.0/24", "ov"]).unwrap().status.success());
+    assert!(created, "no overlay network over TLS: {}", std::fs::read_to_string(lab.log_path()).unwrap());
+    let (_ns, ep) = api.container("ov", "c", json!({}));
+    assert!(ip_of(&ep).starts_with("10.247.0."));
+    let nodes = lab.hnsctl_ok(&["node", "ls"]).unwrap();
+    assert!(nodes.contains("solo (this host)") && nodes.contains("198.51.100.2") && nodes.contains("Up"), "{nodes}");
 }

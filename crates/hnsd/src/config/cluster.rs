@@ -164,6 +164,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_parses_with_every_key_set() {
+        let text = include_str!("../../../../dist/hnsd.toml");
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").filter(|rest| rest.starts_with('[') || rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file: super::super::FileConfig = toml::from_str(&uncommented).unwrap();
+        let c = file.cluster.expect("the [cluster] table");
+        let s = resolve(&ClusterArgs::default(), Some(&c)).unwrap().unwrap();
+        assert_eq!(s.endpoints, ["10.0.0.10:2379", "10.0.0.11:2379"]);
+        assert_eq!((s.node.as_str(), s.lease_ttl_secs, s.tls.is_some()), ("host-a", 15, true));
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let e = r(&["--cluster-store", "etcd://10.0.0.1"]).unwrap_err().to_string();
         assert!(e.contains("is not HOST:PORT"), "{e}");

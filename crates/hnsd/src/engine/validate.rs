@@ -397,7 +397,7 @@ mod tests {
         assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidPolicy, Some("Policies[0].Settings.Enable")));
         let e = parse_network_policies(&[p(serde_json::json!({"Enable": true})), p(serde_json::json!({"Enable": true}))], "Policies").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("Policies[1]"));
-        let other = Policy { kind: "VxlanPort".into(), settings: serde_json::Value::Null };
+        let other = Policy { kind: "HostRoute".into(), settings: serde_json::Value::Null };
         let e = parse_network_policies(&[p(serde_json::json!({"Enable": true})), other], "Policies").unwrap_err();
         assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidPolicyType, Some("Policies[1].Type")));
     }
@@ -436,6 +436,24 @@ mod tests {
         assert_eq!(e.code, ErrorCode::InvalidNetworkType);
         assert!(e.message.contains("ICS") && e.message.contains("NAT") && e.message.contains("Overlay"));
         assert!(check_network_type(NetworkType::Nat).is_ok());
+    }
+
+    #[test]
+    fn overlay_policies_parse_and_refuse_bad_values() {
+        let vxlan = |settings: serde_json::Value| vec![Policy { kind: "VxlanPort".into(), settings }];
+        assert_eq!(parse_network_policies(&vxlan(serde_json::json!({"Port": 4790})), "Policies").unwrap().vxlan_port, Some(4790));
+        let e = parse_network_policies(&vxlan(serde_json::json!({"Port": 0})), "Policies").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("Policies[0].Settings.Port"));
+        let e = parse_network_policies(&vxlan(serde_json::json!({"Port": 70000})), "Policies").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPolicy);
+        let subnet = |id: u32| hns_api::Subnet {
+            ip_address_prefix: "10.9.0.0/24".into(),
+            policies: vec![Policy { kind: "VSID".into(), settings: serde_json::json!({"IsolationId": id}) }],
+            ..Default::default()
+        };
+        assert_eq!(parse_subnet(&subnet(5000), "S").unwrap().vsid, Some(5000));
+        let e = parse_subnet(&subnet(10), "S").unwrap_err();
+        assert!(e.field.as_deref() == Some("S.Policies[0].Settings.IsolationId") && e.message.contains("4096"), "{e:?}");
     }
 
     #[test]
