@@ -375,3 +375,27 @@ fn a_secured_etcd_takes_client_certificates() {
     let nodes = lab.hnsctl_ok(&["node", "ls"]).unwrap();
     assert!(nodes.contains("solo (this host)") && nodes.contains("198.51.100.2") && nodes.contains("Up"), "{nodes}");
 }
+
+#[test]
+fn outbound_goes_through_a_second_endpoint_on_a_nat_network() {
+    let h = hosts(2, &[]);
+    h.overlay(0, "ov", "10.248.0.0/24");
+    h.apis[0].post("/networks", &json!({"Name": "nat", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.249.0.0/24"}]}]})).ok();
+    let (w, ew) = h.apis[0].container("ov", "w", json!({}));
+    let (p, ep) = h.apis[1].container("ov", "p", json!({}));
+    let server = format!("{}:8080", hns_lab::TEST_SERVER);
+    let _srv = h.host(0).start_tcp_server_in_lan(&server).unwrap();
+    // The overlay endpoint has no way out (and no default route that would hide one).
+    let routes = in_ns(h.host(0), &w, "ip", &["route"]).stdout;
+    assert!(!routes.contains("default"), "{routes}");
+    assert!(!tcp_ok(h.host(0), &w, &server));
+    let e = h.apis[0].post("/endpoints", &json!({"HostComputeNetwork": "ov", "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80}}]}));
+    assert!(e.status == 400 && e.raw.contains("endpoint on a nat network"), "{}", e.raw);
+    // A second endpoint on a nat network takes the default route and is masqueraded.
+    h.apis[0].post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": w["ID"]})).ok();
+    let out = in_ns(h.host(0), &w, &probe(), &["connect-tcp", &server, "--timeout-ms", "2000"]).stdout;
+    assert!(out.contains(&format!("peer={}:", hns_lab::HOST_UPLINK)), "outbound through the nat endpoint: {out}");
+    // The overlay still works beside it.
+    assert!(ping(h.host(0), &w, &ip_of(&ep)), "overlay peer from the two-endpoint container");
+    assert!(ping(h.host(1), &p, &ip_of(&ew)));
+}
