@@ -179,6 +179,11 @@ pub struct HostComputeNetwork {
     /// Extension: no traffic leaves the network (Docker's `--internal`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub internal: bool,
+    /// Extension, overlay networks only: every host masquerades the network's traffic to the
+    /// outside and its endpoints get a default route through the gateway (off by default: as
+    /// on Windows, a container reaches the outside through a second endpoint on a nat network).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub outbound_nat: bool,
     /// Extension, read-only: the Linux bridge (or uplink) of the network.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub interface_name: String,

@@ -52,7 +52,7 @@ async fn build(h: &Host) -> Netlink {
     let vx = nl.ensure_vxlan(&spec).await.unwrap();
     // Idempotent: a second call finds the device as specified and keeps it.
     assert_eq!(nl.ensure_vxlan(&spec).await.unwrap(), vx);
-    nl.create_veth_into("veth-c", br, "eth0", &h.ctr_ns, h.ctr_mac, Some(mtu)).await.unwrap();
+    nl.create_veth_into("veth-c", Some(br), "eth0", &h.ctr_ns, h.ctr_mac, Some(mtu)).await.unwrap();
     nl.set_up("veth-c").await.unwrap();
     let addr = format!("{}/24", h.ctr_ip);
     h.ctr.ip(&["addr", "add", &addr, "dev", "eth0"]).unwrap();

@@ -181,14 +181,15 @@ Options (-o KEY=VALUE), KEY being com.docker.network.windowsshim.<name>:
   dnsservers=A,B     Dns.ServerList
   interface=IFACE    the uplink (a NetAdapterName policy)
   vlanid=N           a VLAN policy on every subnet
-  vsid=N             a VSID policy on every subnet
+  vsid=N             a VSID policy on every subnet (an overlay network's VNI, 4096 or more)
 
 Examples:
   hnsctl network create -d nat --subnet 172.30.0.0/16 mynat
   hnsctl network create -d nat --subnet 172.31.0.0/16 --gateway 172.31.0.1 \\
       --ip-range 172.31.128.0/17 --aux-address router=172.31.0.2 --internal iso
   hnsctl network create -d l2bridge --subnet 10.10.0.0/24 --gateway 10.10.0.1 \\
-      -o com.docker.network.windowsshim.interface=eth1 l2net")]
+      -o com.docker.network.windowsshim.interface=eth1 l2net
+  hnsctl network create -d overlay --subnet 10.240.0.0/16 web      (hnsd --cluster-store ...)")]
 pub struct NetworkCreateArgs {
     /// Driver: nat, transparent, l2bridge, l2tunnel or overlay.
     #[arg(short = 'd', long, default_value = "nat")]
@@ -208,6 +209,10 @@ pub struct NetworkCreateArgs {
     /// No traffic leaves the network.
     #[arg(long)]
     pub internal: bool,
+    /// Overlay networks: masquerade their traffic to the outside on every host (by default an
+    /// overlay container reaches the outside through a second endpoint on a nat network).
+    #[arg(long)]
+    pub outbound_nat: bool,
     /// Driver option (see below).
     #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
     pub opt: Vec<String>,

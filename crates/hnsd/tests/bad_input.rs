@@ -67,6 +67,7 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
         case("unknown driver", "POST", "/networks", json!({"Name": "n2", "Type": "bridge"}), 400, "INVALID_NETWORK_TYPE", Some("Type")),
         case("driver not implemented", "POST", "/networks", json!({"Name": "n2", "Type": "ICS"}), 400, "INVALID_NETWORK_TYPE", Some("Type")),
         case("overlay without a cluster store", "POST", "/networks", json!({"Name": "n2", "Type": "Overlay", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.81.0.0/24"}]}]}), 400, "INVALID_NETWORK_TYPE", Some("Type")),
+        case("OutboundNat on a nat network", "POST", "/networks", json!({"Name": "n2", "OutboundNat": true}), 400, "INVALID_NETWORK", Some("OutboundNat")),
         case("VxlanPort on a nat network", "POST", "/networks", json!({"Name": "n2", "Policies": [{"Type": "VxlanPort", "Settings": {"Port": 4789}}]}), 400, "INVALID_POLICY", Some("Policies[0]")),
         case("VSID on a nat network", "POST", "/networks", json!({"Name": "n2", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.81.0.0/24", "Policies": [{"Type": "VSID", "Settings": {"IsolationId": 5000}}]}]}]}), 400, "INVALID_POLICY", Some("Ipams[0].Subnets[0].Policies")),
         case("unknown network policy", "POST", "/networks", json!({"Name": "n2", "Policies": [{"Type": "Bogus", "Settings": {}}]}), 400, "INVALID_POLICY_TYPE", Some("Policies[0].Type")),

@@ -398,4 +398,13 @@ fn outbound_goes_through_a_second_endpoint_on_a_nat_network() {
     // The overlay still works beside it.
     assert!(ping(h.host(0), &w, &ip_of(&ep)), "overlay peer from the two-endpoint container");
     assert!(ping(h.host(1), &p, &ip_of(&ew)));
+
+    // With outbound NAT (created on host1), every host masquerades the network itself.
+    h.host(1).hnsctl_ok(&["network", "create", "-d", "overlay", "--outbound-nat", "--subnet", "10.251.0.0/24", "out"]).unwrap();
+    assert!(eventually(Duration::from_secs(5), || h.apis[0].get("/networks/out").status == 200));
+    assert_eq!(h.apis[0].get("/networks/out").ok()["OutboundNat"], true);
+    let (o, _) = h.apis[0].container("out", "o", json!({}));
+    assert!(in_ns(h.host(0), &o, "ip", &["route"]).stdout.contains("default via 10.251.0.1"));
+    let out = in_ns(h.host(0), &o, &probe(), &["connect-tcp", &server, "--timeout-ms", "2000"]).stdout;
+    assert!(out.contains(&format!("peer={}:", hns_lab::HOST_UPLINK)), "outbound NAT on the overlay: {out}");
 }

@@ -48,6 +48,9 @@ impl Engine {
         req.kind = Some(kind);
         let policies = validate::parse_network_policies(&req.policies, "Policies")?;
         let original_policies = req.policies.clone();
+        if req.outbound_nat && kind != NetworkType::Overlay {
+            return Err(ApiError::field(ErrorCode::InvalidNetwork, "OutboundNat", format!("OutboundNat is an option of overlay networks; a {kind} network is {}", if kind == NetworkType::Nat { "always masqueraded" } else { "never NATed by hns" })));
+        }
         if policies.vxlan_port.is_some() && kind != NetworkType::Overlay {
             return Err(ApiError::field(ErrorCode::InvalidPolicy, policy_field(&req.policies, "VxlanPort"), format!("VxlanPort sets the VXLAN port of overlay networks; a {kind} network has none")));
         }

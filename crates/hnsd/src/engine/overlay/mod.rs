@@ -98,7 +98,7 @@ pub fn plan_from_record(net: &HostComputeNetwork) -> std::result::Result<Overlay
         port: policies.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT),
         local: None,
         mtu: 0,
-        outbound_nat: false,
+        outbound_nat: net.outbound_nat,
     })
 }
 

@@ -24,6 +24,7 @@ fn with_cluster_facts(mut rec: NetworkRecord, on: &OverlayNetwork) -> NetworkRec
             s.policies.push(Policy { kind: "VSID".into(), settings: json!({ "IsolationId": on.vni }) });
         }
     }
+    rec.net.outbound_nat = on.outbound_nat;
     rec.net.policies.retain(|p| !p.kind.eq_ignore_ascii_case("VxlanPort"));
     rec.net.policies.push(Policy { kind: "VxlanPort".into(), settings: json!({ "Port": on.vxlan_port }) });
     rec
@@ -44,6 +45,7 @@ fn request_for(on: &OverlayNetwork) -> HostComputeNetwork {
         kind: Some(NetworkType::Overlay),
         ipams: vec![Ipam { kind: IpamType::Static, subnets: vec![subnet] }],
         policies: vec![Policy { kind: "VxlanPort".into(), settings: json!({ "Port": on.vxlan_port }) }],
+        outbound_nat: on.outbound_nat,
         ..Default::default()
     }
 }
@@ -75,7 +77,15 @@ impl Engine {
         };
         let (subnet, gateway) = net.plan.subnets[0];
         let (cluster, local) = self.cluster_for(&what)?;
-        let spec = OverlayNetworkSpec { id: net.rec.net.id.clone(), name: net.rec.net.name.clone(), subnet, gateway, vni, vxlan_port: port };
+        let spec = OverlayNetworkSpec {
+            id: net.rec.net.id.clone(),
+            name: net.rec.net.name.clone(),
+            subnet,
+            gateway,
+            vni,
+            vxlan_port: port,
+            outbound_nat: net.rec.net.outbound_nat,
+        };
         let on = cluster.create_network(spec).await.map_err(|e| {
             let code = if e.to_string().contains("overlaps") { ErrorCode::SubnetInUse } else { ErrorCode::NetworkAlreadyExists };
             cluster_err(e, code)
@@ -115,11 +125,11 @@ impl Engine {
     pub(crate) async fn ensure_cluster_network(&mut self, on: &OverlayNetwork) {
         if let Some(n) = self.networks.get(&on.id) {
             match &n.plan.overlay {
-                Some(o) if o.vni == on.vni && o.port == on.vxlan_port => {
+                Some(o) if o.vni == on.vni && o.port == on.vxlan_port && o.outbound_nat == on.outbound_nat => {
                     self.overlay.problems.remove(&on.id);
                 }
                 _ => {
-                    let problem = format!("overlay network {} (id {}): this host has another network with that ID ({})", on.name, on.id, n.rec.net.name);
+                    let problem = format!("overlay network {} (id {}): this host's copy ({}) differs from the cluster's", on.name, on.id, n.rec.net.name);
                     self.overlay.problems.insert(on.id.clone(), problem);
                 }
             }
