@@ -19,6 +19,10 @@
 //! Only documentation address ranges are used (RFC 5737: 198.51.100.0/24 and
 //! 203.0.113.0/24), so nothing the lab does can collide with a real network.
 //!
+//! For overlay networks, a [`ClusterLab`] joins several such hosts through a second
+//! adapter (`ul0`) to one underlay switch (10.99.0.0/24, in a namespace of its own) where a
+//! real etcd runs ([`etcd::EtcdServer`]); each host keeps its own LAN as above.
+//!
 //! ## Why "holder" processes instead of `ip netns add`
 //!
 //! A namespace lives as long as something references it. `ip netns add`
