@@ -150,6 +150,17 @@ fn containers_on_three_hosts_talk_tcp_and_udp_and_resolve_each_other_by_name() {
     for want in [format!("vxlan id {vni}"), "nolearning".into(), "proxy".into(), "dstport 4789".into(), "mtu 1450".into()] {
         assert!(details.contains(&want), "{want} missing: {details}");
     }
+    // Every host's bridge holds the gateway with the same MAC; it never appears on the VXLAN.
+    let bridge = net["InterfaceName"].as_str().unwrap().to_owned();
+    let bridge_mac = |i: usize| {
+        let line = h.host(i).in_host("ip", &["-o", "link", "show", &bridge]).unwrap().stdout;
+        line.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap().to_owned()
+    };
+    for i in 0..3 {
+        assert!(h.host(i).in_host("ip", &["-o", "addr", "show", &bridge]).unwrap().stdout.contains(&format!("{gw}/24")));
+        assert_eq!(bridge_mac(i), bridge_mac(0));
+        assert!(!fdb(h.host(i), &vx).contains(&bridge_mac(0)), "the gateway MAC is on the VXLAN of host{i}");
+    }
     let eth0 = in_ns(h.host(2), &ctrs[2].0, "ip", &["-o", "link", "show", "eth0"]).stdout;
     assert!(eth0.contains("mtu 1450"), "{eth0}");
 
