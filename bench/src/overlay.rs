@@ -145,16 +145,16 @@ pub fn run(endpoints: usize, seconds: u64, host_counts: &[usize]) -> Result<()> 
 fn reachability_and_throughput(endpoints: usize, seconds: u64) -> Result<()> {
     let (lab, _daemons, mut c) = cluster(3)?;
     c[0].call("POST", "/networks", Some(&json!({"Name": "bench", "Type": "Overlay", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.240.0.0/20"}]}]})))?;
-    for k in 1..3 {
-        while c[k].call("GET", "/networks/bench", None).is_err() {
+    for peer in &mut c[1..] {
+        while peer.call("GET", "/networks/bench", None).is_err() {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
     let mut clients = Vec::new();
     let mut probers = Vec::new();
-    for k in 1..3 {
-        let ns = c[k].call("POST", "/namespaces", Some(&json!({"Name": format!("client{k}")})))?;
-        let ep = c[k].call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench", "HostComputeNamespace": ns["ID"]})))?;
+    for (k, peer) in c.iter_mut().enumerate().skip(1) {
+        let ns = peer.call("POST", "/namespaces", Some(&json!({"Name": format!("client{k}")})))?;
+        let ep = peer.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench", "HostComputeNamespace": ns["ID"]})))?;
         probers.push(Prober::start(lab.host(k), &ns)?);
         clients.push((ns, ep));
     }

@@ -258,10 +258,9 @@ impl Engine {
             addresses.push((ip, c.prefix_length));
             if let Some((_, gw)) = net.plan.subnets.iter().find(|(s, _)| s.contains(&ip))
                 && overlay::routes_out(&net.plan)
+                && !gateways.iter().any(|g: &IpAddr| g.is_ipv4() == gw.is_ipv4())
             {
-                if !gateways.iter().any(|g: &IpAddr| g.is_ipv4() == gw.is_ipv4()) {
-                    gateways.push(*gw);
-                }
+                gateways.push(*gw);
             }
         }
         let routes = rec
