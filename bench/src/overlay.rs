@@ -187,14 +187,13 @@ fn reachability_and_throughput(endpoints: usize, seconds: u64) -> Result<()> {
     drop(probers);
 
     // Throughput: container on A -> container on B through hns; a raw VXLAN pair between
-    // the same host namespaces; the underlay.
+    // the same host namespaces; the underlay. iperf3 when installed, else labprobe's 1-byte
+    // round trips (a latency comparison, not a throughput one).
     let (server_ns, server_ep) = &clients[0];
     let server_ip = ip(server_ep);
     let client_ns = &made.first().context("at least one endpoint")?.0;
-    let hns = iperf(|| in_compartment(lab.host(1), server_ns, "iperf3"), || in_compartment(lab.host(0), client_ns, "iperf3"), &server_ip, seconds)?;
     for (i, (peer, me)) in [(2, 1), (1, 2)].iter().enumerate() {
-        let host = lab.host(i);
-        host.host().sh(&format!(
+        lab.host(i).host().sh(&format!(
             "set -e
              ip link add vxraw type vxlan id 99 local 10.99.0.{me} remote 10.99.0.{peer} dstport 4790 nolearning
              ip link set vxraw mtu 1450
@@ -202,17 +201,53 @@ fn reachability_and_throughput(endpoints: usize, seconds: u64) -> Result<()> {
              ip link set vxraw up"
         ))?;
     }
-    let raw = iperf(|| lab.host(1).host().cmd("iperf3"), || lab.host(0).host().cmd("iperf3"), "10.98.0.2", seconds);
-    let underlay = iperf(|| lab.host(1).host().cmd("iperf3"), || lab.host(0).host().cmd("iperf3"), "10.99.0.2", seconds);
+    let iperf3 = Command::new("iperf3").arg("--version").output().is_ok_and(|o| o.status.success());
+    let paths: [(&str, Box<dyn Fn(&str) -> Command>, Box<dyn Fn(&str) -> Command>, String); 3] = [
+        ("container -> container through hns overlay", Box::new(|p| in_compartment(lab.host(1), server_ns, p)), Box::new(|p| in_compartment(lab.host(0), client_ns, p)), server_ip),
+        ("raw VXLAN pair set up by hand (host to host)", Box::new(|p| lab.host(1).host().cmd(p)), Box::new(|p| lab.host(0).host().cmd(p)), "10.98.0.2".into()),
+        ("underlay, no encapsulation", Box::new(|p| lab.host(1).host().cmd(p)), Box::new(|p| lab.host(0).host().cmd(p)), "10.99.0.2".into()),
+    ];
+    let results: Vec<Result<String>> = paths
+        .iter()
+        .map(|(_, server, client, addr)| {
+            if iperf3 {
+                iperf(|| server("iperf3"), || client("iperf3"), addr, seconds).map(|g| format!("{g:.2}"))
+            } else {
+                round_trips(|| server(&probe.display().to_string()), || client(&probe.display().to_string()), addr, seconds)
+            }
+        })
+        .collect();
     for i in 0..2 {
         let _ = lab.host(i).host().ip(&["link", "del", "vxraw"]);
     }
-    let (raw, underlay) = (raw?, underlay?);
-    println!("\nTCP throughput host A -> host B (iperf3, {seconds} s, one stream, MTU 1450 inside VXLAN, 1500 underlay):");
-    println!("  container -> container through hns overlay   {hns:>6.2} Gbit/s ({:.2} of raw VXLAN)", hns / raw);
-    println!("  raw VXLAN pair set up by hand (host to host)  {raw:>6.2} Gbit/s");
-    println!("  underlay, no encapsulation                    {underlay:>6.2} Gbit/s");
+    if iperf3 {
+        let g: Vec<f64> = results.into_iter().map(|r| r.and_then(|v| Ok(v.parse::<f64>()?))).collect::<Result<_>>()?;
+        println!("\nTCP throughput host A -> host B (iperf3, {seconds} s, one stream, MTU 1450 inside VXLAN, 1500 underlay):");
+        println!("  {:<46} {:>6.2} Gbit/s ({:.2} of raw VXLAN)", paths[0].0, g[0], g[0] / g[1]);
+        println!("  {:<46} {:>6.2} Gbit/s", paths[1].0, g[1]);
+        println!("  {:<46} {:>6.2} Gbit/s", paths[2].0, g[2]);
+    } else {
+        println!("\niperf3 is not installed: 1-byte TCP round trips host A -> host B instead (labprobe rr, {seconds} s):");
+        for ((what, ..), r) in paths.iter().zip(results) {
+            println!("  {what:<46} {}", r?);
+        }
+    }
     Ok(())
+}
+
+/// `labprobe rr` from a client to a `serve-tcp` server (both built by the callers).
+fn round_trips(server: impl Fn() -> Command, client: impl Fn() -> Command, addr: &str, seconds: u64) -> Result<String> {
+    let target = format!("{addr}:7100");
+    let mut s = server();
+    s.args(["serve-tcp", &target]);
+    let (mut srv, _out) = spawn_ready(s, "listening")?;
+    let out = client().args(["rr", &target, "--seconds", &seconds.to_string()]).output()?;
+    let _ = srv.kill();
+    let _ = srv.wait();
+    if !out.status.success() {
+        bail!("labprobe rr {target}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Gbit/s from an iperf3 client (built by `client`) to a one-shot server (built by `server`).
