@@ -419,3 +419,37 @@ fn outbound_goes_through_a_second_endpoint_on_a_nat_network() {
     let out = in_ns(h.host(0), &o, &probe(), &["connect-tcp", &server, "--timeout-ms", "2000"]).stdout;
     assert!(out.contains(&format!("peer={}:", hns_lab::HOST_UPLINK)), "outbound NAT on the overlay: {out}");
 }
+
+#[test]
+fn a_silent_partition_from_etcd_costs_one_request_timeout_then_fails_at_once() {
+    let h = hosts(2, &[]);
+    h.overlay(0, "ov", "10.252.0.0/24");
+    let (a0, _) = h.apis[0].container("ov", "a0", json!({}));
+    let (_, e1) = h.apis[1].container("ov", "a1", json!({}));
+    // Packets between host0 and etcd vanish: no reset, nothing (a table of the test's own).
+    let etcd = hns_lab::cluster::ETCD_IP.to_string();
+    h.host(0)
+        .host()
+        .sh(&format!(
+            "set -e
+             nft add table inet labcut
+             nft add chain inet labcut out '{{ type filter hook output priority 0; }}'
+             nft add chain inet labcut in '{{ type filter hook input priority 0; }}'
+             nft add rule inet labcut out ip daddr {etcd} drop
+             nft add rule inet labcut in ip saddr {etcd} drop"
+        ))
+        .unwrap();
+    let attempt = || {
+        let t = Instant::now();
+        (h.apis[0].post("/endpoints", &json!({"HostComputeNetwork": "ov"})), t.elapsed())
+    };
+    let (first, took) = attempt();
+    assert!(first.status == 503 && first.raw.contains("etcd is unreachable"), "{}", first.raw);
+    assert!(took < Duration::from_millis(4500), "the first attempt took {took:?}");
+    let (second, took) = attempt();
+    assert!(second.status == 503 && took < Duration::from_millis(500), "{took:?}: {}", second.raw);
+    assert!(ping(h.host(0), &a0, &ip_of(&e1)), "the overlay must keep forwarding");
+    h.host(0).host().sh("nft delete table inet labcut").unwrap();
+    let back = eventually(Duration::from_secs(40), || attempt().0.status == 200);
+    assert!(back, "cluster operations did not come back after the partition healed");
+}

@@ -68,7 +68,8 @@ impl Engine {
         }
         let requested: Option<IpAddr> = req.ip_configurations.first().and_then(|c| c.ip_address.parse().ok());
         let (cluster, local) = self.cluster_for(&format!("create an endpoint on overlay network {net_name:?}"))?;
-        let ip = cluster.allocate_address(&net_id, &req.id, &local.node, requested).await.map_err(|e| cluster_err(e, ErrorCode::AddrInUse))?;
+        let allocated = cluster.allocate_address(&net_id, &req.id, &local.node, requested).await;
+        let ip = self.checked(allocated).map_err(|e| cluster_err(e, ErrorCode::AddrInUse))?;
         let plen = self.networks[&net_id].plan.subnets.iter().find(|(s, _)| s.contains(&ip)).map(|(s, _)| s.prefix_len()).unwrap_or(0);
         req.ip_configurations = vec![IpConfig { ip_address: ip.to_string(), prefix_length: plen, ip_subnet_id: String::new() }];
         if req.mac_address.is_empty() {
@@ -103,7 +104,10 @@ impl Engine {
             }
         };
         let published = match (self.cluster_record(&self.endpoints[&ep.id]), self.cluster_for("publish the endpoint")) {
-            (Some(record), Ok((cluster, _))) => cluster.put_endpoint(record).await.map_err(|e| cluster_err(e, ErrorCode::AddrInUse)),
+            (Some(record), Ok((cluster, _))) => {
+                let put = cluster.put_endpoint(record).await;
+                self.checked(put).map_err(|e| cluster_err(e, ErrorCode::AddrInUse))
+            }
             (None, _) => Err(ApiError::internal(format!("endpoint {} has no usable address or MAC", ep.id))),
             (_, Err(e)) => Err(e),
         };
@@ -122,7 +126,10 @@ impl Engine {
         self.overlay_vxlan(&rec.network_id)?;
         let r = Reserved { net_id: rec.network_id.clone(), ep_id: ep_id.to_owned() };
         let withdrawn = match self.cluster_for("withdraw the endpoint") {
-            Ok((cluster, _)) => cluster.delete_endpoint(&r.net_id, ep_id).await.map_err(|e| e.to_string()),
+            Ok((cluster, _)) => {
+                let deleted = cluster.delete_endpoint(&r.net_id, ep_id).await;
+                self.checked(deleted).map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.message),
         };
         if let Err(e) = withdrawn {
@@ -144,7 +151,10 @@ impl Engine {
 
     async fn release_cluster_address(&mut self, r: &Reserved) {
         let released = match self.cluster_for("release the address") {
-            Ok((cluster, _)) => cluster.release_address(&r.net_id, &r.ep_id).await.map(|_| ()).map_err(|e| e.to_string()),
+            Ok((cluster, _)) => {
+                let released = cluster.release_address(&r.net_id, &r.ep_id).await;
+                self.checked(released).map(|_| ()).map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.message),
         };
         if let Err(e) = released {

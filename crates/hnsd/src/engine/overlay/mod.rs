@@ -26,6 +26,7 @@ mod sync;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use hns_api::{ApiError, ErrorCode, HostComputeNetwork};
 use hns_cluster::{Cluster, ClusterEndpoint, ClusterError};
@@ -77,7 +78,15 @@ pub struct OverlayState {
     pub(crate) own_dirty: bool,
     /// Cluster networks this host could not build, with the reason (shown by `info`).
     pub(crate) problems: BTreeMap<String, String>,
+    /// An operation found etcd unreachable while the watch still looked healthy (a silent
+    /// partition: no reset, so only the request timeout tells): until then, cluster
+    /// operations fail at once with that reason instead of each waiting for the timeout
+    /// while holding the engine.
+    pub(crate) quiet: Option<(Instant, String)>,
 }
+
+/// How long cluster operations fail at once after one found etcd unreachable.
+const QUIET: Duration = Duration::from_secs(5);
 
 /// The VXLAN port when the network has no `VxlanPort` policy.
 pub const DEFAULT_VXLAN_PORT: u16 = hns_kernel::vxlan::VXLAN_PORT;
@@ -167,11 +176,26 @@ impl Engine {
             ));
         };
         let unavailable = |reason: &str| ApiError::new(ErrorCode::Unavailable, format!("cannot {what}: {reason}; overlay traffic keeps flowing, but overlay networks cannot change until etcd is back"));
+        if let Some((until, reason)) = &self.overlay.quiet
+            && Instant::now() < *until
+        {
+            return Err(unavailable(reason));
+        }
         match (&self.overlay.cluster, &self.overlay.link) {
             (Some(c), Link::Online) => Ok((c.clone(), local.clone())),
             (_, Link::Offline(reason) | Link::Connecting(reason)) => Err(unavailable(reason)),
             _ => Err(unavailable(&format!("etcd is unreachable at {}", local.store))),
         }
+    }
+
+    /// Passes a cluster result through, noting an unreachable etcd (see `quiet`).
+    pub(crate) fn checked<T>(&mut self, r: std::result::Result<T, ClusterError>) -> std::result::Result<T, ClusterError> {
+        if let Err(e) = &r
+            && e.is_unreachable()
+        {
+            self.overlay.quiet = Some((Instant::now() + QUIET, e.to_string()));
+        }
+        r
     }
 
     /// Problems of the cluster link and of networks this host could not build, for `info`.

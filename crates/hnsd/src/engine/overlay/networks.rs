@@ -86,7 +86,8 @@ impl Engine {
             vxlan_port: port,
             outbound_nat: net.rec.net.outbound_nat,
         };
-        let on = cluster.create_network(spec).await.map_err(|e| {
+        let created = cluster.create_network(spec).await;
+        let on = self.checked(created).map_err(|e| {
             let code = if e.to_string().contains("overlaps") { ErrorCode::SubnetInUse } else { ErrorCode::NetworkAlreadyExists };
             cluster_err(e, code)
         })?;
@@ -109,7 +110,8 @@ impl Engine {
     pub(crate) async fn delete_overlay_in_cluster(&mut self, id: &str) -> Result<()> {
         let name = self.networks.get(id).map(|n| n.rec.net.name.clone()).unwrap_or_default();
         let (cluster, local) = self.cluster_for(&format!("remove overlay network {name:?}"))?;
-        match cluster.delete_network(id, &local.node).await {
+        let deleted = cluster.delete_network(id, &local.node).await;
+        match self.checked(deleted) {
             // Already gone from the cluster (deleted elsewhere meanwhile): just remove it here.
             Ok(()) | Err(hns_cluster::ClusterError::NotFound { .. }) => {
                 self.forget_remote_network(id);

@@ -50,6 +50,7 @@ impl Engine {
     async fn apply_snapshot(&mut self, s: Snapshot, me: &str) {
         tracing::info!(revision = s.revision, networks = s.networks.len(), endpoints = s.endpoints.len(), nodes = s.nodes.len(), "cluster snapshot");
         self.overlay.link = Link::Online;
+        self.overlay.quiet = None;
         for n in &s.networks {
             self.ensure_cluster_network(n).await;
         }
@@ -100,7 +101,8 @@ impl Engine {
             self.overlay.own_dirty = true;
             return;
         };
-        match self.sync_own_with(&cluster, &local.node, published).await {
+        let synced = self.sync_own_with(&cluster, &local.node, published).await;
+        match self.checked(synced) {
             Ok(()) => self.overlay.own_dirty = false,
             Err(e) => {
                 tracing::warn!("this host's cluster records are not in sync yet (retried on the next pass): {e}");
