@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod overlay;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -71,6 +73,23 @@ enum Cmd {
         #[command(flatten)]
         inner: Inner,
     },
+    /// Overlay networks across lab hosts with a real etcd: attach on host A to the first
+    /// connection from hosts B and C, throughput across hosts vs a raw VXLAN pair, and
+    /// convergence with a growing number of hosts.
+    Overlay {
+        /// Endpoints attached on host A, one at a time.
+        #[arg(long, default_value_t = 200)]
+        endpoints: usize,
+        /// Seconds of each throughput run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Cluster sizes of the convergence runs.
+        #[arg(long, value_delimiter = ',', default_value = "3,6,12")]
+        hosts: Vec<usize>,
+    },
+    /// (internal) The connection prober `overlay` runs inside client compartments.
+    #[command(hide = true)]
+    OverlayProbe,
     Portmap {
         #[arg(long, default_value_t = 10000)]
         count: usize,
@@ -123,6 +142,8 @@ fn main() -> Result<()> {
         Cmd::Dns { count, .. } => in_lab(&[s(&"dns"), s(&"--count"), s(&count)]),
         Cmd::Portmap { count, seconds, inner: Inner { inner_socket: Some(sock), lan_pid } } => portmap_inner(&sock, count, seconds, lan_pid.context("--lan-pid")?),
         Cmd::Portmap { count, seconds, .. } => in_lab(&[s(&"portmap"), s(&"--count"), s(&count), s(&"--seconds"), s(&seconds)]),
+        Cmd::Overlay { endpoints, seconds, hosts } => overlay::run(endpoints, seconds, &hosts),
+        Cmd::OverlayProbe => overlay::probe_main(),
     }
 }
 

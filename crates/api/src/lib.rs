@@ -8,10 +8,12 @@
 //! - [`modify`]: the `{ResourceType, RequestType, Settings}` modify requests;
 //! - [`portmap`]: the `PortMapping` endpoint policy and the mapping listing;
 //! - [`error`]: [`ApiError`] with stable HCN-style codes, mapped to HTTP statuses;
-//! - [`decode`]: JSON decoding that names the offending field.
+//! - [`decode`]: JSON decoding that names the offending field;
+//! - [`cluster`]: the hosts of an overlay cluster (`/nodes`, an extension).
 //!
 //! Extensions beyond the HNS schema are plain top-level fields, documented on the field.
 
+pub mod cluster;
 pub mod decode;
 pub mod enums;
 pub mod error;
@@ -19,6 +21,7 @@ pub mod modify;
 pub mod portmap;
 pub mod schema;
 
+pub use cluster::*;
 pub use enums::*;
 pub use error::{ApiError, ErrorCode};
 pub use modify::*;

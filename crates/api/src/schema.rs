@@ -179,6 +179,11 @@ pub struct HostComputeNetwork {
     /// Extension: no traffic leaves the network (Docker's `--internal`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub internal: bool,
+    /// Extension, overlay networks only: every host masquerades the network's traffic to the
+    /// outside and its endpoints get a default route through the gateway (off by default: as
+    /// on Windows, a container reaches the outside through a second endpoint on a nat network).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub outbound_nat: bool,
     /// Extension, read-only: the Linux bridge (or uplink) of the network.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub interface_name: String,
@@ -234,7 +239,8 @@ pub struct HostComputeEndpoint {
     /// Empty: hns chooses one. Emitted as `00-15-5D-..`; `:` is accepted too.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mac_address: String,
-    /// EndpointFlags bitmask. No flag is supported yet.
+    /// EndpointFlags bitmask. hns sets `RemoteEndpoint` (1) on the endpoints of other hosts it
+    /// lists for overlay networks; no flag is accepted on input yet.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub flags: u32,
     #[serde(default)]

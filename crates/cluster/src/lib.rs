@@ -34,6 +34,7 @@
 //!         gateway: "10.200.0.1".parse().unwrap(),
 //!         vni: None,
 //!         vxlan_port: 4789,
+//!         outbound_nat: false,
 //!     })
 //!     .await?;
 //! let ip = cluster.allocate_address(&net.id, "ep1", &me.name, None).await?;

@@ -29,6 +29,9 @@ pub struct OverlayNetworkSpec {
     pub vni: Option<u32>,
     /// UDP port of the VXLAN devices (4789 is the IANA port).
     pub vxlan_port: u16,
+    /// Every host masquerades the network's traffic to the outside (off: the network is not
+    /// routed out, as on Windows).
+    pub outbound_nat: bool,
 }
 
 /// An overlay network as stored: the spec with its VNI decided.
@@ -40,6 +43,9 @@ pub struct OverlayNetwork {
     pub gateway: IpAddr,
     pub vni: u32,
     pub vxlan_port: u16,
+    /// Absent in values written before the option existed: off.
+    #[serde(default)]
+    pub outbound_nat: bool,
 }
 
 /// An endpoint published to the cluster, so every other host can program the FDB and

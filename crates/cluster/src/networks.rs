@@ -27,6 +27,7 @@ pub(crate) fn check_against(spec: &OverlayNetworkSpec, existing: &[OverlayNetwor
             && same.subnet == spec.subnet
             && same.gateway == spec.gateway
             && same.vxlan_port == spec.vxlan_port
+            && same.outbound_nat == spec.outbound_nat
             && spec.vni.is_none_or(|v| v == same.vni);
         return if identical {
             Ok(Some(same.clone()))
@@ -88,6 +89,7 @@ impl Cluster {
                 gateway: spec.gateway,
                 vni,
                 vxlan_port: spec.vxlan_port,
+                outbound_nat: spec.outbound_nat,
             };
             let vni_key = keys::vni(vni);
             let txn = Txn::new()
@@ -190,11 +192,11 @@ mod tests {
             ipnet::IpNet::V4(n) => std::net::IpAddr::V4(n.hosts().next().unwrap()),
             ipnet::IpNet::V6(n) => std::net::IpAddr::V6(n.hosts().nth(1).unwrap()),
         };
-        OverlayNetwork { id: id.into(), name: name.into(), subnet, gateway, vni, vxlan_port: 4789 }
+        OverlayNetwork { id: id.into(), name: name.into(), subnet, gateway, vni, vxlan_port: 4789, outbound_nat: false }
     }
 
     fn spec(n: &OverlayNetwork, vni: Option<u32>) -> OverlayNetworkSpec {
-        OverlayNetworkSpec { id: n.id.clone(), name: n.name.clone(), subnet: n.subnet, gateway: n.gateway, vni, vxlan_port: n.vxlan_port }
+        OverlayNetworkSpec { id: n.id.clone(), name: n.name.clone(), subnet: n.subnet, gateway: n.gateway, vni, vxlan_port: n.vxlan_port, outbound_nat: n.outbound_nat }
     }
 
     #[test]

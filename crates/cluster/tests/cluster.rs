@@ -18,7 +18,7 @@ fn spec(id: &str, name: &str, subnet: &str, vni: Option<u32>) -> OverlayNetworkS
         ipnet::IpNet::V4(n) => IpAddr::V4(n.hosts().next().unwrap()),
         ipnet::IpNet::V6(n) => IpAddr::V6(n.hosts().nth(1).unwrap()),
     };
-    OverlayNetworkSpec { id: id.into(), name: name.into(), subnet, gateway, vni, vxlan_port: 4789 }
+    OverlayNetworkSpec { id: id.into(), name: name.into(), subnet, gateway, vni, vxlan_port: 4789, outbound_nat: false }
 }
 
 fn node(name: &str, last_octet: u8) -> NodeInfo {

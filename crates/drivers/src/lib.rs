@@ -18,6 +18,7 @@ use ipnet::IpNet;
 pub mod l2bridge;
 pub mod l2tunnel;
 pub mod nat;
+pub mod overlay;
 pub mod transparent;
 
 /// What the kernel needs to know about a network.
@@ -33,6 +34,8 @@ pub struct NetworkPlan {
     pub internal: bool,
     /// External networks: the links between the host's adapter(s) and the endpoints.
     pub uplink: Option<UplinkPlan>,
+    /// Overlay networks: the VXLAN side.
+    pub overlay: Option<overlay::OverlayPlan>,
 }
 
 impl NetworkPlan {
@@ -68,7 +71,7 @@ pub type Result<T> = std::result::Result<T, KernelError>;
 
 /// The network types that have a driver in this build.
 pub fn implemented(kind: NetworkType) -> bool {
-    matches!(kind, NetworkType::Nat | NetworkType::Transparent | NetworkType::L2Bridge | NetworkType::L2Tunnel)
+    matches!(kind, NetworkType::Nat | NetworkType::Transparent | NetworkType::L2Bridge | NetworkType::L2Tunnel | NetworkType::Overlay)
 }
 
 /// Networks bound to a host adapter (Windows' "external vSwitch").
@@ -77,14 +80,14 @@ pub fn is_external(kind: NetworkType) -> bool {
 }
 
 /// The host-side link named after the network (`plan.bridge`) that the driver keeps: nat's
-/// bridge, transparent's host leg; l2bridge and l2tunnel have none.
+/// bridge, transparent's host leg, overlay's bridge; l2bridge and l2tunnel have none.
 pub fn has_network_link(kind: NetworkType) -> bool {
-    matches!(kind, NetworkType::Nat | NetworkType::Transparent)
+    matches!(kind, NetworkType::Nat | NetworkType::Transparent | NetworkType::Overlay)
 }
 
 /// Endpoints of this kind have a host end named `host_if` (a veth).
 pub fn has_host_veth(kind: NetworkType) -> bool {
-    matches!(kind, NetworkType::Nat | NetworkType::L2Bridge)
+    matches!(kind, NetworkType::Nat | NetworkType::L2Bridge | NetworkType::Overlay)
 }
 
 pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
@@ -93,6 +96,7 @@ pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
         NetworkType::Transparent => transparent::create_network(host, net).await,
         NetworkType::L2Bridge => l2bridge::create_network(host, net).await,
         NetworkType::L2Tunnel => l2tunnel::create_network(host, net).await,
+        NetworkType::Overlay => overlay::create_network(host, net).await.map(|_| ()),
         other => Err(KernelError::new("create network", &net.id, format!("no driver for {other}"))),
     }
 }
@@ -100,6 +104,7 @@ pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
 pub async fn delete_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
     match net.kind {
         NetworkType::Nat | NetworkType::Transparent => host.delete_link(&net.bridge).await?,
+        NetworkType::Overlay => overlay::delete_network(host, net).await?,
         _ => {}
     }
     // The VLAN or bond links hns made for the uplink go with the network (never an adapter).
@@ -118,6 +123,7 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
         NetworkType::Transparent => transparent::attach(host, net, ep, c).await,
         NetworkType::L2Bridge => l2bridge::attach(host, net, ep, c).await,
         NetworkType::L2Tunnel => l2tunnel::attach(host, net, ep, c).await,
+        NetworkType::Overlay => overlay::attach(host, net, ep, c).await,
         other => Err(KernelError::new("attach endpoint", &ep.id, format!("no driver for {other}"))),
     }
 }
@@ -125,7 +131,7 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
 /// Detaches an endpoint; returns a link the caller must delete later (see [`nat::detach`]).
 pub async fn detach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, inside: Option<&Compartment>) -> Result<Option<String>> {
     match net.kind {
-        NetworkType::Nat => nat::detach(host, &ep.host_if, inside.map(|c| (c, ep.ifname.as_str()))).await,
+        NetworkType::Nat | NetworkType::Overlay => nat::detach(host, &ep.host_if, inside.map(|c| (c, ep.ifname.as_str()))).await,
         NetworkType::L2Bridge => l2bridge::detach(host, net, ep, inside).await,
         NetworkType::Transparent | NetworkType::L2Tunnel => {
             transparent::detach(host, ep, inside).await?;
@@ -153,6 +159,7 @@ pub async fn ensure_gateways(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
 pub fn nft_rules(net: &NetworkPlan) -> Option<NetworkRules> {
     match net.kind {
         NetworkType::Nat => Some(nat::nft_rules(net)),
+        NetworkType::Overlay => Some(overlay::nft_rules(net)),
         _ => None,
     }
 }

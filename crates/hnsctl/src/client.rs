@@ -63,6 +63,12 @@ impl Client {
         self.call(Method::DELETE, path, None).map(|_| ())
     }
 
+    /// A DELETE whose reply says what was removed.
+    pub fn delete_reply<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let reply = self.call(Method::DELETE, path, None)?;
+        decode(&Method::DELETE, path, &reply)
+    }
+
     /// Sends one request; a non-2xx answer becomes the error it carries.
     fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes> {
         let (status, bytes) = self.rt.block_on(exchange(&self.socket, method, path, body))?;

@@ -109,6 +109,9 @@ pub enum Command {
     Ps(PsArgs),
     /// Remove compartments: their endpoints, then the namespace.
     Rm(RmArgs),
+    /// Hosts of the overlay cluster: list them, remove a dead one's address reservations.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Show what hnsd knows about itself and the kernel.
     Info,
     /// Show the client version and the HNS API version of hnsd.
@@ -118,6 +121,28 @@ pub enum Command {
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "\
+A host whose hnsd stopped renewing its lease is dropped by the others after the lease TTL
+(hnsd --cluster-lease-ttl); its overlay addresses stay reserved until it comes back, or
+until `hnsctl node rm` releases them.
+
+Examples:
+  hnsctl node ls
+  hnsctl node rm host-c")]
+pub enum NodeCmd {
+    /// List the cluster's hosts: live ones and dead ones that still hold addresses.
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Remove dead hosts: release their overlay addresses (refused while a host is alive).
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Node names.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -156,14 +181,15 @@ Options (-o KEY=VALUE), KEY being com.docker.network.windowsshim.<name>:
   dnsservers=A,B     Dns.ServerList
   interface=IFACE    the uplink (a NetAdapterName policy)
   vlanid=N           a VLAN policy on every subnet
-  vsid=N             a VSID policy on every subnet
+  vsid=N             a VSID policy on every subnet (an overlay network's VNI, 4096 or more)
 
 Examples:
   hnsctl network create -d nat --subnet 172.30.0.0/16 mynat
   hnsctl network create -d nat --subnet 172.31.0.0/16 --gateway 172.31.0.1 \\
       --ip-range 172.31.128.0/17 --aux-address router=172.31.0.2 --internal iso
   hnsctl network create -d l2bridge --subnet 10.10.0.0/24 --gateway 10.10.0.1 \\
-      -o com.docker.network.windowsshim.interface=eth1 l2net")]
+      -o com.docker.network.windowsshim.interface=eth1 l2net
+  hnsctl network create -d overlay --subnet 10.240.0.0/16 web      (hnsd --cluster-store ...)")]
 pub struct NetworkCreateArgs {
     /// Driver: nat, transparent, l2bridge, l2tunnel or overlay.
     #[arg(short = 'd', long, default_value = "nat")]
@@ -183,6 +209,10 @@ pub struct NetworkCreateArgs {
     /// No traffic leaves the network.
     #[arg(long)]
     pub internal: bool,
+    /// Overlay networks: masquerade their traffic to the outside on every host (by default an
+    /// overlay container reaches the outside through a second endpoint on a nat network).
+    #[arg(long)]
+    pub outbound_nat: bool,
     /// Driver option (see below).
     #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
     pub opt: Vec<String>,
@@ -503,6 +533,10 @@ fn dispatch(cli: Cli) -> error::Result<i32> {
         Command::Exec(a) => run::exec(&ctx, &a),
         Command::Ps(a) => ps::ps(&ctx, &a),
         Command::Rm(a) => ps::rm(&ctx, &a),
+        Command::Node(cmd) => match cmd {
+            NodeCmd::Ls(a) => node::ls(&ctx, &a),
+            NodeCmd::Rm { names } => node::rm(&ctx, &names),
+        },
         Command::Info => info::info(&ctx),
         Command::Version => info::version(&ctx),
         Command::Completion { shell } => {

@@ -7,6 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+// Overlay networks: the cluster store and this host's place in it.
+pub mod cluster;
+
 pub const DEFAULT_CONFIG: &str = "/etc/hns/hnsd.toml";
 
 #[derive(Debug, Parser)]
@@ -60,6 +63,8 @@ pub struct Args {
     /// Do not serve the Docker plugins.
     #[arg(long)]
     pub no_docker_plugin: bool,
+    #[command(flatten, next_help_heading = "Overlay networks (cluster)")]
+    pub cluster: cluster::ClusterArgs,
 }
 
 /// The file form. Every key is optional.
@@ -75,6 +80,8 @@ pub struct FileConfig {
     pub log: Option<String>,
     pub docker_plugin_dir: Option<PathBuf>,
     pub no_docker_plugin: Option<bool>,
+    /// `[cluster]`: see [`cluster::ClusterFile`].
+    pub cluster: Option<cluster::ClusterFile>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +95,8 @@ pub struct Config {
     pub log: String,
     /// Directory of the Docker plugin sockets; `None`: the plugins are off.
     pub docker_plugin_dir: Option<PathBuf>,
+    /// Overlay networks: set when a cluster store is configured.
+    pub cluster: Option<cluster::ClusterSettings>,
 }
 
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -148,6 +157,7 @@ impl Config {
             } else {
                 Some(args.docker_plugin_dir.clone().or(fc.docker_plugin_dir).unwrap_or_else(|| "/run/docker/plugins".into()))
             },
+            cluster: cluster::resolve(&args.cluster, fc.cluster.as_ref())?,
         })
     }
 }

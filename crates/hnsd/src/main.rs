@@ -5,6 +5,7 @@
 //! Drivers, the kernel layer, the store and IPAM are crates of their own.
 
 mod api;
+mod cluster;
 mod config;
 mod docker;
 mod engine;
@@ -78,6 +79,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let host = hns_kernel::netlink::Netlink::current()?;
     let mut engine = Engine::open(ecfg, host)?;
     tracing::info!(store = %engine.store_path().display(), "store opened");
+    if let Some(c) = &cfg.cluster {
+        cluster::prepare(&mut engine, c).await?;
+    }
     log_report("start", &engine.reconcile(true).await);
     if !cfg.no_default_network {
         match engine.ensure_default_network().await {
@@ -87,6 +91,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     }
     let state = Arc::new(api::AppState { engine: tokio::sync::Mutex::new(engine) });
+    let cluster_link = cfg.cluster.clone().map(|c| tokio::spawn(cluster::run(state.clone(), c)));
     let periodic = {
         let state = state.clone();
         let every = cfg.reconcile_interval;
@@ -112,6 +117,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         d.stop().await;
     }
     periodic.abort();
+    // Without revoking the lease: peers keep this host's endpoints until it expires.
+    if let Some(link) = cluster_link {
+        link.abort();
+    }
     let _ = std::fs::remove_file(&cfg.socket);
     tracing::info!("stopped; networks and compartments keep running");
     Ok(())

@@ -19,6 +19,8 @@ pub const RETIRED_GROUP: u32 = 0x0068_6e7a;
 pub const BOND_PREFIX: &str = "hnb";
 /// VLAN sub-interfaces of an external network's uplink: `hnq` + 8 hex digits.
 pub const VLAN_PREFIX: &str = "hnq";
+/// VXLAN devices of overlay networks: `hnx` + 8 hex digits of the network ID.
+pub const VXLAN_PREFIX: &str = "hnx";
 /// The nft table (family inet) that holds every hns rule.
 pub const NFT_TABLE: &str = "hns";
 
@@ -48,7 +50,12 @@ pub fn is_hns_link(name: &str) -> bool {
     (name.starts_with(BRIDGE_PREFIX) && name.len() == BRIDGE_PREFIX.len() + 8)
         || (name.starts_with(VETH_PREFIX) && name.len() == VETH_PREFIX.len() + 12)
         || (name.starts_with(RETIRED_PREFIX) && name.len() == RETIRED_PREFIX.len() + 12)
-        || ([BOND_PREFIX, VLAN_PREFIX].iter().any(|p| name.starts_with(p)) && name.len() == 3 + 8)
+        || ([BOND_PREFIX, VLAN_PREFIX, VXLAN_PREFIX].iter().any(|p| name.starts_with(p)) && name.len() == 3 + 8)
+}
+
+/// The VXLAN device of an overlay network (the same name on every host).
+pub fn vxlan_name(network_id: &str) -> String {
+    format!("{VXLAN_PREFIX}{}", hex_of(network_id, 8))
 }
 
 /// The short tag (8 hex digits of a network ID) that names a network's links.
@@ -71,6 +78,8 @@ mod tests {
         assert!(is_hns_link(&b) && is_hns_link(&v));
         let r1 = retired_name();
         assert!(r1.len() <= 15 && is_hns_link(&r1) && r1 != retired_name());
+        assert_eq!(vxlan_name(id), "hnx6f1d0c2e");
+        assert!(is_hns_link(&vxlan_name(id)));
         assert!(!is_hns_link("eth0") && !is_hns_link("hns-x") && !is_hns_link("docker0"));
     }
 }

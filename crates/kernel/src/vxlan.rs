@@ -183,6 +183,26 @@ impl Netlink {
         }
     }
 
+    /// The link that holds the address `vtep` and its MTU: where a VXLAN device using `vtep`
+    /// as its local address sends from, so [`overlay_mtu`] of that MTU fits the underlay.
+    /// `None` when no link of this namespace has the address.
+    pub async fn underlay_of(&self, vtep: IpAddr) -> Result<Option<(String, u32)>> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut addrs = self.handle.address().get().execute();
+        let mut index = None;
+        while let Some(m) = addrs.try_next().await.map_err(|e| nl_err("list addresses", "", e))? {
+            if m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == vtep)) {
+                index = Some(m.header.index);
+            }
+        }
+        let Some(index) = index else { return Ok(None) };
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let Some(m) = links.try_next().await.map_err(|e| nl_err("look up link", &format!("index {index}"), e))? else { return Ok(None) };
+        let name = m.attributes.iter().find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.clone()) } else { None }).unwrap_or_default();
+        let mtu = m.attributes.iter().find_map(|a| if let LinkAttribute::Mtu(m) = a { Some(*m) } else { None }).unwrap_or(1500);
+        Ok(Some((name, mtu)))
+    }
+
     /// Creates the VXLAN device of `spec` (learning off, ARP/ND proxy on), enslaved to
     /// `spec.master` and up, or repairs an existing one: a device of that name with another
     /// kind, VNI, local address, port, learning or proxy setting is deleted and created again

@@ -19,6 +19,10 @@
 //! Only documentation address ranges are used (RFC 5737: 198.51.100.0/24 and
 //! 203.0.113.0/24), so nothing the lab does can collide with a real network.
 //!
+//! For overlay networks, a [`ClusterLab`] joins several such hosts through a second
+//! adapter (`ul0`) to one underlay switch (10.99.0.0/24, in a namespace of its own) where a
+//! real etcd runs ([`etcd::EtcdServer`]); each host keeps its own LAN as above.
+//!
 //! ## Why "holder" processes instead of `ip netns add`
 //!
 //! A namespace lives as long as something references it. `ip netns add`
@@ -79,6 +83,7 @@
 //!   kernel: the holders die with the test process.
 
 pub mod docker;
+pub mod cluster;
 pub mod etcd;
 mod holder;
 mod http;
@@ -87,6 +92,7 @@ mod process;
 pub mod sandbox;
 
 pub use docker::DockerDaemon;
+pub use cluster::ClusterLab;
 pub use holder::{Holder, RunOutput};
 pub use http::http_get;
 pub use lab::{Capture, Daemon, ExternalUplink, HnsdOptions, Lab, LabOptions, Side};

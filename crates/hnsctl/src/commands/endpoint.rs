@@ -32,7 +32,12 @@ pub fn endpoint_rows(eps: &[HostComputeEndpoint], nets: &[HostComputeNetwork], n
                 endpoint_ips(ep).join(","),
                 ep.mac_address.clone(),
                 namespace_label(&ep.host_compute_namespace, namespaces),
-                endpoint_state(ep.state),
+                if ep.flags & hns_api::ENDPOINT_FLAG_REMOTE != 0 {
+                    // Another host's endpoint on an overlay network.
+                    format!("remote on {}", ep.additional_params["Node"].as_str().unwrap_or("another host"))
+                } else {
+                    endpoint_state(ep.state)
+                },
             ]
         })
         .collect()
@@ -101,6 +106,13 @@ mod tests {
                 ..Default::default()
             },
         ];
+        let remote = HostComputeEndpoint {
+            id: "3b1c2d3e-4f50-6172-8394-a5b6c7d8e9f3".into(),
+            flags: hns_api::ENDPOINT_FLAG_REMOTE,
+            additional_params: serde_json::json!({"Node": "host-b"}),
+            ..Default::default()
+        };
+        assert_eq!(endpoint_rows(&[remote], &nets, &namespaces)[0][6], "remote on host-b");
         let text = render_table(ENDPOINT_HEADERS, &endpoint_rows(&eps, &nets, &namespaces));
         let expected = "\
 ENDPOINT ID    NAME     NETWORK    IP ADDRESS      MAC                    NAMESPACE      STATE

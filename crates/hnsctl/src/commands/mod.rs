@@ -5,6 +5,7 @@ pub mod endpoint;
 pub mod info;
 pub mod namespace;
 pub mod network;
+pub mod node;
 pub mod port;
 pub mod ps;
 pub mod run;

@@ -74,7 +74,7 @@ pub fn create_body(a: &NetworkCreateArgs) -> Result<serde_json::Value> {
         return Err(CliError::invalid("there is no \"none\" network to create: for a container with only a loopback interface, use `hnsctl run --net none`"));
     }
     let known_type = NetworkType::parse(&a.driver);
-    let mut net = HostComputeNetwork { name: a.name.clone(), kind: known_type, internal: a.internal, ..Default::default() };
+    let mut net = HostComputeNetwork { name: a.name.clone(), kind: known_type, internal: a.internal, outbound_nat: a.outbound_nat, ..Default::default() };
 
     let mut subnets: Vec<Subnet> =
         a.subnet.iter().map(|s| Subnet { ip_address_prefix: s.clone(), ..Default::default() }).collect();
@@ -424,6 +424,9 @@ mod tests {
         }
         // Unknown drivers go to hnsd as they are, so it names the error.
         assert_eq!(body(&["--driver", "bridge", "n"])["Type"], "bridge");
+        let overlay = body(&["-d", "overlay", "--outbound-nat", "--subnet", "10.240.0.0/16", "-o", "com.docker.network.windowsshim.vsid=5000", "n"]);
+        assert_eq!(overlay["OutboundNat"], true);
+        assert_eq!(overlay["Ipams"][0]["Subnets"][0]["Policies"][0], serde_json::json!({"Type": "VSID", "Settings": {"IsolationId": 5000}}));
     }
 
     #[test]

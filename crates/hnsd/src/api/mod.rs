@@ -4,6 +4,7 @@
 //! its lock, encode. Every failure is an [`ApiError`] body with its HTTP status.
 
 mod handlers;
+mod nodes;
 mod openapi;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use hns_api::{ApiError, ErrorCode};
 use tokio::sync::Mutex;
 
@@ -55,6 +56,8 @@ pub fn router(state: Shared) -> Router {
         ("/namespaces", get(list_namespaces).post(create_namespace)),
         ("/namespaces/{id}", get(get_namespace).delete(delete_namespace).post(modify_namespace)),
         ("/portmappings", get(list_port_mappings)),
+        ("/nodes", get(nodes::list_nodes)),
+        ("/nodes/{name}", delete(nodes::remove_node)),
         ("/globals/version", get(version)),
         ("/healthz", get(healthz)),
         ("/info", get(info)),

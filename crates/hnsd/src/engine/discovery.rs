@@ -54,6 +54,8 @@ impl Engine {
                 records.push(Record { name: name.to_owned(), addrs: addrs.clone() });
             }
         }
+        // Overlay networks: the endpoints of the other hosts too (global service discovery).
+        records.extend(self.overlay_dns_records(net_id));
         let dns = net.rec.net.dns.clone().unwrap_or_default();
         let own = self.dns_listeners(net_id);
         let servers: Vec<IpAddr> = if dns.server_list.is_empty() {

@@ -15,17 +15,22 @@ use super::validate;
 use super::{Engine, Result, kernel_err, new_guid, norm_guid, store_err};
 
 impl Engine {
+    /// This host's endpoints, then the remote endpoints of overlay networks (flagged
+    /// `RemoteEndpoint`).
     pub fn list_endpoints(&self) -> Vec<HostComputeEndpoint> {
-        self.endpoints.values().map(|e| self.endpoint_view(e)).collect()
+        self.endpoints.values().map(|e| self.endpoint_view(e)).chain(self.remote_endpoint_views()).collect()
     }
 
     pub fn get_endpoint(&self, key: &str) -> Result<HostComputeEndpoint> {
-        Ok(self.endpoint_view(&self.endpoints[&self.endpoint_id(key)?]))
+        match self.endpoint_id(key) {
+            Ok(id) => Ok(self.endpoint_view(&self.endpoints[&id])),
+            Err(e) => self.remote_endpoint_view(key).ok_or(e),
+        }
     }
 
     /// Validates an endpoint request and allocates its addresses and MAC in memory. On error
     /// nothing was taken.
-    fn validate_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<(EndpointRecord, Option<String>, Vec<PortMappingSettings>)> {
+    pub(super) fn validate_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<(EndpointRecord, Option<String>, Vec<PortMappingSettings>)> {
         if req.host_compute_network.is_empty() {
             return Err(ApiError::field(ErrorCode::InvalidEndpoint, "HostComputeNetwork", "HostComputeNetwork is required: the ID or name of the network"));
         }
@@ -202,7 +207,15 @@ impl Engine {
         Ok((EndpointRecord { ep: req, network_id: net_id, lease: None }, ns_id, claimed))
     }
 
+    /// Creates an endpoint; on an overlay network its address comes from the cluster IPAM
+    /// first and the endpoint is published to the other hosts once it exists here.
     pub async fn create_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
+        let (req, reserved) = self.overlay_prepare_endpoint(req).await?;
+        let created = self.create_local_endpoint(req).await;
+        self.overlay_finish_endpoint(reserved, created).await
+    }
+
+    async fn create_local_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
         let (mut rec, ns_id, maps) = self.validate_endpoint(req)?;
         let id = rec.ep.id.clone();
         if let Some(ns) = &ns_id {
@@ -237,15 +250,28 @@ impl Engine {
             super::failpoint("attach-after-commit");
             if let Err(e) = self.complete_attach(&id).await {
                 // The request fails as a whole: remove the endpoint again.
-                let _ = self.delete_endpoint(&id).await;
+                let _ = self.delete_local_endpoint(&id).await;
                 return Err(e);
             }
         }
         Ok(self.endpoint_view(&self.endpoints[&id]))
     }
 
+    /// Deletes an endpoint; an overlay endpoint is withdrawn from the other hosts first and
+    /// its cluster address released after (later, by the cluster sync, if etcd is away).
     pub async fn delete_endpoint(&mut self, key: &str) -> Result<()> {
-        let id = self.endpoint_id(key)?;
+        let id = match self.endpoint_id(key) {
+            Ok(id) => id,
+            Err(e) => return Err(self.refuse_remote_endpoint(key).unwrap_or(e)),
+        };
+        let overlay = self.overlay_withdraw_endpoint(&id).await;
+        let deleted = self.delete_local_endpoint(&id).await;
+        self.overlay_release_endpoint(overlay).await;
+        deleted
+    }
+
+    pub(super) async fn delete_local_endpoint(&mut self, id: &str) -> Result<()> {
+        let id = id.to_owned();
         let rec = self.endpoints[&id].clone();
         let maps = self.mappings_of(&id).to_vec();
         // One transaction: the endpoint and its mappings.

@@ -57,6 +57,7 @@ impl Engine {
         if hns_kernel::sysctl::read("net.ipv4.ip_forward").ok().as_deref() == Some("0") && !self.networks.is_empty() {
             warnings.push("net.ipv4.ip_forward is 0: containers cannot reach the outside".into());
         }
+        warnings.extend(self.overlay_warnings());
         DaemonInfo {
             version: env!("CARGO_PKG_VERSION").into(),
             hns_version: hns_api::HNS_VERSION,

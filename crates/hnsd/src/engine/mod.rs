@@ -14,6 +14,7 @@ mod endpoints;
 mod info;
 mod namespaces;
 mod networks;
+pub mod overlay;
 mod portmaps;
 pub mod reconcile;
 pub mod records;
@@ -99,6 +100,8 @@ pub struct Engine {
     /// Networks whose responder could not start, with the reason (shown by `info`).
     pub(crate) dns_errors: BTreeMap<String, String>,
     pub(crate) dns_port: u16,
+    /// Overlay networks: this host's VTEP, the cluster handle, the remote endpoints.
+    pub(crate) overlay: overlay::OverlayState,
 }
 
 /// Meta key of the dynamic host-port cursor.
@@ -159,6 +162,7 @@ impl Engine {
             dns: hns_dns::DnsService::new(hns_dns::DnsConfig::default()),
             dns_errors: BTreeMap::new(),
             dns_port: cfg.dns_port,
+            overlay: overlay::OverlayState::default(),
         };
         for m in e.store.load_all::<records::MappingRecord>(Kind::PortMapping)? {
             e.mappings.entry(m.endpoint_id).or_default().push(m.settings);
@@ -252,10 +256,11 @@ impl Engine {
         for c in &rec.ep.ip_configurations {
             let ip: IpAddr = c.ip_address.parse().ok()?;
             addresses.push((ip, c.prefix_length));
-            if let Some((_, gw)) = net.plan.subnets.iter().find(|(s, _)| s.contains(&ip)) {
-                if !gateways.iter().any(|g: &IpAddr| g.is_ipv4() == gw.is_ipv4()) {
-                    gateways.push(*gw);
-                }
+            if let Some((_, gw)) = net.plan.subnets.iter().find(|(s, _)| s.contains(&ip))
+                && overlay::routes_out(&net.plan)
+                && !gateways.iter().any(|g: &IpAddr| g.is_ipv4() == gw.is_ipv4())
+            {
+                gateways.push(*gw);
             }
         }
         let routes = rec
@@ -419,6 +424,7 @@ impl Net {
         };
         // DHCP networks have no gateway of their own: the host leg's MAC comes from the ID.
         let bridge_mac = if subnets.is_empty() { Mac::from_ip(IpAddr::from(uuid_bytes4(&rec.net.id))).0 } else { Mac::from_ip(gw).0 };
+        let overlay = if rec.net.network_type() == hns_api::NetworkType::Overlay { Some(overlay::plan_from_record(&rec.net)?) } else { None };
         let plan = NetworkPlan {
             id: rec.net.id.clone(),
             kind: rec.net.network_type(),
@@ -427,6 +433,7 @@ impl Net {
             subnets,
             internal: rec.net.internal,
             uplink,
+            overlay,
         };
         Ok(Net { rec, plan, pools, macs: HashSet::new(), endpoint_names: HashMap::new() })
     }

@@ -24,7 +24,7 @@ impl Engine {
     }
 
     /// Validates a network request into its canonical stored form and live state.
-    fn validate_network(&self, mut req: HostComputeNetwork, host_prefixes: &[IpNet], facts: &validate::HostFacts) -> Result<Net> {
+    pub(super) fn validate_network(&self, mut req: HostComputeNetwork, host_prefixes: &[IpNet], facts: &validate::HostFacts) -> Result<Net> {
         validate::check_name(&req.name, "Name", true)?;
         if self.networks.values().any(|n| n.rec.net.name == req.name) {
             return Err(ApiError::field(
@@ -48,6 +48,12 @@ impl Engine {
         req.kind = Some(kind);
         let policies = validate::parse_network_policies(&req.policies, "Policies")?;
         let original_policies = req.policies.clone();
+        if req.outbound_nat && kind != NetworkType::Overlay {
+            return Err(ApiError::field(ErrorCode::InvalidNetwork, "OutboundNat", format!("OutboundNat is an option of overlay networks; a {kind} network is {}", if kind == NetworkType::Nat { "always masqueraded" } else { "never NATed by hns" })));
+        }
+        if policies.vxlan_port.is_some() && kind != NetworkType::Overlay {
+            return Err(ApiError::field(ErrorCode::InvalidPolicy, policy_field(&req.policies, "VxlanPort"), format!("VxlanPort sets the VXLAN port of overlay networks; a {kind} network has none")));
+        }
         let external = hns_drivers::is_external(kind);
         if external {
             if req.internal {
@@ -118,6 +124,9 @@ impl Engine {
                         format!("{field}.Routes"),
                         format!("subnet {} of a {kind} network needs the LAN's gateway: give --gateway (a default route in Routes)", subnet.ip_address_prefix),
                     ));
+                }
+                if plan.vsid.is_some() && kind != NetworkType::Overlay {
+                    return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("{field}.Policies"), format!("a VSID (VXLAN network identifier) applies to overlay networks, not to {kind}")));
                 }
                 if let Some(v) = plan.vlan {
                     if !external {
@@ -220,6 +229,9 @@ impl Engine {
     }
 
     pub async fn create_network(&mut self, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
+        if req.kind == Some(NetworkType::Overlay) {
+            return self.create_overlay_network(req).await;
+        }
         let needs_subnet = req.ipams.iter().all(|i| i.subnets.is_empty());
         let host = if needs_subnet { self.host_prefixes().await } else { Vec::new() };
         let facts = if req.kind.is_some_and(hns_drivers::is_external) { self.host_facts().await } else { validate::HostFacts::default() };
@@ -227,7 +239,7 @@ impl Engine {
         self.commit_new_network(net, None).await
     }
 
-    async fn commit_new_network(&mut self, mut net: Net, meta: Option<&str>) -> Result<HostComputeNetwork> {
+    pub(super) async fn commit_new_network(&mut self, mut net: Net, meta: Option<&str>) -> Result<HostComputeNetwork> {
         let id = net.rec.net.id.clone();
         let mut txn = self.store.begin().map_err(store_err)?;
         txn.put(Kind::Network, &id, &net.rec).map_err(store_err)?;
@@ -288,12 +300,21 @@ impl Engine {
                 ),
             ));
         }
+        if self.networks[&id].plan.kind == NetworkType::Overlay {
+            // A cluster object: gone everywhere first (refused while other hosts use it).
+            self.delete_overlay_in_cluster(&id).await?;
+        }
+        self.remove_network(&id).await
+    }
+
+    /// Removes a network without endpoints from the store and the kernel.
+    pub(super) async fn remove_network(&mut self, id: &str) -> Result<()> {
         let mut txn = self.store.begin().map_err(store_err)?;
-        txn.delete(Kind::Network, &id).map_err(store_err)?;
+        txn.delete(Kind::Network, id).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
-        let net = self.networks.remove(&id).expect("looked up above");
-        self.dns.remove_network(&id).await;
-        self.dns_errors.remove(&id);
+        let Some(net) = self.networks.remove(id) else { return Ok(()) };
+        self.dns.remove_network(id).await;
+        self.dns_errors.remove(id);
         // The store no longer has it: if a kernel step fails now, the reconciler removes the rest.
         let nft = self.apply_nft();
         let link = hns_drivers::delete_network(&self.host, &net.plan).await.map_err(kernel_err);

@@ -135,6 +135,13 @@ pub fn check_network_takes_mappings(kind: hns_api::NetworkType, mappings: &[Port
             format!("port mappings are for nat networks; a container on a {kind} network is reached directly at its own address, so remove -p"),
         ));
     }
+    if !mappings.is_empty() && kind == hns_api::NetworkType::Overlay {
+        return Err(ApiError::field(
+            ErrorCode::InvalidPolicy,
+            field,
+            "port mappings are for nat networks: an overlay network is not routed to the outside (as on Windows); give the container an endpoint on a nat network and publish the port there",
+        ));
+    }
     Ok(())
 }
 

@@ -40,6 +40,7 @@ impl Engine {
         }
         self.reconcile_nft(&mut r);
         self.reconcile_links(&mut r).await;
+        self.reconcile_overlay(&mut r).await;
         self.reconcile_leases(&mut r.errors, &mut r.repaired).await;
         self.remove_orphan_files(&mut r);
         self.last_reconcile = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -133,6 +134,8 @@ impl Engine {
         if let Err(e) = self.program_mappings(&[], &stale, &[]) {
             r.errors.push(format!("namespace {id}: {}", e.message));
         }
+        // Overlay endpoints among them are withdrawn from the cluster by the next sync.
+        self.overlay.own_dirty |= !eps.is_empty() && !self.overlay_network_ids().is_empty();
         r.collected.push(format!("namespace {id} is gone; removed it and {} endpoint(s)", eps.len()));
     }
 
@@ -186,6 +189,9 @@ impl Engine {
             if hns_drivers::has_network_link(n.plan.kind) {
                 wanted.insert(n.plan.bridge.clone());
             }
+            if let Some(o) = &n.plan.overlay {
+                wanted.insert(o.vxlan.clone());
+            }
             for step in n.plan.uplink.iter().flat_map(|u| u.steps.iter()) {
                 let (hns_kernel::uplink::UplinkStep::Bond { name, .. } | hns_kernel::uplink::UplinkStep::Vlan { name, .. }) = step;
                 wanted.insert(name.clone());
@@ -211,7 +217,7 @@ impl Engine {
             } else {
                 let host_if = names::veth_host_name(&rec.ep.id);
                 wanted.insert(host_if.clone());
-                let bridge = if kind == hns_api::NetworkType::Nat {
+                let bridge = if matches!(kind, hns_api::NetworkType::Nat | hns_api::NetworkType::Overlay) {
                     match by_name.get(net.plan.bridge.as_str()).map(|l| l.index) {
                         Some(b) => Some(b),
                         None => self.host.link_by_name(&net.plan.bridge).await.ok().flatten().map(|l| l.index),

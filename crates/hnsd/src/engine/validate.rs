@@ -20,7 +20,7 @@ pub const ENDPOINT_POLICY_TYPES: &[&str] = &[
     "PortMapping", "ACL", "QOS", "L2Driver", "OutBoundNAT", "SDNRoute", "L4Proxy", "L4WFPPROXY", "PortName", "EncapOverhead",
     "Iov", "ProviderAddress", "InterfaceConstraint", "TierAcl", "Encryption", "VLAN", "InterfaceParameters",
 ];
-/// Subnet policy types of the HNS schema (VLAN is implemented).
+/// Subnet policy types of the HNS schema (VLAN on external networks, VSID on overlay ones).
 pub const SUBNET_POLICY_TYPES: &[&str] = &["VLAN", "VSID"];
 
 fn invalid(code: ErrorCode, field: impl Into<String>, msg: impl Into<String>) -> ApiError {
@@ -49,6 +49,14 @@ pub struct NetworkPolicies {
     /// `NetAdapterName {"NetworkAdapterName": "eth1[,eth2...]"}`: the host adapter(s) of an
     /// external network; several mean teaming.
     pub adapters: Option<Vec<String>>,
+    /// `VxlanPort {"Port": 1-65535}`: the UDP port of an overlay network's VXLAN devices.
+    pub vxlan_port: Option<u16>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct VxlanPortSettings {
+    port: u16,
 }
 
 #[derive(serde::Deserialize)]
@@ -94,6 +102,14 @@ pub fn parse_network_policies(policies: &[Policy], field: &str) -> Result<Networ
             }
             if out.adapters.replace(names).is_some() {
                 return Err(invalid(ErrorCode::InvalidPolicy, format!("{field}[{i}]"), "NetAdapterName is given twice; give it once (several adapters: comma-separated)"));
+            }
+        } else if p.kind.eq_ignore_ascii_case("VxlanPort") {
+            let s: VxlanPortSettings = hns_api::decode::from_value(p.settings.clone(), &f).map_err(policy_err)?;
+            if s.port == 0 {
+                return Err(invalid(ErrorCode::InvalidPolicy, format!("{f}.Port"), "VXLAN port 0 is not a UDP port; leave VxlanPort out for the standard 4789"));
+            }
+            if out.vxlan_port.replace(s.port).is_some() {
+                return Err(invalid(ErrorCode::InvalidPolicy, format!("{field}[{i}]"), "VxlanPort is given twice; give it once"));
             }
         } else {
             return Err(refuse_policy(p, i, field, "network", NETWORK_POLICY_TYPES));
@@ -248,19 +264,35 @@ pub struct SubnetPlan {
     pub aux_names: BTreeMap<String, IpAddr>,
     /// `VLAN {"IsolationId": 1-4094}`: 802.1Q isolation of the subnet.
     pub vlan: Option<u16>,
+    /// `VSID {"IsolationId": VNI}`: the VXLAN network identifier an overlay network asks for.
+    pub vsid: Option<u32>,
 }
 
 /// Parses one `Subnet` of a network request into a pool spec.
 pub fn parse_subnet(s: &hns_api::Subnet, field: &str) -> Result<SubnetPlan, ApiError> {
     let prefix = parse_cidr(&s.ip_address_prefix, &format!("{field}.IpAddressPrefix"), ErrorCode::InvalidSubnet)?;
     let mut vlan = None;
+    let mut vsid = None;
     for (i, p) in s.policies.iter().enumerate() {
         let pf = format!("{field}.Policies");
-        if !p.kind.eq_ignore_ascii_case("VLAN") {
+        let is_vsid = p.kind.eq_ignore_ascii_case("VSID");
+        if !p.kind.eq_ignore_ascii_case("VLAN") && !is_vsid {
             return Err(refuse_policy(p, i, &pf, "subnet", SUBNET_POLICY_TYPES));
         }
         let f = format!("{pf}[{i}].Settings");
         let v: IsolationSettings = hns_api::decode::from_value(p.settings.clone(), &f).map_err(|e| ApiError { code: ErrorCode::InvalidPolicy, ..e })?;
+        if is_vsid {
+            use hns_cluster::alloc::{VNI_MAX, VNI_MIN};
+            if !(VNI_MIN..=VNI_MAX).contains(&v.isolation_id) {
+                return Err(invalid(
+                    ErrorCode::InvalidPolicy,
+                    format!("{f}.IsolationId"),
+                    format!("VSID {} is out of range: overlay VNIs are {VNI_MIN}-{VNI_MAX} (lower ones are left to other VXLAN users)", v.isolation_id),
+                ));
+            }
+            vsid = Some(v.isolation_id);
+            continue;
+        }
         if !(1..=4094).contains(&v.isolation_id) {
             return Err(invalid(ErrorCode::InvalidPolicy, format!("{f}.IsolationId"), format!("VLAN ID {} is out of range: 802.1Q IDs are 1-4094", v.isolation_id)));
         }
@@ -298,7 +330,7 @@ pub fn parse_subnet(s: &hns_api::Subnet, field: &str) -> Result<SubnetPlan, ApiE
         spec.reserved.push(ip);
         aux_names.insert(name.clone(), ip);
     }
-    Ok(SubnetPlan { spec, field: field.to_owned(), gateway_route, aux_names, vlan })
+    Ok(SubnetPlan { spec, field: field.to_owned(), gateway_route, aux_names, vlan, vsid })
 }
 
 /// Maps an IPAM validation error of a subnet to the API field it came from.
@@ -365,7 +397,7 @@ mod tests {
         assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidPolicy, Some("Policies[0].Settings.Enable")));
         let e = parse_network_policies(&[p(serde_json::json!({"Enable": true})), p(serde_json::json!({"Enable": true}))], "Policies").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("Policies[1]"));
-        let other = Policy { kind: "VxlanPort".into(), settings: serde_json::Value::Null };
+        let other = Policy { kind: "HostRoute".into(), settings: serde_json::Value::Null };
         let e = parse_network_policies(&[p(serde_json::json!({"Enable": true})), other], "Policies").unwrap_err();
         assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidPolicyType, Some("Policies[1].Type")));
     }
@@ -400,10 +432,28 @@ mod tests {
 
     #[test]
     fn unimplemented_driver_is_named() {
-        let e = check_network_type(NetworkType::Overlay).unwrap_err();
+        let e = check_network_type(NetworkType::Ics).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidNetworkType);
-        assert!(e.message.contains("Overlay") && e.message.contains("NAT"));
+        assert!(e.message.contains("ICS") && e.message.contains("NAT") && e.message.contains("Overlay"));
         assert!(check_network_type(NetworkType::Nat).is_ok());
+    }
+
+    #[test]
+    fn overlay_policies_parse_and_refuse_bad_values() {
+        let vxlan = |settings: serde_json::Value| vec![Policy { kind: "VxlanPort".into(), settings }];
+        assert_eq!(parse_network_policies(&vxlan(serde_json::json!({"Port": 4790})), "Policies").unwrap().vxlan_port, Some(4790));
+        let e = parse_network_policies(&vxlan(serde_json::json!({"Port": 0})), "Policies").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("Policies[0].Settings.Port"));
+        let e = parse_network_policies(&vxlan(serde_json::json!({"Port": 70000})), "Policies").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPolicy);
+        let subnet = |id: u32| hns_api::Subnet {
+            ip_address_prefix: "10.9.0.0/24".into(),
+            policies: vec![Policy { kind: "VSID".into(), settings: serde_json::json!({"IsolationId": id}) }],
+            ..Default::default()
+        };
+        assert_eq!(parse_subnet(&subnet(5000), "S").unwrap().vsid, Some(5000));
+        let e = parse_subnet(&subnet(10), "S").unwrap_err();
+        assert!(e.field.as_deref() == Some("S.Policies[0].Settings.IsolationId") && e.message.contains("4096"), "{e:?}");
     }
 
     #[test]

@@ -1,0 +1,93 @@
+//! The daemon's link to the cluster store (overlay networks).
+//!
+//! At start, [`prepare`] checks that the advertise address belongs to this host and gives the
+//! engine its VTEP before the first reconcile, so stored overlay networks come back with or
+//! without etcd. Then [`run`] works in the background: connect, register this host under a
+//! lease (the one the previous run persisted, when it is still alive, so a restart is
+//! invisible to peers), persist every new lease id, and feed the cluster watch into the
+//! engine. Until etcd answers, cluster operations fail with the reason and the data plane
+//! runs as stored.
+//!
+//! Stopping hnsd drops the registration without revoking the lease: the data plane keeps
+//! running, and peers keep this host's endpoints until the lease expires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use hns_cluster::{Cluster, ClusterError, NodeInfo, NodeRegistration};
+
+use crate::api::AppState;
+use crate::config::cluster::ClusterSettings;
+use crate::engine::Engine;
+use crate::engine::overlay::LocalVtep;
+
+/// Checks the advertise address and makes the engine a cluster node.
+pub async fn prepare(engine: &mut Engine, s: &ClusterSettings) -> anyhow::Result<()> {
+    let host = hns_kernel::netlink::Netlink::current()?;
+    let (link, mtu) = host.underlay_of(s.advertise).await?.ok_or_else(|| {
+        anyhow!("--advertise-addr {}: no interface of this host has that address; give the address other hosts reach this one at", s.advertise)
+    })?;
+    let overlay_mtu = hns_kernel::vxlan::overlay_mtu(mtu, s.advertise);
+    tracing::info!(node = %s.node, vtep = %s.advertise, underlay = %link, underlay_mtu = mtu, overlay_mtu, store = %s.endpoints.join(","), "cluster node");
+    engine.enable_overlay(LocalVtep { node: s.node.clone(), vtep: s.advertise, mtu: overlay_mtu, store: s.endpoints.join(",") });
+    Ok(())
+}
+
+/// Aborts a background task when dropped (with the task that owns it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Connects, registers, and applies the cluster watch until the daemon stops.
+pub async fn run(state: Arc<AppState>, s: ClusterSettings) {
+    let (cluster, registration) = connect(&state, &s).await;
+    tracing::info!(node = %s.node, lease = format!("{:x}", registration.lease_id()), "registered in the cluster");
+    let mut leases = registration.lease_changes();
+    let _persist = {
+        let (state, node) = (state.clone(), s.node.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            while leases.changed().await.is_ok() {
+                let id = *leases.borrow();
+                tracing::warn!(lease = format!("{id:x}"), "registered again under a new lease");
+                state.engine.lock().await.store_lease(&node, id);
+            }
+        }))
+    };
+    state.engine.lock().await.cluster_connected(cluster.clone());
+    let mut watch = cluster.watch();
+    while let Some(event) = watch.next().await {
+        state.engine.lock().await.apply_cluster_event(event).await;
+    }
+    drop(registration);
+}
+
+async fn connect(state: &AppState, s: &ClusterSettings) -> (Cluster, NodeRegistration) {
+    let mut failures = 0u32;
+    loop {
+        match try_connect(state, s).await {
+            Ok(done) => return done,
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!("cluster store not available yet (retrying; overlay networks keep forwarding meanwhile): {e}");
+                }
+                state.engine.lock().await.cluster_unreachable(e.to_string());
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(Duration::from_millis((100u64 << failures.min(5)).min(2000))).await;
+            }
+        }
+    }
+}
+
+async fn try_connect(state: &AppState, s: &ClusterSettings) -> Result<(Cluster, NodeRegistration), ClusterError> {
+    let cluster = Cluster::connect(s.connection()).await?;
+    let previous = state.engine.lock().await.stored_lease(&s.node);
+    let me = NodeInfo { name: s.node.clone(), vtep: s.advertise };
+    let registration = cluster.register_node(me, previous, s.lease_ttl_secs).await?;
+    state.engine.lock().await.store_lease(&s.node, registration.lease_id());
+    Ok((cluster, registration))
+}

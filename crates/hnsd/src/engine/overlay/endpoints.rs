@@ -1,0 +1,272 @@
+//! Endpoints of overlay networks, this host's and the others'.
+//!
+//! This host's: the address comes from the cluster IPAM (one etcd transaction per address,
+//! so hosts allocating at once never share one) after the request passed local validation,
+//! and is then used as a static address by the ordinary endpoint code; once the endpoint
+//! exists here it is published (IP, MAC, VTEP) under this node's lease. Deleting withdraws it
+//! first, so peers stop sending to it, and releases the address after. A step that fails
+//! because etcd is away leaves `own_dirty` set and is done by the next sync.
+//!
+//! Other hosts': kept in memory from the watch, programmed as VXLAN FDB and neighbour
+//! entries, answered by this host's DNS responder, and listed by `GET /endpoints` with the
+//! HNS `RemoteEndpoint` flag and a `ProviderAddress` policy naming their host's VTEP.
+
+use std::net::IpAddr;
+
+use hns_api::{ApiError, ENDPOINT_FLAG_REMOTE, ErrorCode, HostComputeEndpoint, IpConfig, Policy, SCHEMA_VERSION, state};
+use hns_cluster::ClusterEndpoint;
+use hns_dns::Record;
+use hns_drivers::overlay::{self as driver, RemoteEntry};
+use hns_ipam::Mac;
+use serde_json::json;
+
+use super::super::records::EndpointRecord;
+use super::super::{Engine, Result, norm_guid};
+use super::cluster_err;
+
+/// An address this host holds in the cluster IPAM for one of its endpoints.
+pub(crate) struct Reserved {
+    net_id: String,
+    ep_id: String,
+}
+
+pub(super) fn entry(e: &ClusterEndpoint) -> RemoteEntry {
+    RemoteEntry { ip: e.ip, mac: e.mac, vtep: e.vtep }
+}
+
+impl Engine {
+    fn overlay_vxlan(&self, net_id: &str) -> Option<String> {
+        self.networks.get(net_id).and_then(|n| n.plan.overlay.as_ref()).map(|o| o.vxlan.clone())
+    }
+
+    /// Before an endpoint is created: on an overlay network, validate the request as the
+    /// ordinary path will (and undo what that took), then reserve its address in the cluster
+    /// and put it in the request as a static address. Other networks pass through untouched.
+    pub(crate) async fn overlay_prepare_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<(HostComputeEndpoint, Option<Reserved>)> {
+        let Some(net_id) = self.network_id(&req.host_compute_network) else { return Ok((req, None)) };
+        if self.overlay_vxlan(&net_id).is_none() {
+            return Ok((req, None));
+        }
+        let (rec, _, maps) = self.validate_endpoint(req.clone())?;
+        self.networks.get_mut(&net_id).expect("validated").release_endpoint(&rec);
+        self.release_ports(&rec.ep.id, &maps);
+        req.id = rec.ep.id.clone();
+        let net_name = self.networks[&net_id].rec.net.name.clone();
+        // Names and MACs are cluster-wide on an overlay network: one L2 segment, one DNS view.
+        let remote = self.overlay.remote.get(&net_id);
+        if let Some(other) = remote.and_then(|m| m.values().find(|e| !req.name.is_empty() && e.name == req.name)) {
+            return Err(ApiError::field(
+                ErrorCode::EndpointAlreadyExists,
+                "Name",
+                format!("overlay network {net_name:?} already has an endpoint named {:?} on host {}; choose another name", req.name, other.node),
+            ));
+        }
+        if let Ok(mac) = Mac::parse(&req.mac_address)
+            && let Some(other) = remote.and_then(|m| m.values().find(|e| e.mac == mac.0))
+        {
+            return Err(ApiError::field(ErrorCode::MacInUse, "MacAddress", format!("MAC {mac} is used by endpoint {} on host {} of overlay network {net_name:?}", other.name, other.node)));
+        }
+        let requested: Option<IpAddr> = req.ip_configurations.first().and_then(|c| c.ip_address.parse().ok());
+        let (cluster, local) = self.cluster_for(&format!("create an endpoint on overlay network {net_name:?}"))?;
+        let allocated = cluster.allocate_address(&net_id, &req.id, &local.node, requested).await;
+        let ip = self.checked(allocated).map_err(|e| cluster_err(e, ErrorCode::AddrInUse))?;
+        let plen = self.networks[&net_id].plan.subnets.iter().find(|(s, _)| s.contains(&ip)).map(|(s, _)| s.prefix_len()).unwrap_or(0);
+        req.ip_configurations = vec![IpConfig { ip_address: ip.to_string(), prefix_length: plen, ip_subnet_id: String::new() }];
+        if req.mac_address.is_empty() {
+            req.mac_address = self.overlay_mac(&net_id, ip).to_windows_string();
+        }
+        Ok((req, Some(Reserved { net_id, ep_id: rec.ep.id })))
+    }
+
+    /// A MAC unique on the whole segment: derived from the address where the address's low
+    /// 24 bits tell endpoints apart (IPv4 subnets up to /8), random otherwise.
+    fn overlay_mac(&self, net_id: &str, ip: IpAddr) -> Mac {
+        let net = &self.networks[net_id];
+        let fits = net.plan.subnets.iter().any(|(s, _)| s.contains(&ip) && ip.is_ipv4() && s.prefix_len() >= 8);
+        let taken = |m: &Mac| net.macs.contains(&m.0) || self.overlay.remote.get(net_id).is_some_and(|r| r.values().any(|e| e.mac == m.0));
+        let mut mac = if fits { Mac::from_ip(ip) } else { Mac::random() };
+        while taken(&mac) {
+            mac = Mac::random();
+        }
+        mac
+    }
+
+    /// After the local create: publish the endpoint, or give the address back if the create
+    /// failed. A failed publish undoes the create: an endpoint the other hosts cannot reach
+    /// is not what was asked for.
+    pub(crate) async fn overlay_finish_endpoint(&mut self, reserved: Option<Reserved>, created: Result<HostComputeEndpoint>) -> Result<HostComputeEndpoint> {
+        let Some(r) = reserved else { return created };
+        let ep = match created {
+            Ok(ep) => ep,
+            Err(e) => {
+                self.release_cluster_address(&r).await;
+                return Err(e);
+            }
+        };
+        let published = match (self.cluster_record(&self.endpoints[&ep.id]), self.cluster_for("publish the endpoint")) {
+            (Some(record), Ok((cluster, _))) => {
+                let put = cluster.put_endpoint(record).await;
+                self.checked(put).map_err(|e| cluster_err(e, ErrorCode::AddrInUse))
+            }
+            (None, _) => Err(ApiError::internal(format!("endpoint {} has no usable address or MAC", ep.id))),
+            (_, Err(e)) => Err(e),
+        };
+        if let Err(e) = published {
+            let _ = self.delete_local_endpoint(&ep.id).await;
+            self.release_cluster_address(&r).await;
+            return Err(e);
+        }
+        Ok(ep)
+    }
+
+    /// Before an endpoint is deleted: withdraw it from the cluster. Returns its reservation
+    /// (to release once the local delete is done), `None` for other networks.
+    pub(crate) async fn overlay_withdraw_endpoint(&mut self, ep_id: &str) -> Option<Reserved> {
+        let rec = self.endpoints.get(ep_id)?;
+        self.overlay_vxlan(&rec.network_id)?;
+        let r = Reserved { net_id: rec.network_id.clone(), ep_id: ep_id.to_owned() };
+        let withdrawn = match self.cluster_for("withdraw the endpoint") {
+            Ok((cluster, _)) => {
+                let deleted = cluster.delete_endpoint(&r.net_id, ep_id).await;
+                self.checked(deleted).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.message),
+        };
+        if let Err(e) = withdrawn {
+            tracing::warn!(endpoint = ep_id, "endpoint deleted here but not yet withdrawn from the cluster (done when etcd answers): {e}");
+            self.overlay.own_dirty = true;
+        }
+        Some(r)
+    }
+
+    /// After the local delete: the address goes back to the cluster (unless the delete failed
+    /// and the endpoint is still here).
+    pub(crate) async fn overlay_release_endpoint(&mut self, r: Option<Reserved>) {
+        if let Some(r) = r
+            && !self.endpoints.contains_key(&r.ep_id)
+        {
+            self.release_cluster_address(&r).await;
+        }
+    }
+
+    async fn release_cluster_address(&mut self, r: &Reserved) {
+        let released = match self.cluster_for("release the address") {
+            Ok((cluster, _)) => {
+                let released = cluster.release_address(&r.net_id, &r.ep_id).await;
+                self.checked(released).map(|_| ()).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.message),
+        };
+        if let Err(e) = released {
+            tracing::warn!(endpoint = %r.ep_id, "cluster address not released yet (done when etcd answers): {e}");
+            self.overlay.own_dirty = true;
+        }
+    }
+
+    /// What the cluster should hold of one of this host's endpoints.
+    pub(crate) fn cluster_record(&self, rec: &EndpointRecord) -> Option<ClusterEndpoint> {
+        let local = self.overlay.local.as_ref()?;
+        let ip: IpAddr = rec.ep.ip_configurations.first()?.ip_address.parse().ok()?;
+        let mac = Mac::parse(&rec.ep.mac_address).ok()?.0;
+        // The name others resolve: the endpoint's, else its compartment's (as `run --name`).
+        let name = if rec.ep.name.is_empty() {
+            self.namespaces.get(&rec.ep.host_compute_namespace).map(|n| n.rec.ns.name.clone()).unwrap_or_default()
+        } else {
+            rec.ep.name.clone()
+        };
+        Some(ClusterEndpoint { id: rec.ep.id.clone(), network_id: rec.network_id.clone(), node: local.node.clone(), name, ip, mac, vtep: local.vtep })
+    }
+
+    /// A remote endpoint appeared or changed: program it and make its name resolve here.
+    pub(crate) async fn add_remote_endpoint(&mut self, e: ClusterEndpoint) {
+        let net_id = e.network_id.clone();
+        let old = self.overlay.remote.entry(net_id.clone()).or_default().insert(e.id.clone(), e.clone());
+        // A network this host could not build keeps its endpoints in view only.
+        let Some(vxlan) = self.overlay_vxlan(&net_id) else { return };
+        if let Some(old) = old.filter(|o| entry(o) != entry(&e))
+            && let Err(err) = driver::remove_remote(&self.host, &vxlan, &entry(&old)).await
+        {
+            tracing::warn!(endpoint = %old.id, error = %err, "could not remove the old entries of a moved endpoint");
+        }
+        if let Err(err) = driver::add_remote(&self.host, &vxlan, &entry(&e)).await {
+            tracing::warn!(endpoint = %e.id, error = %err, "could not program a remote endpoint; the reconciler retries");
+        }
+        self.dns_refresh(&net_id);
+    }
+
+    /// A remote endpoint went away (deleted, or its host's lease expired).
+    pub(crate) async fn remove_remote_endpoint(&mut self, net_id: &str, ep_id: &str) {
+        let Some(gone) = self.overlay.remote.get_mut(net_id).and_then(|m| m.remove(ep_id)) else {
+            if self.endpoints.contains_key(ep_id) {
+                // One of ours vanished from etcd (its lease was lost): publish it again.
+                self.overlay.own_dirty = true;
+            }
+            return;
+        };
+        if let Some(vxlan) = self.overlay_vxlan(net_id)
+            && let Err(err) = driver::remove_remote(&self.host, &vxlan, &entry(&gone)).await
+        {
+            tracing::warn!(endpoint = ep_id, error = %err, "could not remove a remote endpoint; the reconciler retries");
+        }
+        self.dns_refresh(net_id);
+    }
+
+    /// Forgets the remote endpoints of a network going away (their kernel entries go with
+    /// its VXLAN device).
+    pub(crate) fn forget_remote_network(&mut self, net_id: &str) {
+        self.overlay.remote.remove(net_id);
+    }
+
+    /// The remote endpoints as HNS endpoints.
+    pub(crate) fn remote_endpoint_views(&self) -> impl Iterator<Item = HostComputeEndpoint> + '_ {
+        self.overlay.remote.values().flat_map(|m| m.values()).map(|e| self.remote_view(e))
+    }
+
+    /// One remote endpoint by ID or name.
+    pub(crate) fn remote_endpoint_view(&self, key: &str) -> Option<HostComputeEndpoint> {
+        self.find_remote(key).map(|e| self.remote_view(e))
+    }
+
+    /// The error for deleting another host's endpoint here.
+    pub(crate) fn refuse_remote_endpoint(&self, key: &str) -> Option<ApiError> {
+        let e = self.find_remote(key)?;
+        Some(ApiError::new(
+            ErrorCode::RequestUnsupported,
+            format!("endpoint {} ({}) lives on host {} (VTEP {}); remove it with hnsctl on that host", e.name, e.id, e.node, e.vtep),
+        ))
+    }
+
+    fn find_remote(&self, key: &str) -> Option<&ClusterEndpoint> {
+        let id = norm_guid(key);
+        let all = || self.overlay.remote.values().flat_map(|m| m.values());
+        match id {
+            Some(id) => all().find(|e| norm_guid(&e.id).as_deref() == Some(id.as_str())),
+            None => all().find(|e| !e.name.is_empty() && e.name == key),
+        }
+    }
+
+    fn remote_view(&self, e: &ClusterEndpoint) -> HostComputeEndpoint {
+        let plen = self.networks.get(&e.network_id).and_then(|n| n.plan.subnets.iter().find(|(s, _)| s.contains(&e.ip))).map(|(s, _)| s.prefix_len());
+        HostComputeEndpoint {
+            id: e.id.clone(),
+            name: e.name.clone(),
+            host_compute_network: e.network_id.clone(),
+            ip_configurations: vec![IpConfig { ip_address: e.ip.to_string(), prefix_length: plen.unwrap_or(0), ip_subnet_id: String::new() }],
+            mac_address: Mac(e.mac).to_windows_string(),
+            flags: ENDPOINT_FLAG_REMOTE,
+            policies: vec![Policy { kind: "ProviderAddress".into(), settings: json!({ "ProviderAddress": e.vtep.to_string() }) }],
+            additional_params: json!({ "Node": e.node }),
+            schema_version: SCHEMA_VERSION,
+            state: state::CREATED,
+            version: 1,
+            ..Default::default()
+        }
+    }
+
+    /// The names of a network's remote endpoints, for its DNS responder (global service
+    /// discovery: an overlay name resolves on every host).
+    pub(crate) fn overlay_dns_records(&self, net_id: &str) -> Vec<Record> {
+        let Some(m) = self.overlay.remote.get(net_id) else { return Vec::new() };
+        m.values().filter(|e| !e.name.is_empty()).map(|e| Record { name: e.name.clone(), addrs: vec![e.ip] }).collect()
+    }
+}

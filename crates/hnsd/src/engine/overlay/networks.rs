@@ -1,0 +1,189 @@
+//! Overlay networks are cluster objects: created and deleted in etcd first (which decides the
+//! VNI, and refuses duplicate names, overlapping subnets, or deleting a network other hosts
+//! still use), then here. Every other host builds its copy when its watch reports the network
+//! and drops it when the watch reports it gone.
+//!
+//! Every host's copy has the same ID, subnet, gateway (address and MAC), VNI and port; the
+//! stored record carries the VNI as the subnet's `VSID` policy and the port as the
+//! `VxlanPort` policy, so a restart rebuilds the network without asking etcd.
+
+use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Ipam, IpamType, NetworkType, Policy, Route, Subnet};
+use hns_cluster::{OverlayNetwork, OverlayNetworkSpec};
+use serde_json::json;
+
+use super::super::records::NetworkRecord;
+use super::super::validate::{self, HostFacts};
+use super::super::{Engine, Net, Result};
+use super::{DEFAULT_VXLAN_PORT, cluster_err};
+
+/// The record of an overlay network with the cluster's decisions (VNI, port) written in.
+fn with_cluster_facts(mut rec: NetworkRecord, on: &OverlayNetwork) -> NetworkRecord {
+    for ipam in &mut rec.net.ipams {
+        for s in &mut ipam.subnets {
+            s.policies.retain(|p| !p.kind.eq_ignore_ascii_case("VSID"));
+            s.policies.push(Policy { kind: "VSID".into(), settings: json!({ "IsolationId": on.vni }) });
+        }
+    }
+    rec.net.outbound_nat = on.outbound_nat;
+    rec.net.policies.retain(|p| !p.kind.eq_ignore_ascii_case("VxlanPort"));
+    rec.net.policies.push(Policy { kind: "VxlanPort".into(), settings: json!({ "Port": on.vxlan_port }) });
+    rec
+}
+
+/// The HNS form of a network the watch reported.
+fn request_for(on: &OverlayNetwork) -> HostComputeNetwork {
+    let default = if on.subnet.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+    let subnet = Subnet {
+        ip_address_prefix: on.subnet.to_string(),
+        routes: vec![Route { next_hop: on.gateway.to_string(), destination_prefix: default.into(), metric: 0 }],
+        policies: vec![Policy { kind: "VSID".into(), settings: json!({ "IsolationId": on.vni }) }],
+        ..Default::default()
+    };
+    HostComputeNetwork {
+        id: on.id.clone(),
+        name: on.name.clone(),
+        kind: Some(NetworkType::Overlay),
+        ipams: vec![Ipam { kind: IpamType::Static, subnets: vec![subnet] }],
+        policies: vec![Policy { kind: "VxlanPort".into(), settings: json!({ "Port": on.vxlan_port }) }],
+        outbound_nat: on.outbound_nat,
+        ..Default::default()
+    }
+}
+
+impl Engine {
+    /// `POST /networks` with `Type: Overlay`: validated here, created in the cluster (VNI
+    /// decided there), then built here. Other hosts build it from their watch.
+    pub(crate) async fn create_overlay_network(&mut self, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
+        let what = format!("create overlay network {:?}", req.name);
+        // Without a cluster store there is nothing to validate for.
+        if let Err(e) = self.cluster_for(&what)
+            && self.overlay.local.is_none()
+        {
+            return Err(ApiError { code: ErrorCode::InvalidNetworkType, field: Some("Type".into()), ..e });
+        }
+        let subnets: usize = req.ipams.iter().map(|i| i.subnets.len()).sum();
+        if subnets != 1 {
+            return Err(ApiError::field(
+                ErrorCode::InvalidSubnet,
+                "Ipams",
+                format!("an overlay network has exactly one subnet, the same on every host ({subnets} given): give one --subnet, and --gateway if not its first address"),
+            ));
+        }
+        let port = validate::parse_network_policies(&req.policies, "Policies")?.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT);
+        let net = self.validate_network(req, &[], &HostFacts::default())?;
+        let vni = match net.rec.net.subnets().next() {
+            Some(s) => validate::parse_subnet(s, "Ipams[0].Subnets[0]")?.vsid,
+            None => None,
+        };
+        let (subnet, gateway) = net.plan.subnets[0];
+        let (cluster, local) = self.cluster_for(&what)?;
+        let spec = OverlayNetworkSpec {
+            id: net.rec.net.id.clone(),
+            name: net.rec.net.name.clone(),
+            subnet,
+            gateway,
+            vni,
+            vxlan_port: port,
+            outbound_nat: net.rec.net.outbound_nat,
+        };
+        let created = cluster.create_network(spec).await;
+        let on = self.checked(created).map_err(|e| {
+            let code = if e.to_string().contains("overlaps") { ErrorCode::SubnetInUse } else { ErrorCode::NetworkAlreadyExists };
+            cluster_err(e, code)
+        })?;
+        let net = self.overlay_net(with_cluster_facts(net.rec, &on))?;
+        match self.commit_new_network(net, None).await {
+            Ok(created) => Ok(created),
+            Err(e) => {
+                // Not built here: take it out of the cluster again, or it would exist everywhere
+                // but on the host that asked for it.
+                if let Err(undo) = cluster.delete_network(&on.id, &local.node).await {
+                    tracing::warn!(network = %on.name, error = %undo, "could not undo the cluster network after a local failure");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The cluster half of deleting an overlay network (the caller checked this host has no
+    /// endpoints on it). Refused while other hosts have endpoints on it, naming them.
+    pub(crate) async fn delete_overlay_in_cluster(&mut self, id: &str) -> Result<()> {
+        let name = self.networks.get(id).map(|n| n.rec.net.name.clone()).unwrap_or_default();
+        let (cluster, local) = self.cluster_for(&format!("remove overlay network {name:?}"))?;
+        let deleted = cluster.delete_network(id, &local.node).await;
+        match self.checked(deleted) {
+            // Already gone from the cluster (deleted elsewhere meanwhile): just remove it here.
+            Ok(()) | Err(hns_cluster::ClusterError::NotFound { .. }) => {
+                self.forget_remote_network(id);
+                Ok(())
+            }
+            Err(e) => Err(cluster_err(e, ErrorCode::EntityHasReferences)),
+        }
+    }
+
+    /// Builds this host's copy of a cluster network the watch reported, unless it has it. A
+    /// network that cannot be built here (its name or subnet is taken by a local network) is
+    /// reported by `info` and skipped; the rest of the cluster is unaffected.
+    pub(crate) async fn ensure_cluster_network(&mut self, on: &OverlayNetwork) {
+        if let Some(n) = self.networks.get(&on.id) {
+            match &n.plan.overlay {
+                Some(o) if o.vni == on.vni && o.port == on.vxlan_port && o.outbound_nat == on.outbound_nat => {
+                    self.overlay.problems.remove(&on.id);
+                }
+                _ => {
+                    let problem = format!("overlay network {} (id {}): this host's copy ({}) differs from the cluster's", on.name, on.id, n.rec.net.name);
+                    self.overlay.problems.insert(on.id.clone(), problem);
+                }
+            }
+            return;
+        }
+        let built = match self.validate_network(request_for(on), &[], &HostFacts::default()) {
+            Ok(net) => match self.overlay_net(with_cluster_facts(net.rec, on)) {
+                Ok(net) => self.commit_new_network(net, None).await.map(|_| ()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match built {
+            Ok(()) => {
+                self.overlay.problems.remove(&on.id);
+                tracing::info!(network = %on.name, vni = on.vni, subnet = %on.subnet, "built overlay network from the cluster");
+            }
+            Err(e) => {
+                let problem = format!("overlay network {} (subnet {}, VNI {}) cannot be built on this host: {}", on.name, on.subnet, on.vni, e.message);
+                tracing::error!("{problem}");
+                self.overlay.problems.insert(on.id.clone(), problem);
+            }
+        }
+    }
+
+    /// Removes this host's copy of a network deleted from the cluster, with any endpoint of
+    /// this host still on it (the cluster had already released their addresses).
+    pub(crate) async fn drop_cluster_network(&mut self, id: &str) {
+        self.overlay.problems.remove(id);
+        self.forget_remote_network(id);
+        let Some(net) = self.networks.get(id) else { return };
+        if net.plan.overlay.is_none() {
+            return;
+        }
+        let name = net.rec.net.name.clone();
+        let mine: Vec<String> = self.endpoints.values().filter(|e| e.network_id == id).map(|e| e.ep.id.clone()).collect();
+        for ep in mine {
+            tracing::warn!(network = %name, endpoint = %ep, "the overlay network was removed from the cluster; removing its endpoint here too");
+            if let Err(e) = self.delete_local_endpoint(&ep).await {
+                tracing::warn!(endpoint = %ep, error = %e, "could not remove the endpoint");
+            }
+        }
+        match self.remove_network(id).await {
+            Ok(()) => tracing::info!(network = %name, "removed overlay network deleted from the cluster"),
+            Err(e) => tracing::warn!(network = %name, error = %e, "could not remove the overlay network; the reconciler retries"),
+        }
+    }
+
+    /// Live state of an overlay network record, with this host's VTEP.
+    fn overlay_net(&self, rec: NetworkRecord) -> Result<Net> {
+        let mut net = Net::from_record(rec).map_err(ApiError::internal)?;
+        self.fill_overlay_plan(&mut net);
+        Ok(net)
+    }
+}

@@ -1,0 +1,179 @@
+//! Keeping this host in step with the cluster.
+//!
+//! The watch delivers a snapshot (at start and after every outage) and then single changes.
+//! A snapshot is applied as a diff: networks the cluster has are built, networks it no longer
+//! has are dropped, every VXLAN device is made to hold exactly the remote endpoints of the
+//! snapshot, and this host's own records in etcd are compared with its store (published
+//! where missing, withdrawn and released where the endpoint is gone). So an outage of any
+//! length ends in the same state as if it never happened, without restarting anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hns_cluster::{Cluster, ClusterEndpoint, ClusterError, ClusterEvent, Snapshot};
+use hns_drivers::overlay::{self as driver, RemoteEntry, SyncCount};
+use hns_kernel::KernelError;
+
+use super::super::Engine;
+use super::super::reconcile::Report;
+use super::Link;
+use super::endpoints::entry;
+
+impl Engine {
+    /// Applies one event of the cluster watch.
+    pub async fn apply_cluster_event(&mut self, ev: ClusterEvent) {
+        let me = self.overlay.local.as_ref().map(|l| l.node.clone()).unwrap_or_default();
+        match ev {
+            ClusterEvent::Snapshot(s) => self.apply_snapshot(s, &me).await,
+            ClusterEvent::NetworkPut(n) => self.ensure_cluster_network(&n).await,
+            ClusterEvent::NetworkDeleted { id, .. } => self.drop_cluster_network(&id).await,
+            ClusterEvent::EndpointPut(e) if e.node == me => {
+                // Ours: expected after a publish; anything else is repaired by the sync.
+                if self.cluster_record_of(&e.id).as_ref() != Some(&e) {
+                    self.overlay.own_dirty = true;
+                }
+            }
+            ClusterEvent::EndpointPut(e) => self.add_remote_endpoint(e).await,
+            ClusterEvent::EndpointDeleted { network_id, endpoint_id, .. } => self.remove_remote_endpoint(&network_id, &endpoint_id).await,
+            ClusterEvent::NodeUp(n) => {
+                tracing::info!(node = %n.name, vtep = %n.vtep, "cluster node up");
+            }
+            ClusterEvent::NodeDown { name, .. } => {
+                tracing::warn!(node = %name, "cluster node down (its lease expired); its endpoints leave this host's view");
+            }
+            ClusterEvent::Disconnected { reason } => {
+                tracing::warn!("cluster watch lost etcd; overlay networks keep forwarding as programmed: {reason}");
+                self.overlay.link = Link::Offline(reason);
+            }
+        }
+    }
+
+    async fn apply_snapshot(&mut self, s: Snapshot, me: &str) {
+        tracing::info!(revision = s.revision, networks = s.networks.len(), endpoints = s.endpoints.len(), nodes = s.nodes.len(), "cluster snapshot");
+        self.overlay.link = Link::Online;
+        self.overlay.quiet = None;
+        for n in &s.networks {
+            self.ensure_cluster_network(n).await;
+        }
+        let known: BTreeSet<&str> = s.networks.iter().map(|n| n.id.as_str()).collect();
+        for id in self.overlay_network_ids() {
+            if !known.contains(id.as_str()) {
+                self.drop_cluster_network(&id).await;
+            }
+        }
+        self.overlay.problems.retain(|id, _| known.contains(id.as_str()));
+        let (mine, theirs): (Vec<ClusterEndpoint>, Vec<ClusterEndpoint>) = s.endpoints.into_iter().partition(|e| e.node == me);
+        let mut remote: BTreeMap<String, BTreeMap<String, ClusterEndpoint>> = BTreeMap::new();
+        for e in theirs {
+            remote.entry(e.network_id.clone()).or_default().insert(e.id.clone(), e);
+        }
+        self.overlay.remote = remote;
+        self.overlay.synced = true;
+        for id in self.overlay_network_ids() {
+            match self.sync_remote_kernel(&id).await {
+                Ok(c) if c.added + c.removed > 0 => tracing::info!(network = %id, added = c.added, removed = c.removed, "remote endpoints brought in line with the cluster"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(network = %id, error = %e, "could not program remote endpoints; the reconciler retries"),
+            }
+            self.dns_refresh(&id);
+        }
+        self.sync_own(Some(mine)).await;
+    }
+
+    /// Makes a network's VXLAN device hold exactly the remote endpoints in view.
+    async fn sync_remote_kernel(&self, net_id: &str) -> Result<SyncCount, KernelError> {
+        let Some(vxlan) = self.networks.get(net_id).and_then(|n| n.plan.overlay.as_ref()).map(|o| o.vxlan.clone()) else { return Ok(SyncCount::default()) };
+        let desired: Vec<RemoteEntry> = self.overlay.remote.get(net_id).map(|m| m.values().map(entry).collect()).unwrap_or_default();
+        driver::sync_remote(&self.host, &vxlan, &desired).await
+    }
+
+    /// The cluster record an endpoint of this host should have, if it is one of ours on an
+    /// overlay network.
+    fn cluster_record_of(&self, ep_id: &str) -> Option<ClusterEndpoint> {
+        let rec = self.endpoints.get(ep_id)?;
+        self.networks.get(&rec.network_id)?.plan.overlay.as_ref()?;
+        self.cluster_record(rec)
+    }
+
+    /// Brings this host's records in etcd in line with its store. `published` is what etcd
+    /// has of this host (from a snapshot), or `None` to read it.
+    pub(super) async fn sync_own(&mut self, published: Option<Vec<ClusterEndpoint>>) {
+        let Ok((cluster, local)) = self.cluster_for("sync this host's endpoints") else {
+            self.overlay.own_dirty = true;
+            return;
+        };
+        let synced = self.sync_own_with(&cluster, &local.node, published).await;
+        match self.checked(synced) {
+            Ok(()) => self.overlay.own_dirty = false,
+            Err(e) => {
+                tracing::warn!("this host's cluster records are not in sync yet (retried on the next pass): {e}");
+                self.overlay.own_dirty = true;
+            }
+        }
+    }
+
+    async fn sync_own_with(&self, cluster: &Cluster, me: &str, published: Option<Vec<ClusterEndpoint>>) -> Result<(), ClusterError> {
+        let nets = self.overlay_network_ids();
+        let published = match published {
+            Some(p) => p,
+            None => {
+                let mut all = Vec::new();
+                for n in &nets {
+                    all.extend(cluster.list_endpoints(n).await?.into_iter().filter(|e| e.node == me));
+                }
+                all
+            }
+        };
+        let wanted: Vec<ClusterEndpoint> = self.endpoints.keys().filter_map(|id| self.cluster_record_of(id)).collect();
+        for w in wanted.iter().filter(|w| !published.contains(w)) {
+            tracing::info!(endpoint = %w.id, ip = %w.ip, "publishing an endpoint of this host the cluster did not have");
+            match cluster.put_endpoint(w.clone()).await {
+                Ok(()) => {}
+                // Its reservation is gone (an operator removed this node while it was down):
+                // take the same address again if it is still free.
+                Err(ClusterError::Conflict { .. }) => {
+                    cluster.allocate_address(&w.network_id, &w.id, me, Some(w.ip)).await?;
+                    cluster.put_endpoint(w.clone()).await?;
+                }
+                Err(ClusterError::NotFound { .. }) => {} // the network is going: its drop event follows
+                Err(e) => return Err(e),
+            }
+        }
+        for p in published.iter().filter(|p| !wanted.iter().any(|w| w.id == p.id && w.network_id == p.network_id)) {
+            tracing::info!(endpoint = %p.id, ip = %p.ip, "withdrawing an endpoint this host no longer has");
+            cluster.delete_endpoint(&p.network_id, &p.id).await?;
+        }
+        for n in &nets {
+            for (ip, owner) in cluster.list_addresses(n).await? {
+                let still_here = self.endpoints.get(&owner.endpoint_id).is_some_and(|r| &r.network_id == n);
+                if owner.node == me && !still_here {
+                    tracing::info!(network = %n, %ip, endpoint = %owner.endpoint_id, "releasing the address of an endpoint this host no longer has");
+                    cluster.release_address(n, &owner.endpoint_id).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The reconciler's share: re-program remote endpoints the kernel lost (a VXLAN device
+    /// re-created, an entry deleted by hand) and drop stale ones, and finish this host's own
+    /// cluster records when something was left undone while etcd was away.
+    pub(crate) async fn reconcile_overlay(&mut self, r: &mut Report) {
+        if self.overlay.synced {
+            for id in self.overlay_network_ids() {
+                match self.sync_remote_kernel(&id).await {
+                    Ok(c) if c.added + c.removed > 0 => {
+                        r.repaired.push(format!("overlay network {id}: {} remote endpoint(s) programmed again, {} stale removed", c.added, c.removed))
+                    }
+                    Ok(_) => {}
+                    Err(e) => r.errors.push(format!("overlay network {id}: {e}")),
+                }
+            }
+        }
+        if self.overlay.own_dirty && matches!(self.overlay.link, Link::Online) {
+            self.sync_own(None).await;
+            if !self.overlay.own_dirty {
+                r.repaired.push("cluster records of this host's overlay endpoints brought up to date".into());
+            }
+        }
+    }
+}
