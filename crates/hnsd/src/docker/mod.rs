@@ -43,7 +43,7 @@ use crate::api::Shared;
 pub enum Driver {
     /// An HNS network type hns implements.
     Network(NetworkType),
-    /// `hnsoverlay`: the name is held for the overlay driver, which this build does not have.
+    /// `hnsoverlay`: held for overlay networks, which are created through hnsctl for now.
     Overlay,
 }
 

@@ -38,7 +38,12 @@ pub async fn create_network(d: &Docker, driver: Driver, req: CreateNetwork) -> R
     let kind = match driver {
         Driver::Network(k) => k,
         Driver::Overlay => {
-            return Err(ApiError::new(ErrorCode::InvalidNetworkType, "overlay is not available in this hns build yet; use nat, transparent, l2bridge or l2tunnel"));
+            // Docker's local-scope networks get one ID per host, while an hns overlay network is
+            // one cluster object: mapping the two is not built yet.
+            return Err(ApiError::new(
+                ErrorCode::InvalidNetworkType,
+                "overlay networks cannot be created through Docker yet: create them with `hnsctl network create -d overlay --subnet ...` and attach containers with hnsctl; Docker drives nat, transparent, l2bridge and l2tunnel",
+            ));
         }
     };
     let mut engine = d.app.engine.lock().await;
