@@ -20,6 +20,7 @@ pub mod error;
 pub mod modify;
 pub mod portmap;
 pub mod schema;
+pub mod windowsshim;
 
 pub use cluster::*;
 pub use enums::*;

@@ -14,13 +14,10 @@ use crate::error::{CliError, Result};
 use crate::output::{self, NETWORK_HEADERS, print_json, print_line, same_id};
 use crate::{ConnectArgs, DisconnectArgs, LsArgs, NetworkCreateArgs};
 
-const OPT_PREFIX: &str = "com.docker.network.windowsshim.";
-const OPT_NETWORK_NAME: &str = "com.docker.network.windowsshim.networkname";
-const OPT_DNS_SUFFIX: &str = "com.docker.network.windowsshim.dnssuffix";
-const OPT_DNS_SERVERS: &str = "com.docker.network.windowsshim.dnsservers";
-const OPT_INTERFACE: &str = "com.docker.network.windowsshim.interface";
-const OPT_VLAN: &str = "com.docker.network.windowsshim.vlanid";
-const OPT_VSID: &str = "com.docker.network.windowsshim.vsid";
+use hns_api::windowsshim::{
+    DNS_SERVERS as OPT_DNS_SERVERS, DNS_SUFFIX as OPT_DNS_SUFFIX, INTERFACE as OPT_INTERFACE, NETWORK_NAME as OPT_NETWORK_NAME, PREFIX as OPT_PREFIX,
+    VLAN as OPT_VLAN, VSID as OPT_VSID,
+};
 const KNOWN_OPTS: &[&str] = &[OPT_NETWORK_NAME, OPT_DNS_SUFFIX, OPT_DNS_SERVERS, OPT_INTERFACE, OPT_VLAN, OPT_VSID];
 
 /// A parsed CIDR: address and prefix length.

@@ -14,19 +14,16 @@ use serde_json::{Value, json};
 
 use super::protocol::{CreateEndpoint, CreateNetwork, Interface, Options, PortBinding, TransportPort, keys};
 
-pub const OPT_PREFIX: &str = "com.docker.network.windowsshim.";
-const OPT_NETWORK_NAME: &str = "com.docker.network.windowsshim.networkname";
-const OPT_INTERFACE: &str = "com.docker.network.windowsshim.interface";
-const OPT_VLAN: &str = "com.docker.network.windowsshim.vlanid";
-const OPT_DNS_SUFFIX: &str = "com.docker.network.windowsshim.dnssuffix";
-const OPT_DNS_SERVERS: &str = "com.docker.network.windowsshim.dnsservers";
-const OPT_DISABLE_GATEWAY_DNS: &str = "com.docker.network.windowsshim.disable_gatewaydns";
+use hns_api::windowsshim::{
+    DISABLE_GATEWAY_DNS as OPT_DISABLE_GATEWAY_DNS, DNS_SERVERS as OPT_DNS_SERVERS, DNS_SUFFIX as OPT_DNS_SUFFIX, INTERFACE as OPT_INTERFACE,
+    NETWORK_NAME as OPT_NETWORK_NAME, PREFIX as OPT_PREFIX, VLAN as OPT_VLAN,
+};
 const SUPPORTED: &[&str] = &[OPT_NETWORK_NAME, OPT_INTERFACE, OPT_VLAN, OPT_DNS_SUFFIX, OPT_DNS_SERVERS, OPT_DISABLE_GATEWAY_DNS];
 
 /// Options of Docker's Windows driver that hns knows but does not implement, with the reason.
 const NOT_YET: &[(&str, &str)] = &[
     ("hnsid", "adopting a network that already exists in hns is not supported yet; let docker create it"),
-    ("vsid", "VSID isolation belongs to overlay networks, which this build does not have yet"),
+    ("vsid", "VSID belongs to overlay networks, which are created with hnsctl, not through Docker"),
     ("macpool", "MAC pools are not supported: hns derives each endpoint's MAC from its address"),
     ("sourcemac", "a source MAC for the network is not supported"),
     ("routingdomain", "routing domains are not supported"),
