@@ -40,7 +40,7 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
         host.add_host_route(*ip, index, src).await?;
         host.add_proxy_neighbour(uplink, *ip).await?;
     }
-    crate::nat::configure_inside(ep, c).await
+    crate::configure_inside(ep, c).await
 }
 
 pub async fn detach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, inside: Option<&Compartment>) -> Result<Option<String>> {

@@ -141,6 +141,25 @@ pub async fn detach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, inside
     }
 }
 
+/// The compartment side of every driver: link up, addresses, routes, loopback, gateways.
+pub(crate) async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
+    let nl = &c.netlink;
+    nl.set_up(&ep.ifname).await?;
+    nl.set_up("lo").await?;
+    let index = nl
+        .link_by_name(&ep.ifname)
+        .await?
+        .map(|l| l.index)
+        .ok_or_else(|| KernelError::new("configure", &ep.ifname, "interface missing in the compartment right after creation"))?;
+    for (ip, plen) in &ep.addresses {
+        nl.add_address(&ep.ifname, index, *ip, *plen).await?;
+    }
+    for (dest, via) in &ep.routes {
+        nl.add_route(*dest, *via, index).await?;
+    }
+    ensure_gateways(ep, c).await
+}
+
 /// Gives the compartment a default route via this endpoint's gateways where it has none (the
 /// first endpoint wins; after a detach the next one takes over).
 pub async fn ensure_gateways(ep: &EndpointPlan, c: &Compartment) -> Result<()> {

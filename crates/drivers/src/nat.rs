@@ -51,26 +51,7 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
         c.netlink.disable_ipv6_autoconf(&ep.ifname).await?;
     }
     host.set_up(&ep.host_if).await?;
-    configure_inside(ep, c).await
-}
-
-/// The compartment side: link up, addresses, routes, loopback.
-pub(crate) async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
-    let nl = &c.netlink;
-    nl.set_up(&ep.ifname).await?;
-    nl.set_up("lo").await?;
-    let index = nl
-        .link_by_name(&ep.ifname)
-        .await?
-        .map(|l| l.index)
-        .ok_or_else(|| hns_kernel::KernelError::new("configure", &ep.ifname, "interface missing in the compartment right after creation"))?;
-    for (ip, plen) in &ep.addresses {
-        nl.add_address(&ep.ifname, index, *ip, *plen).await?;
-    }
-    for (dest, via) in &ep.routes {
-        nl.add_route(*dest, *via, index).await?;
-    }
-    crate::ensure_gateways(ep, c).await
+    crate::configure_inside(ep, c).await
 }
 
 /// Takes the endpoint's veth out of service (both ends down and renamed, so the compartment's

@@ -113,7 +113,7 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
         c.netlink.disable_ipv6_autoconf(&ep.ifname).await?;
     }
     host.set_up(&ep.host_if).await?;
-    crate::nat::configure_inside(ep, c).await
+    crate::configure_inside(ep, c).await
 }
 
 /// Isolated like an `--internal` nat network unless outbound NAT is on: the segment is
