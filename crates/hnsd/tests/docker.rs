@@ -212,7 +212,7 @@ fn external_networks_put_containers_on_the_lan() {
     fails_with(&docker, &["network", "create", "-d", "l2bridge", "-o", &iface4, "bad3"], "give that LAN's --subnet and --gateway");
     fails_with(&docker, &["network", "create", "-d", "l2bridge", "--ipam-driver", "hns", "-o", &iface4, "bad4"], "give that LAN's --subnet and --gateway");
     fails_with(&docker, &["network", "create", "-d", "transparent", "--internal", "--subnet", &u4.subnet, "--gateway", &router4, "-o", &iface4, "bad5"], "cannot be internal");
-    fails_with(&docker, &["network", "create", "-d", "hnsoverlay", "bad6"], "overlay networks cannot be created through Docker yet");
+    fails_with(&docker, &["network", "create", "-d", "hnsoverlay", "bad6"], "needs the cluster store");
     fails_with(&docker, &["run", "--rm", "--net", "l2bridgenet", "-p", "81:80", BUSYBOX_IMAGE, "true"], "port mappings are for nat networks");
     let nets = docker.docker_ok(&["network", "ls", "--format", "{{.Name}}"]).unwrap();
     assert!(!nets.contains("bad"), "a refused network exists in docker: {nets}");

@@ -128,7 +128,14 @@ impl Pools {
             for n in engine.list_networks() {
                 for s in n.subnets() {
                     if s.ip_address_prefix.parse::<IpNet>().is_ok_and(|p| overlaps(&p, &pool)) {
-                        return Err(err(ErrorCode::SubnetInUse, format!("pool {pool} overlaps subnet {} of hns network {:?}; choose another --subnet", s.ip_address_prefix, n.name)));
+                        // The usual way here is a second host joining an overlay network
+                        // with the hns IPAM, which hnsoverlay refuses anyway: say that.
+                        let overlay = if n.network_type() == hns_api::NetworkType::Overlay {
+                            " (to join that overlay network from this host, use Docker's default IPAM: docker network create -d hnsoverlay --subnet with its own --ip-range, without --ipam-driver hns)"
+                        } else {
+                            ""
+                        };
+                        return Err(err(ErrorCode::SubnetInUse, format!("pool {pool} overlaps subnet {} of hns network {:?}; choose another --subnet{overlay}", s.ip_address_prefix, n.name)));
                     }
                 }
             }

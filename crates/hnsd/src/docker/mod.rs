@@ -1,6 +1,6 @@
 //! The Docker plugins: the stock docker CLI drives hns through Docker's remote NetworkDriver
-//! protocol (driver names `nat`, `transparent`, `l2bridge`, `l2tunnel`, and `hnsoverlay`
-//! reserved) and its IpamDriver protocol (driver name `hns`).
+//! protocol (driver names `nat`, `transparent`, `l2bridge`, `l2tunnel`, `hnsoverlay`) and its
+//! IpamDriver protocol (driver name `hns`).
 //!
 //! Map:
 //! - [`protocol`]: the JSON shapes Docker sends and reads;
@@ -14,8 +14,9 @@
 //! - [`server`]: one unix socket per driver name in Docker's plugin directory.
 //!
 //! State: every HNS object made for Docker has an ID derived from its Docker ID (see
-//! [`options::hns_id`]), and the few facts that cannot be derived (pending joins, IPAM pools)
-//! are engine "ext" records in the store, so either daemon can restart at any time.
+//! [`options::hns_id`]), and the few facts that cannot be derived (pending joins, IPAM pools,
+//! the cluster overlay network a Docker network adopted) are engine "ext" records in the store,
+//! so either daemon can restart at any time.
 
 pub mod ipam;
 pub mod names;
@@ -43,7 +44,8 @@ use crate::api::Shared;
 pub enum Driver {
     /// An HNS network type hns implements.
     Network(NetworkType),
-    /// `hnsoverlay`: held for overlay networks, which are created through hnsctl for now.
+    /// `hnsoverlay`: an HNS overlay network, created by the first host's Docker and adopted by
+    /// the others' (see [`network_driver::create_network`]).
     Overlay,
 }
 
@@ -103,6 +105,7 @@ pub async fn start(app: Shared, dir: &Path) -> anyhow::Result<Running> {
     let pools = ipam::Pools::load(&*app.engine.lock().await);
     let d = Arc::new(Docker { app, host, host_ns, pending: Mutex::new(BTreeMap::new()), wake: Notify::new(), ipam: tokio::sync::Mutex::new(pools) });
     sandbox::recover(&d).await;
+    network_driver::recover_retired(&d).await;
     let watcher = tokio::spawn(sandbox::watch(d.clone()));
     let plugins = server::start(dir, d)?;
     Ok(Running { plugins, watcher })

@@ -8,8 +8,10 @@
 //! as HNS `PortMapping` policies of that endpoint.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, ModifyRequest, PolicyRequest, PortMappingSettings, RequestType, ResourceType};
+use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, HostComputeNetwork, NetworkType, ModifyRequest, PolicyRequest, PortMappingSettings, RequestType, ResourceType};
 use serde_json::{Map, Value, json};
 
 use super::options::{self, hns_id};
@@ -34,50 +36,153 @@ async fn adapter_of(d: &Docker, net: &hns_api::HostComputeNetwork) -> (String, O
     (name, ip)
 }
 
+/// Store key of the HNS network a Docker network adopted (see [`adopt_overlay`]).
+fn adopted_key(docker_id: &str) -> String {
+    format!("docker/network/{docker_id}")
+}
+
+/// The HNS network behind a Docker network: the one it adopted if any (a record, so it
+/// survives restarts of either daemon), else the one derived from its ID.
+pub fn network_hns_id(engine: &Engine, docker_id: &str) -> Result<String> {
+    let derived = hns_id(docker_id)?;
+    Ok(engine.ext_get::<String>(&adopted_key(docker_id))?.unwrap_or(derived))
+}
+
 pub async fn create_network(d: &Docker, driver: Driver, req: CreateNetwork) -> Result<Value> {
     let kind = match driver {
         Driver::Network(k) => k,
-        Driver::Overlay => {
-            // Docker's local-scope networks get one ID per host, while an hns overlay network is
-            // one cluster object: mapping the two is not built yet.
-            return Err(ApiError::new(
-                ErrorCode::InvalidNetworkType,
-                "overlay networks cannot be created through Docker yet: create them with `hnsctl network create -d overlay --subnet ...` and attach containers with hnsctl; Docker drives nat, transparent, l2bridge and l2tunnel",
-            ));
-        }
+        Driver::Overlay => NetworkType::Overlay,
     };
     let mut engine = d.app.engine.lock().await;
     let hints = d.ipam.lock().await.hints();
     let net = options::network_request(kind, &req, &hints)?;
     // Docker may repeat a create it did not see answered.
-    if engine.get_network(&net.id).is_ok() {
+    if engine.get_network(&net.id).is_ok() || engine.ext_get::<String>(&adopted_key(&req.network_id))?.is_some() {
         return Ok(json!({}));
     }
     if hns_drivers::is_external(kind) {
         let (adapter, ip) = adapter_of(d, &net).await;
         options::check_lan_subnet(kind, &net, &adapter, ip, &hints)?;
     }
+    if kind == NetworkType::Overlay {
+        options::check_overlay_ipam(&req)?;
+        if adopt_overlay(&engine, &req, &net)? {
+            return Ok(json!({}));
+        }
+    }
     let made = engine.create_network(net).await?;
     tracing::info!(docker_id = %options::short(&req.network_id), name = %made.name, kind = %kind, "docker created a network");
     Ok(json!({}))
 }
 
-pub async fn delete_network(d: &Docker, docker_id: &str) -> Result<Value> {
-    let id = hns_id(docker_id)?;
+/// Docker networks are per host (each host's `docker network create` makes its own ID), an
+/// overlay network is one cluster object: a host whose engine already has the cluster's
+/// overlay network with this subnet (another host created it) maps its Docker network to that
+/// one instead of creating a second. Returns whether it adopted.
+fn adopt_overlay(engine: &Engine, req: &CreateNetwork, net: &HostComputeNetwork) -> Result<bool> {
+    let prefix = |n: &HostComputeNetwork| n.subnets().find_map(|s| s.ip_address_prefix.parse::<ipnet::IpNet>().ok());
+    let gateway = |n: &HostComputeNetwork| n.subnets().flat_map(|s| s.routes.iter()).find(|r| r.destination_prefix.ends_with("/0")).map(|r| r.next_hop.clone());
+    let Some(wanted) = prefix(net) else { return Ok(false) };
+    let found = engine.list_networks().into_iter().find(|n| n.network_type() == NetworkType::Overlay && prefix(n) == Some(wanted));
+    let Some(existing) = found else { return Ok(false) };
+    if let (Some(asked), Some(has)) = (gateway(net), gateway(&existing))
+        && asked != has
+    {
+        return Err(ApiError::field(
+            ErrorCode::InvalidSubnet,
+            "--gateway",
+            format!("overlay network {:?} with subnet {wanted} already exists in the cluster with gateway {has}, not {asked}; give --gateway {has}", existing.name),
+        ));
+    }
+    engine.ext_put(&adopted_key(&req.network_id), &existing.id)?;
+    // Adopted again before its removal came: it stays.
+    engine.ext_delete(&retired_key(&existing.id))?;
+    tracing::info!(docker_id = %options::short(&req.network_id), network = %existing.name, subnet = %wanted, "docker network adopted a cluster overlay network");
+    Ok(true)
+}
+
+/// Whether this host's Docker created `net` (the others' copies, built from the cluster, carry
+/// no Docker ID).
+fn created_by_docker_here(net: &HostComputeNetwork) -> bool {
+    net.additional_params.get(options::DOCKER_NETWORK_ID).is_some_and(|v| v.is_string())
+}
+
+pub async fn delete_network(d: &Arc<Docker>, docker_id: &str) -> Result<Value> {
     let mut engine = d.app.engine.lock().await;
+    let id = network_hns_id(&engine, docker_id)?;
+    if engine.ext_get::<String>(&adopted_key(docker_id))?.is_some() {
+        engine.ext_delete(&adopted_key(docker_id))?;
+        // An adopted overlay network belongs to the host whose Docker created it: only the
+        // mapping goes, unless that host is this one (it re-adopted its own retired network).
+        if !engine.get_network(&id).is_ok_and(|n| created_by_docker_here(&n)) {
+            return Ok(json!({}));
+        }
+    }
     match engine.delete_network(&id).await {
         Err(e) if e.code == ErrorCode::NetworkNotFound => Ok(json!({})),
+        Err(e) if e.code == ErrorCode::EntityHasReferences && engine.get_network(&id).is_ok_and(|n| n.network_type() == NetworkType::Overlay) => {
+            // Other hosts still have endpoints on it. Docker (20.10) removes its network even
+            // when a remote driver refuses (it only logs the error), so a refusal alone would
+            // leave the overlay network to nobody: it is retired, removed once they are gone.
+            engine.ext_put(&retired_key(&id), &docker_id)?;
+            tokio::spawn(retire(d.clone(), id.clone()));
+            tracing::warn!(network = %id, error = %e.message, "docker removed an overlay network other hosts still use; hns removes it once their endpoints are gone");
+            Err(ApiError { message: format!("{}; hns removes the overlay network once those endpoints are gone", e.message), ..e })
+        }
         other => other.map(|()| json!({})),
     }
 }
 
+/// Store key of an overlay network waiting to be removed (see [`delete_network`]).
+fn retired_key(hns_id: &str) -> String {
+    format!("docker/retired/{hns_id}")
+}
+
+/// How often a retired overlay network's removal is tried again.
+const RETIRE_RETRY: Duration = Duration::from_secs(2);
+
+/// Removes a retired overlay network once the cluster lets it go; stops when its record is
+/// gone (a Docker network adopted it again) or the network is.
+pub async fn retire(d: Arc<Docker>, id: String) {
+    loop {
+        tokio::time::sleep(RETIRE_RETRY).await;
+        let mut engine = d.app.engine.lock().await;
+        if !matches!(engine.ext_get::<String>(&retired_key(&id)), Ok(Some(_))) {
+            return;
+        }
+        match engine.delete_network(&id).await {
+            Ok(()) => tracing::info!(network = %id, "removed a retired overlay network"),
+            Err(e) if e.code == ErrorCode::NetworkNotFound => {}
+            Err(e) if matches!(e.code, ErrorCode::EntityHasReferences | ErrorCode::Unavailable) => continue,
+            Err(e) => tracing::warn!(network = %id, error = %e, "cannot remove a retired overlay network; remove it with hnsctl network rm"),
+        }
+        if let Err(e) = engine.ext_delete(&retired_key(&id)) {
+            tracing::warn!(network = %id, error = %e, "could not forget a retired overlay network");
+        }
+        return;
+    }
+}
+
+/// At start: resumes the removal of retired overlay networks.
+pub async fn recover_retired(d: &Arc<Docker>) {
+    let engine = d.app.engine.lock().await;
+    for net in engine.list_networks() {
+        if matches!(engine.ext_get::<String>(&retired_key(&net.id)), Ok(Some(_))) {
+            tokio::spawn(retire(d.clone(), net.id));
+        }
+    }
+}
+
 pub async fn create_endpoint(d: &Docker, req: CreateEndpoint) -> Result<CreateEndpointReply> {
-    let net_id = hns_id(&req.network_id)?;
-    let ep = options::endpoint_request(&req, &net_id)?;
     let mut engine = d.app.engine.lock().await;
+    let net_id = network_hns_id(&engine, &req.network_id)?;
+    let ep = options::endpoint_request(&req, &net_id)?;
     let made = match engine.get_endpoint(&ep.id) {
         Ok(existing) => existing,
-        Err(_) => engine.create_endpoint(ep).await?,
+        Err(_) => {
+            let overlay = engine.get_network(&net_id).is_ok_and(|n| n.network_type() == NetworkType::Overlay);
+            engine.create_endpoint(ep).await.map_err(|e| if overlay { options::overlay_address_hint(e) } else { e })?
+        }
     };
     let asked = req.interface.clone().unwrap_or_default();
     Ok(CreateEndpointReply { interface: options::endpoint_reply(&asked, &made) })

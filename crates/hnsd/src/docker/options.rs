@@ -23,7 +23,7 @@ const SUPPORTED: &[&str] = &[OPT_NETWORK_NAME, OPT_INTERFACE, OPT_VLAN, OPT_DNS_
 /// Options of Docker's Windows driver that hns knows but does not implement, with the reason.
 const NOT_YET: &[(&str, &str)] = &[
     ("hnsid", "adopting a network that already exists in hns is not supported yet; let docker create it"),
-    ("vsid", "VSID belongs to overlay networks, which are created with hnsctl, not through Docker"),
+    ("vsid", "hns picks the overlay VNI cluster-wide; to choose it, create the network with `hnsctl network create -d overlay -o com.docker.network.windowsshim.vsid=N` (a Docker network on the same --subnet then adopts it)"),
     ("macpool", "MAC pools are not supported: hns derives each endpoint's MAC from its address"),
     ("sourcemac", "a source MAC for the network is not supported"),
     ("routingdomain", "routing domains are not supported"),
@@ -180,6 +180,35 @@ pub fn network_request(kind: NetworkType, req: &CreateNetwork, hints: &BTreeMap<
         net.ipams = vec![Ipam { kind: IpamType::Static, subnets }];
     }
     Ok(net)
+}
+
+/// `--ipam-driver hns` is refused for `hnsoverlay`: its pools and addresses are this host's
+/// alone, while an overlay network's addresses are allocated cluster-wide (which Docker's
+/// default IPAM with a per-host `--ip-range` fits, see [`overlay_address_hint`]).
+pub fn check_overlay_ipam(req: &CreateNetwork) -> Result<(), ApiError> {
+    let hns_space = |d: &super::protocol::IpamData| d.address_space == super::ipam::LOCAL_SPACE || d.address_space == super::ipam::GLOBAL_SPACE;
+    if req.ipv4_data.iter().chain(&req.ipv6_data).any(hns_space) {
+        return Err(ApiError::field(
+            ErrorCode::RequestUnsupported,
+            "--ipam-driver",
+            "--ipam-driver hns is not supported with -d hnsoverlay: the hns IPAM is per host, overlay addresses are cluster-wide; use Docker's default IPAM with --subnet and a different --ip-range on each host",
+        ));
+    }
+    Ok(())
+}
+
+/// Docker's default IPAM is per host, so on an overlay network it may hand out an address
+/// another host's container holds; the cluster IPAM refuses it (naming the holder), and this
+/// adds how to avoid it.
+pub fn overlay_address_hint(e: ApiError) -> ApiError {
+    if e.code != ErrorCode::AddrInUse {
+        return e;
+    }
+    let message = format!(
+        "{}; Docker allocates addresses per host, so give each host its own --ip-range inside the overlay's --subnet (docker network create -d hnsoverlay --subnet S --ip-range R) and do not reuse a --ip another host holds",
+        e.message
+    );
+    ApiError { message, ..e }
 }
 
 /// Docker's default address pools (172.17-31.0.0/16, 192.168.0.0/16 in /20s): what Docker picks
@@ -377,6 +406,18 @@ mod tests {
     use crate::docker::protocol::IpamData;
 
     const NID: &str = "4f0c1e2d3b4a59687766554433221100ffeeddccbbaa99887766554433221100";
+
+    #[test]
+    fn overlay_refuses_the_hns_ipam_and_points_to_ip_ranges() {
+        let pool = |space: &str| IpamData { address_space: space.into(), pool: "10.240.0.0/16".into(), ..Default::default() };
+        assert!(check_overlay_ipam(&create(json!({}), vec![pool("LocalDefault")])).is_ok());
+        let e = check_overlay_ipam(&create(json!({}), vec![pool(crate::docker::ipam::LOCAL_SPACE)])).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("--ipam-driver"));
+        assert!(e.message.contains("--ip-range"), "{}", e.message);
+        let taken = overlay_address_hint(ApiError::new(ErrorCode::AddrInUse, "address 10.240.1.0 is in use by endpoint e on node host0"));
+        assert!(taken.message.contains("node host0") && taken.message.contains("its own --ip-range"), "{}", taken.message);
+        assert_eq!(overlay_address_hint(ApiError::new(ErrorCode::InvalidNetwork, "other")).message, "other");
+    }
 
     fn create(generic: Value, v4: Vec<IpamData>) -> CreateNetwork {
         let mut options = serde_json::Map::new();

@@ -80,11 +80,13 @@ fn endpoint_modify(request_type: RequestType, endpoint: &str) -> ModifyRequest {
 }
 
 /// Gateways Docker should route through: the network's, per family of the endpoint's addresses;
-/// none on an internal network (Docker then adds no default route through it either).
+/// none on an internal network (Docker then adds no default route through it either), nor on
+/// an overlay network without `OutboundNat`: as on Windows, its containers go out through a
+/// second endpoint on a nat network.
 fn gateways(engine: &Engine, ep: &hns_api::HostComputeEndpoint) -> Result<(String, String)> {
     let net = engine.get_network(&ep.host_compute_network)?;
     let (mut v4, mut v6) = (String::new(), String::new());
-    if net.internal {
+    if net.internal || no_outbound(&net) {
         return Ok((v4, v6));
     }
     for s in net.subnets() {
@@ -101,6 +103,11 @@ fn gateways(engine: &Engine, ep: &hns_api::HostComputeEndpoint) -> Result<(Strin
     Ok((v4, v6))
 }
 
+/// An overlay network that does not route its containers out (no `OutboundNat`).
+fn no_outbound(net: &hns_api::HostComputeNetwork) -> bool {
+    net.network_type() == NetworkType::Overlay && !net.outbound_nat
+}
+
 pub async fn join(d: &Docker, req: &Join) -> Result<JoinReply> {
     let id = hns_id(&req.endpoint_id)?;
     if req.sandbox_key.is_empty() || !Path::new(&req.sandbox_key).is_absolute() {
@@ -109,8 +116,11 @@ pub async fn join(d: &Docker, req: &Join) -> Result<JoinReply> {
     let mut engine = d.app.engine.lock().await;
     let ep = engine.get_endpoint(&id)?;
     let (gateway, gateway_ipv6) = gateways(&engine, &ep)?;
+    // Without this Docker would give a gateway-less endpoint's container a docker_gwbridge
+    // network for outbound: outbound on an overlay is the user's choice (a nat network).
+    let disable_gateway_service = no_outbound(&engine.get_network(&ep.host_compute_network)?);
     let src = src_name(&id);
-    let reply = JoinReply { interface_name: Some(InterfaceName { src_name: src.clone(), dst_prefix: "eth".into() }), gateway, gateway_ipv6, disable_gateway_service: false };
+    let reply = JoinReply { interface_name: Some(InterfaceName { src_name: src.clone(), dst_prefix: "eth".into() }), gateway, gateway_ipv6, disable_gateway_service };
     if !ep.host_compute_namespace.is_empty() {
         // A repeated Join (Docker retried) finds its own staged endpoint.
         if d.pending().get(&id).is_some_and(|p| p.sandbox_key == req.sandbox_key) {
