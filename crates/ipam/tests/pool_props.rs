@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hns_ipam::{IpamErrorKind, Pool, PoolSpec};
+use hns_ipam::{IpamError, IpamErrorKind, Pool, PoolSpec};
 use ipnet::IpNet;
 use proptest::prelude::*;
 
@@ -204,6 +204,34 @@ fn config() -> ProptestConfig {
     }
 }
 
+/// Builds a pool of `subnet` with gateway `at(gw)` and auxiliary addresses `at(a)`, starts at
+/// `cursor` and allocates until it fails, checking that no address comes twice and that the
+/// gateway, the auxiliary addresses and `forbidden` never come. Returns the pool, what it gave
+/// and the final error.
+fn drain(
+    subnet: IpNet,
+    at: impl Fn(u8) -> IpAddr,
+    gw: u8,
+    aux: &BTreeSet<u8>,
+    cursor: u128,
+    forbidden: &[IpAddr],
+) -> Result<(Pool, BTreeSet<IpAddr>, IpamError), TestCaseError> {
+    let spec = PoolSpec { subnet, gateway: Some(at(gw)), range: None, reserved: aux.iter().map(|&a| at(a)).collect() };
+    let mut pool = Pool::new(&spec).unwrap();
+    pool.set_cursor(cursor);
+    let mut seen = BTreeSet::new();
+    loop {
+        match pool.allocate() {
+            Ok(ip) => {
+                prop_assert!(seen.insert(ip), "{} twice", ip);
+                prop_assert!(ip != at(gw) && !forbidden.contains(&ip), "{} is the gateway or reserved", ip);
+                prop_assert!(!aux.iter().any(|&a| at(a) == ip), "{} is aux", ip);
+            }
+            Err(e) => return Ok((pool, seen, e)),
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -370,26 +398,7 @@ proptest! {
         let subnet: IpNet = "172.20.9.0/24".parse().unwrap();
         let at = |o: u8| IpAddr::V4(Ipv4Addr::new(172, 20, 9, o));
         let aux: BTreeSet<u8> = aux.into_iter().filter(|&a| a != gw).collect();
-        let spec = PoolSpec {
-            subnet,
-            gateway: Some(at(gw)),
-            range: None,
-            reserved: aux.iter().map(|&a| at(a)).collect(),
-        };
-        let mut pool = Pool::new(&spec).unwrap();
-        pool.set_cursor(cursor);
-        let mut seen = BTreeSet::new();
-        let err = loop {
-            match pool.allocate() {
-                Ok(ip) => {
-                    prop_assert!(seen.insert(ip), "{} twice", ip);
-                    prop_assert!(ip != at(gw) && ip != at(0) && ip != at(255));
-                    let IpAddr::V4(v4) = ip else { panic!("{ip} is not IPv4") };
-                    prop_assert!(!aux.contains(&v4.octets()[3]), "{} is aux", ip);
-                }
-                Err(e) => break e,
-            }
-        };
+        let (mut pool, seen, err) = drain(subnet, at, gw, &aux, cursor, &[at(0), at(255)])?;
         prop_assert_eq!(seen.len(), 254 - 1 - aux.len());
         prop_assert_eq!(pool.used_count(), seen.len());
         prop_assert_eq!(err.kind(), IpamErrorKind::Exhausted);
@@ -417,25 +426,7 @@ proptest! {
         let subnet: IpNet = "fd00:1:2::100/120".parse().unwrap();
         let at = |o: u8| IpAddr::V6(Ipv6Addr::new(0xfd00, 1, 2, 0, 0, 0, 0, 0x100 + u16::from(o)));
         let aux: BTreeSet<u8> = aux.into_iter().filter(|&a| a != gw).collect();
-        let spec = PoolSpec {
-            subnet,
-            gateway: Some(at(gw)),
-            range: None,
-            reserved: aux.iter().map(|&a| at(a)).collect(),
-        };
-        let mut pool = Pool::new(&spec).unwrap();
-        pool.set_cursor(cursor);
-        let mut seen = BTreeSet::new();
-        let err = loop {
-            match pool.allocate() {
-                Ok(ip) => {
-                    prop_assert!(seen.insert(ip), "{} twice", ip);
-                    prop_assert!(ip != at(gw) && ip != at(0));
-                    prop_assert!(!aux.iter().any(|&a| at(a) == ip), "{} is aux", ip);
-                }
-                Err(e) => break e,
-            }
-        };
+        let (_, seen, err) = drain(subnet, at, gw, &aux, cursor, &[at(0)])?;
         prop_assert_eq!(seen.len(), 255 - 1 - aux.len());
         prop_assert!(aux.contains(&255) || gw == 255 || seen.contains(&at(255)));
         prop_assert_eq!(err.kind(), IpamErrorKind::Exhausted);
