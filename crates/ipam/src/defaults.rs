@@ -56,12 +56,10 @@ pub fn pick_default_subnet_v6(in_use: &[IpNet]) -> Option<IpNet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::*;
 
     fn nets(s: &[&str]) -> Vec<IpNet> {
         s.iter().map(|n| n.parse().unwrap()).collect()
-    }
-    fn net(s: &str) -> IpNet {
-        s.parse().unwrap()
     }
 
     #[test]

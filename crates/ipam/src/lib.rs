@@ -19,6 +19,21 @@ mod overlap;
 mod pool;
 mod spec;
 
+/// Parsers the unit tests of every module share.
+#[cfg(test)]
+mod test_util {
+    use std::net::IpAddr;
+
+    use ipnet::IpNet;
+
+    pub fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+    pub fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+}
+
 pub use defaults::{pick_default_subnet, pick_default_subnet_v6};
 pub use error::{IpamError, IpamErrorKind, SpecialAddress};
 pub use mac::{Mac, MacError};

@@ -261,14 +261,9 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::*;
     use crate::error::IpamErrorKind;
 
-    fn net(s: &str) -> IpNet {
-        s.parse().unwrap()
-    }
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
     fn pool(subnet: &str) -> Pool {
         Pool::new(&PoolSpec::new(net(subnet))).unwrap()
     }

@@ -191,14 +191,9 @@ pub(crate) fn validate(spec: &PoolSpec) -> Result<Layout, IpamError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::*;
     use crate::error::IpamErrorKind;
 
-    fn net(s: &str) -> IpNet {
-        s.parse().unwrap()
-    }
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
     fn err(spec: &PoolSpec) -> IpamError {
         validate(spec).expect_err("spec should be refused")
     }
