@@ -54,7 +54,7 @@ pub struct Args {
     #[arg(long)]
     pub sandbox: bool,
     /// Directory of the sandbox.
-    #[arg(long, value_name = "DIR", default_value = "/tmp/hns-sandbox", requires = "sandbox")]
+    #[arg(long, value_name = "DIR", default_value = hns_lab::DEFAULT_SANDBOX_DIR, requires = "sandbox")]
     pub sandbox_dir: PathBuf,
     /// Where Docker looks for plugin sockets: hnsd serves its network drivers (nat.sock,
     /// transparent.sock, ...) and its `hns` IPAM driver there.

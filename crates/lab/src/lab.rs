@@ -2,6 +2,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,7 +41,8 @@ pub enum Side {
 pub struct LabOptions {
     /// Lab directory. `None`: a fresh `/tmp/hns-lab-<pid>-<n>`. `Some`: a
     /// fixed directory that must be absent, empty, or a stale lab directory
-    /// (one whose owner is dead); it is removed when the lab is dropped.
+    /// (one whose owner is dead), and if present owned by us and writable by
+    /// nobody else; it is removed when the lab is dropped.
     pub dir: Option<PathBuf>,
     /// The hnsd binary; `None`: [`Lab::bin`]`("hnsd")`.
     pub hnsd_bin: Option<PathBuf>,
@@ -260,6 +262,31 @@ fn remove_stale_lab_dirs() {
     }
 }
 
+/// A lab directory named by the caller (such as the sandbox's) may already exist; it is used only if
+/// it is a real directory owned by us that nobody else can write to. Otherwise another local user
+/// who created it first could replace the files root later runs from it (the sandbox's `shell`).
+fn check_private_dir(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    if !meta.is_dir() {
+        bail!("{} exists and is not a directory (a symbolic link is refused too); remove it or choose another directory", path.display());
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid {
+        bail!(
+            "{} is owned by uid {}, not by us (uid {euid}); refusing to use a directory another user could control: remove it or choose another directory",
+            path.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "{} is writable by other users (mode {:o}); refusing to use it: remove it or chmod go-w",
+            path.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
 fn prepare_dir(requested: Option<PathBuf>) -> Result<LabDir> {
     let path = match requested {
         None => {
@@ -278,7 +305,8 @@ fn prepare_dir(requested: Option<PathBuf>) -> Result<LabDir> {
             if !path.is_absolute() {
                 bail!("lab directory must be an absolute path: {}", path.display());
             }
-            if path.exists() {
+            if let Ok(meta) = fs::symlink_metadata(&path) {
+                check_private_dir(&path, &meta)?;
                 let empty = fs::read_dir(&path)
                     .with_context(|| format!("reading {}", path.display()))?
                     .next()
@@ -298,7 +326,14 @@ fn prepare_dir(requested: Option<PathBuf>) -> Result<LabDir> {
                     }
                 }
             }
-            fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+            if !path.exists() {
+                // Only the last component is created, private to us: a parent that does not exist
+                // is a typo more often than a wish.
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+            }
             path
         }
     };

@@ -124,4 +124,4 @@ pub const HOST_UPLINK_IF: &str = "eth0";
 /// Name of the LAN side of the uplink veth (inside the LAN namespace).
 pub const LAN_IF: &str = "lan0";
 /// Default directory of the sandbox (`hnsd --sandbox`).
-pub const DEFAULT_SANDBOX_DIR: &str = "/tmp/hns-sandbox";
+pub const DEFAULT_SANDBOX_DIR: &str = "/run/hns-sandbox";

@@ -1,7 +1,7 @@
 //! The newcomer sandbox behind `hnsd --sandbox`.
 //!
 //! A sandbox is a [`Lab`] in a fixed, well-known directory
-//! (`/tmp/hns-sandbox` by default) with hnsd running inside it in the
+//! (`/run/hns-sandbox` by default: only root can create it there) with hnsd running inside it in the
 //! foreground, plus a `shell` script that opens a shell inside the simulated
 //! host. People can try every hnsctl verb — create networks, run processes
 //! in compartments, publish ports — against a real kernel without any risk
@@ -11,7 +11,8 @@
 //! The directory is fixed so that instructions, shell history and scripts
 //! keep working across sandbox runs. A `sandbox.pid` file guards against two
 //! sandboxes sharing it; a directory left over by a crashed sandbox (its PID
-//! is dead) is simply reused.
+//! is dead) is simply reused, but only if root owns it and nobody else can
+//! write to it (root runs the `shell` script written there).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -32,7 +33,7 @@ use crate::{DEFAULT_SANDBOX_DIR, HOST_UPLINK, HOST_UPLINK_IF, LAN_PREFIX_LEN, LA
 /// Options of [`run_sandbox`].
 #[derive(Debug, Clone)]
 pub struct SandboxOpts {
-    /// Sandbox directory (default `/tmp/hns-sandbox`).
+    /// Sandbox directory (default `/run/hns-sandbox`).
     pub dir: PathBuf,
     /// hnsd's own flags, passed through (without `--sandbox`, `--socket`,
     /// `--state-dir`, `--run-dir`, which the sandbox manages).
@@ -172,6 +173,12 @@ pub fn run_sandbox(opts: SandboxOpts) -> Result<()> {
     // Two more adapters, so each external network (transparent, l2bridge, l2tunnel) can have
     // its own, as Windows requires; eth3's switch port hairpins for l2tunnel.
     let extra = [lab.add_uplink(1, false)?, lab.add_uplink(2, false)?, lab.add_uplink(3, true)?];
+    // A DHCP server on eth1's segment, so a transparent network without --subnet (the seeds'
+    // DHCP scenario) gets leases; the lab stops it with everything else.
+    let dhcp = match lab.start_dnsmasq(&extra[0], &[]) {
+        Ok(_) => format!("DHCP server (dnsmasq) on {}'s segment: leases {}.100-199", extra[0].host_if, extra[0].subnet.trim_end_matches(".0/24")),
+        Err(e) => format!("no DHCP server ({e:#}); transparent networks need --subnet"),
+    };
     eprintln!("hns sandbox: starting hnsd inside the sandbox host...");
     let daemon = lab
         .start_hnsd_with(HnsdOptions { args: opts.hnsd_args.clone(), inherit_stdio: true, ..Default::default() })
@@ -188,11 +195,15 @@ pub fn run_sandbox(opts: SandboxOpts) -> Result<()> {
     for u in &extra {
         println!("  adapter {} {}/24 on a LAN segment {} (router {})", u.host_if, u.host_ip, u.subnet, u.router);
     }
-    println!("  API socket:     {}", socket.display());
-    println!("Open a shell inside the sandbox host:   {}", shell.display());
-    println!("Or use hnsctl from here:                export HNS_SOCKET={}", socket.display());
+    println!("  {dhcp}");
+    println!("  API socket:     {} (hnsd reconciles every second here)", socket.display());
+    println!();
+    println!("This terminal now belongs to hnsd (its log follows). In a second terminal, open a shell");
+    println!("inside the sandbox host, with hnsctl on PATH and HNS_SOCKET set:");
+    println!("    {}", shell.display());
     println!("Then try:  hnsctl network ls ; hnsctl run --net nat -- ping -c1 {TEST_SERVER}");
-    println!("Stop with Ctrl-C: everything is removed.");
+    println!("(Containers live in the sandbox's namespaces, so use hnsctl from that shell, not from here.)");
+    println!("Stop with Ctrl-C here: everything is removed.");
     println!();
     let _ = std::io::stdout().flush();
 
