@@ -53,9 +53,10 @@ pub struct Args {
     /// it, and print how to use it. Nothing touches this machine's network.
     #[arg(long)]
     pub sandbox: bool,
-    /// Directory of the sandbox.
-    #[arg(long, value_name = "DIR", default_value = hns_lab::DEFAULT_SANDBOX_DIR, requires = "sandbox")]
-    pub sandbox_dir: PathBuf,
+    /// Directory of the sandbox (default /run/hns-sandbox); refused unless root owns it and no one
+    /// else can write to it.
+    #[arg(long, value_name = "DIR", requires = "sandbox")]
+    pub sandbox_dir: Option<PathBuf>,
     /// Where Docker looks for plugin sockets: hnsd serves its network drivers (nat.sock,
     /// transparent.sock, ...) and its `hns` IPAM driver there.
     #[arg(long, value_name = "DIR")]

@@ -24,25 +24,7 @@ use engine::{Engine, EngineConfig};
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.sandbox {
-        // Everything but the sandbox's own flags goes to the hnsd inside.
-        let mut hnsd_args = Vec::new();
-        let mut skip_value = false;
-        for a in std::env::args().skip(1) {
-            if std::mem::take(&mut skip_value) {
-                continue;
-            }
-            match a.as_str() {
-                "--sandbox" => {}
-                "--sandbox-dir" => skip_value = true,
-                _ if a.starts_with("--sandbox-dir=") => {}
-                _ => hnsd_args.push(a),
-            }
-        }
-        return hns_lab::sandbox::run_sandbox(hns_lab::sandbox::SandboxOpts {
-            dir: args.sandbox_dir.clone(),
-            hnsd_bin: std::env::current_exe()?,
-            hnsd_args,
-        });
+        return exec_sandbox(&args);
     }
     let cfg = Config::load(&args)?;
     // The DNS library logs every query at info; only its warnings belong in hnsd's log.
@@ -124,6 +106,41 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&cfg.socket);
     tracing::info!("stopped; networks and compartments keep running");
     Ok(())
+}
+
+/// `hnsd --sandbox`: hands over to `hns-sandbox` (built beside hnsd), which builds the lab and runs
+/// this hnsd inside it. Everything but the sandbox's own flags goes to the hnsd inside. The lab lives
+/// in a binary of its own so that the daemon does not ship the test lab.
+fn exec_sandbox(args: &Args) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut hnsd_args = Vec::new();
+    let mut skip_value = false;
+    for a in std::env::args().skip(1) {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        match a.as_str() {
+            "--sandbox" => {}
+            "--sandbox-dir" => skip_value = true,
+            _ if a.starts_with("--sandbox-dir=") => {}
+            _ => hnsd_args.push(a),
+        }
+    }
+    let hnsd = std::env::current_exe().context("locating the hnsd executable")?;
+    let sandbox = hnsd.with_file_name("hns-sandbox");
+    if !sandbox.exists() {
+        anyhow::bail!(
+            "--sandbox needs {} beside hnsd (build it with `cargo build --release --bin hns-sandbox`, or run ./scripts/sandbox)",
+            sandbox.display()
+        );
+    }
+    let mut cmd = std::process::Command::new(&sandbox);
+    cmd.arg("--hnsd").arg(&hnsd);
+    if let Some(dir) = &args.sandbox_dir {
+        cmd.arg("--dir").arg(dir);
+    }
+    cmd.arg("--").args(hnsd_args);
+    Err(anyhow::Error::new(cmd.exec()).context(format!("running {}", sandbox.display())))
 }
 
 /// Binds the API socket, refusing to steal it from a running hnsd.

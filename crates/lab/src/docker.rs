@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::holder::{RunOutput, run_checked};
-use crate::http::http_get;
+use hns_client::http_get;
 use crate::lab::Lab;
 use crate::process::{Proc, pid_alive};
 

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::Signal;
 
 use crate::holder::{Holder, RunOutput, run_checked};
-use crate::http::http_get;
+use hns_client::http_get;
 use crate::process::{Proc, pid_alive, spawn_tied, sweep_namespaces};
 use crate::{HOST_UPLINK, HOST_UPLINK_IF, HOST_UPLINK_V6, LAN_IF, LAN_PREFIX_LEN, LAN_ROUTER, LAN_ROUTER_V6, TEST_SERVER, TEST_SERVER_V6};
 

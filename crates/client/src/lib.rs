@@ -1,31 +1,40 @@
-//! A deliberately tiny HTTP/1.1 client over a Unix socket: enough to ask
-//! hnsd's `GET /healthz` without pulling an async stack into the lab.
+//! A deliberately tiny, blocking HTTP/1.1 client over a Unix socket: enough to ask hnsd's
+//! `GET /healthz` from the lab, or dockerd for a container's name from hnsd's Docker plugin,
+//! without pulling an async stack (or a runtime) into a blocking caller. Written by hand because
+//! the maintained clients (hyper, ureq) need a connector layer and a runtime or TLS stack for
+//! what is here one request and one `read_to_end` on a `Connection: close` socket.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use std::io::{Error, Result};
 
 /// `GET path` on the Unix socket `socket`; returns (status code, body).
 /// Uses `Connection: close` and a 2 s I/O timeout.
 pub fn http_get(socket: &Path, path: &str) -> Result<(u16, String)> {
-    let mut stream =
-        UnixStream::connect(socket).with_context(|| format!("connecting to {}", socket.display()))?;
+    let mut stream = UnixStream::connect(socket)
+        .map_err(|e| Error::new(e.kind(), format!("connecting to {}: {e}", socket.display())))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).context("reading the HTTP response")?;
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| Error::new(e.kind(), format!("reading the HTTP response: {e}")))?;
     parse_response(&raw)
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::new(std::io::ErrorKind::InvalidData, msg.into())
 }
 
 fn parse_response(raw: &[u8]) -> Result<(u16, String)> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("incomplete HTTP response ({} bytes)", raw.len()))?;
+        .ok_or_else(|| bad(format!("incomplete HTTP response ({} bytes)", raw.len())))?;
     let head = String::from_utf8_lossy(&raw[..split]);
     let body = &raw[split + 4..];
     let mut lines = head.split("\r\n");
@@ -33,12 +42,12 @@ fn parse_response(raw: &[u8]) -> Result<(u16, String)> {
     let mut parts = status_line.split_whitespace();
     let version = parts.next().unwrap_or_default();
     if !version.starts_with("HTTP/") {
-        bail!("not an HTTP response: {status_line:?}");
+        return Err(bad(format!("not an HTTP response: {status_line:?}")));
     }
     let code: u16 = parts
         .next()
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("bad HTTP status line: {status_line:?}"))?;
+        .ok_or_else(|| bad(format!("bad HTTP status line: {status_line:?}")))?;
     let chunked = lines.any(|l| {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
@@ -53,17 +62,17 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
         let eol = data
             .windows(2)
             .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("truncated chunked body"))?;
+            .ok_or_else(|| bad("truncated chunked body"))?;
         let size_text = String::from_utf8_lossy(&data[..eol]);
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| anyhow!("bad chunk size {size_text:?}"))?;
+            .map_err(|_| bad(format!("bad chunk size {size_text:?}")))?;
         data = &data[eol + 2..];
         if size == 0 {
             return Ok(out);
         }
         if data.len() < size {
-            bail!("truncated chunk");
+            return Err(bad("truncated chunk"));
         }
         out.extend_from_slice(&data[..size]);
         data = data.get(size + 2..).unwrap_or_default();
