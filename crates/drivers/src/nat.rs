@@ -60,8 +60,11 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
 pub async fn detach(host: &Netlink, host_if: &str, inside: Option<(&Compartment, &str)>) -> Result<Option<String>> {
     let retired = hns_kernel::names::retired_name();
     if let Some((c, ifname)) = inside {
-        // Best effort: the compartment may already be gone.
-        let _ = c.netlink.retire(ifname, &retired).await;
+        // Best effort: the compartment may already be gone. The container stops seeing the
+        // interface's addresses now, not when the reaper deletes the pair.
+        if let Ok(true) = c.netlink.retire(ifname, &retired).await {
+            let _ = c.netlink.clear_addresses(&retired).await;
+        }
     }
     Ok(host.retire(host_if, &retired).await?.then_some(retired))
 }

@@ -86,6 +86,9 @@ fn connect_and_disconnect_a_running_container() {
     assert!(a.contains("10.72.0.50/24"), "{a}");
     lab.hnsctl_ok(&["exec", "app", "--", "ping", "-c1", "-W2", "10.72.0.1"]).unwrap();
     lab.hnsctl_ok(&["network", "disconnect", "second", "app"]).unwrap();
+    // At once, not when the reaper deletes the retired veth: the old address is gone.
+    let addrs = lab.hnsctl_ok(&["exec", "app", "--", "ip", "-o", "addr"]).unwrap();
+    assert!(!addrs.contains("10.72.0.50"), "the disconnected address is still visible: {addrs}");
     let links = lab.hnsctl_ok(&["exec", "app", "--", "ip", "-o", "link"]).unwrap();
     assert!(!links.contains("eth1"), "{links}");
     assert!(lab.hnsctl_ok(&["ps"]).unwrap().contains("running"));

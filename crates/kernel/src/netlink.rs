@@ -159,6 +159,27 @@ impl Netlink {
         Ok(true)
     }
 
+    /// Removes every address of a link (a retired container interface: until the reaper deletes
+    /// the pair, the container must not keep seeing its old address). Deleting an address, unlike
+    /// a link, costs no RCU grace period.
+    pub async fn clear_addresses(&self, name: &str) -> Result<()> {
+        let Some(l) = self.link_by_name(name).await? else { return Ok(()) };
+        let mut dump = self.handle.address().get().set_link_index_filter(l.index).execute();
+        let mut found = Vec::new();
+        while let Some(m) = dump.try_next().await.map_err(|e| nl_err("list addresses", name, e))? {
+            found.push(m);
+        }
+        for m in found {
+            if let Err(e) = self.handle.address().del(m).execute().await {
+                let e = nl_err("delete address", name, e);
+                if !e.is_not_found() {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes every retired link of this namespace in one request: the kernel then waits for
     /// one RCU grace period for the whole batch instead of one per link.
     pub async fn delete_retired(&self) -> Result<()> {
