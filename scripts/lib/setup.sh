@@ -52,9 +52,10 @@ install_missing() {
   ' install_missing $missing
 }
 
-# What the sandbox needs at run time: nft (hns's firewall), ip, nsenter/unshare, and dnsmasq for
+# What the sandbox needs at run time: nft (hns's firewall), ip, nsenter/unshare, ping (the quick
+# tour), and dnsmasq for
 # the sandbox LAN's DHCP server.
-SANDBOX_PACKAGES="nftables iproute2 util-linux dnsmasq-base"
+SANDBOX_PACKAGES="nftables iproute2 util-linux dnsmasq-base iputils-ping"
 # What the tests need beyond that: ping, ps, an etcd server and openssl for the overlay cluster
 # tests (with TLS), docker and compose with iptables and a static busybox for the Docker plugin
 # tests (their own dockerd in a lab namespace), tcpdump for captures on the lab LAN.
