@@ -53,10 +53,9 @@ install_missing() {
 }
 
 # What the sandbox needs at run time: nft (hns's firewall), ip, nsenter/unshare, ping (the quick
-# tour), and dnsmasq for
-# the sandbox LAN's DHCP server.
+# tour) and dnsmasq (the sandbox LAN's DHCP server).
 SANDBOX_PACKAGES="nftables iproute2 util-linux dnsmasq-base iputils-ping"
-# What the tests need beyond that: ping, ps, an etcd server and openssl for the overlay cluster
+# What the tests need beyond that: ps, an etcd server and openssl for the overlay cluster
 # tests (with TLS), docker and compose with iptables and a static busybox for the Docker plugin
 # tests (their own dockerd in a lab namespace), tcpdump for captures on the lab LAN.
-TEST_PACKAGES="$SANDBOX_PACKAGES iputils-ping procps etcd-server openssl docker.io docker-compose iptables busybox-static tcpdump"
+TEST_PACKAGES="$SANDBOX_PACKAGES procps etcd-server openssl docker.io docker-compose iptables busybox-static tcpdump"
