@@ -100,9 +100,7 @@ pub fn error_from_reply(status: StatusCode, body: &[u8]) -> CliError {
 
 async fn exchange(socket: &Path, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
     let shown = socket.display().to_string();
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|e| CliError::Connect { socket: shown.clone(), err: e.to_string() })?;
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| connect_error(&shown, &e))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
         .await
         .map_err(|e| CliError::Connect { socket: shown.clone(), err: e.to_string() })?;
@@ -126,6 +124,16 @@ async fn exchange(socket: &Path, method: Method, path: &str, body: Option<Vec<u8
     drop(sender);
     driver.abort();
     Ok((status, bytes))
+}
+
+/// Why the socket could not be reached: a permission error (hnsd's socket is mode 0600 in a
+/// root-only directory) says so, rather than suggesting that hnsd is not running.
+fn connect_error(socket: &str, err: &std::io::Error) -> CliError {
+    if err.kind() == std::io::ErrorKind::PermissionDenied {
+        CliError::PermissionDenied { socket: socket.to_owned() }
+    } else {
+        CliError::Connect { socket: socket.to_owned(), err: err.to_string() }
+    }
 }
 
 /// Percent-encodes one path segment (a name or an ID given by the user).
@@ -233,6 +241,15 @@ pub(crate) mod tests {
         assert!(seen[1].ends_with(r#"{"Name":"mynat","SchemaVersion":{"Major":2,"Minor":0}}"#), "{}", seen[1]);
         assert!(seen[2].starts_with("DELETE /networks/mynat HTTP/1.1\r\n"));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn permission_errors_are_not_taken_for_a_stopped_hnsd() {
+        let denied = connect_error("/run/hns/hns.sock", &std::io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(denied.render(), "Error: permission denied on /run/hns/hns.sock: hnsd's socket is root-only; run as root");
+        assert_eq!(denied.exit_code(), 1);
+        let absent = connect_error("/run/hns/hns.sock", &std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(absent.render().ends_with("is hnsd running? (set --socket or HNS_SOCKET)"), "{}", absent.render());
     }
 
     #[test]

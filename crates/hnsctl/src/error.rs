@@ -14,6 +14,8 @@ pub enum CliError {
     Http { status: u16, body: String },
     /// The socket could not be reached.
     Connect { socket: String, err: String },
+    /// The socket (or its directory) may not be opened by this user.
+    PermissionDenied { socket: String },
     /// The exchange with hnsd broke or its reply made no sense.
     Protocol(String),
     /// A value given on the command line is not acceptable.
@@ -37,7 +39,12 @@ impl CliError {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Api(_) | CliError::Http { .. } | CliError::Connect { .. } | CliError::Protocol(_) | CliError::Invalid(_) => 1,
+            CliError::Api(_)
+            | CliError::Http { .. }
+            | CliError::Connect { .. }
+            | CliError::PermissionDenied { .. }
+            | CliError::Protocol(_)
+            | CliError::Invalid(_) => 1,
             CliError::Local(_) => 125,
             CliError::Exit { code, .. } => *code,
         }
@@ -83,6 +90,9 @@ impl CliError {
             }
             CliError::Connect { socket, err } => {
                 format!("Error: cannot reach hnsd at {socket}: {err}; is hnsd running? (set --socket or HNS_SOCKET)")
+            }
+            CliError::PermissionDenied { socket } => {
+                format!("Error: permission denied on {socket}: hnsd's socket is root-only; run as root")
             }
             CliError::Protocol(m) | CliError::Invalid(m) | CliError::Local(m) => format!("Error: {m}"),
             CliError::Exit { message, .. } => format!("Error: {message}"),

@@ -7,10 +7,12 @@ mod compartment;
 mod error;
 mod output;
 mod portspec;
+mod published;
+mod template;
 
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use output::Format;
 
@@ -26,7 +28,10 @@ SPEC (docker's -p forms), each optionally followed by /tcp or /udp (default tcp)
   H1-H2:C1-C2             8000-8002:80-82     one mapping per pair of ports
   H1-H2:CPORT             8000-8010:80        one host port chosen from 8000-8010
   C1-C2                   80-82               each container port, host ports chosen
-  IPv6 host addresses go in brackets: [::1]:8080:80, [2001:db8::1]::80.
+  IPv6 host addresses go in brackets: [2001:db8::10]:8080:80, [2001:db8::10]::80 (an address of
+  this host; ::1 cannot be mapped, as the kernel does not forward IPv6 loopback traffic).
+Without a host address a mapping listens on every host address of each family the container
+has: on a dual-stack network both 0.0.0.0:8080 and [::]:8080.
 "
     };
 }
@@ -40,7 +45,7 @@ Windows container cmdlets and their hnsctl equivalents:
   Leave-ContainerNetwork      hnsctl network disconnect NETWORK CONTAINER
   Add-NetNatStaticMapping     hnsctl port add CONTAINER HOSTPORT:CPORT (or run -p)
   Remove-NetNatStaticMapping  hnsctl port rm CONTAINER HOSTPORT:CPORT
-  Get-NetNatStaticMapping     hnsctl port ls
+  Get-NetNatStaticMapping     hnsctl port ls (or hnsctl port CONTAINER)
 
 Get-ContainerNetwork fields as `network inspect` shows them (HNS v2 names):
   Name                -> Name
@@ -50,15 +55,17 @@ Get-ContainerNetwork fields as `network inspect` shows them (HNS v2 names):
   Gateways            -> Ipams[].Subnets[].Routes[].NextHop (default route)
   NetworkAdapterName  -> InterfaceName (the Linux bridge or uplink)
   SourceMac           -> MacPool (and each endpoint's MacAddress)
-  DNSServers          -> Dns.ServerList
-  DNSSuffix           -> Dns.Domain
+  DNSServers          -> Dns.ServerList (network ls: DNS SERVERS)
+  DNSSuffix           -> Dns.Domain (network ls: DNS SUFFIX)
 
 Examples:
   hnsctl network create -d nat --subnet 172.30.0.0/16 mynat
   hnsctl run --net mynat --name web -d -- sleep 1000
   hnsctl exec web -- ip addr
   hnsctl port add web 8080:80
+  hnsctl port web
   hnsctl ps
+  hnsctl network ls --format '{{.Name}}\t{{.Subnet}}'
   hnsctl rm -f web
   hnsctl network rm mynat";
 
@@ -79,8 +86,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "HNS_SOCKET", default_value = "/run/hns/hns.sock", value_name = "PATH")]
     pub socket: PathBuf,
 
-    /// Output format: aligned columns, or the API objects as JSON.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    /// Output format: table (aligned columns), json (the API objects), or, for the commands that
+    /// list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls), a template of
+    /// the table's fields in docker's form: '{{.ID}}\t{{.Name}}' prints one line per row,
+    /// 'table {{.Name}}\t{{.Subnet}}' aligned columns with headers. A field that does not exist
+    /// is refused with the list of those that do.
+    #[arg(long, global = true, value_parser = Format::parse, default_value = "table", value_name = "FORMAT")]
     pub format: Format,
 
     #[command(subcommand)]
@@ -98,9 +109,12 @@ pub enum Command {
     /// Manage namespaces (compartments).
     #[command(subcommand, visible_alias = "ns")]
     Namespace(NamespaceCmd),
-    /// Manage port mappings (Add-/Remove-/Get-NetNatStaticMapping, Open-ContainerPort).
-    #[command(subcommand, long_about = PORT_ABOUT, after_help = PORT_HELP)]
-    Port(PortCmd),
+    /// Show a container's published ports (docker port); manage port mappings
+    /// (Add-/Remove-/Get-NetNatStaticMapping, Open-ContainerPort).
+    #[command(long_about = PORT_ABOUT, after_help = PORT_HELP, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Port(PortCommand),
+    /// Show containers (namespaces), endpoints or networks as JSON, whichever has the name.
+    Inspect(InspectArgs),
     /// Run a command in a new compartment.
     Run(RunArgs),
     /// Run a command in an existing compartment.
@@ -135,7 +149,7 @@ Examples:
   hnsctl node rm host-c")]
 pub enum NodeCmd {
     /// List the cluster's hosts: live ones and dead ones that still hold addresses.
-    #[command(visible_alias = "list")]
+    #[command(visible_alias = "list", after_help = "Fields for --format: .Name .Address .State .Endpoints .Addresses")]
     Ls(LsArgs),
     /// Remove dead hosts: release their overlay addresses (refused while a host is alive).
     #[command(visible_alias = "remove")]
@@ -151,7 +165,15 @@ pub enum NetworkCmd {
     /// Create a network (New-ContainerNetwork).
     Create(NetworkCreateArgs),
     /// List networks (Get-ContainerNetwork).
-    #[command(visible_alias = "list", after_help = "Examples:\n  hnsctl network ls\n  hnsctl network ls -q\n  hnsctl --format json network ls")]
+    #[command(visible_alias = "list", after_help = "\
+Fields for --format: .ID .Name .Driver .Subnet .Gateway .Internal .DNSServers .DNSSuffix
+
+Examples:
+  hnsctl network ls
+  hnsctl network ls -q
+  hnsctl network ls --format '{{.Name}}\\t{{.DNSServers}}'
+  hnsctl network ls --format 'table {{.Name}}\\t{{.Subnet}}\\t{{.Internal}}'
+  hnsctl --format json network ls")]
     Ls(LsArgs),
     /// Show networks as JSON (Get-ContainerNetwork).
     #[command(after_help = "Examples:\n  hnsctl network inspect mynat\n  hnsctl network inspect mynat 5a3d0f6e9c1b")]
@@ -183,8 +205,12 @@ Options (-o KEY=VALUE), KEY being com.docker.network.windowsshim.<name>:
   vlanid=N           a VLAN policy on every subnet
   vsid=N             a VSID policy on every subnet (an overlay network's VNI, 4096 or more)
 
+Dual stack: give two --subnet, an IPv4 one and an IPv6 one; each --gateway goes with the
+--subnet at its position. Containers then get an address of each family (--ip, --ip6).
+
 Examples:
   hnsctl network create -d nat --subnet 172.30.0.0/16 mynat
+  hnsctl network create -d nat --subnet 172.32.0.0/16 --subnet fd00:32::/64 ds
   hnsctl network create -d nat --subnet 172.31.0.0/16 --gateway 172.31.0.1 \\
       --ip-range 172.31.128.0/17 --aux-address router=172.31.0.2 --internal iso
   hnsctl network create -d l2bridge --subnet 10.10.0.0/24 --gateway 10.10.0.1 \\
@@ -194,7 +220,7 @@ pub struct NetworkCreateArgs {
     /// Driver: nat, transparent, l2bridge, l2tunnel or overlay.
     #[arg(short = 'd', long, default_value = "nat")]
     pub driver: String,
-    /// A subnet in CIDR form; repeat for more subnets.
+    /// A subnet in CIDR form; repeat for more subnets (an IPv4 and an IPv6 one: dual stack).
     #[arg(long, value_name = "CIDR")]
     pub subnet: Vec<String>,
     /// The gateway of the subnet given at the same position.
@@ -232,6 +258,8 @@ pub struct LsArgs {
 Examples:
   hnsctl network connect mynat web
   hnsctl network connect mynat web --ip 172.30.0.50 --alias db
+  hnsctl network connect ds web --ip 172.32.0.50 --ip6 fd00:32::50
+  hnsctl network connect mynat web --endpoint-name web-2      (a second endpoint on mynat)
   hnsctl network connect mynat --netns /run/netns/blue --name blue")]
 pub struct ConnectArgs {
     /// Network name or ID.
@@ -249,12 +277,17 @@ pub struct ConnectArgs {
     /// IPv4 address (optionally ADDR/LEN); default: the next free one.
     #[arg(long, value_name = "IP")]
     pub ip: Option<String>,
-    /// IPv6 address (optionally ADDR/LEN).
+    /// IPv6 address, on a network with an IPv6 subnet (optionally ADDR/LEN); default: the next
+    /// free one.
     #[arg(long, value_name = "IP")]
     pub ip6: Option<String>,
     /// MAC address, like 00-15-5D-01-02-03 or 00:15:5d:01:02:03.
-    #[arg(long = "mac-address", value_name = "MAC")]
+    #[arg(long = "mac-address", visible_alias = "mac", value_name = "MAC")]
     pub mac_address: Option<String>,
+    /// Name of the new endpoint (default: the compartment's name). Endpoint names are unique
+    /// per network, so a second endpoint of a container on one network needs its own.
+    #[arg(long = "endpoint-name", value_name = "NAME")]
+    pub endpoint_name: Option<String>,
     /// Extra DNS name on the network; repeat for more.
     #[arg(long, value_name = "NAME")]
     pub alias: Vec<String>,
@@ -277,9 +310,16 @@ pub struct DisconnectArgs {
 }
 
 const PORT_ABOUT: &str = "\
-Manage port mappings: a host port (on every host address, or on one) forwarded to a port of a
-container, as WinNAT static mappings do on Windows. Each mapping is a PortMapping policy of the
-container's endpoint.
+Show the ports a container publishes, as docker port does, or manage port mappings: a host port
+(on every host address, or on one) forwarded to a port of a container, as WinNAT static
+mappings do on Windows. Each mapping is a PortMapping policy of the container's endpoint.
+
+  hnsctl port CONTAINER                 each mapping: 80/tcp -> 0.0.0.0:8080
+  hnsctl port CONTAINER PORT[/PROTO]    the host sides of one container port: 0.0.0.0:8080
+  hnsctl port ls|add|rm ...             the subcommands below
+
+A first word that is a subcommand (ls, list, add, rm, remove) is that subcommand; for a
+container with one of these names write `hnsctl port -- NAME`.
 
 Windows equivalents:
   Add-NetNatStaticMapping, Open-ContainerPort   hnsctl port add CONTAINER SPEC...
@@ -291,10 +331,32 @@ const PORT_HELP: &str = concat!(
     "
 Examples:
   hnsctl run --net mynat --name web -d -p 8080:80 -- python3 -m http.server 80
+  hnsctl port web
+  hnsctl port web 80/tcp
   hnsctl port ls
   hnsctl port add web 9090:90 53/udp
   hnsctl port rm web 9090:90"
 );
+
+/// `hnsctl port`: a subcommand, or a container whose ports to show.
+#[derive(Debug, Args)]
+pub struct PortCommand {
+    #[command(subcommand)]
+    pub cmd: Option<PortCmd>,
+    #[command(flatten)]
+    pub show: PortShowArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PortShowArgs {
+    /// Container (namespace) name or ID, or endpoint name or ID, whose published ports to show.
+    #[arg(required = true)]
+    pub container: Option<String>,
+    /// Only this container port (tcp unless /udp is given): print the host addresses and ports
+    /// it is published on.
+    #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+    pub private_port: Option<String>,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum PortCmd {
@@ -304,15 +366,20 @@ pub enum PortCmd {
         after_help = "\
 ID is the endpoint's short ID, the protocol and the host side of the mapping.
 
+Fields for --format: .ID .Container .Protocol .ExternalIP .ExternalPort .InternalIP
+.InternalPort .RemotePrefix .Active
+
 Examples:
   hnsctl port ls
   hnsctl port ls web
+  hnsctl port ls --format '{{.Container}}\\t{{.ExternalPort}}'
   hnsctl --format json port ls web"
     )]
     Ls(PortLsArgs),
     /// Add port mappings to a container (Add-NetNatStaticMapping, Open-ContainerPort).
     #[command(after_help = concat!(
-        "Prints each mapping made, with the host port hnsd chose: 80/tcp -> 0.0.0.0:49153.\n\n",
+        "Prints each mapping made, with the host port hnsd chose: 80/tcp -> 0.0.0.0:49153 (and\n\
+         80/tcp -> [::]:49153 on a dual-stack network).\n\n",
         publish_forms!(),
         "
 Examples:
@@ -326,7 +393,7 @@ Examples:
         visible_alias = "remove",
         after_help = "\
 A mapping is found by its protocol, host port and host address; the container port of the
-spec is not compared. Prints each mapping removed.
+spec is not compared. Prints each mapping removed: removed 80/tcp -> 0.0.0.0:8080.
 
 Examples:
   hnsctl port rm web 8080:80
@@ -357,7 +424,12 @@ pub struct PortArgs {
 #[derive(Debug, Subcommand)]
 pub enum EndpointCmd {
     /// List endpoints.
-    #[command(visible_alias = "list", after_help = "Examples:\n  hnsctl endpoint ls\n  hnsctl --format json endpoint ls")]
+    #[command(visible_alias = "list", after_help = "\
+Fields for --format: .ID .Name .Network .IPAddress .MacAddress .Namespace .State
+
+Examples:
+  hnsctl endpoint ls
+  hnsctl --format json endpoint ls")]
     Ls(LsArgs),
     /// Show endpoints as JSON.
     #[command(after_help = "Examples:\n  hnsctl endpoint inspect web")]
@@ -388,7 +460,11 @@ pub enum NamespaceCmd {
         netns: Option<PathBuf>,
     },
     /// List compartments.
-    #[command(visible_alias = "list", after_help = "Examples:\n  hnsctl namespace ls")]
+    #[command(visible_alias = "list", after_help = "\
+Fields for --format: .ID .Name .NetNs .Endpoints .PID
+
+Examples:
+  hnsctl namespace ls")]
     Ls(LsArgs),
     /// Show compartments as JSON.
     #[command(after_help = "Examples:\n  hnsctl namespace inspect web")]
@@ -411,8 +487,9 @@ pub enum NamespaceCmd {
 --net host: the command shares hnsctl's network namespace (no compartment).
 --net none: a compartment with only a loopback interface.
 
--p prints the mappings made, with the host ports hnsd chose (80/tcp -> 0.0.0.0:49153): with -d
-after the ID, else on stderr before the command starts.
+-p prints the mappings made, with the host ports hnsd chose (80/tcp -> 0.0.0.0:49153, and
+80/tcp -> [::]:49153 on a dual-stack network), on stderr: with -d, stdout carries the ID only,
+so ID=$(hnsctl run -d ...) works. `hnsctl port NAME` shows them again.
 
 ", publish_forms!(), "
 Examples:
@@ -420,6 +497,7 @@ Examples:
   hnsctl run --net mynat --name web -d -p 8080:80 -p 53/udp -- python3 -m http.server 80
   hnsctl run --rm -- ip addr
   hnsctl run --net mynat --ip 172.30.0.10 --alias api -- python3 -m http.server
+  hnsctl run --net ds --ip 172.32.0.10 --ip6 fd00:32::10 --mac 00-15-5D-00-00-10 -d -- sleep 1000
   hnsctl run --net none --rm ping -c1 127.0.0.1"))]
 pub struct RunArgs {
     /// Network to connect to, or `host`, or `none`.
@@ -428,11 +506,14 @@ pub struct RunArgs {
     /// Name of the compartment (default: a generated one).
     #[arg(long)]
     pub name: Option<String>,
-    /// Address on the network (optionally ADDR/LEN).
+    /// IPv4 address on the network (optionally ADDR/LEN).
     #[arg(long, value_name = "IP")]
     pub ip: Option<String>,
-    /// MAC address of the endpoint.
-    #[arg(long = "mac-address", value_name = "MAC")]
+    /// IPv6 address on the network, which needs an IPv6 subnet (optionally ADDR/LEN).
+    #[arg(long, value_name = "IP")]
+    pub ip6: Option<String>,
+    /// MAC address of the endpoint, like 00-15-5D-01-02-03 or 00:15:5d:01:02:03.
+    #[arg(long = "mac-address", visible_alias = "mac", value_name = "MAC")]
     pub mac_address: Option<String>,
     /// Extra DNS name on the network; repeat for more.
     #[arg(long, value_name = "NAME")]
@@ -477,9 +558,19 @@ pub struct ExecArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  hnsctl ps\n  hnsctl ps -a")]
+#[command(after_help = "\
+Without -a only running containers are listed, as docker ps does. PORTS shows each published
+port as host->container: 0.0.0.0:8080->80/tcp, [::]:8080->80/tcp.
+
+Fields for --format: .ID .Names .Command .Status .PID .Ports .Networks .IPAddress
+
+Examples:
+  hnsctl ps
+  hnsctl ps -a
+  hnsctl ps --format '{{.Names}}\\t{{.Ports}}'")]
 pub struct PsArgs {
-    /// Show every compartment, also those with no recorded process.
+    /// Show every compartment: also those with no process yet (created) and those whose
+    /// process ended (exited).
     #[arg(short, long)]
     pub all: bool,
     /// Print only IDs (full).
@@ -488,6 +579,33 @@ pub struct PsArgs {
     /// Do not shorten the command.
     #[arg(long)]
     pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Each NAME is looked up as a container (namespace), then as an endpoint, then as a network;
+--type looks up one kind only. Prints one JSON array, like docker inspect.
+
+Examples:
+  hnsctl inspect web
+  hnsctl inspect --type network nat")]
+pub struct InspectArgs {
+    /// Only this kind of object.
+    #[arg(long = "type", value_enum, value_name = "KIND")]
+    pub kind: Option<ObjectKind>,
+    /// Names or IDs.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// The kinds of object `inspect --type` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ObjectKind {
+    /// A compartment (namespace).
+    #[value(alias = "namespace")]
+    Container,
+    Endpoint,
+    Network,
 }
 
 #[derive(Debug, Args)]
@@ -501,7 +619,26 @@ pub struct RmArgs {
     pub names: Vec<String>,
 }
 
+/// True for the commands that print rows, which `--format TEMPLATE` applies to.
+fn lists_rows(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Ps(_)
+            | Command::Network(NetworkCmd::Ls(_))
+            | Command::Endpoint(EndpointCmd::Ls(_))
+            | Command::Namespace(NamespaceCmd::Ls(_))
+            | Command::Node(NodeCmd::Ls(_))
+            | Command::Port(PortCommand { cmd: Some(PortCmd::Ls(_)), .. })
+    )
+}
+
 fn dispatch(cli: Cli) -> error::Result<i32> {
+    if matches!(cli.format, Format::Template(_)) && !lists_rows(&cli.command) {
+        return Err(error::CliError::invalid(
+            "--format TEMPLATE applies to the commands that list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls); \
+             use --format json or table here",
+        ));
+    }
     let ctx = Ctx { socket: cli.socket, format: cli.format };
     use commands::*;
     match cli.command {
@@ -524,11 +661,13 @@ fn dispatch(cli: Cli) -> error::Result<i32> {
             NamespaceCmd::Inspect { names } => namespace::inspect(&ctx, &names),
             NamespaceCmd::Rm { names } => namespace::rm(&ctx, &names),
         },
-        Command::Port(cmd) => match cmd {
-            PortCmd::Ls(a) => port::ls(&ctx, &a),
-            PortCmd::Add(a) => port::add(&ctx, &a),
-            PortCmd::Rm(a) => port::rm(&ctx, &a),
+        Command::Port(p) => match p.cmd {
+            Some(PortCmd::Ls(a)) => port::ls(&ctx, &a),
+            Some(PortCmd::Add(a)) => port::add(&ctx, &a),
+            Some(PortCmd::Rm(a)) => port::rm(&ctx, &a),
+            None => port::show_container(&ctx, &p.show),
         },
+        Command::Inspect(a) => inspect::inspect(&ctx, &a),
         Command::Run(a) => run::run(&ctx, &a),
         Command::Exec(a) => run::exec(&ctx, &a),
         Command::Ps(a) => ps::ps(&ctx, &a),
@@ -682,24 +821,24 @@ mod tests {
     #[test]
     fn port_forms() {
         match parse(&["hnsctl", "port", "ls"]).command {
-            Command::Port(PortCmd::Ls(a)) => assert_eq!(a.container, None),
+            Command::Port(PortCommand { cmd: Some(PortCmd::Ls(a)), .. }) => assert_eq!(a.container, None),
             other => panic!("{other:?}"),
         }
         match parse(&["hnsctl", "port", "list", "web"]).command {
-            Command::Port(PortCmd::Ls(a)) => assert_eq!(a.container.as_deref(), Some("web")),
+            Command::Port(PortCommand { cmd: Some(PortCmd::Ls(a)), .. }) => assert_eq!(a.container.as_deref(), Some("web")),
             other => panic!("{other:?}"),
         }
         match parse(&["hnsctl", "port", "add", "web", "8080:80", "53/udp", "--net", "mynat"]).command {
-            Command::Port(PortCmd::Add(a)) => {
+            Command::Port(PortCommand { cmd: Some(PortCmd::Add(a)), .. }) => {
                 assert_eq!(a.container, "web");
                 assert_eq!(a.specs, vec!["8080:80", "53/udp"]);
                 assert_eq!(a.net.as_deref(), Some("mynat"));
             }
             other => panic!("{other:?}"),
         }
-        match parse(&["hnsctl", "port", "remove", "web", "[::1]:8080:80"]).command {
-            Command::Port(PortCmd::Rm(a)) => {
-                assert_eq!(a.specs, vec!["[::1]:8080:80"]);
+        match parse(&["hnsctl", "port", "remove", "web", "[2001:db8::10]:8080:80"]).command {
+            Command::Port(PortCommand { cmd: Some(PortCmd::Rm(a)), .. }) => {
+                assert_eq!(a.specs, vec!["[2001:db8::10]:8080:80"]);
                 assert_eq!(a.net, None);
             }
             other => panic!("{other:?}"),
@@ -708,12 +847,98 @@ mod tests {
         assert!(Cli::try_parse_from(["hnsctl", "port", "rm", "web"]).is_err());
     }
 
+    fn port_show(args: &[&str]) -> PortShowArgs {
+        match parse(args).command {
+            Command::Port(PortCommand { cmd: None, show }) => show,
+            other => panic!("not `port CONTAINER`: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn port_container_like_docker_port() {
+        let a = port_show(&["hnsctl", "port", "web"]);
+        assert_eq!((a.container.as_deref(), a.private_port), (Some("web"), None));
+        let a = port_show(&["hnsctl", "port", "web", "80/tcp"]);
+        assert_eq!((a.container.as_deref(), a.private_port.as_deref()), (Some("web"), Some("80/tcp")));
+        // A container named like a subcommand, after `--`.
+        let a = port_show(&["hnsctl", "port", "--", "ls"]);
+        assert_eq!(a.container.as_deref(), Some("ls"));
+        let a = port_show(&["hnsctl", "port", "--", "rm", "53/udp"]);
+        assert_eq!((a.container.as_deref(), a.private_port.as_deref()), (Some("rm"), Some("53/udp")));
+        // Nothing at all, or too much, is a usage error.
+        for args in [&["hnsctl", "port"][..], &["hnsctl", "port", "web", "80", "81"][..]] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+        }
+        let help = Cli::command().find_subcommand_mut("port").unwrap().render_long_help().to_string();
+        assert!(help.contains("hnsctl port CONTAINER PORT[/PROTO]") && help.contains("hnsctl port -- NAME"), "{help}");
+    }
+
+    #[test]
+    fn mac_aliases_and_ip6() {
+        let a = run_args(&["hnsctl", "run", "--mac=00-15-5D-00-00-10", "--ip6", "fd00::10", "true"]);
+        assert_eq!(a.mac_address.as_deref(), Some("00-15-5D-00-00-10"));
+        assert_eq!(a.ip6.as_deref(), Some("fd00::10"));
+        let a = run_args(&["hnsctl", "run", "--mac-address", "00:15:5d:00:00:11", "true"]);
+        assert_eq!(a.mac_address.as_deref(), Some("00:15:5d:00:00:11"));
+        match parse(&["hnsctl", "network", "connect", "ds", "web", "--mac", "00-15-5D-00-00-12", "--ip6", "fd00::12", "--endpoint-name", "web-2"]).command {
+            Command::Network(NetworkCmd::Connect(a)) => {
+                assert_eq!(a.mac_address.as_deref(), Some("00-15-5D-00-00-12"));
+                assert_eq!(a.ip6.as_deref(), Some("fd00::12"));
+                assert_eq!(a.endpoint_name.as_deref(), Some("web-2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let run = Cli::command().find_subcommand_mut("run").unwrap().render_long_help().to_string();
+        assert!(run.contains("--ip6 <IP>") && run.contains("--mac") && run.contains("--ip6 fd00:32::10"), "{run}");
+    }
+
+    #[test]
+    fn templates_only_for_lists() {
+        let cli = parse(&["hnsctl", "network", "ls", "--format", "{{.Name}}"]);
+        assert!(matches!(cli.format, Format::Template(_)));
+        assert!(lists_rows(&cli.command));
+        assert!(lists_rows(&parse(&["hnsctl", "ps", "--format", "{{.Ports}}"]).command));
+        assert!(!lists_rows(&parse(&["hnsctl", "info"]).command));
+        assert!(!lists_rows(&parse(&["hnsctl", "port", "web"]).command));
+        let e = dispatch(parse(&["hnsctl", "--format", "{{.Name}}", "info"])).unwrap_err().render();
+        assert!(e.contains("--format TEMPLATE applies to the commands that list rows"), "{e}");
+        let e = Cli::try_parse_from(["hnsctl", "--format", "yaml", "network", "ls"]).unwrap_err().to_string();
+        assert!(e.contains("expected table, json, or a template"), "{e}");
+    }
+
+    #[test]
+    fn inspect_any_object() {
+        match parse(&["hnsctl", "inspect", "web", "nat"]).command {
+            Command::Inspect(a) => assert_eq!((a.kind, a.names), (None, vec!["web".to_owned(), "nat".to_owned()])),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["hnsctl", "inspect", "--type", "namespace", "web"]).command {
+            Command::Inspect(a) => assert_eq!(a.kind, Some(ObjectKind::Container)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_suggestion_is_a_command() {
+        // clap suggests the closest command name or alias; each must parse as a command.
+        for typo in ["inspect", "inspct", "netwrk", "pss", "namespce", "prt", "versoin"] {
+            let e = Cli::try_parse_from(["hnsctl", typo, "--help"]).unwrap_err().to_string();
+            if let Some(tip) = e.split("similar subcommand exists: '").nth(1) {
+                let suggested = tip.split('\'').next().unwrap();
+                assert!(Cli::command().find_subcommand(suggested).is_some(), "{typo}: suggests {suggested}: {e}");
+                assert_ne!(suggested, "ns", "{typo}: {e}");
+            }
+        }
+        assert!(Cli::try_parse_from(["hnsctl", "inspect", "web"]).is_ok());
+    }
+
     #[test]
     fn port_help_maps_the_windows_cmdlets() {
         let mut cli = Cli::command();
         let port = cli.find_subcommand_mut("port").unwrap();
         let help = port.render_long_help().to_string();
-        for s in ["Add-NetNatStaticMapping", "Remove-NetNatStaticMapping", "Get-NetNatStaticMapping", "Open-ContainerPort", "HOSTIP::CPORT", "[::1]:8080:80", "Examples:"] {
+        for s in ["Add-NetNatStaticMapping", "Remove-NetNatStaticMapping", "Get-NetNatStaticMapping", "Open-ContainerPort", "HOSTIP::CPORT", "[2001:db8::10]:8080:80", "Examples:"] {
             assert!(help.contains(s), "port help lacks {s}:\n{help}");
         }
         for (sub, wanted) in [("ls", "hnsctl port ls web"), ("add", "hnsctl port add web 8080:80"), ("rm", "hnsctl port rm web 8080:80")] {

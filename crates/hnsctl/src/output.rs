@@ -2,19 +2,34 @@
 
 use std::io::Write;
 
-use clap::ValueEnum;
 use serde::Serialize;
 
 use hns_api::{HostComputeEndpoint, HostComputeNetwork, IpConfig, state};
 
 use crate::error::{CliError, Result};
+use crate::template::{Column, Template};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// `--format`: how lists are printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Format {
     /// Aligned columns for people.
     Table,
     /// The API objects as pretty JSON.
     Json,
+    /// One line per row from a `{{.Field}}` template (commands that list rows).
+    Template(Template),
+}
+
+impl Format {
+    /// The value of `--format`: `table`, `json` or a template.
+    pub fn parse(text: &str) -> std::result::Result<Format, String> {
+        match text {
+            "table" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            t if t.contains("{{") => Template::parse(t).map(Format::Template),
+            _ => Err("expected table, json, or a template such as '{{.ID}}\\t{{.Name}}'".into()),
+        }
+    }
 }
 
 /// Columns are separated by this many spaces, like `docker ps`.
@@ -49,8 +64,18 @@ pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    print_str(&render_table(headers, rows));
+pub fn headers(columns: &[Column]) -> Vec<&'static str> {
+    columns.iter().map(|c| c.header).collect()
+}
+
+/// The rows as a table under the columns' headers, or through the `--format` template.
+pub fn print_rows(format: &Format, columns: &[Column], rows: &[Vec<String>]) -> Result<()> {
+    let text = match format {
+        Format::Template(t) => t.render(columns, rows).map_err(CliError::invalid)?,
+        Format::Table | Format::Json => render_table(&headers(columns), rows),
+    };
+    print_str(&text);
+    Ok(())
 }
 
 /// Pretty JSON of any API object or list.
@@ -127,16 +152,38 @@ pub fn endpoint_state(s: u16) -> String {
 
 pub fn network_rows(nets: &[HostComputeNetwork]) -> Vec<Vec<String>> {
     nets.iter()
-        .map(|n| vec![short_id(&n.id), n.name.clone(), driver_name(n), subnets(n).join(","), gateways(n).join(",")])
+        .map(|n| {
+            let dns = n.dns.clone().unwrap_or_default();
+            vec![
+                short_id(&n.id),
+                n.name.clone(),
+                driver_name(n),
+                subnets(n).join(","),
+                gateways(n).join(","),
+                n.internal.to_string(),
+                dns.server_list.join(","),
+                dns.domain,
+            ]
+        })
         .collect()
 }
 
-pub const NETWORK_HEADERS: &[&str] = &["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY"];
+/// `network ls`: docker's columns, then what Get-ContainerNetwork shows besides.
+pub const NETWORK_COLUMNS: &[Column] = &[
+    Column::new("NETWORK ID", "ID"),
+    Column::new("NAME", "Name"),
+    Column::new("DRIVER", "Driver"),
+    Column::new("SUBNET", "Subnet"),
+    Column::new("GATEWAY", "Gateway"),
+    Column::new("INTERNAL", "Internal"),
+    Column::new("DNS SERVERS", "DNSServers"),
+    Column::new("DNS SUFFIX", "DNSSuffix"),
+];
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hns_api::{Ipam, IpamType, NetworkType, Route, Subnet};
+    use hns_api::{Dns, Ipam, IpamType, NetworkType, Route, Subnet};
 
     fn net(id: &str, name: &str, kind: Option<NetworkType>, subnets: &[(&str, Option<&str>)]) -> HostComputeNetwork {
         HostComputeNetwork {
@@ -185,14 +232,18 @@ mod tests {
                 Some(NetworkType::L2Bridge),
                 &[("10.1.0.0/24", Some("10.1.0.1")), ("fd00::/64", Some("fd00::1"))],
             ),
-            net("11111111-2222-3333-4444-555555555555", "quiet", Some(NetworkType::Transparent), &[]),
+            HostComputeNetwork {
+                internal: true,
+                dns: Some(Dns { domain: "corp.example".into(), server_list: vec!["10.0.0.53".into(), "10.0.0.54".into()], ..Default::default() }),
+                ..net("11111111-2222-3333-4444-555555555555", "quiet", Some(NetworkType::Transparent), &[])
+            },
         ];
-        let text = render_table(NETWORK_HEADERS, &network_rows(&nets));
+        let text = render_table(&headers(NETWORK_COLUMNS), &network_rows(&nets));
         let expected = "\
-NETWORK ID     NAME    DRIVER        SUBNET                  GATEWAY
-5a3d0f6e9c1b   nat     nat           172.20.0.0/16           172.20.0.1
-0b1c2d3e4f50   mynet   l2bridge      10.1.0.0/24,fd00::/64   10.1.0.1,fd00::1
-111111112222   quiet   transparent
+NETWORK ID     NAME    DRIVER        SUBNET                  GATEWAY            INTERNAL   DNS SERVERS           DNS SUFFIX
+5a3d0f6e9c1b   nat     nat           172.20.0.0/16           172.20.0.1         false
+0b1c2d3e4f50   mynet   l2bridge      10.1.0.0/24,fd00::/64   10.1.0.1,fd00::1   false
+111111112222   quiet   transparent                                              true       10.0.0.53,10.0.0.54   corp.example
 ";
         assert_eq!(text, expected);
     }
@@ -200,6 +251,16 @@ NETWORK ID     NAME    DRIVER        SUBNET                  GATEWAY
     #[test]
     fn empty_table_is_just_the_header() {
         assert_eq!(render_table(&["A", "BB"], &[]), "A   BB\n");
+    }
+
+    #[test]
+    fn format_values() {
+        assert_eq!(Format::parse("table"), Ok(Format::Table));
+        assert_eq!(Format::parse("json"), Ok(Format::Json));
+        assert!(matches!(Format::parse("{{.Name}}"), Ok(Format::Template(_))));
+        assert!(matches!(Format::parse("table {{.Name}}\\t{{.ID}}"), Ok(Format::Template(_))));
+        assert!(Format::parse("yaml").unwrap_err().contains("expected table, json, or a template"));
+        assert!(Format::parse("{{.Name").is_err());
     }
 
     #[test]

@@ -48,6 +48,20 @@ pub fn parse_all(specs: &[String]) -> Result<Vec<PortMappingSettings>, String> {
     Ok(all)
 }
 
+/// `PRIVATE_PORT[/PROTO]` of `hnsctl port CONTAINER 80/tcp`: the container port and protocol
+/// (tcp when absent, as docker takes it).
+pub fn parse_private_port(text: &str) -> Result<(u16, u32), String> {
+    let rule = |rule: String| format!("invalid private port {text:?}: {rule}");
+    let (digits, proto) = match text.split_once('/') {
+        None => (text, TCP),
+        Some((digits, proto)) => (digits, protocol(proto).map_err(rule)?),
+    };
+    if digits.is_empty() {
+        return Err(rule("the container port is missing; write CPORT[/tcp|/udp], e.g. 80/tcp".into()));
+    }
+    Ok((port(digits, "container").map_err(rule)?, proto))
+}
+
 /// A port or an inclusive port range as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Ports {
@@ -232,19 +246,6 @@ pub fn host_address(vip: &str) -> String {
     }
 }
 
-/// One mapping as `docker port` shows it: `80/tcp -> 0.0.0.0:49153`, `80/tcp -> [::1]:8080`.
-/// A mapping whose host port is still to be chosen shows its range (or 0).
-pub fn format_mapping(m: &PortMappingSettings) -> String {
-    let port = if m.external_port != 0 {
-        m.external_port.to_string()
-    } else if !m.external_port_range.is_empty() {
-        m.external_port_range.clone()
-    } else {
-        "0".into()
-    };
-    format!("{}/{} -> {}:{}", m.internal_port, protocol_name(m.protocol), host_address(&m.vip), port)
-}
-
 /// The endpoint policy that carries a mapping.
 pub fn policy(m: &PortMappingSettings) -> Policy {
     Policy { kind: POLICY_TYPE.into(), settings: serde_json::to_value(m).unwrap_or_default() }
@@ -427,21 +428,23 @@ mod tests {
     }
 
     #[test]
+    fn private_ports() {
+        assert_eq!(parse_private_port("80"), Ok((80, TCP)));
+        assert_eq!(parse_private_port("53/udp"), Ok((53, UDP)));
+        assert_eq!(parse_private_port("443/TCP"), Ok((443, TCP)));
+        assert_eq!(parse_private_port("0").unwrap_err(), "invalid private port \"0\": container port 0 is not a port (ports are 1-65535)");
+        assert!(parse_private_port("80/sctp").unwrap_err().contains("protocol sctp is not supported"));
+        assert!(parse_private_port("http").unwrap_err().contains("container port \"http\" is not a number"));
+        assert!(parse_private_port("8080:80").unwrap_err().contains("is not a number"));
+        assert!(parse_private_port("/udp").unwrap_err().contains("the container port is missing"));
+    }
+
+    #[test]
     fn several_specs() {
         let specs = vec!["8080:80".to_owned(), "53/udp".to_owned()];
         assert_eq!(parse_all(&specs).unwrap(), vec![m(TCP, 80, 8080, "", ""), m(UDP, 53, 0, "", "")]);
         let specs = vec!["8080:80".to_owned(), "x".to_owned()];
         assert!(parse_all(&specs).unwrap_err().starts_with("invalid port mapping \"x\""));
-    }
-
-    #[test]
-    fn display() {
-        assert_eq!(format_mapping(&m(TCP, 80, 49153, "", "")), "80/tcp -> 0.0.0.0:49153");
-        assert_eq!(format_mapping(&m(UDP, 53, 5353, "127.0.0.1", "")), "53/udp -> 127.0.0.1:5353");
-        assert_eq!(format_mapping(&m(TCP, 80, 8080, "::1", "")), "80/tcp -> [::1]:8080");
-        assert_eq!(format_mapping(&m(TCP, 80, 0, "", "8000-8010")), "80/tcp -> 0.0.0.0:8000-8010");
-        assert_eq!(format_mapping(&m(TCP, 80, 0, "", "")), "80/tcp -> 0.0.0.0:0");
-        assert_eq!(format_mapping(&m(132, 80, 1, "", "")), "80/132 -> 0.0.0.0:1");
     }
 
     #[test]

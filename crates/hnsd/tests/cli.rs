@@ -137,7 +137,12 @@ fn info_version_and_help() {
 #[test]
 fn publish_ports_like_docker_and_manage_them() {
     let (lab, _d) = setup();
-    let out = lab.hnsctl_ok(&["run", "-d", "--net", "nat", "--name", "web", "-p", "8080:80", "-p", "127.0.0.1::81/udp", "-p", "9000-9001:90-91", "--", "sleep", "300"]).unwrap();
+    let run = lab.hnsctl(&["run", "-d", "--net", "nat", "--name", "web", "-p", "8080:80", "-p", "127.0.0.1::81/udp", "-p", "9000-9001:90-91", "--", "sleep", "300"]).unwrap();
+    assert!(run.status.success(), "{run:?}");
+    // stdout is the ID alone (ID=$(hnsctl run -d ...)); the mappings go to stderr.
+    let id = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(id.ends_with('\n') && id.trim().len() == 36 && id.lines().count() == 1, "stdout must be the ID only: {id:?}");
+    let out = String::from_utf8_lossy(&run.stderr).into_owned();
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines.contains(&"80/tcp -> 0.0.0.0:8080"), "{out}");
     assert!(lines.iter().any(|l| l.starts_with("81/udp -> 127.0.0.1:")), "{out}");
@@ -150,7 +155,7 @@ fn publish_ports_like_docker_and_manage_them() {
     assert!(eventually(std::time::Duration::from_secs(5), || lab.probe(hns_lab::Side::Lan, &["connect-tcp", "198.51.100.2:8080"]).unwrap().status.success()));
     lab.hnsctl_ok(&["port", "add", "web", "8443:80"]).unwrap();
     assert!(lab.probe(hns_lab::Side::Lan, &["connect-tcp", "198.51.100.2:8443"]).unwrap().status.success());
-    lab.hnsctl_ok(&["port", "rm", "web", "8443:80"]).unwrap();
+    assert_eq!(lab.hnsctl_ok(&["port", "rm", "web", "8443:80"]).unwrap(), "removed 80/tcp -> 0.0.0.0:8443\n");
     assert!(!lab.probe(hns_lab::Side::Lan, &["connect-tcp", "198.51.100.2:8443", "--timeout-ms", "1000"]).unwrap().status.success());
     fails_with(&lab, &["run", "--net", "nat", "-p", "70000:80", "--", "true"], "70000");
     fails_with(&lab, &["run", "--net", "nat", "-p", "8000-8002:80-81", "--", "true"], "container range");
@@ -158,4 +163,180 @@ fn publish_ports_like_docker_and_manage_them() {
     fails_with(&lab, &["run", "--net", "nat", "-p", "192.0.2.77:80:80", "--", "true"], "not an address of this host");
     lab.hnsctl_ok(&["rm", "-f", "web"]).unwrap();
     assert_eq!(Api::new(&lab).get("/portmappings").ok(), serde_json::json!([]), "removing the container removes its mappings");
+}
+
+/// A dual-stack nat network made through the CLI, as its help says (two --subnet).
+fn dual_stack(lab: &Lab, name: &str, v4: &str, v6: &str) {
+    lab.hnsctl_ok(&["network", "create", "-d", "nat", "--subnet", v4, "--subnet", v6, name]).unwrap();
+}
+
+fn stdout_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn ps_shows_running_containers_with_their_ports_and_a_shows_all() {
+    let (lab, _d) = setup();
+    dual_stack(&lab, "ds", "10.73.0.0/24", "fd00:73::/64");
+    lab.hnsctl_ok(&["run", "-d", "--net", "ds", "--name", "web", "-p", "8080:80", "-p", "127.0.0.1:5353:53/udp", "--", "sleep", "300"]).unwrap();
+    lab.hnsctl_ok(&["run", "-d", "--net", "nat", "--name", "gone", "--", "true"]).unwrap();
+    lab.hnsctl_ok(&["namespace", "create", "--name", "idle"]).unwrap();
+    let all = || lab.hnsctl_ok(&["ps", "-a"]).unwrap();
+    assert!(eventually(std::time::Duration::from_secs(5), || all().lines().any(|l| l.contains("gone") && l.contains("exited"))), "{}", all());
+    let ps = lab.hnsctl_ok(&["ps"]).unwrap();
+    let header = ps.lines().next().unwrap();
+    assert!(header.contains("PORTS") && header.contains("NAMES"), "{ps}");
+    let web = ps.lines().find(|l| l.contains("web")).unwrap_or_else(|| panic!("{ps}"));
+    assert!(web.contains("running") && web.contains("0.0.0.0:8080->80/tcp, [::]:8080->80/tcp, 127.0.0.1:5353->53/udp"), "{ps}");
+    assert!(!ps.contains("gone") && !ps.contains("idle"), "ps lists running containers only: {ps}");
+    let all = all();
+    assert!(all.lines().any(|l| l.contains("idle") && l.contains("created")), "{all}");
+    // A template of the same columns.
+    assert_eq!(lab.hnsctl_ok(&["ps", "--format", "{{.Names}} {{.Status}} {{.Ports}}"]).unwrap(), "web running 0.0.0.0:8080->80/tcp, [::]:8080->80/tcp, 127.0.0.1:5353->53/udp\n");
+    let json: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["--format", "json", "ps"]).unwrap()).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(1), "{json}");
+    // What PORTS says is what the kernel does: the mapping answers on both families.
+    let probe = Lab::bin("labprobe").unwrap();
+    let _srv = lab.spawn_in_host(Lab::bin("hnsctl").unwrap().to_str().unwrap(), &["--socket", lab.socket().to_str().unwrap(), "exec", "web", "--", probe.to_str().unwrap(), "serve-tcp", "[::]:80"]).unwrap();
+    let v6 = format!("[{}]:8080", hns_lab::HOST_UPLINK_V6);
+    assert!(eventually(std::time::Duration::from_secs(5), || lab.probe(hns_lab::Side::Lan, &["connect-tcp", &v6]).unwrap().status.success()), "[::]:8080 from the LAN");
+    assert!(lab.probe(hns_lab::Side::Lan, &["connect-tcp", "198.51.100.2:8080"]).unwrap().status.success(), "0.0.0.0:8080 from the LAN");
+}
+
+#[test]
+fn port_container_prints_like_docker_port_and_run_d_prints_only_the_id() {
+    let (lab, _d) = setup();
+    dual_stack(&lab, "ds", "10.74.0.0/24", "fd00:74::/64");
+    let bound6 = format!("[{}]:9443:443", hns_lab::HOST_UPLINK_V6);
+    let run = lab.hnsctl(&["run", "-d", "--net", "ds", "--name", "web", "-p", "8080:80", "-p", "127.0.0.1:5353:53/udp", "-p", &bound6, "--", "sleep", "300"]).unwrap();
+    assert!(run.status.success(), "{run:?}");
+    let id = stdout_of(&run);
+    assert_eq!(id.lines().count(), 1, "stdout must be the ID only: {id:?}");
+    let ns: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["namespace", "inspect", "web"]).unwrap()).unwrap();
+    assert_eq!(id.trim(), ns[0]["ID"].as_str().unwrap());
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    let v6_line = format!("443/tcp -> [{}]:9443", hns_lab::HOST_UPLINK_V6);
+    let expected = ["80/tcp -> 0.0.0.0:8080", "80/tcp -> [::]:8080", "53/udp -> 127.0.0.1:5353", v6_line.as_str()];
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), expected, "the mappings, both families, on stderr");
+    // docker port CONTAINER [PRIVATE_PORT[/PROTO]]
+    assert_eq!(lab.hnsctl_ok(&["port", "web"]).unwrap(), expected.map(|l| format!("{l}\n")).concat());
+    assert_eq!(lab.hnsctl_ok(&["port", "web", "80"]).unwrap(), "0.0.0.0:8080\n[::]:8080\n");
+    assert_eq!(lab.hnsctl_ok(&["port", "web", "53/udp"]).unwrap(), "127.0.0.1:5353\n");
+    fails_with(&lab, &["port", "web", "53"], "no public port 53/tcp published for web");
+    fails_with(&lab, &["port", "ghost"], "no container (namespace) or endpoint named ghost");
+    fails_with(&lab, &["port", "web", "80/sctp"], "protocol sctp is not supported");
+    let json: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["--format", "json", "port", "web", "80"]).unwrap()).unwrap();
+    assert_eq!(json, serde_json::json!([{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}, {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}]));
+    // The subcommands keep working beside it; a container named like one is reached after `--`.
+    assert!(lab.hnsctl_ok(&["port", "ls", "web"]).unwrap().lines().next().unwrap().contains("EXTERNAL PORT"));
+    assert_eq!(lab.hnsctl_ok(&["port", "add", "web", "8443:80"]).unwrap(), "80/tcp -> 0.0.0.0:8443\n80/tcp -> [::]:8443\n");
+    assert_eq!(lab.hnsctl_ok(&["port", "rm", "web", "8443:80"]).unwrap(), "removed 80/tcp -> 0.0.0.0:8443\nremoved 80/tcp -> [::]:8443\n");
+    lab.hnsctl_ok(&["run", "-d", "--net", "nat", "--name", "ls", "-p", "8181:81", "--", "sleep", "300"]).unwrap();
+    assert_eq!(lab.hnsctl_ok(&["port", "--", "ls"]).unwrap(), "81/tcp -> 0.0.0.0:8181\n");
+    // The help's IPv6 form works with an address of the host; ::1 is refused by name.
+    fails_with(&lab, &["run", "--net", "ds", "-p", "[::1]:8088:80", "--", "true"], "::1 cannot be mapped");
+    let help = lab.hnsctl_ok(&["run", "--help"]).unwrap();
+    assert!(!help.contains("[::1]:8080:80") && help.contains("[2001:db8::10]:8080:80"), "{help}");
+}
+
+#[test]
+fn network_ls_shows_dns_and_internal_and_takes_templates() {
+    let (lab, _d) = setup();
+    lab.hnsctl_ok(&[
+        "network", "create", "--subnet", "10.75.0.0/24", "--internal",
+        "-o", "com.docker.network.windowsshim.dnsservers=10.75.0.53,10.75.0.54",
+        "-o", "com.docker.network.windowsshim.dnssuffix=corp.example", "corp",
+    ])
+    .unwrap();
+    let ls = lab.hnsctl_ok(&["network", "ls"]).unwrap();
+    let header = ls.lines().next().unwrap();
+    for column in ["INTERNAL", "DNS SERVERS", "DNS SUFFIX"] {
+        assert!(header.contains(column), "{ls}");
+    }
+    let corp = ls.lines().find(|l| l.contains("corp")).unwrap();
+    assert!(corp.contains("true") && corp.contains("10.75.0.53,10.75.0.54") && corp.contains("corp.example"), "{ls}");
+    let line = lab.hnsctl_ok(&["network", "ls", "--format", r"{{.Name}}\t{{.Driver}}\t{{.Subnet}}\t{{.Internal}}\t{{.DNSServers}}\t{{.DNSSuffix}}"]).unwrap();
+    assert!(line.lines().any(|l| l == "corp\tnat\t10.75.0.0/24\ttrue\t10.75.0.53,10.75.0.54\tcorp.example"), "{line:?}");
+    assert!(line.lines().any(|l| l.starts_with("nat\tnat\t") && l.contains("\tfalse\t")), "the default network: {line:?}");
+    let table = lab.hnsctl_ok(&["network", "ls", "--format", r"table {{.Name}}\t{{.DNSSuffix}}"]).unwrap();
+    assert!(table.starts_with("NAME   DNS SUFFIX\n") && table.contains("corp   corp.example\n"), "{table}");
+    let ids = lab.hnsctl_ok(&["network", "ls", "--format", "{{.ID}}"]).unwrap();
+    assert!(ids.lines().all(|l| l.len() == 12), "{ids}");
+    fails_with(&lab, &["network", "ls", "--format", "{{.Scope}}"], "there is no field .Scope here; the fields are .ID .Name .Driver .Subnet .Gateway .Internal .DNSServers .DNSSuffix");
+    fails_with(&lab, &["network", "ls", "--format", "{{json .}}"], "only fields are supported");
+    fails_with(&lab, &["--format", "{{.Name}}", "network", "inspect", "corp"], "--format TEMPLATE applies to the commands that list rows");
+    let json: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["network", "ls", "--format", "json"]).unwrap()).unwrap();
+    assert!(json.as_array().unwrap().iter().any(|n| n["Name"] == "corp" && n["Dns"]["Domain"] == "corp.example"), "{json}");
+    let endpoints = lab.hnsctl_ok(&["endpoint", "ls", "--format", "{{.Name}} {{.Network}}"]).unwrap();
+    assert_eq!(endpoints, "", "no endpoints yet");
+}
+
+#[test]
+fn run_and_connect_take_ip6_and_mac() {
+    let (lab, _d) = setup();
+    dual_stack(&lab, "ds", "10.76.0.0/24", "fd00:76::/64");
+    dual_stack(&lab, "ds2", "10.77.0.0/24", "fd00:77::/64");
+    lab.hnsctl_ok(&["run", "-d", "--net", "ds", "--name", "six", "--ip", "10.76.0.10", "--ip6", "fd00:76::10", "--mac=00-15-5D-00-00-10", "--", "sleep", "300"]).unwrap();
+    let addr = lab.hnsctl_ok(&["exec", "six", "--", "ip", "-o", "addr", "show", "eth0"]).unwrap();
+    assert!(addr.contains("10.76.0.10/24") && addr.contains("fd00:76::10/64"), "{addr}");
+    let link = lab.hnsctl_ok(&["exec", "six", "--", "ip", "-o", "link", "show", "eth0"]).unwrap();
+    assert!(link.contains("00:15:5d:00:00:10"), "{link}");
+    lab.hnsctl_ok(&["exec", "six", "--", "ping", "-6", "-c1", "-W2", "fd00:76::1"]).unwrap();
+    lab.hnsctl_ok(&["network", "connect", "ds2", "six", "--ip6", "fd00:77::20", "--mac", "00-15-5D-00-00-20"]).unwrap();
+    let addr = lab.hnsctl_ok(&["exec", "six", "--", "ip", "-o", "addr", "show", "eth1"]).unwrap();
+    assert!(addr.contains("fd00:77::20/64") && addr.contains("10.77.0."), "{addr}");
+    lab.hnsctl_ok(&["exec", "six", "--", "ping", "-6", "-c1", "-W2", "fd00:77::1"]).unwrap();
+    // Wrong family, or an IPv6 address on an IPv4-only network: named, and nothing is left.
+    let before = Api::new(&lab).get("/namespaces").ok();
+    fails_with(&lab, &["run", "--net", "ds", "--ip", "fd00:76::11", "--", "true"], "--ip fd00:76::11: fd00:76::11 is an IPv6 address; give it with --ip6");
+    fails_with(&lab, &["network", "connect", "nat", "six", "--ip6", "10.0.0.1"], "is an IPv4 address; give it with --ip");
+    fails_with(&lab, &["run", "--net", "nat", "--ip6", "fd00:76::12", "--", "true"], "address fd00:76::12 is outside the subnets of network \"nat\"");
+    assert_eq!(Api::new(&lab).get("/namespaces").ok(), before);
+}
+
+#[test]
+fn connecting_twice_says_how_and_inspect_finds_any_object() {
+    let (lab, _d) = setup();
+    lab.hnsctl_ok(&["run", "-d", "--net", "nat", "--name", "app", "--", "sleep", "300"]).unwrap();
+    fails_with(&lab, &["network", "connect", "nat", "app"], "container app is already connected to network nat (endpoint app)");
+    fails_with(&lab, &["network", "connect", "nat", "app"], "--endpoint-name NAME");
+    lab.hnsctl_ok(&["network", "connect", "nat", "app", "--endpoint-name", "app-2"]).unwrap();
+    let names = lab.hnsctl_ok(&["endpoint", "ls", "--format", "{{.Name}}"]).unwrap();
+    assert_eq!(names.lines().collect::<std::collections::BTreeSet<_>>(), ["app", "app-2"].into(), "{names}");
+    lab.hnsctl_ok(&["exec", "app", "--", "ip", "-o", "link", "show", "eth1"]).unwrap();
+    // A name the server holds already: its advice (choose another name) is a flag now.
+    let (_p, path) = netns_process(&lab);
+    fails_with(&lab, &["network", "connect", "nat", "--netns", &path, "--name", "outside", "--endpoint-name", "app"], "already has an endpoint named \"app\"; choose another name");
+    lab.hnsctl_ok(&["network", "connect", "nat", "--netns", &path, "--name", "outside", "--endpoint-name", "outside-ep"]).unwrap();
+    // docker inspect: containers, endpoints and networks by name.
+    let found: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["inspect", "app", "app-2", "nat"]).unwrap()).unwrap();
+    assert_eq!(found[0]["Name"], "app");
+    assert!(found[0]["NetNsPath"].is_string(), "a namespace first: {found}");
+    assert_eq!(found[1]["Name"], "app-2");
+    assert!(found[1]["HostComputeNetwork"].is_string(), "then an endpoint: {found}");
+    assert_eq!(found[2]["Name"], "nat");
+    let net: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["inspect", "--type", "network", "nat"]).unwrap()).unwrap();
+    assert_eq!(net[0]["Type"], "NAT");
+    fails_with(&lab, &["inspect", "ghost"], "no container (namespace), endpoint or network named ghost");
+    fails_with(&lab, &["inspect", "--type", "network", "app"], "no network named app");
+}
+
+#[test]
+fn a_user_without_access_to_the_socket_is_told_so() {
+    let (lab, _d) = setup();
+    let bin = Lab::bin("hnsctl").unwrap();
+    let o = lab
+        .host()
+        .cmd("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .arg("--socket")
+        .arg(lab.socket())
+        .args(["network", "ls"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{o:?}");
+    let expected = format!("Error: permission denied on {}: hnsd's socket is root-only; run as root", lab.socket().display());
+    assert_eq!(err.trim_end(), expected);
 }

@@ -6,9 +6,18 @@ use super::network::{inspect_objects, remove_objects};
 use super::{Ctx, network_name};
 use crate::LsArgs;
 use crate::error::Result;
-use crate::output::{endpoint_ips, endpoint_state, print_json, print_line, print_table, same_id, short_id};
+use crate::output::{endpoint_ips, endpoint_state, print_json, print_line, print_rows, same_id, short_id};
+use crate::template::Column;
 
-pub const ENDPOINT_HEADERS: &[&str] = &["ENDPOINT ID", "NAME", "NETWORK", "IP ADDRESS", "MAC", "NAMESPACE", "STATE"];
+pub const ENDPOINT_COLUMNS: &[Column] = &[
+    Column::new("ENDPOINT ID", "ID"),
+    Column::new("NAME", "Name"),
+    Column::new("NETWORK", "Network"),
+    Column::new("IP ADDRESS", "IPAddress"),
+    Column::new("MAC", "MacAddress"),
+    Column::new("NAMESPACE", "Namespace"),
+    Column::new("STATE", "State"),
+];
 
 /// The NAMESPACE column: the namespace's name, else its short ID.
 fn namespace_label(reference: &str, namespaces: &[HostComputeNamespace]) -> String {
@@ -54,7 +63,7 @@ pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<i32> {
         // Names are a nicety: a failure to list networks or namespaces only costs them.
         let nets: Vec<HostComputeNetwork> = client.get("/networks").unwrap_or_default();
         let namespaces: Vec<HostComputeNamespace> = client.get("/namespaces").unwrap_or_default();
-        print_table(ENDPOINT_HEADERS, &endpoint_rows(&eps, &nets, &namespaces));
+        print_rows(&ctx.format, ENDPOINT_COLUMNS, &endpoint_rows(&eps, &nets, &namespaces))?;
     }
     Ok(0)
 }
@@ -70,7 +79,7 @@ pub fn rm(ctx: &Ctx, names: &[String]) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::render_table;
+    use crate::output::{headers, render_table};
     use hns_api::IpConfig;
 
     #[test]
@@ -113,7 +122,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(endpoint_rows(&[remote], &nets, &namespaces)[0][6], "remote on host-b");
-        let text = render_table(ENDPOINT_HEADERS, &endpoint_rows(&eps, &nets, &namespaces));
+        let text = render_table(&headers(ENDPOINT_COLUMNS), &endpoint_rows(&eps, &nets, &namespaces));
         let expected = "\
 ENDPOINT ID    NAME     NETWORK    IP ADDRESS      MAC                    NAMESPACE      STATE
 0b1c2d3e4f50   web      mynat      172.30.0.2/16   00-15-5D-AC-10-00-02   web            attached

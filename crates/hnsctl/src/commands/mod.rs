@@ -3,6 +3,7 @@
 
 pub mod endpoint;
 pub mod info;
+pub mod inspect;
 pub mod namespace;
 pub mod network;
 pub mod node;
@@ -10,6 +11,7 @@ pub mod port;
 pub mod ps;
 pub mod run;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
@@ -90,6 +92,15 @@ pub fn lookup<T: Object>(client: &Client, key: &str) -> Result<T> {
     }
 }
 
+/// Looks an object up, `None` when hnsd does not know it.
+pub fn find<T: Object>(client: &Client, key: &str) -> Result<Option<T>> {
+    match lookup::<T>(client, key) {
+        Ok(o) => Ok(Some(o)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn looks_like_id_prefix(key: &str) -> bool {
     key.len() >= 4 && key.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
@@ -107,6 +118,11 @@ pub fn endpoints_of<'a>(ns: &HostComputeNamespace, endpoints: &'a [HostComputeEn
         .iter()
         .filter(|ep| listed.iter().any(|id| same_id(id, &ep.id)) || same_id(&ep.host_compute_namespace, &ns.id))
         .collect()
+}
+
+/// True when an endpoint is on `net` (it may reference the network by ID or by name).
+pub fn on_network(ep: &HostComputeEndpoint, net: &HostComputeNetwork) -> bool {
+    same_id(&ep.host_compute_network, &net.id) || (!net.name.is_empty() && ep.host_compute_network == net.name)
 }
 
 /// The name of the network an endpoint references (by ID or name), or the reference itself.
@@ -130,6 +146,24 @@ pub fn ip_config(value: &str) -> Result<IpConfig> {
             Ok(IpConfig { ip_address: addr.to_owned(), prefix_length, ..Default::default() })
         }
     }
+}
+
+/// The static addresses of `--ip` (IPv4) and `--ip6` (IPv6). An address of the other family
+/// is refused naming the flag it belongs to; whether it fits the network is for hnsd to say.
+pub fn static_addresses(ip: Option<&str>, ip6: Option<&str>) -> Result<Vec<IpConfig>> {
+    let mut configs = Vec::new();
+    for (flag, value, v4, other) in [("--ip", ip, true, "--ip6"), ("--ip6", ip6, false, "--ip")] {
+        let Some(value) = value else { continue };
+        let config = ip_config(value)?;
+        if let Ok(addr) = config.ip_address.parse::<IpAddr>()
+            && addr.is_ipv4() != v4
+        {
+            let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+            return Err(CliError::invalid(format!("{flag} {value}: {addr} is an {family} address; give it with {other}")));
+        }
+        configs.push(config);
+    }
+    Ok(configs)
 }
 
 /// Runs `op` on each name, reporting failures as they come; returns exit code 1 if any failed
@@ -167,6 +201,20 @@ mod tests {
             IpConfig { ip_address: "fd00::5".into(), prefix_length: 64, ..Default::default() }
         );
         assert!(ip_config("10.0.0.5/x").is_err());
+    }
+
+    #[test]
+    fn static_addresses_by_family() {
+        let both = static_addresses(Some("10.0.0.5"), Some("fd00::5/64")).unwrap();
+        assert_eq!(both.iter().map(|c| c.ip_address.as_str()).collect::<Vec<_>>(), vec!["10.0.0.5", "fd00::5"]);
+        assert_eq!(both[1].prefix_length, 64);
+        assert!(static_addresses(None, None).unwrap().is_empty());
+        let e = static_addresses(Some("fd00::5"), None).unwrap_err().render();
+        assert_eq!(e, "Error: --ip fd00::5: fd00::5 is an IPv6 address; give it with --ip6");
+        let e = static_addresses(None, Some("10.0.0.5/24")).unwrap_err().render();
+        assert_eq!(e, "Error: --ip6 10.0.0.5/24: 10.0.0.5 is an IPv4 address; give it with --ip");
+        // What is not an address at all goes to hnsd, which names the field.
+        assert_eq!(static_addresses(Some("nope"), None).unwrap()[0].ip_address, "nope");
     }
 
     #[test]

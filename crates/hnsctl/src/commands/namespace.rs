@@ -8,9 +8,16 @@ use super::Ctx;
 use super::network::{absolute, inspect_objects, remove_objects};
 use crate::LsArgs;
 use crate::error::{CliError, Result};
-use crate::output::{print_json, print_line, print_table, short_id};
+use crate::output::{print_json, print_line, print_rows, short_id};
+use crate::template::Column;
 
-pub const NAMESPACE_HEADERS: &[&str] = &["NAMESPACE ID", "NAME", "NETNS", "ENDPOINTS", "PID"];
+pub const NAMESPACE_COLUMNS: &[Column] = &[
+    Column::new("NAMESPACE ID", "ID"),
+    Column::new("NAME", "Name"),
+    Column::new("NETNS", "NetNs"),
+    Column::new("ENDPOINTS", "Endpoints"),
+    Column::new("PID", "PID"),
+];
 
 pub fn namespace_rows(namespaces: &[HostComputeNamespace]) -> Vec<Vec<String>> {
     namespaces
@@ -52,7 +59,7 @@ pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<i32> {
     } else if a.quiet {
         namespaces.iter().for_each(|n| print_line(&n.id));
     } else {
-        print_table(NAMESPACE_HEADERS, &namespace_rows(&namespaces));
+        print_rows(&ctx.format, NAMESPACE_COLUMNS, &namespace_rows(&namespaces))?;
     }
     Ok(0)
 }
@@ -68,7 +75,7 @@ pub fn rm(ctx: &Ctx, names: &[String]) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::render_table;
+    use crate::output::{headers, render_table};
     use hns_api::NamespaceResource;
 
     #[test]
@@ -90,6 +97,6 @@ NAMESPACE ID   NAME   NETNS                ENDPOINTS   PID
 aaaa11110000   web    /run/hns/netns/web   2           4242
 bbbb22220000          /run/netns/blue      0
 ";
-        assert_eq!(render_table(NAMESPACE_HEADERS, &namespace_rows(&namespaces)), expected);
+        assert_eq!(render_table(&headers(NAMESPACE_COLUMNS), &namespace_rows(&namespaces)), expected);
     }
 }

@@ -8,10 +8,10 @@ use serde_json::json;
 
 use hns_api::{HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork, Ipam, IpamType, NetworkType, Policy, Route, Subnet};
 
-use super::{Ctx, endpoints_of, for_each_name, ip_config, lookup, object_path};
+use super::{Ctx, endpoints_of, for_each_name, lookup, object_path, on_network, static_addresses};
 use crate::client::Client;
 use crate::error::{CliError, Result};
-use crate::output::{self, NETWORK_HEADERS, print_json, print_line, same_id};
+use crate::output::{self, NETWORK_COLUMNS, print_json, print_line};
 use crate::{ConnectArgs, DisconnectArgs, LsArgs, NetworkCreateArgs};
 
 use hns_api::windowsshim::{
@@ -202,7 +202,7 @@ pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<i32> {
     } else if a.quiet {
         nets.iter().for_each(|n| print_line(&n.id));
     } else {
-        output::print_table(NETWORK_HEADERS, &output::network_rows(&nets));
+        output::print_rows(&ctx.format, NETWORK_COLUMNS, &output::network_rows(&nets))?;
     }
     Ok(0)
 }
@@ -294,21 +294,40 @@ fn adopt_netns(client: &Client, path: &Path, name: Option<&str>) -> Result<(Host
     Ok((ns, true))
 }
 
+/// Refuses to connect a container to a network it is on already, unless the new endpoint is
+/// given a name of its own (endpoint names are unique per network).
+fn check_not_connected(client: &Client, ns: &HostComputeNamespace, net: &HostComputeNetwork, shown: &str) -> Result<()> {
+    let endpoints: Vec<HostComputeEndpoint> = client.get("/endpoints")?;
+    match endpoints_of(ns, &endpoints).into_iter().find(|ep| on_network(ep, net)) {
+        Some(ep) => Err(CliError::invalid(format!(
+            "container {shown} is already connected to network {} (endpoint {}); disconnect it first \
+             (hnsctl network disconnect {} {shown}), or give a second endpoint a name of its own with --endpoint-name NAME",
+            net.name,
+            if ep.name.is_empty() { output::short_id(&ep.id) } else { ep.name.clone() },
+            net.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub fn connect(ctx: &Ctx, a: &ConnectArgs) -> Result<i32> {
+    // Everything that can be checked here first, so bad input leaves nothing behind.
+    let ip_configurations = static_addresses(a.ip.as_deref(), a.ip6.as_deref())?;
     let client = ctx.client()?;
-    // The network first, so a wrong name leaves nothing behind.
     let net = lookup::<HostComputeNetwork>(&client, &a.network)?;
     let (ns, created) = match (&a.container, &a.netns) {
-        (Some(name), _) => (lookup::<HostComputeNamespace>(&client, name)?, false),
+        (Some(name), _) => {
+            let ns = lookup::<HostComputeNamespace>(&client, name)?;
+            if a.endpoint_name.is_none() {
+                check_not_connected(&client, &ns, &net, name)?;
+            }
+            (ns, false)
+        }
         (None, Some(path)) => adopt_netns(&client, path, a.name.as_deref())?,
         (None, None) => return Err(CliError::invalid("give a CONTAINER or --netns PATH")),
     };
-    let mut ip_configurations = Vec::new();
-    for ip in a.ip.iter().chain(a.ip6.iter()) {
-        ip_configurations.push(ip_config(ip)?);
-    }
     let body = HostComputeEndpoint {
-        name: a.name.clone().unwrap_or_else(|| ns.name.clone()),
+        name: a.endpoint_name.clone().or_else(|| a.name.clone()).unwrap_or_else(|| ns.name.clone()),
         host_compute_network: net.id.clone(),
         host_compute_namespace: ns.id.clone(),
         ip_configurations,
@@ -346,10 +365,7 @@ pub fn disconnect(ctx: &Ctx, a: &DisconnectArgs) -> Result<i32> {
         (None, None) => return Err(CliError::invalid("give a CONTAINER or --netns PATH")),
     };
     let endpoints: Vec<HostComputeEndpoint> = client.get("/endpoints")?;
-    let on_net: Vec<&HostComputeEndpoint> = endpoints_of(&ns, &endpoints)
-        .into_iter()
-        .filter(|ep| same_id(&ep.host_compute_network, &net.id) || (!net.name.is_empty() && ep.host_compute_network == net.name))
-        .collect();
+    let on_net: Vec<&HostComputeEndpoint> = endpoints_of(&ns, &endpoints).into_iter().filter(|ep| on_network(ep, &net)).collect();
     if on_net.is_empty() {
         return Err(CliError::invalid(format!("{shown} is not connected to network {}", a.network)));
     }

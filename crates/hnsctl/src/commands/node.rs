@@ -6,9 +6,16 @@ use super::{Ctx, for_each_name};
 use crate::LsArgs;
 use crate::client::seg;
 use crate::error::Result;
-use crate::output::{print_json, print_line, print_table};
+use crate::output::{print_json, print_line, print_rows};
+use crate::template::Column;
 
-pub const NODE_HEADERS: &[&str] = &["NODE", "ADDRESS", "STATE", "ENDPOINTS", "ADDRESSES"];
+pub const NODE_COLUMNS: &[Column] = &[
+    Column::new("NODE", "Name"),
+    Column::new("ADDRESS", "Address"),
+    Column::new("STATE", "State"),
+    Column::new("ENDPOINTS", "Endpoints"),
+    Column::new("ADDRESSES", "Addresses"),
+];
 
 pub fn node_rows(nodes: &[ClusterNode]) -> Vec<Vec<String>> {
     nodes
@@ -27,7 +34,7 @@ pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<i32> {
     } else if a.quiet {
         nodes.iter().for_each(|n| print_line(&n.name));
     } else {
-        print_table(NODE_HEADERS, &node_rows(&nodes));
+        print_rows(&ctx.format, NODE_COLUMNS, &node_rows(&nodes))?;
     }
     Ok(0)
 }
@@ -49,7 +56,7 @@ pub fn rm(ctx: &Ctx, names: &[String]) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::render_table;
+    use crate::output::{headers, render_table};
 
     #[test]
     fn node_table() {
@@ -57,7 +64,7 @@ mod tests {
             ClusterNode { name: "a".into(), provider_address: "10.99.0.1".into(), state: "Up".into(), local: true, endpoints: 2, addresses: 2 },
             ClusterNode { name: "c".into(), state: "Down".into(), addresses: 1, ..Default::default() },
         ];
-        let t = render_table(NODE_HEADERS, &node_rows(&nodes));
+        let t = render_table(&headers(NODE_COLUMNS), &node_rows(&nodes));
         assert!(t.contains("a (this host)") && t.contains("10.99.0.1") && t.contains("Down"), "{t}");
     }
 }

@@ -10,15 +10,26 @@ use hns_api::{
     RequestType, ResourceType,
 };
 
-use super::{Ctx, endpoints_of, id_has_prefix, lookup, looks_like_id_prefix, network_name, object_path};
+use super::{Ctx, endpoints_of, find, id_has_prefix, lookup, looks_like_id_prefix, network_name, object_path, on_network};
 use crate::client::Client;
 use crate::error::{CliError, Result};
-use crate::output::{print_json, print_line, print_table, same_id, short_id};
-use crate::portspec::{self, format_mapping, host_address, mappings_in, parse_publish};
-use crate::{PortArgs, PortLsArgs};
+use crate::output::{print_json, print_line, print_rows, same_id, short_id};
+use crate::template::Column;
+use crate::portspec::{self, host_address, mappings_in, parse_private_port, parse_publish, protocol_name};
+use crate::published::{Families, Published, published_all};
+use crate::{PortArgs, PortLsArgs, PortShowArgs};
 
-pub const PORT_HEADERS: &[&str] =
-    &["ID", "CONTAINER", "PROTOCOL", "EXTERNAL IP", "EXTERNAL PORT", "INTERNAL IP", "INTERNAL PORT", "REMOTE PREFIX", "ACTIVE"];
+pub const PORT_COLUMNS: &[Column] = &[
+    Column::new("ID", "ID"),
+    Column::new("CONTAINER", "Container"),
+    Column::new("PROTOCOL", "Protocol"),
+    Column::new("EXTERNAL IP", "ExternalIP"),
+    Column::new("EXTERNAL PORT", "ExternalPort"),
+    Column::new("INTERNAL IP", "InternalIP"),
+    Column::new("INTERNAL PORT", "InternalPort"),
+    Column::new("REMOTE PREFIX", "RemotePrefix"),
+    Column::new("ACTIVE", "Active"),
+];
 
 /// The ID column: the endpoint's short ID, the protocol and the host side, e.g.
 /// `0b1c2d3e4f50/tcp/8080`, or `0b1c2d3e4f50/tcp/127.0.0.1:8080` when bound to an address.
@@ -105,15 +116,6 @@ impl Selection {
     }
 }
 
-/// Looks an object up, `None` when hnsd does not know it.
-fn find<T: super::Object>(client: &Client, key: &str) -> Result<Option<T>> {
-    match lookup::<T>(client, key) {
-        Ok(o) => Ok(Some(o)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 fn no_such(key: &str) -> CliError {
     CliError::invalid(format!("no container (namespace) or endpoint named {key}"))
 }
@@ -133,7 +135,7 @@ pub fn ls(ctx: &Ctx, a: &PortLsArgs) -> Result<i32> {
     if ctx.json() {
         print_json(&infos)?;
     } else {
-        print_table(PORT_HEADERS, &port_rows(&infos));
+        print_rows(&ctx.format, PORT_COLUMNS, &port_rows(&infos))?;
     }
     Ok(0)
 }
@@ -174,10 +176,6 @@ fn network_names(eps: &[&HostComputeEndpoint], networks: &[HostComputeNetwork]) 
         }
     }
     names
-}
-
-fn on_network(ep: &HostComputeEndpoint, net: &HostComputeNetwork) -> bool {
-    same_id(&ep.host_compute_network, &net.id) || (!net.name.is_empty() && ep.host_compute_network == net.name)
 }
 
 fn net_label(net: &HostComputeNetwork) -> &str {
@@ -241,57 +239,122 @@ fn target_endpoint(client: &Client, key: &str, net: Option<&str>) -> Result<Host
     Ok(ep)
 }
 
-/// Sends the modify request; the endpoint's mappings before and after it.
-fn change(client: &Client, a: &PortArgs, request_type: RequestType, mappings: &[PortMappingSettings]) -> Result<(Vec<PortMappingSettings>, Vec<PortMappingSettings>)> {
+/// The mappings `port add` made or `port rm` removed, and the address families of their
+/// endpoint (an unbound mapping is published on each).
+#[derive(Debug)]
+pub struct Changed {
+    pub mappings: Vec<PortMappingSettings>,
+    pub families: Families,
+}
+
+/// Sends the modify request; the endpoint's mappings before and after it, and its families.
+fn change(
+    client: &Client,
+    a: &PortArgs,
+    request_type: RequestType,
+    mappings: &[PortMappingSettings],
+) -> Result<(Vec<PortMappingSettings>, Vec<PortMappingSettings>, Families)> {
     let ep = target_endpoint(client, &a.container, a.net.as_deref())?;
     let path = object_path::<HostComputeEndpoint>(&ep.id);
     let updated = match client.modify_reply::<HostComputeEndpoint>(&path, &modify_request(request_type, mappings))? {
         Some(updated) => updated,
         None => client.get(&path)?,
     };
-    Ok((mappings_in(&ep.policies), mappings_in(&updated.policies)))
+    Ok((mappings_in(&ep.policies), mappings_in(&updated.policies), Families::of(&updated)))
 }
 
 /// The mappings `port add` made, with the host ports hnsd chose. The specs are checked before
 /// hnsd is asked anything.
-pub fn add_mappings(client: &Client, a: &PortArgs) -> Result<Vec<PortMappingSettings>> {
+pub fn add_mappings(client: &Client, a: &PortArgs) -> Result<Changed> {
     let mappings = portspec::parse_all(&a.specs).map_err(CliError::invalid)?;
-    let (before, after) = change(client, a, RequestType::Add, &mappings)?;
-    Ok(portspec::difference(&after, &before))
+    let (before, after, families) = change(client, a, RequestType::Add, &mappings)?;
+    Ok(Changed { mappings: portspec::difference(&after, &before), families })
 }
 
 /// The mappings `port rm` removed.
-pub fn remove_mappings(client: &Client, a: &PortArgs) -> Result<Vec<PortMappingSettings>> {
+pub fn remove_mappings(client: &Client, a: &PortArgs) -> Result<Changed> {
     let mappings = removal_mappings(&a.specs)?;
-    let (before, after) = change(client, a, RequestType::Remove, &mappings)?;
-    Ok(portspec::difference(&before, &after))
+    let (before, after, families) = change(client, a, RequestType::Remove, &mappings)?;
+    Ok(Changed { mappings: portspec::difference(&before, &after), families })
 }
 
-/// One `80/tcp -> 0.0.0.0:8080` line per mapping, or the settings as JSON.
-fn show(ctx: &Ctx, mappings: &[PortMappingSettings]) -> Result<i32> {
+/// The lines `port add` (`prefix` empty) and `port rm` (`removed `) print: one
+/// `80/tcp -> 0.0.0.0:8080` per host binding.
+pub fn change_lines(prefix: &str, changed: &Changed) -> Vec<String> {
+    published_all(&changed.mappings, changed.families).iter().map(|p| format!("{prefix}{}", p.line())).collect()
+}
+
+/// The changed mappings as lines, or their settings as JSON.
+fn show(ctx: &Ctx, prefix: &str, changed: &Changed) -> Result<i32> {
     if ctx.json() {
-        print_json(mappings)?;
+        print_json(&changed.mappings)?;
     } else {
-        mappings.iter().for_each(|m| print_line(&format_mapping(m)));
+        change_lines(prefix, changed).iter().for_each(|l| print_line(l));
     }
     Ok(0)
 }
 
 pub fn add(ctx: &Ctx, a: &PortArgs) -> Result<i32> {
     let added = add_mappings(&ctx.client()?, a)?;
-    show(ctx, &added)
+    show(ctx, "", &added)
 }
 
 pub fn rm(ctx: &Ctx, a: &PortArgs) -> Result<i32> {
     let removed = remove_mappings(&ctx.client()?, a)?;
-    show(ctx, &removed)
+    show(ctx, "removed ", &removed)
+}
+
+/// The endpoints `CONTAINER` designates: a namespace's, else the endpoint of that name or ID.
+fn container_endpoints(client: &Client, key: &str) -> Result<Vec<HostComputeEndpoint>> {
+    if let Some(ns) = find::<HostComputeNamespace>(client, key)? {
+        let all: Vec<HostComputeEndpoint> = client.get("/endpoints")?;
+        return Ok(endpoints_of(&ns, &all).into_iter().cloned().collect());
+    }
+    Ok(vec![find::<HostComputeEndpoint>(client, key)?.ok_or_else(|| no_such(key))?])
+}
+
+/// The host bindings of some endpoints' mappings, those of one container port when `wanted`
+/// (port, protocol number) is given.
+pub fn bindings(endpoints: &[HostComputeEndpoint], wanted: Option<(u16, u32)>) -> Vec<Published> {
+    endpoints
+        .iter()
+        .flat_map(|ep| {
+            let mine: Vec<PortMappingSettings> = mappings_in(&ep.policies)
+                .into_iter()
+                .filter(|m| wanted.is_none_or(|(port, proto)| m.internal_port == port && m.protocol == proto))
+                .collect();
+            published_all(&mine, Families::of(ep))
+        })
+        .collect()
+}
+
+/// `hnsctl port CONTAINER [PRIVATE_PORT[/PROTO]]`, like `docker port`: every mapping as
+/// `80/tcp -> 0.0.0.0:8080`, or only the host sides of one container port.
+pub fn show_container(ctx: &Ctx, a: &PortShowArgs) -> Result<i32> {
+    let container = a.container.as_deref().ok_or_else(|| CliError::invalid("give a CONTAINER, or a subcommand (ls, add, rm)"))?;
+    let wanted = a.private_port.as_deref().map(parse_private_port).transpose().map_err(CliError::invalid)?;
+    let client = ctx.client()?;
+    let found = bindings(&container_endpoints(&client, container)?, wanted);
+    if let Some((port, proto)) = wanted
+        && found.is_empty()
+    {
+        return Err(CliError::invalid(format!("no public port {port}/{} published for {container}", protocol_name(proto))));
+    }
+    if ctx.json() {
+        print_json(&found)?;
+    } else if wanted.is_some() {
+        found.iter().for_each(|p| print_line(&p.host_side()));
+    } else {
+        found.iter().for_each(|p| print_line(&p.line()));
+    }
+    Ok(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::tests::{fake_daemon, reply};
-    use crate::output::render_table;
+    use crate::output::{headers, render_table};
     use crate::portspec::{TCP, UDP};
     use hns_api::{NamespaceResource, Policy};
 
@@ -335,8 +398,8 @@ ID                                 CONTAINER      PROTOCOL   EXTERNAL IP   EXTER
 0b1c2d3e4f50/tcp/127.0.0.1:49153   aaaa11110000   TCP        127.0.0.1     49153           172.30.0.2    443             0.0.0.0/0       yes
 1b1c2d3e4f50/udp/[::1]:5353        lonely         UDP        ::1           5353            172.30.0.2    53              0.0.0.0/0       no
 ";
-        assert_eq!(render_table(PORT_HEADERS, &port_rows(&infos)), expected);
-        assert_eq!(render_table(PORT_HEADERS, &[]).lines().count(), 1);
+        assert_eq!(render_table(&headers(PORT_COLUMNS), &port_rows(&infos)), expected);
+        assert_eq!(render_table(&headers(PORT_COLUMNS), &[]).lines().count(), 1);
     }
 
     #[test]
@@ -370,6 +433,29 @@ ID                                 CONTAINER      PROTOCOL   EXTERNAL IP   EXTER
         let s = Selection::new("db", None, Some(&ep));
         assert!(s.selects(&other) && !s.selects(&by_name));
         assert!(!Selection::new("", None, None).selects(&PortMappingInfo::default()));
+    }
+
+    #[test]
+    fn bindings_of_a_container() {
+        let dual = HostComputeEndpoint {
+            ip_configurations: vec![
+                hns_api::IpConfig { ip_address: "172.30.0.2".into(), ..Default::default() },
+                hns_api::IpConfig { ip_address: "fd00::2".into(), ..Default::default() },
+            ],
+            policies: vec![portspec::policy(&m(TCP, 80, 8080, "")), portspec::policy(&m(UDP, 80, 5353, "127.0.0.1"))],
+            ..Default::default()
+        };
+        let v4 = HostComputeEndpoint {
+            ip_configurations: vec![hns_api::IpConfig { ip_address: "10.0.0.2".into(), ..Default::default() }],
+            policies: vec![portspec::policy(&m(TCP, 443, 8443, ""))],
+            ..Default::default()
+        };
+        let eps = [dual, v4];
+        let lines = |wanted| bindings(&eps, wanted).iter().map(Published::line).collect::<Vec<_>>();
+        assert_eq!(lines(None), vec!["80/tcp -> 0.0.0.0:8080", "80/tcp -> [::]:8080", "80/udp -> 127.0.0.1:5353", "443/tcp -> 0.0.0.0:8443"]);
+        assert_eq!(lines(Some((80, TCP))), vec!["80/tcp -> 0.0.0.0:8080", "80/tcp -> [::]:8080"]);
+        assert_eq!(lines(Some((80, UDP))), vec!["80/udp -> 127.0.0.1:5353"]);
+        assert!(lines(Some((443, UDP))).is_empty());
     }
 
     #[test]
@@ -464,8 +550,8 @@ ID                                 CONTAINER      PROTOCOL   EXTERNAL IP   EXTER
         ]);
         let client = Client::new(&path).unwrap();
         let added = add_mappings(&client, &port_args("web", &["80", "127.0.0.1:5353:53/udp"], None)).unwrap();
-        assert_eq!(added, vec![m(TCP, 80, 49153, ""), m(UDP, 53, 5353, "127.0.0.1")]);
-        assert_eq!(added.iter().map(format_mapping).collect::<Vec<_>>(), vec!["80/tcp -> 0.0.0.0:49153", "53/udp -> 127.0.0.1:5353"]);
+        assert_eq!(added.mappings, vec![m(TCP, 80, 49153, ""), m(UDP, 53, 5353, "127.0.0.1")]);
+        assert_eq!(change_lines("", &added), vec!["80/tcp -> 0.0.0.0:49153", "53/udp -> 127.0.0.1:5353"]);
         let seen = server.join().unwrap();
         assert!(seen[0].starts_with("GET /namespaces/web "), "{}", seen[0]);
         assert!(seen[1].starts_with("GET /endpoints "), "{}", seen[1]);
@@ -491,7 +577,8 @@ ID                                 CONTAINER      PROTOCOL   EXTERNAL IP   EXTER
         // The spec says container port 8080; hnsd matches on the host side, and the removed
         // mapping is shown as it was.
         let removed = remove_mappings(&client, &port_args("web", &["8080:8080"], Some("mynat"))).unwrap();
-        assert_eq!(removed, vec![m(TCP, 80, 8080, "")]);
+        assert_eq!(removed.mappings, vec![m(TCP, 80, 8080, "")]);
+        assert_eq!(change_lines("removed ", &removed), vec!["removed 80/tcp -> 0.0.0.0:8080"]);
         let seen = server.join().unwrap();
         assert!(seen[0].starts_with("GET /networks/mynat "), "{}", seen[0]);
         assert!(seen[1].starts_with("GET /namespaces/web "), "{}", seen[1]);

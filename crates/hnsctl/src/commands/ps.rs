@@ -8,10 +8,25 @@ use hns_api::{HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork};
 use super::{Ctx, endpoints_of, lookup, network_name, object_path};
 use crate::client::Client;
 use crate::error::{CliError, Result};
-use crate::output::{print_json, print_line, print_table, short_id};
+use crate::output::{print_json, print_line, print_rows, short_id};
+use crate::portspec::mappings_in;
+use crate::published::{Families, Published, published_all};
+use crate::template::Column;
 use crate::{PsArgs, RmArgs};
 
-pub const PS_HEADERS: &[&str] = &["CONTAINER ID", "NAME", "COMMAND", "STATUS", "PID", "NETWORKS", "IP ADDRESS"];
+pub const PS_COLUMNS: &[Column] = &[
+    Column::new("CONTAINER ID", "ID"),
+    Column::new("NAMES", "Names"),
+    Column::new("COMMAND", "Command"),
+    Column::new("STATUS", "Status"),
+    Column::new("PID", "PID"),
+    Column::new("PORTS", "Ports"),
+    Column::new("NETWORKS", "Networks"),
+    Column::new("IP ADDRESS", "IPAddress"),
+];
+
+/// The status of a compartment whose process runs.
+const RUNNING: &str = "running";
 
 /// Longest command shown without `--no-trunc`.
 const COMMAND_WIDTH: usize = 30;
@@ -46,7 +61,7 @@ fn status(ns: &HostComputeNamespace) -> &'static str {
     if ns.pid == 0 {
         "created"
     } else if is_running(ns.pid, &ns.net_ns_path) {
-        "running"
+        RUNNING
     } else {
         "exited"
     }
@@ -79,12 +94,18 @@ pub fn ps_rows(
             nets.dedup();
             let ips: Vec<String> =
                 eps.iter().flat_map(|ep| ep.ip_configurations.iter()).map(|c| c.ip_address.clone()).filter(|s| !s.is_empty()).collect();
+            let ports: Vec<String> = eps
+                .iter()
+                .flat_map(|ep| published_all(&mappings_in(&ep.policies), Families::of(ep)))
+                .map(|p| Published::ps_cell(&p))
+                .collect();
             vec![
                 short_id(&ns.id),
                 ns.name.clone(),
                 command_cell(&ns.command, full),
                 status_of(ns).to_owned(),
                 if ns.pid == 0 { String::new() } else { ns.pid.to_string() },
+                ports.join(", "),
                 nets.join(","),
                 ips.join(","),
             ]
@@ -95,7 +116,8 @@ pub fn ps_rows(
 pub fn ps(ctx: &Ctx, a: &PsArgs) -> Result<i32> {
     let client = ctx.client()?;
     let namespaces: Vec<HostComputeNamespace> = client.get("/namespaces")?;
-    let shown: Vec<HostComputeNamespace> = namespaces.into_iter().filter(|ns| a.all || ns.pid != 0).collect();
+    // Like docker ps: running ones only, unless -a.
+    let shown: Vec<HostComputeNamespace> = namespaces.into_iter().filter(|ns| a.all || status(ns) == RUNNING).collect();
     if ctx.json() {
         print_json(&shown)?;
     } else if a.quiet {
@@ -103,7 +125,7 @@ pub fn ps(ctx: &Ctx, a: &PsArgs) -> Result<i32> {
     } else {
         let endpoints: Vec<HostComputeEndpoint> = client.get("/endpoints")?;
         let networks: Vec<HostComputeNetwork> = client.get("/networks").unwrap_or_default();
-        print_table(PS_HEADERS, &ps_rows(&shown, &endpoints, &networks, a.no_trunc, &status));
+        print_rows(&ctx.format, PS_COLUMNS, &ps_rows(&shown, &endpoints, &networks, a.no_trunc, &status))?;
     }
     Ok(0)
 }
@@ -162,8 +184,9 @@ pub fn rm(ctx: &Ctx, a: &RmArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::render_table;
-    use hns_api::{IpConfig, NamespaceResource};
+    use crate::output::{headers, render_table};
+    use crate::portspec::{TCP, UDP, policy};
+    use hns_api::{IpConfig, NamespaceResource, PortMappingSettings};
 
     #[test]
     fn liveness() {
@@ -198,19 +221,26 @@ mod tests {
             },
             HostComputeNamespace { id: "bbbb2222-0000-0000-0000-000000000002".into(), name: "idle".into(), ..Default::default() },
         ];
+        let mapping = |protocol, internal_port, external_port, vip: &str| {
+            policy(&PortMappingSettings { protocol, internal_port, external_port, vip: vip.into(), ..Default::default() })
+        };
         let endpoints = vec![HostComputeEndpoint {
             id: "e1".into(),
             host_compute_network: "N1".into(),
-            ip_configurations: vec![IpConfig { ip_address: "172.30.0.2".into(), prefix_length: 16, ..Default::default() }],
+            ip_configurations: vec![
+                IpConfig { ip_address: "172.30.0.2".into(), prefix_length: 16, ..Default::default() },
+                IpConfig { ip_address: "fd00::2".into(), prefix_length: 64, ..Default::default() },
+            ],
+            policies: vec![mapping(TCP, 80, 8080, ""), mapping(UDP, 53, 49153, "127.0.0.1")],
             ..Default::default()
         }];
         let networks = vec![HostComputeNetwork { id: "n1".into(), name: "mynat".into(), ..Default::default() }];
         let status_of = |ns: &HostComputeNamespace| if ns.pid == 0 { "created" } else { "running" };
-        let text = render_table(PS_HEADERS, &ps_rows(&namespaces, &endpoints, &networks, false, &status_of));
+        let text = render_table(&headers(PS_COLUMNS), &ps_rows(&namespaces, &endpoints, &networks, false, &status_of));
         let expected = "\
-CONTAINER ID   NAME   COMMAND        STATUS    PID    NETWORKS   IP ADDRESS
-aaaa11110000   web    \"sleep 1000\"   running   4242   mynat      172.30.0.2
-bbbb22220000   idle                  created
+CONTAINER ID   NAMES   COMMAND        STATUS    PID    PORTS                                                              NETWORKS   IP ADDRESS
+aaaa11110000   web     \"sleep 1000\"   running   4242   0.0.0.0:8080->80/tcp, [::]:8080->80/tcp, 127.0.0.1:49153->53/udp   mynat      172.30.0.2,fd00::2
+bbbb22220000   idle                   created
 ";
         assert_eq!(text, expected);
     }

@@ -30,12 +30,13 @@ use hns_api::{
 };
 
 use super::ps::remove_compartment;
-use super::{Ctx, ip_config, lookup, object_path};
+use super::{Ctx, lookup, object_path, static_addresses};
 use crate::client::Client;
 use crate::compartment::{Compartment, Failure, Program, Report, Stage, enter_and_exec, read_reports};
 use crate::error::{CliError, Result};
 use crate::output::{print_json, print_line};
 use crate::portspec;
+use crate::published::{Families, Published, published_all};
 use crate::{ExecArgs, RunArgs};
 
 /// `--net host`: no compartment, the program shares hnsctl's network namespace.
@@ -46,16 +47,16 @@ const NET_NONE: &str = "none";
 pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     let prog = Program::new(&a.program.command)?;
     let has_endpoint = a.net != NET_HOST && a.net != NET_NONE;
-    if !has_endpoint && (a.ip.is_some() || a.mac_address.is_some() || !a.alias.is_empty()) {
+    if !has_endpoint && (a.ip.is_some() || a.ip6.is_some() || a.mac_address.is_some() || !a.alias.is_empty()) {
         return Err(CliError::invalid(format!(
-            "--ip, --mac-address and --alias configure an endpoint; --net {} has none",
+            "--ip, --ip6, --mac-address and --alias configure an endpoint; --net {} has none",
             a.net
         )));
     }
     if !has_endpoint && !a.publish.is_empty() {
         return Err(CliError::invalid("-p/--publish: port mappings need a network; --net host uses the host's ports directly"));
     }
-    let ip_configurations: Vec<IpConfig> = a.ip.iter().map(|ip| ip_config(ip)).collect::<Result<_>>()?;
+    let ip_configurations: Vec<IpConfig> = static_addresses(a.ip.as_deref(), a.ip6.as_deref())?;
     let mappings = portspec::parse_all(&a.publish).map_err(CliError::invalid)?;
 
     if a.net == NET_HOST {
@@ -65,7 +66,7 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
 
     let client = ctx.client()?;
     let ns = create_namespace(&client, a.name.as_deref())?;
-    // The mappings made, as `docker port` shows them.
+    // The mappings made, as `docker port` shows them (both families on a dual-stack network).
     let mut published: Vec<String> = Vec::new();
     let connect = || -> Result<Compartment> {
         if has_endpoint {
@@ -80,7 +81,7 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
                 ..Default::default()
             };
             let ep = client.post::<_, HostComputeEndpoint>("/endpoints", &body)?;
-            published = portspec::mappings_in(&ep.policies).iter().map(portspec::format_mapping).collect();
+            published = published_all(&portspec::mappings_in(&ep.policies), Families::of(&ep)).iter().map(Published::line).collect();
         }
         Compartment::from_namespace(&ns)
     };
@@ -246,7 +247,7 @@ struct Launch<'a> {
     comp: Option<&'a Compartment>,
     prog: &'a Program,
     rm: bool,
-    /// The port mappings made, printed by `run -d` after the ID.
+    /// The port mappings made, printed on stderr by `run -d` after the ID.
     published: &'a [String],
 }
 
@@ -368,9 +369,9 @@ impl Launch<'_> {
         }
     }
 
-    /// What `run -d` prints: the compartment's ID (its object with --format json), then one line
-    /// per port mapping (on stderr with --format json, to keep stdout JSON); the PID for
-    /// `--net host`.
+    /// What `run -d` prints: the compartment's ID (its object with --format json) on stdout, so
+    /// `ID=$(hnsctl run -d ...)` holds the ID only; one line per port mapping on stderr; the PID
+    /// for `--net host`.
     fn announce(&self, pid: i32) -> Result<()> {
         let Some(ns) = self.ns else {
             print_line(&pid.to_string());
@@ -382,11 +383,10 @@ impl Launch<'_> {
                 Ok(current) => print_json(&current)?,
                 Err(_) => print_json(ns)?,
             }
-            self.published.iter().for_each(|line| eprintln!("{line}"));
         } else {
             print_line(&ns.id);
-            self.published.iter().for_each(|line| print_line(line));
         }
+        self.published.iter().for_each(|line| eprintln!("{line}"));
         Ok(())
     }
 
