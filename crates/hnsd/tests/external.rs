@@ -148,6 +148,54 @@ fn l2bridge_puts_only_the_host_mac_on_the_wire() {
 }
 
 #[test]
+fn l2bridge_dual_stack_puts_only_the_host_mac_on_the_wire_for_ipv6_too() {
+    let (lab, _d) = setup();
+    let u = lab.add_uplink(6, false).unwrap();
+    // The host has an address of the LAN's IPv6 subnet, as hosts do (by SLAAC usually; by hand here).
+    lab.in_host("ip", &["addr", "add", "2001:db8:77:6::2/64", "dev", &u.host_if, "nodad"]).unwrap();
+    let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
+    lab.hnsctl_ok(&[
+        "network", "create", "-d", "l2bridge", "--subnet", &u.subnet, "--gateway", &u.router.to_string(),
+        "--subnet", "2001:db8:77:6::/64", "--gateway", &u.router6.to_string(), "-o", &iface, "l2v6",
+    ])
+    .unwrap();
+    let (a6, b6) = ("2001:db8:77:6::50".to_owned(), "2001:db8:77:6::51".to_owned());
+    for (name, last, ip6) in [("a", 50u8, &a6), ("b", 51, &b6)] {
+        lab.hnsctl_ok(&["run", "-d", "--net", "l2v6", "--name", name, "--ip", &u.addr(last).to_string(), "--ip6", ip6, "--", "sleep", "300"]).unwrap();
+    }
+    let host_mac = link_mac(&lab, &u.host_if);
+
+    let cap = lab.capture_in_lan(&u.lan_port, "icmp6").unwrap();
+    lab.in_lan("ping", &["-6", "-c1", "-W2", &a6]).unwrap();
+    exec_ok(&lab, "a", &["ping", "-6", "-c1", "-W2", &u.router6.to_string()]);
+    let wire = cap.stop().unwrap();
+    let from_a = sources(&wire, &format!("{a6} > {}", u.router6));
+    assert!(!from_a.is_empty(), "no frame from the container on the wire:\n{wire}");
+    assert!(from_a.iter().all(|m| *m == host_mac), "container frames carry the host's MAC {host_mac}:\n{wire}");
+    assert!(!wire.contains(&mac_of_endpoint(&lab, "a")), "the container's own MAC never reaches the wire:\n{wire}");
+    // The LAN resolved the container's address to the host's MAC: a proxy neighbour answer.
+    let neigh = lab.in_lan("ip", &["-6", "neigh", "show", &a6, "dev", &u.lan_bridge]).unwrap().stdout;
+    assert!(neigh.contains(&host_mac), "{neigh}");
+
+    // TCP both ways across the LAN, and same-host neighbours one routed hop apart.
+    let _server = lab.start_tcp_server_in_lan(&format!("[{}]:8086", u.router6)).unwrap();
+    let probe = hns_lab::Lab::bin("labprobe").unwrap();
+    let out = exec_ok(&lab, "a", &[probe.to_str().unwrap(), "connect-tcp", &format!("[{}]:8086", u.router6)]);
+    assert!(out.contains(&a6), "the LAN sees the container's own address: {out}");
+    let ping = exec_ok(&lab, "a", &["ping", "-6", "-c1", "-W2", &b6]);
+    assert!(ping.contains("ttl=63"), "one hop through the host: {ping}");
+    lab.in_host("ping", &["-6", "-c1", "-W2", &a6]).unwrap();
+
+    // Removal takes the proxy entries with it.
+    lab.hnsctl_ok(&["rm", "-f", "a"]).unwrap();
+    lab.hnsctl_ok(&["rm", "-f", "b"]).unwrap();
+    let proxies = lab.in_host("ip", &["-6", "neigh", "show", "proxy", "dev", &u.host_if]).unwrap().stdout;
+    assert!(proxies.trim().is_empty(), "proxy NDP entries left: {proxies}");
+    lab.hnsctl_ok(&["network", "rm", "l2v6"]).unwrap();
+    assert_clean(&lab);
+}
+
+#[test]
 fn l2tunnel_hairpins_through_the_upstream_switch() {
     let (lab, d) = setup();
     let u = lab.add_uplink(3, true).unwrap();

@@ -118,13 +118,6 @@ impl Engine {
             for (j, subnet) in ipam.subnets.iter_mut().enumerate() {
                 let field = format!("Ipams[{i}].Subnets[{j}]");
                 let plan = validate::parse_subnet(subnet, &field)?;
-                if kind == NetworkType::L2Bridge && plan.spec.subnet.addr().is_ipv6() {
-                    return Err(ApiError::field(
-                        ErrorCode::InvalidSubnet,
-                        format!("{field}.IpAddressPrefix"),
-                        format!("subnet {}: l2bridge networks are IPv4 only in this hns version (the host answers for its containers with proxy ARP; proxy NDP is not built yet)", subnet.ip_address_prefix),
-                    ));
-                }
                 if external && plan.gateway_route.is_none() {
                     return Err(ApiError::field(
                         ErrorCode::InvalidSubnet,
