@@ -157,20 +157,24 @@ pub(crate) async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Resu
     for (dest, via) in &ep.routes {
         nl.add_route(*dest, *via, index).await?;
     }
-    ensure_gateways(ep, c).await
+    ensure_gateways(ep, c).await.map(|_| ())
 }
 
 /// Gives the compartment a default route via this endpoint's gateways where it has none (the
-/// first endpoint wins; after a detach the next one takes over).
-pub async fn ensure_gateways(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
+/// first endpoint wins; after a detach the next one takes over, and the reconciler puts back
+/// one someone deleted). Returns the gateways it added a default route through.
+pub async fn ensure_gateways(ep: &EndpointPlan, c: &Compartment) -> Result<Vec<IpAddr>> {
+    let mut added = Vec::new();
     if ep.gateways.is_empty() {
-        return Ok(());
+        return Ok(added);
     }
-    let Some(link) = c.netlink.link_by_name(&ep.ifname).await? else { return Ok(()) };
+    let Some(link) = c.netlink.link_by_name(&ep.ifname).await? else { return Ok(added) };
     for gw in &ep.gateways {
-        c.netlink.add_default_route_if_absent(*gw, link.index).await?;
+        if c.netlink.add_default_route_if_absent(*gw, link.index).await? {
+            added.push(*gw);
+        }
     }
-    Ok(())
+    Ok(added)
 }
 
 /// The network's share of the nft table; external networks have none (their containers sit

@@ -9,6 +9,7 @@ mod cluster;
 mod config;
 mod docker;
 mod engine;
+mod instance;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -32,6 +33,10 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_target(false).init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if args.cleanup {
+        // Refused while an hnsd serves this namespace or these directories: it would pull the
+        // compartments and the API socket from under a live daemon.
+        let dirs: Vec<&Path> = [&cfg.state_dir, &cfg.run_dir].into_iter().filter(|d| d.is_dir()).map(|d| d.as_path()).collect();
+        let _lock = instance::acquire(&dirs, "clean up")?;
         return rt.block_on(async {
             let host = hns_kernel::netlink::Netlink::current()?;
             for line in engine::reconcile::cleanup_all(&host, &cfg.run_dir).await {
@@ -43,7 +48,9 @@ fn main() -> anyhow::Result<()> {
                     println!("{line}");
                 }
             }
-            let _ = std::fs::remove_file(&cfg.socket);
+            if std::fs::remove_file(&cfg.socket).is_ok() {
+                println!("removed stale API socket {}", cfg.socket.display());
+            }
             Ok(())
         });
     }
@@ -55,6 +62,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod {}", dir.display()))?;
     }
+    // Before anything touches the kernel, the store or the socket.
+    let _lock = instance::acquire(&[&cfg.state_dir, &cfg.run_dir], "serve")?;
     let ecfg = EngineConfig { run_dir: cfg.run_dir.clone(), state_dir: cfg.state_dir.clone(), port_range: cfg.port_range, dns_port: 53 };
     hns_kernel::netns::prepare_dir(&ecfg.netns_dir())?;
     let listener = bind_socket(&cfg.socket)?;

@@ -47,6 +47,32 @@ pub struct LinkInfo {
     pub kind: Option<String>,
     pub master: Option<u32>,
     pub up: bool,
+    /// Device group: [`names::HNS_GROUP`] marks links hns created.
+    pub group: u32,
+}
+
+impl LinkInfo {
+    /// Made by hns (see [`names::HNS_GROUP`]).
+    pub fn is_marked(&self) -> bool {
+        self.group == names::HNS_GROUP
+    }
+
+    /// Refuses to take over a link of an hns name that hns did not make.
+    pub(crate) fn check_ours(&self, op: &str) -> Result<()> {
+        if self.is_marked() {
+            return Ok(());
+        }
+        Err(KernelError {
+            op: op.into(),
+            object: self.name.clone(),
+            reason: format!(
+                "a link of that name exists but hns did not create it (its device group is {:#x}, not hns's {:#x}); rename or delete it",
+                self.group,
+                names::HNS_GROUP
+            ),
+            errno: Some(libc::EEXIST),
+        })
+    }
 }
 
 impl Netlink {
@@ -123,12 +149,13 @@ impl Netlink {
     /// leaves an existing one. Returns its index.
     pub async fn ensure_bridge(&self, name: &str, mac: [u8; 6], ipv6: bool) -> Result<u32> {
         if let Some(l) = self.link_by_name(name).await? {
+            l.check_ours("create bridge")?;
             if !l.up {
                 self.set_up(name).await?;
             }
             return Ok(l.index);
         }
-        let msg = LinkMessageBuilder::<rtnetlink::LinkBridge>::new(name).address(mac.to_vec()).build();
+        let msg = LinkMessageBuilder::<rtnetlink::LinkBridge>::new(name).address(mac.to_vec()).link_group(names::HNS_GROUP).build();
         match self.handle.link().add(msg).execute().await {
             Ok(()) => {}
             Err(e) => {
@@ -193,6 +220,13 @@ impl Netlink {
         }
     }
 
+    /// Puts an existing link into hns's device group: the upgrade path for links an older hnsd
+    /// created before links were marked (the caller knows the store names them).
+    pub async fn mark_as_hns(&self, index: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).link_group(names::HNS_GROUP).build();
+        self.set("mark as hns's", &format!("index {index}"), msg).await
+    }
+
     /// Enslaves a link to a bridge (repairs a veth whose bridge was deleted and re-created).
     pub async fn set_master(&self, name: &str, master: u32) -> Result<()> {
         self.set("attach to bridge", name, LinkUnspec::new_with_name(name).controller(master).build()).await
@@ -230,6 +264,7 @@ impl Netlink {
         }
         let mut host = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(host_name.to_owned())
+            .link_group(names::HNS_GROUP)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
         if let Some(m) = master {
             host = host.controller(m);
@@ -270,8 +305,8 @@ impl Netlink {
 
     /// Adds a default route via `gateway` out of `oif` unless the namespace already has one of
     /// that family: a compartment on several networks keeps the default route of the first,
-    /// as Docker does, and another endpoint's route is never replaced.
-    pub async fn add_default_route_if_absent(&self, gateway: IpAddr, oif: u32) -> Result<()> {
+    /// as Docker does, and another endpoint's route is never replaced. True if it added one.
+    pub async fn add_default_route_if_absent(&self, gateway: IpAddr, oif: u32) -> Result<bool> {
         let dest: ipnet::IpNet = if gateway.is_ipv4() { "0.0.0.0/0".parse().unwrap() } else { "::/0".parse().unwrap() };
         let b = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(dest.addr(), 0)
@@ -280,10 +315,10 @@ impl Netlink {
             .gateway(gateway)
             .map_err(|e| KernelError::new("build route", dest.to_string(), e))?;
         match self.handle.route().add(b.build()).execute().await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(e) => {
                 let e = nl_err("add route", &format!("default via {gateway}"), e);
-                if e.is_exists() { Ok(()) } else { Err(e) }
+                if e.is_exists() { Ok(false) } else { Err(e) }
             }
         }
     }
@@ -334,11 +369,12 @@ impl Netlink {
 
 pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
     use netlink_packet_route::link::{LinkFlags, LinkInfo as Info};
-    let mut l = LinkInfo { index: m.header.index, name: String::new(), kind: None, master: None, up: m.header.flags.contains(LinkFlags::Up) };
+    let mut l = LinkInfo { index: m.header.index, name: String::new(), kind: None, master: None, up: m.header.flags.contains(LinkFlags::Up), group: 0 };
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => l.name = n.clone(),
             LinkAttribute::Controller(c) => l.master = Some(*c),
+            LinkAttribute::Group(g) => l.group = *g,
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let Info::Kind(k) = i {

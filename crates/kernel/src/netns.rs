@@ -66,6 +66,17 @@ pub fn create(path: &Path) -> Result<NsIdentity> {
     identity(path)
 }
 
+/// Bind-mounts the namespace `source` (such as `/proc/PID/ns/net`) on `path` again, creating
+/// the file if needed: a compartment whose mount was removed while a process still runs in it.
+pub fn mount_at(source: &Path, path: &Path) -> Result<NsIdentity> {
+    let shown = path.display().to_string();
+    if !path.exists() {
+        File::create(path).map_err(|e| KernelError::io("create namespace file", &shown, e))?;
+    }
+    mount(Some(source), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| KernelError::nix("bind-mount namespace", &shown, e))?;
+    identity(path)
+}
+
 /// Unmounts and deletes a namespace file created by [`create`]. Missing is fine.
 pub fn remove(path: &Path) -> Result<()> {
     match umount2(path, MntFlags::MNT_DETACH) {

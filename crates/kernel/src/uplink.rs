@@ -117,13 +117,14 @@ impl Netlink {
     /// through which it reaches the network's containers), or leaves an existing one.
     pub async fn ensure_macvlan(&self, name: &str, parent: u32, mode: ChildMode, mac: [u8; 6]) -> Result<u32> {
         if let Some(l) = self.link_by_name(name).await? {
+            l.check_ours("create macvlan")?;
             return Ok(l.index);
         }
         let mode = match mode {
             ChildMode::Bridge => MacVlanMode::Bridge,
             ChildMode::Vepa => MacVlanMode::Vepa,
         };
-        let msg = LinkMacVlan::new(name, parent, mode).address(mac.to_vec()).build();
+        let msg = LinkMacVlan::new(name, parent, mode).address(mac.to_vec()).link_group(crate::names::HNS_GROUP).build();
         self.handle.link().add(msg).execute().await.map_err(|e| nl_err("create macvlan", name, e))?;
         self.disable_ipv6_autoconf(name).await?;
         self.set_up(name).await?;
@@ -135,8 +136,10 @@ impl Netlink {
         for step in &plan.steps {
             match step {
                 UplinkStep::Bond { name, members } => {
-                    if self.link_by_name(name).await?.is_none() {
-                        let msg = LinkBond::new(name).mode(netlink_packet_route::link::BondMode::ActiveBackup).build();
+                    if let Some(l) = self.link_by_name(name).await? {
+                        l.check_ours("create bond")?;
+                    } else {
+                        let msg = LinkBond::new(name).mode(netlink_packet_route::link::BondMode::ActiveBackup).link_group(crate::names::HNS_GROUP).build();
                         self.handle.link().add(msg).execute().await.map_err(|e| nl_err("create bond", name, e))?;
                     }
                     let bond = self.link_by_name(name).await?.ok_or_else(|| KernelError::new("create bond", name, "missing after creation"))?;
@@ -151,9 +154,11 @@ impl Netlink {
                     self.set_up(name).await?;
                 }
                 UplinkStep::Vlan { name, parent, id } => {
-                    if self.link_by_name(name).await?.is_none() {
+                    if let Some(l) = self.link_by_name(name).await? {
+                        l.check_ours("create VLAN link")?;
+                    } else {
                         let p = self.link_by_name(parent).await?.ok_or_else(|| KernelError::new("create VLAN link on", parent, "no such link"))?;
-                        let msg = LinkVlan::new(name, p.index, *id).build();
+                        let msg = LinkVlan::new(name, p.index, *id).link_group(crate::names::HNS_GROUP).build();
                         self.handle.link().add(msg).execute().await.map_err(|e| nl_err("create VLAN link", name, e))?;
                     }
                     self.set_up(name).await?;
@@ -289,6 +294,6 @@ mod tests {
             ]
         );
         assert_eq!(p.link, "hnq1a2b3c4d");
-        assert!(crate::names::is_hns_link(&p.link));
+        assert!(crate::names::has_hns_name(&p.link));
     }
 }

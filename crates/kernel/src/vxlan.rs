@@ -209,6 +209,10 @@ impl Netlink {
     /// (those cannot be changed in place); master and MTU are set if they differ. Returns the
     /// device's index.
     pub async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<u32> {
+        // Never repair (that is, delete and re-create) a device hns did not make.
+        if let Some(l) = self.link_by_name(&spec.name).await? {
+            l.check_ours("create VXLAN device")?;
+        }
         if let Some(s) = self.vxlan_state(&spec.name).await? {
             let same = s.is_vxlan
                 && s.vni == Some(spec.vni)
@@ -234,7 +238,7 @@ impl Netlink {
             IpAddr::V4(v4) => b.local(v4),
             IpAddr::V6(v6) => b.local6(v6),
         };
-        let msg = b.mtu(spec.mtu).controller(spec.master).up().build();
+        let msg = b.mtu(spec.mtu).controller(spec.master).link_group(crate::names::HNS_GROUP).up().build();
         self.handle
             .link()
             .add(msg)

@@ -360,7 +360,7 @@ mod tests {
     fn names() {
         assert_eq!(src_name("4f0c1e2d-3b4a-5968-7766-554433221100"), "hdk4f0c1e2d3b4a");
         assert!(src_name("4f0c1e2d-3b4a-5968-7766-554433221100").len() <= 15);
-        assert!(!hns_kernel::names::is_hns_link(&src_name("4f0c1e2d-3b4a-5968-7766-554433221100")));
+        assert!(!hns_kernel::names::has_hns_name(&src_name("4f0c1e2d-3b4a-5968-7766-554433221100")));
         assert_eq!(compartment_name(Some("/web"), "/var/run/docker/netns/abc"), "web");
         assert_eq!(compartment_name(None, "/var/run/docker/netns/0123456789ab"), "docker-0123456789ab");
     }

@@ -42,11 +42,23 @@ impl Engine {
             )
         })?;
         if req.id.is_empty() {
-            req.id = new_guid();
+            // A fresh ID whose veth name is taken (1 in 2^48 per endpoint) is drawn again.
+            req.id = std::iter::repeat_with(new_guid).find(|id| self.endpoint_sharing_veth(id).is_none()).expect("unbounded");
         } else {
             req.id = norm_guid(&req.id).ok_or_else(|| ApiError::field(ErrorCode::InvalidEndpoint, "ID", format!("ID {:?} is not a GUID", req.id)))?;
             if self.endpoints.contains_key(&req.id) {
                 return Err(ApiError::field(ErrorCode::EndpointAlreadyExists, "ID", format!("an endpoint with ID {} already exists", req.id)));
+            }
+            if let Some(other) = self.endpoint_sharing_veth(&req.id) {
+                return Err(ApiError::field(
+                    ErrorCode::EndpointAlreadyExists,
+                    "ID",
+                    format!(
+                        "endpoint ID {} would share its host link {} with endpoint {other}: hns names an endpoint's veth after the first 12 hex digits of its ID; choose an ID that differs from {other} in those digits, or leave ID empty",
+                        req.id,
+                        hns_kernel::names::veth_host_name(&req.id)
+                    ),
+                ));
             }
         }
         validate::check_name(&req.name, "Name", false)?;
@@ -205,6 +217,12 @@ impl Engine {
         req.state = state::CREATED;
         req.version = 1;
         Ok((EndpointRecord { ep: req, network_id: net_id, lease: None }, ns_id, claimed))
+    }
+
+    /// The endpoint whose host veth name an endpoint with ID `id` would take.
+    fn endpoint_sharing_veth(&self, id: &str) -> Option<String> {
+        let veth = hns_kernel::names::veth_host_name(id);
+        self.endpoints.keys().find(|other| hns_kernel::names::veth_host_name(other) == veth).cloned()
     }
 
     /// Creates an endpoint; on an overlay network its address comes from the cluster IPAM

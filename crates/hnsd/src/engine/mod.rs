@@ -172,6 +172,18 @@ impl Engine {
             e.networks.insert(net.rec.net.id.clone(), net);
         }
         for rec in e.store.load_all::<NamespaceRecord>(Kind::Namespace)? {
+            // A managed compartment lives under the run dir of the hnsd that made it. One
+            // elsewhere means this state dir was copied from (or last served by) an hnsd with
+            // another run dir: serving it would reach into that hnsd's compartments.
+            if rec.managed && !std::path::Path::new(&rec.ns.net_ns_path).starts_with(cfg.netns_dir()) {
+                anyhow::bail!(
+                    "the store {} holds compartment {} at {}, outside this hnsd's run dir {}: a state dir belongs to the hnsd (and run dir) that made it; start it with that --run-dir, or give this hnsd a fresh --state-dir",
+                    cfg.store_path().display(),
+                    rec.ns.id,
+                    rec.ns.net_ns_path,
+                    cfg.run_dir.display()
+                );
+            }
             e.next_ns_number = e.next_ns_number.max(rec.ns.namespace_id + 1);
             e.namespaces.insert(rec.ns.id.clone(), Ns { rec, conn: None });
         }

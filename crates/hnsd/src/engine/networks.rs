@@ -34,12 +34,25 @@ impl Engine {
             ));
         }
         if req.id.is_empty() {
-            req.id = new_guid();
+            // A fresh ID whose link names are taken (1 in 2^32 per network) is drawn again.
+            req.id = std::iter::repeat_with(new_guid).find(|id| self.network_sharing_links(id).is_none()).expect("unbounded");
         } else {
             let id = norm_guid(&req.id)
                 .ok_or_else(|| ApiError::field(ErrorCode::InvalidNetwork, "ID", format!("ID {:?} is not a GUID; leave it empty to let hns choose", req.id)))?;
             if self.networks.contains_key(&id) {
                 return Err(ApiError::field(ErrorCode::NetworkAlreadyExists, "ID", format!("a network with ID {id} already exists")));
+            }
+            if let Some(other) = self.network_sharing_links(&id) {
+                return Err(ApiError::field(
+                    ErrorCode::NetworkAlreadyExists,
+                    "ID",
+                    format!(
+                        "network ID {id} would share its kernel links with network {other} ({:?}): hns names a network's links after the first 8 hex digits of its ID ({}: bridge {}); choose an ID that differs from {other} in those digits, or leave ID empty",
+                        self.networks[&other].rec.net.name,
+                        hns_kernel::names::network_tag(&id),
+                        hns_kernel::names::bridge_name(&id),
+                    ),
+                ));
             }
             req.id = id;
         }
@@ -181,6 +194,13 @@ impl Engine {
     }
 
     /// Adapter -> name of the external network it serves.
+    /// The network whose kernel link names (bridge, VXLAN, bond, VLAN: all named after the
+    /// first 8 hex digits of the ID) a network with ID `id` would take.
+    fn network_sharing_links(&self, id: &str) -> Option<String> {
+        let tag = hns_kernel::names::network_tag(id);
+        self.networks.keys().find(|other| hns_kernel::names::network_tag(other) == tag).cloned()
+    }
+
     fn adapters_in_use(&self) -> std::collections::BTreeMap<String, String> {
         let mut out = std::collections::BTreeMap::new();
         for n in self.networks.values() {

@@ -1,10 +1,13 @@
 //! The reconciler: makes the kernel match the store. Runs at start (after a crash, a
 //! restart or a reboot) and periodically (a deleted bridge or veth, a flushed nft table).
 //!
-//! It (1) garbage-collects compartments that are gone, with their endpoints and addresses;
-//! (2) re-applies every network, the nft table and every attachment, idempotently; (3) removes
-//! hns-owned kernel objects the store does not know (recognised by name prefix, so it never
-//! touches anything else).
+//! It (1) garbage-collects compartments that are gone, with their endpoints and addresses (a
+//! compartment whose bind mount was removed while its recorded process still runs is mounted
+//! again instead); (2) re-applies every network, the nft table and every attachment,
+//! idempotently: missing links, host veths set down, default routes deleted inside a
+//! compartment; (3) removes hns-owned kernel objects the store does not know. Ownership is
+//! hns's device group ([`names::HNS_GROUP`]), never a name alone, so a user's link that looks
+//! like an hns one is left alone. Retired links belong to the reaper, not to this pass.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -32,6 +35,9 @@ impl Engine {
         let mut r = Report::default();
         self.host_resolv_conf = super::read_host_resolv_conf();
         self.reconcile_namespaces(&mut r).await;
+        if full {
+            self.mark_store_links(&mut r).await;
+        }
         self.reconcile_networks(&mut r).await;
         if full {
             if let Err(e) = self.apply_nft() {
@@ -68,8 +74,16 @@ impl Engine {
                     }
                     false
                 }
-                // Its bind mount is gone: /run was emptied (reboot) or someone removed it.
-                (true, None) => true,
+                // Its bind mount is gone: /run was emptied (reboot) or someone removed it. If
+                // its recorded process still runs in it, the compartment is alive: mount it
+                // again from there.
+                (true, None) => match self.remount_from_pid(&rec) {
+                    Some(pid) => {
+                        r.repaired.push(format!("namespace {id}: {} mounted again from process {pid}", rec.ns.net_ns_path));
+                        false
+                    }
+                    None => true,
+                },
                 (_, Some(cur)) if rec.identity.is_some_and(|known| known != cur) => true,
                 (_, Some(cur)) => {
                     if rec.ns.state != state::READY || rec.identity.is_none() {
@@ -86,6 +100,29 @@ impl Engine {
             };
             if gone {
                 self.collect_namespace(&id, r);
+            }
+        }
+    }
+
+    /// Mounts a managed compartment's namespace on its path again from the process recorded in
+    /// it (`Container Add`), if that process still runs in the very namespace it was created
+    /// as (a reused PID names another one). Returns the PID on success.
+    fn remount_from_pid(&self, rec: &super::records::NamespaceRecord) -> Option<u32> {
+        let known = rec.identity?;
+        let pid = rec.ns.pid;
+        if pid == 0 {
+            return None;
+        }
+        let source = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+        if netns::identity(&source).ok()? != known {
+            return None;
+        }
+        match netns::mount_at(&source, Path::new(&rec.ns.net_ns_path)) {
+            Ok(id) if id == known => Some(pid),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(namespace = %rec.ns.id, error = %e, "could not mount the compartment again");
+                None
             }
         }
     }
@@ -175,15 +212,9 @@ impl Engine {
         }
     }
 
-    async fn reconcile_links(&mut self, r: &mut Report) {
-        let links = match self.host.links().await {
-            Ok(l) => l,
-            Err(e) => {
-                r.errors.push(e.to_string());
-                return;
-            }
-        };
-        let by_name: HashMap<&str, &hns_kernel::netlink::LinkInfo> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+    /// The host links the store says hns should have: network links, uplink links, and the
+    /// host ends of attached endpoints.
+    fn wanted_links(&self) -> HashSet<String> {
         let mut wanted: HashSet<String> = HashSet::new();
         for n in self.networks.values() {
             if hns_drivers::has_network_link(n.plan.kind) {
@@ -197,6 +228,41 @@ impl Engine {
                 wanted.insert(name.clone());
             }
         }
+        for e in self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty()) {
+            if self.networks.get(&e.network_id).is_some_and(|n| hns_drivers::has_host_veth(n.plan.kind)) {
+                wanted.insert(names::veth_host_name(&e.ep.id));
+            }
+        }
+        wanted
+    }
+
+    /// The upgrade path (at start only): links an hnsd from before link marks created carry no
+    /// mark; those the store names (and only those, in the default group 0) are marked now.
+    /// Unmarked links the store does not name are never touched.
+    async fn mark_store_links(&mut self, r: &mut Report) {
+        let links = match self.host.links().await {
+            Ok(l) => l,
+            Err(e) => return r.errors.push(e.to_string()),
+        };
+        let wanted = self.wanted_links();
+        for l in links.iter().filter(|l| l.group == 0 && wanted.contains(&l.name)) {
+            match self.host.mark_as_hns(l.index).await {
+                Ok(()) => r.repaired.push(format!("link {}: marked as hns's (made before hns marked its links)", l.name)),
+                Err(e) => r.errors.push(e.to_string()),
+            }
+        }
+    }
+
+    async fn reconcile_links(&mut self, r: &mut Report) {
+        let links = match self.host.links().await {
+            Ok(l) => l,
+            Err(e) => {
+                r.errors.push(e.to_string());
+                return;
+            }
+        };
+        let by_name: HashMap<&str, &hns_kernel::netlink::LinkInfo> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+        let wanted = self.wanted_links();
         let attached: Vec<_> = self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty()).cloned().collect();
         for rec in attached {
             let Some(net) = self.networks.get(&rec.network_id) else { continue };
@@ -216,7 +282,6 @@ impl Engine {
                 }
             } else {
                 let host_if = names::veth_host_name(&rec.ep.id);
-                wanted.insert(host_if.clone());
                 let bridge = if matches!(kind, hns_api::NetworkType::Nat | hns_api::NetworkType::Overlay) {
                     match by_name.get(net.plan.bridge.as_str()).map(|l| l.index) {
                         Some(b) => Some(b),
@@ -227,21 +292,29 @@ impl Engine {
                 };
                 let bridge_name = net.plan.bridge.clone();
                 match by_name.get(host_if.as_str()) {
-                    Some(l) if l.master == bridge => {}
-                    Some(_) => {
-                        if let Some(b) = bridge {
+                    None => match self.apply_attach(&rec).await {
+                        Ok(()) => r.repaired.push(format!("endpoint {}: veth re-created", rec.ep.id)),
+                        Err(e) => r.errors.push(format!("endpoint {}: {}", rec.ep.id, e.message)),
+                    },
+                    Some(l) => {
+                        if l.master != bridge
+                            && let Some(b) = bridge
+                        {
                             match self.host.set_master(&host_if, b).await {
                                 Ok(()) => r.repaired.push(format!("endpoint {}: {host_if} re-attached to {bridge_name}", rec.ep.id)),
                                 Err(e) => r.errors.push(e.to_string()),
                             }
                         }
+                        if !l.up {
+                            match self.host.set_up(&host_if).await {
+                                Ok(()) => r.repaired.push(format!("endpoint {}: {host_if} was down; brought it up", rec.ep.id)),
+                                Err(e) => r.errors.push(e.to_string()),
+                            }
+                        }
                     }
-                    None => match self.apply_attach(&rec).await {
-                        Ok(()) => r.repaired.push(format!("endpoint {}: veth re-created", rec.ep.id)),
-                        Err(e) => r.errors.push(format!("endpoint {}: {}", rec.ep.id, e.message)),
-                    },
                 }
             }
+            self.reconcile_default_route(&rec, r).await;
             if rec.ep.state != state::ATTACHED {
                 let mut rec = rec.clone();
                 rec.ep.state = state::ATTACHED;
@@ -249,11 +322,35 @@ impl Engine {
                 self.endpoints.insert(rec.ep.id.clone(), rec);
             }
         }
-        for l in links.iter().filter(|l| names::is_hns_link(&l.name) && !wanted.contains(&l.name)) {
+        // Retired links are the reaper's (a detach queued them a moment ago, or a previous hnsd
+        // died before deleting them): hand them over instead of racing it.
+        if let Some(l) = links.iter().find(|l| l.group == names::RETIRED_GROUP && names::has_hns_name(&l.name)) {
+            self.reap(l.name.clone());
+        }
+        for l in links.iter().filter(|l| l.group == names::HNS_GROUP && names::has_hns_name(&l.name) && !wanted.contains(&l.name)) {
             match self.host.delete_link(&l.name).await {
                 Ok(()) => r.removed.push(format!("link {}", l.name)),
                 Err(e) => r.errors.push(e.to_string()),
             }
+        }
+    }
+
+    /// Puts back the default route of an attached endpoint's compartment if someone deleted it
+    /// (a compartment with another default route of that family keeps it).
+    async fn reconcile_default_route(&mut self, rec: &super::records::EndpointRecord, r: &mut Report) {
+        let Some(plan) = self.endpoint_plan(rec) else { return };
+        if plan.gateways.is_empty() {
+            return;
+        }
+        let ns = rec.ep.host_compute_namespace.clone();
+        let Ok(c) = self.compartment(&ns) else { return }; // a vanished compartment is collected
+        match hns_drivers::ensure_gateways(&plan, c).await {
+            Ok(added) => {
+                for gw in added {
+                    r.repaired.push(format!("endpoint {}: default route via {gw} restored in namespace {ns}", rec.ep.id));
+                }
+            }
+            Err(e) => r.errors.push(format!("endpoint {}: {e}", rec.ep.id)),
         }
     }
 
@@ -278,34 +375,45 @@ impl Engine {
     }
 }
 
-/// Removes every hns-owned kernel object (uninstall): links, the nft table, and namespace
-/// mounts under the run dir. The store is left alone.
+/// Removes every hns-owned kernel object (uninstall): links carrying hns's mark, the nft table,
+/// and namespace mounts under the run dir. The store is left alone. Returns one line per thing
+/// it removed or failed to remove; nothing that did not exist is reported. The caller holds the
+/// instance lock, so no hnsd is running meanwhile.
 pub async fn cleanup_all(host: &hns_kernel::netlink::Netlink, run_dir: &Path) -> Vec<String> {
     let mut done = Vec::new();
-    if let Ok(links) = host.links().await {
-        // Endpoint veths first, then bridges.
-        let mut hns: Vec<_> = links.into_iter().filter(|l| names::is_hns_link(&l.name)).collect();
-        hns.sort_by_key(|l| !l.name.starts_with(names::VETH_PREFIX));
-        for l in hns {
-            match host.delete_link(&l.name).await {
-                Ok(()) => done.push(format!("removed link {}", l.name)),
-                Err(e) => done.push(format!("could not remove link {}: {e}", l.name)),
+    match host.links().await {
+        Ok(links) => {
+            // Endpoint veths first, then bridges.
+            let mut hns: Vec<_> = links.into_iter().filter(|l| names::is_hns_link(&l.name, l.group)).collect();
+            hns.sort_by_key(|l| !l.name.starts_with(names::VETH_PREFIX));
+            for l in hns {
+                match host.delete_link(&l.name).await {
+                    Ok(()) => done.push(format!("removed link {}", l.name)),
+                    Err(e) => done.push(format!("could not remove link {}: {e}", l.name)),
+                }
             }
         }
+        Err(e) => done.push(format!("could not list links: {e}")),
     }
-    match nft::delete_table() {
-        Ok(()) => done.push(format!("removed nft table inet {}", names::NFT_TABLE)),
-        Err(e) => done.push(format!("could not remove nft table: {e}")),
+    match nft::observe() {
+        Ok(o) if !o.present => {}
+        Ok(_) => match nft::delete_table() {
+            Ok(()) => done.push(format!("removed nft table inet {}", names::NFT_TABLE)),
+            Err(e) => done.push(format!("could not remove nft table inet {}: {e}", names::NFT_TABLE)),
+        },
+        Err(e) => done.push(format!("could not read nft table inet {}: {e}", names::NFT_TABLE)),
     }
     let netns_dir = run_dir.join("netns");
     if let Ok(entries) = std::fs::read_dir(&netns_dir) {
         for e in entries.flatten() {
+            let what = if netns::is_netns(&e.path()) { "namespace" } else { "leftover namespace file" };
             match netns::remove(&e.path()) {
-                Ok(()) => done.push(format!("removed namespace {}", e.path().display())),
+                Ok(()) => done.push(format!("removed {what} {}", e.path().display())),
                 Err(err) => done.push(format!("could not remove {}: {err}", e.path().display())),
             }
         }
     }
+    // The directory's own bind mount is infrastructure (see netns::prepare_dir), not an object.
     let _ = nix::mount::umount2(&netns_dir, nix::mount::MntFlags::MNT_DETACH);
     done
 }

@@ -159,7 +159,7 @@ pub fn external_uplink(
         if !host.links.iter().any(|l| l == a) {
             return Err(invalid(ErrorCode::InvalidNetwork, field, format!("network adapter {a:?} does not exist on this host; list them with `ip link`")));
         }
-        if hns_kernel::names::is_hns_link(a) {
+        if hns_kernel::names::has_hns_name(a) {
             return Err(invalid(ErrorCode::InvalidNetwork, field, format!("{a:?} is a link hns created for a network or endpoint, not a network adapter")));
         }
         if let Some(other) = taken.get(a) {
