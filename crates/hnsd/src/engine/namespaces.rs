@@ -65,6 +65,13 @@ impl Engine {
             }
             to_attach.push(id);
         }
+        if req.namespace_id != 0 {
+            return Err(ApiError::field(
+                ErrorCode::InvalidNamespace,
+                "NamespaceId",
+                format!("NamespaceId {} cannot be chosen: hns numbers compartments itself (read-only, like Windows' compartment id); omit it", req.namespace_id),
+            ));
+        }
         if req.pid != 0 || !req.command.is_empty() {
             return Err(ApiError::field(ErrorCode::InvalidNamespace, "Pid", "Pid and Command are recorded with a Container modify request after the process starts"));
         }
