@@ -65,6 +65,7 @@ codes! {
     MappingNotSupported = "MAPPING_NOT_SUPPORTED", 400;
     EntityHasReferences = "ENTITY_HAS_REFERENCES", 409;
     BodyTooLarge = "BODY_TOO_LARGE", 413;
+    RequestTimeout = "REQUEST_TIMEOUT", 408;
     DhcpFailed = "DHCP_FAILED", 504;
     KernelError = "KERNEL_ERROR", 500;
     StoreError = "STORE_ERROR", 500;

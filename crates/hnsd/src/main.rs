@@ -9,6 +9,7 @@ mod cluster;
 mod config;
 mod docker;
 mod engine;
+mod serve;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -16,7 +17,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use tokio::net::UnixListener;
 
 use config::{Args, Config};
 use engine::{Engine, EngineConfig};
@@ -65,7 +65,23 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         });
     }
+    raise_nofile_limit();
     rt.block_on(run(cfg))
+}
+
+/// Raises the soft limit of open files to the hard one. Each compartment handle in use, API
+/// connection and DNS listener is a descriptor, and the soft limit is often 1024 (systemd's
+/// default): past it, accept, netns opens and netlink sockets fail with EMFILE.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the open-files limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open-files limit"),
+    }
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -108,11 +124,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     // Docker plugins (network drivers and the hns IPAM): optional, so a failure is logged.
     let docker = match &cfg.docker_plugin_dir {
-        Some(dir) => docker::start(state.clone(), dir).await.map_err(|e| tracing::error!(error = format!("{e:#}"), "the docker plugins are not served")).ok(),
+        Some(dir) => docker::start(state.clone(), dir, cfg.limits).await.map_err(|e| tracing::error!(error = format!("{e:#}"), "the docker plugins are not served")).ok(),
         None => None,
     };
     tracing::info!(socket = %cfg.socket.display(), "serving the HNS API");
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    serve::Server::new(cfg.limits).serve(listener, api::router(state), shutdown_signal()).await;
     if let Some(d) = docker {
         d.stop().await;
     }
@@ -127,7 +143,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// Binds the API socket, refusing to steal it from a running hnsd.
-fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
@@ -137,7 +153,7 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
     }
-    let l = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    let l = serve::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
 }

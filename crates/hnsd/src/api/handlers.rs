@@ -12,11 +12,14 @@ use super::{Failure, MAX_BODY, Shared};
 
 type Reply<T> = Result<Json<T>, Failure>;
 
-/// Reads a JSON body, mapping an oversized one to 413 and bad JSON to 400 with the field.
+/// Reads a JSON body, mapping an oversized one to 413, a late one to 408 and bad JSON to 400
+/// with the field.
 fn body<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, Failure> {
     let b = b.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(ErrorCode::BodyTooLarge, format!("request body is larger than {MAX_BODY} bytes"))
+        } else if let Some(t) = crate::serve::body_timeout(&e) {
+            ApiError::new(ErrorCode::RequestTimeout, format!("{t}; send the whole request at once"))
         } else {
             ApiError::new(ErrorCode::InvalidJson, format!("could not read the request body: {e}"))
         }

@@ -44,6 +44,7 @@ impl Modify for SharedFailures {
                     // `handlers::body`: a body that is not JSON of the route's type, or too large.
                     add_failure(op, "400", "the body is not valid JSON of this route's type, or a field is invalid (`field` names it)");
                     add_failure(op, "413", &format!("the body is larger than {MAX_BODY} bytes"));
+                    add_failure(op, "408", "the body did not arrive within the body timeout (`hnsd --body-timeout`)");
                 }
                 // GETs read memory only; every change goes through the store and the kernel.
                 if !is_get {

@@ -116,7 +116,7 @@ impl Engine {
         super::failpoint("namespace-after-commit");
         self.next_ns_number += 1;
         let id = rec.ns.id.clone();
-        self.namespaces.insert(id.clone(), Ns { rec: rec.clone(), conn: None });
+        self.namespaces.insert(id.clone(), Ns { rec: rec.clone() });
         if managed {
             if let Err(e) = self.apply_namespace(&id).await {
                 self.namespaces.remove(&id);
@@ -164,7 +164,7 @@ impl Engine {
         txn.delete(Kind::Namespace, &id).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         let ns = self.namespaces.remove(&id).expect("looked up");
-        drop(ns.conn);
+        self.handles.pop(&id);
         if ns.rec.managed {
             if let Err(e) = netns::remove(Path::new(&ns.rec.ns.net_ns_path)) {
                 errors.push(e.to_string());
