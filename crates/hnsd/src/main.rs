@@ -65,31 +65,41 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         });
     }
-    raise_nofile_limit();
-    rt.block_on(run(cfg))
+    let nofile = raise_nofile_limit();
+    rt.block_on(run(cfg, nofile))
 }
 
 /// Raises the soft limit of open files to the hard one. Each compartment handle in use, API
 /// connection and DNS listener is a descriptor, and the soft limit is often 1024 (systemd's
 /// default): past it, accept, netns opens and netlink sockets fail with EMFILE.
-fn raise_nofile_limit() {
+/// Returns the soft limit in force.
+fn raise_nofile_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
-            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the open-files limit"),
+            Ok(()) => {
+                tracing::info!(from = soft, to = hard, "raised the open-files limit");
+                hard
+            }
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "could not raise the open-files limit");
+                soft
+            }
         },
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not read the open-files limit"),
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the open-files limit; assuming 1024");
+            1024
+        }
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
     for dir in [&cfg.run_dir, &cfg.state_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod {}", dir.display()))?;
     }
-    let ecfg = EngineConfig { run_dir: cfg.run_dir.clone(), state_dir: cfg.state_dir.clone(), port_range: cfg.port_range, dns_port: 53 };
+    let ecfg = EngineConfig { run_dir: cfg.run_dir.clone(), state_dir: cfg.state_dir.clone(), port_range: cfg.port_range, dns_port: 53, open_compartments: engine::open_compartments(nofile) };
     hns_kernel::netns::prepare_dir(&ecfg.netns_dir())?;
     let listener = bind_socket(&cfg.socket)?;
     let host = hns_kernel::netlink::Netlink::current()?;

@@ -101,13 +101,15 @@ fn compartment_handles_stay_bounded_under_a_low_soft_limit() {
     let base = fds(d.pid());
 
     // More compartments than a soft limit of 1024 descriptors allows at two handles each.
-    let count = 2000;
+    // hnsd keeps the handles of at most 1024 compartments open (a quarter of its raised limit's
+    // worth, capped); more than that exist here.
+    let count = 1500;
     let first = api.post("/namespaces", &json!({"Name": "c0"})).ok();
     for i in 1..count {
         api.post("/namespaces", &json!({ "Name": format!("c{i}") })).ok();
     }
     let now = fds(d.pid());
-    assert!(now < base + 2 * 256 + 16, "{count} compartments hold {now} descriptors (base {base}): handles are not bounded");
+    assert!(now < base + 2 * 1024 + 16, "{count} compartments hold {now} descriptors (base {base}): handles are not bounded");
 
     // The first compartment's handles were closed long ago: using it reopens them.
     api.post("/networks", &json!({"Name": "n", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.71.0.0/24"}]}]})).ok();

@@ -42,6 +42,8 @@ pub struct EngineConfig {
     pub port_range: (u16, u16),
     /// Port of the DNS responders (53).
     pub dns_port: u16,
+    /// Compartments whose kernel handles stay open ([`open_compartments`]).
+    pub open_compartments: usize,
 }
 
 impl EngineConfig {
@@ -71,11 +73,15 @@ pub(crate) struct Ns {
     pub rec: NamespaceRecord,
 }
 
-/// Compartments whose kernel handles (an nsfs fd and a netlink socket: two descriptors) stay
-/// open; the least recently used are closed beyond this, and reopened from the stored path and
-/// identity when next needed. Reopening costs about a millisecond; holding every handle would
-/// make descriptors grow with the number of compartments.
-pub(crate) const OPEN_COMPARTMENTS: usize = 256;
+/// How many compartments keep their kernel handles (an nsfs fd and a netlink socket: two
+/// descriptors) open under an open-files limit of `nofile`: an eighth of it (so they take at
+/// most a quarter of the descriptors), and no more than 1024. The least recently used are closed beyond it and reopened from the stored path
+/// and identity when next needed; holding every handle would make descriptors grow with the
+/// number of compartments, and reopening on every use would cost each reconcile pass a
+/// netns switch per attached compartment.
+pub fn open_compartments(nofile: u64) -> usize {
+    (nofile / 8).clamp(16, 1024) as usize
+}
 
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
@@ -157,7 +163,7 @@ impl Engine {
             networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             namespaces: BTreeMap::new(),
-            handles: lru::LruCache::new(std::num::NonZeroUsize::new(OPEN_COMPARTMENTS).expect("not zero")),
+            handles: lru::LruCache::new(std::num::NonZeroUsize::new(cfg.open_compartments.max(1)).expect("not zero")),
             next_ns_number: 1,
             last_reconcile: String::new(),
             host_resolv_conf: read_host_resolv_conf(),
