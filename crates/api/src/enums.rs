@@ -3,15 +3,36 @@
 //! The HNS schema documents enums as strings while hcsshim sends some as integers, so every enum
 //! here accepts the string in any letter case and the integer (the position in the HNS schema
 //! table), and serializes in the canonical spelling.
+//!
+//! The OpenAPI schema of each enum is built from the same spelling table as its serde form
+//! ([`string_enum_schema`]): utoipa's derive does not see `#[serde(rename = ...)]` written by a
+//! macro, and documented the Rust variant names (`Nat`) instead of what is sent (`NAT`).
 
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+
+/// A string enum schema listing exactly `values`, the spellings hns sends.
+pub(crate) fn string_enum_schema(description: &str, values: &[&'static str]) -> RefOr<Schema> {
+    ObjectBuilder::new().schema_type(Type::String).description(Some(description)).enum_values(Some(values.iter().copied())).into()
+}
 
 macro_rules! hns_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $num:literal => $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+    ($(#[doc = $doc:literal])* $name:ident { $($variant:ident = $num:literal => $text:literal),+ $(,)? }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
         pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let doc = concat!($($doc),*).trim();
+                string_enum_schema(
+                    &format!("{doc} Sent in this spelling; requests may use any letter case or the integer form (its position in this list)."),
+                    &[$($text),+],
+                )
+            }
+        }
+        impl utoipa::ToSchema for $name {}
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -138,5 +159,23 @@ mod tests {
         assert!(e.contains("bridge") && e.contains("L2Tunnel"), "{e}");
         assert!(serde_json::from_str::<NetworkType>("99").is_err());
         assert!(serde_json::from_str::<NetworkType>("true").is_err());
+    }
+
+    /// The OpenAPI enum lists exactly what serde sends, for every enum of the wire.
+    #[test]
+    fn schemas_list_the_spellings_that_are_sent() {
+        fn documented<T: utoipa::PartialSchema>() -> serde_json::Value {
+            serde_json::to_value(T::schema()).unwrap()["enum"].clone()
+        }
+        fn sent<T: Serialize>(all: &[T]) -> serde_json::Value {
+            serde_json::to_value(all).unwrap()
+        }
+        assert_eq!(documented::<NetworkType>(), sent(NetworkType::ALL));
+        assert_eq!(documented::<IpamType>(), sent(IpamType::ALL));
+        assert_eq!(documented::<NamespaceType>(), sent(NamespaceType::ALL));
+        assert_eq!(documented::<ResourceType>(), sent(ResourceType::ALL));
+        assert_eq!(documented::<RequestType>(), sent(RequestType::ALL));
+        assert_eq!(documented::<crate::ErrorCode>(), sent(crate::ErrorCode::ALL));
+        assert!(documented::<NetworkType>().as_array().unwrap().contains(&"NAT".into()));
     }
 }

@@ -9,10 +9,19 @@ use utoipa::ToSchema;
 macro_rules! codes {
     ($($variant:ident = $text:literal, $status:literal;)+) => {
         /// Stable machine-readable error codes.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
         pub enum ErrorCode { $(#[serde(rename = $text)] $variant),+ }
 
+        // The schema comes from the same table as the serde names (see `crate::enums`).
+        impl utoipa::PartialSchema for ErrorCode {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::enums::string_enum_schema("Stable machine-readable error codes.", &[$($text),+])
+            }
+        }
+        impl utoipa::ToSchema for ErrorCode {}
+
         impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),+];
             pub fn as_str(self) -> &'static str { match self { $(ErrorCode::$variant => $text),+ } }
             /// The HTTP status this code is sent with.
             pub fn http_status(self) -> u16 { match self { $(ErrorCode::$variant => $status),+ } }
@@ -56,6 +65,7 @@ codes! {
     MappingNotSupported = "MAPPING_NOT_SUPPORTED", 400;
     EntityHasReferences = "ENTITY_HAS_REFERENCES", 409;
     BodyTooLarge = "BODY_TOO_LARGE", 413;
+    RequestTimeout = "REQUEST_TIMEOUT", 408;
     DhcpFailed = "DHCP_FAILED", 504;
     KernelError = "KERNEL_ERROR", 500;
     StoreError = "STORE_ERROR", 500;

@@ -138,7 +138,9 @@ pub struct HostComputeNetwork {
     /// GUID; chosen by hns when absent.
     #[serde(rename = "ID", default, skip_serializing_if = "String::is_empty")]
     pub id: String,
+    /// Required: networks are found by name too (serde's default only lets validation name it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(required = true)]
     pub name: String,
     /// The driver. HNS reports NAT networks with no type, so absent means `NAT`.
     #[serde(rename = "Type", default, skip_serializing_if = "Option::is_none")]
@@ -158,9 +160,9 @@ pub struct HostComputeNetwork {
     pub schema_version: Version,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub owner: String,
-    /// Opaque data kept for the client.
+    /// Opaque data kept for the client (any JSON value).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub additional_params: serde_json::Value,
     /// Not supported (HNS health data).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
@@ -220,8 +222,9 @@ pub struct HostComputeEndpoint {
     pub id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
-    /// The network, by ID or name.
+    /// The network, by ID or name. Required.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(required = true)]
     pub host_compute_network: String,
     /// The namespace the endpoint is attached to; given on create, attaches at once.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -247,8 +250,9 @@ pub struct HostComputeEndpoint {
     pub schema_version: Version,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub owner: String,
+    /// Opaque data kept for the client (any JSON value).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub additional_params: serde_json::Value,
     /// Not supported (HNS health data).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
@@ -288,7 +292,8 @@ pub struct HostComputeNamespace {
     /// Extension: a name for the compartment (e.g. the container name).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
-    /// Read-only: a small number, like Windows' compartment id.
+    /// Read-only: a small number hns assigns, like Windows' compartment id. A request that sets
+    /// it is refused (`INVALID_NAMESPACE`, field `NamespaceId`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub namespace_id: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]

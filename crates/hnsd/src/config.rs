@@ -64,6 +64,17 @@ pub struct Args {
     /// Do not serve the Docker plugins.
     #[arg(long)]
     pub no_docker_plugin: bool,
+    /// Connections served at once on the API socket, and on the Docker plugin sockets together
+    /// (default 512); beyond it clients wait in the socket's queue.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: Option<u32>,
+    /// Time a client has to send a request's headers, and the longest idle time between two
+    /// requests on one connection (default 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+    /// Time a request's body has to arrive after its headers (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub body_timeout: Option<Duration>,
     #[command(flatten, next_help_heading = "Overlay networks (cluster)")]
     pub cluster: cluster::ClusterArgs,
 }
@@ -81,6 +92,9 @@ pub struct FileConfig {
     pub log: Option<String>,
     pub docker_plugin_dir: Option<PathBuf>,
     pub no_docker_plugin: Option<bool>,
+    pub max_connections: Option<u32>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
     /// `[cluster]`: see [`cluster::ClusterFile`].
     pub cluster: Option<cluster::ClusterFile>,
 }
@@ -98,6 +112,22 @@ pub struct Config {
     pub docker_plugin_dir: Option<PathBuf>,
     /// Overlay networks: set when a cluster store is configured.
     pub cluster: Option<cluster::ClusterSettings>,
+    /// Limits of the API server (and, separately, of the Docker plugin server).
+    pub limits: crate::serve::Limits,
+}
+
+/// Defaults of [`crate::serve::Limits`].
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A duration from a flag, else from the file (key `key`), else `default`.
+fn duration(flag: Option<Duration>, file: Option<&String>, key: &str, default: Duration) -> anyhow::Result<Duration> {
+    match (flag, file) {
+        (Some(d), _) => Ok(d),
+        (None, Some(s)) => parse_duration(s).map_err(|e| anyhow::anyhow!("config {key}: {e}")),
+        (None, None) => Ok(default),
+    }
 }
 
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -136,10 +166,15 @@ impl Config {
             Some(text) => toml::from_str(text).map_err(|e| anyhow::anyhow!("config file {}: {e}", args.config.as_deref().unwrap_or(DEFAULT_CONFIG.as_ref()).display()))?,
             None => FileConfig::default(),
         };
-        let interval = match (&args.reconcile_interval, &fc.reconcile_interval) {
-            (Some(d), _) => *d,
-            (None, Some(s)) => parse_duration(s).map_err(|e| anyhow::anyhow!("config reconcile-interval: {e}"))?,
-            (None, None) => Duration::from_secs(10),
+        let interval = duration(args.reconcile_interval, fc.reconcile_interval.as_ref(), "reconcile-interval", Duration::from_secs(10))?;
+        let max_connections = args.max_connections.or(fc.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            anyhow::bail!("config max-connections: 0 would serve nobody; use 1 or more");
+        }
+        let limits = crate::serve::Limits {
+            max_connections: max_connections as usize,
+            header_timeout: duration(args.header_timeout, fc.header_timeout.as_ref(), "header-timeout", DEFAULT_HEADER_TIMEOUT)?,
+            body_timeout: duration(args.body_timeout, fc.body_timeout.as_ref(), "body-timeout", DEFAULT_BODY_TIMEOUT)?,
         };
         Ok(Config {
             socket: args.socket.clone().or(fc.socket).unwrap_or_else(|| "/run/hns/hns.sock".into()),
@@ -159,6 +194,7 @@ impl Config {
                 Some(args.docker_plugin_dir.clone().or(fc.docker_plugin_dir).unwrap_or_else(|| "/run/docker/plugins".into()))
             },
             cluster: cluster::resolve(&args.cluster, fc.cluster.as_ref())?,
+            limits,
         })
     }
 }
@@ -191,6 +227,12 @@ mod tests {
         assert!(c.no_default_network);
         assert_eq!(c.reconcile_interval, Duration::from_secs(3));
         assert_eq!(c.docker_plugin_dir, Some(PathBuf::from("/run/docker/plugins")));
+        assert_eq!(c.limits, crate::serve::Limits { max_connections: 512, header_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(30) });
+        std::fs::write(&f, "max-connections = 64\nheader-timeout = \"2s\"\n").unwrap();
+        let c = Config::load(&Args::parse_from(["hnsd", "--config", f.to_str().unwrap(), "--header-timeout", "500ms"])).unwrap();
+        assert_eq!((c.limits.max_connections, c.limits.header_timeout), (64, Duration::from_millis(500)));
+        std::fs::write(&f, "max-connections = 0\n").unwrap();
+        assert!(Config::load(&args).unwrap_err().to_string().contains("max-connections"));
         std::fs::write(&f, "no-docker-plugin = true\n").unwrap();
         assert_eq!(Config::load(&args).unwrap().docker_plugin_dir, None);
         std::fs::write(&f, "bogus = 1\n").unwrap();

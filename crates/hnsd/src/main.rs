@@ -10,6 +10,7 @@ mod config;
 mod docker;
 mod engine;
 mod instance;
+mod serve;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -17,7 +18,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use tokio::net::UnixListener;
 
 use config::{Args, Config};
 use engine::{Engine, EngineConfig};
@@ -54,17 +54,43 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         });
     }
-    rt.block_on(run(cfg))
+    let nofile = raise_nofile_limit();
+    rt.block_on(run(cfg, nofile))
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+/// Raises the soft limit of open files to the hard one. Each compartment handle in use, API
+/// connection and DNS listener is a descriptor, and the soft limit is often 1024 (systemd's
+/// default): past it, accept, netns opens and netlink sockets fail with EMFILE.
+/// Returns the soft limit in force.
+fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!(from = soft, to = hard, "raised the open-files limit");
+                hard
+            }
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "could not raise the open-files limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the open-files limit; assuming 1024");
+            1024
+        }
+    }
+}
+
+async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
     for dir in [&cfg.run_dir, &cfg.state_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod {}", dir.display()))?;
     }
     // Before anything touches the kernel, the store or the socket.
     let _lock = instance::acquire(&[&cfg.state_dir, &cfg.run_dir], "serve")?;
-    let ecfg = EngineConfig { run_dir: cfg.run_dir.clone(), state_dir: cfg.state_dir.clone(), port_range: cfg.port_range, dns_port: 53 };
+    let ecfg = EngineConfig { run_dir: cfg.run_dir.clone(), state_dir: cfg.state_dir.clone(), port_range: cfg.port_range, dns_port: 53, open_compartments: engine::open_compartments(nofile) };
     hns_kernel::netns::prepare_dir(&ecfg.netns_dir())?;
     let listener = bind_socket(&cfg.socket)?;
     let host = hns_kernel::netlink::Netlink::current()?;
@@ -99,11 +125,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     // Docker plugins (network drivers and the hns IPAM): optional, so a failure is logged.
     let docker = match &cfg.docker_plugin_dir {
-        Some(dir) => docker::start(state.clone(), dir).await.map_err(|e| tracing::error!(error = format!("{e:#}"), "the docker plugins are not served")).ok(),
+        Some(dir) => docker::start(state.clone(), dir, cfg.limits).await.map_err(|e| tracing::error!(error = format!("{e:#}"), "the docker plugins are not served")).ok(),
         None => None,
     };
     tracing::info!(socket = %cfg.socket.display(), "serving the HNS API");
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    serve::Server::new(cfg.limits).serve(listener, api::router(state), shutdown_signal()).await;
     if let Some(d) = docker {
         d.stop().await;
     }
@@ -153,7 +179,7 @@ fn exec_sandbox(args: &Args) -> anyhow::Result<()> {
 }
 
 /// Binds the API socket, refusing to steal it from a running hnsd.
-fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
@@ -163,7 +189,7 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
     }
-    let l = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    let l = serve::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
 }

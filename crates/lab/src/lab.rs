@@ -59,6 +59,9 @@ pub struct HnsdOptions {
     pub inherit_stdio: bool,
     /// Extra environment variables (e.g. `HNSD_FAILPOINT` for crash tests).
     pub env: Vec<(String, String)>,
+    /// A program (with its arguments) that runs hnsd by `exec`, inside the host namespace, so
+    /// the daemon keeps its PID: e.g. `["prlimit", "--nofile=1024:", "--"]`.
+    pub wrapper: Vec<String>,
 }
 
 /// A running hnsd started by [`Lab::start_hnsd`]. Dropping it stops the
@@ -541,7 +544,14 @@ impl Lab {
             }
         }
         let bin = self.hnsd_bin()?;
-        let mut cmd = self.host.cmd(&bin);
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = self.host.cmd(program);
+                cmd.args(args).arg(&bin);
+                cmd
+            }
+            None => self.host.cmd(&bin),
+        };
         cmd.arg("--socket")
             .arg(self.socket())
             .arg("--state-dir")

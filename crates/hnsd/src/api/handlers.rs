@@ -12,11 +12,14 @@ use super::{Failure, MAX_BODY, Shared};
 
 type Reply<T> = Result<Json<T>, Failure>;
 
-/// Reads a JSON body, mapping an oversized one to 413 and bad JSON to 400 with the field.
+/// Reads a JSON body, mapping an oversized one to 413, a late one to 408 and bad JSON to 400
+/// with the field.
 fn body<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, Failure> {
     let b = b.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(ErrorCode::BodyTooLarge, format!("request body is larger than {MAX_BODY} bytes"))
+        } else if let Some(t) = crate::serve::body_timeout(&e) {
+            ApiError::new(ErrorCode::RequestTimeout, format!("{t}; send the whole request at once"))
         } else {
             ApiError::new(ErrorCode::InvalidJson, format!("could not read the request body: {e}"))
         }
@@ -30,7 +33,8 @@ pub async fn list_networks(State(s): State<Shared>) -> Json<Vec<HostComputeNetwo
 }
 
 #[utoipa::path(post, path = "/networks", request_body = HostComputeNetwork,
-    responses((status = 200, body = HostComputeNetwork), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, body = HostComputeNetwork), (status = 400, body = ApiError), (status = 409, body = ApiError),
+        (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError)))]
 pub async fn create_network(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNetwork> {
     let req = body(b).map_err(|Failure(e)| {
         // An unknown driver name is a network-type error, not a syntax error.
@@ -46,14 +50,15 @@ pub async fn get_network(State(s): State<Shared>, Path(id): Path<String>) -> Rep
 }
 
 #[utoipa::path(delete, path = "/networks/{id}", params(("id" = String, Path, description = "ID or name")),
-    responses((status = 204), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 204), (status = 404, body = ApiError), (status = 409, body = ApiError),
+        (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError)))]
 pub async fn delete_network(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
     s.engine.lock().await.delete_network(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/networks/{id}", request_body = ModifyRequest, params(("id" = String, Path, description = "ID or name")),
-    responses((status = 200, body = HostComputeNetwork), (status = 400, body = ApiError)))]
+    responses((status = 200, body = HostComputeNetwork), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn modify_network(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNetwork> {
     let req: ModifyRequest = body(b)?;
     Ok(Json(s.engine.lock().await.modify_network(&id, req).await?))
@@ -65,7 +70,9 @@ pub async fn list_endpoints(State(s): State<Shared>) -> Json<Vec<HostComputeEndp
 }
 
 #[utoipa::path(post, path = "/endpoints", request_body = HostComputeEndpoint,
-    responses((status = 200, body = HostComputeEndpoint), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, body = HostComputeEndpoint), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError),
+        (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError),
+        (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
 pub async fn create_endpoint(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeEndpoint> {
     let req = body(b)?;
     Ok(Json(s.engine.lock().await.create_endpoint(req).await?))
@@ -78,7 +85,8 @@ pub async fn get_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Re
 }
 
 #[utoipa::path(delete, path = "/endpoints/{id}", params(("id" = String, Path, description = "ID or name")),
-    responses((status = 204), (status = 404, body = ApiError)))]
+    responses((status = 204), (status = 404, body = ApiError),
+        (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError)))]
 pub async fn delete_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
     s.engine.lock().await.delete_endpoint(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -104,7 +112,10 @@ pub async fn list_namespaces(State(s): State<Shared>) -> Json<Vec<HostComputeNam
 }
 
 #[utoipa::path(post, path = "/namespaces", request_body = HostComputeNamespace,
-    responses((status = 200, body = HostComputeNamespace), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, body = HostComputeNamespace), (status = 400, body = ApiError),
+        (status = 404, description = "an endpoint listed in Resources does not exist", body = ApiError), (status = 409, body = ApiError),
+        (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError),
+        (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
 pub async fn create_namespace(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNamespace> {
     let req = body(b)?;
     Ok(Json(s.engine.lock().await.create_namespace(req).await?))
@@ -126,7 +137,9 @@ pub async fn delete_namespace(State(s): State<Shared>, Path(id): Path<String>) -
 /// Attach/detach an endpoint (`ResourceType: Endpoint`), or record the process running in the
 /// compartment (`ResourceType: Container`).
 #[utoipa::path(post, path = "/namespaces/{id}", request_body = ModifyRequest, params(("id" = String, Path, description = "ID or name")),
-    responses((status = 200, body = HostComputeNamespace), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, body = HostComputeNamespace), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError),
+        (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError),
+        (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
 pub async fn modify_namespace(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNamespace> {
     let req: ModifyRequest = body(b)?;
     Ok(Json(s.engine.lock().await.modify_namespace(&id, req).await?))

@@ -99,7 +99,7 @@ impl Running {
 }
 
 /// Starts the plugins: recovers pending joins, starts the watcher, opens the sockets in `dir`.
-pub async fn start(app: Shared, dir: &Path) -> anyhow::Result<Running> {
+pub async fn start(app: Shared, dir: &Path, limits: crate::serve::Limits) -> anyhow::Result<Running> {
     let host = Netlink::current().context("netlink in hnsd's namespace")?;
     let host_ns: OwnedFd = std::fs::File::open("/proc/self/ns/net").context("open hnsd's network namespace")?.into();
     let pools = ipam::Pools::load(&*app.engine.lock().await);
@@ -107,6 +107,6 @@ pub async fn start(app: Shared, dir: &Path) -> anyhow::Result<Running> {
     sandbox::recover(&d).await;
     network_driver::recover_retired(&d).await;
     let watcher = tokio::spawn(sandbox::watch(d.clone()));
-    let plugins = server::start(dir, d)?;
+    let plugins = server::start(dir, d, limits)?;
     Ok(Running { plugins, watcher })
 }

@@ -24,7 +24,6 @@ use hns_api::ApiError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 use super::protocol::*;
@@ -243,21 +242,22 @@ fn ipam_router(d: Arc<Docker>) -> Router {
 
 /// Binds a plugin socket, refusing to take one another live process serves (another plugin
 /// with that name, or another hnsd).
-fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             anyhow::bail!("{} is served by another process (another plugin of that name, or another hnsd)", path.display());
         }
         std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
     }
-    let l = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    let l = crate::serve::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
 }
 
-/// Opens every plugin socket in `dir`. A name already served elsewhere is skipped with an error
+/// Opens every plugin socket in `dir`, served within `limits` (one connection cap for them all). A name already served elsewhere is skipped with an error
 /// in the log: the other drivers still work.
-pub fn start(dir: &Path, d: Arc<Docker>) -> anyhow::Result<Plugins> {
+pub fn start(dir: &Path, d: Arc<Docker>, limits: crate::serve::Limits) -> anyhow::Result<Plugins> {
+    let server = Arc::new(crate::serve::Server::new(limits));
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let (stop, stopped) = watch::channel(false);
     let mut plugins = Plugins { sockets: Vec::new(), stop, tasks: Vec::new() };
@@ -272,13 +272,12 @@ pub fn start(dir: &Path, d: Arc<Docker>) -> anyhow::Result<Plugins> {
             }
         };
         let mut stopped = stopped.clone();
+        let server = server.clone();
         plugins.tasks.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-                tracing::error!(error = %e, "docker plugin {name} stopped");
-            }
+            server.serve(listener, router, shutdown).await;
         }));
         plugins.sockets.push(path);
     }

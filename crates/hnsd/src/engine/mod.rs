@@ -42,6 +42,8 @@ pub struct EngineConfig {
     pub port_range: (u16, u16),
     /// Port of the DNS responders (53).
     pub dns_port: u16,
+    /// Compartments whose kernel handles stay open ([`open_compartments`]).
+    pub open_compartments: usize,
 }
 
 impl EngineConfig {
@@ -66,10 +68,19 @@ pub(crate) struct Net {
     pub endpoint_names: HashMap<String, String>,
 }
 
-/// A compartment with its cached kernel handles.
+/// A compartment. Its kernel handles live in [`Engine::handles`].
 pub(crate) struct Ns {
     pub rec: NamespaceRecord,
-    pub conn: Option<Compartment>,
+}
+
+/// How many compartments keep their kernel handles (an nsfs fd and a netlink socket: two
+/// descriptors) open under an open-files limit of `nofile`: an eighth of it (so they take at
+/// most a quarter of the descriptors), and no more than 1024. The least recently used are closed beyond it and reopened from the stored path
+/// and identity when next needed; holding every handle would make descriptors grow with the
+/// number of compartments, and reopening on every use would cost each reconcile pass a
+/// netns switch per attached compartment.
+pub fn open_compartments(nofile: u64) -> usize {
+    (nofile / 8).clamp(16, 1024) as usize
 }
 
 pub struct Engine {
@@ -79,6 +90,8 @@ pub struct Engine {
     pub(crate) networks: BTreeMap<String, Net>,
     pub(crate) endpoints: BTreeMap<String, EndpointRecord>,
     pub(crate) namespaces: BTreeMap<String, Ns>,
+    /// Open kernel handles of recently used compartments, by namespace ID.
+    pub(crate) handles: lru::LruCache<String, Compartment>,
     pub(crate) next_ns_number: u32,
     pub(crate) last_reconcile: String,
     pub(crate) kernel_features: BTreeMap<String, bool>,
@@ -150,6 +163,7 @@ impl Engine {
             networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             namespaces: BTreeMap::new(),
+            handles: lru::LruCache::new(std::num::NonZeroUsize::new(cfg.open_compartments.max(1)).expect("not zero")),
             next_ns_number: 1,
             last_reconcile: String::new(),
             host_resolv_conf: read_host_resolv_conf(),
@@ -185,7 +199,7 @@ impl Engine {
                 );
             }
             e.next_ns_number = e.next_ns_number.max(rec.ns.namespace_id + 1);
-            e.namespaces.insert(rec.ns.id.clone(), Ns { rec, conn: None });
+            e.namespaces.insert(rec.ns.id.clone(), Ns { rec });
         }
         for rec in e.store.load_all::<EndpointRecord>(Kind::Endpoint)? {
             if let Some(net) = e.networks.get_mut(&rec.network_id) {
@@ -245,19 +259,20 @@ impl Engine {
     /// Opens (or reuses) the kernel handles of a compartment, checking it is still the same
     /// namespace.
     pub(crate) fn compartment(&mut self, ns_id: &str) -> std::result::Result<&Compartment, KernelError> {
-        let ns = self.namespaces.get_mut(ns_id).expect("caller checked the namespace exists");
+        let ns = self.namespaces.get(ns_id).expect("caller checked the namespace exists");
         let path = PathBuf::from(&ns.rec.ns.net_ns_path);
         let current = hns_kernel::netns::identity(&path)?;
         if ns.rec.identity.is_some_and(|id| id != current) {
-            ns.conn = None;
+            self.handles.pop(ns_id);
             return Err(KernelError::new("open compartment", ns.rec.ns.net_ns_path.clone(), "the path now names another network namespace (the process that owned it exited)"));
         }
-        if ns.conn.is_none() {
+        if !self.handles.contains(ns_id) {
             let fd = hns_kernel::netns::open(&path)?;
             let netlink = Netlink::in_netns(&fd)?;
-            ns.conn = Some(Compartment { fd, netlink });
+            // Beyond the cap this closes the least recently used compartment's handles.
+            self.handles.put(ns_id.to_owned(), Compartment { fd, netlink });
         }
-        Ok(ns.conn.as_ref().expect("just set"))
+        Ok(self.handles.get(ns_id).expect("just put"))
     }
 
     /// The kernel plan of an attached endpoint.

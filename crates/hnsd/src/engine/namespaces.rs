@@ -65,6 +65,13 @@ impl Engine {
             }
             to_attach.push(id);
         }
+        if req.namespace_id != 0 {
+            return Err(ApiError::field(
+                ErrorCode::InvalidNamespace,
+                "NamespaceId",
+                format!("NamespaceId {} cannot be chosen: hns numbers compartments itself (read-only, like Windows' compartment id); omit it", req.namespace_id),
+            ));
+        }
         if req.pid != 0 || !req.command.is_empty() {
             return Err(ApiError::field(ErrorCode::InvalidNamespace, "Pid", "Pid and Command are recorded with a Container modify request after the process starts"));
         }
@@ -109,7 +116,7 @@ impl Engine {
         super::failpoint("namespace-after-commit");
         self.next_ns_number += 1;
         let id = rec.ns.id.clone();
-        self.namespaces.insert(id.clone(), Ns { rec: rec.clone(), conn: None });
+        self.namespaces.insert(id.clone(), Ns { rec: rec.clone() });
         if managed {
             if let Err(e) = self.apply_namespace(&id).await {
                 self.namespaces.remove(&id);
@@ -157,7 +164,7 @@ impl Engine {
         txn.delete(Kind::Namespace, &id).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         let ns = self.namespaces.remove(&id).expect("looked up");
-        drop(ns.conn);
+        self.handles.pop(&id);
         if ns.rec.managed {
             if let Err(e) = netns::remove(Path::new(&ns.rec.ns.net_ns_path)) {
                 errors.push(e.to_string());
