@@ -111,12 +111,12 @@ fn periodic_reconcile_repairs_a_deleted_bridge_and_a_flushed_table() {
     let (_b, eb) = api.container("nat", "b", json!({}));
     let bridge = api.get("/networks/nat").ok()["InterfaceName"].as_str().unwrap().to_owned();
     lab.in_host("ip", &["link", "del", &bridge]).unwrap();
-    assert!(!ping(&lab, &a, &ip_of(&eb)), "deleting the bridge must cut traffic");
+    assert!(!ping_once(&lab, &a, &ip_of(&eb)), "deleting the bridge must cut traffic");
     assert!(eventually(Duration::from_secs(10), || ping(&lab, &a, &ip_of(&eb))), "traffic did not come back after the bridge was deleted");
     // Someone deletes an endpoint's veth: the reconciler re-creates it inside the compartment.
     let veth = format!("hnv{}", &eb["ID"].as_str().unwrap().replace('-', "")[..12]);
     lab.in_host("ip", &["link", "del", &veth]).unwrap();
-    assert!(!ping(&lab, &a, &ip_of(&eb)), "deleting the veth must cut traffic");
+    assert!(!ping_once(&lab, &a, &ip_of(&eb)), "deleting the veth must cut traffic");
     assert!(eventually(Duration::from_secs(10), || ping(&lab, &a, &ip_of(&eb))), "traffic did not come back after the veth was deleted");
     // Someone flushes the firewall: masquerade is gone until the reconciler puts it back.
     lab.in_host("nft", &["flush", "table", "inet", "hns"]).unwrap();
