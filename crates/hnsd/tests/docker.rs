@@ -213,7 +213,10 @@ fn external_networks_put_containers_on_the_lan() {
     fails_with(&docker, &["network", "create", "-d", "l2bridge", "--ipam-driver", "hns", "-o", &iface4, "bad4"], "give that LAN's --subnet and --gateway");
     fails_with(&docker, &["network", "create", "-d", "transparent", "--internal", "--subnet", &u4.subnet, "--gateway", &router4, "-o", &iface4, "bad5"], "cannot be internal");
     fails_with(&docker, &["network", "create", "-d", "hnsoverlay", "bad6"], "needs the cluster store");
-    fails_with(&docker, &["run", "--rm", "--net", "l2bridgenet", "-p", "81:80", BUSYBOX_IMAGE, "true"], "port mappings are for nat networks");
+    fails_with(&docker, &["run", "--rm", "--net", "l2bridgenet", "--ip", "10.77.2.60", "-p", "81:80", BUSYBOX_IMAGE, "true"], "port mappings are for nat networks");
+    // Docker's default IPAM hands out the subnet's first free address, here the host's own 10.77.2.2:
+    // refused, saying whose it is and how to avoid it.
+    fails_with(&docker, &["run", "--rm", "--net", "l2bridgenet", BUSYBOX_IMAGE, "true"], "address 10.77.2.2 is this host's own address on eth2");
     let nets = docker.docker_ok(&["network", "ls", "--format", "{{.Name}}"]).unwrap();
     assert!(!nets.contains("bad"), "a refused network exists in docker: {nets}");
 

@@ -196,6 +196,32 @@ fn l2bridge_dual_stack_puts_only_the_host_mac_on_the_wire_for_ipv6_too() {
 }
 
 #[test]
+fn external_networks_never_hand_out_the_hosts_own_address() {
+    let (lab, _d) = setup();
+    let u = lab.add_uplink(7, false).unwrap();
+    create(&lab, "l2bridge", &u, "l2own");
+    let host_ip = u.host_ip.to_string();
+    // A static request for the host's address is refused, naming it as reserved.
+    let o = lab.hnsctl(&["run", "-d", "--net", "l2own", "--name", "thief", "--ip", &host_ip, "--", "sleep", "300"]).unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(&host_ip) && err.contains("reserved"), "{err}");
+    // Dynamic allocation skips it (it is the first free address of the subnet after the gateway).
+    lab.hnsctl_ok(&["run", "-d", "--net", "l2own", "--name", "dyn", "--", "sleep", "300"]).unwrap();
+    let eps = Api::new(&lab).get("/endpoints").ok();
+    let ep = eps.as_array().unwrap().iter().find(|e| e["Name"] == "dyn").unwrap().clone();
+    let got = ep["IpConfigurations"][0]["IpAddress"].as_str().unwrap().to_owned();
+    assert_ne!(got, host_ip, "the container was given the host's own address: {ep}");
+    // The reservation is visible on the network, and the host keeps its address.
+    let net = Api::new(&lab).get("/networks/l2own").ok();
+    assert_eq!(net["Ipams"][0]["Subnets"][0]["AuxiliaryAddresses"][&format!("host-{}", u.host_if)], host_ip.as_str(), "{net}");
+    lab.in_lan("ping", &["-c1", "-W2", &host_ip]).unwrap();
+    exec_ok(&lab, "dyn", &["ping", "-c1", "-W2", &u.router.to_string()]);
+    lab.hnsctl_ok(&["rm", "-f", "dyn"]).unwrap();
+    lab.hnsctl_ok(&["network", "rm", "l2own"]).unwrap();
+    assert_clean(&lab);
+}
+
+#[test]
 fn l2tunnel_hairpins_through_the_upstream_switch() {
     let (lab, d) = setup();
     let u = lab.add_uplink(3, true).unwrap();

@@ -208,6 +208,22 @@ impl Netlink {
         self.handle.route().add(b.build()).replace().execute().await.map_err(|e| nl_err("add route", &format!("{ip}/{plen}"), e))
     }
 
+    /// Every address of this namespace with the index of its link.
+    pub async fn addresses(&self) -> Result<Vec<(u32, IpAddr)>> {
+        use futures::TryStreamExt;
+        use netlink_packet_route::address::AddressAttribute;
+        let mut out = Vec::new();
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(m) = addrs.try_next().await.map_err(|e| nl_err("list addresses", "", e))? {
+            for a in &m.attributes {
+                if let AddressAttribute::Address(ip) = a {
+                    out.push((m.header.index, *ip));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The first IPv4 address of a link, if it has one.
     pub async fn ipv4_of(&self, index: u32) -> Result<Option<IpAddr>> {
         use futures::TryStreamExt;

@@ -147,7 +147,8 @@ impl Engine {
                 Ok(()) => taken.push((*pi, *ip)),
                 Err(e) => {
                     let i = statics.iter().position(|(p, _)| p == pi).unwrap_or(0);
-                    fail = Some(validate::address_error(&format!("IpConfigurations[{i}].IpAddress"), e));
+                    let field = format!("IpConfigurations[{i}].IpAddress");
+                    fail = Some(validate::host_address_error(&net.rec.net, &field, *ip).unwrap_or_else(|| validate::address_error(&field, e)));
                     break;
                 }
             }

@@ -1,5 +1,8 @@
 //! Network requests: create, delete, modify, and the default `nat` network.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
 use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Ipam, IpamType, ModifyRequest, NetworkType, RequestType, ResourceType, Route, state};
 use hns_ipam::{Pool, overlaps};
 use hns_store::Kind;
@@ -183,6 +186,9 @@ impl Engine {
             let taken = self.adapters_in_use();
             let (adapters, _) = validate::external_uplink(kind, policies.adapters.as_deref(), vlan, &req.id, facts, &taken)
                 .map_err(|e| if e.field.as_deref() == Some("Policies.NetAdapterName") { ApiError { field: Some(policy_field(&original_policies, "NetAdapterName")), ..e } } else { e })?;
+            for subnet in req.ipams.iter_mut().flat_map(|i| i.subnets.iter_mut()) {
+                validate::reserve_host_addresses(subnet, &adapters, facts);
+            }
             req.policies.push(hns_api::Policy { kind: "NetAdapterName".into(), settings: serde_json::json!({ "NetworkAdapterName": adapters.join(",") }) });
         }
         req.schema_version = hns_api::SCHEMA_VERSION;
@@ -219,7 +225,19 @@ impl Engine {
             links: self.host.links().await.map(|l| l.into_iter().map(|l| l.name).collect()).unwrap_or_default(),
             default_link: self.host.default_route_link().await.ok().flatten(),
             features: self.kernel_features.clone(),
+            addresses: self.host_addresses().await,
         }
+    }
+
+    async fn host_addresses(&self) -> BTreeMap<String, Vec<IpAddr>> {
+        let names: BTreeMap<u32, String> = self.host.links().await.unwrap_or_default().into_iter().map(|l| (l.index, l.name)).collect();
+        let mut out: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+        for (index, ip) in self.host.addresses().await.unwrap_or_default() {
+            if let Some(name) = names.get(&index) {
+                out.entry(name.clone()).or_default().push(ip);
+            }
+        }
+        out
     }
 
     /// The first private /16 that overlaps nothing on the host or in another network.

@@ -127,6 +127,34 @@ pub struct HostFacts {
     pub default_link: Option<String>,
     /// Kernel features: `8021q`, `bonding`, `macvlan`.
     pub features: BTreeMap<String, bool>,
+    /// The host's own addresses, by link name.
+    pub addresses: BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// An external network shares the LAN's subnet with the host: the host's own addresses on its
+/// adapters must never be handed to a container (it would take the host's address on the LAN). They
+/// become auxiliary (never allocated, refused as static) addresses of the subnet, named after the
+/// adapter. Returns how many were added.
+pub fn reserve_host_addresses(subnet: &mut hns_api::Subnet, adapters: &[String], facts: &HostFacts) -> usize {
+    let Ok(prefix) = subnet.ip_address_prefix.parse::<IpNet>() else { return 0 };
+    let mut added = 0;
+    for adapter in adapters {
+        for ip in facts.addresses.get(adapter).into_iter().flatten() {
+            let shown = ip.to_string();
+            if !prefix.contains(ip) || subnet.auxiliary_addresses.values().any(|v| *v == shown) {
+                continue;
+            }
+            let mut name = format!("host-{adapter}");
+            let mut n = 1;
+            while subnet.auxiliary_addresses.contains_key(&name) {
+                n += 1;
+                name = format!("host-{adapter}-{n}");
+            }
+            subnet.auxiliary_addresses.insert(name, shown);
+            added += 1;
+        }
+    }
+    added
 }
 
 /// Chooses and checks the adapters of an external network: the ones named, else the one of
@@ -351,6 +379,23 @@ pub fn subnet_error(p: &SubnetPlan, e: IpamError) -> ApiError {
 }
 
 /// Maps an address error of an endpoint request.
+/// The refusal of a static address that [`reserve_host_addresses`] reserved: it says whose address
+/// it is and how Docker users (whose default IPAM hands out the subnet's first addresses) avoid it.
+pub fn host_address_error(net: &hns_api::HostComputeNetwork, field: &str, ip: IpAddr) -> Option<ApiError> {
+    let shown = ip.to_string();
+    let (name, subnet) = net.ipams.iter().flat_map(|i| &i.subnets).find_map(|s| {
+        s.auxiliary_addresses.iter().find(|(k, v)| k.starts_with("host-") && **v == shown).map(|(k, _)| (k.clone(), s.ip_address_prefix.clone()))
+    })?;
+    let adapter = name.trim_start_matches("host-");
+    Some(invalid(
+        ErrorCode::AddrInvalidOrReserved,
+        field,
+        format!(
+            "address {ip} is this host's own address on {adapter} (reserved as auxiliary address {name} of {subnet}); choose another address. With Docker's default IPAM, which hands out the subnet's first addresses, create the network with --aux-address {name}={ip} or an --ip-range, or use --ipam-driver hns"
+        ),
+    ))
+}
+
 pub fn address_error(field: &str, e: IpamError) -> ApiError {
     let code = match e.kind() {
         IpamErrorKind::InUse => ErrorCode::AddrInUse,
