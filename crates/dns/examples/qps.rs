@@ -64,6 +64,7 @@ fn main() {
             suffix: Some("bench.test".into()),
             records,
             upstreams: vec![format!("{UPSTREAM}:53").parse().unwrap()],
+            clients: vec!["127.0.0.0/8".parse().unwrap()],
         };
         dns.set_network("bench", &["127.0.0.2".parse().unwrap()], 53, view)
             .await
@@ -106,6 +107,7 @@ fn main() {
                 })
                 .collect(),
             upstreams: vec![format!("{UPSTREAM}:53").parse().unwrap()],
+            clients: vec!["127.0.0.0/8".parse().unwrap()],
         };
         let rounds = 200;
         let copies: Vec<NetworkView> = (0..rounds).map(|_| view.clone()).collect();

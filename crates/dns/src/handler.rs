@@ -7,6 +7,8 @@
 //! whole table, the old or the new, never a mix.
 //!
 //! Answers:
+//! - a query whose source is outside the network's subnets: none at all, the
+//!   query is dropped (counted as dropped);
 //! - a local name (bare, with the suffix, or a reverse name of a local
 //!   address): A/AAAA/PTR from the table, authoritative, TTL
 //!   [`LOCAL_TTL`]; other types get NOERROR with no records, never NXDOMAIN
@@ -188,6 +190,15 @@ impl RequestHandler for Handler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
+        if !self.network.table.load().serves(request.src().ip()) {
+            debug!(src = %request.src(), "DNS query from outside the network dropped");
+            self.shared.stats.dropped();
+            // Nothing is sent; hickory only wants a summary for its own bookkeeping.
+            return ResponseInfo::from(Header {
+                metadata: Metadata::response_from_request(&request.metadata),
+                counts: HeaderCounts::default(),
+            });
+        }
         match self.respond(request, response_handle).await {
             Ok(info) => info,
             Err(error) => {

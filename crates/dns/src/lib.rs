@@ -3,9 +3,12 @@
 //! Every network that wants name resolution gets a UDP and a TCP listener on
 //! port 53 of its gateway address(es). A query is answered from the name
 //! table of the network whose listener received it, so containers only ever
-//! see names of networks they are attached to (isolation by listener, no
-//! source-address bookkeeping). Names the table does not know are forwarded
-//! to that network's upstream servers.
+//! see names of networks they are attached to (isolation by listener), and
+//! only when its source lies in one of that network's subnets
+//! ([`NetworkView::clients`]): anything else is dropped unanswered, so the
+//! responder is neither a name oracle nor an open resolver for the LAN even
+//! if a packet gets past the firewall. Names the table does not know are
+//! forwarded to that network's upstream servers.
 //!
 //! The map of this crate:
 //!
@@ -37,13 +40,12 @@
 //!   the address is up. A bind error therefore means a real conflict: some
 //!   other server holds that address and port, or a wildcard socket on the
 //!   port (e.g. a dnsmasq without `--bind-interfaces`).
-//! - Isolation is by listener, so it is only as strong as the reachability
-//!   of the listen addresses. Linux accepts a packet for any local address
-//!   on any interface, so a container on network B can query network A's
-//!   gateway address unless the firewall drops port 53 to a gateway address
-//!   arriving from another bridge (`iifname != <A's bridge> ip daddr
-//!   <A's gateway> udp/tcp dport 53 drop`, or the general inter-network
-//!   isolation rules covering the host's input path).
+//! - Linux accepts a packet for any local address on any interface, so
+//!   network B's containers, the LAN and external networks can all reach
+//!   network A's gateway address. The source check above is the second
+//!   layer; the first is the firewall, which drops port 53 to a responder
+//!   address unless it arrives on that network's own bridge, for both
+//!   families (`hns_kernel::nft`: `iifname . ip daddr` / `ip6 daddr` sets).
 //! - Upstreams are reached from the daemon's own network namespace, so the
 //!   host's resolvers work as upstreams, including a stub on 127.0.0.53.
 //!   Never list one of our own listen addresses as an upstream (a loop that
@@ -64,6 +66,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use ipnet::IpNet;
 use tokio::sync::{Mutex, Semaphore};
 
 pub use stats::DnsStats;
@@ -110,6 +113,10 @@ pub struct NetworkView {
     pub records: Vec<Record>,
     /// Forwarders, tried in this order.
     pub upstreams: Vec<SocketAddr>,
+    /// Source prefixes served: the network's subnets. A query from any other
+    /// source is dropped without an answer (not even REFUSED, which a spoofed
+    /// source would turn into a reflection). Empty: nobody is served.
+    pub clients: Vec<IpNet>,
 }
 
 /// A name and its addresses. Several records may share a name (aliases of

@@ -18,7 +18,8 @@ pub struct DnsStats {
     /// upstream, or not class IN), FORMERR, NOTIMP. (FORMERR that
     /// hickory-server sends for bodies it cannot parse is not counted.)
     pub failed: u64,
-    /// Queries or connections that got no answer at all: TCP connections
+    /// Queries or connections that got no answer at all: queries from a
+    /// source outside the network's subnets, TCP connections
     /// over the limit, TCP messages that are oversized or not a query,
     /// answers that could not be sent. (UDP datagrams that hickory-server
     /// discards before they reach us, e.g. shorter than a DNS header, and TCP

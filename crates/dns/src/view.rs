@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use hickory_server::proto::rr::{LowerName, Name};
+use ipnet::IpNet;
 use tracing::warn;
 
 use crate::{DnsError, NetworkView};
@@ -46,6 +47,8 @@ pub(crate) struct NameTable {
     /// Shared with the cache key, so networks with the same forwarders share
     /// cached answers and networks with different ones never do.
     pub upstreams: Arc<[SocketAddr]>,
+    /// Source prefixes served (see [`NetworkView::clients`]).
+    clients: Vec<IpNet>,
 }
 
 impl NameTable {
@@ -94,7 +97,15 @@ impl NameTable {
             reverse,
             suffix,
             upstreams: view.upstreams.clone().into(),
+            clients: view.clients.clone(),
         })
+    }
+
+    /// Whether a query from `src` is served: its source lies in one of the
+    /// network's subnets. (IPv4-mapped sources count as IPv4.)
+    pub fn serves(&self, src: IpAddr) -> bool {
+        let src = src.to_canonical();
+        self.clients.iter().any(|net| net.contains(&src))
     }
 
     /// The local data for a query name, if the name is local. `LowerName` is
@@ -213,6 +224,7 @@ mod tests {
                 })
                 .collect(),
             upstreams: vec![],
+            clients: vec![],
         }
     }
 
@@ -318,5 +330,22 @@ mod tests {
         assert!(t.could_become_local(&q("NewBox.Corp.Example.")));
         assert!(!t.could_become_local(&q("www.example.org.")));
         assert!(!t.could_become_local(&q("xcorp.example.")));
+    }
+
+    #[test]
+    fn only_sources_inside_the_networks_subnets_are_served() {
+        let v = NetworkView {
+            clients: vec!["10.1.0.0/24".parse().unwrap(), "fd00:1::/64".parse().unwrap()],
+            ..view(None, &[])
+        };
+        let t = NameTable::build("n", &v).unwrap();
+        for ok in ["10.1.0.2", "10.1.0.255", "fd00:1::5", "::ffff:10.1.0.7"] {
+            assert!(t.serves(ok.parse().unwrap()), "{ok}");
+        }
+        for no in ["10.1.1.2", "198.51.100.1", "127.0.0.1", "fd00:2::5", "fe80::1", "::1"] {
+            assert!(!t.serves(no.parse().unwrap()), "{no}");
+        }
+        let nobody = NameTable::build("n", &view(None, &[])).unwrap();
+        assert!(!nobody.serves("10.1.0.2".parse().unwrap()), "no clients: nobody is served");
     }
 }

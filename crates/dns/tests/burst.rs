@@ -39,6 +39,7 @@ fn version(k: u32) -> NetworkView {
         suffix: Some("burst.test".into()),
         records,
         upstreams: vec![],
+        clients: everyone(),
     }
 }
 

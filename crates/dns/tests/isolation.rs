@@ -1,5 +1,6 @@
 //! Isolation by listener: a network's names are only visible on its own
-//! listeners; listeners follow the set of listen addresses.
+//! listeners, and only to sources inside the network's subnets; listeners
+//! follow the set of listen addresses.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::RecordType;
-use hns_dns::{DnsConfig, DnsError, DnsService};
+use hns_dns::{DnsConfig, DnsError, DnsService, NetworkView};
 
 #[test]
 fn names_of_one_network_are_never_answered_on_another() {
@@ -80,6 +81,54 @@ fn names_of_one_network_are_never_answered_on_another() {
             vec![v("10.2.0.2")],
             "failed call changed nothing"
         );
+    });
+}
+
+#[test]
+fn sources_outside_the_network_get_no_answer_at_all() {
+    let rt = netns_runtime();
+    rt.block_on(async {
+        let _upstream = fake_upstream(sa("127.0.0.9:53"), Upstream::Answers).await;
+        let dns = DnsService::new(DnsConfig::default());
+        // The network's clients are 10.1.0.0/24 and fd01::/64; the test's own sources
+        // (127.0.0.1, ::1) are outside.
+        ip(&["addr", "add", "10.1.0.5/32", "dev", "lo"]);
+        ip(&["-6", "addr", "add", "fd01::5/128", "dev", "lo", "nodad"]);
+        let view = NetworkView {
+            clients: vec!["10.1.0.0/24".parse().unwrap(), "fd01::/64".parse().unwrap()],
+            ..view(None, &[("alpha", &["10.1.0.2"])], &[sa("127.0.0.9:53")])
+        };
+        dns.set_network("red", &[v("127.0.0.2"), v("::1")], 53, view)
+            .await
+            .unwrap();
+        for (server, inside) in [("127.0.0.2:53", "10.1.0.5"), ("[::1]:53", "fd01::5")] {
+            // Neither a local name nor a forwarded one, over UDP or TCP.
+            for name in ["alpha", "www.example.test"] {
+                let q = query(name, RecordType::A, true);
+                let got = try_udp(sa(server), &q, Duration::from_millis(500)).await;
+                assert!(got.is_none(), "{name} from outside on {server}: {got:?}");
+                let mut s = tokio::net::TcpStream::connect(server).await.unwrap();
+                write_framed(&mut s, &q.to_vec().unwrap()).await.unwrap();
+                let got = tokio::time::timeout(Duration::from_secs(2), read_framed(&mut s))
+                    .await
+                    .expect("the connection is closed, not left hanging");
+                assert!(got.is_err(), "{name} from outside on {server} over TCP: {got:?}");
+            }
+            // From an address inside the network: answered.
+            let sock = tokio::net::UdpSocket::bind((v(inside), 0)).await.unwrap();
+            sock.connect(sa(server)).await.unwrap();
+            sock.send(&query("alpha", RecordType::A, true).to_vec().unwrap())
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+                .await
+                .expect("an answer from inside")
+                .unwrap();
+            let m = hickory_server::proto::op::Message::from_vec(&buf[..n]).unwrap();
+            assert_eq!(addrs(&m), vec![v("10.1.0.2")], "{server} from {inside}");
+        }
+        assert!(dns.stats().dropped >= 8, "{:?}", dns.stats());
     });
 }
 

@@ -217,3 +217,69 @@ fn random_requests_never_break_the_daemon() {
     }
     assert_eq!(lab.leftovers_in_host().unwrap(), Vec::<String>::new());
 }
+
+/// A network's subnet that would break the host is refused with a 4xx naming the field, the
+/// value and the rule, and nothing changes: special-purpose ranges for every driver, and for
+/// nat (which routes its subnet to its own bridge) the host's own addresses and routes.
+#[test]
+fn subnets_that_would_break_the_host_are_refused_by_name_and_change_nothing() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    // A host route that is not an address of the host (a VPN's, say).
+    lab.in_host("ip", &["route", "add", "10.123.0.0/16", "via", &hns_lab::LAN_ROUTER.to_string()]).unwrap();
+    let uplink = format!("{}/{}", hns_lab::HOST_UPLINK, hns_lab::LAN_PREFIX_LEN);
+    let uplink6 = format!("{}/64", hns_lab::HOST_UPLINK_V6);
+    // (subnet, status and code, what the message must say besides the subnet): the host's
+    // own addresses and routes are in use (409), special ranges are invalid (400).
+    let in_use = (409, "SUBNET_IN_USE");
+    let invalid = (400, "INVALID_SUBNET");
+    let cases: Vec<(&str, (u16, &str), Vec<&str>)> = vec![
+        (hns_lab::LAN_SUBNET, in_use, vec![&uplink, "eth0"]),
+        ("198.51.100.128/25", in_use, vec![&uplink, "eth0"]),
+        ("2001:db8:100::/64", in_use, vec![&uplink6, "eth0"]),
+        ("10.123.4.0/24", in_use, vec!["route 10.123.0.0/16", "via 198.51.100.1"]),
+        ("127.0.0.0/8", invalid, vec!["loopback"]),
+        ("127.5.0.0/16", invalid, vec!["loopback"]),
+        ("0.0.0.0/8", invalid, vec!["\"this network\""]),
+        ("240.0.0.0/24", invalid, vec!["reserved"]),
+        ("169.254.0.0/16", invalid, vec!["link-local", "RFC 3927", "10.0.0.0/8"]),
+        ("224.0.0.0/24", invalid, vec!["multicast"]),
+        ("0.0.0.0/0", invalid, vec!["default route"]),
+        ("8.0.0.0/6", invalid, vec!["wider than /8"]),
+        ("fe80::/64", invalid, vec!["link-local"]),
+        ("::ffff:0:0/96", invalid, vec!["IPv4-mapped"]),
+        ("::/0", invalid, vec!["default route"]),
+        ("ff00::/8", invalid, vec!["multicast"]),
+        ("2000::/3", invalid, vec!["wider than /32"]),
+    ];
+    let api_before = api.snapshot();
+    let kernel_before = kernel_snapshot(&lab);
+    let mut failures = Vec::new();
+    for (subnet, (status, code), words) in &cases {
+        let r = api.post("/networks", &net(subnet));
+        let msg = r.body["message"].as_str().unwrap_or_default();
+        let ok = r.status == *status
+            && r.body["code"] == *code
+            && r.body["field"] == "Ipams[0].Subnets[0].IpAddressPrefix"
+            && msg.contains(subnet)
+            && words.iter().all(|w| msg.contains(w));
+        if !ok {
+            failures.push(format!("{subnet}: {} {}", r.status, r.raw));
+        }
+        if r.status == 200 {
+            // Accepted by mistake: removed, so that the next case is judged on its own.
+            api.delete(&format!("/networks/{}", r.body["ID"].as_str().unwrap_or_default()));
+        }
+    }
+    assert!(failures.is_empty(), "{} subnet(s) not refused as they should be:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(api.snapshot(), api_before, "a refused request changed the store");
+    assert_eq!(kernel_snapshot(&lab), kernel_before, "a refused request changed the kernel");
+
+    // External drivers share the LAN's subnet by design: the uplink's own subnet is fine there,
+    // a special range is not.
+    let transparent = |subnet: &str, gw: &str| json!({"Name": "t", "Type": "Transparent", "Ipams": [{"Subnets": [{"IpAddressPrefix": subnet, "Routes": [{"NextHop": gw, "DestinationPrefix": "0.0.0.0/0"}]}]}]});
+    let r = api.post("/networks", &transparent("169.254.0.0/16", "169.254.0.1"));
+    assert!(r.status == 400 && r.raw.contains("link-local"), "{}", r.raw);
+    api.post("/networks", &transparent(hns_lab::LAN_SUBNET, &hns_lab::LAN_ROUTER.to_string())).ok();
+}

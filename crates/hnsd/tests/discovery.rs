@@ -171,3 +171,117 @@ fn names_still_resolve_after_an_hnsd_restart() {
     let (ok, out) = query(&lab, &a, &gw, "b", "A");
     assert!(ok && out.contains(&ip_of(&eb)), "after restart: {out}");
 }
+
+/// True when nothing came back at all: not even REFUSED (any reply would make the responder a
+/// reflector for spoofed sources).
+fn unanswered((ok, out): &(bool, String)) -> bool {
+    !ok && !out.contains("rcode=")
+}
+
+/// Whether a TCP handshake with port 53 of `server` completes from the LAN (`labprobe
+/// connect-tcp` fails either way, since a DNS server sends no greeting: "connect to" means the
+/// handshake itself failed).
+fn lan_tcp_connects(lab: &Lab, server: &str) -> bool {
+    let out = lab.probe(Side::Lan, &["connect-tcp", server, "--timeout-ms", "1000"]).unwrap();
+    !format!("{}{}", out.stdout, out.stderr).contains("connect to tcp")
+}
+
+fn lan_query(lab: &Lab, server: &str, name: &str, qtype: &str) -> (bool, String) {
+    let o = lab.probe(Side::Lan, &["dns", server, name, qtype, "--timeout-ms", "1500"]).unwrap();
+    (o.status.success(), format!("{}{}", o.stdout, o.stderr))
+}
+
+/// The network's gateways, IPv4 first: (v4, v6) of a dual-stack network.
+fn gateways(api: &Api, net: &str) -> (String, String) {
+    let n = api.get(&format!("/networks/{net}")).ok();
+    let hop = |i: usize| n["Ipams"][0]["Subnets"][i]["Routes"][0]["NextHop"].as_str().unwrap().to_owned();
+    (hop(0), hop(1))
+}
+
+#[test]
+fn the_lan_gets_no_answer_from_a_responder_over_either_family() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    let _dnsmasq = lan_dnsmasq(&lab);
+    api.post(
+        "/networks",
+        &json!({"Name": "ds", "Dns": {"ServerList": [LAN_ROUTER.to_string()]}, "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.95.0.0/24"}, {"IpAddressPrefix": "fd00:95::/64"}]}]}),
+    )
+    .ok();
+    let (a, ea) = api.container("ds", "a", json!({}));
+    let (gw4, gw6) = gateways(&api, "ds");
+    // The LAN routes the network's subnets to the host, so the gateways are reachable from it.
+    lab.in_lan("ip", &["route", "add", "10.95.0.0/24", "via", &hns_lab::HOST_UPLINK.to_string()]).unwrap();
+    lab.in_lan("ip", &["-6", "route", "add", "fd00:95::/64", "via", &hns_lab::HOST_UPLINK_V6.to_string()]).unwrap();
+    for gw in [&gw4, &gw6] {
+        lab.in_lan("ping", &["-c1", "-W2", gw]).unwrap_or_else(|e| panic!("the LAN reaches {gw}: {e}"));
+        // Neither the container names nor the forwarding (an open resolver) are served to the LAN.
+        for (name, qtype) in [("a", "A"), ("www.example.test", "A")] {
+            let r = lan_query(&lab, gw, name, qtype);
+            assert!(unanswered(&r), "the LAN got an answer from {gw} for {name}: {}", r.1);
+        }
+        let port = if gw.contains(':') { format!("[{gw}]:53") } else { format!("{gw}:53") };
+        assert!(!lan_tcp_connects(&lab, &port), "the LAN opened a TCP connection to {port}");
+    }
+    // Positive control: the network's own container resolves its names and forwarded names on
+    // both gateways.
+    for gw in [&gw4, &gw6] {
+        let (ok, out) = query(&lab, &a, gw, "a", "A");
+        assert!(ok && out.contains(&format!("answer={}", ip_of(&ea))), "{gw}: {out}");
+        let (ok, out) = query(&lab, &a, gw, "www.example.test", "A");
+        assert!(ok && out.contains("answer=192.0.2.7"), "{gw}: {out}");
+    }
+}
+
+#[test]
+fn networks_do_not_see_each_others_names_over_ipv6() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    for (name, n) in [("red", 96), ("blue", 97)] {
+        api.post("/networks", &json!({"Name": name, "Ipams": [{"Subnets": [{"IpAddressPrefix": format!("10.{n}.0.0/24")}, {"IpAddressPrefix": format!("fd00:{n}::/64")}]}]})).ok();
+    }
+    let (a, ea) = api.container("red", "a", json!({}));
+    let (c, _) = api.container("blue", "c", json!({}));
+    let (red4, red6) = gateways(&api, "red");
+    // c reaches red's gateways (the host's own addresses), but its responder does not answer c.
+    for gw in [&red4, &red6] {
+        assert!(ping(&lab, &c, gw), "blue reaches {gw}");
+        let r = query(&lab, &c, gw, "a", "A");
+        assert!(unanswered(&r), "red's responder at {gw} answered blue: {}", r.1);
+    }
+    // Positive control: red's own container resolves over both families.
+    for gw in [&red4, &red6] {
+        let (ok, out) = query(&lab, &a, gw, "a", "A");
+        assert!(ok && out.contains(&format!("answer={}", ip_of(&ea))), "{gw}: {out}");
+    }
+}
+
+#[test]
+fn a_container_on_an_external_network_gets_no_answer_from_a_nat_responder() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    let gw = gateway(&api, "nat");
+    let (a, ea) = api.container("nat", "a", json!({}));
+    let u = lab.add_uplink(1, false).unwrap();
+    let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
+    lab.hnsctl_ok(&["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &u.router.to_string(), "-o", &iface, "tnet"]).unwrap();
+    lab.hnsctl_ok(&["run", "-d", "--net", "tnet", "--name", "web", "--ip", &u.addr(50).to_string(), "--", "sleep", "300"]).unwrap();
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec", "web", "--"];
+        all.extend_from_slice(args);
+        let o = lab.hnsctl(&all).unwrap();
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    // The container sends to the nat gateway through the host's leg of the transparent network.
+    let (ok, out) = exec(&["ip", "route", "add", &format!("{gw}/32"), "via", &u.host_ip.to_string()]);
+    assert!(ok, "{out}");
+    let (ok, out) = exec(&["ping", "-c1", "-W2", &gw]);
+    assert!(ok, "the transparent container reaches the nat gateway: {out}");
+    let r = exec(&[&probe(), "dns", &gw, "a", "A", "--timeout-ms", "1500"]);
+    assert!(unanswered(&r), "the nat responder answered a transparent container: {}", r.1);
+    let (ok, out) = query(&lab, &a, &gw, "a", "A");
+    assert!(ok && out.contains(&format!("answer={}", ip_of(&ea))), "positive control: {out}");
+}

@@ -5,7 +5,8 @@
 //! address is not reused while neighbours may still cache its old MAC) and
 //! records static ones. The [`mod@mac`] module names the endpoints' Ethernet
 //! addresses, and [`pick_default_subnet`] chooses a default NAT subnet that
-//! does not collide with what the host already uses.
+//! does not collide with what the host already uses, and [`check_usable`]
+//! refuses prefixes no network may have (special-purpose ranges, too wide).
 //!
 //! Everything here is pure computation with no I/O, so the daemon decides
 //! what is persisted and when. IPv4 and IPv6 go through the same code: the
@@ -18,6 +19,7 @@ pub mod mac;
 mod overlap;
 mod pool;
 mod spec;
+mod usable;
 
 /// Parsers the unit tests of every module share.
 #[cfg(test)]
@@ -40,3 +42,4 @@ pub use mac::{Mac, MacError};
 pub use overlap::overlaps;
 pub use pool::Pool;
 pub use spec::PoolSpec;
+pub use usable::{SpecialRange, Unusable, check_usable};

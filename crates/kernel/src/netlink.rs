@@ -323,22 +323,36 @@ impl Netlink {
         }
     }
 
-    /// The addresses and routes of this namespace, used to choose a default subnet that
-    /// overlaps nothing on the host.
-    pub async fn prefixes_in_use(&self) -> Result<Vec<ipnet::IpNet>> {
+    /// Every address of this namespace (as its prefix) and the destination of every route
+    /// but the default ones, with what they are, so that a subnet overlapping one can be
+    /// refused by naming it, and a default subnet chosen that overlaps none. Routes of the
+    /// kernel's `local` table are left out: they are the
+    /// addresses themselves, their broadcasts and the multicast range.
+    pub async fn host_prefixes(&self) -> Result<Vec<HostPrefix>> {
         use netlink_packet_route::address::AddressAttribute;
         use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+        /// `RT_TABLE_LOCAL` of <linux/rtnetlink.h>.
+        const LOCAL_TABLE: u32 = 255;
+        let names: std::collections::HashMap<u32, String> = self.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
+        let link = |index: u32| names.get(&index).cloned();
         let mut out = Vec::new();
         let mut addrs = self.handle.address().get().execute();
         while let Some(m) = addrs.try_next().await.map_err(|e| nl_err("list addresses", "", e))? {
             for a in &m.attributes {
-                if let AddressAttribute::Address(ip) = a {
-                    if let Ok(n) = ipnet::IpNet::new(*ip, m.header.prefix_len) {
-                        out.push(n.trunc());
-                    }
+                if let AddressAttribute::Address(ip) = a
+                    && let Ok(n) = ipnet::IpNet::new(*ip, m.header.prefix_len)
+                {
+                    out.push(HostPrefix { prefix: n.trunc(), kind: HostPrefixKind::Address(n), link: link(m.header.index) });
                 }
             }
         }
+        let ip_of = |a: &RouteAddress| -> Option<IpAddr> {
+            match a {
+                RouteAddress::Inet(v4) => Some((*v4).into()),
+                RouteAddress::Inet6(v6) => Some((*v6).into()),
+                _ => None,
+            }
+        };
         for mut family in [RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(), RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()] {
             // Strict dump checking filters by every header field set: any protocol, any type.
             family.header.protocol = netlink_packet_route::route::RouteProtocol::Unspec;
@@ -346,24 +360,57 @@ impl Netlink {
             let mut routes = self.handle.route().get(family).execute();
             while let Some(m) = routes.try_next().await.map_err(|e| nl_err("list routes", "", e))? {
                 let plen = m.header.destination_prefix_length;
-                if plen == 0 {
+                let table = m.attributes.iter().find_map(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None }).unwrap_or(m.header.table.into());
+                if plen == 0 || table == LOCAL_TABLE {
                     continue;
                 }
-                for a in &m.attributes {
-                    if let RouteAttribute::Destination(d) = a {
-                        let ip: Option<IpAddr> = match d {
-                            RouteAddress::Inet(v4) => Some((*v4).into()),
-                            RouteAddress::Inet6(v6) => Some((*v6).into()),
-                            _ => None,
-                        };
-                        if let Some(n) = ip.and_then(|ip| ipnet::IpNet::new(ip, plen).ok()) {
-                            out.push(n.trunc());
-                        }
-                    }
+                let dest = m.attributes.iter().find_map(|a| if let RouteAttribute::Destination(d) = a { ip_of(d) } else { None });
+                let via = m.attributes.iter().find_map(|a| if let RouteAttribute::Gateway(g) = a { ip_of(g) } else { None });
+                let oif = m.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { link(*i) } else { None });
+                if let Some(n) = dest.and_then(|ip| ipnet::IpNet::new(ip, plen).ok()) {
+                    out.push(HostPrefix { prefix: n.trunc(), kind: HostPrefixKind::Route { via }, link: oif });
                 }
             }
         }
         Ok(out)
+    }
+}
+
+/// An address or route of a namespace (see [`Netlink::host_prefixes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPrefix {
+    /// The network it covers: an address's subnet, a route's destination.
+    pub prefix: ipnet::IpNet,
+    pub kind: HostPrefixKind,
+    /// The link of the address, or the route's output link.
+    pub link: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPrefixKind {
+    /// An address with its prefix length, as `ip addr` shows it.
+    Address(ipnet::IpNet),
+    /// A route, with its gateway if it has one.
+    Route { via: Option<IpAddr> },
+}
+
+/// "address 198.51.100.2/24 on eth0", "route 10.8.0.0/16 via 198.51.100.1 dev eth0".
+impl std::fmt::Display for HostPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            HostPrefixKind::Address(a) => write!(f, "address {a}")?,
+            HostPrefixKind::Route { via } => {
+                write!(f, "route {}", self.prefix)?;
+                if let Some(via) = via {
+                    write!(f, " via {via}")?;
+                }
+            }
+        }
+        match (&self.kind, &self.link) {
+            (HostPrefixKind::Address(_), Some(l)) => write!(f, " on {l}"),
+            (HostPrefixKind::Route { .. }, Some(l)) => write!(f, " dev {l}"),
+            (_, None) => Ok(()),
+        }
     }
 }
 
@@ -386,4 +433,19 @@ pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
         }
     }
     l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_prefixes_read_like_ip_shows_them() {
+        let addr = HostPrefix { prefix: "198.51.100.0/24".parse().unwrap(), kind: HostPrefixKind::Address("198.51.100.2/24".parse().unwrap()), link: Some("eth0".into()) };
+        assert_eq!(addr.to_string(), "address 198.51.100.2/24 on eth0");
+        let route = HostPrefix { prefix: "10.8.0.0/16".parse().unwrap(), kind: HostPrefixKind::Route { via: Some("198.51.100.1".parse().unwrap()) }, link: Some("eth0".into()) };
+        assert_eq!(route.to_string(), "route 10.8.0.0/16 via 198.51.100.1 dev eth0");
+        let onlink = HostPrefix { prefix: "10.9.0.0/16".parse().unwrap(), kind: HostPrefixKind::Route { via: None }, link: None };
+        assert_eq!(onlink.to_string(), "route 10.9.0.0/16");
+    }
 }

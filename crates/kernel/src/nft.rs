@@ -14,7 +14,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
@@ -35,9 +35,10 @@ pub struct NetworkRules {
     /// Unsolicited inbound traffic from outside the host is dropped (nat driver: only port
     /// mappings reach its endpoints).
     pub inbound_closed: bool,
-    /// Addresses of the network's DNS responder: containers of this network may query them,
-    /// containers of other networks may not (the responder isolates networks by address).
-    pub dns_listeners: Vec<Ipv4Addr>,
+    /// Addresses of the network's DNS responder (both families). Port 53 of these addresses
+    /// is open only to packets arriving on this network's bridge: not to other networks, the
+    /// LAN, or external networks' host legs (the responder isolates networks by address).
+    pub dns_listeners: Vec<IpAddr>,
 }
 
 /// One port mapping: traffic for a host port (on every host address of the container
@@ -131,7 +132,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// Number of rules [`compile`] emits; used to detect a flushed table.
-pub const RULE_COUNT: usize = 24;
+pub const RULE_COUNT: usize = 25;
 
 /// Compiles the whole table. The program first creates then deletes the table, so it applies
 /// the same way whether or not the table exists, and replaces it in one transaction.
@@ -152,7 +153,12 @@ pub fn compile(d: &Desired) -> String {
         v.dedup();
         elements(v)
     };
-    let dns = d.networks.iter().flat_map(|n| n.dns_listeners.iter().map(move |ip| format!("{} . {ip}", quoted(&n.bridge))));
+    // Every responder address, and the one bridge each may be queried from.
+    let dns = |v4: bool| {
+        let listeners = || d.networks.iter().flat_map(|n| n.dns_listeners.iter().filter(move |ip| ip.is_ipv4() == v4).map(move |ip| (n, ip)));
+        (elements(listeners().map(|(_, ip)| ip)), elements(listeners().map(|(n, ip)| format!("{} . {ip}", quoted(&n.bridge)))))
+    };
+    let ((dns_gw4, dns4), (dns_gw6, dns6)) = (dns(true), dns(false));
     let of = |name: &str| {
         let mut v: Vec<String> = d.mappings.iter().filter(|m| m.map_name() == name).map(|m| m.map_element()).collect();
         v.sort();
@@ -181,7 +187,10 @@ table inet {t} {{
   map pm6 {{ type inet_proto . inet_service : ipv6_addr . inet_service;{pm6} }}
   map pm6ip {{ type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service;{pm6ip} }}
   set pm_allow6 {{ type ipv6_addr . inet_proto . inet_service;{allow6} }}
-  set dns_listeners {{ type ifname . ipv4_addr;{dns} }}
+  set dns_gateways4 {{ type ipv4_addr;{dns_gw4} }}
+  set dns_gateways6 {{ type ipv6_addr;{dns_gw6} }}
+  set dns_listeners4 {{ type ifname . ipv4_addr;{dns4} }}
+  set dns_listeners6 {{ type ifname . ipv6_addr;{dns6} }}
   set sync {{ type inet_service; }}
   chain guard {{
     type filter hook prerouting priority raw; policy accept;
@@ -190,7 +199,8 @@ table inet {t} {{
   }}
   chain input {{
     type filter hook input priority filter; policy accept;
-    iifname @bridges meta l4proto {{ tcp, udp }} th dport 53 iifname . ip daddr != @dns_listeners drop
+    meta l4proto {{ tcp, udp }} th dport 53 ip daddr @dns_gateways4 iifname . ip daddr != @dns_listeners4 drop
+    meta l4proto {{ tcp, udp }} th dport 53 ip6 daddr @dns_gateways6 iifname . ip6 daddr != @dns_listeners6 drop
   }}
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
@@ -240,7 +250,10 @@ table inet {t} {{
         pm6ip = of("pm6ip"),
         allow4 = allow("pm_allow4"),
         allow6 = allow("pm_allow6"),
-        dns = elements(dns),
+        dns_gw4 = dns_gw4,
+        dns_gw6 = dns_gw6,
+        dns4 = dns4,
+        dns6 = dns6,
     )
 }
 
@@ -338,7 +351,7 @@ mod tests {
         assert!(p.starts_with("table inet hns {}\ndelete table inet hns\n"));
         assert!(p.contains("set bridges { type ifname; }"));
         assert!(!p.contains("elements"));
-        let rules = |p: &str| p.lines().filter(|l| ["iifname", "oifname", "ip ", "ip6 ", "fib "].iter().any(|k| l.trim_start().starts_with(k))).count();
+        let rules = |p: &str| p.lines().filter(|l| ["iifname", "oifname", "ip ", "ip6 ", "fib ", "meta "].iter().any(|k| l.trim_start().starts_with(k))).count();
         assert!(p.contains("map pm6 {"), "{p}");
         assert_eq!(rules(&p), RULE_COUNT);
     }
@@ -352,6 +365,25 @@ mod tests {
         assert!(two.contains(r#"set internal { type ifname; elements = { "hns-bbbbbbbb" }; }"#));
         // An internal network is never masqueraded.
         assert!(two.contains("set masq4 { type ipv4_addr; flags interval; elements = { 172.20.0.0/16 }; }"));
+    }
+
+    #[test]
+    fn dns_listeners_of_both_families_are_open_to_their_own_bridge_only() {
+        let mut a = net("hns-aaaaaaaa", "172.20.0.0/16", false);
+        a.dns_listeners = vec!["172.20.0.1".parse().unwrap(), "fd00:20::1".parse().unwrap()];
+        let mut b = net("hns-bbbbbbbb", "172.21.0.0/16", false);
+        b.dns_listeners = vec!["172.21.0.1".parse().unwrap()];
+        let p = compile(&Desired { networks: vec![a, b], ..Default::default() });
+        assert!(p.contains("set dns_gateways4 { type ipv4_addr; elements = { 172.20.0.1, 172.21.0.1 }; }"), "{p}");
+        assert!(p.contains("set dns_gateways6 { type ipv6_addr; elements = { fd00:20::1 }; }"), "{p}");
+        assert!(p.contains(r#"set dns_listeners4 { type ifname . ipv4_addr; elements = { "hns-aaaaaaaa" . 172.20.0.1, "hns-bbbbbbbb" . 172.21.0.1 }; }"#), "{p}");
+        assert!(p.contains(r#"set dns_listeners6 { type ifname . ipv6_addr; elements = { "hns-aaaaaaaa" . fd00:20::1 }; }"#), "{p}");
+        // The drop covers every ingress (no `iifname @bridges` guard): the LAN and external
+        // networks' host legs too.
+        let input: Vec<&str> = p.lines().skip_while(|l| !l.contains("chain input")).take_while(|l| !l.trim().starts_with('}')).collect();
+        assert!(input.iter().any(|l| l.trim() == "meta l4proto { tcp, udp } th dport 53 ip daddr @dns_gateways4 iifname . ip daddr != @dns_listeners4 drop"), "{input:?}");
+        assert!(input.iter().any(|l| l.trim() == "meta l4proto { tcp, udp } th dport 53 ip6 daddr @dns_gateways6 iifname . ip6 daddr != @dns_listeners6 drop"), "{input:?}");
+        assert!(!input.iter().any(|l| l.contains("@bridges")), "{input:?}");
     }
 
     #[test]

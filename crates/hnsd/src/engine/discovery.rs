@@ -68,6 +68,8 @@ impl Engine {
             records,
             // Never forward to ourselves.
             upstreams: servers.into_iter().filter(|s| !own.contains(s)).map(|s| SocketAddr::new(s, 53)).collect(),
+            // Only this network's endpoints (the firewall keeps everyone else out too).
+            clients: net.plan.subnets.iter().map(|(subnet, _)| *subnet).collect(),
         }
     }
 

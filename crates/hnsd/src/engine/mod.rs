@@ -315,10 +315,7 @@ impl Engine {
                 .values()
                 .filter_map(|n| {
                     let mut rules = hns_drivers::nft_rules(&n.plan)?;
-                    rules.dns_listeners = self.dns_listeners(&n.rec.net.id).into_iter().filter_map(|ip| match ip {
-                        IpAddr::V4(v4) => Some(v4),
-                        IpAddr::V6(_) => None,
-                    }).collect();
+                    rules.dns_listeners = self.dns_listeners(&n.rec.net.id);
                     Some(rules)
                 })
                 .collect(),

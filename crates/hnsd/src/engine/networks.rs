@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Ipam, IpamType, ModifyRequest, NetworkType, RequestType, ResourceType, Route, state};
 use hns_ipam::{Pool, overlaps};
+use hns_kernel::netlink::HostPrefix;
 use hns_store::Kind;
 use ipnet::IpNet;
 
@@ -27,7 +28,9 @@ impl Engine {
     }
 
     /// Validates a network request into its canonical stored form and live state.
-    pub(super) fn validate_network(&self, mut req: HostComputeNetwork, host_prefixes: &[IpNet], facts: &validate::HostFacts) -> Result<Net> {
+    /// `host`: the host's addresses and routes, which the subnet of a nat or overlay network
+    /// must not overlap (and a chosen default subnet avoids).
+    pub(super) fn validate_network(&self, mut req: HostComputeNetwork, host: &[HostPrefix], facts: &validate::HostFacts) -> Result<Net> {
         validate::check_name(&req.name, "Name", true)?;
         if self.networks.values().any(|n| n.rec.net.name == req.name) {
             return Err(ApiError::field(
@@ -122,7 +125,7 @@ impl Engine {
             if let Some(i) = req.ipams.iter().position(|i| i.kind == IpamType::Dhcp) {
                 return Err(dhcp_refused(i, kind));
             }
-            let subnet = self.pick_free_subnet(host_prefixes)?;
+            let subnet = self.pick_free_subnet(host)?;
             req.ipams = vec![Ipam { kind: IpamType::Static, subnets: vec![hns_api::Subnet { ip_address_prefix: subnet.to_string(), ..Default::default() }] }];
         }
         let mut pools: Vec<Pool> = Vec::new();
@@ -134,6 +137,7 @@ impl Engine {
             for (j, subnet) in ipam.subnets.iter_mut().enumerate() {
                 let field = format!("Ipams[{i}].Subnets[{j}]");
                 let plan = validate::parse_subnet(subnet, &field)?;
+                validate::check_subnet_usable(&plan.spec.subnet, &subnet.ip_address_prefix, &field)?;
                 if external && plan.gateway_route.is_none() {
                     return Err(ApiError::field(
                         ErrorCode::InvalidSubnet,
@@ -170,6 +174,9 @@ impl Engine {
                             ));
                         }
                     }
+                }
+                if !external {
+                    validate::check_subnet_free_on_host(&prefix, &subnet.ip_address_prefix, &field, kind, host)?;
                 }
                 // Canonical form: the prefix normalised and the gateway spelled as the default route.
                 subnet.ip_address_prefix = prefix.to_string();
@@ -241,8 +248,8 @@ impl Engine {
     }
 
     /// The first private /16 that overlaps nothing on the host or in another network.
-    fn pick_free_subnet(&self, host_prefixes: &[IpNet]) -> Result<IpNet> {
-        let mut in_use: Vec<IpNet> = host_prefixes.to_vec();
+    fn pick_free_subnet(&self, host: &[HostPrefix]) -> Result<IpNet> {
+        let mut in_use: Vec<IpNet> = host.iter().map(|h| h.prefix).collect();
         in_use.extend(self.networks.values().flat_map(|n| n.pools.iter().map(|p| p.subnet())));
         hns_ipam::pick_default_subnet(&in_use).ok_or_else(|| {
             ApiError::field(ErrorCode::InvalidSubnet, "Ipams", "every private /16 candidate overlaps an address or route of this host; give a subnet explicitly")
@@ -253,25 +260,28 @@ impl Engine {
     /// `nat` subnet is: the first private candidate that overlaps nothing on the host, no
     /// network, and none of `also_in_use` (pools handed out but not yet networks).
     pub async fn free_subnet(&self, v6: bool, also_in_use: &[IpNet]) -> Result<IpNet> {
-        let mut in_use = self.host_prefixes().await;
+        let mut in_use: Vec<IpNet> = self.host_prefixes().await.into_iter().map(|h| h.prefix).collect();
         in_use.extend(self.networks.values().flat_map(|n| n.pools.iter().map(|p| p.subnet())));
         in_use.extend_from_slice(also_in_use);
         let picked = if v6 { hns_ipam::pick_default_subnet_v6(&in_use) } else { hns_ipam::pick_default_subnet(&in_use) };
         picked.ok_or_else(|| ApiError::new(ErrorCode::InvalidSubnet, "every private candidate subnet overlaps an address, route or network of this host; give a subnet explicitly"))
     }
 
-    /// Prefixes of the host's addresses and routes. A failure to list is not fatal: the
-    /// default subnet is then chosen knowing less about the host.
-    async fn host_prefixes(&self) -> Vec<IpNet> {
-        self.host.prefixes_in_use().await.unwrap_or_default()
+    /// The host's addresses and routes. A failure to list them is not fatal (it does not
+    /// happen in practice: a dump of hnsd's own namespace): subnets are then checked and
+    /// chosen knowing less about the host, which is logged.
+    pub(super) async fn host_prefixes(&self) -> Vec<HostPrefix> {
+        self.host.host_prefixes().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not list the host's addresses and routes; new subnets are not checked against them");
+            Vec::new()
+        })
     }
 
     pub async fn create_network(&mut self, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
         if req.kind == Some(NetworkType::Overlay) {
             return self.create_overlay_network(req).await;
         }
-        let needs_subnet = req.ipams.iter().all(|i| i.subnets.is_empty());
-        let host = if needs_subnet { self.host_prefixes().await } else { Vec::new() };
+        let host = self.host_prefixes().await;
         let facts = if req.kind.is_some_and(hns_drivers::is_external) { self.host_facts().await } else { validate::HostFacts::default() };
         let net = self.validate_network(req, &host, &facts)?;
         self.commit_new_network(net, None).await

@@ -361,6 +361,37 @@ pub fn parse_subnet(s: &hns_api::Subnet, field: &str) -> Result<SubnetPlan, ApiE
     Ok(SubnetPlan { spec, field: field.to_owned(), gateway_route, aux_names, vlan, vsid })
 }
 
+/// Refuses a subnet no network may have: a special-purpose range, a default route, or a
+/// prefix too wide to be one network (rules and bounds: `hns_ipam::check_usable`). `given`
+/// is the prefix as the request spelled it; `field` the subnet's path (`Ipams[i].Subnets[j]`).
+pub fn check_subnet_usable(subnet: &IpNet, given: &str, field: &str) -> Result<(), ApiError> {
+    hns_ipam::check_usable(subnet).map_err(|why| {
+        let instead = if subnet.addr().is_ipv4() {
+            "a private range (RFC 1918) such as 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16 (a /16 or /24 of it)"
+        } else {
+            "a unique local range (RFC 4193): a /64 of fd00::/8 such as fd00:1::/64"
+        };
+        invalid(ErrorCode::InvalidSubnet, format!("{field}.IpAddressPrefix"), format!("subnet {given} {why}; choose {instead}"))
+    })
+}
+
+/// Refuses the subnet of a network that routes it to a bridge of its own (nat, overlay) when
+/// it overlaps an address or route of the host: the host would send that traffic into the
+/// bridge and lose its LAN, its default gateway or whatever the route led to. (The external
+/// drivers share the LAN's subnet by design and are not checked.)
+pub fn check_subnet_free_on_host(subnet: &IpNet, given: &str, field: &str, kind: NetworkType, host: &[hns_kernel::netlink::HostPrefix]) -> Result<(), ApiError> {
+    match host.iter().find(|h| hns_ipam::overlaps(subnet, &h.prefix)) {
+        Some(h) => Err(invalid(
+            ErrorCode::SubnetInUse,
+            format!("{field}.IpAddressPrefix"),
+            format!(
+                "subnet {given} overlaps the host's {h}: a {kind} network routes its subnet to its own bridge, so the host would lose its way to those addresses; choose a subnet the host does not use, or leave the subnet out and hns picks a free one"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Maps an IPAM validation error of a subnet to the API field it came from.
 pub fn subnet_error(p: &SubnetPlan, e: IpamError) -> ApiError {
     let field = match e.kind() {
@@ -506,5 +537,32 @@ mod tests {
         let d = Some(Dns { server_list: vec!["1.1.1.1".into(), "nope".into()], ..Default::default() });
         let e = check_dns(&d, "Dns").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("Dns.ServerList[1]"));
+    }
+
+    #[test]
+    fn unusable_subnets_are_refused_naming_field_value_and_rule() {
+        let e = check_subnet_usable(&"169.254.0.0/16".parse().unwrap(), "169.254.0.0/16", "Ipams[0].Subnets[0]").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidSubnet);
+        assert_eq!(e.field.as_deref(), Some("Ipams[0].Subnets[0].IpAddressPrefix"));
+        assert!(e.message.starts_with("subnet 169.254.0.0/16 is link-local (RFC 3927); choose a private range (RFC 1918) such as 10.0.0.0/8"), "{}", e.message);
+        let e = check_subnet_usable(&"::ffff:0:0/96".parse().unwrap(), "::ffff:0:0/96", "Ipams[1].Subnets[0]").unwrap_err();
+        assert!(e.message.starts_with("subnet ::ffff:0:0/96 is IPv4-mapped (RFC 4291); choose a unique local range"), "{}", e.message);
+        assert!(check_subnet_usable(&"10.80.0.0/24".parse().unwrap(), "10.80.0.0/24", "Ipams[0].Subnets[0]").is_ok());
+    }
+
+    #[test]
+    fn a_subnet_on_the_hosts_addresses_or_routes_is_refused_naming_them() {
+        use hns_kernel::netlink::{HostPrefix, HostPrefixKind};
+        let host = vec![
+            HostPrefix { prefix: "198.51.100.0/24".parse().unwrap(), kind: HostPrefixKind::Address("198.51.100.2/24".parse().unwrap()), link: Some("eth0".into()) },
+            HostPrefix { prefix: "10.8.0.0/16".parse().unwrap(), kind: HostPrefixKind::Route { via: Some("198.51.100.1".parse().unwrap()) }, link: Some("eth0".into()) },
+        ];
+        let check = |s: &str| check_subnet_free_on_host(&s.parse().unwrap(), s, "Ipams[0].Subnets[0]", NetworkType::Nat, &host);
+        let e = check("198.51.100.0/25").unwrap_err();
+        assert_eq!(e.code, ErrorCode::SubnetInUse);
+        assert_eq!(e.field.as_deref(), Some("Ipams[0].Subnets[0].IpAddressPrefix"));
+        assert!(e.message.starts_with("subnet 198.51.100.0/25 overlaps the host's address 198.51.100.2/24 on eth0: a NAT network"), "{}", e.message);
+        assert!(check("10.8.4.0/24").unwrap_err().message.contains("the host's route 10.8.0.0/16 via 198.51.100.1 dev eth0"));
+        assert!(check("10.9.0.0/16").is_ok());
     }
 }

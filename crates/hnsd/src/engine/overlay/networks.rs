@@ -70,7 +70,8 @@ impl Engine {
             ));
         }
         let port = validate::parse_network_policies(&req.policies, "Policies")?.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT);
-        let net = self.validate_network(req, &[], &HostFacts::default())?;
+        let host = self.host_prefixes().await;
+        let net = self.validate_network(req, &host, &HostFacts::default())?;
         let vni = match net.rec.net.subnets().next() {
             Some(s) => validate::parse_subnet(s, "Ipams[0].Subnets[0]")?.vsid,
             None => None,
@@ -137,7 +138,8 @@ impl Engine {
             }
             return;
         }
-        let built = match self.validate_network(request_for(on), &[], &HostFacts::default()) {
+        let host = self.host_prefixes().await;
+        let built = match self.validate_network(request_for(on), &host, &HostFacts::default()) {
             Ok(net) => match self.overlay_net(with_cluster_facts(net.rec, on)) {
                 Ok(net) => self.commit_new_network(net, None).await.map(|_| ()),
                 Err(e) => Err(e),
