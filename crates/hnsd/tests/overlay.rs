@@ -260,6 +260,11 @@ fn containers_on_three_hosts_talk_tcp_and_udp_and_resolve_each_other_by_name() {
 #[test]
 fn a_dual_stack_overlay_carries_ipv6_between_hosts_resolves_aaaa_everywhere_and_forgets_a_dead_host() {
     let mut h = hosts(3, &["--cluster-lease-ttl", "3s"]);
+    // Two subnets of one family are refused, naming the rule; nothing is created anywhere.
+    let two4 = h.apis[0].post("/networks", &json!({"Name": "two4", "Type": "Overlay",
+        "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.243.0.0/24"}, {"IpAddressPrefix": "10.253.0.0/24"}]}]}));
+    assert!(two4.status == 400 && two4.raw.contains("Ipams") && two4.raw.contains("are of one address family"), "{}", two4.raw);
+    assert_eq!(h.apis[0].get("/networks/two4").status, 404);
     let net = h.overlay_with(0, "ds", &["10.243.0.0/24", "fd00:243::/64"]);
     let vx = vxlan_of(&net);
     // Every host has both subnets, in one order, and its bridge holds both gateways.
@@ -274,11 +279,19 @@ fn a_dual_stack_overlay_carries_ipv6_between_hosts_resolves_aaaa_everywhere_and_
 
     let ctrs: Vec<(Value, Value)> = (0..3).map(|i| h.apis[i].container("ds", &format!("d{i}"), json!({}))).collect();
     let (ip4, ip6) = (|i: usize| ip_of(&ctrs[i].1), |i: usize| ip6_of(&ctrs[i].1));
-    for i in 0..3 {
-        assert!(ip4(i).starts_with("10.243.0.") && ip6(i).starts_with("fd00:243::"), "{}", ctrs[i].1);
+    // A requested IPv6 address is given as asked (the IPv4 one picked beside it); one that
+    // another endpoint holds is refused, naming the holder.
+    let fixed = h.apis[1].post("/endpoints", &json!({"HostComputeNetwork": "ds", "Name": "fixed", "IpConfigurations": [{"IpAddress": "fd00:243::50"}]})).ok();
+    assert_eq!((ip6_of(&fixed), ip_of(&fixed).starts_with("10.243.0.")), ("fd00:243::50".to_owned(), true), "{fixed}");
+    let dup = h.apis[2].post("/endpoints", &json!({"HostComputeNetwork": "ds", "IpConfigurations": [{"IpAddress": "fd00:243::50"}]}));
+    let holder = format!("address fd00:243::50 in overlay network ds is in use by endpoint {} on node host1", fixed["ID"].as_str().unwrap());
+    assert!(dup.status == 409 && dup.raw.contains(&holder), "{}", dup.raw);
+    assert_eq!(h.apis[1].delete(&format!("/endpoints/{}", fixed["ID"].as_str().unwrap())).status, 204);
+    for (_, ep) in &ctrs {
+        assert!(ip_of(ep).starts_with("10.243.0.") && ip6_of(ep).starts_with("fd00:243::"), "{ep}");
         // The MAC still comes from the IPv4 address, as on an IPv4-only overlay.
-        let low: Vec<String> = ip4(i).split('.').skip(1).map(|o| format!("{:02x}", o.parse::<u8>().unwrap())).collect();
-        assert!(mac_of(&ctrs[i].1).ends_with(&low.join(":")), "{}", ctrs[i].1);
+        let low: Vec<String> = ip_of(ep).split('.').skip(1).map(|o| format!("{:02x}", o.parse::<u8>().unwrap())).collect();
+        assert!(mac_of(ep).ends_with(&low.join(":")), "{ep}");
     }
 
     // Every host programs the others' IPv6 addresses beside their IPv4 ones: neighbour entries
