@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 
 use crate::error::{ClusterError, Result};
+use crate::model::OverlaySubnet;
 
 /// Lowest VNI the cluster hands out. 0-4095 are left to VLAN-mapped and manually configured
 /// segments (Docker's overlay driver starts at the same value).
@@ -37,6 +38,49 @@ pub fn lowest_free_vni(taken: impl IntoIterator<Item = u32>) -> Option<u32> {
         candidate += 1;
     }
     (candidate <= VNI_MAX).then_some(candidate)
+}
+
+/// Most subnets of an overlay network: one per address family.
+pub const MAX_SUBNETS: usize = 2;
+
+/// Checks the subnets of a network being created: one or two, at most one per address family
+/// (an endpoint gets one address of each), each valid (see [`AddrSpace::new`]). Returns their
+/// address spaces in the same order.
+pub fn check_subnets(subnets: &[OverlaySubnet]) -> Result<Vec<AddrSpace>> {
+    if subnets.is_empty() || subnets.len() > MAX_SUBNETS {
+        return Err(ClusterError::invalid(
+            "subnets",
+            format!("{} given; an overlay network has one subnet, or one IPv4 and one IPv6 subnet", subnets.len()),
+        ));
+    }
+    let spaces = subnets.iter().map(|s| AddrSpace::new(s.subnet, s.gateway)).collect::<Result<Vec<_>>>()?;
+    if let [a, b] = subnets
+        && a.subnet.addr().is_ipv4() == b.subnet.addr().is_ipv4()
+    {
+        return Err(ClusterError::invalid(
+            "subnets",
+            format!("{} and {} are of one address family; a dual-stack overlay network has one IPv4 and one IPv6 subnet", a.subnet, b.subnet),
+        ));
+    }
+    Ok(spaces)
+}
+
+/// Matches requested addresses to the subnets they belong to: the result has one entry per
+/// space, `Some` where an address of that space's family was asked for. An address of a
+/// family the network has no subnet of, or two of one family, is refused (whether the address
+/// is assignable in its subnet is checked by the allocation, which names the subnet).
+pub fn requested_per_subnet(spaces: &[AddrSpace], requested: &[IpAddr], network: &str) -> Result<Vec<Option<IpAddr>>> {
+    let mut out = vec![None; spaces.len()];
+    for ip in requested {
+        let Some(slot) = spaces.iter().position(|s| s.v6 == ip.is_ipv6()) else {
+            let family = if ip.is_ipv6() { "IPv6" } else { "IPv4" };
+            return Err(ClusterError::invalid(format!("address {ip}"), format!("overlay network {network} has no {family} subnet")));
+        };
+        if let Some(first) = out[slot].replace(*ip) {
+            return Err(ClusterError::invalid(format!("address {ip}"), format!("{first} is asked for too; an endpoint gets one address per family")));
+        }
+    }
+    Ok(out)
 }
 
 /// The addresses of an overlay subnet that endpoints may get: every host address except the
@@ -75,6 +119,11 @@ impl AddrSpace {
     pub fn start_for(&self, seed: &str) -> u128 {
         let size = self.last - self.first + 1;
         self.first + u128::from(fnv1a(seed.as_bytes())) % size
+    }
+
+    /// Whether `ip` is of this space's family (keys of both families share one prefix).
+    pub fn same_family(&self, ip: IpAddr) -> bool {
+        ip.is_ipv6() == self.v6
     }
 
     pub fn ip(&self, v: u128) -> IpAddr {
@@ -185,6 +234,60 @@ mod tests {
         assert!(AddrSpace::new("10.0.0.1/24".parse().unwrap(), "10.0.0.1".parse().unwrap()).is_err());
         assert!(AddrSpace::new("10.0.0.0/24".parse().unwrap(), "10.0.1.1".parse().unwrap()).is_err());
         assert!(AddrSpace::new("10.0.0.0/31".parse().unwrap(), "10.0.0.1".parse().unwrap()).is_err());
+    }
+
+    fn sub(net: &str, gw: &str) -> OverlaySubnet {
+        OverlaySubnet { subnet: net.parse().unwrap(), gateway: gw.parse().unwrap() }
+    }
+
+    #[test]
+    fn a_network_has_one_subnet_or_one_per_family() {
+        assert_eq!(check_subnets(&[sub("fd00:5::/64", "fd00:5::1")]).unwrap().len(), 1);
+        let both = check_subnets(&[sub("10.0.0.0/24", "10.0.0.1"), sub("fd00:5::/64", "fd00:5::1")]).unwrap();
+        assert_eq!(both[1].ip(both[1].first).to_string(), "fd00:5::1");
+        let e = check_subnets(&[sub("10.0.0.0/24", "10.0.0.1"), sub("10.1.0.0/24", "10.1.0.1")]).unwrap_err();
+        assert!(e.to_string().contains("10.0.0.0/24 and 10.1.0.0/24 are of one address family"), "{e}");
+        let e = check_subnets(&[sub("fd00:5::/64", "fd00:5::1"), sub("fd00:6::/64", "fd00:6::1")]).unwrap_err();
+        assert!(e.to_string().contains("one IPv4 and one IPv6 subnet"), "{e}");
+        assert!(check_subnets(&[]).unwrap_err().to_string().contains("0 given"));
+        let three = [sub("10.0.0.0/24", "10.0.0.1"), sub("fd00:5::/64", "fd00:5::1"), sub("10.1.0.0/24", "10.1.0.1")];
+        assert!(check_subnets(&three).unwrap_err().to_string().contains("3 given"));
+        // Each subnet is checked with the IPAM rules: a gateway outside its IPv6 subnet.
+        assert!(check_subnets(&[sub("10.0.0.0/24", "10.0.0.1"), sub("fd00:5::/64", "fd00:6::1")]).is_err());
+    }
+
+    #[test]
+    fn requested_addresses_go_to_the_subnet_of_their_family() {
+        let dual = check_subnets(&[sub("10.0.0.0/24", "10.0.0.1"), sub("fd00:5::/64", "fd00:5::1")]).unwrap();
+        let (v4, v6): (IpAddr, IpAddr) = ("10.0.0.7".parse().unwrap(), "fd00:5::7".parse().unwrap());
+        assert_eq!(requested_per_subnet(&dual, &[v6, v4], "ov").unwrap(), vec![Some(v4), Some(v6)]);
+        assert_eq!(requested_per_subnet(&dual, &[v6], "ov").unwrap(), vec![None, Some(v6)]);
+        assert_eq!(requested_per_subnet(&dual, &[], "ov").unwrap(), vec![None, None]);
+        let e = requested_per_subnet(&dual, &[v6, "fd00:5::8".parse().unwrap()], "ov").unwrap_err();
+        assert!(e.to_string().contains("one address per family"), "{e}");
+        let only6 = check_subnets(&[sub("fd00:5::/64", "fd00:5::1")]).unwrap();
+        let e = requested_per_subnet(&only6, &[v4], "ov").unwrap_err();
+        assert!(e.to_string().contains("address 10.0.0.7") && e.to_string().contains("has no IPv4 subnet"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_walk_skips_the_gateway_and_keeps_the_last_address() {
+        // IPv6 has no broadcast: the last address of the subnet is assignable.
+        let s = space("fd00:5::/125", "fd00:5::1"); // usable ::2 - ::7
+        assert!(s.is_assignable("fd00:5::7".parse().unwrap()));
+        assert!(!s.is_assignable("fd00:5::".parse().unwrap()) && !s.is_assignable("fd00:5::1".parse().unwrap()));
+        assert!(!s.is_assignable("10.0.0.2".parse().unwrap()));
+        let taken: Vec<u128> = ["fd00:5::2", "fd00:5::3"].iter().map(|a| v(a)).collect();
+        assert_eq!(find_gap(&s, s.first, s.last, &taken, true), Gap::Free(v("fd00:5::4")));
+        let all: Vec<u128> = (v("fd00:5::2")..=v("fd00:5::7")).collect();
+        assert_eq!(find_gap(&s, s.first, s.last, &all, true), Gap::End);
+        // A /64 is walked without overflow, from a hashed start point inside it.
+        let big = space("fd00:6::/64", "fd00:6::1");
+        let start = big.start_for("ep-1");
+        assert!((big.first..=big.last).contains(&start));
+        assert_eq!(find_gap(&big, big.last, big.last, &[], true), Gap::Free(big.last));
+        let top = space("ffff:ffff:ffff:ffff::/64", "ffff:ffff:ffff:ffff::1");
+        assert_eq!(find_gap(&top, top.last, top.last, &[top.last], true), Gap::End);
     }
 
     #[test]

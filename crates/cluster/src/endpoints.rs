@@ -3,8 +3,10 @@
 //!
 //! An endpoint key is attached to its node's lease, so it disappears from every peer's view
 //! when the node dies. Publishing requires that the endpoint holds the address it announces
-//! (the owner record written by `allocate_address`) and that the network still exists, both
+//! (the owner records written by `allocate_addresses`) and that the network still exists, both
 //! checked inside the same transaction as the put.
+
+use std::net::IpAddr;
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 
@@ -17,8 +19,8 @@ use crate::nodes::is_lease_not_found;
 impl Cluster {
     /// Publishes (or updates) an endpoint of this host under this host's node lease.
     ///
-    /// `ep.node` and `ep.vtep` must be this host's registration; `ep.ip` must be the address
-    /// `allocate_address` reserved for `ep.id` in `ep.network_id`.
+    /// `ep.node` and `ep.vtep` must be this host's registration; `ep.ips()` must be the
+    /// addresses `allocate_addresses` reserved for `ep.id` in `ep.network_id`, in its order.
     pub async fn put_endpoint(&self, ep: ClusterEndpoint) -> Result<()> {
         keys::validate_segment("endpoint id", &ep.id)?;
         keys::validate_segment("network id", &ep.network_id)?;
@@ -49,17 +51,19 @@ impl Cluster {
         }
     }
 
-    /// The put itself, guarded by "network exists" and "address is this endpoint's".
+    /// The put itself, guarded by "network exists" and "each address is this endpoint's".
     pub(crate) async fn put_endpoint_with_lease(&self, ep: &ClusterEndpoint, lease: i64) -> Result<()> {
         let net_key = keys::network(&ep.network_id);
-        let owner_key = keys::owner(&ep.network_id, &ep.id);
+        let ips: Vec<IpAddr> = ep.ips().collect();
+        let owner_keys: Vec<String> = (0..ips.len()).map(|slot| keys::owner(&ep.network_id, &ep.id, slot)).collect();
+        let mut compares = vec![Compare::create_revision(net_key.clone(), CompareOp::Greater, 0)];
+        compares.extend(owner_keys.iter().zip(&ips).map(|(k, ip)| Compare::value(k.clone(), CompareOp::Equal, ip.to_string())));
+        let mut reads = vec![TxnOp::get(net_key, None)];
+        reads.extend(owner_keys.iter().map(|k| TxnOp::get(k.clone(), None)));
         let txn = Txn::new()
-            .when([
-                Compare::create_revision(net_key.clone(), CompareOp::Greater, 0),
-                Compare::value(owner_key.clone(), CompareOp::Equal, ep.ip.to_string()),
-            ])
+            .when(compares)
             .and_then([TxnOp::put(keys::endpoint(&ep.network_id, &ep.id), encode(ep), Some(PutOptions::new().with_lease(lease)))])
-            .or_else([TxnOp::get(net_key, None), TxnOp::get(owner_key, None)]);
+            .or_else(reads);
         let resp = self.txn("publish endpoint", txn).await?;
         if resp.succeeded() {
             return Ok(());
@@ -71,11 +75,21 @@ impl Cluster {
         if gets.next().flatten().is_none() {
             return Err(ClusterError::not_found(format!("overlay network id {} (endpoint {})", ep.network_id, ep.id)));
         }
-        let held = gets.next().flatten().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-        Err(ClusterError::conflict(match held {
-            Some(other) => format!("endpoint {} holds address {other}, not {}, in network {}", ep.id, ep.ip, ep.network_id),
-            None => format!("endpoint {} holds no address in network {} (call allocate_address first)", ep.id, ep.network_id),
-        }))
+        // The first address that is not the endpoint's.
+        for (ip, held) in ips.iter().zip(gets) {
+            let held = held.map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+            match held {
+                Some(h) if h == ip.to_string() => continue,
+                Some(other) => return Err(ClusterError::conflict(format!("endpoint {} holds address {other}, not {ip}, in network {}", ep.id, ep.network_id))),
+                None => {
+                    return Err(ClusterError::conflict(format!(
+                        "endpoint {} holds no address for {ip} in network {} (call allocate_addresses first)",
+                        ep.id, ep.network_id
+                    )));
+                }
+            }
+        }
+        Err(ClusterError::conflict(format!("endpoint {} in network {}: its addresses changed while it was being published; retry", ep.id, ep.network_id)))
     }
 
     /// Withdraws an endpoint (its address stays reserved until `release_address`). Deleting

@@ -1,5 +1,8 @@
 //! Cluster IPAM: addresses of overlay networks, reserved in etcd.
 //!
+//! A dual-stack network has two subnets (one per family) and an endpoint one address in
+//! each, reserved subnet by subnet with an owner record per subnet (see `keys::owner`).
+//!
 //! Every address in use is one key, `alloc/addrs/<net>/<ip>`, created by a transaction that
 //! requires the key to be absent (`create_revision == 0`). etcd serializes transactions, so
 //! when many hosts allocate at once each address is handed out at most once, without any lock.
@@ -38,28 +41,60 @@ enum Refused {
 }
 
 impl Cluster {
-    /// Reserves an address of overlay network `net_id` for endpoint `endpoint_id` on `node`:
-    /// `requested` if given and free, otherwise the next free one from the endpoint's start
-    /// point. Never hands out the network, broadcast or gateway address. Calling it again for
-    /// the same endpoint returns the address it holds.
-    pub async fn allocate_address(&self, net_id: &str, endpoint_id: &str, node: &str, requested: Option<IpAddr>) -> Result<IpAddr> {
+    /// Reserves one address per subnet of overlay network `net_id` for endpoint `endpoint_id`
+    /// on `node` (an IPv4 and an IPv6 address on a dual-stack network), in the network's
+    /// subnet order: for each subnet the address of `requested` of its family if given and
+    /// free, otherwise the next free one from the endpoint's start point. Never hands out the
+    /// network, broadcast or gateway address. Calling it again for the same endpoint returns
+    /// the addresses it holds. When one subnet fails, what this call reserved in the others is
+    /// released again.
+    pub async fn allocate_addresses(&self, net_id: &str, endpoint_id: &str, node: &str, requested: &[IpAddr]) -> Result<Vec<IpAddr>> {
         keys::validate_segment("network id", net_id)?;
         keys::validate_segment("endpoint id", endpoint_id)?;
         keys::validate_segment("node name", node)?;
         let net = self.get_network(net_id).await?;
-        let space = AddrSpace::new(net.subnet, net.gateway)?;
+        let subnets = net.subnets();
+        let spaces = subnets.iter().map(|s| AddrSpace::new(s.subnet, s.gateway)).collect::<Result<Vec<_>>>()?;
+        let wanted = alloc::requested_per_subnet(&spaces, requested, &net.name)?;
         let owner = AddressOwner { endpoint_id: endpoint_id.to_owned(), node: node.to_owned() };
+        let mut got: Vec<IpAddr> = Vec::with_capacity(spaces.len());
+        let mut fresh: Vec<usize> = Vec::new();
+        for (slot, (space, want)) in spaces.iter().zip(wanted).enumerate() {
+            match self.allocate_in(&net, slot, space, &owner, want).await {
+                Ok((ip, new)) => {
+                    got.push(ip);
+                    if new {
+                        fresh.push(slot);
+                    }
+                }
+                Err(e) => {
+                    for slot in fresh {
+                        if let Err(undo) = self.release_slot(net_id, endpoint_id, slot).await {
+                            tracing::warn!(network = net_id, endpoint = endpoint_id, error = %undo, "could not give back an address after a failed allocation");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(got)
+    }
 
+    /// Reserves the address of subnet `slot`; says whether this call reserved it (rather than
+    /// finding it held by the endpoint already).
+    async fn allocate_in(&self, net: &OverlayNetwork, slot: usize, space: &AddrSpace, owner: &AddressOwner, requested: Option<IpAddr>) -> Result<(IpAddr, bool)> {
+        let (net_id, endpoint_id) = (net.id.as_str(), owner.endpoint_id.as_str());
+        let sub = net.subnets()[slot];
         if let Some(ip) = requested {
             if !space.is_assignable(ip) {
                 return Err(ClusterError::invalid(
                     format!("address {ip}"),
-                    format!("not assignable in subnet {} of overlay network {} (outside it, or its network, broadcast or gateway {} address)", net.subnet, net.name, net.gateway),
+                    format!("not assignable in subnet {} of overlay network {} (outside it, or its network, broadcast or gateway {} address)", sub.subnet, net.name, sub.gateway),
                 ));
             }
-            return match self.try_reserve(&net, ip, &owner).await? {
-                Ok(()) => Ok(ip),
-                Err(Refused::AlreadyOwned(held)) if held == ip => Ok(ip),
+            return match self.try_reserve(net, slot, ip, owner).await? {
+                Ok(()) => Ok((ip, true)),
+                Err(Refused::AlreadyOwned(held)) if held == ip => Ok((ip, false)),
                 Err(Refused::AlreadyOwned(held)) => Err(ClusterError::conflict(format!(
                     "endpoint {endpoint_id} already holds address {held} in overlay network {}; release it before asking for {ip}",
                     net.name
@@ -84,14 +119,16 @@ impl Cluster {
                 let (kvs, more) = self.get_range("read address reservations", from, until, WINDOW).await?;
                 let taken: Vec<u128> = kvs
                     .iter()
-                    .filter_map(|kv| keys::parse_addr(&String::from_utf8_lossy(kv.key())).map(|(_, ip)| alloc::value(ip)))
+                    .filter_map(|kv| keys::parse_addr(&String::from_utf8_lossy(kv.key())).map(|(_, ip)| ip))
+                    .filter(|ip| space.same_family(*ip))
+                    .map(alloc::value)
                     .collect();
-                match alloc::find_gap(&space, cursor, end, &taken, !more) {
+                match alloc::find_gap(space, cursor, end, &taken, !more) {
                     Gap::Free(candidate) => {
                         let ip = space.ip(candidate);
-                        match self.try_reserve(&net, ip, &owner).await? {
-                            Ok(()) => return Ok(ip),
-                            Err(Refused::AlreadyOwned(held)) => return Ok(held),
+                        match self.try_reserve(net, slot, ip, owner).await? {
+                            Ok(()) => return Ok((ip, true)),
+                            Err(Refused::AlreadyOwned(held)) => return Ok((held, false)),
                             Err(Refused::Taken(_)) => cursor = candidate + 1,
                         }
                     }
@@ -100,15 +137,15 @@ impl Cluster {
                 }
             }
         }
-        Err(ClusterError::Exhausted { what: format!("no free address left in subnet {} of overlay network {}", net.subnet, net.name) })
+        Err(ClusterError::Exhausted { what: format!("no free address left in subnet {} of overlay network {}", sub.subnet, net.name) })
     }
 
     /// One reservation attempt: creates the address key and the owner record if both are
     /// absent and the network still exists; otherwise says why not (from the same revision).
-    async fn try_reserve(&self, net: &OverlayNetwork, ip: IpAddr, owner: &AddressOwner) -> Result<std::result::Result<(), Refused>> {
+    async fn try_reserve(&self, net: &OverlayNetwork, slot: usize, ip: IpAddr, owner: &AddressOwner) -> Result<std::result::Result<(), Refused>> {
         let net_key = keys::network(&net.id);
         let addr_key = keys::addr(&net.id, ip);
-        let owner_key = keys::owner(&net.id, &owner.endpoint_id);
+        let owner_key = keys::owner(&net.id, &owner.endpoint_id, slot);
         let txn = Txn::new()
             .when([
                 Compare::create_revision(net_key.clone(), CompareOp::Greater, 0),
@@ -144,12 +181,21 @@ impl Cluster {
         }
     }
 
-    /// Releases the address held by `endpoint_id` in `net_id`; returns it, or `None` if the
-    /// endpoint held none (releasing twice is harmless).
-    pub async fn release_address(&self, net_id: &str, endpoint_id: &str) -> Result<Option<IpAddr>> {
+    /// Releases the addresses held by `endpoint_id` in `net_id`; returns them (none if the
+    /// endpoint held none: releasing twice is harmless).
+    pub async fn release_address(&self, net_id: &str, endpoint_id: &str) -> Result<Vec<IpAddr>> {
         keys::validate_segment("network id", net_id)?;
         keys::validate_segment("endpoint id", endpoint_id)?;
-        let owner_key = keys::owner(net_id, endpoint_id);
+        let mut released = Vec::new();
+        for slot in 0..alloc::MAX_SUBNETS {
+            released.extend(self.release_slot(net_id, endpoint_id, slot).await?);
+        }
+        Ok(released)
+    }
+
+    /// Releases the address of subnet `slot` held by the endpoint, if any.
+    async fn release_slot(&self, net_id: &str, endpoint_id: &str, slot: usize) -> Result<Option<IpAddr>> {
+        let owner_key = keys::owner(net_id, endpoint_id, slot);
         let Some(owner_kv) = self.get_one("look up address owner", &owner_key).await? else { return Ok(None) };
         let ip: IpAddr = String::from_utf8_lossy(owner_kv.value()).parse().map_err(|e| ClusterError::corrupt(owner_kv.key(), e))?;
         let addr_key = keys::addr(net_id, ip);

@@ -6,8 +6,14 @@
 //! /hns/v1/objects/endpoints/<net-id>/<ep-id>   ClusterEndpoint  attached to its node's lease
 //! /hns/v1/alloc/vnis/<vni, 8 digits>           owning network id
 //! /hns/v1/alloc/addrs/<net-id>/<ip, fixed>     AddressOwner     (never on a lease)
-//! /hns/v1/alloc/owners/<net-id>/<ep-id>        the endpoint's address, as text
+//! /hns/v1/alloc/owners/<net-id>/<ep-id>        the endpoint's address in the primary subnet
+//! /hns/v1/alloc/owners/<net-id>/<ep-id>/<n>    its address in subnet n (n >= 1, dual stack)
 //! ```
+//!
+//! IPv4 and IPv6 reservations share `alloc/addrs/<net-id>/`: the fixed forms of the two
+//! families never look alike (dots against colons), and the walk ignores keys of the other
+//! family. The owner record of the primary subnet keeps the key it had before networks could
+//! be dual stack, so endpoints allocated by older versions keep their reservation.
 //!
 //! Why two subtrees: everything a host must mirror into its kernel (nodes, networks,
 //! endpoints) lives under `objects/`, so one prefix watch and one range read give a consistent
@@ -83,8 +89,12 @@ pub fn owners_of(net: &str) -> String {
     format!("{OWNERS}{net}/")
 }
 
-pub fn owner(net: &str, ep: &str) -> String {
-    format!("{OWNERS}{net}/{ep}")
+/// The owner record of endpoint `ep` for the network's subnet number `slot` (0: primary).
+pub fn owner(net: &str, ep: &str, slot: usize) -> String {
+    match slot {
+        0 => format!("{OWNERS}{net}/{ep}"),
+        n => format!("{OWNERS}{net}/{ep}/{n}"),
+    }
 }
 
 /// An address with every part zero-padded, so byte order is numeric order.
@@ -214,6 +224,9 @@ mod tests {
         // "n1/" must not match keys of "n10": the trailing slash is part of the prefix.
         assert!(!endpoint("n10", "e").starts_with(&endpoints_of("n1")));
         assert!(endpoint("n1", "e").starts_with(&endpoints_of("n1")));
+        assert_eq!(owner("n1", "e", 0), "/hns/v1/alloc/owners/n1/e");
+        assert_eq!(owner("n1", "e", 1), "/hns/v1/alloc/owners/n1/e/1");
+        assert!(owner("n1", "e", 1).starts_with(&owners_of("n1")));
         assert_eq!(prefix_end("/a/"), b"/a0".to_vec());
         assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
     }

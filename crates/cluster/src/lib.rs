@@ -7,8 +7,9 @@
 //!   alive by a background task; a dead host's node and endpoints vanish with its lease;
 //! - **overlay networks** ([`Cluster::create_network`]): cluster objects with a cluster-wide VNI,
 //!   unique names and non-overlapping subnets, decided in one transaction;
-//! - **cluster IPAM** ([`Cluster::allocate_address`]): one key per address, created only if
-//!   absent, so concurrent hosts never get the same address;
+//! - **cluster IPAM** ([`Cluster::allocate_addresses`]): one key per address, created only if
+//!   absent, so concurrent hosts never get the same address; a dual-stack network (one IPv4
+//!   and one IPv6 subnet) gives each endpoint one address of each family;
 //! - **endpoints** ([`Cluster::put_endpoint`]): what peers need to program VXLAN FDB and
 //!   neighbour entries (IP, MAC, VTEP), attached to the owning node's lease;
 //! - **watch** ([`Cluster::watch`]): a snapshot then incremental events, with a fresh snapshot
@@ -30,21 +31,24 @@
 //!     .create_network(OverlayNetworkSpec {
 //!         id: "n1".into(),
 //!         name: "web".into(),
-//!         subnet: "10.200.0.0/16".parse().unwrap(),
-//!         gateway: "10.200.0.1".parse().unwrap(),
+//!         subnets: vec![
+//!             OverlaySubnet { subnet: "10.200.0.0/16".parse().unwrap(), gateway: "10.200.0.1".parse().unwrap() },
+//!             OverlaySubnet { subnet: "fd00:200::/64".parse().unwrap(), gateway: "fd00:200::1".parse().unwrap() },
+//!         ],
 //!         vni: None,
 //!         vxlan_port: 4789,
 //!         outbound_nat: false,
 //!     })
 //!     .await?;
-//! let ip = cluster.allocate_address(&net.id, "ep1", &me.name, None).await?;
+//! let ips = cluster.allocate_addresses(&net.id, "ep1", &me.name, &[]).await?; // [IPv4, IPv6]
 //! cluster
 //!     .put_endpoint(ClusterEndpoint {
 //!         id: "ep1".into(),
 //!         network_id: net.id.clone(),
 //!         node: me.name.clone(),
 //!         name: "web-1".into(),
-//!         ip,
+//!         ip: ips[0],
+//!         more_ips: ips[1..].to_vec(),
 //!         mac: [0x02, 0x42, 10, 200, 0, 2],
 //!         vtep: me.vtep,
 //!     })
@@ -74,6 +78,6 @@ mod watch;
 pub use client::Cluster;
 pub use config::{ClusterConfig, TlsFiles};
 pub use error::{ClusterError, Result};
-pub use model::{AddressOwner, ClusterEndpoint, NodeInfo, OverlayNetwork, OverlayNetworkSpec, format_mac, parse_mac};
+pub use model::{AddressOwner, ClusterEndpoint, NodeInfo, OverlayNetwork, OverlayNetworkSpec, OverlaySubnet, format_mac, parse_mac};
 pub use nodes::{NodeRegistration, RemovedNode};
 pub use watch::{ClusterEvent, ClusterWatch, Snapshot};

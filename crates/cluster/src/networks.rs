@@ -9,14 +9,18 @@
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp};
 
-use crate::alloc::{self, AddrSpace};
+use crate::alloc;
 use crate::client::{Cluster, MAX_TXN_ATTEMPTS, backoff, decode, encode};
 use crate::error::{ClusterError, Result};
 use crate::keys;
 use crate::model::{ClusterEndpoint, OverlayNetwork, OverlayNetworkSpec};
+#[cfg(test)]
+use crate::model::OverlaySubnet;
 
 fn shown(n: &OverlayNetwork) -> String {
-    format!("overlay network {} (id {}, subnet {}, VNI {})", n.name, n.id, n.subnet, n.vni)
+    let subnets: Vec<String> = n.subnets().iter().map(|s| s.subnet.to_string()).collect();
+    let label = if subnets.len() == 1 { "subnet" } else { "subnets" };
+    format!("overlay network {} (id {}, {label} {}, VNI {})", n.name, n.id, subnets.join(" and "), n.vni)
 }
 
 /// Checks `spec` against the networks that exist: same id (identical spec: returned as the
@@ -24,8 +28,7 @@ fn shown(n: &OverlayNetwork) -> String {
 pub(crate) fn check_against(spec: &OverlayNetworkSpec, existing: &[OverlayNetwork]) -> Result<Option<OverlayNetwork>> {
     if let Some(same) = existing.iter().find(|n| n.id == spec.id) {
         let identical = same.name == spec.name
-            && same.subnet == spec.subnet
-            && same.gateway == spec.gateway
+            && same.subnets() == spec.subnets
             && same.vxlan_port == spec.vxlan_port
             && same.outbound_nat == spec.outbound_nat
             && spec.vni.is_none_or(|v| v == same.vni);
@@ -38,8 +41,12 @@ pub(crate) fn check_against(spec: &OverlayNetworkSpec, existing: &[OverlayNetwor
     if let Some(other) = existing.iter().find(|n| n.name == spec.name) {
         return Err(ClusterError::conflict(format!("the name {} is already used by {}", spec.name, shown(other))));
     }
-    if let Some(other) = existing.iter().find(|n| hns_ipam::overlaps(&n.subnet, &spec.subnet)) {
-        return Err(ClusterError::conflict(format!("subnet {} overlaps subnet {} of {}", spec.subnet, other.subnet, shown(other))));
+    for mine in &spec.subnets {
+        for other in existing {
+            if let Some(theirs) = other.subnets().iter().find(|s| hns_ipam::overlaps(&s.subnet, &mine.subnet)) {
+                return Err(ClusterError::conflict(format!("subnet {} overlaps subnet {} of {}", mine.subnet, theirs.subnet, shown(other))));
+            }
+        }
     }
     if let Some(v) = spec.vni
         && let Some(other) = existing.iter().find(|n| n.vni == v)
@@ -57,7 +64,7 @@ impl Cluster {
     pub async fn create_network(&self, spec: OverlayNetworkSpec) -> Result<OverlayNetwork> {
         keys::validate_segment("network id", &spec.id)?;
         keys::validate_segment("network name", &spec.name)?;
-        AddrSpace::new(spec.subnet, spec.gateway)?;
+        alloc::check_subnets(&spec.subnets)?;
         if let Some(v) = spec.vni {
             alloc::check_vni(v)?;
         }
@@ -85,8 +92,9 @@ impl Cluster {
             let net = OverlayNetwork {
                 id: spec.id.clone(),
                 name: spec.name.clone(),
-                subnet: spec.subnet,
-                gateway: spec.gateway,
+                subnet: spec.subnets[0].subnet,
+                gateway: spec.subnets[0].gateway,
+                more_subnets: spec.subnets[1..].to_vec(),
                 vni,
                 vxlan_port: spec.vxlan_port,
                 outbound_nat: spec.outbound_nat,
@@ -151,7 +159,7 @@ impl Cluster {
             let holders: Vec<String> = eps
                 .iter()
                 .filter(|e| e.node != caller_node)
-                .map(|e| format!("endpoint {} (id {}, {}) on node {}", e.name, e.id, e.ip, e.node))
+                .map(|e| format!("endpoint {} (id {}, {}) on node {}", e.name, e.id, e.ips().map(|ip| ip.to_string()).collect::<Vec<_>>().join(" "), e.node))
                 .collect();
             if !holders.is_empty() {
                 return Err(ClusterError::InUse { what: shown(&net), holders });
@@ -192,11 +200,30 @@ mod tests {
             ipnet::IpNet::V4(n) => std::net::IpAddr::V4(n.hosts().next().unwrap()),
             ipnet::IpNet::V6(n) => std::net::IpAddr::V6(n.hosts().nth(1).unwrap()),
         };
-        OverlayNetwork { id: id.into(), name: name.into(), subnet, gateway, vni, vxlan_port: 4789, outbound_nat: false }
+        OverlayNetwork { id: id.into(), name: name.into(), subnet, gateway, more_subnets: Vec::new(), vni, vxlan_port: 4789, outbound_nat: false }
+    }
+
+    /// A dual-stack network: `net` with a second (IPv6) subnet.
+    fn dual(n: OverlayNetwork, subnet6: &str) -> OverlayNetwork {
+        let second = net("", "", subnet6, 0);
+        OverlayNetwork { more_subnets: vec![OverlaySubnet { subnet: second.subnet, gateway: second.gateway }], ..n }
     }
 
     fn spec(n: &OverlayNetwork, vni: Option<u32>) -> OverlayNetworkSpec {
-        OverlayNetworkSpec { id: n.id.clone(), name: n.name.clone(), subnet: n.subnet, gateway: n.gateway, vni, vxlan_port: n.vxlan_port, outbound_nat: n.outbound_nat }
+        OverlayNetworkSpec { id: n.id.clone(), name: n.name.clone(), subnets: n.subnets(), vni, vxlan_port: n.vxlan_port, outbound_nat: n.outbound_nat }
+    }
+
+    #[test]
+    fn ipv6_subnets_are_checked_for_overlaps_too() {
+        let existing = vec![dual(net("n1", "red", "10.10.0.0/16", 4096), "fd00:10::/64"), net("n2", "six", "fd00:20::/64", 4097)];
+        let e = check_against(&spec(&dual(net("n3", "blue", "10.20.0.0/16", 0), "fd00:10::/80"), None), &existing).unwrap_err();
+        assert!(e.to_string().contains("subnet fd00:10::/80 overlaps subnet fd00:10::/64 of overlay network red (id n1, subnets 10.10.0.0/16 and fd00:10::/64"), "{e}");
+        let e = check_against(&spec(&net("n3", "blue", "fd00:20::/96", 0), None), &existing).unwrap_err();
+        assert!(e.to_string().contains("overlaps subnet fd00:20::/64 of overlay network six"), "{e}");
+        assert_eq!(check_against(&spec(&dual(net("n3", "blue", "10.20.0.0/16", 0), "fd00:30::/64"), None), &existing).unwrap(), None);
+        // The same id with a subnet more or less is another spec.
+        assert!(check_against(&spec(&net("n1", "red", "10.10.0.0/16", 0), None), &existing).is_err());
+        assert_eq!(check_against(&spec(&existing[0], None), &existing).unwrap(), Some(existing[0].clone()));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
+use crate::alloc;
 use crate::client::{Cluster, MAX_TXN_ATTEMPTS, backoff, decode, encode};
 use crate::error::{ClusterError, Result};
 use crate::keys;
@@ -195,7 +196,8 @@ impl Cluster {
                 if owner.node == name {
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
                     let Some((net, _)) = keys::parse_addr(&key) else { continue };
-                    let extra = vec![keys::owner(net, &owner.endpoint_id).into_bytes()];
+                    // Every owner record of the endpoint: its other addresses are this node's too.
+                    let extra = (0..alloc::MAX_SUBNETS).map(|slot| keys::owner(net, &owner.endpoint_id, slot).into_bytes()).collect();
                     addrs.push((kv.key().to_vec(), kv.mod_revision(), extra));
                 }
             }

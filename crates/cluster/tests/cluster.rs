@@ -8,17 +8,35 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use hns_cluster::{Cluster, ClusterConfig, ClusterEndpoint, ClusterError, ClusterEvent, NodeInfo, OverlayNetwork, OverlayNetworkSpec};
+use hns_cluster::{Cluster, ClusterConfig, ClusterEndpoint, ClusterError, ClusterEvent, NodeInfo, OverlayNetwork, OverlayNetworkSpec, OverlaySubnet};
 
 use common::{EtcdLab, connect, next_event, wait_for};
 
-fn spec(id: &str, name: &str, subnet: &str, vni: Option<u32>) -> OverlayNetworkSpec {
+/// A subnet with its first host address as the gateway.
+fn sub(subnet: &str) -> OverlaySubnet {
     let subnet: ipnet::IpNet = subnet.parse().unwrap();
     let gateway = match subnet {
         ipnet::IpNet::V4(n) => IpAddr::V4(n.hosts().next().unwrap()),
         ipnet::IpNet::V6(n) => IpAddr::V6(n.hosts().nth(1).unwrap()),
     };
-    OverlayNetworkSpec { id: id.into(), name: name.into(), subnet, gateway, vni, vxlan_port: 4789, outbound_nat: false }
+    OverlaySubnet { subnet, gateway }
+}
+
+fn spec(id: &str, name: &str, subnet: &str, vni: Option<u32>) -> OverlayNetworkSpec {
+    OverlayNetworkSpec { id: id.into(), name: name.into(), subnets: vec![sub(subnet)], vni, vxlan_port: 4789, outbound_nat: false }
+}
+
+/// The one-address form for the single-stack networks most tests use.
+trait OneAddress {
+    async fn allocate_address(&self, net: &str, ep: &str, node: &str, requested: Option<IpAddr>) -> Result<IpAddr, ClusterError>;
+}
+
+impl OneAddress for Cluster {
+    async fn allocate_address(&self, net: &str, ep: &str, node: &str, requested: Option<IpAddr>) -> Result<IpAddr, ClusterError> {
+        let ips = self.allocate_addresses(net, ep, node, requested.as_slice()).await?;
+        assert_eq!(ips.len(), 1, "a single-stack network gives one address: {ips:?}");
+        Ok(ips[0])
+    }
 }
 
 fn node(name: &str, last_octet: u8) -> NodeInfo {
@@ -36,6 +54,7 @@ fn endpoint(id: &str, net: &OverlayNetwork, node: &NodeInfo, ip: IpAddr) -> Clus
         node: node.name.clone(),
         name: format!("ctr-{id}"),
         ip,
+        more_ips: Vec::new(),
         mac: [0x02, 0x42, v4[0], v4[1], v4[2], v4[3]],
         vtep: node.vtep,
     }
@@ -122,8 +141,8 @@ fn three_hosts_allocating_300_addresses_at_once_get_300_distinct_addresses() {
         assert_eq!(Some(&again), stored.iter().find(|(_, o)| o.endpoint_id == "h0-ep7").map(|(ip, _)| ip));
         let e = hosts[1].allocate_address(&net.id, "late", "host-1", Some(again)).await.unwrap_err();
         assert!(e.to_string().contains(&format!("address {again} in overlay network ipam is in use by endpoint h0-ep7 on node host-0")), "{e}");
-        assert_eq!(hosts[0].release_address(&net.id, "h0-ep7").await.unwrap(), Some(again));
-        assert_eq!(hosts[0].release_address(&net.id, "h0-ep7").await.unwrap(), None);
+        assert_eq!(hosts[0].release_address(&net.id, "h0-ep7").await.unwrap(), vec![again]);
+        assert_eq!(hosts[0].release_address(&net.id, "h0-ep7").await.unwrap(), Vec::<IpAddr>::new());
         assert_eq!(hosts[1].allocate_address(&net.id, "late", "host-1", Some(again)).await.unwrap(), again);
         let e = hosts[1].allocate_address(&net.id, "bad", "host-1", Some(net.gateway)).await.unwrap_err();
         assert!(matches!(e, ClusterError::Invalid { .. }), "{e}");
@@ -148,6 +167,69 @@ fn three_hosts_allocating_300_addresses_at_once_get_300_distinct_addresses() {
         assert_eq!(got.len(), 5);
         let e = hosts[0].allocate_address(&tiny.id, "t5", "host-0", None).await.unwrap_err();
         assert!(matches!(e, ClusterError::Exhausted { .. }) && e.to_string().contains("10.61.0.0/29"), "{e}");
+    });
+}
+
+#[test]
+fn a_dual_stack_network_gives_every_endpoint_one_address_of_each_family() {
+    let lab = EtcdLab::start();
+    let cfg = lab.config();
+    lab.run(async || {
+        let hosts = [connect(&cfg).await, connect(&cfg).await, connect(&cfg).await];
+        let nb = node("node-b", 2);
+        let _rb = hosts[1].register_node(nb.clone(), None, 10).await.unwrap();
+        let dual = OverlayNetworkSpec { subnets: vec![sub("10.62.0.0/24"), sub("fd00:62::/120")], ..spec("n-dual", "dual", "10.62.0.0/24", None) };
+        let net = hosts[0].create_network(dual).await.unwrap();
+        assert_eq!(net.subnets().len(), 2);
+        // Subnets are cluster-wide in both families; two of one family are refused.
+        let e = hosts[1].create_network(spec("n-6b", "six-b", "fd00:62::80/121", None)).await.unwrap_err();
+        assert!(e.to_string().contains("subnet fd00:62::80/121 overlaps subnet fd00:62::/120 of overlay network dual"), "{e}");
+        let two4 = OverlayNetworkSpec { subnets: vec![sub("10.63.0.0/24"), sub("10.64.0.0/24")], ..spec("n-44", "four-four", "10.63.0.0/24", None) };
+        assert!(matches!(hosts[1].create_network(two4).await.unwrap_err(), ClusterError::Invalid { .. }));
+
+        // Three hosts at once: every endpoint gets an IPv4 and an IPv6 address, none twice.
+        let picks = futures::future::join_all((0..60).map(|i| {
+            let (host, net) = (&hosts[i % 3], &net.id);
+            async move { host.allocate_addresses(net, &format!("d-{i}"), "host-0", &[]).await }
+        }))
+        .await;
+        let picks: Vec<Vec<IpAddr>> = picks.into_iter().map(|r| r.unwrap()).collect();
+        assert!(picks.iter().all(|p| p.len() == 2 && p[0].is_ipv4() && p[1].is_ipv6()), "{picks:?}");
+        let v4: BTreeSet<IpAddr> = picks.iter().map(|p| p[0]).collect();
+        let v6: BTreeSet<IpAddr> = picks.iter().map(|p| p[1]).collect();
+        assert_eq!((v4.len(), v6.len()), (60, 60), "an address was handed out twice");
+        let gw6: IpAddr = "fd00:62::1".parse().unwrap();
+        assert!(v6.iter().all(|ip| net.more_subnets[0].subnet.contains(ip) && *ip != gw6 && ip.to_string() != "fd00:62::"));
+        assert_eq!(hosts[0].list_addresses(&net.id).await.unwrap().len(), 120);
+        // Asking again returns what the endpoint holds, in either family order.
+        assert_eq!(hosts[1].allocate_addresses(&net.id, "d-7", "host-0", &[]).await.unwrap(), picks[7]);
+        assert_eq!(hosts[1].allocate_addresses(&net.id, "d-7", "host-0", &[picks[7][1], picks[7][0]]).await.unwrap(), picks[7]);
+
+        // A requested IPv6 address: given if free; with no IPv4 asked for, that one is picked.
+        let want6: IpAddr = "fd00:62::fe".parse().unwrap();
+        let got = hosts[1].allocate_addresses(&net.id, "ep-b", "node-b", &[want6]).await.unwrap();
+        assert!(got[0].is_ipv4() && got[1] == want6, "{got:?}");
+        let e = hosts[2].allocate_addresses(&net.id, "other", "host-2", &[want6]).await.unwrap_err();
+        assert!(e.to_string().contains("address fd00:62::fe in overlay network dual is in use by endpoint ep-b on node node-b"), "{e}");
+        // That failure kept nothing: the IPv4 address it took first was given back.
+        assert!(hosts[2].release_address(&net.id, "other").await.unwrap().is_empty());
+        let e = hosts[2].allocate_addresses(&net.id, "other", "host-2", &[gw6]).await.unwrap_err();
+        assert!(e.to_string().contains("gateway fd00:62::1"), "{e}");
+
+        // Publishing checks every address against the reservations.
+        let mut ep = endpoint("ep-b", &net, &nb, got[0]);
+        ep.more_ips = vec!["fd00:62::fd".parse().unwrap()];
+        let e = hosts[1].put_endpoint(ep.clone()).await.unwrap_err();
+        assert!(e.to_string().contains("endpoint ep-b holds address fd00:62::fe, not fd00:62::fd"), "{e}");
+        ep.more_ips = vec![want6];
+        hosts[1].put_endpoint(ep.clone()).await.unwrap();
+        assert_eq!(hosts[0].list_endpoints(&net.id).await.unwrap(), vec![ep]);
+
+        // Releasing gives back both families, and only the endpoint's own.
+        assert_eq!(hosts[0].release_address(&net.id, "d-7").await.unwrap(), picks[7]);
+        let rest = hosts[0].list_addresses(&net.id).await.unwrap();
+        assert_eq!(rest.len(), 120 - 2 + 2, "{rest:?}");
+        assert!(!rest.iter().any(|(ip, _)| picks[7].contains(ip)));
     });
 }
 
@@ -240,7 +322,7 @@ fn network_delete_is_refused_while_other_hosts_have_endpoints_on_it() {
 
         // Publishing needs the address the endpoint holds.
         let e = b.put_endpoint(endpoint("ep-x", &net, &nb, "10.80.0.77".parse().unwrap())).await.unwrap_err();
-        assert!(e.to_string().contains("endpoint ep-x holds no address in network n-del"), "{e}");
+        assert!(e.to_string().contains("endpoint ep-x holds no address for 10.80.0.77 in network n-del"), "{e}");
 
         b.delete_endpoint(&net.id, "ep-b").await.unwrap();
         b.release_address(&net.id, "ep-b").await.unwrap();

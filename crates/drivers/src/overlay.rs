@@ -7,7 +7,7 @@
 //!  container --veth--> bridge hns-XXXXXXXX (gateway address, same MAC everywhere)
 //!                        +-- hnxXXXXXXXX: VXLAN, VNI of the network, learning off, ARP/ND proxy
 //!                              FDB:   remote MAC -> remote VTEP      (from the cluster store)
-//!                              neigh: remote IP  -> remote MAC       (answers ARP locally)
+//!                              neigh: remote IP  -> remote MAC       (answers ARP and IPv6 ND locally)
 //! ```
 //!
 //! - the gateway address sits on every host's bridge with the same MAC (derived from the
@@ -51,7 +51,8 @@ pub struct OverlayPlan {
     pub outbound_nat: bool,
 }
 
-/// A remote endpoint as the kernel needs it.
+/// One address of a remote endpoint as the kernel needs it (a dual-stack endpoint has two,
+/// with one MAC and VTEP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RemoteEntry {
     pub ip: IpAddr,
@@ -155,12 +156,15 @@ pub async fn sync_remote(host: &Netlink, vxlan: &str, desired: &[RemoteEntry]) -
     let neigh: BTreeMap<IpAddr, Option<[u8; 6]>> = host.neigh_entries(vxlan).await?.into_iter().map(|n| (n.ip, n.mac)).collect();
     let want_fdb: BTreeSet<([u8; 6], Option<IpAddr>)> = desired.iter().map(|e| (e.mac, Some(e.vtep))).collect();
     let want_neigh: BTreeMap<IpAddr, Option<[u8; 6]>> = desired.iter().map(|e| (e.ip, Some(e.mac))).collect();
+    // Counted per MAC: a dual-stack endpoint has two entries (IPv4 and IPv6) but is one.
+    let mut added = BTreeSet::new();
     for e in desired {
         if !fdb.contains(&(e.mac, Some(e.vtep))) || neigh.get(&e.ip) != Some(&Some(e.mac)) {
             add_remote(host, vxlan, e).await?;
-            count.added += 1;
+            added.insert(e.mac);
         }
     }
+    count.added = added.len();
     for ip in neigh.keys().filter(|ip| !want_neigh.contains_key(*ip)) {
         host.neigh_del(vxlan, *ip).await?;
     }

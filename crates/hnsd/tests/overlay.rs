@@ -23,7 +23,11 @@ struct Hosts {
 }
 
 fn hosts(n: usize, extra: &[&str]) -> Hosts {
-    let lab = ClusterLab::new(n).expect("cluster lab");
+    hosts_on(ClusterLab::new(n).expect("cluster lab"), extra)
+}
+
+fn hosts_on(lab: ClusterLab, extra: &[&str]) -> Hosts {
+    let n = lab.hosts().len();
     let mut args = vec!["--no-default-network"];
     args.extend_from_slice(extra);
     let daemons = (0..n).map(|i| Some(lab.start_hnsd(i, &args).expect("hnsd starts"))).collect();
@@ -61,7 +65,17 @@ impl Hosts {
 
     /// Creates an overlay network on host `on` with hnsctl and waits until every host has it.
     fn overlay(&self, on: usize, name: &str, subnet: &str) -> Value {
-        self.host(on).hnsctl_ok(&["network", "create", "-d", "overlay", "--subnet", subnet, name]).unwrap();
+        self.overlay_with(on, name, &[subnet])
+    }
+
+    /// As [`Hosts::overlay`], with one `--subnet` per entry of `subnets`.
+    fn overlay_with(&self, on: usize, name: &str, subnets: &[&str]) -> Value {
+        let mut args = vec!["network", "create", "-d", "overlay"];
+        for s in subnets {
+            args.extend(["--subnet", s]);
+        }
+        args.push(name);
+        self.host(on).hnsctl_ok(&args).unwrap();
         for (i, api) in self.apis.iter().enumerate() {
             assert!(eventually(Duration::from_secs(5), || api.get(&format!("/networks/{name}")).status == 200), "host{i} did not get network {name}");
         }
@@ -113,9 +127,29 @@ fn tcp_ok(lab: &Lab, ns: &Value, addr: &str) -> bool {
     in_ns(lab, ns, &probe(), &["connect-tcp", addr, "--send", "hello", "--timeout-ms", "2000"]).stdout.contains("hello")
 }
 
-fn dns(lab: &Lab, ns: &Value, server: &str, name: &str) -> String {
-    let o = in_ns(lab, ns, &probe(), &["dns", server, name, "A", "--timeout-ms", "2000"]);
+/// A DNS query of type `qtype` (A, AAAA) from a compartment; what labprobe printed.
+fn dns(lab: &Lab, ns: &Value, server: &str, name: &str, qtype: &str) -> String {
+    let o = in_ns(lab, ns, &probe(), &["dns", server, name, qtype, "--timeout-ms", "2000"]);
     format!("{}{}", o.stdout, o.stderr)
+}
+
+/// The endpoint's IPv6 address.
+fn ip6_of(ep: &Value) -> String {
+    let configs = ep["IpConfigurations"].as_array().unwrap();
+    configs.iter().filter_map(|c| c["IpAddress"].as_str()).find(|a| a.contains(':')).unwrap_or_else(|| panic!("no IPv6 address: {ep}")).to_owned()
+}
+
+/// Whether `dev` has a permanent neighbour entry `ip` -> `mac` (whole words, so fd00::5 is
+/// not taken for fd00::51).
+fn neigh_has(lab: &Lab, dev: &str, ip: &str, mac: &str) -> bool {
+    neigh(lab, dev).lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.first() == Some(&ip) && w.windows(2).any(|p| p == ["lladdr", mac]) && l.contains("PERMANENT")
+    })
+}
+
+fn neigh_has_ip(lab: &Lab, dev: &str, ip: &str) -> bool {
+    neigh(lab, dev).lines().any(|l| l.split_whitespace().next() == Some(ip))
 }
 
 fn gateway(net: &Value) -> String {
@@ -191,7 +225,7 @@ fn containers_on_three_hosts_talk_tcp_and_udp_and_resolve_each_other_by_name() {
 
     // Global service discovery: names of every host resolve on every host.
     for (from, to) in [(1, 0), (1, 2), (0, 2), (2, 1)] {
-        let out = dns(h.host(from), &ctrs[from].0, &gw, &format!("web{to}"));
+        let out = dns(h.host(from), &ctrs[from].0, &gw, &format!("web{to}"), "A");
         assert!(out.contains(&format!("answer={}", ip(to))), "web{to} from host{from}: {out}");
     }
 
@@ -220,6 +254,149 @@ fn containers_on_three_hosts_talk_tcp_and_udp_and_resolve_each_other_by_name() {
         assert!(eventually(Duration::from_secs(5), || h.apis[i].get("/networks/ov").status == 404), "host{i} still has the network");
         let clean = eventually(Duration::from_secs(3), || h.host(i).leftovers_in_host().unwrap().is_empty());
         assert!(clean, "host{i} leftovers: {:?}", h.host(i).leftovers_in_host().unwrap());
+    }
+}
+
+#[test]
+fn a_dual_stack_overlay_carries_ipv6_between_hosts_resolves_aaaa_everywhere_and_forgets_a_dead_host() {
+    let mut h = hosts(3, &["--cluster-lease-ttl", "3s"]);
+    // Two subnets of one family are refused, naming the rule; nothing is created anywhere.
+    let two4 = h.apis[0].post("/networks", &json!({"Name": "two4", "Type": "Overlay",
+        "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.243.0.0/24"}, {"IpAddressPrefix": "10.253.0.0/24"}]}]}));
+    assert!(two4.status == 400 && two4.raw.contains("Ipams") && two4.raw.contains("are of one address family"), "{}", two4.raw);
+    assert_eq!(h.apis[0].get("/networks/two4").status, 404);
+    let net = h.overlay_with(0, "ds", &["10.243.0.0/24", "fd00:243::/64"]);
+    let vx = vxlan_of(&net);
+    // Every host has both subnets, in one order, and its bridge holds both gateways.
+    for api in &h.apis[1..] {
+        assert_eq!(api.get("/networks/ds").ok()["Ipams"], net["Ipams"]);
+    }
+    let bridge = net["InterfaceName"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        let addrs = h.host(i).in_host("ip", &["-o", "addr", "show", &bridge]).unwrap().stdout;
+        assert!(addrs.contains("10.243.0.1/24") && addrs.contains("fd00:243::1/64"), "host{i}: {addrs}");
+    }
+
+    let ctrs: Vec<(Value, Value)> = (0..3).map(|i| h.apis[i].container("ds", &format!("d{i}"), json!({}))).collect();
+    let (ip4, ip6) = (|i: usize| ip_of(&ctrs[i].1), |i: usize| ip6_of(&ctrs[i].1));
+    // A requested IPv6 address is given as asked (the IPv4 one picked beside it); one that
+    // another endpoint holds is refused, naming the holder.
+    let fixed = h.apis[1].post("/endpoints", &json!({"HostComputeNetwork": "ds", "Name": "fixed", "IpConfigurations": [{"IpAddress": "fd00:243::50"}]})).ok();
+    assert_eq!((ip6_of(&fixed), ip_of(&fixed).starts_with("10.243.0.")), ("fd00:243::50".to_owned(), true), "{fixed}");
+    let dup = h.apis[2].post("/endpoints", &json!({"HostComputeNetwork": "ds", "IpConfigurations": [{"IpAddress": "fd00:243::50"}]}));
+    let holder = format!("address fd00:243::50 in overlay network ds is in use by endpoint {} on node host1", fixed["ID"].as_str().unwrap());
+    assert!(dup.status == 409 && dup.raw.contains(&holder), "{}", dup.raw);
+    assert_eq!(h.apis[1].delete(&format!("/endpoints/{}", fixed["ID"].as_str().unwrap())).status, 204);
+    for (_, ep) in &ctrs {
+        assert!(ip_of(ep).starts_with("10.243.0.") && ip6_of(ep).starts_with("fd00:243::"), "{ep}");
+        // The MAC still comes from the IPv4 address, as on an IPv4-only overlay.
+        let low: Vec<String> = ip_of(ep).split('.').skip(1).map(|o| format!("{:02x}", o.parse::<u8>().unwrap())).collect();
+        assert!(mac_of(ep).ends_with(&low.join(":")), "{ep}");
+    }
+
+    // Every host programs the others' IPv6 addresses beside their IPv4 ones: neighbour entries
+    // (answered by the VXLAN device's ND proxy) and the FDB entry of their MAC.
+    for i in 0..3 {
+        for j in (0..3).filter(|j| *j != i) {
+            let (mac, dev) = (mac_of(&ctrs[j].1), &vx);
+            let programmed = eventually(Duration::from_secs(5), || neigh_has(h.host(i), dev, &ip6(j), &mac) && neigh_has(h.host(i), dev, &ip4(j), &mac));
+            assert!(programmed, "host{i} lacks d{j}'s entries: {}", neigh(h.host(i), dev));
+            assert!(fdb(h.host(i), dev).lines().any(|l| l.starts_with(&mac) && l.contains("dst 10.99.0.")), "{}", fdb(h.host(i), dev));
+        }
+    }
+    // Remote endpoints are listed with both addresses.
+    let listed = h.apis[1].get("/endpoints").ok();
+    let r0 = listed.as_array().unwrap().iter().find(|e| e["Name"] == "d0" && e["Flags"] == 1).expect("d0 listed on host1");
+    assert_eq!((ip_of(r0), ip6_of(r0)), (ip4(0), ip6(0)));
+
+    // TCP and UDP over IPv6 between hosts, with full-size packets.
+    let _tcp = serve(h.host(2), &ctrs[2].0, "serve-tcp", &format!("[{}]:7000", ip6(2)));
+    assert!(tcp_ok(h.host(0), &ctrs[0].0, &format!("[{}]:7000", ip6(2))), "TCP over IPv6 host0 -> host2");
+    assert!(tcp_ok(h.host(1), &ctrs[1].0, &format!("[{}]:7000", ip6(2))), "TCP over IPv6 host1 -> host2");
+    let big = in_ns(h.host(0), &ctrs[0].0, "ping", &["-c1", "-W2", "-M", "do", "-s", "1402", &ip6(2)]);
+    assert!(big.status.success(), "a 1450-byte IPv6 packet did not cross: {}{}", big.stdout, big.stderr);
+    let _udp = serve(h.host(0), &ctrs[0].0, "serve-udp", &format!("[{}]:7001", ip6(0)));
+    let udp = in_ns(h.host(2), &ctrs[2].0, &probe(), &["send-udp", &format!("[{}]:7001", ip6(0)), "ping", "--timeout-ms", "2000"]);
+    assert!(udp.status.success() && udp.stdout.contains(&ip6(2)), "UDP over IPv6 host2 -> host0: {}{}", udp.stdout, udp.stderr);
+
+    // Names resolve to AAAA (and A) on every host, asked at either gateway.
+    for (from, to) in [(1, 0), (1, 2), (0, 2), (2, 1), (0, 1)] {
+        for server in ["10.243.0.1", "fd00:243::1"] {
+            let out = dns(h.host(from), &ctrs[from].0, server, &format!("d{to}"), "AAAA");
+            assert!(out.contains(&format!("answer={}", ip6(to))), "AAAA d{to} from host{from} at {server}: {out}");
+        }
+        let out = dns(h.host(from), &ctrs[from].0, "10.243.0.1", &format!("d{to}"), "A");
+        assert!(out.contains(&format!("answer={}", ip4(to))), "A d{to} from host{from}: {out}");
+    }
+
+    // host2's hnsd dies: once its lease expires its peers drop its IPv6 entries with the IPv4
+    // ones, and its name stops resolving.
+    h.daemons[2].take().unwrap().kill(Signal::SIGKILL).unwrap();
+    let mac2 = mac_of(&ctrs[2].1);
+    for i in [0, 1] {
+        let gone = eventually(Duration::from_secs(10), || {
+            // (The bridge may still have learned mac2 on the VXLAN port from d2's packets; that
+            // entry leads nowhere once the device's own entry is gone, and ages out.)
+            let own = fdb(h.host(i), &vx).lines().any(|l| l.starts_with(&mac2) && l.contains(" self"));
+            !neigh_has_ip(h.host(i), &vx, &ip6(2)) && !neigh_has_ip(h.host(i), &vx, &ip4(2)) && !own
+        });
+        assert!(gone, "host{i} still has host2's entries: {}{}", neigh(h.host(i), &vx), fdb(h.host(i), &vx));
+    }
+    let out = dns(h.host(0), &ctrs[0].0, "10.243.0.1", "d2", "AAAA");
+    assert!(!out.contains(&ip6(2)), "d2 still resolves on host0: {out}");
+    // The survivors still talk IPv6.
+    let _tcp1 = serve(h.host(1), &ctrs[1].0, "serve-tcp", &format!("[{}]:7002", ip6(1)));
+    assert!(tcp_ok(h.host(0), &ctrs[0].0, &format!("[{}]:7002", ip6(1))), "TCP over IPv6 host0 -> host1 after host2 died");
+}
+
+#[test]
+fn an_ipv6_only_overlay_runs_over_an_ipv6_underlay() {
+    let h = hosts_on(ClusterLab::with_ipv6_underlay(3).expect("cluster lab"), &[]);
+    // A /112: endpoints' MACs come from the low 24 bits of their IPv6 addresses.
+    let net = h.overlay_with(1, "six", &["fd00:244::/112"]);
+    let vx = vxlan_of(&net);
+    // VXLAN over IPv6: its local address is the host's IPv6 underlay address, and the
+    // encapsulation costs 70 bytes of the underlay's 1500.
+    let details = h.host(0).in_host("ip", &["-d", "link", "show", &vx]).unwrap().stdout;
+    for want in ["local fd99::1", "mtu 1430", "nolearning", "proxy"] {
+        assert!(details.contains(want), "{want} missing: {details}");
+    }
+    let nodes = h.host(0).hnsctl_ok(&["node", "ls"]).unwrap();
+    assert!(nodes.lines().any(|l| l.starts_with("host2 ") && l.contains("fd99::3")), "{nodes}");
+
+    let ctrs: Vec<(Value, Value)> = (0..3).map(|i| h.apis[i].container("six", &format!("s{i}"), json!({}))).collect();
+    let ip = |i: usize| ip_of(&ctrs[i].1);
+    for (i, (ns, ep)) in ctrs.iter().enumerate() {
+        assert_eq!(ep["IpConfigurations"].as_array().unwrap().len(), 1, "{ep}");
+        let v6: std::net::Ipv6Addr = ip(i).parse().unwrap();
+        assert!(ip(i).starts_with("fd00:244::"), "{ep}");
+        let o = v6.octets();
+        assert!(mac_of(ep).ends_with(&format!("{:02x}:{:02x}:{:02x}", o[13], o[14], o[15])), "MAC not from {v6}: {ep}");
+        let eth0 = in_ns(h.host(i), ns, "ip", &["-o", "link", "show", "eth0"]).stdout;
+        assert!(eth0.contains("mtu 1430"), "{eth0}");
+    }
+    // Peers are reached at their IPv6 VTEPs.
+    for i in 0..3 {
+        for j in (0..3).filter(|j| *j != i) {
+            let (mac, vtep) = (mac_of(&ctrs[j].1), format!("dst {}", ClusterLab::vtep6(j)));
+            let programmed = eventually(Duration::from_secs(5), || {
+                neigh_has(h.host(i), &vx, &ip(j), &mac) && fdb(h.host(i), &vx).lines().any(|l| l.starts_with(&mac) && l.contains(&vtep))
+            });
+            assert!(programmed, "host{i} lacks s{j}: {}{}", neigh(h.host(i), &vx), fdb(h.host(i), &vx));
+        }
+    }
+
+    let _tcp = serve(h.host(2), &ctrs[2].0, "serve-tcp", &format!("[{}]:7000", ip(2)));
+    assert!(tcp_ok(h.host(0), &ctrs[0].0, &format!("[{}]:7000", ip(2))), "TCP host0 -> host2");
+    assert!(tcp_ok(h.host(1), &ctrs[1].0, &format!("[{}]:7000", ip(2))), "TCP host1 -> host2");
+    let big = in_ns(h.host(0), &ctrs[0].0, "ping", &["-c1", "-W2", "-M", "do", "-s", "1382", &ip(1)]);
+    assert!(big.status.success(), "a 1430-byte packet did not cross: {}{}", big.stdout, big.stderr);
+    let _udp = serve(h.host(1), &ctrs[1].0, "serve-udp", &format!("[{}]:7001", ip(1)));
+    let udp = in_ns(h.host(2), &ctrs[2].0, &probe(), &["send-udp", &format!("[{}]:7001", ip(1)), "ping", "--timeout-ms", "2000"]);
+    assert!(udp.status.success() && udp.stdout.contains(&ip(2)), "UDP host2 -> host1: {}{}", udp.stdout, udp.stderr);
+    for (from, to) in [(0, 1), (1, 2), (2, 0)] {
+        let out = dns(h.host(from), &ctrs[from].0, "fd00:244::1", &format!("s{to}"), "AAAA");
+        assert!(out.contains(&format!("answer={}", ip(to))), "AAAA s{to} from host{from}: {out}");
     }
 }
 

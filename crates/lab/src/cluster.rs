@@ -2,19 +2,20 @@
 //! tests and benchmarks.
 //!
 //! ```text
-//!   host0 (a Lab)  ul0 10.99.0.1/24 --+
-//!   host1 (a Lab)  ul0 10.99.0.2/24 --+-- bridge `ul` in the underlay namespace
-//!   ...                               |   10.99.0.254/24, etcd on 10.99.0.254:2379
-//!   hostN-1        ul0 10.99.0.N/24 --+
+//!   host0 (a Lab)  ul0 10.99.0.1/24 fd99::1/64 --+
+//!   host1 (a Lab)  ul0 10.99.0.2/24 fd99::2/64 --+-- bridge `ul` in the underlay namespace
+//!   ...                                          |   10.99.0.254/24, fd99::fe/64,
+//!   hostN-1        ul0 10.99.0.N/24 fd99::N/64 --+   etcd on 10.99.0.254:2379
 //! ```
 //!
 //! Every host is a complete [`Lab`] (host namespace with hnsd, its own LAN on `eth0` for
 //! outbound traffic); the underlay is a second adapter, `ul0`, plugged into a switch in a
 //! namespace of its own, where etcd runs with a temporary data directory. hnsd of host `i` is
-//! node `host{i}` with VTEP `10.99.0.{i+1}`. Dropping the lab stops the hosts (and their
+//! node `host{i}` with VTEP `10.99.0.{i+1}`, or `fd99::{i+1}` in a lab made with
+//! [`ClusterLab::with_ipv6_underlay`] (VXLAN over IPv6; etcd stays on IPv4). Dropping the lab stops the hosts (and their
 //! hnsd), then etcd, then the underlay.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, bail};
 
@@ -24,6 +25,8 @@ use crate::lab::{Daemon, HnsdOptions, Lab};
 
 /// The underlay subnet (private, RFC 1918): hosts are `.1` upwards, etcd is `.254`.
 pub const UNDERLAY_SUBNET: &str = "10.99.0.0/24";
+/// The IPv6 underlay subnet (unique local): hosts are `::1` upwards, the switch is `::fe`.
+pub const UNDERLAY6_SUBNET: &str = "fd99::/64";
 /// etcd's address on the underlay.
 pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 254);
 /// etcd's client port.
@@ -40,6 +43,8 @@ pub struct ClusterLab {
     hosts: Vec<Lab>,
     etcd: EtcdServer,
     underlay: Holder,
+    /// hnsd advertises the hosts' IPv6 underlay addresses as VTEPs.
+    ipv6_vteps: bool,
 }
 
 impl std::fmt::Debug for ClusterLab {
@@ -52,6 +57,16 @@ impl ClusterLab {
     /// Builds `n` hosts on one underlay and starts etcd on it (no hnsd yet: see
     /// [`ClusterLab::start_hnsd`]). On failure everything built so far is torn down.
     pub fn new(n: usize) -> Result<ClusterLab> {
+        ClusterLab::build(n, false)
+    }
+
+    /// As [`ClusterLab::new`], with every hnsd advertising its IPv6 underlay address: the
+    /// overlay runs VXLAN over IPv6.
+    pub fn with_ipv6_underlay(n: usize) -> Result<ClusterLab> {
+        ClusterLab::build(n, true)
+    }
+
+    fn build(n: usize, ipv6_vteps: bool) -> Result<ClusterLab> {
         if n == 0 || n > MAX_HOSTS {
             bail!("a cluster lab has 1 to {MAX_HOSTS} hosts, not {n}");
         }
@@ -61,10 +76,11 @@ impl ClusterLab {
              ip link set lo up
              ip link add ul type bridge mcast_snooping 0
              ip addr add {ETCD_IP}/24 dev ul
+             ip addr add fd99::fe/64 dev ul nodad
              ip link set ul up"
         ))?;
         let etcd = EtcdServer::start(&underlay, ETCD_IP.into(), ETCD_PORT).context("starting etcd on the underlay")?;
-        let mut lab = ClusterLab { hosts: Vec::with_capacity(n), etcd, underlay };
+        let mut lab = ClusterLab { hosts: Vec::with_capacity(n), etcd, underlay, ipv6_vteps };
         for i in 0..n {
             let host = Lab::new().with_context(|| format!("creating host {i}"))?;
             lab.plug(&host, i).with_context(|| format!("plugging host {i} into the underlay"))?;
@@ -77,14 +93,28 @@ impl ClusterLab {
         let port = format!("ulp{i}");
         host.host().ip(&["link", "add", UNDERLAY_IF, "type", "veth", "peer", "name", &port, "netns", &self.underlay.pid().to_string()])?;
         self.underlay.sh(&format!("set -e\nip link set {port} master ul\nip link set {port} up"))?;
-        let vtep = ClusterLab::vtep(i);
-        host.host().sh(&format!("set -e\nip addr add {vtep}/24 dev {UNDERLAY_IF}\nip link set {UNDERLAY_IF} up"))?;
+        let (vtep, vtep6) = (ClusterLab::vtep(i), ClusterLab::vtep6(i));
+        // No duplicate address detection: the lab hands out each address once, and a
+        // tentative address could not be a VTEP yet.
+        host.host().sh(&format!(
+            "set -e\nip addr add {vtep}/24 dev {UNDERLAY_IF}\nip addr add {vtep6}/64 dev {UNDERLAY_IF} nodad\nip link set {UNDERLAY_IF} up"
+        ))?;
         Ok(())
     }
 
     /// The VTEP (underlay address) of host `i`.
     pub fn vtep(i: usize) -> Ipv4Addr {
         Ipv4Addr::new(10, 99, 0, (i + 1) as u8)
+    }
+
+    /// The IPv6 underlay address of host `i`.
+    pub fn vtep6(i: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, (i + 1) as u16)
+    }
+
+    /// The VTEP hnsd of host `i` advertises in this lab.
+    pub fn advertised(&self, i: usize) -> IpAddr {
+        if self.ipv6_vteps { ClusterLab::vtep6(i).into() } else { ClusterLab::vtep(i).into() }
     }
 
     /// The node name of host `i`.
@@ -113,7 +143,7 @@ impl ClusterLab {
             "--cluster-store".into(),
             ClusterLab::store_url(),
             "--advertise-addr".into(),
-            ClusterLab::vtep(i).to_string(),
+            self.advertised(i).to_string(),
             "--node-name".into(),
             ClusterLab::node_name(i),
         ]

@@ -30,8 +30,10 @@ pub(crate) struct Reserved {
     ep_id: String,
 }
 
-pub(super) fn entry(e: &ClusterEndpoint) -> RemoteEntry {
-    RemoteEntry { ip: e.ip, mac: e.mac, vtep: e.vtep }
+/// What the kernel needs of a remote endpoint: one entry per address (IPv4 and IPv6 of a
+/// dual-stack endpoint), all with its MAC and VTEP.
+pub(super) fn entries(e: &ClusterEndpoint) -> Vec<RemoteEntry> {
+    e.ips().map(|ip| RemoteEntry { ip, mac: e.mac, vtep: e.vtep }).collect()
 }
 
 impl Engine {
@@ -66,25 +68,33 @@ impl Engine {
         {
             return Err(ApiError::field(ErrorCode::MacInUse, "MacAddress", format!("MAC {mac} is used by endpoint {} on host {} of overlay network {net_name:?}", other.name, other.node)));
         }
-        let requested: Option<IpAddr> = req.ip_configurations.first().and_then(|c| c.ip_address.parse().ok());
+        // Validated above: every requested address parses and belongs to a subnet.
+        let requested: Vec<IpAddr> = req.ip_configurations.iter().filter_map(|c| c.ip_address.parse().ok()).collect();
         let (cluster, local) = self.cluster_for(&format!("create an endpoint on overlay network {net_name:?}"))?;
-        let allocated = cluster.allocate_address(&net_id, &req.id, &local.node, requested).await;
-        let ip = self.checked(allocated).map_err(|e| cluster_err(e, ErrorCode::AddrInUse))?;
-        let plen = self.networks[&net_id].plan.subnets.iter().find(|(s, _)| s.contains(&ip)).map(|(s, _)| s.prefix_len()).unwrap_or(0);
-        req.ip_configurations = vec![IpConfig { ip_address: ip.to_string(), prefix_length: plen, ip_subnet_id: String::new() }];
+        let allocated = cluster.allocate_addresses(&net_id, &req.id, &local.node, &requested).await;
+        let ips = self.checked(allocated).map_err(|e| cluster_err(e, ErrorCode::AddrInUse))?;
+        let plen = |ip: &IpAddr| self.networks[&net_id].plan.subnets.iter().find(|(s, _)| s.contains(ip)).map(|(s, _)| s.prefix_len()).unwrap_or(0);
+        req.ip_configurations = ips.iter().map(|ip| IpConfig { ip_address: ip.to_string(), prefix_length: plen(ip), ip_subnet_id: String::new() }).collect();
         if req.mac_address.is_empty() {
-            req.mac_address = self.overlay_mac(&net_id, ip).to_windows_string();
+            req.mac_address = self.overlay_mac(&net_id, &ips).to_windows_string();
         }
         Ok((req, Some(Reserved { net_id, ep_id: rec.ep.id })))
     }
 
-    /// A MAC unique on the whole segment: derived from the address where the address's low
-    /// 24 bits tell endpoints apart (IPv4 subnets up to /8), random otherwise.
-    fn overlay_mac(&self, net_id: &str, ip: IpAddr) -> Mac {
+    /// A MAC unique on the whole segment: derived from an address whose low 24 bits tell
+    /// endpoints apart (the cluster IPAM hands each address out once): the IPv4 address in a
+    /// subnet up to /8, else the IPv6 address in a subnet of /104 or longer; random otherwise
+    /// (checked against every MAC this host knows of on the segment).
+    fn overlay_mac(&self, net_id: &str, ips: &[IpAddr]) -> Mac {
         let net = &self.networks[net_id];
-        let fits = net.plan.subnets.iter().any(|(s, _)| s.contains(&ip) && ip.is_ipv4() && s.prefix_len() >= 8);
+        let fits = |ip: &IpAddr| {
+            let min = if ip.is_ipv4() { 8 } else { 104 };
+            net.plan.subnets.iter().any(|(s, _)| s.contains(ip) && s.prefix_len() >= min)
+        };
+        // IPv4 first: on a dual-stack network the same endpoint's MAC as on an IPv4-only one.
+        let source = ips.iter().filter(|ip| ip.is_ipv4()).chain(ips.iter().filter(|ip| ip.is_ipv6())).find(|ip| fits(ip));
         let taken = |m: &Mac| net.macs.contains(&m.0) || self.overlay.remote.get(net_id).is_some_and(|r| r.values().any(|e| e.mac == m.0));
-        let mut mac = if fits { Mac::from_ip(ip) } else { Mac::random() };
+        let mut mac = source.map_or_else(Mac::random, |ip| Mac::from_ip(*ip));
         while taken(&mac) {
             mac = Mac::random();
         }
@@ -163,10 +173,15 @@ impl Engine {
         }
     }
 
-    /// What the cluster should hold of one of this host's endpoints.
+    /// What the cluster should hold of one of this host's endpoints: its addresses in the
+    /// order of the network's subnets (the order of its cluster reservations).
     pub(crate) fn cluster_record(&self, rec: &EndpointRecord) -> Option<ClusterEndpoint> {
         let local = self.overlay.local.as_ref()?;
-        let ip: IpAddr = rec.ep.ip_configurations.first()?.ip_address.parse().ok()?;
+        let mut ips: Vec<IpAddr> = rec.ep.ip_configurations.iter().filter_map(|c| c.ip_address.parse().ok()).collect();
+        let subnets = &self.networks.get(&rec.network_id)?.plan.subnets;
+        ips.sort_by_key(|ip| subnets.iter().position(|(s, _)| s.contains(ip)));
+        let (&ip, more) = ips.split_first()?;
+        let more_ips = more.to_vec();
         let mac = Mac::parse(&rec.ep.mac_address).ok()?.0;
         // The name others resolve: the endpoint's, else its compartment's (as `run --name`).
         let name = if rec.ep.name.is_empty() {
@@ -174,7 +189,7 @@ impl Engine {
         } else {
             rec.ep.name.clone()
         };
-        Some(ClusterEndpoint { id: rec.ep.id.clone(), network_id: rec.network_id.clone(), node: local.node.clone(), name, ip, mac, vtep: local.vtep })
+        Some(ClusterEndpoint { id: rec.ep.id.clone(), network_id: rec.network_id.clone(), node: local.node.clone(), name, ip, more_ips, mac, vtep: local.vtep })
     }
 
     /// A remote endpoint appeared or changed: program it and make its name resolve here.
@@ -183,13 +198,16 @@ impl Engine {
         let old = self.overlay.remote.entry(net_id.clone()).or_default().insert(e.id.clone(), e.clone());
         // A network this host could not build keeps its endpoints in view only.
         let Some(vxlan) = self.overlay_vxlan(&net_id) else { return };
-        if let Some(old) = old.filter(|o| entry(o) != entry(&e))
-            && let Err(err) = driver::remove_remote(&self.host, &vxlan, &entry(&old)).await
-        {
-            tracing::warn!(endpoint = %old.id, error = %err, "could not remove the old entries of a moved endpoint");
+        let new = entries(&e);
+        for stale in old.iter().flat_map(entries).filter(|o| !new.contains(o)) {
+            if let Err(err) = driver::remove_remote(&self.host, &vxlan, &stale).await {
+                tracing::warn!(endpoint = %e.id, error = %err, "could not remove the old entries of a moved endpoint");
+            }
         }
-        if let Err(err) = driver::add_remote(&self.host, &vxlan, &entry(&e)).await {
-            tracing::warn!(endpoint = %e.id, error = %err, "could not program a remote endpoint; the reconciler retries");
+        for entry in &new {
+            if let Err(err) = driver::add_remote(&self.host, &vxlan, entry).await {
+                tracing::warn!(endpoint = %e.id, error = %err, "could not program a remote endpoint; the reconciler retries");
+            }
         }
         self.dns_refresh(&net_id);
     }
@@ -203,10 +221,12 @@ impl Engine {
             }
             return;
         };
-        if let Some(vxlan) = self.overlay_vxlan(net_id)
-            && let Err(err) = driver::remove_remote(&self.host, &vxlan, &entry(&gone)).await
-        {
-            tracing::warn!(endpoint = ep_id, error = %err, "could not remove a remote endpoint; the reconciler retries");
+        if let Some(vxlan) = self.overlay_vxlan(net_id) {
+            for entry in entries(&gone) {
+                if let Err(err) = driver::remove_remote(&self.host, &vxlan, &entry).await {
+                    tracing::warn!(endpoint = ep_id, error = %err, "could not remove a remote endpoint; the reconciler retries");
+                }
+            }
         }
         self.dns_refresh(net_id);
     }
@@ -246,12 +266,12 @@ impl Engine {
     }
 
     fn remote_view(&self, e: &ClusterEndpoint) -> HostComputeEndpoint {
-        let plen = self.networks.get(&e.network_id).and_then(|n| n.plan.subnets.iter().find(|(s, _)| s.contains(&e.ip))).map(|(s, _)| s.prefix_len());
+        let plen = |ip: &IpAddr| self.networks.get(&e.network_id).and_then(|n| n.plan.subnets.iter().find(|(s, _)| s.contains(ip))).map(|(s, _)| s.prefix_len());
         HostComputeEndpoint {
             id: e.id.clone(),
             name: e.name.clone(),
             host_compute_network: e.network_id.clone(),
-            ip_configurations: vec![IpConfig { ip_address: e.ip.to_string(), prefix_length: plen.unwrap_or(0), ip_subnet_id: String::new() }],
+            ip_configurations: e.ips().map(|ip| IpConfig { ip_address: ip.to_string(), prefix_length: plen(&ip).unwrap_or(0), ip_subnet_id: String::new() }).collect(),
             mac_address: Mac(e.mac).to_windows_string(),
             flags: ENDPOINT_FLAG_REMOTE,
             policies: vec![Policy { kind: "ProviderAddress".into(), settings: json!({ "ProviderAddress": e.vtep.to_string() }) }],
@@ -267,6 +287,6 @@ impl Engine {
     /// discovery: an overlay name resolves on every host).
     pub(crate) fn overlay_dns_records(&self, net_id: &str) -> Vec<Record> {
         let Some(m) = self.overlay.remote.get(net_id) else { return Vec::new() };
-        m.values().filter(|e| !e.name.is_empty()).map(|e| Record { name: e.name.clone(), addrs: vec![e.ip] }).collect()
+        m.values().filter(|e| !e.name.is_empty()).map(|e| Record { name: e.name.clone(), addrs: e.ips().collect() }).collect()
     }
 }

@@ -3,12 +3,13 @@
 //! still use), then here. Every other host builds its copy when its watch reports the network
 //! and drops it when the watch reports it gone.
 //!
-//! Every host's copy has the same ID, subnet, gateway (address and MAC), VNI and port; the
+//! Every host's copy has the same ID, subnets (one, or one per family, in the same order),
+//! gateways (addresses, and the bridge MAC derived from the first), VNI and port; the
 //! stored record carries the VNI as the subnet's `VSID` policy and the port as the
 //! `VxlanPort` policy, so a restart rebuilds the network without asking etcd.
 
 use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Ipam, IpamType, NetworkType, Policy, Route, Subnet};
-use hns_cluster::{OverlayNetwork, OverlayNetworkSpec};
+use hns_cluster::{OverlayNetwork, OverlayNetworkSpec, OverlaySubnet};
 use serde_json::json;
 
 use super::super::records::NetworkRecord;
@@ -30,24 +31,36 @@ fn with_cluster_facts(mut rec: NetworkRecord, on: &OverlayNetwork) -> NetworkRec
     rec
 }
 
-/// The HNS form of a network the watch reported.
+/// The HNS form of a network the watch reported: its subnets in the cluster's order (so every
+/// host's copy, its bridge MAC and its endpoints' address order, are the same).
 fn request_for(on: &OverlayNetwork) -> HostComputeNetwork {
-    let default = if on.subnet.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
-    let subnet = Subnet {
-        ip_address_prefix: on.subnet.to_string(),
-        routes: vec![Route { next_hop: on.gateway.to_string(), destination_prefix: default.into(), metric: 0 }],
-        policies: vec![Policy { kind: "VSID".into(), settings: json!({ "IsolationId": on.vni }) }],
-        ..Default::default()
-    };
+    let subnets = on
+        .subnets()
+        .iter()
+        .map(|s| {
+            let default = if s.subnet.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+            Subnet {
+                ip_address_prefix: s.subnet.to_string(),
+                routes: vec![Route { next_hop: s.gateway.to_string(), destination_prefix: default.into(), metric: 0 }],
+                policies: vec![Policy { kind: "VSID".into(), settings: json!({ "IsolationId": on.vni }) }],
+                ..Default::default()
+            }
+        })
+        .collect();
     HostComputeNetwork {
         id: on.id.clone(),
         name: on.name.clone(),
         kind: Some(NetworkType::Overlay),
-        ipams: vec![Ipam { kind: IpamType::Static, subnets: vec![subnet] }],
+        ipams: vec![Ipam { kind: IpamType::Static, subnets }],
         policies: vec![Policy { kind: "VxlanPort".into(), settings: json!({ "Port": on.vxlan_port }) }],
         outbound_nat: on.outbound_nat,
         ..Default::default()
     }
+}
+
+/// What `info` and the log say about a network's subnets.
+fn subnets_text(on: &OverlayNetwork) -> String {
+    on.subnets().iter().map(|s| s.subnet.to_string()).collect::<Vec<_>>().join(" and ")
 }
 
 impl Engine {
@@ -62,11 +75,11 @@ impl Engine {
             return Err(ApiError { code: ErrorCode::InvalidNetworkType, field: Some("Type".into()), ..e });
         }
         let subnets: usize = req.ipams.iter().map(|i| i.subnets.len()).sum();
-        if subnets != 1 {
+        if subnets == 0 || subnets > hns_cluster::alloc::MAX_SUBNETS {
             return Err(ApiError::field(
                 ErrorCode::InvalidSubnet,
                 "Ipams",
-                format!("an overlay network has exactly one subnet, the same on every host ({subnets} given): give one --subnet, and --gateway if not its first address"),
+                format!("an overlay network has one subnet, or one IPv4 and one IPv6 subnet, the same on every host ({subnets} given): give --subnet once, or once per family"),
             ));
         }
         let port = validate::parse_network_policies(&req.policies, "Policies")?.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT);
@@ -76,13 +89,13 @@ impl Engine {
             Some(s) => validate::parse_subnet(s, "Ipams[0].Subnets[0]")?.vsid,
             None => None,
         };
-        let (subnet, gateway) = net.plan.subnets[0];
+        let subnets: Vec<OverlaySubnet> = net.plan.subnets.iter().map(|(subnet, gateway)| OverlaySubnet { subnet: *subnet, gateway: *gateway }).collect();
+        hns_cluster::alloc::check_subnets(&subnets).map_err(|e| ApiError::field(ErrorCode::InvalidSubnet, "Ipams", e.to_string()))?;
         let (cluster, local) = self.cluster_for(&what)?;
         let spec = OverlayNetworkSpec {
             id: net.rec.net.id.clone(),
             name: net.rec.net.name.clone(),
-            subnet,
-            gateway,
+            subnets,
             vni,
             vxlan_port: port,
             outbound_nat: net.rec.net.outbound_nat,
@@ -149,10 +162,10 @@ impl Engine {
         match built {
             Ok(()) => {
                 self.overlay.problems.remove(&on.id);
-                tracing::info!(network = %on.name, vni = on.vni, subnet = %on.subnet, "built overlay network from the cluster");
+                tracing::info!(network = %on.name, vni = on.vni, subnets = %subnets_text(on), "built overlay network from the cluster");
             }
             Err(e) => {
-                let problem = format!("overlay network {} (subnet {}, VNI {}) cannot be built on this host: {}", on.name, on.subnet, on.vni, e.message);
+                let problem = format!("overlay network {} (subnets {}, VNI {}) cannot be built on this host: {}", on.name, subnets_text(on), on.vni, e.message);
                 tracing::error!("{problem}");
                 self.overlay.problems.insert(on.id.clone(), problem);
             }

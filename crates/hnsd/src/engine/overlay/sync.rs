@@ -16,7 +16,7 @@ use hns_kernel::KernelError;
 use super::super::Engine;
 use super::super::reconcile::Report;
 use super::Link;
-use super::endpoints::entry;
+use super::endpoints::entries;
 
 impl Engine {
     /// Applies one event of the cluster watch.
@@ -82,7 +82,7 @@ impl Engine {
     /// Makes a network's VXLAN device hold exactly the remote endpoints in view.
     async fn sync_remote_kernel(&self, net_id: &str) -> Result<SyncCount, KernelError> {
         let Some(vxlan) = self.networks.get(net_id).and_then(|n| n.plan.overlay.as_ref()).map(|o| o.vxlan.clone()) else { return Ok(SyncCount::default()) };
-        let desired: Vec<RemoteEntry> = self.overlay.remote.get(net_id).map(|m| m.values().map(entry).collect()).unwrap_or_default();
+        let desired: Vec<RemoteEntry> = self.overlay.remote.get(net_id).map(|m| m.values().flat_map(entries).collect()).unwrap_or_default();
         driver::sync_remote(&self.host, &vxlan, &desired).await
     }
 
@@ -131,7 +131,7 @@ impl Engine {
                 // Its reservation is gone (an operator removed this node while it was down):
                 // take the same address again if it is still free.
                 Err(ClusterError::Conflict { .. }) => {
-                    cluster.allocate_address(&w.network_id, &w.id, me, Some(w.ip)).await?;
+                    cluster.allocate_addresses(&w.network_id, &w.id, me, &w.ips().collect::<Vec<_>>()).await?;
                     cluster.put_endpoint(w.clone()).await?;
                 }
                 Err(ClusterError::NotFound { .. }) => {} // the network is going: its drop event follows
