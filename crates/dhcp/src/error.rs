@@ -99,6 +99,15 @@ pub enum DhcpError {
         reason: String,
     },
 
+    /// DHCPv6, run inside the container's compartment on its interface `ifname`.
+    #[error("DHCPv6 for MAC {mac} on {ifname} in its compartment: {op}: {reason}")]
+    V6 {
+        mac: MacAddr,
+        ifname: String,
+        op: &'static str,
+        reason: String,
+    },
+
     /// The keeper's task is gone (it panicked); nothing was released.
     #[error("DHCP lease keeper for MAC {mac} on uplink {uplink} is no longer running")]
     KeeperGone { mac: MacAddr, uplink: String },

@@ -54,16 +54,7 @@ impl Target {
             mac: MacAddr(mac),
             hostname: hostname.map(str::to_string),
         };
-        let reason = if mac[0] & 1 == 1 {
-            Some("it is a multicast address")
-        } else if mac == [0; 6] {
-            Some("it is all zeros")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            return Err(DhcpError::InvalidMac { mac: t.mac, reason });
-        }
+        check_mac(t.mac)?;
         t.ifindex()?;
         Ok(t)
     }
@@ -121,6 +112,18 @@ impl Target {
             reason,
         }
     }
+}
+
+/// Refuses a MAC no NIC can use: the DHCP server would answer nobody.
+pub(crate) fn check_mac(mac: MacAddr) -> Result<()> {
+    let reason = if mac.0[0] & 1 == 1 {
+        "it is a multicast address"
+    } else if mac.0 == [0; 6] {
+        "it is all zeros"
+    } else {
+        return Ok(());
+    };
+    Err(DhcpError::InvalidMac { mac, reason })
 }
 
 /// How far a mozim run got before it stopped.

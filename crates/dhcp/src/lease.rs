@@ -245,7 +245,7 @@ fn secs_u32(d: Duration) -> u32 {
     d.as_secs().try_into().unwrap_or(u32::MAX)
 }
 
-mod whole_secs {
+pub(crate) mod whole_secs {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -259,7 +259,7 @@ mod whole_secs {
     }
 }
 
-mod rfc3339 {
+pub(crate) mod rfc3339 {
     use std::time::SystemTime;
 
     use serde::{Deserialize, Deserializer, Serializer, de::Error};

@@ -1,4 +1,7 @@
-//! # hns-dhcp: DHCPv4 for containers on a `transparent` network, run from the host
+//! # hns-dhcp: DHCP for containers on a `transparent` network
+//!
+//! DHCPv4 runs from the host, as described below; DHCPv6 runs inside the container's
+//! compartment, see [`v6`].
 //!
 //! A transparent network puts each container on the physical LAN through a macvlan (bridge
 //! mode) of the host's uplink, living in the container's namespace with the container's MAC.
@@ -62,7 +65,9 @@ mod keeper;
 mod lease;
 mod packet;
 mod renew;
+pub mod v6;
 
 pub use error::{DhcpError, MacAddr, Result};
 pub use keeper::{LeaseKeeper, LeaseState, acquire, resume};
 pub use lease::Lease;
+pub use v6::{Lease6, Lease6Keeper, Lease6State};

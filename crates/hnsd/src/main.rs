@@ -107,7 +107,17 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
             Err(e) => tracing::error!(error = %e, "could not create the default network"),
         }
     }
+    let lease6_events = engine.take_lease6_events();
     let state = Arc::new(api::AppState { engine: tokio::sync::Mutex::new(engine) });
+    // DHCPv6 leases arrive in the background (engine/dhcp6.rs): apply each change as it comes.
+    if let Some(mut events) = lease6_events {
+        let state = state.clone();
+        tokio::spawn(async move {
+            while let Some(id) = events.recv().await {
+                state.engine.lock().await.apply_lease6(&id).await;
+            }
+        });
+    }
     let cluster_link = cfg.cluster.clone().map(|c| tokio::spawn(cluster::run(state.clone(), c)));
     let periodic = {
         let state = state.clone();

@@ -340,6 +340,69 @@ fn lease_of(leases: &std::path::Path, mac: &str) -> Option<Vec<String>> {
     text.lines().find(|l| l.contains(mac)).map(|l| l.split_whitespace().map(str::to_owned).collect())
 }
 
+/// The DHCPv6 lease line of the container with `mac` (its DUID-LL, `00:03:00:01:<mac>`) in
+/// dnsmasq's lease file: "expiry iaid ip hostname duid".
+fn lease6_of(leases: &std::path::Path, mac: &str) -> Option<Vec<String>> {
+    lease_of(leases, &format!(" 00:03:00:01:{mac}"))
+}
+
+#[test]
+fn transparent_dhcpv6_leases_renews_and_releases_for_the_container() {
+    let (lab, _d) = setup();
+    let u = lab.add_uplink(9, false).unwrap();
+    // DHCPv6 from 2001:db8:77:9::100-1ff with dnsmasq's shortest lease, 2 minutes (T1 = 60 s);
+    // its advertisements then carry the M flag.
+    let (_dnsmasq, leases) = lab.start_dnsmasq(&u, &["--dhcp-range=2001:db8:77:9::100,2001:db8:77:9::1ff,64,2m"]).unwrap();
+    let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
+    lab.hnsctl_ok(&["network", "create", "-d", "transparent", "-o", &iface, "dnet6"]).unwrap();
+    lab.hnsctl_ok(&["run", "-d", "--net", "dnet6", "--name", "c6", "--", "sleep", "300"]).unwrap();
+    let mac = mac_of_endpoint(&lab, "c6");
+
+    // The lease comes in the background: the endpoint shows it as a /128 beside the IPv4 lease.
+    let v6_of = |ep: &serde_json::Value| {
+        ep["IpConfigurations"].as_array().unwrap().iter().find(|c| c["IpAddress"].as_str().unwrap().contains(':')).cloned()
+    };
+    let mut ep = serde_json::Value::Null;
+    let got = eventually(std::time::Duration::from_secs(20), || {
+        ep = Api::new(&lab).get("/endpoints").ok()[0].clone();
+        v6_of(&ep).is_some()
+    });
+    assert!(got, "the endpoint shows a DHCPv6 address: {ep}");
+    let conf = v6_of(&ep).unwrap();
+    assert_eq!(conf["PrefixLength"], 128, "{ep}");
+    let ip6: std::net::Ipv6Addr = conf["IpAddress"].as_str().unwrap().parse().unwrap();
+    let s = ip6.segments();
+    assert!(s[..4] == [0x2001, 0xdb8, 0x77, 9] && s[4..7] == [0, 0, 0] && (0x100..=0x1ff).contains(&s[7]), "an address from the range: {ep}");
+    assert!(ip_of(&ep).starts_with("10.77.9."), "the DHCPv4 lease is still first: {ep}");
+
+    // dnsmasq leased it to the container's DUID, and the container has it and uses it.
+    let line = lease6_of(&leases, &mac).unwrap_or_else(|| panic!("dnsmasq has no DHCPv6 lease for DUID-LL {mac}: {}", std::fs::read_to_string(&leases).unwrap()));
+    assert_eq!(line[2], ip6.to_string(), "the server leased that address to the container's DUID");
+    let shown = exec_ok(&lab, "c6", &["ip", "-o", "-6", "addr", "show", "eth0"]);
+    assert!(shown.contains(&format!("{ip6}/128")), "the compartment has the /128: {shown}");
+    // Its routes come from the LAN's router advertisements (dnsmasq's may take a few seconds).
+    let mut routes = String::new();
+    let routed = eventually(std::time::Duration::from_secs(15), || {
+        routes = exec_ok(&lab, "c6", &["ip", "-6", "route", "show", "default"]);
+        !routes.trim().is_empty()
+    });
+    assert!(routed, "an IPv6 default route from the advertisements: {routes}");
+    lab.in_lan("ping", &["-6", "-c1", "-W2", &ip6.to_string()]).unwrap();
+
+    // Renewal before expiry, from the container's interface, at T1.
+    let expiry: u64 = line[0].parse().unwrap();
+    let renewed = eventually(std::time::Duration::from_secs(75), || lease6_of(&leases, &mac).is_some_and(|l| l[0].parse::<u64>().unwrap() >= expiry + 30));
+    assert!(renewed, "the lease was renewed before expiry: {:?}", lease6_of(&leases, &mac));
+    assert_eq!(v6_of(&Api::new(&lab).get("/endpoints").ok()[0]).unwrap(), conf, "a renewal keeps the address");
+    lab.in_lan("ping", &["-6", "-c1", "-W2", &ip6.to_string()]).unwrap();
+
+    // Removing the container releases the lease.
+    lab.hnsctl_ok(&["rm", "-f", "c6"]).unwrap();
+    assert!(eventually(std::time::Duration::from_secs(3), || lease6_of(&leases, &mac).is_none()), "released: {:?}", lease6_of(&leases, &mac));
+    lab.hnsctl_ok(&["network", "rm", "dnet6"]).unwrap();
+    assert_clean(&lab);
+}
+
 #[test]
 fn transparent_dhcp_leases_renews_and_releases_for_the_container() {
     let (lab, d) = setup();

@@ -207,6 +207,28 @@ impl Netlink {
         Ok(())
     }
 
+    /// Removes one address from a link; a missing link or address is fine.
+    pub async fn del_address(&self, name: &str, ip: IpAddr) -> Result<()> {
+        use netlink_packet_route::address::AddressAttribute;
+        let Some(l) = self.link_by_name(name).await? else { return Ok(()) };
+        let mut dump = self.handle.address().get().set_link_index_filter(l.index).execute();
+        let mut found = Vec::new();
+        while let Some(m) = dump.try_next().await.map_err(|e| nl_err("list addresses", name, e))? {
+            if m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(x) if *x == ip)) {
+                found.push(m);
+            }
+        }
+        for m in found {
+            if let Err(e) = self.handle.address().del(m).execute().await {
+                let e = nl_err("delete address", &format!("{ip} on {name}"), e);
+                if !e.is_not_found() && e.errno != Some(libc::EADDRNOTAVAIL) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes every retired link of this namespace in one request: the kernel then waits for
     /// one RCU grace period for the whole batch instead of one per link.
     pub async fn delete_retired(&self) -> Result<()> {

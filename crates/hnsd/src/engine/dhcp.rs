@@ -5,7 +5,7 @@
 //! lease (or renews the stored one after a restart), writes address, gateway and DNS into the
 //! endpoint record, and only then builds the container's interface. A keeper renews the lease
 //! in the background; the reconciler applies what it reports (a new address after a lost
-//! lease). Detach and delete release the lease.
+//! lease). Detach and delete release the lease. DHCPv6 runs beside it: see `dhcp6.rs`.
 
 use std::time::Duration;
 
@@ -21,7 +21,9 @@ const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Writes what a lease says into an endpoint record.
 pub(crate) fn apply_lease(rec: &mut EndpointRecord, lease: &Lease) {
-    rec.ep.ip_configurations = vec![IpConfig { ip_address: lease.address.to_string(), prefix_length: lease.prefix_len, ip_subnet_id: String::new() }];
+    // The DHCPv6 address (if any) stays; the IPv4 one comes first.
+    rec.ep.ip_configurations.retain(|c| c.ip_address.contains(':'));
+    rec.ep.ip_configurations.insert(0, IpConfig { ip_address: lease.address.to_string(), prefix_length: lease.prefix_len, ip_subnet_id: String::new() });
     rec.ep.routes = lease.gateway.map(|gw| Route { next_hop: gw.to_string(), destination_prefix: "0.0.0.0/0".into(), metric: 0 }).into_iter().collect();
     rec.ep.dns = (!lease.dns_servers.is_empty() || lease.domain.is_some()).then(|| Dns {
         server_list: lease.dns_servers.iter().map(|s| s.to_string()).collect(),
@@ -31,16 +33,17 @@ pub(crate) fn apply_lease(rec: &mut EndpointRecord, lease: &Lease) {
     rec.lease = Some(lease.clone());
 }
 
-/// Removes what [`apply_lease`] wrote.
+/// Removes what [`apply_lease`] and `dhcp6::set_lease6` wrote.
 pub(crate) fn forget_lease(rec: &mut EndpointRecord) {
     rec.ep.ip_configurations.clear();
     rec.ep.routes.clear();
     rec.ep.dns = None;
     rec.lease = None;
+    rec.lease6 = None;
 }
 
 impl Engine {
-    fn dhcp_uplink(&self, rec: &EndpointRecord) -> Option<String> {
+    pub(crate) fn dhcp_uplink(&self, rec: &EndpointRecord) -> Option<String> {
         let net = self.networks.get(&rec.network_id)?;
         net.is_dhcp().then(|| net.plan.uplink.as_ref().map(|u| u.link.clone())).flatten()
     }
@@ -108,9 +111,13 @@ impl Engine {
             if moved {
                 // A new address: rebuild the container's interface with it.
                 let kept = self.leases.remove(&id);
+                let kept6 = self.leases6.remove(&id);
                 let _ = self.kernel_detach(&rec).await;
                 if let Some(k) = kept {
                     self.leases.insert(id.clone(), k);
+                }
+                if let Some(k) = kept6 {
+                    self.leases6.insert(id.clone(), k);
                 }
                 match self.apply_attach(&new).await {
                     Ok(()) => repaired.push(format!("endpoint {id}: new DHCP address {}", lease.address)),

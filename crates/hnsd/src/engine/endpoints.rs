@@ -217,7 +217,7 @@ impl Engine {
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
-        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None }, ns_id, claimed))
+        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None }, ns_id, claimed))
     }
 
     /// The endpoint whose host veth name an endpoint with ID `id` would take.
@@ -331,6 +331,8 @@ impl Engine {
         let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
         let Some(ep) = self.endpoint_plan(rec) else { return Ok(()) };
         let host = self.host.clone();
+        // The DHCPv6 Release leaves from the container's interface: before it goes.
+        self.release_lease6(&rec.ep.id).await;
         let ns = &rec.ep.host_compute_namespace;
         let inside = if ns.is_empty() || !self.namespaces.contains_key(ns) { None } else { self.compartment(ns).ok() };
         let retired = hns_drivers::detach(&host, &plan, &ep, inside).await.map_err(kernel_err)?;
@@ -497,6 +499,7 @@ impl Engine {
         self.write_resolv_conf(&ns_id);
         // Before the request returns: the name resolves the moment attach does.
         self.dns_refresh(&net_id);
+        self.start_lease6(ep_id);
         Ok(())
     }
 
@@ -518,7 +521,7 @@ impl Engine {
         let attached = rec.clone();
         rec.ep.host_compute_namespace.clear();
         rec.ep.interface_name.clear();
-        if rec.lease.is_some() {
+        if rec.lease.is_some() || rec.lease6.is_some() {
             // Off the LAN: the lease is released below, so its address is no longer ours.
             super::dhcp::forget_lease(&mut rec);
         }
@@ -566,10 +569,13 @@ impl Engine {
         rec.ep.version += 1;
         self.persist_endpoint(&rec, false)?;
         let net_id = rec.network_id.clone();
-        self.endpoints.insert(id, rec);
+        self.endpoints.insert(id.clone(), rec);
         self.dns_refresh(&net_id);
         self.write_resolv_conf(&old);
         self.write_resolv_conf(&ns_id);
+        // The DHCPv6 client works from the interface: follow it (same DUID, same lease).
+        self.leases6.remove(&id);
+        self.start_lease6(&id);
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 //! allocation never scan the store; the store is written through.
 
 mod dhcp;
+mod dhcp6;
 mod discovery;
 mod endpoints;
 mod info;
@@ -106,6 +107,12 @@ pub struct Engine {
     pub(crate) mappings: HashMap<String, Vec<hns_api::PortMappingSettings>>,
     /// The DHCP client of each attached endpoint on a DHCP network (renews in the background).
     pub(crate) leases: HashMap<String, hns_dhcp::LeaseKeeper>,
+    /// The DHCPv6 client of each such endpoint (in its compartment, in the background).
+    pub(crate) leases6: HashMap<String, hns_dhcp::Lease6Keeper>,
+    /// Endpoint IDs whose DHCPv6 state changed; [`Engine::take_lease6_events`] gives the
+    /// receiving end to the task that applies them.
+    pub(crate) lease6_events: tokio::sync::mpsc::UnboundedSender<String>,
+    lease6_events_rx: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
     /// The nfnetlink socket for element changes, opened on first use.
     pub(crate) nft: Option<hns_kernel::nft_elements::ElementWriter>,
     /// The service-discovery responder (one listener set per network with discovery on).
@@ -154,6 +161,7 @@ impl Engine {
     pub fn open(cfg: EngineConfig, host: Netlink) -> anyhow::Result<Engine> {
         let store = Store::open(&cfg.store_path())?;
         let reaper = spawn_reaper(host.clone());
+        let (lease6_events, lease6_events_rx) = tokio::sync::mpsc::unbounded_channel();
         let port_cursor = store.get::<u16>(Kind::Meta, META_PORT_CURSOR)?.unwrap_or(cfg.port_range.0);
         let ports = portmaps::PortIndex::new(cfg.port_range, port_cursor);
         let mut e = Engine {
@@ -172,6 +180,9 @@ impl Engine {
             ports,
             mappings: HashMap::new(),
             leases: HashMap::new(),
+            leases6: HashMap::new(),
+            lease6_events,
+            lease6_events_rx: Some(lease6_events_rx),
             nft: None,
             dns: hns_dns::DnsService::new(hns_dns::DnsConfig::default()),
             dns_errors: BTreeMap::new(),

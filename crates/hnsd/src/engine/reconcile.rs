@@ -48,6 +48,7 @@ impl Engine {
         self.reconcile_links(&mut r).await;
         self.reconcile_overlay(&mut r).await;
         self.reconcile_leases(&mut r.errors, &mut r.repaired).await;
+        self.reconcile_leases6();
         self.remove_orphan_files(&mut r);
         self.last_reconcile = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         r

@@ -26,6 +26,9 @@ pub struct EndpointRecord {
     /// same address instead of asking for a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<hns_dhcp::Lease>,
+    /// The DHCPv6 lease of such an endpoint, once the LAN's server gave one (see `dhcp6.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease6: Option<hns_dhcp::Lease6>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
