@@ -163,6 +163,12 @@ fn l2bridge_dual_stack_puts_only_the_host_mac_on_the_wire_for_ipv6_too() {
     for (name, last, ip6) in [("a", 50u8, &a6), ("b", 51, &b6)] {
         lab.hnsctl_ok(&["run", "-d", "--net", "l2v6", "--name", name, "--ip", &u.addr(last).to_string(), "--ip6", ip6, "--", "sleep", "300"]).unwrap();
     }
+    // --ip6 is validated like --ip: taken, outside the subnet, the gateway.
+    for (ip6, why) in [(a6.as_str(), "in use"), ("2001:db8:99::5", "outside the subnets"), ("2001:db8:77:6::1", "gateway")] {
+        let o = lab.hnsctl(&["run", "-d", "--net", "l2v6", "--name", "bad", "--ip", &u.addr(60).to_string(), "--ip6", ip6, "--", "sleep", "300"]).unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(ip6) && err.contains(why), "--ip6 {ip6}: {err}");
+    }
     let host_mac = link_mac(&lab, &u.host_if);
 
     let cap = lab.capture_in_lan(&u.lan_port, "icmp6").unwrap();
