@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use hns_lab::{Lab, LabOptions, SandboxOpts, run_sandbox};
 
@@ -11,9 +11,11 @@ fn dir(name: &str) -> PathBuf {
     PathBuf::from(format!("/tmp/hns-sandbox-dir-{name}-{}", std::process::id()))
 }
 
-fn refusal(path: &PathBuf) -> String {
-    let err = Lab::with_options(LabOptions { dir: Some(path.clone()), hnsd_bin: None }).err().expect("the directory must be refused");
-    format!("{err:#}")
+fn refusal(path: &Path) -> String {
+    match Lab::with_options(LabOptions { dir: Some(path.to_path_buf()), hnsd_bin: None }) {
+        Ok(_) => panic!("{} must be refused", path.display()),
+        Err(err) => format!("{err:#}"),
+    }
 }
 
 #[test]
