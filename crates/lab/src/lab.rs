@@ -59,6 +59,10 @@ pub struct HnsdOptions {
     pub inherit_stdio: bool,
     /// Extra environment variables (e.g. `HNSD_FAILPOINT` for crash tests).
     pub env: Vec<(String, String)>,
+    /// A command line hnsd is started through inside the host, hnsd's own command line
+    /// appended (e.g. `["setpriv", "--bounding-set=-sys_ptrace", "--"]`). Empty: none. The
+    /// [`Daemon`] is then the wrapper's process: it must end when it gets SIGTERM.
+    pub wrapper: Vec<String>,
 }
 
 /// A running hnsd started by [`Lab::start_hnsd`]. Dropping it stops the
@@ -541,7 +545,14 @@ impl Lab {
             }
         }
         let bin = self.hnsd_bin()?;
-        let mut cmd = self.host.cmd(&bin);
+        let mut cmd = match opts.wrapper.split_first() {
+            None => self.host.cmd(&bin),
+            Some((program, args)) => {
+                let mut cmd = self.host.cmd(program);
+                cmd.args(args).arg(&bin);
+                cmd
+            }
+        };
         cmd.arg("--socket")
             .arg(self.socket())
             .arg("--state-dir")

@@ -82,6 +82,9 @@ pub struct Engine {
     pub(crate) next_ns_number: u32,
     pub(crate) last_reconcile: String,
     pub(crate) kernel_features: BTreeMap<String, bool>,
+    /// hnsd's own and the machine's initial network namespace, found once at start: never
+    /// adopted as compartments.
+    pub(crate) host_ns: hns_kernel::netns::HostNamespaces,
     /// The host's /etc/resolv.conf, read at start and at every reconcile pass, not on every
     /// attach: compartments without DNS settings inherit it, responders forward to it.
     pub(crate) host_resolv_conf: String,
@@ -126,6 +129,16 @@ pub(crate) fn failpoint(name: &str) {
     }
 }
 
+/// [`hns_kernel::netns::HostNamespaces::discover`], logged: when the initial namespace cannot
+/// be identified, every adoption will be refused, and the operator should know why at start.
+fn host_namespaces() -> anyhow::Result<hns_kernel::netns::HostNamespaces> {
+    let h = hns_kernel::netns::HostNamespaces::discover().map_err(|e| anyhow::anyhow!("cannot identify hnsd's own network namespace: {e}"))?;
+    if let Some(why) = h.initial_unknown() {
+        tracing::warn!(reason = %why, "cannot identify the machine's initial network namespace: adopting existing namespaces (NetNsPath) is refused");
+    }
+    Ok(h)
+}
+
 pub(crate) fn new_guid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -154,6 +167,7 @@ impl Engine {
             last_reconcile: String::new(),
             host_resolv_conf: read_host_resolv_conf(),
             kernel_features: info::probe_kernel(),
+            host_ns: host_namespaces()?,
             reaper,
             ports,
             mappings: HashMap::new(),

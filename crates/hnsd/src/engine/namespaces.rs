@@ -6,7 +6,7 @@ use hns_api::{
     ApiError, ErrorCode, HostComputeNamespace, ModifyRequest, NamespaceContainerRequest, NamespaceEndpointRequest, NamespaceResource,
     NamespaceType, RequestType, ResourceType, state,
 };
-use hns_kernel::netns;
+use hns_kernel::netns::{self, HostNsRefusal};
 use hns_store::Kind;
 
 use super::records::NamespaceRecord;
@@ -78,17 +78,9 @@ impl Engine {
                 return Err(ApiError::field(ErrorCode::InvalidNamespace, "NetNsPath", format!("NetNsPath {:?} must be an absolute path such as /run/netns/x or /proc/PID/ns/net", req.net_ns_path)));
             }
             let id = netns::identity(path).map_err(|e| {
-                ApiError::field(ErrorCode::InvalidNamespace, "NetNsPath", format!("NetNsPath {:?} is not a network namespace: {}", req.net_ns_path, e.reason))
+                ApiError::field(ErrorCode::InvalidNamespace, "NetNsPath", format!("NetNsPath {:?} cannot be used as a network namespace: {}", req.net_ns_path, e.reason))
             })?;
-            // The host's own namespaces (hnsd's, and init's) are never compartments.
-            let host_ns = ["/proc/self/ns/net", "/proc/1/ns/net"].iter().any(|p| netns::identity(Path::new(p)).is_ok_and(|h| h == id));
-            if host_ns {
-                return Err(ApiError::field(
-                    ErrorCode::InvalidNamespace,
-                    "NetNsPath",
-                    format!("NetNsPath {:?} is a host network namespace (hnsd's own or init's); attaching endpoints there would rewire the host itself. To run in the host namespace use `hnsctl run --net host`", req.net_ns_path),
-                ));
-            }
+            self.refuse_host_namespace(&req.net_ns_path, id)?;
             if let Some(other) = self.namespaces.values().find(|n| n.rec.identity == Some(id)) {
                 return Err(ApiError::field(
                     ErrorCode::NamespaceAlreadyExists,
@@ -130,6 +122,24 @@ impl Engine {
             self.attach(&ep, &id).await?;
         }
         Ok(self.namespace_view(&id))
+    }
+
+    /// The host's own namespaces (hnsd's, and the machine's initial one) are never compartments;
+    /// nor is any namespace when the initial one could not be identified (fail closed).
+    fn refuse_host_namespace(&self, path: &str, id: netns::NsIdentity) -> Result<()> {
+        let why = match self.host_ns.check(id) {
+            Ok(()) => return Ok(()),
+            Err(HostNsRefusal::Own) => "is hnsd's own network namespace".to_owned(),
+            Err(HostNsRefusal::Initial) => "is the machine's initial (root) network namespace".to_owned(),
+            Err(HostNsRefusal::Unknown(reason)) => format!(
+                "cannot be told apart from the machine's initial (root) network namespace, because hnsd could not identify that one at start ({reason}); no existing namespace can be adopted until hnsd runs where it can read /proc/1/ns/net or see kthreadd (PID 2)"
+            ),
+        };
+        Err(ApiError::field(
+            ErrorCode::InvalidNamespace,
+            "NetNsPath",
+            format!("NetNsPath {path:?} {why}; attaching endpoints to a host namespace would rewire the host itself. To run in the host namespace use `hnsctl run --net host`"),
+        ))
     }
 
     /// Creates the kernel namespace of a managed compartment, loopback up.
