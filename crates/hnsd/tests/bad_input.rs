@@ -83,6 +83,12 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
         case("bad DNS server", "POST", "/networks", json!({"Name": "n2", "Dns": {"ServerList": ["x"]}}), 400, "INVALID_IP", Some("Dns.ServerList[0]")),
         case("DHCP on nat", "POST", "/networks", json!({"Name": "n2", "Ipams": [{"Type": "Dhcp"}]}), 400, "INVALID_NETWORK", Some("Ipams[0].Type")),
         Case { what: "malformed JSON", method: "POST", path: "/networks", body: b"{\"Name\": ".to_vec(), status: 400, code: "INVALID_JSON", field: None },
+        Case { what: "garbage after the object", method: "POST", path: "/networks", body: br#"{"Name": "n2"}xyz"#.to_vec(), status: 400, code: "INVALID_JSON", field: None },
+        Case { what: "a second object", method: "POST", path: "/networks", body: br#"{"Name": "n2"} {"Name": "n3"}"#.to_vec(), status: 400, code: "INVALID_JSON", field: None },
+        Case { what: "an array for an object", method: "POST", path: "/networks", body: br#"["6e0b3c35-0a4f-4d5e-9a8b-7c6d5e4f3a2b", "n2", "NAT"]"#.to_vec(), status: 400, code: "INVALID_JSON", field: None },
+        case("resolver option with a newline", "POST", "/networks", json!({"Name": "n2", "Dns": {"Options": ["ndots:1\nnameserver 203.0.113.66"]}}), 400, "INVALID_DNS", Some("Dns.Options[0]")),
+        case("bad DNS domain", "POST", "/networks", json!({"Name": "n2", "Dns": {"Domain": "a b"}}), 400, "INVALID_DNS", Some("Dns.Domain")),
+        case("bad DNS search name", "POST", "/networks", json!({"Name": "n2", "Dns": {"Search": ["ok.example", "x;y"]}}), 400, "INVALID_DNS", Some("Dns.Search[1]")),
         Case { what: "huge body", method: "POST", path: "/networks", body: huge, status: 413, code: "BODY_TOO_LARGE", field: None },
         case("unknown network on delete", "DELETE", "/networks/nope", Value::Null, 404, "NETWORK_NOT_FOUND", None),
         case("network in use", "DELETE", "/networks/base", Value::Null, 409, "ENTITY_HAS_REFERENCES", None),
@@ -111,6 +117,7 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
         case("mapping remove: not there", "POST", ep_path, json!({"ResourceType": "Policy", "RequestType": "Remove", "Settings": {"Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": 1234}}]}}), 404, "POLICY_NOT_FOUND", Some("Settings.Policies[0]")),
         case("unknown endpoint policy", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Policies": [{"Type": "Teleport"}]}), 400, "INVALID_POLICY_TYPE", Some("Policies[0].Type")),
         case("unknown namespace", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "HostComputeNamespace": "nope"}), 404, "NAMESPACE_NOT_FOUND", Some("HostComputeNamespace")),
+        case("endpoint resolver option with a newline", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Dns": {"Options": ["edns0\nsearch evil.example"]}}), 400, "INVALID_DNS", Some("Dns.Options[0]")),
         case("bad alias", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Aliases": ["a b"]}), 400, "INVALID_NAME", Some("Aliases[0]")),
         case("endpoint unknown field", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "VirtualNetwork": "x"}), 400, "INVALID_JSON", None),
         case("endpoint flags", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Flags": 1}), 400, "REQUEST_UNSUPPORTED", Some("Flags")),
@@ -120,6 +127,7 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
         case("namespace bad path", "POST", "/namespaces", json!({"NetNsPath": "/tmp/not-a-netns"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
         case("namespace of hnsd itself", "POST", "/namespaces", json!({"NetNsPath": "/proc/self/ns/net"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
         case("namespace of init", "POST", "/namespaces", json!({"NetNsPath": "/proc/1/ns/net"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
+        case("namespace of another kind", "POST", "/namespaces", json!({"NetNsPath": "/proc/self/ns/mnt"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
         case("namespace relative path", "POST", "/namespaces", json!({"NetNsPath": "netns"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
         case("namespace duplicate name", "POST", "/namespaces", json!({"Name": "c1"}), 409, "NAMESPACE_ALREADY_EXISTS", Some("Name")),
         case("namespace guest type", "POST", "/namespaces", json!({"Type": "Guest"}), 400, "REQUEST_UNSUPPORTED", Some("Type")),
@@ -156,6 +164,11 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
                 failures.push(format!("{}: no useful message: {}", c.what, r.raw));
             }
         }
+    }
+    // A body that is not JSON has no field to name.
+    let r = api.request_raw("POST", "/networks", br#"{"Name": "n2", "Ipams": [{"Subnets": "#);
+    if r.status != 400 || !r.body["field"].is_null() {
+        failures.push(format!("truncated body: status {} field {} (want 400 and no field): {}", r.status, r.body["field"], r.raw));
     }
     assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(api.snapshot(), api_before, "a refused request changed the store");
