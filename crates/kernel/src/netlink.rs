@@ -47,6 +47,8 @@ pub struct LinkInfo {
     pub kind: Option<String>,
     pub master: Option<u32>,
     pub up: bool,
+    /// The link's hardware address, if it has an Ethernet one.
+    pub mac: Option<[u8; 6]>,
 }
 
 impl Netlink {
@@ -313,11 +315,12 @@ impl Netlink {
 
 pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
     use netlink_packet_route::link::{LinkFlags, LinkInfo as Info};
-    let mut l = LinkInfo { index: m.header.index, name: String::new(), kind: None, master: None, up: m.header.flags.contains(LinkFlags::Up) };
+    let mut l = LinkInfo { index: m.header.index, name: String::new(), kind: None, master: None, up: m.header.flags.contains(LinkFlags::Up), mac: None };
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => l.name = n.clone(),
             LinkAttribute::Controller(c) => l.master = Some(*c),
+            LinkAttribute::Address(a) => l.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let Info::Kind(k) = i {

@@ -26,6 +26,10 @@ pub struct EndpointRecord {
     /// same address instead of asking for a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<hns_dhcp::Lease>,
+    /// The `InterfaceName` the endpoint was created with: its interface's name in every
+    /// compartment it is attached to. Empty: the lowest free `ethN` there.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub requested_ifname: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -230,6 +230,21 @@ pub fn check_name(name: &str, field: &str, required: bool) -> Result<(), ApiErro
     Ok(())
 }
 
+/// An interface name the kernel takes (dev_valid_name): 1-15 bytes, not "." or "..", no '/',
+/// ':' or whitespace. Empty: hns chooses.
+pub fn check_ifname(name: &str, field: &str) -> Result<(), ApiError> {
+    let ok = name.is_empty()
+        || (name.len() <= 15 && name != "." && name != ".." && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()));
+    if !ok {
+        return Err(invalid(
+            ErrorCode::InvalidName,
+            field,
+            format!("{field} {name:?} is not a Linux interface name: use 1-15 characters without '/', ':' or whitespace, not \".\" or \"..\""),
+        ));
+    }
+    Ok(())
+}
+
 pub fn parse_ip(s: &str, field: &str) -> Result<IpAddr, ApiError> {
     s.parse().map_err(|_| invalid(ErrorCode::InvalidIp, field, format!("{field} {s:?} is not an IP address")))
 }
@@ -429,6 +444,17 @@ mod tests {
         let other = Policy { kind: "HostRoute".into(), settings: serde_json::Value::Null };
         let e = parse_network_policies(&[p(serde_json::json!({"Enable": true})), other], "Policies").unwrap_err();
         assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidPolicyType, Some("Policies[1].Type")));
+    }
+
+    #[test]
+    fn interface_names_follow_the_kernel() {
+        for ok in ["", "eth0", "net1", "a.b-c_d", "fifteen-chars15"] {
+            assert!(check_ifname(ok, "InterfaceName").is_ok(), "{ok}");
+        }
+        for bad in ["sixteen-chars-16", "a/b", "a b", "a:b", ".", "..", "a\n"] {
+            let e = check_ifname(bad, "InterfaceName").unwrap_err();
+            assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidName, Some("InterfaceName")), "{bad}");
+        }
     }
 
     #[test]
