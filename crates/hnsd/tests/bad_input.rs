@@ -296,3 +296,29 @@ fn an_endpoint_gets_the_interface_name_it_asks_for() {
     api.post(&format!("/namespaces/{}", other["ID"].as_str().unwrap()), &add).ok();
     assert!(in_ns(&lab, &other, "ip", &["link", "show", "net7"]).status.success());
 }
+
+/// A namespace created with several endpoints in `Resources` is all or nothing: when one
+/// cannot be attached, the ones attached before it are detached again and the namespace goes.
+#[test]
+fn a_namespace_create_with_several_endpoints_is_all_or_nothing() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    api.post("/networks", &json!({"Name": "base", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.80.0.0/24"}]}]})).ok();
+    // Both ask for the same interface name: the second cannot be attached next to the first.
+    let a = api.post("/endpoints", &json!({"HostComputeNetwork": "base", "Name": "a", "InterfaceName": "net7"})).ok();
+    let b = api.post("/endpoints", &json!({"HostComputeNetwork": "base", "Name": "b", "InterfaceName": "net7"})).ok();
+    let res = |e: &Value| json!({"Type": "Endpoint", "Data": {"ID": e["ID"]}});
+    let (api_before, kernel_before) = (api.snapshot(), kernel_snapshot(&lab));
+    let r = api.post("/namespaces", &json!({"Name": "both", "Resources": [res(&a), res(&b)]}));
+    assert_eq!((r.status, r.body["code"].as_str(), r.body["field"].as_str()), (409, Some("INTERFACE_NAME_IN_USE"), Some("Resources[1].Data.ID")), "{}", r.raw);
+    assert!(r.body["message"].as_str().unwrap().contains("the namespace was not created"), "{}", r.raw);
+    assert_eq!(api.snapshot(), api_before, "the failed namespace create left something in the store");
+    // The first endpoint's veth, detached again, is retired and deleted in the background.
+    let mut now = String::new();
+    let clean = eventually(std::time::Duration::from_secs(5), || {
+        now = kernel_snapshot(&lab);
+        now == kernel_before
+    });
+    assert!(clean, "the failed namespace create left something in the kernel:\n{now}\nwant:\n{kernel_before}");
+}

@@ -473,7 +473,11 @@ impl Engine {
             rec.ep.host_compute_namespace.clear();
             rec.ep.interface_name.clear();
             self.endpoints.insert(ep_id.to_owned(), rec.clone());
-            self.persist_endpoint(&rec, false)?;
+            let state = format!(
+                "{}; the attach was undone in the kernel, but the store still records endpoint {ep_id} as attached to namespace {ns_id}",
+                e.message
+            );
+            self.persist_after(Kind::Endpoint, ep_id, &rec, false, &state)?;
             return Err(e);
         }
         Ok(())
@@ -501,7 +505,9 @@ impl Engine {
             return Err(e);
         }
         rec.ep.state = state::ATTACHED;
-        self.persist_endpoint(&rec, true)?;
+        // The callers undo the attach on an error.
+        let state = "the endpoint's interface was configured in its compartment and is removed again";
+        self.persist_after(Kind::Endpoint, ep_id, &rec, true, state)?;
         let ns_id = rec.ep.host_compute_namespace.clone();
         let net_id = rec.network_id.clone();
         self.endpoints.insert(ep_id.to_owned(), rec);

@@ -112,8 +112,14 @@ pub(crate) const META_PORT_CURSOR: &str = "port_cursor";
 
 pub type Result<T> = std::result::Result<T, ApiError>;
 
+/// A store failure before any kernel work of the request: nothing changed.
 pub(crate) fn store_err(e: StoreError) -> ApiError {
-    ApiError::new(ErrorCode::StoreError, format!("{e}; nothing was changed"))
+    ApiError::new(ErrorCode::StoreError, format!("could not write the store: {e}; nothing was changed"))
+}
+
+/// A store failure after the request changed the kernel: `state` says where things are now.
+pub(crate) fn store_err_after(e: StoreError, state: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::StoreError, format!("could not write the store: {e}; {state}"))
 }
 
 pub(crate) fn kernel_err(e: KernelError) -> ApiError {
@@ -338,13 +344,24 @@ impl Engine {
 
     /// Writes one record in a transaction of its own. `lazy` writes skip the fsync: only for
     /// facts the reconciler re-derives after a crash (the "ready" states).
+    /// Writes one record before the request's kernel work (a failure changed nothing).
     pub(crate) fn persist<T: serde::Serialize>(&self, kind: Kind, key: &str, rec: &T, lazy: bool) -> Result<()> {
-        let mut txn = self.store.begin().map_err(store_err)?;
+        self.write(kind, key, rec, lazy).map_err(store_err)
+    }
+
+    /// Writes one record after the request's kernel work; `state` says where things are if
+    /// that fails.
+    pub(crate) fn persist_after<T: serde::Serialize>(&self, kind: Kind, key: &str, rec: &T, lazy: bool, state: &str) -> Result<()> {
+        self.write(kind, key, rec, lazy).map_err(|e| store_err_after(e, state))
+    }
+
+    fn write<T: serde::Serialize>(&self, kind: Kind, key: &str, rec: &T, lazy: bool) -> std::result::Result<(), StoreError> {
+        let mut txn = self.store.begin()?;
         if lazy {
             txn.lazy();
         }
-        txn.put(kind, key, rec).map_err(store_err)?;
-        txn.commit().map_err(store_err)
+        txn.put(kind, key, rec)?;
+        txn.commit()
     }
 
     pub(crate) fn apply_nft(&self) -> Result<()> {
