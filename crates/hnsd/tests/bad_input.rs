@@ -239,7 +239,7 @@ fn host_link_mac(lab: &Lab, dev: &str) -> String {
 
 /// Asserts a refusal by code and field whose message names `value`; the store and the kernel
 /// stay as they were.
-fn refused(lab: &Lab, api: &Api, method: &str, path: &str, body: Value, status: u16, code: &str, field: &str, value: &str) {
+fn refused(lab: &Lab, api: &Api, method: &str, path: &str, body: Value, (status, code, field): (u16, &str, &str), value: &str) {
     let (api_before, kernel_before) = (api.snapshot(), kernel_snapshot(lab));
     let r = api.request_raw(method, path, body.to_string().as_bytes());
     assert_eq!((r.status, r.body["code"].as_str(), r.body["field"].as_str()), (status, Some(code), Some(field)), "{body}: {}", r.raw);
@@ -258,13 +258,13 @@ fn an_endpoint_cannot_take_the_gateway_or_the_uplink_mac() {
     let api = Api::new(&lab);
     let net = api.post("/networks", &json!({"Name": "base", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.80.0.0/24"}]}]})).ok();
     let gw_mac = host_link_mac(&lab, net["InterfaceName"].as_str().unwrap());
-    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "MacAddress": gw_mac}), 409, "MAC_IN_USE", "MacAddress", "gateway");
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "MacAddress": gw_mac}), (409, "MAC_IN_USE", "MacAddress"), "gateway");
 
     let u = lab.add_uplink(1, false).unwrap();
     let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
     lab.hnsctl_ok(&["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &u.router.to_string(), "-o", &iface, "tnet"]).unwrap();
     let up_mac = host_link_mac(&lab, &u.host_if);
-    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "tnet", "MacAddress": up_mac}), 409, "MAC_IN_USE", "MacAddress", &u.host_if);
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "tnet", "MacAddress": up_mac}), (409, "MAC_IN_USE", "MacAddress"), &u.host_if);
 }
 
 /// `InterfaceName` names the endpoint's interface in its compartment (a CNI plugin needs
@@ -281,15 +281,15 @@ fn an_endpoint_gets_the_interface_name_it_asks_for() {
     assert!(shown.status.success() && shown.stdout.contains(&ip_of(&ep)), "no net7 with the endpoint's address in the compartment: {shown:?}");
     let ns_id = ns["ID"].as_str().unwrap();
 
-    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "InterfaceName": "a/b"}), 400, "INVALID_NAME", "InterfaceName", "a/b");
-    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "InterfaceName": "sixteen-chars-16"}), 400, "INVALID_NAME", "InterfaceName", "sixteen-chars-16");
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "InterfaceName": "a/b"}), (400, "INVALID_NAME", "InterfaceName"), "a/b");
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "InterfaceName": "sixteen-chars-16"}), (400, "INVALID_NAME", "InterfaceName"), "sixteen-chars-16");
     // Taken, when created attached at once...
-    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "HostComputeNamespace": ns_id, "InterfaceName": "net7"}), 409, "INTERFACE_NAME_IN_USE", "InterfaceName", "net7");
-    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "HostComputeNamespace": ns_id, "InterfaceName": "lo"}), 409, "INTERFACE_NAME_IN_USE", "InterfaceName", "loopback");
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "HostComputeNamespace": ns_id, "InterfaceName": "net7"}), (409, "INTERFACE_NAME_IN_USE", "InterfaceName"), "net7");
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "HostComputeNamespace": ns_id, "InterfaceName": "lo"}), (409, "INTERFACE_NAME_IN_USE", "InterfaceName"), "loopback");
     // ... and when attached later.
     let second = api.post("/endpoints", &json!({"HostComputeNetwork": "base", "InterfaceName": "net7"})).ok();
     let add = json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": second["ID"]}});
-    refused(&lab, &api, "POST", &format!("/namespaces/{ns_id}"), add, 409, "INTERFACE_NAME_IN_USE", "InterfaceName", "net7");
+    refused(&lab, &api, "POST", &format!("/namespaces/{ns_id}"), add, (409, "INTERFACE_NAME_IN_USE", "InterfaceName"), "net7");
     // Elsewhere the name is free.
     let other = api.post("/namespaces", &json!({"Name": "c2"})).ok();
     let add = json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": second["ID"]}});

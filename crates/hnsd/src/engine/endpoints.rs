@@ -14,6 +14,10 @@ use super::records::{EndpointRecord, MappingRecord};
 use super::validate;
 use super::{Engine, Result, kernel_err, new_guid, norm_guid, store_err};
 
+/// A validated endpoint request: the record, the compartment to attach it to at once with the
+/// interface name there, and its port mappings with host ports chosen.
+pub(super) type Validated = (EndpointRecord, Option<(String, String)>, Vec<PortMappingSettings>);
+
 impl Engine {
     /// This host's endpoints, then the remote endpoints of overlay networks (flagged
     /// `RemoteEndpoint`).
@@ -31,7 +35,7 @@ impl Engine {
     /// Validates an endpoint request and allocates its addresses and MAC in memory. On error
     /// nothing was taken.
     /// The compartment comes back with the endpoint's interface name there.
-    pub(super) fn validate_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<(EndpointRecord, Option<(String, String)>, Vec<PortMappingSettings>)> {
+    pub(super) fn validate_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<Validated> {
         if req.host_compute_network.is_empty() {
             return Err(ApiError::field(ErrorCode::InvalidEndpoint, "HostComputeNetwork", "HostComputeNetwork is required: the ID or name of the network"));
         }
