@@ -42,6 +42,7 @@ codes! {
     InvalidIp = "INVALID_IP", 400;
     InvalidMac = "INVALID_MAC", 400;
     InvalidName = "INVALID_NAME", 400;
+    InvalidDns = "INVALID_DNS", 400;
     AddrInvalidOrReserved = "ADDR_INVALID_OR_RESERVED", 400;
     RequestUnsupported = "REQUEST_UNSUPPORTED", 400;
     NetworkNotFound = "NETWORK_NOT_FOUND", 404;
@@ -57,6 +58,7 @@ codes! {
     SubnetInUse = "SUBNET_IN_USE", 409;
     AddrInUse = "ADDR_IN_USE", 409;
     MacInUse = "MAC_IN_USE", 409;
+    InterfaceNameInUse = "INTERFACE_NAME_IN_USE", 409;
     AddressPoolExhausted = "ADDRESS_POOL_EXHAUSTED", 409;
     PortAlreadyExists = "PORT_ALREADY_EXISTS", 409;
     PortPoolExhausted = "PORT_POOL_EXHAUSTED", 409;

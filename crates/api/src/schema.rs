@@ -267,7 +267,9 @@ pub struct HostComputeEndpoint {
     /// Extension: extra DNS names of this endpoint on its network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
-    /// Extension, read-only: the interface name inside the compartment (`eth0`, `eth1`...).
+    /// Extension: the interface name inside the compartment. On create, the name to give it in
+    /// every compartment it joins (a Linux interface name, 1-15 characters); empty: the lowest
+    /// free `ethN` there.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub interface_name: String,
 }
@@ -300,7 +302,8 @@ pub struct HostComputeNamespace {
     pub namespace_guid: String,
     #[serde(rename = "Type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<NamespaceType>,
-    /// Read-only on output: the attached endpoints. On input, endpoints to attach.
+    /// Read-only on output: the attached endpoints. On input, endpoints to attach: all of them,
+    /// or (if one fails) none, and no namespace is created.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<NamespaceResource>,
     #[serde(default)]

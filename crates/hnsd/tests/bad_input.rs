@@ -83,6 +83,12 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
         case("bad DNS server", "POST", "/networks", json!({"Name": "n2", "Dns": {"ServerList": ["x"]}}), 400, "INVALID_IP", Some("Dns.ServerList[0]")),
         case("DHCP on nat", "POST", "/networks", json!({"Name": "n2", "Ipams": [{"Type": "Dhcp"}]}), 400, "INVALID_NETWORK", Some("Ipams[0].Type")),
         Case { what: "malformed JSON", method: "POST", path: "/networks", body: b"{\"Name\": ".to_vec(), status: 400, code: "INVALID_JSON", field: None },
+        Case { what: "garbage after the object", method: "POST", path: "/networks", body: br#"{"Name": "n2"}xyz"#.to_vec(), status: 400, code: "INVALID_JSON", field: None },
+        Case { what: "a second object", method: "POST", path: "/networks", body: br#"{"Name": "n2"} {"Name": "n3"}"#.to_vec(), status: 400, code: "INVALID_JSON", field: None },
+        Case { what: "an array for an object", method: "POST", path: "/networks", body: br#"["6e0b3c35-0a4f-4d5e-9a8b-7c6d5e4f3a2b", "n2", "NAT"]"#.to_vec(), status: 400, code: "INVALID_JSON", field: None },
+        case("resolver option with a newline", "POST", "/networks", json!({"Name": "n2", "Dns": {"Options": ["ndots:1\nnameserver 203.0.113.66"]}}), 400, "INVALID_DNS", Some("Dns.Options[0]")),
+        case("bad DNS domain", "POST", "/networks", json!({"Name": "n2", "Dns": {"Domain": "a b"}}), 400, "INVALID_DNS", Some("Dns.Domain")),
+        case("bad DNS search name", "POST", "/networks", json!({"Name": "n2", "Dns": {"Search": ["ok.example", "x;y"]}}), 400, "INVALID_DNS", Some("Dns.Search[1]")),
         Case { what: "huge body", method: "POST", path: "/networks", body: huge, status: 413, code: "BODY_TOO_LARGE", field: None },
         case("unknown network on delete", "DELETE", "/networks/nope", Value::Null, 404, "NETWORK_NOT_FOUND", None),
         case("network in use", "DELETE", "/networks/base", Value::Null, 409, "ENTITY_HAS_REFERENCES", None),
@@ -111,6 +117,7 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
         case("mapping remove: not there", "POST", ep_path, json!({"ResourceType": "Policy", "RequestType": "Remove", "Settings": {"Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": 1234}}]}}), 404, "POLICY_NOT_FOUND", Some("Settings.Policies[0]")),
         case("unknown endpoint policy", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Policies": [{"Type": "Teleport"}]}), 400, "INVALID_POLICY_TYPE", Some("Policies[0].Type")),
         case("unknown namespace", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "HostComputeNamespace": "nope"}), 404, "NAMESPACE_NOT_FOUND", Some("HostComputeNamespace")),
+        case("endpoint resolver option with a newline", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Dns": {"Options": ["edns0\nsearch evil.example"]}}), 400, "INVALID_DNS", Some("Dns.Options[0]")),
         case("bad alias", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Aliases": ["a b"]}), 400, "INVALID_NAME", Some("Aliases[0]")),
         case("endpoint unknown field", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "VirtualNetwork": "x"}), 400, "INVALID_JSON", None),
         case("endpoint flags", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Flags": 1}), 400, "REQUEST_UNSUPPORTED", Some("Flags")),
@@ -120,6 +127,7 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
         case("namespace bad path", "POST", "/namespaces", json!({"NetNsPath": "/tmp/not-a-netns"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
         case("namespace of hnsd itself", "POST", "/namespaces", json!({"NetNsPath": "/proc/self/ns/net"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
         case("namespace of init", "POST", "/namespaces", json!({"NetNsPath": "/proc/1/ns/net"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
+        case("namespace of another kind", "POST", "/namespaces", json!({"NetNsPath": "/proc/self/ns/mnt"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
         case("namespace relative path", "POST", "/namespaces", json!({"NetNsPath": "netns"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),
         case("namespace duplicate name", "POST", "/namespaces", json!({"Name": "c1"}), 409, "NAMESPACE_ALREADY_EXISTS", Some("Name")),
         case("namespace guest type", "POST", "/namespaces", json!({"Type": "Guest"}), 400, "REQUEST_UNSUPPORTED", Some("Type")),
@@ -156,6 +164,11 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
                 failures.push(format!("{}: no useful message: {}", c.what, r.raw));
             }
         }
+    }
+    // A body that is not JSON has no field to name.
+    let r = api.request_raw("POST", "/networks", br#"{"Name": "n2", "Ipams": [{"Subnets": "#);
+    if r.status != 400 || !r.body["field"].is_null() {
+        failures.push(format!("truncated body: status {} field {} (want 400 and no field): {}", r.status, r.body["field"], r.raw));
     }
     assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(api.snapshot(), api_before, "a refused request changed the store");
@@ -282,4 +295,96 @@ fn subnets_that_would_break_the_host_are_refused_by_name_and_change_nothing() {
     let r = api.post("/networks", &transparent("169.254.0.0/16", "169.254.0.1"));
     assert!(r.status == 400 && r.raw.contains("link-local"), "{}", r.raw);
     api.post("/networks", &transparent(hns_lab::LAN_SUBNET, &hns_lab::LAN_ROUTER.to_string())).ok();
+}
+
+/// The MAC shown by `ip link show DEV` in the lab host.
+fn host_link_mac(lab: &Lab, dev: &str) -> String {
+    let out = lab.in_host("ip", &["-o", "link", "show", dev]).unwrap().stdout;
+    out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap_or_else(|| panic!("no MAC in {out}")).to_owned()
+}
+
+/// Asserts a refusal by code and field whose message names `value`; the store and the kernel
+/// stay as they were.
+fn refused(lab: &Lab, api: &Api, method: &str, path: &str, body: Value, (status, code, field): (u16, &str, &str), value: &str) {
+    let (api_before, kernel_before) = (api.snapshot(), kernel_snapshot(lab));
+    let r = api.request_raw(method, path, body.to_string().as_bytes());
+    assert_eq!((r.status, r.body["code"].as_str(), r.body["field"].as_str()), (status, Some(code), Some(field)), "{body}: {}", r.raw);
+    let msg = r.body["message"].as_str().unwrap_or_default().to_ascii_lowercase();
+    assert!(msg.contains(&value.to_ascii_lowercase()), "the message must name {value}: {msg}");
+    assert_eq!(api.snapshot(), api_before, "a refused request changed the store");
+    assert_eq!(kernel_snapshot(lab), kernel_before, "a refused request changed the kernel");
+}
+
+/// An endpoint may not take the MAC of its network's gateway (the bridge's host leg) or of
+/// the uplink adapter of an external network: two stations with one MAC on one segment.
+#[test]
+fn an_endpoint_cannot_take_the_gateway_or_the_uplink_mac() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    let net = api.post("/networks", &json!({"Name": "base", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.80.0.0/24"}]}]})).ok();
+    let gw_mac = host_link_mac(&lab, net["InterfaceName"].as_str().unwrap());
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "MacAddress": gw_mac}), (409, "MAC_IN_USE", "MacAddress"), "gateway");
+
+    let u = lab.add_uplink(1, false).unwrap();
+    let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
+    lab.hnsctl_ok(&["network", "create", "-d", "transparent", "--subnet", &u.subnet, "--gateway", &u.router.to_string(), "-o", &iface, "tnet"]).unwrap();
+    let up_mac = host_link_mac(&lab, &u.host_if);
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "tnet", "MacAddress": up_mac}), (409, "MAC_IN_USE", "MacAddress"), &u.host_if);
+}
+
+/// `InterfaceName` names the endpoint's interface in its compartment (a CNI plugin needs
+/// that); a name the kernel would refuse is 400, one taken in the compartment is 409.
+#[test]
+fn an_endpoint_gets_the_interface_name_it_asks_for() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    api.post("/networks", &json!({"Name": "base", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.80.0.0/24"}]}]})).ok();
+    let (ns, ep) = api.container("base", "c1", json!({"InterfaceName": "net7"}));
+    assert_eq!(ep["InterfaceName"], "net7", "{ep}");
+    let shown = in_ns(&lab, &ns, "ip", &["-o", "addr", "show", "net7"]);
+    assert!(shown.status.success() && shown.stdout.contains(&ip_of(&ep)), "no net7 with the endpoint's address in the compartment: {shown:?}");
+    let ns_id = ns["ID"].as_str().unwrap();
+
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "InterfaceName": "a/b"}), (400, "INVALID_NAME", "InterfaceName"), "a/b");
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "InterfaceName": "sixteen-chars-16"}), (400, "INVALID_NAME", "InterfaceName"), "sixteen-chars-16");
+    // Taken, when created attached at once...
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "HostComputeNamespace": ns_id, "InterfaceName": "net7"}), (409, "INTERFACE_NAME_IN_USE", "InterfaceName"), "net7");
+    refused(&lab, &api, "POST", "/endpoints", json!({"HostComputeNetwork": "base", "HostComputeNamespace": ns_id, "InterfaceName": "lo"}), (409, "INTERFACE_NAME_IN_USE", "InterfaceName"), "loopback");
+    // ... and when attached later.
+    let second = api.post("/endpoints", &json!({"HostComputeNetwork": "base", "InterfaceName": "net7"})).ok();
+    let add = json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": second["ID"]}});
+    refused(&lab, &api, "POST", &format!("/namespaces/{ns_id}"), add, (409, "INTERFACE_NAME_IN_USE", "InterfaceName"), "net7");
+    // Elsewhere the name is free.
+    let other = api.post("/namespaces", &json!({"Name": "c2"})).ok();
+    let add = json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": second["ID"]}});
+    api.post(&format!("/namespaces/{}", other["ID"].as_str().unwrap()), &add).ok();
+    assert!(in_ns(&lab, &other, "ip", &["link", "show", "net7"]).status.success());
+}
+
+/// A namespace created with several endpoints in `Resources` is all or nothing: when one
+/// cannot be attached, the ones attached before it are detached again and the namespace goes.
+#[test]
+fn a_namespace_create_with_several_endpoints_is_all_or_nothing() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    api.post("/networks", &json!({"Name": "base", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.80.0.0/24"}]}]})).ok();
+    // Both ask for the same interface name: the second cannot be attached next to the first.
+    let a = api.post("/endpoints", &json!({"HostComputeNetwork": "base", "Name": "a", "InterfaceName": "net7"})).ok();
+    let b = api.post("/endpoints", &json!({"HostComputeNetwork": "base", "Name": "b", "InterfaceName": "net7"})).ok();
+    let res = |e: &Value| json!({"Type": "Endpoint", "Data": {"ID": e["ID"]}});
+    let (api_before, kernel_before) = (api.snapshot(), kernel_snapshot(&lab));
+    let r = api.post("/namespaces", &json!({"Name": "both", "Resources": [res(&a), res(&b)]}));
+    assert_eq!((r.status, r.body["code"].as_str(), r.body["field"].as_str()), (409, Some("INTERFACE_NAME_IN_USE"), Some("Resources[1].Data.ID")), "{}", r.raw);
+    assert!(r.body["message"].as_str().unwrap().contains("the namespace was not created"), "{}", r.raw);
+    assert_eq!(api.snapshot(), api_before, "the failed namespace create left something in the store");
+    // The first endpoint's veth, detached again, is retired and deleted in the background.
+    let mut now = String::new();
+    let clean = eventually(std::time::Duration::from_secs(5), || {
+        now = kernel_snapshot(&lab);
+        now == kernel_before
+    });
+    assert!(clean, "the failed namespace create left something in the kernel:\n{now}\nwant:\n{kernel_before}");
 }

@@ -134,11 +134,12 @@ fn conflicts_are_refused_naming_the_holder() {
     let r = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "Name": "second", "Policies": [pm("tcp", 8080, 81)]}));
     assert_eq!((r.status, r.body["code"].as_str()), (409, Some("PORT_ALREADY_EXISTS")));
     assert!(r.body["message"].as_str().unwrap().contains("first"), "{}", r.raw);
-    // A port a local process listens on.
-    let _listener = lab.start_tcp_server_in_host("0.0.0.0:7070").unwrap();
+    // A port a local process listens on: named by PID and command.
+    let listener = lab.start_tcp_server_in_host("0.0.0.0:7070").unwrap();
     let r = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "Policies": [pm("tcp", 7070, 80)]}));
     assert_eq!((r.status, r.body["code"].as_str()), (409, Some("PORT_ALREADY_EXISTS")));
-    assert!(r.body["message"].as_str().unwrap().contains("local process"), "{}", r.raw);
+    let holder = format!("local process PID {} (", listener.pid());
+    assert!(r.body["message"].as_str().unwrap().contains(&holder), "the message must name {holder}...): {}", r.raw);
     assert_eq!(api.snapshot(), before, "refused requests changed the store");
 }
 

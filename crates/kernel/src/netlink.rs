@@ -49,6 +49,8 @@ pub struct LinkInfo {
     pub up: bool,
     /// Device group: [`names::HNS_GROUP`] marks links hns created.
     pub group: u32,
+    /// The link's hardware address, if it has an Ethernet one.
+    pub mac: Option<[u8; 6]>,
 }
 
 impl LinkInfo {
@@ -438,12 +440,13 @@ impl std::fmt::Display for HostPrefix {
 
 pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
     use netlink_packet_route::link::{LinkFlags, LinkInfo as Info};
-    let mut l = LinkInfo { index: m.header.index, name: String::new(), kind: None, master: None, up: m.header.flags.contains(LinkFlags::Up), group: 0 };
+    let mut l = LinkInfo { index: m.header.index, name: String::new(), kind: None, master: None, up: m.header.flags.contains(LinkFlags::Up), group: 0, mac: None };
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => l.name = n.clone(),
             LinkAttribute::Controller(c) => l.master = Some(*c),
             LinkAttribute::Group(g) => l.group = *g,
+            LinkAttribute::Address(a) => l.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let Info::Kind(k) = i {

@@ -59,8 +59,10 @@ pub struct HnsdOptions {
     pub inherit_stdio: bool,
     /// Extra environment variables (e.g. `HNSD_FAILPOINT` for crash tests).
     pub env: Vec<(String, String)>,
-    /// A program (with its arguments) that runs hnsd by `exec`, inside the host namespace, so
-    /// the daemon keeps its PID: e.g. `["prlimit", "--nofile=1024:", "--"]`.
+    /// A command line hnsd is started through inside the host, hnsd's own command line
+    /// appended (e.g. `["setpriv", "--bounding-set=-sys_ptrace", "--"]` or
+    /// `["prlimit", "--nofile=1024:", "--"]`, both of which exec hnsd so it keeps the PID).
+    /// Empty: none. The [`Daemon`] is the wrapper's process: it must end when it gets SIGTERM.
     pub wrapper: Vec<String>,
 }
 
@@ -545,12 +547,12 @@ impl Lab {
         }
         let bin = self.hnsd_bin()?;
         let mut cmd = match opts.wrapper.split_first() {
+            None => self.host.cmd(&bin),
             Some((program, args)) => {
                 let mut cmd = self.host.cmd(program);
                 cmd.args(args).arg(&bin);
                 cmd
             }
-            None => self.host.cmd(&bin),
         };
         cmd.arg("--socket")
             .arg(self.socket())

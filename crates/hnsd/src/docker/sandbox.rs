@@ -254,8 +254,8 @@ pub async fn leave_locked(d: &Docker, engine: &mut Engine, id: &str) -> Result<(
         // Still staged: the link may wait in Docker's namespace, or be half-way into the
         // sandbox (a macvlan does not go with a host end, so it is removed where it is).
         let _ = d.host.delete_link(&p.src_name).await;
-        if let Ok(mac) = Mac::parse(&ep.mac_address) {
-            delete_in_sandbox(&p.sandbox_key, mac.0).await;
+        if let (Ok(mac), Ok(net)) = (Mac::parse(&ep.mac_address), engine.get_network(&ep.host_compute_network)) {
+            delete_in_sandbox(&engine.host_ns, &p.sandbox_key, mac.0, container_link_kind(net.network_type())).await;
         }
         forget(d, engine, &p).await;
     } else if !ns.is_empty() {
@@ -269,13 +269,34 @@ pub async fn leave_locked(d: &Docker, engine: &mut Engine, id: &str) -> Result<(
     Ok(())
 }
 
-/// Deletes the link with `mac` inside the sandbox at `key`, if both exist.
-async fn delete_in_sandbox(key: &str, mac: [u8; 6]) {
-    let Ok(fd) = netns::open(Path::new(key)) else { return };
-    let Ok(inside) = Netlink::in_netns(&fd) else { return };
-    if let Ok(Some(l)) = inside.link_by_mac(mac, &[]).await {
-        let _ = inside.delete_link(&l.name).await;
+/// Deletes the endpoint's link inside the sandbox at `key`, if both exist. The sandbox path
+/// comes from Docker and may name any namespace, and a MAC alone does not make a link ours: only
+/// a link of the kind the endpoint's driver creates (`kind`: veth or macvlan) with the endpoint's
+/// MAC goes, and nothing goes in a host namespace (hnsd's own, the machine's initial one, or
+/// any namespace when the initial one is unknown).
+async fn delete_in_sandbox(host_ns: &netns::HostNamespaces, key: &str, mac: [u8; 6], kind: &str) {
+    let path = Path::new(key);
+    let Ok(identity) = netns::identity(path) else { return };
+    if let Err(why) = host_ns.check(identity) {
+        tracing::warn!(sandbox = key, reason = ?why, "not removing a link in a sandbox that is a host namespace (or cannot be told apart from one)");
+        return;
     }
+    let Ok(fd) = netns::open(path) else { return };
+    let Ok(inside) = Netlink::in_netns(&fd) else { return };
+    let mut others = Vec::new();
+    while let Ok(Some(l)) = inside.link_by_mac(mac, &others).await {
+        if l.kind.as_deref() == Some(kind) {
+            let _ = inside.delete_link(&l.name).await;
+            return;
+        }
+        tracing::warn!(sandbox = key, link = %l.name, kind = ?l.kind, "not removing a link with the endpoint's MAC that hns did not create");
+        others.push(l.name);
+    }
+}
+
+/// The kind of link an endpoint of a `kind` network has in its container.
+fn container_link_kind(kind: NetworkType) -> &'static str {
+    if hns_drivers::has_host_veth(kind) { "veth" } else { "macvlan" }
 }
 
 /// At start: pending joins from the store; staging compartments nobody waits for are removed.
@@ -355,6 +376,47 @@ pub async fn watch(d: std::sync::Arc<Docker>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lab namespace holding a veth pair and a bridge, all with `mac`; returns the holder
+    /// and the link names left in it.
+    fn namespace_with_links(mac: &str) -> (hns_lab::Holder, impl Fn(&hns_lab::Holder) -> String) {
+        let h = hns_lab::Holder::new_net().unwrap();
+        h.sh(&format!("ip link add userveth address {mac} type veth peer name userpeer && ip link add userbridge address {mac} type bridge")).unwrap();
+        let links = |h: &hns_lab::Holder| {
+            let mut names: Vec<String> = h.ip(&["-o", "link", "show"]).unwrap().stdout.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap().to_owned()).collect();
+            names.sort();
+            names.join(" ")
+        };
+        (h, links)
+    }
+
+    /// Docker's `Leave` for a join not adopted yet removes the link with the endpoint's MAC in
+    /// the sandbox Docker named: never in hnsd's own namespace, and never a link hns would not
+    /// have made there.
+    #[tokio::test]
+    async fn leave_removes_only_hns_links_and_never_in_a_host_namespace() {
+        let mac = [0x02, 0x42, 0xac, 0x11, 0x00, 0x09];
+        let shown = "02:42:ac:11:00:09";
+        // hnsd "runs" in `own`: its host namespaces are found from a thread inside it.
+        let (own, links) = namespace_with_links(shown);
+        let own_fd = netns::open(&own.netns_path()).unwrap();
+        let host_ns = netns::run_in(&own_fd, || netns::HostNamespaces::discover().unwrap()).unwrap();
+        let before = links(&own);
+        delete_in_sandbox(&host_ns, own.netns_path().to_str().unwrap(), mac, "veth").await;
+        assert_eq!(links(&own), before, "a link in hnsd's own namespace was removed");
+
+        // A container's namespace: the bridge is not a kind hns makes there, so it stays.
+        let (sandbox, links) = namespace_with_links(shown);
+        sandbox.sh("ip link del userveth").unwrap();
+        delete_in_sandbox(&host_ns, sandbox.netns_path().to_str().unwrap(), mac, "veth").await;
+        assert!(links(&sandbox).contains("userbridge"), "a bridge with the endpoint's MAC was removed: {}", links(&sandbox));
+        // A veth with the MAC, as hns hands to Docker, goes.
+        sandbox.sh(&format!("ip link add ctr address {shown} type veth peer name ctrpeer")).unwrap();
+        delete_in_sandbox(&host_ns, sandbox.netns_path().to_str().unwrap(), mac, "veth").await;
+        let after = links(&sandbox);
+        assert!(!after.split(' ').any(|n| n == "ctr" || n == "ctrpeer"), "the endpoint's veth stayed: {after}");
+        assert!(after.split(' ').any(|n| n == "userbridge"), "{after}");
+    }
 
     #[test]
     fn names() {

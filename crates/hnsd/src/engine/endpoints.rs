@@ -14,6 +14,10 @@ use super::records::{EndpointRecord, MappingRecord};
 use super::validate;
 use super::{Engine, Result, kernel_err, new_guid, norm_guid, store_err};
 
+/// A validated endpoint request: the record, the compartment to attach it to at once with the
+/// interface name there, and its port mappings with host ports chosen.
+pub(super) type Validated = (EndpointRecord, Option<(String, String)>, Vec<PortMappingSettings>);
+
 impl Engine {
     /// This host's endpoints, then the remote endpoints of overlay networks (flagged
     /// `RemoteEndpoint`).
@@ -30,7 +34,8 @@ impl Engine {
 
     /// Validates an endpoint request and allocates its addresses and MAC in memory. On error
     /// nothing was taken.
-    pub(super) fn validate_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<(EndpointRecord, Option<String>, Vec<PortMappingSettings>)> {
+    /// The compartment comes back with the endpoint's interface name there.
+    pub(super) fn validate_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<Validated> {
         if req.host_compute_network.is_empty() {
             return Err(ApiError::field(ErrorCode::InvalidEndpoint, "HostComputeNetwork", "HostComputeNetwork is required: the ID or name of the network"));
         }
@@ -70,12 +75,16 @@ impl Engine {
         validate::check_flags(req.flags, "Flags")?;
         validate::unsupported("Health", !req.health.is_null())?;
         validate::check_dns(&req.dns, "Dns")?;
+        validate::check_ifname(&req.interface_name, "InterfaceName")?;
+        let requested_ifname = std::mem::take(&mut req.interface_name);
         let ns_id = if req.host_compute_namespace.is_empty() {
             None
         } else {
-            Some(self.namespace_id(&req.host_compute_namespace).ok_or_else(|| {
+            let ns = self.namespace_id(&req.host_compute_namespace).ok_or_else(|| {
                 ApiError::field(ErrorCode::NamespaceNotFound, "HostComputeNamespace", format!("no namespace with ID or name {:?}", req.host_compute_namespace))
-            })?)
+            })?;
+            let ifname = self.ifname_in(&requested_ifname, &ns)?;
+            Some((ns, ifname))
         };
         let net = &self.networks[&net_id];
         if !req.name.is_empty() && net.endpoint_names.contains_key(&req.name) {
@@ -134,6 +143,13 @@ impl Engine {
             let mac = Mac::parse(&req.mac_address).map_err(|e| ApiError::field(ErrorCode::InvalidMac, "MacAddress", e.to_string()))?;
             if net.macs.contains(&mac.0) {
                 return Err(ApiError::field(ErrorCode::MacInUse, "MacAddress", format!("MAC {mac} is already used on network {:?}; choose another or leave it empty", net.rec.net.name)));
+            }
+            if mac.0 == net.plan.bridge_mac {
+                return Err(ApiError::field(
+                    ErrorCode::MacInUse,
+                    "MacAddress",
+                    format!("MAC {mac} is the MAC of network {:?}'s gateway (its host leg {}); choose another or leave it empty", net.rec.net.name, net.plan.bridge),
+                ));
             }
             Some(mac)
         };
@@ -213,11 +229,10 @@ impl Engine {
         req.mac_address = mac.to_windows_string();
         req.host_compute_network = net_id.clone();
         req.host_compute_namespace = String::new();
-        req.interface_name = String::new();
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
-        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None }, ns_id, claimed))
+        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None, requested_ifname }, ns_id, claimed))
     }
 
     /// The endpoint whose host veth name an endpoint with ID `id` would take.
@@ -235,10 +250,11 @@ impl Engine {
     }
 
     async fn create_local_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
+        self.refuse_uplink_mac(&req).await?;
         let (mut rec, ns_id, maps) = self.validate_endpoint(req)?;
         let id = rec.ep.id.clone();
-        if let Some(ns) = &ns_id {
-            self.bind(&mut rec, ns);
+        if let Some((ns, ifname)) = &ns_id {
+            Self::bind(&mut rec, ns, ifname.clone());
         }
         let cursors = self.networks[&rec.network_id].cursors();
         // One transaction: the endpoint, its addresses and MAC (inside the record), its
@@ -274,6 +290,23 @@ impl Engine {
             }
         }
         Ok(self.endpoint_view(&self.endpoints[&id]))
+    }
+
+    /// A static MAC equal to the uplink adapter's, on an external network, would put two
+    /// stations with one address on the LAN. Read from the kernel, so it is checked apart from
+    /// [`Engine::validate_endpoint`] (which is pure); it reads, changes nothing.
+    async fn refuse_uplink_mac(&self, req: &HostComputeEndpoint) -> Result<()> {
+        let (Ok(mac), Some(net_id)) = (Mac::parse(&req.mac_address), self.network_id(&req.host_compute_network)) else { return Ok(()) };
+        let net = &self.networks[&net_id];
+        let Some(uplink) = &net.plan.uplink else { return Ok(()) };
+        match self.host.link_by_name(&uplink.link).await {
+            Ok(Some(l)) if l.mac == Some(mac.0) => Err(ApiError::field(
+                ErrorCode::MacInUse,
+                "MacAddress",
+                format!("MAC {mac} is the MAC of network {:?}'s uplink {}; choose another or leave it empty", net.rec.net.name, uplink.link),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Deletes an endpoint; an overlay endpoint is withdrawn from the other hosts first and
@@ -456,7 +489,8 @@ impl Engine {
             ));
         }
         let mut rec = self.endpoints[ep_id].clone();
-        self.bind(&mut rec, ns_id);
+        let ifname = self.ifname_in(&rec.requested_ifname, ns_id)?;
+        Self::bind(&mut rec, ns_id, ifname);
         self.persist_endpoint(&rec, false)?;
         super::failpoint("attach-after-commit");
         self.endpoints.insert(ep_id.to_owned(), rec.clone());
@@ -464,16 +498,20 @@ impl Engine {
             rec.ep.host_compute_namespace.clear();
             rec.ep.interface_name.clear();
             self.endpoints.insert(ep_id.to_owned(), rec.clone());
-            self.persist_endpoint(&rec, false)?;
+            let state = format!(
+                "{}; the attach was undone in the kernel, but the store still records endpoint {ep_id} as attached to namespace {ns_id}",
+                e.message
+            );
+            self.persist_after(Kind::Endpoint, ep_id, &rec, false, &state)?;
             return Err(e);
         }
         Ok(())
     }
 
-    /// Records in `rec` that it lives in the compartment `ns_id`, under the next free `ethN`.
-    fn bind(&self, rec: &mut EndpointRecord, ns_id: &str) {
+    /// Records in `rec` that it lives in the compartment `ns_id` as `ifname`.
+    fn bind(rec: &mut EndpointRecord, ns_id: &str, ifname: String) {
         rec.ep.host_compute_namespace = ns_id.to_owned();
-        rec.ep.interface_name = self.free_ifname(ns_id);
+        rec.ep.interface_name = ifname;
         rec.ep.version += 1;
     }
 
@@ -492,7 +530,9 @@ impl Engine {
             return Err(e);
         }
         rec.ep.state = state::ATTACHED;
-        self.persist_endpoint(&rec, true)?;
+        // The callers undo the attach on an error.
+        let state = "the endpoint's interface was configured in its compartment and is removed again";
+        self.persist_after(Kind::Endpoint, ep_id, &rec, true, state)?;
         let ns_id = rec.ep.host_compute_namespace.clone();
         let net_id = rec.network_id.clone();
         self.endpoints.insert(ep_id.to_owned(), rec);
@@ -583,10 +623,23 @@ impl Engine {
         self.persist(Kind::Endpoint, &rec.ep.id, rec, lazy)
     }
 
-    /// The lowest `ethN` not used by another endpoint in the compartment.
-    fn free_ifname(&self, ns_id: &str) -> String {
-        let used: Vec<&str> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == ns_id).map(|e| e.ep.interface_name.as_str()).collect();
-        (0..).map(|i| format!("eth{i}")).find(|n| !used.contains(&n.as_str())).expect("unbounded")
+    /// The name of an endpoint's interface in the compartment `ns_id`: `requested` (its
+    /// `InterfaceName`) unless another endpoint there has it, else the lowest free `ethN`.
+    fn ifname_in(&self, requested: &str, ns_id: &str) -> Result<String> {
+        let there = || self.endpoints.values().filter(|e| e.ep.host_compute_namespace == ns_id);
+        if requested.is_empty() {
+            let used: Vec<&str> = there().map(|e| e.ep.interface_name.as_str()).collect();
+            return Ok((0..).map(|i| format!("eth{i}")).find(|n| !used.contains(&n.as_str())).expect("unbounded"));
+        }
+        let holder = if requested == "lo" { Some("its loopback".to_owned()) } else { there().find(|e| e.ep.interface_name == requested).map(|e| describe_endpoint(&self.endpoints, &e.ep.id)) };
+        match holder {
+            None => Ok(requested.to_owned()),
+            Some(h) => Err(ApiError::field(
+                ErrorCode::InterfaceNameInUse,
+                "InterfaceName",
+                format!("InterfaceName {requested:?} is taken in namespace {ns_id} by {h}; choose another name, or leave InterfaceName empty for the next free ethN"),
+            )),
+        }
     }
 }
 

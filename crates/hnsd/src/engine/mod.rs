@@ -96,6 +96,9 @@ pub struct Engine {
     pub(crate) next_ns_number: u32,
     pub(crate) last_reconcile: String,
     pub(crate) kernel_features: BTreeMap<String, bool>,
+    /// hnsd's own and the machine's initial network namespace, found once at start: never
+    /// adopted as compartments.
+    pub(crate) host_ns: hns_kernel::netns::HostNamespaces,
     /// The host's /etc/resolv.conf, read at start and at every reconcile pass, not on every
     /// attach: compartments without DNS settings inherit it, responders forward to it.
     pub(crate) host_resolv_conf: String,
@@ -129,8 +132,14 @@ pub(crate) const META_PORT_CURSOR: &str = "port_cursor";
 
 pub type Result<T> = std::result::Result<T, ApiError>;
 
+/// A store failure before any kernel work of the request: nothing changed.
 pub(crate) fn store_err(e: StoreError) -> ApiError {
-    ApiError::new(ErrorCode::StoreError, format!("{e}; nothing was changed"))
+    ApiError::new(ErrorCode::StoreError, format!("could not write the store: {e}; nothing was changed"))
+}
+
+/// A store failure after the request changed the kernel: `state` says where things are now.
+pub(crate) fn store_err_after(e: StoreError, state: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::StoreError, format!("could not write the store: {e}; {state}"))
 }
 
 pub(crate) fn kernel_err(e: KernelError) -> ApiError {
@@ -144,6 +153,16 @@ pub(crate) fn failpoint(name: &str) {
         tracing::warn!(failpoint = name, "failpoint reached: killing hnsd");
         let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
     }
+}
+
+/// [`hns_kernel::netns::HostNamespaces::discover`], logged: when the initial namespace cannot
+/// be identified, every adoption will be refused, and the operator should know why at start.
+fn host_namespaces() -> anyhow::Result<hns_kernel::netns::HostNamespaces> {
+    let h = hns_kernel::netns::HostNamespaces::discover().map_err(|e| anyhow::anyhow!("cannot identify hnsd's own network namespace: {e}"))?;
+    if let Some(why) = h.initial_unknown() {
+        tracing::warn!(reason = %why, "cannot identify the machine's initial network namespace: adopting existing namespaces (NetNsPath) is refused");
+    }
+    Ok(h)
 }
 
 pub(crate) fn new_guid() -> String {
@@ -176,6 +195,7 @@ impl Engine {
             last_reconcile: String::new(),
             host_resolv_conf: read_host_resolv_conf(),
             kernel_features: info::probe_kernel(),
+            host_ns: host_namespaces()?,
             reaper,
             ports,
             mappings: HashMap::new(),
@@ -359,13 +379,24 @@ impl Engine {
 
     /// Writes one record in a transaction of its own. `lazy` writes skip the fsync: only for
     /// facts the reconciler re-derives after a crash (the "ready" states).
+    /// Writes one record before the request's kernel work (a failure changed nothing).
     pub(crate) fn persist<T: serde::Serialize>(&self, kind: Kind, key: &str, rec: &T, lazy: bool) -> Result<()> {
-        let mut txn = self.store.begin().map_err(store_err)?;
+        self.write(kind, key, rec, lazy).map_err(store_err)
+    }
+
+    /// Writes one record after the request's kernel work; `state` says where things are if
+    /// that fails.
+    pub(crate) fn persist_after<T: serde::Serialize>(&self, kind: Kind, key: &str, rec: &T, lazy: bool, state: &str) -> Result<()> {
+        self.write(kind, key, rec, lazy).map_err(|e| store_err_after(e, state))
+    }
+
+    fn write<T: serde::Serialize>(&self, kind: Kind, key: &str, rec: &T, lazy: bool) -> std::result::Result<(), StoreError> {
+        let mut txn = self.store.begin()?;
         if lazy {
             txn.lazy();
         }
-        txn.put(kind, key, rec).map_err(store_err)?;
-        txn.commit().map_err(store_err)
+        txn.put(kind, key, rec)?;
+        txn.commit()
     }
 
     pub(crate) fn apply_nft(&self) -> Result<()> {

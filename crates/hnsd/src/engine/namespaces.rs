@@ -6,12 +6,12 @@ use hns_api::{
     ApiError, ErrorCode, HostComputeNamespace, ModifyRequest, NamespaceContainerRequest, NamespaceEndpointRequest, NamespaceResource,
     NamespaceType, RequestType, ResourceType, state,
 };
-use hns_kernel::netns;
+use hns_kernel::netns::{self, HostNsRefusal};
 use hns_store::Kind;
 
-use super::records::NamespaceRecord;
+use super::records::{EndpointRecord, NamespaceRecord};
 use super::validate;
-use super::{Engine, Ns, Result, kernel_err, new_guid, norm_guid, store_err};
+use super::{Engine, Ns, Result, kernel_err, new_guid, norm_guid, store_err_after};
 
 impl Engine {
     /// The namespace as clients see it: `Resources` lists its attached endpoints.
@@ -85,17 +85,9 @@ impl Engine {
                 return Err(ApiError::field(ErrorCode::InvalidNamespace, "NetNsPath", format!("NetNsPath {:?} must be an absolute path such as /run/netns/x or /proc/PID/ns/net", req.net_ns_path)));
             }
             let id = netns::identity(path).map_err(|e| {
-                ApiError::field(ErrorCode::InvalidNamespace, "NetNsPath", format!("NetNsPath {:?} is not a network namespace: {}", req.net_ns_path, e.reason))
+                ApiError::field(ErrorCode::InvalidNamespace, "NetNsPath", format!("NetNsPath {:?} cannot be used as a network namespace: {}", req.net_ns_path, e.reason))
             })?;
-            // The host's own namespaces (hnsd's, and init's) are never compartments.
-            let host_ns = ["/proc/self/ns/net", "/proc/1/ns/net"].iter().any(|p| netns::identity(Path::new(p)).is_ok_and(|h| h == id));
-            if host_ns {
-                return Err(ApiError::field(
-                    ErrorCode::InvalidNamespace,
-                    "NetNsPath",
-                    format!("NetNsPath {:?} is a host network namespace (hnsd's own or init's); attaching endpoints there would rewire the host itself. To run in the host namespace use `hnsctl run --net host`", req.net_ns_path),
-                ));
-            }
+            self.refuse_host_namespace(&req.net_ns_path, id)?;
             if let Some(other) = self.namespaces.values().find(|n| n.rec.identity == Some(id)) {
                 return Err(ApiError::field(
                     ErrorCode::NamespaceAlreadyExists,
@@ -129,14 +121,61 @@ impl Engine {
             }
             rec.ns.state = state::READY;
             rec.identity = self.namespaces[&id].rec.identity;
-            self.persist_namespace(&rec, true)?;
+            let state = format!("namespace {id} exists at {} and is recorded, but its record still says it is being created", rec.ns.net_ns_path);
+            self.persist_after(Kind::Namespace, &id, &rec, true, &state)?;
             self.namespaces.get_mut(&id).expect("inserted").rec = rec;
         }
         self.write_resolv_conf(&id);
-        for ep in to_attach {
-            self.attach(&ep, &id).await?;
+        let before: Vec<EndpointRecord> = to_attach.iter().map(|ep| self.endpoints[ep].clone()).collect();
+        for (i, ep) in to_attach.iter().enumerate() {
+            if let Err(e) = self.attach(ep, &id).await {
+                return Err(self.undo_create_namespace(&id, &before[..i], i, e).await);
+            }
         }
         Ok(self.namespace_view(&id))
+    }
+
+    /// A namespace create is all or nothing: when attaching `Resources[failed]` fails, the
+    /// endpoints attached before it (`attached`, as they were before) are detached and their
+    /// records restored, and the namespace goes. Returns the attach error, saying what state
+    /// things are in.
+    async fn undo_create_namespace(&mut self, id: &str, attached: &[EndpointRecord], failed: usize, e: ApiError) -> ApiError {
+        let field = Some(format!("Resources[{failed}].Data.ID"));
+        let mut undone = self.delete_namespace(id).await;
+        for rec in attached {
+            if undone.is_ok() {
+                undone = self.persist_endpoint(rec, false);
+            }
+            if undone.is_ok() {
+                self.endpoints.insert(rec.ep.id.clone(), rec.clone());
+            }
+        }
+        match undone {
+            Ok(()) => ApiError { message: format!("{}; the namespace was not created (endpoints attached by this request were detached again)", e.message), field, ..e },
+            Err(undo) => ApiError {
+                message: format!("{}; undoing the namespace create failed too ({}): namespace {id} or attachments of its endpoints may remain, see `hnsctl namespace ls`", e.message, undo.message),
+                field,
+                ..e
+            },
+        }
+    }
+
+    /// The host's own namespaces (hnsd's, and the machine's initial one) are never compartments;
+    /// nor is any namespace when the initial one could not be identified (fail closed).
+    fn refuse_host_namespace(&self, path: &str, id: netns::NsIdentity) -> Result<()> {
+        let why = match self.host_ns.check(id) {
+            Ok(()) => return Ok(()),
+            Err(HostNsRefusal::Own) => "is hnsd's own network namespace".to_owned(),
+            Err(HostNsRefusal::Initial) => "is the machine's initial (root) network namespace".to_owned(),
+            Err(HostNsRefusal::Unknown(reason)) => format!(
+                "cannot be told apart from the machine's initial (root) network namespace, because hnsd could not identify that one at start ({reason}); no existing namespace can be adopted until hnsd runs where it can read /proc/1/ns/net or see kthreadd (PID 2)"
+            ),
+        };
+        Err(ApiError::field(
+            ErrorCode::InvalidNamespace,
+            "NetNsPath",
+            format!("NetNsPath {path:?} {why}; attaching endpoints to a host namespace would rewire the host itself. To run in the host namespace use `hnsctl run --net host`"),
+        ))
     }
 
     /// Creates the kernel namespace of a managed compartment, loopback up.
@@ -160,9 +199,15 @@ impl Engine {
                 errors.push(e.message);
             }
         }
-        let mut txn = self.store.begin().map_err(store_err)?;
-        txn.delete(Kind::Namespace, &id).map_err(store_err)?;
-        txn.commit().map_err(store_err)?;
+        let deleted = (|| {
+            let mut txn = self.store.begin()?;
+            txn.delete(Kind::Namespace, &id)?;
+            txn.commit()
+        })();
+        if let Err(e) = deleted {
+            let state = if errors.is_empty() { format!("its endpoints were detached, but namespace {id} is still recorded and still exists") } else { format!("detaching its endpoints failed in part ({}); namespace {id} is still recorded and still exists", errors.join("; ")) };
+            return Err(store_err_after(e, state));
+        }
         let ns = self.namespaces.remove(&id).expect("looked up");
         self.handles.pop(&id);
         if ns.rec.managed {

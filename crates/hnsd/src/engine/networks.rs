@@ -287,7 +287,7 @@ impl Engine {
         self.commit_new_network(net, None).await
     }
 
-    pub(super) async fn commit_new_network(&mut self, mut net: Net, meta: Option<&str>) -> Result<HostComputeNetwork> {
+    pub(super) async fn commit_new_network(&mut self, net: Net, meta: Option<&str>) -> Result<HostComputeNetwork> {
         let id = net.rec.net.id.clone();
         let mut txn = self.store.begin().map_err(store_err)?;
         txn.put(Kind::Network, &id, &net.rec).map_err(store_err)?;
@@ -315,12 +315,13 @@ impl Engine {
             return Err(e);
         }
         self.dns_apply(&id).await;
-        net = self.networks.remove(&id).expect("inserted above");
-        net.rec.net.state = state::READY;
-        self.persist_network(&net.rec, false)?;
-        let out = net.rec.net.clone();
-        self.networks.insert(id, net);
-        Ok(out)
+        let net = self.networks.get_mut(&id).expect("inserted above");
+        let mut rec = net.rec.clone();
+        rec.net.state = state::READY;
+        let state = "the network exists (its bridge and firewall rules are in place) and is recorded, but its record still says it is being created";
+        self.persist_after(Kind::Network, &id, &rec, false, state)?;
+        self.networks.get_mut(&id).expect("inserted above").rec = rec.clone();
+        Ok(rec.net)
     }
 
     pub(crate) fn persist_network(&self, rec: &NetworkRecord, lazy: bool) -> Result<()> {

@@ -121,7 +121,37 @@ fn local_socket_conflict(proto: Proto, vip: Option<IpAddr>, port: u16) -> Option
         };
         err.is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
     });
-    busy.then(|| format!("host port {port}/{proto}{} is already used by a local process; choose another host port", on(vip)))
+    if !busy {
+        return None;
+    }
+    let holders = port_holders(proto, vip, port);
+    let who = if holders.is_empty() { "a local process".to_owned() } else { format!("local process {}", holders.join(", ")) };
+    Some(format!("host port {port}/{proto}{} is already used by {who}; choose another host port", on(vip)))
+}
+
+/// The processes holding a socket on `port` that conflicts with a mapping on `vip`
+/// ("PID 1234 (nginx)"): the socket inodes from hnsd's namespace's /proc/net tables, then the
+/// processes with a descriptor on one of them. Best effort: what cannot be read is skipped.
+fn port_holders(proto: Proto, vip: Option<IpAddr>, port: u16) -> Vec<String> {
+    let conflicts = |a: &SocketAddr| a.port() == port && (vip.is_none() || a.ip().is_unspecified() || Some(a.ip()) == vip);
+    let inodes: std::collections::HashSet<u64> = match proto {
+        Proto::Tcp => [procfs::net::tcp(), procfs::net::tcp6()]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.state == procfs::net::TcpState::Listen && conflicts(&e.local_address))
+            .map(|e| e.inode)
+            .collect(),
+        Proto::Udp => [procfs::net::udp(), procfs::net::udp6()].into_iter().flatten().flatten().filter(|e| conflicts(&e.local_address)).map(|e| e.inode).collect(),
+    };
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+    all.flatten()
+        .filter(|p| p.fd().is_ok_and(|mut fds| fds.any(|fd| fd.is_ok_and(|fd| matches!(fd.target, procfs::process::FDTarget::Socket(i) if inodes.contains(&i))))))
+        .map(|p| format!("PID {} ({})", p.pid, p.stat().map(|s| s.comm).unwrap_or_default()))
+        .collect()
 }
 
 /// Parses and checks the policies of an endpoint request. Only `PortMapping` is implemented.

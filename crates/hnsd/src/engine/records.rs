@@ -29,6 +29,10 @@ pub struct EndpointRecord {
     /// The DHCPv6 lease of such an endpoint, once the LAN's server gave one (see `dhcp6.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease6: Option<hns_dhcp::Lease6>,
+    /// The `InterfaceName` the endpoint was created with: its interface's name in every
+    /// compartment it is attached to. Empty: the lowest free `ethN` there.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub requested_ifname: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -258,6 +258,21 @@ pub fn check_name(name: &str, field: &str, required: bool) -> Result<(), ApiErro
     Ok(())
 }
 
+/// An interface name the kernel takes (dev_valid_name): 1-15 bytes, not "." or "..", no '/',
+/// ':' or whitespace. Empty: hns chooses.
+pub fn check_ifname(name: &str, field: &str) -> Result<(), ApiError> {
+    let ok = name.is_empty()
+        || (name.len() <= 15 && name != "." && name != ".." && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()));
+    if !ok {
+        return Err(invalid(
+            ErrorCode::InvalidName,
+            field,
+            format!("{field} {name:?} is not a Linux interface name: use 1-15 characters without '/', ':' or whitespace, not \".\" or \"..\""),
+        ));
+    }
+    Ok(())
+}
+
 pub fn parse_ip(s: &str, field: &str) -> Result<IpAddr, ApiError> {
     s.parse().map_err(|_| invalid(ErrorCode::InvalidIp, field, format!("{field} {s:?} is not an IP address")))
 }
@@ -266,17 +281,46 @@ pub fn parse_cidr(s: &str, field: &str, code: ErrorCode) -> Result<IpNet, ApiErr
     s.parse().map_err(|_| invalid(code, field, format!("{field} {s:?} is not a CIDR prefix such as 172.20.0.0/16 or fd00:1::/64")))
 }
 
+/// DNS settings end up in a compartment's resolv.conf, one line per kind: every value must be
+/// one token of a safe charset, so none can end a line or add a directive of its own.
 pub fn check_dns(dns: &Option<Dns>, field: &str) -> Result<(), ApiError> {
-    if let Some(d) = dns {
-        for (i, s) in d.server_list.iter().enumerate() {
-            parse_ip(s, &format!("{field}.ServerList[{i}]"))?;
+    let Some(d) = dns else { return Ok(()) };
+    for (i, s) in d.server_list.iter().enumerate() {
+        parse_ip(s, &format!("{field}.ServerList[{i}]"))?;
+    }
+    if !d.domain.is_empty() {
+        check_dns_name(&d.domain, &format!("{field}.Domain"))?;
+    }
+    for (i, s) in d.search.iter().enumerate() {
+        check_dns_name(s, &format!("{field}.Search[{i}]"))?;
+    }
+    for (i, s) in d.options.iter().enumerate() {
+        let ok = (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-'));
+        if !ok {
+            let f = format!("{field}.Options[{i}]");
+            return Err(invalid(
+                ErrorCode::InvalidDns,
+                f.clone(),
+                format!("{f} {s:?} is not a resolver option: use one option such as \"ndots:2\" or \"edns0\" (1-64 letters, digits, ':', '.', '_', '-') per entry"),
+            ));
         }
-        for (i, s) in std::iter::once(&d.domain).chain(d.search.iter()).enumerate() {
-            if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                let f = if i == 0 { format!("{field}.Domain") } else { format!("{field}.Search[{}]", i - 1) };
-                return Err(invalid(ErrorCode::InvalidJson, f.clone(), format!("{f} {s:?} is not a DNS name")));
-            }
-        }
+    }
+    Ok(())
+}
+
+/// A DNS name as resolv.conf takes it: dot-separated labels of 1-63 letters, digits, '-' or
+/// '_', at most 253 characters, an optional final dot.
+fn check_dns_name(s: &str, field: &str) -> Result<(), ApiError> {
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| (1..=63).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')));
+    if !ok {
+        return Err(invalid(
+            ErrorCode::InvalidDns,
+            field,
+            format!("{field} {s:?} is not a DNS name: use dot-separated labels of 1-63 letters, digits, '-' or '_' (at most 253 characters), e.g. corp.example"),
+        ));
     }
     Ok(())
 }
@@ -479,6 +523,17 @@ mod tests {
     }
 
     #[test]
+    fn interface_names_follow_the_kernel() {
+        for ok in ["", "eth0", "net1", "a.b-c_d", "fifteen-chars15"] {
+            assert!(check_ifname(ok, "InterfaceName").is_ok(), "{ok}");
+        }
+        for bad in ["sixteen-chars-16", "a/b", "a b", "a:b", ".", "..", "a\n"] {
+            let e = check_ifname(bad, "InterfaceName").unwrap_err();
+            assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidName, Some("InterfaceName")), "{bad}");
+        }
+    }
+
+    #[test]
     fn names() {
         assert!(check_name("my-net_1.a", "Name", true).is_ok());
         assert!(check_name("", "Name", true).is_err());
@@ -530,6 +585,22 @@ mod tests {
         assert_eq!(parse_subnet(&subnet(5000), "S").unwrap().vsid, Some(5000));
         let e = parse_subnet(&subnet(10), "S").unwrap_err();
         assert!(e.field.as_deref() == Some("S.Policies[0].Settings.IsolationId") && e.message.contains("4096"), "{e:?}");
+    }
+
+    #[test]
+    fn dns_values_are_single_safe_tokens() {
+        let dns = |d: Dns| check_dns(&Some(d), "Dns");
+        let ok = Dns { domain: "corp.example.".into(), search: vec!["a-b.c_d".into()], options: vec!["ndots:2".into(), "edns0".into()], ..Default::default() };
+        assert!(dns(ok).is_ok());
+        let e = dns(Dns { options: vec!["ndots:1\nnameserver 203.0.113.66".into()], ..Default::default() }).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidDns, Some("Dns.Options[0]")));
+        assert!(e.message.contains("nameserver 203.0.113.66"), "{}", e.message);
+        for (bad, field) in [("a b", "Dns.Domain"), ("a..b", "Dns.Domain"), ("x/y", "Dns.Domain"), (&"a".repeat(64), "Dns.Domain")] {
+            let e = dns(Dns { domain: bad.into(), ..Default::default() }).unwrap_err();
+            assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidDns, Some(field)), "{bad}");
+        }
+        let e = dns(Dns { search: vec!["ok".into(), "bad\tname".into()], ..Default::default() }).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("Dns.Search[1]"));
     }
 
     #[test]
