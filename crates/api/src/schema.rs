@@ -263,7 +263,8 @@ pub struct HostComputeEndpoint {
     /// Extension: extra DNS names of this endpoint on its network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
-    /// Extension, read-only: the interface name inside the compartment (`eth0`, `eth1`...).
+    /// Extension: the interface name inside the compartment. On create, the name to give it (a
+    /// Linux interface name, unique in the compartment); empty: `eth0`, `eth1`...
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub interface_name: String,
 }

@@ -65,6 +65,14 @@ impl Engine {
                 ApiError::field(ErrorCode::NamespaceNotFound, "HostComputeNamespace", format!("no namespace with ID or name {:?}", req.host_compute_namespace))
             })?)
         };
+        // The interface name inside the compartment: CNI gives one (CNI_IFNAME); empty = ethN.
+        let ifname = std::mem::take(&mut req.interface_name);
+        if !ifname.is_empty() {
+            validate::check_ifname(&ifname, "InterfaceName")?;
+            if let Some(ns) = &ns_id {
+                self.check_ifname_free(ns, &ifname)?;
+            }
+        }
         let net = &self.networks[&net_id];
         if !req.name.is_empty() && net.endpoint_names.contains_key(&req.name) {
             return Err(ApiError::field(
@@ -200,7 +208,7 @@ impl Engine {
         req.mac_address = mac.to_windows_string();
         req.host_compute_network = net_id.clone();
         req.host_compute_namespace = String::new();
-        req.interface_name = String::new();
+        req.interface_name = ifname;
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
@@ -435,6 +443,7 @@ impl Engine {
             ));
         }
         let mut rec = self.endpoints[ep_id].clone();
+        self.check_ifname_free(ns_id, &rec.ep.interface_name)?;
         self.bind(&mut rec, ns_id);
         self.persist_endpoint(&rec, false)?;
         super::failpoint("attach-after-commit");
@@ -449,11 +458,29 @@ impl Engine {
         Ok(())
     }
 
-    /// Records in `rec` that it lives in the compartment `ns_id`, under the next free `ethN`.
+    /// Records in `rec` that it lives in the compartment `ns_id`, under the name it asked for
+    /// (checked free by the caller), else the next free `ethN`.
     fn bind(&self, rec: &mut EndpointRecord, ns_id: &str) {
         rec.ep.host_compute_namespace = ns_id.to_owned();
-        rec.ep.interface_name = self.free_ifname(ns_id);
+        if rec.ep.interface_name.is_empty() {
+            rec.ep.interface_name = self.free_ifname(ns_id);
+        }
         rec.ep.version += 1;
+    }
+
+    /// An asked-for interface name must not be another endpoint's in that compartment.
+    fn check_ifname_free(&self, ns_id: &str, ifname: &str) -> Result<()> {
+        if ifname.is_empty() {
+            return Ok(());
+        }
+        match self.endpoints.values().find(|e| e.ep.host_compute_namespace == ns_id && e.ep.interface_name == ifname) {
+            Some(other) => Err(ApiError::field(
+                ErrorCode::EndpointAlreadyExists,
+                "InterfaceName",
+                format!("namespace {ns_id} already has an interface named {ifname:?} ({}); choose another name", describe_endpoint(&self.endpoints, &other.ep.id)),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The kernel steps of an attach already committed, then "attached". On failure the

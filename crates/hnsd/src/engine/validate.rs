@@ -230,6 +230,23 @@ pub fn check_name(name: &str, field: &str, required: bool) -> Result<(), ApiErro
     Ok(())
 }
 
+/// A Linux interface name as the kernel takes it (`dev_valid_name`): 1 to 15 bytes, not `.`
+/// or `..`, no `/`, `:` or white space.
+pub fn check_ifname(name: &str, field: &str) -> Result<(), ApiError> {
+    let ok = (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if !ok {
+        return Err(invalid(
+            ErrorCode::InvalidName,
+            field,
+            format!("{field} {name:?} is not a Linux interface name: use 1 to 15 characters, not \".\" or \"..\", without '/', ':' or spaces"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn parse_ip(s: &str, field: &str) -> Result<IpAddr, ApiError> {
     s.parse().map_err(|_| invalid(ErrorCode::InvalidIp, field, format!("{field} {s:?} is not an IP address")))
 }
@@ -375,6 +392,17 @@ pub fn check_network_type(kind: NetworkType) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_names_follow_the_kernel_rule() {
+        for ok in ["eth0", "net1", "a", "abcdefghijklmno"] {
+            check_ifname(ok, "InterfaceName").unwrap();
+        }
+        for bad in ["", ".", "..", "abcdefghijklmnop", "a/b", "eth0:1", "a b"] {
+            let e = check_ifname(bad, "InterfaceName").unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("InterfaceName"), "{bad:?}");
+        }
+    }
 
     #[test]
     fn policies_are_refused_by_name() {
