@@ -74,9 +74,13 @@ impl Ctx {
             // Left from an earlier sandbox of the same container ID: replace it.
             self.hns.delete(&format!("/endpoints/{id}")).map_err(|e| e.context("removing the stale endpoint of this attachment"))?;
         }
-        let net = self.ensure_network()?;
-        let ns = self.ensure_namespace(identity)?;
-        let mut req = self.endpoint_request(&id, &net, &ns)?;
+        let (net, made_net) = self.ensure_network()?;
+        let (ns, adopted) = match self.ensure_namespace(identity) {
+            Ok(v) => v,
+            Err(e) => return Err(self.undo(e, None, made_net.then_some(&net.id))),
+        };
+        let undo = |e| self.undo(e, adopted.then_some(&ns.id), made_net.then_some(&net.id));
+        let mut req = self.endpoint_request(&id, &net, &ns).map_err(undo)?;
         let ep: HostComputeEndpoint = match self.hns.post("/endpoints", &req) {
             // The name is taken on this network (another sandbox of the same pod, say): the
             // container ID makes it unique.
@@ -86,8 +90,20 @@ impl Ctx {
             }
             other => other,
         }
-        .map_err(|e| e.context(&format!("creating the endpoint on network {:?}", net.name)))?;
+        .map_err(|e| undo(e.context(&format!("creating the endpoint on network {:?}", net.name))))?;
         Ok(self.result(&ep, &net, Some(&ns)))
+    }
+
+    /// A failed ADD leaves nothing behind: the namespace record it adopted and the network it
+    /// created go again (best effort; a network another ADD uses meanwhile stays).
+    fn undo(&self, e: CniError, namespace: Option<&String>, network: Option<&String>) -> CniError {
+        if let Some(ns) = namespace {
+            let _ = self.hns.delete(&format!("/namespaces/{ns}"));
+        }
+        if let Some(net) = network {
+            let _ = self.hns.delete(&format!("/networks/{net}"));
+        }
+        e
     }
 
     fn result(&self, ep: &HostComputeEndpoint, net: &HostComputeNetwork, ns: Option<&HostComputeNamespace>) -> Value {
@@ -98,8 +114,8 @@ impl Ctx {
         result::add_result(&self.version, ep, net, &self.env.netns, &dns)
     }
 
-    /// The hns network of the config; created from `ipam.subnet` when absent.
-    fn ensure_network(&self) -> Result<HostComputeNetwork> {
+    /// The hns network of the config; created from `ipam.subnet` when absent (then `true`).
+    fn ensure_network(&self) -> Result<(HostComputeNetwork, bool)> {
         let name = self.conf.network();
         let path = format!("/networks/{name}");
         if let Some(net) = self.hns.get::<HostComputeNetwork>(&path)? {
@@ -113,7 +129,7 @@ impl Ctx {
                     )));
                 }
             }
-            return Ok(net);
+            return Ok((net, false));
         }
         let Some(subnet) = self.conf.subnet() else {
             return Err(CniError::config(format!(
@@ -135,23 +151,26 @@ impl Ctx {
             ..Default::default()
         };
         match self.hns.post::<HostComputeNetwork>("/networks", &req) {
+            Ok(net) => Ok((net, true)),
             // Another ADD created it meanwhile.
             Err(e) if e.is_hns(ErrorCode::NetworkAlreadyExists) => {
-                self.hns.get(&path)?.ok_or_else(|| e.context(&format!("creating hns network {name:?}")))
+                let net = self.hns.get(&path)?.ok_or_else(|| e.context(&format!("creating hns network {name:?}")))?;
+                Ok((net, false))
             }
-            other => other.map_err(|e| e.context(&format!("creating hns network {name:?} from ipam.subnet"))),
+            Err(e) => Err(e.context(&format!("creating hns network {name:?} from ipam.subnet"))),
         }
     }
 
     /// The compartment of CNI_NETNS: the one hnsd already has for that namespace (a second
-    /// interface of the same container), else the namespace adopted by path.
-    fn ensure_namespace(&self, identity: (u64, u64)) -> Result<HostComputeNamespace> {
+    /// interface of the same container), else the namespace adopted by path (then `true`).
+    fn ensure_namespace(&self, identity: (u64, u64)) -> Result<(HostComputeNamespace, bool)> {
         if let Some(ns) = self.find_namespace(identity)? {
-            return Ok(ns);
+            return Ok((ns, false));
         }
         match self.hns.post::<HostComputeNamespace>("/namespaces", &json!({ "NetNsPath": self.env.netns })) {
-            Err(e) if e.is_hns(ErrorCode::NamespaceAlreadyExists) => self.find_namespace(identity)?.ok_or(e),
-            other => other,
+            Ok(ns) => Ok((ns, true)),
+            Err(e) if e.is_hns(ErrorCode::NamespaceAlreadyExists) => self.find_namespace(identity)?.map(|ns| (ns, false)).ok_or(e),
+            Err(e) => Err(e),
         }
         .map_err(|e| e.context(&format!("adopting network namespace {}", self.env.netns)))
     }
@@ -223,11 +242,13 @@ impl Ctx {
     }
 
     /// Drops hnsd's record of the runtime's namespace once its last endpoint is gone (hnsd
-    /// never removes an adopted namespace itself, only its record). Only a namespace adopted
-    /// under CNI_NETNS: one hnsd made, or someone adopted under another path, stays.
+    /// never removes an adopted namespace itself, only its record; the record holds the
+    /// namespace open). Only a namespace adopted under CNI_NETNS, or whose file the runtime
+    /// already removed: one hnsd made, or someone adopted under another path, stays.
     fn forget_namespace(&self, ns_id: &str) -> Result<()> {
         let Some(ns) = self.namespace(ns_id)? else { return Ok(()) };
-        if ns.resources.is_empty() && !self.env.netns.is_empty() && ns.net_ns_path == self.env.netns {
+        let ours = !self.env.netns.is_empty() && ns.net_ns_path == self.env.netns;
+        if ns.resources.is_empty() && (ours || netns::identity(&ns.net_ns_path).is_err()) {
             self.hns.delete(&format!("/namespaces/{}", ns.id)).map_err(|e| e.context(&format!("forgetting namespace {}", ns.id)))?;
         }
         Ok(())
