@@ -58,22 +58,12 @@ impl Ctx {
 
     // ---- ADD
 
+    /// The common case costs three requests: the network, the namespace adopted, the endpoint
+    /// created attached. Conflicts lead to the rarer paths (a second interface in a known
+    /// namespace, ADD again for the same attachment).
     pub fn add(&self) -> Result<Value> {
         let identity = self.netns_identity()?;
         let id = self.id();
-        if let Some(ep) = self.endpoint(&id)? {
-            // ADD again for the same attachment: the same result, if it is still what ADD made.
-            let ns = self.namespace(&ep.host_compute_namespace)?;
-            let same_ns = ns.as_ref().is_some_and(|n| netns::identity(&n.net_ns_path).ok() == Some(identity));
-            if same_ns && ep.interface_name == self.env.ifname {
-                let net: HostComputeNetwork = self.hns.get(&format!("/networks/{}", ep.host_compute_network))?.ok_or_else(|| {
-                    CniError::new(code::HNS_FAILED, format!("hnsd lists endpoint {id} on network {} but not the network", ep.host_compute_network))
-                })?;
-                return Ok(self.result(&ep, &net, ns.as_ref()));
-            }
-            // Left from an earlier sandbox of the same container ID: replace it.
-            self.hns.delete(&format!("/endpoints/{id}")).map_err(|e| e.context("removing the stale endpoint of this attachment"))?;
-        }
         let (net, made_net) = self.ensure_network()?;
         let (ns, adopted) = match self.ensure_namespace(identity) {
             Ok(v) => v,
@@ -81,16 +71,27 @@ impl Ctx {
         };
         let undo = |e| self.undo(e, adopted.then_some(&ns.id), made_net.then_some(&net.id));
         let mut req = self.endpoint_request(&id, &net, &ns).map_err(undo)?;
-        let ep: HostComputeEndpoint = match self.hns.post("/endpoints", &req) {
+        let mut created = self.hns.post::<HostComputeEndpoint>("/endpoints", &req);
+        if created.as_ref().is_err_and(|e| e.is_hns(ErrorCode::EndpointAlreadyExists, Some("ID"))) {
+            // This attachment has an endpoint already.
+            if let Some(ep) = self.endpoint(&id)? {
+                if ep.host_compute_namespace == ns.id && ep.interface_name == self.env.ifname {
+                    // ADD again: the same result.
+                    let net = if ep.host_compute_network == net.id { net.clone() } else { self.network_of(&ep)? };
+                    return Ok(self.result(&ep, &net, Some(&ns)));
+                }
+            }
+            // Left from an earlier sandbox of the same container ID: replace it.
+            self.hns.delete(&format!("/endpoints/{id}")).map_err(|e| e.context("removing the stale endpoint of this attachment"))?;
+            created = self.hns.post("/endpoints", &req);
+        }
+        if created.as_ref().is_err_and(|e| e.is_hns(ErrorCode::EndpointAlreadyExists, Some("Name"))) {
             // The name is taken on this network (another sandbox of the same pod, say): the
             // container ID makes it unique.
-            Err(e) if e.is_hns(ErrorCode::EndpointAlreadyExists) && e.details.contains("field Name") => {
-                req.name = format!("{}-{}", req.name, short(&self.env.container_id));
-                self.hns.post("/endpoints", &req)
-            }
-            other => other,
+            req.name = format!("{}-{}", req.name, short(&self.env.container_id));
+            created = self.hns.post("/endpoints", &req);
         }
-        .map_err(|e| undo(e.context(&format!("creating the endpoint on network {:?}", net.name))))?;
+        let ep = created.map_err(|e| undo(e.context(&format!("creating the endpoint on network {:?}", net.name))))?;
         Ok(self.result(&ep, &net, Some(&ns)))
     }
 
@@ -104,6 +105,12 @@ impl Ctx {
             let _ = self.hns.delete(&format!("/networks/{net}"));
         }
         e
+    }
+
+    fn network_of(&self, ep: &HostComputeEndpoint) -> Result<HostComputeNetwork> {
+        self.hns.get(&format!("/networks/{}", ep.host_compute_network))?.ok_or_else(|| {
+            CniError::new(code::HNS_FAILED, format!("hnsd lists endpoint {} on network {} but not the network", ep.id, ep.host_compute_network))
+        })
     }
 
     fn result(&self, ep: &HostComputeEndpoint, net: &HostComputeNetwork, ns: Option<&HostComputeNamespace>) -> Value {
@@ -153,7 +160,7 @@ impl Ctx {
         match self.hns.post::<HostComputeNetwork>("/networks", &req) {
             Ok(net) => Ok((net, true)),
             // Another ADD created it meanwhile.
-            Err(e) if e.is_hns(ErrorCode::NetworkAlreadyExists) => {
+            Err(e) if e.is_hns(ErrorCode::NetworkAlreadyExists, None) => {
                 let net = self.hns.get(&path)?.ok_or_else(|| e.context(&format!("creating hns network {name:?}")))?;
                 Ok((net, false))
             }
@@ -161,15 +168,12 @@ impl Ctx {
         }
     }
 
-    /// The compartment of CNI_NETNS: the one hnsd already has for that namespace (a second
-    /// interface of the same container), else the namespace adopted by path (then `true`).
+    /// The compartment of CNI_NETNS: adopted by path (then `true`), or, when hnsd knows that
+    /// namespace already (a second interface of the same container), the one it has.
     fn ensure_namespace(&self, identity: (u64, u64)) -> Result<(HostComputeNamespace, bool)> {
-        if let Some(ns) = self.find_namespace(identity)? {
-            return Ok((ns, false));
-        }
         match self.hns.post::<HostComputeNamespace>("/namespaces", &json!({ "NetNsPath": self.env.netns })) {
             Ok(ns) => Ok((ns, true)),
-            Err(e) if e.is_hns(ErrorCode::NamespaceAlreadyExists) => self.find_namespace(identity)?.map(|ns| (ns, false)).ok_or(e),
+            Err(e) if e.is_hns(ErrorCode::NamespaceAlreadyExists, None) => self.find_namespace(identity)?.map(|ns| (ns, false)).ok_or(e),
             Err(e) => Err(e),
         }
         .map_err(|e| e.context(&format!("adopting network namespace {}", self.env.netns)))

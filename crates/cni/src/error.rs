@@ -25,8 +25,8 @@ pub struct CniError {
     pub code: u32,
     pub msg: String,
     pub details: String,
-    /// hnsd's error code, when hnsd refused the request.
-    pub hns: Option<hns_api::ErrorCode>,
+    /// hnsd's error, when hnsd refused the request.
+    pub hns: Option<hns_api::ApiError>,
 }
 
 pub type Result<T> = std::result::Result<T, CniError>;
@@ -41,9 +41,9 @@ impl CniError {
         self
     }
 
-    /// Whether hnsd refused the request with `c`.
-    pub fn is_hns(&self, c: hns_api::ErrorCode) -> bool {
-        self.hns == Some(c)
+    /// Whether hnsd refused the request with `c` (on `field`, when given).
+    pub fn is_hns(&self, c: hns_api::ErrorCode, field: Option<&str>) -> bool {
+        self.hns.as_ref().is_some_and(|e| e.code == c && (field.is_none() || e.field.as_deref() == field))
     }
 
     pub fn config(msg: impl Into<String>) -> CniError {

@@ -92,5 +92,5 @@ fn api_error(status: u16, e: ApiError) -> CniError {
         Some(f) => format!("hnsd: {} (field {f})", e.code),
         None => format!("hnsd: {}", e.code),
     };
-    CniError { hns: Some(e.code), ..CniError::new(cni_code, e.message).with_details(details) }
+    CniError { hns: Some(e.clone()), ..CniError::new(cni_code, e.message).with_details(details) }
 }

@@ -366,3 +366,28 @@ fn port_mapping_static_ip_mac_and_a_second_interface() {
     assert_eq!(api(&lab, "/portmappings"), json!([]));
     assert_eq!(api(&lab, "/namespaces"), json!([]));
 }
+
+#[test]
+fn a_stale_attachment_is_replaced_and_a_taken_name_gets_the_container_id() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let (a, b, c) = (Netns::new(&lab, "a"), Netns::new(&lab, "b"), Netns::new(&lab, "c"));
+    let conf = conf(&lab, "1.0.0");
+    // The runtime made a new sandbox for the same container ID without a DEL of the old one.
+    assert!(cni(&lab, "ADD", &call("same", &a.path), &conf).ok);
+    let add = cni(&lab, "ADD", &call("same", &b.path), &conf);
+    assert!(add.ok && add.json["interfaces"][0]["sandbox"] == b.path.as_str(), "{}", add.stdout);
+    assert!(!a.run("ip", &["link", "show", "eth0"]).status.success(), "the old sandbox keeps its interface");
+    assert!(b.ping(GATEWAY));
+    assert_eq!(endpoints(&lab).len(), 1);
+    // Two pods named web (in different Kubernetes namespaces) on one network.
+    assert!(cni(&lab, "DEL", &call("same", &b.path), &conf).ok);
+    let one = Call { args: "K8S_POD_NAME=web;K8S_POD_NAMESPACE=one", ..call("0123456789abcdef", &b.path) };
+    assert!(cni(&lab, "ADD", &one, &conf).ok);
+    let two = Call { args: "K8S_POD_NAME=web;K8S_POD_NAMESPACE=two", ..call("fedcba9876543210", &c.path) };
+    let second = cni(&lab, "ADD", &two, &conf);
+    assert!(second.ok, "{}", second.stdout);
+    let mut names: Vec<String> = endpoints(&lab).iter().map(|e| e["Name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["web", "web-fedcba987654"]);
+}
