@@ -66,6 +66,13 @@ fn measure(sock: &Path, spaces: &[String], cni_path: &Path, dir: &Path) -> Resul
     let conf = |rc: Value| json!({ "cniVersion": "1.0.0", "name": "benchnet", "type": "hns", "socket": sock, "ipam": { "subnet": "10.210.0.0/16" }, "runtimeConfig": rc });
     exec(&hns_cni, "ADD", "warmup", &spaces[0], cni_path, &conf(json!({})))?;
     exec(&hns_cni, "DEL", "warmup", &spaces[0], cni_path, &conf(json!({})))?;
+    // The floor: starting the process and answering VERSION (no request to hnsd).
+    let mut start = Series::new("hns-cni VERSION (process start, no request)");
+    for _ in spaces {
+        let t = Instant::now();
+        exec(&hns_cni, "VERSION", "", "", cni_path, &json!({ "cniVersion": "1.0.0" }))?;
+        start.samples.push(ms(t));
+    }
     let mut add = Series::new("hns-cni ADD (endpoint + port mapping)");
     let mut del = Series::new("hns-cni DEL");
     for (i, ns) in spaces.iter().enumerate() {
@@ -79,6 +86,7 @@ fn measure(sock: &Path, spaces: &[String], cni_path: &Path, dir: &Path) -> Resul
         del.samples.push(ms(t));
     }
     let block = spaces.len();
+    start.print(block);
     add.print(block);
     del.print(block);
     if !cni_path.join("bridge").exists() || !cni_path.join("portmap").exists() {
