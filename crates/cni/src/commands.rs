@@ -74,12 +74,13 @@ impl Ctx {
         let mut created = self.hns.post::<HostComputeEndpoint>("/endpoints", &req);
         if created.as_ref().is_err_and(|e| e.is_hns(ErrorCode::EndpointAlreadyExists, Some("ID"))) {
             // This attachment has an endpoint already.
-            if let Some(ep) = self.endpoint(&id)? {
-                if ep.host_compute_namespace == ns.id && ep.interface_name == self.env.ifname {
-                    // ADD again: the same result.
-                    let net = if ep.host_compute_network == net.id { net.clone() } else { self.network_of(&ep)? };
-                    return Ok(self.result(&ep, &net, Some(&ns)));
-                }
+            if let Some(ep) = self.endpoint(&id)?
+                && ep.host_compute_namespace == ns.id
+                && ep.interface_name == self.env.ifname
+            {
+                // ADD again: the same result.
+                let net = if ep.host_compute_network == net.id { net.clone() } else { self.network_of(&ep)? };
+                return Ok(self.result(&ep, &net, Some(&ns)));
             }
             // Left from an earlier sandbox of the same container ID: replace it.
             self.hns.delete(&format!("/endpoints/{id}")).map_err(|e| e.context("removing the stale endpoint of this attachment"))?;
@@ -274,7 +275,7 @@ impl Ctx {
         })?;
         let identity = self.netns_identity()?;
         let ns = self.namespace(&ep.host_compute_namespace)?;
-        if !ns.as_ref().is_some_and(|n| netns::identity(&n.net_ns_path).ok() == Some(identity)) {
+        if ns.as_ref().is_none_or(|n| netns::identity(&n.net_ns_path).ok() != Some(identity)) {
             return Err(fail(format!("endpoint {id} is not attached to the namespace {}", self.env.netns)));
         }
         if ep.interface_name != self.env.ifname {

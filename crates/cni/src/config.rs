@@ -198,10 +198,10 @@ impl NetConf {
         if self.cni_version.is_empty() && self.cni_versions.is_empty() {
             return Err(CniError::config("field \"cniVersion\" is required"));
         }
-        if let Some(s) = &self.socket {
-            if !s.is_absolute() {
-                return Err(CniError::config(format!("field \"socket\" {:?} must be an absolute path, such as {DEFAULT_SOCKET}", s.display())));
-            }
+        if let Some(s) = &self.socket
+            && !s.is_absolute()
+        {
+            return Err(CniError::config(format!("field \"socket\" {:?} must be an absolute path, such as {DEFAULT_SOCKET}", s.display())));
         }
         if let Some(ipam) = &self.ipam {
             if !ipam.kind.is_empty() && ipam.kind != PLUGIN_TYPE {

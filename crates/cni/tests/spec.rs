@@ -244,6 +244,9 @@ fn hnsd_down_is_try_again_and_status_follows_hnsd() {
     assert!(!add.ok && add.code() == 11 && add.msg().contains("hnsd does not answer"), "{}", add.stdout);
     let status = cni(&lab, "STATUS", &call("", ""), &conf(&lab, "1.1.0"));
     assert!(!status.ok && status.code() == 50 && status.msg().contains("hnsd does not answer"), "{}", status.stdout);
+    // DEL cannot know whether anything is left: try again later, not a false success.
+    let del = cni(&lab, "DEL", &c, &conf(&lab, "1.1.0"));
+    assert!(!del.ok && del.code() == 11, "{}", del.stdout);
 
     let _d = lab.start_hnsd(&[]).unwrap();
     let status = cni(&lab, "STATUS", &call("", ""), &conf(&lab, "1.1.0"));
