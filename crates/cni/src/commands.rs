@@ -14,7 +14,7 @@ use crate::error::{CniError, Result, code};
 use crate::hns::Hns;
 use crate::netns;
 use crate::result::{self, ResultDns};
-use crate::version;
+use crate::{version, windows};
 
 /// Name space of the derived endpoint IDs (a fixed random UUID: IDs differ from any other
 /// derivation's).
@@ -126,7 +126,15 @@ impl Ctx {
     fn ensure_network(&self) -> Result<(HostComputeNetwork, bool)> {
         let name = self.conf.network();
         let path = format!("/networks/{name}");
+        let kind = windows::network_type(&self.conf.kind);
         if let Some(net) = self.hns.get::<HostComputeNetwork>(&path)? {
+            if let Some(want) = kind.filter(|k| *k != net.network_type()) {
+                return Err(CniError::config(format!(
+                    "field \"type\" is {} ({want} networks), but hns network {name:?} is a {} network",
+                    self.conf.kind,
+                    net.network_type()
+                )));
+            }
             if let Some(want) = self.conf.subnet() {
                 let want = config::parse_net(want, "ipam.subnet")?.trunc();
                 let has: Vec<String> = net.subnets().map(|s| s.ip_address_prefix.clone()).collect();
@@ -144,16 +152,17 @@ impl Ctx {
                 "hns network {name:?} does not exist; create it (hnsctl network create --driver nat --subnet ... {name}) or give ipam.subnet so hns-cni creates it"
             )));
         };
-        let ipam = self.conf.ipam.as_ref().expect("has a subnet");
-        let routes = if ipam.gateway.is_empty() {
-            Vec::new()
-        } else {
-            let default = if ipam.gateway.contains(':') { "::/0" } else { "0.0.0.0/0" };
-            vec![Route { next_hop: ipam.gateway.clone(), destination_prefix: default.into(), metric: 0 }]
+        let routes = match self.conf.gateway() {
+            None => Vec::new(),
+            Some(gw) => {
+                let default = if gw.contains(':') { "::/0" } else { "0.0.0.0/0" };
+                vec![Route { next_hop: gw.to_owned(), destination_prefix: default.into(), metric: 0 }]
+            }
         };
         let req = HostComputeNetwork {
             name: name.to_owned(),
-            kind: Some(NetworkType::Nat),
+            kind: Some(kind.unwrap_or(NetworkType::Nat)),
+            policies: windows::network_policies(&self.conf),
             ipams: vec![Ipam { kind: IpamType::Static, subnets: vec![Subnet { ip_address_prefix: subnet.to_owned(), routes, ..Default::default() }] }],
             owner: OWNER.into(),
             ..Default::default()
@@ -188,7 +197,7 @@ impl Ctx {
     fn endpoint_request(&self, id: &str, net: &HostComputeNetwork, ns: &HostComputeNamespace) -> Result<HostComputeEndpoint> {
         let rc = &self.conf.runtime_config;
         let env = &self.env;
-        let policies = rc
+        let mut policies = rc
             .port_mappings
             .iter()
             .enumerate()
@@ -198,26 +207,27 @@ impl Ctx {
                 Ok(Policy { kind: "PortMapping".into(), settings })
             })
             .collect::<Result<Vec<_>>>()?;
-        // The `ips` capability wins over CNI_ARGS IP= (as in the reference plugins).
-        let ips = if rc.ips.is_empty() {
+        policies.extend(windows::endpoint_policies(&self.conf));
+        // The `ips` capability wins over CNI_ARGS IP= (as in the reference plugins), which
+        // wins over a Windows config's ipam.ipAddress.
+        let config_ip = self.conf.ipam.iter().map(|i| &i.ip_address).filter(|a| !a.is_empty());
+        let ips = if !rc.ips.is_empty() {
+            rc.ips.iter().enumerate().map(|(i, a)| config::parse_address(a, &format!("runtimeConfig.ips[{i}]"))).collect::<Result<Vec<_>>>()?
+        } else if !env.args.ips.is_empty() {
             env.args.ips.iter().map(|a| config::parse_address(a, "CNI_ARGS IP").map_err(|e| CniError { code: code::INVALID_ENV, ..e })).collect::<Result<Vec<_>>>()?
         } else {
-            rc.ips.iter().enumerate().map(|(i, a)| config::parse_address(a, &format!("runtimeConfig.ips[{i}]"))).collect::<Result<Vec<_>>>()?
+            config_ip.map(|a| config::parse_address(a, "ipam.ipAddress")).collect::<Result<Vec<_>>>()?
         };
         let ip_configurations = ips.into_iter().map(|(ip, len)| IpConfig { ip_address: ip.to_string(), prefix_length: len.unwrap_or(0), ..Default::default() }).collect();
-        let dns = match (&rc.dns, &self.conf.dns) {
-            (Some(d), _) => Some(Dns { server_list: d.servers.clone(), search: d.searches.clone(), options: d.options.clone(), ..Default::default() }),
-            (None, Some(d)) => Some(Dns { domain: d.domain.clone(), search: d.search.clone(), server_list: d.nameservers.clone(), options: d.options.clone() }),
-            (None, None) => None,
+        let routes = self.conf.endpoint_routes().into_iter().map(|r| Route { destination_prefix: r.dst.clone(), next_hop: r.gw.clone(), metric: 0 }).collect();
+        let name: String = if self.conf.is_windows() {
+            // The Windows plugins' name: <container ID>_<network>.
+            format!("{}_{}", env.container_id, self.conf.name).chars().take(128).collect()
+        } else if env.args.pod_name.is_empty() {
+            env.container_id.chars().take(64).collect()
+        } else {
+            env.args.pod_name.clone()
         };
-        let routes = self
-            .conf
-            .ipam
-            .iter()
-            .flat_map(|i| &i.routes)
-            .map(|r| Route { destination_prefix: r.dst.clone(), next_hop: r.gw.clone(), metric: 0 })
-            .collect();
-        let name = if env.args.pod_name.is_empty() { env.container_id.chars().take(64).collect() } else { env.args.pod_name.clone() };
         Ok(HostComputeEndpoint {
             id: id.to_owned(),
             name,
@@ -227,13 +237,45 @@ impl Ctx {
             policies,
             ip_configurations,
             mac_address: if rc.mac.is_empty() { env.args.mac.clone() } else { rc.mac.clone() },
-            dns,
+            dns: self.dns(),
             routes,
             aliases: rc.aliases.get(&self.conf.name).cloned().unwrap_or_default(),
             owner: if env.args.pod_namespace.is_empty() { OWNER.into() } else { env.args.pod_namespace.clone() },
             additional_params: json!({ P_NETWORK: self.conf.name, P_CONTAINER: env.container_id, P_IFNAME: env.ifname }),
             ..Default::default()
         })
+    }
+
+    /// The endpoint's DNS settings. Type hns: the `dns` capability, else the config's `dns`.
+    /// Windows types, as there: the config's `dns` with the pod's namespace before the first
+    /// search domain, each part the runtime gives replacing the config's.
+    fn dns(&self) -> Option<Dns> {
+        let rc = self.conf.runtime_config.dns.as_ref();
+        let conf = self.conf.dns.as_ref();
+        if !self.conf.is_windows() {
+            return match (rc, conf) {
+                (Some(d), _) => Some(Dns { server_list: d.servers.clone(), search: d.searches.clone(), options: d.options.clone(), ..Default::default() }),
+                (None, Some(d)) => Some(Dns { domain: d.domain.clone(), search: d.search.clone(), server_list: d.nameservers.clone(), options: d.options.clone() }),
+                (None, None) => None,
+            };
+        }
+        let mut dns = conf.map(|d| Dns { domain: d.domain.clone(), search: d.search.clone(), server_list: d.nameservers.clone(), options: d.options.clone() }).unwrap_or_default();
+        if let Some(first) = dns.search.first_mut()
+            && !self.env.args.pod_namespace.is_empty()
+        {
+            *first = format!("{}.{first}", self.env.args.pod_namespace);
+        }
+        if let Some(d) = rc {
+            let replace = |into: &mut Vec<String>, from: &Vec<String>| {
+                if !from.is_empty() {
+                    *into = from.clone();
+                }
+            };
+            replace(&mut dns.server_list, &d.servers);
+            replace(&mut dns.search, &d.searches);
+            replace(&mut dns.options, &d.options);
+        }
+        (!dns.is_empty()).then_some(dns)
     }
 
     // ---- DEL

@@ -11,7 +11,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use crate::error::{CniError, Result, code};
-use crate::version;
+use crate::{version, windows};
 
 pub const DEFAULT_SOCKET: &str = "/run/hns/hns.sock";
 /// The `type` this binary implements.
@@ -49,6 +49,15 @@ pub struct NetConf {
     _args: Option<IgnoredAny>,
     #[serde(default)]
     pub prev_result: Option<Value>,
+    // Keys of the Windows plugin types (nat, sdnbridge, sdnoverlay): see `windows`.
+    #[serde(default)]
+    pub optional_flags: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub additional_routes: Vec<IpamRoute>,
+    #[serde(rename = "AdditionalArgs", alias = "additionalArgs", default)]
+    pub additional_args: Vec<Kvp>,
+    #[serde(default)]
+    pub master: String,
     #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Option<Vec<Attachment>>,
     /// The spelling of the GC key before spec 1.1.0 was amended; libcni sends both.
@@ -73,30 +82,52 @@ pub struct Ipam {
     pub subnet: String,
     #[serde(default)]
     pub gateway: String,
-    /// Extra routes inside the container.
+    /// Extra routes inside the container (Windows types: the first route's gateway is the
+    /// subnet's gateway).
     #[serde(default)]
     pub routes: Vec<IpamRoute>,
+    // Windows types: a static address, and keys that do not apply to hns (refused when set).
+    #[serde(default)]
+    pub ip_address: String,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub address_space: String,
+    #[serde(default)]
+    pub query_interval: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IpamRoute {
-    pub dst: String,
     #[serde(default)]
+    pub dst: String,
+    #[serde(default, alias = "GW", alias = "gateway")]
     pub gw: String,
+}
+
+/// An `AdditionalArgs` entry of the Windows types (Go decodes their keys in any case).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kvp {
+    #[serde(alias = "Name")]
+    pub name: String,
+    #[serde(alias = "Value")]
+    pub value: Value,
 }
 
 /// The well-known `dns` key.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dns {
-    #[serde(default)]
+    // The capitalised spellings are those of Windows conflists (Go decodes keys in any case).
+    #[serde(default, alias = "Nameservers")]
     pub nameservers: Vec<String>,
-    #[serde(default)]
+    #[serde(default, alias = "Domain")]
     pub domain: String,
-    #[serde(default)]
+    #[serde(default, alias = "Search")]
     pub search: Vec<String>,
-    #[serde(default)]
+    #[serde(default, alias = "Options")]
     pub options: Vec<String>,
 }
 
@@ -180,9 +211,14 @@ impl NetConf {
     }
 
     fn check(&self) -> Result<()> {
-        if self.kind != PLUGIN_TYPE {
-            return Err(CniError::config(format!("field \"type\" is {:?}: this binary implements type {PLUGIN_TYPE:?}", self.kind)));
+        if self.kind != PLUGIN_TYPE && windows::network_type(&self.kind).is_none() {
+            return Err(CniError::config(format!(
+                "field \"type\" is {:?}: this binary implements type {PLUGIN_TYPE:?} and the Windows types {}",
+                self.kind,
+                windows::TYPES.join(", ")
+            )));
         }
+        windows::check(self)?;
         if !hns_name(&self.name) {
             return Err(CniError::config(format!(
                 "field \"name\" {:?} is not a network name: use letters, digits, '_', '.', '-', starting with a letter or digit",
@@ -213,19 +249,18 @@ impl NetConf {
             if !ipam.subnet.is_empty() {
                 parse_net(&ipam.subnet, "ipam.subnet")?;
             }
+            if !ipam.ip_address.is_empty() {
+                parse_ip(&ipam.ip_address, "ipam.ipAddress")?;
+            }
             if !ipam.gateway.is_empty() {
                 parse_ip(&ipam.gateway, "ipam.gateway")?;
                 if ipam.subnet.is_empty() {
                     return Err(CniError::config("field \"ipam.gateway\" needs \"ipam.subnet\": the gateway is only used when hns-cni creates the network"));
                 }
             }
-            for (i, r) in ipam.routes.iter().enumerate() {
-                parse_net(&r.dst, &format!("ipam.routes[{i}].dst"))?;
-                if !r.gw.is_empty() {
-                    parse_ip(&r.gw, &format!("ipam.routes[{i}].gw"))?;
-                }
-            }
+            check_routes(&ipam.routes, "ipam.routes", self.is_windows())?;
         }
+        check_routes(&self.additional_routes, "additionalRoutes", false)?;
         if let Some(d) = &self.dns {
             for (i, s) in d.nameservers.iter().enumerate() {
                 parse_ip(s, &format!("dns.nameservers[{i}]"))?;
@@ -285,6 +320,23 @@ impl NetConf {
         if self.network.is_empty() { &self.name } else { &self.network }
     }
 
+    pub fn is_windows(&self) -> bool {
+        self.kind != PLUGIN_TYPE
+    }
+
+    /// The gateway of a network this config creates: `ipam.gateway`, or (Windows types) the
+    /// first `ipam.routes` gateway.
+    pub fn gateway(&self) -> Option<&str> {
+        let ipam = self.ipam.as_ref()?;
+        let first_route = || ipam.routes.iter().map(|r| r.gw.as_str()).find(|g| !g.is_empty());
+        Some(ipam.gateway.as_str()).filter(|g| !g.is_empty()).or_else(|| if self.is_windows() { first_route() } else { None })
+    }
+
+    /// Extra routes inside the container: `ipam.routes` (type hns) or `additionalRoutes`.
+    pub fn endpoint_routes(&self) -> Vec<&IpamRoute> {
+        if self.is_windows() { self.additional_routes.iter().collect() } else { self.ipam.iter().flat_map(|i| &i.routes).collect() }
+    }
+
     pub fn subnet(&self) -> Option<&str> {
         self.ipam.as_ref().map(|i| i.subnet.as_str()).filter(|s| !s.is_empty())
     }
@@ -303,6 +355,24 @@ fn hns_name(name: &str) -> bool {
     name.len() <= 128
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Routes as CNI writes them; the Windows types' `ipam.routes` only carry the gateway (their
+/// `dst` is the default route or absent).
+fn check_routes(routes: &[IpamRoute], field: &str, gateway_only: bool) -> Result<()> {
+    for (i, r) in routes.iter().enumerate() {
+        if gateway_only {
+            if !r.dst.is_empty() && r.dst != "0.0.0.0/0" && r.dst != "::/0" {
+                return Err(CniError::config(format!("field \"{field}[{i}].dst\" is {:?}: the Windows types take only the gateway from ipam.routes; put other routes in additionalRoutes", r.dst)));
+            }
+        } else {
+            parse_net(&r.dst, &format!("{field}[{i}].dst"))?;
+        }
+        if !r.gw.is_empty() {
+            parse_ip(&r.gw, &format!("{field}[{i}].gw"))?;
+        }
+    }
+    Ok(())
 }
 
 pub fn parse_ip(s: &str, field: &str) -> Result<IpAddr> {
@@ -353,7 +423,7 @@ mod tests {
     #[test]
     fn refuses_by_name() {
         let cases = [
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","master":"eth0"}"#, 2, "\"master\" (value \"eth0\")"),
+            (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","bridge":"cni0"}"#, 2, "\"bridge\" (value \"cni0\")"),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","ipam":{"rangeStart":"10.0.0.5"}}"#, 2, "\"ipam.rangeStart\""),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#, 7, "\"bridge\""),
             (r#"{"cniVersion":"1.0.0","name":"-n","type":"hns"}"#, 7, "\"-n\""),

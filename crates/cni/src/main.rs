@@ -11,6 +11,7 @@ mod hns;
 mod netns;
 mod result;
 mod version;
+mod windows;
 
 use std::io::{Read, Write};
 

@@ -394,3 +394,67 @@ fn a_stale_attachment_is_replaced_and_a_taken_name_gets_the_container_id() {
     names.sort();
     assert_eq!(names, ["web", "web-fedcba987654"]);
 }
+
+/// A conflist written for windows-container-networking's `nat`: the network it names is made
+/// from its ipam (gateway from the first route), the endpoint is named as there, the pod's
+/// namespace goes before the first search domain, an `EndpointPolicy` of AdditionalArgs reaches
+/// hnsd, and what hns does not implement is refused by name with nothing made.
+#[test]
+fn a_windows_nat_conflist_works_here() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let ns = Netns::new(&lab, "win");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "winnat", "type": "nat", "socket": lab.socket(),
+        "ipam": { "subnet": "10.80.0.0/24", "routes": [{ "GW": "10.80.0.1" }] },
+        "dns": { "Nameservers": ["198.51.100.1"], "Search": ["svc.cluster.local"] },
+        "optionalFlags": { "localRoutedPortMapping": false },
+        "AdditionalArgs": [{ "Name": "EndpointPolicy", "Value": { "Type": "PortMapping", "Settings": { "Protocol": 6, "InternalPort": 80, "ExternalPort": 8090 } } }]
+    });
+    let c = Call { args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web", ..call("winctr", &ns.path) };
+    let add = cni(&lab, "ADD", &c, &conf);
+    assert!(add.ok, "{}", add.stdout);
+    assert_eq!(add.json["ips"][0]["gateway"], "10.80.0.1");
+    let net = api(&lab, "/networks/winnat");
+    assert_eq!(net["Type"], "NAT", "{net}");
+    let ep = &endpoints(&lab)[0];
+    assert_eq!(ep["Name"], "winctr_winnat");
+    assert_eq!(ep["Dns"]["Search"], json!(["shop.svc.cluster.local"]), "{ep}");
+    assert_eq!(api(&lab, "/portmappings")[0]["ExternalPort"], 8090);
+    assert!(ns.ping("10.80.0.1"));
+    assert!(cni(&lab, "DEL", &c, &conf).ok);
+
+    let before = snapshot(&lab);
+    let mut outbound = conf.clone();
+    outbound["AdditionalArgs"] = json!([{ "Name": "EndpointPolicy", "Value": { "Type": "OutBoundNAT", "Settings": { "Exceptions": ["10.0.0.0/8"] } } }]);
+    let out = cni(&lab, "ADD", &c, &outbound);
+    assert!(!out.ok && out.code() == 7 && out.msg().contains("OutBoundNAT"), "{}", out.stdout);
+    let mut flag = conf.clone();
+    flag["optionalFlags"] = json!({ "loopbackDSR": true });
+    let out = cni(&lab, "ADD", &c, &flag);
+    assert!(!out.ok && out.code() == 2 && out.msg().contains("optionalFlags.loopbackDSR"), "{}", out.stdout);
+    assert_eq!(snapshot(&lab), before);
+}
+
+/// `sdnbridge` with its `master` adapter: an L2Bridge network on the LAN, the container (at
+/// its `ipam.ipAddress`) reaches the LAN's router.
+#[test]
+fn a_windows_sdnbridge_conflist_puts_the_container_on_the_lan() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let u = lab.add_uplink(3, false).unwrap();
+    let ns = Netns::new(&lab, "br");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "cbr0", "type": "sdnbridge", "master": u.host_if, "socket": lab.socket(),
+        // A static address: the LAN's own hosts (the router .1, this host .2) are not hns's to hand out.
+        "ipam": { "subnet": u.subnet, "routes": [{ "GW": u.router.to_string() }], "ipAddress": u.addr(50).to_string() }
+    });
+    let c = call("brctr", &ns.path);
+    let add = cni(&lab, "ADD", &c, &conf);
+    assert!(add.ok, "{}", add.stdout);
+    assert_eq!(add.json["ips"][0]["address"], format!("{}/24", u.addr(50)));
+    assert_eq!(api(&lab, "/networks/cbr0")["Type"], "L2Bridge");
+    assert!(ns.ping(&u.router.to_string()), "the container does not reach the LAN's router");
+    assert!(cni(&lab, "DEL", &c, &conf).ok);
+    assert!(endpoints(&lab).is_empty());
+}
