@@ -74,16 +74,16 @@ impl Ctx {
         let mut created = self.hns.post::<HostComputeEndpoint>("/endpoints", &req);
         if created.as_ref().is_err_and(|e| e.is_hns(ErrorCode::EndpointAlreadyExists, Some("ID"))) {
             // This attachment has an endpoint already.
-            if let Some(ep) = self.endpoint(&id)?
+            if let Some(ep) = self.endpoint(&id).map_err(undo)?
                 && ep.host_compute_namespace == ns.id
                 && ep.interface_name == self.env.ifname
             {
                 // ADD again: the same result.
-                let net = if ep.host_compute_network == net.id { net.clone() } else { self.network_of(&ep)? };
+                let net = if ep.host_compute_network == net.id { net.clone() } else { self.network_of(&ep).map_err(undo)? };
                 return Ok(self.result(&ep, &net, Some(&ns)));
             }
             // Left from an earlier sandbox of the same container ID: replace it.
-            self.hns.delete(&format!("/endpoints/{id}")).map_err(|e| e.context("removing the stale endpoint of this attachment"))?;
+            self.hns.delete(&format!("/endpoints/{id}")).map_err(|e| undo(e.context("removing the stale endpoint of this attachment")))?;
             created = self.hns.post("/endpoints", &req);
         }
         if created.as_ref().is_err_and(|e| e.is_hns(ErrorCode::EndpointAlreadyExists, Some("Name"))) {
@@ -358,7 +358,8 @@ impl Ctx {
         let all: Vec<HostComputeEndpoint> = self.hns.get("/endpoints")?.unwrap_or_default();
         let mut failed = Vec::new();
         for ep in all.iter().filter(|e| e.additional_params[P_NETWORK] == self.conf.name.as_str() && !keep.contains(&e.id)) {
-            if let Err(e) = self.hns.delete(&format!("/endpoints/{}", ep.id)) {
+            // A namespace the runtime already removed is forgotten with its last endpoint.
+            if let Err(e) = self.hns.delete(&format!("/endpoints/{}", ep.id)).and_then(|_| self.forget_namespace(&ep.host_compute_namespace)) {
                 failed.push(format!("endpoint {} ({}): {}", ep.id, ep.additional_params[P_CONTAINER], e.msg));
             }
         }

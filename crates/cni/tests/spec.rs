@@ -214,7 +214,8 @@ fn every_cni_version_and_version_command() {
 #[test]
 fn del_after_the_namespace_is_gone_frees_everything() {
     let lab = Lab::new().unwrap();
-    let _d = lab.start_hnsd(&[]).unwrap();
+    // No reconcile pass meanwhile: what is freed, the plugin freed.
+    let _d = lab.start_hnsd(&["--reconcile-interval", "60m"]).unwrap();
     let ns = Netns::new(&lab, "gone");
     let mut conf = conf(&lab, "1.0.0");
     conf["runtimeConfig"] = json!({ "ips": ["10.77.0.50/24"] });
@@ -263,8 +264,9 @@ fn hnsd_down_is_try_again_and_status_follows_hnsd() {
 #[test]
 fn gc_removes_exactly_what_is_not_valid() {
     let lab = Lab::new().unwrap();
-    let _d = lab.start_hnsd(&[]).unwrap();
-    let spaces: Vec<Netns> = ["g1", "g2", "g3"].iter().map(|n| Netns::new(&lab, n)).collect();
+    // No reconcile pass meanwhile: what is freed, the plugin freed.
+    let _d = lab.start_hnsd(&["--reconcile-interval", "60m"]).unwrap();
+    let spaces: Vec<Netns> = ["g1", "g2", "g3", "g4"].iter().map(|n| Netns::new(&lab, n)).collect();
     let conf = conf(&lab, "1.1.0");
     for (i, ns) in spaces.iter().enumerate() {
         let id = format!("g{}", i + 1);
@@ -274,6 +276,8 @@ fn gc_removes_exactly_what_is_not_valid() {
     let body = json!({ "HostComputeNetwork": "hnsnet", "Name": "byhand" }).to_string();
     let (status, text) = hns_client::request(&lab.socket(), "POST", "/endpoints", &body, Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200, "{text}");
+    // g4's runtime removed its namespace without a DEL.
+    spaces[3].remove();
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{ "containerID": "g1", "ifname": "eth0" }]);
     gc["cni.dev/attachments"] = json!([{ "containerID": "g2", "ifname": "eth0" }]);
@@ -283,6 +287,8 @@ fn gc_removes_exactly_what_is_not_valid() {
     names.sort();
     assert_eq!(names, ["byhand", "g1", "g2"]);
     assert!(!spaces[2].run("ip", &["link", "show", "eth0"]).status.success(), "g3's interface survived GC");
+    let paths: Vec<String> = api(&lab, "/namespaces").as_array().unwrap().iter().map(|n| n["NetNsPath"].as_str().unwrap().to_owned()).collect();
+    assert!(!paths.contains(&spaces[3].path), "hnsd still holds g4's removed namespace: {paths:?}");
     assert!(spaces[0].ping(GATEWAY), "GC broke a valid attachment");
 }
 
