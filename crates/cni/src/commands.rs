@@ -58,14 +58,23 @@ impl Ctx {
 
     // ---- ADD
 
-    /// The common case costs three requests: the network, the namespace adopted, the endpoint
-    /// created attached. Conflicts lead to the rarer paths (a second interface in a known
-    /// namespace, ADD again for the same attachment).
+    /// The common case costs three requests: the network and the namespace adopted (at once,
+    /// on two connections: neither needs the other), then the endpoint created attached.
+    /// Conflicts lead to the rarer paths (a second interface in a known namespace, ADD again
+    /// for the same attachment).
     pub fn add(&self) -> Result<Value> {
         let identity = self.netns_identity()?;
         let id = self.id();
-        let (net, made_net) = self.ensure_network()?;
-        let (ns, adopted) = match self.ensure_namespace(identity) {
+        let (net, ns) = std::thread::scope(|s| {
+            let ns = s.spawn(|| self.ensure_namespace(identity));
+            let net = self.ensure_network();
+            (net, ns.join().expect("ensure_namespace does not panic"))
+        });
+        let (net, made_net) = match net {
+            Ok(v) => v,
+            Err(e) => return Err(self.undo(e, ns.ok().filter(|(_, adopted)| *adopted).map(|(n, _)| n.id).as_ref(), None)),
+        };
+        let (ns, adopted) = match ns {
             Ok(v) => v,
             Err(e) => return Err(self.undo(e, None, made_net.then_some(&net.id))),
         };
