@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod cni;
 mod overlay;
 use serde_json::{Value, json};
 
@@ -87,6 +88,17 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "3,6,12")]
         hosts: Vec<usize>,
     },
+    /// CNI ADD and DEL through the exec'd hns-cni (one port mapping each), next to the
+    /// reference bridge + host-local + portmap chain when installed.
+    Cni {
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        /// Where the CNI reference plugins live (the peer is skipped when absent).
+        #[arg(long, default_value = "/usr/lib/cni")]
+        cni_path: PathBuf,
+        #[command(flatten)]
+        inner: Inner,
+    },
     /// (internal) The connection prober `overlay` runs inside client compartments.
     #[command(hide = true)]
     OverlayProbe,
@@ -142,6 +154,8 @@ fn main() -> Result<()> {
         Cmd::Dns { count, .. } => in_lab(&[s(&"dns"), s(&"--count"), s(&count)]),
         Cmd::Portmap { count, seconds, inner: Inner { inner_socket: Some(sock), lan_pid } } => portmap_inner(&sock, count, seconds, lan_pid.context("--lan-pid")?),
         Cmd::Portmap { count, seconds, .. } => in_lab(&[s(&"portmap"), s(&"--count"), s(&count), s(&"--seconds"), s(&seconds)]),
+        Cmd::Cni { count, cni_path, inner: Inner { inner_socket: Some(sock), .. } } => cni::inner(&sock, count, &cni_path),
+        Cmd::Cni { count, cni_path, .. } => in_lab(&[s(&"cni"), s(&"--count"), s(&count), s(&"--cni-path"), cni_path.display().to_string()]),
         Cmd::Overlay { endpoints, seconds, hosts } => overlay::run(endpoints, seconds, &hosts),
         Cmd::OverlayProbe => overlay::probe_main(),
     }

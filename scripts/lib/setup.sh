@@ -57,5 +57,7 @@ install_missing() {
 SANDBOX_PACKAGES="nftables iproute2 util-linux dnsmasq-base iputils-ping"
 # What the tests need beyond that: ps, an etcd server and openssl for the overlay cluster
 # tests (with TLS), docker and compose with iptables and a static busybox for the Docker plugin
-# tests (their own dockerd in a lab namespace), tcpdump for captures on the lab LAN.
-TEST_PACKAGES="$SANDBOX_PACKAGES procps etcd-server openssl docker.io docker-compose iptables busybox-static tcpdump"
+# tests (their own dockerd in a lab namespace), tcpdump for captures on the lab LAN, podman for
+# the CNI plugin's podman tests (podman 4.3 with its CNI backend, private dirs in a lab host) and
+# containerd (ctr run --cni) for its containerd test.
+TEST_PACKAGES="$SANDBOX_PACKAGES procps etcd-server openssl docker.io docker-compose iptables busybox-static tcpdump podman containerd"

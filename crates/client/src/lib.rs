@@ -1,5 +1,6 @@
 //! A deliberately tiny, blocking HTTP/1.1 client over a Unix socket: enough to ask hnsd's
-//! `GET /healthz` from the lab, or dockerd for a container's name from hnsd's Docker plugin,
+//! `GET /healthz` from the lab, dockerd for a container's name from hnsd's Docker plugin, or hnsd
+//! for the few requests of one CNI command (hns-cni),
 //! without pulling an async stack (or a runtime) into a blocking caller. Written by hand because
 //! the maintained clients (hyper, ureq) need a connector layer and a runtime or TLS stack for
 //! what is here one request and one `read_to_end` on a `Connection: close` socket.
@@ -14,11 +15,24 @@ use std::io::{Error, Result};
 /// `GET path` on the Unix socket `socket`; returns (status code, body).
 /// Uses `Connection: close` and a 2 s I/O timeout.
 pub fn http_get(socket: &Path, path: &str) -> Result<(u16, String)> {
+    request(socket, "GET", path, "", Duration::from_secs(2))
+}
+
+/// `METHOD path` with a JSON `body` (none when empty) on the Unix socket `socket`; returns
+/// (status code, body). One request per connection (`Connection: close`); `timeout` bounds
+/// each read and write, not the whole exchange.
+pub fn request(socket: &Path, method: &str, path: &str, body: &str, timeout: Duration) -> Result<(u16, String)> {
     let mut stream = UnixStream::connect(socket)
         .map_err(|e| Error::new(e.kind(), format!("connecting to {}: {e}", socket.display())))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    // One write: the head and the body leave in one segment on a small request.
+    stream.write_all([head.as_bytes(), body.as_bytes()].concat().as_slice())?;
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
