@@ -12,6 +12,7 @@ mod engine;
 mod instance;
 mod metrics;
 mod serve;
+mod systemd;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -145,11 +146,18 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(socket = %cfg.socket.display(), "serving the HNS API");
+    // The socket has listened since bind_socket (clients queue until served) and the first
+    // reconcile pass is done: units ordered after hnsd may start now.
+    systemd::ready();
+    let watchdog = systemd::spawn_watchdog();
     serve::Server::new(cfg.limits).serve(listener, api::router(state), shutdown_signal()).await;
     if let Some(d) = docker {
         d.stop().await;
     }
     periodic.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     if let Some(t) = metrics_tcp {
         t.abort();
     }
@@ -244,4 +252,6 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+    // Before the requests in flight finish, so systemd knows the stop has begun.
+    systemd::stopping();
 }
