@@ -75,6 +75,11 @@ pub struct Args {
     /// Time a request's body has to arrive after its headers (default 30s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub body_timeout: Option<Duration>,
+    /// Also serve GET /metrics (Prometheus text) on this TCP address, e.g. 127.0.0.1:9450. Off
+    /// by default; the API socket always serves /metrics. No authentication: keep it on loopback
+    /// or a management network.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten, next_help_heading = "Overlay networks (cluster)")]
     pub cluster: cluster::ClusterArgs,
 }
@@ -95,6 +100,7 @@ pub struct FileConfig {
     pub max_connections: Option<u32>,
     pub header_timeout: Option<String>,
     pub body_timeout: Option<String>,
+    pub metrics_listen: Option<String>,
     /// `[cluster]`: see [`cluster::ClusterFile`].
     pub cluster: Option<cluster::ClusterFile>,
 }
@@ -114,6 +120,8 @@ pub struct Config {
     pub cluster: Option<cluster::ClusterSettings>,
     /// Limits of the API server (and, separately, of the Docker plugin server).
     pub limits: crate::serve::Limits,
+    /// TCP address of the metrics listener; `None`: metrics only on the API socket.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Defaults of [`crate::serve::Limits`].
@@ -195,6 +203,11 @@ impl Config {
             },
             cluster: cluster::resolve(&args.cluster, fc.cluster.as_ref())?,
             limits,
+            metrics_listen: match (args.metrics_listen, &fc.metrics_listen) {
+                (Some(a), _) => Some(a),
+                (None, Some(s)) => Some(s.parse().map_err(|_| anyhow::anyhow!("config metrics-listen: {s:?} is not an address and port such as 127.0.0.1:9450"))?),
+                (None, None) => None,
+            },
         })
     }
 }
@@ -235,6 +248,11 @@ mod tests {
         assert!(Config::load(&args).unwrap_err().to_string().contains("max-connections"));
         std::fs::write(&f, "no-docker-plugin = true\n").unwrap();
         assert_eq!(Config::load(&args).unwrap().docker_plugin_dir, None);
+        assert_eq!(Config::load(&args).unwrap().metrics_listen, None, "off by default");
+        std::fs::write(&f, "metrics-listen = \"127.0.0.1:9450\"\n").unwrap();
+        assert_eq!(Config::load(&args).unwrap().metrics_listen, Some("127.0.0.1:9450".parse().unwrap()));
+        std::fs::write(&f, "metrics-listen = \"localhost\"\n").unwrap();
+        assert!(Config::load(&args).unwrap_err().to_string().contains("metrics-listen: \"localhost\""));
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::load(&args).unwrap_err().to_string().contains("bogus"));
         std::fs::remove_dir_all(&dir).unwrap();

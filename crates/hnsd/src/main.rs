@@ -10,7 +10,9 @@ mod config;
 mod docker;
 mod engine;
 mod instance;
+mod metrics;
 mod serve;
+mod systemd;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -94,12 +96,13 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
     hns_kernel::netns::prepare_dir(&ecfg.netns_dir())?;
     let listener = bind_socket(&cfg.socket)?;
     let host = hns_kernel::netlink::Netlink::current()?;
+    let metrics = Arc::new(metrics::Metrics::new(host.clone()));
     let mut engine = Engine::open(ecfg, host)?;
     tracing::info!(store = %engine.store_path().display(), "store opened");
     if let Some(c) = &cfg.cluster {
         cluster::prepare(&mut engine, c).await?;
     }
-    log_report("start", &engine.reconcile(true).await);
+    log_report("start", &reconcile(&mut engine, true, &metrics).await);
     if !cfg.no_default_network {
         match engine.ensure_default_network().await {
             Ok(Some(n)) => tracing::info!(name = %n.name, subnet = ?n.subnets().next().map(|s| s.ip_address_prefix.clone()), "created the default network"),
@@ -108,7 +111,11 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         }
     }
     let lease6_events = engine.take_lease6_events();
-    let state = Arc::new(api::AppState { engine: tokio::sync::Mutex::new(engine) });
+    let state = Arc::new(api::AppState { engine: tokio::sync::Mutex::new(engine), metrics });
+    let metrics_tcp = match cfg.metrics_listen {
+        Some(addr) => Some(metrics::listen(addr, state.clone()).await?),
+        None => None,
+    };
     // DHCPv6 leases arrive in the background (engine/dhcp6.rs): apply each change as it comes.
     if let Some(mut events) = lease6_events {
         let state = state.clone();
@@ -128,7 +135,7 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let report = state.engine.lock().await.reconcile(false).await;
+                let report = reconcile(&mut *state.engine.lock().await, false, &state.metrics).await;
                 log_report("periodic", &report);
             }
         })
@@ -139,11 +146,21 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(socket = %cfg.socket.display(), "serving the HNS API");
+    // The socket has listened since bind_socket (clients queue until served) and the first
+    // reconcile pass is done: units ordered after hnsd may start now.
+    systemd::ready();
+    let watchdog = systemd::spawn_watchdog();
     serve::Server::new(cfg.limits).serve(listener, api::router(state), shutdown_signal()).await;
     if let Some(d) = docker {
         d.stop().await;
     }
     periodic.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    if let Some(t) = metrics_tcp {
+        t.abort();
+    }
     // Without revoking the lease: peers keep this host's endpoints until it expires.
     if let Some(link) = cluster_link {
         link.abort();
@@ -204,6 +221,14 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
+/// One reconcile pass, counted in the metrics.
+async fn reconcile(engine: &mut Engine, full: bool, metrics: &metrics::Metrics) -> engine::reconcile::Report {
+    let start = std::time::Instant::now();
+    let report = engine.reconcile(full).await;
+    metrics.reconciled(&report, start.elapsed());
+    report
+}
+
 fn log_report(when: &str, r: &engine::reconcile::Report) {
     for x in &r.repaired {
         tracing::warn!(when, "repaired: {x}");
@@ -227,4 +252,6 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+    // Before the requests in flight finish, so systemd knows the stop has begun.
+    systemd::stopping();
 }

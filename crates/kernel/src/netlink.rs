@@ -53,6 +53,18 @@ pub struct LinkInfo {
     pub mac: Option<[u8; 6]>,
 }
 
+/// A link's traffic counters since it was created, as the link itself counts them (`rx` is
+/// what arrived on this link).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
 impl LinkInfo {
     /// Made by hns (see [`names::HNS_GROUP`]).
     pub fn is_marked(&self) -> bool {
@@ -110,6 +122,36 @@ impl Netlink {
         let mut stream = self.handle.link().get().execute();
         while let Some(m) = stream.try_next().await.map_err(|e| nl_err("list links", "", e))? {
             out.push(link_info(&m));
+        }
+        Ok(out)
+    }
+
+    /// The traffic counters of every link, by name: one dump, for a metrics scrape.
+    pub async fn link_counters(&self) -> Result<Vec<(String, LinkCounters)>> {
+        let mut out = Vec::new();
+        let mut stream = self.handle.link().get().execute();
+        while let Some(m) = stream.try_next().await.map_err(|e| nl_err("list links", "", e))? {
+            let mut name = None;
+            let mut counters = None;
+            for a in &m.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => name = Some(n.clone()),
+                    LinkAttribute::Stats64(s) => {
+                        counters = Some(LinkCounters {
+                            rx_bytes: s.rx_bytes,
+                            tx_bytes: s.tx_bytes,
+                            rx_packets: s.rx_packets,
+                            tx_packets: s.tx_packets,
+                            rx_dropped: s.rx_dropped,
+                            tx_dropped: s.tx_dropped,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(n), Some(c)) = (name, counters) {
+                out.push((n, c));
+            }
         }
         Ok(out)
     }

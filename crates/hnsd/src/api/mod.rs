@@ -24,6 +24,7 @@ pub const MAX_BODY: usize = 1 << 20;
 
 pub struct AppState {
     pub engine: Mutex<Engine>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -62,12 +63,15 @@ pub fn router(state: Shared) -> Router {
         ("/healthz", get(healthz)),
         ("/info", get(info)),
         ("/openapi.json", get(openapi::document)),
+        ("/metrics", get(crate::metrics::serve)),
     ] {
         r = r.route(path, route.clone()).route(&format!("{path}/"), route);
     }
+    let metrics = state.metrics.clone();
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::track))
         .with_state(state)
 }
 

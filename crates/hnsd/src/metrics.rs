@@ -1,0 +1,452 @@
+//! Metrics in the Prometheus (OpenMetrics) text format, served at `GET /metrics` on the API
+//! socket and, when asked, on a TCP address (`--metrics-listen`).
+//!
+//! Two kinds of series:
+//! - counted as things happen: API requests (a layer on the router, by route template, method
+//!   and status code, with a latency histogram) and reconcile passes (by `main.rs`);
+//! - read at scrape time: object counts, DHCP leases and DNS counters from the engine, and each
+//!   endpoint's traffic from one netlink link dump of the host namespace. Nothing is polled.
+//!
+//! The engine is never waited for: a scrape reads it with `try_lock` and, while an operation
+//! holds the lock, serves the figures of the previous scrape (see [`Metrics::encode`]).
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::api::Shared;
+use crate::engine::Engine;
+use crate::engine::reconcile::Report;
+
+/// The content type of the OpenMetrics text that prometheus-client writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriverLabels {
+    driver: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetworkLabels {
+    network: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FamilyLabels {
+    family: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+    name: String,
+    network: String,
+}
+
+/// What a scrape reads from the engine: small copies, no kernel calls.
+#[derive(Clone, Default)]
+struct Inventory {
+    /// (driver, networks)
+    networks: Vec<(String, i64)>,
+    /// (network name, endpoints)
+    endpoints: Vec<(String, i64)>,
+    namespaces: i64,
+    leases_v4: i64,
+    leases_v6: i64,
+    dns: hns_dns::DnsStats,
+    /// Endpoints that have a host-side veth: (veth name, labels).
+    veths: Vec<(String, EndpointLabels)>,
+}
+
+impl Inventory {
+    fn of(e: &Engine) -> Inventory {
+        let mut drivers = std::collections::BTreeMap::<String, i64>::new();
+        let mut endpoints = Vec::new();
+        for net in e.networks.values() {
+            let driver = net
+                .rec
+                .net
+                .kind
+                .map_or("unknown", |k| k.as_str())
+                .to_owned();
+            *drivers.entry(driver).or_default() += 1;
+            endpoints.push((net.rec.net.name.clone(), net.endpoint_names.len() as i64));
+        }
+        let net_name = |id: &str| {
+            e.networks
+                .get(id)
+                .map_or_else(|| id.to_owned(), |n| n.rec.net.name.clone())
+        };
+        let veths = e
+            .endpoints
+            .values()
+            .map(|r| {
+                let labels = EndpointLabels {
+                    endpoint: r.ep.id.clone(),
+                    name: r.ep.name.clone(),
+                    network: net_name(&r.network_id),
+                };
+                (hns_kernel::names::veth_host_name(&r.ep.id), labels)
+            })
+            .collect();
+        Inventory {
+            networks: drivers.into_iter().collect(),
+            endpoints,
+            namespaces: e.namespaces.len() as i64,
+            leases_v4: e.leases.len() as i64,
+            leases_v6: e.leases6.len() as i64,
+            dns: e.dns.stats(),
+            veths,
+        }
+    }
+}
+
+/// Families set from scratch at each scrape (objects that went away drop out).
+#[derive(Default)]
+struct Scraped {
+    networks: Family<DriverLabels, Gauge>,
+    endpoints: Family<NetworkLabels, Gauge>,
+    namespaces: Gauge,
+    leases: Family<FamilyLabels, Gauge>,
+    dns_queries: Family<ResultLabels, Counter>,
+    received_bytes: Family<EndpointLabels, Counter>,
+    sent_bytes: Family<EndpointLabels, Counter>,
+    received_packets: Family<EndpointLabels, Counter>,
+    sent_packets: Family<EndpointLabels, Counter>,
+    received_drops: Family<EndpointLabels, Counter>,
+    sent_drops: Family<EndpointLabels, Counter>,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    reconcile_passes: Counter,
+    reconcile_duration: Histogram,
+    repairs: Family<KindLabels, Counter>,
+    scraped: Scraped,
+    /// Serialises scrapes (each rewrites [`Scraped`]) and keeps the last inventory.
+    last: tokio::sync::Mutex<Option<Inventory>>,
+    /// The host namespace, for the link dump.
+    host: hns_kernel::netlink::Netlink,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new(host: hns_kernel::netlink::Netlink) -> Metrics {
+        let mut registry = Registry::with_prefix("hns");
+        let requests = Family::<RequestLabels, Counter>::default();
+        // 1 ms to about 16 s: a list is sub-millisecond, an attach tens of milliseconds, an
+        // overlay create may wait for etcd.
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 15))
+        });
+        let reconcile_passes = Counter::default();
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let repairs = Family::<KindLabels, Counter>::default();
+        let scraped = Scraped::default();
+        registry.register(
+            "api_requests",
+            "API requests by route template, method and HTTP status code",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "api_request_duration",
+            "API request latency by route template",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        registry.register(
+            "reconcile_passes",
+            "Reconcile passes (at start and periodic)",
+            reconcile_passes.clone(),
+        );
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Duration of reconcile passes",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_repairs",
+            "Reconcile findings by kind: repaired (kernel state rebuilt), removed (orphan removed), collected (garbage-collected), error",
+            repairs.clone(),
+        );
+        registry.register("networks", "Networks by driver", scraped.networks.clone());
+        registry.register(
+            "endpoints",
+            "Endpoints by network name",
+            scraped.endpoints.clone(),
+        );
+        registry.register(
+            "namespaces",
+            "Compartments (network namespaces)",
+            scraped.namespaces.clone(),
+        );
+        registry.register(
+            "dhcp_leases",
+            "DHCP leases held for endpoints, by address family",
+            scraped.leases.clone(),
+        );
+        registry.register("dns_queries", "DNS responder queries by result (local, forwarded, cache_hit (part of forwarded), failed, dropped)", scraped.dns_queries.clone());
+        registry.register_with_unit(
+            "endpoint_received",
+            "Bytes the endpoint received (sent to it by its host-side veth)",
+            Unit::Bytes,
+            scraped.received_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "endpoint_sent",
+            "Bytes the endpoint sent (received by its host-side veth)",
+            Unit::Bytes,
+            scraped.sent_bytes.clone(),
+        );
+        registry.register(
+            "endpoint_received_packets",
+            "Packets the endpoint received",
+            scraped.received_packets.clone(),
+        );
+        registry.register(
+            "endpoint_sent_packets",
+            "Packets the endpoint sent",
+            scraped.sent_packets.clone(),
+        );
+        registry.register(
+            "endpoint_received_drops",
+            "Packets to the endpoint that its host-side veth dropped",
+            scraped.received_drops.clone(),
+        );
+        registry.register(
+            "endpoint_sent_drops",
+            "Packets from the endpoint that its host-side veth dropped",
+            scraped.sent_drops.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            reconcile_passes,
+            reconcile_duration,
+            repairs,
+            scraped,
+            last: tokio::sync::Mutex::new(None),
+            host,
+        }
+    }
+
+    /// Counts one reconcile pass and its findings.
+    pub fn reconciled(&self, report: &Report, took: Duration) {
+        self.reconcile_passes.inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+        for (kind, n) in [
+            ("repaired", report.repaired.len()),
+            ("removed", report.removed.len()),
+            ("collected", report.collected.len()),
+            ("error", report.errors.len()),
+        ] {
+            self.repairs
+                .get_or_create(&KindLabels { kind })
+                .inc_by(n as u64);
+        }
+    }
+
+    /// The text of one scrape.
+    pub async fn encode(&self, engine: &tokio::sync::Mutex<Engine>) -> String {
+        let mut last = self.last.lock().await;
+        // An operation in flight may hold the engine for a while (kernel steps, etcd): serve
+        // the previous figures rather than wait. The first scrape has none, so it waits once.
+        let inv = match engine.try_lock() {
+            Ok(e) => Inventory::of(&e),
+            Err(_) => match last.as_ref() {
+                Some(inv) => inv.clone(),
+                None => Inventory::of(&*engine.lock().await),
+            },
+        };
+        let links = match self.host.link_counters().await {
+            Ok(l) => l.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: could not read link counters");
+                std::collections::HashMap::new()
+            }
+        };
+        self.fill(&inv, &links);
+        *last = Some(inv);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+
+    fn fill(
+        &self,
+        inv: &Inventory,
+        links: &std::collections::HashMap<String, hns_kernel::netlink::LinkCounters>,
+    ) {
+        let s = &self.scraped;
+        s.networks.clear();
+        for (driver, n) in &inv.networks {
+            s.networks
+                .get_or_create(&DriverLabels {
+                    driver: driver.clone(),
+                })
+                .set(*n);
+        }
+        s.endpoints.clear();
+        for (network, n) in &inv.endpoints {
+            s.endpoints
+                .get_or_create(&NetworkLabels {
+                    network: network.clone(),
+                })
+                .set(*n);
+        }
+        s.namespaces.set(inv.namespaces);
+        s.leases
+            .get_or_create(&FamilyLabels { family: "ipv4" })
+            .set(inv.leases_v4);
+        s.leases
+            .get_or_create(&FamilyLabels { family: "ipv6" })
+            .set(inv.leases_v6);
+        let d = &inv.dns;
+        for (result, v) in [
+            ("local", d.answered_local),
+            ("forwarded", d.forwarded),
+            ("cache_hit", d.cache_hits),
+            ("failed", d.failed),
+            ("dropped", d.dropped),
+        ] {
+            store(&s.dns_queries, &ResultLabels { result }, v);
+        }
+        let per_endpoint = [
+            &s.received_bytes,
+            &s.sent_bytes,
+            &s.received_packets,
+            &s.sent_packets,
+            &s.received_drops,
+            &s.sent_drops,
+        ];
+        for f in per_endpoint {
+            f.clear();
+        }
+        for (veth, labels) in &inv.veths {
+            let Some(c) = links.get(veth) else { continue };
+            // The host-side veth transmits what the endpoint receives, and the reverse.
+            for (f, v) in per_endpoint.into_iter().zip([
+                c.tx_bytes,
+                c.rx_bytes,
+                c.tx_packets,
+                c.rx_packets,
+                c.tx_dropped,
+                c.rx_dropped,
+            ]) {
+                store(f, labels, v);
+            }
+        }
+    }
+}
+
+/// Sets a counter that something else counts (the kernel, the DNS service) to its value.
+fn store<L: EncodeLabelSet + Clone + Eq + std::hash::Hash>(
+    family: &Family<L, Counter>,
+    labels: &L,
+    value: u64,
+) {
+    family
+        .get_or_create(labels)
+        .inner()
+        .store(value, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Router layer: counts each request by its route template (not the raw path, which holds
+/// IDs) and times it.
+pub async fn track(State(m): State<std::sync::Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = match req.extensions().get::<MatchedPath>() {
+        // Every route also answers with a trailing slash: one series for both.
+        Some(p) => p
+            .as_str()
+            .strip_suffix('/')
+            .filter(|s| !s.is_empty())
+            .unwrap_or(p.as_str())
+            .to_owned(),
+        None => "unmatched".to_owned(),
+    };
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    m.latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    m.requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            code: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// `GET /metrics`.
+pub async fn serve(State(s): State<Shared>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
+        s.metrics.encode(&s.engine).await,
+    )
+        .into_response()
+}
+
+/// The optional TCP listener (`--metrics-listen`): `/metrics` only, nothing of the API.
+pub async fn listen(
+    addr: std::net::SocketAddr,
+    state: Shared,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("metrics-listen {addr}: bind"))?;
+    tracing::info!(%addr, "serving /metrics on TCP");
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(serve))
+        .with_state(state);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    }))
+}
