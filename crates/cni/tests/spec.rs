@@ -366,7 +366,7 @@ fn port_mapping_static_ip_mac_and_a_second_interface() {
     // The same interface name twice in one namespace: hnsd refuses, in its words.
     let third = json!({ "cniVersion": "1.0.0", "name": "third", "type": "hns", "socket": lab.socket(), "ipam": { "subnet": "10.79.0.0/24" } });
     let clash = cni(&lab, "ADD", &c2, &third);
-    assert!(!clash.ok && clash.code() == 100 && clash.msg().contains("already has an interface named \"eth1\""), "{}", clash.stdout);
+    assert!(!clash.ok && clash.code() == 100 && clash.msg().contains("InterfaceName \"eth1\" is taken in namespace"), "{}", clash.stdout);
     // DEL of one leaves the other working.
     assert!(cni(&lab, "DEL", &c2, &other).ok);
     assert!(ns.ping(GATEWAY));
