@@ -9,6 +9,7 @@ use hns_api::{ApiError, DaemonInfo, ErrorCode, Health, HostComputeEndpoint, Host
 use serde::de::DeserializeOwned;
 
 use super::{Failure, MAX_BODY, Shared};
+use crate::engine::dhcp::with_leases;
 
 type Reply<T> = Result<Json<T>, Failure>;
 
@@ -75,7 +76,11 @@ pub async fn list_endpoints(State(s): State<Shared>) -> Json<Vec<HostComputeEndp
         (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
 pub async fn create_endpoint(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeEndpoint> {
     let req = body(b)?;
-    Ok(Json(s.engine.lock().await.create_endpoint(req).await?))
+    let prepare = |e: &crate::engine::Engine| {
+        let mut req = req;
+        (e.lease_for_new_endpoint(&mut req), req)
+    };
+    Ok(Json(with_leases(&s.engine, prepare, async |e, req| e.create_endpoint(req).await).await?))
 }
 
 #[utoipa::path(get, path = "/endpoints/{id}", params(("id" = String, Path, description = "ID or name")),
@@ -117,8 +122,9 @@ pub async fn list_namespaces(State(s): State<Shared>) -> Json<Vec<HostComputeNam
         (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError),
         (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
 pub async fn create_namespace(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNamespace> {
-    let req = body(b)?;
-    Ok(Json(s.engine.lock().await.create_namespace(req).await?))
+    let req: HostComputeNamespace = body(b)?;
+    let keys = req.endpoint_ids();
+    Ok(Json(with_leases(&s.engine, |e| (e.leases_wanted(&keys), req), async |e, req| e.create_namespace(req).await).await?))
 }
 
 #[utoipa::path(get, path = "/namespaces/{id}", params(("id" = String, Path, description = "ID or name")),
@@ -142,7 +148,13 @@ pub async fn delete_namespace(State(s): State<Shared>, Path(id): Path<String>) -
         (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
 pub async fn modify_namespace(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNamespace> {
     let req: ModifyRequest = body(b)?;
-    Ok(Json(s.engine.lock().await.modify_namespace(&id, req).await?))
+    // An endpoint to attach (the engine checks the request; this only looks ahead for a lease).
+    let keys: Vec<String> = (req.request_type == hns_api::RequestType::Add)
+        .then(|| req.settings.get("EndpointId").and_then(|v| v.as_str()).map(str::to_owned))
+        .flatten()
+        .into_iter()
+        .collect();
+    Ok(Json(with_leases(&s.engine, |e| (e.leases_wanted(&keys), req), async |e, req| e.modify_namespace(&id, req).await).await?))
 }
 
 /// Every port mapping, with the fields of Windows' Open-ContainerPort.

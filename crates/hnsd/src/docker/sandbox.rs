@@ -113,7 +113,12 @@ pub async fn join(d: &Docker, req: &Join) -> Result<JoinReply> {
     if req.sandbox_key.is_empty() || !Path::new(&req.sandbox_key).is_absolute() {
         return Err(ApiError::field(ErrorCode::InvalidNamespace, "SandboxKey", format!("SandboxKey {:?} is not an absolute path", req.sandbox_key)));
     }
-    let mut engine = d.app.engine.lock().await;
+    // A DHCP lease is obtained before the engine lock is taken for the rest.
+    let wanted = |e: &Engine| (e.leases_wanted(std::slice::from_ref(&id)), ());
+    crate::engine::dhcp::with_leases(&d.app.engine, wanted, async |engine, ()| join_locked(d, engine, req, id.clone()).await).await
+}
+
+async fn join_locked(d: &Docker, engine: &mut Engine, req: &Join, id: String) -> Result<JoinReply> {
     let ep = engine.get_endpoint(&id)?;
     let (gateway, gateway_ipv6) = gateways(&engine, &ep)?;
     // Without this Docker would give a gateway-less endpoint's container a docker_gwbridge
@@ -137,7 +142,7 @@ pub async fn join(d: &Docker, req: &Join) -> Result<JoinReply> {
     let pending = PendingJoin { endpoint: id.clone(), sandbox_key: req.sandbox_key.clone(), staging: staging.id.clone(), src_name: src.clone() };
     // Recorded before the kernel work, so a crash half-way is found again at the next start.
     engine.ext_put(&record_key(&id), &pending)?;
-    let staged = stage(d, &mut engine, &id, kind, &staging).await;
+    let staged = stage(d, engine, &id, kind, &staging).await;
     if let Err(e) = staged {
         let _ = engine.modify_namespace(&staging.id, endpoint_modify(RequestType::Remove, &id)).await;
         let _ = engine.delete_namespace(&staging.id).await;

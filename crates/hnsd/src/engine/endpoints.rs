@@ -47,8 +47,7 @@ impl Engine {
             )
         })?;
         if req.id.is_empty() {
-            // A fresh ID whose veth name is taken (1 in 2^48 per endpoint) is drawn again.
-            req.id = std::iter::repeat_with(new_guid).find(|id| self.endpoint_sharing_veth(id).is_none()).expect("unbounded");
+            req.id = self.fresh_endpoint_id();
         } else {
             req.id = norm_guid(&req.id).ok_or_else(|| ApiError::field(ErrorCode::InvalidEndpoint, "ID", format!("ID {:?} is not a GUID", req.id)))?;
             if self.endpoints.contains_key(&req.id) {
@@ -233,6 +232,11 @@ impl Engine {
         req.state = state::CREATED;
         req.version = 1;
         Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None, requested_ifname }, ns_id, claimed))
+    }
+
+    /// A new endpoint ID; one whose veth name is taken (1 in 2^48 per endpoint) is drawn again.
+    pub(crate) fn fresh_endpoint_id(&self) -> String {
+        std::iter::repeat_with(new_guid).find(|id| self.endpoint_sharing_veth(id).is_none()).expect("unbounded")
     }
 
     /// The endpoint whose host veth name an endpoint with ID `id` would take.

@@ -8,7 +8,7 @@
 //! The working set lives in memory (loaded from the store at start), so lookups and
 //! allocation never scan the store; the store is written through.
 
-mod dhcp;
+pub mod dhcp;
 mod dhcp6;
 mod discovery;
 mod endpoints;
@@ -110,6 +110,12 @@ pub struct Engine {
     pub(crate) mappings: HashMap<String, Vec<hns_api::PortMappingSettings>>,
     /// The DHCP client of each attached endpoint on a DHCP network (renews in the background).
     pub(crate) leases: HashMap<String, hns_dhcp::LeaseKeeper>,
+    /// Leases obtained for an operation before it took the lock (see `dhcp::with_leases`).
+    pub(crate) offers: HashMap<String, dhcp::LeaseOffer>,
+    /// Attached endpoints whose lease the reconciler is resuming in the background, and the
+    /// channel their results come back on.
+    pub(crate) resuming: HashSet<String>,
+    pub(crate) resumed: (tokio::sync::mpsc::UnboundedSender<dhcp::LeaseOffer>, tokio::sync::mpsc::UnboundedReceiver<dhcp::LeaseOffer>),
     /// The DHCPv6 client of each such endpoint (in its compartment, in the background).
     pub(crate) leases6: HashMap<String, hns_dhcp::Lease6Keeper>,
     /// Endpoint IDs whose DHCPv6 state changed; [`Engine::take_lease6_events`] gives the
@@ -200,6 +206,9 @@ impl Engine {
             ports,
             mappings: HashMap::new(),
             leases: HashMap::new(),
+            offers: HashMap::new(),
+            resuming: HashSet::new(),
+            resumed: tokio::sync::mpsc::unbounded_channel(),
             leases6: HashMap::new(),
             lease6_events,
             lease6_events_rx: Some(lease6_events_rx),

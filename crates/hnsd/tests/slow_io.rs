@@ -1,0 +1,73 @@
+//! No request waits on another's slow I/O: while attaches on a DHCP network wait for a LAN
+//! server that never answers (ten seconds each), attaches on a nat network go on at their
+//! usual pace, and reads answer at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hns_lab::Lab;
+use serde_json::json;
+
+#[test]
+fn a_silent_dhcp_server_delays_only_the_attaches_that_wait_for_it() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    let api = Api::new(&lab);
+    // A LAN without a DHCP server, and a transparent network on it that asks one.
+    let u = lab.add_uplink(8, false).unwrap();
+    let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
+    lab.hnsctl_ok(&["network", "create", "-d", "transparent", "-o", &iface, "silent"]).unwrap();
+    api.post("/networks", &json!({"Name": "base", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.80.0.0/16"}]}]})).ok();
+
+    // Both ways to attach on it: created attached at once, and an existing endpoint added to
+    // a namespace. Each waits for the server until the DHCP timeout, then fails naming DHCP.
+    let ns1 = api.post("/namespaces", &json!({"Name": "d1"})).ok();
+    let ns2 = api.post("/namespaces", &json!({"Name": "d2"})).ok();
+    let waiting = api.post("/endpoints", &json!({"HostComputeNetwork": "silent", "Name": "w2"})).ok();
+    let started = Instant::now();
+    let socket = api.socket.clone();
+    let created = std::thread::spawn(move || {
+        let r = Api { socket }.post("/endpoints", &json!({"HostComputeNetwork": "silent", "HostComputeNamespace": ns1["ID"], "Name": "w1"}));
+        (r, started.elapsed())
+    });
+    let socket = api.socket.clone();
+    let add = json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": waiting["ID"]}});
+    let path = format!("/namespaces/{}", ns2["ID"].as_str().unwrap());
+    let attached = std::thread::spawn(move || {
+        let r = Api { socket }.post(&path, &add);
+        (r, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Meanwhile: containers on the nat network come and go, and lists answer.
+    let mut took = Vec::new();
+    for i in 0..20 {
+        let t = Instant::now();
+        let (ns, ep) = api.container("base", &format!("c{i}"), json!({}));
+        assert_eq!(api.get("/endpoints").status, 200);
+        took.push(t.elapsed());
+        assert!(ping(&lab, &ns, "10.80.0.1"), "c{i} cannot reach its gateway");
+        api.delete(&format!("/endpoints/{}", ep["ID"].as_str().unwrap())).ok();
+        api.delete(&format!("/namespaces/{}", ns["ID"].as_str().unwrap())).ok();
+    }
+    let nat_done = started.elapsed();
+    took.sort();
+    let (created, created_after) = created.join().unwrap();
+    let (attached, attached_after) = attached.join().unwrap();
+
+    // The DHCP requests really waited (so they overlapped the nat work) and failed by name.
+    for (what, r, after) in [("create attached", &created, created_after), ("namespace add", &attached, attached_after)] {
+        assert_eq!((r.status, r.body["code"].as_str()), (504, Some("DHCP_FAILED")), "{what}: {}", r.raw);
+        assert!(after >= Duration::from_secs(5), "{what} gave up after {after:?}: it did not wait for the server");
+    }
+    assert!(nat_done < created_after.min(attached_after), "the nat containers finished at {nat_done:?}, after the DHCP requests ended: they waited for them");
+    // Generous to a noisy machine; a container waiting on the lock would take seconds.
+    let worst = *took.last().unwrap();
+    assert!(worst < Duration::from_millis(1500), "a nat container took {worst:?} while DHCP was pending (all: {took:?})");
+    // Nothing of the failed attaches remains: no endpoint created, the other not attached.
+    let eps = api.get("/endpoints").ok();
+    assert_eq!(eps.as_array().unwrap().len(), 1, "{eps}");
+    assert_eq!(eps[0]["HostComputeNamespace"].as_str().unwrap_or(""), "", "{eps}");
+}
