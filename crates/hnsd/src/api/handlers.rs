@@ -10,6 +10,13 @@ use serde::de::DeserializeOwned;
 
 use super::{Failure, MAX_BODY, Shared};
 use crate::engine::dhcp::with_leases;
+use crate::engine::overlay::{self, Planned};
+
+/// Runs a request whose steps take and release the engine lock in a task of its own, so that
+/// a client going away cannot cut it short between them.
+async fn uncut<T: Send + 'static>(op: impl Future<Output = Result<T, ApiError>> + Send + 'static) -> Result<T, ApiError> {
+    tokio::spawn(op).await.map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
+}
 
 type Reply<T> = Result<Json<T>, Failure>;
 
@@ -76,11 +83,22 @@ pub async fn list_endpoints(State(s): State<Shared>) -> Json<Vec<HostComputeEndp
         (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
 pub async fn create_endpoint(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeEndpoint> {
     let req = body(b)?;
-    let prepare = |e: &crate::engine::Engine| {
-        let mut req = req;
-        (e.lease_for_new_endpoint(&mut req), req)
+    // The slow steps (a DHCP exchange; etcd on overlay networks) run without the engine lock.
+    let planned = s.engine.lock().await.overlay_plan_endpoint(req)?;
+    let ep = match planned {
+        Planned::Local(req) => {
+            let prepare = |e: &crate::engine::Engine| {
+                let mut req = req;
+                (e.lease_for_new_endpoint(&mut req), req)
+            };
+            with_leases(&s.engine, prepare, async |e, req| e.create_endpoint(req).await).await?
+        }
+        Planned::Overlay(a) => {
+            let s = s.clone();
+            uncut(async move { overlay::create_staged(&s.engine, a).await }).await?
+        }
     };
-    Ok(Json(with_leases(&s.engine, prepare, async |e, req| e.create_endpoint(req).await).await?))
+    Ok(Json(ep))
 }
 
 #[utoipa::path(get, path = "/endpoints/{id}", params(("id" = String, Path, description = "ID or name")),
@@ -93,7 +111,18 @@ pub async fn get_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Re
     responses((status = 204), (status = 404, body = ApiError),
         (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError)))]
 pub async fn delete_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
-    s.engine.lock().await.delete_endpoint(&id).await?;
+    let withdrawal = {
+        let engine = s.engine.lock().await;
+        engine.endpoint_id(&id).ok().and_then(|ep| engine.overlay_withdrawal(&ep))
+    };
+    match withdrawal {
+        // An overlay endpoint: etcd's steps run without the engine lock.
+        Some(w) => {
+            let s = s.clone();
+            uncut(async move { overlay::delete_staged(&s.engine, w).await }).await?
+        }
+        None => s.engine.lock().await.delete_endpoint(&id).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

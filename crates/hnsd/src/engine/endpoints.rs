@@ -253,7 +253,7 @@ impl Engine {
         self.overlay_finish_endpoint(reserved, created).await
     }
 
-    async fn create_local_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
+    pub(crate) async fn create_local_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
         self.refuse_uplink_mac(&req).await?;
         let (mut rec, ns_id, maps) = self.validate_endpoint(req)?;
         let id = rec.ep.id.clone();
@@ -326,7 +326,7 @@ impl Engine {
         deleted
     }
 
-    pub(super) async fn delete_local_endpoint(&mut self, id: &str) -> Result<()> {
+    pub(crate) async fn delete_local_endpoint(&mut self, id: &str) -> Result<()> {
         let id = id.to_owned();
         let rec = self.endpoints[&id].clone();
         let maps = self.mappings_of(&id).to_vec();

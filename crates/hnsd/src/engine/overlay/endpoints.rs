@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 
 use hns_api::{ApiError, ENDPOINT_FLAG_REMOTE, ErrorCode, HostComputeEndpoint, IpConfig, Policy, SCHEMA_VERSION, state};
-use hns_cluster::ClusterEndpoint;
+use hns_cluster::{Cluster, ClusterEndpoint, ClusterError};
 use hns_dns::Record;
 use hns_drivers::overlay::{self as driver, RemoteEntry};
 use hns_ipam::Mac;
@@ -24,10 +24,35 @@ use super::super::records::EndpointRecord;
 use super::super::{Engine, Result, norm_guid};
 use super::cluster_err;
 
+type ClusterResult<T> = std::result::Result<T, ClusterError>;
+
 /// An address this host holds in the cluster IPAM for one of its endpoints.
 pub(crate) struct Reserved {
     net_id: String,
     ep_id: String,
+}
+
+/// Where an endpoint request goes after [`Engine::overlay_plan_endpoint`].
+pub(crate) enum Planned {
+    /// Not an overlay network: the ordinary path, unchanged.
+    Local(HostComputeEndpoint),
+    /// An overlay network: its addresses are to be allocated in etcd first.
+    Overlay(Allocation),
+}
+
+/// An allocation to ask etcd for, without the engine lock.
+pub(crate) struct Allocation {
+    req: HostComputeEndpoint,
+    net_id: String,
+    requested: Vec<IpAddr>,
+    cluster: Cluster,
+    node: String,
+}
+
+impl Allocation {
+    pub(crate) async fn allocate(&self) -> ClusterResult<Vec<IpAddr>> {
+        self.cluster.allocate_addresses(&self.net_id, &self.req.id, &self.node, &self.requested).await
+    }
 }
 
 /// What the kernel needs of a remote endpoint: one entry per address (IPv4 and IPv6 of a
@@ -44,15 +69,31 @@ impl Engine {
     /// Before an endpoint is created: on an overlay network, validate the request as the
     /// ordinary path will (and undo what that took), then reserve its address in the cluster
     /// and put it in the request as a static address. Other networks pass through untouched.
-    pub(crate) async fn overlay_prepare_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<(HostComputeEndpoint, Option<Reserved>)> {
-        let Some(net_id) = self.network_id(&req.host_compute_network) else { return Ok((req, None)) };
+    pub(crate) async fn overlay_prepare_endpoint(&mut self, req: HostComputeEndpoint) -> Result<(HostComputeEndpoint, Option<Reserved>)> {
+        match self.overlay_plan_endpoint(req)? {
+            Planned::Local(req) => Ok((req, None)),
+            Planned::Overlay(a) => {
+                let allocated = a.allocate().await;
+                let (req, r) = self.overlay_allocated(a, allocated)?;
+                Ok((req, Some(r)))
+            }
+        }
+    }
+
+    /// The checks of [`Engine::overlay_prepare_endpoint`] before etcd is asked; on an overlay
+    /// network the endpoint's ID is held (see `creating`) until [`Engine::overlay_allocated`].
+    pub(crate) fn overlay_plan_endpoint(&mut self, mut req: HostComputeEndpoint) -> Result<Planned> {
+        let Some(net_id) = self.network_id(&req.host_compute_network) else { return Ok(Planned::Local(req)) };
         if self.overlay_vxlan(&net_id).is_none() {
-            return Ok((req, None));
+            return Ok(Planned::Local(req));
         }
         let (rec, _, maps) = self.validate_endpoint(req.clone())?;
         self.networks.get_mut(&net_id).expect("validated").release_endpoint(&rec);
         self.release_ports(&rec.ep.id, &maps);
         req.id = rec.ep.id.clone();
+        if self.overlay.creating.contains(&req.id) {
+            return Err(ApiError::field(ErrorCode::EndpointAlreadyExists, "ID", format!("an endpoint with ID {} is being created by another request", req.id)));
+        }
         let net_name = self.networks[&net_id].rec.net.name.clone();
         // Names and MACs are cluster-wide on an overlay network: one L2 segment, one DNS view.
         let remote = self.overlay.remote.get(&net_id);
@@ -71,14 +112,23 @@ impl Engine {
         // Validated above: every requested address parses and belongs to a subnet.
         let requested: Vec<IpAddr> = req.ip_configurations.iter().filter_map(|c| c.ip_address.parse().ok()).collect();
         let (cluster, local) = self.cluster_for(&format!("create an endpoint on overlay network {net_name:?}"))?;
-        let allocated = cluster.allocate_addresses(&net_id, &req.id, &local.node, &requested).await;
+        self.overlay.creating.insert(req.id.clone());
+        Ok(Planned::Overlay(Allocation { req, net_id, requested, cluster, node: local.node }))
+    }
+
+    /// What etcd's allocation gave, written into the request as static addresses; the ID is
+    /// no longer held.
+    pub(crate) fn overlay_allocated(&mut self, a: Allocation, allocated: ClusterResult<Vec<IpAddr>>) -> Result<(HostComputeEndpoint, Reserved)> {
+        let Allocation { mut req, net_id, .. } = a;
+        self.overlay.creating.remove(&req.id);
         let ips = self.checked(allocated).map_err(|e| cluster_err(e, ErrorCode::AddrInUse))?;
-        let plen = |ip: &IpAddr| self.networks[&net_id].plan.subnets.iter().find(|(s, _)| s.contains(ip)).map(|(s, _)| s.prefix_len()).unwrap_or(0);
+        let plen = |ip: &IpAddr| self.networks.get(&net_id).and_then(|n| n.plan.subnets.iter().find(|(s, _)| s.contains(ip))).map(|(s, _)| s.prefix_len()).unwrap_or(0);
         req.ip_configurations = ips.iter().map(|ip| IpConfig { ip_address: ip.to_string(), prefix_length: plen(ip), ip_subnet_id: String::new() }).collect();
-        if req.mac_address.is_empty() {
+        if req.mac_address.is_empty() && self.networks.contains_key(&net_id) {
             req.mac_address = self.overlay_mac(&net_id, &ips).to_windows_string();
         }
-        Ok((req, Some(Reserved { net_id, ep_id: rec.ep.id })))
+        let ep_id = req.id.clone();
+        Ok((req, Reserved { net_id, ep_id }))
     }
 
     /// A MAC unique on the whole segment: derived from an address whose low 24 bits tell
@@ -106,27 +156,46 @@ impl Engine {
     /// is not what was asked for.
     pub(crate) async fn overlay_finish_endpoint(&mut self, reserved: Option<Reserved>, created: Result<HostComputeEndpoint>) -> Result<HostComputeEndpoint> {
         let Some(r) = reserved else { return created };
-        let ep = match created {
-            Ok(ep) => ep,
+        let publication = match created {
+            Ok(ep) => self.overlay_publication(&ep).map(|p| (ep, p)),
+            Err(e) => Err(e),
+        };
+        let (ep, (cluster, record)) = match publication {
+            Ok(v) => v,
             Err(e) => {
-                self.release_cluster_address(&r).await;
+                self.overlay_unpublished(&r).await;
                 return Err(e);
             }
         };
-        let published = match (self.cluster_record(&self.endpoints[&ep.id]), self.cluster_for("publish the endpoint")) {
-            (Some(record), Ok((cluster, _))) => {
-                let put = cluster.put_endpoint(record).await;
-                self.checked(put).map_err(|e| cluster_err(e, ErrorCode::AddrInUse))
-            }
+        let put = cluster.put_endpoint(record).await;
+        self.overlay_published(r, ep, put).await
+    }
+
+    /// What to publish of an endpoint just created here, and the cluster to publish it to.
+    pub(crate) fn overlay_publication(&self, ep: &HostComputeEndpoint) -> Result<(Cluster, ClusterEndpoint)> {
+        let record = self.endpoints.get(&ep.id).and_then(|r| self.cluster_record(r));
+        match (record, self.cluster_for("publish the endpoint")) {
+            (Some(record), Ok((cluster, _))) => Ok((cluster, record)),
             (None, _) => Err(ApiError::internal(format!("endpoint {} has no usable address or MAC", ep.id))),
             (_, Err(e)) => Err(e),
-        };
-        if let Err(e) = published {
-            let _ = self.delete_local_endpoint(&ep.id).await;
-            self.release_cluster_address(&r).await;
-            return Err(e);
+        }
+    }
+
+    /// After the publication: a failure removes the endpoint here and gives its address back.
+    pub(crate) async fn overlay_published(&mut self, r: Reserved, ep: HostComputeEndpoint, put: ClusterResult<()>) -> Result<HostComputeEndpoint> {
+        if let Err(e) = self.checked(put) {
+            self.overlay_unpublished(&r).await;
+            return Err(cluster_err(e, ErrorCode::AddrInUse));
         }
         Ok(ep)
+    }
+
+    /// An endpoint that could not be published: gone here (if it was made), address released.
+    async fn overlay_unpublished(&mut self, r: &Reserved) {
+        if self.endpoints.contains_key(&r.ep_id) {
+            let _ = self.delete_local_endpoint(&r.ep_id).await;
+        }
+        self.release_cluster_address(r).await;
     }
 
     /// Before an endpoint is deleted: withdraw it from the cluster. Returns its reservation
@@ -289,4 +358,82 @@ impl Engine {
         let Some(m) = self.overlay.remote.get(net_id) else { return Vec::new() };
         m.values().filter(|e| !e.name.is_empty()).map(|e| Record { name: e.name.clone(), addrs: e.ips().collect() }).collect()
     }
+}
+
+/// An endpoint to withdraw from the cluster before it is deleted here.
+pub(crate) struct Withdrawal {
+    r: Reserved,
+    /// `None` when etcd is known to be away: the cluster sync withdraws it later.
+    cluster: Option<Cluster>,
+}
+
+impl Engine {
+    /// For a delete: the withdrawal an overlay endpoint needs, `None` for other endpoints.
+    pub(crate) fn overlay_withdrawal(&self, ep_id: &str) -> Option<Withdrawal> {
+        let rec = self.endpoints.get(ep_id)?;
+        self.overlay_vxlan(&rec.network_id)?;
+        let r = Reserved { net_id: rec.network_id.clone(), ep_id: ep_id.to_owned() };
+        Some(Withdrawal { r, cluster: self.cluster_for("withdraw the endpoint").ok().map(|(c, _)| c) })
+    }
+
+    /// Notes how a cluster step done without the lock went: a failure is retried by the sync.
+    fn overlay_noted(&mut self, what: &str, ep_id: &str, r: Option<ClusterResult<()>>) {
+        let failed = match r {
+            Some(r) => self.checked(r).err().map(|e| e.to_string()),
+            None => Some("etcd is unreachable".to_owned()),
+        };
+        if let Some(e) = failed {
+            tracing::warn!(endpoint = ep_id, "{what} not done yet (done when etcd answers): {e}");
+            self.overlay.own_dirty = true;
+        }
+    }
+}
+
+/// Creates an endpoint on an overlay network with etcd's two steps (allocating the address,
+/// publishing the endpoint) done while the engine lock is free, so a slow or partitioned etcd
+/// delays only this request. Run it in a task of its own: it must not be cut short between
+/// its steps.
+pub(crate) async fn create_staged(engine: &tokio::sync::Mutex<Engine>, a: Allocation) -> Result<HostComputeEndpoint> {
+    let allocated = a.allocate().await;
+    let mut g = engine.lock().await;
+    let (req, r) = g.overlay_allocated(a, allocated)?;
+    let created = g.create_local_endpoint(req).await;
+    let (ep, (cluster, record)) = match created.and_then(|ep| g.overlay_publication(&ep).map(|p| (ep, p))) {
+        Ok(v) => v,
+        Err(e) => {
+            g.overlay_unpublished(&r).await;
+            return Err(e);
+        }
+    };
+    drop(g);
+    let put = cluster.put_endpoint(record).await;
+    let mut g = engine.lock().await;
+    if !g.endpoints.contains_key(&ep.id) {
+        // Deleted meanwhile (its withdrawal came before this publication): the sync fixes it.
+        g.overlay.own_dirty = true;
+    }
+    g.overlay_published(r, ep, put).await
+}
+
+/// Deletes an overlay endpoint (see [`create_staged`]): withdrawn from the cluster, deleted
+/// here, its address released; the cluster steps run while the engine lock is free.
+pub(crate) async fn delete_staged(engine: &tokio::sync::Mutex<Engine>, w: Withdrawal) -> Result<()> {
+    let id = w.r.ep_id.clone();
+    let withdrawn = match &w.cluster {
+        Some(c) => Some(c.delete_endpoint(&w.r.net_id, &id).await),
+        None => None,
+    };
+    let mut g = engine.lock().await;
+    g.overlay_noted("withdrawing the endpoint from the cluster", &id, withdrawn);
+    let deleted = if g.endpoints.contains_key(&id) { g.delete_local_endpoint(&id).await } else { Ok(()) };
+    if g.endpoints.contains_key(&id) {
+        return deleted;
+    }
+    drop(g);
+    let released = match &w.cluster {
+        Some(c) => Some(c.release_address(&w.r.net_id, &id).await.map(|_| ())),
+        None => None,
+    };
+    engine.lock().await.overlay_noted("releasing the cluster address", &id, released);
+    deleted
 }

@@ -20,6 +20,7 @@
 //! next snapshot converges everything.
 
 mod endpoints;
+pub(crate) use endpoints::{Planned, create_staged, delete_staged};
 mod networks;
 pub mod nodes;
 mod sync;
@@ -83,6 +84,9 @@ pub struct OverlayState {
     /// operations fail at once with that reason instead of each waiting for the timeout
     /// while holding the engine.
     pub(crate) quiet: Option<(Instant, String)>,
+    /// IDs of endpoints whose cluster addresses are being allocated (without the engine lock):
+    /// a second request for the same ID meanwhile is refused.
+    pub(crate) creating: std::collections::HashSet<String>,
 }
 
 /// How long cluster operations fail at once after one found etcd unreachable.
