@@ -620,9 +620,27 @@ fn a_silent_partition_from_etcd_costs_one_request_timeout_then_fails_at_once() {
         let t = Instant::now();
         (h.apis[0].post("/endpoints", &json!({"HostComputeNetwork": "ov"})), t.elapsed())
     };
-    let (first, took) = attempt();
+    // The first attempt waits for etcd's timeout; meanwhile containers on a local nat network
+    // come and go on the same host without waiting for it.
+    h.apis[0].post("/networks", &json!({"Name": "local", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.253.0.0/24"}]}]})).ok();
+    let started = Instant::now();
+    let api0 = Api { socket: h.apis[0].socket.clone() };
+    let first = std::thread::spawn(move || {
+        let r = api0.post("/endpoints", &json!({"HostComputeNetwork": "ov"}));
+        (r, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..10 {
+        let (ns, ep) = h.apis[0].container("local", &format!("n{i}"), json!({}));
+        h.apis[0].delete(&format!("/endpoints/{}", ep["ID"].as_str().unwrap())).ok();
+        h.apis[0].delete(&format!("/namespaces/{}", ns["ID"].as_str().unwrap())).ok();
+    }
+    let local_done = started.elapsed();
+    let (first, took) = first.join().unwrap();
     assert!(first.status == 503 && first.raw.contains("etcd is unreachable"), "{}", first.raw);
     assert!(took < Duration::from_millis(4500), "the first attempt took {took:?}");
+    assert!(took > Duration::from_millis(1000), "the first attempt did not wait for etcd ({took:?}): the overlap below proves nothing");
+    assert!(local_done < took, "local containers finished at {local_done:?}, after the etcd attempt ({took:?}): they waited for it");
     let (second, took) = attempt();
     assert!(second.status == 503 && took < Duration::from_millis(500), "{took:?}: {}", second.raw);
     assert!(ping(h.host(0), &a0, &ip_of(&e1)), "the overlay must keep forwarding");

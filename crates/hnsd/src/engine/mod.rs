@@ -1,9 +1,13 @@
 //! The engine: the single owner of hnsd's state.
 //!
-//! Every request is handled by one `&mut Engine` method under one lock, in the same order:
+//! Every request is handled by `&mut Engine` methods under one lock, in the same order:
 //! validate (pure, nothing changes on failure) → commit one store transaction holding the
 //! object and its allocations → apply idempotent kernel steps → mark ready. A crash at any
 //! point is repaired by [`reconcile`], which makes the kernel match the store.
+//!
+//! Steps that wait on another machine run with the lock released, so they delay only their
+//! own request: a DHCP exchange ([`dhcp::with_leases`]) and etcd's steps for overlay
+//! endpoints (`overlay::create_staged`, `overlay::delete_staged`).
 //!
 //! The working set lives in memory (loaded from the store at start), so lookups and
 //! allocation never scan the store; the store is written through.
