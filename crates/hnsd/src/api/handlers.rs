@@ -9,14 +9,7 @@ use hns_api::{ApiError, DaemonInfo, ErrorCode, Health, HostComputeEndpoint, Host
 use serde::de::DeserializeOwned;
 
 use super::{Failure, MAX_BODY, Shared};
-use crate::engine::dhcp::with_leases;
-use crate::engine::overlay::{self, Planned};
-
-/// Runs a request whose steps take and release the engine lock in a task of its own, so that
-/// a client going away cannot cut it short between them.
-async fn uncut<T: Send + 'static>(op: impl Future<Output = Result<T, ApiError>> + Send + 'static) -> Result<T, ApiError> {
-    tokio::spawn(op).await.map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
-}
+use super::requests;
 
 type Reply<T> = Result<Json<T>, Failure>;
 
@@ -83,22 +76,7 @@ pub async fn list_endpoints(State(s): State<Shared>) -> Json<Vec<HostComputeEndp
         (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
 pub async fn create_endpoint(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeEndpoint> {
     let req = body(b)?;
-    // The slow steps (a DHCP exchange; etcd on overlay networks) run without the engine lock.
-    let planned = s.engine.lock().await.overlay_plan_endpoint(req)?;
-    let ep = match planned {
-        Planned::Local(req) => {
-            let prepare = |e: &crate::engine::Engine| {
-                let mut req = req;
-                (e.lease_for_new_endpoint(&mut req), req)
-            };
-            with_leases(&s.engine, prepare, async |e, req| e.create_endpoint(req).await).await?
-        }
-        Planned::Overlay(a) => {
-            let s = s.clone();
-            uncut(async move { overlay::create_staged(&s.engine, a).await }).await?
-        }
-    };
-    Ok(Json(ep))
+    Ok(Json(requests::create_endpoint(&s, req).await?))
 }
 
 #[utoipa::path(get, path = "/endpoints/{id}", params(("id" = String, Path, description = "ID or name")),
@@ -111,18 +89,7 @@ pub async fn get_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Re
     responses((status = 204), (status = 404, body = ApiError),
         (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError)))]
 pub async fn delete_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
-    let withdrawal = {
-        let engine = s.engine.lock().await;
-        engine.endpoint_id(&id).ok().and_then(|ep| engine.overlay_withdrawal(&ep))
-    };
-    match withdrawal {
-        // An overlay endpoint: etcd's steps run without the engine lock.
-        Some(w) => {
-            let s = s.clone();
-            uncut(async move { overlay::delete_staged(&s.engine, w).await }).await?
-        }
-        None => s.engine.lock().await.delete_endpoint(&id).await?,
-    }
+    requests::delete_endpoint(&s, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -152,8 +119,7 @@ pub async fn list_namespaces(State(s): State<Shared>) -> Json<Vec<HostComputeNam
         (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
 pub async fn create_namespace(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNamespace> {
     let req: HostComputeNamespace = body(b)?;
-    let keys = req.endpoint_ids();
-    Ok(Json(with_leases(&s.engine, |e| (e.leases_wanted(&keys), req), async |e, req| e.create_namespace(req).await).await?))
+    Ok(Json(requests::create_namespace(&s, req).await?))
 }
 
 #[utoipa::path(get, path = "/namespaces/{id}", params(("id" = String, Path, description = "ID or name")),
@@ -177,13 +143,7 @@ pub async fn delete_namespace(State(s): State<Shared>, Path(id): Path<String>) -
         (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
 pub async fn modify_namespace(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNamespace> {
     let req: ModifyRequest = body(b)?;
-    // An endpoint to attach (the engine checks the request; this only looks ahead for a lease).
-    let keys: Vec<String> = (req.request_type == hns_api::RequestType::Add)
-        .then(|| req.settings.get("EndpointId").and_then(|v| v.as_str()).map(str::to_owned))
-        .flatten()
-        .into_iter()
-        .collect();
-    Ok(Json(with_leases(&s.engine, |e| (e.leases_wanted(&keys), req), async |e, req| e.modify_namespace(&id, req).await).await?))
+    Ok(Json(requests::modify_namespace(&s, &id, req).await?))
 }
 
 /// Every port mapping, with the fields of Windows' Open-ContainerPort.

@@ -1,11 +1,13 @@
 //! The HTTP API: HNS v2 shaped JSON over a unix socket.
 //!
 //! Handlers are thin: decode (naming the bad field), hand a typed request to the engine under
-//! its lock, encode. Every failure is an [`ApiError`] body with its HTTP status.
+//! its lock (or to [`requests`], for paths that wait on another machine), encode. Every
+//! failure is an [`ApiError`] body with its HTTP status.
 
 mod handlers;
 mod nodes;
 mod openapi;
+pub mod requests;
 
 use std::sync::Arc;
 

@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use super::options::{self, hns_id};
 use super::protocol::{CreateEndpoint, CreateEndpointReply, CreateNetwork, EndpointRef, OperInfo, keys};
 use super::{Docker, Driver};
+use crate::api::requests;
 use crate::engine::Engine;
 
 pub type Result<T> = std::result::Result<T, ApiError>;
@@ -174,15 +175,17 @@ pub async fn recover_retired(d: &Arc<Docker>) {
 }
 
 pub async fn create_endpoint(d: &Docker, req: CreateEndpoint) -> Result<CreateEndpointReply> {
-    let mut engine = d.app.engine.lock().await;
-    let net_id = network_hns_id(&engine, &req.network_id)?;
-    let ep = options::endpoint_request(&req, &net_id)?;
-    let made = match engine.get_endpoint(&ep.id) {
-        Ok(existing) => existing,
-        Err(_) => {
-            let overlay = engine.get_network(&net_id).is_ok_and(|n| n.network_type() == NetworkType::Overlay);
-            engine.create_endpoint(ep).await.map_err(|e| if overlay { options::overlay_address_hint(e) } else { e })?
-        }
+    let (ep, existing, overlay) = {
+        let engine = d.app.engine.lock().await;
+        let net_id = network_hns_id(&engine, &req.network_id)?;
+        let ep = options::endpoint_request(&req, &net_id)?;
+        let existing = engine.get_endpoint(&ep.id).ok();
+        (ep, existing, engine.get_network(&net_id).is_ok_and(|n| n.network_type() == NetworkType::Overlay))
+    };
+    let made = match existing {
+        Some(existing) => existing,
+        // etcd's steps on an overlay network run without the engine lock.
+        None => requests::create_endpoint(&d.app, ep).await.map_err(|e| if overlay { options::overlay_address_hint(e) } else { e })?,
     };
     let asked = req.interface.clone().unwrap_or_default();
     Ok(CreateEndpointReply { interface: options::endpoint_reply(&asked, &made) })
@@ -190,10 +193,12 @@ pub async fn create_endpoint(d: &Docker, req: CreateEndpoint) -> Result<CreateEn
 
 pub async fn delete_endpoint(d: &Docker, req: &EndpointRef) -> Result<Value> {
     let id = hns_id(&req.endpoint_id)?;
-    let mut engine = d.app.engine.lock().await;
-    // Docker leaves before it deletes; after a crash of either daemon it may not have.
-    super::sandbox::leave_locked(d, &mut engine, &id).await?;
-    match engine.delete_endpoint(&id).await {
+    {
+        let mut engine = d.app.engine.lock().await;
+        // Docker leaves before it deletes; after a crash of either daemon it may not have.
+        super::sandbox::leave_locked(d, &mut engine, &id).await?;
+    }
+    match requests::delete_endpoint(&d.app, &id).await {
         Err(e) if e.code == ErrorCode::EndpointNotFound => Ok(json!({})),
         other => other.map(|()| json!({})),
     }

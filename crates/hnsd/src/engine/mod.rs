@@ -137,6 +137,15 @@ pub struct Engine {
     pub(crate) overlay: overlay::OverlayState,
 }
 
+/// Runs blocking work (an `nft` process, ~100 ms with 10 000 mappings) so that the async
+/// worker it runs on hands its other tasks (DNS, other requests' I/O) to the other workers.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Meta key of the dynamic host-port cursor.
 pub(crate) const META_PORT_CURSOR: &str = "port_cursor";
 
@@ -413,7 +422,8 @@ impl Engine {
     }
 
     pub(crate) fn apply_nft(&self) -> Result<()> {
-        hns_kernel::nft::apply(&self.desired_nft()).map_err(kernel_err)
+        let desired = self.desired_nft();
+        blocking(|| hns_kernel::nft::apply(&desired)).map_err(kernel_err)
     }
 
     // --- Records of other hnsd modules (the Docker plugin): kept in the store's meta table under
