@@ -272,10 +272,12 @@ fn hns_ipam_internal_and_dual_stack_nat_networks() {
     // --ipv6: dual-stack nat.
     docker.docker_ok(&["network", "create", "-d", "nat", "--ipv6", "--subnet", "10.46.0.0/24", "--subnet", "fd00:46::/64", "dual"]).unwrap();
     run(&docker, &["--name", "d1", "--net", "dual"], SLEEP);
-    run(&docker, &["--name", "d2", "--net", "dual"], SLEEP);
+    // --ip6 through the plugin: the container holds the address Docker was asked for.
+    run(&docker, &["--name", "d2", "--net", "dual", "--ip6", "fd00:46::46"], SLEEP);
     let f = "{{(index .NetworkSettings.Networks \"dual\").GlobalIPv6Address}}";
     let v6 = docker.docker_ok(&["inspect", "-f", f, "d2"]).unwrap().trim().to_owned();
-    assert!(v6.starts_with("fd00:46::"), "{v6}");
+    assert_eq!(v6, "fd00:46::46");
+    assert!(docker.docker_ok(&["exec", "d2", "ip", "-6", "addr", "show"]).unwrap().contains("fd00:46::46/64"), "d2 does not hold its --ip6 address");
     assert!(exec_ok(&docker, "d1", &["ping", "-6", "-c1", "-W2", &v6]), "IPv6 between containers");
     assert!(ping(&docker, "d1", &ip_on(&docker, "d2", "dual")));
 
