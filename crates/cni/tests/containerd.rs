@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hns_lab::{Lab, Side, http_get};
+use hns_lab::{eventually, Lab, Side, http_get};
 use serde_json::{Value, json};
 
 const SERVER: &str = "while true; do echo served by ctr | /bin/nc -l -p 80; done";
@@ -80,16 +80,6 @@ fn api(lab: &Lab, path: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
 
 #[test]
 fn ctr_run_cni_attaches_a_reachable_container() {

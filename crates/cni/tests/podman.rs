@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hns_lab::{HOST_UPLINK, Lab, Side, http_get};
+use hns_lab::{eventually, HOST_UPLINK, Lab, Side, http_get};
 use serde_json::{Value, json};
 
 const SUBNET: &str = "10.89.0.0/24";
@@ -104,16 +104,6 @@ fn hns_links(lab: &Lab) -> Vec<String> {
     out.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap().to_owned()).filter(|n| n.starts_with("hnv") || n.starts_with("hnz")).collect()
 }
 
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
 
 #[test]
 fn podman_runs_containers_on_an_hns_network() {

@@ -98,6 +98,18 @@ pub use lab::{Capture, Daemon, ExternalUplink, HnsdOptions, Lab, LabOptions, Sid
 pub use process::Proc;
 pub use sandbox::{SandboxOpts, run_sandbox};
 
+/// Polls `f` every 100 ms until it is true or `limit` passes; true if it became true.
+pub fn eventually(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    f()
+}
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The LAN router's address (on `lan0` in the LAN namespace); the host's

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hns_lab::{Lab, Side};
 use serde_json::{Value, json};
@@ -127,17 +127,7 @@ pub fn ping_once(lab: &Lab, ns: &Value, ip: &str) -> bool {
     in_ns(lab, ns, "ping", &["-c1", "-W1", ip]).status.success()
 }
 
-/// Polls `f` until it is true or `limit` passes.
-pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
+pub use hns_lab::eventually;
 
 /// What the kernel of the lab host shows of hns: links, the nft table, namespace files.
 pub fn kernel_snapshot(lab: &Lab) -> String {
