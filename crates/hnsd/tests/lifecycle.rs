@@ -44,28 +44,49 @@ fn restart_keeps_every_object_and_traffic_keeps_flowing() {
     assert_ne!(ip_of(&ec), ip_of(&eb));
 }
 
+/// SIGKILL at each step boundary of an attach (after the commit; after the kernel step, which
+/// runs without the engine lock, before "attached"), for both ways to attach: the next hnsd
+/// finishes the attach, and nothing leaks.
 #[test]
-fn sigkill_between_commit_and_kernel_apply_is_repaired_at_restart() {
+fn sigkill_at_every_step_of_an_attach_is_repaired_at_restart() {
     let lab = Lab::new().unwrap();
     let d = start(&lab);
     let api = Api::new(&lab);
     let (a, _) = api.container("nat", "a", json!({}));
-    let ns_b = api.post("/namespaces", &json!({"Name": "b"})).ok();
     d.stop().unwrap();
-    // This hnsd dies with SIGKILL right after committing the attach, before touching the kernel.
-    let d = lab.start_hnsd_with(HnsdOptions { args: vec![], env: vec![("HNSD_FAILPOINT".into(), "attach-after-commit".into())], ..Default::default() }).unwrap();
-    let r = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": "b", "Name": "b"}));
-    assert!(r.status == 0 || r.status >= 500 || r.raw.is_empty(), "the request should die with the daemon: {r:?}");
-    assert!(eventually(Duration::from_secs(5), || !d.is_running()), "failpoint did not kill hnsd");
+    let mut names = Vec::new();
+    for failpoint in ["attach-after-commit", "attach-after-kernel"] {
+        for created_attached in [true, false] {
+            let name = format!("{}-{}", &failpoint[13..], if created_attached { "create" } else { "add" });
+            let d = start(&lab);
+            let ns = api.post("/namespaces", &json!({"Name": name})).ok();
+            let ep = (!created_attached).then(|| api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "Name": name})).ok());
+            d.stop().unwrap();
+            // This hnsd dies with SIGKILL at the failpoint.
+            let d = lab.start_hnsd_with(HnsdOptions { args: vec![], env: vec![("HNSD_FAILPOINT".into(), failpoint.into())], ..Default::default() }).unwrap();
+            let r = match &ep {
+                None => api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"], "Name": name})),
+                Some(ep) => api.post(
+                    &format!("/namespaces/{}", ns["ID"].as_str().unwrap()),
+                    &json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": ep["ID"]}}),
+                ),
+            };
+            assert!(r.status == 0 || r.status >= 500 || r.raw.is_empty(), "{name}: the request should die with the daemon: {r:?}");
+            assert!(eventually(Duration::from_secs(5), || !d.is_running()), "{name}: failpoint did not kill hnsd");
+            names.push((name, ns["ID"].clone()));
+        }
+    }
     let _d = start(&lab);
     let eps = api.get("/endpoints").ok();
-    let eb = eps.as_array().unwrap().iter().find(|e| e["Name"] == "b").expect("the committed endpoint survives").clone();
-    assert_eq!(eb["HostComputeNamespace"], ns_b["ID"]);
-    assert!(eventually(Duration::from_secs(5), || ping(&lab, &a, &ip_of(&eb))), "the repaired endpoint has no connectivity");
-    // Nothing leaked: exactly one bridge and two endpoint veths.
-    let mut links = hns_links(&lab);
-    links.sort();
-    assert_eq!(links.len(), 3, "{links:?}");
+    for (name, ns_id) in &names {
+        let e = eps.as_array().unwrap().iter().find(|e| e["Name"] == name.as_str()).unwrap_or_else(|| panic!("{name}: the committed endpoint was lost: {eps}")).clone();
+        assert_eq!(&e["HostComputeNamespace"], ns_id, "{name}");
+        assert!(eventually(Duration::from_secs(5), || ping(&lab, &a, &ip_of(&e))), "{name}: the repaired endpoint has no connectivity");
+        assert!(eventually(Duration::from_secs(5), || api.get(&format!("/endpoints/{}", e["ID"].as_str().unwrap())).ok()["State"] == hns_api::state::ATTACHED), "{name}: not marked attached");
+    }
+    // Nothing leaked: exactly one bridge and one veth per endpoint.
+    let links = hns_links(&lab);
+    assert_eq!(links.len(), 2 + names.len(), "{links:?}");
 }
 
 #[test]

@@ -101,7 +101,7 @@ pub async fn modify_endpoint(State(s): State<Shared>, Path(id): Path<String>, b:
     // No body, as HcnModifyEndpoint returns none: an endpoint may hold thousands of mappings,
     // and echoing them all would make every change cost as much as the whole set.
     let t = std::time::Instant::now();
-    s.engine.lock().await.modify_endpoint(&id, req).await?;
+    requests::modify_endpoint(&s, &id, req).await?;
     // Server-Timing: the time spent in hnsd (benchmarks separate it from the client's share).
     let timing = format!("hnsd;dur={:.3}", t.elapsed().as_secs_f64() * 1000.0);
     Ok((StatusCode::NO_CONTENT, [("server-timing", timing)]))
@@ -131,7 +131,7 @@ pub async fn get_namespace(State(s): State<Shared>, Path(id): Path<String>) -> R
 #[utoipa::path(delete, path = "/namespaces/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 204), (status = 404, body = ApiError)))]
 pub async fn delete_namespace(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
-    s.engine.lock().await.delete_namespace(&id).await?;
+    requests::delete_namespace(&s, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,68 +1,106 @@
-//! Request paths with steps that wait on another machine (a DHCP server, etcd). They take the
-//! engine's lock for each step that needs it and release it while they wait, so a slow server
-//! delays only the request that asked it. Shared by the HTTP handlers and the Docker plugin.
+//! Request paths that hold the engine's lock only for what must be serial. An attach's kernel
+//! step (veth into the compartment, addresses, routes: most of its cost) and the steps that
+//! wait on another machine (a DHCP server, etcd) run with the lock released, so requests for
+//! other containers go on meanwhile. Requests for the same endpoint or compartment wait until
+//! its step is done ([`lock_when_idle`]). Shared by the HTTP handlers and the Docker plugin.
 
 use std::future::Future;
 
 use hns_api::{ApiError, HostComputeEndpoint, HostComputeNamespace, ModifyRequest, RequestType};
 
 use super::Shared;
-use crate::engine::Engine;
 use crate::engine::dhcp::with_leases;
 use crate::engine::overlay::{self, Planned};
+use crate::engine::{Engine, KernelAttach, Step, lock_when_idle};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
 /// Runs a request whose steps take and release the engine lock in a task of its own, so that
-/// a client going away cannot cut it short between them.
+/// a client going away cannot cut it short between them (an attach left in flight would hold
+/// its endpoint and compartment for good).
 async fn uncut<T: Send + 'static>(op: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
     tokio::spawn(op).await.map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
 }
 
-/// Creates an endpoint: a DHCP lease (created attached on a DHCP network) or the cluster's
-/// address and publication (overlay) are obtained without the lock.
+/// Runs an attach's kernel step without the lock and finishes it under the lock; `view` reads
+/// the request's result then (given the endpoint's and the compartment's IDs).
+async fn finish<T>(s: &Shared, step: Step<T>, view: impl FnOnce(&Engine, &str, &str) -> Result<T>) -> Result<T> {
+    let k: KernelAttach = match step {
+        Step::Done(v) => return Ok(v),
+        Step::Attach(k) => k,
+    };
+    let done = k.run().await;
+    let (ep_id, ns_id) = (k.ep_id.clone(), k.ns_id.clone());
+    let mut engine = s.engine.lock().await;
+    engine.attach_end(k, done).await?;
+    view(&engine, &ep_id, &ns_id)
+}
+
+/// Creates an endpoint. Created attached: the kernel step runs without the lock, and a DHCP
+/// lease is obtained first, likewise. Overlay: etcd's steps run without the lock.
 pub async fn create_endpoint(s: &Shared, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
     let planned = s.engine.lock().await.overlay_plan_endpoint(req)?;
+    let s = s.clone();
     match planned {
-        Planned::Local(req) => {
+        Planned::Local(req) => uncut(async move {
+            let ns = req.host_compute_namespace.clone();
+            let busy = move |e: &Engine| e.touched(&[], &[&ns]);
             let prepare = |e: &Engine| {
                 let mut req = req;
                 (e.lease_for_new_endpoint(&mut req), req)
             };
-            with_leases(&s.engine, prepare, async |e, req| e.create_endpoint(req).await).await
-        }
-        Planned::Overlay(a) => {
-            let s = s.clone();
-            uncut(async move { overlay::create_staged(&s.engine, a).await }).await
-        }
+            let step = with_leases(&s.engine, busy, prepare, async |e, req| e.create_endpoint_begin(req).await).await?;
+            finish(&s, step, |e, ep, _| e.get_endpoint(ep)).await
+        })
+        .await,
+        Planned::Overlay(a) => uncut(async move { overlay::create_staged(&s.engine, a).await }).await,
     }
 }
 
 /// Deletes an endpoint; an overlay endpoint's withdrawal and release run without the lock.
 pub async fn delete_endpoint(s: &Shared, key: &str) -> Result<()> {
     let withdrawal = {
-        let engine = s.engine.lock().await;
-        engine.endpoint_id(key).ok().and_then(|ep| engine.overlay_withdrawal(&ep))
-    };
-    match withdrawal {
-        Some(w) => {
-            let s = s.clone();
-            uncut(async move { overlay::delete_staged(&s.engine, w).await }).await
+        let engine = lock_when_idle(&s.engine, |e| e.touched(&[key], &[])).await;
+        match engine.endpoint_id(key).ok().and_then(|ep| engine.overlay_withdrawal(&ep)) {
+            Some(w) => w,
+            None => {
+                let mut engine = engine;
+                return engine.delete_endpoint(key).await;
+            }
         }
-        None => s.engine.lock().await.delete_endpoint(key).await,
-    }
+    };
+    let s = s.clone();
+    uncut(async move { overlay::delete_staged(&s.engine, withdrawal).await }).await
+}
+
+/// Adds or removes an endpoint's port mappings, once its attach (if any) is done.
+pub async fn modify_endpoint(s: &Shared, key: &str, req: ModifyRequest) -> Result<()> {
+    lock_when_idle(&s.engine, |e| e.touched(&[key], &[])).await.modify_endpoint(key, req).await
 }
 
 /// Creates a namespace; the leases of the endpoints in its `Resources` are obtained first.
 pub async fn create_namespace(s: &Shared, req: HostComputeNamespace) -> Result<HostComputeNamespace> {
     let keys = req.endpoint_ids();
-    with_leases(&s.engine, |e| (e.leases_wanted(&keys), req), async |e, req| e.create_namespace(req).await).await
+    let busy = |e: &Engine| e.touched(&keys.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    with_leases(&s.engine, busy, |e| (e.leases_wanted(&keys), req), async |e, req| e.create_namespace(req).await).await
 }
 
-/// Attaches, detaches or records a container; an endpoint to attach gets its lease first.
+/// Deletes a namespace once no attach into it is in flight.
+pub async fn delete_namespace(s: &Shared, key: &str) -> Result<()> {
+    lock_when_idle(&s.engine, |e| e.touched(&[], &[key])).await.delete_namespace(key).await
+}
+
+/// Attaches, detaches or records a container. An attach's kernel step runs without the lock,
+/// the endpoint's lease obtained first.
 pub async fn modify_namespace(s: &Shared, key: &str, req: ModifyRequest) -> Result<HostComputeNamespace> {
-    // Only a look ahead for a lease: the engine checks the request itself.
-    let keys: Vec<String> =
-        (req.request_type == RequestType::Add).then(|| req.settings.get("EndpointId").and_then(|v| v.as_str()).map(str::to_owned)).flatten().into_iter().collect();
-    with_leases(&s.engine, |e| (e.leases_wanted(&keys), req), async |e, req| e.modify_namespace(key, req).await).await
+    // Only a look ahead: the engine checks the request itself.
+    let endpoint = req.settings.get("EndpointId").and_then(|v| v.as_str()).map(str::to_owned);
+    let to_attach: Vec<String> = endpoint.iter().filter(|_| req.request_type == RequestType::Add).cloned().collect();
+    let (s, key) = (s.clone(), key.to_owned());
+    uncut(async move {
+        let busy = |e: &Engine| e.touched(&endpoint.iter().map(String::as_str).collect::<Vec<_>>(), &[&key]);
+        let step = with_leases(&s.engine, busy, |e| (e.leases_wanted(&to_attach), req), async |e, req| e.modify_namespace_begin(&key, req).await).await?;
+        finish(&s, step, |e, _, ns| e.get_namespace(ns)).await
+    })
+    .await
 }

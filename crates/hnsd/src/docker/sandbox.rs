@@ -115,7 +115,7 @@ pub async fn join(d: &Docker, req: &Join) -> Result<JoinReply> {
     }
     // A DHCP lease is obtained before the engine lock is taken for the rest.
     let wanted = |e: &Engine| (e.leases_wanted(std::slice::from_ref(&id)), ());
-    crate::engine::dhcp::with_leases(&d.app.engine, wanted, async |engine, ()| join_locked(d, engine, req, id.clone()).await).await
+    crate::engine::dhcp::with_leases(&d.app.engine, |_| Vec::new(), wanted, async |engine, ()| join_locked(d, engine, req, id.clone()).await).await
 }
 
 async fn join_locked(d: &Docker, engine: &mut Engine, req: &Join, id: String) -> Result<JoinReply> {

@@ -81,17 +81,21 @@ impl LeaseWanted {
 /// released. `wanted` reads them under the lock and may prepare the request `P` that `op`
 /// then takes (see [`Engine::lease_for_new_endpoint`]); offers `op` does not take are handed
 /// back afterwards. With nothing wanted (any network but a DHCP one) the lock is taken once.
+///
+/// `busy` names the objects the request touches: the lock is taken when none is in flight
+/// (see [`super::lock_when_idle`]).
 pub async fn with_leases<P, T>(
     engine: &tokio::sync::Mutex<Engine>,
+    busy: impl Fn(&Engine) -> Vec<String>,
     wanted: impl FnOnce(&Engine) -> (Vec<LeaseWanted>, P),
     op: impl AsyncFnOnce(&mut Engine, P) -> Result<T>,
 ) -> Result<T> {
-    let mut guard = engine.lock().await;
+    let mut guard = super::lock_when_idle(engine, &busy).await;
     let (wanted, req) = wanted(&guard);
     if !wanted.is_empty() {
         drop(guard);
         let offers = futures::future::join_all(wanted.into_iter().map(LeaseWanted::fetch)).await;
-        guard = engine.lock().await;
+        guard = super::lock_when_idle(engine, &busy).await;
         guard.offers.extend(offers.into_iter().map(|o| (o.ep_id.clone(), o)));
     }
     let result = op(&mut guard, req).await;

@@ -3,10 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, IpConfig, ModifyRequest, PortMappingSettings, RequestType, ResourceType, state};
 use hns_kernel::nft::Proto;
+use hns_drivers::{Compartment, EndpointPlan, NetworkPlan};
 use hns_ipam::Mac;
+use hns_kernel::netlink::Netlink;
 use hns_store::Kind;
 
 use super::portmaps;
@@ -17,6 +20,40 @@ use super::{Engine, Result, kernel_err, new_guid, norm_guid, store_err};
 /// A validated endpoint request: the record, the compartment to attach it to at once with the
 /// interface name there, and its port mappings with host ports chosen.
 pub(super) type Validated = (EndpointRecord, Option<(String, String)>, Vec<PortMappingSettings>);
+
+/// A request stopped before an attach's kernel step, for the caller to run without the lock
+/// ([`KernelAttach::run`]) and finish ([`Engine::attach_end`]); or done already.
+pub enum Step<T> {
+    Done(T),
+    Attach(KernelAttach),
+}
+
+/// What undoes an attach whose kernel step failed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Undo {
+    /// The endpoint existed before: it is unbound from the compartment again.
+    Unbind,
+    /// It was created attached: the request fails as a whole, the endpoint goes.
+    DeleteEndpoint,
+}
+
+/// The kernel step of an attach (veth into the compartment, addresses, routes, up), with all it
+/// needs in hand so that it runs without the engine lock ([`Engine::attach_begin`]).
+pub struct KernelAttach {
+    pub(crate) ep_id: String,
+    pub(crate) ns_id: String,
+    undo: Undo,
+    host: Netlink,
+    net: NetworkPlan,
+    plan: EndpointPlan,
+    compartment: Arc<Compartment>,
+}
+
+impl KernelAttach {
+    pub async fn run(&self) -> Result<()> {
+        hns_drivers::attach(&self.host, &self.net, &self.plan, &self.compartment).await.map_err(kernel_err)
+    }
+}
 
 impl Engine {
     /// This host's endpoints, then the remote endpoints of overlay networks (flagged
@@ -253,7 +290,31 @@ impl Engine {
         self.overlay_finish_endpoint(reserved, created).await
     }
 
+    /// [`Engine::create_endpoint`] up to the kernel step of an attach at once, which the
+    /// caller runs. Overlay endpoints are created whole (their etcd steps: `overlay::create_staged`).
+    pub async fn create_endpoint_begin(&mut self, req: HostComputeEndpoint) -> Result<Step<HostComputeEndpoint>> {
+        let overlay = self.network_id(&req.host_compute_network).and_then(|n| self.networks[&n].plan.overlay.as_ref()).is_some();
+        if overlay || req.host_compute_namespace.is_empty() {
+            return Ok(Step::Done(self.create_endpoint(req).await?));
+        }
+        match self.create_local_begin(req).await? {
+            (id, None) => Ok(Step::Done(self.endpoint_view(&self.endpoints[&id]))),
+            (_, Some(k)) => Ok(Step::Attach(k)),
+        }
+    }
+
     pub(crate) async fn create_local_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
+        let (id, attach) = self.create_local_begin(req).await?;
+        if let Some(k) = attach {
+            let done = k.run().await;
+            self.attach_end(k, done).await?;
+        }
+        Ok(self.endpoint_view(&self.endpoints[&id]))
+    }
+
+    /// The first step of [`Engine::create_local_endpoint`]: the endpoint committed, and when
+    /// it is created attached, the attach's kernel step to run (see [`Engine::attach_begin`]).
+    pub(crate) async fn create_local_begin(&mut self, req: HostComputeEndpoint) -> Result<(String, Option<KernelAttach>)> {
         self.refuse_uplink_mac(&req).await?;
         let (mut rec, ns_id, maps) = self.validate_endpoint(req)?;
         let id = rec.ep.id.clone();
@@ -285,15 +346,18 @@ impl Engine {
         if !maps.is_empty() {
             self.mappings.insert(id.clone(), maps);
         }
-        if ns_id.is_some() {
-            super::failpoint("attach-after-commit");
-            if let Err(e) = self.complete_attach(&id).await {
+        if ns_id.is_none() {
+            return Ok((id, None));
+        }
+        super::failpoint("attach-after-commit");
+        match self.kernel_attach(&id, Undo::DeleteEndpoint).await {
+            Ok(k) => Ok((id, Some(k))),
+            Err(e) => {
                 // The request fails as a whole: remove the endpoint again.
                 let _ = self.delete_local_endpoint(&id).await;
-                return Err(e);
+                Err(e)
             }
         }
-        Ok(self.endpoint_view(&self.endpoints[&id]))
     }
 
     /// A static MAC equal to the uplink adapter's, on an external network, would put two
@@ -480,11 +544,20 @@ impl Engine {
     }
 
     /// Attaches an endpoint to a compartment: commit, create the veth into it, configure,
-    /// mark attached.
+    /// mark attached. All under the lock; see [`Engine::attach_begin`] for the staged form.
     pub(crate) async fn attach(&mut self, ep_id: &str, ns_id: &str) -> Result<()> {
+        let Some(k) = self.attach_begin(ep_id, ns_id).await? else { return Ok(()) };
+        let done = k.run().await;
+        self.attach_end(k, done).await
+    }
+
+    /// The first step of an attach: checks, the record committed, the lease and the kernel
+    /// handles in hand. `None`: attached there already. The endpoint and the compartment stay
+    /// in flight (see `in_flight`) until [`Engine::attach_end`].
+    pub(crate) async fn attach_begin(&mut self, ep_id: &str, ns_id: &str) -> Result<Option<KernelAttach>> {
         let current = self.endpoints[ep_id].ep.host_compute_namespace.clone();
         if current == ns_id {
-            return Ok(());
+            return Ok(None);
         }
         if !current.is_empty() {
             return Err(ApiError::new(
@@ -497,19 +570,63 @@ impl Engine {
         Self::bind(&mut rec, ns_id, ifname);
         self.persist_endpoint(&rec, false)?;
         super::failpoint("attach-after-commit");
-        self.endpoints.insert(ep_id.to_owned(), rec.clone());
-        if let Err(e) = self.complete_attach(ep_id).await {
-            rec.ep.host_compute_namespace.clear();
-            rec.ep.interface_name.clear();
-            self.endpoints.insert(ep_id.to_owned(), rec.clone());
-            let state = format!(
-                "{}; the attach was undone in the kernel, but the store still records endpoint {ep_id} as attached to namespace {ns_id}",
-                e.message
-            );
-            self.persist_after(Kind::Endpoint, ep_id, &rec, false, &state)?;
-            return Err(e);
+        self.endpoints.insert(ep_id.to_owned(), rec);
+        match self.kernel_attach(ep_id, Undo::Unbind).await {
+            Ok(k) => Ok(Some(k)),
+            Err(e) => Err(self.undo_attach(ep_id, Undo::Unbind, e).await),
         }
-        Ok(())
+    }
+
+    /// The last step of an attach, with what the kernel step gave: "attached", or the attach
+    /// undone (the record unbound, or the endpoint removed if it was created with it).
+    pub async fn attach_end(&mut self, k: KernelAttach, done: Result<()>) -> Result<()> {
+        super::failpoint("attach-after-kernel");
+        self.in_flight.remove(&k.ep_id);
+        self.in_flight.remove(&k.ns_id);
+        self.idle.notify_waiters();
+        let rec = self.endpoints.get(&k.ep_id).cloned();
+        let finished = match (done, rec) {
+            (Ok(()), Some(rec)) => self.finish_attach(rec).await,
+            (Ok(()), None) => Err(ApiError::internal(format!("endpoint {} vanished during its attach", k.ep_id))),
+            (Err(e), Some(rec)) => {
+                let _ = self.kernel_detach(&rec).await;
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+        };
+        match finished {
+            Ok(()) => Ok(()),
+            Err(e) if self.endpoints.contains_key(&k.ep_id) => Err(self.undo_attach(&k.ep_id, k.undo, e).await),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Undoes the record of an attach that failed: unbound (the store says where things are if
+    /// that cannot be written), or the endpoint removed when it was created attached.
+    async fn undo_attach(&mut self, ep_id: &str, undo: Undo, e: ApiError) -> ApiError {
+        match undo {
+            Undo::DeleteEndpoint => {
+                let _ = self.delete_local_endpoint(ep_id).await;
+                e
+            }
+            Undo::Unbind => {
+                let mut rec = self.endpoints[ep_id].clone();
+                let ns_id = std::mem::take(&mut rec.ep.host_compute_namespace);
+                rec.ep.interface_name.clear();
+                rec.ep.state = state::CREATED;
+                rec.lease = None;
+                rec.lease6 = None;
+                self.endpoints.insert(ep_id.to_owned(), rec.clone());
+                let state = format!(
+                    "{}; the attach was undone in the kernel, but the store still records endpoint {ep_id} as attached to namespace {ns_id}",
+                    e.message
+                );
+                match self.persist_after(Kind::Endpoint, ep_id, &rec, false, &state) {
+                    Ok(()) => e,
+                    Err(store) => store,
+                }
+            }
+        }
     }
 
     /// Records in `rec` that it lives in the compartment `ns_id` as `ifname`.
@@ -519,15 +636,31 @@ impl Engine {
         rec.ep.version += 1;
     }
 
-    /// The kernel steps of an attach already committed, then "attached". On failure the
-    /// partial kernel work is undone; the caller undoes the record.
-    async fn complete_attach(&mut self, ep_id: &str) -> Result<()> {
+    /// What the kernel step of an attach needs, the lease obtained first; marks the endpoint
+    /// and its compartment in flight.
+    async fn kernel_attach(&mut self, ep_id: &str, undo: Undo) -> Result<KernelAttach> {
         self.ensure_lease(ep_id).await?;
-        let mut rec = self.endpoints[ep_id].clone();
-        if let Err(e) = self.apply_attach(&rec).await {
-            let _ = self.kernel_detach(&rec).await;
-            return Err(e);
-        }
+        let rec = self.endpoints[ep_id].clone();
+        let plan = self.endpoint_plan(&rec).ok_or_else(|| ApiError::internal(format!("endpoint {ep_id} has an unusable record")));
+        let ns_id = rec.ep.host_compute_namespace.clone();
+        let compartment = plan.and_then(|p| Ok((p, self.compartment_handle(&ns_id).map_err(kernel_err)?)));
+        let (plan, compartment) = match compartment {
+            Ok(v) => v,
+            Err(e) => {
+                // The lease goes back.
+                let _ = self.kernel_detach(&rec).await;
+                return Err(e);
+            }
+        };
+        self.in_flight.insert(ep_id.to_owned());
+        self.in_flight.insert(ns_id.clone());
+        let net = self.networks[&rec.network_id].plan.clone();
+        Ok(KernelAttach { ep_id: ep_id.to_owned(), ns_id, undo, host: self.host.clone(), net, plan, compartment })
+    }
+
+    /// After the kernel step: mappings, "attached", resolv.conf, DNS names, DHCPv6.
+    async fn finish_attach(&mut self, mut rec: EndpointRecord) -> Result<()> {
+        let ep_id = rec.ep.id.clone();
         let mine = self.kernel_mappings(&rec);
         if let Err(e) = self.program_mappings(&mine, &[], &[]) {
             let _ = self.kernel_detach(&rec).await;
@@ -536,14 +669,14 @@ impl Engine {
         rec.ep.state = state::ATTACHED;
         // The callers undo the attach on an error.
         let state = "the endpoint's interface was configured in its compartment and is removed again";
-        self.persist_after(Kind::Endpoint, ep_id, &rec, true, state)?;
+        self.persist_after(Kind::Endpoint, &ep_id, &rec, true, state)?;
         let ns_id = rec.ep.host_compute_namespace.clone();
         let net_id = rec.network_id.clone();
-        self.endpoints.insert(ep_id.to_owned(), rec);
+        self.endpoints.insert(ep_id.clone(), rec);
         self.write_resolv_conf(&ns_id);
         // Before the request returns: the name resolves the moment attach does.
         self.dns_refresh(&net_id);
-        self.start_lease6(ep_id);
+        self.start_lease6(&ep_id);
         Ok(())
     }
 

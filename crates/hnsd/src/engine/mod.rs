@@ -37,6 +37,7 @@ use hns_kernel::{KernelError, names};
 use hns_store::{Kind, Store, StoreError};
 
 use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
+pub use endpoints::{KernelAttach, Step};
 
 /// Paths and knobs the engine needs from the daemon's configuration.
 #[derive(Debug, Clone)]
@@ -96,7 +97,12 @@ pub struct Engine {
     pub(crate) endpoints: BTreeMap<String, EndpointRecord>,
     pub(crate) namespaces: BTreeMap<String, Ns>,
     /// Open kernel handles of recently used compartments, by namespace ID.
-    pub(crate) handles: lru::LruCache<String, Compartment>,
+    pub(crate) handles: lru::LruCache<String, std::sync::Arc<Compartment>>,
+    /// Endpoints and compartments whose attach is in its kernel step, done without the lock
+    /// (`Engine::attach_begin`): requests for them wait ([`lock_when_idle`]) and the
+    /// reconciler leaves them alone. `idle` wakes the waiters when one is done.
+    pub(crate) in_flight: HashSet<String>,
+    pub(crate) idle: std::sync::Arc<tokio::sync::Notify>,
     pub(crate) next_ns_number: u32,
     pub(crate) last_reconcile: String,
     pub(crate) kernel_features: BTreeMap<String, bool>,
@@ -143,6 +149,24 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
+    }
+}
+
+/// Takes the engine's lock once none of the objects `busy` names (IDs of endpoints and
+/// compartments, read under the lock) is in an attach's kernel step (see `in_flight`).
+pub async fn lock_when_idle(engine: &tokio::sync::Mutex<Engine>, busy: impl Fn(&Engine) -> Vec<String>) -> tokio::sync::MutexGuard<'_, Engine> {
+    loop {
+        let guard = engine.lock().await;
+        if guard.in_flight.is_empty() || !busy(&guard).iter().any(|k| guard.in_flight.contains(k)) {
+            return guard;
+        }
+        let idle = guard.idle.clone();
+        let notified = idle.notified();
+        tokio::pin!(notified);
+        // Registered before the lock goes, so the wake-up of the attach that ends next is seen.
+        notified.as_mut().enable();
+        drop(guard);
+        notified.await;
     }
 }
 
@@ -209,6 +233,8 @@ impl Engine {
             networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             namespaces: BTreeMap::new(),
+            in_flight: HashSet::new(),
+            idle: std::sync::Arc::new(tokio::sync::Notify::new()),
             handles: lru::LruCache::new(std::num::NonZeroUsize::new(cfg.open_compartments.max(1)).expect("not zero")),
             next_ns_number: 1,
             last_reconcile: String::new(),
@@ -280,6 +306,19 @@ impl Engine {
         self.networks.values().find(|n| n.rec.net.name == key).map(|n| n.rec.net.id.clone())
     }
 
+    /// The endpoints and compartments a request names by `endpoints` and `namespaces` (IDs or
+    /// names), with each endpoint's compartment: what it must not touch while in flight.
+    pub fn touched(&self, endpoints: &[&str], namespaces: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        for ep in endpoints.iter().filter_map(|k| self.endpoint_id(k).ok()) {
+            out.push(self.endpoints[&ep].ep.host_compute_namespace.clone());
+            out.push(ep);
+        }
+        out.extend(namespaces.iter().filter_map(|k| self.namespace_id(k)));
+        out.retain(|k| !k.is_empty());
+        out
+    }
+
     pub(crate) fn endpoint_id(&self, key: &str) -> Result<String> {
         if let Some(id) = norm_guid(key) {
             if self.endpoints.contains_key(&id) {
@@ -311,7 +350,7 @@ impl Engine {
 
     /// Opens (or reuses) the kernel handles of a compartment, checking it is still the same
     /// namespace.
-    pub(crate) fn compartment(&mut self, ns_id: &str) -> std::result::Result<&Compartment, KernelError> {
+    pub(crate) fn compartment_handle(&mut self, ns_id: &str) -> std::result::Result<std::sync::Arc<Compartment>, KernelError> {
         let ns = self.namespaces.get(ns_id).expect("caller checked the namespace exists");
         let path = PathBuf::from(&ns.rec.ns.net_ns_path);
         let current = hns_kernel::netns::identity(&path)?;
@@ -323,9 +362,15 @@ impl Engine {
             let fd = hns_kernel::netns::open(&path)?;
             let netlink = Netlink::in_netns(&fd)?;
             // Beyond the cap this closes the least recently used compartment's handles.
-            self.handles.put(ns_id.to_owned(), Compartment { fd, netlink });
+            self.handles.put(ns_id.to_owned(), std::sync::Arc::new(Compartment { fd, netlink }));
         }
-        Ok(self.handles.get(ns_id).expect("just put"))
+        Ok(self.handles.get(ns_id).expect("just put").clone())
+    }
+
+    /// [`Engine::compartment_handle`], borrowed.
+    pub(crate) fn compartment(&mut self, ns_id: &str) -> std::result::Result<&Compartment, KernelError> {
+        self.compartment_handle(ns_id)?;
+        Ok(self.handles.get(ns_id).expect("just opened"))
     }
 
     /// The kernel plan of an attached endpoint.

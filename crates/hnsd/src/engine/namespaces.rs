@@ -9,6 +9,7 @@ use hns_api::{
 use hns_kernel::netns::{self, HostNsRefusal};
 use hns_store::Kind;
 
+use super::endpoints::Step;
 use super::records::{EndpointRecord, NamespaceRecord};
 use super::validate;
 use super::{Engine, Ns, Result, kernel_err, new_guid, norm_guid, store_err_after};
@@ -220,13 +221,29 @@ impl Engine {
     }
 
     pub async fn modify_namespace(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeNamespace> {
+        match self.modify_namespace_begin(key, req).await? {
+            Step::Done(ns) => Ok(ns),
+            Step::Attach(k) => {
+                let done = k.run().await;
+                let ns_id = k.ns_id.clone();
+                self.attach_end(k, done).await?;
+                Ok(self.namespace_view(&ns_id))
+            }
+        }
+    }
+
+    /// [`Engine::modify_namespace`] up to an attach's kernel step, which the caller runs (see
+    /// [`Engine::attach_begin`]).
+    pub async fn modify_namespace_begin(&mut self, key: &str, req: ModifyRequest) -> Result<Step<HostComputeNamespace>> {
         let id = self.namespace_id(key).ok_or_else(|| not_found(key))?;
         match (req.resource_type, req.request_type) {
             (ResourceType::Endpoint, RequestType::Add | RequestType::Remove) => {
                 let s: NamespaceEndpointRequest = hns_api::decode::from_value(req.settings, "Settings")?;
                 let ep = self.endpoint_id(&s.endpoint_id).map_err(|e| ApiError { field: Some("Settings.EndpointId".into()), ..e })?;
                 if req.request_type == RequestType::Add {
-                    self.attach(&ep, &id).await?;
+                    if let Some(k) = self.attach_begin(&ep, &id).await? {
+                        return Ok(Step::Attach(k));
+                    }
                 } else {
                     if self.endpoints[&ep].ep.host_compute_namespace != id {
                         return Err(ApiError::field(ErrorCode::EndpointNotAttached, "Settings.EndpointId", format!("endpoint {ep} is not attached to namespace {id}")));
@@ -258,7 +275,7 @@ impl Engine {
                 ));
             }
         }
-        Ok(self.namespace_view(&id))
+        Ok(Step::Done(self.namespace_view(&id)))
     }
 
     pub(crate) fn persist_namespace(&self, rec: &NamespaceRecord, lazy: bool) -> Result<()> {

@@ -55,7 +55,8 @@ impl Engine {
     }
 
     async fn reconcile_namespaces(&mut self, r: &mut Report) {
-        let ids: Vec<String> = self.namespaces.keys().cloned().collect();
+        // A compartment an attach is working in (without the lock) is left to it this pass.
+        let ids: Vec<String> = self.namespaces.keys().filter(|id| !self.in_flight.contains(*id)).cloned().collect();
         for id in ids {
             let rec = self.namespaces[&id].rec.clone();
             let path = Path::new(&rec.ns.net_ns_path);
@@ -264,7 +265,8 @@ impl Engine {
         };
         let by_name: HashMap<&str, &hns_kernel::netlink::LinkInfo> = links.iter().map(|l| (l.name.as_str(), l)).collect();
         let wanted = self.wanted_links();
-        let attached: Vec<_> = self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty()).cloned().collect();
+        // An endpoint in its attach's kernel step (without the lock) is left to it this pass.
+        let attached: Vec<_> = self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty() && !self.in_flight.contains(&e.ep.id)).cloned().collect();
         for rec in attached {
             let Some(net) = self.networks.get(&rec.network_id) else { continue };
             let kind = net.plan.kind;
