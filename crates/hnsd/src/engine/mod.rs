@@ -5,9 +5,12 @@
 //! object and its allocations → apply idempotent kernel steps → mark ready. A crash at any
 //! point is repaired by [`reconcile`], which makes the kernel match the store.
 //!
-//! Steps that wait on another machine run with the lock released, so they delay only their
-//! own request: a DHCP exchange ([`dhcp::with_leases`]) and etcd's steps for overlay
-//! endpoints (`overlay::create_staged`, `overlay::delete_staged`).
+//! On the API's paths (`api::requests`) the lock is held only for what must be serial. An
+//! attach's kernel step runs with the lock released ([`Engine::attach_begin`], `attach_end`),
+//! and so do the steps that wait on another machine: a DHCP exchange ([`dhcp::with_leases`])
+//! and etcd's steps for overlay endpoints (`overlay::create_staged`, `overlay::delete_staged`).
+//! Requests for an endpoint or compartment whose attach is in flight wait for it
+//! ([`lock_when_idle`]); the reconciler leaves such objects to it.
 //!
 //! The working set lives in memory (loaded from the store at start), so lookups and
 //! allocation never scan the store; the store is written through.
