@@ -155,10 +155,10 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
             if r.body["code"] != c.code {
                 failures.push(format!("{}: code {} (want {}): {}", c.what, r.body["code"], c.code, r.raw));
             }
-            if let Some(f) = c.field {
-                if r.body["field"] != f {
-                    failures.push(format!("{}: field {} (want {f}): {}", c.what, r.body["field"], r.raw));
-                }
+            if let Some(f) = c.field
+                && r.body["field"] != f
+            {
+                failures.push(format!("{}: field {} (want {f}): {}", c.what, r.body["field"], r.raw));
             }
             if r.body["message"].as_str().is_none_or(|m| m.len() < 10) {
                 failures.push(format!("{}: no useful message: {}", c.what, r.raw));

@@ -21,6 +21,14 @@ mod pool;
 mod spec;
 mod usable;
 
+pub use defaults::{pick_default_subnet, pick_default_subnet_v6};
+pub use error::{IpamError, IpamErrorKind, SpecialAddress};
+pub use mac::{Mac, MacError};
+pub use overlap::overlaps;
+pub use pool::Pool;
+pub use spec::PoolSpec;
+pub use usable::{SpecialRange, Unusable, check_usable};
+
 /// Parsers the unit tests of every module share.
 #[cfg(test)]
 mod test_util {
@@ -35,11 +43,3 @@ mod test_util {
         s.parse().unwrap()
     }
 }
-
-pub use defaults::{pick_default_subnet, pick_default_subnet_v6};
-pub use error::{IpamError, IpamErrorKind, SpecialAddress};
-pub use mac::{Mac, MacError};
-pub use overlap::overlaps;
-pub use pool::Pool;
-pub use spec::PoolSpec;
-pub use usable::{SpecialRange, Unusable, check_usable};

@@ -27,7 +27,7 @@ async fn uncut<T: Send + 'static>(op: impl Future<Output = Result<T>> + Send + '
 async fn finish<T>(s: &Shared, step: Step<T>, view: impl FnOnce(&Engine, &str, &str) -> Result<T>) -> Result<T> {
     let k: KernelAttach = match step {
         Step::Done(v) => return Ok(v),
-        Step::Attach(k) => k,
+        Step::Attach(k) => *k,
     };
     let done = k.run().await;
     let (ep_id, ns_id) = (k.ep_id.clone(), k.ns_id.clone());

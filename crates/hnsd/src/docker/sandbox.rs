@@ -120,7 +120,7 @@ pub async fn join(d: &Docker, req: &Join) -> Result<JoinReply> {
 
 async fn join_locked(d: &Docker, engine: &mut Engine, req: &Join, id: String) -> Result<JoinReply> {
     let ep = engine.get_endpoint(&id)?;
-    let (gateway, gateway_ipv6) = gateways(&engine, &ep)?;
+    let (gateway, gateway_ipv6) = gateways(engine, &ep)?;
     // Without this Docker would give a gateway-less endpoint's container a docker_gwbridge
     // network for outbound: outbound on an overlay is the user's choice (a nat network).
     let disable_gateway_service = no_outbound(&engine.get_network(&ep.host_compute_network)?);

@@ -213,10 +213,10 @@ impl Engine {
     /// Releases an endpoint's lease (detach, delete). The server is told; a failure to tell it
     /// only shortens nothing: the lease then expires on its own.
     pub(crate) async fn release_lease(&mut self, ep_id: &str) {
-        if let Some(keeper) = self.leases.remove(ep_id) {
-            if let Err(e) = keeper.release().await {
-                tracing::warn!(endpoint = ep_id, error = %e, "DHCP release failed; the lease will expire on its own");
-            }
+        if let Some(keeper) = self.leases.remove(ep_id)
+            && let Err(e) = keeper.release().await
+        {
+            tracing::warn!(endpoint = ep_id, error = %e, "DHCP release failed; the lease will expire on its own");
         }
     }
 

@@ -25,7 +25,7 @@ pub(super) type Validated = (EndpointRecord, Option<(String, String)>, Vec<PortM
 /// ([`KernelAttach::run`]) and finish ([`Engine::attach_end`]); or done already.
 pub enum Step<T> {
     Done(T),
-    Attach(KernelAttach),
+    Attach(Box<KernelAttach>),
 }
 
 /// What undoes an attach whose kernel step failed.
@@ -299,7 +299,7 @@ impl Engine {
         }
         match self.create_local_begin(req).await? {
             (id, None) => Ok(Step::Done(self.endpoint_view(&self.endpoints[&id]))),
-            (_, Some(k)) => Ok(Step::Attach(k)),
+            (_, Some(k)) => Ok(Step::Attach(Box::new(k))),
         }
     }
 

@@ -301,10 +301,10 @@ impl Engine {
     }
 
     pub(crate) fn network_id(&self, key: &str) -> Option<String> {
-        if let Some(id) = norm_guid(key) {
-            if self.networks.contains_key(&id) {
-                return Some(id);
-            }
+        if let Some(id) = norm_guid(key)
+            && self.networks.contains_key(&id)
+        {
+            return Some(id);
         }
         self.networks.values().find(|n| n.rec.net.name == key).map(|n| n.rec.net.id.clone())
     }
@@ -323,10 +323,10 @@ impl Engine {
     }
 
     pub(crate) fn endpoint_id(&self, key: &str) -> Result<String> {
-        if let Some(id) = norm_guid(key) {
-            if self.endpoints.contains_key(&id) {
-                return Ok(id);
-            }
+        if let Some(id) = norm_guid(key)
+            && self.endpoints.contains_key(&id)
+        {
+            return Ok(id);
         }
         let found: Vec<&EndpointRecord> = self.endpoints.values().filter(|e| e.ep.name == key).collect();
         match found.len() {
@@ -343,10 +343,10 @@ impl Engine {
     }
 
     pub(crate) fn namespace_id(&self, key: &str) -> Option<String> {
-        if let Some(id) = norm_guid(key) {
-            if self.namespaces.contains_key(&id) {
-                return Some(id);
-            }
+        if let Some(id) = norm_guid(key)
+            && self.namespaces.contains_key(&id)
+        {
+            return Some(id);
         }
         self.namespaces.values().find(|n| !n.rec.ns.name.is_empty() && n.rec.ns.name == key).map(|n| n.rec.ns.id.clone())
     }

@@ -211,10 +211,10 @@ impl Engine {
         }
         let ns = self.namespaces.remove(&id).expect("looked up");
         self.handles.pop(&id);
-        if ns.rec.managed {
-            if let Err(e) = netns::remove(Path::new(&ns.rec.ns.net_ns_path)) {
-                errors.push(e.to_string());
-            }
+        if ns.rec.managed
+            && let Err(e) = netns::remove(Path::new(&ns.rec.ns.net_ns_path))
+        {
+            errors.push(e.to_string());
         }
         let _ = std::fs::remove_dir_all(self.resolv_path(&id).parent().expect("has a parent"));
         if errors.is_empty() { Ok(()) } else { Err(ApiError::new(ErrorCode::KernelError, errors.join("; "))) }
@@ -224,6 +224,7 @@ impl Engine {
         match self.modify_namespace_begin(key, req).await? {
             Step::Done(ns) => Ok(ns),
             Step::Attach(k) => {
+                let k = *k;
                 let done = k.run().await;
                 let ns_id = k.ns_id.clone();
                 self.attach_end(k, done).await?;
@@ -242,7 +243,7 @@ impl Engine {
                 let ep = self.endpoint_id(&s.endpoint_id).map_err(|e| ApiError { field: Some("Settings.EndpointId".into()), ..e })?;
                 if req.request_type == RequestType::Add {
                     if let Some(k) = self.attach_begin(&ep, &id).await? {
-                        return Ok(Step::Attach(k));
+                        return Ok(Step::Attach(Box::new(k)));
                     }
                 } else {
                     if self.endpoints[&ep].ep.host_compute_namespace != id {

@@ -19,10 +19,13 @@ use super::{Engine, Result, kernel_err};
 /// The policy type name, canonical spelling.
 pub const PORT_MAPPING: &str = "PortMapping";
 
+/// A holder of a host port: the host address it is bound to (`None`: all) and its endpoint.
+type Holder = (Option<IpAddr>, String);
+
 /// Host ports in use: (protocol, port) -> holders, each bound to one host address or to all.
 #[derive(Debug, Default)]
 pub struct PortIndex {
-    used: HashMap<(Proto, u16), Vec<(Option<IpAddr>, String)>>,
+    used: HashMap<(Proto, u16), Vec<Holder>>,
     /// Next-fit cursor of dynamic allocation, persisted with each allocation.
     pub cursor: u16,
     pub range: (u16, u16),

@@ -498,12 +498,12 @@ mod tests {
 
     #[test]
     fn policies_are_refused_by_name() {
-        let p = vec![Policy { kind: "portmapping".into(), settings: serde_json::Value::Null }];
+        let p = [Policy { kind: "portmapping".into(), settings: serde_json::Value::Null }];
         let e = refuse_policy(&p[0], 0, "Policies", "endpoint", ENDPOINT_POLICY_TYPES);
         assert_eq!(e.code, ErrorCode::InvalidPolicyType);
         assert_eq!(e.field.as_deref(), Some("Policies[0].Type"));
         assert!(e.message.contains("PortMapping is not implemented yet"), "{}", e.message);
-        let p = vec![Policy { kind: "Bogus".into(), settings: serde_json::Value::Null }];
+        let p = [Policy { kind: "Bogus".into(), settings: serde_json::Value::Null }];
         let e = refuse_policy(&p[0], 0, "Policies", "endpoint", ENDPOINT_POLICY_TYPES);
         assert!(e.message.contains("\"Bogus\" is not a endpoint policy type") || e.message.contains("is not a"), "{}", e.message);
     }
