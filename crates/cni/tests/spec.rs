@@ -89,7 +89,7 @@ impl<'a> Netns<'a> {
         self.lab.try_in(Side::Host, "nsenter", &full).unwrap()
     }
     fn ping(&self, ip: &str) -> bool {
-        self.run("ping", &["-c1", "-W2", ip]).status.success()
+        self.run("ping", &["-c1", "-w3", "-i0.2", "-W1", ip]).status.success()
     }
     /// Removes the namespace the way runtimes do (lazy unmount, unlink).
     fn remove(&self) {

@@ -215,7 +215,7 @@ fn the_lan_gets_no_answer_from_a_responder_over_either_family() {
     lab.in_lan("ip", &["route", "add", "10.95.0.0/24", "via", &hns_lab::HOST_UPLINK.to_string()]).unwrap();
     lab.in_lan("ip", &["-6", "route", "add", "fd00:95::/64", "via", &hns_lab::HOST_UPLINK_V6.to_string()]).unwrap();
     for gw in [&gw4, &gw6] {
-        lab.in_lan("ping", &["-c1", "-W2", gw]).unwrap_or_else(|e| panic!("the LAN reaches {gw}: {e}"));
+        lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", gw]).unwrap_or_else(|e| panic!("the LAN reaches {gw}: {e}"));
         // Neither the container names nor the forwarding (an open resolver) are served to the LAN.
         for (name, qtype) in [("a", "A"), ("www.example.test", "A")] {
             let r = lan_query(&lab, gw, name, qtype);

@@ -71,7 +71,7 @@ fn transparent_containers_sit_on_the_lan_with_their_own_mac() {
 
     let cap = lab.capture_in_lan(&u.lan_port, "icmp or arp").unwrap();
     // The LAN reaches the container directly at its own address...
-    lab.in_lan("ping", &["-c1", "-W2", &ip]).unwrap();
+    lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", &ip]).unwrap();
     // ...and the container reaches the LAN's gateway.
     exec_ok(&lab, "web", &["ping", "-c1", "-W2", &u.router.to_string()]);
     let wire = cap.stop().unwrap();
@@ -82,10 +82,10 @@ fn transparent_containers_sit_on_the_lan_with_their_own_mac() {
 
     // The host reaches its container and the container the host (through the host leg:
     // a macvlan parent never hears its children).
-    lab.in_host("ping", &["-c1", "-W2", &ip]).unwrap();
+    lab.in_host("ping", &["-c1", "-w3", "-i0.2", "-W1", &ip]).unwrap();
     exec_ok(&lab, "web", &["ping", "-c1", "-W2", &u.host_ip.to_string()]);
     // The host's own address still resolves to the adapter's MAC on the LAN, not the leg's.
-    lab.in_lan("ping", &["-c1", "-W2", &u.host_ip.to_string()]).unwrap();
+    lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", &u.host_ip.to_string()]).unwrap();
     assert!(lan_neighbour(&lab, &u.lan_bridge, &u.host_ip.to_string()).contains(&link_mac(&lab, &u.host_if)));
 
     // Removing everything leaves nothing behind.
@@ -125,7 +125,7 @@ fn l2bridge_puts_only_the_host_mac_on_the_wire() {
     let host_mac = link_mac(&lab, &u.host_if);
 
     let cap = lab.capture_in_lan(&u.lan_port, "icmp or arp").unwrap();
-    lab.in_lan("ping", &["-c1", "-W2", &a]).unwrap();
+    lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", &a]).unwrap();
     exec_ok(&lab, "a", &["ping", "-c1", "-W2", &u.router.to_string()]);
     let wire = cap.stop().unwrap();
     let from_a = sources(&wire, &format!("{a} > {}", u.router));
@@ -139,7 +139,7 @@ fn l2bridge_puts_only_the_host_mac_on_the_wire() {
     // Containers of one host meet through the host: one routed hop.
     let ping = exec_ok(&lab, "a", &["ping", "-c1", "-W2", &b]);
     assert!(ping.contains("ttl=63"), "one hop through the host: {ping}");
-    lab.in_host("ping", &["-c1", "-W2", &a]).unwrap();
+    lab.in_host("ping", &["-c1", "-w3", "-i0.2", "-W1", &a]).unwrap();
 
     lab.hnsctl_ok(&["rm", "-f", "a"]).unwrap();
     lab.hnsctl_ok(&["rm", "-f", "b"]).unwrap();
@@ -220,7 +220,7 @@ fn external_networks_never_hand_out_the_hosts_own_address() {
     // The reservation is visible on the network, and the host keeps its address.
     let net = Api::new(&lab).get("/networks/l2own").ok();
     assert_eq!(net["Ipams"][0]["Subnets"][0]["AuxiliaryAddresses"][&format!("host-{}", u.host_if)], host_ip.as_str(), "{net}");
-    lab.in_lan("ping", &["-c1", "-W2", &host_ip]).unwrap();
+    lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", &host_ip]).unwrap();
     exec_ok(&lab, "dyn", &["ping", "-c1", "-W2", &u.router.to_string()]);
     lab.hnsctl_ok(&["rm", "-f", "dyn"]).unwrap();
     lab.hnsctl_ok(&["network", "rm", "l2own"]).unwrap();
@@ -257,12 +257,12 @@ fn l2tunnel_hairpins_through_the_upstream_switch() {
     lab.in_lan("ip", &["link", "set", &u.lan_port, "type", "bridge_slave", "hairpin", "off"]).unwrap();
     let o = lab.hnsctl(&["exec", "a", "--", "ping", "-c1", "-W1", &b]).unwrap();
     assert!(!o.status.success(), "no hairpin upstream, no path between siblings");
-    lab.in_lan("ping", &["-c1", "-W2", &a]).unwrap();
+    lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", &a]).unwrap();
 
     // A restart keeps it; removal leaves nothing.
     d.stop().unwrap();
     let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
-    lab.in_lan("ping", &["-c1", "-W2", &b]).unwrap();
+    lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", &b]).unwrap();
     lab.hnsctl_ok(&["rm", "-f", "a"]).unwrap();
     lab.hnsctl_ok(&["rm", "-f", "b"]).unwrap();
     lab.hnsctl_ok(&["network", "rm", "tun"]).unwrap();
@@ -330,9 +330,9 @@ fn the_reconciler_repairs_external_networks_and_a_restart_keeps_them() {
 
     // A restart of hnsd leaves the data plane alone and keeps managing it.
     d.stop().unwrap();
-    lab.in_lan("ping", &["-c1", "-W2", &tip]).unwrap();
+    lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", &tip]).unwrap();
     let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
-    lab.in_lan("ping", &["-c1", "-W2", &bip]).unwrap();
+    lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", &bip]).unwrap();
     lab.hnsctl_ok(&["rm", "-f", "t"]).unwrap();
     lab.hnsctl_ok(&["rm", "-f", "b"]).unwrap();
     lab.hnsctl_ok(&["network", "rm", "tnet"]).unwrap();
@@ -434,7 +434,7 @@ fn transparent_dhcp_leases_renews_and_releases_for_the_container() {
     assert_eq!(line[3], "c1", "the endpoint name goes out as the host name");
 
     // The container uses it: the LAN reaches it, it reaches the LAN, its resolv.conf names the server.
-    lab.in_lan("ping", &["-c1", "-W2", &ip]).unwrap();
+    lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", &ip]).unwrap();
     exec_ok(&lab, "c1", &["ping", "-c1", "-W2", &u.router.to_string()]);
     assert!(exec_ok(&lab, "c1", &["cat", "/etc/resolv.conf"]).contains(&format!("nameserver {}", u.router)));
 
@@ -443,13 +443,13 @@ fn transparent_dhcp_leases_renews_and_releases_for_the_container() {
     let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
     let ep2 = Api::new(&lab).get("/endpoints").ok()[0].clone();
     assert_eq!(ip_of(&ep2), ip);
-    lab.in_lan("ping", &["-c1", "-W2", &ip]).unwrap();
+    lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", &ip]).unwrap();
 
     // Renewal before expiry: dnsmasq's shortest lease is 120 s, renewed at T1 = 60 s.
     let expiry: u64 = line[0].parse().unwrap();
     let renewed = eventually(std::time::Duration::from_secs(75), || lease_of(&leases, &mac).is_some_and(|l| l[0].parse::<u64>().unwrap() >= expiry + 30));
     assert!(renewed, "the lease was renewed before expiry: {:?}", lease_of(&leases, &mac));
-    lab.in_lan("ping", &["-c1", "-W2", &ip]).unwrap();
+    lab.in_lan("ping", &["-c1", "-w3", "-i0.2", "-W1", &ip]).unwrap();
 
     // Removing the container releases the lease.
     lab.hnsctl_ok(&["rm", "-f", "c1"]).unwrap();

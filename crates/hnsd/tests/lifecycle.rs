@@ -175,7 +175,7 @@ fn an_adopted_namespace_whose_process_exits_is_collected() {
     let (holder, path) = netns_process(&lab);
     let ns = api.post("/namespaces", &json!({"Name": "adopted", "NetNsPath": path})).ok();
     let ep = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"]})).ok();
-    assert!(lab.try_in(Side::Host, "ping", &["-c1", "-W1", &ip_of(&ep)]).unwrap().status.success());
+    assert!(lab.try_in(Side::Host, "ping", &["-c1", "-w3", "-i0.2", "-W1", &ip_of(&ep)]).unwrap().status.success());
     holder.kill(Signal::SIGKILL).unwrap();
     assert!(eventually(Duration::from_secs(10), || api.get("/namespaces").ok() == json!([])), "the dead compartment was not collected");
     assert_eq!(api.get("/endpoints").ok(), json!([]));

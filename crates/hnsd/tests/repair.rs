@@ -64,7 +64,7 @@ fn an_unmounted_compartment_whose_process_runs_is_mounted_again() {
     assert_eq!(api.get("/endpoints").ok().as_array().unwrap().len(), 1, "the endpoint was garbage-collected");
     assert_eq!(api.get(&format!("/namespaces/{id}")).ok()["ID"], id.as_str());
     assert!(ping(&lab, &a, "203.0.113.10"));
-    assert!(lab.try_in(Side::Host, "ping", &["-c1", "-W1", &ip_of(&ea)]).unwrap().status.success());
+    assert!(lab.try_in(Side::Host, "ping", &["-c1", "-w3", "-i0.2", "-W1", &ip_of(&ea)]).unwrap().status.success());
     // Control: without a live process the compartment is gone and collected, as before.
     p.kill(nix::sys::signal::Signal::SIGKILL).unwrap();
     lab.in_host("umount", &["--lazy", &path]).unwrap();

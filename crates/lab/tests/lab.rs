@@ -46,7 +46,7 @@ fn host_reaches_router_and_test_server() {
     let lab = Lab::new().unwrap();
     for target in [LAN_ROUTER, TEST_SERVER] {
         let t = target.to_string();
-        lab.in_host("ping", &["-c1", "-W1", &t]).unwrap();
+        lab.in_host("ping", &["-c1", "-w3", "-i0.2", "-W1", &t]).unwrap();
     }
     let route = lab.in_host("ip", &["route", "get", &TEST_SERVER.to_string()]).unwrap().stdout;
     assert!(route.contains(&format!("via {LAN_ROUTER}")), "{route}");
