@@ -144,12 +144,12 @@ impl Engine {
     /// its ID and MAC are chosen now (the server keys the lease on the MAC) and written into
     /// `req`, which validation then checks like the client's own.
     pub fn lease_for_new_endpoint(&self, req: &mut HostComputeEndpoint) -> Vec<LeaseWanted> {
-        let Some(net_id) = self.network_id(&req.host_compute_network) else { return Vec::new() };
-        let net = &self.networks[&net_id];
-        let Some(uplink) = net.is_dhcp().then(|| net.plan.uplink.as_ref().map(|u| u.link.clone())).flatten() else { return Vec::new() };
         if req.host_compute_namespace.is_empty() {
             return Vec::new();
         }
+        let Some(net_id) = self.network_id(&req.host_compute_network) else { return Vec::new() };
+        let net = &self.networks[&net_id];
+        let Some(uplink) = net.dhcp_uplink() else { return Vec::new() };
         if req.id.is_empty() {
             req.id = self.fresh_endpoint_id();
         }
@@ -180,8 +180,7 @@ impl Engine {
     }
 
     pub(crate) fn dhcp_uplink(&self, rec: &EndpointRecord) -> Option<String> {
-        let net = self.networks.get(&rec.network_id)?;
-        net.is_dhcp().then(|| net.plan.uplink.as_ref().map(|u| u.link.clone())).flatten()
+        self.networks.get(&rec.network_id)?.dhcp_uplink()
     }
 
     /// Makes sure an endpoint of a DHCP network holds a lease, renewing the stored one if any.

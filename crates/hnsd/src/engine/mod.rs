@@ -535,6 +535,11 @@ impl Net {
         self.rec.net.ipams.iter().any(|i| i.kind == hns_api::IpamType::Dhcp)
     }
 
+    /// The uplink hnsd asks the LAN's DHCP server on, for a DHCP network.
+    pub fn dhcp_uplink(&self) -> Option<String> {
+        self.is_dhcp().then(|| self.plan.uplink.as_ref().map(|u| u.link.clone())).flatten()
+    }
+
     /// Rebuilds the live state of a stored network: its pools (with cursors) and plan.
     pub fn from_record(rec: NetworkRecord) -> std::result::Result<Net, String> {
         let mut pools = Vec::new();

@@ -39,10 +39,10 @@ impl Engine {
             self.mark_store_links(&mut r).await;
         }
         self.reconcile_networks(&mut r).await;
-        if full {
-            if let Err(e) = self.apply_nft() {
-                r.errors.push(e.message);
-            }
+        if full
+            && let Err(e) = self.apply_nft()
+        {
+            r.errors.push(e.message);
         }
         self.reconcile_nft(&mut r);
         self.reconcile_links(&mut r).await;
@@ -161,10 +161,10 @@ impl Engine {
                 self.release_ports(e, &maps);
             }
         }
-        if let Some(ns) = self.namespaces.remove(id) {
-            if ns.rec.managed {
-                let _ = netns::remove(Path::new(&ns.rec.ns.net_ns_path));
-            }
+        if let Some(ns) = self.namespaces.remove(id)
+            && ns.rec.managed
+        {
+            let _ = netns::remove(Path::new(&ns.rec.ns.net_ns_path));
         }
         let _ = std::fs::remove_dir_all(self.cfg.resolv_dir().join(id));
         for n in &nets {
