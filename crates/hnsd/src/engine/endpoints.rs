@@ -239,9 +239,18 @@ impl Engine {
     }
 
     /// The endpoint whose host veth name an endpoint with ID `id` would take.
+    /// Endpoint IDs are normalized GUIDs (`xxxxxxxx-xxxx-...`, lowercase), so the first 12 hex
+    /// digits that name the veth are the first 13 characters: only keys with that prefix can
+    /// share it, and the sorted map finds them without a scan of every endpoint.
     fn endpoint_sharing_veth(&self, id: &str) -> Option<String> {
         let veth = hns_kernel::names::veth_host_name(id);
-        self.endpoints.keys().find(|other| hns_kernel::names::veth_host_name(other) == veth).cloned()
+        let prefix = id.get(..13).unwrap_or(id);
+        self.endpoints
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k)
+            .find(|other| hns_kernel::names::veth_host_name(other) == veth)
+            .cloned()
     }
 
     /// Creates an endpoint; on an overlay network its address comes from the cluster IPAM
