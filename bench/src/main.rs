@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod cni;
+mod floor;
 mod overlay;
 use serde_json::{Value, json};
 
@@ -47,12 +48,26 @@ enum Cmd {
     /// Attach and detach with one port mapping, with PRESENT endpoints already on the host
     /// (spread over networks of at most 1 000: a Linux bridge takes at most 1 023 ports). The
     /// compartments exist beforehand, as the netns does for a CNI ADD; attach = create the
-    /// endpoint attached with its mapping, detach = delete it.
+    /// endpoint attached with its mapping, detach = delete it. Each hns cycle is followed by
+    /// a cycle of the kernel floor (the same kernel operations by a minimal program, on the
+    /// same bridge: bench/src/floor.rs), so hns is reported as a ratio to it; then hnsd's RSS,
+    /// and a throughput run: CLIENTS concurrent clients doing attach + detach cycles for
+    /// THROUGHPUT_SECS, against hns and against the floor with as many threads.
     AttachPm {
         #[arg(long, default_value_t = 0)]
         present: usize,
         #[arg(long, default_value_t = 200)]
         cycles: usize,
+        /// Seconds of each throughput run (0: no throughput run).
+        #[arg(long, default_value_t = 5)]
+        throughput_secs: u64,
+        /// Concurrent clients of the throughput run.
+        #[arg(long, default_value_t = 50)]
+        clients: u8,
+        /// hnsd's log filter, e.g. `hnsd=debug` for the per-stage timing of every request;
+        /// hnsd then logs to this program's stderr.
+        #[arg(long)]
+        hnsd_log: Option<String>,
         #[command(flatten)]
         inner: Inner,
     },
@@ -122,16 +137,25 @@ struct Inner {
     /// The LAN namespace's holder, for clients on the LAN side.
     #[arg(long, hide = true)]
     lan_pid: Option<u32>,
+    /// The lab's hnsd, for its memory use.
+    #[arg(long, hide = true)]
+    hnsd_pid: Option<u32>,
 }
 
 /// Builds the lab, starts a release hnsd with the product defaults, and re-runs this binary
 /// inside the lab host with `args`.
 fn in_lab(args: &[String]) -> Result<()> {
+    in_lab_logging(args, None)
+}
+
+/// [`in_lab`]; with `log`, hnsd logs at that filter to this program's stderr.
+fn in_lab_logging(args: &[String], log: Option<&str>) -> Result<()> {
     let lab = hns_lab::Lab::new()?;
     // The product's default reconcile interval (the lab's default is 1 s, for tests).
-    let _d = lab.start_hnsd(&["--no-default-network", "--log", "warn", "--reconcile-interval", "10s"])?;
+    let hnsd_args = ["--no-default-network", "--log", log.unwrap_or("warn"), "--reconcile-interval", "10s"];
+    let d = lab.start_hnsd_with(hns_lab::HnsdOptions { args: hnsd_args.iter().map(|s| s.to_string()).collect(), inherit_stdio: log.is_some(), ..Default::default() })?;
     let mut cmd = lab.host().cmd(std::env::current_exe()?);
-    cmd.args(args).arg("--inner-socket").arg(lab.socket()).arg("--lan-pid").arg(lab.lan().pid().to_string());
+    cmd.args(args).arg("--inner-socket").arg(lab.socket()).arg("--lan-pid").arg(lab.lan().pid().to_string()).arg("--hnsd-pid").arg(d.pid().to_string());
     let st = cmd.status()?;
     if !st.success() {
         bail!("measurement failed: {st}");
@@ -146,13 +170,18 @@ fn main() -> Result<()> {
         Cmd::Attach { count, block, cni_path, .. } => {
             in_lab(&[s(&"attach"), s(&"--count"), s(&count), s(&"--block"), s(&block), s(&"--cni-path"), cni_path.display().to_string()])
         }
-        Cmd::AttachPm { present, cycles, inner: Inner { inner_socket: Some(sock), .. } } => attach_pm_inner(&sock, present, cycles),
-        Cmd::AttachPm { present, cycles, .. } => in_lab(&[s(&"attach-pm"), s(&"--present"), s(&present), s(&"--cycles"), s(&cycles)]),
-        Cmd::Dataplane { seconds, inner: Inner { inner_socket: Some(sock), lan_pid } } => dataplane_inner(&sock, seconds, lan_pid.context("--lan-pid")?),
+        Cmd::AttachPm { present, cycles, throughput_secs, clients, inner: Inner { inner_socket: Some(sock), hnsd_pid, .. }, .. } => {
+            attach_pm_inner(&sock, present, cycles, throughput_secs, clients, hnsd_pid.context("--hnsd-pid")?)
+        }
+        Cmd::AttachPm { present, cycles, throughput_secs, clients, hnsd_log, .. } => in_lab_logging(
+            &[s(&"attach-pm"), s(&"--present"), s(&present), s(&"--cycles"), s(&cycles), s(&"--throughput-secs"), s(&throughput_secs), s(&"--clients"), s(&clients)],
+            hnsd_log.as_deref(),
+        ),
+        Cmd::Dataplane { seconds, inner: Inner { inner_socket: Some(sock), lan_pid, .. } } => dataplane_inner(&sock, seconds, lan_pid.context("--lan-pid")?),
         Cmd::Dataplane { seconds, .. } => in_lab(&[s(&"dataplane"), s(&"--seconds"), s(&seconds)]),
-        Cmd::Dns { count, inner: Inner { inner_socket: Some(sock), lan_pid } } => dns_inner(&sock, count, lan_pid.context("--lan-pid")?),
+        Cmd::Dns { count, inner: Inner { inner_socket: Some(sock), lan_pid, .. } } => dns_inner(&sock, count, lan_pid.context("--lan-pid")?),
         Cmd::Dns { count, .. } => in_lab(&[s(&"dns"), s(&"--count"), s(&count)]),
-        Cmd::Portmap { count, seconds, inner: Inner { inner_socket: Some(sock), lan_pid } } => portmap_inner(&sock, count, seconds, lan_pid.context("--lan-pid")?),
+        Cmd::Portmap { count, seconds, inner: Inner { inner_socket: Some(sock), lan_pid, .. } } => portmap_inner(&sock, count, seconds, lan_pid.context("--lan-pid")?),
         Cmd::Portmap { count, seconds, .. } => in_lab(&[s(&"portmap"), s(&"--count"), s(&count), s(&"--seconds"), s(&seconds)]),
         Cmd::Cni { count, cni_path, inner: Inner { inner_socket: Some(sock), .. } } => cni::inner(&sock, count, &cni_path),
         Cmd::Cni { count, cni_path, .. } => in_lab(&[s(&"cni"), s(&"--count"), s(&count), s(&"--cni-path"), cni_path.display().to_string()]),
@@ -461,17 +490,29 @@ fn one_line(name: &str, samples: &[f64]) {
     println!("{name:<8} n={} p50={:.2} p90={:.2} p99={:.2} ms", s.len(), pct(&s, 50.0), pct(&s, 90.0), pct(&s, 99.0));
 }
 
-fn attach_pm_inner(sock: &Path, present: usize, cycles: usize) -> Result<()> {
+fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: u64, clients: u8, hnsd_pid: u32) -> Result<()> {
     let mut c = Client::connect(sock)?;
     let networks = present.div_ceil(1000).max(1);
+    let mut bench0 = String::new();
     for n in 0..networks {
-        c.call("POST", "/networks", Some(&json!({"Name": format!("bench{n}"), "Ipams": [{"Subnets": [{"IpAddressPrefix": format!("10.{}.0.0/16", 210 + n)}]}]})))?;
+        let net = c.call("POST", "/networks", Some(&json!({"Name": format!("bench{n}"), "Ipams": [{"Subnets": [{"IpAddressPrefix": format!("10.{}.0.0/16", 210 + n)}]}]})))?;
+        if n == 0 {
+            bench0 = net["ID"].as_str().context("network ID")?.to_owned();
+        }
     }
+    let t = Instant::now();
     for i in 0..present {
         let ns = c.call("POST", "/namespaces", Some(&json!({})))?;
         c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": format!("bench{}", i / 1000), "HostComputeNamespace": ns["ID"]})))?;
     }
+    let fill_s = t.elapsed().as_secs_f64();
+    let rss_filled = rss_kib(hnsd_pid)?;
+    // The floor works on bench0's bridge, next to hns's endpoints there.
+    let bench0_net = floor::Net { bridge_index: link_index(&hns_kernel::names::bridge_name(&bench0))?, gateway: [10, 210, 0, 1].into(), prefix_len: 16, base: [10, 210] };
+    let mut fl = floor::Floor::new(bench0_net, 0)?;
     let (mut attach, mut detach) = (Vec::new(), Vec::new());
+    let (mut f_attach, mut f_detach, mut f_delete) = (Vec::new(), Vec::new(), Vec::new());
+    // Interleaved, one hns cycle then one floor cycle, so both see the same machine load.
     for i in 0..cycles {
         let ns = c.call("POST", "/namespaces", Some(&json!({})))?;
         let t = Instant::now();
@@ -481,11 +522,105 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize) -> Result<()> {
         c.call("DELETE", &format!("/endpoints/{}", ep["ID"].as_str().unwrap()), None)?;
         detach.push(ms(t));
         c.call("DELETE", &format!("/namespaces/{}", ns["ID"].as_str().unwrap()), None)?;
+
+        let comp = fl.compartment()?;
+        let (d, a) = fl.attach(&comp)?;
+        f_attach.push(d.as_secs_f64() * 1000.0);
+        f_detach.push(fl.detach(&comp, a)?.as_secs_f64() * 1000.0);
+        f_delete.push(fl.delete_retired()?.as_secs_f64() * 1000.0);
+        fl.close(comp);
     }
-    println!("# hns: endpoint + 1 port mapping, {present} endpoints present, {cycles} cycles");
+    let rss_cycles = rss_kib(hnsd_pid)?;
+    println!("# hns: endpoint + 1 port mapping, {present} endpoints present, {cycles} cycles; floor: the same kernel operations (bench/src/floor.rs), interleaved");
     one_line("attach", &attach);
     one_line("detach", &detach);
+    one_line("floor-attach", &f_attach);
+    one_line("floor-detach", &f_detach);
+    one_line("floor-delete", &f_delete);
+    let p = |v: &[f64], q: f64| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        pct(&s, q)
+    };
+    println!(
+        "ratio    hns/floor attach p50={:.2} p99={:.2}; detach p50={:.2} p99={:.2}",
+        p(&attach, 50.0) / p(&f_attach, 50.0),
+        p(&attach, 99.0) / p(&f_attach, 99.0),
+        p(&detach, 50.0) / p(&f_detach, 50.0),
+        p(&detach, 99.0) / p(&f_detach, 99.0)
+    );
+    println!(
+        "rss      filled={:.1} after-cycles={:.1} anon={:.1} file={:.1} MiB (hnsd VmRSS, RssAnon, RssFile; filling {present} took {fill_s:.1} s)",
+        rss_filled as f64 / 1024.0,
+        rss_cycles as f64 / 1024.0,
+        status_kib(hnsd_pid, "RssAnon:")? as f64 / 1024.0,
+        status_kib(hnsd_pid, "RssFile:")? as f64 / 1024.0
+    );
+
+    if throughput_secs > 0 {
+        // A network of its own: bench0 may hold 1 000 ports already, and a bridge takes 1 023.
+        let tput = c.call("POST", "/networks", Some(&json!({"Name": "tput", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.220.0.0/16"}]}]})))?;
+        let run = std::time::Duration::from_secs(throughput_secs);
+        let hns_done = hns_throughput(sock, clients, run)?;
+        let tput_net = floor::Net {
+            bridge_index: link_index(&hns_kernel::names::bridge_name(tput["ID"].as_str().context("network ID")?))?,
+            gateway: [10, 220, 0, 1].into(),
+            prefix_len: 16,
+            base: [10, 220],
+        };
+        let floor_done = floor::throughput(tput_net, clients, run)?;
+        let (h, f) = (hns_done as f64 / run.as_secs_f64(), floor_done as f64 / run.as_secs_f64());
+        println!("tput     clients={clients} seconds={throughput_secs} hns={h:.0}/s floor={f:.0}/s hns/floor={:.2} (attach+detach cycles per second)", h / f);
+        println!("rss      after-throughput={:.1} MiB, peak={:.1} MiB (VmHWM)", rss_kib(hnsd_pid)? as f64 / 1024.0, status_kib(hnsd_pid, "VmHWM:")? as f64 / 1024.0);
+    }
     Ok(())
+}
+
+/// `clients` API clients, each on its own connection with its own compartment, doing attach
+/// (create the endpoint attached, one mapping) + detach (delete) cycles for `run`.
+fn hns_throughput(sock: &Path, clients: u8, run: std::time::Duration) -> Result<u64> {
+    let stop = Instant::now() + run;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..clients)
+            .map(|k| {
+                s.spawn(move || -> Result<u64> {
+                    let mut c = Client::connect(sock)?;
+                    let ns = c.call("POST", "/namespaces", Some(&json!({})))?;
+                    let mut done = 0;
+                    while Instant::now() < stop {
+                        let ep = c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "tput", "HostComputeNamespace": ns["ID"], "Policies": [mapping(21000 + k as u16)]})))?;
+                        c.call("DELETE", &format!("/endpoints/{}", ep["ID"].as_str().unwrap()), None)?;
+                        done += 1;
+                    }
+                    c.call("DELETE", &format!("/namespaces/{}", ns["ID"].as_str().unwrap()), None)?;
+                    Ok(done)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().map_err(|_| anyhow::anyhow!("client panicked"))?).sum()
+    })
+}
+
+/// A link's index in this (the lab host's) namespace.
+fn link_index(name: &str) -> Result<u32> {
+    // Not /sys/class/net: sysfs there shows the namespace it was mounted from.
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: a valid NUL-terminated string; the call only reads it.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(std::io::Error::last_os_error()).with_context(|| format!("link {name}")),
+        i => Ok(i),
+    }
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of /proc/PID/status.
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = s.lines().find(|l| l.starts_with(field)).with_context(|| format!("{field} in /proc/{pid}/status"))?;
+    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
 fn dataplane_inner(sock: &Path, seconds: u64, lan_pid: u32) -> Result<()> {

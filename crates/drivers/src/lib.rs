@@ -143,21 +143,28 @@ pub async fn detach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, inside
 
 /// The compartment side of every driver: link up, addresses, routes, loopback, gateways.
 pub(crate) async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
+    use hns_kernel::timing::mark;
     let nl = &c.netlink;
     nl.set_up(&ep.ifname).await?;
+    mark("kernel: inside up");
     nl.set_up("lo").await?;
+    mark("kernel: lo up");
     let index = nl
         .link_by_name(&ep.ifname)
         .await?
         .map(|l| l.index)
         .ok_or_else(|| KernelError::new("configure", &ep.ifname, "interface missing in the compartment right after creation"))?;
+    mark("kernel: inside lookup");
     for (ip, plen) in &ep.addresses {
         nl.add_address(&ep.ifname, index, *ip, *plen).await?;
     }
+    mark("kernel: addresses");
     for (dest, via) in &ep.routes {
         nl.add_route(*dest, *via, index).await?;
     }
-    ensure_gateways(ep, c).await.map(|_| ())
+    let r = ensure_gateways(ep, c).await.map(|_| ());
+    mark("kernel: routes+gateway");
+    r
 }
 
 /// Gives the compartment a default route via this endpoint's gateways where it has none (the

@@ -12,6 +12,7 @@
 use hns_kernel::netlink::Netlink;
 use hns_kernel::nft::NetworkRules;
 use hns_kernel::sysctl;
+use hns_kernel::timing::mark;
 
 use crate::{Compartment, EndpointPlan, NetworkPlan, Result};
 
@@ -45,12 +46,16 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
             host.link_by_name(&net.bridge).await?.map(|l| l.index).unwrap_or_default()
         }
     };
+    mark("kernel: bridge lookup");
     host.create_veth_into(&ep.host_if, Some(bridge), &ep.ifname, &c.fd, ep.mac, None).await?;
+    mark("kernel: veth create+enslave");
     if !ipv6 {
         host.disable_ipv6_autoconf(&ep.host_if).await?;
         c.netlink.disable_ipv6_autoconf(&ep.ifname).await?;
+        mark("kernel: ipv6 autoconf off");
     }
     host.set_up(&ep.host_if).await?;
+    mark("kernel: host end up");
     crate::configure_inside(ep, c).await
 }
 
@@ -63,10 +68,14 @@ pub async fn detach(host: &Netlink, host_if: &str, inside: Option<(&Compartment,
         // Best effort: the compartment may already be gone. The container stops seeing the
         // interface's addresses now, not when the reaper deletes the pair.
         if let Ok(true) = c.netlink.retire(ifname, &retired).await {
+            mark("kernel: retire inside end");
             let _ = c.netlink.clear_addresses(&retired).await;
+            mark("kernel: clear addresses");
         }
     }
-    Ok(host.retire(host_if, &retired).await?.then_some(retired))
+    let retired = host.retire(host_if, &retired).await?.then_some(retired);
+    mark("kernel: retire host end");
+    Ok(retired)
 }
 
 pub fn nft_rules(net: &NetworkPlan) -> NetworkRules {

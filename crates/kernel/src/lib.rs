@@ -11,7 +11,8 @@
 //! - [`uplink`]: macvlan children, proxy ARP, host routes, VLAN and bond links of the
 //!   external-switch drivers;
 //! - [`sysctl`]: write-if-different sysctls;
-//! - [`names`]: the names of every kernel object hns owns, so garbage collection is exact.
+//! - [`names`]: the names of every kernel object hns owns, so garbage collection is exact;
+//! - [`timing`]: per-request stage timing (a debug log line says where an attach's time goes).
 
 pub mod error;
 // Links handed to another owner (the Docker plugin).
@@ -22,6 +23,7 @@ pub mod netns;
 pub mod nft;
 pub mod nft_elements;
 pub mod sysctl;
+pub mod timing;
 pub mod uplink;
 pub mod vxlan;
 

@@ -43,6 +43,17 @@ pub async fn create_endpoint(s: &Shared, req: HostComputeEndpoint) -> Result<Hos
     let s = s.clone();
     match planned {
         Planned::Local(req) => uncut(async move {
+            let (out, stages) = hns_kernel::timing::scope(create_local(&s, req)).await;
+            tracing::debug!(total_us = stages.total().as_micros() as u64, "create endpoint stages: {stages}");
+            out
+        })
+        .await,
+        Planned::Overlay(a) => uncut(async move { overlay::create_staged(&s.engine, a).await }).await,
+    }
+}
+
+/// [`create_endpoint`] on a network of this host alone.
+async fn create_local(s: &Shared, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
             let ns = req.host_compute_namespace.clone();
             let busy = move |e: &Engine| e.touched(&[], &[&ns]);
             let prepare = |e: &Engine| {
@@ -50,11 +61,7 @@ pub async fn create_endpoint(s: &Shared, req: HostComputeEndpoint) -> Result<Hos
                 (e.lease_for_new_endpoint(&mut req), req)
             };
             let step = with_leases(&s.engine, busy, prepare, async |e, req| e.create_endpoint_begin(req).await).await?;
-            finish(&s, step, |e, ep, _| e.get_endpoint(ep)).await
-        })
-        .await,
-        Planned::Overlay(a) => uncut(async move { overlay::create_staged(&s.engine, a).await }).await,
-    }
+            finish(s, step, |e, ep, _| e.get_endpoint(ep)).await
 }
 
 /// Deletes an endpoint; an overlay endpoint's withdrawal and release run without the lock.

@@ -44,12 +44,17 @@ impl Engine {
         let Some(net) = self.networks.get(net_id) else { return NetworkView::default() };
         let mut records = Vec::new();
         for e in self.endpoints.values().filter(|e| e.network_id == net_id && !e.ep.host_compute_namespace.is_empty()) {
-            let addrs: Vec<IpAddr> = e.ep.ip_configurations.iter().filter_map(|c| c.ip_address.parse().ok()).collect();
-            let container = self.namespaces.get(&e.ep.host_compute_namespace).map(|n| n.rec.ns.name.clone()).unwrap_or_default();
-            let mut names: Vec<&str> = vec![e.ep.name.as_str(), container.as_str()];
+            // Borrowed, and addresses parsed only for an endpoint with a name: this runs on
+            // every attach and detach, over every endpoint.
+            let container = self.namespaces.get(&e.ep.host_compute_namespace).map(|n| n.rec.ns.name.as_str()).unwrap_or_default();
+            let mut names: Vec<&str> = vec![e.ep.name.as_str(), container];
             names.extend(e.ep.aliases.iter().map(String::as_str));
             names.retain(|n| !n.is_empty());
+            if names.is_empty() {
+                continue;
+            }
             names.dedup();
+            let addrs: Vec<IpAddr> = e.ep.ip_configurations.iter().filter_map(|c| c.ip_address.parse().ok()).collect();
             for name in names {
                 records.push(Record { name: name.to_owned(), addrs: addrs.clone() });
             }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, IpConfig, ModifyRequest, PortMappingSettings, RequestType, ResourceType, state};
 use hns_kernel::nft::Proto;
 use hns_drivers::{Compartment, EndpointPlan, NetworkPlan};
+use hns_kernel::timing::{self, mark};
 use hns_ipam::Mac;
 use hns_kernel::netlink::Netlink;
 use hns_store::Kind;
@@ -102,6 +103,7 @@ impl Engine {
                 ));
             }
         }
+        mark("validate: ID");
         validate::check_name(&req.name, "Name", false)?;
         for (i, a) in req.aliases.iter().enumerate() {
             validate::check_name(a, &format!("Aliases[{i}]"), true)?;
@@ -122,6 +124,7 @@ impl Engine {
             let ifname = self.ifname_in(&requested_ifname, &ns)?;
             Some((ns, ifname))
         };
+        mark("validate: compartment, ifname");
         let net = &self.networks[&net_id];
         if !req.name.is_empty() && net.endpoint_names.contains_key(&req.name) {
             return Err(ApiError::field(
@@ -277,17 +280,35 @@ impl Engine {
     }
 
     /// The endpoint whose host veth name an endpoint with ID `id` would take.
+    /// Endpoint IDs are normalized GUIDs (`xxxxxxxx-xxxx-...`, lowercase), so the first 12 hex
+    /// digits that name the veth are the first 13 characters: only keys with that prefix can
+    /// share it, and the sorted map finds them without a scan of every endpoint.
     fn endpoint_sharing_veth(&self, id: &str) -> Option<String> {
         let veth = hns_kernel::names::veth_host_name(id);
-        self.endpoints.keys().find(|other| hns_kernel::names::veth_host_name(other) == veth).cloned()
+        let prefix = id.get(..13).unwrap_or(id);
+        self.endpoints
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k)
+            .find(|other| hns_kernel::names::veth_host_name(other) == veth)
+            .cloned()
     }
 
     /// Creates an endpoint; on an overlay network its address comes from the cluster IPAM
     /// first and the endpoint is published to the other hosts once it exists here.
+    /// Logs at debug level where the request's time went (see [`hns_kernel::timing`]).
     pub async fn create_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
-        let (req, reserved) = self.overlay_prepare_endpoint(req).await?;
-        let created = self.create_local_endpoint(req).await;
-        self.overlay_finish_endpoint(reserved, created).await
+        let (out, stages) = timing::scope(async {
+            let (req, reserved) = self.overlay_prepare_endpoint(req).await?;
+            mark("overlay prepare");
+            let created = self.create_local_endpoint(req).await;
+            let out = self.overlay_finish_endpoint(reserved, created).await;
+            mark("overlay finish");
+            out
+        })
+        .await;
+        tracing::debug!(total_us = stages.total().as_micros() as u64, endpoints = self.endpoints.len(), "create endpoint stages: {stages}");
+        out
     }
 
     /// [`Engine::create_endpoint`] up to the kernel step of an attach at once, which the
@@ -316,7 +337,9 @@ impl Engine {
     /// it is created attached, the attach's kernel step to run (see [`Engine::attach_begin`]).
     pub(crate) async fn create_local_begin(&mut self, req: HostComputeEndpoint) -> Result<(String, Option<KernelAttach>)> {
         self.refuse_uplink_mac(&req).await?;
+        mark("uplink MAC check");
         let (mut rec, ns_id, maps) = self.validate_endpoint(req)?;
+        mark("validate+allocate: rest");
         let id = rec.ep.id.clone();
         if let Some((ns, ifname)) = &ns_id {
             Self::bind(&mut rec, ns, ifname.clone());
@@ -341,6 +364,7 @@ impl Engine {
             self.release_ports(&id, &maps);
             return Err(store_err(e));
         }
+        mark("store commit");
         self.networks.get_mut(&rec.network_id).expect("exists").rec = net_rec;
         self.endpoints.insert(id.clone(), rec);
         if !maps.is_empty() {
@@ -380,14 +404,22 @@ impl Engine {
     /// Deletes an endpoint; an overlay endpoint is withdrawn from the other hosts first and
     /// its cluster address released after (later, by the cluster sync, if etcd is away).
     pub async fn delete_endpoint(&mut self, key: &str) -> Result<()> {
-        let id = match self.endpoint_id(key) {
-            Ok(id) => id,
-            Err(e) => return Err(self.refuse_remote_endpoint(key).unwrap_or(e)),
-        };
-        let overlay = self.overlay_withdraw_endpoint(&id).await;
-        let deleted = self.delete_local_endpoint(&id).await;
-        self.overlay_release_endpoint(overlay).await;
-        deleted
+        let (out, stages) = timing::scope(async {
+            let id = match self.endpoint_id(key) {
+                Ok(id) => id,
+                Err(e) => return Err(self.refuse_remote_endpoint(key).unwrap_or(e)),
+            };
+            mark("look up");
+            let overlay = self.overlay_withdraw_endpoint(&id).await;
+            mark("overlay withdraw");
+            let deleted = self.delete_local_endpoint(&id).await;
+            self.overlay_release_endpoint(overlay).await;
+            mark("overlay release");
+            deleted
+        })
+        .await;
+        tracing::debug!(total_us = stages.total().as_micros() as u64, endpoints = self.endpoints.len(), "delete endpoint stages: {stages}");
+        out
     }
 
     pub(crate) async fn delete_local_endpoint(&mut self, id: &str) -> Result<()> {
@@ -404,6 +436,7 @@ impl Engine {
             txn.commit()
         })();
         committed.map_err(store_err)?;
+        mark("store commit");
         // Committed: a failing kernel step here is finished by the reconciler.
         let mut result = Ok(());
         if !rec.ep.host_compute_namespace.is_empty() {
@@ -412,13 +445,17 @@ impl Engine {
         self.endpoints.remove(&id);
         self.mappings.remove(&id);
         self.dns_refresh(&rec.network_id);
+        mark("dns names");
         if let Some(net) = self.networks.get_mut(&rec.network_id) {
             net.release_endpoint(&rec);
         }
         self.release_ports(&id, &maps);
+        mark("release allocations");
         if !rec.ep.host_compute_namespace.is_empty() {
             self.write_resolv_conf(&rec.ep.host_compute_namespace);
+            mark("resolv.conf");
             self.restore_gateways(&rec.ep.host_compute_namespace).await;
+            mark("restore gateways");
         }
         result
     }
@@ -429,6 +466,7 @@ impl Engine {
         // Mappings first, so no packet is sent to an address that is going away.
         let mine = self.kernel_mappings(rec);
         self.program_mappings(&[], &mine, &[])?;
+        mark("nft elements");
         let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
         let Some(ep) = self.endpoint_plan(rec) else { return Ok(()) };
         let host = self.host.clone();
@@ -436,6 +474,7 @@ impl Engine {
         self.release_lease6(&rec.ep.id).await;
         let ns = &rec.ep.host_compute_namespace;
         let inside = if ns.is_empty() || !self.namespaces.contains_key(ns) { None } else { self.compartment(ns).ok() };
+        mark("open compartment");
         let retired = hns_drivers::detach(&host, &plan, &ep, inside).await.map_err(kernel_err)?;
         self.release_lease(&rec.ep.id).await;
         if let Some(name) = retired {
@@ -640,6 +679,7 @@ impl Engine {
     /// and its compartment in flight.
     async fn kernel_attach(&mut self, ep_id: &str, undo: Undo) -> Result<KernelAttach> {
         self.ensure_lease(ep_id).await?;
+        mark("dhcp lease");
         let rec = self.endpoints[ep_id].clone();
         let plan = self.endpoint_plan(&rec).ok_or_else(|| ApiError::internal(format!("endpoint {ep_id} has an unusable record")));
         let ns_id = rec.ep.host_compute_namespace.clone();
@@ -666,16 +706,20 @@ impl Engine {
             let _ = self.kernel_detach(&rec).await;
             return Err(e);
         }
+        mark("nft elements");
         rec.ep.state = state::ATTACHED;
         // The callers undo the attach on an error.
         let state = "the endpoint's interface was configured in its compartment and is removed again";
         self.persist_after(Kind::Endpoint, &ep_id, &rec, true, state)?;
+        mark("store ready (lazy)");
         let ns_id = rec.ep.host_compute_namespace.clone();
         let net_id = rec.network_id.clone();
         self.endpoints.insert(ep_id.clone(), rec);
         self.write_resolv_conf(&ns_id);
+        mark("resolv.conf");
         // Before the request returns: the name resolves the moment attach does.
         self.dns_refresh(&net_id);
+        mark("dns names");
         self.start_lease6(&ep_id);
         Ok(())
     }
@@ -686,6 +730,7 @@ impl Engine {
         let net_plan = self.networks[&rec.network_id].plan.clone();
         let host = self.host.clone();
         let c = self.compartment(&rec.ep.host_compute_namespace).map_err(kernel_err)?;
+        mark("open compartment");
         hns_drivers::attach(&host, &net_plan, &plan, c).await.map_err(kernel_err)
     }
 
