@@ -54,14 +54,14 @@ pub async fn create_endpoint(s: &Shared, req: HostComputeEndpoint) -> Result<Hos
 
 /// [`create_endpoint`] on a network of this host alone.
 async fn create_local(s: &Shared, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
-            let ns = req.host_compute_namespace.clone();
-            let busy = move |e: &Engine| e.touched(&[], &[&ns]);
-            let prepare = |e: &Engine| {
-                let mut req = req;
-                (e.lease_for_new_endpoint(&mut req), req)
-            };
-            let step = with_leases(&s.engine, busy, prepare, async |e, req| e.create_endpoint_begin(req).await).await?;
-            finish(s, step, |e, ep, _| e.get_endpoint(ep)).await
+    let ns = req.host_compute_namespace.clone();
+    let busy = move |e: &Engine| e.touched(&[], &[&ns]);
+    let prepare = |e: &Engine| {
+        let mut req = req;
+        (e.lease_for_new_endpoint(&mut req), req)
+    };
+    let step = with_leases(&s.engine, busy, prepare, async |e, req| e.create_endpoint_begin(req).await).await?;
+    finish(s, step, |e, ep, _| e.get_endpoint(ep)).await
 }
 
 /// Deletes an endpoint; an overlay endpoint's withdrawal and release run without the lock.
