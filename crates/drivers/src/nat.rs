@@ -28,7 +28,7 @@ pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
     // The hns table drops 127/8 arriving from any other interface, so outsiders cannot use it.
     sysctl::ensure(&format!("net.ipv4.conf.{}.route_localnet", net.bridge), "1")?;
     for (subnet, gateway) in &net.subnets {
-        host.add_address(&net.bridge, index, *gateway, subnet.prefix_len()).await?;
+        host.ensure_address(&net.bridge, index, *gateway, subnet.prefix_len()).await?;
     }
     Ok(())
 }

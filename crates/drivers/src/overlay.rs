@@ -87,7 +87,7 @@ pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<u32> {
     let ipv6 = net.has_ipv6();
     let bridge = host.ensure_bridge(&net.bridge, net.bridge_mac, ipv6).await?;
     for (subnet, gateway) in &net.subnets {
-        host.add_address(&net.bridge, bridge, *gateway, subnet.prefix_len()).await?;
+        host.ensure_address(&net.bridge, bridge, *gateway, subnet.prefix_len()).await?;
     }
     let spec = VxlanSpec { name: o.vxlan.clone(), vni: o.vni, local, port: o.port, mtu: o.mtu, master: bridge };
     host.ensure_vxlan(&spec).await?;

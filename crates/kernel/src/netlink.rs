@@ -353,6 +353,19 @@ impl Netlink {
         req.execute().await.map_err(|e| nl_err("add address", &format!("{ip}/{prefix_len} on {link}"), e))
     }
 
+    /// [`Netlink::add_address`] unless the link already has `ip/prefix_len`: for steps the
+    /// reconciler repeats on every pass, where a replace would be a kernel write (and a
+    /// notification to every listener) each time even with nothing to change.
+    pub async fn ensure_address(&self, link: &str, index: u32, ip: IpAddr, prefix_len: u8) -> Result<()> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut dump = self.handle.address().get().set_link_index_filter(index).execute();
+        let mut present = false;
+        while let Some(m) = dump.try_next().await.map_err(|e| nl_err("list addresses", link, e))? {
+            present |= m.header.index == index && m.header.prefix_len == prefix_len && m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(x) if *x == ip));
+        }
+        if present { Ok(()) } else { self.add_address(link, index, ip, prefix_len).await }
+    }
+
     /// Adds (or replaces) a route to `dest` via `gateway` (or on-link when None) out of `oif`.
     pub async fn add_route(&self, dest: ipnet::IpNet, gateway: Option<IpAddr>, oif: u32) -> Result<()> {
         let mut b = RouteMessageBuilder::<IpAddr>::new()

@@ -28,9 +28,10 @@ pub struct Report {
 }
 
 impl Engine {
-    /// One pass. `full` (at start) rewrites the whole nft table whatever it looks like: after
-    /// a crash the store may hold elements the kernel never got, and the periodic check only
-    /// compares the table's shape (reading 10 000 elements back every 10 s would cost more).
+    /// One pass. `full` (at start) compares the whole nft table, elements included, and
+    /// rewrites it if it differs: after a crash the store may hold elements the kernel never
+    /// got, and the periodic check only compares the table's shape (reading 10 000 elements
+    /// back every 10 s would cost more).
     pub async fn reconcile(&mut self, full: bool) -> Report {
         let mut r = Report::default();
         self.host_resolv_conf = super::read_host_resolv_conf();
@@ -39,10 +40,15 @@ impl Engine {
             self.mark_store_links(&mut r).await;
         }
         self.reconcile_networks(&mut r).await;
-        if full
-            && let Err(e) = self.apply_nft()
-        {
-            r.errors.push(e.message);
+        if full {
+            // Rewritten only when it differs: a restart with nothing drifted writes nothing.
+            match nft::matches_exactly(&self.desired_nft()) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => match self.apply_nft() {
+                    Ok(()) => r.repaired.push(format!("nft table inet {} rewritten (it differed from the store)", names::NFT_TABLE)),
+                    Err(e) => r.errors.push(e.message),
+                },
+            }
         }
         self.reconcile_nft(&mut r);
         self.reconcile_links(&mut r).await;
