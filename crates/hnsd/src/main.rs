@@ -27,6 +27,15 @@ use engine::{Engine, EngineConfig};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.man {
+        use clap::CommandFactory;
+        use std::io::Write;
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Args::command()).section("8").render(&mut page)?;
+        // A closed pipe (`| head`) is not an error worth reporting.
+        let _ = std::io::stdout().lock().write_all(&page);
+        return Ok(());
+    }
     if args.sandbox {
         return exec_sandbox(&args);
     }
