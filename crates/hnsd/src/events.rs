@@ -768,7 +768,6 @@ mod tests {
         let s = Subscription::parse(&pairs(&[("type", "endpoint"), ("type", "network"), ("network", "blue")])).unwrap();
         assert!(s.filter.matches(&ev("endpoint", "create", "web", "blue")));
         assert!(s.filter.matches(&ev("network", "delete", "blue", "blue")));
-        assert!(s.filter.matches(&ev("endpoint", "create", "web", "nid-blue")) || true);
         assert!(!s.filter.matches(&ev("endpoint", "create", "web", "red")));
         assert!(!s.filter.matches(&ev("namespace", "create", "web", "blue")));
         assert!(s.filter.matches(&Event::failed("events", "missed", "x")), "the missed notice passes every filter");
@@ -823,7 +822,7 @@ mod tests {
         while s.next().await.is_some() {
             rest += 1;
         }
-        assert!(rest <= BUFFER - 1, "{rest}");
+        assert!(rest < BUFFER, "{rest}");
     }
 
     #[tokio::test]
