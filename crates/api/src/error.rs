@@ -45,6 +45,7 @@ codes! {
     InvalidDns = "INVALID_DNS", 400;
     AddrInvalidOrReserved = "ADDR_INVALID_OR_RESERVED", 400;
     RequestUnsupported = "REQUEST_UNSUPPORTED", 400;
+    InvalidParameter = "INVALID_PARAMETER", 400;
     NetworkNotFound = "NETWORK_NOT_FOUND", 404;
     EndpointNotFound = "ENDPOINT_NOT_FOUND", 404;
     NamespaceNotFound = "NAMESPACE_NOT_FOUND", 404;

@@ -9,13 +9,15 @@
 //! - [`portmap`]: the `PortMapping` endpoint policy and the mapping listing;
 //! - [`error`]: [`ApiError`] with stable HCN-style codes, mapped to HTTP statuses;
 //! - [`decode`]: JSON decoding that names the offending field;
-//! - [`cluster`]: the hosts of an overlay cluster (`/nodes`, an extension).
+//! - [`cluster`]: the hosts of an overlay cluster (`/nodes`, an extension);
+//! - [`events`]: what hnsd did, as `GET /events` streams it (an extension).
 //!
 //! Extensions beyond the HNS schema are plain top-level fields, documented on the field.
 
 pub mod cluster;
 pub mod decode;
 pub mod enums;
+pub mod events;
 pub mod error;
 pub mod modify;
 pub mod portmap;
@@ -24,6 +26,7 @@ pub mod windowsshim;
 
 pub use cluster::*;
 pub use enums::*;
+pub use events::*;
 pub use error::{ApiError, ErrorCode};
 pub use modify::*;
 pub use portmap::*;

@@ -69,6 +69,48 @@ impl Client {
         decode(&Method::DELETE, path, &reply)
     }
 
+    /// A GET whose reply is a stream of lines (`/events`): `on_line` gets each line as it
+    /// arrives, until the stream ends or `on_line` returns false.
+    pub fn stream_lines(&self, path: &str, mut on_line: impl FnMut(&[u8]) -> Result<bool>) -> Result<()> {
+        self.rt.block_on(async {
+            let shown = self.socket.display().to_string();
+            let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| connect_error(&shown, &e))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                .await
+                .map_err(|e| CliError::Connect { socket: shown.clone(), err: e.to_string() })?;
+            let driver = tokio::spawn(conn);
+            let lost = |e: hyper::Error| CliError::Protocol(format!("lost the connection to hnsd at {shown} during GET {path}: {e}"));
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri(path)
+                .header(hyper::header::HOST, "hnsd")
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| CliError::local(format!("cannot build the request GET {path}: {e}")))?;
+            let response = sender.send_request(request).await.map_err(lost)?;
+            let status = response.status();
+            let mut body = response.into_body();
+            if !status.is_success() {
+                let bytes = body.collect().await.map_err(lost)?.to_bytes();
+                return Err(error_from_reply(status, &bytes));
+            }
+            let mut pending: Vec<u8> = Vec::new();
+            'read: while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(lost)?;
+                let Ok(data) = frame.into_data() else { continue };
+                pending.extend_from_slice(&data);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    if !on_line(&line[..line.len() - 1])? {
+                        break 'read;
+                    }
+                }
+            }
+            drop(sender);
+            driver.abort();
+            Ok(())
+        })
+    }
+
     /// Sends one request; a non-2xx answer becomes the error it carries.
     fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes> {
         let (status, bytes) = self.rt.block_on(exchange(&self.socket, method, path, body))?;

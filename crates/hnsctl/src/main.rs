@@ -87,7 +87,7 @@ pub struct Cli {
     pub socket: PathBuf,
 
     /// Output format: table (aligned columns), json (the API objects), or, for the commands that
-    /// list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls), a template of
+    /// list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls, events), a template of
     /// the table's fields in docker's form: '{{.ID}}\t{{.Name}}' prints one line per row,
     /// 'table {{.Name}}\t{{.Subnet}}' aligned columns with headers. A field that does not exist
     /// is refused with the list of those that do.
@@ -126,16 +126,76 @@ pub enum Command {
     /// Hosts of the overlay cluster: list them, remove a dead one's address reservations.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Stream what hnsd does as it happens: creates, attaches, deletes, port mappings,
+    /// reconcile repairs, DHCP leases, overlay nodes (docker events).
+    #[command(long_about = EVENTS_ABOUT, after_help = EVENTS_HELP)]
+    Events(EventsArgs),
     /// Show what hnsd knows about itself and the kernel.
     Info,
     /// Show the client version and the HNS API version of hnsd.
     Version,
+    /// Print the manual page (roff), or write one per command to a directory.
+    #[command(after_help = "Examples:\n  hnsctl man | man -l -\n  hnsctl man --dir /usr/local/share/man/man1      (hnsctl.1, hnsctl-network.1, ...)")]
+    Man {
+        /// Write hnsctl.1 and a page per subcommand (hnsctl-network.1, hnsctl-network-create.1,
+        /// ...) to this directory instead of printing hnsctl.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Examples:\n  hnsctl completion bash > /etc/bash_completion.d/hnsctl\n  hnsctl completion zsh > \"${fpath[1]}/_hnsctl\"")]
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+const EVENTS_ABOUT: &str = "\
+Stream what hnsd does, one line per event, as it happens (like docker events): every create,
+attach, detach, delete and modify of networks, endpoints and namespaces, port mappings added
+and removed, reconcile repairs, DHCP leases obtained, renewed, lost and released, overlay nodes
+joining and lost. Each line has the time (RFC 3339, UTC), the type, the action, the object's
+ID, its name and network, other attributes, and the outcome: ok, or error with the message.
+Requests hnsd refused are events too. Runs until interrupted (or --until).
+
+--format json prints each event as the JSON object hnsd sends (GET /events); a template
+'{{.Field}}' prints the fields given.";
+
+const EVENTS_HELP: &str = "\
+Filters (--filter KEY=VALUE; repeat a key for any of several values, different keys must all
+match):
+  type=TYPE         network, endpoint, namespace, portmapping, reconcile, dhcp, node
+  action=ACTION     create, delete, modify, attach, detach, add, remove, repair,
+                    remove-orphan, collect, error, obtained, renewed, lost, released, join, loss
+  network=NETWORK   name or ID: the network's own events and those of objects on it
+  object=NAME       ID or name of the object
+  outcome=ok|error
+
+A subscriber that falls more than 1024 events behind loses the oldest, and is told how many
+(type events, action missed).
+
+Fields for --format: .Time .Type .Action .ID .Name .Network .Outcome .Error
+
+Examples:
+  hnsctl events
+  hnsctl events --filter type=endpoint
+  hnsctl events --filter network=mynat --filter type=portmapping
+  hnsctl events --since 10m --until 0s                  (the last ten minutes, then exit)
+  hnsctl events --format json
+  hnsctl events --format '{{.Time}} {{.Type}} {{.Action}} {{.Name}}'";
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only the events that match (KEY=VALUE, see below); repeatable.
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// First show the events hnsd kept (its last 1024) from this time: RFC 3339
+    /// (2026-12-05T13:00:00Z), Unix seconds, or a duration before now (10m).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Stop at this time (same forms; 0s: now).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -629,13 +689,14 @@ fn lists_rows(command: &Command) -> bool {
             | Command::Namespace(NamespaceCmd::Ls(_))
             | Command::Node(NodeCmd::Ls(_))
             | Command::Port(PortCommand { cmd: Some(PortCmd::Ls(_)), .. })
+            | Command::Events(_)
     )
 }
 
 fn dispatch(cli: Cli) -> error::Result<i32> {
     if matches!(cli.format, Format::Template(_)) && !lists_rows(&cli.command) {
         return Err(error::CliError::invalid(
-            "--format TEMPLATE applies to the commands that list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls); \
+            "--format TEMPLATE applies to the commands that list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls, events); \
              use --format json or table here",
         ));
     }
@@ -676,13 +737,32 @@ fn dispatch(cli: Cli) -> error::Result<i32> {
             NodeCmd::Ls(a) => node::ls(&ctx, &a),
             NodeCmd::Rm { names } => node::rm(&ctx, &names),
         },
+        Command::Events(a) => events::events(&ctx, &a),
         Command::Info => info::info(&ctx),
         Command::Version => info::version(&ctx),
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hnsctl", &mut std::io::stdout());
             Ok(0)
         }
     }
+}
+
+/// `hnsctl man`: hnsctl.1 on stdout, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> error::Result<i32> {
+    let cmd = Cli::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| error::CliError::local(format!("cannot create {}: {e}", dir.display())))?;
+            clap_mangen::generate_to(cmd, dir).map_err(|e| error::CliError::local(format!("cannot write the manual pages to {}: {e}", dir.display())))?;
+        }
+        None => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out).map_err(|e| error::CliError::local(format!("cannot render the manual page: {e}")))?;
+            output::print_str(&String::from_utf8_lossy(&out));
+        }
+    }
+    Ok(0)
 }
 
 fn main() {

@@ -21,10 +21,10 @@ pub enum Format {
 }
 
 impl Format {
-    /// The value of `--format`: `table`, `json` or a template.
+    /// The value of `--format`: `table` (or `text`), `json` or a template.
     pub fn parse(text: &str) -> std::result::Result<Format, String> {
         match text {
-            "table" => Ok(Format::Table),
+            "table" | "text" => Ok(Format::Table),
             "json" => Ok(Format::Json),
             t if t.contains("{{") => Template::parse(t).map(Format::Template),
             _ => Err("expected table, json, or a template such as '{{.ID}}\\t{{.Name}}'".into()),

@@ -69,6 +69,11 @@ impl Template {
         Ok(Template { table, parts })
     }
 
+    /// `table ...`: columns under a header line.
+    pub fn is_table(&self) -> bool {
+        self.table
+    }
+
     /// Renders the rows (cells in the order of `columns`). A field that is not a column is an
     /// error naming the fields there are.
     pub fn render(&self, columns: &[Column], rows: &[Vec<String>]) -> Result<String, String> {

@@ -61,6 +61,13 @@ pub async fn run(state: Arc<AppState>, s: ClusterSettings) {
     state.engine.lock().await.cluster_connected(cluster.clone());
     let mut watch = cluster.watch();
     while let Some(event) = watch.next().await {
+        match &event {
+            hns_cluster::ClusterEvent::NodeUp(n) => state.events.publish(hns_api::Event::ok("node", "join").object(n.name.clone(), n.name.clone()).attr("vtep", n.vtep.to_string())),
+            hns_cluster::ClusterEvent::NodeDown { name, previous } => state.events.publish(
+                hns_api::Event::ok("node", "loss").object(name.clone(), name.clone()).attr("vtep", previous.as_ref().map(|p| p.vtep.to_string()).unwrap_or_default()),
+            ),
+            _ => {}
+        }
         state.engine.lock().await.apply_cluster_event(event).await;
     }
     drop(registration);

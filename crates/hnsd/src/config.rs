@@ -46,6 +46,9 @@ pub struct Args {
     /// Log filter (tracing env-filter syntax), e.g. info, debug, hnsd=debug. RUST_LOG also works.
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// Print hnsd's manual page (roff, section 8) and exit: hnsd --man > /usr/local/share/man/man8/hnsd.8
+    #[arg(long)]
+    pub man: bool,
     /// Remove every hns-owned kernel object (links, nft table, namespace mounts) and exit.
     #[arg(long)]
     pub cleanup: bool,

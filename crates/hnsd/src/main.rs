@@ -9,6 +9,7 @@ mod cluster;
 mod config;
 mod docker;
 mod engine;
+mod events;
 mod instance;
 mod metrics;
 mod serve;
@@ -26,6 +27,15 @@ use engine::{Engine, EngineConfig};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.man {
+        use clap::CommandFactory;
+        use std::io::Write;
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Args::command()).section("8").render(&mut page)?;
+        // A closed pipe (`| head`) is not an error worth reporting.
+        let _ = std::io::stdout().lock().write_all(&page);
+        return Ok(());
+    }
     if args.sandbox {
         return exec_sandbox(&args);
     }
@@ -97,12 +107,13 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
     let listener = bind_socket(&cfg.socket)?;
     let host = hns_kernel::netlink::Netlink::current()?;
     let metrics = Arc::new(metrics::Metrics::new(host.clone()));
+    let events = events::Bus::new();
     let mut engine = Engine::open(ecfg, host)?;
     tracing::info!(store = %engine.store_path().display(), "store opened");
     if let Some(c) = &cfg.cluster {
         cluster::prepare(&mut engine, c).await?;
     }
-    log_report("start", &reconcile(&mut engine, true, &metrics).await);
+    log_report("start", &reconcile(&mut engine, true, &metrics, &events).await);
     if !cfg.no_default_network {
         match engine.ensure_default_network().await {
             Ok(Some(n)) => tracing::info!(name = %n.name, subnet = ?n.subnets().next().map(|s| s.ip_address_prefix.clone()), "created the default network"),
@@ -111,7 +122,7 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         }
     }
     let lease6_events = engine.take_lease6_events();
-    let state = Arc::new(api::AppState { engine: tokio::sync::Mutex::new(engine), metrics });
+    let state = Arc::new(api::AppState { engine: tokio::sync::Mutex::new(engine), metrics, events: events.clone() });
     let metrics_tcp = match cfg.metrics_listen {
         Some(addr) => Some(metrics::listen(addr, state.clone()).await?),
         None => None,
@@ -135,7 +146,7 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let report = reconcile(&mut *state.engine.lock().await, false, &state.metrics).await;
+                let report = reconcile(&mut *state.engine.lock().await, false, &state.metrics, &state.events).await;
                 log_report("periodic", &report);
             }
         })
@@ -150,7 +161,12 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
     // reconcile pass is done: units ordered after hnsd may start now.
     systemd::ready();
     let watchdog = systemd::spawn_watchdog();
-    serve::Server::new(cfg.limits).serve(listener, api::router(state), shutdown_signal()).await;
+    // At shutdown the event streams end first: a subscriber must not hold the exit.
+    let stop = async {
+        shutdown_signal().await;
+        events.close();
+    };
+    serve::Server::new(cfg.limits).serve(listener, api::router(state), stop).await;
     if let Some(d) = docker {
         d.stop().await;
     }
@@ -221,11 +237,14 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
-/// One reconcile pass, counted in the metrics.
-async fn reconcile(engine: &mut Engine, full: bool, metrics: &metrics::Metrics) -> engine::reconcile::Report {
+/// One reconcile pass, counted in the metrics, its findings published as events.
+async fn reconcile(engine: &mut Engine, full: bool, metrics: &metrics::Metrics, events: &Arc<events::Bus>) -> engine::reconcile::Report {
     let start = std::time::Instant::now();
     let report = engine.reconcile(full).await;
     metrics.reconciled(&report, start.elapsed());
+    events.reconciled(&report);
+    // Leases resumed after a restart, DHCPv6 clients started again.
+    events.track_leases(engine);
     report
 }
 

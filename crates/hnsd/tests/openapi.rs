@@ -52,7 +52,7 @@ impl Conformance {
     /// document. Returns the reply.
     fn call(&mut self, method: &str, path: &str, body: &[u8]) -> Reply {
         let r = self.api.request_raw(method, path, body);
-        let template = self.template(path);
+        let template = self.template(path.split('?').next().unwrap_or(path));
         let m = method.to_ascii_lowercase();
         let op = self.doc["paths"][&template][&m].clone();
         assert!(op.is_object(), "{method} {template} is served but not documented");
@@ -65,9 +65,17 @@ impl Conformance {
             r.raw,
             documented.keys().collect::<Vec<_>>()
         );
-        match op["responses"][r.status.to_string()]["content"]["application/json"].get("schema") {
-            Some(schema) => self.check(&format!("{what} reply"), schema, &r.body),
-            None => assert!(r.raw.is_empty(), "{what}: documented without a body, sent {}", r.raw),
+        let content = &op["responses"][r.status.to_string()]["content"];
+        match (content["application/json"].get("schema"), content["application/x-ndjson"].get("schema")) {
+            (Some(schema), _) => self.check(&format!("{what} reply"), schema, &r.body),
+            // A stream (GET /events): each line is one value of the schema.
+            (None, Some(schema)) => {
+                for line in r.raw.lines() {
+                    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: a line is not JSON ({e}): {line}"));
+                    self.check(&format!("{what} line"), schema, &v);
+                }
+            }
+            (None, None) => assert!(r.raw.is_empty(), "{what}: documented without a body, sent {}", r.raw),
         }
         if (200..300).contains(&r.status)
             && let Some(schema) = op["requestBody"]["content"]["application/json"].get("schema")
@@ -169,6 +177,12 @@ fn every_reply_matches_the_served_document() {
     expect(c.get("/healthz"), 200, None);
     expect(c.get("/info"), 200, None);
     expect(c.get("/openapi.json"), 200, None);
+    // The event stream: replayed from the start and ended at once (`until` now).
+    let r = c.get("/events?since=0&until=0s");
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert!(r.raw.lines().count() >= 10 && r.raw.contains(r#""Type":"portmapping""#), "{}", r.raw);
+    expect(c.get("/events?type=container"), 400, Some("INVALID_PARAMETER"));
+    expect(c.get("/events?colour=red"), 400, Some("INVALID_PARAMETER"));
 
     // Deletion, then of what is gone.
     expect(c.delete(&ns_path), 204, None);

@@ -2,6 +2,7 @@
 //! the lookup of objects by name, ID or ID prefix.
 
 pub mod endpoint;
+pub mod events;
 pub mod info;
 pub mod inspect;
 pub mod namespace;

@@ -27,6 +27,7 @@ pub const MAX_BODY: usize = 1 << 20;
 pub struct AppState {
     pub engine: Mutex<Engine>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub events: Arc<crate::events::Bus>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -66,6 +67,7 @@ pub fn router(state: Shared) -> Router {
         ("/info", get(info)),
         ("/openapi.json", get(openapi::document)),
         ("/metrics", get(crate::metrics::serve)),
+        ("/events", get(crate::events::subscribe)),
     ] {
         r = r.route(path, route.clone()).route(&format!("{path}/"), route);
     }
@@ -73,6 +75,7 @@ pub fn router(state: Shared) -> Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::events::record))
         .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::track))
         .with_state(state)
 }

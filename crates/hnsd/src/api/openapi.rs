@@ -19,9 +19,9 @@ use super::{MAX_BODY, handlers};
         handlers::list_endpoints, handlers::create_endpoint, handlers::get_endpoint, handlers::delete_endpoint, handlers::modify_endpoint,
         handlers::list_namespaces, handlers::create_namespace, handlers::get_namespace, handlers::delete_namespace, handlers::modify_namespace,
         handlers::list_port_mappings, handlers::version, handlers::healthz, handlers::info,
-        super::nodes::list_nodes, super::nodes::remove_node, document,
+        super::nodes::list_nodes, super::nodes::remove_node, crate::events::subscribe, document,
     ),
-    components(schemas(hns_api::NamespaceEndpointRequest, hns_api::NamespaceContainerRequest, hns_api::PolicyRequest, hns_api::PortMappingSettings, hns_api::ErrorCode)),
+    components(schemas(hns_api::NamespaceEndpointRequest, hns_api::NamespaceContainerRequest, hns_api::PolicyRequest, hns_api::PortMappingSettings, hns_api::ErrorCode, hns_api::Event)),
     modifiers(&SharedFailures)
 )]
 pub struct ApiDoc;
