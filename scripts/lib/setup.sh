@@ -60,4 +60,5 @@ SANDBOX_PACKAGES="nftables iproute2 util-linux dnsmasq-base iputils-ping"
 # tests (their own dockerd in a lab namespace), tcpdump for captures on the lab LAN, podman for
 # the CNI plugin's podman tests (podman 4.3 with its CNI backend, private dirs in a lab host) and
 # containerd (ctr run --cni) for its containerd test.
-TEST_PACKAGES="$SANDBOX_PACKAGES procps etcd-server openssl docker.io docker-compose iptables busybox-static tcpdump podman containerd"
+# chromium: the web view test (tests/web.rs) drives a headless browser over the DevTools protocol.
+TEST_PACKAGES="$SANDBOX_PACKAGES procps etcd-server openssl docker.io docker-compose iptables busybox-static tcpdump podman containerd chromium"

@@ -83,6 +83,11 @@ pub struct Args {
     /// or a management network.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve a live, read-only web view of the host on this TCP address, e.g. 127.0.0.1:8080:
+    /// the page, and the API's GET routes under /api/ (every other method is refused). Off by
+    /// default. No authentication: keep it on loopback or a management network.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub web_listen: Option<std::net::SocketAddr>,
     #[command(flatten, next_help_heading = "Overlay networks (cluster)")]
     pub cluster: cluster::ClusterArgs,
 }
@@ -104,6 +109,7 @@ pub struct FileConfig {
     pub header_timeout: Option<String>,
     pub body_timeout: Option<String>,
     pub metrics_listen: Option<String>,
+    pub web_listen: Option<String>,
     /// `[cluster]`: see [`cluster::ClusterFile`].
     pub cluster: Option<cluster::ClusterFile>,
 }
@@ -125,6 +131,8 @@ pub struct Config {
     pub limits: crate::serve::Limits,
     /// TCP address of the metrics listener; `None`: metrics only on the API socket.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// TCP address of the web view; `None`: no web view.
+    pub web_listen: Option<std::net::SocketAddr>,
 }
 
 /// Defaults of [`crate::serve::Limits`].
@@ -211,6 +219,11 @@ impl Config {
                 (None, Some(s)) => Some(s.parse().map_err(|_| anyhow::anyhow!("config metrics-listen: {s:?} is not an address and port such as 127.0.0.1:9450"))?),
                 (None, None) => None,
             },
+            web_listen: match (args.web_listen, &fc.web_listen) {
+                (Some(a), _) => Some(a),
+                (None, Some(s)) => Some(s.parse().map_err(|_| anyhow::anyhow!("config web-listen: {s:?} is not an address and port such as 127.0.0.1:8080"))?),
+                (None, None) => None,
+            },
         })
     }
 }
@@ -252,10 +265,17 @@ mod tests {
         std::fs::write(&f, "no-docker-plugin = true\n").unwrap();
         assert_eq!(Config::load(&args).unwrap().docker_plugin_dir, None);
         assert_eq!(Config::load(&args).unwrap().metrics_listen, None, "off by default");
+        assert_eq!(Config::load(&args).unwrap().web_listen, None, "off by default");
         std::fs::write(&f, "metrics-listen = \"127.0.0.1:9450\"\n").unwrap();
         assert_eq!(Config::load(&args).unwrap().metrics_listen, Some("127.0.0.1:9450".parse().unwrap()));
         std::fs::write(&f, "metrics-listen = \"localhost\"\n").unwrap();
         assert!(Config::load(&args).unwrap_err().to_string().contains("metrics-listen: \"localhost\""));
+        std::fs::write(&f, "web-listen = \"127.0.0.1:8080\"\n").unwrap();
+        assert_eq!(Config::load(&args).unwrap().web_listen, Some("127.0.0.1:8080".parse().unwrap()));
+        let flag = Args::parse_from(["hnsd", "--config", f.to_str().unwrap(), "--web-listen", "127.0.0.1:8081"]);
+        assert_eq!(Config::load(&flag).unwrap().web_listen, Some("127.0.0.1:8081".parse().unwrap()), "the flag wins");
+        std::fs::write(&f, "web-listen = \"8080\"\n").unwrap();
+        assert!(Config::load(&args).unwrap_err().to_string().contains("web-listen: \"8080\""));
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::load(&args).unwrap_err().to_string().contains("bogus"));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -14,6 +14,7 @@ mod instance;
 mod metrics;
 mod serve;
 mod systemd;
+mod web;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -127,6 +128,10 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         Some(addr) => Some(metrics::listen(addr, state.clone()).await?),
         None => None,
     };
+    let web = match cfg.web_listen {
+        Some(addr) => Some(web::listen(addr, state.clone(), cfg.limits).await?),
+        None => None,
+    };
     // DHCPv6 leases arrive in the background (engine/dhcp6.rs): apply each change as it comes.
     if let Some(mut events) = lease6_events {
         let state = state.clone();
@@ -175,6 +180,9 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         w.abort();
     }
     if let Some(t) = metrics_tcp {
+        t.abort();
+    }
+    if let Some(t) = web {
         t.abort();
     }
     // Without revoking the lease: peers keep this host's endpoints until it expires.

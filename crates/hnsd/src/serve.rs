@@ -1,4 +1,5 @@
-//! HTTP/1 on a unix socket, with limits: the API socket and the Docker plugin sockets.
+//! HTTP/1 with limits: the API socket, the Docker plugin sockets (unix) and the web view (TCP,
+//! `--web-listen`).
 //!
 //! `axum::serve` has no limits: a client that connects and sends nothing holds a task, buffers
 //! and a file descriptor forever, and 20 000 of them made hnsd run out of descriptors. Here:
@@ -28,8 +29,28 @@ use futures::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
+
+/// A listening socket [`Server::serve`] accepts connections from.
+pub trait Listener: Send {
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn accept_conn(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+impl Listener for UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept_conn(&self) -> std::io::Result<Self::Io> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Listener for TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept_conn(&self) -> std::io::Result<Self::Io> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
 
 /// Connections the kernel queues while hnsd serves `max_connections` (tokio's default is 1024).
 /// Short, so that a client waiting behind a flood of idle connections is accepted as soon as
@@ -60,7 +81,7 @@ impl Server {
 
     /// Serves `router` on `listener` until `shutdown` completes, then lets requests in flight
     /// finish (for at most [`SHUTDOWN_GRACE`]).
-    pub async fn serve(&self, listener: UnixListener, router: Router, shutdown: impl Future<Output = ()>) {
+    pub async fn serve(&self, listener: impl Listener, router: Router, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
         let body_timeout = self.limits.body_timeout;
         let service = tower::ServiceExt::map_request(router, move |req: axum::http::Request<hyper::body::Incoming>| {
@@ -74,8 +95,8 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let stream = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok((s, _)) => s,
+                r = listener.accept_conn() => match r {
+                    Ok(s) => s,
                     Err(e) => {
                         // EMFILE and the like: the condition passes when connections close.
                         tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
