@@ -71,6 +71,8 @@ impl Engine {
         }
         let mappings = portmaps::parse_policies(&req.policies, "Policies")?;
         portmaps::check_network_takes_mappings(self.networks[&net_id].rec.net.network_type(), &mappings, "Policies")?;
+        let acls = super::policies::parse_endpoint_acls(&req.policies, "Policies")?;
+        super::policies::check_network_takes_acls(self.networks[&net_id].rec.net.network_type(), !acls.is_empty(), "Policies")?;
         validate::check_flags(req.flags, "Flags")?;
         validate::unsupported("Health", !req.health.is_null())?;
         validate::check_dns(&req.dns, "Dns")?;
@@ -231,7 +233,7 @@ impl Engine {
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
-        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None, requested_ifname }, ns_id, claimed))
+        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None, requested_ifname, acls }, ns_id, claimed))
     }
 
     /// A new endpoint ID; one whose veth name is taken (1 in 2^48 per endpoint) is drawn again.
@@ -365,6 +367,9 @@ impl Engine {
         // Mappings first, so no packet is sent to an address that is going away.
         let mine = self.kernel_mappings(rec);
         self.program_mappings(&[], &mine, &[])?;
+        if let Err(e) = self.unprogram_acl(rec) {
+            tracing::warn!(endpoint = rec.ep.id, error = %e.message, "could not remove the endpoint's ACL chains; the reconciler rebuilds the ACL tables");
+        }
         let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
         let Some(ep) = self.endpoint_plan(rec) else { return Ok(()) };
         let host = self.host.clone();
@@ -391,6 +396,9 @@ impl Engine {
             ));
         }
         let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
+        if p.policies.iter().any(super::policies::is_acl) {
+            return self.modify_endpoint_acls(&id, req.request_type, &p.policies);
+        }
         let wanted = portmaps::parse_policies(&p.policies, "Settings.Policies")?;
         let rec = self.endpoints[&id].clone();
         if let Some(net) = self.networks.get(&rec.network_id) {
@@ -524,6 +532,8 @@ impl Engine {
     async fn complete_attach(&mut self, ep_id: &str) -> Result<()> {
         self.ensure_lease(ep_id).await?;
         let mut rec = self.endpoints[ep_id].clone();
+        // ACLs first (dispatch is by interface name): the first packet is already filtered.
+        self.attach_acls(ep_id)?;
         if let Err(e) = self.apply_attach(&rec).await {
             let _ = self.kernel_detach(&rec).await;
             return Err(e);
