@@ -277,3 +277,24 @@ fn a_flushed_acl_table_is_repaired_and_a_restart_keeps_the_rules() {
     let _d2 = lab.start_hnsd(&["--reconcile-interval", "300ms"]).unwrap();
     assert!(eventually(Duration::from_secs(5), || !ping_once(&lab, &b, &ip_a)), "a restarted hnsd reprograms the ACL");
 }
+
+#[test]
+fn hnsctl_policy_adds_lists_in_evaluation_order_and_removes() {
+    let (lab, _d, api) = lab_with_hnsd(&[]);
+    let (b, _eb) = api.container("nat", "b", json!({}));
+    let (a, ea) = api.container("nat", "a", json!({}));
+    let ip_a = ip_of(&ea);
+    let _s = serve(&lab, &a, "serve-tcp", &format!("{ip_a}:7000"));
+    lab.hnsctl_ok(&["policy", "add", "a", "--allow", "--out", "--priority", "65500", "--id", "out"]).unwrap();
+    lab.hnsctl_ok(&["policy", "add", "a", "--allow", "--in", "--proto", "tcp", "--local-ports", "7000,8000-8080", "--remote", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16", "--priority", "200", "--id", "web"]).unwrap();
+    assert!(tcp(&lab, &b, &format!("{ip_a}:7000")), "allowed by the rule added with hnsctl");
+    assert!(!ping_once(&lab, &b, &ip_a), "nothing else comes in");
+    let table = lab.hnsctl_ok(&["policy", "ls", "a"]).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("ORDER") && lines[1].contains("web") && lines[2].contains("out"), "evaluation order, not insertion order:\n{table}");
+    assert!(lines[1].contains("7000,8000-8080"), "{table}");
+    lab.hnsctl_ok(&["policy", "rm", "a", "--allow", "--in", "--id", "web"]).unwrap();
+    assert!(!tcp(&lab, &b, &format!("{ip_a}:7000")), "removed: only Out is allowed now");
+    let o = lab.hnsctl(&["policy", "add", "a", "--allow", "--in", "--proto", "icmp", "--local-ports", "80"]).unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("LocalPorts"), "{o:?}");
+}
