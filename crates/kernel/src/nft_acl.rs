@@ -379,7 +379,7 @@ mod tests {
         assert!(p.contains("add element bridge hns_acl sw_in { \"hnv0123\" : jump hnv0123_sw_in }"), "a Switch rule makes both directions default-deny");
         // No Host rule: the Host chains are removed, not left empty-and-dropping.
         assert!(p.contains("delete chain bridge hns_acl hnv0123_host_in"));
-        let last = p.lines().filter(|l| l.contains("host_in {")).next_back().unwrap();
+        let last = p.lines().rfind(|l| l.contains("host_in {")).unwrap();
         assert!(last.starts_with("delete element"), "the Host element ends deleted: {p}");
         let removed = compile_remove("hnv0123", Attach::Routed);
         assert_eq!(removed.matches("delete chain inet hns_acl").count(), 4);
