@@ -298,3 +298,36 @@ fn hnsctl_policy_adds_lists_in_evaluation_order_and_removes() {
     let o = lab.hnsctl(&["policy", "add", "a", "--allow", "--in", "--proto", "icmp", "--local-ports", "80"]).unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("LocalPorts"), "{o:?}");
 }
+
+#[test]
+fn l2bridge_endpoints_are_filtered_on_their_routed_veth_and_transparent_refuses_acls() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    let api = Api::new(&lab);
+    let u = lab.add_uplink(2, false).unwrap();
+    let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
+    lab.hnsctl_ok(&["network", "create", "-d", "l2bridge", "--subnet", &u.subnet, "--gateway", &u.router.to_string(), "-o", &iface, "l2net"]).unwrap();
+    let (a_ip, b_ip) = (u.addr(50).to_string(), u.addr(51).to_string());
+    for (name, ip) in [("a", &a_ip), ("b", &b_ip)] {
+        lab.hnsctl_ok(&["run", "-d", "--net", "l2net", "--name", name, "--ip", ip, "--", "sleep", "300"]).unwrap();
+    }
+    let (a, b) = (api.get("/namespaces/a").ok(), api.get("/namespaces/b").ok());
+    let _s = [serve(&lab, &a, "serve-tcp", &format!("{a_ip}:7000")), serve(&lab, &a, "serve-tcp", &format!("{a_ip}:7001"))];
+    assert!(tcp(&lab, &b, &format!("{a_ip}:7001")), "control: no ACL, open");
+    lab.hnsctl_ok(&["policy", "add", "a", "--allow", "--out", "--priority", "1000"]).unwrap();
+    lab.hnsctl_ok(&["policy", "add", "a", "--allow", "--in", "--proto", "tcp", "--local-ports", "7000", "--priority", "100"]).unwrap();
+    assert!(tcp(&lab, &b, &format!("{a_ip}:7000")), "allowed in through the routed veth");
+    assert!(!tcp(&lab, &b, &format!("{a_ip}:7001")), "7001 is allowed by no rule");
+    assert!(!lab.try_in(Side::Lan, "ping", &["-c1", "-W1", &a_ip]).unwrap().status.success(), "ICMP from the LAN is allowed by no rule");
+    assert!(ping(&lab, &a, &u.router.to_string()), "out to the LAN router and its replies");
+    let listed = lab.in_host("nft", &["list", "table", "inet", "hns_acl"]).unwrap().stdout;
+    assert!(listed.contains(":  jump") || listed.contains(": jump"), "an l2bridge endpoint lives in the inet table: {listed}");
+
+    // Transparent endpoints are macvlans inside the compartment: refused, naming why.
+    let t = lab.add_uplink(3, false).unwrap();
+    let iface = format!("com.docker.network.windowsshim.interface={}", t.host_if);
+    lab.hnsctl_ok(&["network", "create", "-d", "transparent", "--subnet", &t.subnet, "--gateway", &t.router.to_string(), "-o", &iface, "tnet"]).unwrap();
+    let r = api.post("/endpoints", &json!({"HostComputeNetwork": "tnet", "Policies": [acl(json!({"Action": "Allow", "Direction": "In"}))]}));
+    assert_eq!(r.status, 400, "{}", r.raw);
+    assert!(r.raw.contains("no host-side interface"), "{}", r.raw);
+}
