@@ -141,6 +141,31 @@ hns_enum! {
     }
 }
 
+hns_enum! {
+    /// HNS ACL `Action`. `Pass` (HNS 2.10 tiers) is decoded so it can be refused by name.
+    AclAction {
+        Allow = 0 => "Allow",
+        Block = 1 => "Block",
+        Pass = 2 => "Pass",
+    }
+}
+
+hns_enum! {
+    /// HNS ACL `Direction`, seen from the endpoint.
+    AclDirection {
+        In = 0 => "In",
+        Out = 1 => "Out",
+    }
+}
+
+hns_enum! {
+    /// HNS ACL `RuleType`: `Host` (traffic with the host itself), `Switch` (every packet).
+    AclRuleType {
+        Host = 0 => "Host",
+        Switch = 1 => "Switch",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

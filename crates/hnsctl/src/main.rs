@@ -113,6 +113,9 @@ pub enum Command {
     /// (Add-/Remove-/Get-NetNatStaticMapping, Open-ContainerPort).
     #[command(long_about = PORT_ABOUT, after_help = PORT_HELP, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Port(PortCommand),
+    /// Manage an endpoint's ACL policies (allow/block rules), shown in evaluation order.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Show containers (namespaces), endpoints or networks as JSON, whichever has the name.
     Inspect(InspectArgs),
     /// Run a command in a new compartment.
@@ -482,6 +485,73 @@ pub struct PortArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// List an endpoint's ACLs in evaluation order (ascending priority, Block first at ties).
+    #[command(visible_alias = "list", after_help = "Examples:\n  hnsctl policy ls web")]
+    Ls(PolicyLsArgs),
+    /// Add an ACL to an endpoint.
+    #[command(after_help = "\
+Once an endpoint has any ACL, what no rule allows is blocked.
+
+Examples:
+  hnsctl policy add web --allow --in --proto tcp --local-ports 80,8000-8080 --remote 10.0.0.0/8 --priority 200
+  hnsctl policy add web --allow --out --priority 65500
+  hnsctl policy add web --block --in --proto icmp --type host --priority 100")]
+    Add(PolicyArgs),
+    /// Remove an ACL from an endpoint: the one with --id, or the one equal to the flags.
+    #[command(visible_alias = "remove", after_help = "Examples:\n  hnsctl policy rm web --allow --in --id web-80")]
+    Rm(PolicyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyLsArgs {
+    /// Endpoint name or ID.
+    pub endpoint: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Endpoint name or ID.
+    pub endpoint: String,
+    /// Allow what the rule matches.
+    #[arg(long, conflicts_with = "block")]
+    pub allow: bool,
+    /// Block what the rule matches.
+    #[arg(long)]
+    pub block: bool,
+    /// Traffic the endpoint receives.
+    #[arg(long = "in", conflicts_with = "outbound")]
+    pub inbound: bool,
+    /// Traffic the endpoint sends.
+    #[arg(long = "out")]
+    pub outbound: bool,
+    /// Protocols: numbers or tcp, udp, icmp, icmpv6, comma-separated; default any.
+    #[arg(long, value_name = "PROTOS")]
+    pub proto: Option<String>,
+    /// The endpoint's addresses or prefixes the rule is about.
+    #[arg(long, value_name = "ADDRS")]
+    pub local: Option<String>,
+    /// The other side's addresses or prefixes.
+    #[arg(long, value_name = "ADDRS")]
+    pub remote: Option<String>,
+    /// The endpoint's ports and ranges (tcp/udp only).
+    #[arg(long, value_name = "PORTS")]
+    pub local_ports: Option<String>,
+    /// The other side's ports and ranges (tcp/udp only).
+    #[arg(long, value_name = "PORTS")]
+    pub remote_ports: Option<String>,
+    /// Lower numbers are evaluated first (0-65535, default 0).
+    #[arg(long)]
+    pub priority: Option<u16>,
+    /// switch (every packet, the default) or host (traffic with the host itself).
+    #[arg(long = "type", value_name = "TYPE", value_parser = ["switch", "host"])]
+    pub kind: Option<String>,
+    /// The rule's Id.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum EndpointCmd {
     /// List endpoints.
     #[command(visible_alias = "list", after_help = "\
@@ -727,6 +797,11 @@ fn dispatch(cli: Cli) -> error::Result<i32> {
             Some(PortCmd::Add(a)) => port::add(&ctx, &a),
             Some(PortCmd::Rm(a)) => port::rm(&ctx, &a),
             None => port::show_container(&ctx, &p.show),
+        },
+        Command::Policy(cmd) => match cmd {
+            PolicyCmd::Ls(a) => policy::ls(&ctx, &a),
+            PolicyCmd::Add(a) => policy::add(&ctx, &a),
+            PolicyCmd::Rm(a) => policy::rm(&ctx, &a),
         },
         Command::Inspect(a) => inspect::inspect(&ctx, &a),
         Command::Run(a) => run::run(&ctx, &a),

@@ -107,7 +107,7 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
         case("malformed MAC", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "MacAddress": "zz"}), 400, "INVALID_MAC", Some("MacAddress")),
         case("MAC in use", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "MacAddress": "02:00:00:00:00:10"}), 409, "MAC_IN_USE", Some("MacAddress")),
         case("duplicate endpoint name", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Name": "c1"}), 409, "ENDPOINT_ALREADY_EXISTS", Some("Name")),
-        case("unimplemented endpoint policy", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Policies": [{"Type": "ACL", "Settings": {"Action": "Block"}}]}), 400, "INVALID_POLICY_TYPE", Some("Policies[0].Type")),
+        case("unimplemented endpoint policy", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Policies": [{"Type": "QOS", "Settings": {"MaximumOutgoingBandwidthInBytes": 1000}}]}), 400, "INVALID_POLICY_TYPE", Some("Policies[0].Type")),
         case("mapping: internal port 0", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 0, "ExternalPort": 8080}}]}), 400, "INVALID_INTERNAL_PORT", Some("Policies[0].Settings.InternalPort")),
         case("mapping: port 70000", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": 70000}}]}), 400, "INVALID_POLICY", Some("Policies[0].Settings.ExternalPort")),
         case("mapping: unknown protocol", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": "sctp", "InternalPort": 80}}]}), 400, "INVALID_POLICY", Some("Policies[0].Settings.Protocol")),
@@ -121,7 +121,7 @@ fn every_bad_request_is_refused_by_field_and_changes_nothing() {
         case("bad alias", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Aliases": ["a b"]}), 400, "INVALID_NAME", Some("Aliases[0]")),
         case("endpoint unknown field", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "VirtualNetwork": "x"}), 400, "INVALID_JSON", None),
         case("endpoint flags", "POST", "/endpoints", json!({"HostComputeNetwork": "base", "Flags": 1}), 400, "REQUEST_UNSUPPORTED", Some("Flags")),
-        case("endpoint policy modify", "POST", ep_path, json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [{"Type": "ACL"}]}}), 400, "INVALID_POLICY_TYPE", Some("Settings.Policies[0].Type")),
+        case("endpoint policy modify", "POST", ep_path, json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [{"Type": "QOS"}]}}), 400, "INVALID_POLICY_TYPE", Some("Settings.Policies[0].Type")),
         case("endpoint modify of routes", "POST", ep_path, json!({"ResourceType": "Port", "RequestType": "Add", "Settings": {}}), 400, "REQUEST_UNSUPPORTED", Some("ResourceType")),
         // namespaces
         case("namespace bad path", "POST", "/namespaces", json!({"NetNsPath": "/tmp/not-a-netns"}), 400, "INVALID_NAMESPACE", Some("NetNsPath")),

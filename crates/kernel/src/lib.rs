@@ -21,6 +21,7 @@ pub mod names;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod nft_acl;
 pub mod nft_elements;
 pub mod sysctl;
 pub mod timing;

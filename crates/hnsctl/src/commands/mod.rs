@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod namespace;
 pub mod network;
 pub mod node;
+pub mod policy;
 pub mod port;
 pub mod ps;
 pub mod run;

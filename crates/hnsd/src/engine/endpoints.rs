@@ -110,6 +110,8 @@ impl Engine {
         }
         let mappings = portmaps::parse_policies(&req.policies, "Policies")?;
         portmaps::check_network_takes_mappings(self.networks[&net_id].rec.net.network_type(), &mappings, "Policies")?;
+        let acls = super::policies::parse_endpoint_acls(&req.policies, "Policies")?;
+        super::policies::check_network_takes_acls(self.networks[&net_id].rec.net.network_type(), !acls.is_empty(), "Policies")?;
         validate::check_flags(req.flags, "Flags")?;
         validate::unsupported("Health", !req.health.is_null())?;
         validate::check_dns(&req.dns, "Dns")?;
@@ -271,7 +273,7 @@ impl Engine {
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
-        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None, requested_ifname }, ns_id, claimed))
+        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None, requested_ifname, acls }, ns_id, claimed))
     }
 
     /// A new endpoint ID; one whose veth name is taken (1 in 2^48 per endpoint) is drawn again.
@@ -467,6 +469,9 @@ impl Engine {
         let mine = self.kernel_mappings(rec);
         self.program_mappings(&[], &mine, &[])?;
         mark("nft elements");
+        if let Err(e) = self.unprogram_acl(rec) {
+            tracing::warn!(endpoint = rec.ep.id, error = %e.message, "could not remove the endpoint's ACL chains; the reconciler rebuilds the ACL tables");
+        }
         let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
         let Some(ep) = self.endpoint_plan(rec) else { return Ok(()) };
         let host = self.host.clone();
@@ -494,6 +499,9 @@ impl Engine {
             ));
         }
         let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
+        if p.policies.iter().any(super::policies::is_acl) {
+            return self.modify_endpoint_acls(&id, req.request_type, &p.policies);
+        }
         let wanted = portmaps::parse_policies(&p.policies, "Settings.Policies")?;
         let rec = self.endpoints[&id].clone();
         if let Some(net) = self.networks.get(&rec.network_id) {
@@ -692,6 +700,11 @@ impl Engine {
                 return Err(e);
             }
         };
+        // ACLs first (dispatch is by interface name): the first packet is already filtered.
+        if let Err(e) = self.attach_acls(ep_id) {
+            let _ = self.kernel_detach(&rec).await;
+            return Err(e);
+        }
         self.in_flight.insert(ep_id.to_owned());
         self.in_flight.insert(ns_id.clone());
         let net = self.networks[&rec.network_id].plan.clone();

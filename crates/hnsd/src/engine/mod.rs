@@ -17,12 +17,14 @@
 
 pub mod dhcp;
 mod dhcp6;
+mod acl;
 mod discovery;
 mod endpoints;
 mod info;
 mod namespaces;
 mod networks;
 pub mod overlay;
+mod policies;
 mod portmaps;
 pub mod reconcile;
 pub mod records;

@@ -66,6 +66,7 @@ impl Engine {
         validate::check_network_type(kind)?;
         req.kind = Some(kind);
         let policies = validate::parse_network_policies(&req.policies, "Policies")?;
+        super::policies::check_network_takes_acls(kind, !policies.acls.is_empty(), "Policies")?;
         let original_policies = req.policies.clone();
         if req.outbound_nat && kind != NetworkType::Overlay {
             return Err(ApiError::field(ErrorCode::InvalidNetwork, "OutboundNat", format!("OutboundNat is an option of overlay networks; a {kind} network is {}", if kind == NetworkType::Nat { "always masqueraded" } else { "never NATed by hns" })));
@@ -97,6 +98,7 @@ impl Engine {
             .automatic_dns
             .map(|enable| hns_api::Policy { kind: "AutomaticDNS".into(), settings: serde_json::json!({ "Enable": enable }) })
             .into_iter()
+            .chain(policies.acls.iter().map(|r| super::policies::to_policy(super::policies::NETWORK_ACL, r)))
             .collect();
         validate::unsupported("MacPool", req.mac_pool.as_ref().is_some_and(|p| !p.ranges.is_empty()))?;
         validate::check_flags(req.flags, "Flags")?;
@@ -382,6 +384,9 @@ impl Engine {
             ));
         }
         let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
+        if p.policies.iter().any(super::policies::is_network_acl) {
+            return self.modify_network_acls(&id, req.request_type, &p.policies);
+        }
         let parsed = validate::parse_network_policies(&p.policies, "Settings.Policies")?;
         let mut rec = self.networks[&id].rec.clone();
         let kind = rec.net.network_type();

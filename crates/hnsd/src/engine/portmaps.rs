@@ -181,6 +181,9 @@ pub fn check_network_takes_mappings(kind: hns_api::NetworkType, mappings: &[Port
 pub fn parse_policies(policies: &[Policy], field: &str) -> Result<Vec<PortMappingSettings>> {
     let mut out: Vec<PortMappingSettings> = Vec::new();
     for (i, p) in policies.iter().enumerate() {
+        if super::policies::is_acl(p) {
+            continue; // parsed by `policies`
+        }
         if !p.kind.eq_ignore_ascii_case(PORT_MAPPING) {
             return Err(refuse_policy(p, i, field, "endpoint", ENDPOINT_POLICY_TYPES));
         }
@@ -274,6 +277,7 @@ impl Engine {
     pub(crate) fn endpoint_view(&self, rec: &EndpointRecord) -> hns_api::HostComputeEndpoint {
         let mut ep = rec.ep.clone();
         ep.policies.extend(self.mappings_of(&rec.ep.id).iter().map(to_policy));
+        ep.policies.extend(super::acl::acl_policies(rec));
         ep
     }
 

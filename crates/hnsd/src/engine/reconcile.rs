@@ -51,6 +51,11 @@ impl Engine {
             }
         }
         self.reconcile_nft(&mut r);
+        match self.reconcile_acls(full) {
+            Ok(true) if !full => r.repaired.push("the ACL tables (rebuilt from the store)".into()),
+            Ok(_) => {}
+            Err(e) => r.errors.push(e),
+        }
         self.reconcile_links(&mut r).await;
         self.reconcile_overlay(&mut r).await;
         self.reconcile_leases(&mut r.errors, &mut r.repaired).await;
@@ -411,6 +416,10 @@ pub async fn cleanup_all(host: &hns_kernel::netlink::Netlink, run_dir: &Path) ->
             Err(e) => done.push(format!("could not remove nft table inet {}: {e}", names::NFT_TABLE)),
         },
         Err(e) => done.push(format!("could not read nft table inet {}: {e}", names::NFT_TABLE)),
+    }
+    // The ACL tables (whether there or not: the program creates and deletes them).
+    if let Err(e) = hns_kernel::nft_acl::run(&hns_kernel::nft_acl::compile_all(&[])) {
+        done.push(format!("could not remove the ACL tables: {e}"));
     }
     let netns_dir = run_dir.join("netns");
     if let Ok(entries) = std::fs::read_dir(&netns_dir) {

@@ -33,6 +33,10 @@ pub struct EndpointRecord {
     /// compartment it is attached to. Empty: the lowest free `ethN` there.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub requested_ifname: String,
+    /// The endpoint's own `ACL` policies, parsed (its network's are in the network's
+    /// `Policies`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<hns_kernel::nft_acl::Rule>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -51,6 +51,8 @@ pub struct NetworkPolicies {
     pub adapters: Option<Vec<String>>,
     /// `VxlanPort {"Port": 1-65535}`: the UDP port of an overlay network's VXLAN devices.
     pub vxlan_port: Option<u16>,
+    /// `NetworkACL`: ACL rules of every endpoint of the network.
+    pub acls: Vec<hns_kernel::nft_acl::Rule>,
 }
 
 #[derive(serde::Deserialize)]
@@ -111,6 +113,8 @@ pub fn parse_network_policies(policies: &[Policy], field: &str) -> Result<Networ
             if out.vxlan_port.replace(s.port).is_some() {
                 return Err(invalid(ErrorCode::InvalidPolicy, format!("{field}[{i}]"), "VxlanPort is given twice; give it once"));
             }
+        } else if super::policies::is_network_acl(p) {
+            out.acls.push(super::policies::parse_acl(&p.settings, &f)?);
         } else {
             return Err(refuse_policy(p, i, field, "network", NETWORK_POLICY_TYPES));
         }

@@ -1,0 +1,207 @@
+//! ACL policies on endpoints and networks: the effective rules of each endpoint (its own
+//! `ACL`s merged with its network's `NetworkACL`s; the compiler orders them by priority), and
+//! their programming into the ACL tables of [`hns_kernel::nft_acl`].
+//!
+//! Rules live in the store with their object (the endpoint record's `acls`, the network's
+//! `Policies`), so a restart and the reconciler reprogram them. The kernel holds an endpoint's
+//! chains only while it is attached; they are written before its veth exists (dispatch is by
+//! name), so its first packet is already filtered.
+
+use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Policy, RequestType};
+use hns_kernel::nft_acl::{self, Attach, EndpointAcl, Rule};
+
+use super::policies::{self, ACL, NETWORK_ACL};
+use super::records::EndpointRecord;
+use super::{Engine, Result, kernel_err};
+
+impl Engine {
+    /// The NetworkACL rules of a network (validated when they were stored).
+    pub(crate) fn network_acls(&self, net_id: &str) -> Vec<Rule> {
+        self.networks.get(net_id).map(|n| policies::parse_network_acls(&n.rec.net.policies, "Policies").unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn acl_attach(&self, rec: &EndpointRecord) -> Option<Attach> {
+        use hns_api::NetworkType as T;
+        match self.networks.get(&rec.network_id)?.rec.net.network_type() {
+            T::Transparent | T::L2Tunnel => None,
+            T::L2Bridge => Some(Attach::Routed),
+            _ => Some(Attach::BridgePort),
+        }
+    }
+
+    /// The kernel ACL state of an attached endpoint (rules empty: it has none).
+    fn acl_state(&self, rec: &EndpointRecord) -> Option<EndpointAcl> {
+        if rec.ep.host_compute_namespace.is_empty() {
+            return None;
+        }
+        let attach = self.acl_attach(rec)?;
+        let plan = self.endpoint_plan(rec)?;
+        let mut rules = self.network_acls(&rec.network_id);
+        rules.extend(rec.acls.iter().cloned());
+        Some(EndpointAcl { host_if: plan.host_if, attach, rules })
+    }
+
+    fn all_acl_states(&self) -> Vec<EndpointAcl> {
+        self.endpoints.values().filter_map(|r| self.acl_state(r)).filter(|s| !s.rules.is_empty()).collect()
+    }
+
+    /// Rewrites the ACL tables from the records (one transaction); removes them when no
+    /// endpoint has an ACL.
+    pub(crate) fn rebuild_acls(&self) -> Result<()> {
+        nft_acl::run(&nft_acl::compile_all(&self.all_acl_states())).map_err(kernel_err)
+    }
+
+    /// Writes the ACL state of some endpoints: only their chains and elements change (one
+    /// transaction), unless the tables are missing, then everything is rebuilt.
+    pub(crate) fn program_acls(&self, ids: &[String]) -> Result<()> {
+        let states: Vec<EndpointAcl> = ids.iter().filter_map(|id| self.endpoints.get(id)).filter_map(|r| self.acl_state(r)).collect();
+        if states.iter().all(|s| s.rules.is_empty()) && !nft_acl::tables_present() {
+            return Ok(());
+        }
+        if !nft_acl::tables_present() || self.all_acl_states().is_empty() {
+            return self.rebuild_acls();
+        }
+        let program: String = states.iter().map(|s| nft_acl::compile_endpoint(s, false)).collect();
+        if program.is_empty() {
+            return Ok(());
+        }
+        nft_acl::run(&program).map_err(kernel_err)
+    }
+
+    /// At attach: writes the endpoint's chains if it has rules; an endpoint without any costs
+    /// nothing (no nft run).
+    pub(crate) fn attach_acls(&self, ep_id: &str) -> Result<()> {
+        match self.endpoints.get(ep_id).and_then(|r| self.acl_state(r)) {
+            Some(s) if !s.rules.is_empty() => self.program_acls(&[ep_id.to_owned()]),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes a (detaching) endpoint's ACL out of the kernel. Endpoints without rules cost
+    /// nothing.
+    pub(crate) fn unprogram_acl(&self, rec: &EndpointRecord) -> Result<()> {
+        let Some(state) = self.acl_state(rec) else { return Ok(()) };
+        if state.rules.is_empty() || !nft_acl::tables_present() {
+            return Ok(());
+        }
+        let others = self.all_acl_states().into_iter().any(|s| s.host_if != state.host_if);
+        if !others {
+            return nft_acl::run(&nft_acl::compile_all(&[])).map_err(kernel_err);
+        }
+        nft_acl::run(&nft_acl::compile_remove(&state.host_if, state.attach)).map_err(kernel_err)
+    }
+
+    /// The periodic check: a deleted or flushed ACL table is rebuilt. Returns whether it was.
+    pub(crate) fn reconcile_acls(&self, full: bool) -> std::result::Result<bool, String> {
+        let wanted = !self.all_acl_states().is_empty();
+        if full || (wanted && !nft_acl::tables_present()) {
+            self.rebuild_acls().map_err(|e| e.message)?;
+            return Ok(wanted);
+        }
+        Ok(false)
+    }
+
+    /// `ResourceType: Policy` with ACL policies on an endpoint: Add appends, Remove takes out
+    /// the equal rule (or the one with the same `Id`), Update replaces the rule with the same
+    /// `Id`. Stored first, then programmed.
+    pub(crate) fn modify_endpoint_acls(&mut self, id: &str, kind: RequestType, given: &[Policy]) -> Result<()> {
+        if let Some(i) = given.iter().position(|p| !policies::is_acl(p)) {
+            return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("Settings.Policies[{i}].Type"), "send ACL policies and other policies in separate requests"));
+        }
+        let wanted = policies::parse_endpoint_acls(given, "Settings.Policies")?;
+        let mut rec = self.endpoints[id].clone();
+        let kind_of_net = self.networks[&rec.network_id].rec.net.network_type();
+        policies::check_network_takes_acls(kind_of_net, true, "Settings.Policies")?;
+        rec.acls = apply_change(&rec.acls, kind, &wanted, &format!("endpoint {id}"))?;
+        rec.ep.version += 1;
+        self.persist_endpoint(&rec, false)?;
+        self.endpoints.insert(id.to_owned(), rec);
+        self.program_acls(&[id.to_owned()]).map_err(|e| committed(e, "the endpoint's ACLs are stored"))
+    }
+
+    /// The same for NetworkACL policies on a network; every attached endpoint of it is
+    /// reprogrammed in one transaction.
+    pub(crate) fn modify_network_acls(&mut self, net_id: &str, kind: RequestType, given: &[Policy]) -> Result<HostComputeNetwork> {
+        if let Some(i) = given.iter().position(|p| !policies::is_network_acl(p)) {
+            return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("Settings.Policies[{i}].Type"), "send NetworkACL policies and other policies in separate requests"));
+        }
+        let wanted = policies::parse_network_acls(given, "Settings.Policies")?;
+        let mut rec = self.networks[net_id].rec.clone();
+        policies::check_network_takes_acls(rec.net.network_type(), true, "Settings.Policies")?;
+        let current = self.network_acls(net_id);
+        let next = apply_change(&current, kind, &wanted, &format!("network {net_id}"))?;
+        rec.net.policies.retain(|p| !policies::is_network_acl(p));
+        rec.net.policies.extend(next.iter().map(|r| policies::to_policy(NETWORK_ACL, r)));
+        rec.net.version += 1;
+        self.persist_network(&rec, false)?;
+        self.networks.get_mut(net_id).expect("exists").rec = rec;
+        let ids: Vec<String> = self.endpoints.values().filter(|e| e.network_id == net_id).map(|e| e.ep.id.clone()).collect();
+        self.program_acls(&ids).map_err(|e| committed(e, "the network's ACLs are stored"))?;
+        Ok(self.networks[net_id].rec.net.clone())
+    }
+}
+
+/// An ACL of an endpoint's view.
+pub(crate) fn acl_policies(rec: &EndpointRecord) -> impl Iterator<Item = Policy> + '_ {
+    rec.acls.iter().map(|r| policies::to_policy(ACL, r))
+}
+
+fn committed(e: ApiError, what: &str) -> ApiError {
+    ApiError { message: format!("{}; {what} and the reconciler retries programming them", e.message), ..e }
+}
+
+/// The rule list after an Add, Remove or Update of `wanted`.
+fn apply_change(current: &[Rule], kind: RequestType, wanted: &[Rule], owner: &str) -> Result<Vec<Rule>> {
+    let mut next = current.to_vec();
+    let not_found = |i: usize, what: String| ApiError::field(ErrorCode::PolicyNotFound, format!("Settings.Policies[{i}]"), format!("{owner} has no ACL {what}"));
+    match kind {
+        RequestType::Add => {
+            for (i, w) in wanted.iter().enumerate() {
+                if !w.id.is_empty() && next.iter().any(|r| r.id == w.id) {
+                    return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("Settings.Policies[{i}].Settings.Id"), format!("{owner} already has an ACL with Id {:?}; use Update to change it", w.id)));
+                }
+                next.push(w.clone());
+            }
+        }
+        RequestType::Remove => {
+            for (i, w) in wanted.iter().enumerate() {
+                let at = if w.id.is_empty() { next.iter().position(|r| r == w) } else { next.iter().position(|r| r.id == w.id) };
+                let Some(at) = at else { return Err(not_found(i, if w.id.is_empty() { "equal to this one".into() } else { format!("with Id {:?}", w.id) })) };
+                next.remove(at);
+            }
+        }
+        RequestType::Update => {
+            for (i, w) in wanted.iter().enumerate() {
+                if w.id.is_empty() {
+                    return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("Settings.Policies[{i}].Settings.Id"), "Update replaces the ACL with the same Id; give its Id"));
+                }
+                let Some(at) = next.iter().position(|r| r.id == w.id) else { return Err(not_found(i, format!("with Id {:?}", w.id))) };
+                next[at] = w.clone();
+            }
+        }
+        other => return Err(ApiError::field(ErrorCode::RequestUnsupported, "RequestType", format!("{other} of an ACL is not supported; use Add, Remove or Update"))),
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: &str, prio: u16) -> Rule {
+        policies::parse_acl(&serde_json::json!({"Id": id, "Action": "Allow", "Direction": "In", "Priority": prio}), "S").unwrap()
+    }
+
+    #[test]
+    fn add_remove_update() {
+        let cur = vec![rule("a", 1), rule("", 2)];
+        let added = apply_change(&cur, RequestType::Add, &[rule("b", 3)], "e").unwrap();
+        assert_eq!(added.len(), 3);
+        assert_eq!(apply_change(&cur, RequestType::Add, &[rule("a", 9)], "e").unwrap_err().code, ErrorCode::InvalidPolicy);
+        assert_eq!(apply_change(&cur, RequestType::Remove, &[rule("", 2)], "e").unwrap(), vec![rule("a", 1)]);
+        assert_eq!(apply_change(&cur, RequestType::Remove, &[rule("a", 77)], "e").unwrap(), vec![rule("", 2)]);
+        assert_eq!(apply_change(&cur, RequestType::Remove, &[rule("", 5)], "e").unwrap_err().code, ErrorCode::PolicyNotFound);
+        assert_eq!(apply_change(&cur, RequestType::Update, &[rule("a", 7)], "e").unwrap()[0].priority, 7);
+        assert_eq!(apply_change(&cur, RequestType::Update, &[rule("z", 7)], "e").unwrap_err().code, ErrorCode::PolicyNotFound);
+    }
+}
