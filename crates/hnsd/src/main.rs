@@ -4,10 +4,6 @@
 //! (the single owner of state: validation, store transactions, kernel steps, reconcile).
 //! Drivers, the kernel layer, the store and IPAM are crates of their own.
 
-// The three-step attach (lock, kernel step, lock) nests async bodies deeper than the default
-// layout query depth allows.
-#![recursion_limit = "256"]
-
 mod api;
 mod cluster;
 mod config;

@@ -43,7 +43,8 @@ pub async fn create_endpoint(s: &Shared, req: HostComputeEndpoint) -> Result<Hos
     let s = s.clone();
     match planned {
         Planned::Local(req) => uncut(async move {
-            let (out, stages) = hns_kernel::timing::scope(create_local(&s, req)).await;
+            // Boxed: the attach's nested futures are too large for a worker's stack in debug builds.
+            let (out, stages) = hns_kernel::timing::scope(Box::pin(create_local(&s, req))).await;
             tracing::debug!(total_us = stages.total().as_micros() as u64, "create endpoint stages: {stages}");
             out
         })

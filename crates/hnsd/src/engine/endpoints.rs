@@ -318,9 +318,9 @@ impl Engine {
     pub async fn create_endpoint_begin(&mut self, req: HostComputeEndpoint) -> Result<Step<HostComputeEndpoint>> {
         let overlay = self.network_id(&req.host_compute_network).and_then(|n| self.networks[&n].plan.overlay.as_ref()).is_some();
         if overlay || req.host_compute_namespace.is_empty() {
-            return Ok(Step::Done(self.create_endpoint(req).await?));
+            return Ok(Step::Done(Box::pin(self.create_endpoint(req)).await?));
         }
-        match self.create_local_begin(req).await? {
+        match Box::pin(self.create_local_begin(req)).await? {
             (id, None) => Ok(Step::Done(self.endpoint_view(&self.endpoints[&id]))),
             (_, Some(k)) => Ok(Step::Attach(Box::new(k))),
         }
