@@ -315,6 +315,11 @@ pub fn tables_present() -> bool {
     })
 }
 
+/// Whether either ACL table exists at all (even empty or flushed).
+pub fn any_table_exists() -> bool {
+    ["bridge", "inet"].iter().any(|fam| Command::new("nft").args(["list", "table", fam, ACL_TABLE]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

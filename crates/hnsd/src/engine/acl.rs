@@ -94,6 +94,13 @@ impl Engine {
     /// The periodic check: a deleted or flushed ACL table is rebuilt. Returns whether it was.
     pub(crate) fn reconcile_acls(&self, full: bool) -> std::result::Result<bool, String> {
         let wanted = !self.all_acl_states().is_empty();
+        if full && !wanted {
+            // Nothing to hold: only a leftover table is removed, so a restart writes nothing.
+            if nft_acl::any_table_exists() {
+                self.rebuild_acls().map_err(|e| e.message)?;
+            }
+            return Ok(false);
+        }
         if full || (wanted && !nft_acl::tables_present()) {
             self.rebuild_acls().map_err(|e| e.message)?;
             return Ok(wanted);
