@@ -112,6 +112,11 @@ impl Engine {
         portmaps::check_network_takes_mappings(self.networks[&net_id].rec.net.network_type(), &mappings, "Policies")?;
         let acls = super::policies::parse_endpoint_acls(&req.policies, "Policies")?;
         super::policies::check_network_takes_acls(self.networks[&net_id].rec.net.network_type(), !acls.is_empty(), "Policies")?;
+        let extra = {
+            let n = &self.networks[&net_id];
+            let subnets: Vec<ipnet::IpNet> = n.plan.subnets.iter().map(|(s, _)| *s).collect();
+            super::epolicies::parse_endpoint(&req.policies, "Policies", n.rec.net.network_type(), &subnets, &n.rec.net.name)?
+        };
         validate::check_flags(req.flags, "Flags")?;
         validate::unsupported("Health", !req.health.is_null())?;
         validate::check_dns(&req.dns, "Dns")?;
@@ -273,7 +278,7 @@ impl Engine {
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
-        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None, requested_ifname, acls }, ns_id, claimed))
+        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None, requested_ifname, acls, policies: extra }, ns_id, claimed))
     }
 
     /// A new endpoint ID; one whose veth name is taken (1 in 2^48 per endpoint) is drawn again.
@@ -472,6 +477,9 @@ impl Engine {
         if let Err(e) = self.unprogram_acl(rec) {
             tracing::warn!(endpoint = rec.ep.id, error = %e.message, "could not remove the endpoint's ACL chains; the reconciler rebuilds the ACL tables");
         }
+        if let Err(e) = self.detach_policies(rec).await {
+            tracing::warn!(endpoint = rec.ep.id, error = %e.message, "could not remove the endpoint's OutBoundNAT or QOS; the reconciler finishes it");
+        }
         let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
         let Some(ep) = self.endpoint_plan(rec) else { return Ok(()) };
         let host = self.host.clone();
@@ -501,6 +509,9 @@ impl Engine {
         let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
         if p.policies.iter().any(super::policies::is_acl) {
             return self.modify_endpoint_acls(&id, req.request_type, &p.policies);
+        }
+        if p.policies.iter().any(super::epolicies::is_endpoint_kind) {
+            return self.modify_endpoint_policies(&id, req.request_type, &p.policies).await;
         }
         let wanted = portmaps::parse_policies(&p.policies, "Settings.Policies")?;
         let rec = self.endpoints[&id].clone();
@@ -705,6 +716,11 @@ impl Engine {
             let _ = self.kernel_detach(&rec).await;
             return Err(e);
         }
+        // OutBoundNAT too (dispatch is by source address).
+        if let Err(e) = self.attach_policies_early(ep_id) {
+            let _ = self.kernel_detach(&rec).await;
+            return Err(e);
+        }
         self.in_flight.insert(ep_id.to_owned());
         self.in_flight.insert(ns_id.clone());
         let net = self.networks[&rec.network_id].plan.clone();
@@ -720,6 +736,10 @@ impl Engine {
             return Err(e);
         }
         mark("nft elements");
+        if let Err(e) = self.attach_policies_late(&rec).await {
+            let _ = self.kernel_detach(&rec).await;
+            return Err(e);
+        }
         rec.ep.state = state::ATTACHED;
         // The callers undo the attach on an error.
         let state = "the endpoint's interface was configured in its compartment and is removed again";
