@@ -253,7 +253,7 @@ fn bad_policy_input_is_refused_field_by_field_and_changes_nothing() {
     ];
     for (policy, field) in cases {
         let r = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "Name": "x", "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80}}, policy.clone()]}));
-        assert_eq!(r.status, 400, "{policy}: {}", r.raw);
+        assert_eq!(r.status, 400, "{policy}: {} {}", r.raw, std::fs::read_to_string(lab.log_path()).unwrap_or_default());
         assert!(r.raw.contains(&format!("Policies[1].{field}")), "{policy}: {}", r.raw);
         let r = modify(&api, &ea, "Add", json!([policy.clone()]));
         assert_eq!(r.status, 400, "{policy}: {}", r.raw);

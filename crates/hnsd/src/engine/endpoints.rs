@@ -308,7 +308,8 @@ impl Engine {
         let (out, stages) = timing::scope(async {
             let (req, reserved) = self.overlay_prepare_endpoint(req).await?;
             mark("overlay prepare");
-            let created = self.create_local_endpoint(req).await;
+            // Boxed, as the other nested attach futures: debug builds' poll frames grow with them.
+            let created = Box::pin(self.create_local_endpoint(req)).await;
             let out = self.overlay_finish_endpoint(reserved, created).await;
             mark("overlay finish");
             out
@@ -335,7 +336,7 @@ impl Engine {
         let (id, attach) = self.create_local_begin(req).await?;
         if let Some(k) = attach {
             let done = k.run().await;
-            self.attach_end(k, done).await?;
+            Box::pin(self.attach_end(k, done)).await?;
         }
         Ok(self.endpoint_view(&self.endpoints[&id]))
     }
@@ -477,7 +478,7 @@ impl Engine {
         if let Err(e) = self.unprogram_acl(rec) {
             tracing::warn!(endpoint = rec.ep.id, error = %e.message, "could not remove the endpoint's ACL chains; the reconciler rebuilds the ACL tables");
         }
-        if let Err(e) = self.detach_policies(rec).await {
+        if let Err(e) = Box::pin(self.detach_policies(rec)).await {
             tracing::warn!(endpoint = rec.ep.id, error = %e.message, "could not remove the endpoint's OutBoundNAT or QOS; the reconciler finishes it");
         }
         let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
@@ -488,7 +489,7 @@ impl Engine {
         let ns = &rec.ep.host_compute_namespace;
         let inside = if ns.is_empty() || !self.namespaces.contains_key(ns) { None } else { self.compartment(ns).ok() };
         mark("open compartment");
-        let retired = hns_drivers::detach(&host, &plan, &ep, inside).await.map_err(kernel_err)?;
+        let retired = Box::pin(hns_drivers::detach(&host, &plan, &ep, inside)).await.map_err(kernel_err)?;
         self.release_lease(&rec.ep.id).await;
         if let Some(name) = retired {
             self.reap(name);
@@ -511,7 +512,7 @@ impl Engine {
             return self.modify_endpoint_acls(&id, req.request_type, &p.policies);
         }
         if p.policies.iter().any(super::epolicies::is_endpoint_kind) {
-            return self.modify_endpoint_policies(&id, req.request_type, &p.policies).await;
+            return Box::pin(self.modify_endpoint_policies(&id, req.request_type, &p.policies)).await;
         }
         let wanted = portmaps::parse_policies(&p.policies, "Settings.Policies")?;
         let rec = self.endpoints[&id].clone();
@@ -644,7 +645,7 @@ impl Engine {
         self.idle.notify_waiters();
         let rec = self.endpoints.get(&k.ep_id).cloned();
         let finished = match (done, rec) {
-            (Ok(()), Some(rec)) => self.finish_attach(rec).await,
+            (Ok(()), Some(rec)) => Box::pin(self.finish_attach(rec)).await,
             (Ok(()), None) => Err(ApiError::internal(format!("endpoint {} vanished during its attach", k.ep_id))),
             (Err(e), Some(rec)) => {
                 let _ = self.kernel_detach(&rec).await;
@@ -736,7 +737,8 @@ impl Engine {
             return Err(e);
         }
         mark("nft elements");
-        if let Err(e) = self.attach_policies_late(&rec).await {
+        // Boxed: these futures nest in every attach and detach path (stack size).
+        if let Err(e) = Box::pin(self.attach_policies_late(&rec)).await {
             let _ = self.kernel_detach(&rec).await;
             return Err(e);
         }

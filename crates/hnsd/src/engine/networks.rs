@@ -306,7 +306,7 @@ impl Engine {
         let applied = async {
             hns_drivers::create_network(&self.host, &plan).await.map_err(kernel_err)?;
             self.apply_nft()?;
-            self.apply_host_routes(&id).await
+            Box::pin(self.apply_host_routes(&id)).await
         }
         .await;
         if let Err(e) = applied {

@@ -57,7 +57,7 @@ impl Engine {
             Err(e) => r.errors.push(e),
         }
         self.reconcile_links(&mut r).await;
-        self.reconcile_policies(&mut r).await;
+        Box::pin(self.reconcile_policies(&mut r)).await;
         self.reconcile_overlay(&mut r).await;
         self.reconcile_leases(&mut r.errors, &mut r.repaired).await;
         self.reconcile_leases6();
