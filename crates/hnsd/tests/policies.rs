@@ -116,6 +116,9 @@ fn outbound_nat_is_repaired_and_survives_restart() {
     let (lab, d, api, _u, _s) = l2bridge_lab(&["--reconcile-interval", "300ms"]);
     let (a, _ea) = api.container("l2", "a", json!({"IpConfigurations": [{"IpAddress": "10.77.2.50"}], "Policies": [onat(json!({"Exceptions": ["10.77.2.3"]}))]}));
     assert_eq!(seen_as(&lab, &a, "10.77.2.1:8080"), "10.77.2.2");
+    std::thread::sleep(Duration::from_millis(700));
+    let log = std::fs::read_to_string(lab.log_path()).unwrap();
+    assert!(!log.contains("hns_onat rewritten"), "the reconciler rewrote a table that had not drifted:\n{log}");
     lab.in_host("nft", &["flush", "map", "inet", "hns_onat", "src4"]).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || lab.in_host("nft", &["list", "map", "inet", "hns_onat", "src4"]).unwrap().stdout.contains("10.77.2.50")),
@@ -193,13 +196,16 @@ fn qos_caps_the_outgoing_rate_and_leaves_a_neighbour_alone() {
     let capped = bulk(&lab, Side::Host, Some(&a), "203.0.113.10:9000");
     let free = bulk(&lab, Side::Host, Some(&b), "203.0.113.10:9000");
     eprintln!("QOS cap {cap} B/s: capped endpoint {capped:.0} B/s, uncapped neighbour {free:.0} B/s");
-    assert!((capped - cap as f64).abs() <= 0.15 * cap as f64, "capped rate {capped:.0} B/s is not within 15 % of {cap}");
+    assert!((capped - cap as f64).abs() <= 0.10 * cap as f64, "capped rate {capped:.0} B/s is not within 10 % of {cap}");
     assert!(free > 5.0 * cap as f64, "the uncapped neighbour ({free:.0} B/s) must not be held to the cap");
     // A root process in the compartment cannot lift it: the cap lives on the host side.
     let _ = in_ns(&lab, &a, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
     let again = bulk(&lab, Side::Host, Some(&a), "203.0.113.10:9000");
     assert!(again < 1.3 * cap as f64, "{again:.0} B/s after the container's own tc change");
-    // The reconciler repairs a removed cap; a restart keeps it.
+    // The reconciler leaves a cap that is in place alone (a rewrite would refill the bucket)...
+    let log = std::fs::read_to_string(lab.log_path()).unwrap();
+    assert!(!log.contains("QOS caps restored"), "the reconciler rewrote a cap that had not drifted:\n{log}");
+    // ...repairs a removed one; a restart keeps it.
     let ep = ea["ID"].as_str().unwrap();
     let veth = format!("hnv{}", ep.replace('-', "").get(..12).unwrap());
     lab.in_host("tc", &["qdisc", "del", "dev", &veth, "ingress"]).unwrap();
@@ -229,7 +235,7 @@ fn qos_incoming_cap_slows_what_the_endpoint_receives() {
     assert!(eventually(Duration::from_secs(5), || in_ns(&lab, &a, "ss", &["-ltn"]).stdout.contains(":9000")));
     let got = bulk(&lab, Side::Host, None, &addr);
     eprintln!("QOS incoming cap {cap} B/s: measured {got:.0} B/s");
-    assert!((got - cap as f64).abs() <= 0.15 * cap as f64, "incoming rate {got:.0} B/s is not within 15 % of {cap}");
+    assert!((got - cap as f64).abs() <= 0.10 * cap as f64, "incoming rate {got:.0} B/s is not within 10 % of {cap}");
 }
 
 #[test]
@@ -253,7 +259,7 @@ fn bad_policy_input_is_refused_field_by_field_and_changes_nothing() {
     ];
     for (policy, field) in cases {
         let r = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "Name": "x", "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80}}, policy.clone()]}));
-        assert_eq!(r.status, 400, "{policy}: {} {}", r.raw, std::fs::read_to_string(lab.log_path()).unwrap_or_default());
+        assert_eq!(r.status, 400, "{policy}: {}", r.raw);
         assert!(r.raw.contains(&format!("Policies[1].{field}")), "{policy}: {}", r.raw);
         let r = modify(&api, &ea, "Add", json!([policy.clone()]));
         assert_eq!(r.status, 400, "{policy}: {}", r.raw);

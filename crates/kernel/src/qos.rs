@@ -105,8 +105,9 @@ pub fn matches(host_if: &str, ifb: &str, outgoing: Option<u64>, incoming: Option
         _ => false,
     };
     if let Some(rate) = outgoing {
-        let filter = tc(&["filter", "show", "dev", host_if, "parent", "ffff:"], None).unwrap_or_default();
-        if !filter.contains(&format!("redirect to device {ifb}")) || !close(tbf_rate(ifb), Some(rate)) {
+        let filter = tc(&["filter", "show", "dev", host_if, "parent", "ffff:"], None).unwrap_or_default().to_ascii_lowercase();
+        // tc shows "mirred (Egress Redirect to device NAME)".
+        if !filter.contains(&format!("egress redirect to device {ifb}")) || !close(tbf_rate(ifb), Some(rate)) {
             return false;
         }
     }

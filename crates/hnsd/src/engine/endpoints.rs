@@ -115,7 +115,7 @@ impl Engine {
         let extra = {
             let n = &self.networks[&net_id];
             let subnets: Vec<ipnet::IpNet> = n.plan.subnets.iter().map(|(s, _)| *s).collect();
-            super::epolicies::parse_endpoint(&req.policies, "Policies", n.rec.net.network_type(), &subnets, &n.rec.net.name)?
+            super::epolicies::parse_endpoint(&req.policies, "Policies", n.rec.net.network_type(), &subnets, &n.rec.net.name)?.normalized()
         };
         validate::check_flags(req.flags, "Flags")?;
         validate::unsupported("Health", !req.health.is_null())?;

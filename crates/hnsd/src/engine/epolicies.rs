@@ -78,6 +78,14 @@ impl EndpointPolicies {
     pub fn is_empty(&self) -> bool {
         self.outbound_nat.is_empty() && self.sdn_routes.is_empty() && self.qos.is_none()
     }
+
+    /// As stored: a QOS policy that caps nothing (all rates 0) is no policy.
+    pub fn normalized(mut self) -> EndpointPolicies {
+        if self.qos == Some(Qos::default()) {
+            self.qos = None;
+        }
+        self
+    }
 }
 
 fn bad(field: String, msg: String) -> ApiError {
@@ -282,10 +290,8 @@ pub fn parse_endpoint(policies: &[Policy], field: &str, kind: NetworkType, subne
             if out.qos.is_some() {
                 return Err(bad(format!("{field}[{i}]"), "QOS is given twice; give it once".into()));
             }
-            let q = parse_qos(&p.settings, &f)?;
-            if q != Qos::default() {
-                out.qos = Some(q);
-            }
+            // Kept even when it caps nothing, so a modify can name it (see `normalized`).
+            out.qos = Some(parse_qos(&p.settings, &f)?);
         }
     }
     Ok(out)
@@ -411,7 +417,7 @@ mod tests {
         // The shown form parses back to the same policies.
         assert_eq!(parse(&to_policies(&p), NetworkType::L2Bridge).unwrap(), p);
         // QOS 0 means no cap.
-        assert_eq!(parse(&[pol("QOS", json!({"MaximumOutgoingBandwidthInBytes": 0}))], NetworkType::Nat).unwrap().qos, None);
+        assert_eq!(parse(&[pol("QOS", json!({"MaximumOutgoingBandwidthInBytes": 0}))], NetworkType::Nat).unwrap().normalized().qos, None);
     }
 
     #[test]
