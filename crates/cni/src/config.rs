@@ -463,7 +463,7 @@ mod tests {
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","ipam":{"type":"host-local"}}"#, 7, "host-local"),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","ipam":{"subnet":"10.0.0.0/33"}}"#, 7, "10.0.0.0/33"),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","runtimeConfig":{"bandwidth":{"ingressRate":1}}}"#, 7, "runtimeConfig.bandwidth.ingressRate"),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","runtimeConfig":{"bandwidth":{"egressRatio":1}}}"#, 7, "egressRatio"),
+            (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","runtimeConfig":{"bandwidth":{"egressRatio":1}}}"#, 2, "runtimeConfig.bandwidth.egressRatio"),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","runtimeConfig":{"portMappings":[{"hostPort":1,"containerPort":2,"protocol":"sctp"}]}}"#, 7, "sctp"),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","runtimeConfig":{"ips":["10.0.0.300"]}}"#, 7, "runtimeConfig.ips[0]"),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","socket":"hns.sock"}"#, 7, "\"socket\""),

@@ -222,7 +222,7 @@ impl Engine {
                 Some(_) => self.attach_policies_late(&rec).await.map_err(committed)?,
                 None => blocking(|| qos::apply(&host_if, &ifb, None, None)).map_err(kernel_err).map_err(committed)?,
             }
-            if !rec.policies.qos.is_some_and(|q| q.outgoing.is_some()) {
+            if rec.policies.qos.is_none_or(|q| q.outgoing.is_none()) {
                 self.host.delete_link(&ifb).await.map_err(kernel_err).map_err(committed)?;
             }
         }
