@@ -45,6 +45,7 @@ use hns_store::{Kind, Store, StoreError};
 
 use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
 pub use endpoints::{KernelAttach, Step};
+pub use epolicies::parse_outbound_nat;
 
 /// Paths and knobs the engine needs from the daemon's configuration.
 #[derive(Debug, Clone)]
