@@ -217,6 +217,9 @@ impl Ctx {
             })
             .collect::<Result<Vec<_>>>()?;
         policies.extend(windows::endpoint_policies(&self.conf));
+        if let Some(settings) = rc.bandwidth.as_ref().and_then(config::Bandwidth::qos_settings) {
+            policies.push(Policy { kind: "QOS".into(), settings });
+        }
         // The `ips` capability wins over CNI_ARGS IP= (as in the reference plugins), which
         // wins over a Windows config's ipam.ipAddress.
         let config_ip = self.conf.ipam.iter().map(|i| &i.ip_address).filter(|a| !a.is_empty());

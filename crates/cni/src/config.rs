@@ -146,9 +146,40 @@ pub struct RuntimeConfig {
     /// Network name -> extra DNS names of the container on it (podman's form).
     #[serde(default)]
     pub aliases: BTreeMap<String, Vec<String>>,
-    /// Refused (by name) until hns has a QoS policy.
+    /// The `bandwidth` capability: becomes the endpoint's QOS policy.
     #[serde(default)]
-    pub bandwidth: Option<Value>,
+    pub bandwidth: Option<Bandwidth>,
+}
+
+/// The CNI `bandwidth` capability (rates in bits per second, bursts in bits), as the
+/// reference plugin reads it. `egressRate` (what the container sends) becomes QOS
+/// `MaximumOutgoingBandwidthInBytes`, `ingressRate` (what it receives) hns's
+/// `MaximumIncomingBandwidthInBytes`; hns chooses the bursts (50 ms of the rate), so the
+/// burst keys are accepted and not used.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bandwidth {
+    #[serde(default)]
+    pub ingress_rate: u64,
+    /// Accepted, not used (see the type's doc).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub ingress_burst: u64,
+    #[serde(default)]
+    pub egress_rate: u64,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub egress_burst: u64,
+}
+
+impl Bandwidth {
+    /// The QOS policy settings (bytes per second), if any rate is set.
+    pub fn qos_settings(&self) -> Option<Value> {
+        if self.ingress_rate == 0 && self.egress_rate == 0 {
+            return None;
+        }
+        Some(serde_json::json!({"MaximumOutgoingBandwidthInBytes": self.egress_rate / 8, "MaximumIncomingBandwidthInBytes": self.ingress_rate / 8}))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -267,11 +298,13 @@ impl NetConf {
             }
         }
         let rc = &self.runtime_config;
-        if rc.bandwidth.as_ref().is_some_and(|b| !b.is_null()) {
-            return Err(CniError::new(
-                code::UNSUPPORTED_FIELD,
-                "unsupported field \"runtimeConfig.bandwidth\": hns has no QoS policy yet, so rate limits cannot be applied; remove the bandwidth capability",
-            ));
+        if let Some(b) = &rc.bandwidth {
+            // hnsd's QOS takes 10 kB/s to 1 Tbit/s (0: no cap); named here in the capability's units.
+            for (name, rate) in [("ingressRate", b.ingress_rate), ("egressRate", b.egress_rate)] {
+                if rate != 0 && !(80_000..=1_000_000_000_000).contains(&rate) {
+                    return Err(CniError::config(format!("field \"runtimeConfig.bandwidth.{name}\" is {rate} bit/s: give 0 for no limit, or 80000 (10 kB/s) to 1000000000000 (1 Tbit/s)")));
+                }
+            }
         }
         for (i, p) in rc.port_mappings.iter().enumerate() {
             protocol_number(&p.protocol, &format!("runtimeConfig.portMappings[{i}].protocol"))?;
@@ -429,7 +462,8 @@ mod tests {
             (r#"{"cniVersion":"1.0.0","name":"-n","type":"hns"}"#, 7, "\"-n\""),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","ipam":{"type":"host-local"}}"#, 7, "host-local"),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","ipam":{"subnet":"10.0.0.0/33"}}"#, 7, "10.0.0.0/33"),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","runtimeConfig":{"bandwidth":{"ingressRate":1}}}"#, 2, "bandwidth"),
+            (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","runtimeConfig":{"bandwidth":{"ingressRate":1}}}"#, 7, "runtimeConfig.bandwidth.ingressRate"),
+            (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","runtimeConfig":{"bandwidth":{"egressRatio":1}}}"#, 2, "runtimeConfig.bandwidth.egressRatio"),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","runtimeConfig":{"portMappings":[{"hostPort":1,"containerPort":2,"protocol":"sctp"}]}}"#, 7, "sctp"),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","runtimeConfig":{"ips":["10.0.0.300"]}}"#, 7, "runtimeConfig.ips[0]"),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"hns","socket":"hns.sock"}"#, 7, "\"socket\""),

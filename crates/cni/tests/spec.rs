@@ -313,7 +313,7 @@ fn bad_config_is_refused_by_name_and_changes_nothing() {
         (with(json!({ "ipam": { "subnet": SUBNET, "rangeStart": "10.77.0.9" } })), 2, "ipam.rangeStart"),
         (with(json!({ "master": "eth0" })), 2, "\"master\""),
         (with(json!({ "type": "bridge" })), 7, "\"bridge\""),
-        (with(json!({ "runtimeConfig": { "bandwidth": { "ingressRate": 1000 } } })), 2, "bandwidth"),
+        (with(json!({ "runtimeConfig": { "bandwidth": { "ingressRate": 1000 } } })), 7, "runtimeConfig.bandwidth.ingressRate"),
         (with(json!({ "runtimeConfig": { "portMappings": [{ "hostPort": 80, "containerPort": 80, "protocol": "sctp" }] } })), 7, "sctp"),
         // hnsd's own checks, in its words: an address outside the subnet, a network with another subnet.
         (with(json!({ "runtimeConfig": { "ips": ["10.99.0.5/24"] } })), 7, "outside the subnets"),
@@ -330,6 +330,31 @@ fn bad_config_is_refused_by_name_and_changes_nothing() {
     let out = cni(&lab, "ADD", &call("bad1", ""), &base);
     assert!(out.code() == 4 && out.msg().contains("CNI_NETNS"), "{}", out.stdout);
     assert_eq!(snapshot(&lab), before);
+}
+
+/// The `bandwidth` capability becomes the endpoint's QOS policy (bits/s to bytes/s), enforced
+/// with tc on the host side of the container's veth.
+#[test]
+fn bandwidth_becomes_a_qos_policy_on_the_host_veth() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let ns = Netns::new(&lab, "bw");
+    let mut conf = conf(&lab, "1.0.0");
+    conf["runtimeConfig"] = json!({ "bandwidth": { "egressRate": 8_000_000, "egressBurst": 80_000, "ingressRate": 16_000_000, "ingressBurst": 160_000 } });
+    let c = call("bw", &ns.path);
+    let add = cni(&lab, "ADD", &c, &conf);
+    assert!(add.ok, "{}", add.stdout);
+    let ep = &endpoints(&lab)[0];
+    let q = ep["Policies"].as_array().unwrap().iter().find(|p| p["Type"] == "QOS").cloned().unwrap_or_else(|| panic!("{ep}"));
+    assert_eq!(q["Settings"], json!({ "MaximumOutgoingBandwidthInBytes": 1_000_000, "MaximumIncomingBandwidthInBytes": 2_000_000 }));
+    let id = ep["ID"].as_str().unwrap().replace('-', "");
+    let (veth, ifb) = (format!("hnv{}", &id[..12]), format!("hnf{}", &id[..12]));
+    let qd = lab.in_host("tc", &["qdisc", "show", "dev", &ifb]).unwrap().stdout;
+    assert!(qd.contains("tbf") && qd.contains("rate 8Mbit"), "egress cap on the IFB: {qd}");
+    let qd = lab.in_host("tc", &["qdisc", "show", "dev", &veth]).unwrap().stdout;
+    assert!(qd.contains("tbf") && qd.contains("rate 16Mbit"), "ingress cap on the host veth: {qd}");
+    assert!(cni(&lab, "DEL", &c, &conf).ok);
+    assert!(!lab.in_host("ip", &["-o", "link", "show"]).unwrap().stdout.contains(&ifb), "the IFB goes with the endpoint");
 }
 
 #[test]
@@ -430,11 +455,16 @@ fn a_windows_nat_conflist_works_here() {
     assert!(ns.ping("10.80.0.1"));
     assert!(cni(&lab, "DEL", &c, &conf).ok);
 
-    let before = snapshot(&lab);
+    // OutBoundNAT from AdditionalArgs reaches the endpoint (its Exceptions skip the masquerade).
     let mut outbound = conf.clone();
     outbound["AdditionalArgs"] = json!([{ "Name": "EndpointPolicy", "Value": { "Type": "OutBoundNAT", "Settings": { "Exceptions": ["10.0.0.0/8"] } } }]);
     let out = cni(&lab, "ADD", &c, &outbound);
-    assert!(!out.ok && out.code() == 7 && out.msg().contains("OutBoundNAT"), "{}", out.stdout);
+    assert!(out.ok, "{}", out.stdout);
+    let ep = &endpoints(&lab)[0];
+    let p = ep["Policies"].as_array().unwrap().iter().find(|p| p["Type"] == "OutBoundNAT").cloned();
+    assert_eq!(p.map(|p| p["Settings"]["Exceptions"].clone()), Some(json!(["10.0.0.0/8"])), "{ep}");
+    assert!(cni(&lab, "DEL", &c, &outbound).ok);
+    let before = snapshot(&lab);
     let mut flag = conf.clone();
     flag["optionalFlags"] = json!({ "loopbackDSR": true });
     let out = cni(&lab, "ADD", &c, &flag);

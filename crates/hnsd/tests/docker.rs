@@ -396,3 +396,30 @@ networks:
     assert!(down.status.success(), "compose down: {}{}", down.stdout, down.stderr);
     assert_clean(&lab);
 }
+
+/// `-o ...enable_outboundnat=true` with `outboundnat_exceptions`: every container of the
+/// l2bridge network reaches the LAN with the host's address, except towards the exceptions.
+#[test]
+fn l2bridge_outbound_nat_options_apply_to_every_container() {
+    let lab = Lab::new().unwrap();
+    let (_hnsd, docker) = setup(&lab);
+    let u = lab.add_uplink(2, false).unwrap();
+    lab.in_lan("ip", &["addr", "add", "10.77.2.3/24", "dev", &u.lan_bridge]).unwrap();
+    let _s = [lab.start_tcp_server_in_lan("10.77.2.1:8080").unwrap(), lab.start_tcp_server_in_lan("10.77.2.3:8080").unwrap()];
+    let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
+    let router = u.router.to_string();
+    docker
+        .docker_ok(&[
+            "network", "create", "-d", "l2bridge", "--subnet", &u.subnet, "--gateway", &router, "-o", &iface,
+            "-o", "com.docker.network.windowsshim.enable_outboundnat=true", "-o", "com.docker.network.windowsshim.outboundnat_exceptions=10.77.2.3", "onat",
+        ])
+        .unwrap();
+    run(&docker, &["--name", "onatc", "--net", "onat", "--ip", "10.77.2.50"], SLEEP);
+    let seen = |target: &str| {
+        let o = docker.docker(&["exec", "onatc", "sh", "-c", &format!("busybox nc -w 3 {target} 8080 </dev/null")]).unwrap();
+        o.stdout.lines().find_map(|l| l.strip_prefix("peer=")).map(|p| p.rsplit_once(':').unwrap().0.to_owned()).unwrap_or_else(|| panic!("{}{}", o.stdout, o.stderr))
+    };
+    assert_eq!(seen("10.77.2.1"), u.host_ip.to_string(), "NATed to the host's address");
+    assert_eq!(seen("10.77.2.3"), "10.77.2.50", "the exception keeps the container's address");
+    fails_with(&docker, &["network", "create", "-d", "l2bridge", "-o", "com.docker.network.windowsshim.outboundnat_exceptions=10.0.0.0/8", "bad"], "enable_outboundnat");
+}

@@ -153,7 +153,7 @@ fn every_reply_matches_the_served_document() {
     expect(c.get("/endpoints/nope"), 404, Some("ENDPOINT_NOT_FOUND"));
     expect(c.post(&ep_path, &policy(mapping.clone())), 204, None);
     expect(c.post(&ep_path, &policy(mapping.clone())), 409, Some("PORT_ALREADY_EXISTS"));
-    expect(c.post(&ep_path, &policy(json!({"Policies": [{"Type": "QOS"}]}))), 400, Some("INVALID_POLICY_TYPE"));
+    expect(c.post(&ep_path, &policy(json!({"Policies": [{"Type": "TierAcl"}]}))), 400, Some("INVALID_POLICY_TYPE"));
     expect(c.post("/endpoints/nope", &policy(mapping)), 404, Some("ENDPOINT_NOT_FOUND"));
     expect(c.get("/portmappings"), 200, None);
 

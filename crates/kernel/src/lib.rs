@@ -8,6 +8,8 @@
 //! - [`nft`]: the hns nftables table: a pure compiler from desired state to one atomic nft
 //!   program, and the thin layer that applies and inspects it;
 //! - [`nft_elements`]: port-mapping elements written over nfnetlink, one batch per change;
+//! - [`nft_outbound`], [`policy_routes`], [`qos`]: the OutBoundNAT table, policy routes and
+//!   the tc rate caps of endpoints;
 //! - [`uplink`]: macvlan children, proxy ARP, host routes, VLAN and bond links of the
 //!   external-switch drivers;
 //! - [`sysctl`]: write-if-different sysctls;
@@ -23,6 +25,9 @@ pub mod netns;
 pub mod nft;
 pub mod nft_acl;
 pub mod nft_elements;
+pub mod nft_outbound;
+pub mod policy_routes;
+pub mod qos;
 pub mod sysctl;
 pub mod timing;
 pub mod uplink;

@@ -23,6 +23,9 @@ pub const RETIRED_GROUP: u32 = 0x0068_6e7a;
 /// The device group of every live host link hns creates (bridges, host legs, host ends of
 /// veths, VXLAN, bond and VLAN links). Its bytes spell "hns".
 pub const HNS_GROUP: u32 = 0x0068_6e73;
+/// IFB devices of endpoints with an outgoing rate cap (QOS): `hnf` + 12 hex digits of the
+/// endpoint ID (the same digits as its veth).
+pub const IFB_PREFIX: &str = "hnf";
 /// Bonds of several adapters (teaming): `hnb` + 8 hex digits of the network ID.
 pub const BOND_PREFIX: &str = "hnb";
 /// VLAN sub-interfaces of an external network's uplink: `hnq` + 8 hex digits.
@@ -42,6 +45,10 @@ pub fn bridge_name(network_id: &str) -> String {
 
 pub fn veth_host_name(endpoint_id: &str) -> String {
     format!("{VETH_PREFIX}{}", hex_of(endpoint_id, 12))
+}
+
+pub fn ifb_name(endpoint_id: &str) -> String {
+    format!("{IFB_PREFIX}{}", hex_of(endpoint_id, 12))
 }
 
 /// A unique name for a link on its way out.
@@ -64,6 +71,7 @@ pub fn has_hns_name(name: &str) -> bool {
     (name.starts_with(BRIDGE_PREFIX) && name.len() == BRIDGE_PREFIX.len() + 8)
         || (name.starts_with(VETH_PREFIX) && name.len() == VETH_PREFIX.len() + 12)
         || (name.starts_with(RETIRED_PREFIX) && name.len() == RETIRED_PREFIX.len() + 12)
+        || (name.starts_with(IFB_PREFIX) && name.len() == IFB_PREFIX.len() + 12)
         || ([BOND_PREFIX, VLAN_PREFIX, VXLAN_PREFIX].iter().any(|p| name.starts_with(p)) && name.len() == 3 + 8)
 }
 

@@ -178,7 +178,8 @@ pub async fn create_endpoint(d: &Docker, req: CreateEndpoint) -> Result<CreateEn
     let (ep, existing, overlay) = {
         let engine = d.app.engine.lock().await;
         let net_id = network_hns_id(&engine, &req.network_id)?;
-        let ep = options::endpoint_request(&req, &net_id)?;
+        let mut ep = options::endpoint_request(&req, &net_id)?;
+        ep.policies.extend(engine.get_network(&net_id).ok().and_then(|n| options::outbound_nat_policy(&n)));
         let existing = engine.get_endpoint(&ep.id).ok();
         (ep, existing, engine.get_network(&net_id).is_ok_and(|n| n.network_type() == NetworkType::Overlay))
     };

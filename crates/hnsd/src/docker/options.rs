@@ -18,7 +18,14 @@ use hns_api::windowsshim::{
     DISABLE_GATEWAY_DNS as OPT_DISABLE_GATEWAY_DNS, DNS_SERVERS as OPT_DNS_SERVERS, DNS_SUFFIX as OPT_DNS_SUFFIX, INTERFACE as OPT_INTERFACE,
     NETWORK_NAME as OPT_NETWORK_NAME, PREFIX as OPT_PREFIX, VLAN as OPT_VLAN,
 };
-const SUPPORTED: &[&str] = &[OPT_NETWORK_NAME, OPT_INTERFACE, OPT_VLAN, OPT_DNS_SUFFIX, OPT_DNS_SERVERS, OPT_DISABLE_GATEWAY_DNS];
+/// `-o ...enable_outboundnat=true`: every endpoint of the network gets an `OutBoundNAT`
+/// policy (Docker's Windows driver does the same), with `outboundnat_exceptions` (a comma list).
+const OPT_ENABLE_OUTBOUND_NAT: &str = "com.docker.network.windowsshim.enable_outboundnat";
+const OPT_OUTBOUND_NAT_EXCEPTIONS: &str = "com.docker.network.windowsshim.outboundnat_exceptions";
+/// Where a Docker network keeps that policy, in its `AdditionalParams`.
+const OUTBOUND_NAT_PARAM: &str = "DockerOutboundNat";
+const SUPPORTED: &[&str] =
+    &[OPT_NETWORK_NAME, OPT_INTERFACE, OPT_VLAN, OPT_DNS_SUFFIX, OPT_DNS_SERVERS, OPT_DISABLE_GATEWAY_DNS, OPT_ENABLE_OUTBOUND_NAT, OPT_OUTBOUND_NAT_EXCEPTIONS];
 
 /// Options of Docker's Windows driver that hns knows but does not implement, with the reason.
 const NOT_YET: &[(&str, &str)] = &[
@@ -27,8 +34,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("macpool", "MAC pools are not supported: hns derives each endpoint's MAC from its address"),
     ("sourcemac", "a source MAC for the network is not supported"),
     ("routingdomain", "routing domains are not supported"),
-    ("enable_outboundnat", "outbound NAT on external networks is not supported yet"),
-    ("outboundnat_exceptions", "outbound NAT on external networks is not supported yet"),
     ("disableicc", "disabling inter-container traffic is not supported yet"),
     ("disable_dns", "per-endpoint DNS switches are not supported; use disable_gatewaydns for the network"),
 ];
@@ -114,6 +119,7 @@ pub fn network_request(kind: NetworkType, req: &CreateNetwork, hints: &BTreeMap<
         Some(other) => return Err(bad("-o", format!("driver options must be a map of strings, got {other}"))),
     };
     let mut subnet_policies = Vec::new();
+    let (mut outbound_nat, mut exceptions) = (false, None);
     for (key, value) in &generic {
         let value = string_option(key, value)?;
         let key_lc = key.to_ascii_lowercase();
@@ -139,6 +145,8 @@ pub fn network_request(kind: NetworkType, req: &CreateNetwork, hints: &BTreeMap<
                     net.policies.push(Policy { kind: "AutomaticDNS".into(), settings: json!({ "Enable": false }) });
                 }
             }
+            OPT_ENABLE_OUTBOUND_NAT => outbound_nat = bool_option(key, &value)?,
+            OPT_OUTBOUND_NAT_EXCEPTIONS => exceptions = Some(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>()),
             _ => {
                 if let Some(name) = key_lc.strip_prefix(OPT_PREFIX)
                     && let Some((_, why)) = NOT_YET.iter().find(|(n, _)| *n == name)
@@ -149,6 +157,25 @@ pub fn network_request(kind: NetworkType, req: &CreateNetwork, hints: &BTreeMap<
                 return Err(bad(field, format!("unknown option {key}{hint}; known: {}", SUPPORTED.join(", "))));
             }
         }
+    }
+    match (outbound_nat, exceptions) {
+        (true, _) if matches!(kind, NetworkType::Transparent | NetworkType::L2Tunnel) => {
+            return Err(ApiError::field(
+                ErrorCode::RequestUnsupported,
+                format!("-o {OPT_ENABLE_OUTBOUND_NAT}"),
+                format!("outbound NAT needs a host-side interface; {kind} endpoints are macvlan/ipvlan children with none"),
+            ));
+        }
+        (true, exceptions) => {
+            // Checked as the endpoint policy is (each exception names its position).
+            let settings = json!({ "Exceptions": exceptions.unwrap_or_default() });
+            crate::engine::parse_outbound_nat(&settings, &format!("-o {OPT_OUTBOUND_NAT_EXCEPTIONS}"))?;
+            net.additional_params[OUTBOUND_NAT_PARAM] = settings;
+        }
+        (false, Some(_)) => {
+            return Err(bad(format!("-o {OPT_OUTBOUND_NAT_EXCEPTIONS}"), format!("exceptions apply to outbound NAT: add -o {OPT_ENABLE_OUTBOUND_NAT}=true")));
+        }
+        (false, None) => {}
     }
     let mut subnets = Vec::new();
     for data in [&req.ipv4_data, &req.ipv6_data] {
@@ -264,6 +291,12 @@ pub fn endpoint_request(req: &CreateEndpoint, network_id: &str) -> Result<HostCo
         }
     }
     Ok(ep)
+}
+
+/// The `OutBoundNAT` policy every endpoint of a Docker network made with
+/// `enable_outboundnat` gets.
+pub fn outbound_nat_policy(net: &HostComputeNetwork) -> Option<Policy> {
+    net.additional_params.get(OUTBOUND_NAT_PARAM).map(|s| Policy { kind: "OutBoundNAT".into(), settings: s.clone() })
 }
 
 /// `00-15-5D-0A-00-02` (HNS) → `00:15:5d:0a:00:02` (Docker).
@@ -498,6 +531,21 @@ mod tests {
         hints.insert("10.77.2.0/24".to_owned(), PoolHint { ip_range: None, picked: true });
         assert!(check_lan_subnet(NetworkType::L2Bridge, &n, "eth2", Some(host), &hints).is_err());
         assert!(is_docker_default_pool("192.168.16.0/20") && !is_docker_default_pool("10.0.0.0/8"));
+    }
+
+    #[test]
+    fn outbound_nat_options_give_every_endpoint_the_policy() {
+        let o = |v: Value| create(v, vec![pool("10.77.2.0/24", "10.77.2.1/24")]);
+        let n = network_request(NetworkType::L2Bridge, &o(json!({OPT_ENABLE_OUTBOUND_NAT: "true", OPT_OUTBOUND_NAT_EXCEPTIONS: "10.244.0.0/16, 10.77.2.0/24"})), &BTreeMap::new()).unwrap();
+        let p = outbound_nat_policy(&n).unwrap();
+        assert_eq!((p.kind.as_str(), p.settings.clone()), ("OutBoundNAT", json!({"Exceptions": ["10.244.0.0/16", "10.77.2.0/24"]})));
+        assert!(outbound_nat_policy(&network_request(NetworkType::L2Bridge, &o(json!({})), &BTreeMap::new()).unwrap()).is_none());
+        let e = network_request(NetworkType::L2Bridge, &o(json!({OPT_OUTBOUND_NAT_EXCEPTIONS: "10.0.0.0/8"})), &BTreeMap::new()).unwrap_err();
+        assert!(e.message.contains("enable_outboundnat"), "{}", e.message);
+        let e = network_request(NetworkType::L2Bridge, &o(json!({OPT_ENABLE_OUTBOUND_NAT: "true", OPT_OUTBOUND_NAT_EXCEPTIONS: "10.0.0.0/8,nope"})), &BTreeMap::new()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("-o com.docker.network.windowsshim.outboundnat_exceptions.Exceptions[1]"));
+        let e = network_request(NetworkType::Transparent, &o(json!({OPT_ENABLE_OUTBOUND_NAT: "1"})), &BTreeMap::new()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::RequestUnsupported);
     }
 
     #[test]

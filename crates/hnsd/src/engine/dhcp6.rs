@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn the_lease6_sits_beside_the_ipv4_lease_and_replaces_only_itself() {
-        let mut rec = EndpointRecord { ep: Default::default(), network_id: "n".into(), lease: None, lease6: None, requested_ifname: String::new(), acls: Vec::new() };
+        let mut rec = EndpointRecord { ep: Default::default(), network_id: "n".into(), lease: None, lease6: None, requested_ifname: String::new(), acls: Vec::new(), policies: Default::default() };
         rec.ep.ip_configurations.push(IpConfig { ip_address: "10.77.8.150".into(), prefix_length: 24, ip_subnet_id: String::new() });
         set_lease6(&mut rec, Some(&lease("2001:db8:77:8::1a0")));
         let shown = |r: &EndpointRecord| r.ep.ip_configurations.iter().map(|c| format!("{}/{}", c.ip_address, c.prefix_length)).collect::<Vec<_>>();

@@ -112,6 +112,11 @@ impl Engine {
         portmaps::check_network_takes_mappings(self.networks[&net_id].rec.net.network_type(), &mappings, "Policies")?;
         let acls = super::policies::parse_endpoint_acls(&req.policies, "Policies")?;
         super::policies::check_network_takes_acls(self.networks[&net_id].rec.net.network_type(), !acls.is_empty(), "Policies")?;
+        let extra = {
+            let n = &self.networks[&net_id];
+            let subnets: Vec<ipnet::IpNet> = n.plan.subnets.iter().map(|(s, _)| *s).collect();
+            super::epolicies::parse_endpoint(&req.policies, "Policies", n.rec.net.network_type(), &subnets, &n.rec.net.name)?.normalized()
+        };
         validate::check_flags(req.flags, "Flags")?;
         validate::unsupported("Health", !req.health.is_null())?;
         validate::check_dns(&req.dns, "Dns")?;
@@ -273,7 +278,7 @@ impl Engine {
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
-        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None, requested_ifname, acls }, ns_id, claimed))
+        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None, requested_ifname, acls, policies: extra }, ns_id, claimed))
     }
 
     /// A new endpoint ID; one whose veth name is taken (1 in 2^48 per endpoint) is drawn again.
@@ -303,7 +308,8 @@ impl Engine {
         let (out, stages) = timing::scope(async {
             let (req, reserved) = self.overlay_prepare_endpoint(req).await?;
             mark("overlay prepare");
-            let created = self.create_local_endpoint(req).await;
+            // Boxed, as the other nested attach futures: debug builds' poll frames grow with them.
+            let created = Box::pin(self.create_local_endpoint(req)).await;
             let out = self.overlay_finish_endpoint(reserved, created).await;
             mark("overlay finish");
             out
@@ -330,7 +336,7 @@ impl Engine {
         let (id, attach) = self.create_local_begin(req).await?;
         if let Some(k) = attach {
             let done = k.run().await;
-            self.attach_end(k, done).await?;
+            Box::pin(self.attach_end(k, done)).await?;
         }
         Ok(self.endpoint_view(&self.endpoints[&id]))
     }
@@ -472,6 +478,9 @@ impl Engine {
         if let Err(e) = self.unprogram_acl(rec) {
             tracing::warn!(endpoint = rec.ep.id, error = %e.message, "could not remove the endpoint's ACL chains; the reconciler rebuilds the ACL tables");
         }
+        if let Err(e) = Box::pin(self.detach_policies(rec)).await {
+            tracing::warn!(endpoint = rec.ep.id, error = %e.message, "could not remove the endpoint's OutBoundNAT or QOS; the reconciler finishes it");
+        }
         let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
         let Some(ep) = self.endpoint_plan(rec) else { return Ok(()) };
         let host = self.host.clone();
@@ -480,7 +489,7 @@ impl Engine {
         let ns = &rec.ep.host_compute_namespace;
         let inside = if ns.is_empty() || !self.namespaces.contains_key(ns) { None } else { self.compartment(ns).ok() };
         mark("open compartment");
-        let retired = hns_drivers::detach(&host, &plan, &ep, inside).await.map_err(kernel_err)?;
+        let retired = Box::pin(hns_drivers::detach(&host, &plan, &ep, inside)).await.map_err(kernel_err)?;
         self.release_lease(&rec.ep.id).await;
         if let Some(name) = retired {
             self.reap(name);
@@ -501,6 +510,9 @@ impl Engine {
         let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
         if p.policies.iter().any(super::policies::is_acl) {
             return self.modify_endpoint_acls(&id, req.request_type, &p.policies);
+        }
+        if p.policies.iter().any(super::epolicies::is_endpoint_kind) {
+            return Box::pin(self.modify_endpoint_policies(&id, req.request_type, &p.policies)).await;
         }
         let wanted = portmaps::parse_policies(&p.policies, "Settings.Policies")?;
         let rec = self.endpoints[&id].clone();
@@ -633,7 +645,7 @@ impl Engine {
         self.idle.notify_waiters();
         let rec = self.endpoints.get(&k.ep_id).cloned();
         let finished = match (done, rec) {
-            (Ok(()), Some(rec)) => self.finish_attach(rec).await,
+            (Ok(()), Some(rec)) => Box::pin(self.finish_attach(rec)).await,
             (Ok(()), None) => Err(ApiError::internal(format!("endpoint {} vanished during its attach", k.ep_id))),
             (Err(e), Some(rec)) => {
                 let _ = self.kernel_detach(&rec).await;
@@ -705,6 +717,11 @@ impl Engine {
             let _ = self.kernel_detach(&rec).await;
             return Err(e);
         }
+        // OutBoundNAT too (dispatch is by source address).
+        if let Err(e) = self.attach_policies_early(ep_id) {
+            let _ = self.kernel_detach(&rec).await;
+            return Err(e);
+        }
         self.in_flight.insert(ep_id.to_owned());
         self.in_flight.insert(ns_id.clone());
         let net = self.networks[&rec.network_id].plan.clone();
@@ -720,6 +737,11 @@ impl Engine {
             return Err(e);
         }
         mark("nft elements");
+        // Boxed: these futures nest in every attach and detach path (stack size).
+        if let Err(e) = Box::pin(self.attach_policies_late(&rec)).await {
+            let _ = self.kernel_detach(&rec).await;
+            return Err(e);
+        }
         rec.ep.state = state::ATTACHED;
         // The callers undo the attach on an error.
         let state = "the endpoint's interface was configured in its compartment and is removed again";

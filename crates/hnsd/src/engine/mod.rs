@@ -19,10 +19,12 @@ pub mod dhcp;
 mod dhcp6;
 mod acl;
 mod discovery;
+mod epolicies;
 mod endpoints;
 mod info;
 mod namespaces;
 mod networks;
+mod outbound;
 pub mod overlay;
 mod policies;
 mod portmaps;
@@ -43,6 +45,7 @@ use hns_store::{Kind, Store, StoreError};
 
 use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
 pub use endpoints::{KernelAttach, Step};
+pub use epolicies::parse_outbound_nat;
 
 /// Paths and knobs the engine needs from the daemon's configuration.
 #[derive(Debug, Clone)]
@@ -398,6 +401,7 @@ impl Engine {
             .routes
             .iter()
             .filter_map(|r| Some((r.destination_prefix.parse().ok()?, r.next_hop.parse().ok())))
+            .chain(self.sdn_routes(rec))
             .collect();
         Some(EndpointPlan {
             id: rec.ep.id.clone(),

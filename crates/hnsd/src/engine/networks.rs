@@ -191,6 +191,9 @@ impl Engine {
                 pools.push(pool);
             }
         }
+        let subnets: Vec<IpNet> = pools.iter().map(|p| p.subnet()).collect();
+        let host_routes = super::epolicies::parse_host_routes(&original_policies, "Policies", &subnets, &req.name)?;
+        req.policies.extend(super::epolicies::host_route_policies(&original_policies, &host_routes));
         if external {
             let taken = self.adapters_in_use();
             let (adapters, _) = validate::external_uplink(kind, policies.adapters.as_deref(), vlan, &req.id, facts, &taken)
@@ -302,11 +305,13 @@ impl Engine {
         self.networks.insert(id.clone(), net);
         let applied = async {
             hns_drivers::create_network(&self.host, &plan).await.map_err(kernel_err)?;
-            self.apply_nft()
+            self.apply_nft()?;
+            Box::pin(self.apply_host_routes(&id)).await
         }
         .await;
         if let Err(e) = applied {
             // Undo in reverse: kernel, then the record.
+            let _ = self.remove_host_routes(&self.host_routes_of(&id)).await;
             let _ = hns_drivers::delete_network(&self.host, &plan).await;
             self.networks.remove(&id);
             let _ = self.apply_nft();
@@ -363,13 +368,15 @@ impl Engine {
         let mut txn = self.store.begin().map_err(store_err)?;
         txn.delete(Kind::Network, id).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
+        let routes = self.host_routes_of(id);
         let Some(net) = self.networks.remove(id) else { return Ok(()) };
         self.dns.remove_network(id).await;
         self.dns_errors.remove(id);
         // The store no longer has it: if a kernel step fails now, the reconciler removes the rest.
         let nft = self.apply_nft();
+        let routes = self.remove_host_routes(&routes).await;
         let link = hns_drivers::delete_network(&self.host, &net.plan).await.map_err(kernel_err);
-        nft.and(link)
+        nft.and(routes).and(link)
     }
 
     /// `ResourceType: Policy` adds (Add, Update) or removes (Remove) network policies; the only
@@ -386,6 +393,13 @@ impl Engine {
         let p: hns_api::PolicyRequest = hns_api::decode::from_value(req.settings, "Settings")?;
         if p.policies.iter().any(super::policies::is_network_acl) {
             return self.modify_network_acls(&id, req.request_type, &p.policies);
+        }
+        if let Some(i) = p.policies.iter().position(super::epolicies::is_host_route) {
+            return Err(ApiError::field(
+                ErrorCode::RequestUnsupported,
+                format!("Settings.Policies[{i}].Type"),
+                "HostRoute policies are set when a network is created and cannot be changed on an existing network yet; create the network again with the routes it needs",
+            ));
         }
         let parsed = validate::parse_network_policies(&p.policies, "Settings.Policies")?;
         let mut rec = self.networks[&id].rec.clone();

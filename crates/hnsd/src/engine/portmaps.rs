@@ -181,8 +181,8 @@ pub fn check_network_takes_mappings(kind: hns_api::NetworkType, mappings: &[Port
 pub fn parse_policies(policies: &[Policy], field: &str) -> Result<Vec<PortMappingSettings>> {
     let mut out: Vec<PortMappingSettings> = Vec::new();
     for (i, p) in policies.iter().enumerate() {
-        if super::policies::is_acl(p) {
-            continue; // parsed by `policies`
+        if super::policies::is_acl(p) || super::epolicies::is_endpoint_kind(p) {
+            continue; // parsed by `policies`, `epolicies`
         }
         if !p.kind.eq_ignore_ascii_case(PORT_MAPPING) {
             return Err(refuse_policy(p, i, field, "endpoint", ENDPOINT_POLICY_TYPES));
@@ -278,6 +278,7 @@ impl Engine {
         let mut ep = rec.ep.clone();
         ep.policies.extend(self.mappings_of(&rec.ep.id).iter().map(to_policy));
         ep.policies.extend(super::acl::acl_policies(rec));
+        ep.policies.extend(super::epolicies::to_policies(&rec.policies));
         ep
     }
 

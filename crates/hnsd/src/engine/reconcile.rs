@@ -57,6 +57,7 @@ impl Engine {
             Err(e) => r.errors.push(e),
         }
         self.reconcile_links(&mut r).await;
+        Box::pin(self.reconcile_policies(&mut r)).await;
         self.reconcile_overlay(&mut r).await;
         self.reconcile_leases(&mut r.errors, &mut r.repaired).await;
         self.reconcile_leases6();
@@ -241,6 +242,7 @@ impl Engine {
                 wanted.insert(name.clone());
             }
         }
+        wanted.extend(self.qos_links());
         for e in self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty()) {
             if self.networks.get(&e.network_id).is_some_and(|n| hns_drivers::has_host_veth(n.plan.kind)) {
                 wanted.insert(names::veth_host_name(&e.ep.id));
@@ -420,6 +422,9 @@ pub async fn cleanup_all(host: &hns_kernel::netlink::Netlink, run_dir: &Path) ->
     // The ACL tables (whether there or not: the program creates and deletes them).
     if let Err(e) = hns_kernel::nft_acl::run(&hns_kernel::nft_acl::compile_all(&[])) {
         done.push(format!("could not remove the ACL tables: {e}"));
+    }
+    if let Err(e) = hns_kernel::nft_outbound::run(&hns_kernel::nft_outbound::compile(&[])) {
+        done.push(format!("could not remove the OutBoundNAT table: {e}"));
     }
     let netns_dir = run_dir.join("netns");
     if let Ok(entries) = std::fs::read_dir(&netns_dir) {

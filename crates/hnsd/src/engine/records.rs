@@ -37,6 +37,9 @@ pub struct EndpointRecord {
     /// `Policies`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acls: Vec<hns_kernel::nft_acl::Rule>,
+    /// The endpoint's OutBoundNAT, SDNRoute and QOS policies, parsed.
+    #[serde(default, skip_serializing_if = "super::epolicies::EndpointPolicies::is_empty")]
+    pub policies: super::epolicies::EndpointPolicies,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -115,6 +115,9 @@ pub fn parse_network_policies(policies: &[Policy], field: &str) -> Result<Networ
             }
         } else if super::policies::is_network_acl(p) {
             out.acls.push(super::policies::parse_acl(&p.settings, &f)?);
+        } else if super::epolicies::is_host_route(p) {
+            // Checked against the network's subnets by `epolicies::parse_host_routes`.
+            super::epolicies::parse_host_route(&p.settings, &f)?;
         } else {
             return Err(refuse_policy(p, i, field, "network", NETWORK_POLICY_TYPES));
         }
@@ -521,7 +524,7 @@ mod tests {
         assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidPolicy, Some("Policies[0].Settings.Enable")));
         let e = parse_network_policies(&[p(serde_json::json!({"Enable": true})), p(serde_json::json!({"Enable": true}))], "Policies").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("Policies[1]"));
-        let other = Policy { kind: "HostRoute".into(), settings: serde_json::Value::Null };
+        let other = Policy { kind: "RemoteSubnetRoute".into(), settings: serde_json::Value::Null };
         let e = parse_network_policies(&[p(serde_json::json!({"Enable": true})), other], "Policies").unwrap_err();
         assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidPolicyType, Some("Policies[1].Type")));
     }

@@ -11,6 +11,8 @@
 //! labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
 //! labprobe crr ADDR:PORT [--seconds N]
 //! labprobe rr ADDR:PORT [--seconds N]
+//! labprobe serve-sink ADDR:PORT
+//! labprobe bulk ADDR:PORT [--seconds N]
 //! labprobe dns SERVER NAME [A|AAAA|PTR] [--timeout-ms N]
 //! labprobe dns-burst SERVER NAME COUNT
 //! labprobe fake-hnsd --socket PATH [ignored hnsd flags...]
@@ -19,6 +21,11 @@
 //! `crr` measures the new-connection rate against a `serve-tcp`: connect, read the peer line,
 //! send one byte, read its echo, close; repeated for N seconds (default 2). It prints
 //! `conns=N rate=R/s p50_us=X p99_us=Y`.
+//!
+//! `bulk` measures throughput against a `serve-sink`: it sends as fast as it can for N seconds
+//! (default 2), closes its side, and waits for the sink's count of bytes received; it prints
+//! `bytes=B seconds=S rate=R` (R in bytes/s: bytes the sink received over the time to its
+//! count, so data queued in buffers when the sender stops is timed too).
 //!
 //! `dns` sends one query over UDP to SERVER (port 53 unless given) and prints `rcode=NAME` and
 //! one `answer=DATA` line per A/AAAA/PTR record; exit 0 when there is an answer. `dns-burst`
@@ -42,6 +49,8 @@ const USAGE: &str = "usage:
   labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
   labprobe crr ADDR:PORT [--seconds N]
   labprobe rr ADDR:PORT [--seconds N]
+  labprobe serve-sink ADDR:PORT
+  labprobe bulk ADDR:PORT [--seconds N]
   labprobe dns SERVER NAME [A|AAAA|PTR] [--timeout-ms N]
   labprobe dns-burst SERVER NAME COUNT
   labprobe fake-hnsd --socket PATH [other hnsd flags are ignored]";
@@ -57,6 +66,8 @@ fn main() -> ExitCode {
         Some("send-udp") => send_udp(&args[1..]),
         Some("crr") => crr(&args[1..]),
         Some("rr") => rr(&args[1..]),
+        Some("serve-sink") => parse_addr(args.get(1)).and_then(serve_sink),
+        Some("bulk") => bulk(&args[1..]),
         Some("dns") => dns(&args[1..]),
         Some("dns-burst") => dns_burst(&args[1..]),
         Some("fake-hnsd") => fake_hnsd(&args[1..]),
@@ -141,6 +152,50 @@ fn handle_tcp(mut stream: TcpStream) -> std::io::Result<()> {
     let mut reader = stream.try_clone()?;
     std::io::copy(&mut reader, &mut stream)?;
     let _ = stream.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+/// Reads each connection to its end, then answers `bytes=N` (what it read) and closes.
+fn serve_sink(addr: SocketAddr) -> Result<(), String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on tcp {addr}: {e}"))?;
+    announce_listening();
+    for conn in listener.incoming() {
+        let Ok(mut stream) = conn else { continue };
+        thread::spawn(move || {
+            let n = std::io::copy(&mut stream, &mut std::io::sink()).unwrap_or(0);
+            let _ = stream.write_all(format!("bytes={n}\n").as_bytes());
+        });
+    }
+    Ok(())
+}
+
+/// Sends for N seconds to a `serve-sink`, then prints its count as a rate (see the crate doc).
+fn bulk(args: &[String]) -> Result<(), String> {
+    let addr = parse_addr(args.first())?;
+    let seconds: f64 = match args.get(1).map(String::as_str) {
+        Some("--seconds") => args.get(2).and_then(|v| v.parse().ok()).ok_or("--seconds needs a number")?,
+        None => 2.0,
+        Some(other) => return Err(format!("unknown option {other}\n{USAGE}")),
+    };
+    let start = std::time::Instant::now();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect to tcp {addr}: {e}"))?;
+    stream.set_write_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
+    let chunk = vec![0x5au8; 64 * 1024];
+    let end = start + Duration::from_secs_f64(seconds);
+    while std::time::Instant::now() < end {
+        match stream.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => return Err(format!("send to {addr}: {e}")),
+        }
+    }
+    stream.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).map_err(|e| format!("read the sink's count: {e}"))?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let bytes: u64 = line.trim().strip_prefix("bytes=").and_then(|n| n.parse().ok()).ok_or_else(|| format!("the sink answered {line:?}"))?;
+    println!("bytes={bytes} seconds={elapsed:.3} rate={:.0}", bytes as f64 / elapsed);
     Ok(())
 }
 
