@@ -8,6 +8,8 @@
 //! - [`nft`]: the hns nftables table: a pure compiler from desired state to one atomic nft
 //!   program, and the thin layer that applies and inspects it;
 //! - [`nft_elements`]: port-mapping elements written over nfnetlink, one batch per change;
+//! - [`nft_batch`]: a general nfnetlink transaction writer (chains, rules, sets, elements),
+//!   used by [`nft_acl`];
 //! - [`uplink`]: macvlan children, proxy ARP, host routes, VLAN and bond links of the
 //!   external-switch drivers;
 //! - [`sysctl`]: write-if-different sysctls;
@@ -22,6 +24,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod nft_acl;
+pub mod nft_batch;
 pub mod nft_elements;
 pub mod sysctl;
 pub mod timing;
