@@ -405,15 +405,12 @@ fn addr_exprs(out: &mut Vec<Expr>, nets: &[IpNet], offset: u32) {
     if let [n] = nets {
         let bits = n.prefix_len() as u32;
         // /0 as nft writes it: the whole address masked to nothing.
-        let len = if bits == 0 { full } else { bits.div_ceil(8) };
+        // A partial byte: the whole address masked (as nft writes it).
+        let len = if bits == 0 || bits % 8 != 0 { full } else { bits / 8 };
         let (net, _) = net_range(n);
         out.push(Expr::Payload { base: Base::Network, offset, len });
         if bits % 8 != 0 || bits == 0 {
-            let mut mask = vec![0xffu8; len as usize];
-            *mask.last_mut().expect("len > 0") = if bits == 0 { 0 } else { 0xffu8 << (8 - bits % 8) };
-            if bits == 0 {
-                mask.fill(0);
-            }
+            let mask: Vec<u8> = (0..len).map(|i| if (i + 1) * 8 <= bits { 0xff } else if i * 8 >= bits { 0 } else { 0xffu8 << (8 - bits % 8) }).collect();
             out.push(Expr::Bitwise { mask, xor: vec![0; len as usize] });
         }
         out.push(Expr::cmp_eq(net[..len as usize].to_vec()));
