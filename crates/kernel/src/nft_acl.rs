@@ -270,8 +270,10 @@ fn has_stage(rules: &[Rule], scope: Scope) -> bool {
     rules.iter().any(|r| r.scope == scope)
 }
 
-/// The dispatch chains: (name, hook, the verdict maps in order, keyed on iifname?).
-const DISPATCH: [(&str, &str, Hook, [(&str, bool); 2]); 3] = [
+/// A dispatch chain: name, hook (nft name and number), its verdict maps in order (keyed on
+/// iifname?).
+type Dispatch = (&'static str, &'static str, Hook, [(&'static str, bool); 2]);
+const DISPATCH: [Dispatch; 3] = [
     ("acl_forward", "forward", Hook::Forward, [("sw_out", true), ("sw_in", false)]),
     ("acl_input", "input", Hook::Input, [("sw_out", true), ("host_out", true)]),
     ("acl_output", "output", Hook::Output, [("sw_in", false), ("host_in", false)]),
@@ -406,10 +408,10 @@ fn addr_exprs(out: &mut Vec<Expr>, nets: &[IpNet], offset: u32) {
         let bits = n.prefix_len() as u32;
         // /0 as nft writes it: the whole address masked to nothing.
         // A partial byte: the whole address masked (as nft writes it).
-        let len = if bits == 0 || bits % 8 != 0 { full } else { bits / 8 };
+        let len = if bits == 0 || !bits.is_multiple_of(8) { full } else { bits / 8 };
         let (net, _) = net_range(n);
         out.push(Expr::Payload { base: Base::Network, offset, len });
-        if bits % 8 != 0 || bits == 0 {
+        if !bits.is_multiple_of(8) || bits == 0 {
             let mask: Vec<u8> = (0..len).map(|i| if (i + 1) * 8 <= bits { 0xff } else if i * 8 >= bits { 0 } else { 0xffu8 << (8 - bits % 8) }).collect();
             out.push(Expr::Bitwise { mask, xor: vec![0; len as usize] });
         }
