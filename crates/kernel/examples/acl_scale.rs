@@ -1,10 +1,11 @@
-//! How long the ACL tables take to load and to change, by number of endpoints. Changes the
-//! nft ruleset of the namespace it runs in: run it in a scratch one, as root:
-//! `unshare -n target/debug/examples/acl_scale 1000 10`.
+//! How long the ACL tables take to load and to change, by number of endpoints, written as hnsd
+//! writes them (nfnetlink batches). Changes the nft ruleset of the namespace it runs in: run
+//! it in a scratch one, as root: `unshare -n target/release/examples/acl_scale 1000 10 [runs]`.
 
 use std::time::Instant;
 
 use hns_kernel::nft_acl::{self, Action, Attach, Direction, EndpointAcl, Rule, Scope};
+use hns_kernel::nft_batch::Batch;
 
 fn rules(n: usize, seed: usize) -> Vec<Rule> {
     (0..n)
@@ -26,21 +27,46 @@ fn rules(n: usize, seed: usize) -> Vec<Rule> {
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
     let (eps, per) = (args.first().copied().unwrap_or(1000), args.get(1).copied().unwrap_or(10));
+    let n = args.get(2).copied().unwrap_or(20) as u32;
     let all: Vec<EndpointAcl> = (0..eps).map(|e| EndpointAcl { host_if: format!("hnv{e:012x}"), attach: Attach::BridgePort, rules: rules(per, e) }).collect();
     let t = Instant::now();
-    let program = nft_acl::compile_all(&all);
+    let mut full = Batch::new();
+    nft_acl::build_all(&mut full, &all);
     let compiled = t.elapsed();
     let t = Instant::now();
-    nft_acl::run(&program).expect("full load");
+    nft_acl::apply(&full).expect("full load");
     let loaded = t.elapsed();
+    // One endpoint's rules change (compile + write), then one endpoint detaches and attaches.
     let mut one = all[eps / 2].clone();
-    one.rules = rules(per, 7);
     let t = Instant::now();
-    let n = 20;
-    for _ in 0..n {
-        nft_acl::run(&nft_acl::compile_endpoint(&one, false)).expect("one endpoint");
+    for i in 0..n {
+        one.rules = rules(per, 7 + i as usize);
+        let mut b = Batch::new();
+        nft_acl::build_endpoint(&mut b, &one, false);
+        nft_acl::apply(&b).expect("one endpoint");
     }
     let update = t.elapsed() / n;
-    println!("endpoints={eps} rules_each={per} program_bytes={} compile={compiled:?} full_load={loaded:?} one_endpoint_update={update:?}", program.len());
-    nft_acl::run(&nft_acl::compile_all(&[])).expect("cleanup");
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut b = Batch::new();
+        nft_acl::build_remove(&mut b, &one.host_if, one.attach);
+        nft_acl::apply(&b).expect("detach");
+        let mut b = Batch::new();
+        nft_acl::build_endpoint(&mut b, &one, false);
+        nft_acl::apply(&b).expect("attach");
+    }
+    let reattach = t.elapsed() / n;
+    let t = Instant::now();
+    let present = nft_acl::tables_present();
+    let chains = nft_acl::chains(Attach::BridgePort).expect("chains").len();
+    let check = t.elapsed();
+    assert!(present);
+    println!(
+        "endpoints={eps} rules_each={per} batch_messages={} batch_bytes={} compile={compiled:?} full_load={loaded:?} one_endpoint_update={update:?} detach+attach={reattach:?} reconcile_check({chains} chains)={check:?}",
+        full.len(),
+        full.encode().len()
+    );
+    let mut b = Batch::new();
+    nft_acl::build_all(&mut b, &[]);
+    nft_acl::apply(&b).expect("cleanup");
 }

@@ -10,6 +10,8 @@
 //! - [`nft_elements`]: port-mapping elements written over nfnetlink, one batch per change;
 //! - [`nft_outbound`], [`policy_routes`], [`qos`]: the OutBoundNAT table, policy routes and
 //!   the tc rate caps of endpoints;
+//! - [`nft_batch`]: a general nfnetlink transaction writer (chains, rules, sets, elements),
+//!   used by [`nft_acl`];
 //! - [`uplink`]: macvlan children, proxy ARP, host routes, VLAN and bond links of the
 //!   external-switch drivers;
 //! - [`sysctl`]: write-if-different sysctls;
@@ -24,6 +26,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod nft_acl;
+pub mod nft_batch;
 pub mod nft_elements;
 pub mod nft_outbound;
 pub mod policy_routes;

@@ -6,9 +6,14 @@
 //! `Policies`), so a restart and the reconciler reprogram them. The kernel holds an endpoint's
 //! chains only while it is attached; they are written before its veth exists (dispatch is by
 //! name), so its first packet is already filtered.
+//!
+//! Every write is one nfnetlink batch (see `nft_acl`): an endpoint's update costs the same
+//! (well under a millisecond of kernel time) at any number of endpoints, so it stays under
+//! the engine lock, run through `blocking()` so a large rebuild never stalls a tokio worker.
 
 use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Policy, RequestType};
 use hns_kernel::nft_acl::{self, Attach, EndpointAcl, Rule};
+use hns_kernel::nft_batch::Batch;
 
 use super::policies::{self, ACL, NETWORK_ACL};
 use super::records::EndpointRecord;
@@ -48,28 +53,31 @@ impl Engine {
     /// Rewrites the ACL tables from the records (one transaction); removes them when no
     /// endpoint has an ACL.
     pub(crate) fn rebuild_acls(&self) -> Result<()> {
-        nft_acl::run(&nft_acl::compile_all(&self.all_acl_states())).map_err(kernel_err)
+        let mut b = Batch::new();
+        nft_acl::build_all(&mut b, &self.all_acl_states());
+        super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err)
     }
 
     /// Writes the ACL state of some endpoints: only their chains and elements change (one
     /// transaction), unless the tables are missing, then everything is rebuilt.
     pub(crate) fn program_acls(&self, ids: &[String]) -> Result<()> {
         let states: Vec<EndpointAcl> = ids.iter().filter_map(|id| self.endpoints.get(id)).filter_map(|r| self.acl_state(r)).collect();
-        if states.iter().all(|s| s.rules.is_empty()) && !nft_acl::tables_present() {
+        let present = nft_acl::tables_present();
+        if states.iter().all(|s| s.rules.is_empty()) && !present {
             return Ok(());
         }
-        if !nft_acl::tables_present() || self.all_acl_states().is_empty() {
+        if !present || self.all_acl_states().is_empty() {
             return self.rebuild_acls();
         }
-        let program: String = states.iter().map(|s| nft_acl::compile_endpoint(s, false)).collect();
-        if program.is_empty() {
-            return Ok(());
+        let mut b = Batch::new();
+        for s in &states {
+            nft_acl::build_endpoint(&mut b, s, false);
         }
-        nft_acl::run(&program).map_err(kernel_err)
+        super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err)
     }
 
     /// At attach: writes the endpoint's chains if it has rules; an endpoint without any costs
-    /// nothing (no nft run).
+    /// nothing (no kernel write).
     pub(crate) fn attach_acls(&self, ep_id: &str) -> Result<()> {
         match self.endpoints.get(ep_id).and_then(|r| self.acl_state(r)) {
             Some(s) if !s.rules.is_empty() => self.program_acls(&[ep_id.to_owned()]),
@@ -84,16 +92,22 @@ impl Engine {
         if state.rules.is_empty() || !nft_acl::tables_present() {
             return Ok(());
         }
+        let mut b = Batch::new();
         let others = self.all_acl_states().into_iter().any(|s| s.host_if != state.host_if);
-        if !others {
-            return nft_acl::run(&nft_acl::compile_all(&[])).map_err(kernel_err);
+        if others {
+            nft_acl::build_remove(&mut b, &state.host_if, state.attach);
+        } else {
+            nft_acl::build_all(&mut b, &[]);
         }
-        nft_acl::run(&nft_acl::compile_remove(&state.host_if, state.attach)).map_err(kernel_err)
+        super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err)
     }
 
-    /// The periodic check: a deleted or flushed ACL table is rebuilt. Returns whether it was.
+    /// The periodic check: a deleted or flushed ACL table is rebuilt; an endpoint whose chain
+    /// went missing is rewritten (one dump of the chain names per table). Returns whether
+    /// anything was repaired.
     pub(crate) fn reconcile_acls(&self, full: bool) -> std::result::Result<bool, String> {
-        let wanted = !self.all_acl_states().is_empty();
+        let states = self.all_acl_states();
+        let wanted = !states.is_empty();
         if full && !wanted {
             // Nothing to hold: only a leftover table is removed, so a restart writes nothing.
             if nft_acl::any_table_exists() {
@@ -105,7 +119,23 @@ impl Engine {
             self.rebuild_acls().map_err(|e| e.message)?;
             return Ok(wanted);
         }
-        Ok(false)
+        if !wanted {
+            return Ok(false);
+        }
+        let mut have = std::collections::HashSet::new();
+        for attach in [Attach::BridgePort, Attach::Routed] {
+            have.extend(nft_acl::chains(attach).map_err(|e| e.to_string())?);
+        }
+        let broken: Vec<&EndpointAcl> = states.iter().filter(|s| nft_acl::wanted_chains(s).iter().any(|c| !have.contains(c))).collect();
+        if broken.is_empty() {
+            return Ok(false);
+        }
+        let mut b = Batch::new();
+        for s in broken {
+            nft_acl::build_endpoint(&mut b, s, false);
+        }
+        super::blocking(|| nft_acl::apply(&b)).map_err(|e| e.to_string())?;
+        Ok(true)
     }
 
     /// `ResourceType: Policy` with ACL policies on an endpoint: Add appends, Remove takes out

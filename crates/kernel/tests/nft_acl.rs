@@ -1,0 +1,131 @@
+//! The ACL tables written over nfnetlink against the real kernel: what hnsd writes must read
+//! back through `nft` exactly as the same state in nft notation loaded by `nft -f`, so the
+//! netlink encoding means what the readable compiler says. Each side runs in its own private
+//! network namespace (a thread that unshared one; `nft` children inherit it).
+
+use std::process::Command;
+
+use hns_kernel::nft_acl::{self, Action, Attach, Direction, EndpointAcl, Rule, Scope};
+use hns_kernel::nft_batch::Batch;
+
+fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace (run as root)");
+            f()
+        })
+        .join()
+        .expect("test thread")
+    })
+}
+
+fn ruleset() -> String {
+    let out = Command::new("nft").args(["list", "ruleset"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn rule(action: Action, direction: Direction, scope: Scope, priority: u16) -> Rule {
+    Rule { id: String::new(), action, direction, scope, priority, protocols: vec![], local: vec![], remote: vec![], local_ports: vec![], remote_ports: vec![] }
+}
+
+fn nets(s: &str) -> Vec<ipnet::IpNet> {
+    s.split(',').map(|n| n.parse().unwrap()).collect()
+}
+
+/// Every shape of rule the compiler emits.
+fn state() -> Vec<EndpointAcl> {
+    let rules = vec![
+        Rule { protocols: vec![6], local_ports: vec![(80, 80), (8000, 8080)], remote: nets("10.0.0.0/8,fd00::/64"), ..rule(Action::Allow, Direction::In, Scope::Switch, 100) },
+        Rule { protocols: vec![6, 17], remote_ports: vec![(53, 53)], local: nets("172.16.0.5/32"), ..rule(Action::Block, Direction::Out, Scope::Switch, 1) },
+        Rule { protocols: vec![17], local_ports: vec![(1000, 2000)], remote_ports: vec![(5, 5), (7, 7)], remote: nets("172.16.0.0/12,192.168.0.0/16,10.1.2.3/32"), ..rule(Action::Allow, Direction::Out, Scope::Switch, 200) },
+        Rule { protocols: vec![1], remote: nets("0.0.0.0/0"), ..rule(Action::Allow, Direction::In, Scope::Switch, 300) },
+        Rule { local: nets("fd00::1/128"), remote: nets("fd01::/61,fd02::/16"), ..rule(Action::Allow, Direction::In, Scope::Host, 10) },
+        rule(Action::Block, Direction::Out, Scope::Host, 20),
+        rule(Action::Allow, Direction::Out, Scope::Switch, 65000),
+        // Over the expansion limit: sets.
+        Rule { protocols: vec![6, 17], local_ports: vec![(1, 1), (3, 3), (5, 9), (100, 200), (65000, 65535)], remote: nets("10.0.0.0/8,fd00::/64"), ..rule(Action::Allow, Direction::In, Scope::Switch, 400) },
+    ];
+    vec![
+        EndpointAcl { host_if: "hnv000000000001".into(), attach: Attach::BridgePort, rules: rules.clone() },
+        EndpointAcl { host_if: "hnv000000000002".into(), attach: Attach::Routed, rules: rules.clone() },
+        EndpointAcl { host_if: "hnv000000000003".into(), attach: Attach::BridgePort, rules: vec![rule(Action::Allow, Direction::In, Scope::Switch, 5)] },
+    ]
+}
+
+#[test]
+fn netlink_tables_read_back_as_the_nft_program() {
+    let eps = state();
+    let by_nft = in_private_netns(|| {
+        nft_acl::run(&nft_acl::compile_all(&eps)).unwrap();
+        ruleset()
+    });
+    let by_netlink = in_private_netns(|| {
+        let mut b = Batch::new();
+        nft_acl::build_all(&mut b, &eps);
+        nft_acl::apply(&b).unwrap();
+        assert!(nft_acl::tables_present());
+        ruleset()
+    });
+    assert!(by_nft.contains("jump hnv000000000002_sw_in") && by_nft.contains("dport { 1, 3, 5-9, 100-200, 65000-65535 }"), "{by_nft}");
+    assert_eq!(by_netlink, by_nft);
+}
+
+#[test]
+fn endpoint_updates_read_back_as_the_nft_program_and_touch_only_that_endpoint() {
+    let mut eps = state();
+    let mut changed = eps[0].clone();
+    changed.rules.retain(|r| r.scope == Scope::Switch);
+    changed.rules[0].local_ports = vec![(443, 443)];
+    let by_nft = in_private_netns(|| {
+        nft_acl::run(&nft_acl::compile_all(&eps)).unwrap();
+        nft_acl::run(&nft_acl::compile_endpoint(&changed, false)).unwrap();
+        nft_acl::run(&nft_acl::compile_endpoint(&EndpointAcl { rules: vec![], ..eps[2].clone() }, false)).unwrap();
+        ruleset()
+    });
+    let by_netlink = in_private_netns(|| {
+        let mut b = Batch::new();
+        nft_acl::build_all(&mut b, &eps);
+        nft_acl::apply(&b).unwrap();
+        let mut b = Batch::new();
+        nft_acl::build_endpoint(&mut b, &changed, false);
+        nft_acl::apply(&b).unwrap();
+        // Twice: the update is idempotent.
+        nft_acl::apply(&b).unwrap();
+        let mut b = Batch::new();
+        nft_acl::build_remove(&mut b, &eps[2].host_if, eps[2].attach);
+        nft_acl::apply(&b).unwrap();
+        let chains = nft_acl::chains(Attach::BridgePort).unwrap();
+        assert!(chains.contains(&"hnv000000000001_sw_in".to_owned()) && !chains.iter().any(|c| c.starts_with("hnv000000000003")), "{chains:?}");
+        assert!(!chains.contains(&"hnv000000000001_host_in".to_owned()), "no Host rule left: its chains go: {chains:?}");
+        ruleset()
+    });
+    assert!(by_nft.contains("dport 443"), "{by_nft}");
+    assert_eq!(by_netlink, by_nft);
+    eps.clear();
+}
+
+#[test]
+fn a_refused_batch_changes_nothing_and_names_the_operation() {
+    in_private_netns(|| {
+        let eps = state();
+        let mut b = Batch::new();
+        nft_acl::build_all(&mut b, &eps);
+        nft_acl::apply(&b).unwrap();
+        let before = ruleset();
+        let mut b = Batch::new();
+        nft_acl::build_endpoint(&mut b, &EndpointAcl { rules: vec![], ..eps[0].clone() }, false);
+        // A chain that does not exist: the kernel refuses the whole transaction.
+        nft_acl::build_remove(&mut b, "nosuchveth", Attach::BridgePort);
+        b.delete_chain(hns_kernel::nft_batch::Family::Bridge, nft_acl::ACL_TABLE, "nosuchchain");
+        let e = nft_acl::apply(&b).unwrap_err();
+        assert!(e.to_string().contains("nosuchchain"), "{e}");
+        assert_eq!(ruleset(), before, "a refused batch changed the tables");
+        // And the tables without an endpoint are removed.
+        let mut b = Batch::new();
+        nft_acl::build_all(&mut b, &[]);
+        nft_acl::apply(&b).unwrap();
+        assert_eq!(ruleset(), "");
+        assert!(!nft_acl::tables_present());
+    });
+}
