@@ -166,6 +166,21 @@ hns_enum! {
     }
 }
 
+hns_enum! {
+    /// Load-balancer `DistributionType`: how a backend is chosen for a new connection.
+    DistributionType {
+        None = 0 => "None",
+        SourceIpProtocol = 1 => "SourceIPProtocol",
+        SourceIp = 2 => "SourceIP",
+    }
+}
+
+impl Default for DistributionType {
+    fn default() -> Self {
+        DistributionType::None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

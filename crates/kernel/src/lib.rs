@@ -8,12 +8,15 @@
 //! - [`nft`]: the hns nftables table: a pure compiler from desired state to one atomic nft
 //!   program, and the thin layer that applies and inspects it;
 //! - [`nft_elements`]: port-mapping elements written over nfnetlink, one batch per change;
+//! - [`nft_lb`]: the load-balancer table (one map lookup per packet); [`conntrack`] clears a
+//!   removed backend's tracked connections;
 //! - [`uplink`]: macvlan children, proxy ARP, host routes, VLAN and bond links of the
 //!   external-switch drivers;
 //! - [`sysctl`]: write-if-different sysctls;
 //! - [`names`]: the names of every kernel object hns owns, so garbage collection is exact;
 //! - [`timing`]: per-request stage timing (a debug log line says where an attach's time goes).
 
+pub mod conntrack;
 pub mod error;
 // Links handed to another owner (the Docker plugin).
 pub mod handoff;
@@ -23,6 +26,7 @@ pub mod netns;
 pub mod nft;
 pub mod nft_acl;
 pub mod nft_elements;
+pub mod nft_lb;
 pub mod sysctl;
 pub mod timing;
 pub mod uplink;

@@ -21,6 +21,7 @@ mod acl;
 mod discovery;
 mod endpoints;
 mod info;
+pub mod loadbalancers;
 mod namespaces;
 mod networks;
 pub mod overlay;
@@ -146,6 +147,8 @@ pub struct Engine {
     pub(crate) dns_port: u16,
     /// Overlay networks: this host's VTEP, the cluster handle, the remote endpoints.
     pub(crate) overlay: overlay::OverlayState,
+    /// Load balancers (see `loadbalancers`).
+    pub(crate) lbs: loadbalancers::Lbs,
 }
 
 /// Runs blocking work (an `nft` process, ~100 ms with 10 000 mappings) so that the async
@@ -261,6 +264,7 @@ impl Engine {
             dns_errors: BTreeMap::new(),
             dns_port: cfg.dns_port,
             overlay: overlay::OverlayState::default(),
+            lbs: loadbalancers::Lbs::default(),
         };
         for m in e.store.load_all::<records::MappingRecord>(Kind::PortMapping)? {
             e.mappings.entry(m.endpoint_id).or_default().push(m.settings);
@@ -295,6 +299,7 @@ impl Engine {
         for (ep, maps) in held {
             e.take_ports(&ep, &maps);
         }
+        e.load_lbs()?;
         Ok(e)
     }
 
