@@ -100,3 +100,31 @@ fn bad_input_names_the_field() {
     }
     assert_eq!(api.get("/loadbalancers").ok(), json!([]), "nothing was created");
 }
+
+#[test]
+fn ilb_lan_restart_and_flushed_table() {
+    let lab = Lab::new().expect("lab");
+    let d = lab.start_hnsd(&[]).expect("hnsd starts");
+    let api = Api::new(&lab);
+    let (client, _) = api.container("nat", "client", json!({}));
+    let (bns, bep) = api.container("nat", "web", json!({}));
+    let _s = serve(&lab, &bns, &format!("{}:8080", ip_of(&bep)));
+    lab.in_lan("ip", &["route", "add", "10.96.0.0/24", "via", &hns_lab::HOST_UPLINK.to_string()]).unwrap();
+    let mk = |vip: &str, flags: u32| {
+        api.post("/loadbalancers", &json!({"HostComputeEndpoints": [bep["ID"]], "FrontendVIPs": [vip], "PortMappings": [{"Protocol": 6, "InternalPort": 8080, "ExternalPort": 80, "Flags": flags}]})).ok()
+    };
+    mk("10.96.0.10", 0);
+    mk("10.96.0.11", 1);
+    let lan = |vip: &str| lab.probe(hns_lab::Side::Lan, &["connect-tcp", &format!("{vip}:80"), "--timeout-ms", "1500"]).unwrap();
+    assert!(lan("10.96.0.10").status.success(), "a public load balancer is reachable from the LAN: {:?}", lan("10.96.0.10"));
+    let o = lan("10.96.0.11");
+    assert!(!o.status.success(), "an internal load balancer is refused from the LAN: {o:?}");
+    let conn = |from: &Value, vip: &str| in_ns(&lab, from, &probe(), &["connect-tcp", &format!("{vip}:80"), "--timeout-ms", "1500"]);
+    assert!(conn(&client, "10.96.0.11").status.success(), "an internal load balancer is reachable from a container");
+    // Restart: still works. Flushed table: the reconciler rebuilds it.
+    d.stop().unwrap();
+    let _d2 = lab.start_hnsd(&[]).expect("hnsd restarts");
+    assert!(conn(&client, "10.96.0.10").status.success(), "after a restart");
+    lab.in_host("nft", &["flush", "table", "inet", "hns_lb"]).unwrap();
+    assert!(eventually(Duration::from_secs(10), || conn(&client, "10.96.0.10").status.success()), "the reconciler rebuilt the flushed table");
+}
