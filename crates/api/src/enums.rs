@@ -175,6 +175,8 @@ hns_enum! {
     }
 }
 
+// The variants are written by `hns_enum!`, which cannot mark one `#[default]`.
+#[allow(clippy::derivable_impls)]
 impl Default for DistributionType {
     fn default() -> Self {
         DistributionType::None

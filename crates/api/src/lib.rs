@@ -6,7 +6,7 @@
 //!   always emitted in canonical form;
 //! - [`schema`]: HostComputeNetwork, HostComputeEndpoint, HostComputeNamespace and their parts;
 //! - [`modify`]: the `{ResourceType, RequestType, Settings}` modify requests;
-//! - [`loadbalancer`]: HostComputeLoadBalancer;
+//! - [`loadbalancer`]: HostComputeLoadBalancer, its port mappings and flags;
 //! - [`portmap`]: the `PortMapping` endpoint policy and the mapping listing;
 //! - [`error`]: [`ApiError`] with stable HCN-style codes, mapped to HTTP statuses;
 //! - [`decode`]: JSON decoding that names the offending field;
