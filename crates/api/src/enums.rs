@@ -166,6 +166,23 @@ hns_enum! {
     }
 }
 
+hns_enum! {
+    /// Load-balancer `DistributionType`: how a backend is chosen for a new connection.
+    DistributionType {
+        None = 0 => "None",
+        SourceIpProtocol = 1 => "SourceIPProtocol",
+        SourceIp = 2 => "SourceIP",
+    }
+}
+
+// The variants are written by `hns_enum!`, which cannot mark one `#[default]`.
+#[allow(clippy::derivable_impls)]
+impl Default for DistributionType {
+    fn default() -> Self {
+        DistributionType::None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

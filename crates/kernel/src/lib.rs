@@ -12,12 +12,15 @@
 //!   the tc rate caps of endpoints;
 //! - [`nft_batch`]: a general nfnetlink transaction writer (chains, rules, sets, elements),
 //!   used by [`nft_acl`];
+//! - [`nft_lb`]: the load-balancer table (one map lookup per packet); [`conntrack`] clears a
+//!   removed backend's tracked connections;
 //! - [`uplink`]: macvlan children, proxy ARP, host routes, VLAN and bond links of the
 //!   external-switch drivers;
 //! - [`sysctl`]: write-if-different sysctls;
 //! - [`names`]: the names of every kernel object hns owns, so garbage collection is exact;
 //! - [`timing`]: per-request stage timing (a debug log line says where an attach's time goes).
 
+pub mod conntrack;
 pub mod error;
 // Links handed to another owner (the Docker plugin).
 pub mod handoff;
@@ -31,6 +34,7 @@ pub mod nft_elements;
 pub mod nft_outbound;
 pub mod policy_routes;
 pub mod qos;
+pub mod nft_lb;
 pub mod sysctl;
 pub mod timing;
 pub mod uplink;

@@ -132,7 +132,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// Number of rules [`compile`] emits; used to detect a flushed table.
-pub const RULE_COUNT: usize = 25;
+pub const RULE_COUNT: usize = 26;
 
 /// The elements of every set and map of the table, by name, as nft source text (interface
 /// names quoted): what [`compile`] writes and [`matches_exactly`] compares.
@@ -237,6 +237,7 @@ table inet {t} {{
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
+    ct mark & {lb_mark:#x} == {lb_mark:#x} accept
     iifname . oifname @same_network accept
     iifname @bridges oifname @bridges drop
     iifname @internal drop
@@ -257,6 +258,7 @@ table inet {t} {{
 }}
 "#,
         t = NFT_TABLE,
+        lb_mark = crate::nft_lb::LB_CT_MARK,
         bridges = e("bridges"),
         same = e("same_network"),
         internal = e("internal"),
@@ -441,7 +443,7 @@ mod tests {
         assert!(p.starts_with("table inet hns {}\ndelete table inet hns\n"));
         assert!(p.contains("set bridges { type ifname; }"));
         assert!(!p.contains("elements"));
-        let rules = |p: &str| p.lines().filter(|l| ["iifname", "oifname", "ip ", "ip6 ", "fib ", "meta "].iter().any(|k| l.trim_start().starts_with(k))).count();
+        let rules = |p: &str| p.lines().filter(|l| ["iifname", "oifname", "ip ", "ip6 ", "fib ", "meta ", "ct "].iter().any(|k| l.trim_start().starts_with(k))).count();
         assert!(p.contains("map pm6 {"), "{p}");
         assert_eq!(rules(&p), RULE_COUNT);
     }

@@ -29,6 +29,8 @@ pub enum Kind {
     PortMapping,
     /// Small daemon facts: format version, whether the default network was ever created.
     Meta,
+    /// Load balancers (HostComputeLoadBalancer), one record each.
+    LoadBalancer,
 }
 
 impl Kind {
@@ -39,9 +41,10 @@ impl Kind {
             Kind::Namespace => TableDefinition::new("namespaces"),
             Kind::PortMapping => TableDefinition::new("portmappings"),
             Kind::Meta => TableDefinition::new("meta"),
+            Kind::LoadBalancer => TableDefinition::new("loadbalancers"),
         }
     }
-    const ALL: [Kind; 5] = [Kind::Network, Kind::Endpoint, Kind::Namespace, Kind::PortMapping, Kind::Meta];
+    const ALL: [Kind; 6] = [Kind::Network, Kind::Endpoint, Kind::Namespace, Kind::PortMapping, Kind::Meta, Kind::LoadBalancer];
 }
 
 #[derive(Debug, thiserror::Error)]

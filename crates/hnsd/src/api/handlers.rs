@@ -15,7 +15,7 @@ type Reply<T> = Result<Json<T>, Failure>;
 
 /// Reads a JSON body, mapping an oversized one to 413, a late one to 408 and bad JSON to 400
 /// with the field.
-fn body<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, Failure> {
+pub(super) fn body<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, Failure> {
     let b = b.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(ErrorCode::BodyTooLarge, format!("request body is larger than {MAX_BODY} bytes"))

@@ -5,6 +5,7 @@
 //! failure is an [`ApiError`] body with its HTTP status.
 
 mod handlers;
+mod loadbalancers;
 mod nodes;
 mod openapi;
 pub mod requests;
@@ -60,6 +61,8 @@ pub fn router(state: Shared) -> Router {
         ("/namespaces", get(list_namespaces).post(create_namespace)),
         ("/namespaces/{id}", get(get_namespace).delete(delete_namespace).post(modify_namespace)),
         ("/portmappings", get(list_port_mappings)),
+        ("/loadbalancers", get(loadbalancers::list_lbs).post(loadbalancers::create_lb)),
+        ("/loadbalancers/{id}", get(loadbalancers::get_lb).delete(loadbalancers::delete_lb).post(loadbalancers::modify_lb)),
         ("/nodes", get(nodes::list_nodes)),
         ("/nodes/{name}", delete(nodes::remove_node)),
         ("/globals/version", get(version)),

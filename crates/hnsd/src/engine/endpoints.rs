@@ -450,6 +450,7 @@ impl Engine {
         if !rec.ep.host_compute_namespace.is_empty() {
             result = self.kernel_detach(&rec).await;
         }
+        self.lbs_forget_endpoint(&id);
         self.endpoints.remove(&id);
         self.mappings.remove(&id);
         self.dns_refresh(&rec.network_id);

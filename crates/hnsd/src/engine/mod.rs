@@ -22,6 +22,7 @@ mod discovery;
 mod epolicies;
 mod endpoints;
 mod info;
+pub mod loadbalancers;
 mod namespaces;
 mod networks;
 mod outbound;
@@ -149,6 +150,8 @@ pub struct Engine {
     pub(crate) dns_port: u16,
     /// Overlay networks: this host's VTEP, the cluster handle, the remote endpoints.
     pub(crate) overlay: overlay::OverlayState,
+    /// Load balancers (see `loadbalancers`).
+    pub(crate) lbs: loadbalancers::Lbs,
 }
 
 /// Runs blocking work (an `nft` process, ~100 ms with 10 000 mappings) so that the async
@@ -264,6 +267,7 @@ impl Engine {
             dns_errors: BTreeMap::new(),
             dns_port: cfg.dns_port,
             overlay: overlay::OverlayState::default(),
+            lbs: loadbalancers::Lbs::default(),
         };
         for m in e.store.load_all::<records::MappingRecord>(Kind::PortMapping)? {
             e.mappings.entry(m.endpoint_id).or_default().push(m.settings);
@@ -298,6 +302,7 @@ impl Engine {
         for (ep, maps) in held {
             e.take_ports(&ep, &maps);
         }
+        e.load_lbs()?;
         Ok(e)
     }
 

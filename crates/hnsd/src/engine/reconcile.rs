@@ -56,6 +56,11 @@ impl Engine {
             Ok(_) => {}
             Err(e) => r.errors.push(e),
         }
+        match self.reconcile_lbs(full) {
+            Ok(Some(done)) => r.repaired.push(done),
+            Ok(None) => {}
+            Err(e) => r.errors.push(e),
+        }
         self.reconcile_links(&mut r).await;
         Box::pin(self.reconcile_policies(&mut r)).await;
         self.reconcile_overlay(&mut r).await;
@@ -425,6 +430,9 @@ pub async fn cleanup_all(host: &hns_kernel::netlink::Netlink, run_dir: &Path) ->
     }
     if let Err(e) = hns_kernel::nft_outbound::run(&hns_kernel::nft_outbound::compile(&[])) {
         done.push(format!("could not remove the OutBoundNAT table: {e}"));
+    }
+    if let Err(e) = hns_kernel::nft_lb::run(&hns_kernel::nft_lb::compile_all(&[])) {
+        done.push(format!("could not remove the load-balancer table: {e}"));
     }
     let netns_dir = run_dir.join("netns");
     if let Ok(entries) = std::fs::read_dir(&netns_dir) {

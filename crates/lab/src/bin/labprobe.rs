@@ -148,7 +148,9 @@ fn serve_tcp(addr: SocketAddr) -> Result<(), String> {
 
 fn handle_tcp(mut stream: TcpStream) -> std::io::Result<()> {
     let peer = stream.peer_addr()?;
-    stream.write_all(format!("peer={}\n", show_peer(peer)).as_bytes())?;
+    // `local=`: the address the connection reached (after any DNAT): which backend served it.
+    let local = stream.local_addr()?;
+    stream.write_all(format!("peer={} local={}\n", show_peer(peer), show_peer(local)).as_bytes())?;
     let mut reader = stream.try_clone()?;
     std::io::copy(&mut reader, &mut stream)?;
     let _ = stream.shutdown(Shutdown::Write);

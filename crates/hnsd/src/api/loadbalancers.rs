@@ -1,0 +1,55 @@
+//! `/loadbalancers`: HostComputeLoadBalancer objects (see `engine::loadbalancers`).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use hns_api::{ApiError, HostComputeLoadBalancer};
+
+use super::handlers::body;
+use super::{Failure, Shared};
+
+#[utoipa::path(get, path = "/loadbalancers", responses((status = 200, body = [HostComputeLoadBalancer])))]
+pub async fn list_lbs(State(s): State<Shared>) -> Json<Vec<HostComputeLoadBalancer>> {
+    Json(s.engine.lock().await.list_lbs())
+}
+
+/// Creates a load balancer: connections to each frontend VIP and external port are spread over
+/// the backend endpoints' addresses on the internal port.
+#[utoipa::path(post, path = "/loadbalancers", request_body = HostComputeLoadBalancer,
+    responses((status = 200, body = HostComputeLoadBalancer), (status = 400, body = ApiError),
+        (status = 404, description = "a backend endpoint does not exist", body = ApiError),
+        (status = 409, description = "another load balancer has this frontend address, protocol and port", body = ApiError)))]
+pub async fn create_lb(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Result<Json<HostComputeLoadBalancer>, Failure> {
+    let req: HostComputeLoadBalancer = body(b)?;
+    let t = std::time::Instant::now();
+    let lb = s.engine.lock().await.create_lb(req)?;
+    tracing::debug!(us = t.elapsed().as_micros() as u64, "load balancer created");
+    Ok(Json(lb))
+}
+
+#[utoipa::path(get, path = "/loadbalancers/{id}", params(("id" = String, Path, description = "ID")),
+    responses((status = 200, body = HostComputeLoadBalancer), (status = 404, body = ApiError)))]
+pub async fn get_lb(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<HostComputeLoadBalancer>, Failure> {
+    Ok(Json(s.engine.lock().await.get_lb(&id)?))
+}
+
+#[utoipa::path(delete, path = "/loadbalancers/{id}", params(("id" = String, Path, description = "ID")),
+    responses((status = 204), (status = 404, body = ApiError)))]
+pub async fn delete_lb(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
+    s.engine.lock().await.delete_lb(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replaces the load balancer with the one given (hcsshim's `Update`): backends, VIPs, port
+/// mappings and flags. Backends that leave have their tracked connections cleared.
+#[utoipa::path(post, path = "/loadbalancers/{id}", request_body = HostComputeLoadBalancer, params(("id" = String, Path, description = "ID")),
+    responses((status = 200, body = HostComputeLoadBalancer), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn modify_lb(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Result<impl axum::response::IntoResponse, Failure> {
+    let req: HostComputeLoadBalancer = body(b)?;
+    let t = std::time::Instant::now();
+    let lb = s.engine.lock().await.modify_lb(&id, req)?;
+    let timing = format!("hnsd;dur={:.3}", t.elapsed().as_secs_f64() * 1000.0);
+    Ok(([("server-timing", timing)], Json(lb)))
+}

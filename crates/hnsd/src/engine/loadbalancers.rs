@@ -1,0 +1,416 @@
+//! Load balancers (`HostComputeLoadBalancer`): validation, the store records, and the glue to
+//! the compiler of `hns_kernel::nft_lb`.
+//!
+//! Every request follows the engine's order: validate (nothing changes on failure) → commit
+//! the record → write the kernel (only this load balancer's chains and elements) → answer.
+//! If the incremental program fails (the table was flushed or edited by hand), the whole table
+//! is rebuilt from the store; the reconciler does the same when it finds the table gone.
+//!
+//! Semantics worth knowing:
+//! - backends are endpoints (by ID, or by name on input); a backend is reached at its address
+//!   of the frontend's family; a backend without one is skipped;
+//! - a backend endpoint that is deleted leaves every load balancer it was in (the record is
+//!   rewritten), and its tracked connections are cleared; a load balancer left without backends
+//!   refuses connections (TCP reset, ICMP port unreachable);
+//! - `POST /loadbalancers/{id}` with a whole `HostComputeLoadBalancer` replaces it (hcsshim's
+//!   `Update`): backends that leave have their tracked connections cleared;
+//! - two load balancers may not share a frontend address, protocol and port.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use hns_api::{ApiError, DistributionType, ErrorCode, HostComputeLoadBalancer, LB_FLAG_DSR, LB_FLAG_IPV6, LB_PM_ILB, LB_PM_LOCAL_ROUTED_VIP, LB_PM_PRESERVE_DIP, LB_PM_USE_MUX};
+use hns_kernel::nft::Proto;
+use hns_kernel::nft_lb::{self, Affinity, Backend, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
+use hns_store::Kind;
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, Result, blocking, kernel_err, new_guid, norm_guid, store_err};
+
+/// What the store holds for a load balancer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LbRecord {
+    /// As clients see it; backends by endpoint ID.
+    pub lb: HostComputeLoadBalancer,
+    /// The connection mark of each backend (endpoint ID → mark), kept for the backend's life
+    /// in this load balancer so its connections can be cleared when it leaves.
+    #[serde(default)]
+    pub marks: BTreeMap<String, u32>,
+}
+
+/// The load balancers in memory, and what was last written to the kernel for each.
+#[derive(Default)]
+pub(crate) struct Lbs {
+    pub recs: BTreeMap<String, LbRecord>,
+    /// Kernel state last applied, by load balancer ID.
+    applied: HashMap<String, LbState>,
+    /// Frontend key (`Service::chain`) → load balancer ID.
+    frontends: HashMap<String, String>,
+    /// Low 31 bits of the next backend mark.
+    next_mark: u32,
+    /// The table was written whole since start (or since the reconciler found it missing).
+    table_ok: bool,
+}
+
+fn bad(field: impl Into<String>, msg: impl Into<String>) -> ApiError {
+    ApiError::field(ErrorCode::InvalidParameter, field, msg)
+}
+
+/// Load-balancer IDs are GUIDs like every object's.
+fn proto_of(n: u32) -> Option<Proto> {
+    Proto::from_number(n)
+}
+
+fn affinity(d: DistributionType) -> Affinity {
+    match d {
+        DistributionType::None => Affinity::None,
+        DistributionType::SourceIp => Affinity::SourceIp,
+        DistributionType::SourceIpProtocol => Affinity::SourceIpProtocol,
+    }
+}
+
+/// The frontends of a load balancer: its VIPs, or every host address of its family.
+fn frontends(lb: &HostComputeLoadBalancer) -> Vec<Frontend> {
+    if lb.frontend_vips.is_empty() {
+        return vec![Frontend::Node { v6: lb.flags & LB_FLAG_IPV6 != 0 }];
+    }
+    lb.frontend_vips.iter().filter_map(|v| v.parse().ok()).map(Frontend::Vip).collect()
+}
+
+/// The services (frontend × port mapping) of a load balancer, without backends: their chain
+/// names are what must be unique.
+fn service_keys(lb: &HostComputeLoadBalancer) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in frontends(lb) {
+        for pm in &lb.port_mappings {
+            if let Some(proto) = proto_of(pm.protocol) {
+                out.push(Service { frontend: f, proto, port: pm.external_port, internal: false, local: false, affinity: Affinity::None, backends: vec![] }.chain());
+            }
+        }
+    }
+    out
+}
+
+fn is_usable_vip(ip: IpAddr) -> bool {
+    !(ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || matches!(ip, IpAddr::V4(a) if a.is_broadcast()))
+}
+
+impl Engine {
+    /// Loads the stored load balancers (at start, after the endpoints). A backend whose
+    /// endpoint is gone (hnsd stopped between the endpoint's delete and the load balancer's
+    /// rewrite) is dropped here.
+    pub(crate) fn load_lbs(&mut self) -> anyhow::Result<()> {
+        let mut max = 0u32;
+        for mut rec in self.store.load_all::<LbRecord>(Kind::LoadBalancer)? {
+            rec.lb.host_compute_endpoints.retain(|e| self.endpoints.contains_key(e));
+            let eps = &rec.lb.host_compute_endpoints;
+            rec.marks.retain(|e, _| eps.contains(e));
+            max = max.max(rec.marks.values().map(|m| m & !LB_CT_MARK).max().unwrap_or(0));
+            for k in service_keys(&rec.lb) {
+                self.lbs.frontends.insert(k, rec.lb.id.clone());
+            }
+            self.lbs.recs.insert(rec.lb.id.clone(), rec);
+        }
+        self.lbs.next_mark = max + 1;
+        Ok(())
+    }
+
+    pub fn list_lbs(&self) -> Vec<HostComputeLoadBalancer> {
+        self.lbs.recs.values().map(|r| r.lb.clone()).collect()
+    }
+
+    fn lb_id(&self, key: &str) -> Result<String> {
+        norm_guid(key)
+            .filter(|id| self.lbs.recs.contains_key(id))
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no load balancer with ID {key:?}; list them with `hnsctl lb ls`")))
+    }
+
+    pub fn get_lb(&self, key: &str) -> Result<HostComputeLoadBalancer> {
+        Ok(self.lbs.recs[&self.lb_id(key)?].lb.clone())
+    }
+
+    /// Checks a request and returns it normalized (backends by endpoint ID, canonical
+    /// addresses). `own`: the load balancer being replaced (its frontends may be reused).
+    fn validate_lb(&self, mut req: HostComputeLoadBalancer, own: Option<&str>) -> Result<HostComputeLoadBalancer> {
+        if req.flags & !(LB_FLAG_DSR | LB_FLAG_IPV6) != 0 {
+            return Err(bad("Flags", format!("{} has unknown bits; the flags are 1 EnableDirectServerReturn and 2 IPv6", req.flags)));
+        }
+        if req.flags & LB_FLAG_DSR != 0 {
+            return Err(ApiError::field(ErrorCode::RequestUnsupported, "Flags", "EnableDirectServerReturn (1) is not supported yet; leave it out (the load balancer then NATs both ways)"));
+        }
+        let v6 = req.flags & LB_FLAG_IPV6 != 0;
+        let fam = if v6 { "IPv6" } else { "IPv4" };
+        let fam_hint = if v6 { "Flags has IPv6 (2): the load balancer is IPv6" } else { "Flags lacks IPv6 (2): the load balancer is IPv4" };
+        for (i, v) in req.frontend_vips.iter_mut().enumerate() {
+            let field = format!("FrontendVIPs[{i}]");
+            let ip: IpAddr = v.trim().parse().map_err(|_| ApiError::field(ErrorCode::InvalidIp, &field, format!("{v:?} is not an IP address")))?;
+            if !is_usable_vip(ip) {
+                return Err(ApiError::field(ErrorCode::InvalidIp, &field, format!("{ip} cannot be a frontend address (unspecified, loopback, multicast or broadcast)")));
+            }
+            if ip.is_ipv6() != v6 {
+                return Err(ApiError::field(ErrorCode::InvalidIp, &field, format!("{ip} is not {fam}; {fam_hint}")));
+            }
+            *v = ip.to_string();
+        }
+        let mut seen = BTreeSet::new();
+        for v in &req.frontend_vips {
+            if !seen.insert(v.clone()) {
+                return Err(bad("FrontendVIPs", format!("{v} is listed twice")));
+            }
+        }
+        if !req.source_vip.is_empty() {
+            let ip: IpAddr = req.source_vip.trim().parse().map_err(|_| ApiError::field(ErrorCode::InvalidIp, "SourceVIP", format!("{:?} is not an IP address", req.source_vip)))?;
+            if ip.is_ipv6() != v6 || !is_usable_vip(ip) {
+                return Err(ApiError::field(ErrorCode::InvalidIp, "SourceVIP", format!("{ip} cannot be the source address: it must be a unicast {fam} address ({fam_hint})")));
+            }
+            req.source_vip = ip.to_string();
+        }
+        if req.port_mappings.is_empty() {
+            return Err(bad("PortMappings", "at least one port mapping is needed (Protocol, InternalPort, ExternalPort)"));
+        }
+        let mut ports = BTreeSet::new();
+        for (i, pm) in req.port_mappings.iter().enumerate() {
+            let f = |n: &str| format!("PortMappings[{i}].{n}");
+            let proto = proto_of(pm.protocol).ok_or_else(|| bad(f("Protocol"), format!("{} is not supported: 6 (TCP) or 17 (UDP)", pm.protocol)))?;
+            if pm.internal_port == 0 {
+                return Err(bad(f("InternalPort"), "0 is not a port: 1-65535"));
+            }
+            if pm.external_port == 0 {
+                return Err(bad(f("ExternalPort"), "0 is not a port: 1-65535"));
+            }
+            if pm.flags & !(LB_PM_ILB | LB_PM_LOCAL_ROUTED_VIP | LB_PM_USE_MUX | LB_PM_PRESERVE_DIP) != 0 {
+                return Err(bad(f("Flags"), format!("{} has unknown bits; the flags are 1 ILB, 2 LocalRoutedVIP, 4 UseMux, 8 PreserveDIP", pm.flags)));
+            }
+            if pm.flags & LB_PM_PRESERVE_DIP != 0 {
+                return Err(ApiError::field(ErrorCode::RequestUnsupported, f("Flags"), "PreserveDIP (8) is not supported yet"));
+            }
+            if !ports.insert((proto, pm.external_port)) {
+                return Err(bad(f("ExternalPort"), format!("{proto}/{} is mapped twice", pm.external_port)));
+            }
+        }
+        let mut ids = Vec::new();
+        for (i, key) in req.host_compute_endpoints.iter().enumerate() {
+            let field = format!("HostComputeEndpoints[{i}]");
+            let id = self.endpoint_id(key).map_err(|e| ApiError { field: Some(field.clone()), ..e })?;
+            if ids.contains(&id) {
+                return Err(bad(field, format!("endpoint {key} is listed twice")));
+            }
+            let rec = &self.endpoints[&id];
+            if !rec.ep.ip_configurations.iter().any(|c| c.ip_address.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6() == v6)) {
+                return Err(bad(field, format!("endpoint {key} has no {fam} address; {fam_hint}")));
+            }
+            ids.push(id);
+        }
+        req.host_compute_endpoints = ids;
+        for k in service_keys(&req) {
+            if let Some(other) = self.lbs.frontends.get(&k).filter(|o| Some(o.as_str()) != own) {
+                return Err(ApiError::new(ErrorCode::PortAlreadyExists, format!("load balancer {other} already has this frontend address, protocol and port ({k}); delete it or change one of them")));
+            }
+        }
+        req.schema_version = hns_api::SCHEMA_VERSION;
+        Ok(req)
+    }
+
+    /// The kernel state of one load balancer, from its record and the endpoints' addresses.
+    fn lb_state(&self, rec: &LbRecord) -> LbState {
+        let lb = &rec.lb;
+        let v6 = lb.flags & LB_FLAG_IPV6 != 0;
+        let addr_of = |ep: &str| -> Option<IpAddr> {
+            self.endpoints.get(ep)?.ep.ip_configurations.iter().filter_map(|c| c.ip_address.parse::<IpAddr>().ok()).find(|a| a.is_ipv6() == v6)
+        };
+        let backends: Vec<(u32, IpAddr)> = lb.host_compute_endpoints.iter().filter_map(|e| Some((*rec.marks.get(e)?, addr_of(e)?))).collect();
+        let mut services = Vec::new();
+        for f in frontends(lb) {
+            for pm in &lb.port_mappings {
+                let Some(proto) = proto_of(pm.protocol) else { continue };
+                services.push(Service {
+                    frontend: f,
+                    proto,
+                    port: pm.external_port,
+                    internal: pm.flags & LB_PM_ILB != 0,
+                    local: pm.flags & LB_PM_LOCAL_ROUTED_VIP != 0,
+                    affinity: affinity(pm.distribution_type),
+                    backends: backends.iter().map(|(mark, addr)| Backend { mark: *mark, addr: *addr, port: pm.internal_port }).collect(),
+                });
+            }
+        }
+        let source_vip = lb.source_vip.parse().ok();
+        let hairpin = backends.iter().map(|(mark, addr)| Hairpin { mark: *mark, backend: *addr, source_vip }).collect();
+        LbState { services, hairpin }
+    }
+
+    /// Rewrites the whole table from the store.
+    pub(crate) fn rebuild_lbs(&mut self) -> Result<()> {
+        let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
+        let refs: Vec<&LbState> = states.iter().map(|(_, s)| s).collect();
+        let program = nft_lb::compile_all(&refs);
+        blocking(|| nft_lb::run(&program)).map_err(kernel_err)?;
+        self.lbs.applied = states.into_iter().collect();
+        self.lbs.table_ok = true;
+        Ok(())
+    }
+
+    /// Makes the kernel hold load balancer `id` as the store says (absent: removed), touching
+    /// only its chains and elements; rebuilds the table if that fails.
+    fn program_lb(&mut self, id: &str) -> Result<()> {
+        let new = self.lbs.recs.get(id).map(|r| self.lb_state(r)).unwrap_or_default();
+        if !self.lbs.table_ok || self.lbs.recs.is_empty() {
+            return self.rebuild_lbs();
+        }
+        let old = self.lbs.applied.get(id).cloned().unwrap_or_default();
+        let program = nft_lb::compile_update(&old, &new);
+        match blocking(|| nft_lb::run(&program)) {
+            Ok(()) => {
+                if self.lbs.recs.contains_key(id) {
+                    self.lbs.applied.insert(id.to_owned(), new);
+                } else {
+                    self.lbs.applied.remove(id);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(lb = id, error = %e, "incremental load-balancer update failed; rebuilding the table");
+                self.rebuild_lbs()
+            }
+        }
+    }
+
+    fn commit_lb(&self, rec: &LbRecord) -> Result<()> {
+        let mut txn = self.store.begin().map_err(store_err)?;
+        txn.put(Kind::LoadBalancer, &rec.lb.id, rec).map_err(store_err)?;
+        txn.commit().map_err(store_err)
+    }
+
+    /// Gives new backends a mark, keeps the marks of those that stay; returns the marks of
+    /// those that left.
+    fn assign_marks(&mut self, rec: &mut LbRecord) -> Vec<u32> {
+        let keep: BTreeSet<&String> = rec.lb.host_compute_endpoints.iter().collect();
+        let gone: Vec<u32> = rec.marks.iter().filter(|(e, _)| !keep.contains(e)).map(|(_, m)| *m).collect();
+        rec.marks.retain(|e, _| keep.contains(e));
+        for e in &rec.lb.host_compute_endpoints {
+            if !rec.marks.contains_key(e) {
+                rec.marks.insert(e.clone(), LB_CT_MARK | (self.lbs.next_mark & !LB_CT_MARK));
+                self.lbs.next_mark = self.lbs.next_mark.wrapping_add(1).max(1);
+            }
+        }
+        gone
+    }
+
+    pub fn create_lb(&mut self, req: HostComputeLoadBalancer) -> Result<HostComputeLoadBalancer> {
+        let id = match req.id.as_str() {
+            "" => new_guid(),
+            given => {
+                let id = norm_guid(given).ok_or_else(|| bad("ID", format!("{given:?} is not a GUID; leave it empty and hns chooses one")))?;
+                if self.lbs.recs.contains_key(&id) {
+                    return Err(ApiError::field(ErrorCode::PortAlreadyExists, "ID", format!("load balancer {id} already exists")));
+                }
+                id
+            }
+        };
+        let mut lb = self.validate_lb(req, None)?;
+        lb.id = id.clone();
+        let mut rec = LbRecord { lb, marks: BTreeMap::new() };
+        self.assign_marks(&mut rec);
+        self.commit_lb(&rec)?;
+        for k in service_keys(&rec.lb) {
+            self.lbs.frontends.insert(k, id.clone());
+        }
+        self.lbs.recs.insert(id.clone(), rec.clone());
+        self.program_lb(&id)?;
+        Ok(rec.lb)
+    }
+
+    /// Replaces a load balancer with `req` (hcsshim's `Update`).
+    pub fn modify_lb(&mut self, key: &str, req: HostComputeLoadBalancer) -> Result<HostComputeLoadBalancer> {
+        let id = self.lb_id(key)?;
+        if !req.id.is_empty() && norm_guid(&req.id).as_deref() != Some(id.as_str()) {
+            return Err(bad("ID", format!("{:?} is not the ID of the load balancer being modified ({id}); leave it empty", req.id)));
+        }
+        let mut lb = self.validate_lb(req, Some(&id))?;
+        lb.id = id.clone();
+        let old = self.lbs.recs[&id].clone();
+        let mut rec = LbRecord { lb, marks: old.marks.clone() };
+        let gone = self.assign_marks(&mut rec);
+        self.commit_lb(&rec)?;
+        for k in service_keys(&old.lb) {
+            self.lbs.frontends.remove(&k);
+        }
+        for k in service_keys(&rec.lb) {
+            self.lbs.frontends.insert(k, id.clone());
+        }
+        self.lbs.recs.insert(id.clone(), rec.clone());
+        self.program_lb(&id)?;
+        self.clear_flows(&gone);
+        Ok(rec.lb)
+    }
+
+    pub fn delete_lb(&mut self, key: &str) -> Result<()> {
+        let id = self.lb_id(key)?;
+        let mut txn = self.store.begin().map_err(store_err)?;
+        txn.delete(Kind::LoadBalancer, &id).map_err(store_err)?;
+        txn.commit().map_err(store_err)?;
+        let rec = self.lbs.recs.remove(&id).expect("looked up");
+        for k in service_keys(&rec.lb) {
+            self.lbs.frontends.remove(&k);
+        }
+        let result = self.program_lb(&id);
+        self.clear_flows(&rec.marks.values().copied().collect::<Vec<_>>());
+        result
+    }
+
+    /// Clears the tracked connections of backends that left (logged on failure: the flows then
+    /// end by themselves when idle).
+    fn clear_flows(&self, marks: &[u32]) {
+        if let Err(e) = hns_kernel::conntrack::flush_marks(marks) {
+            tracing::warn!(error = %e, "could not clear the tracked connections of removed load-balancer backends");
+        }
+    }
+
+    /// An endpoint is being deleted: it leaves every load balancer it is a backend of.
+    pub(crate) fn lbs_forget_endpoint(&mut self, ep_id: &str) {
+        let ids: Vec<String> = self.lbs.recs.values().filter(|r| r.lb.host_compute_endpoints.iter().any(|e| e == ep_id)).map(|r| r.lb.id.clone()).collect();
+        for id in ids {
+            let mut rec = self.lbs.recs[&id].clone();
+            rec.lb.host_compute_endpoints.retain(|e| e != ep_id);
+            let gone = self.assign_marks(&mut rec);
+            if let Err(e) = self.commit_lb(&rec) {
+                // The record is repaired at the next start (load_lbs drops missing endpoints).
+                tracing::warn!(lb = %id, error = %e.message, "could not rewrite a load balancer whose backend was deleted");
+            }
+            self.lbs.recs.insert(id.clone(), rec);
+            if let Err(e) = self.program_lb(&id) {
+                tracing::warn!(lb = %id, error = %e.message, "could not remove a deleted backend from a load balancer; the reconciler retries");
+                self.lbs.table_ok = false;
+            }
+            self.clear_flows(&gone);
+        }
+    }
+
+    /// Reconciler step: rebuilds the table when it is missing or flushed (and, at start, when
+    /// its chain count differs from the store's). Returns what was repaired.
+    pub(crate) fn reconcile_lbs(&mut self, full: bool) -> std::result::Result<Option<String>, String> {
+        if self.lbs.recs.is_empty() {
+            if full && blocking(nft_lb::observe).chains > 0 {
+                blocking(|| nft_lb::run(&nft_lb::compile_all(&[]))).map_err(|e| e.to_string())?;
+                self.lbs.applied.clear();
+                return Ok(Some(format!("removed nft table inet {} (no load balancer)", nft_lb::LB_TABLE)));
+            }
+            return Ok(None);
+        }
+        if full {
+            let obs = blocking(nft_lb::observe);
+            let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
+            let want = nft_lb::chain_count(&states.iter().map(|(_, s)| s).collect::<Vec<_>>());
+            if obs.dispatch && obs.chains == want {
+                // A restart with nothing drifted writes nothing.
+                self.lbs.applied = states.into_iter().collect();
+                self.lbs.table_ok = true;
+                return Ok(None);
+            }
+        } else if self.lbs.table_ok && blocking(nft_lb::dispatch_present) {
+            return Ok(None);
+        }
+        self.rebuild_lbs().map_err(|e| e.message)?;
+        Ok(Some(format!("nft table inet {} rebuilt from the store ({} load balancers)", nft_lb::LB_TABLE, self.lbs.recs.len())))
+    }
+}
