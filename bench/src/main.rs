@@ -632,7 +632,7 @@ fn dataplane_inner(sock: &Path, seconds: u64, lan_pid: u32) -> Result<()> {
     let ip = ep["IpConfigurations"][0]["IpAddress"].as_str().unwrap().to_owned();
     let netns = format!("--net={}", ns["NetNsPath"].as_str().unwrap());
     let probe = std::env::current_exe()?.with_file_name("labprobe");
-    let mut servers = vec![
+    let mut servers = [
         Command::new("nsenter").arg(&netns).args(["iperf3", "-s"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("iperf3 (apt-get install iperf3)")?,
         Command::new("nsenter").arg(&netns).arg(&probe).args(["serve-tcp", "0.0.0.0:7000"]).stdout(Stdio::null()).spawn()?,
     ];

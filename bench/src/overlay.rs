@@ -202,7 +202,7 @@ fn reachability_and_throughput(endpoints: usize, seconds: u64) -> Result<()> {
         ))?;
     }
     let iperf3 = Command::new("iperf3").arg("--version").output().is_ok_and(|o| o.status.success());
-    let paths: [(&str, Box<dyn Fn(&str) -> Command>, Box<dyn Fn(&str) -> Command>, String); 3] = [
+    let paths: [(&str, CommandIn<'_>, CommandIn<'_>, String); 3] = [
         ("container -> container through hns overlay", Box::new(|p| in_compartment(lab.host(1), server_ns, p)), Box::new(|p| in_compartment(lab.host(0), client_ns, p)), server_ip),
         ("raw VXLAN pair set up by hand (host to host)", Box::new(|p| lab.host(1).host().cmd(p)), Box::new(|p| lab.host(0).host().cmd(p)), "10.98.0.2".into()),
         ("underlay, no encapsulation", Box::new(|p| lab.host(1).host().cmd(p)), Box::new(|p| lab.host(0).host().cmd(p)), "10.99.0.2".into()),
@@ -351,3 +351,6 @@ fn convergence(host_counts: &[usize]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Builds a command run in some namespace, given its name.
+type CommandIn<'a> = Box<dyn Fn(&str) -> Command + 'a>;

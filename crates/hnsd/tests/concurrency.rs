@@ -58,7 +58,7 @@ fn one_container(api: &Api, fails: &Failures, client: usize, round: usize, keep:
     let ns_id = ns.body["ID"].as_str()?.to_owned();
     let policies = json!([pm(0, 80), pm(STATIC_BASE + client as u16, 81)]);
     // Half the rounds attach in the create request, half with a namespace modify.
-    let direct = round % 2 == 0;
+    let direct = round.is_multiple_of(2);
     let mut body = json!({"HostComputeNetwork": net, "Name": format!("e{client}-{round}"), "Policies": policies});
     if direct {
         body["HostComputeNamespace"] = json!(ns_id);
