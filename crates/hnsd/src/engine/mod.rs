@@ -20,6 +20,7 @@ mod dhcp6;
 mod acl;
 mod discovery;
 mod endpoints;
+mod index;
 mod info;
 mod namespaces;
 mod networks;
@@ -99,7 +100,8 @@ pub struct Engine {
     pub(crate) store: Store,
     pub(crate) host: Netlink,
     pub(crate) networks: BTreeMap<String, Net>,
-    pub(crate) endpoints: BTreeMap<String, EndpointRecord>,
+    /// Endpoint records by ID, with indexes by compartment, network and name.
+    pub(crate) endpoints: index::EndpointMap,
     pub(crate) namespaces: BTreeMap<String, Ns>,
     /// Open kernel handles of recently used compartments, by namespace ID.
     pub(crate) handles: lru::LruCache<String, std::sync::Arc<Compartment>>,
@@ -236,7 +238,7 @@ impl Engine {
             store,
             host,
             networks: BTreeMap::new(),
-            endpoints: BTreeMap::new(),
+            endpoints: index::EndpointMap::default(),
             namespaces: BTreeMap::new(),
             in_flight: HashSet::new(),
             idle: std::sync::Arc::new(tokio::sync::Notify::new()),
@@ -330,7 +332,7 @@ impl Engine {
         {
             return Ok(id);
         }
-        let found: Vec<&EndpointRecord> = self.endpoints.values().filter(|e| e.ep.name == key).collect();
+        let found: Vec<&EndpointRecord> = self.endpoints.named(key).collect();
         match found.len() {
             0 => Err(ApiError::new(ErrorCode::EndpointNotFound, format!("no endpoint with ID or name {key:?}; list them with `hnsctl endpoint ls`"))),
             1 => Ok(found[0].ep.id.clone()),

@@ -142,8 +142,8 @@ impl Engine {
 
     /// Forgets a compartment that no longer exists, with its endpoints and their addresses.
     fn collect_namespace(&mut self, id: &str, r: &mut Report) {
-        let eps: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.ep.id.clone()).collect();
-        let mut nets: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.network_id.clone()).collect();
+        let eps: Vec<String> = self.endpoints.in_namespace(id).map(|e| e.ep.id.clone()).collect();
+        let mut nets: Vec<String> = self.endpoints.in_namespace(id).map(|e| e.network_id.clone()).collect();
         nets.sort();
         nets.dedup();
         // Their port mappings leave the kernel with them.
