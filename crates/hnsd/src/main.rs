@@ -31,6 +31,13 @@ use config::{Args, Config};
 use engine::{Engine, EngineConfig};
 
 fn main() -> anyhow::Result<()> {
+    // glibc gives each thread that allocates (tokio workers, the blocking pool's threads) an
+    // arena of its own, up to eight per core, and each keeps what it freed: two arenas hold
+    // the daemon's memory with no measurable contention at its request rate.
+    // SAFETY: mallopt only sets a malloc tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let args = Args::parse();
     if args.man {
         use clap::CommandFactory;
