@@ -87,12 +87,14 @@ pub(crate) struct Ns {
 
 /// How many compartments keep their kernel handles (an nsfs fd and a netlink socket: two
 /// descriptors) open under an open-files limit of `nofile`: an eighth of it (so they take at
-/// most a quarter of the descriptors), and no more than 1024. The least recently used are closed beyond it and reopened from the stored path
+/// most a quarter of the descriptors), and no more than 64: each open handle costs ~36 KiB
+/// (the netlink connection's buffers and task; 1024 of them were 35 MiB of hnsd's RSS at
+/// 5 000 endpoints, hns-bench attach-pm). The least recently used are closed beyond it and reopened from the stored path
 /// and identity when next needed; holding every handle would make descriptors grow with the
 /// number of compartments, and reopening on every use would cost each reconcile pass a
 /// netns switch per attached compartment.
 pub fn open_compartments(nofile: u64) -> usize {
-    (nofile / 8).clamp(16, 1024) as usize
+    (nofile / 8).clamp(16, 64) as usize
 }
 
 pub struct Engine {
