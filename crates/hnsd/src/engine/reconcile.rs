@@ -51,7 +51,10 @@ impl Engine {
             }
         }
         self.reconcile_nft(&mut r);
-        match self.reconcile_acls(full) {
+        // At start the ACL tables are rewritten only if they exist (they may hold what the
+        // store no longer does); absent, they are made only when some endpoint has an ACL, so
+        // a restart with no ACL writes nothing (tests/restart_scale.rs).
+        match self.reconcile_acls(full && hns_kernel::nft_acl::tables_present()) {
             Ok(true) if !full => r.repaired.push("the ACL tables (rebuilt from the store)".into()),
             Ok(_) => {}
             Err(e) => r.errors.push(e),
