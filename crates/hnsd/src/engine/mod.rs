@@ -25,6 +25,7 @@ mod info;
 mod namespaces;
 mod networks;
 pub mod overlay;
+pub mod periodic;
 mod policies;
 mod portmaps;
 pub mod reconcile;

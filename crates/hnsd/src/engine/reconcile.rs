@@ -68,7 +68,7 @@ impl Engine {
         r
     }
 
-    async fn reconcile_namespaces(&mut self, r: &mut Report) {
+    pub(crate) async fn reconcile_namespaces(&mut self, r: &mut Report) {
         // A compartment an attach is working in (without the lock) is left to it this pass.
         let ids: Vec<String> = self.namespaces.keys().filter(|id| !self.in_flight.contains(*id)).cloned().collect();
         for id in ids {
@@ -192,7 +192,7 @@ impl Engine {
         r.collected.push(format!("namespace {id} is gone; removed it and {} endpoint(s)", eps.len()));
     }
 
-    async fn reconcile_networks(&mut self, r: &mut Report) {
+    pub(crate) async fn reconcile_networks(&mut self, r: &mut Report) {
         let ids: Vec<String> = self.networks.keys().cloned().collect();
         for id in ids {
             let plan = self.networks[&id].plan.clone();
@@ -216,7 +216,7 @@ impl Engine {
         }
     }
 
-    fn reconcile_nft(&mut self, r: &mut Report) {
+    pub(crate) fn reconcile_nft(&mut self, r: &mut Report) {
         let desired = self.desired_nft();
         match nft::observe() {
             Ok(o) if !nft::drifted(&desired, &o) => {}
@@ -230,7 +230,7 @@ impl Engine {
 
     /// The host links the store says hns should have: network links, uplink links, and the
     /// host ends of attached endpoints.
-    fn wanted_links(&self) -> HashSet<String> {
+    pub(crate) fn wanted_links(&self) -> HashSet<String> {
         let mut wanted: HashSet<String> = HashSet::new();
         for n in self.networks.values() {
             if hns_drivers::has_network_link(n.plan.kind) {
@@ -270,6 +270,13 @@ impl Engine {
     }
 
     async fn reconcile_links(&mut self, r: &mut Report) {
+        self.reconcile_links_of(None, r).await
+    }
+
+    /// The links step for the attached endpoints in `only` (all when `None`), checked against
+    /// the store as it is now: an endpoint deleted or detached since `only` was drawn up is
+    /// skipped. Orphans and retired links are handled only in a pass over all (`None`).
+    pub(crate) async fn reconcile_links_of(&mut self, only: Option<&HashSet<String>>, r: &mut Report) {
         let links = match self.host.links().await {
             Ok(l) => l,
             Err(e) => {
@@ -280,7 +287,12 @@ impl Engine {
         let by_name: HashMap<&str, &hns_kernel::netlink::LinkInfo> = links.iter().map(|l| (l.name.as_str(), l)).collect();
         let wanted = self.wanted_links();
         // An endpoint in its attach's kernel step (without the lock) is left to it this pass.
-        let attached: Vec<_> = self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty() && !self.in_flight.contains(&e.ep.id)).cloned().collect();
+        let attached: Vec<_> = self
+            .endpoints
+            .values()
+            .filter(|e| !e.ep.host_compute_namespace.is_empty() && !self.in_flight.contains(&e.ep.id) && only.is_none_or(|o| o.contains(&e.ep.id)))
+            .cloned()
+            .collect();
         for rec in attached {
             let Some(net) = self.networks.get(&rec.network_id) else { continue };
             let kind = net.plan.kind;
@@ -339,6 +351,9 @@ impl Engine {
                 self.endpoints.insert(rec.ep.id.clone(), rec);
             }
         }
+        if only.is_some() {
+            return;
+        }
         // Retired links are the reaper's (a detach queued them a moment ago, or a previous hnsd
         // died before deleting them): hand them over instead of racing it.
         if let Some(l) = links.iter().find(|l| l.group == names::RETIRED_GROUP && names::has_hns_name(&l.name)) {
@@ -372,7 +387,7 @@ impl Engine {
     }
 
     /// Namespace files and resolv.conf directories under the run dir that no compartment owns.
-    fn remove_orphan_files(&mut self, r: &mut Report) {
+    pub(crate) fn remove_orphan_files(&mut self, r: &mut Report) {
         let known: HashSet<String> = self.namespaces.keys().cloned().collect();
         for dir in [self.cfg.netns_dir(), self.cfg.resolv_dir()] {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
