@@ -495,7 +495,7 @@ fn before(e: &Engine, op: Op, key: &str) -> Before {
         Op::DeleteNamespace => {
             b.namespace = ns_ref(e, key);
             if let Some((id, _)) = &b.namespace {
-                b.attached = e.endpoints.values().filter(|r| &r.ep.host_compute_namespace == id).filter_map(|r| ep_ref(e, &r.ep.id)).collect();
+                b.attached = e.endpoints.in_namespace(id).filter_map(|r| ep_ref(e, &r.ep.id)).collect();
             }
         }
         _ => {}

@@ -382,6 +382,25 @@ impl Netlink {
         self.handle.route().add(b.build()).replace().execute().await.map_err(|e| nl_err("add route", &shown, e))
     }
 
+    /// Whether the namespace's main table has a default route of that family (what
+    /// [`Netlink::add_default_route_if_absent`] would find), read without writing anything.
+    pub async fn has_default_route(&self, v4: bool) -> Result<bool> {
+        use netlink_packet_route::route::RouteAttribute;
+        /// `RT_TABLE_MAIN` of <linux/rtnetlink.h>.
+        const MAIN_TABLE: u32 = 254;
+        let mut msg = if v4 { RouteMessageBuilder::<std::net::Ipv4Addr>::new().build() } else { RouteMessageBuilder::<std::net::Ipv6Addr>::new().build() };
+        // Strict dump checking filters by every header field set: any protocol, any type.
+        msg.header.protocol = netlink_packet_route::route::RouteProtocol::Unspec;
+        msg.header.kind = netlink_packet_route::route::RouteType::Unspec;
+        let mut routes = self.handle.route().get(msg).execute();
+        let mut found = false;
+        while let Some(m) = routes.try_next().await.map_err(|e| nl_err("list routes", "", e))? {
+            let table = m.attributes.iter().find_map(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None }).unwrap_or(m.header.table.into());
+            found |= m.header.destination_prefix_length == 0 && table == MAIN_TABLE;
+        }
+        Ok(found)
+    }
+
     /// Adds a default route via `gateway` out of `oif` unless the namespace already has one of
     /// that family: a compartment on several networks keeps the default route of the first,
     /// as Docker does, and another endpoint's route is never replaced. True if it added one.

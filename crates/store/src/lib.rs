@@ -18,6 +18,11 @@ use serde::de::DeserializeOwned;
 /// Version of the on-disk layout. Bumped when a change needs a migration.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// redb's page cache. Its default (1 GiB) lets the cache grow with every page ever read or
+/// written, which made most of hnsd's memory at thousands of endpoints; the daemon reads the
+/// store once at start and then only writes through, so a small cache costs nothing measurable.
+const CACHE_BYTES: usize = 4 << 20;
+
 /// The kinds of records, one redb table each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -107,7 +112,7 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open { path: shown.clone(), reason: e.to_string() })?;
         }
-        let db = Database::create(path).map_err(|e| StoreError::Open { path: shown.clone(), reason: e.to_string() })?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| StoreError::Open { path: shown.clone(), reason: e.to_string() })?;
         let store = Store { db, path: path.to_owned() };
         let txn = store.begin()?;
         for k in Kind::ALL {

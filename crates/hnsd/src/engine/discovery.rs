@@ -43,9 +43,9 @@ impl Engine {
     fn dns_view(&self, net_id: &str) -> NetworkView {
         let Some(net) = self.networks.get(net_id) else { return NetworkView::default() };
         let mut records = Vec::new();
-        for e in self.endpoints.values().filter(|e| e.network_id == net_id && !e.ep.host_compute_namespace.is_empty()) {
+        for e in self.endpoints.on_network(net_id).filter(|e| !e.ep.host_compute_namespace.is_empty()) {
             // Borrowed, and addresses parsed only for an endpoint with a name: this runs on
-            // every attach and detach, over every endpoint.
+            // every attach and detach, over the network's endpoints.
             let container = self.namespaces.get(&e.ep.host_compute_namespace).map(|n| n.rec.ns.name.as_str()).unwrap_or_default();
             let mut names: Vec<&str> = vec![e.ep.name.as_str(), container];
             names.extend(e.ep.aliases.iter().map(String::as_str));

@@ -797,7 +797,7 @@ impl Engine {
     /// After a detach, the remaining endpoints of the compartment take over the default route.
     /// Best effort: the detach itself succeeded; a failure here is logged.
     async fn restore_gateways(&mut self, ns_id: &str) {
-        let plans: Vec<_> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == ns_id).filter_map(|e| self.endpoint_plan(e)).collect();
+        let plans: Vec<_> = self.endpoints.in_namespace(ns_id).filter_map(|e| self.endpoint_plan(e)).collect();
         if plans.is_empty() {
             return;
         }
@@ -844,7 +844,7 @@ impl Engine {
     /// The name of an endpoint's interface in the compartment `ns_id`: `requested` (its
     /// `InterfaceName`) unless another endpoint there has it, else the lowest free `ethN`.
     fn ifname_in(&self, requested: &str, ns_id: &str) -> Result<String> {
-        let there = || self.endpoints.values().filter(|e| e.ep.host_compute_namespace == ns_id);
+        let there = || self.endpoints.in_namespace(ns_id);
         if requested.is_empty() {
             let used: Vec<&str> = there().map(|e| e.ep.interface_name.as_str()).collect();
             return Ok((0..).map(|i| format!("eth{i}")).find(|n| !used.contains(&n.as_str())).expect("unbounded"));

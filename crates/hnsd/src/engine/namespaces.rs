@@ -193,7 +193,7 @@ impl Engine {
 
     pub async fn delete_namespace(&mut self, key: &str) -> Result<()> {
         let id = self.namespace_id(key).ok_or_else(|| not_found(key))?;
-        let attached: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.ep.id.clone()).collect();
+        let attached: Vec<String> = self.endpoints.in_namespace(&id).map(|e| e.ep.id.clone()).collect();
         let mut errors = Vec::new();
         for ep in attached {
             if let Err(e) = self.detach(&ep).await {
@@ -296,7 +296,7 @@ impl Engine {
         let mut servers: Vec<String> = Vec::new();
         let mut search: Vec<String> = Vec::new();
         let mut options: Vec<String> = Vec::new();
-        for e in self.endpoints.values().filter(|e| e.ep.host_compute_namespace == ns_id) {
+        for e in self.endpoints.in_namespace(ns_id) {
             let net_dns = self.networks.get(&e.network_id).and_then(|n| n.rec.net.dns.clone());
             // On a network with service discovery the compartment asks the network's
             // responder, which forwards to the configured servers.

@@ -434,7 +434,7 @@ impl Engine {
     /// The compartments with an endpoint on a network.
     pub(crate) fn namespaces_on(&self, net_id: &str) -> Vec<String> {
         let mut v: Vec<String> =
-            self.endpoints.values().filter(|e| e.network_id == net_id && !e.ep.host_compute_namespace.is_empty()).map(|e| e.ep.host_compute_namespace.clone()).collect();
+            self.endpoints.on_network(net_id).filter(|e| !e.ep.host_compute_namespace.is_empty()).map(|e| e.ep.host_compute_namespace.clone()).collect();
         v.sort();
         v.dedup();
         v

@@ -51,7 +51,10 @@ impl Engine {
             }
         }
         self.reconcile_nft(&mut r);
-        match self.reconcile_acls(full) {
+        // At start the ACL tables are rewritten only if they exist (they may hold what the
+        // store no longer does); absent, they are made only when some endpoint has an ACL, so
+        // a restart with no ACL writes nothing (tests/restart_scale.rs).
+        match self.reconcile_acls(full && hns_kernel::nft_acl::tables_present()) {
             Ok(true) if !full => r.repaired.push("the ACL tables (rebuilt from the store)".into()),
             Ok(_) => {}
             Err(e) => r.errors.push(e),
@@ -71,7 +74,7 @@ impl Engine {
         r
     }
 
-    async fn reconcile_namespaces(&mut self, r: &mut Report) {
+    pub(crate) async fn reconcile_namespaces(&mut self, r: &mut Report) {
         // A compartment an attach is working in (without the lock) is left to it this pass.
         let ids: Vec<String> = self.namespaces.keys().filter(|id| !self.in_flight.contains(*id)).cloned().collect();
         for id in ids {
@@ -148,8 +151,8 @@ impl Engine {
 
     /// Forgets a compartment that no longer exists, with its endpoints and their addresses.
     fn collect_namespace(&mut self, id: &str, r: &mut Report) {
-        let eps: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.ep.id.clone()).collect();
-        let mut nets: Vec<String> = self.endpoints.values().filter(|e| e.ep.host_compute_namespace == id).map(|e| e.network_id.clone()).collect();
+        let eps: Vec<String> = self.endpoints.in_namespace(id).map(|e| e.ep.id.clone()).collect();
+        let mut nets: Vec<String> = self.endpoints.in_namespace(id).map(|e| e.network_id.clone()).collect();
         nets.sort();
         nets.dedup();
         // Their port mappings leave the kernel with them.
@@ -195,7 +198,7 @@ impl Engine {
         r.collected.push(format!("namespace {id} is gone; removed it and {} endpoint(s)", eps.len()));
     }
 
-    async fn reconcile_networks(&mut self, r: &mut Report) {
+    pub(crate) async fn reconcile_networks(&mut self, r: &mut Report) {
         let ids: Vec<String> = self.networks.keys().cloned().collect();
         for id in ids {
             let plan = self.networks[&id].plan.clone();
@@ -219,7 +222,7 @@ impl Engine {
         }
     }
 
-    fn reconcile_nft(&mut self, r: &mut Report) {
+    pub(crate) fn reconcile_nft(&mut self, r: &mut Report) {
         let desired = self.desired_nft();
         match nft::observe() {
             Ok(o) if !nft::drifted(&desired, &o) => {}
@@ -233,7 +236,7 @@ impl Engine {
 
     /// The host links the store says hns should have: network links, uplink links, and the
     /// host ends of attached endpoints.
-    fn wanted_links(&self) -> HashSet<String> {
+    pub(crate) fn wanted_links(&self) -> HashSet<String> {
         let mut wanted: HashSet<String> = HashSet::new();
         for n in self.networks.values() {
             if hns_drivers::has_network_link(n.plan.kind) {
@@ -274,6 +277,13 @@ impl Engine {
     }
 
     async fn reconcile_links(&mut self, r: &mut Report) {
+        self.reconcile_links_of(None, r).await
+    }
+
+    /// The links step for the attached endpoints in `only` (all when `None`), checked against
+    /// the store as it is now: an endpoint deleted or detached since `only` was drawn up is
+    /// skipped. Orphans and retired links are handled only in a pass over all (`None`).
+    pub(crate) async fn reconcile_links_of(&mut self, only: Option<&HashSet<String>>, r: &mut Report) {
         let links = match self.host.links().await {
             Ok(l) => l,
             Err(e) => {
@@ -284,7 +294,12 @@ impl Engine {
         let by_name: HashMap<&str, &hns_kernel::netlink::LinkInfo> = links.iter().map(|l| (l.name.as_str(), l)).collect();
         let wanted = self.wanted_links();
         // An endpoint in its attach's kernel step (without the lock) is left to it this pass.
-        let attached: Vec<_> = self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty() && !self.in_flight.contains(&e.ep.id)).cloned().collect();
+        let attached: Vec<_> = self
+            .endpoints
+            .values()
+            .filter(|e| !e.ep.host_compute_namespace.is_empty() && !self.in_flight.contains(&e.ep.id) && only.is_none_or(|o| o.contains(&e.ep.id)))
+            .cloned()
+            .collect();
         for rec in attached {
             let Some(net) = self.networks.get(&rec.network_id) else { continue };
             let kind = net.plan.kind;
@@ -343,6 +358,9 @@ impl Engine {
                 self.endpoints.insert(rec.ep.id.clone(), rec);
             }
         }
+        if only.is_some() {
+            return;
+        }
         // Retired links are the reaper's (a detach queued them a moment ago, or a previous hnsd
         // died before deleting them): hand them over instead of racing it.
         if let Some(l) = links.iter().find(|l| l.group == names::RETIRED_GROUP && names::has_hns_name(&l.name)) {
@@ -376,7 +394,7 @@ impl Engine {
     }
 
     /// Namespace files and resolv.conf directories under the run dir that no compartment owns.
-    fn remove_orphan_files(&mut self, r: &mut Report) {
+    pub(crate) fn remove_orphan_files(&mut self, r: &mut Report) {
         let known: HashSet<String> = self.namespaces.keys().cloned().collect();
         for dir in [self.cfg.netns_dir(), self.cfg.resolv_dir()] {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
