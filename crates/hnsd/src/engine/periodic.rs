@@ -206,6 +206,13 @@ pub async fn periodic(engine: &Mutex<Engine>) -> Report {
         Ok(false) => {}
         Err(e) => r.errors.push(e),
     }
+    // Load balancers, OutBoundNAT, policy routes and QoS caps: only objects that have them.
+    match engine.lock().await.reconcile_lbs(false) {
+        Ok(Some(done)) => r.repaired.push(done),
+        Ok(None) => {}
+        Err(e) => r.errors.push(e),
+    }
+    Box::pin(engine.lock().await.reconcile_policies(&mut r)).await;
     for batch in s.endpoints.chunks(BATCH) {
         let only: HashSet<String> = batch.iter().cloned().collect();
         engine.lock().await.reconcile_links_of(Some(&only), &mut r).await;
