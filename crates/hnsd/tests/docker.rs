@@ -417,7 +417,7 @@ fn l2bridge_outbound_nat_options_apply_to_every_container() {
     run(&docker, &["--name", "onatc", "--net", "onat", "--ip", "10.77.2.50"], SLEEP);
     let seen = |target: &str| {
         let o = docker.docker(&["exec", "onatc", "sh", "-c", &format!("busybox nc -w 3 {target} 8080 </dev/null")]).unwrap();
-        o.stdout.lines().find_map(|l| l.strip_prefix("peer=")).map(|p| p.rsplit_once(':').unwrap().0.to_owned()).unwrap_or_else(|| panic!("{}{}", o.stdout, o.stderr))
+        o.stdout.lines().find_map(|l| l.strip_prefix("peer=")).map(|p| p.split_whitespace().next().unwrap_or_default().rsplit_once(':').unwrap().0.to_owned()).unwrap_or_else(|| panic!("{}{}", o.stdout, o.stderr))
     };
     assert_eq!(seen("10.77.2.1"), u.host_ip.to_string(), "NATed to the host's address");
     assert_eq!(seen("10.77.2.3"), "10.77.2.50", "the exception keeps the container's address");

@@ -184,6 +184,19 @@ fn every_reply_matches_the_served_document() {
     expect(c.get("/events?type=container"), 400, Some("INVALID_PARAMETER"));
     expect(c.get("/events?colour=red"), 400, Some("INVALID_PARAMETER"));
 
+    // Load balancers, with the attached endpoint as their backend.
+    let lb = |port: u16| json!({"HostComputeEndpoints": [ep["ID"]], "FrontendVIPs": ["10.96.0.10"], "PortMappings": [{"Protocol": 6, "InternalPort": 80, "ExternalPort": port}]});
+    let l = expect(c.post("/loadbalancers", &lb(80)), 200, None);
+    let lb_path = format!("/loadbalancers/{}", l["ID"].as_str().unwrap());
+    let e = expect(c.post("/loadbalancers", &json!({"HostComputeEndpoints": [ep["ID"]], "FrontendVIPs": ["10.96.0.10"], "PortMappings": [{"Protocol": 99, "InternalPort": 80, "ExternalPort": 80}]})), 400, None);
+    assert_eq!(e["field"], "PortMappings[0].Protocol");
+    expect(c.get("/loadbalancers"), 200, None);
+    expect(c.get(&lb_path), 200, None);
+    expect(c.get("/loadbalancers/nope"), 404, Some("NOT_FOUND"));
+    expect(c.post(&lb_path, &lb(81)), 200, None);
+    expect(c.delete(&lb_path), 204, None);
+    expect(c.delete(&lb_path), 404, Some("NOT_FOUND"));
+
     // Deletion, then of what is gone.
     expect(c.delete(&ns_path), 204, None);
     expect(c.delete(&ns_path), 404, Some("NAMESPACE_NOT_FOUND"));

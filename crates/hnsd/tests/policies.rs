@@ -19,6 +19,8 @@ fn seen_as(lab: &Lab, ns: &Value, addr: &str) -> String {
     let o = in_ns(lab, ns, &probe(), &["connect-tcp", addr, "--timeout-ms", "2000"]);
     assert!(o.status.success(), "connect from the compartment to {addr}: {}", o.stderr);
     let peer = o.stdout.lines().find_map(|l| l.strip_prefix("peer=")).unwrap_or_else(|| panic!("no peer line: {}", o.stdout));
+    // `peer=ADDR:PORT local=ADDR:PORT`: the peer's address.
+    let peer = peer.split_whitespace().next().unwrap_or_default();
     peer.rsplit_once(':').unwrap().0.to_owned()
 }
 
