@@ -280,6 +280,12 @@ table inet {t} {{
 
 /// Runs one nft program (atomically) through `nft -f -`.
 pub fn run(program: &str) -> Result<()> {
+    run_program(program, "apply nft program", &format!("table inet {NFT_TABLE}"))
+}
+
+/// Runs one nft program (atomically) through `nft -f -`; a refusal is reported as `what` on
+/// `target`, with nft's own message.
+pub fn run_program(program: &str, what: &str, target: &str) -> Result<()> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -290,7 +296,7 @@ pub fn run(program: &str) -> Result<()> {
     child.stdin.take().expect("piped").write_all(program.as_bytes()).map_err(|e| KernelError::io("write nft program", "nft", e))?;
     let out = child.wait_with_output().map_err(|e| KernelError::io("wait for nft", "nft", e))?;
     if !out.status.success() {
-        return Err(KernelError::new("apply nft program", format!("table inet {NFT_TABLE}"), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(KernelError::new(what, target, String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(())
 }

@@ -37,13 +37,12 @@
 //! compare the kernel's tables against (both must list identically through `nft`).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::nft_batch::{self, AnonSet, Base, Batch, CmpOp, Expr, Family, Hook, MetaKey, Verdict};
 
 /// Name of the ACL tables (one per family, see the module doc).
@@ -358,19 +357,7 @@ fn quote(s: &str) -> String {
 /// Runs one program through `nft -f -` (one transaction). hnsd writes through netlink
 /// ([`apply`]); this is for tests and tools.
 pub fn run(program: &str) -> Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| KernelError::io("run nft", "nft -f -", e))?;
-    child.stdin.take().expect("piped").write_all(program.as_bytes()).map_err(|e| KernelError::io("write nft program", "nft", e))?;
-    let out = child.wait_with_output().map_err(|e| KernelError::io("wait for nft", "nft", e))?;
-    if !out.status.success() {
-        return Err(KernelError::new("apply nft ACL program", format!("table {ACL_TABLE}"), String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
+    crate::nft::run_program(program, "apply nft ACL program", &format!("table {ACL_TABLE}"))
 }
 
 // ---- The same programs as nfnetlink batches (what hnsd runs) ----

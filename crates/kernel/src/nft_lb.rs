@@ -37,11 +37,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::nft::Proto;
 
 /// Name of the load-balancer table (`inet` family).
@@ -312,19 +311,7 @@ pub fn run(program: &str) -> Result<()> {
     if program.is_empty() {
         return Ok(());
     }
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| KernelError::io("run nft", "nft -f -", e))?;
-    child.stdin.take().expect("piped").write_all(program.as_bytes()).map_err(|e| KernelError::io("write nft program", "nft", e))?;
-    let out = child.wait_with_output().map_err(|e| KernelError::io("wait for nft", "nft", e))?;
-    if !out.status.success() {
-        return Err(KernelError::new("apply nft load-balancer program", format!("table inet {LB_TABLE}"), String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
+    crate::nft::run_program(program, "apply nft load-balancer program", &format!("table inet {LB_TABLE}"))
 }
 
 /// What the kernel's table looks like, reduced to what drift detection compares: whether its

@@ -19,9 +19,8 @@
 //! applies to new connections. The whole table is replaced in one transaction (`nft -f`).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -141,19 +140,7 @@ const DISPATCH_RULES: usize = 3;
 
 /// Runs one program through `nft -f -` (one transaction).
 pub fn run(program: &str) -> Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| KernelError::io("run nft", "nft -f -", e))?;
-    child.stdin.take().expect("piped").write_all(program.as_bytes()).map_err(|e| KernelError::io("write nft program", "nft", e))?;
-    let out = child.wait_with_output().map_err(|e| KernelError::io("wait for nft", "nft", e))?;
-    if !out.status.success() {
-        return Err(KernelError::new("apply nft outbound NAT program", format!("table inet {ONAT_TABLE}"), String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
+    crate::nft::run_program(program, "apply nft outbound NAT program", &format!("table inet {ONAT_TABLE}"))
 }
 
 /// Whether the kernel's table holds what [`compile`] writes for `eps`, compared by content:
