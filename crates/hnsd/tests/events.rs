@@ -300,7 +300,6 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 #[test]
-#[ignore = "written at the deadline and never run: run it with --run-ignored before relying on it"]
 fn dhcp_leases_are_events_obtained_renewed_and_released() {
     let lab = Lab::new().unwrap();
     let _d = lab.start_hnsd(&["--no-default-network"]).expect("hnsd starts");
