@@ -240,7 +240,7 @@ pub struct Batch {
 }
 
 /// Appends a netlink attribute (type, payload, padding to 4 bytes).
-fn attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+pub(crate) fn attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     let len = 4 + payload.len();
     buf.extend((len as u16).to_ne_bytes());
     buf.extend(kind.to_ne_bytes());
@@ -260,7 +260,7 @@ fn attr_u32(buf: &mut Vec<u8>, kind: u16, v: u32) {
 }
 
 /// Appends a nested attribute whose content `fill` writes.
-fn nested(buf: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn nested(buf: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
     let start = buf.len();
     buf.extend([0u8; 4]);
     fill(buf);

@@ -23,6 +23,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 use crate::error::{KernelError, Result};
 use crate::names::NFT_TABLE;
 use crate::nft::Mapping;
+use crate::nft_batch::{attr, nested};
 
 // Constants of linux/netfilter/nfnetlink.h and nf_tables.h.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -38,7 +39,6 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
-const NLA_F_NESTED: u16 = 0x8000;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
@@ -111,25 +111,6 @@ pub fn element_changes(add: &[Mapping], remove: &[Mapping], remaining: &[Mapping
     // changes keep their order).
     out.sort_by_key(|c| (c.add, c.set));
     out
-}
-
-/// Appends a netlink attribute (type, payload, padding to 4 bytes).
-fn attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    buf.extend((len as u16).to_ne_bytes());
-    buf.extend(kind.to_ne_bytes());
-    buf.extend(payload);
-    buf.resize(buf.len().next_multiple_of(4), 0);
-}
-
-/// Appends a nested attribute whose content `fill` writes.
-fn nested(buf: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
-    let start = buf.len();
-    buf.extend([0u8; 4]);
-    fill(buf);
-    let len = (buf.len() - start) as u16;
-    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-    buf[start + 2..start + 4].copy_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
 }
 
 fn cstr(s: &str) -> Vec<u8> {
