@@ -8,6 +8,7 @@ mod error;
 mod output;
 mod portspec;
 mod published;
+mod rate;
 mod template;
 
 use std::path::PathBuf;
@@ -651,6 +652,10 @@ pub struct RunArgs {
     /// Publish a container port on the host (see SPEC below); repeat for more.
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
+    /// Cap what the container sends (a QOS policy, enforced on the host side): 10mbit,
+    /// 500kbit, 2MB, or bytes per second; decimal units.
+    #[arg(long = "max-bandwidth", value_name = "RATE")]
+    pub max_bandwidth: Option<String>,
     /// Run in the background and print the compartment's ID.
     #[arg(short = 'd', long)]
     pub detach: bool,

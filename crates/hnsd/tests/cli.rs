@@ -295,6 +295,25 @@ fn run_and_connect_take_ip6_and_mac() {
 }
 
 #[test]
+fn run_max_bandwidth_caps_the_endpoint_on_the_host_side() {
+    let (lab, _d) = setup();
+    lab.hnsctl_ok(&["run", "-d", "--net", "nat", "--name", "slow", "--max-bandwidth", "8mbit", "--", "sleep", "300"]).unwrap();
+    let eps = Api::new(&lab).get("/endpoints").ok();
+    let ep = eps.as_array().unwrap().iter().find(|e| e["Name"] == "slow").expect("the endpoint of slow").clone();
+    let qos = ep["Policies"].as_array().unwrap().iter().find(|p| p["Type"] == "QOS").unwrap_or_else(|| panic!("no QOS policy: {ep}"));
+    assert_eq!(qos["Settings"]["MaximumOutgoingBandwidthInBytes"], 1_000_000, "{qos}");
+    // Enforced outside the compartment: the host veth's ingress redirects to the endpoint's IFB.
+    let veth = format!("hnv{}", ep["ID"].as_str().unwrap().replace('-', "").get(..12).unwrap());
+    let filters = lab.in_host("tc", &["filter", "show", "dev", &veth, "parent", "ffff:"]).unwrap().stdout;
+    assert!(filters.contains("mirred"), "no redirect on {veth}: {filters}");
+    // Bad rates and a network without endpoints are refused by name, and nothing is created.
+    let before = Api::new(&lab).get("/namespaces").ok();
+    fails_with(&lab, &["run", "--net", "nat", "--max-bandwidth", "10mb", "--", "true"], "--max-bandwidth \"10mb\": give a rate such as 10mbit");
+    fails_with(&lab, &["run", "--net", "host", "--max-bandwidth", "10mbit", "--", "true"], "--max-bandwidth caps an endpoint's traffic; --net host has none");
+    assert_eq!(Api::new(&lab).get("/namespaces").ok(), before);
+}
+
+#[test]
 fn connecting_twice_says_how_and_inspect_finds_any_object() {
     let (lab, _d) = setup();
     lab.hnsctl_ok(&["run", "-d", "--net", "nat", "--name", "app", "--", "sleep", "300"]).unwrap();

@@ -26,7 +26,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2, setsid};
 
 use hns_api::{
-    ErrorCode, HostComputeEndpoint, HostComputeNamespace, IpConfig, ModifyRequest, NamespaceContainerRequest, RequestType, ResourceType,
+    ErrorCode, HostComputeEndpoint, HostComputeNamespace, IpConfig, ModifyRequest, NamespaceContainerRequest, Policy, RequestType, ResourceType,
 };
 
 use super::ps::remove_compartment;
@@ -53,6 +53,10 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
             a.net
         )));
     }
+    if !has_endpoint && a.max_bandwidth.is_some() {
+        return Err(CliError::invalid(format!("--max-bandwidth caps an endpoint's traffic; --net {} has none", a.net)));
+    }
+    let qos = a.max_bandwidth.as_deref().map(crate::rate::bytes_per_second).transpose().map_err(CliError::invalid)?;
     if !has_endpoint && !a.publish.is_empty() {
         return Err(CliError::invalid("-p/--publish: port mappings need a network; --net host uses the host's ports directly"));
     }
@@ -77,7 +81,11 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
                 ip_configurations,
                 mac_address: a.mac_address.clone().unwrap_or_default(),
                 aliases: a.alias.clone(),
-                policies: mappings.iter().map(portspec::policy).collect(),
+                policies: mappings
+                    .iter()
+                    .map(portspec::policy)
+                    .chain(qos.map(|rate| Policy { kind: "QOS".into(), settings: serde_json::json!({ "MaximumOutgoingBandwidthInBytes": rate }) }))
+                    .collect(),
                 ..Default::default()
             };
             let ep = client.post::<_, HostComputeEndpoint>("/endpoints", &body)?;
