@@ -3,21 +3,14 @@
 //! netlink encoding means what the readable compiler says. Each side runs in its own private
 //! network namespace (a thread that unshared one; `nft` children inherit it).
 
+mod common;
+
 use std::process::Command;
+
+use common::in_private_netns;
 
 use hns_kernel::nft_acl::{self, Action, Attach, Direction, EndpointAcl, Rule, Scope};
 use hns_kernel::nft_batch::Batch;
-
-fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace (run as root)");
-            f()
-        })
-        .join()
-        .expect("test thread")
-    })
-}
 
 fn ruleset() -> String {
     let out = Command::new("nft").args(["list", "ruleset"]).output().unwrap();

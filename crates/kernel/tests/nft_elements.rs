@@ -2,21 +2,14 @@
 //! back through `nft` exactly as if nft had written them. Runs in a private network namespace
 //! (a thread that unshared its own; `nft` children inherit it), so nothing touches the host.
 
+mod common;
+
 use std::process::Command;
+
+use common::in_private_netns;
 
 use hns_kernel::nft::{self, Desired, Mapping, NetworkRules, Proto};
 use hns_kernel::nft_elements::{ElementWriter, element_changes};
-
-fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace (run as root)");
-            f()
-        })
-        .join()
-        .expect("test thread")
-    })
-}
 
 fn list(set: &str) -> String {
     let out = Command::new("nft").args(["list", if set.starts_with("pm_") { "set" } else { "map" }, "inet", "hns", set]).output().unwrap();
