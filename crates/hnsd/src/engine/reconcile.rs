@@ -34,12 +34,21 @@ impl Engine {
     /// back every 10 s would cost more).
     pub async fn reconcile(&mut self, full: bool) -> Report {
         let mut r = Report::default();
+        // Where a pass spends its time, logged for the start-up pass (restart at scale, E1.4).
+        let mut stages: Vec<(&str, std::time::Duration)> = Vec::new();
+        let mut t = std::time::Instant::now();
+        let mut lap = |name: &'static str, stages: &mut Vec<(&str, std::time::Duration)>| {
+            stages.push((name, t.elapsed()));
+            t = std::time::Instant::now();
+        };
         self.host_resolv_conf = super::read_host_resolv_conf();
         self.reconcile_namespaces(&mut r).await;
+        lap("namespaces", &mut stages);
         if full {
             self.mark_store_links(&mut r).await;
         }
         self.reconcile_networks(&mut r).await;
+        lap("networks", &mut stages);
         if full {
             // Rewritten only when it differs: a restart with nothing drifted writes nothing.
             match nft::matches_exactly(&self.desired_nft()) {
@@ -51,6 +60,7 @@ impl Engine {
             }
         }
         self.reconcile_nft(&mut r);
+        lap("nft", &mut stages);
         // At start the ACL tables are rewritten only if they exist (they may hold what the
         // store no longer does); absent, they are made only when some endpoint has an ACL, so
         // a restart with no ACL writes nothing (tests/restart_scale.rs).
@@ -64,12 +74,20 @@ impl Engine {
             Ok(None) => {}
             Err(e) => r.errors.push(e),
         }
+        lap("acl+lb", &mut stages);
         self.reconcile_links(&mut r).await;
+        lap("links", &mut stages);
         Box::pin(self.reconcile_policies(&mut r)).await;
+        lap("policies", &mut stages);
         self.reconcile_overlay(&mut r).await;
         self.reconcile_leases(&mut r.errors, &mut r.repaired).await;
         self.reconcile_leases6();
         self.remove_orphan_files(&mut r);
+        lap("overlay+leases+files", &mut stages);
+        if full {
+            let text: Vec<String> = stages.iter().map(|(n, d)| format!("{n} {:.1} ms", d.as_secs_f64() * 1000.0)).collect();
+            tracing::info!(endpoints = self.endpoints.len(), stages = %text.join(", "), "start-up reconcile");
+        }
         self.last_reconcile = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         r
     }
