@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod compartment;
 mod error;
+mod lbspec;
 mod output;
 mod portspec;
 mod published;
@@ -88,7 +89,7 @@ pub struct Cli {
     pub socket: PathBuf,
 
     /// Output format: table (aligned columns), json (the API objects), or, for the commands that
-    /// list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls, events), a template of
+    /// list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls, lb ls, events), a template of
     /// the table's fields in docker's form: '{{.ID}}\t{{.Name}}' prints one line per row,
     /// 'table {{.Name}}\t{{.Subnet}}' aligned columns with headers. A field that does not exist
     /// is refused with the list of those that do.
@@ -117,6 +118,10 @@ pub enum Command {
     /// Manage an endpoint's ACL policies (allow/block rules), shown in evaluation order.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Manage load balancers: VIPs and ports spread over backend endpoints (what kube-proxy
+    /// creates on Windows for each Service).
+    #[command(subcommand, visible_alias = "loadbalancer", after_help = LB_HELP)]
+    Lb(LbCmd),
     /// Show containers (namespaces), endpoints or networks as JSON, whichever has the name.
     Inspect(InspectArgs),
     /// Run a command in a new compartment.
@@ -552,6 +557,132 @@ pub struct PolicyArgs {
     pub id: Option<String>,
 }
 
+const LB_HELP: &str = "\
+A load balancer has no name: hnsctl refers to it by its ID or a unique start of it (the ID
+column of `hnsctl lb ls`). Backends are endpoints, given by endpoint name, endpoint ID (or a
+unique start of it), or container name: the container's endpoint (with --net when it has
+several).
+
+Windows equivalents (hns.v2.psm1 functions; hcsshim's hcn package as kube-proxy uses it):
+  New-HnsLoadBalancer, hcn Create                  hnsctl lb create
+  Get-HnsLoadBalancer, hcn ListLoadBalancers       hnsctl lb ls, hnsctl lb inspect LB
+  Remove-HnsLoadBalancer, hcn Delete               hnsctl lb rm LB
+  hcn Update (the whole object, new backends)      hnsctl lb add-backend / rm-backend
+
+Examples:
+  hnsctl lb create --vip 10.96.0.10 --port tcp/80:8080 --backend web1 --backend web2
+  hnsctl lb ls
+  hnsctl lb add-backend 5a3d0f6e web3
+  hnsctl lb rm-backend 5a3d0f6e web1
+  hnsctl lb rm 5a3d0f6e";
+
+const LB_CREATE_HELP: &str = "\
+--port [PROTO/]EXTERNAL[:INTERNAL]: clients connect to EXTERNAL on each VIP; the connection
+goes to INTERNAL (default: EXTERNAL) on one backend. PROTO is tcp (default) or udp. Repeat
+--port for more ports; --internal, --local-routed and --affinity apply to each of them.
+
+Without --vip the load balancer answers on every address of the host (a node port); with
+--vip, on those addresses only (the LAN must route them to this host). The family of the
+VIPs is the load balancer's (--ipv6 is needed only without --vip). Prints the new ID.
+
+Not supported yet, refused by hnsd: Direct Server Return, PreserveDIP.
+
+Examples:
+  hnsctl lb create --vip 10.96.0.10 --port tcp/80:8080 --backend web1 --backend web2
+  hnsctl lb create --vip 10.96.0.53 --port udp/53 --port tcp/53 --backend dns --affinity source
+  hnsctl lb create --port tcp/30080:80 --backend web1              (node port: every host address)
+  hnsctl lb create --vip 10.96.0.11 --port 443:8443 --internal --backend api --net backend
+  hnsctl lb create --ipv6 --vip fd00:96::10 --port tcp/80 --backend web6";
+
+#[derive(Debug, Subcommand)]
+pub enum LbCmd {
+    /// Create a load balancer; prints its ID.
+    #[command(after_help = LB_CREATE_HELP)]
+    Create(LbCreateArgs),
+    /// List load balancers.
+    #[command(visible_alias = "list", after_help = "\
+VIPS * means every address of the host. PORTS are PROTO/EXTERNAL:INTERNAL. BACKENDS are
+endpoint names (short IDs for endpoints without a name). FLAGS: internal, local-routed,
+use-mux, affinity=source|source-proto (with the port when the ports differ), ipv6,
+source-vip=IP.
+
+Fields for --format: .ID .VIPs .Ports .Backends .Flags
+
+Examples:
+  hnsctl lb ls
+  hnsctl lb ls -q
+  hnsctl lb ls --format '{{.ID}}\\t{{.Backends}}'
+  hnsctl --format json lb ls")]
+    Ls(LsArgs),
+    /// Show load balancers as JSON (HostComputeLoadBalancer).
+    #[command(after_help = "Examples:\n  hnsctl lb inspect 5a3d0f6e9c1b")]
+    Inspect {
+        /// Load balancer IDs (or unique starts of them).
+        #[arg(required = true, value_name = "LB")]
+        names: Vec<String>,
+    },
+    /// Remove load balancers.
+    #[command(visible_alias = "remove", after_help = "Examples:\n  hnsctl lb rm 5a3d0f6e9c1b")]
+    Rm {
+        /// Load balancer IDs (or unique starts of them).
+        #[arg(required = true, value_name = "LB")]
+        names: Vec<String>,
+    },
+    /// Add backends to a load balancer.
+    #[command(after_help = "Examples:\n  hnsctl lb add-backend 5a3d0f6e web3 web4\n  hnsctl lb add-backend 5a3d0f6e app --net backend")]
+    AddBackend(LbBackendArgs),
+    /// Remove backends from a load balancer; their tracked connections are cleared.
+    #[command(visible_alias = "remove-backend", after_help = "Examples:\n  hnsctl lb rm-backend 5a3d0f6e web1")]
+    RmBackend(LbBackendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LbCreateArgs {
+    /// A frontend address; repeat for more (none: every address of the host).
+    #[arg(long, value_name = "IP")]
+    pub vip: Vec<String>,
+    /// A frontend port and the backends' port (see below); repeat for more.
+    #[arg(long, required = true, value_name = "[PROTO/]EXTERNAL[:INTERNAL]")]
+    pub port: Vec<String>,
+    /// A backend: endpoint name or ID, or container name; repeat for more.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub backend: Vec<String>,
+    /// none: any backend per connection; source: one backend per client address;
+    /// source-proto: one per client address and protocol.
+    #[arg(long, value_enum, default_value_t = lbspec::Affinity::None, value_name = "AFFINITY")]
+    pub affinity: lbspec::Affinity,
+    /// Reachable only from containers on hns networks (ILB), not from the LAN.
+    #[arg(long)]
+    pub internal: bool,
+    /// The VIP is reachable from the host itself (LocalRoutedVIP).
+    #[arg(long)]
+    pub local_routed: bool,
+    /// The source address a backend sees when its own connection to the VIP comes back to it.
+    #[arg(long, value_name = "IP")]
+    pub source_vip: Option<String>,
+    /// An IPv6 load balancer (implied by IPv6 VIPs).
+    #[arg(long)]
+    pub ipv6: bool,
+    /// The network of the backend endpoint of a container that has several.
+    #[arg(long = "net", visible_alias = "network", value_name = "NETWORK")]
+    pub net: Option<String>,
+    /// The load balancer's ID (a GUID; default: chosen by hnsd).
+    #[arg(long, value_name = "GUID")]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LbBackendArgs {
+    /// Load balancer ID (or a unique start of it).
+    pub lb: String,
+    /// Endpoint names or IDs, or container names.
+    #[arg(required = true, value_name = "ENDPOINT")]
+    pub endpoints: Vec<String>,
+    /// The network of the endpoint of a container that has several.
+    #[arg(long = "net", visible_alias = "network", value_name = "NETWORK")]
+    pub net: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum EndpointCmd {
     /// List endpoints.
@@ -764,6 +895,7 @@ fn lists_rows(command: &Command) -> bool {
             | Command::Namespace(NamespaceCmd::Ls(_))
             | Command::Node(NodeCmd::Ls(_))
             | Command::Port(PortCommand { cmd: Some(PortCmd::Ls(_)), .. })
+            | Command::Lb(LbCmd::Ls(_))
             | Command::Events(_)
     )
 }
@@ -771,7 +903,7 @@ fn lists_rows(command: &Command) -> bool {
 fn dispatch(cli: Cli) -> error::Result<i32> {
     if matches!(cli.format, Format::Template(_)) && !lists_rows(&cli.command) {
         return Err(error::CliError::invalid(
-            "--format TEMPLATE applies to the commands that list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls, events); \
+            "--format TEMPLATE applies to the commands that list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls, lb ls, events); \
              use --format json or table here",
         ));
     }
@@ -807,6 +939,14 @@ fn dispatch(cli: Cli) -> error::Result<i32> {
             PolicyCmd::Ls(a) => policy::ls(&ctx, &a),
             PolicyCmd::Add(a) => policy::add(&ctx, &a),
             PolicyCmd::Rm(a) => policy::rm(&ctx, &a),
+        },
+        Command::Lb(cmd) => match cmd {
+            LbCmd::Create(a) => lb::create(&ctx, &a),
+            LbCmd::Ls(a) => lb::ls(&ctx, &a),
+            LbCmd::Inspect { names } => lb::inspect(&ctx, &names),
+            LbCmd::Rm { names } => lb::rm(&ctx, &names),
+            LbCmd::AddBackend(a) => lb::add_backend(&ctx, &a),
+            LbCmd::RmBackend(a) => lb::rm_backend(&ctx, &a),
         },
         Command::Inspect(a) => inspect::inspect(&ctx, &a),
         Command::Run(a) => run::run(&ctx, &a),
