@@ -10,6 +10,7 @@ mod output;
 mod portspec;
 mod published;
 mod rate;
+mod runpolicy;
 mod template;
 
 use std::path::PathBuf;
@@ -499,8 +500,14 @@ pub enum PolicyCmd {
     #[command(after_help = "\
 Once an endpoint has any ACL, what no rule allows is blocked.
 
+--rule RULE gives the rule in words, the form `hnsctl run --acl` takes:
+  allow|block in|out [proto=P] [local=A] [remote=A] [local-ports=P] [remote-ports=P]
+  [priority=N] [type=switch|host] [id=ID]
+each key being the flag of the same name.
+
 Examples:
   hnsctl policy add web --allow --in --proto tcp --local-ports 80,8000-8080 --remote 10.0.0.0/8 --priority 200
+  hnsctl policy add web --rule 'allow in proto=tcp local-ports=80,8000-8080 remote=10.0.0.0/8 priority=200'
   hnsctl policy add web --allow --out --priority 65500
   hnsctl policy add web --block --in --proto icmp --type host --priority 100")]
     Add(PolicyArgs),
@@ -519,6 +526,9 @@ pub struct PolicyLsArgs {
 pub struct PolicyArgs {
     /// Endpoint name or ID.
     pub endpoint: String,
+    /// The whole rule in words, as `run --acl` takes it (instead of the flags below).
+    #[arg(long, value_name = "RULE", conflicts_with_all = ["allow", "block", "inbound", "outbound", "proto", "local", "remote", "local_ports", "remote_ports", "priority", "kind", "id"])]
+    pub rule: Option<String>,
     /// Allow what the rule matches.
     #[arg(long, conflicts_with = "block")]
     pub allow: bool,
@@ -754,8 +764,19 @@ Examples:
 so ID=$(hnsctl run -d ...) works. `hnsctl port NAME` shows them again.
 
 ", publish_forms!(), "
+RULE (--acl), the words of `hnsctl policy add --rule`, each key the flag of the same name:
+  allow|block in|out [proto=P] [local=A] [remote=A] [local-ports=P] [remote-ports=P]
+  [priority=N] [type=switch|host] [id=ID]
+  Lower priorities are evaluated first; at equal priority block wins.
+
+--outbound-nat gives an IPv4 OutBoundNAT policy (and an IPv6 one, Flags 2, when an IPv6
+exception is given); on nat networks, which are masqueraded anyway, its exceptions skip the
+masquerade. Not on transparent or l2tunnel networks.
+
 Examples:
   hnsctl run --net mynat --name web -d -- sleep 1000
+  hnsctl run --net mynat --name api -d --acl 'allow in proto=tcp local-ports=80 priority=100' -- sleep 1000
+  hnsctl run --net L2 -d --outbound-nat-exception 10.244.0.0/16 --outbound-nat-exception 10.96.0.0/12 -- sleep 1000
   hnsctl run --net mynat --name web -d -p 8080:80 -p 53/udp -- python3 -m http.server 80
   hnsctl run --rm -- ip addr
   hnsctl run --net mynat --ip 172.30.0.10 --alias api -- python3 -m http.server
@@ -787,6 +808,19 @@ pub struct RunArgs {
     /// 500kbit, 2MB, or bytes per second; decimal units.
     #[arg(long = "max-bandwidth", value_name = "RATE")]
     pub max_bandwidth: Option<String>,
+    /// An ACL on the endpoint, in words (see RULE below); repeat for more. Once an endpoint has
+    /// any ACL, what no rule allows is blocked.
+    #[arg(long = "acl", value_name = "RULE")]
+    pub acl: Vec<String>,
+    /// Source-NAT what the container sends out of the host to the host's address (an
+    /// OutBoundNAT policy); =LIST: comma-separated destinations that keep the container's
+    /// address.
+    #[arg(long = "outbound-nat", value_name = "EXCEPTIONS", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub outbound_nat: Option<String>,
+    /// A destination address or prefix that keeps the container's address (implies
+    /// --outbound-nat); repeat for more.
+    #[arg(long = "outbound-nat-exception", value_name = "PREFIX")]
+    pub outbound_nat_exception: Vec<String>,
     /// Run in the background and print the compartment's ID.
     #[arg(short = 'd', long)]
     pub detach: bool,
