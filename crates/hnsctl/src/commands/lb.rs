@@ -71,7 +71,7 @@ impl Directory {
                 (0, _) if own.is_empty() && candidates.len() == self.endpoints.len() => {
                     Err(CliError::invalid(format!("{what}: container {key} has no endpoint; connect it first (hnsctl network connect NETWORK {key})")))
                 }
-                (0, _) if own.is_empty() => Err(CliError::invalid(format!("{what}: container {key} has no endpoint{}", self.scope_hint(candidates)))),
+                (0, _) if own.is_empty() => Err(self.not_found(key, what, candidates)),
                 (0, Some(n)) => Err(CliError::invalid(format!("{what}: container {key} has no endpoint on network {}; its networks: {}", n.name, nets(&own)))),
                 _ => Err(CliError::invalid(format!(
                     "{what}: container {key} has endpoints on networks {}; pick one with --net, or give the endpoint's ID",
@@ -87,17 +87,16 @@ impl Directory {
                 n => return Err(CliError::invalid(format!("{what}: {key} is the start of the IDs of {n} endpoints; give more of the ID"))),
             }
         }
-        Err(CliError::invalid(format!("{what}: no endpoint or container named {key}{}", self.scope_hint(candidates))))
+        Err(self.not_found(key, what, candidates))
     }
 
-    /// Appended to "not found" errors: where the key was looked for.
-    fn scope_hint(&self, candidates: &[&HostComputeEndpoint]) -> String {
+    /// `key` is not among `candidates`: every endpoint, or a load balancer's backends.
+    fn not_found(&self, key: &str, what: &str, candidates: &[&HostComputeEndpoint]) -> CliError {
         if candidates.len() == self.endpoints.len() {
-            " (hnsctl endpoint ls, hnsctl ps -a)".to_owned()
-        } else {
-            let names: Vec<String> = candidates.iter().map(|e| self.label(&e.id)).collect();
-            format!(" among the load balancer's backends ({})", if names.is_empty() { "none".to_owned() } else { names.join(", ") })
+            return CliError::invalid(format!("{what}: no endpoint or container named {key} (hnsctl endpoint ls, hnsctl ps -a)"));
         }
+        let names: Vec<String> = candidates.iter().map(|e| self.label(&e.id)).collect();
+        CliError::invalid(format!("{what}: {key} is not a backend of the load balancer; its backends: {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") }))
     }
 }
 
@@ -242,7 +241,7 @@ fn change_backends(ctx: &Ctx, a: &LbBackendArgs, add: bool) -> Result<i32> {
             }
             lb.host_compute_endpoints.push(id);
         } else {
-            let backends: Vec<&HostComputeEndpoint> = dir.endpoints.iter().filter(|e| lb.host_compute_endpoints.iter().any(|b| same_id(b, &e.id))).collect();
+            let backends: Vec<&HostComputeEndpoint> = lb.host_compute_endpoints.iter().filter_map(|b| dir.endpoints.iter().find(|e| same_id(b, &e.id))).collect();
             let id = dir.resolve(key, key, net.as_ref(), &backends)?;
             lb.host_compute_endpoints.retain(|b| !same_id(b, &id));
         }
@@ -329,7 +328,7 @@ mod tests {
         // The container has two endpoints; only one is a backend, so its name is enough.
         assert_eq!(d.resolve("two", "two", None, &backends).unwrap(), "cccc0000-0000-0000-0000-000000000003");
         assert_eq!(d.resolve("app", "app", None, &backends).unwrap(), "cccc0000-0000-0000-0000-000000000003");
-        assert_eq!(d.resolve("web1", "web1", None, &backends).unwrap_err().render(), "Error: web1: no endpoint or container named web1 among the load balancer's backends (app)");
+        assert_eq!(d.resolve("web1", "web1", None, &backends).unwrap_err().render(), "Error: web1: web1 is not a backend of the load balancer; its backends: app");
     }
 
     #[test]
