@@ -85,6 +85,17 @@ pub fn outbound_nat(given: Option<&str>, exceptions: &[String]) -> Result<Vec<La
     Ok(out)
 }
 
+/// `--outbound-nat 10.244.0.0/16 sleep 1`: clap takes the list only after `=`, so the list
+/// would run as the command. Said before anything is created.
+pub fn check_outbound_nat_list(given: Option<&str>, command: &[String]) -> Result<(), String> {
+    let Some(first) = command.first() else { return Ok(()) };
+    let looks_like_list = first.split(',').all(|e| exception_family(e.trim(), "").is_ok());
+    if given == Some("") && looks_like_list {
+        return Err(format!("--outbound-nat takes its exceptions after =: --outbound-nat={first} (as written, {first} would run as the command)"));
+    }
+    Ok(())
+}
+
 /// hnsd's error about `Policies[i]...`, with the flag that made policy `i` in front.
 pub fn name_the_flag(e: CliError, policies: &[Labeled]) -> CliError {
     let CliError::Api(ApiError { code, message, field: Some(field) }) = e else { return e };
@@ -113,6 +124,16 @@ mod tests {
         assert_eq!(p[0].flag, "--outbound-nat=10.244.0.0/16,fd00:244::/64");
         let p = outbound_nat(None, &["10.244.0.0/16".into()]).unwrap();
         assert_eq!((p.len(), p[0].flag.as_str()), (1, "--outbound-nat-exception 10.244.0.0/16"));
+    }
+
+    #[test]
+    fn a_list_after_a_blank_is_not_taken_for_the_command() {
+        let cmd = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let e = check_outbound_nat_list(Some(""), &cmd(&["10.244.0.0/16,10.96.0.0/12", "sleep"])).unwrap_err();
+        assert_eq!(e, "--outbound-nat takes its exceptions after =: --outbound-nat=10.244.0.0/16,10.96.0.0/12 (as written, 10.244.0.0/16,10.96.0.0/12 would run as the command)");
+        assert!(check_outbound_nat_list(Some(""), &cmd(&["sleep", "1"])).is_ok());
+        assert!(check_outbound_nat_list(Some("10.0.0.0/8"), &cmd(&["10.0.0.1"])).is_ok());
+        assert!(check_outbound_nat_list(None, &cmd(&["10.0.0.1"])).is_ok());
     }
 
     #[test]

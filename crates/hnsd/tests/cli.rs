@@ -460,6 +460,7 @@ fn run_acl_blocks_what_it_does_not_allow_and_outbound_nat_exceptions_show() {
     fails_with(&lab, &["run", "--net", "nat", "--acl", "allow in", "--acl", "allow in local-ports=http", "--", "true"], "--acl \"allow in local-ports=http\": ");
     fails_with(&lab, &["run", "--net", "nat", "--outbound-nat-exception", "10.244.0.0/40", "--", "true"], "--outbound-nat-exception 10.244.0.0/40: \"10.244.0.0/40\" is not an address or prefix");
     fails_with(&lab, &["run", "--net", "none", "--acl", "allow in", "--", "true"], "--net none has none");
+    fails_with(&lab, &["run", "--net", "nat", "--outbound-nat", "10.244.0.0/16", "true"], "--outbound-nat takes its exceptions after =");
     assert_eq!(Api::new(&lab).snapshot(), before);
 
     lab.hnsctl_ok(&[
@@ -476,6 +477,11 @@ fn run_acl_blocks_what_it_does_not_allow_and_outbound_nat_exceptions_show() {
     let connect = |port: u16| lab.hnsctl(&["exec", "peer", "--", probe, "connect-tcp", &format!("{ip}:{port}"), "--timeout-ms", "1500"]).unwrap().status.success();
     assert!(connect(8080), "the allowed port answers");
     assert!(!connect(9090), "a port no rule allows is blocked");
+    // `policy add --rule` takes the same words.
+    lab.hnsctl_ok(&["policy", "add", "guarded", "--rule", "allow in proto=tcp local-ports=9090 priority=100 id=open-9090"]).unwrap();
+    assert!(connect(9090), "allowed by the rule added in words");
+    lab.hnsctl_ok(&["policy", "rm", "guarded", "--rule", "allow in id=open-9090"]).unwrap();
+    assert!(!connect(9090), "blocked again once the rule is removed");
     let acls: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["--format", "json", "policy", "ls", "guarded"]).unwrap()).unwrap();
     let acl = &acls[0];
     assert_eq!((acls.as_array().unwrap().len(), &acl["Action"], &acl["Direction"], &acl["LocalPorts"], &acl["Priority"]), (1, &"Allow".into(), &"In".into(), &"8080".into(), &100.into()), "{acls}");

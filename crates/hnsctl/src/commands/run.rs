@@ -37,7 +37,7 @@ use crate::error::{CliError, Result};
 use crate::output::{print_json, print_line};
 use crate::portspec;
 use crate::published::{Families, Published, published_all};
-use crate::runpolicy::{name_the_flag, run_policies, wants_endpoint_policies};
+use crate::runpolicy::{check_outbound_nat_list, name_the_flag, run_policies, wants_endpoint_policies};
 use crate::{ExecArgs, RunArgs};
 
 /// `--net host`: no compartment, the program shares hnsctl's network namespace.
@@ -64,6 +64,7 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
         return Err(CliError::invalid("-p/--publish: port mappings need a network; --net host uses the host's ports directly"));
     }
     let ip_configurations: Vec<IpConfig> = static_addresses(a.ip.as_deref(), a.ip6.as_deref())?;
+    check_outbound_nat_list(a.outbound_nat.as_deref(), &a.program.command).map_err(CliError::invalid)?;
     let policies = run_policies(a).map_err(CliError::invalid)?;
 
     if a.net == NET_HOST {
