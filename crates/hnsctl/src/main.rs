@@ -1284,6 +1284,54 @@ mod tests {
     }
 
     #[test]
+    fn lb_forms() {
+        match parse(&["hnsctl", "lb", "create", "--vip", "10.96.0.10", "--vip", "10.96.0.11", "--port", "tcp/80:8080", "--port", "udp/53", "--backend", "web1", "--backend", "web2", "--affinity", "source-proto", "--internal", "--net", "nat"]).command {
+            Command::Lb(LbCmd::Create(a)) => {
+                assert_eq!((a.vip.len(), a.port.len(), a.backend.len()), (2, 2, 2));
+                assert_eq!(a.affinity, lbspec::Affinity::SourceProto);
+                assert!(a.internal && !a.local_routed && !a.ipv6);
+                assert_eq!(a.net.as_deref(), Some("nat"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // --port is required; --affinity takes only its words.
+        assert!(Cli::try_parse_from(["hnsctl", "lb", "create", "--backend", "web1"]).is_err());
+        assert!(Cli::try_parse_from(["hnsctl", "lb", "create", "--port", "80", "--affinity", "sticky"]).is_err());
+        match parse(&["hnsctl", "lb", "rm-backend", "5a3d0f6e", "web1", "web2"]).command {
+            Command::Lb(LbCmd::RmBackend(a)) => assert_eq!((a.lb.as_str(), a.endpoints.len()), ("5a3d0f6e", 2)),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["hnsctl", "lb", "add-backend", "5a3d0f6e"]).is_err(), "an endpoint is required");
+        assert!(matches!(parse(&["hnsctl", "loadbalancer", "list"]).command, Command::Lb(LbCmd::Ls(_))));
+        assert!(lists_rows(&parse(&["hnsctl", "lb", "ls", "--format", "{{.Backends}}"]).command));
+        let mut cli = Cli::command();
+        let lb = cli.find_subcommand_mut("lb").unwrap();
+        let create = lb.find_subcommand_mut("create").unwrap().render_long_help().to_string();
+        for s in ["[PROTO/]EXTERNAL[:INTERNAL]", "--affinity", "source-proto", "hnsctl lb create --vip 10.96.0.10 --port tcp/80:8080 --backend web1 --backend web2", "every address of the host"] {
+            assert!(create.contains(s), "lb create help lacks {s}:\n{create}");
+        }
+        let help = lb.render_long_help().to_string();
+        assert!(help.contains("New-HnsLoadBalancer") && help.contains("no name"), "{help}");
+    }
+
+    #[test]
+    fn run_policy_flags() {
+        let a = run_args(&["hnsctl", "run", "--acl", "allow in proto=tcp local-ports=80", "--acl", "allow out", "--outbound-nat", "--outbound-nat-exception", "10.244.0.0/16", "-d", "sleep", "--acl", "x"]);
+        assert_eq!(a.acl, vec!["allow in proto=tcp local-ports=80", "allow out"]);
+        assert_eq!(a.outbound_nat.as_deref(), Some(""));
+        assert_eq!(a.outbound_nat_exception, vec!["10.244.0.0/16"]);
+        assert_eq!(a.program.command, vec!["sleep", "--acl", "x"]);
+        let a = run_args(&["hnsctl", "run", "--outbound-nat=10.244.0.0/16,10.96.0.0/12", "true"]);
+        assert_eq!(a.outbound_nat.as_deref(), Some("10.244.0.0/16,10.96.0.0/12"));
+        assert_eq!(run_args(&["hnsctl", "run", "true"]).outbound_nat, None);
+        match parse(&["hnsctl", "policy", "add", "web", "--rule", "allow in"]).command {
+            Command::Policy(PolicyCmd::Add(a)) => assert_eq!(a.rule.as_deref(), Some("allow in")),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["hnsctl", "policy", "add", "web", "--rule", "allow in", "--priority", "5"]).is_err(), "a rule in words or flags, not both");
+    }
+
+    #[test]
     fn help_maps_the_windows_cmdlets() {
         let help = Cli::command().render_long_help().to_string();
         for s in ["New-ContainerNetwork", "Get-ContainerNetwork", "Remove-ContainerNetwork", "Join-ContainerNetwork", "Leave-ContainerNetwork", "DNSSuffix", "SourceMac", "hnsctl exec web -- ip addr"] {
