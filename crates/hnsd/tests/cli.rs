@@ -423,6 +423,11 @@ fn lb_spreads_over_containers_by_name_follows_backend_changes_and_leaves_nothing
     assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["ID", "VIPS", "PORTS", "BACKENDS", "FLAGS"], "{ls}");
     assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), [short.as_str(), "10.96.0.10", "tcp/80:8080", "web1,web2"], "{ls}");
     assert_eq!(lab.hnsctl_ok(&["lb", "ls", "--format", "{{.ID}} {{.Backends}}"]).unwrap(), format!("{short} web1,web2\n"));
+    assert_eq!(lab.hnsctl_ok(&["lb", "ls", "-q"]).unwrap(), format!("{id}\n"));
+    let json: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["--format", "json", "lb", "ls"]).unwrap()).unwrap();
+    let backends = json[0]["HostComputeEndpoints"].as_array().unwrap();
+    let web1_id = api.get("/endpoints/web1").ok()["ID"].clone();
+    assert!(backends.len() == 2 && backends.contains(&web1_id), "the container names became endpoint IDs: {json}");
 
     let t = served_by(&lab, &client, "10.96.0.10:80", 60);
     assert!(t.get(&ip1).copied().unwrap_or(0) >= 10 && t.get(&ip2).copied().unwrap_or(0) >= 10 && !t.contains_key("failed"), "both backends serve: {t:?}");
