@@ -174,7 +174,7 @@ Requests hnsd refused are events too. Runs until interrupted (or --until).
 const EVENTS_HELP: &str = "\
 Filters (--filter KEY=VALUE; repeat a key for any of several values, different keys must all
 match):
-  type=TYPE         network, endpoint, namespace, portmapping, reconcile, dhcp, node
+  type=TYPE         network, endpoint, namespace, portmapping, loadbalancer, reconcile, dhcp, node
   action=ACTION     create, delete, modify, attach, detach, add, remove, repair,
                     remove-orphan, collect, error, obtained, renewed, lost, released, join, loss
   network=NETWORK   name or ID: the network's own events and those of objects on it
