@@ -278,6 +278,10 @@ Options (-o KEY=VALUE), KEY being com.docker.network.windowsshim.<name>:
 Dual stack: give two --subnet, an IPv4 one and an IPv6 one; each --gateway goes with the
 --subnet at its position. Containers then get an address of each family (--ip, --ip6).
 
+RULE (--acl): allow|block in|out [proto=P] [local=A] [remote=A] [local-ports=P]
+[remote-ports=P] [priority=N] [type=switch|host] [id=ID]. The network's ACLs and each
+endpoint's own are evaluated together; once there is any, what no rule allows is blocked.
+
 Examples:
   hnsctl network create -d nat --subnet 172.30.0.0/16 mynat
   hnsctl network create -d nat --subnet 172.32.0.0/16 --subnet fd00:32::/64 ds
@@ -285,7 +289,9 @@ Examples:
       --ip-range 172.31.128.0/17 --aux-address router=172.31.0.2 --internal iso
   hnsctl network create -d l2bridge --subnet 10.10.0.0/24 --gateway 10.10.0.1 \\
       -o com.docker.network.windowsshim.interface=eth1 l2net
-  hnsctl network create -d overlay --subnet 10.240.0.0/16 web      (hnsd --cluster-store ...)")]
+  hnsctl network create -d overlay --subnet 10.240.0.0/16 web      (hnsd --cluster-store ...)
+  hnsctl network create --subnet 172.33.0.0/16 --acl 'allow in proto=tcp local-ports=80' \\
+      --acl 'allow out' guarded")]
 pub struct NetworkCreateArgs {
     /// Driver: nat, transparent, l2bridge, l2tunnel or overlay.
     #[arg(short = 'd', long, default_value = "nat")]
@@ -312,6 +318,10 @@ pub struct NetworkCreateArgs {
     /// Driver option (see below).
     #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
     pub opt: Vec<String>,
+    /// A NetworkACL: an ACL on every endpoint of the network, present and future, in the
+    /// words of `hnsctl run --acl` (see below); repeat for more.
+    #[arg(long = "acl", value_name = "RULE")]
+    pub acl: Vec<String>,
     /// The network's name.
     pub name: String,
 }

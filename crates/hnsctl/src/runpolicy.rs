@@ -96,12 +96,13 @@ pub fn check_outbound_nat_list(given: Option<&str>, command: &[String]) -> Resul
     Ok(())
 }
 
-/// hnsd's error about `Policies[i]...`, with the flag that made policy `i` in front.
-pub fn name_the_flag(e: CliError, policies: &[Labeled]) -> CliError {
+/// hnsd's error about `Policies[i]...`, with the flag that made policy `i` (`flags[i]`; empty
+/// for a policy no flag of this kind made) in front.
+pub fn name_the_flag(e: CliError, flags: &[String]) -> CliError {
     let CliError::Api(ApiError { code, message, field: Some(field) }) = e else { return e };
     let index = field.strip_prefix("Policies[").and_then(|r| r.split(']').next()).and_then(|i| i.parse::<usize>().ok());
-    let message = match index.and_then(|i| policies.get(i)) {
-        Some(l) => format!("{}: {message}", l.flag),
+    let message = match index.and_then(|i| flags.get(i)).filter(|f| !f.is_empty()) {
+        Some(flag) => format!("{flag}: {message}"),
         None => message,
     };
     CliError::Api(ApiError { code, message, field: Some(field) })
@@ -146,13 +147,12 @@ mod tests {
 
     #[test]
     fn refusals_of_a_policy_name_its_flag() {
-        let policies = vec![
-            Labeled { policy: Policy { kind: "ACL".into(), settings: json!({}) }, flag: "-p 8080:80".into() },
-            Labeled { policy: Policy { kind: "ACL".into(), settings: json!({}) }, flag: "--acl \"allow in local-ports=x\"".into() },
-        ];
+        let policies = vec!["-p 8080:80".to_owned(), "--acl \"allow in local-ports=x\"".to_owned(), String::new()];
         let e = CliError::Api(ApiError::field(ErrorCode::InvalidPolicy, "Policies[1].Settings.LocalPorts", "\"x\" is not a port"));
         assert_eq!(name_the_flag(e, &policies).render(), "Error: --acl \"allow in local-ports=x\": \"x\" is not a port (INVALID_POLICY)\n  field: Policies[1].Settings.LocalPorts");
         let e = CliError::Api(ApiError::field(ErrorCode::InvalidPolicy, "Policies", "ACLs are not supported on Transparent networks"));
         assert_eq!(name_the_flag(e, &policies).render(), "Error: ACLs are not supported on Transparent networks (INVALID_POLICY)\n  field: Policies");
+        let e = CliError::Api(ApiError::field(ErrorCode::InvalidPolicy, "Policies[2].Settings", "x"));
+        assert_eq!(name_the_flag(e, &policies).render(), "Error: x (INVALID_POLICY)\n  field: Policies[2].Settings", "a policy no flag made");
     }
 }

@@ -495,3 +495,28 @@ fn run_acl_blocks_what_it_does_not_allow_and_outbound_nat_exceptions_show() {
     assert_eq!(onat.len(), 1, "{ep}");
     assert_eq!(onat[0]["Settings"]["Exceptions"], serde_json::json!(["10.244.0.0/16"]), "{ep}");
 }
+
+#[test]
+fn network_create_acl_filters_every_endpoint_of_the_network() {
+    let (lab, _d) = setup();
+    let probe = Lab::bin("labprobe").unwrap();
+    let probe = probe.to_str().unwrap();
+    // Bad rules name the flag (ours, or hnsd's refusal under it), and no network is made.
+    fails_with(&lab, &["network", "create", "--subnet", "10.73.0.0/24", "--acl", "allow sideways", "guarded"], "--acl \"allow sideways\": \"sideways\" is not allow");
+    fails_with(&lab, &["network", "create", "--subnet", "10.73.0.0/24", "--acl", "allow out", "--acl", "allow in proto=icmp local-ports=80", "guarded"], "--acl \"allow in proto=icmp local-ports=80\": ");
+    assert!(!lab.hnsctl_ok(&["network", "ls"]).unwrap().contains("guarded"));
+
+    lab.hnsctl_ok(&["network", "create", "--subnet", "10.73.0.0/24", "--acl", "allow in proto=tcp local-ports=8080", "--acl", "allow out", "guarded"]).unwrap();
+    for name in ["srv", "cli"] {
+        lab.hnsctl_ok(&["run", "-d", "--net", "guarded", "--name", name, "--", "sleep", "300"]).unwrap();
+    }
+    let _open = serve_in(&lab, "srv", "0.0.0.0:8080");
+    let _closed = serve_in(&lab, "srv", "0.0.0.0:9090");
+    let ip = ip_of(&Api::new(&lab).get("/endpoints/srv").ok());
+    let connect = |port: u16| lab.hnsctl(&["exec", "cli", "--", probe, "connect-tcp", &format!("{ip}:{port}"), "--timeout-ms", "1500"]).unwrap().status.success();
+    assert!(connect(8080), "the network's rule lets 8080 in");
+    assert!(!connect(9090), "what no rule of the network allows is blocked");
+    let net: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["network", "inspect", "guarded"]).unwrap()).unwrap();
+    let acls = net[0]["Policies"].as_array().unwrap().iter().filter(|p| p["Type"] == "NetworkACL").count();
+    assert_eq!(acls, 2, "{net}");
+}

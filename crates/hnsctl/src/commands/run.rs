@@ -88,7 +88,8 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
                 policies: policies.iter().map(|l| l.policy.clone()).collect(),
                 ..Default::default()
             };
-            let ep = client.post::<_, HostComputeEndpoint>("/endpoints", &body).map_err(|e| name_the_flag(e, &policies))?;
+            let flags: Vec<String> = policies.iter().map(|l| l.flag.clone()).collect();
+            let ep = client.post::<_, HostComputeEndpoint>("/endpoints", &body).map_err(|e| name_the_flag(e, &flags))?;
             published = published_all(&portspec::mappings_in(&ep.policies), Families::of(&ep)).iter().map(Published::line).collect();
         }
         Compartment::from_namespace(&ns)
