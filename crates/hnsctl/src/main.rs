@@ -123,7 +123,8 @@ pub enum Command {
     /// creates on Windows for each Service).
     #[command(subcommand, visible_alias = "loadbalancer", after_help = LB_HELP)]
     Lb(LbCmd),
-    /// Show containers (namespaces), endpoints or networks as JSON, whichever has the name.
+    /// Show containers (namespaces), endpoints, networks or load balancers as JSON, whichever has
+    /// the name.
     Inspect(InspectArgs),
     /// Run a command in a new compartment.
     Run(RunArgs),
@@ -893,12 +894,14 @@ pub struct PsArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Each NAME is looked up as a container (namespace), then as an endpoint, then as a network;
---type looks up one kind only. Prints one JSON array, like docker inspect.
+Each NAME is looked up as a container (namespace), then as an endpoint, then as a network,
+then as a load balancer (by ID or a unique start of it: they have no name); --type looks up
+one kind only. Prints one JSON array, like docker inspect.
 
 Examples:
   hnsctl inspect web
-  hnsctl inspect --type network nat")]
+  hnsctl inspect --type network nat
+  hnsctl inspect --type lb 5a3d0f6e")]
 pub struct InspectArgs {
     /// Only this kind of object.
     #[arg(long = "type", value_enum, value_name = "KIND")]
@@ -916,6 +919,9 @@ pub enum ObjectKind {
     Container,
     Endpoint,
     Network,
+    /// A load balancer.
+    #[value(name = "lb", alias = "loadbalancer")]
+    LoadBalancer,
 }
 
 #[derive(Debug, Args)]

@@ -336,7 +336,7 @@ fn connecting_twice_says_how_and_inspect_finds_any_object() {
     assert_eq!(found[2]["Name"], "nat");
     let net: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["inspect", "--type", "network", "nat"]).unwrap()).unwrap();
     assert_eq!(net[0]["Type"], "NAT");
-    fails_with(&lab, &["inspect", "ghost"], "no container (namespace), endpoint or network named ghost");
+    fails_with(&lab, &["inspect", "ghost"], "no container (namespace), endpoint, network or load balancer named ghost");
     fails_with(&lab, &["inspect", "--type", "network", "app"], "no network named app");
 }
 
@@ -444,6 +444,8 @@ fn lb_spreads_over_containers_by_name_follows_backend_changes_and_leaves_nothing
     assert_eq!(t.keys().collect::<Vec<_>>(), [&ip2], "only web2 serves: {t:?}");
     let shown: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["lb", "inspect", prefix]).unwrap()).unwrap();
     assert_eq!(shown[0]["HostComputeEndpoints"].as_array().unwrap().len(), 1, "{shown}");
+    let any: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["inspect", prefix]).unwrap()).unwrap();
+    assert_eq!(any, shown, "hnsctl inspect finds load balancers too");
     lab.hnsctl_ok(&["lb", "add-backend", prefix, "web1"]).unwrap();
     assert!(lab.hnsctl_ok(&["lb", "ls"]).unwrap().contains("web2,web1"));
 
