@@ -87,6 +87,11 @@ impl Directory {
                 n => return Err(CliError::invalid(format!("{what}: {key} is the start of the IDs of {n} endpoints; give more of the ID"))),
             }
         }
+        if let Some(n) = net
+            && let Some(e) = candidates.iter().find(|e| !e.name.is_empty() && e.name == key)
+        {
+            return Err(CliError::invalid(format!("{what}: endpoint {key} is on network {}, not {}", network_name(&e.host_compute_network, &self.networks), n.name)));
+        }
         Err(self.not_found(key, what, candidates))
     }
 
@@ -319,6 +324,7 @@ mod tests {
         assert_eq!(r("app", None).unwrap_err().render(), "Error: --backend app: endpoints named app are on networks nat, back; pick one with --net");
         assert!(r("two", None).unwrap_err().render().contains("container two has endpoints on networks nat, back; pick one with --net"));
         assert_eq!(r("ghost", None).unwrap_err().render(), "Error: --backend ghost: no endpoint or container named ghost (hnsctl endpoint ls, hnsctl ps -a)");
+        assert_eq!(r("web1", Some("back")).unwrap_err().render(), "Error: --backend web1: endpoint web1 is on network nat, not back");
     }
 
     #[test]
