@@ -477,6 +477,42 @@ fn ns_ref(e: &Engine, key: &str) -> Option<(String, String)> {
     Some((id, name))
 }
 
+/// Changes Docker makes through the plugin protocol do not pass the API router's layer: its
+/// handlers publish these, shaped like the API's events plus `via=docker`.
+pub mod docker {
+    use super::*;
+
+    /// An endpoint step (`create`, `attach`, `detach`, `delete`) that succeeded, or failed with
+    /// `error`. Call it while the endpoint still exists (before a delete) for its names.
+    pub fn endpoint(engine: &Engine, action: &str, id: &str, error: Option<&ApiError>) -> Event {
+        let r = ep_ref(engine, id).unwrap_or_else(|| EpRef { id: id.to_owned(), ..Default::default() });
+        let ev = match error {
+            None => Event::ok("endpoint", action),
+            Some(e) => Event::failed("endpoint", action, format!("{} ({})", e.message, e.code.as_str())),
+        };
+        let ev = r.event(ev).attr("via", "docker");
+        match ns_ref(engine, &r.namespace_id) {
+            Some(ns) if action == "attach" || action == "detach" => with_ns(ev, &ns),
+            _ => ev,
+        }
+    }
+
+    /// A network `create` or `delete` (ID and name known to the caller).
+    pub fn network(action: &str, id: &str, name: &str, error: Option<&ApiError>) -> Event {
+        let ev = match error {
+            None => Event::ok("network", action),
+            Some(e) => Event::failed("network", action, format!("{} ({})", e.message, e.code.as_str())),
+        };
+        ev.object(id, name).on_network(id, name).attr("via", "docker")
+    }
+
+    /// Port mappings added or removed (`-p` of `docker run`), one event each.
+    pub fn mappings(engine: &Engine, action: &str, id: &str, maps: &[PortMappingSettings]) -> Vec<Event> {
+        let r = ep_ref(engine, id).unwrap_or_else(|| EpRef { id: id.to_owned(), ..Default::default() });
+        maps.iter().map(|m| r.event(Event::ok("portmapping", action)).object(mapping_id(&r.id, m), r.name.clone()).attr("mapping", mapping_text(m)).attr("via", "docker")).collect()
+    }
+}
+
 fn with_ns(ev: Event, ns: &(String, String)) -> Event {
     ev.attr("namespace", if ns.1.is_empty() { ns.0.as_str() } else { ns.1.as_str() }).attr("namespace_id", ns.0.as_str())
 }
