@@ -75,7 +75,11 @@ impl Engine {
             Err(e) => r.errors.push(e),
         }
         lap("acl+lb", &mut stages);
-        self.reconcile_links(&mut r).await;
+        // The start-up pass checks what the host holds; the default routes inside every
+        // compartment (one namespace entry and route dump each: ~1 ms, seconds at thousands)
+        // are left to the periodic pass that runs right after start without the lock
+        // (engine::periodic), so a restart is ready in time proportional to the host's state.
+        self.reconcile_links(&mut r, !full).await;
         lap("links", &mut stages);
         Box::pin(self.reconcile_policies(&mut r)).await;
         lap("policies", &mut stages);
@@ -294,14 +298,15 @@ impl Engine {
         }
     }
 
-    async fn reconcile_links(&mut self, r: &mut Report) {
-        self.reconcile_links_of(None, r).await
+    async fn reconcile_links(&mut self, r: &mut Report, routes: bool) {
+        self.reconcile_links_of(None, routes, r).await
     }
 
     /// The links step for the attached endpoints in `only` (all when `None`), checked against
     /// the store as it is now: an endpoint deleted or detached since `only` was drawn up is
     /// skipped. Orphans and retired links are handled only in a pass over all (`None`).
-    pub(crate) async fn reconcile_links_of(&mut self, only: Option<&HashSet<String>>, r: &mut Report) {
+    /// With `routes`, each compartment's default routes are checked and restored too.
+    pub(crate) async fn reconcile_links_of(&mut self, only: Option<&HashSet<String>>, routes: bool, r: &mut Report) {
         let links = match self.host.links().await {
             Ok(l) => l,
             Err(e) => {
@@ -368,7 +373,9 @@ impl Engine {
                     }
                 }
             }
-            self.reconcile_default_route(&rec, r).await;
+            if routes {
+                self.reconcile_default_route(&rec, r).await;
+            }
             if rec.ep.state != state::ATTACHED {
                 let mut rec = rec.clone();
                 rec.ep.state = state::ATTACHED;
