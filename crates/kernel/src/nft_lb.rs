@@ -159,9 +159,10 @@ impl Service {
     pub fn rules(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.internal {
-            // In the output hook there is no input interface: the rule does not match there, so
-            // an internal service flagged LocalRoutedVIP is reachable from the host.
-            out.push(format!("iifname != {HNS_IFACES} goto refuse"));
+            // In the output hook there is no input interface: `iif` is 0 there (and `iifname`
+            // the empty name, which alone would refuse), so an internal service flagged
+            // LocalRoutedVIP stays reachable from the host.
+            out.push(format!("iif != 0 iifname != {HNS_IFACES} goto refuse"));
         }
         if self.backends.is_empty() {
             out.push("goto refuse".into());
@@ -386,7 +387,7 @@ mod tests {
         let empty = svc("10.96.0.10", vec![]);
         assert_eq!(empty.rules(), vec!["goto refuse"]);
         let ilb = Service { internal: true, ..svc("10.96.0.10", vec![b(1, "172.20.0.5", 80)]) };
-        assert_eq!(ilb.rules()[0], "iifname != { \"hns-*\", \"hnv*\" } goto refuse");
+        assert_eq!(ilb.rules()[0], "iif != 0 iifname != { \"hns-*\", \"hnv*\" } goto refuse");
     }
 
     #[test]
