@@ -14,12 +14,16 @@
 //!   refuses connections (TCP reset, ICMP port unreachable);
 //! - `POST /loadbalancers/{id}` with a whole `HostComputeLoadBalancer` replaces it (hcsshim's
 //!   `Update`): backends that leave have their tracked connections cleared;
-//! - two load balancers may not share a frontend address, protocol and port.
+//! - two load balancers may not share a frontend address, protocol and port;
+//! - the bridge port of every backend is put in hairpin mode (see `hns_kernel::hairpin`), so a
+//!   backend's connection to its own VIP can land on itself; it is left on when the backend
+//!   leaves (the port goes with the endpoint).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use hns_api::{ApiError, DistributionType, ErrorCode, HostComputeLoadBalancer, LB_FLAG_DSR, LB_FLAG_IPV6, LB_PM_ILB, LB_PM_LOCAL_ROUTED_VIP, LB_PM_PRESERVE_DIP, LB_PM_USE_MUX};
+use hns_kernel::names;
 use hns_kernel::nft::Proto;
 use hns_kernel::nft_lb::{self, Affinity, Backend, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
 use hns_store::Kind;
@@ -46,6 +50,9 @@ pub(crate) struct Lbs {
     applied: HashMap<String, LbState>,
     /// Frontend key (`Service::chain`) → load balancer ID.
     frontends: HashMap<String, String>,
+    /// Backend endpoint ID → the load balancers it is in: an endpoint's delete visits only
+    /// those, not every load balancer.
+    by_backend: HashMap<String, BTreeSet<String>>,
     /// Low 31 bits of the next backend mark.
     next_mark: u32,
     /// The table was written whole since start (or since the reconciler found it missing).
@@ -91,6 +98,23 @@ fn service_keys(lb: &HostComputeLoadBalancer) -> Vec<String> {
     out
 }
 
+impl Lbs {
+    /// Keeps `by_backend` in step when load balancer `id` goes from backends `old` to `new`.
+    fn index(&mut self, id: &str, old: &[String], new: &[String]) {
+        for e in old.iter().filter(|e| !new.contains(e)) {
+            if let Some(ids) = self.by_backend.get_mut(e) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_backend.remove(e);
+                }
+            }
+        }
+        for e in new {
+            self.by_backend.entry(e.clone()).or_default().insert(id.to_owned());
+        }
+    }
+}
+
 fn is_usable_vip(ip: IpAddr) -> bool {
     !(ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || matches!(ip, IpAddr::V4(a) if a.is_broadcast()))
 }
@@ -109,6 +133,7 @@ impl Engine {
             for k in service_keys(&rec.lb) {
                 self.lbs.frontends.insert(k, rec.lb.id.clone());
             }
+            self.lbs.index(&rec.lb.id, &[], &rec.lb.host_compute_endpoints);
             self.lbs.recs.insert(rec.lb.id.clone(), rec);
         }
         self.lbs.next_mark = max + 1;
@@ -247,7 +272,26 @@ impl Engine {
         blocking(|| nft_lb::run(&program)).map_err(kernel_err)?;
         self.lbs.applied = states.into_iter().collect();
         self.lbs.table_ok = true;
+        self.hairpin_all();
         Ok(())
+    }
+
+    /// Puts the bridge ports of `eps` in hairpin mode. An endpoint whose host veth is not a
+    /// bridge port (routed networks) does not need it: the error is only logged at debug.
+    fn hairpin_ports<'a>(&self, eps: impl IntoIterator<Item = &'a String>) {
+        for ep in eps {
+            let port = names::veth_host_name(ep);
+            if let Err(e) = blocking(|| hns_kernel::hairpin::set(&port, true)) {
+                tracing::debug!(endpoint = %ep, error = %e, "no hairpin mode for a load-balancer backend");
+            }
+        }
+    }
+
+    /// Hairpin mode on the ports of every backend of every load balancer (after a rebuild, and
+    /// at start: a port re-created or re-attached since has lost it).
+    fn hairpin_all(&self) {
+        let eps: BTreeSet<&String> = self.lbs.recs.values().flat_map(|r| r.lb.host_compute_endpoints.iter()).collect();
+        self.hairpin_ports(eps);
     }
 
     /// Makes the kernel hold load balancer `id` as the store says (absent: removed), touching
@@ -261,6 +305,11 @@ impl Engine {
         let program = nft_lb::compile_update(&old, &new);
         match blocking(|| nft_lb::run(&program)) {
             Ok(()) => {
+                // Backends that are new to this load balancer.
+                let had: BTreeSet<u32> = old.hairpin.iter().map(|h| h.mark).collect();
+                if let Some(r) = self.lbs.recs.get(id) {
+                    self.hairpin_ports(r.marks.iter().filter(|(_, m)| !had.contains(m)).map(|(e, _)| e));
+                }
                 if self.lbs.recs.contains_key(id) {
                     self.lbs.applied.insert(id.to_owned(), new);
                 } else {
@@ -315,6 +364,7 @@ impl Engine {
         for k in service_keys(&rec.lb) {
             self.lbs.frontends.insert(k, id.clone());
         }
+        self.lbs.index(&id, &[], &rec.lb.host_compute_endpoints);
         self.lbs.recs.insert(id.clone(), rec.clone());
         self.program_lb(&id)?;
         Ok(rec.lb)
@@ -338,6 +388,7 @@ impl Engine {
         for k in service_keys(&rec.lb) {
             self.lbs.frontends.insert(k, id.clone());
         }
+        self.lbs.index(&id, &old.lb.host_compute_endpoints, &rec.lb.host_compute_endpoints);
         self.lbs.recs.insert(id.clone(), rec.clone());
         self.program_lb(&id)?;
         self.clear_flows(&gone);
@@ -353,6 +404,7 @@ impl Engine {
         for k in service_keys(&rec.lb) {
             self.lbs.frontends.remove(&k);
         }
+        self.lbs.index(&id, &rec.lb.host_compute_endpoints, &[]);
         let result = self.program_lb(&id);
         self.clear_flows(&rec.marks.values().copied().collect::<Vec<_>>());
         result
@@ -368,7 +420,7 @@ impl Engine {
 
     /// An endpoint is being deleted: it leaves every load balancer it is a backend of.
     pub(crate) fn lbs_forget_endpoint(&mut self, ep_id: &str) {
-        let ids: Vec<String> = self.lbs.recs.values().filter(|r| r.lb.host_compute_endpoints.iter().any(|e| e == ep_id)).map(|r| r.lb.id.clone()).collect();
+        let ids: Vec<String> = self.lbs.by_backend.remove(ep_id).unwrap_or_default().into_iter().filter(|id| self.lbs.recs.contains_key(id)).collect();
         for id in ids {
             let mut rec = self.lbs.recs[&id].clone();
             rec.lb.host_compute_endpoints.retain(|e| e != ep_id);
@@ -402,9 +454,10 @@ impl Engine {
             let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
             let want = nft_lb::chain_count(&states.iter().map(|(_, s)| s).collect::<Vec<_>>());
             if obs.dispatch && obs.chains == want {
-                // A restart with nothing drifted writes nothing.
+                // A restart with nothing drifted writes nothing to the table.
                 self.lbs.applied = states.into_iter().collect();
                 self.lbs.table_ok = true;
+                self.hairpin_all();
                 return Ok(None);
             }
         } else if self.lbs.table_ok && blocking(nft_lb::dispatch_present) {
@@ -412,5 +465,24 @@ impl Engine {
         }
         self.rebuild_lbs().map_err(|e| e.message)?;
         Ok(Some(format!("nft table inet {} rebuilt from the store ({} load balancers)", nft_lb::LB_TABLE, self.lbs.recs.len())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_index_follows_create_modify_delete() {
+        let mut l = Lbs::default();
+        let eps = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        l.index("lb1", &[], &eps(&["a", "b"]));
+        l.index("lb2", &[], &eps(&["b"]));
+        assert_eq!(l.by_backend["b"], BTreeSet::from(["lb1".to_string(), "lb2".to_string()]));
+        l.index("lb1", &eps(&["a", "b"]), &eps(&["b", "c"]));
+        assert!(!l.by_backend.contains_key("a"), "a left its only load balancer");
+        assert_eq!(l.by_backend["c"], BTreeSet::from(["lb1".to_string()]));
+        l.index("lb2", &eps(&["b"]), &[]);
+        assert_eq!(l.by_backend["b"], BTreeSet::from(["lb1".to_string()]));
     }
 }
