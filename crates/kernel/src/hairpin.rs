@@ -25,13 +25,7 @@ use crate::error::{KernelError, Result};
 /// settings (`IFLA_INFO_SLAVE_DATA`) only on that path.
 fn request(index: u32, on: bool) -> Vec<u8> {
     let msg = LinkBridgePort::new(index).append_info_data(InfoBridgePort::HairpinMode(on)).build();
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    req.header.sequence_number = 1;
-    req.finalize();
-    let mut buf = vec![0u8; req.buffer_len()];
-    req.serialize(&mut buf);
-    buf
+    serialize(RouteNetlinkMessage::NewLink(msg), 0)
 }
 
 /// Turns hairpin mode of bridge port `port` (in hnsd's network namespace) on or off. A link
@@ -43,18 +37,35 @@ pub fn set(port: &str, on: bool) -> Result<()> {
     if index == 0 {
         return Err(KernelError::io("set hairpin mode", port, std::io::Error::last_os_error()));
     }
-    let err = |what: &str, e: std::io::Error| KernelError::io(what, port, e);
+    send_ack(&request(index, on), "set hairpin mode", port)
+}
+
+/// Sends one rtnetlink request (serialized, with `NLM_F_ACK`) and waits for its ack; an error
+/// ack becomes the error (its errno kept, so callers can accept `EEXIST` or `ENOENT`).
+pub(crate) fn send_ack(request: &[u8], op: &str, object: &str) -> Result<()> {
+    let err = |what: &str, e: std::io::Error| KernelError::io(what, object, e);
     let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| err("open rtnetlink", e))?;
     sock.bind_auto().map_err(|e| err("bind rtnetlink", e))?;
     sock.connect(&SocketAddr::new(0, 0)).map_err(|e| err("connect rtnetlink", e))?;
-    sock.send(&request(index, on), 0).map_err(|e| err("send hairpin mode", e))?;
+    sock.send(request, 0).map_err(|e| err(op, e))?;
     let mut buf = vec![0u8; 8192];
-    let n = sock.recv(&mut &mut buf[..], 0).map_err(|e| err("read hairpin mode ack", e))?;
-    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..n]).map_err(|e| KernelError::new("read hairpin mode ack", port, e))?;
+    let n = sock.recv(&mut &mut buf[..], 0).map_err(|e| err(op, e))?;
+    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..n]).map_err(|e| KernelError::new(op, object, e))?;
     match reply.payload {
-        NetlinkPayload::Error(e) if e.code.is_some() => Err(KernelError::io("set hairpin mode", port, e.to_io())),
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(KernelError::io(op, object, e.to_io())),
         _ => Ok(()),
     }
+}
+
+/// Serializes one rtnetlink request with `flags` (`NLM_F_REQUEST | NLM_F_ACK` added).
+pub(crate) fn serialize(msg: RouteNetlinkMessage, flags: u16) -> Vec<u8> {
+    let mut req = NetlinkMessage::from(msg);
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    req.header.sequence_number = 1;
+    req.finalize();
+    let mut buf = vec![0u8; req.buffer_len()];
+    req.serialize(&mut buf);
+    buf
 }
 
 #[cfg(test)]
