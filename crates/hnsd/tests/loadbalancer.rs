@@ -317,3 +317,83 @@ fn ipv6_frontend_reaches_ipv6_backends() {
     let own: Vec<&(String, String)> = got.iter().filter(|(_, l)| *l == me).collect();
     assert!(!own.is_empty() && own.iter().all(|(p, _)| p == "fd00:96::99"), "landed on itself, it sees the IPv6 SourceVIP: {got:?}");
 }
+
+
+/// TCP connections a compartment has accepted so far (`PassiveOpens` of /proc/net/snmp, read
+/// from inside it): which DSR backend served, since each answers from the same VIP.
+fn accepted(lab: &Lab, ns: &Value) -> u64 {
+    let o = in_ns(lab, ns, "awk", &["/^Tcp:/ { v = $7 } END { print v }", "/proc/net/snmp"]);
+    o.stdout.trim().parse().unwrap_or_else(|_| panic!("PassiveOpens: {o:?}"))
+}
+
+/// A backend of a direct-return service owns the VIP, as the docs ask.
+fn own_vip(lab: &Lab, ns: &Value, vip: &str) {
+    let addr = format!("{vip}/32");
+    for (prog, args) in [("ip", vec!["addr", "add", &addr, "dev", "lo"]), ("sysctl", vec!["-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"])] {
+        let o = in_ns(lab, ns, prog, &args);
+        assert!(o.status.success(), "{prog} {args:?}: {o:?}");
+    }
+}
+
+/// DSR (Flags 1) and PreserveDIP (port-mapping flag 8): the backend gets the packet addressed
+/// to the VIP (no DNAT) and sees the real client (no SNAT); connections spread over the
+/// backends; a backend that leaves gets no more connections and its policy rule goes; nothing
+/// is left behind when the load balancer goes. Ports that differ are refused by field.
+#[test]
+fn dsr_and_preserve_dip_deliver_to_the_vip() {
+    let lab = Lab::new().expect("lab");
+    let _d = lab.start_hnsd(&[]).expect("hnsd starts");
+    let api = Api::new(&lab);
+    let (client, cep) = api.container("nat", "client", json!({}));
+    let mut eps = Vec::new();
+    let mut nss = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["dsr1", "dsr2"] {
+        let (ns, ep) = api.container("nat", name, json!({}));
+        own_vip(&lab, &ns, "10.96.0.50");
+        servers.push(serve(&lab, &ns, "10.96.0.50:80"));
+        eps.push(ep);
+        nss.push(ns);
+    }
+    let pm = json!([{"Protocol": 6, "InternalPort": 8080, "ExternalPort": 80}]);
+    let r = api.post("/loadbalancers", &json!({"HostComputeEndpoints": [eps[0]["ID"]], "Flags": 1, "FrontendVIPs": ["10.96.0.50"], "PortMappings": pm}));
+    assert_eq!((r.status, r.body["field"].as_str()), (400, Some("PortMappings[0].InternalPort")), "{}", r.raw);
+    assert_eq!(api.get("/loadbalancers").ok(), json!([]), "nothing was created");
+    let body = |eps: &[&Value]| {
+        let ids: Vec<&Value> = eps.iter().map(|e| &e["ID"]).collect();
+        json!({"HostComputeEndpoints": ids, "Flags": 1, "FrontendVIPs": ["10.96.0.50"], "PortMappings": [{"Protocol": 6, "InternalPort": 80, "ExternalPort": 80}]})
+    };
+    let lb = api.post("/loadbalancers", &body(&[&eps[0], &eps[1]])).ok();
+    let id = lb["ID"].as_str().unwrap();
+    let before: Vec<u64> = nss.iter().map(|n| accepted(&lab, n)).collect();
+    let got = exchanges(&lab, &client, "connect-tcp 10.96.0.50:80 --timeout-ms 2000", 40);
+    assert!(got.iter().all(|(p, l)| *p == ip_of(&cep) && l == "10.96.0.50"), "the backend sees the client itself and the VIP as destination: {got:?}");
+    let served: Vec<u64> = nss.iter().zip(&before).map(|(n, b)| accepted(&lab, n) - b).collect();
+    assert!(served.iter().all(|n| *n >= 5) && served.iter().sum::<u64>() == 40, "40 connections spread over both backends: {served:?}");
+    // From the LAN: routed in through the host's uplink, same delivery.
+    lab.in_lan("ip", &["route", "add", "10.96.0.0/24", "via", &hns_lab::HOST_UPLINK.to_string()]).unwrap();
+    let o = lab.probe(hns_lab::Side::Lan, &["connect-tcp", "10.96.0.50:80", "--timeout-ms", "2000"]).unwrap();
+    assert!(o.status.success() && o.stdout.contains("local=10.96.0.50:80") && !o.stdout.contains("peer=172."), "from the LAN: {o:?}");
+    // dsr1 leaves: every connection goes to dsr2, and dsr1's rule is gone.
+    let rules = || lab.in_host("ip", &["rule", "show", "pref", "9000"]).unwrap().stdout;
+    assert_eq!(rules().lines().count(), 2, "one rule per backend: {}", rules());
+    api.post(&format!("/loadbalancers/{id}"), &body(&[&eps[1]])).ok();
+    assert_eq!(rules().lines().count(), 1, "{}", rules());
+    let before: Vec<u64> = nss.iter().map(|n| accepted(&lab, n)).collect();
+    let got = exchanges(&lab, &client, "connect-tcp 10.96.0.50:80 --timeout-ms 2000", 10);
+    assert!(got.iter().all(|(_, l)| l == "10.96.0.50"), "{got:?}");
+    let diag = || {
+        let show = |p: &str, a: &[&str]| lab.in_host(p, a).map(|o| o.stdout).unwrap_or_default();
+        format!("rules:\n{}routes:\n{}neighbours:\n{}{}", show("ip", &["rule"]), show("ip", &["route", "show", "table", "all"]), show("ip", &["neigh"]), show("nft", &["list", "table", "inet", "hns_lb"]))
+    };
+    let served = (accepted(&lab, &nss[0]) - before[0], accepted(&lab, &nss[1]) - before[1]);
+    assert_eq!(served, (0, 10), "the backend that left gets nothing ({} left, {} stays)\n{}", ip_of(&eps[0]), ip_of(&eps[1]), diag());
+    // PreserveDIP on a port mapping of a NAT load balancer: the same delivery for that port.
+    assert_eq!(api.delete(&format!("/loadbalancers/{id}")).status, 204);
+    assert_eq!(rules(), "", "no rule left behind");
+    own_vip(&lab, &nss[1], "10.96.0.51");
+    let _s = serve(&lab, &nss[1], "10.96.0.51:80");
+    api.post("/loadbalancers", &json!({"HostComputeEndpoints": [eps[1]["ID"]], "FrontendVIPs": ["10.96.0.51"], "PortMappings": [{"Protocol": 6, "InternalPort": 80, "ExternalPort": 80, "Flags": 8}]})).ok();
+    let o = in_ns(&lab, &client, &probe(), &["connect-tcp", "10.96.0.51:80", "--timeout-ms", "2000"]);
+    assert!(o.status.success() && o.stdout.contains(&format!("peer={}:", ip_of(&cep))) && o.stdout.contains("local=10.96.0.51:80"), "PreserveDIP: {o:?}");
+}

@@ -15,6 +15,10 @@
 //! - `POST /loadbalancers/{id}` with a whole `HostComputeLoadBalancer` replaces it (hcsshim's
 //!   `Update`): backends that leave have their tracked connections cleared;
 //! - two load balancers may not share a frontend address, protocol and port;
+//! - DSR (`Flags` 1) and PreserveDIP (port-mapping flag 8): the backend gets the packet still
+//!   addressed to the VIP, so it must own the VIP (`ip addr add VIP/32 dev lo`, with
+//!   `arp_ignore=1`/`arp_announce=2`), and the ports cannot differ (no translation); the
+//!   backend is reached through a policy route per backend (`hns_kernel::lb_routes`);
 //! - the bridge port of every backend is put in hairpin mode (see `hns_kernel::hairpin`), so a
 //!   backend's connection to its own VIP can land on itself; it is left on when the backend
 //!   leaves (the port goes with the endpoint).
@@ -25,7 +29,7 @@ use std::net::IpAddr;
 use hns_api::{ApiError, DistributionType, ErrorCode, HostComputeLoadBalancer, LB_FLAG_DSR, LB_FLAG_IPV6, LB_PM_ILB, LB_PM_LOCAL_ROUTED_VIP, LB_PM_PRESERVE_DIP, LB_PM_USE_MUX};
 use hns_kernel::names;
 use hns_kernel::nft::Proto;
-use hns_kernel::nft_lb::{self, Affinity, Backend, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
+use hns_kernel::nft_lb::{self, Affinity, Backend, Direct, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
 use hns_store::Kind;
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +95,7 @@ fn service_keys(lb: &HostComputeLoadBalancer) -> Vec<String> {
     for f in frontends(lb) {
         for pm in &lb.port_mappings {
             if let Some(proto) = proto_of(pm.protocol) {
-                out.push(Service { frontend: f, proto, port: pm.external_port, internal: false, local: false, affinity: Affinity::None, backends: vec![] }.chain());
+                out.push(Service { frontend: f, proto, port: pm.external_port, internal: false, local: false, preserve_dip: false, affinity: Affinity::None, backends: vec![] }.chain());
             }
         }
     }
@@ -160,9 +164,7 @@ impl Engine {
         if req.flags & !(LB_FLAG_DSR | LB_FLAG_IPV6) != 0 {
             return Err(bad("Flags", format!("{} has unknown bits; the flags are 1 EnableDirectServerReturn and 2 IPv6", req.flags)));
         }
-        if req.flags & LB_FLAG_DSR != 0 {
-            return Err(ApiError::field(ErrorCode::RequestUnsupported, "Flags", "EnableDirectServerReturn (1) is not supported yet; leave it out (the load balancer then NATs both ways)"));
-        }
+        let dsr = req.flags & LB_FLAG_DSR != 0;
         let v6 = req.flags & LB_FLAG_IPV6 != 0;
         let fam = if v6 { "IPv6" } else { "IPv4" };
         let fam_hint = if v6 { "Flags has IPv6 (2): the load balancer is IPv6" } else { "Flags lacks IPv6 (2): the load balancer is IPv4" };
@@ -206,8 +208,19 @@ impl Engine {
             if pm.flags & !(LB_PM_ILB | LB_PM_LOCAL_ROUTED_VIP | LB_PM_USE_MUX | LB_PM_PRESERVE_DIP) != 0 {
                 return Err(bad(f("Flags"), format!("{} has unknown bits; the flags are 1 ILB, 2 LocalRoutedVIP, 4 UseMux, 8 PreserveDIP", pm.flags)));
             }
-            if pm.flags & LB_PM_PRESERVE_DIP != 0 {
-                return Err(ApiError::field(ErrorCode::RequestUnsupported, f("Flags"), "PreserveDIP (8) is not supported yet"));
+            if dsr || pm.flags & LB_PM_PRESERVE_DIP != 0 {
+                // The packet reaches the backend unchanged: nothing translates the port, and the
+                // host's own packets are not re-routed to a backend after the output hook.
+                let why = if dsr { "with EnableDirectServerReturn (Flags 1)" } else { "with PreserveDIP (8)" };
+                if pm.internal_port != pm.external_port {
+                    return Err(bad(f("InternalPort"), format!("{} differs from ExternalPort {}: {why} the packet reaches the backend unchanged, so the ports must be equal", pm.internal_port, pm.external_port)));
+                }
+                if pm.flags & LB_PM_LOCAL_ROUTED_VIP != 0 {
+                    return Err(ApiError::field(ErrorCode::RequestUnsupported, f("Flags"), format!("LocalRoutedVIP (2) is not supported {why}")));
+                }
+                if req.frontend_vips.is_empty() {
+                    return Err(bad("FrontendVIPs", format!("is empty: {why} the backends own the VIPs, so they must be listed")));
+                }
             }
             if !ports.insert((proto, pm.external_port)) {
                 return Err(bad(f("ExternalPort"), format!("{proto}/{} is mapped twice", pm.external_port)));
@@ -254,6 +267,7 @@ impl Engine {
                     port: pm.external_port,
                     internal: pm.flags & LB_PM_ILB != 0,
                     local: pm.flags & LB_PM_LOCAL_ROUTED_VIP != 0,
+                    preserve_dip: lb.flags & LB_FLAG_DSR != 0 || pm.flags & LB_PM_PRESERVE_DIP != 0,
                     affinity: affinity(pm.distribution_type),
                     backends: backends.iter().map(|(mark, addr)| Backend { mark: *mark, addr: *addr, port: pm.internal_port }).collect(),
                 });
@@ -261,19 +275,36 @@ impl Engine {
         }
         let source_vip = lb.source_vip.parse().ok();
         let hairpin = backends.iter().map(|(mark, addr)| Hairpin { mark: *mark, backend: *addr, source_vip }).collect();
-        LbState { services, hairpin }
+        let direct = if services.iter().any(|s| s.preserve_dip) { backends.iter().map(|(mark, addr)| Direct { mark: *mark, backend: *addr }).collect() } else { vec![] };
+        LbState { services, hairpin, direct }
     }
 
     /// Rewrites the whole table from the store.
     pub(crate) fn rebuild_lbs(&mut self) -> Result<()> {
         let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
         let refs: Vec<&LbState> = states.iter().map(|(_, s)| s).collect();
+        self.direct_routes(&[], &refs.iter().flat_map(|s| s.direct.iter().copied()).collect::<Vec<_>>());
         let program = nft_lb::compile_all(&refs);
         blocking(|| nft_lb::run(&program)).map_err(kernel_err)?;
         self.lbs.applied = states.into_iter().collect();
         self.lbs.table_ok = true;
         self.hairpin_all();
         Ok(())
+    }
+
+    /// Makes the policy routes of backends reached without DNAT go from `old` to `new` (see
+    /// `hns_kernel::lb_routes`). Failures are logged: such a backend is then not reached.
+    fn direct_routes(&self, old: &[Direct], new: &[Direct]) {
+        for d in new.iter().filter(|d| !old.contains(d)) {
+            if let Err(e) = blocking(|| hns_kernel::lb_routes::add(d.mark, d.backend)) {
+                tracing::warn!(backend = %d.backend, error = %e, "could not route a direct-return load-balancer backend");
+            }
+        }
+        for d in old.iter().filter(|d| !new.contains(d)) {
+            if let Err(e) = blocking(|| hns_kernel::lb_routes::del(d.mark, d.backend)) {
+                tracing::warn!(backend = %d.backend, error = %e, "could not remove the route of a direct-return load-balancer backend");
+            }
+        }
     }
 
     /// Puts the bridge ports of `eps` in hairpin mode. An endpoint whose host veth is not a
@@ -298,12 +329,21 @@ impl Engine {
     /// only its chains and elements; rebuilds the table if that fails.
     fn program_lb(&mut self, id: &str) -> Result<()> {
         let new = self.lbs.recs.get(id).map(|r| self.lb_state(r)).unwrap_or_default();
-        if !self.lbs.table_ok || self.lbs.recs.is_empty() {
-            return self.rebuild_lbs();
-        }
         let old = self.lbs.applied.get(id).cloned().unwrap_or_default();
+        // Routes of new direct backends before their marks are used; those of backends that
+        // leave once their marks are gone.
+        let added: Vec<Direct> = new.direct.iter().filter(|d| !old.direct.contains(d)).copied().collect();
+        let removed: Vec<Direct> = old.direct.iter().filter(|d| !new.direct.contains(d)).copied().collect();
+        if !self.lbs.table_ok || self.lbs.recs.is_empty() {
+            let result = self.rebuild_lbs();
+            self.direct_routes(&removed, &[]);
+            return result;
+        }
         let program = nft_lb::compile_update(&old, &new);
-        match blocking(|| nft_lb::run(&program)) {
+        self.direct_routes(&[], &added);
+        let result = blocking(|| nft_lb::run(&program));
+        self.direct_routes(&removed, &[]);
+        match result {
             Ok(()) => {
                 // Backends that are new to this load balancer.
                 let had: BTreeSet<u32> = old.hairpin.iter().map(|h| h.mark).collect();
