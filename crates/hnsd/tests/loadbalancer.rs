@@ -368,6 +368,13 @@ fn dsr_and_preserve_dip_deliver_to_the_vip() {
     let before: Vec<u64> = nss.iter().map(|n| accepted(&lab, n)).collect();
     let got = exchanges(&lab, &client, "connect-tcp 10.96.0.50:80 --timeout-ms 2000", 40);
     assert!(got.iter().all(|(p, l)| *p == ip_of(&cep) && l == "10.96.0.50"), "the backend sees the client itself and the VIP as destination: {got:?}");
+    // The host forwards these packets out of the bridge they came in by: it must not redirect
+    // the client to a backend (the client would then bypass the load balancer).
+    let via_gateway = || {
+        let route = in_ns(&lab, &client, "ip", &["route", "get", "10.96.0.50"]).stdout;
+        assert!(route.contains(&format!("via {} ", gateway(&lab, &client))), "the client still sends to its gateway: {route}");
+    };
+    via_gateway();
     let served: Vec<u64> = nss.iter().zip(&before).map(|(n, b)| accepted(&lab, n) - b).collect();
     assert!(served.iter().all(|n| *n >= 5) && served.iter().sum::<u64>() == 40, "40 connections spread over both backends: {served:?}");
     // From the LAN: routed in through the host's uplink, same delivery.
@@ -386,6 +393,7 @@ fn dsr_and_preserve_dip_deliver_to_the_vip() {
         let show = |p: &str, a: &[&str]| lab.in_host(p, a).map(|o| o.stdout).unwrap_or_default();
         format!("rules:\n{}routes:\n{}neighbours:\n{}{}", show("ip", &["rule"]), show("ip", &["route", "show", "table", "all"]), show("ip", &["neigh"]), show("nft", &["list", "table", "inet", "hns_lb"]))
     };
+    via_gateway();
     let served = (accepted(&lab, &nss[0]) - before[0], accepted(&lab, &nss[1]) - before[1]);
     assert_eq!(served, (0, 10), "the backend that left gets nothing ({} left, {} stays)\n{}", ip_of(&eps[0]), ip_of(&eps[1]), diag());
     // PreserveDIP on a port mapping of a NAT load balancer: the same delivery for that port.

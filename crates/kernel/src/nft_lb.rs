@@ -240,11 +240,20 @@ fn skeleton(out: &mut String) {
         out,
         "\tchain dsr_route {{\n\t\ttype filter hook prerouting priority dstnat + 10; policy accept;\n\t\tct direction original ct mark @dsr meta mark & {est:#x} == {est:#x} meta mark set ct mark | {est:#x}\n\t\tct direction original ct mark @dsr meta mark & {est:#x} == 0 meta mark set ct mark\n\t}}"
     );
+    // A DSR packet leaves the host by the bridge it came in on, towards a next hop on the
+    // client's own subnet: the kernel then tells the client (ICMP redirect) to send to that
+    // backend directly, and the client would bypass the load balancer for the VIP until the
+    // redirect expires. The IPv4 redirect carries the connection it is about (its mark); an
+    // IPv6 one does not, so those are dropped on the hns interfaces whole.
+    let _ = writeln!(
+        out,
+        "\tchain no_redirects {{\n\t\ttype filter hook output priority filter; policy accept;\n\t\ticmp type redirect ct mark @dsr drop\n\t\toifname {HNS_IFACES} icmpv6 type nd-redirect drop\n\t}}"
+    );
     let _ = writeln!(out, "}}");
 }
 
 /// Number of base chains of the table plus `refuse` (see [`chain_count`]).
-const FIXED_CHAINS: usize = 5;
+const FIXED_CHAINS: usize = 6;
 
 /// The number of chains the table holds for `lbs`: what a drift check compares.
 pub fn chain_count(lbs: &[&LbState]) -> usize {
@@ -471,7 +480,8 @@ mod tests {
         assert!(p.contains("ct mark & 0x80000000 == 0 return"));
         assert!(p.contains("add chain inet hns_lb s4_0a60000a_tcp_80"));
         assert!(p.contains("ct direction original ct mark @dsr meta mark & 0x800000 == 0 meta mark set ct mark"), "{p}");
-        assert_eq!(chain_count(&[&l]), 6);
+        assert!(p.contains("icmp type redirect ct mark @dsr drop"), "{p}");
+        assert_eq!(chain_count(&[&l]), 7);
     }
 
     #[test]
