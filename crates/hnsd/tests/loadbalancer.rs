@@ -316,6 +316,21 @@ fn ipv6_frontend_reaches_ipv6_backends() {
     assert!(got.iter().all(|(p, _)| p != "failed"), "IPv6 hairpin: {got:?}");
     let own: Vec<&(String, String)> = got.iter().filter(|(_, l)| *l == me).collect();
     assert!(!own.is_empty() && own.iter().all(|(p, _)| p == "fd00:96::99"), "landed on itself, it sees the IPv6 SourceVIP: {got:?}");
+    // DSR over IPv6: the backends own fd00:96::50 and get the packets addressed to it (nodad:
+    // a tentative address cannot be bound yet).
+    let mut dsr_servers = Vec::new();
+    for ns in &nss {
+        let o = in_ns(&lab, ns, "ip", &["-6", "addr", "add", "fd00:96::50/128", "dev", "lo", "nodad"]);
+        assert!(o.status.success(), "{o:?}");
+        dsr_servers.push(serve(&lab, ns, "[fd00:96::50]:80"));
+    }
+    api.post("/loadbalancers", &json!({"HostComputeEndpoints": ids, "Flags": 3, "FrontendVIPs": ["fd00:96::50"], "PortMappings": [{"Protocol": 6, "InternalPort": 80, "ExternalPort": 80}]})).ok();
+    let client_ip = ip6_of(&api.get("/endpoints").ok().as_array().unwrap().iter().find(|e| e["Name"] == "client").unwrap().clone());
+    let before: Vec<u64> = nss.iter().map(|n| accepted(&lab, n)).collect();
+    let got = exchanges(&lab, &client, "connect-tcp [fd00:96::50]:80 --timeout-ms 2000", 30);
+    assert!(got.iter().all(|(p, l)| *p == client_ip && l == "fd00:96::50"), "IPv6 DSR: the backend sees the client and the VIP: {got:?}");
+    let served: Vec<u64> = nss.iter().zip(&before).map(|(n, b)| accepted(&lab, n) - b).collect();
+    assert!(served.iter().all(|n| *n >= 3) && served.iter().sum::<u64>() == 30, "IPv6 DSR spreads over both backends: {served:?}");
 }
 
 
