@@ -357,7 +357,7 @@ fn own_vip(lab: &Lab, ns: &Value, vip: &str) {
 #[test]
 fn dsr_and_preserve_dip_deliver_to_the_vip() {
     let lab = Lab::new().expect("lab");
-    let _d = lab.start_hnsd(&[]).expect("hnsd starts");
+    let d = lab.start_hnsd(&[]).expect("hnsd starts");
     let api = Api::new(&lab);
     let (client, cep) = api.container("nat", "client", json!({}));
     let mut eps = Vec::new();
@@ -419,4 +419,11 @@ fn dsr_and_preserve_dip_deliver_to_the_vip() {
     api.post("/loadbalancers", &json!({"HostComputeEndpoints": [eps[1]["ID"]], "FrontendVIPs": ["10.96.0.51"], "PortMappings": [{"Protocol": 6, "InternalPort": 80, "ExternalPort": 80, "Flags": 8}]})).ok();
     let o = in_ns(&lab, &client, &probe(), &["connect-tcp", "10.96.0.51:80", "--timeout-ms", "2000"]);
     assert!(o.status.success() && o.stdout.contains(&format!("peer={}:", ip_of(&cep))) && o.stdout.contains("local=10.96.0.51:80"), "PreserveDIP: {o:?}");
+    // Uninstall removes the policy rules too.
+    assert_eq!(rules().lines().count(), 1, "{}", rules());
+    d.stop().unwrap();
+    let hnsd = Lab::bin("hnsd").unwrap();
+    let run = lab.run_dir();
+    lab.in_host(hnsd.to_str().unwrap(), &["--cleanup", "--run-dir", run.to_str().unwrap(), "--state-dir", lab.state_dir().to_str().unwrap(), "--socket", lab.socket().to_str().unwrap()]).unwrap();
+    assert_eq!(rules(), "", "hnsd --cleanup leaves no rule");
 }

@@ -71,6 +71,27 @@ pub fn del(mark: u32, via: IpAddr) -> Result<()> {
     gone(send_ack(&serialize(RouteNetlinkMessage::DelRoute(route(mark, via)), 0), "delete load-balancer backend route", &object))
 }
 
+/// Removes every rule [`add`] made, of both families (uninstall): a delete that names only the
+/// preference and the mask matches any of them; repeated until none is left. Their tables'
+/// routes went with the bridges. Returns how many rules were removed.
+pub fn remove_all() -> Result<usize> {
+    let mut n = 0;
+    for v6 in [false, true] {
+        let mut m = RuleMessage::default();
+        m.header.family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+        m.attributes = vec![RuleAttribute::Priority(RULE_PREF), RuleAttribute::FwMask(FWMASK)];
+        let req = serialize(RouteNetlinkMessage::DelRule(m), 0);
+        loop {
+            match send_ack(&req, "delete load-balancer backend rule", "every rule") {
+                Ok(()) => n += 1,
+                Err(e) if matches!(e.errno, Some(libc::ENOENT) | Some(libc::ESRCH)) => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
