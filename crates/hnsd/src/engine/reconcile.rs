@@ -477,6 +477,11 @@ pub async fn cleanup_all(host: &hns_kernel::netlink::Netlink, run_dir: &Path) ->
     if let Err(e) = hns_kernel::nft_lb::run(&hns_kernel::nft_lb::compile_all(&[])) {
         done.push(format!("could not remove the load-balancer table: {e}"));
     }
+    match hns_kernel::lb_routes::remove_all() {
+        Ok(0) => {}
+        Ok(n) => done.push(format!("removed {n} policy rules of direct-return load-balancer backends")),
+        Err(e) => done.push(format!("could not remove the policy rules of direct-return load-balancer backends: {e}")),
+    }
     let netns_dir = run_dir.join("netns");
     if let Ok(entries) = std::fs::read_dir(&netns_dir) {
         for e in entries.flatten() {
