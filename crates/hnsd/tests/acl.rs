@@ -331,3 +331,44 @@ fn l2bridge_endpoints_are_filtered_on_their_routed_veth_and_transparent_refuses_
     assert_eq!(r.status, 400, "{}", r.raw);
     assert!(r.raw.contains("no host-side interface"), "{}", r.raw);
 }
+
+#[test]
+fn a_crash_between_storing_a_policy_and_programming_it_is_repaired_at_restart() {
+    let lab = Lab::new().expect("lab");
+    let crashing = hns_lab::HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), "policy-after-commit".into())], ..Default::default() };
+    let d = lab.start_hnsd_with(crashing).expect("hnsd starts");
+    let api = Api::new(&lab);
+    let (b, _eb) = api.container("nat", "b", json!({}));
+    let (a, ea) = api.container("nat", "a", json!({}));
+    let ip_a = ip_of(&ea);
+    let _s = serve(&lab, &a, "serve-tcp", &format!("{ip_a}:7000"));
+    let _s2 = serve(&lab, &a, "serve-tcp", &format!("{ip_a}:7001"));
+    // hnsd dies right after the store holds the rules, before the kernel does.
+    let rules = json!([
+        acl(json!({"Id": "blk", "Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "7000", "Priority": 100})),
+        acl(json!({"Id": "all", "Action": "Allow", "Direction": "In", "Priority": 1000})),
+        acl(json!({"Id": "out", "Action": "Allow", "Direction": "Out", "Priority": 1000})),
+    ]);
+    let r = modify(&api, &ea, "Add", rules);
+    assert!(r.status == 0 || r.status >= 500, "the request did not die with hnsd: {} {}", r.status, r.raw);
+    assert!(eventually(Duration::from_secs(5), || !d.is_running()), "the failpoint did not kill hnsd");
+    assert!(tcp(&lab, &b, &format!("{ip_a}:7000")), "the kernel does not hold the rules yet");
+    // An OutBoundNAT stored the same way is programmed by the restart too (the second failpoint
+    // run: this time the crash is in the endpoint-policy path).
+    let _d = lab.start_hnsd_with(hns_lab::HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), "policy-after-commit".into())], ..Default::default() }).expect("hnsd starts again");
+    assert!(eventually(Duration::from_secs(5), || !tcp(&lab, &b, &format!("{ip_a}:7000"))), "the restart did not program the stored Block");
+    assert!(tcp(&lab, &b, &format!("{ip_a}:7001")), "the stored allow-all is in force too");
+    let onat = json!([{"Type": "OutBoundNAT", "Settings": {"Exceptions": ["10.244.0.0/16"]}}]);
+    let r = modify(&api, &ea, "Add", onat);
+    assert!(r.status == 0 || r.status >= 500, "{} {}", r.status, r.raw);
+    let table = |lab: &Lab| lab.try_in(Side::Host, "nft", &["list", "table", "inet", "hns_onat"]).unwrap().stdout;
+    assert!(!table(&lab).contains("10.244.0.0/16"), "programmed before the crash?");
+    let _d = lab.start_hnsd(&[]).expect("hnsd starts a third time");
+    assert!(eventually(Duration::from_secs(5), || table(&lab).contains("10.244.0.0/16")), "the stored OutBoundNAT was not programmed at restart:\n{}", table(&lab));
+    // Both are still the endpoint's, and the ACL still holds.
+    let ep = api.get(&format!("/endpoints/{}", ea["ID"].as_str().unwrap())).ok();
+    let kinds: Vec<&str> = ep["Policies"].as_array().unwrap().iter().map(|p| p["Type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "ACL").count(), 3, "{kinds:?}");
+    assert!(kinds.contains(&"OutBoundNAT"), "{kinds:?}");
+    assert!(!tcp(&lab, &b, &format!("{ip_a}:7000")));
+}

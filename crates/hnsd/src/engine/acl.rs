@@ -153,6 +153,7 @@ impl Engine {
         rec.ep.version += 1;
         self.persist_endpoint(&rec, false)?;
         self.endpoints.insert(id.to_owned(), rec);
+        super::failpoint("policy-after-commit");
         self.program_acls(&[id.to_owned()]).map_err(|e| committed(e, "the endpoint's ACLs are stored"))
     }
 

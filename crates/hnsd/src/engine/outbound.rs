@@ -211,6 +211,7 @@ impl Engine {
         if rec.ep.host_compute_namespace.is_empty() {
             return Ok(());
         }
+        super::failpoint("policy-after-commit");
         let committed = |e: ApiError| ApiError { message: format!("{}; the endpoint's policies are stored and the reconciler retries programming them", e.message), ..e };
         if before.outbound_nat != rec.policies.outbound_nat {
             self.program_outbound_nat(None).map_err(committed)?;
