@@ -125,6 +125,7 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         cluster::prepare(&mut engine, c).await?;
     }
     log_report("start", &reconcile(&mut engine, true, &metrics, &events).await);
+    serve::trim_heap();
     if !cfg.no_default_network {
         match engine.ensure_default_network().await {
             Ok(Some(n)) => tracing::info!(name = %n.name, subnet = ?n.subnets().next().map(|s| s.ip_address_prefix.clone()), "created the default network"),
@@ -169,6 +170,7 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
                 state.events.reconciled(&report);
                 state.events.track_leases(&*state.engine.lock().await);
                 log_report("periodic", &report);
+                let _ = tokio::task::spawn_blocking(serve::trim_heap).await;
             }
         })
     };

@@ -205,7 +205,9 @@ impl Load {
 }
 
 /// Hands free heap memory back to the kernel (glibc only; other allocators do it themselves).
-fn trim_heap() {
+/// Also run after each reconcile pass (main.rs): its kernel dumps (every link of the host,
+/// thousands at scale) are parsed into short-lived allocations that glibc would keep.
+pub(crate) fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // Safety: malloc_trim only walks the allocator's own free lists.
     unsafe {
