@@ -2,7 +2,8 @@
 //! the compiler of `hns_kernel::nft_lb`.
 //!
 //! Every request follows the engine's order: validate (nothing changes on failure) → commit
-//! the record → write the kernel (only this load balancer's chains and elements) → answer.
+//! the record → write the kernel (only this load balancer's chains and elements, one
+//! nfnetlink batch: `nft_lb_batch`) → answer.
 //! If the incremental program fails (the table was flushed or edited by hand), the whole table
 //! is rebuilt from the store; the reconciler does the same when it finds the table gone.
 //!
@@ -21,7 +22,9 @@ use std::net::IpAddr;
 
 use hns_api::{ApiError, DistributionType, ErrorCode, HostComputeLoadBalancer, LB_FLAG_DSR, LB_FLAG_IPV6, LB_PM_ILB, LB_PM_LOCAL_ROUTED_VIP, LB_PM_PRESERVE_DIP, LB_PM_USE_MUX};
 use hns_kernel::nft::Proto;
+use hns_kernel::nft_batch::Batch;
 use hns_kernel::nft_lb::{self, Affinity, Backend, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
+use hns_kernel::nft_lb_batch;
 use hns_store::Kind;
 use serde::{Deserialize, Serialize};
 
@@ -243,8 +246,7 @@ impl Engine {
     pub(crate) fn rebuild_lbs(&mut self) -> Result<()> {
         let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
         let refs: Vec<&LbState> = states.iter().map(|(_, s)| s).collect();
-        let program = nft_lb::compile_all(&refs);
-        blocking(|| nft_lb::run(&program)).map_err(kernel_err)?;
+        blocking(|| nft_lb_batch::rebuild(&refs)).map_err(kernel_err)?;
         self.lbs.applied = states.into_iter().collect();
         self.lbs.table_ok = true;
         Ok(())
@@ -258,8 +260,9 @@ impl Engine {
             return self.rebuild_lbs();
         }
         let old = self.lbs.applied.get(id).cloned().unwrap_or_default();
-        let program = nft_lb::compile_update(&old, &new);
-        match blocking(|| nft_lb::run(&program)) {
+        let mut batch = Batch::new();
+        nft_lb_batch::build_update(&mut batch, &old, &new);
+        match blocking(|| nft_lb_batch::apply(&batch)) {
             Ok(()) => {
                 if self.lbs.recs.contains_key(id) {
                     self.lbs.applied.insert(id.to_owned(), new);
