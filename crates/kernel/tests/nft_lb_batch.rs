@@ -65,10 +65,10 @@ fn netlink_table_reads_back_as_the_nft_program() {
         nft_lb_batch::rebuild(&lbs.iter().collect::<Vec<_>>()).unwrap();
         assert!(nft_lb::dispatch_present());
         let obs = nft_lb::observe();
-        assert_eq!(obs.chains, nft_lb::chain_count(&lbs.iter().collect::<Vec<_>>()), "one chain per service, as the drift check counts");
+        assert_eq!(obs.chains, nft_lb_batch::chain_count(&lbs.iter().collect::<Vec<_>>()), "one chain per service and the common chains, as the drift check counts");
         ruleset()
     });
-    assert!(text.contains("numgen random mod 3 map @pick4") && text.contains("jhash ip6 saddr mod 2 seed 0x686e73"), "{text}");
+    assert!(text.contains("ct mark set numgen random mod 3") && text.contains("jhash ip6 saddr mod 2 seed 0x686e73") && text.contains("ct mark set ip daddr . meta l4proto . th dport . ct mark map @pick4"), "{text}");
     assert_eq!(netlink, text);
 }
 

@@ -403,7 +403,7 @@ impl Engine {
         if full {
             let obs = blocking(nft_lb::observe);
             let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
-            let want = nft_lb::chain_count(&states.iter().map(|(_, s)| s).collect::<Vec<_>>());
+            let want = nft_lb_batch::chain_count(&states.iter().map(|(_, s)| s).collect::<Vec<_>>());
             if obs.dispatch && obs.chains == want {
                 // A restart with nothing drifted writes nothing.
                 self.lbs.applied = states.into_iter().collect();
