@@ -820,7 +820,7 @@ const KEPT_SOCKETS: usize = 8;
 /// Runs `f` with this thread's namespace's kept socket (opened on first use), drained of any
 /// answer left from an earlier request. The lock serializes requests to the kernel, which
 /// serializes nf_tables transactions anyway.
-fn with_socket<T>(f: impl FnOnce(&Socket) -> Result<T>) -> Result<T> {
+pub(crate) fn with_socket<T>(f: impl FnOnce(&Socket) -> Result<T>) -> Result<T> {
     use std::os::unix::fs::MetadataExt;
     let ns = std::fs::metadata("/proc/thread-self/ns/net").map_err(|e| KernelError::io("read", "/proc/thread-self/ns/net", e))?.ino();
     let mut kept = SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
@@ -838,7 +838,7 @@ fn with_socket<T>(f: impl FnOnce(&Socket) -> Result<T>) -> Result<T> {
     let mut buf = vec![0u8; 8192];
     while socket.recv(&mut &mut buf[..], libc::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
     let out = f(socket);
-    if out.as_ref().is_err_and(|e| e.op != "apply nft batch" && e.op != "list") {
+    if out.as_ref().is_err_and(|e| !matches!(e.op.as_str(), "apply nft batch" | "list" | "delete tracked connections")) {
         // A socket-level failure (not a refusal by nf_tables): start afresh next time.
         kept.remove(at);
     }
