@@ -179,7 +179,9 @@ fn in_lab_logging(args: &[String], log: Option<&str>) -> Result<()> {
     let lab = hns_lab::Lab::new()?;
     // The product's default reconcile interval (the lab's default is 1 s, for tests).
     let hnsd_args = ["--no-default-network", "--log", log.unwrap_or("warn"), "--reconcile-interval", "10s"];
-    let d = lab.start_hnsd_with(hns_lab::HnsdOptions { args: hnsd_args.iter().map(|s| s.to_string()).collect(), inherit_stdio: log.is_some(), ..Default::default() })?;
+    // HNS_BENCH_HNSD_WRAPPER="heaptrack -o /tmp/hnsd" runs hnsd under a profiler.
+    let wrapper = std::env::var("HNS_BENCH_HNSD_WRAPPER").map(|w| w.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+    let d = lab.start_hnsd_with(hns_lab::HnsdOptions { args: hnsd_args.iter().map(|s| s.to_string()).collect(), inherit_stdio: log.is_some(), wrapper, ..Default::default() })?;
     let mut cmd = lab.host().cmd(std::env::current_exe()?);
     cmd.args(args).arg("--inner-socket").arg(lab.socket()).arg("--lan-pid").arg(lab.lan().pid().to_string()).arg("--hnsd-pid").arg(d.pid().to_string());
     let st = cmd.status()?;

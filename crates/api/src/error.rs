@@ -51,6 +51,7 @@ codes! {
     NamespaceNotFound = "NAMESPACE_NOT_FOUND", 404;
     NotFound = "NOT_FOUND", 404;
     MethodNotAllowed = "METHOD_NOT_ALLOWED", 405;
+    HostNotAllowed = "HOST_NOT_ALLOWED", 403;
     NetworkAlreadyExists = "NETWORK_ALREADY_EXISTS", 409;
     EndpointAlreadyExists = "ENDPOINT_ALREADY_EXISTS", 409;
     NamespaceAlreadyExists = "NAMESPACE_ALREADY_EXISTS", 409;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// The kinds of object an event is about (`Type`).
-pub const EVENT_TYPES: &[&str] = &["network", "endpoint", "namespace", "portmapping", "reconcile", "dhcp", "node", "events"];
+pub const EVENT_TYPES: &[&str] = &["network", "endpoint", "namespace", "portmapping", "loadbalancer", "reconcile", "dhcp", "node", "events"];
 
 /// One thing hnsd did, or tried to do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

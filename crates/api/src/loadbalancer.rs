@@ -36,8 +36,8 @@ pub struct LoadBalancerPortMapping {
     #[serde(default)]
     pub distribution_type: DistributionType,
     /// Bitmask: 1 ILB (reachable only from containers on hns networks), 2 LocalRoutedVIP
-    /// (reachable from the host), 4 UseMux (accepted, no effect on Linux), 8 PreserveDIP (not
-    /// supported yet: refused).
+    /// (reachable from the host), 4 UseMux (accepted, no effect on Linux), 8 PreserveDIP (the
+    /// backend gets the packet addressed to the VIP, which it must own; ports must be equal).
     #[serde(default, skip_serializing_if = "crate::schema::is_zero_u32")]
     pub flags: u32,
 }
@@ -61,8 +61,9 @@ pub struct HostComputeLoadBalancer {
     pub frontend_vips: Vec<String>,
     #[serde(default)]
     pub port_mappings: Vec<LoadBalancerPortMapping>,
-    /// Bitmask: 1 EnableDirectServerReturn (not supported yet: refused), 2 IPv6 (frontends
-    /// and backends are IPv6; without it, IPv4).
+    /// Bitmask: 1 EnableDirectServerReturn (every port mapping as PreserveDIP: no NAT either
+    /// way; the backends own the VIPs), 2 IPv6 (frontends and backends are IPv6; without it,
+    /// IPv4).
     #[serde(default, skip_serializing_if = "crate::schema::is_zero_u32")]
     pub flags: u32,
     #[serde(default)]

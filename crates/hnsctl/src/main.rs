@@ -5,10 +5,12 @@ mod client;
 mod commands;
 mod compartment;
 mod error;
+mod lbspec;
 mod output;
 mod portspec;
 mod published;
 mod rate;
+mod runpolicy;
 mod template;
 
 use std::path::PathBuf;
@@ -88,7 +90,7 @@ pub struct Cli {
     pub socket: PathBuf,
 
     /// Output format: table (aligned columns), json (the API objects), or, for the commands that
-    /// list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls, events), a template of
+    /// list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls, lb ls, events), a template of
     /// the table's fields in docker's form: '{{.ID}}\t{{.Name}}' prints one line per row,
     /// 'table {{.Name}}\t{{.Subnet}}' aligned columns with headers. A field that does not exist
     /// is refused with the list of those that do.
@@ -117,7 +119,12 @@ pub enum Command {
     /// Manage an endpoint's ACL policies (allow/block rules), shown in evaluation order.
     #[command(subcommand)]
     Policy(PolicyCmd),
-    /// Show containers (namespaces), endpoints or networks as JSON, whichever has the name.
+    /// Manage load balancers: VIPs and ports spread over backend endpoints (what kube-proxy
+    /// creates on Windows for each Service).
+    #[command(subcommand, visible_alias = "loadbalancer", after_help = LB_HELP)]
+    Lb(LbCmd),
+    /// Show containers (namespaces), endpoints, networks or load balancers as JSON, whichever has
+    /// the name.
     Inspect(InspectArgs),
     /// Run a command in a new compartment.
     Run(RunArgs),
@@ -168,7 +175,7 @@ Requests hnsd refused are events too. Runs until interrupted (or --until).
 const EVENTS_HELP: &str = "\
 Filters (--filter KEY=VALUE; repeat a key for any of several values, different keys must all
 match):
-  type=TYPE         network, endpoint, namespace, portmapping, reconcile, dhcp, node
+  type=TYPE         network, endpoint, namespace, portmapping, loadbalancer, reconcile, dhcp, node
   action=ACTION     create, delete, modify, attach, detach, add, remove, repair,
                     remove-orphan, collect, error, obtained, renewed, lost, released, join, loss
   network=NETWORK   name or ID: the network's own events and those of objects on it
@@ -272,6 +279,10 @@ Options (-o KEY=VALUE), KEY being com.docker.network.windowsshim.<name>:
 Dual stack: give two --subnet, an IPv4 one and an IPv6 one; each --gateway goes with the
 --subnet at its position. Containers then get an address of each family (--ip, --ip6).
 
+RULE (--acl): allow|block in|out [proto=P] [local=A] [remote=A] [local-ports=P]
+[remote-ports=P] [priority=N] [type=switch|host] [id=ID]. The network's ACLs and each
+endpoint's own are evaluated together; once there is any, what no rule allows is blocked.
+
 Examples:
   hnsctl network create -d nat --subnet 172.30.0.0/16 mynat
   hnsctl network create -d nat --subnet 172.32.0.0/16 --subnet fd00:32::/64 ds
@@ -279,7 +290,9 @@ Examples:
       --ip-range 172.31.128.0/17 --aux-address router=172.31.0.2 --internal iso
   hnsctl network create -d l2bridge --subnet 10.10.0.0/24 --gateway 10.10.0.1 \\
       -o com.docker.network.windowsshim.interface=eth1 l2net
-  hnsctl network create -d overlay --subnet 10.240.0.0/16 web      (hnsd --cluster-store ...)")]
+  hnsctl network create -d overlay --subnet 10.240.0.0/16 web      (hnsd --cluster-store ...)
+  hnsctl network create --subnet 172.33.0.0/16 --acl 'allow in proto=tcp local-ports=80' \\
+      --acl 'allow out' guarded")]
 pub struct NetworkCreateArgs {
     /// Driver: nat, transparent, l2bridge, l2tunnel or overlay.
     #[arg(short = 'd', long, default_value = "nat")]
@@ -306,6 +319,10 @@ pub struct NetworkCreateArgs {
     /// Driver option (see below).
     #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
     pub opt: Vec<String>,
+    /// A NetworkACL: an ACL on every endpoint of the network, present and future, in the
+    /// words of `hnsctl run --acl` (see below); repeat for more.
+    #[arg(long = "acl", value_name = "RULE")]
+    pub acl: Vec<String>,
     /// The network's name.
     pub name: String,
 }
@@ -494,8 +511,14 @@ pub enum PolicyCmd {
     #[command(after_help = "\
 Once an endpoint has any ACL, what no rule allows is blocked.
 
+--rule RULE gives the rule in words, the form `hnsctl run --acl` takes:
+  allow|block in|out [proto=P] [local=A] [remote=A] [local-ports=P] [remote-ports=P]
+  [priority=N] [type=switch|host] [id=ID]
+each key being the flag of the same name.
+
 Examples:
   hnsctl policy add web --allow --in --proto tcp --local-ports 80,8000-8080 --remote 10.0.0.0/8 --priority 200
+  hnsctl policy add web --rule 'allow in proto=tcp local-ports=80,8000-8080 remote=10.0.0.0/8 priority=200'
   hnsctl policy add web --allow --out --priority 65500
   hnsctl policy add web --block --in --proto icmp --type host --priority 100")]
     Add(PolicyArgs),
@@ -514,6 +537,9 @@ pub struct PolicyLsArgs {
 pub struct PolicyArgs {
     /// Endpoint name or ID.
     pub endpoint: String,
+    /// The whole rule in words, as `run --acl` takes it (instead of the flags below).
+    #[arg(long, value_name = "RULE", conflicts_with_all = ["allow", "block", "inbound", "outbound", "proto", "local", "remote", "local_ports", "remote_ports", "priority", "kind", "id"])]
+    pub rule: Option<String>,
     /// Allow what the rule matches.
     #[arg(long, conflicts_with = "block")]
     pub allow: bool,
@@ -550,6 +576,132 @@ pub struct PolicyArgs {
     /// The rule's Id.
     #[arg(long)]
     pub id: Option<String>,
+}
+
+const LB_HELP: &str = "\
+A load balancer has no name: hnsctl refers to it by its ID or a unique start of it (the ID
+column of `hnsctl lb ls`). Backends are endpoints, given by endpoint name, endpoint ID (or a
+unique start of it), or container name: the container's endpoint (with --net when it has
+several).
+
+Windows equivalents (hns.v2.psm1 functions; hcsshim's hcn package as kube-proxy uses it):
+  New-HnsLoadBalancer, hcn Create                  hnsctl lb create
+  Get-HnsLoadBalancer, hcn ListLoadBalancers       hnsctl lb ls, hnsctl lb inspect LB
+  Remove-HnsLoadBalancer, hcn Delete               hnsctl lb rm LB
+  hcn Update (the whole object, new backends)      hnsctl lb add-backend / rm-backend
+
+Examples:
+  hnsctl lb create --vip 10.96.0.10 --port tcp/80:8080 --backend web1 --backend web2
+  hnsctl lb ls
+  hnsctl lb add-backend 5a3d0f6e web3
+  hnsctl lb rm-backend 5a3d0f6e web1
+  hnsctl lb rm 5a3d0f6e";
+
+const LB_CREATE_HELP: &str = "\
+--port [PROTO/]EXTERNAL[:INTERNAL]: clients connect to EXTERNAL on each VIP; the connection
+goes to INTERNAL (default: EXTERNAL) on one backend. PROTO is tcp (default) or udp. Repeat
+--port for more ports; --internal, --local-routed and --affinity apply to each of them.
+
+Without --vip the load balancer answers on every address of the host (a node port); with
+--vip, on those addresses only (the LAN must route them to this host). The family of the
+VIPs is the load balancer's (--ipv6 is needed only without --vip). Prints the new ID.
+
+Not supported yet, refused by hnsd: Direct Server Return, PreserveDIP.
+
+Examples:
+  hnsctl lb create --vip 10.96.0.10 --port tcp/80:8080 --backend web1 --backend web2
+  hnsctl lb create --vip 10.96.0.53 --port udp/53 --port tcp/53 --backend dns --affinity source
+  hnsctl lb create --port tcp/30080:80 --backend web1              (node port: every host address)
+  hnsctl lb create --vip 10.96.0.11 --port 443:8443 --internal --backend api --net backend
+  hnsctl lb create --ipv6 --vip fd00:96::10 --port tcp/80 --backend web6";
+
+#[derive(Debug, Subcommand)]
+pub enum LbCmd {
+    /// Create a load balancer; prints its ID.
+    #[command(after_help = LB_CREATE_HELP)]
+    Create(LbCreateArgs),
+    /// List load balancers.
+    #[command(visible_alias = "list", after_help = "\
+VIPS * means every address of the host. PORTS are PROTO/EXTERNAL:INTERNAL. BACKENDS are
+endpoint names (short IDs for endpoints without a name). FLAGS: internal, local-routed,
+use-mux, affinity=source|source-proto (with the port when the ports differ), ipv6,
+source-vip=IP.
+
+Fields for --format: .ID .VIPs .Ports .Backends .Flags
+
+Examples:
+  hnsctl lb ls
+  hnsctl lb ls -q
+  hnsctl lb ls --format '{{.ID}}\\t{{.Backends}}'
+  hnsctl --format json lb ls")]
+    Ls(LsArgs),
+    /// Show load balancers as JSON (HostComputeLoadBalancer).
+    #[command(after_help = "Examples:\n  hnsctl lb inspect 5a3d0f6e9c1b")]
+    Inspect {
+        /// Load balancer IDs (or unique starts of them).
+        #[arg(required = true, value_name = "LB")]
+        names: Vec<String>,
+    },
+    /// Remove load balancers.
+    #[command(visible_alias = "remove", after_help = "Examples:\n  hnsctl lb rm 5a3d0f6e9c1b")]
+    Rm {
+        /// Load balancer IDs (or unique starts of them).
+        #[arg(required = true, value_name = "LB")]
+        names: Vec<String>,
+    },
+    /// Add backends to a load balancer.
+    #[command(after_help = "Examples:\n  hnsctl lb add-backend 5a3d0f6e web3 web4\n  hnsctl lb add-backend 5a3d0f6e app --net backend")]
+    AddBackend(LbBackendArgs),
+    /// Remove backends from a load balancer; their tracked connections are cleared.
+    #[command(visible_alias = "remove-backend", after_help = "Examples:\n  hnsctl lb rm-backend 5a3d0f6e web1")]
+    RmBackend(LbBackendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LbCreateArgs {
+    /// A frontend address; repeat for more (none: every address of the host).
+    #[arg(long, value_name = "IP")]
+    pub vip: Vec<String>,
+    /// A frontend port and the backends' port (see below); repeat for more.
+    #[arg(long, required = true, value_name = "[PROTO/]EXTERNAL[:INTERNAL]")]
+    pub port: Vec<String>,
+    /// A backend: endpoint name or ID, or container name; repeat for more.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub backend: Vec<String>,
+    /// none: any backend per connection; source: one backend per client address;
+    /// source-proto: one per client address and protocol.
+    #[arg(long, value_enum, default_value_t = lbspec::Affinity::None, value_name = "AFFINITY")]
+    pub affinity: lbspec::Affinity,
+    /// Reachable only from containers on hns networks (ILB), not from the LAN.
+    #[arg(long)]
+    pub internal: bool,
+    /// The VIP is reachable from the host itself (LocalRoutedVIP).
+    #[arg(long)]
+    pub local_routed: bool,
+    /// The source address a backend sees when its own connection to the VIP comes back to it.
+    #[arg(long, value_name = "IP")]
+    pub source_vip: Option<String>,
+    /// An IPv6 load balancer (implied by IPv6 VIPs).
+    #[arg(long)]
+    pub ipv6: bool,
+    /// The network of the backend endpoint of a container that has several.
+    #[arg(long = "net", visible_alias = "network", value_name = "NETWORK")]
+    pub net: Option<String>,
+    /// The load balancer's ID (a GUID; default: chosen by hnsd).
+    #[arg(long, value_name = "GUID")]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LbBackendArgs {
+    /// Load balancer ID (or a unique start of it).
+    pub lb: String,
+    /// Endpoint names or IDs, or container names.
+    #[arg(required = true, value_name = "ENDPOINT")]
+    pub endpoints: Vec<String>,
+    /// The network of the endpoint of a container that has several.
+    #[arg(long = "net", visible_alias = "network", value_name = "NETWORK")]
+    pub net: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -623,8 +775,19 @@ Examples:
 so ID=$(hnsctl run -d ...) works. `hnsctl port NAME` shows them again.
 
 ", publish_forms!(), "
+RULE (--acl), the words of `hnsctl policy add --rule`, each key the flag of the same name:
+  allow|block in|out [proto=P] [local=A] [remote=A] [local-ports=P] [remote-ports=P]
+  [priority=N] [type=switch|host] [id=ID]
+  Lower priorities are evaluated first; at equal priority block wins.
+
+--outbound-nat gives an IPv4 OutBoundNAT policy (and an IPv6 one, Flags 2, when an IPv6
+exception is given); on nat networks, which are masqueraded anyway, its exceptions skip the
+masquerade. Not on transparent or l2tunnel networks.
+
 Examples:
   hnsctl run --net mynat --name web -d -- sleep 1000
+  hnsctl run --net mynat --name api -d --acl 'allow in proto=tcp local-ports=80 priority=100' -- sleep 1000
+  hnsctl run --net L2 -d --outbound-nat-exception 10.244.0.0/16 --outbound-nat-exception 10.96.0.0/12 -- sleep 1000
   hnsctl run --net mynat --name web -d -p 8080:80 -p 53/udp -- python3 -m http.server 80
   hnsctl run --rm -- ip addr
   hnsctl run --net mynat --ip 172.30.0.10 --alias api -- python3 -m http.server
@@ -656,6 +819,19 @@ pub struct RunArgs {
     /// 500kbit, 2MB, or bytes per second; decimal units.
     #[arg(long = "max-bandwidth", value_name = "RATE")]
     pub max_bandwidth: Option<String>,
+    /// An ACL on the endpoint, in words (see RULE below); repeat for more. Once an endpoint has
+    /// any ACL, what no rule allows is blocked.
+    #[arg(long = "acl", value_name = "RULE")]
+    pub acl: Vec<String>,
+    /// Source-NAT what the container sends out of the host to the host's address (an
+    /// OutBoundNAT policy); =LIST: comma-separated destinations that keep the container's
+    /// address.
+    #[arg(long = "outbound-nat", value_name = "EXCEPTIONS", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub outbound_nat: Option<String>,
+    /// A destination address or prefix that keeps the container's address (implies
+    /// --outbound-nat); repeat for more.
+    #[arg(long = "outbound-nat-exception", value_name = "PREFIX")]
+    pub outbound_nat_exception: Vec<String>,
     /// Run in the background and print the compartment's ID.
     #[arg(short = 'd', long)]
     pub detach: bool,
@@ -718,12 +894,14 @@ pub struct PsArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Each NAME is looked up as a container (namespace), then as an endpoint, then as a network;
---type looks up one kind only. Prints one JSON array, like docker inspect.
+Each NAME is looked up as a container (namespace), then as an endpoint, then as a network,
+then as a load balancer (by ID or a unique start of it: they have no name); --type looks up
+one kind only. Prints one JSON array, like docker inspect.
 
 Examples:
   hnsctl inspect web
-  hnsctl inspect --type network nat")]
+  hnsctl inspect --type network nat
+  hnsctl inspect --type lb 5a3d0f6e")]
 pub struct InspectArgs {
     /// Only this kind of object.
     #[arg(long = "type", value_enum, value_name = "KIND")]
@@ -741,6 +919,9 @@ pub enum ObjectKind {
     Container,
     Endpoint,
     Network,
+    /// A load balancer.
+    #[value(name = "lb", alias = "loadbalancer")]
+    LoadBalancer,
 }
 
 #[derive(Debug, Args)]
@@ -764,6 +945,7 @@ fn lists_rows(command: &Command) -> bool {
             | Command::Namespace(NamespaceCmd::Ls(_))
             | Command::Node(NodeCmd::Ls(_))
             | Command::Port(PortCommand { cmd: Some(PortCmd::Ls(_)), .. })
+            | Command::Lb(LbCmd::Ls(_))
             | Command::Events(_)
     )
 }
@@ -771,7 +953,7 @@ fn lists_rows(command: &Command) -> bool {
 fn dispatch(cli: Cli) -> error::Result<i32> {
     if matches!(cli.format, Format::Template(_)) && !lists_rows(&cli.command) {
         return Err(error::CliError::invalid(
-            "--format TEMPLATE applies to the commands that list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls, events); \
+            "--format TEMPLATE applies to the commands that list rows (ps, network ls, endpoint ls, namespace ls, port ls, node ls, lb ls, events); \
              use --format json or table here",
         ));
     }
@@ -807,6 +989,14 @@ fn dispatch(cli: Cli) -> error::Result<i32> {
             PolicyCmd::Ls(a) => policy::ls(&ctx, &a),
             PolicyCmd::Add(a) => policy::add(&ctx, &a),
             PolicyCmd::Rm(a) => policy::rm(&ctx, &a),
+        },
+        Command::Lb(cmd) => match cmd {
+            LbCmd::Create(a) => lb::create(&ctx, &a),
+            LbCmd::Ls(a) => lb::ls(&ctx, &a),
+            LbCmd::Inspect { names } => lb::inspect(&ctx, &names),
+            LbCmd::Rm { names } => lb::rm(&ctx, &names),
+            LbCmd::AddBackend(a) => lb::add_backend(&ctx, &a),
+            LbCmd::RmBackend(a) => lb::rm_backend(&ctx, &a),
         },
         Command::Inspect(a) => inspect::inspect(&ctx, &a),
         Command::Run(a) => run::run(&ctx, &a),
@@ -1107,6 +1297,54 @@ mod tests {
         }
         let run = cli.find_subcommand_mut("run").unwrap().render_long_help().to_string();
         assert!(run.contains("--publish <SPEC>") && run.contains("H1-H2:CPORT") && run.contains("-p 8080:80"), "{run}");
+    }
+
+    #[test]
+    fn lb_forms() {
+        match parse(&["hnsctl", "lb", "create", "--vip", "10.96.0.10", "--vip", "10.96.0.11", "--port", "tcp/80:8080", "--port", "udp/53", "--backend", "web1", "--backend", "web2", "--affinity", "source-proto", "--internal", "--net", "nat"]).command {
+            Command::Lb(LbCmd::Create(a)) => {
+                assert_eq!((a.vip.len(), a.port.len(), a.backend.len()), (2, 2, 2));
+                assert_eq!(a.affinity, lbspec::Affinity::SourceProto);
+                assert!(a.internal && !a.local_routed && !a.ipv6);
+                assert_eq!(a.net.as_deref(), Some("nat"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // --port is required; --affinity takes only its words.
+        assert!(Cli::try_parse_from(["hnsctl", "lb", "create", "--backend", "web1"]).is_err());
+        assert!(Cli::try_parse_from(["hnsctl", "lb", "create", "--port", "80", "--affinity", "sticky"]).is_err());
+        match parse(&["hnsctl", "lb", "rm-backend", "5a3d0f6e", "web1", "web2"]).command {
+            Command::Lb(LbCmd::RmBackend(a)) => assert_eq!((a.lb.as_str(), a.endpoints.len()), ("5a3d0f6e", 2)),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["hnsctl", "lb", "add-backend", "5a3d0f6e"]).is_err(), "an endpoint is required");
+        assert!(matches!(parse(&["hnsctl", "loadbalancer", "list"]).command, Command::Lb(LbCmd::Ls(_))));
+        assert!(lists_rows(&parse(&["hnsctl", "lb", "ls", "--format", "{{.Backends}}"]).command));
+        let mut cli = Cli::command();
+        let lb = cli.find_subcommand_mut("lb").unwrap();
+        let create = lb.find_subcommand_mut("create").unwrap().render_long_help().to_string();
+        for s in ["[PROTO/]EXTERNAL[:INTERNAL]", "--affinity", "source-proto", "hnsctl lb create --vip 10.96.0.10 --port tcp/80:8080 --backend web1 --backend web2", "every address of the host"] {
+            assert!(create.contains(s), "lb create help lacks {s}:\n{create}");
+        }
+        let help = lb.render_long_help().to_string();
+        assert!(help.contains("New-HnsLoadBalancer") && help.contains("no name"), "{help}");
+    }
+
+    #[test]
+    fn run_policy_flags() {
+        let a = run_args(&["hnsctl", "run", "--acl", "allow in proto=tcp local-ports=80", "--acl", "allow out", "--outbound-nat", "--outbound-nat-exception", "10.244.0.0/16", "-d", "sleep", "--acl", "x"]);
+        assert_eq!(a.acl, vec!["allow in proto=tcp local-ports=80", "allow out"]);
+        assert_eq!(a.outbound_nat.as_deref(), Some(""));
+        assert_eq!(a.outbound_nat_exception, vec!["10.244.0.0/16"]);
+        assert_eq!(a.program.command, vec!["sleep", "--acl", "x"]);
+        let a = run_args(&["hnsctl", "run", "--outbound-nat=10.244.0.0/16,10.96.0.0/12", "true"]);
+        assert_eq!(a.outbound_nat.as_deref(), Some("10.244.0.0/16,10.96.0.0/12"));
+        assert_eq!(run_args(&["hnsctl", "run", "true"]).outbound_nat, None);
+        match parse(&["hnsctl", "policy", "add", "web", "--rule", "allow in"]).command {
+            Command::Policy(PolicyCmd::Add(a)) => assert_eq!(a.rule.as_deref(), Some("allow in")),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["hnsctl", "policy", "add", "web", "--rule", "allow in", "--priority", "5"]).is_err(), "a rule in words or flags, not both");
     }
 
     #[test]

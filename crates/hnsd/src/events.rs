@@ -25,7 +25,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use hns_api::{ApiError, ErrorCode, Event, HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork, ModifyRequest, PortMappingSettings};
+use hns_api::{ApiError, ErrorCode, Event, HostComputeEndpoint, HostComputeLoadBalancer, HostComputeNamespace, HostComputeNetwork, ModifyRequest, PortMappingSettings};
 use tokio::sync::{broadcast, watch};
 
 use crate::api::{Failure, Shared};
@@ -312,7 +312,7 @@ impl Subscription {
 /// The stream of events, one JSON object per line, until the client goes away (or `until`).
 ///
 /// Query (each may repeat; values of one key are alternatives, different keys must all match):
-/// `type` (network, endpoint, namespace, portmapping, reconcile, dhcp, node), `action`,
+/// `type` (network, endpoint, namespace, portmapping, loadbalancer, reconcile, dhcp, node), `action`,
 /// `network` (name or ID), `object` (ID or name), `outcome` (ok, error); `since`: first replay
 /// the kept events (the last 1024) from this time; `until`: end the stream at this time (with
 /// `since`, a past `until` replays and ends at once). Times: RFC 3339, Unix seconds, or a
@@ -321,7 +321,7 @@ impl Subscription {
 /// then says how many.
 #[utoipa::path(get, path = "/events",
     params(
-        ("type" = Option<String>, Query, description = "event type: network, endpoint, namespace, portmapping, reconcile, dhcp, node"),
+        ("type" = Option<String>, Query, description = "event type: network, endpoint, namespace, portmapping, loadbalancer, reconcile, dhcp, node"),
         ("action" = Option<String>, Query, description = "action, e.g. create, attach, add, repair, renewed"),
         ("network" = Option<String>, Query, description = "network name or ID"),
         ("object" = Option<String>, Query, description = "object ID or name"),
@@ -422,6 +422,9 @@ enum Op {
     ModifyNamespace,
     DeleteNamespace,
     RemoveNode,
+    CreateLb,
+    ModifyLb,
+    DeleteLb,
 }
 
 fn op_of(method: &Method, route: &str) -> Option<Op> {
@@ -437,6 +440,9 @@ fn op_of(method: &Method, route: &str) -> Option<Op> {
         ("POST", "/namespaces/{id}") => Op::ModifyNamespace,
         ("DELETE", "/namespaces/{id}") => Op::DeleteNamespace,
         ("DELETE", "/nodes/{name}") => Op::RemoveNode,
+        ("POST", "/loadbalancers") => Op::CreateLb,
+        ("POST", "/loadbalancers/{id}") => Op::ModifyLb,
+        ("DELETE", "/loadbalancers/{id}") => Op::DeleteLb,
         _ => return None,
     })
 }
@@ -471,6 +477,42 @@ fn ns_ref(e: &Engine, key: &str) -> Option<(String, String)> {
     Some((id, name))
 }
 
+/// Changes Docker makes through the plugin protocol do not pass the API router's layer: its
+/// handlers publish these, shaped like the API's events plus `via=docker`.
+pub mod docker {
+    use super::*;
+
+    /// An endpoint step (`create`, `attach`, `detach`, `delete`) that succeeded, or failed with
+    /// `error`. Call it while the endpoint still exists (before a delete) for its names.
+    pub fn endpoint(engine: &Engine, action: &str, id: &str, error: Option<&ApiError>) -> Event {
+        let r = ep_ref(engine, id).unwrap_or_else(|| EpRef { id: id.to_owned(), ..Default::default() });
+        let ev = match error {
+            None => Event::ok("endpoint", action),
+            Some(e) => Event::failed("endpoint", action, format!("{} ({})", e.message, e.code.as_str())),
+        };
+        let ev = r.event(ev).attr("via", "docker");
+        match ns_ref(engine, &r.namespace_id) {
+            Some(ns) if action == "attach" || action == "detach" => with_ns(ev, &ns),
+            _ => ev,
+        }
+    }
+
+    /// A network `create` or `delete` (ID and name known to the caller).
+    pub fn network(action: &str, id: &str, name: &str, error: Option<&ApiError>) -> Event {
+        let ev = match error {
+            None => Event::ok("network", action),
+            Some(e) => Event::failed("network", action, format!("{} ({})", e.message, e.code.as_str())),
+        };
+        ev.object(id, name).on_network(id, name).attr("via", "docker")
+    }
+
+    /// Port mappings added or removed (`-p` of `docker run`), one event each.
+    pub fn mappings(engine: &Engine, action: &str, id: &str, maps: &[PortMappingSettings]) -> Vec<Event> {
+        let r = ep_ref(engine, id).unwrap_or_else(|| EpRef { id: id.to_owned(), ..Default::default() });
+        maps.iter().map(|m| r.event(Event::ok("portmapping", action)).object(mapping_id(&r.id, m), r.name.clone()).attr("mapping", mapping_text(m)).attr("via", "docker")).collect()
+    }
+}
+
 fn with_ns(ev: Event, ns: &(String, String)) -> Event {
     ev.attr("namespace", if ns.1.is_empty() { ns.0.as_str() } else { ns.1.as_str() }).attr("namespace_id", ns.0.as_str())
 }
@@ -483,6 +525,7 @@ struct Before {
     namespace: Option<(String, String)>,
     /// Endpoints attached to the namespace.
     attached: Vec<EpRef>,
+    lb: Option<HostComputeLoadBalancer>,
 }
 
 fn before(e: &Engine, op: Op, key: &str) -> Before {
@@ -492,6 +535,7 @@ fn before(e: &Engine, op: Op, key: &str) -> Before {
             b.network = e.network_id(key).and_then(|id| e.networks.get(&id).map(|n| (id.clone(), n.rec.net.name.clone())));
         }
         Op::DeleteEndpoint => b.endpoint = ep_ref(e, key),
+        Op::DeleteLb => b.lb = e.get_lb(key).ok(),
         Op::DeleteNamespace => {
             b.namespace = ns_ref(e, key);
             if let Some((id, _)) = &b.namespace {
@@ -565,7 +609,7 @@ pub async fn record(State(s): State<Shared>, req: Request, next: Next) -> Respon
     };
     let key = unescape(req.uri().path().trim_end_matches('/').rsplit('/').next().unwrap_or_default());
     let before = match op {
-        Op::DeleteNetwork | Op::ModifyNetwork | Op::DeleteEndpoint | Op::DeleteNamespace => before(&*s.engine.lock().await, op, &key),
+        Op::DeleteNetwork | Op::ModifyNetwork | Op::DeleteEndpoint | Op::DeleteNamespace | Op::DeleteLb => before(&*s.engine.lock().await, op, &key),
         _ => Before::default(),
     };
     // The request body as the handler reads it (the handler keeps its own limits and errors).
@@ -687,8 +731,40 @@ async fn succeeded(s: &Shared, op: Op, key: &str, before: Before, request: &[u8]
             s.events.track_leases(&*s.engine.lock().await);
         }
         Op::RemoveNode => out.push(Event::ok("node", "remove").object(key, key)),
+        Op::CreateLb | Op::ModifyLb => {
+            let lb: HostComputeLoadBalancer = serde_json::from_slice(reply).unwrap_or_default();
+            let action = if op == Op::CreateLb { "create" } else { "modify" };
+            out.push(lb_event(Event::ok("loadbalancer", action), &lb));
+        }
+        Op::DeleteLb => {
+            let ev = Event::ok("loadbalancer", "delete");
+            out.push(match before.lb {
+                Some(lb) => lb_event(ev, &lb),
+                None => ev.object(key, ""),
+            });
+        }
     }
     out
+}
+
+/// A load balancer's event: its frontends (`VIP:port/proto`, `*` for every host address) and
+/// how many backends it has.
+fn lb_event(ev: Event, lb: &HostComputeLoadBalancer) -> Event {
+    let vips: Vec<&str> = if lb.frontend_vips.is_empty() { vec!["*"] } else { lb.frontend_vips.iter().map(String::as_str).collect() };
+    let frontends: Vec<String> = vips
+        .iter()
+        .flat_map(|v| {
+            lb.port_mappings.iter().map(move |m| {
+                let proto = match m.protocol {
+                    6 => "tcp".to_owned(),
+                    17 => "udp".to_owned(),
+                    p => p.to_string(),
+                };
+                if v.contains(':') { format!("[{v}]:{}/{proto}", m.external_port) } else { format!("{v}:{}/{proto}", m.external_port) }
+            })
+        })
+        .collect();
+    ev.object(lb.id.clone(), "").attr("frontends", frontends.join(",")).attr("backends", lb.host_compute_endpoints.len().to_string())
 }
 
 /// `Policy Add`: what a modify request asked, in short.
@@ -750,6 +826,9 @@ fn failed(op: Op, key: &str, before: Before, request: &[u8], error: &str) -> Vec
             None => Event::failed("namespace", "delete", error).object("", key),
         },
         Op::RemoveNode => Event::failed("node", "remove", error).object(key, key),
+        Op::CreateLb => Event::failed("loadbalancer", "create", error),
+        Op::ModifyLb => Event::failed("loadbalancer", "modify", error).object(key, ""),
+        Op::DeleteLb => Event::failed("loadbalancer", "delete", error).object(key, ""),
     };
     vec![ev]
 }

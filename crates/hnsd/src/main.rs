@@ -158,7 +158,8 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
+            // The first tick is immediate: a pass right after start checks what the start-up
+            // pass leaves out (the default routes inside the compartments).
             loop {
                 tick.tick().await;
                 // Not under one lock for the whole pass: see engine::periodic.

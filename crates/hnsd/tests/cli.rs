@@ -336,7 +336,7 @@ fn connecting_twice_says_how_and_inspect_finds_any_object() {
     assert_eq!(found[2]["Name"], "nat");
     let net: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["inspect", "--type", "network", "nat"]).unwrap()).unwrap();
     assert_eq!(net[0]["Type"], "NAT");
-    fails_with(&lab, &["inspect", "ghost"], "no container (namespace), endpoint or network named ghost");
+    fails_with(&lab, &["inspect", "ghost"], "no container (namespace), endpoint, network or load balancer named ghost");
     fails_with(&lab, &["inspect", "--type", "network", "app"], "no network named app");
 }
 
@@ -358,4 +358,167 @@ fn a_user_without_access_to_the_socket_is_told_so() {
     assert!(!o.status.success(), "{o:?}");
     let expected = format!("Error: permission denied on {}: hnsd's socket is root-only; run as root", lab.socket().display());
     assert_eq!(err.trim_end(), expected);
+}
+
+/// A labprobe TCP server in a container started by `hnsctl run` (through `hnsctl exec`).
+fn serve_in(lab: &Lab, container: &str, addr: &str) -> hns_lab::Proc {
+    let hnsctl = Lab::bin("hnsctl").unwrap();
+    let probe = Lab::bin("labprobe").unwrap();
+    let sock = lab.socket();
+    let p = lab
+        .spawn_in_host(hnsctl.to_str().unwrap(), &["--socket", sock.to_str().unwrap(), "exec", container, "--", probe.to_str().unwrap(), "serve-tcp", addr])
+        .unwrap();
+    let port = addr.rsplit_once(':').unwrap().1;
+    let local = format!("127.0.0.1:{port}");
+    let up = eventually(std::time::Duration::from_secs(5), || lab.hnsctl(&["exec", container, "--", probe.to_str().unwrap(), "connect-tcp", &local, "--timeout-ms", "300"]).unwrap().status.success());
+    assert!(up, "the server {addr} in {container} did not start");
+    p
+}
+
+/// Which backend address (labprobe's `local=`) served each of `n` connections from `from`;
+/// a connection that failed counts as "failed".
+fn served_by(lab: &Lab, from: &serde_json::Value, addr: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let probe = Lab::bin("labprobe").unwrap();
+    let script = format!("for i in $(seq {n}); do {} connect-tcp {addr} --timeout-ms 1000 || echo failed; done", probe.display());
+    let out = in_ns(lab, from, "sh", &["-c", &script]);
+    let mut m = std::collections::BTreeMap::new();
+    for l in out.stdout.lines() {
+        let who = l.split_whitespace().find_map(|w| w.strip_prefix("local=")).and_then(|w| w.rsplit_once(':')).map_or("failed", |w| w.0);
+        *m.entry(who.to_owned()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn lb_spreads_over_containers_by_name_follows_backend_changes_and_leaves_nothing() {
+    let (lab, _d) = setup();
+    let api = Api::new(&lab);
+    for name in ["web1", "web2"] {
+        lab.hnsctl_ok(&["run", "-d", "--net", "nat", "--name", name, "--", "sleep", "300"]).unwrap();
+    }
+    let ip = |name: &str| ip_of(&api.get(&format!("/endpoints/{name}")).ok());
+    let (ip1, ip2) = (ip("web1"), ip("web2"));
+    let _s1 = serve_in(&lab, "web1", "0.0.0.0:8080");
+    let _s2 = serve_in(&lab, "web2", "0.0.0.0:8080");
+    let (client, _) = api.container("nat", "client", serde_json::json!({}));
+
+    // Bad flags name themselves, and nothing is created.
+    fn create<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["lb", "create", "--vip", "10.96.0.10"][..], extra].concat()
+    }
+    fails_with(&lab, &create(&["--port", "tcp/80:x", "--backend", "web1"]), "--port tcp/80:x: internal port \"x\" is not a number 1-65535");
+    fails_with(&lab, &create(&["--port", "80:8080/udp", "--backend", "web1"]), "--port 80:8080/udp: the protocol goes first: udp/80:8080");
+    fails_with(&lab, &create(&["--port", "tcp/80:8080", "--backend", "ghost"]), "--backend ghost: no endpoint or container named ghost");
+    fails_with(&lab, &["lb", "create", "--vip", "10.96.0.300", "--port", "80"], "--vip 10.96.0.300: not an IP address");
+    fails_with(&lab, &["lb", "create", "--vip", "10.96.0.10", "--vip", "fd00::10", "--port", "80"], "a load balancer has one address family");
+    // What hnsd refuses is shown under the flag that carried it.
+    fails_with(&lab, &["lb", "create", "--vip", "127.0.0.1", "--port", "80"], "--vip 127.0.0.1: 127.0.0.1 cannot be a frontend address");
+    assert_eq!(lab.hnsctl_ok(&["lb", "ls", "-q"]).unwrap(), "", "nothing was created");
+
+    let id = lab.hnsctl_ok(&create(&["--port", "tcp/80:8080", "--backend", "web1", "--backend", "web2"])).unwrap().trim().to_owned();
+    assert_eq!(id.len(), 36, "prints the new ID: {id:?}");
+    let short: String = id.chars().filter(|c| *c != '-').take(12).collect::<String>().to_lowercase();
+    let ls = lab.hnsctl_ok(&["lb", "ls"]).unwrap();
+    let lines: Vec<&str> = ls.lines().collect();
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["ID", "VIPS", "PORTS", "BACKENDS", "FLAGS"], "{ls}");
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), [short.as_str(), "10.96.0.10", "tcp/80:8080", "web1,web2"], "{ls}");
+    assert_eq!(lab.hnsctl_ok(&["lb", "ls", "--format", "{{.ID}} {{.Backends}}"]).unwrap(), format!("{short} web1,web2\n"));
+    assert_eq!(lab.hnsctl_ok(&["lb", "ls", "-q"]).unwrap(), format!("{id}\n"));
+    let json: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["--format", "json", "lb", "ls"]).unwrap()).unwrap();
+    let backends = json[0]["HostComputeEndpoints"].as_array().unwrap();
+    let web1_id = api.get("/endpoints/web1").ok()["ID"].clone();
+    assert!(backends.len() == 2 && backends.contains(&web1_id), "the container names became endpoint IDs: {json}");
+
+    let t = served_by(&lab, &client, "10.96.0.10:80", 60);
+    assert!(t.get(&ip1).copied().unwrap_or(0) >= 10 && t.get(&ip2).copied().unwrap_or(0) >= 10 && !t.contains_key("failed"), "both backends serve: {t:?}");
+
+    // Backend changes by a short ID; bad ones change nothing.
+    let prefix = &id[..8];
+    let before = lab.hnsctl_ok(&["lb", "ls"]).unwrap();
+    fails_with(&lab, &["lb", "add-backend", prefix, "web1"], "web1: endpoint web1 is already a backend of load balancer");
+    fails_with(&lab, &["lb", "add-backend", prefix, "ghost"], "ghost: no endpoint or container named ghost");
+    fails_with(&lab, &["lb", "rm-backend", prefix, "client"], "client: client is not a backend of the load balancer; its backends: web1, web2");
+    assert_eq!(lab.hnsctl_ok(&["lb", "ls"]).unwrap(), before);
+    assert_eq!(lab.hnsctl_ok(&["lb", "rm-backend", prefix, "web1"]).unwrap(), format!("removed web1 from load balancer {short}\n"));
+    let t = served_by(&lab, &client, "10.96.0.10:80", 20);
+    assert_eq!(t.keys().collect::<Vec<_>>(), [&ip2], "only web2 serves: {t:?}");
+    let shown: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["lb", "inspect", prefix]).unwrap()).unwrap();
+    assert_eq!(shown[0]["HostComputeEndpoints"].as_array().unwrap().len(), 1, "{shown}");
+    let any: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["inspect", prefix]).unwrap()).unwrap();
+    assert_eq!(any, shown, "hnsctl inspect finds load balancers too");
+    lab.hnsctl_ok(&["lb", "add-backend", prefix, "web1"]).unwrap();
+    assert!(lab.hnsctl_ok(&["lb", "ls"]).unwrap().contains("web2,web1"));
+
+    assert_eq!(lab.hnsctl_ok(&["lb", "rm", &short]).unwrap(), format!("{short}\n"));
+    assert_eq!(lab.hnsctl_ok(&["lb", "ls", "-q"]).unwrap(), "");
+    let table = lab.try_in(hns_lab::Side::Host, "nft", &["list", "table", "inet", "hns_lb"]).unwrap();
+    assert!(!table.status.success() || !table.stdout.contains("10.96.0.10"), "the load balancer left the kernel: {}", table.stdout);
+    fails_with(&lab, &["lb", "rm", &short], "no load balancer");
+}
+
+#[test]
+fn run_acl_blocks_what_it_does_not_allow_and_outbound_nat_exceptions_show() {
+    let (lab, _d) = setup();
+    let probe = Lab::bin("labprobe").unwrap();
+    let probe = probe.to_str().unwrap();
+    // Bad rules and exceptions name the flag, and nothing is created.
+    let before = Api::new(&lab).snapshot();
+    fails_with(&lab, &["run", "--net", "nat", "--acl", "allow inward", "--", "true"], "--acl \"allow inward\": \"inward\" is not allow, block, in, out or KEY=VALUE");
+    fails_with(&lab, &["run", "--net", "nat", "--acl", "allow in", "--acl", "allow in local-ports=http", "--", "true"], "--acl \"allow in local-ports=http\": ");
+    fails_with(&lab, &["run", "--net", "nat", "--outbound-nat-exception", "10.244.0.0/40", "--", "true"], "--outbound-nat-exception 10.244.0.0/40: \"10.244.0.0/40\" is not an address or prefix");
+    fails_with(&lab, &["run", "--net", "none", "--acl", "allow in", "--", "true"], "--net none has none");
+    fails_with(&lab, &["run", "--net", "nat", "--outbound-nat", "10.244.0.0/16", "true"], "--outbound-nat takes its exceptions after =");
+    assert_eq!(Api::new(&lab).snapshot(), before);
+
+    lab.hnsctl_ok(&[
+        "run", "-d", "--net", "nat", "--name", "guarded",
+        "--acl", "allow in proto=tcp local-ports=8080 priority=100",
+        "--outbound-nat-exception", "10.244.0.0/16",
+        "--", "sleep", "300",
+    ])
+    .unwrap();
+    let _open = serve_in(&lab, "guarded", "0.0.0.0:8080");
+    let _closed = serve_in(&lab, "guarded", "0.0.0.0:9090");
+    let ip = ip_of(&Api::new(&lab).get("/endpoints/guarded").ok());
+    lab.hnsctl_ok(&["run", "-d", "--net", "nat", "--name", "peer", "--", "sleep", "300"]).unwrap();
+    let connect = |port: u16| lab.hnsctl(&["exec", "peer", "--", probe, "connect-tcp", &format!("{ip}:{port}"), "--timeout-ms", "1500"]).unwrap().status.success();
+    assert!(connect(8080), "the allowed port answers");
+    assert!(!connect(9090), "a port no rule allows is blocked");
+    // `policy add --rule` takes the same words.
+    lab.hnsctl_ok(&["policy", "add", "guarded", "--rule", "allow in proto=tcp local-ports=9090 priority=100 id=open-9090"]).unwrap();
+    assert!(connect(9090), "allowed by the rule added in words");
+    lab.hnsctl_ok(&["policy", "rm", "guarded", "--rule", "allow in id=open-9090"]).unwrap();
+    assert!(!connect(9090), "blocked again once the rule is removed");
+    let acls: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["--format", "json", "policy", "ls", "guarded"]).unwrap()).unwrap();
+    let acl = &acls[0];
+    assert_eq!((acls.as_array().unwrap().len(), &acl["Action"], &acl["Direction"], &acl["LocalPorts"], &acl["Priority"]), (1, &"Allow".into(), &"In".into(), &"8080".into(), &100.into()), "{acls}");
+    let ep: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["inspect", "--type", "endpoint", "guarded"]).unwrap()).unwrap();
+    let onat: Vec<&serde_json::Value> = ep[0]["Policies"].as_array().unwrap().iter().filter(|p| p["Type"] == "OutBoundNAT").collect();
+    assert_eq!(onat.len(), 1, "{ep}");
+    assert_eq!(onat[0]["Settings"]["Exceptions"], serde_json::json!(["10.244.0.0/16"]), "{ep}");
+}
+
+#[test]
+fn network_create_acl_filters_every_endpoint_of_the_network() {
+    let (lab, _d) = setup();
+    let probe = Lab::bin("labprobe").unwrap();
+    let probe = probe.to_str().unwrap();
+    // Bad rules name the flag (ours, or hnsd's refusal under it), and no network is made.
+    fails_with(&lab, &["network", "create", "--subnet", "10.73.0.0/24", "--acl", "allow sideways", "guarded"], "--acl \"allow sideways\": \"sideways\" is not allow");
+    fails_with(&lab, &["network", "create", "--subnet", "10.73.0.0/24", "--acl", "allow out", "--acl", "allow in proto=icmp local-ports=80", "guarded"], "--acl \"allow in proto=icmp local-ports=80\": ");
+    assert!(!lab.hnsctl_ok(&["network", "ls"]).unwrap().contains("guarded"));
+
+    lab.hnsctl_ok(&["network", "create", "--subnet", "10.73.0.0/24", "--acl", "allow in proto=tcp local-ports=8080", "--acl", "allow out", "guarded"]).unwrap();
+    for name in ["srv", "cli"] {
+        lab.hnsctl_ok(&["run", "-d", "--net", "guarded", "--name", name, "--", "sleep", "300"]).unwrap();
+    }
+    let _open = serve_in(&lab, "srv", "0.0.0.0:8080");
+    let _closed = serve_in(&lab, "srv", "0.0.0.0:9090");
+    let ip = ip_of(&Api::new(&lab).get("/endpoints/srv").ok());
+    let connect = |port: u16| lab.hnsctl(&["exec", "cli", "--", probe, "connect-tcp", &format!("{ip}:{port}"), "--timeout-ms", "1500"]).unwrap().status.success();
+    assert!(connect(8080), "the network's rule lets 8080 in");
+    assert!(!connect(9090), "what no rule of the network allows is blocked");
+    let net: serde_json::Value = serde_json::from_str(&lab.hnsctl_ok(&["network", "inspect", "guarded"]).unwrap()).unwrap();
+    let acls = net[0]["Policies"].as_array().unwrap().iter().filter(|p| p["Type"] == "NetworkACL").count();
+    assert_eq!(acls, 2, "{net}");
 }

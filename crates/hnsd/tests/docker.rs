@@ -153,6 +153,23 @@ fn nat_network_publishes_ports_and_containers_reach_each_other() {
     assert!(http_get(&lab, Side::Lan, &HOST_UPLINK.to_string(), 8082).is_err(), "a removed container's mapping still answers");
     docker.docker_ok(&["network", "rm", "MyNatNetwork"]).unwrap();
     assert_clean(&lab);
+
+    // What Docker did is in the event stream too (it does not pass the API), marked via=docker.
+    // Docker does not tell plugins a network's name: hns names it by the short Docker ID.
+    let name = &id[..12];
+    let text = lab.hnsctl_ok(&["events", "--since", "10m", "--until", "0s", "--format", "json"]).unwrap();
+    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let docker_events = |kind: &str, action: &str, name: &str| events.iter().filter(|e| e["Type"] == kind && e["Action"] == action && e["Name"] == name && e["Attributes"]["via"] == "docker" && e["Outcome"] == "ok").count();
+    assert_eq!(docker_events("network", "create", name), 1, "{text}");
+    assert_eq!(docker_events("network", "delete", name), 1, "{text}");
+    let endpoint_steps = |action: &str| events.iter().filter(|e| e["Type"] == "endpoint" && e["Action"] == action && e["Attributes"]["via"] == "docker" && e["Network"] == name).count();
+    for action in ["create", "attach", "detach", "delete"] {
+        assert_eq!(endpoint_steps(action), 3, "three containers, one {action} each: {text}");
+    }
+    let added: Vec<&str> = events.iter().filter(|e| e["Type"] == "portmapping" && e["Action"] == "add" && e["Attributes"]["via"] == "docker").map(|e| e["Attributes"]["mapping"].as_str().unwrap()).collect();
+    for want in ["0.0.0.0:80->80/tcp", "0.0.0.0:8082->80/tcp", &format!("0.0.0.0:{dynamic}->80/tcp"), "127.0.0.1:8080->80/tcp"] {
+        assert!(added.contains(&want), "no portmapping add event for {want}: {added:?}");
+    }
 }
 
 #[test]

@@ -92,6 +92,13 @@ fn a_subscriber_sees_every_step_in_order_and_a_filter_only_its_type() {
     assert_eq!(api.delete(&format!("/endpoints/{ep_id}")).status, 204);
     assert_eq!(api.delete("/namespaces/c1").status, 204);
     assert_eq!(api.delete("/networks/ev").status, 204);
+    // A load balancer's life (no backend needed): create, modify, delete, a refusal.
+    let lb_body = |port: u16| json!({"FrontendVIPs": ["10.96.0.10"], "PortMappings": [{"Protocol": 6, "InternalPort": 8080, "ExternalPort": port}]});
+    let lb = api.post("/loadbalancers", &lb_body(80)).ok();
+    let lb_id = lb["ID"].as_str().unwrap().to_owned();
+    api.post(&format!("/loadbalancers/{lb_id}"), &lb_body(81)).ok();
+    assert_eq!(api.delete(&format!("/loadbalancers/{lb_id}")).status, 204);
+    assert_eq!(api.post("/loadbalancers", &json!({"FrontendVIPs": ["not-an-ip"], "PortMappings": []})).status, 400);
     // Last: an endpoint create that fails, the end marker of both subscribers.
     assert_eq!(api.post("/endpoints", &json!({"Name": "last", "HostComputeNetwork": "ev"})).status, 404);
 
@@ -120,6 +127,10 @@ fn a_subscriber_sees_every_step_in_order_and_a_filter_only_its_type() {
             want("endpoint", "delete", "web", "ok"),
             want("namespace", "delete", "c1", "ok"),
             want("network", "delete", "ev", "ok"),
+            want("loadbalancer", "create", "", "ok"),
+            want("loadbalancer", "modify", "", "ok"),
+            want("loadbalancer", "delete", "", "ok"),
+            want("loadbalancer", "create", "", "error"),
             want("endpoint", "create", "last", "error"),
         ],
         "{}",
@@ -155,7 +166,12 @@ fn a_subscriber_sees_every_step_in_order_and_a_filter_only_its_type() {
     assert_eq!(events[5]["ID"], format!("{ep_id}/TCP/0.0.0.0/8080"));
     assert_eq!(events[6]["Attributes"]["mapping"], format!("0.0.0.0:{chosen}->53/udp"));
     assert_eq!(events[7]["Attributes"]["mapping"], "0.0.0.0:8080->80/tcp");
-    assert!(events[12]["Error"].as_str().unwrap().contains("NETWORK_NOT_FOUND"), "{}", events[12]);
+    for (i, frontends) in [(12, "10.96.0.10:80/tcp"), (13, "10.96.0.10:81/tcp"), (14, "10.96.0.10:81/tcp")] {
+        assert_eq!((events[i]["ID"].as_str(), events[i]["Attributes"]["frontends"].as_str()), (Some(lb_id.as_str()), Some(frontends)), "{}", events[i]);
+        assert_eq!(events[i]["Attributes"]["backends"], "0", "{}", events[i]);
+    }
+    assert!(events[15]["Error"].as_str().unwrap().contains("not-an-ip"), "the refusal names the bad VIP: {}", events[15]);
+    assert!(events[16]["Error"].as_str().unwrap().contains("NETWORK_NOT_FOUND"), "{}", events[16]);
 
     // `--filter type=endpoint`: the endpoint steps only, as text lines.
     let lines = lines_until(&eps, |l| l.contains("name=last"));

@@ -22,6 +22,53 @@ fn serve(lab: &Lab, ns: &Value, addr: &str) -> hns_lab::Proc {
     p
 }
 
+fn serve_udp(lab: &Lab, ns: &Value, addr: &str) -> hns_lab::Proc {
+    let netns = format!("--net={}", ns["NetNsPath"].as_str().unwrap());
+    let p = lab.spawn_in_host("nsenter", &[&netns, &probe(), "serve-udp", addr]).unwrap();
+    let ready = eventually(Duration::from_secs(5), || in_ns(lab, ns, &probe(), &["send-udp", addr, "up", "--timeout-ms", "300"]).status.success());
+    assert!(ready, "UDP server {addr} did not start");
+    p
+}
+
+/// The first IPv6 address of an endpoint.
+fn ip6_of(ep: &Value) -> String {
+    let configs = ep["IpConfigurations"].as_array().unwrap();
+    configs.iter().filter_map(|c| c["IpAddress"].as_str()).find(|a| a.contains(':')).unwrap_or_else(|| panic!("no IPv6 address: {ep}")).to_owned()
+}
+
+/// The address part of `IP:PORT` or `[IP]:PORT`.
+fn host_part(w: &str) -> String {
+    w.rsplit_once(':').map_or(w, |(h, _)| h).trim_matches(['[', ']']).to_owned()
+}
+
+/// `(peer, local)` addresses of each of `n` exchanges from `from` (labprobe `cmd` with
+/// `args`, run in one shell); `("failed", error)` for each that failed.
+fn exchanges(lab: &Lab, from: &Value, cmd: &str, n: usize) -> Vec<(String, String)> {
+    let script = format!("for i in $(seq {n}); do {} {cmd} 2>&1 || echo failed; done", probe());
+    let out = in_ns(lab, from, "sh", &["-c", &script]);
+    let mut v = Vec::new();
+    let mut lines = out.stdout.lines().peekable();
+    while let Some(l) = lines.next() {
+        let word = |k: &str| l.split_whitespace().find_map(|w| w.strip_prefix(k)).map(host_part);
+        match (word("peer="), word("local=")) {
+            (Some(p), Some(q)) => v.push((p, q)),
+            // An error line, then `failed`.
+            _ if lines.peek() == Some(&"failed") => {
+                lines.next();
+                v.push(("failed".into(), l.to_owned()));
+            }
+            _ => v.push(("failed".into(), l.to_owned())),
+        }
+    }
+    v
+}
+
+/// The default gateway of a compartment (its network's host address).
+fn gateway(lab: &Lab, ns: &Value) -> String {
+    let o = in_ns(lab, ns, "ip", &["-4", "route", "show", "default"]);
+    o.stdout.split_whitespace().skip_while(|w| *w != "via").nth(1).unwrap_or_else(|| panic!("no default route: {}", o.stdout)).to_owned()
+}
+
 /// Which backend (the `local=` address) served each of `n` connections from `from`.
 fn tally(lab: &Lab, from: &Value, addr: &str, n: usize) -> BTreeMap<String, usize> {
     let script = format!("for i in $(seq {n}); do {} connect-tcp {addr} --timeout-ms 1000 || echo failed; done", probe());
@@ -127,4 +174,256 @@ fn ilb_lan_restart_and_flushed_table() {
     assert!(conn(&client, "10.96.0.10").status.success(), "after a restart");
     lab.in_host("nft", &["flush", "table", "inet", "hns_lb"]).unwrap();
     assert!(eventually(Duration::from_secs(10), || conn(&client, "10.96.0.10").status.success()), "the reconciler rebuilt the flushed table");
+}
+
+
+/// Hairpin: a backend connecting to its own VIP may land on itself. Every connection succeeds
+/// (the bridge port is in hairpin mode); those that land on the backend itself come from the
+/// load balancer's `SourceVIP`, or, without one, from the host's address on the network.
+#[test]
+fn hairpin_lands_on_itself_from_the_source_vip() {
+    let lab = Lab::new().expect("lab");
+    let _d = lab.start_hnsd(&[]).expect("hnsd starts");
+    let api = Api::new(&lab);
+    let (ns1, ep1) = api.container("nat", "web1", json!({}));
+    let (ns2, ep2) = api.container("nat", "web2", json!({}));
+    let _s1 = serve(&lab, &ns1, &format!("{}:8080", ip_of(&ep1)));
+    let _s2 = serve(&lab, &ns2, &format!("{}:8080", ip_of(&ep2)));
+    let body = |source_vip: &str| {
+        json!({"HostComputeEndpoints": [ep1["ID"], ep2["ID"]], "FrontendVIPs": ["10.96.0.20"], "SourceVIP": source_vip, "PortMappings": [{"Protocol": 6, "InternalPort": 8080, "ExternalPort": 80}]})
+    };
+    let lb = api.post("/loadbalancers", &body("10.96.0.99")).ok();
+    let me = ip_of(&ep1);
+    let gw = gateway(&lab, &ns1);
+    let check = |want_peer: &str| {
+        let got = exchanges(&lab, &ns1, "connect-tcp 10.96.0.20:80 --timeout-ms 2000", 40);
+        assert!(got.iter().all(|(p, _)| p != "failed"), "every connection from a backend to its own VIP succeeds: {got:?}");
+        let own: Vec<&(String, String)> = got.iter().filter(|(_, l)| *l == me).collect();
+        assert!(!own.is_empty() && own.len() < got.len(), "some of 40 connections land on the backend itself, some on the other: {got:?}");
+        assert!(own.iter().all(|(p, _)| p == want_peer), "landed on itself, it sees {want_peer} as the client: {got:?}");
+    };
+    check("10.96.0.99");
+    // Without SourceVIP: the host's address on the backend's network (masquerade).
+    let id = lb["ID"].as_str().unwrap();
+    api.post(&format!("/loadbalancers/{id}"), &body("")).ok();
+    check(&gw);
+}
+
+/// LocalRoutedVIP: the host itself reaches the VIP (through its output hook); without the flag
+/// it does not. An internal (ILB) service with the flag is reached from the host and still
+/// refused from the LAN.
+#[test]
+fn local_routed_vip_from_the_host() {
+    let lab = Lab::new().expect("lab");
+    let _d = lab.start_hnsd(&[]).expect("hnsd starts");
+    let api = Api::new(&lab);
+    let (bns, bep) = api.container("nat", "web", json!({}));
+    let _s = serve(&lab, &bns, &format!("{}:8080", ip_of(&bep)));
+    for (vip, flags) in [("10.96.0.30", 2), ("10.96.0.31", 0), ("10.96.0.32", 3)] {
+        api.post("/loadbalancers", &json!({"HostComputeEndpoints": [bep["ID"]], "FrontendVIPs": [vip], "PortMappings": [{"Protocol": 6, "InternalPort": 8080, "ExternalPort": 80, "Flags": flags}]})).ok();
+    }
+    let from = |side: hns_lab::Side, vip: &str| lab.probe(side, &["connect-tcp", &format!("{vip}:80"), "--timeout-ms", "1500"]).unwrap();
+    let backend = format!("local={}:8080", ip_of(&bep));
+    let o = from(hns_lab::Side::Host, "10.96.0.30");
+    assert!(o.status.success() && o.stdout.contains(&backend), "LocalRoutedVIP: the host reaches the backend: {o:?}");
+    let o = from(hns_lab::Side::Host, "10.96.0.31");
+    assert!(!o.status.success(), "without LocalRoutedVIP the host does not reach the backend: {o:?}");
+    let o = from(hns_lab::Side::Host, "10.96.0.32");
+    assert!(o.status.success() && o.stdout.contains(&backend), "ILB with LocalRoutedVIP: the host reaches the backend: {o:?}");
+    lab.in_lan("ip", &["route", "add", "10.96.0.0/24", "via", &hns_lab::HOST_UPLINK.to_string()]).unwrap();
+    assert!(from(hns_lab::Side::Lan, "10.96.0.30").status.success(), "a public LocalRoutedVIP service is reached from the LAN too");
+    let o = from(hns_lab::Side::Lan, "10.96.0.32");
+    assert!(!o.status.success() && o.stderr.to_lowercase().contains("refused"), "the internal one is refused from the LAN: {o:?}");
+}
+
+/// UDP: flows spread over the backends; a client that keeps its source port stays on one
+/// backend, moves to another when that backend leaves (its conntrack entries are cleared), and
+/// is refused (ICMP port unreachable) when none is left.
+#[test]
+fn udp_spreads_and_flows_of_a_removed_backend_move() {
+    let lab = Lab::new().expect("lab");
+    let _d = lab.start_hnsd(&[]).expect("hnsd starts");
+    let api = Api::new(&lab);
+    let (client, _) = api.container("nat", "client", json!({}));
+    let mut eps = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["dns1", "dns2"] {
+        let (ns, ep) = api.container("nat", name, json!({}));
+        servers.push(serve_udp(&lab, &ns, &format!("{}:7000", ip_of(&ep))));
+        eps.push(ep);
+    }
+    let body = |eps: &[&Value]| {
+        let ids: Vec<&Value> = eps.iter().map(|e| &e["ID"]).collect();
+        json!({"HostComputeEndpoints": ids, "FrontendVIPs": ["10.96.0.40"], "PortMappings": [{"Protocol": 17, "InternalPort": 7000, "ExternalPort": 53}]})
+    };
+    let lb = api.post("/loadbalancers", &body(&[&eps[0], &eps[1]])).ok();
+    let id = lb["ID"].as_str().unwrap();
+    let got = exchanges(&lab, &client, "send-udp 10.96.0.40:53 q --timeout-ms 2000", 60);
+    for ep in &eps {
+        let n = got.iter().filter(|(_, l)| *l == ip_of(ep)).count();
+        assert!(n >= 10, "each backend gets a share of 60 UDP flows: {got:?}");
+    }
+    assert!(got.iter().all(|(p, _)| p != "failed"), "{got:?}");
+    // One flow (fixed source port): one backend, every time.
+    let flow = || exchanges(&lab, &client, "send-udp 10.96.0.40:53 q --timeout-ms 2000 --from-port 40000", 5);
+    let first = flow();
+    let pinned = first[0].1.clone();
+    assert!(first.iter().all(|(_, l)| *l == pinned), "one flow stays on one backend: {first:?}");
+    // Its backend leaves: the same flow goes to the other one (its conntrack entry was
+    // cleared; the server on the old backend still runs, so a stale entry would still answer).
+    let (gone, stays) = if pinned == ip_of(&eps[0]) { (&eps[0], &eps[1]) } else { (&eps[1], &eps[0]) };
+    api.post(&format!("/loadbalancers/{id}"), &body(&[stays])).ok();
+    let after = flow();
+    assert!(after.iter().all(|(_, l)| *l == ip_of(stays)), "the flow moved off {}: {after:?}", ip_of(gone));
+    // No backend left: refused at once, not black-holed.
+    api.post(&format!("/loadbalancers/{id}"), &body(&[])).ok();
+    let o = in_ns(&lab, &client, &probe(), &["send-udp", "10.96.0.40:53", "q", "--timeout-ms", "3000", "--from-port", "40000"]);
+    assert!(!o.status.success() && o.stderr.to_lowercase().contains("refused"), "refused, not timed out: {}", o.stderr);
+}
+
+/// IPv6: a dual-stack nat network, a load balancer with Flags IPv6 and an IPv6 VIP; TCP
+/// reaches both IPv6 backends, and a backend reaching its own VIP sees the IPv6 SourceVIP.
+#[test]
+fn ipv6_frontend_reaches_ipv6_backends() {
+    let lab = Lab::new().expect("lab");
+    let _d = lab.start_hnsd(&[]).expect("hnsd starts");
+    let api = Api::new(&lab);
+    api.post("/networks", &json!({"Name": "ds", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.93.0.0/24"}, {"IpAddressPrefix": "fd00:93::/64"}]}]})).ok();
+    let (client, _) = api.container("ds", "client", json!({}));
+    let mut eps = Vec::new();
+    let mut nss = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["v6web1", "v6web2"] {
+        let (ns, ep) = api.container("ds", name, json!({}));
+        servers.push(serve(&lab, &ns, &format!("[{}]:8080", ip6_of(&ep))));
+        eps.push(ep);
+        nss.push(ns);
+    }
+    let ids: Vec<&Value> = eps.iter().map(|e| &e["ID"]).collect();
+    api.post("/loadbalancers", &json!({"HostComputeEndpoints": ids, "Flags": 2, "FrontendVIPs": ["fd00:96::10"], "SourceVIP": "fd00:96::99", "PortMappings": [{"Protocol": 6, "InternalPort": 8080, "ExternalPort": 80}]})).ok();
+    // A fresh compartment's IPv6 address may still be in duplicate address detection: wait
+    // until the client can connect at all before counting.
+    let up = eventually(Duration::from_secs(10), || in_ns(&lab, &client, &probe(), &["connect-tcp", "[fd00:96::10]:80", "--timeout-ms", "500"]).status.success());
+    assert!(up, "the IPv6 VIP is never reached from the client");
+    let got = exchanges(&lab, &client, "connect-tcp [fd00:96::10]:80 --timeout-ms 2000", 60);
+    assert!(got.iter().all(|(p, _)| p != "failed"), "{got:?}");
+    for ep in &eps {
+        let n = got.iter().filter(|(_, l)| *l == ip6_of(ep)).count();
+        assert!(n >= 10, "each IPv6 backend gets a share of 60 connections: {got:?}");
+    }
+    let me = ip6_of(&eps[0]);
+    let got = exchanges(&lab, &nss[0], "connect-tcp [fd00:96::10]:80 --timeout-ms 2000", 30);
+    assert!(got.iter().all(|(p, _)| p != "failed"), "IPv6 hairpin: {got:?}");
+    let own: Vec<&(String, String)> = got.iter().filter(|(_, l)| *l == me).collect();
+    assert!(!own.is_empty() && own.iter().all(|(p, _)| p == "fd00:96::99"), "landed on itself, it sees the IPv6 SourceVIP: {got:?}");
+    // DSR over IPv6: the backends own fd00:96::50 and get the packets addressed to it (nodad:
+    // a tentative address cannot be bound yet).
+    let mut dsr_servers = Vec::new();
+    for ns in &nss {
+        let o = in_ns(&lab, ns, "ip", &["-6", "addr", "add", "fd00:96::50/128", "dev", "lo", "nodad"]);
+        assert!(o.status.success(), "{o:?}");
+        dsr_servers.push(serve(&lab, ns, "[fd00:96::50]:80"));
+    }
+    api.post("/loadbalancers", &json!({"HostComputeEndpoints": ids, "Flags": 3, "FrontendVIPs": ["fd00:96::50"], "PortMappings": [{"Protocol": 6, "InternalPort": 80, "ExternalPort": 80}]})).ok();
+    let client_ip = ip6_of(&api.get("/endpoints").ok().as_array().unwrap().iter().find(|e| e["Name"] == "client").unwrap().clone());
+    let before: Vec<u64> = nss.iter().map(|n| accepted(&lab, n)).collect();
+    let got = exchanges(&lab, &client, "connect-tcp [fd00:96::50]:80 --timeout-ms 2000", 30);
+    assert!(got.iter().all(|(p, l)| *p == client_ip && l == "fd00:96::50"), "IPv6 DSR: the backend sees the client and the VIP: {got:?}");
+    let served: Vec<u64> = nss.iter().zip(&before).map(|(n, b)| accepted(&lab, n) - b).collect();
+    assert!(served.iter().all(|n| *n >= 3) && served.iter().sum::<u64>() == 30, "IPv6 DSR spreads over both backends: {served:?}");
+}
+
+
+/// TCP connections a compartment has accepted so far (`PassiveOpens` of /proc/net/snmp, read
+/// from inside it): which DSR backend served, since each answers from the same VIP.
+fn accepted(lab: &Lab, ns: &Value) -> u64 {
+    let o = in_ns(lab, ns, "awk", &["/^Tcp:/ { v = $7 } END { print v }", "/proc/net/snmp"]);
+    o.stdout.trim().parse().unwrap_or_else(|_| panic!("PassiveOpens: {o:?}"))
+}
+
+/// A backend of a direct-return service owns the VIP, as the docs ask.
+fn own_vip(lab: &Lab, ns: &Value, vip: &str) {
+    let addr = format!("{vip}/32");
+    for (prog, args) in [("ip", vec!["addr", "add", &addr, "dev", "lo"]), ("sysctl", vec!["-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"])] {
+        let o = in_ns(lab, ns, prog, &args);
+        assert!(o.status.success(), "{prog} {args:?}: {o:?}");
+    }
+}
+
+/// DSR (Flags 1) and PreserveDIP (port-mapping flag 8): the backend gets the packet addressed
+/// to the VIP (no DNAT) and sees the real client (no SNAT); connections spread over the
+/// backends; a backend that leaves gets no more connections and its policy rule goes; nothing
+/// is left behind when the load balancer goes. Ports that differ are refused by field.
+#[test]
+fn dsr_and_preserve_dip_deliver_to_the_vip() {
+    let lab = Lab::new().expect("lab");
+    let d = lab.start_hnsd(&[]).expect("hnsd starts");
+    let api = Api::new(&lab);
+    let (client, cep) = api.container("nat", "client", json!({}));
+    let mut eps = Vec::new();
+    let mut nss = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["dsr1", "dsr2"] {
+        let (ns, ep) = api.container("nat", name, json!({}));
+        own_vip(&lab, &ns, "10.96.0.50");
+        servers.push(serve(&lab, &ns, "10.96.0.50:80"));
+        eps.push(ep);
+        nss.push(ns);
+    }
+    let pm = json!([{"Protocol": 6, "InternalPort": 8080, "ExternalPort": 80}]);
+    let r = api.post("/loadbalancers", &json!({"HostComputeEndpoints": [eps[0]["ID"]], "Flags": 1, "FrontendVIPs": ["10.96.0.50"], "PortMappings": pm}));
+    assert_eq!((r.status, r.body["field"].as_str()), (400, Some("PortMappings[0].InternalPort")), "{}", r.raw);
+    assert_eq!(api.get("/loadbalancers").ok(), json!([]), "nothing was created");
+    let body = |eps: &[&Value]| {
+        let ids: Vec<&Value> = eps.iter().map(|e| &e["ID"]).collect();
+        json!({"HostComputeEndpoints": ids, "Flags": 1, "FrontendVIPs": ["10.96.0.50"], "PortMappings": [{"Protocol": 6, "InternalPort": 80, "ExternalPort": 80}]})
+    };
+    let lb = api.post("/loadbalancers", &body(&[&eps[0], &eps[1]])).ok();
+    let id = lb["ID"].as_str().unwrap();
+    let before: Vec<u64> = nss.iter().map(|n| accepted(&lab, n)).collect();
+    let got = exchanges(&lab, &client, "connect-tcp 10.96.0.50:80 --timeout-ms 2000", 40);
+    assert!(got.iter().all(|(p, l)| *p == ip_of(&cep) && l == "10.96.0.50"), "the backend sees the client itself and the VIP as destination: {got:?}");
+    // The host forwards these packets out of the bridge they came in by: it must not redirect
+    // the client to a backend (the client would then bypass the load balancer).
+    let via_gateway = || {
+        let route = in_ns(&lab, &client, "ip", &["route", "get", "10.96.0.50"]).stdout;
+        assert!(route.contains(&format!("via {} ", gateway(&lab, &client))), "the client still sends to its gateway: {route}");
+    };
+    via_gateway();
+    let served: Vec<u64> = nss.iter().zip(&before).map(|(n, b)| accepted(&lab, n) - b).collect();
+    assert!(served.iter().all(|n| *n >= 5) && served.iter().sum::<u64>() == 40, "40 connections spread over both backends: {served:?}");
+    // From the LAN: routed in through the host's uplink, same delivery.
+    lab.in_lan("ip", &["route", "add", "10.96.0.0/24", "via", &hns_lab::HOST_UPLINK.to_string()]).unwrap();
+    let o = lab.probe(hns_lab::Side::Lan, &["connect-tcp", "10.96.0.50:80", "--timeout-ms", "2000"]).unwrap();
+    assert!(o.status.success() && o.stdout.contains("local=10.96.0.50:80") && !o.stdout.contains("peer=172."), "from the LAN: {o:?}");
+    // dsr1 leaves: every connection goes to dsr2, and dsr1's rule is gone.
+    let rules = || lab.in_host("ip", &["rule", "show", "pref", "9000"]).unwrap().stdout;
+    assert_eq!(rules().lines().count(), 2, "one rule per backend: {}", rules());
+    api.post(&format!("/loadbalancers/{id}"), &body(&[&eps[1]])).ok();
+    assert_eq!(rules().lines().count(), 1, "{}", rules());
+    let before: Vec<u64> = nss.iter().map(|n| accepted(&lab, n)).collect();
+    let got = exchanges(&lab, &client, "connect-tcp 10.96.0.50:80 --timeout-ms 2000", 10);
+    assert!(got.iter().all(|(_, l)| l == "10.96.0.50"), "{got:?}");
+    let diag = || {
+        let show = |p: &str, a: &[&str]| lab.in_host(p, a).map(|o| o.stdout).unwrap_or_default();
+        format!("rules:\n{}routes:\n{}neighbours:\n{}{}", show("ip", &["rule"]), show("ip", &["route", "show", "table", "all"]), show("ip", &["neigh"]), show("nft", &["list", "table", "inet", "hns_lb"]))
+    };
+    via_gateway();
+    let served = (accepted(&lab, &nss[0]) - before[0], accepted(&lab, &nss[1]) - before[1]);
+    assert_eq!(served, (0, 10), "the backend that left gets nothing ({} left, {} stays)\n{}", ip_of(&eps[0]), ip_of(&eps[1]), diag());
+    // PreserveDIP on a port mapping of a NAT load balancer: the same delivery for that port.
+    assert_eq!(api.delete(&format!("/loadbalancers/{id}")).status, 204);
+    assert_eq!(rules(), "", "no rule left behind");
+    own_vip(&lab, &nss[1], "10.96.0.51");
+    let _s = serve(&lab, &nss[1], "10.96.0.51:80");
+    api.post("/loadbalancers", &json!({"HostComputeEndpoints": [eps[1]["ID"]], "FrontendVIPs": ["10.96.0.51"], "PortMappings": [{"Protocol": 6, "InternalPort": 80, "ExternalPort": 80, "Flags": 8}]})).ok();
+    let o = in_ns(&lab, &client, &probe(), &["connect-tcp", "10.96.0.51:80", "--timeout-ms", "2000"]);
+    assert!(o.status.success() && o.stdout.contains(&format!("peer={}:", ip_of(&cep))) && o.stdout.contains("local=10.96.0.51:80"), "PreserveDIP: {o:?}");
+    // Uninstall removes the policy rules too.
+    assert_eq!(rules().lines().count(), 1, "{}", rules());
+    d.stop().unwrap();
+    let hnsd = Lab::bin("hnsd").unwrap();
+    let run = lab.run_dir();
+    lab.in_host(hnsd.to_str().unwrap(), &["--cleanup", "--run-dir", run.to_str().unwrap(), "--state-dir", lab.state_dir().to_str().unwrap(), "--socket", lab.socket().to_str().unwrap()]).unwrap();
+    assert_eq!(rules(), "", "hnsd --cleanup leaves no rule");
 }

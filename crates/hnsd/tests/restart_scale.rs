@@ -242,13 +242,16 @@ fn a_restart_over_300_endpoints_writes_nothing_and_still_repairs_drift() {
     assert!(nft.is_empty(), "a restart with nothing drifted rewrote nft:\n{}", summary(&nft));
     assert!(ready < Duration::from_secs(20), "restart took {ready:?}");
 
-    // Drift while hnsd is down: a container's veth deleted, the forward chain flushed. Both come
-    // back at the restart, and the watches see those writes.
+    // Drift while hnsd is down: a container's veth deleted, the forward chain flushed, another
+    // container's default route deleted. All come back at the restart (the route by the pass
+    // that runs right after start), and the watches see those writes.
     let (ns, ep) = &made[7];
+    let (routeless, _) = &made[9];
     let veth = format!("hnv{}", &ep["ID"].as_str().unwrap().replace('-', "")[..12]);
     d.stop().unwrap();
     lab.in_host("ip", &["link", "del", &veth]).unwrap();
     lab.in_host("nft", &["flush", "chain", "inet", "hns", "forward"]).unwrap();
+    assert!(in_ns(&lab, routeless, "ip", &["route", "del", "default"]).status.success());
     let (_d, _, events, nft) = restart(&lab, d, &made, &args);
     assert!(events.iter().any(|e| e.contains("new link")), "the deleted veth was not re-created: {events:?}");
     assert!(!nft.is_empty(), "the flushed chain was not rewritten");
@@ -256,6 +259,9 @@ fn a_restart_over_300_endpoints_writes_nothing_and_still_repairs_drift() {
     assert!(chain.contains("@inbound_closed drop"), "forward chain not restored:\n{chain}");
     assert!(lab.try_in(Side::Host, "ip", &["link", "show", &veth]).unwrap().status.success(), "veth {veth} not re-created");
     assert!(ping(&lab, ns, "203.0.113.10"), "the repaired container has no connectivity");
+    let restored = eventually(Duration::from_secs(5), || in_ns(&lab, routeless, "ip", &["route", "show", "default"]).stdout.contains("default via"));
+    assert!(restored, "the deleted default route was not restored after the restart");
+    assert!(ping(&lab, routeless, "203.0.113.10"));
     assert_eq!(api.get("/endpoints").ok().as_array().unwrap().len(), 300);
 }
 
@@ -284,6 +290,11 @@ fn restart_time_at_scale() {
     for round in 0..3 {
         let (nd, ready, events, nft) = restart(&lab, d, &made, &args);
         eprintln!("restart {round}: ready after {ready:?}; {} netlink events, {} nft events", events.len(), nft.len());
+        // hnsd's own account of its start-up pass, stage by stage.
+        let log = std::fs::read_to_string(lab.log_path()).unwrap_or_default();
+        if let Some(line) = log.lines().rev().find(|l| l.contains("start-up reconcile")) {
+            eprintln!("  {line}");
+        }
         if !events.is_empty() || !nft.is_empty() {
             eprintln!("{}\n{}", summary(&events), summary(&nft));
         }

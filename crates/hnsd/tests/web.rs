@@ -236,7 +236,8 @@ fn pm(proto: u32, internal: u16, external: u16) -> Value {
 }
 
 /// Three networks (two nat, one internal; a transparent one on an uplink), a dozen endpoints in
-/// compartments (some compartments on two networks), some port mappings.
+/// compartments (some compartments on two networks), some port mappings, a load balancer over
+/// the three web endpoints.
 fn populate(lab: &Lab, api: &Api) -> usize {
     let u = lab.add_uplink(1, false).unwrap();
     api.post("/networks", &json!({"Name": "frontend", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.81.0.0/24"}]}]})).ok();
@@ -264,6 +265,8 @@ fn populate(lab: &Lab, api: &Api) -> usize {
         }
         api.post("/endpoints", &ep).ok();
     }
+    let webs: Vec<String> = ["web-1", "web-2", "web-3"].iter().map(|n| api.get(&format!("/endpoints/{n}")).ok()["ID"].as_str().unwrap().to_owned()).collect();
+    api.post("/loadbalancers", &json!({"HostComputeEndpoints": webs, "FrontendVIPs": ["10.96.0.10"], "PortMappings": [{"Protocol": 6, "InternalPort": 80, "ExternalPort": 80, "DistributionType": "SourceIP"}]})).ok();
     mappings
 }
 
@@ -314,7 +317,18 @@ fn the_page_draws_the_host_lists_every_object_and_follows_changes_without_reload
     let labels = b.eval("[...document.querySelectorAll('#topology .port')].map(t => t.textContent).join('\\n')");
     assert!(labels.as_str().unwrap().contains(":8081 → web-1:80/tcp"), "{labels}");
     assert!(labels.as_str().unwrap().contains(":8053 → proxy:53/udp"), "{labels}");
-    assert_eq!(count(&mut b, "#topology #loadbalancers"), 1, "a place for load balancers");
+    // The load balancer: a row naming its frontend and backends, a box wired to each backend.
+    let lbs = api.get("/loadbalancers").ok();
+    let lb = lbs[0]["ID"].as_str().unwrap();
+    let row = b.eval(&format!("document.querySelector(\"#loadbalancers-table tr[data-loadbalancer-id='{lb}']\").textContent"));
+    for want in ["10.96.0.10:80/tcp → :80", "web-1", "web-2", "web-3", "affinity SourceIP"] {
+        assert!(row.as_str().unwrap().contains(want), "the load balancer's row lacks {want}: {row}");
+    }
+    assert_eq!(count(&mut b, &format!("#topology .lb[data-loadbalancer-id='{lb}']")), 1);
+    for web in lbs[0]["HostComputeEndpoints"].as_array().unwrap() {
+        let wire = format!("#topology [data-lb-wire='{lb} {}']", web.as_str().unwrap());
+        assert_eq!(count(&mut b, &wire), 1, "a wire from the load balancer to backend {web}");
+    }
     // Health from /api/info.
     let info = api.get("/info").ok();
     let health = b.eval("document.getElementById('health').innerText");
@@ -343,11 +357,11 @@ fn the_page_draws_the_host_lists_every_object_and_follows_changes_without_reload
     }
     eprintln!("screenshot: {}", kept.display());
 
-    // Live: a new endpoint appears within 1 s, without a reload. The page must be following the
-    // event stream when hnsd serves one, and polling otherwise.
-    let (_, events_status, _) = curl(&lab, &["--max-time", "1", &format!("http://{WEB}/api/events")]);
-    let expected = if events_status == 404 { "polling" } else { "live" };
-    assert!(eventually(Duration::from_secs(5), || b.eval("window.hnsView.mode").as_str() == Some(expected)), "mode {} with /api/events answering {events_status}", b.eval("window.hnsView.mode"));
+    // Live: a new endpoint appears within 1 s, without a reload, because the page follows the
+    // event stream (not a poll).
+    let expected = "live";
+    assert!(eventually(Duration::from_secs(5), || b.eval("window.hnsView.mode").as_str() == Some(expected)), "mode {}", b.eval("window.hnsView.mode"));
+    let events_before = b.eval("window.hnsView.events").as_u64().unwrap();
     b.eval("window.__notReloaded = true");
     let (_, late) = api.container("frontend", "late-arrival", json!({}));
     let id = late["ID"].as_str().unwrap();
@@ -366,6 +380,11 @@ fn the_page_draws_the_host_lists_every_object_and_follows_changes_without_reload
     eprintln!("the new endpoint appeared after {took:?} ({expected})");
     assert_eq!(b.eval("window.__notReloaded"), json!(true), "the page was reloaded");
     assert_eq!(count(&mut b, &format!("#topology .endpoint[data-endpoint-id='{id}']")), 1, "and in the drawing");
+    assert!(b.eval("window.hnsView.events").as_u64().unwrap() > events_before, "the change came as an event");
+    // A load balancer removed through the API leaves the page too.
+    assert_eq!(api.delete(&format!("/loadbalancers/{lb}")).status, 204);
+    let gone = eventually(Duration::from_secs(1), || count(&mut b, "#loadbalancers-table tr[data-loadbalancer-id]") == 0 && count(&mut b, "#topology .lb-wire") == 0);
+    assert!(gone, "the deleted load balancer is still shown");
 }
 
 #[test]
@@ -412,6 +431,17 @@ fn the_view_is_read_only_and_absent_unless_asked() {
         let err: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
         assert_eq!(err["code"], json!("METHOD_NOT_ALLOWED"), "{text}");
         assert!(err["message"].as_str().unwrap().contains("read-only"), "{text}");
+    }
+    // DNS rebinding: a request under another site's name is refused before anything runs.
+    for host in ["evil.example", "evil.example:8080", "127.0.0.1.evil.example"] {
+        let (_, status, text) = curl(&lab, &["-H", &format!("Host: {host}"), &format!("http://{WEB}/api/networks")]);
+        assert_eq!(status, 403, "Host {host}: {text}");
+        let err: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(err["code"], json!("HOST_NOT_ALLOWED"), "{text}");
+        assert!(err["message"].as_str().unwrap().contains(&format!("{host:?}")), "the refusal names the host: {text}");
+    }
+    for host in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080"] {
+        assert_eq!(curl(&lab, &["-H", &format!("Host: {host}"), &format!("http://{WEB}/")]).1, 200, "Host {host}");
     }
     let allow = lab.in_host("curl", &["-sS", "-i", "-X", "DELETE", &format!("http://{WEB}/api/networks/{nid}")]).unwrap().stdout.to_ascii_lowercase();
     assert!(allow.contains("allow: get, head"), "{allow}");

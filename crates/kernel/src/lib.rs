@@ -23,6 +23,8 @@
 pub mod conntrack;
 pub mod error;
 // Links handed to another owner (the Docker plugin).
+pub mod hairpin;
+pub mod lb_routes;
 pub mod handoff;
 pub mod names;
 pub mod netlink;

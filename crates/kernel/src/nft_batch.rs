@@ -144,6 +144,8 @@ pub enum MetaKey {
     /// skb->protocol: the ethertype, 2 bytes, network order.
     Protocol = 1,
     Mark = 3,
+    /// The input interface's index (4 bytes, host order; 0 in the output hook).
+    Iif = 4,
     IifName = 6,
     OifName = 7,
     /// The hook's family (`NFPROTO_IPV4` 2, `NFPROTO_IPV6` 10), 1 byte. Not usable in bridge

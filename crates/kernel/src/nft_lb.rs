@@ -23,6 +23,10 @@
 //!   postrouting, to the load balancer's `SourceVIP` when it has one (what it sees, as on
 //!   Windows), else to the host's address on the way (masquerade). Both are set elements keyed
 //!   on the backend's mark (`hairpin4`, `srcvip4`, ...);
+//! - Direct Server Return and PreserveDIP: the service chain picks the backend into the
+//!   connection mark but does not DNAT; the `dsr_route` chain copies the mark of those backends
+//!   (set `dsr`) to the packet mark of each packet the client sends, and a policy route per
+//!   backend ([`crate::lb_routes`]) delivers it to the backend, still addressed to the VIP;
 //! - a service without backends, or an internal one (`ILB`) reached from outside the hns
 //!   networks, is refused (TCP reset, ICMP port unreachable): never silently dropped.
 //!
@@ -95,6 +99,8 @@ pub struct Service {
     pub internal: bool,
     /// `LocalRoutedVIP`: reachable from the host itself too.
     pub local: bool,
+    /// DSR or PreserveDIP: delivered to the backend with the VIP as destination (no DNAT).
+    pub preserve_dip: bool,
     pub affinity: Affinity,
     /// Of the frontend's family, in a stable order.
     pub backends: Vec<Backend>,
@@ -109,11 +115,19 @@ pub struct Hairpin {
     pub source_vip: Option<IpAddr>,
 }
 
+/// A backend reached without DNAT (DSR, PreserveDIP): packets with its mark are routed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Direct {
+    pub mark: u32,
+    pub backend: IpAddr,
+}
+
 /// Everything one load balancer puts in the kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LbState {
     pub services: Vec<Service>,
     pub hairpin: Vec<Hairpin>,
+    pub direct: Vec<Direct>,
 }
 
 /// Interface-name patterns of the hns networks' host side: bridges and routed host veths.
@@ -159,9 +173,10 @@ impl Service {
     pub fn rules(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.internal {
-            // In the output hook there is no input interface: the rule does not match there, so
-            // an internal service flagged LocalRoutedVIP is reachable from the host.
-            out.push(format!("iifname != {HNS_IFACES} goto refuse"));
+            // In the output hook there is no input interface: `iif` is 0 there (and `iifname`
+            // the empty name, which alone would refuse), so an internal service flagged
+            // LocalRoutedVIP stays reachable from the host.
+            out.push(format!("iif != 0 iifname != {HNS_IFACES} goto refuse"));
         }
         if self.backends.is_empty() {
             out.push("goto refuse".into());
@@ -177,6 +192,11 @@ impl Service {
             Affinity::SourceIpProtocol => format!("jhash {saddr} . meta l4proto mod {n} seed 0x686e73 map {{ {} }}", marks.join(", ")),
         };
         out.push(format!("ct mark set {choice}"));
+        if self.preserve_dip {
+            // The packet keeps its destination; `dsr_route` and the backend's policy route
+            // deliver it.
+            return out;
+        }
         let targets: Vec<String> = self.backends.iter().map(|b| format!("{:#010x} : {} . {}", b.mark, b.addr, b.port)).collect();
         out.push(format!("meta l4proto {} dnat {fam} addr . port to ct mark map {{ {} }}", self.proto, targets.join(", ")));
         out
@@ -198,6 +218,7 @@ fn skeleton(out: &mut String) {
     }
     let _ = writeln!(out, "\tset hairpin4 {{ type mark . ipv4_addr; }}\n\tset hairpin6 {{ type mark . ipv6_addr; }}");
     let _ = writeln!(out, "\tmap srcvip4 {{ type mark : ipv4_addr; }}\n\tmap srcvip6 {{ type mark : ipv6_addr; }}");
+    let _ = writeln!(out, "\tset dsr {{ type mark; }}");
     let _ = writeln!(out, "\tchain refuse {{\n\t\tmeta l4proto tcp reject with tcp reset\n\t\treject\n\t}}");
     let _ = writeln!(
         out,
@@ -211,11 +232,28 @@ fn skeleton(out: &mut String) {
         out,
         "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat - 10; policy accept;\n\t\tct mark & {LB_CT_MARK:#x} == 0 return\n\t\tct mark . ip saddr @hairpin4 snat ip to ct mark map @srcvip4\n\t\tct mark . ip saddr @hairpin4 masquerade\n\t\tct mark . ip6 saddr @hairpin6 snat ip6 to ct mark map @srcvip6\n\t\tct mark . ip6 saddr @hairpin6 masquerade\n\t}}"
     );
+    // After the NAT chains (the first packet's mark is chosen there), before routing; only
+    // what the client sends (the backend's answers go the usual way). The ACL table's
+    // established bit, set earlier in prerouting, is kept.
+    let est = crate::nft_acl::ESTABLISHED_MARK;
+    let _ = writeln!(
+        out,
+        "\tchain dsr_route {{\n\t\ttype filter hook prerouting priority dstnat + 10; policy accept;\n\t\tct direction original ct mark @dsr meta mark & {est:#x} == {est:#x} meta mark set ct mark | {est:#x}\n\t\tct direction original ct mark @dsr meta mark & {est:#x} == 0 meta mark set ct mark\n\t}}"
+    );
+    // A DSR packet leaves the host by the bridge it came in on, towards a next hop on the
+    // client's own subnet: the kernel then tells the client (ICMP redirect) to send to that
+    // backend directly, and the client would bypass the load balancer for the VIP until the
+    // redirect expires. The IPv4 redirect carries the connection it is about (its mark); an
+    // IPv6 one does not, so those are dropped on the hns interfaces whole.
+    let _ = writeln!(
+        out,
+        "\tchain no_redirects {{\n\t\ttype filter hook output priority filter; policy accept;\n\t\ticmp type redirect ct mark @dsr drop\n\t\toifname {HNS_IFACES} icmpv6 type nd-redirect drop\n\t}}"
+    );
     let _ = writeln!(out, "}}");
 }
 
 /// Number of base chains of the table plus `refuse` (see [`chain_count`]).
-const FIXED_CHAINS: usize = 4;
+const FIXED_CHAINS: usize = 6;
 
 /// The number of chains the table holds for `lbs`: what a drift check compares.
 pub fn chain_count(lbs: &[&LbState]) -> usize {
@@ -240,7 +278,8 @@ pub fn compile_update(old: &LbState, new: &LbState) -> String {
     let new_by: BTreeMap<String, &Service> = new.services.iter().map(|s| (s.chain(), s)).collect();
     let elems = |by: &BTreeMap<String, &Service>| -> BTreeSet<(&'static str, String, String)> { by.iter().flat_map(|(c, s)| s.maps().into_iter().map(move |m| (m, s.key(), c.clone()))).collect() };
     let (old_e, new_e) = (elems(&old_by), elems(&new_by));
-    // Hairpin elements: (set, element) plus the srcvip map's elements, keyed by mark.
+    // Hairpin elements: (set, element) plus the srcvip map's elements, keyed by mark; the
+    // marks of backends reached without DNAT.
     let hp = |l: &LbState| -> BTreeSet<(&'static str, String)> {
         l.hairpin
             .iter()
@@ -250,6 +289,7 @@ pub fn compile_update(old: &LbState, new: &LbState) -> String {
                 v.extend(vip.map(|(e, m)| (m, e)));
                 v
             })
+            .chain(l.direct.iter().map(|d| ("dsr", format!("{:#010x}", d.mark))))
             .collect()
     };
     let (old_h, new_h) = (hp(old), hp(new));
@@ -357,7 +397,7 @@ mod tests {
     }
 
     fn svc(vip: &str, backends: Vec<Backend>) -> Service {
-        Service { frontend: Frontend::Vip(vip.parse().unwrap()), proto: Proto::Tcp, port: 80, internal: false, local: false, affinity: Affinity::None, backends }
+        Service { frontend: Frontend::Vip(vip.parse().unwrap()), proto: Proto::Tcp, port: 80, internal: false, local: false, preserve_dip: false, affinity: Affinity::None, backends }
     }
 
     #[test]
@@ -386,14 +426,14 @@ mod tests {
         let empty = svc("10.96.0.10", vec![]);
         assert_eq!(empty.rules(), vec!["goto refuse"]);
         let ilb = Service { internal: true, ..svc("10.96.0.10", vec![b(1, "172.20.0.5", 80)]) };
-        assert_eq!(ilb.rules()[0], "iifname != { \"hns-*\", \"hnv*\" } goto refuse");
+        assert_eq!(ilb.rules()[0], "iif != 0 iifname != { \"hns-*\", \"hnv*\" } goto refuse");
     }
 
     #[test]
     fn update_touches_only_the_changed_service_and_elements() {
         let one = svc("10.96.0.10", vec![b(1, "172.20.0.5", 8080)]);
         let other = Service { port: 443, ..svc("10.96.0.10", vec![b(1, "172.20.0.5", 8443)]) };
-        let old = LbState { services: vec![one.clone(), other.clone()], hairpin: vec![Hairpin { mark: LB_CT_MARK | 1, backend: "172.20.0.5".parse().unwrap(), source_vip: None }] };
+        let old = LbState { services: vec![one.clone(), other.clone()], hairpin: vec![Hairpin { mark: LB_CT_MARK | 1, backend: "172.20.0.5".parse().unwrap(), source_vip: None }], direct: vec![] };
         let two = svc("10.96.0.10", vec![b(1, "172.20.0.5", 8080), b(2, "172.20.0.6", 8080)]);
         let new = LbState {
             services: vec![two, other],
@@ -401,6 +441,7 @@ mod tests {
                 Hairpin { mark: LB_CT_MARK | 1, backend: "172.20.0.5".parse().unwrap(), source_vip: None },
                 Hairpin { mark: LB_CT_MARK | 2, backend: "172.20.0.6".parse().unwrap(), source_vip: Some("10.96.0.1".parse().unwrap()) },
             ],
+            direct: vec![],
         };
         let p = compile_update(&old, &new);
         assert!(p.starts_with("flush chain inet hns_lb s4_0a60000a_tcp_80\n"), "{p}");
@@ -421,23 +462,38 @@ mod tests {
     #[test]
     fn local_routed_and_node_frontends_use_their_maps() {
         let local = Service { local: true, ..svc("10.96.0.10", vec![]) };
-        let p = compile_update(&LbState::default(), &LbState { services: vec![local], hairpin: vec![] });
+        let p = compile_update(&LbState::default(), &LbState { services: vec![local], hairpin: vec![], direct: vec![] });
         assert!(p.contains("add element inet hns_lb svc4 { 10.96.0.10 . tcp . 80 : goto s4_0a60000a_tcp_80 }"), "{p}");
         assert!(p.contains("add element inet hns_lb local4 { 10.96.0.10 . tcp . 80 : goto s4_0a60000a_tcp_80 }"), "{p}");
         let node = Service { frontend: Frontend::Node { v6: true }, ..svc("10.96.0.10", vec![]) };
-        let p = compile_update(&LbState::default(), &LbState { services: vec![node], hairpin: vec![] });
+        let p = compile_update(&LbState::default(), &LbState { services: vec![node], hairpin: vec![], direct: vec![] });
         assert!(p.contains("add element inet hns_lb node6 { tcp . 80 : goto n6_tcp_80 }"), "{p}");
     }
 
     #[test]
     fn whole_table_and_empty_table() {
         assert_eq!(compile_all(&[]), "table inet hns_lb {}\ndelete table inet hns_lb\n");
-        let l = LbState { services: vec![svc("10.96.0.10", vec![b(1, "172.20.0.5", 8080)])], hairpin: vec![] };
+        let l = LbState { services: vec![svc("10.96.0.10", vec![b(1, "172.20.0.5", 8080)])], hairpin: vec![], direct: vec![] };
         let p = compile_all(&[&l]);
         assert!(p.contains("type nat hook prerouting priority dstnat - 10; policy accept;"));
         assert!(p.contains("ip daddr . meta l4proto . th dport vmap @svc4"));
         assert!(p.contains("ct mark & 0x80000000 == 0 return"));
         assert!(p.contains("add chain inet hns_lb s4_0a60000a_tcp_80"));
-        assert_eq!(chain_count(&[&l]), 5);
+        assert!(p.contains("ct direction original ct mark @dsr meta mark & 0x800000 == 0 meta mark set ct mark"), "{p}");
+        assert!(p.contains("icmp type redirect ct mark @dsr drop"), "{p}");
+        assert_eq!(chain_count(&[&l]), 7);
+    }
+
+    #[test]
+    fn direct_services_pick_a_backend_without_dnat() {
+        let s = Service { preserve_dip: true, ..svc("10.96.0.50", vec![b(1, "172.20.0.5", 80), b(2, "172.20.0.6", 80)]) };
+        assert_eq!(s.rules(), vec!["ct mark set numgen random mod 2 map { 0 : 0x80000001, 1 : 0x80000002 }"], "no dnat");
+        let d = |m: u32, ip: &str| Direct { mark: LB_CT_MARK | m, backend: ip.parse().unwrap() };
+        let l = LbState { services: vec![s], hairpin: vec![], direct: vec![d(1, "172.20.0.5"), d(2, "172.20.0.6")] };
+        let p = compile_update(&LbState::default(), &l);
+        assert!(p.contains("add element inet hns_lb dsr { 0x80000001 }") && p.contains("add element inet hns_lb dsr { 0x80000002 }"), "{p}");
+        let fewer = LbState { direct: vec![d(2, "172.20.0.6")], ..l.clone() };
+        let p = compile_update(&l, &fewer);
+        assert!(p.contains("delete element inet hns_lb dsr { 0x80000001 }") && !p.contains("0x80000002 }"), "{p}");
     }
 }

@@ -26,7 +26,8 @@
 //! per new service when each service chain looked the shared maps up itself). Bound by four
 //! chains only, the maps take element changes in microseconds. So replacing a backend
 //! changes map elements only (no rule, no validation walk), and a new service adds its
-//! chain, two rules and its elements. The marks are unique per backend and load balancer, so
+//! chain, two rules and its elements. DSR and PreserveDIP services go to the `_direct`
+//! variants, which set the mark and do not DNAT (`dsr_route` of the skeleton delivers). The marks are unique per backend and load balancer, so
 //! the maps never mix services up.
 //! `iifname != { "hns-*", "hnv*" }` (an anonymous interval set) is written as two prefix
 //! comparisons, which nft lists as `iifname != "hns-*" iifname != "hnv*"`: same meaning.
@@ -76,13 +77,19 @@ struct Common {
     /// The key includes the VIP (`false`: a frontend on every host address).
     vip: bool,
     pick: &'static str,
+    /// DNAT to the backend (`false`: DSR and PreserveDIP, delivered by `dsr_route`).
+    dnat: bool,
 }
 
-const COMMON: [Common; 4] = [
-    Common { name: "lb_vip4", v6: false, vip: true, pick: "pick4" },
-    Common { name: "lb_vip6", v6: true, vip: true, pick: "pick6" },
-    Common { name: "lb_node4", v6: false, vip: false, pick: "picknode4" },
-    Common { name: "lb_node6", v6: true, vip: false, pick: "picknode6" },
+const COMMON: [Common; 8] = [
+    Common { name: "lb_vip4", v6: false, vip: true, pick: "pick4", dnat: true },
+    Common { name: "lb_vip6", v6: true, vip: true, pick: "pick6", dnat: true },
+    Common { name: "lb_node4", v6: false, vip: false, pick: "picknode4", dnat: true },
+    Common { name: "lb_node6", v6: true, vip: false, pick: "picknode6", dnat: true },
+    Common { name: "lb_vip4_direct", v6: false, vip: true, pick: "pick4", dnat: false },
+    Common { name: "lb_vip6_direct", v6: true, vip: true, pick: "pick6", dnat: false },
+    Common { name: "lb_node4_direct", v6: false, vip: false, pick: "picknode4", dnat: false },
+    Common { name: "lb_node6_direct", v6: true, vip: false, pick: "picknode6", dnat: false },
 ];
 
 fn common_of(s: &Service) -> &'static Common {
@@ -92,7 +99,7 @@ fn common_of(s: &Service) -> &'static Common {
         (Frontend::Node { .. }, false) => 2,
         (Frontend::Node { .. }, true) => 3,
     };
-    &COMMON[at]
+    &COMMON[at + if s.preserve_dip { 4 } else { 0 }]
 }
 
 /// The chains this encoding adds to the text skeleton's (for the drift check's count).
@@ -108,7 +115,7 @@ fn common_text(c: &Common) -> Vec<String> {
     let key = if c.vip { format!("{ip} daddr . meta l4proto . th dport") } else { "meta l4proto . th dport".into() };
     let be = if c.v6 { "be6" } else { "be4" };
     let mut out = vec![format!("ct mark set {key} . ct mark map @{}", c.pick)];
-    for proto in ["tcp", "udp"] {
+    for proto in ["tcp", "udp"].into_iter().filter(|_| c.dnat) {
         out.push(format!("meta l4proto {proto} dnat {ip} addr . port to ct mark . meta l4proto . th dport map @{be}"));
     }
     out
@@ -184,6 +191,9 @@ fn elements(l: &LbState) -> BTreeSet<Element> {
             let mut k = key.clone();
             k.extend((i as u32).to_ne_bytes());
             out.insert(Element { set: pick_map(s), key: k, data: Data::Value(b.mark.to_ne_bytes().to_vec()) });
+            if s.preserve_dip {
+                continue;
+            }
             let mut k = b.mark.to_ne_bytes().to_vec();
             k.extend(field(&[proto_number(s)]));
             k.extend(field(&s.port.to_be_bytes()));
@@ -191,6 +201,9 @@ fn elements(l: &LbState) -> BTreeSet<Element> {
             v.extend(field(&b.port.to_be_bytes()));
             out.insert(Element { set: be_map(s), key: k, data: Data::Value(v) });
         }
+    }
+    for d in &l.direct {
+        out.insert(Element { set: "dsr", key: d.mark.to_ne_bytes().to_vec(), data: Data::None });
     }
     for h in &l.hairpin {
         let v4 = h.backend.is_ipv4();
@@ -210,7 +223,17 @@ pub fn rule_exprs(s: &Service) -> Vec<Vec<Expr>> {
     let mut out = Vec::new();
     let refuse = || Expr::Verdict(Verdict::Goto("refuse".into()));
     if s.internal {
-        out.push(vec![Expr::Meta(MetaKey::IifName), Expr::Cmp(CmpOp::Neq, b"hns-".to_vec()), Expr::Meta(MetaKey::IifName), Expr::Cmp(CmpOp::Neq, b"hnv".to_vec()), refuse()]);
+        // In the output hook `iif` is 0 (and `iifname` empty): an internal service flagged
+        // LocalRoutedVIP stays reachable from the host.
+        out.push(vec![
+            Expr::Meta(MetaKey::Iif),
+            Expr::Cmp(CmpOp::Neq, 0u32.to_ne_bytes().to_vec()),
+            Expr::Meta(MetaKey::IifName),
+            Expr::Cmp(CmpOp::Neq, b"hns-".to_vec()),
+            Expr::Meta(MetaKey::IifName),
+            Expr::Cmp(CmpOp::Neq, b"hnv".to_vec()),
+            refuse(),
+        ]);
     }
     if s.backends.is_empty() {
         out.push(vec![refuse()]);
@@ -253,7 +276,7 @@ fn common_exprs(c: &Common) -> Vec<Vec<Expr>> {
     pick.push(Expr::Load { from: Load::CtMark, reg: reg + 2 });
     pick.extend([Expr::MapLookup { map: c.pick.into(), sreg: REG32_00, dreg: REG32_00 }, Expr::CtSetMark { sreg: REG32_00 }]);
     let mut out = vec![pick];
-    for proto in [6u8, 17] {
+    for proto in [6u8, 17].into_iter().filter(|_| c.dnat) {
         out.push(vec![
             Expr::Meta(MetaKey::L4Proto),
             Expr::cmp_eq(vec![proto]),
@@ -272,7 +295,7 @@ fn common_exprs(c: &Common) -> Vec<Vec<Expr>> {
 pub fn rules_text(s: &Service) -> Vec<String> {
     let mut out = Vec::new();
     if s.internal {
-        out.push("iifname != \"hns-*\" iifname != \"hnv*\" goto refuse".to_owned());
+        out.push("iif != 0 iifname != \"hns-*\" iifname != \"hnv*\" goto refuse".to_owned());
     }
     if s.backends.is_empty() {
         out.push("goto refuse".into());
@@ -388,8 +411,13 @@ pub fn text_all(lbs: &[&LbState]) -> String {
             }
             for (i, b) in s.backends.iter().enumerate() {
                 let _ = writeln!(out, "add element {t} {} {{ {key} . {i} : {} }}", pick_map(s), mark_text(b.mark));
-                let _ = writeln!(out, "add element {t} {} {{ {} . {} . {} : {} . {} }}", be_map(s), mark_text(b.mark), s.proto, s.port, b.addr, b.port);
+                if !s.preserve_dip {
+                    let _ = writeln!(out, "add element {t} {} {{ {} . {} . {} : {} . {} }}", be_map(s), mark_text(b.mark), s.proto, s.port, b.addr, b.port);
+                }
             }
+        }
+        for d in &l.direct {
+            let _ = writeln!(out, "add element {t} dsr {{ {} }}", mark_text(d.mark));
         }
         for h in &l.hairpin {
             let v4 = h.backend.is_ipv4();
@@ -413,12 +441,12 @@ mod tests {
     }
 
     fn svc(backends: Vec<Backend>) -> Service {
-        Service { frontend: Frontend::Vip("10.96.0.10".parse().unwrap()), proto: Proto::Tcp, port: 80, internal: false, local: false, affinity: Affinity::None, backends }
+        Service { frontend: Frontend::Vip("10.96.0.10".parse().unwrap()), proto: Proto::Tcp, port: 80, internal: false, local: false, preserve_dip: false, affinity: Affinity::None, backends }
     }
 
     fn state(s: Service) -> LbState {
         let hairpin = s.backends.iter().map(|b| Hairpin { mark: b.mark, backend: b.addr, source_vip: None }).collect();
-        LbState { services: vec![s], hairpin }
+        LbState { services: vec![s], hairpin, direct: vec![] }
     }
 
     #[test]

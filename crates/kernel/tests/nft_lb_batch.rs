@@ -10,7 +10,7 @@ use common::in_private_netns;
 
 use hns_kernel::nft::Proto;
 use hns_kernel::nft_batch::Batch;
-use hns_kernel::nft_lb::{self, Affinity, Backend, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
+use hns_kernel::nft_lb::{self, Affinity, Backend, Direct, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
 use hns_kernel::nft_lb_batch;
 
 fn ruleset() -> String {
@@ -24,14 +24,14 @@ fn b(mark: u32, ip: &str, port: u16) -> Backend {
 }
 
 fn svc(vip: &str, proto: Proto, port: u16, affinity: Affinity, backends: Vec<Backend>) -> Service {
-    Service { frontend: Frontend::Vip(vip.parse().unwrap()), proto, port, internal: false, local: false, affinity, backends }
+    Service { frontend: Frontend::Vip(vip.parse().unwrap()), proto, port, internal: false, local: false, preserve_dip: false, affinity, backends }
 }
 
 fn lb(services: Vec<Service>, source_vip: Option<&str>) -> LbState {
     let mut hairpin: Vec<Hairpin> = services.iter().flat_map(|s| s.backends.iter()).map(|b| Hairpin { mark: b.mark, backend: b.addr, source_vip: source_vip.map(|v| v.parse().unwrap()) }).collect();
     hairpin.sort();
     hairpin.dedup();
-    LbState { services, hairpin }
+    LbState { services, hairpin, direct: vec![] }
 }
 
 /// Every shape of service: each affinity, both families, node frontends, ILB,
@@ -45,6 +45,12 @@ fn states() -> Vec<LbState> {
         lb(vec![Service { frontend: Frontend::Node { v6: false }, ..svc("10.96.0.12", Proto::Tcp, 30080, Affinity::None, vec![b(7, "172.20.0.9", 80)]) }], None),
         lb(vec![Service { frontend: Frontend::Node { v6: true }, local: true, ..svc("10.96.0.12", Proto::Udp, 30053, Affinity::None, vec![b(8, "fd00:20::9", 53)]) }], None),
         lb(vec![Service { internal: true, ..svc("10.96.0.13", Proto::Tcp, 80, Affinity::None, vec![]) }], None),
+        {
+            // DSR / PreserveDIP: the mark is chosen, no DNAT; the marks are in `dsr`.
+            let mut l = lb(vec![Service { preserve_dip: true, ..svc("10.96.0.15", Proto::Tcp, 80, Affinity::None, vec![b(12, "172.20.0.40", 80), b(13, "172.20.0.41", 80)]) }], None);
+            l.direct = l.services[0].backends.iter().map(|b| Direct { mark: b.mark, backend: b.addr }).collect();
+            l
+        },
     ]
 }
 
@@ -69,6 +75,7 @@ fn netlink_table_reads_back_as_the_nft_program() {
         ruleset()
     });
     assert!(text.contains("ct mark set numgen random mod 3") && text.contains("jhash ip6 saddr mod 2 seed 0x686e73") && text.contains("ct mark set ip daddr . meta l4proto . th dport . ct mark map @pick4"), "{text}");
+    assert!(text.contains("goto lb_vip4_direct") && text.contains("iif != 0 iifname != \"hns-*\""), "{text}");
     assert_eq!(netlink, text);
 }
 

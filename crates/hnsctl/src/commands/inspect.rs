@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use hns_api::{HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork};
+use hns_api::{HostComputeEndpoint, HostComputeLoadBalancer, HostComputeNamespace, HostComputeNetwork};
 
 use super::{Ctx, Object, find, for_each_name};
 use crate::client::Client;
@@ -11,13 +11,14 @@ use crate::output::print_json;
 use crate::{InspectArgs, ObjectKind};
 
 /// The kinds tried for a name, in docker's order (containers first).
-const ALL: &[ObjectKind] = &[ObjectKind::Container, ObjectKind::Endpoint, ObjectKind::Network];
+const ALL: &[ObjectKind] = &[ObjectKind::Container, ObjectKind::Endpoint, ObjectKind::Network, ObjectKind::LoadBalancer];
 
 fn kind_name(kind: ObjectKind) -> &'static str {
     match kind {
         ObjectKind::Container => "container (namespace)",
         ObjectKind::Endpoint => "endpoint",
         ObjectKind::Network => "network",
+        ObjectKind::LoadBalancer => "load balancer",
     }
 }
 
@@ -27,7 +28,7 @@ fn find_value<T: Object + Serialize>(client: &Client, name: &str) -> Result<Opti
         .transpose()
 }
 
-/// "container (namespace), endpoint or network".
+/// "container (namespace), endpoint, network or load balancer".
 pub fn kinds_text(kinds: &[ObjectKind]) -> String {
     let names: Vec<&str> = kinds.iter().map(|k| kind_name(*k)).collect();
     match names.split_last() {
@@ -49,6 +50,7 @@ pub fn inspect(ctx: &Ctx, a: &InspectArgs) -> Result<i32> {
                 ObjectKind::Container => find_value::<HostComputeNamespace>(&client, name)?,
                 ObjectKind::Endpoint => find_value::<HostComputeEndpoint>(&client, name)?,
                 ObjectKind::Network => find_value::<HostComputeNetwork>(&client, name)?,
+                ObjectKind::LoadBalancer => find_value::<HostComputeLoadBalancer>(&client, name)?,
             };
             if let Some(value) = hit {
                 found.push(value);
@@ -67,7 +69,7 @@ mod tests {
 
     #[test]
     fn kinds_in_messages() {
-        assert_eq!(kinds_text(ALL), "container (namespace), endpoint or network");
+        assert_eq!(kinds_text(ALL), "container (namespace), endpoint, network or load balancer");
         assert_eq!(kinds_text(&[ObjectKind::Network]), "network");
     }
 }

@@ -5,6 +5,7 @@ pub mod endpoint;
 pub mod events;
 pub mod info;
 pub mod inspect;
+pub mod lb;
 pub mod namespace;
 pub mod network;
 pub mod node;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 
-use hns_api::{HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork, IpConfig};
+use hns_api::{HostComputeEndpoint, HostComputeLoadBalancer, HostComputeNamespace, HostComputeNetwork, IpConfig};
 
 use crate::client::{Client, seg};
 use crate::error::{CliError, Result};
@@ -67,6 +68,14 @@ impl Object for HostComputeEndpoint {
 impl Object for HostComputeNamespace {
     const COLLECTION: &'static str = "/namespaces";
     const KIND: &'static str = "namespaces";
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Object for HostComputeLoadBalancer {
+    const COLLECTION: &'static str = "/loadbalancers";
+    const KIND: &'static str = "load balancers";
     fn id(&self) -> &str {
         &self.id
     }

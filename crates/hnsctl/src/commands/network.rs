@@ -160,6 +160,11 @@ pub fn create_body(a: &NetworkCreateArgs) -> Result<serde_json::Value> {
             }
         }
     }
+    // Last, so the indices of hnsd's errors about them are known (see `create`).
+    for rule in &a.acl {
+        let r = super::policy::parse_rule(rule).map_err(|e| CliError::invalid(format!("--acl {rule:?}: {e}")))?;
+        net.policies.push(Policy { kind: "NetworkACL".into(), settings: super::policy::settings(&r) });
+    }
     if !subnet_policies.is_empty() {
         if subnets.is_empty() {
             return Err(CliError::invalid("the vlanid and vsid options apply to subnets: give a --subnet"));
@@ -186,7 +191,11 @@ fn none_if_empty(s: &str) -> &str {
 pub fn create(ctx: &Ctx, a: &NetworkCreateArgs) -> Result<i32> {
     let body = create_body(a)?;
     let client = ctx.client()?;
-    let net: HostComputeNetwork = client.post("/networks", &body)?;
+    // The NetworkACLs are the last policies: name their flag in hnsd's errors about them.
+    let count = body["Policies"].as_array().map_or(0, Vec::len);
+    let mut flags = vec![String::new(); count.saturating_sub(a.acl.len())];
+    flags.extend(a.acl.iter().map(|r| format!("--acl {r:?}")));
+    let net: HostComputeNetwork = client.post("/networks", &body).map_err(|e| crate::runpolicy::name_the_flag(e, &flags))?;
     if ctx.json() {
         print_json(&net)?;
     } else {
@@ -397,6 +406,17 @@ mod tests {
 
     fn error(argv: &[&str]) -> String {
         create_body(&args(argv)).unwrap_err().render()
+    }
+
+    #[test]
+    fn network_acls_come_last_in_words() {
+        let b = body(&["-o", "com.docker.network.windowsshim.interface=eth1", "--acl", "allow in proto=tcp local-ports=80", "--acl", "block out remote=10.0.0.0/8 priority=5", "n"]);
+        let p = b["Policies"].as_array().unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0]["Type"], "NetAdapterName");
+        assert_eq!(p[1], serde_json::json!({"Type": "NetworkACL", "Settings": {"Action": "Allow", "Direction": "In", "Protocols": "tcp", "LocalPorts": "80", "Priority": 0, "RuleType": "Switch"}}));
+        assert_eq!(p[2]["Settings"]["RemoteAddresses"], "10.0.0.0/8");
+        assert_eq!(error(&["--acl", "allow", "n"]), "Error: --acl \"allow\": give in or out");
     }
 
     #[test]

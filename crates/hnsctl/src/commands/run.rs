@@ -26,7 +26,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2, setsid};
 
 use hns_api::{
-    ErrorCode, HostComputeEndpoint, HostComputeNamespace, IpConfig, ModifyRequest, NamespaceContainerRequest, Policy, RequestType, ResourceType,
+    ErrorCode, HostComputeEndpoint, HostComputeNamespace, IpConfig, ModifyRequest, NamespaceContainerRequest, RequestType, ResourceType,
 };
 
 use super::ps::remove_compartment;
@@ -37,6 +37,7 @@ use crate::error::{CliError, Result};
 use crate::output::{print_json, print_line};
 use crate::portspec;
 use crate::published::{Families, Published, published_all};
+use crate::runpolicy::{check_outbound_nat_list, name_the_flag, run_policies, wants_endpoint_policies};
 use crate::{ExecArgs, RunArgs};
 
 /// `--net host`: no compartment, the program shares hnsctl's network namespace.
@@ -56,12 +57,15 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
     if !has_endpoint && a.max_bandwidth.is_some() {
         return Err(CliError::invalid(format!("--max-bandwidth caps an endpoint's traffic; --net {} has none", a.net)));
     }
-    let qos = a.max_bandwidth.as_deref().map(crate::rate::bytes_per_second).transpose().map_err(CliError::invalid)?;
+    if !has_endpoint && wants_endpoint_policies(a) {
+        return Err(CliError::invalid(format!("--acl and --outbound-nat are policies of an endpoint; --net {} has none", a.net)));
+    }
     if !has_endpoint && !a.publish.is_empty() {
         return Err(CliError::invalid("-p/--publish: port mappings need a network; --net host uses the host's ports directly"));
     }
     let ip_configurations: Vec<IpConfig> = static_addresses(a.ip.as_deref(), a.ip6.as_deref())?;
-    let mappings = portspec::parse_all(&a.publish).map_err(CliError::invalid)?;
+    check_outbound_nat_list(a.outbound_nat.as_deref(), &a.program.command).map_err(CliError::invalid)?;
+    let policies = run_policies(a).map_err(CliError::invalid)?;
 
     if a.net == NET_HOST {
         let launch = Launch { ctx, ns: None, comp: None, prog: &prog, rm: false, published: &[] };
@@ -81,14 +85,11 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<i32> {
                 ip_configurations,
                 mac_address: a.mac_address.clone().unwrap_or_default(),
                 aliases: a.alias.clone(),
-                policies: mappings
-                    .iter()
-                    .map(portspec::policy)
-                    .chain(qos.map(|rate| Policy { kind: "QOS".into(), settings: serde_json::json!({ "MaximumOutgoingBandwidthInBytes": rate }) }))
-                    .collect(),
+                policies: policies.iter().map(|l| l.policy.clone()).collect(),
                 ..Default::default()
             };
-            let ep = client.post::<_, HostComputeEndpoint>("/endpoints", &body)?;
+            let flags: Vec<String> = policies.iter().map(|l| l.flag.clone()).collect();
+            let ep = client.post::<_, HostComputeEndpoint>("/endpoints", &body).map_err(|e| name_the_flag(e, &flags))?;
             published = published_all(&portspec::mappings_in(&ep.policies), Families::of(&ep)).iter().map(Published::line).collect();
         }
         Compartment::from_namespace(&ns)

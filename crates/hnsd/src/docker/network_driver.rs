@@ -19,6 +19,7 @@ use super::protocol::{CreateEndpoint, CreateEndpointReply, CreateNetwork, Endpoi
 use super::{Docker, Driver};
 use crate::api::requests;
 use crate::engine::Engine;
+use crate::events::docker as event;
 
 pub type Result<T> = std::result::Result<T, ApiError>;
 
@@ -71,7 +72,9 @@ pub async fn create_network(d: &Docker, driver: Driver, req: CreateNetwork) -> R
             return Ok(json!({}));
         }
     }
-    let made = engine.create_network(net).await?;
+    let (id, name) = (net.id.clone(), net.name.clone());
+    let made = engine.create_network(net).await.inspect_err(|e| d.app.events.publish(event::network("create", &id, &name, Some(e))))?;
+    d.app.events.publish(event::network("create", &made.id, &made.name, None));
     tracing::info!(docker_id = %options::short(&req.network_id), name = %made.name, kind = %kind, "docker created a network");
     Ok(json!({}))
 }
@@ -119,7 +122,12 @@ pub async fn delete_network(d: &Arc<Docker>, docker_id: &str) -> Result<Value> {
             return Ok(json!({}));
         }
     }
-    match engine.delete_network(&id).await {
+    let name = engine.get_network(&id).map(|n| n.name).unwrap_or_default();
+    let result = engine.delete_network(&id).await;
+    if !matches!(&result, Err(e) if e.code == ErrorCode::NetworkNotFound) {
+        d.app.events.publish(event::network("delete", &id, &name, result.as_ref().err()));
+    }
+    match result {
         Err(e) if e.code == ErrorCode::NetworkNotFound => Ok(json!({})),
         Err(e) if e.code == ErrorCode::EntityHasReferences && engine.get_network(&id).is_ok_and(|n| n.network_type() == NetworkType::Overlay) => {
             // Other hosts still have endpoints on it. Docker (20.10) removes its network even
@@ -186,7 +194,13 @@ pub async fn create_endpoint(d: &Docker, req: CreateEndpoint) -> Result<CreateEn
     let made = match existing {
         Some(existing) => existing,
         // etcd's steps on an overlay network run without the engine lock.
-        None => requests::create_endpoint(&d.app, ep).await.map_err(|e| if overlay { options::overlay_address_hint(e) } else { e })?,
+        None => {
+            let id = ep.id.clone();
+            let made = requests::create_endpoint(&d.app, ep).await.map_err(|e| if overlay { options::overlay_address_hint(e) } else { e });
+            let ev = event::endpoint(&*d.app.engine.lock().await, "create", made.as_ref().map_or(&id, |m| &m.id), made.as_ref().err());
+            d.app.events.publish(ev);
+            made?
+        }
     };
     let asked = req.interface.clone().unwrap_or_default();
     Ok(CreateEndpointReply { interface: options::endpoint_reply(&asked, &made) })
@@ -194,14 +208,23 @@ pub async fn create_endpoint(d: &Docker, req: CreateEndpoint) -> Result<CreateEn
 
 pub async fn delete_endpoint(d: &Docker, req: &EndpointRef) -> Result<Value> {
     let id = hns_id(&req.endpoint_id)?;
-    {
+    // The event is made while the endpoint's names are still known.
+    let done = {
         let mut engine = d.app.engine.lock().await;
         // Docker leaves before it deletes; after a crash of either daemon it may not have.
         super::sandbox::leave_locked(d, &mut engine, &id).await?;
-    }
+        event::endpoint(&engine, "delete", &id, None)
+    };
     match requests::delete_endpoint(&d.app, &id).await {
         Err(e) if e.code == ErrorCode::EndpointNotFound => Ok(json!({})),
-        other => other.map(|()| json!({})),
+        Ok(()) => {
+            d.app.events.publish(done);
+            Ok(json!({}))
+        }
+        Err(e) => {
+            d.app.events.publish(hns_api::Event { outcome: "error".into(), error: format!("{} ({})", e.message, e.code.as_str()), ..done });
+            Err(e)
+        }
     }
 }
 
@@ -224,7 +247,7 @@ fn policy_request(request_type: RequestType, maps: &[PortMappingSettings]) -> Mo
     }
 }
 
-async fn remove_mappings(engine: &mut Engine, id: &str) -> Result<()> {
+async fn remove_mappings(d: &Docker, engine: &mut Engine, id: &str) -> Result<()> {
     let current = match engine.get_endpoint(id) {
         Ok(ep) => mappings_of(&ep),
         Err(_) => return Ok(()),
@@ -232,7 +255,11 @@ async fn remove_mappings(engine: &mut Engine, id: &str) -> Result<()> {
     if current.is_empty() {
         return Ok(());
     }
-    engine.modify_endpoint(id, policy_request(RequestType::Remove, &current)).await
+    engine.modify_endpoint(id, policy_request(RequestType::Remove, &current)).await?;
+    for ev in event::mappings(engine, "remove", id, &current) {
+        d.app.events.publish(ev);
+    }
+    Ok(())
 }
 
 /// `ProgramExternalConnectivity`: the container's `-p` bindings become the endpoint's mappings
@@ -241,9 +268,14 @@ pub async fn program_external(d: &Docker, req: &EndpointRef) -> Result<Value> {
     let id = hns_id(&req.endpoint_id)?;
     let wanted = options::port_mappings(&req.options)?;
     let mut engine = d.app.engine.lock().await;
-    remove_mappings(&mut engine, &id).await?;
+    remove_mappings(d, &mut engine, &id).await?;
     if !wanted.is_empty() {
         engine.modify_endpoint(&id, policy_request(RequestType::Add, &wanted)).await?;
+        // With the host ports hnsd chose.
+        let made = engine.get_endpoint(&id).map(|ep| mappings_of(&ep)).unwrap_or_default();
+        for ev in event::mappings(&engine, "add", &id, &made) {
+            d.app.events.publish(ev);
+        }
         tracing::info!(endpoint = %options::short(&req.endpoint_id), count = wanted.len(), "docker published ports");
     }
     Ok(json!({}))
@@ -252,7 +284,7 @@ pub async fn program_external(d: &Docker, req: &EndpointRef) -> Result<Value> {
 pub async fn revoke_external(d: &Docker, req: &EndpointRef) -> Result<Value> {
     let id = hns_id(&req.endpoint_id)?;
     let mut engine = d.app.engine.lock().await;
-    remove_mappings(&mut engine, &id).await?;
+    remove_mappings(d, &mut engine, &id).await?;
     Ok(json!({}))
 }
 

@@ -115,7 +115,12 @@ pub async fn join(d: &Docker, req: &Join) -> Result<JoinReply> {
     }
     // A DHCP lease is obtained before the engine lock is taken for the rest.
     let wanted = |e: &Engine| (e.leases_wanted(std::slice::from_ref(&id)), ());
-    crate::engine::dhcp::with_leases(&d.app.engine, |_| Vec::new(), wanted, async |engine, ()| join_locked(d, engine, req, id.clone()).await).await
+    crate::engine::dhcp::with_leases(&d.app.engine, |_| Vec::new(), wanted, async |engine, ()| {
+        let joined = join_locked(d, engine, req, id.clone()).await;
+        d.app.events.publish(crate::events::docker::endpoint(engine, "attach", &id, joined.as_ref().err()).attr("sandbox", req.sandbox_key.as_str()));
+        joined
+    })
+    .await
 }
 
 async fn join_locked(d: &Docker, engine: &mut Engine, req: &Join, id: String) -> Result<JoinReply> {
@@ -237,7 +242,17 @@ async fn forget(d: &Docker, engine: &mut Engine, p: &PendingJoin) {
 pub async fn leave(d: &Docker, docker_endpoint: &str) -> Result<()> {
     let id = hns_id(docker_endpoint)?;
     let mut engine = d.app.engine.lock().await;
-    leave_locked(d, &mut engine, &id).await
+    // Made before the leave, while the endpoint still names its compartment.
+    let attached = engine.get_endpoint(&id).is_ok_and(|ep| !ep.host_compute_namespace.is_empty());
+    let ev = crate::events::docker::endpoint(&engine, "detach", &id, None);
+    let left = leave_locked(d, &mut engine, &id).await;
+    if attached {
+        d.app.events.publish(match &left {
+            Ok(()) => ev,
+            Err(e) => hns_api::Event { outcome: "error".into(), error: format!("{} ({})", e.message, e.code.as_str()), ..ev },
+        });
+    }
+    left
 }
 
 /// Takes an endpoint out of its container (idempotent). A staged endpoint whose link Docker

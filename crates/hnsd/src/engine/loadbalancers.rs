@@ -15,15 +15,23 @@
 //!   refuses connections (TCP reset, ICMP port unreachable);
 //! - `POST /loadbalancers/{id}` with a whole `HostComputeLoadBalancer` replaces it (hcsshim's
 //!   `Update`): backends that leave have their tracked connections cleared;
-//! - two load balancers may not share a frontend address, protocol and port.
+//! - two load balancers may not share a frontend address, protocol and port;
+//! - DSR (`Flags` 1) and PreserveDIP (port-mapping flag 8): the backend gets the packet still
+//!   addressed to the VIP, so it must own the VIP (`ip addr add VIP/32 dev lo`, with
+//!   `arp_ignore=1`/`arp_announce=2`), and the ports cannot differ (no translation); the
+//!   backend is reached through a policy route per backend (`hns_kernel::lb_routes`);
+//! - the bridge port of every backend is put in hairpin mode (see `hns_kernel::hairpin`), so a
+//!   backend's connection to its own VIP can land on itself; it is left on when the backend
+//!   leaves (the port goes with the endpoint).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use hns_api::{ApiError, DistributionType, ErrorCode, HostComputeLoadBalancer, LB_FLAG_DSR, LB_FLAG_IPV6, LB_PM_ILB, LB_PM_LOCAL_ROUTED_VIP, LB_PM_PRESERVE_DIP, LB_PM_USE_MUX};
+use hns_kernel::names;
 use hns_kernel::nft::Proto;
 use hns_kernel::nft_batch::Batch;
-use hns_kernel::nft_lb::{self, Affinity, Backend, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
+use hns_kernel::nft_lb::{self, Affinity, Backend, Direct, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
 use hns_kernel::nft_lb_batch;
 use hns_store::Kind;
 use serde::{Deserialize, Serialize};
@@ -49,6 +57,9 @@ pub(crate) struct Lbs {
     applied: HashMap<String, LbState>,
     /// Frontend key (`Service::chain`) → load balancer ID.
     frontends: HashMap<String, String>,
+    /// Backend endpoint ID → the load balancers it is in: an endpoint's delete visits only
+    /// those, not every load balancer.
+    by_backend: HashMap<String, BTreeSet<String>>,
     /// Low 31 bits of the next backend mark.
     next_mark: u32,
     /// The table was written whole since start (or since the reconciler found it missing).
@@ -87,11 +98,28 @@ fn service_keys(lb: &HostComputeLoadBalancer) -> Vec<String> {
     for f in frontends(lb) {
         for pm in &lb.port_mappings {
             if let Some(proto) = proto_of(pm.protocol) {
-                out.push(Service { frontend: f, proto, port: pm.external_port, internal: false, local: false, affinity: Affinity::None, backends: vec![] }.chain());
+                out.push(Service { frontend: f, proto, port: pm.external_port, internal: false, local: false, preserve_dip: false, affinity: Affinity::None, backends: vec![] }.chain());
             }
         }
     }
     out
+}
+
+impl Lbs {
+    /// Keeps `by_backend` in step when load balancer `id` goes from backends `old` to `new`.
+    fn index(&mut self, id: &str, old: &[String], new: &[String]) {
+        for e in old.iter().filter(|e| !new.contains(e)) {
+            if let Some(ids) = self.by_backend.get_mut(e) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_backend.remove(e);
+                }
+            }
+        }
+        for e in new {
+            self.by_backend.entry(e.clone()).or_default().insert(id.to_owned());
+        }
+    }
 }
 
 fn is_usable_vip(ip: IpAddr) -> bool {
@@ -112,6 +140,7 @@ impl Engine {
             for k in service_keys(&rec.lb) {
                 self.lbs.frontends.insert(k, rec.lb.id.clone());
             }
+            self.lbs.index(&rec.lb.id, &[], &rec.lb.host_compute_endpoints);
             self.lbs.recs.insert(rec.lb.id.clone(), rec);
         }
         self.lbs.next_mark = max + 1;
@@ -138,9 +167,7 @@ impl Engine {
         if req.flags & !(LB_FLAG_DSR | LB_FLAG_IPV6) != 0 {
             return Err(bad("Flags", format!("{} has unknown bits; the flags are 1 EnableDirectServerReturn and 2 IPv6", req.flags)));
         }
-        if req.flags & LB_FLAG_DSR != 0 {
-            return Err(ApiError::field(ErrorCode::RequestUnsupported, "Flags", "EnableDirectServerReturn (1) is not supported yet; leave it out (the load balancer then NATs both ways)"));
-        }
+        let dsr = req.flags & LB_FLAG_DSR != 0;
         let v6 = req.flags & LB_FLAG_IPV6 != 0;
         let fam = if v6 { "IPv6" } else { "IPv4" };
         let fam_hint = if v6 { "Flags has IPv6 (2): the load balancer is IPv6" } else { "Flags lacks IPv6 (2): the load balancer is IPv4" };
@@ -184,8 +211,19 @@ impl Engine {
             if pm.flags & !(LB_PM_ILB | LB_PM_LOCAL_ROUTED_VIP | LB_PM_USE_MUX | LB_PM_PRESERVE_DIP) != 0 {
                 return Err(bad(f("Flags"), format!("{} has unknown bits; the flags are 1 ILB, 2 LocalRoutedVIP, 4 UseMux, 8 PreserveDIP", pm.flags)));
             }
-            if pm.flags & LB_PM_PRESERVE_DIP != 0 {
-                return Err(ApiError::field(ErrorCode::RequestUnsupported, f("Flags"), "PreserveDIP (8) is not supported yet"));
+            if dsr || pm.flags & LB_PM_PRESERVE_DIP != 0 {
+                // The packet reaches the backend unchanged: nothing translates the port, and the
+                // host's own packets are not re-routed to a backend after the output hook.
+                let why = if dsr { "with EnableDirectServerReturn (Flags 1)" } else { "with PreserveDIP (8)" };
+                if pm.internal_port != pm.external_port {
+                    return Err(bad(f("InternalPort"), format!("{} differs from ExternalPort {}: {why} the packet reaches the backend unchanged, so the ports must be equal", pm.internal_port, pm.external_port)));
+                }
+                if pm.flags & LB_PM_LOCAL_ROUTED_VIP != 0 {
+                    return Err(ApiError::field(ErrorCode::RequestUnsupported, f("Flags"), format!("LocalRoutedVIP (2) is not supported {why}")));
+                }
+                if req.frontend_vips.is_empty() {
+                    return Err(bad("FrontendVIPs", format!("is empty: {why} the backends own the VIPs, so they must be listed")));
+                }
             }
             if !ports.insert((proto, pm.external_port)) {
                 return Err(bad(f("ExternalPort"), format!("{proto}/{} is mapped twice", pm.external_port)));
@@ -232,6 +270,7 @@ impl Engine {
                     port: pm.external_port,
                     internal: pm.flags & LB_PM_ILB != 0,
                     local: pm.flags & LB_PM_LOCAL_ROUTED_VIP != 0,
+                    preserve_dip: lb.flags & LB_FLAG_DSR != 0 || pm.flags & LB_PM_PRESERVE_DIP != 0,
                     affinity: affinity(pm.distribution_type),
                     backends: backends.iter().map(|(mark, addr)| Backend { mark: *mark, addr: *addr, port: pm.internal_port }).collect(),
                 });
@@ -239,31 +278,81 @@ impl Engine {
         }
         let source_vip = lb.source_vip.parse().ok();
         let hairpin = backends.iter().map(|(mark, addr)| Hairpin { mark: *mark, backend: *addr, source_vip }).collect();
-        LbState { services, hairpin }
+        let direct = if services.iter().any(|s| s.preserve_dip) { backends.iter().map(|(mark, addr)| Direct { mark: *mark, backend: *addr }).collect() } else { vec![] };
+        LbState { services, hairpin, direct }
     }
 
     /// Rewrites the whole table from the store.
     pub(crate) fn rebuild_lbs(&mut self) -> Result<()> {
         let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
         let refs: Vec<&LbState> = states.iter().map(|(_, s)| s).collect();
+        self.direct_routes(&[], &refs.iter().flat_map(|s| s.direct.iter().copied()).collect::<Vec<_>>());
         blocking(|| nft_lb_batch::rebuild(&refs)).map_err(kernel_err)?;
         self.lbs.applied = states.into_iter().collect();
         self.lbs.table_ok = true;
+        self.hairpin_all();
         Ok(())
+    }
+
+    /// Makes the policy routes of backends reached without DNAT go from `old` to `new` (see
+    /// `hns_kernel::lb_routes`). Failures are logged: such a backend is then not reached.
+    fn direct_routes(&self, old: &[Direct], new: &[Direct]) {
+        for d in new.iter().filter(|d| !old.contains(d)) {
+            if let Err(e) = blocking(|| hns_kernel::lb_routes::add(d.mark, d.backend)) {
+                tracing::warn!(backend = %d.backend, error = %e, "could not route a direct-return load-balancer backend");
+            }
+        }
+        for d in old.iter().filter(|d| !new.contains(d)) {
+            if let Err(e) = blocking(|| hns_kernel::lb_routes::del(d.mark, d.backend)) {
+                tracing::warn!(backend = %d.backend, error = %e, "could not remove the route of a direct-return load-balancer backend");
+            }
+        }
+    }
+
+    /// Puts the bridge ports of `eps` in hairpin mode. An endpoint whose host veth is not a
+    /// bridge port (routed networks) does not need it: the error is only logged at debug.
+    fn hairpin_ports<'a>(&self, eps: impl IntoIterator<Item = &'a String>) {
+        for ep in eps {
+            let port = names::veth_host_name(ep);
+            if let Err(e) = blocking(|| hns_kernel::hairpin::set(&port, true)) {
+                tracing::debug!(endpoint = %ep, error = %e, "no hairpin mode for a load-balancer backend");
+            }
+        }
+    }
+
+    /// Hairpin mode on the ports of every backend of every load balancer (after a rebuild, and
+    /// at start: a port re-created or re-attached since has lost it).
+    fn hairpin_all(&self) {
+        let eps: BTreeSet<&String> = self.lbs.recs.values().flat_map(|r| r.lb.host_compute_endpoints.iter()).collect();
+        self.hairpin_ports(eps);
     }
 
     /// Makes the kernel hold load balancer `id` as the store says (absent: removed), touching
     /// only its chains and elements; rebuilds the table if that fails.
     fn program_lb(&mut self, id: &str) -> Result<()> {
         let new = self.lbs.recs.get(id).map(|r| self.lb_state(r)).unwrap_or_default();
-        if !self.lbs.table_ok || self.lbs.recs.is_empty() {
-            return self.rebuild_lbs();
-        }
         let old = self.lbs.applied.get(id).cloned().unwrap_or_default();
+        // Routes of new direct backends before their marks are used; those of backends that
+        // leave once their marks are gone.
+        let added: Vec<Direct> = new.direct.iter().filter(|d| !old.direct.contains(d)).copied().collect();
+        let removed: Vec<Direct> = old.direct.iter().filter(|d| !new.direct.contains(d)).copied().collect();
+        if !self.lbs.table_ok || self.lbs.recs.is_empty() {
+            let result = self.rebuild_lbs();
+            self.direct_routes(&removed, &[]);
+            return result;
+        }
         let mut batch = Batch::new();
         nft_lb_batch::build_update(&mut batch, &old, &new);
-        match blocking(|| nft_lb_batch::apply(&batch)) {
+        self.direct_routes(&[], &added);
+        let result = blocking(|| nft_lb_batch::apply(&batch));
+        self.direct_routes(&removed, &[]);
+        match result {
             Ok(()) => {
+                // Backends that are new to this load balancer.
+                let had: BTreeSet<u32> = old.hairpin.iter().map(|h| h.mark).collect();
+                if let Some(r) = self.lbs.recs.get(id) {
+                    self.hairpin_ports(r.marks.iter().filter(|(_, m)| !had.contains(m)).map(|(e, _)| e));
+                }
                 if self.lbs.recs.contains_key(id) {
                     self.lbs.applied.insert(id.to_owned(), new);
                 } else {
@@ -318,6 +407,7 @@ impl Engine {
         for k in service_keys(&rec.lb) {
             self.lbs.frontends.insert(k, id.clone());
         }
+        self.lbs.index(&id, &[], &rec.lb.host_compute_endpoints);
         self.lbs.recs.insert(id.clone(), rec.clone());
         self.program_lb(&id)?;
         Ok(rec.lb)
@@ -341,6 +431,7 @@ impl Engine {
         for k in service_keys(&rec.lb) {
             self.lbs.frontends.insert(k, id.clone());
         }
+        self.lbs.index(&id, &old.lb.host_compute_endpoints, &rec.lb.host_compute_endpoints);
         self.lbs.recs.insert(id.clone(), rec.clone());
         self.program_lb(&id)?;
         self.clear_flows(&gone);
@@ -356,6 +447,7 @@ impl Engine {
         for k in service_keys(&rec.lb) {
             self.lbs.frontends.remove(&k);
         }
+        self.lbs.index(&id, &rec.lb.host_compute_endpoints, &[]);
         let result = self.program_lb(&id);
         self.clear_flows(&rec.marks.values().copied().collect::<Vec<_>>());
         result
@@ -371,7 +463,7 @@ impl Engine {
 
     /// An endpoint is being deleted: it leaves every load balancer it is a backend of.
     pub(crate) fn lbs_forget_endpoint(&mut self, ep_id: &str) {
-        let ids: Vec<String> = self.lbs.recs.values().filter(|r| r.lb.host_compute_endpoints.iter().any(|e| e == ep_id)).map(|r| r.lb.id.clone()).collect();
+        let ids: Vec<String> = self.lbs.by_backend.remove(ep_id).unwrap_or_default().into_iter().filter(|id| self.lbs.recs.contains_key(id)).collect();
         for id in ids {
             let mut rec = self.lbs.recs[&id].clone();
             rec.lb.host_compute_endpoints.retain(|e| e != ep_id);
@@ -405,9 +497,10 @@ impl Engine {
             let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
             let want = nft_lb_batch::chain_count(&states.iter().map(|(_, s)| s).collect::<Vec<_>>());
             if obs.dispatch && obs.chains == want {
-                // A restart with nothing drifted writes nothing.
+                // A restart with nothing drifted writes nothing to the table.
                 self.lbs.applied = states.into_iter().collect();
                 self.lbs.table_ok = true;
+                self.hairpin_all();
                 return Ok(None);
             }
         } else if self.lbs.table_ok && blocking(nft_lb::dispatch_present) {
@@ -415,5 +508,24 @@ impl Engine {
         }
         self.rebuild_lbs().map_err(|e| e.message)?;
         Ok(Some(format!("nft table inet {} rebuilt from the store ({} load balancers)", nft_lb::LB_TABLE, self.lbs.recs.len())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_index_follows_create_modify_delete() {
+        let mut l = Lbs::default();
+        let eps = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        l.index("lb1", &[], &eps(&["a", "b"]));
+        l.index("lb2", &[], &eps(&["b"]));
+        assert_eq!(l.by_backend["b"], BTreeSet::from(["lb1".to_string(), "lb2".to_string()]));
+        l.index("lb1", &eps(&["a", "b"]), &eps(&["b", "c"]));
+        assert!(!l.by_backend.contains_key("a"), "a left its only load balancer");
+        assert_eq!(l.by_backend["c"], BTreeSet::from(["lb1".to_string()]));
+        l.index("lb2", &eps(&["b"]), &[]);
+        assert_eq!(l.by_backend["b"], BTreeSet::from(["lb1".to_string()]));
     }
 }

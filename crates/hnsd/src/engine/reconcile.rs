@@ -34,12 +34,21 @@ impl Engine {
     /// back every 10 s would cost more).
     pub async fn reconcile(&mut self, full: bool) -> Report {
         let mut r = Report::default();
+        // Where a pass spends its time, logged for the start-up pass (restart at scale, E1.4).
+        let mut stages: Vec<(&str, std::time::Duration)> = Vec::new();
+        let mut t = std::time::Instant::now();
+        let mut lap = |name: &'static str, stages: &mut Vec<(&str, std::time::Duration)>| {
+            stages.push((name, t.elapsed()));
+            t = std::time::Instant::now();
+        };
         self.host_resolv_conf = super::read_host_resolv_conf();
         self.reconcile_namespaces(&mut r).await;
+        lap("namespaces", &mut stages);
         if full {
             self.mark_store_links(&mut r).await;
         }
         self.reconcile_networks(&mut r).await;
+        lap("networks", &mut stages);
         if full {
             // Rewritten only when it differs: a restart with nothing drifted writes nothing.
             match nft::matches_exactly(&self.desired_nft()) {
@@ -51,6 +60,7 @@ impl Engine {
             }
         }
         self.reconcile_nft(&mut r);
+        lap("nft", &mut stages);
         // At start the ACL tables are rewritten only if they exist (they may hold what the
         // store no longer does); absent, they are made only when some endpoint has an ACL, so
         // a restart with no ACL writes nothing (tests/restart_scale.rs).
@@ -64,12 +74,24 @@ impl Engine {
             Ok(None) => {}
             Err(e) => r.errors.push(e),
         }
-        self.reconcile_links(&mut r).await;
+        lap("acl+lb", &mut stages);
+        // The start-up pass checks what the host holds; the default routes inside every
+        // compartment (one namespace entry and route dump each: ~1 ms, seconds at thousands)
+        // are left to the periodic pass that runs right after start without the lock
+        // (engine::periodic), so a restart is ready in time proportional to the host's state.
+        self.reconcile_links(&mut r, !full).await;
+        lap("links", &mut stages);
         Box::pin(self.reconcile_policies(&mut r)).await;
+        lap("policies", &mut stages);
         self.reconcile_overlay(&mut r).await;
         self.reconcile_leases(&mut r.errors, &mut r.repaired).await;
         self.reconcile_leases6();
         self.remove_orphan_files(&mut r);
+        lap("overlay+leases+files", &mut stages);
+        if full {
+            let text: Vec<String> = stages.iter().map(|(n, d)| format!("{n} {:.1} ms", d.as_secs_f64() * 1000.0)).collect();
+            tracing::info!(endpoints = self.endpoints.len(), stages = %text.join(", "), "start-up reconcile");
+        }
         self.last_reconcile = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         r
     }
@@ -276,14 +298,15 @@ impl Engine {
         }
     }
 
-    async fn reconcile_links(&mut self, r: &mut Report) {
-        self.reconcile_links_of(None, r).await
+    async fn reconcile_links(&mut self, r: &mut Report, routes: bool) {
+        self.reconcile_links_of(None, routes, r).await
     }
 
     /// The links step for the attached endpoints in `only` (all when `None`), checked against
     /// the store as it is now: an endpoint deleted or detached since `only` was drawn up is
     /// skipped. Orphans and retired links are handled only in a pass over all (`None`).
-    pub(crate) async fn reconcile_links_of(&mut self, only: Option<&HashSet<String>>, r: &mut Report) {
+    /// With `routes`, each compartment's default routes are checked and restored too.
+    pub(crate) async fn reconcile_links_of(&mut self, only: Option<&HashSet<String>>, routes: bool, r: &mut Report) {
         let links = match self.host.links().await {
             Ok(l) => l,
             Err(e) => {
@@ -350,7 +373,9 @@ impl Engine {
                     }
                 }
             }
-            self.reconcile_default_route(&rec, r).await;
+            if routes {
+                self.reconcile_default_route(&rec, r).await;
+            }
             if rec.ep.state != state::ATTACHED {
                 let mut rec = rec.clone();
                 rec.ep.state = state::ATTACHED;
@@ -451,6 +476,11 @@ pub async fn cleanup_all(host: &hns_kernel::netlink::Netlink, run_dir: &Path) ->
     }
     if let Err(e) = hns_kernel::nft_lb::run(&hns_kernel::nft_lb::compile_all(&[])) {
         done.push(format!("could not remove the load-balancer table: {e}"));
+    }
+    match hns_kernel::lb_routes::remove_all() {
+        Ok(0) => {}
+        Ok(n) => done.push(format!("removed {n} policy rules of direct-return load-balancer backends")),
+        Err(e) => done.push(format!("could not remove the policy rules of direct-return load-balancer backends: {e}")),
     }
     let netns_dir = run_dir.join("netns");
     if let Ok(entries) = std::fs::read_dir(&netns_dir) {

@@ -15,7 +15,7 @@ const ENDPOINT_FLAG_REMOTE = 1;
 const PALETTE = ['#0b57d0', '#146c2e', '#a4161a', '#7b4bb3', '#8a4b00', '#00677f', '#b3186d', '#4a5260'];
 
 const state = {
-  networks: [], endpoints: [], namespaces: [], portmappings: [], info: null,
+  networks: [], endpoints: [], namespaces: [], portmappings: [], loadbalancers: [], info: null,
   rates: new Map(),      // endpoint ID -> {rx, tx} bytes/s
   lastCounters: null,    // {t, byId: Map(endpoint ID -> {rx, tx})}
   mode: 'connecting',
@@ -103,6 +103,29 @@ function addrsOf(ep) {
   return (ep.IpConfigurations || []).map((c) => c.IpAddress + (c.PrefixLength ? '/' + c.PrefixLength : ''));
 }
 
+const LB_FLAG_IPV6 = 2, LB_PM_ILB = 1, LB_PM_LOCAL_ROUTED = 2;
+
+function protoName(p) { return p === 6 ? 'tcp' : p === 17 ? 'udp' : String(p); }
+
+// `10.96.0.10:80/tcp → :8080` for each frontend address and port; `*` is every host address.
+function lbFrontends(lb) {
+  const vips = (lb.FrontendVIPs || []).length ? lb.FrontendVIPs : ['*'];
+  return vips.flatMap((v) => (lb.PortMappings || []).map((m) =>
+    (v.includes(':') ? '[' + v + ']' : v) + ':' + m.ExternalPort + '/' + protoName(m.Protocol) + ' → :' + m.InternalPort));
+}
+
+function lbFlags(lb) {
+  const f = [];
+  const pms = lb.PortMappings || [];
+  if (pms.some((m) => (m.Flags || 0) & LB_PM_ILB)) f.push('internal');
+  if (pms.some((m) => (m.Flags || 0) & LB_PM_LOCAL_ROUTED)) f.push('host-reachable');
+  const dist = [...new Set(pms.map((m) => String(m.DistributionType ?? 'None')))].filter((d) => d !== 'None');
+  if (dist.length) f.push('affinity ' + dist.join('/'));
+  if ((lb.Flags || 0) & LB_FLAG_IPV6) f.push('IPv6');
+  if (lb.SourceVIP) f.push('source VIP ' + lb.SourceVIP);
+  return f;
+}
+
 function mappingLabel(m) {
   const host = (m.ExternalIp && m.ExternalIp !== '0.0.0.0' ? m.ExternalIp : '') + ':' + m.ExternalPort;
   return host + ' → ' + (m.EndpointName || shortId(m.EndpointId)) + ':' + m.InternalPort + '/' + String(m.Protocol || '').toLowerCase();
@@ -126,11 +149,11 @@ async function refresh() {
     do {
       refreshAgain = false;
       try {
-        const [networks, endpoints, namespaces, portmappings, info] = await Promise.all([
+        const [networks, endpoints, namespaces, portmappings, loadbalancers, info] = await Promise.all([
           getJson('/api/networks'), getJson('/api/endpoints'), getJson('/api/namespaces'),
-          getJson('/api/portmappings'), getJson('/api/info'),
+          getJson('/api/portmappings'), getJson('/api/loadbalancers'), getJson('/api/info'),
         ]);
-        Object.assign(state, { networks, endpoints, namespaces, portmappings, info, error: null });
+        Object.assign(state, { networks, endpoints, namespaces, portmappings, loadbalancers, info, error: null });
         state.refreshes++;
         render();
         document.getElementById('updated-at').textContent = new Date().toLocaleTimeString();
@@ -317,14 +340,18 @@ function renderTopology() {
     placed.push({ g, x: PAD + 20 + col * (G_W + G_GAP), y: rowY, h });
     rowH = Math.max(rowH, h);
   });
-  const lbY = rowY + rowH + (list.length ? 30 : 10);
-  const height = lbY + 56 + PAD;
+  const lbs = state.loadbalancers;
+  const LB_W = 230, LB_H = 48, LB_GAP = 18;
+  const lbCols = Math.max(1, Math.floor((width - PAD * 2 - 40) / (LB_W + LB_GAP)));
+  const lbY = rowY + rowH + (list.length ? 60 : 10);
+  const lbRows = Math.max(1, Math.ceil(lbs.length / lbCols));
+  const height = lbY + lbRows * (LB_H + LB_GAP) + PAD;
 
   const root = svg('svg', {
     viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-labelledby': 'topo-title topo-desc',
   });
   root.append(svg('title', { id: 'topo-title', text: 'Host network topology' }));
-  root.append(svg('desc', { id: 'topo-desc', text: `${nets.length} networks, ${state.endpoints.length} endpoints, ${state.namespaces.length} compartments, ${state.portmappings.length} port mappings` }));
+  root.append(svg('desc', { id: 'topo-desc', text: `${nets.length} networks, ${state.endpoints.length} endpoints, ${state.namespaces.length} compartments, ${state.portmappings.length} port mappings, ${lbs.length} load balancers` }));
 
   const wires = svg('g', { class: 'wires' });
   const nodes = svg('g', { class: 'nodes' });
@@ -361,7 +388,8 @@ function renderTopology() {
   });
   if (!nets.length) nodes.append(svg('text', { class: 'empty-note', x: PAD + 20, y: swY + 30, text: 'No networks.' }));
 
-  // Groups and endpoints.
+  // Groups and endpoints (their positions: where load balancers wire to their backends).
+  const epPos = new Map();
   for (const { g, x, y, h } of placed) {
     let title, cls, attrs = {};
     if (g.kind === 'ns') {
@@ -398,6 +426,7 @@ function renderTopology() {
       });
       if (maps.length > 3) epEl.lastChild.textContent += ` (+${maps.length - 3})`;
       gEl.append(epEl);
+      epPos.set(ep.ID, { x: ex + ew / 2, y: ey + eh, color });
       if (sw) {
         // Spread the wires over the switch's bottom edge.
         const sx = sw.x + 20 + (sw.used++ % 9) * ((SW_W - 40) / 8);
@@ -408,10 +437,27 @@ function renderTopology() {
     nodes.append(gEl);
   }
 
-  // Load balancers: not built yet; their place in the picture.
-  nodes.append(svg('g', { class: 'lb', id: 'loadbalancers' },
-    svg('rect', { x: PAD + 20, y: lbY, width: Math.min(420, width - 2 * PAD - 40), height: 40, rx: 6 }),
-    svg('text', { class: 'small', x: PAD + 32, y: lbY + 24, text: 'Load balancers: not built yet' })));
+  // Load balancers: a box per load balancer below the compartments, a dashed wire up to each
+  // backend endpoint.
+  const lbBox = svg('g', { id: 'loadbalancers' });
+  if (!lbs.length) lbBox.append(svg('text', { class: 'empty-note', x: PAD + 20, y: lbY + 24, text: 'No load balancers.' }));
+  lbs.forEach((lb, i) => {
+    const x = PAD + 20 + (i % lbCols) * (LB_W + LB_GAP), y = lbY + Math.floor(i / lbCols) * (LB_H + LB_GAP);
+    const fronts = lbFrontends(lb);
+    const backends = lb.HostComputeEndpoints || [];
+    lbBox.append(svg('g', { class: 'lb', 'data-loadbalancer-id': lb.ID },
+      svg('title', { text: `load balancer ${fronts.join(', ')} over ${backends.length} backends — ${lb.ID}` }),
+      svg('rect', { x, y, width: LB_W, height: LB_H, rx: 6 }),
+      svg('text', { class: 'title mono', x: x + 10, y: y + 19, text: '⚖ ' + truncate(fronts[0] || 'no port', 30) + (fronts.length > 1 ? ` (+${fronts.length - 1})` : '') }),
+      svg('text', { class: 'detail', x: x + 10, y: y + 37, text: truncate(backends.length + ' backends' + (lbFlags(lb).length ? ' · ' + lbFlags(lb).join(' · ') : ''), 36) })));
+    backends.forEach((id, j) => {
+      const p = epPos.get(id);
+      if (!p) return;
+      const lx = x + 20 + (j % 8) * ((LB_W - 40) / 7);
+      wires.append(svg('path', { class: 'wire lb-wire', 'data-lb-wire': lb.ID + ' ' + id, d: `M${lx},${y} C${lx},${y - 40} ${p.x},${p.y + 40} ${p.x},${p.y}` }));
+    });
+  });
+  nodes.append(lbBox);
 
   box.replaceChildren(root);
 }
@@ -507,6 +553,16 @@ function renderTables() {
       el('td', { class: 'mono', text: m.RemotePrefix || '–' }),
       el('td', { text: m.Active ? 'yes' : 'no (not attached)' }));
   }), 'No port mappings.');
+
+  fillTable('loadbalancers-table', state.loadbalancers.map((lb) => {
+    const backends = (lb.HostComputeEndpoints || []).map((id) => epById.get(id)?.Name || shortId(id));
+    const addrs = (lb.HostComputeEndpoints || []).flatMap((id) => (epById.get(id)?.IpConfigurations || []).map((c) => c.IpAddress));
+    return el('tr', { 'data-loadbalancer-id': lb.ID, 'data-key': lb.ID + ' ' + (lb.HostComputeEndpoints || []).join(' ') + ' ' + addrs.join(' ') },
+      el('td', { class: 'mono', text: lbFrontends(lb).join(', ') || '–' }),
+      el('td', { text: backends.join(', ') || 'none (refuses connections)' }),
+      el('td', {}, ...lbFlags(lb).map((f) => el('span', { class: 'tag', text: f }))),
+      idCell(lb.ID));
+  }), 'No load balancers.');
 }
 
 // One search box filters the rows of every table (and dims the drawing's other endpoints).

@@ -9,6 +9,11 @@
 //!
 //! No authentication: whoever reaches the address reads the host's whole network
 //! configuration. Keep it on loopback or a management network.
+//!
+//! DNS rebinding: a page on any web site could make a browser on this machine resolve the
+//! site's own name to 127.0.0.1 and read the view as "same origin". The browser still sends the
+//! site's name in `Host`, so [`known_host`] answers only to an IP address, `localhost` or this
+//! machine's own name, and refuses every other name with 403.
 
 use axum::Router;
 use axum::extract::Request;
@@ -36,8 +41,41 @@ pub fn router(state: Shared) -> Router {
         .route("/app.css", get(|| asset("text/css; charset=utf-8", APP_CSS)))
         .nest("/api", crate::api::router(state))
         .fallback(not_found)
-        // Outermost: a write never reaches routing, let alone a handler.
         .layer(axum::middleware::from_fn(read_only))
+        // Outermost: a request under a foreign name (DNS rebinding) reaches nothing.
+        .layer(axum::middleware::from_fn(known_host))
+}
+
+/// Whether `host` (a `Host` header: a name or address, with or without a port) names this
+/// machine without a DNS name anyone else controls.
+fn host_allowed(host: &str, own_name: Option<&str>) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`.
+        match rest.split_once(']') {
+            Some((addr, _)) => return addr.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => return false,
+        }
+    } else {
+        host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(name, _)| name)
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || name.ends_with(".localhost") || own_name.is_some_and(|own| !own.is_empty() && name == own.to_ascii_lowercase())
+}
+
+/// Refuses requests whose `Host` is not this machine (403, naming the host and what is allowed).
+pub async fn known_host(req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned();
+    let own = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
+    if host_allowed(&host, own.as_deref()) {
+        return next.run(req).await;
+    }
+    let msg = format!(
+        "the web view answers only to an IP address, localhost or this machine's name{} in the Host header, not {host:?} (a guard against DNS rebinding); open it by address, e.g. http://127.0.0.1:PORT/",
+        own.as_deref().map(|o| format!(" ({o})")).unwrap_or_default()
+    );
+    let mut resp = Failure(ApiError::new(ErrorCode::HostNotAllowed, msg)).into_response();
+    *resp.status_mut() = StatusCode::FORBIDDEN;
+    resp
 }
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -90,6 +128,17 @@ pub async fn listen(addr: std::net::SocketAddr, state: Shared, limits: crate::se
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_addresses_localhost_and_the_own_name_are_served() {
+        for ok in ["127.0.0.1:8080", "127.0.0.1", "192.0.2.7:80", "[::1]:8080", "[fd00::1]", "localhost:8080", "LOCALHOST", "app.localhost:1", "node-1:8080", "Node-1.", "node-1"] {
+            assert!(host_allowed(ok, Some("node-1")), "{ok} refused");
+        }
+        for bad in ["", "evil.example", "evil.example:8080", "127.0.0.1.evil.example", "[::1", "[evil]:80", "node-1.evil.example", "localhost.evil.example"] {
+            assert!(!host_allowed(bad, Some("node-1")), "{bad} allowed");
+        }
+        assert!(!host_allowed("node-1", None) && !host_allowed("", Some("")), "no own name: names are refused");
+    }
 
     #[test]
     fn the_page_loads_only_its_own_files() {

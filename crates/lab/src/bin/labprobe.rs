@@ -8,7 +8,7 @@
 //! labprobe serve-tcp ADDR:PORT
 //! labprobe connect-tcp ADDR:PORT [--timeout-ms N] [--send TEXT]
 //! labprobe serve-udp ADDR:PORT
-//! labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
+//! labprobe send-udp ADDR:PORT TEXT [--timeout-ms N] [--from-port N]
 //! labprobe crr ADDR:PORT [--seconds N]
 //! labprobe rr ADDR:PORT [--seconds N]
 //! labprobe serve-sink ADDR:PORT
@@ -17,6 +17,11 @@
 //! labprobe dns-burst SERVER NAME COUNT
 //! labprobe fake-hnsd --socket PATH [ignored hnsd flags...]
 //! ```
+//!
+//! `serve-udp` answers each datagram with `peer=IP:PORT local=IP:PORT TEXT` (`local=`: the
+//! address it is bound to, so behind a load balancer the answer names the backend).
+//! `send-udp --from-port N` sends from that source port: repeated calls are one flow to
+//! conntrack, as a client that keeps its socket would be.
 //!
 //! `crr` measures the new-connection rate against a `serve-tcp`: connect, read the peer line,
 //! send one byte, read its echo, close; repeated for N seconds (default 2). It prints
@@ -46,7 +51,7 @@ const USAGE: &str = "usage:
   labprobe serve-tcp ADDR:PORT
   labprobe connect-tcp ADDR:PORT [--timeout-ms N] [--send TEXT]
   labprobe serve-udp ADDR:PORT
-  labprobe send-udp ADDR:PORT TEXT [--timeout-ms N]
+  labprobe send-udp ADDR:PORT TEXT [--timeout-ms N] [--from-port N]
   labprobe crr ADDR:PORT [--seconds N]
   labprobe rr ADDR:PORT [--seconds N]
   labprobe serve-sink ADDR:PORT
@@ -107,15 +112,16 @@ fn announce_listening() {
     let _ = std::io::stdout().flush();
 }
 
-/// Options after the positional arguments: `--timeout-ms N`, `--send TEXT`.
+/// Options after the positional arguments: `--timeout-ms N`, `--send TEXT`, `--from-port N`.
 struct Opts {
     positional: Vec<String>,
     timeout: Duration,
     send: Option<String>,
+    from_port: u16,
 }
 
 fn parse_opts(args: &[String], allow_send: bool) -> Result<Opts, String> {
-    let mut opts = Opts { positional: Vec::new(), timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS), send: None };
+    let mut opts = Opts { positional: Vec::new(), timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS), send: None, from_port: 0 };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -126,6 +132,10 @@ fn parse_opts(args: &[String], allow_send: bool) -> Result<Opts, String> {
             }
             "--send" if allow_send => {
                 opts.send = Some(it.next().ok_or("--send needs a value")?.clone());
+            }
+            "--from-port" if !allow_send => {
+                let v = it.next().ok_or("--from-port needs a value")?;
+                opts.from_port = v.parse().map_err(|_| format!("bad --from-port {v:?}"))?;
             }
             _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}")),
             _ => opts.positional.push(a.clone()),
@@ -450,11 +460,12 @@ fn read_error(addr: SocketAddr, ms: u128, e: std::io::Error) -> String {
 
 fn serve_udp(addr: SocketAddr) -> Result<(), String> {
     let socket = UdpSocket::bind(addr).map_err(|e| format!("cannot bind udp {addr}: {e}"))?;
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
     announce_listening();
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, peer)) = socket.recv_from(&mut buf) else { continue };
-        let reply = format!("peer={} {}", show_peer(peer), String::from_utf8_lossy(&buf[..n]));
+        let reply = format!("peer={} local={} {}", show_peer(peer), show_peer(local), String::from_utf8_lossy(&buf[..n]));
         let _ = socket.send_to(reply.as_bytes(), peer);
     }
 }
@@ -466,8 +477,8 @@ fn send_udp(args: &[String]) -> Result<(), String> {
     };
     let addr = parse_addr(Some(target))?;
     let local: SocketAddr = match addr {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, opts.from_port).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, opts.from_port).into(),
     };
     let socket = UdpSocket::bind(local).map_err(|e| format!("cannot bind a udp socket: {e}"))?;
     socket.connect(addr).map_err(|e| format!("udp {addr}: {e}"))?;
