@@ -19,16 +19,16 @@
 //! - `be4`/`be6`: the mark, protocol and frontend port to the backend's address and port.
 //!
 //! The service's chain only draws the index (`numgen`/`jhash` mod N) into the connection
-//! mark and goes to one of four common chains (`lb_vip4`, `lb_vip6`, `lb_node4`,
-//! `lb_node6`), which replace the index by the backend's mark through `pick*` and DNAT
-//! through `be*`. Why the detour: a rule that looks up a map "binds" it, and binding makes
-//! the kernel walk every element of the map (50 000 at 10 000 services of 5 backends: 165 ms
-//! per new service when each service chain looked the shared maps up itself). Bound by four
-//! chains only, the maps take element changes in microseconds. So replacing a backend
-//! changes map elements only (no rule, no validation walk), and a new service adds its
-//! chain, two rules and its elements. DSR and PreserveDIP services go to the `_direct`
-//! variants, which set the mark and do not DNAT (`dsr_route` of the skeleton delivers). The marks are unique per backend and load balancer, so
-//! the maps never mix services up.
+//! mark and goes to a common chain (`lb_vip4`, `lb_vip6`, `lb_node4`, `lb_node6`), which
+//! replaces the index by the backend's mark through `pick*` and DNATs through `be*`. Why the
+//! detour: a rule that looks up a map "binds" it, and binding makes the kernel walk every
+//! element of the map (50 000 at 10 000 services of 5 backends: 165 ms per new service when
+//! each service chain looked the shared maps up itself). Bound by a few chains only, the maps
+//! take element changes in microseconds. So replacing a backend changes map elements only (no
+//! rule, no validation walk), and a new service adds its chain, two rules and its elements.
+//! DSR and PreserveDIP services go to the `_direct` variants, which set the mark and do not
+//! DNAT (the skeleton's `dsr_route` delivers). The marks are unique per backend and load
+//! balancer, so the maps never mix services up.
 //! `iifname != { "hns-*", "hnv*" }` (an anonymous interval set) is written as two prefix
 //! comparisons, which nft lists as `iifname != "hns-*" iifname != "hnv*"`: same meaning.
 
