@@ -114,6 +114,32 @@ enum Cmd {
         #[command(flatten)]
         inner: Inner,
     },
+    /// ACL rule add and remove over the API (`POST /endpoints/{id}` ResourceType Policy) with
+    /// ENDPOINTS attached endpoints of RULES ACL rules each present.
+    Acl {
+        #[arg(long, default_value_t = 1000)]
+        endpoints: usize,
+        #[arg(long, default_value_t = 10)]
+        rules: usize,
+        /// Adds (and as many removes) measured.
+        #[arg(long, default_value_t = 300)]
+        samples: usize,
+        #[command(flatten)]
+        inner: Inner,
+    },
+    /// Load balancers at scale: COUNT load balancers of BACKENDS backends each are created one
+    /// request at a time, then one more is created (and deleted) and a backend of an existing
+    /// one is replaced (`POST /loadbalancers/{id}`), SAMPLES times each, with COUNT present.
+    Lb {
+        #[arg(long, default_value_t = 10000)]
+        count: usize,
+        #[arg(long, default_value_t = 5)]
+        backends: usize,
+        #[arg(long, default_value_t = 300)]
+        samples: usize,
+        #[command(flatten)]
+        inner: Inner,
+    },
     /// (internal) The connection prober `overlay` runs inside client compartments.
     #[command(hide = true)]
     OverlayProbe,
@@ -187,6 +213,10 @@ fn main() -> Result<()> {
         Cmd::Portmap { count, seconds, .. } => in_lab(&[s(&"portmap"), s(&"--count"), s(&count), s(&"--seconds"), s(&seconds)]),
         Cmd::Cni { count, cni_path, inner: Inner { inner_socket: Some(sock), .. } } => cni::inner(&sock, count, &cni_path),
         Cmd::Cni { count, cni_path, .. } => in_lab(&[s(&"cni"), s(&"--count"), s(&count), s(&"--cni-path"), cni_path.display().to_string()]),
+        Cmd::Acl { endpoints, rules, samples, inner: Inner { inner_socket: Some(sock), .. } } => acl_inner(&sock, endpoints, rules, samples),
+        Cmd::Acl { endpoints, rules, samples, .. } => in_lab(&[s(&"acl"), s(&"--endpoints"), s(&endpoints), s(&"--rules"), s(&rules), s(&"--samples"), s(&samples)]),
+        Cmd::Lb { count, backends, samples, inner: Inner { inner_socket: Some(sock), .. } } => lb_inner(&sock, count, backends, samples),
+        Cmd::Lb { count, backends, samples, .. } => in_lab(&[s(&"lb"), s(&"--count"), s(&count), s(&"--backends"), s(&backends), s(&"--samples"), s(&samples)]),
         Cmd::Overlay { endpoints, seconds, hosts } => overlay::run(endpoints, seconds, &hosts),
         Cmd::OverlayProbe => overlay::probe_main(),
     }
@@ -678,4 +708,111 @@ fn dataplane_inner(sock: &Path, seconds: u64, lan_pid: u32) -> Result<()> {
 
 fn mapping_to(external: u16, internal: u16) -> Value {
     json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": internal, "ExternalPort": external}})
+}
+
+/// One ACL rule in HNS v2 JSON: rule `i` of endpoint `e` (distinct priorities and addresses,
+/// one protocol and two local ports each, like the kernel-level `acl_scale` example).
+fn acl_rule(e: usize, i: usize, id: &str) -> Value {
+    json!({"Type": "ACL", "Settings": {
+        "Id": id, "Action": if i % 3 == 0 { "Block" } else { "Allow" }, "Direction": if i % 2 == 0 { "In" } else { "Out" },
+        "Protocols": "6", "LocalPorts": format!("{},9000-9100", 8000 + i), "RemoteAddresses": format!("10.{}.{}.0/24", e % 250, i % 250),
+        "Priority": 100 + i * 10}})
+}
+
+/// Prints the client's and hnsd's own (`Server-Timing`) percentiles of one operation.
+fn report(name: &str, client: &[f64], server: &[f64]) {
+    let p = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        format!("p50={:.3} p90={:.3} p99={:.3}", pct(&s, 50.0), pct(&s, 90.0), pct(&s, 99.0))
+    };
+    println!("{name:<44} n={:<4} API round trip {} ms; inside hnsd {} ms", client.len(), p(client), p(server));
+}
+
+fn acl_inner(sock: &Path, endpoints: usize, rules: usize, samples: usize) -> Result<()> {
+    let mut c = Client::connect(sock)?;
+    c.call("POST", "/networks", Some(&json!({"Name": "bench", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.204.0.0/16"}]}]})))?;
+    println!("hns ACL benchmark: {endpoints} attached endpoints x {rules} ACL rules on one nat network, release hnsd, lab host namespace");
+    let t = Instant::now();
+    let mut eps = Vec::new();
+    for e in 0..endpoints {
+        let ns = c.call("POST", "/namespaces", Some(&json!({})))?;
+        let policies: Vec<Value> = (0..rules).map(|i| acl_rule(e, i, &format!("r{i}"))).collect();
+        let ep = c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench", "HostComputeNamespace": ns["ID"], "Policies": policies})))?;
+        eps.push(ep["ID"].as_str().context("endpoint ID")?.to_owned());
+    }
+    println!("filled: {} endpoints with {} ACL rules in {:.1} s", endpoints, endpoints * rules, t.elapsed().as_secs_f64());
+    let (mut add, mut add_s, mut rm, mut rm_s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for k in 0..samples {
+        // Spread over the endpoints, so no single chain is measured.
+        let e = (k * 7919) % endpoints;
+        let path = format!("/endpoints/{}", eps[e]);
+        let rule = acl_rule(e, rules + k % 50, "bench-extra");
+        let t = Instant::now();
+        c.call("POST", &path, Some(&json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [rule.clone()]}})))?;
+        add.push(ms(t));
+        add_s.extend(c.server_ms);
+        let t = Instant::now();
+        c.call("POST", &path, Some(&json!({"ResourceType": "Policy", "RequestType": "Remove", "Settings": {"Policies": [rule]}})))?;
+        rm.push(ms(t));
+        rm_s.extend(c.server_ms);
+    }
+    report(&format!("ACL rule add, {} rules present", endpoints * rules), &add, &add_s);
+    report(&format!("ACL rule remove, {} rules present", endpoints * rules), &rm, &rm_s);
+    Ok(())
+}
+
+fn lb_inner(sock: &Path, count: usize, backends: usize, samples: usize) -> Result<()> {
+    let mut c = Client::connect(sock)?;
+    c.call("POST", "/networks", Some(&json!({"Name": "bench", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.205.0.0/16"}]}]})))?;
+    // The backends, plus one to swap in.
+    let mut eps = Vec::new();
+    for _ in 0..=backends {
+        let ns = c.call("POST", "/namespaces", Some(&json!({})))?;
+        let ep = c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench", "HostComputeNamespace": ns["ID"]})))?;
+        eps.push(ep["ID"].as_str().context("endpoint ID")?.to_owned());
+    }
+    let lb = |i: usize, members: &[String]| json!({
+        "HostComputeEndpoints": members, "FrontendVIPs": [format!("10.{}.{}.{}", 96 + i / 65536, (i / 256) % 256, i % 256)],
+        "PortMappings": [{"Protocol": 6, "InternalPort": 8080, "ExternalPort": 80}]});
+    let first: Vec<String> = eps[..backends].to_vec();
+    println!("hns load-balancer benchmark: {count} load balancers x {backends} backends (one VIP, one TCP port each), release hnsd, lab host namespace");
+    let mut fill = Vec::new();
+    let mut ids = Vec::new();
+    let t = Instant::now();
+    for i in 0..count {
+        let t = Instant::now();
+        let v = c.call("POST", "/loadbalancers", Some(&lb(i, &first)))?;
+        fill.push(ms(t));
+        ids.push(v["ID"].as_str().context("load balancer ID")?.to_owned());
+    }
+    println!("filled: {count} load balancers in {:.1} s", t.elapsed().as_secs_f64());
+    let mut s = Series::new("create, as load balancers accumulate");
+    s.samples = fill;
+    s.print((count / 10).max(1));
+    let (mut create, mut create_s, mut delete, mut delete_s, mut replace, mut replace_s) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for k in 0..samples {
+        let t = Instant::now();
+        let v = c.call("POST", "/loadbalancers", Some(&lb(count + k, &first)))?;
+        create.push(ms(t));
+        create_s.extend(c.server_ms);
+        let t = Instant::now();
+        c.call("DELETE", &format!("/loadbalancers/{}", v["ID"].as_str().context("ID")?), None)?;
+        delete.push(ms(t));
+        delete_s.extend(c.server_ms);
+        // Replace the last backend of an existing one with the spare endpoint.
+        let i = (k * 7919) % count;
+        let mut members = first.clone();
+        members[backends - 1] = eps[backends].clone();
+        let mut body = lb(i, &members);
+        body["ID"] = json!(ids[i]);
+        let t = Instant::now();
+        c.call("POST", &format!("/loadbalancers/{}", ids[i]), Some(&body))?;
+        replace.push(ms(t));
+        replace_s.extend(c.server_ms);
+    }
+    report(&format!("create one, {count} present"), &create, &create_s);
+    report(&format!("delete one, {count} present"), &delete, &delete_s);
+    report(&format!("replace a backend, {count} present"), &replace, &replace_s);
+    Ok(())
 }

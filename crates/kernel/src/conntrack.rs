@@ -9,7 +9,7 @@
 //! (`netlink-packet-netfilter` covers nflog only) and the `conntrack` tool may be absent; the
 //! message is one header and two attributes.
 
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use netlink_sys::Socket;
 
 use crate::error::{KernelError, Result};
 
@@ -51,10 +51,14 @@ pub fn flush_marks(marks: &[u32]) -> Result<()> {
     if marks.is_empty() {
         return Ok(());
     }
+    // On the kept nfnetlink socket of nft_batch: closing a socket of our own here, right after
+    // the load-balancer batch deleted elements, made the kernel wait for an RCU grace period
+    // (12-16 ms per backend change; see `nft_batch::with_socket`).
+    crate::nft_batch::with_socket(|sock| flush_on(sock, marks))
+}
+
+fn flush_on(sock: &Socket, marks: &[u32]) -> Result<()> {
     let err = |what: &str, e: std::io::Error| KernelError::io(what, "ctnetlink", e);
-    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| err("open", e))?;
-    sock.bind_auto().map_err(|e| err("bind", e))?;
-    sock.connect(&SocketAddr::new(0, 0)).map_err(|e| err("connect", e))?;
     for (i, mark) in marks.iter().enumerate() {
         let seq = i as u32 + 1;
         sock.send(&flush_request(*mark, seq), 0).map_err(|e| err("send conntrack delete", e))?;

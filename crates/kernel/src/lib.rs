@@ -37,6 +37,7 @@ pub mod nft_outbound;
 pub mod policy_routes;
 pub mod qos;
 pub mod nft_lb;
+pub mod nft_lb_batch;
 pub mod sysctl;
 pub mod timing;
 pub mod uplink;

@@ -159,7 +159,7 @@ impl Service {
     }
 
     /// The dispatch maps the service is an element of.
-    fn maps(&self) -> Vec<&'static str> {
+    pub fn maps(&self) -> Vec<&'static str> {
         let (pre, out) = match (self.frontend, self.frontend.is_v6()) {
             (Frontend::Vip(_), false) => ("svc4", "local4"),
             (Frontend::Vip(_), true) => ("svc6", "local6"),

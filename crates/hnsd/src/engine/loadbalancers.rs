@@ -2,7 +2,8 @@
 //! the compiler of `hns_kernel::nft_lb`.
 //!
 //! Every request follows the engine's order: validate (nothing changes on failure) → commit
-//! the record → write the kernel (only this load balancer's chains and elements) → answer.
+//! the record → write the kernel (only this load balancer's chains and elements, one
+//! nfnetlink batch: `nft_lb_batch`) → answer.
 //! If the incremental program fails (the table was flushed or edited by hand), the whole table
 //! is rebuilt from the store; the reconciler does the same when it finds the table gone.
 //!
@@ -29,7 +30,9 @@ use std::net::IpAddr;
 use hns_api::{ApiError, DistributionType, ErrorCode, HostComputeLoadBalancer, LB_FLAG_DSR, LB_FLAG_IPV6, LB_PM_ILB, LB_PM_LOCAL_ROUTED_VIP, LB_PM_PRESERVE_DIP, LB_PM_USE_MUX};
 use hns_kernel::names;
 use hns_kernel::nft::Proto;
+use hns_kernel::nft_batch::Batch;
 use hns_kernel::nft_lb::{self, Affinity, Backend, Direct, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
+use hns_kernel::nft_lb_batch;
 use hns_store::Kind;
 use serde::{Deserialize, Serialize};
 
@@ -284,8 +287,7 @@ impl Engine {
         let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
         let refs: Vec<&LbState> = states.iter().map(|(_, s)| s).collect();
         self.direct_routes(&[], &refs.iter().flat_map(|s| s.direct.iter().copied()).collect::<Vec<_>>());
-        let program = nft_lb::compile_all(&refs);
-        blocking(|| nft_lb::run(&program)).map_err(kernel_err)?;
+        blocking(|| nft_lb_batch::rebuild(&refs)).map_err(kernel_err)?;
         self.lbs.applied = states.into_iter().collect();
         self.lbs.table_ok = true;
         self.hairpin_all();
@@ -339,9 +341,10 @@ impl Engine {
             self.direct_routes(&removed, &[]);
             return result;
         }
-        let program = nft_lb::compile_update(&old, &new);
+        let mut batch = Batch::new();
+        nft_lb_batch::build_update(&mut batch, &old, &new);
         self.direct_routes(&[], &added);
-        let result = blocking(|| nft_lb::run(&program));
+        let result = blocking(|| nft_lb_batch::apply(&batch));
         self.direct_routes(&removed, &[]);
         match result {
             Ok(()) => {
@@ -492,7 +495,7 @@ impl Engine {
         if full {
             let obs = blocking(nft_lb::observe);
             let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
-            let want = nft_lb::chain_count(&states.iter().map(|(_, s)| s).collect::<Vec<_>>());
+            let want = nft_lb_batch::chain_count(&states.iter().map(|(_, s)| s).collect::<Vec<_>>());
             if obs.dispatch && obs.chains == want {
                 // A restart with nothing drifted writes nothing to the table.
                 self.lbs.applied = states.into_iter().collect();

@@ -1,0 +1,133 @@
+//! Where one endpoint's ACL update spends its time, stage by stage, with N endpoints x R rules
+//! loaded: the compile, the batch encode, the socket, the send (the kernel parses, checks and
+//! commits the whole batch inside `sendmsg`), and probes that isolate the kernel's commit-time
+//! validation walk. Changes the nft ruleset of the namespace it runs in: run it in a scratch
+//! one, as root: `unshare -n target/release/examples/acl_stages 1000 10 [runs]`.
+
+use std::time::{Duration, Instant};
+
+use hns_kernel::nft_acl::{self, Action, Attach, Direction, EndpointAcl, Rule, Scope};
+use hns_kernel::nft_batch::{self, Base, Batch, Expr, Family, Verdict};
+
+fn rules(n: usize, seed: usize) -> Vec<Rule> {
+    (0..n)
+        .map(|i| Rule {
+            id: format!("r{i}"),
+            action: if i % 3 == 0 { Action::Block } else { Action::Allow },
+            direction: if i % 2 == 0 { Direction::In } else { Direction::Out },
+            scope: Scope::Switch,
+            priority: (100 + i * 10) as u16,
+            protocols: vec![6],
+            local: vec![],
+            remote: vec![format!("10.{}.{}.0/24", seed % 250, i % 250).parse().unwrap()],
+            local_ports: vec![(8000 + i as u16, 8000 + i as u16), (9000, 9100)],
+            remote_ports: vec![],
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Median time of `f` over `n` runs.
+fn time(n: usize, mut f: impl FnMut()) -> Duration {
+    median(
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
+    let (eps, per) = (args.first().copied().unwrap_or(1000), args.get(1).copied().unwrap_or(10));
+    let n = args.get(2).copied().unwrap_or(50);
+    let all: Vec<EndpointAcl> = (0..eps).map(|e| EndpointAcl { host_if: format!("hnv{e:012x}"), attach: Attach::BridgePort, rules: rules(per, e) }).collect();
+    let mut full = Batch::new();
+    nft_acl::build_all(&mut full, &all);
+    nft_acl::apply(&full).expect("full load");
+    let kernel_rules: usize = all.iter().map(|e| nft_acl::wanted_chains(e).len()).sum::<usize>();
+    println!("endpoints={eps} rules_each={per} endpoint_chains={kernel_rules} full_batch_messages={}", full.len());
+
+    let mut one = all[eps / 2].clone();
+    let mut i = 0;
+    let mut next_rules = || {
+        i += 1;
+        rules(per, 7 + i % 2)
+    };
+    // 1. Compile (the batch of one endpoint's update) and encode.
+    one.rules = next_rules();
+    let compile = time(n, || {
+        let mut b = Batch::new();
+        nft_acl::build_endpoint(&mut b, &one, false);
+        std::hint::black_box(&b);
+    });
+    let mut b = Batch::new();
+    nft_acl::build_endpoint(&mut b, &one, false);
+    let encode = time(n, || {
+        std::hint::black_box(b.encode());
+    });
+    println!("update batch: messages={} bytes={}", b.len(), b.encode().len());
+    // 2. Apply (socket + send + answers): the kernel's whole work.
+    let apply = time(n, || {
+        one.rules = next_rules();
+        let mut b = Batch::new();
+        nft_acl::build_endpoint(&mut b, &one, false);
+        nft_acl::apply(&b).expect("update");
+    });
+    // 3. Probes on a chain nothing jumps to: a rule without a verdict (nothing to validate)
+    //    versus the same rule with one (the table is marked for validation: the commit walks
+    //    the base chains and every chain the verdict maps jump to).
+    let fam = Family::Bridge;
+    let t = nft_acl::ACL_TABLE;
+    let mut setup = Batch::new();
+    setup.add_chain(fam, t, "probe");
+    nft_batch::apply(&setup).unwrap();
+    let probe = |verdict: bool| {
+        time(n, || {
+            let mut b = Batch::new();
+            b.flush_chain(fam, t, "probe");
+            let mut e = vec![Expr::Payload { base: Base::Network, offset: 9, len: 1 }, Expr::cmp_eq(vec![6])];
+            if verdict {
+                e.push(Expr::Verdict(Verdict::Drop));
+            }
+            b.add_rule(fam, t, "probe", &e);
+            nft_batch::apply(&b).unwrap();
+        })
+    };
+    let no_verdict = probe(false);
+    let with_verdict = probe(true);
+    // An element of a verdict map with a plain verdict (no jump) and one with a jump.
+    let elem = |jump: bool| {
+        time(n, || {
+            let mut b = Batch::new();
+            let key = nft_batch::ifname_key("probe0");
+            let v = if jump { Verdict::Jump("probe".into()) } else { Verdict::Accept };
+            b.add_element(fam, t, "sw_in", &key, Some(&v));
+            b.delete_element(fam, t, "sw_in", &key);
+            nft_batch::apply(&b).unwrap();
+        })
+    };
+    let elem_plain = elem(false);
+    let elem_jump = elem(true);
+    // 4. Reads the engine does around a change.
+    let present = time(n, || assert!(nft_acl::tables_present()));
+    let chains = time(5, || {
+        nft_acl::chains(Attach::BridgePort).unwrap();
+    });
+    println!(
+        "compile={compile:?} encode={encode:?} apply(socket+send+kernel)={apply:?}\n\
+         probe rule without verdict={no_verdict:?} with verdict={with_verdict:?} (difference: the validation walk)\n\
+         probe element accept={elem_plain:?} jump={elem_jump:?}\n\
+         reads: tables_present={present:?} chain_names={chains:?}"
+    );
+    let mut b = Batch::new();
+    nft_acl::build_all(&mut b, &[]);
+    nft_acl::apply(&b).expect("cleanup");
+}

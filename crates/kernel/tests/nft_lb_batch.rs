@@ -1,0 +1,130 @@
+//! Load balancers written over nfnetlink against the real kernel: what hnsd writes must read
+//! back through `nft` exactly as the same state in nft notation loaded by `nft -f`, whole and
+//! after incremental updates. Each side runs in its own private network namespace.
+
+mod common;
+
+use std::process::Command;
+
+use common::in_private_netns;
+
+use hns_kernel::nft::Proto;
+use hns_kernel::nft_batch::Batch;
+use hns_kernel::nft_lb::{self, Affinity, Backend, Direct, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
+use hns_kernel::nft_lb_batch;
+
+fn ruleset() -> String {
+    let out = Command::new("nft").args(["list", "ruleset"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn b(mark: u32, ip: &str, port: u16) -> Backend {
+    Backend { mark: LB_CT_MARK | mark, addr: ip.parse().unwrap(), port }
+}
+
+fn svc(vip: &str, proto: Proto, port: u16, affinity: Affinity, backends: Vec<Backend>) -> Service {
+    Service { frontend: Frontend::Vip(vip.parse().unwrap()), proto, port, internal: false, local: false, preserve_dip: false, affinity, backends }
+}
+
+fn lb(services: Vec<Service>, source_vip: Option<&str>) -> LbState {
+    let mut hairpin: Vec<Hairpin> = services.iter().flat_map(|s| s.backends.iter()).map(|b| Hairpin { mark: b.mark, backend: b.addr, source_vip: source_vip.map(|v| v.parse().unwrap()) }).collect();
+    hairpin.sort();
+    hairpin.dedup();
+    LbState { services, hairpin, direct: vec![] }
+}
+
+/// Every shape of service: each affinity, both families, node frontends, ILB,
+/// LocalRoutedVIP, no backend, one backend, a load balancer with two ports.
+fn states() -> Vec<LbState> {
+    let three = vec![b(1, "172.20.0.5", 8080), b(2, "172.20.0.6", 8080), b(3, "172.20.0.7", 8080)];
+    vec![
+        lb(vec![svc("10.96.0.10", Proto::Tcp, 80, Affinity::None, three.clone()), svc("10.96.0.10", Proto::Udp, 53, Affinity::SourceIpProtocol, three.iter().map(|b| Backend { port: 5353, ..*b }).collect())], Some("10.96.0.1")),
+        lb(vec![Service { internal: true, local: true, ..svc("10.96.0.11", Proto::Tcp, 443, Affinity::SourceIp, vec![b(4, "172.20.0.8", 8443)]) }], None),
+        lb(vec![svc("fd00:96::10", Proto::Tcp, 80, Affinity::SourceIp, vec![b(5, "fd00:20::5", 80), b(6, "fd00:20::6", 80)])], None),
+        lb(vec![Service { frontend: Frontend::Node { v6: false }, ..svc("10.96.0.12", Proto::Tcp, 30080, Affinity::None, vec![b(7, "172.20.0.9", 80)]) }], None),
+        lb(vec![Service { frontend: Frontend::Node { v6: true }, local: true, ..svc("10.96.0.12", Proto::Udp, 30053, Affinity::None, vec![b(8, "fd00:20::9", 53)]) }], None),
+        lb(vec![Service { internal: true, ..svc("10.96.0.13", Proto::Tcp, 80, Affinity::None, vec![]) }], None),
+        {
+            // DSR / PreserveDIP: the mark is chosen, no DNAT; the marks are in `dsr`.
+            let mut l = lb(vec![Service { preserve_dip: true, ..svc("10.96.0.15", Proto::Tcp, 80, Affinity::None, vec![b(12, "172.20.0.40", 80), b(13, "172.20.0.41", 80)]) }], None);
+            l.direct = l.services[0].backends.iter().map(|b| Direct { mark: b.mark, backend: b.addr }).collect();
+            l
+        },
+    ]
+}
+
+fn by_nft(lbs: &[LbState]) -> String {
+    let refs: Vec<&LbState> = lbs.iter().collect();
+    let text = nft_lb_batch::text_all(&refs);
+    in_private_netns(|| {
+        nft_lb::run(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        ruleset()
+    })
+}
+
+#[test]
+fn netlink_table_reads_back_as_the_nft_program() {
+    let lbs = states();
+    let text = by_nft(&lbs);
+    let netlink = in_private_netns(|| {
+        nft_lb_batch::rebuild(&lbs.iter().collect::<Vec<_>>()).unwrap();
+        assert!(nft_lb::dispatch_present());
+        let obs = nft_lb::observe();
+        assert_eq!(obs.chains, nft_lb_batch::chain_count(&lbs.iter().collect::<Vec<_>>()), "one chain per service and the common chains, as the drift check counts");
+        ruleset()
+    });
+    assert!(text.contains("ct mark set numgen random mod 3") && text.contains("jhash ip6 saddr mod 2 seed 0x686e73") && text.contains("ct mark set ip daddr . meta l4proto . th dport . ct mark map @pick4"), "{text}");
+    assert!(text.contains("goto lb_vip4_direct") && text.contains("iif != 0 iifname != \"hns-*\""), "{text}");
+    assert_eq!(netlink, text);
+}
+
+#[test]
+fn updates_read_back_as_the_final_state() {
+    let old = states();
+    let mut new = old.clone();
+    // Replace a backend (elements only), add one (the chain's shape changes), change a port
+    // mapping's backend port, drop a service and a whole load balancer, add a load balancer.
+    new[0].services[0].backends[1] = b(9, "172.20.0.20", 8080);
+    new[0].services[1].backends.push(b(10, "172.20.0.21", 5353));
+    new[0] = lb(new[0].services.clone(), Some("10.96.0.1"));
+    new[2].services[0].backends.retain(|b| b.mark != LB_CT_MARK | 5);
+    new[2] = lb(new[2].services.clone(), None);
+    new[5] = LbState::default();
+    new.push(lb(vec![svc("10.96.0.14", Proto::Tcp, 80, Affinity::None, vec![b(11, "172.20.0.30", 80)])], None));
+    let text = by_nft(&new.iter().filter(|l| !l.services.is_empty()).cloned().collect::<Vec<_>>());
+    let netlink = in_private_netns(|| {
+        nft_lb_batch::rebuild(&old.iter().collect::<Vec<_>>()).unwrap();
+        for (i, n) in new.iter().enumerate() {
+            let empty = LbState::default();
+            let mut b = Batch::new();
+            nft_lb_batch::build_update(&mut b, old.get(i).unwrap_or(&empty), n);
+            nft_lb_batch::apply(&b).unwrap();
+            // Twice makes no batch at all.
+            let mut again = Batch::new();
+            nft_lb_batch::build_update(&mut again, n, n);
+            assert!(again.is_empty());
+        }
+        ruleset()
+    });
+    assert!(text.contains("172.20.0.20 . 8080") && !text.contains("172.20.0.6 . 8080"), "{text}");
+    assert_eq!(netlink, text);
+}
+
+#[test]
+fn a_batch_against_a_state_the_kernel_lacks_fails_whole() {
+    in_private_netns(|| {
+        let lbs = states();
+        nft_lb_batch::rebuild(&lbs.iter().collect::<Vec<_>>()).unwrap();
+        let before = ruleset();
+        // Pretend the kernel held a load balancer it does not hold: deleting its elements fails.
+        let ghost = lb(vec![svc("10.96.0.99", Proto::Tcp, 80, Affinity::None, vec![b(99, "172.20.0.99", 80)])], None);
+        let mut b = Batch::new();
+        nft_lb_batch::build_update(&mut b, &lbs[0], &LbState::default());
+        nft_lb_batch::build_update(&mut b, &ghost, &LbState::default());
+        assert!(nft_lb_batch::apply(&b).is_err());
+        assert_eq!(ruleset(), before, "a refused batch changed the table");
+        nft_lb_batch::rebuild(&[]).unwrap();
+        assert_eq!(ruleset(), "");
+    });
+}
