@@ -1,0 +1,59 @@
+//! `hns-bench scrape`: the cost of one `GET /metrics` ([U1]) with growing numbers of attached
+//! endpoints (each with its host veth, whose counters a scrape reads), on networks of at most
+//! 1 000 endpoints (a bridge takes at most 1 023 ports). Each level: SCRAPES scrapes one after
+//! another, each on a new connection as a scraper opens it, timed from connect to the last
+//! byte; p50/p90/max and the response size.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::{Client, ms, pct};
+
+pub fn inner(sock: &Path, levels: &[usize], scrapes: usize) -> Result<()> {
+    let mut c = Client::connect(sock)?;
+    let mut present = 0usize;
+    let mut networks = 0usize;
+    println!("# scrape: GET /metrics on the API socket, {scrapes} scrapes per level, one after another, release hnsd");
+    println!("{:<9} {:>8} {:>8} {:>8} {:>10} {:>7}", "endpoints", "p50 ms", "p90 ms", "max ms", "bytes", "lines");
+    for &level in levels {
+        let t = Instant::now();
+        while present < level {
+            if present / 1000 >= networks {
+                c.call("POST", "/networks", Some(&json!({"Name": format!("s{networks}"), "Ipams": [{"Subnets": [{"IpAddressPrefix": format!("10.{}.0.0/16", 150 + networks)}]}]})))?;
+                networks += 1;
+            }
+            let ns = c.call("POST", "/namespaces", Some(&json!({})))?;
+            c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": format!("s{}", present / 1000), "HostComputeNamespace": ns["ID"]})))?;
+            present += 1;
+        }
+        let fill = t.elapsed().as_secs_f64();
+        let mut times = Vec::new();
+        let mut body = String::new();
+        for _ in 0..scrapes {
+            let t = Instant::now();
+            let (status, b) = hns_lab::http_get(sock, "/metrics").context("GET /metrics")?;
+            times.push(ms(t));
+            if status != 200 {
+                bail!("GET /metrics: {status}");
+            }
+            body = b;
+        }
+        let series = body.lines().filter(|l| l.starts_with("hns_endpoint_sent_bytes_total{")).count();
+        if series != present {
+            bail!("{present} endpoints but {series} hns_endpoint_sent_bytes series");
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{present:<9} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>7}   (filling took {fill:.1} s)",
+            pct(&times, 50.0),
+            pct(&times, 90.0),
+            pct(&times, 100.0),
+            body.len(),
+            body.lines().count()
+        );
+    }
+    Ok(())
+}
