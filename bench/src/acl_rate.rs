@@ -183,6 +183,10 @@ pub fn inner(sock: &Path, endpoints: usize, per: usize, rounds: usize, seconds: 
     let flat = flat_program(&flat_eps);
     let flat_rules = flat.lines().filter(|l| l.starts_with("\t\toifname \"") || l.starts_with("\t\tiifname \"")).count();
 
+    // Connections end with a reset: conntrack keeps them CLOSE for 10 s by default, so a state
+    // measured right after another would look them up among the previous run's entries (and
+    // 3 s at 50 000/s approach nf_conntrack_max). 1 s clears them between runs.
+    std::fs::write("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close", "1").context("conntrack close timeout of the lab host")?;
     let mut server = netrate::start_server(&target.netns, "0.0.0.0:80")?;
     let addr = format!("{}:80", target.ip);
     let closed = format!("{}:81", target.ip);
@@ -217,6 +221,8 @@ pub fn inner(sock: &Path, endpoints: usize, per: usize, rounds: usize, seconds: 
                         nft(&flat)?;
                     }
                 }
+                // Entries of the previous run expire first (see the close timeout above).
+                std::thread::sleep(std::time::Duration::from_millis(1500));
                 if round == 0 {
                     switch_s.push((name.to_string(), t.elapsed().as_secs_f64()));
                     // The rules are in force: port 81 (closed) is refused without ACLs and
@@ -233,7 +239,8 @@ pub fn inner(sock: &Path, endpoints: usize, per: usize, rounds: usize, seconds: 
                     }
                 }
                 let (r, line) = netrate::measure(&client.netns, &addr, seconds, clients)?;
-                println!("round {} {name:<8} {line}", round + 1);
+                let tracked = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count").unwrap_or_default();
+                println!("round {} {name:<8} {line} conntrack_after={}", round + 1, tracked.trim());
                 rates[k].push(r);
             }
         }

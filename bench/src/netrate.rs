@@ -17,9 +17,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 /// `hns-bench conn-serve ADDR`: accepts and drops connections until killed (two accepting
-/// threads, so a slow accept never holds the handshake back).
+/// threads).
 pub fn serve(addr: SocketAddr) -> Result<()> {
     let l = TcpListener::bind(addr).with_context(|| format!("listen on {addr}"))?;
+    // A full accept queue drops SYNs, and the client waits a second to retransmit: on a busy
+    // machine the server is not always scheduled in time, and that second would be measured
+    // instead of the packet path. A deep queue (the namespace's somaxconn, 4096 by default)
+    // absorbs the server's pauses. Calling listen again on a listening socket only changes it.
+    // SAFETY: a valid listening socket.
+    if unsafe { libc::listen(l.as_raw_fd(), 65535) } != 0 {
+        bail!("listen backlog: {}", std::io::Error::last_os_error());
+    }
     println!("listening");
     std::thread::scope(|s| {
         for _ in 0..2 {
@@ -36,29 +44,46 @@ pub fn serve(addr: SocketAddr) -> Result<()> {
 /// `hns-bench conn-rate ADDR --seconds S --clients N`: N threads, each connecting and
 /// resetting in a loop for S seconds.
 pub fn rate(addr: SocketAddr, seconds: f64, clients: usize) -> Result<()> {
-    let (done, fails) = (AtomicU64::new(0), AtomicU64::new(0));
+    let fails = AtomicU64::new(0);
     let t = Instant::now();
     let end = t + Duration::from_secs_f64(seconds);
-    std::thread::scope(|s| {
-        for _ in 0..clients {
-            s.spawn(|| {
-                while Instant::now() < end {
-                    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                        Ok(c) => {
-                            reset_on_close(&c);
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            fails.fetch_add(1, Ordering::Relaxed);
+    // Connect times (us): a dropped SYN shows as a retransmission, one second or more.
+    let mut times: Vec<u64> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut times = Vec::new();
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                            Ok(c) => {
+                                times.push(t.elapsed().as_micros() as u64);
+                                reset_on_close(&c);
+                            }
+                            Err(_) => {
+                                fails.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
-                }
-            });
-        }
+                    times
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
     });
     let secs = t.elapsed().as_secs_f64();
-    let n = done.load(Ordering::Relaxed);
-    println!("conns={n} rate={:.0}/s fails={}", n as f64 / secs, fails.load(Ordering::Relaxed));
+    times.sort_unstable();
+    let pct = |p: f64| if times.is_empty() { 0 } else { times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1] };
+    println!(
+        "conns={} rate={:.0}/s fails={} slow={} connect_us p50={} p99={} max={}",
+        times.len(),
+        times.len() as f64 / secs,
+        fails.load(Ordering::Relaxed),
+        times.iter().filter(|t| **t > 500_000).count(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
     Ok(())
 }
 
