@@ -34,7 +34,7 @@ pub fn inner(sock: &Path, levels: &[usize], scrapes: usize) -> Result<()> {
         let mut body = String::new();
         for _ in 0..scrapes {
             let t = Instant::now();
-            let (status, b) = hns_lab::http_get(sock, "/metrics").context("GET /metrics")?;
+            let (status, b) = get(sock, "/metrics").context("GET /metrics")?;
             times.push(ms(t));
             if status != 200 {
                 bail!("GET /metrics: {status}");
@@ -56,4 +56,22 @@ pub fn inner(sock: &Path, levels: &[usize], scrapes: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `GET path` on a new connection (`Connection: close`), read to the end: (status, body). Not
+/// hns_lab::http_get, whose 2 s read timeout a slow scrape on a busy machine can exceed.
+fn get(sock: &Path, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: hns\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        bail!("chunked response: not read here");
+    }
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("status line")?;
+    Ok((status, body.to_owned()))
 }
