@@ -200,6 +200,9 @@ pub fn inner(sock: &Path, endpoints: usize, per: usize, rounds: usize, seconds: 
         for round in 0..rounds {
             for (k, (state, name)) in STATES.iter().enumerate() {
                 let t = Instant::now();
+                // A new API connection per switch: hnsd closes a keep-alive connection that
+                // stayed idle through the measurements.
+                c = Client::connect(sock)?;
                 match state {
                     State::None => {
                         if round > 0 {

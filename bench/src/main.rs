@@ -264,7 +264,7 @@ fn main() -> Result<()> {
             s(&clients),
         ]),
         Cmd::LbRate { services, backends, rounds, seconds, clients } => lb_rate::run(services, backends, rounds, seconds, clients),
-        Cmd::Scrape { levels, scrapes, inner: Inner { inner_socket: Some(sock), .. } } => scrape::inner(&sock, &levels, scrapes),
+        Cmd::Scrape { levels, scrapes, inner: Inner { inner_socket: Some(sock), hnsd_pid, .. } } => scrape::inner(&sock, &levels, scrapes, hnsd_pid.context("--hnsd-pid")?),
         Cmd::Scrape { levels, scrapes, .. } => {
             in_lab(&[s(&"scrape"), s(&"--levels"), levels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(","), s(&"--scrapes"), s(&scrapes)])
         }
