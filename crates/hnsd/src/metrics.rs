@@ -188,6 +188,9 @@ pub struct Metrics {
     scraped: Scraped,
     /// Serialises scrapes (each rewrites [`Scraped`]) and keeps the last inventory.
     last: tokio::sync::Mutex<Option<Inventory>>,
+    /// The length of the last scrape's text: the next one is written into a buffer of about
+    /// that size, not grown by doubling (3 MB at 5 000 endpoints, copied at each growth).
+    last_len: std::sync::atomic::AtomicUsize,
     /// The host namespace, for the link dump.
     host: hns_kernel::netlink::Netlink,
 }
@@ -265,6 +268,7 @@ impl Metrics {
             repairs,
             scraped,
             last: tokio::sync::Mutex::new(None),
+            last_len: std::sync::atomic::AtomicUsize::new(0),
             host,
         }
     }
@@ -306,9 +310,12 @@ impl Metrics {
         };
         self.fill(&inv, &links);
         *last = Some(inv);
-        let mut out = String::new();
+        let len = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
+        let mut out = String::with_capacity(len + len / 8);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String does not fail");
+        self.last_len
+            .store(out.len(), std::sync::atomic::Ordering::Relaxed);
         out
     }
 
