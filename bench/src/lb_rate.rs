@@ -92,7 +92,8 @@ pub fn run(services: usize, backends: usize, rounds: usize, seconds: f64, client
                 affinity: Affinity::None,
                 backends: (0..backends).map(|k| Backend { mark: LB_CT_MARK | (i * backends + k + 1) as u32, addr: IpAddr::V4(backend_ip(k)), port: 80 }).collect(),
             }],
-            hairpin: vec![],
+            // No hairpin sources: client and backends are not on hns networks here.
+            ..Default::default()
         })
         .collect();
     let refs: Vec<&LbState> = lbs.iter().collect();
