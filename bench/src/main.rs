@@ -15,9 +15,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod acl_rate;
 mod cni;
 mod floor;
+mod lb_rate;
+mod netrate;
 mod overlay;
+mod scrape;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -140,6 +144,64 @@ enum Cmd {
         #[command(flatten)]
         inner: Inner,
     },
+    /// Per-packet cost of ACLs ([P1]): the new-connection rate to an endpoint whose ACL tables
+    /// hold 1 rule, ENDPOINTS x RULES rules (through hnsd's API), and the same rules as one
+    /// flat rule-per-match nft chain; alternating rounds (bench/src/acl_rate.rs).
+    AclRate {
+        #[arg(long, default_value_t = 1000)]
+        endpoints: usize,
+        #[arg(long, default_value_t = 10)]
+        rules: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of each measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Client threads.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        #[command(flatten)]
+        inner: Inner,
+    },
+    /// Per-packet cost of load balancers ([P2]): the new-connection rate to the 1st and the
+    /// last of SERVICES services, in hns's table and in kube-proxy's iptables shape (nft),
+    /// both loaded once in a lab router namespace (bench/src/lb_rate.rs).
+    LbRate {
+        #[arg(long, default_value_t = 10000)]
+        services: usize,
+        #[arg(long, default_value_t = 5)]
+        backends: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+    },
+    /// Cost of a metrics scrape ([U1]): GET /metrics with LEVELS attached endpoints.
+    Scrape {
+        #[arg(long, value_delimiter = ',', default_value = "0,1000,5000")]
+        levels: Vec<usize>,
+        #[arg(long, default_value_t = 20)]
+        scrapes: usize,
+        #[command(flatten)]
+        inner: Inner,
+    },
+    /// (internal) Accepts and drops TCP connections (the server of acl-rate and lb-rate).
+    #[command(hide = true)]
+    ConnServe { addr: std::net::SocketAddr },
+    /// (internal) Connect + reset loop: the client of acl-rate and lb-rate.
+    #[command(hide = true)]
+    ConnRate {
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+    },
+    /// (internal) One connection attempt: open, refused or timeout.
+    #[command(hide = true)]
+    ConnCheck { addr: std::net::SocketAddr },
     /// (internal) The connection prober `overlay` runs inside client compartments.
     #[command(hide = true)]
     OverlayProbe,
@@ -219,6 +281,28 @@ fn main() -> Result<()> {
         Cmd::Lb { count, backends, samples, .. } => in_lab(&[s(&"lb"), s(&"--count"), s(&count), s(&"--backends"), s(&backends), s(&"--samples"), s(&samples)]),
         Cmd::Overlay { endpoints, seconds, hosts } => overlay::run(endpoints, seconds, &hosts),
         Cmd::OverlayProbe => overlay::probe_main(),
+        Cmd::AclRate { endpoints, rules, rounds, seconds, clients, inner: Inner { inner_socket: Some(sock), .. } } => acl_rate::inner(&sock, endpoints, rules, rounds, seconds, clients),
+        Cmd::AclRate { endpoints, rules, rounds, seconds, clients, .. } => in_lab(&[
+            s(&"acl-rate"),
+            s(&"--endpoints"),
+            s(&endpoints),
+            s(&"--rules"),
+            s(&rules),
+            s(&"--rounds"),
+            s(&rounds),
+            s(&"--seconds"),
+            s(&seconds),
+            s(&"--clients"),
+            s(&clients),
+        ]),
+        Cmd::LbRate { services, backends, rounds, seconds, clients } => lb_rate::run(services, backends, rounds, seconds, clients),
+        Cmd::Scrape { levels, scrapes, inner: Inner { inner_socket: Some(sock), hnsd_pid, .. } } => scrape::inner(&sock, &levels, scrapes, hnsd_pid.context("--hnsd-pid")?),
+        Cmd::Scrape { levels, scrapes, .. } => {
+            in_lab(&[s(&"scrape"), s(&"--levels"), levels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(","), s(&"--scrapes"), s(&scrapes)])
+        }
+        Cmd::ConnServe { addr } => netrate::serve(addr),
+        Cmd::ConnRate { addr, seconds, clients } => netrate::rate(addr, seconds, clients),
+        Cmd::ConnCheck { addr } => netrate::check(addr),
     }
 }
 
