@@ -215,7 +215,7 @@ pub async fn periodic(engine: &Mutex<Engine>) -> Report {
     Box::pin(engine.lock().await.reconcile_policies(&mut r)).await;
     for batch in s.endpoints.chunks(BATCH) {
         let only: HashSet<String> = batch.iter().cloned().collect();
-        engine.lock().await.reconcile_links_of(Some(&only), true, &mut r).await;
+        engine.lock().await.reconcile_links_of(Some(&only), None, true, &mut r).await;
     }
     if !s.orphans.is_empty() || s.retired.is_some() {
         let e = engine.lock().await;

@@ -44,8 +44,23 @@ impl Engine {
         self.host_resolv_conf = super::read_host_resolv_conf();
         self.reconcile_namespaces(&mut r).await;
         lap("namespaces", &mut stages);
-        if full {
-            self.mark_store_links(&mut r).await;
+        // One dump of the host's links serves the whole start-up pass: at thousands of veths a
+        // dump takes the kernel ~0.5 s (it looks up each veth's peer namespace ID among all of
+        // them). Nothing else changes links before the pass ends (no request is served yet);
+        // a bridge the networks step re-creates is looked up by name.
+        let links = if full {
+            match self.host.links().await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    r.errors.push(e.to_string());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(links) = &links {
+            self.mark_store_links(links, &mut r).await;
         }
         self.reconcile_networks(&mut r).await;
         lap("networks", &mut stages);
@@ -79,7 +94,7 @@ impl Engine {
         // compartment (one namespace entry and route dump each: ~1 ms, seconds at thousands)
         // are left to the periodic pass that runs right after start without the lock
         // (engine::periodic), so a restart is ready in time proportional to the host's state.
-        self.reconcile_links(&mut r, !full).await;
+        self.reconcile_links(links, &mut r, !full).await;
         lap("links", &mut stages);
         Box::pin(self.reconcile_policies(&mut r)).await;
         lap("policies", &mut stages);
@@ -284,11 +299,7 @@ impl Engine {
     /// The upgrade path (at start only): links an hnsd from before link marks created carry no
     /// mark; those the store names (and only those, in the default group 0) are marked now.
     /// Unmarked links the store does not name are never touched.
-    async fn mark_store_links(&mut self, r: &mut Report) {
-        let links = match self.host.links().await {
-            Ok(l) => l,
-            Err(e) => return r.errors.push(e.to_string()),
-        };
+    async fn mark_store_links(&mut self, links: &[hns_kernel::netlink::LinkInfo], r: &mut Report) {
         let wanted = self.wanted_links();
         for l in links.iter().filter(|l| l.group == 0 && wanted.contains(&l.name)) {
             match self.host.mark_as_hns(l.index).await {
@@ -298,21 +309,25 @@ impl Engine {
         }
     }
 
-    async fn reconcile_links(&mut self, r: &mut Report, routes: bool) {
-        self.reconcile_links_of(None, routes, r).await
+    async fn reconcile_links(&mut self, links: Option<Vec<hns_kernel::netlink::LinkInfo>>, r: &mut Report, routes: bool) {
+        self.reconcile_links_of(None, links, routes, r).await
     }
 
     /// The links step for the attached endpoints in `only` (all when `None`), checked against
     /// the store as it is now: an endpoint deleted or detached since `only` was drawn up is
     /// skipped. Orphans and retired links are handled only in a pass over all (`None`).
     /// With `routes`, each compartment's default routes are checked and restored too.
-    pub(crate) async fn reconcile_links_of(&mut self, only: Option<&HashSet<String>>, routes: bool, r: &mut Report) {
-        let links = match self.host.links().await {
-            Ok(l) => l,
-            Err(e) => {
-                r.errors.push(e.to_string());
-                return;
-            }
+    /// `links`: a dump of the host's links taken in this pass, else one is taken.
+    pub(crate) async fn reconcile_links_of(&mut self, only: Option<&HashSet<String>>, links: Option<Vec<hns_kernel::netlink::LinkInfo>>, routes: bool, r: &mut Report) {
+        let links = match links {
+            Some(l) => l,
+            None => match self.host.links().await {
+                Ok(l) => l,
+                Err(e) => {
+                    r.errors.push(e.to_string());
+                    return;
+                }
+            },
         };
         let by_name: HashMap<&str, &hns_kernel::netlink::LinkInfo> = links.iter().map(|l| (l.name.as_str(), l)).collect();
         let wanted = self.wanted_links();
