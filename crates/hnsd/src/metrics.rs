@@ -60,6 +60,13 @@ struct NetworkLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LbBackendLabels {
+    loadbalancer: String,
+    endpoint: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FamilyLabels {
     family: &'static str,
 }
@@ -89,6 +96,8 @@ struct Inventory {
     dns: hns_dns::DnsStats,
     /// Endpoints that have a host-side veth: (veth name, labels).
     veths: Vec<(String, EndpointLabels)>,
+    /// Load-balancer backends: (connection mark, labels).
+    lb_backends: Vec<(u32, LbBackendLabels)>,
 }
 
 impl Inventory {
@@ -122,7 +131,19 @@ impl Inventory {
                 (hns_kernel::names::veth_host_name(&r.ep.id), labels)
             })
             .collect();
+        let lb_backends = e
+            .lbs
+            .recs
+            .iter()
+            .flat_map(|(lb, rec)| {
+                rec.marks.iter().map(move |(ep, mark)| {
+                    let name = e.endpoints.get(ep).map(|r| r.ep.name.clone()).unwrap_or_default();
+                    (*mark, LbBackendLabels { loadbalancer: lb.clone(), endpoint: ep.clone(), name })
+                })
+            })
+            .collect();
         Inventory {
+            lb_backends,
             networks: drivers.into_iter().collect(),
             endpoints,
             namespaces: e.namespaces.len() as i64,
@@ -142,6 +163,7 @@ struct Scraped {
     namespaces: Gauge,
     leases: Family<FamilyLabels, Gauge>,
     dns_queries: Family<ResultLabels, Counter>,
+    lb_backend_connections: Family<LbBackendLabels, Counter>,
     traffic: std::sync::Arc<Traffic>,
 }
 
@@ -257,6 +279,11 @@ impl Metrics {
             "DHCP leases held for endpoints, by address family",
             scraped.leases.clone(),
         );
+        registry.register(
+            "lb_backend_connections",
+            "New connections a load balancer sent to each backend (nft counters; a backend's count starts when it joins)",
+            scraped.lb_backend_connections.clone(),
+        );
         registry.register("dns_queries", "DNS responder queries by result (local, forwarded, cache_hit (part of forwarded), failed, dropped)", scraped.dns_queries.clone());
         registry.register_collector(Box::new(scraped.traffic.clone()));
         Metrics {
@@ -308,7 +335,20 @@ impl Metrics {
                 std::collections::HashMap::new()
             }
         };
-        self.fill(&inv, &links);
+        // Only with load balancers: one `nft` run per scrape.
+        let hits = if inv.lb_backends.is_empty() {
+            Default::default()
+        } else {
+            match tokio::task::spawn_blocking(hns_kernel::nft_lb::backend_hits).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "metrics: could not read the load balancers' counters");
+                    Default::default()
+                }
+                Err(_) => Default::default(),
+            }
+        };
+        self.fill(&inv, &links, &hits);
         *last = Some(inv);
         let len = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
         let mut out = String::with_capacity(len + len / 8);
@@ -323,8 +363,13 @@ impl Metrics {
         &self,
         inv: &Inventory,
         links: &std::collections::HashMap<String, hns_kernel::netlink::LinkCounters>,
+        hits: &std::collections::HashMap<u32, u64>,
     ) {
         let s = &self.scraped;
+        s.lb_backend_connections.clear();
+        for (mark, labels) in &inv.lb_backends {
+            store(&s.lb_backend_connections, labels, hits.get(mark).copied().unwrap_or(0));
+        }
         s.networks.clear();
         for (driver, n) in &inv.networks {
             s.networks

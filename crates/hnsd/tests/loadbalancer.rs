@@ -103,8 +103,16 @@ fn distribution_affinity_and_backend_removal() {
         let got = t.get(&ip_of(ep)).copied().unwrap_or(0);
         assert!(got >= 50, "each backend gets a fair share of 300 connections: {t:?}");
     }
-    // SourceIP affinity: one client, one backend.
+    // The metrics count each backend's new connections: exactly what the clients saw.
     let id = lb["ID"].as_str().unwrap();
+    let text = api.get("/metrics").raw;
+    for ep in &backends {
+        let series = format!("hns_lb_backend_connections_total{{loadbalancer=\"{id}\",endpoint=\"{}\",name=\"{}\"}} ", ep["ID"].as_str().unwrap(), ep["Name"].as_str().unwrap());
+        let line = text.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("no {series} in:\n{}", text.lines().filter(|l| l.contains("lb_")).collect::<Vec<_>>().join("\n")));
+        let counted: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(counted, t[&ip_of(ep)], "{line} vs the clients' tally {t:?}");
+    }
+    // SourceIP affinity: one client, one backend.
     let r = api.post(&format!("/loadbalancers/{id}"), &json!({"HostComputeEndpoints": ids, "FrontendVIPs": ["10.96.0.10"], "PortMappings": [{"Protocol": 6, "InternalPort": 8080, "ExternalPort": 80, "DistributionType": "SourceIP"}]}));
     assert_eq!(r.status, 200, "{}", r.raw);
     let t = tally(&lab, &client, "10.96.0.10:80", 30);

@@ -219,6 +219,9 @@ fn skeleton(out: &mut String) {
     let _ = writeln!(out, "\tset hairpin4 {{ type mark . ipv4_addr; }}\n\tset hairpin6 {{ type mark . ipv6_addr; }}");
     let _ = writeln!(out, "\tmap srcvip4 {{ type mark : ipv4_addr; }}\n\tmap srcvip6 {{ type mark : ipv6_addr; }}");
     let _ = writeln!(out, "\tset dsr {{ type mark; }}");
+    // One element per backend mark, with a counter: the postrouting chain's lookup counts each
+    // new connection sent to that backend (hnsd's metrics read them; see [`backend_hits`]).
+    let _ = writeln!(out, "\tset hits {{ type mark; counter; }}");
     let _ = writeln!(out, "\tchain refuse {{\n\t\tmeta l4proto tcp reject with tcp reset\n\t\treject\n\t}}");
     let _ = writeln!(
         out,
@@ -230,7 +233,7 @@ fn skeleton(out: &mut String) {
     );
     let _ = writeln!(
         out,
-        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat - 10; policy accept;\n\t\tct mark & {LB_CT_MARK:#x} == 0 return\n\t\tct mark . ip saddr @hairpin4 snat ip to ct mark map @srcvip4\n\t\tct mark . ip saddr @hairpin4 masquerade\n\t\tct mark . ip6 saddr @hairpin6 snat ip6 to ct mark map @srcvip6\n\t\tct mark . ip6 saddr @hairpin6 masquerade\n\t}}"
+        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat - 10; policy accept;\n\t\tct mark & {LB_CT_MARK:#x} == 0 return\n\t\tct mark @hits\n\t\tct mark . ip saddr @hairpin4 snat ip to ct mark map @srcvip4\n\t\tct mark . ip saddr @hairpin4 masquerade\n\t\tct mark . ip6 saddr @hairpin6 snat ip6 to ct mark map @srcvip6\n\t\tct mark . ip6 saddr @hairpin6 masquerade\n\t}}"
     );
     // After the NAT chains (the first packet's mark is chosen there), before routing; only
     // what the client sends (the backend's answers go the usual way). The ACL table's
@@ -377,6 +380,32 @@ pub fn observe() -> Observed {
     }
 }
 
+/// New connections sent to each backend since its mark entered the table, by mark: the
+/// counters of the `hits` set (a nat chain sees only a connection's first packet, so its
+/// packet count is the connection count). Empty when the table does not exist.
+pub fn backend_hits() -> Result<std::collections::HashMap<u32, u64>> {
+    let out = Command::new("nft").args(["-j", "list", "set", "inet", LB_TABLE, "hits"]).stdout(Stdio::piped()).stderr(Stdio::null()).output().map_err(|e| crate::error::KernelError::new("read", "nft set hits", e.to_string()))?;
+    if !out.status.success() {
+        return Ok(Default::default());
+    }
+    Ok(parse_hits(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The (mark, packets) pairs of `nft -j list set` output.
+fn parse_hits(json: &str) -> std::collections::HashMap<u32, u64> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let mut hits = std::collections::HashMap::new();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        for e in item["set"]["elem"].as_array().into_iter().flatten() {
+            let e = &e["elem"];
+            if let (Some(mark), Some(packets)) = (e["val"].as_u64(), e["counter"]["packets"].as_u64()) {
+                hits.insert(mark as u32, packets);
+            }
+        }
+    }
+    hits
+}
+
 /// Whether the dispatch rules are in place (cheap: one chain is listed). A flushed or deleted
 /// table has none.
 pub fn dispatch_present() -> bool {
@@ -468,6 +497,14 @@ mod tests {
         let node = Service { frontend: Frontend::Node { v6: true }, ..svc("10.96.0.10", vec![]) };
         let p = compile_update(&LbState::default(), &LbState { services: vec![node], hairpin: vec![], direct: vec![] });
         assert!(p.contains("add element inet hns_lb node6 { tcp . 80 : goto n6_tcp_80 }"), "{p}");
+    }
+
+    #[test]
+    fn hits_are_read_from_the_sets_json() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "inet", "name": "hits", "table": "hns_lb", "type": "mark", "elem": [{"elem": {"val": 2147483649, "counter": {"packets": 6, "bytes": 504}}}, {"elem": {"val": 2147483650, "counter": {"packets": 0, "bytes": 0}}}]}}]}"#;
+        let h = parse_hits(json);
+        assert_eq!((h.get(&0x80000001), h.get(&0x80000002), h.len()), (Some(&6), Some(&0), 2));
+        assert!(parse_hits("{}").is_empty());
     }
 
     #[test]

@@ -188,6 +188,8 @@ fn elements(l: &LbState) -> BTreeSet<Element> {
             out.insert(Element { set: m, key: key.clone(), data: Data::Goto(s.chain()) });
         }
         for (i, b) in s.backends.iter().enumerate() {
+            // Its counter of new connections (a backend of several ports has one mark).
+            out.insert(Element { set: "hits", key: b.mark.to_ne_bytes().to_vec(), data: Data::None });
             let mut k = key.clone();
             k.extend((i as u32).to_ne_bytes());
             out.insert(Element { set: pick_map(s), key: k, data: Data::Value(b.mark.to_ne_bytes().to_vec()) });
@@ -410,6 +412,7 @@ pub fn text_all(lbs: &[&LbState]) -> String {
                 let _ = writeln!(out, "add element {t} {m} {{ {key} : goto {} }}", s.chain());
             }
             for (i, b) in s.backends.iter().enumerate() {
+                let _ = writeln!(out, "add element {t} hits {{ {} }}", mark_text(b.mark));
                 let _ = writeln!(out, "add element {t} {} {{ {key} . {i} : {} }}", pick_map(s), mark_text(b.mark));
                 if !s.preserve_dip {
                     let _ = writeln!(out, "add element {t} {} {{ {} . {} . {} : {} . {} }}", be_map(s), mark_text(b.mark), s.proto, s.port, b.addr, b.port);
@@ -455,8 +458,9 @@ mod tests {
         let new = state(svc(vec![b(1, "172.20.0.5", 8080), b(3, "172.20.0.7", 8080)]));
         let mut batch = Batch::new();
         build_update(&mut batch, &old, &new);
-        // pick (index 1), be and hairpin of the backend that leaves and of the one that comes.
-        assert_eq!(batch.len(), 6, "no chain or rule is touched");
+        // pick (index 1), be, hits and hairpin of the backend that leaves and of the one that
+        // comes.
+        assert_eq!(batch.len(), 8, "no chain or rule is touched");
         let mut same = Batch::new();
         build_update(&mut same, &new, &new);
         assert!(same.is_empty(), "no change, no batch");
