@@ -6,25 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use hns_kernel::nft_acl::{self, Action, Attach, Direction, EndpointAcl, Rule, Scope};
+use hns_kernel::nft_acl::{self, Attach, EndpointAcl};
 use hns_kernel::nft_batch::{self, Base, Batch, Expr, Family, Verdict};
 
-fn rules(n: usize, seed: usize) -> Vec<Rule> {
-    (0..n)
-        .map(|i| Rule {
-            id: format!("r{i}"),
-            action: if i % 3 == 0 { Action::Block } else { Action::Allow },
-            direction: if i % 2 == 0 { Direction::In } else { Direction::Out },
-            scope: Scope::Switch,
-            priority: (100 + i * 10) as u16,
-            protocols: vec![6],
-            local: vec![],
-            remote: vec![format!("10.{}.{}.0/24", seed % 250, i % 250).parse().unwrap()],
-            local_ports: vec![(8000 + i as u16, 8000 + i as u16), (9000, 9100)],
-            remote_ports: vec![],
-        })
-        .collect()
-}
+#[path = "common/acl_rules.rs"]
+mod acl_rules;
+use acl_rules::rules;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
