@@ -67,6 +67,16 @@ struct LbBackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AclRuleLabels {
+    endpoint: String,
+    name: String,
+    /// The ACL's Id, or `prio<N>` when it has none.
+    rule: String,
+    action: &'static str,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FamilyLabels {
     family: &'static str,
 }
@@ -98,6 +108,9 @@ struct Inventory {
     veths: Vec<(String, EndpointLabels)>,
     /// Load-balancer backends: (connection mark, labels).
     lb_backends: Vec<(u32, LbBackendLabels)>,
+    /// ACL rules of attached endpoints (their own and their network's): (the comment of
+    /// their kernel rules, labels).
+    acl_rules: Vec<(String, AclRuleLabels)>,
 }
 
 impl Inventory {
@@ -142,7 +155,33 @@ impl Inventory {
                 })
             })
             .collect();
+        // Parsed once per network, and only endpoints under some ACL get their state computed.
+        let mut net_acls = std::collections::HashMap::<&str, bool>::new();
+        let acl_rules = e
+            .endpoints
+            .values()
+            .filter(|r| !r.acls.is_empty() || *net_acls.entry(&r.network_id).or_insert_with(|| !e.network_acls(&r.network_id).is_empty()))
+            .filter_map(|r| Some((r, e.acl_state(r)?)))
+            .flat_map(|(r, s)| {
+                hns_kernel::nft_acl::ordered(&s.rules)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, rule)| {
+                        use hns_kernel::nft_acl::{Action, Direction};
+                        let labels = AclRuleLabels {
+                            endpoint: r.ep.id.clone(),
+                            name: r.ep.name.clone(),
+                            rule: if rule.id.is_empty() { format!("prio{}", rule.priority) } else { rule.id.clone() },
+                            action: if rule.action == Action::Allow { "allow" } else { "block" },
+                            direction: if rule.direction == Direction::In { "in" } else { "out" },
+                        };
+                        (hns_kernel::nft_acl::rule_comment(&s.host_if, i), labels)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         Inventory {
+            acl_rules,
             lb_backends,
             networks: drivers.into_iter().collect(),
             endpoints,
@@ -164,6 +203,7 @@ struct Scraped {
     leases: Family<FamilyLabels, Gauge>,
     dns_queries: Family<ResultLabels, Counter>,
     lb_backend_connections: Family<LbBackendLabels, Counter>,
+    acl_rule_packets: Family<AclRuleLabels, Counter>,
     traffic: std::sync::Arc<Traffic>,
 }
 
@@ -284,6 +324,11 @@ impl Metrics {
             "New connections a load balancer sent to each backend (nft counters; a backend's count starts when it joins)",
             scraped.lb_backend_connections.clone(),
         );
+        registry.register(
+            "acl_rule_packets",
+            "Packets each ACL rule of an endpoint matched (nft counters; a rule's count starts when the endpoint's rules are written)",
+            scraped.acl_rule_packets.clone(),
+        );
         registry.register("dns_queries", "DNS responder queries by result (local, forwarded, cache_hit (part of forwarded), failed, dropped)", scraped.dns_queries.clone());
         registry.register_collector(Box::new(scraped.traffic.clone()));
         Metrics {
@@ -348,7 +393,20 @@ impl Metrics {
                 Err(_) => Default::default(),
             }
         };
-        self.fill(&inv, &links, &hits);
+        // Only with ACLs: one rule dump of each ACL table.
+        let acl_hits = if inv.acl_rules.is_empty() {
+            Default::default()
+        } else {
+            match tokio::task::spawn_blocking(hns_kernel::nft_acl::rule_hits).await {
+                Ok(Ok(h)) => h.into_iter().map(|(comment, packets, _)| (comment, packets)).collect(),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "metrics: could not read the ACL rules' counters");
+                    Default::default()
+                }
+                Err(_) => Default::default(),
+            }
+        };
+        self.fill(&inv, &links, &hits, &acl_hits);
         *last = Some(inv);
         let len = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
         let mut out = String::with_capacity(len + len / 8);
@@ -364,11 +422,18 @@ impl Metrics {
         inv: &Inventory,
         links: &std::collections::HashMap<String, hns_kernel::netlink::LinkCounters>,
         hits: &std::collections::HashMap<u32, u64>,
+        acl_hits: &std::collections::HashMap<String, u64>,
     ) {
         let s = &self.scraped;
         s.lb_backend_connections.clear();
         for (mark, labels) in &inv.lb_backends {
             store(&s.lb_backend_connections, labels, hits.get(mark).copied().unwrap_or(0));
+        }
+        // Added, not stored: rules without an Id at the same priority, action and direction
+        // (e.g. one of each scope) share a series.
+        s.acl_rule_packets.clear();
+        for (comment, labels) in &inv.acl_rules {
+            s.acl_rule_packets.get_or_create(labels).inc_by(acl_hits.get(comment).copied().unwrap_or(0));
         }
         s.networks.clear();
         for (driver, n) in &inv.networks {

@@ -83,6 +83,49 @@ fn protocols_ports_ranges_and_directions_between_neighbours() {
     assert_eq!(acls[0]["Settings"]["LocalPorts"], "7000,8000-8080");
 }
 
+/// The value of the `hns_acl_rule_packets_total` series of one rule of an endpoint.
+fn rule_packets(text: &str, ep: &Value, rule: &str) -> u64 {
+    let series = format!("hns_acl_rule_packets_total{{endpoint=\"{}\",name=\"{}\",rule=\"{rule}\",", ep["ID"].as_str().unwrap(), ep["Name"].as_str().unwrap());
+    let line = text.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("no {series} in:\n{}", text.lines().filter(|l| l.contains("acl_")).collect::<Vec<_>>().join("\n")));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn each_rule_counts_the_packets_it_matched() {
+    let (lab, _d, api) = lab_with_hnsd(&[]);
+    let (b, _eb) = api.container("nat", "b", json!({}));
+    let (a, ea) = api.container(
+        "nat",
+        "a",
+        json!({"Policies": [
+            acl(json!({"Id": "web", "Action": "Allow", "Direction": "In", "Protocols": "6", "LocalPorts": "7000", "Priority": 100})),
+            acl(json!({"Id": "blk", "Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "7001", "Priority": 100})),
+            acl(json!({"Id": "never", "Action": "Allow", "Direction": "In", "Protocols": "17", "LocalPorts": "9999", "Priority": 200})),
+            acl(json!({"Action": "Allow", "Direction": "Out", "Priority": 1000})),
+        ]}),
+    );
+    let ip_a = ip_of(&ea);
+    let _s = [serve(&lab, &a, "serve-tcp", &format!("{ip_a}:7000")), serve(&lab, &a, "serve-tcp", &format!("{ip_a}:7001"))];
+    let (n, m) = (5, 3);
+    for _ in 0..n {
+        assert!(tcp(&lab, &b, &format!("{ip_a}:7000")));
+    }
+    for _ in 0..m {
+        assert!(!tcp(&lab, &b, &format!("{ip_a}:7001")));
+    }
+    let text = api.get("/metrics").raw;
+    assert!(text.contains("# TYPE hns_acl_rule_packets counter"), "{text}");
+    // Packets of established connections are accepted before the endpoint's rules: each
+    // allowed connection counts its SYN only, so the count is exact.
+    assert_eq!(rule_packets(&text, &ea, "web"), n, "one SYN per allowed connection, none of 7001's");
+    // A dropped SYN may be sent again within the client's 800 ms timeout (the first
+    // retransmission is due after 1 s, so usually not).
+    let blk = rule_packets(&text, &ea, "blk");
+    assert!((m..=2 * m).contains(&blk), "blk counted {blk} for {m} blocked connections");
+    assert_eq!(rule_packets(&text, &ea, "never"), 0);
+    assert!(text.contains("rule=\"prio1000\",action=\"allow\",direction=\"out\"}"), "a rule without an Id is named by its priority");
+}
+
 #[test]
 fn priority_order_ties_and_out_rules_with_remote_prefixes() {
     let (lab, _d, api) = lab_with_hnsd(&[]);

@@ -252,15 +252,35 @@ fn prelude_lines(attach: Attach) -> Vec<String> {
 
 /// The body of one endpoint chain (nft notation): the rules of `scope`/`dir` in evaluation
 /// order, the default drop.
-fn chain_body(rules: &[Rule], scope: Scope, dir: Direction) -> Vec<String> {
+fn chain_body(host_if: &str, rules: &[Rule], scope: Scope, dir: Direction) -> Vec<String> {
     let mut lines = Vec::new();
-    for r in ordered(rules) {
+    for (i, r) in ordered(rules).into_iter().enumerate() {
         if r.scope == scope && r.direction == dir {
-            lines.extend(rule_lines(r, dir));
+            let comment = quote(&rule_comment(host_if, i));
+            lines.extend(rule_lines(r, dir).into_iter().map(|l| match l.rsplit_once(' ') {
+                Some((m, verdict)) => format!("{m} counter {verdict} comment {comment}"),
+                None => format!("counter {l} comment {comment}"),
+            }));
         }
     }
     lines.push("drop".into());
     lines
+}
+
+/// What identifies the kernel rules of an ACL rule (their comment; all of them share it): the
+/// endpoint's host veth and the rule's index in the endpoint's evaluation order
+/// ([`ordered`] of its effective rules), which hnsd recomputes from its records to label the
+/// counters. Not the rule's Id: it is optional, need not be unique and is free text.
+pub fn rule_comment(host_if: &str, index: usize) -> String {
+    format!("hns:{host_if}:{index}")
+}
+
+/// Packets and bytes counted by each ACL rule in the kernel, by [`rule_comment`] (both
+/// tables; one dump each).
+pub fn rule_hits() -> Result<Vec<(String, u64, u64)>> {
+    let mut out = nft_batch::rule_hits(Family::Bridge, ACL_TABLE)?;
+    out.extend(nft_batch::rule_hits(Family::Inet, ACL_TABLE)?);
+    Ok(out)
 }
 
 /// Whether the endpoint has a stage `scope` at all: a stage with no rule lets everything
@@ -341,7 +361,7 @@ pub fn compile_endpoint(e: &EndpointAcl, fresh: bool) -> String {
             if fresh {
                 let _ = writeln!(out, "add chain {t} {chain}");
             }
-            for line in chain_body(&e.rules, scope, dir) {
+            for line in chain_body(&e.host_if, &e.rules, scope, dir) {
                 let _ = writeln!(out, "add rule {t} {chain} {line}");
             }
             let _ = writeln!(out, "add element {t} {map} {{ {q} : jump {chain} }}");
@@ -605,10 +625,13 @@ pub fn build_endpoint(b: &mut Batch, e: &EndpointAcl, fresh: bool) {
             if fresh {
                 b.add_chain(fam, ACL_TABLE, &chain);
             }
-            for r in ordered(&e.rules) {
+            for (i, r) in ordered(&e.rules).into_iter().enumerate() {
                 if r.scope == scope && r.direction == dir {
-                    for exprs in rule_exprs(r, dir, e.attach) {
-                        b.add_rule(fam, ACL_TABLE, &chain, &exprs);
+                    let comment = rule_comment(&e.host_if, i);
+                    for mut exprs in rule_exprs(r, dir, e.attach) {
+                        // Counted when the rule matches: before its verdict.
+                        exprs.insert(exprs.len() - 1, Expr::Counter);
+                        b.add_rule_commented(fam, ACL_TABLE, &chain, &exprs, Some(&comment));
                     }
                 }
             }
@@ -720,7 +743,7 @@ mod tests {
         let p = compile_endpoint(&e, false);
         assert!(p.lines().all(|l| l.contains("hnv0123")), "{p}");
         assert!(p.contains("flush chain bridge hns_acl hnv0123_sw_out"));
-        assert!(p.contains("add rule bridge hns_acl hnv0123_sw_out return"));
+        assert!(p.contains("add rule bridge hns_acl hnv0123_sw_out counter return comment \"hns:hnv0123:0\""), "{p}");
         assert!(p.contains("add element bridge hns_acl sw_in { \"hnv0123\" : jump hnv0123_sw_in }"), "a Switch rule makes both directions default-deny");
         // No Host rule: the Host chains are removed, not left empty-and-dropping.
         assert!(p.contains("delete chain bridge hns_acl hnv0123_host_in"));
@@ -750,13 +773,13 @@ mod tests {
         let p = compile_all(&[e]);
         let expected_tail = "\
 add chain bridge hns_acl hnvA_sw_in
-add rule bridge hns_acl hnvA_sw_in meta l4proto 6 th dport 80 return
+add rule bridge hns_acl hnvA_sw_in meta l4proto 6 th dport 80 counter return comment \"hns:hnvA:1\"
 add rule bridge hns_acl hnvA_sw_in drop
 add element bridge hns_acl sw_in { \"hnvA\" : jump hnvA_sw_in }
 add chain bridge hns_acl hnvA_sw_out
 ";
         assert!(p.contains(expected_tail), "{p}");
-        assert!(p.contains("add rule bridge hns_acl hnvA_host_out drop\nadd rule bridge hns_acl hnvA_host_out drop\n"), "the Block rule, then the default: {p}");
+        assert!(p.contains("add rule bridge hns_acl hnvA_host_out counter drop comment \"hns:hnvA:0\"\nadd rule bridge hns_acl hnvA_host_out drop\n"), "the Block rule (first in evaluation order), then the default: {p}");
         assert!(p.contains("ct state established,related meta mark set meta mark | 0x800000"));
         assert!(p.contains("chain acl_forward { type filter hook forward priority -10; policy accept; meta mark & 0x800000 == 0x800000 accept; ether type != { ip, ip6 } accept; icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept; iifname vmap @sw_out; oifname vmap @sw_in; }"), "{p}");
         assert!(!p.contains("hnvA_sw_in meta mark"), "the prelude runs once in the dispatch chain, not in every endpoint chain");

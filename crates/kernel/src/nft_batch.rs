@@ -55,6 +55,11 @@ const NFTA_HOOK_PRIORITY: u16 = 2;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
+/// libnftnl's udata type of a rule's comment (`NFTNL_UDATA_RULE_COMMENT`).
+const UDATA_RULE_COMMENT: u8 = 0;
 const NFTA_SET_TABLE: u16 = 1;
 const NFTA_SET_NAME: u16 = 2;
 const NFTA_SET_FLAGS: u16 = 3;
@@ -207,6 +212,8 @@ pub enum Expr {
     Vmap(String),
     /// The rule's verdict.
     Verdict(Verdict),
+    /// Counts the packets and bytes that reach it (starts at zero).
+    Counter,
     /// Loads into a given register. Registers are numbered as the kernel's 32-bit ones
     /// (`NFT_REG32_00` = 8, each 4 bytes): a concatenation is values in consecutive registers,
     /// each padded to 4 bytes.
@@ -469,6 +476,12 @@ impl Batch {
 
     /// Appends a rule at the end of a chain.
     pub fn add_rule(&mut self, fam: Family, table: &str, chain: &str, exprs: &[Expr]) {
+        self.add_rule_commented(fam, table, chain, exprs, None);
+    }
+
+    /// Appends a rule with a comment, stored in the rule's userdata as `nft` stores
+    /// `comment "..."` (so both list the same, and [`rule_hits`] finds the rule by it).
+    pub fn add_rule_commented(&mut self, fam: Family, table: &str, chain: &str, exprs: &[Expr], comment: Option<&str>) {
         // Anonymous sets first: the rule refers to them by their ID in this batch.
         let mut ids = Vec::new();
         for e in exprs {
@@ -488,6 +501,9 @@ impl Batch {
                     encode_expr(b, e, &mut ids);
                 }
             });
+            if let Some(c) = comment {
+                attr(b, NFTA_RULE_USERDATA, &comment_udata(c));
+            }
         });
     }
 
@@ -689,6 +705,8 @@ fn encode_expr(b: &mut Vec<u8>, e: &Expr, set_ids: &mut impl Iterator<Item = u32
             attr_u32(b, NFTA_LOOKUP_SREG, NFT_REG_1);
             attr_u32(b, NFTA_LOOKUP_DREG, NFT_REG_VERDICT);
         }),
+        // No data: the kernel starts the counter at zero, as when nft sends zeros.
+        Expr::Counter => expr(b, "counter", |_| {}),
         Expr::Verdict(v) => expr(b, "immediate", |b| {
             attr_u32(b, NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
             data_verdict(b, NFTA_IMMEDIATE_DATA, v);
@@ -927,6 +945,70 @@ pub fn chain_rule_count(fam: Family, table: &str, chain: &str) -> Result<usize> 
     Ok(rules.len())
 }
 
+/// A comment as libnftnl's udata TLV: type, length, the string with its NUL (nft cuts
+/// comments at 128 bytes; ours are short).
+fn comment_udata(c: &str) -> Vec<u8> {
+    let c = &c.as_bytes()[..c.len().min(127)];
+    let mut out = vec![UDATA_RULE_COMMENT, c.len() as u8 + 1];
+    out.extend_from_slice(c);
+    out.push(0);
+    out
+}
+
+fn udata_comment(mut u: &[u8]) -> Option<String> {
+    while u.len() >= 2 {
+        let (t, len) = (u[0], u[1] as usize);
+        let v = u.get(2..2 + len)?;
+        if t == UDATA_RULE_COMMENT {
+            return Some(attr_string(v));
+        }
+        u = &u[2 + len..];
+    }
+    None
+}
+
+/// The counters of the commented rules of a table: (comment, packets, bytes), summed over
+/// the rules that share a comment (one ACL rule can be several kernel rules). One dump of
+/// the table's rules; a missing table has none.
+pub fn rule_hits(fam: Family, table: &str) -> Result<Vec<(String, u64, u64)>> {
+    let rules = match dump(NFT_MSG_GETRULE, fam, &format!("rules of {} {table}", fam.name()), |b| attr_str(b, NFTA_RULE_TABLE, table)) {
+        Err(e) if e.errno == Some(libc::ENOENT) => return Ok(Vec::new()),
+        r => r?,
+    };
+    let mut out: Vec<(String, u64, u64)> = Vec::new();
+    let mut at = std::collections::HashMap::new();
+    for m in &rules {
+        let a = attrs(m);
+        if !a.iter().any(|(k, v)| *k == NFTA_RULE_TABLE && attr_string(v) == table) {
+            continue;
+        }
+        let Some(comment) = a.iter().find(|(k, _)| *k == NFTA_RULE_USERDATA).and_then(|(_, v)| udata_comment(v)) else { continue };
+        let Some((_, list)) = a.iter().find(|(k, _)| *k == NFTA_RULE_EXPRESSIONS) else { continue };
+        let (mut packets, mut bytes) = (0, 0);
+        for (_, elem) in attrs(list) {
+            let e = attrs(elem);
+            if !e.iter().any(|(k, v)| *k == NFTA_EXPR_NAME && attr_string(v) == "counter") {
+                continue;
+            }
+            for (k, v) in e.iter().filter(|(k, _)| *k == NFTA_EXPR_DATA).flat_map(|(_, d)| attrs(d)) {
+                let n = v.try_into().map(u64::from_be_bytes).unwrap_or(0);
+                match k {
+                    NFTA_COUNTER_PACKETS => packets += n,
+                    NFTA_COUNTER_BYTES => bytes += n,
+                    _ => {}
+                }
+            }
+        }
+        let i = *at.entry(comment.clone()).or_insert_with(|| {
+            out.push((comment, 0, 0));
+            out.len() - 1
+        });
+        out[i].1 += packets;
+        out[i].2 += bytes;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -966,6 +1048,12 @@ mod tests {
         }
         assert_eq!(at, bytes.len());
         assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn comments_are_udata_tlvs_as_libnftnl_writes_them() {
+        assert_eq!(comment_udata("ab"), vec![0, 3, b'a', b'b', 0]);
+        assert_eq!(udata_comment(&[1, 1, 9, 0, 3, b'a', b'b', 0]).as_deref(), Some("ab"));
     }
 
     #[test]

@@ -58,8 +58,13 @@ fn netlink_tables_read_back_as_the_nft_program() {
         nft_acl::build_all(&mut b, &eps);
         nft_acl::apply(&b).unwrap();
         assert!(nft_acl::tables_present());
+        // One series per ACL rule of each endpoint (the expanded ones summed), none counted yet.
+        let hits = nft_acl::rule_hits().unwrap();
+        assert_eq!(hits.len(), 8 + 8 + 1, "{hits:?}");
+        assert!(hits.iter().any(|(c, _, _)| c == "hns:hnv000000000002:7") && hits.iter().all(|(_, p, b)| (*p, *b) == (0, 0)), "{hits:?}");
         ruleset()
     });
+    assert!(by_nft.contains("counter packets 0 bytes 0 drop comment \"hns:hnv000000000001:0\""), "{by_nft}");
     assert!(by_nft.contains("jump hnv000000000002_sw_in") && by_nft.contains("dport { 1, 3, 5-9, 100-200, 65000-65535 }"), "{by_nft}");
     assert_eq!(by_netlink, by_nft);
 }

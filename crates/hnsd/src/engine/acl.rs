@@ -35,7 +35,7 @@ impl Engine {
     }
 
     /// The kernel ACL state of an attached endpoint (rules empty: it has none).
-    fn acl_state(&self, rec: &EndpointRecord) -> Option<EndpointAcl> {
+    pub(crate) fn acl_state(&self, rec: &EndpointRecord) -> Option<EndpointAcl> {
         if rec.ep.host_compute_namespace.is_empty() {
             return None;
         }
