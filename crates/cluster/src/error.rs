@@ -88,6 +88,7 @@ impl ClusterError {
     /// broken connection), become [`ClusterError::Unreachable`].
     pub(crate) fn from_etcd(endpoints: &str, op: &str, e: etcd_client::Error) -> Self {
         use etcd_client::Error as E;
+        count_error(op);
         let unreachable = match &e {
             E::TransportError(_) | E::IoError(_) => true,
             // gRPC status codes are wire constants: 1 cancelled, 2 unknown, 4 deadline exceeded,
@@ -115,6 +116,7 @@ impl ClusterError {
     }
 
     pub(crate) fn timeout(endpoints: &str, op: &str, after: Duration) -> Self {
+        count_error(op);
         ClusterError::Unreachable {
             endpoints: endpoints.to_owned(),
             op: op.to_owned(),
@@ -124,3 +126,17 @@ impl ClusterError {
 }
 
 pub type Result<T> = std::result::Result<T, ClusterError>;
+
+/// Failed etcd operations (errors and timeouts) since the process started, by operation: what
+/// hnsd's metrics report as `hns_etcd_errors_total`. Counted where etcd's answers become
+/// [`ClusterError`]s, so no call site can forget it.
+static ERRORS: std::sync::Mutex<std::collections::BTreeMap<String, u64>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn count_error(op: &str) {
+    *ERRORS.lock().unwrap_or_else(|p| p.into_inner()).entry(op.to_owned()).or_default() += 1;
+}
+
+/// The counts of failed etcd operations by operation (see [`ERRORS`]).
+pub fn etcd_errors() -> Vec<(String, u64)> {
+    ERRORS.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect()
+}

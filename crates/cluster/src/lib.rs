@@ -77,7 +77,7 @@ mod watch;
 
 pub use client::Cluster;
 pub use config::{ClusterConfig, TlsFiles};
-pub use error::{ClusterError, Result};
+pub use error::{ClusterError, Result, etcd_errors};
 pub use model::{AddressOwner, ClusterEndpoint, NodeInfo, OverlayNetwork, OverlayNetworkSpec, OverlaySubnet, format_mac, parse_mac};
 pub use nodes::{NodeRegistration, RemovedNode};
 pub use watch::{ClusterEvent, ClusterWatch, Snapshot};

@@ -61,6 +61,8 @@ pub async fn run(state: Arc<AppState>, s: ClusterSettings) {
     state.engine.lock().await.cluster_connected(cluster.clone());
     let mut watch = cluster.watch();
     while let Some(event) = watch.next().await {
+        let arrived = std::time::Instant::now();
+        let kind = watch_kind(&event);
         match &event {
             hns_cluster::ClusterEvent::NodeUp(n) => state.events.publish(hns_api::Event::ok("node", "join").object(n.name.clone(), n.name.clone()).attr("vtep", n.vtep.to_string())),
             hns_cluster::ClusterEvent::NodeDown { name, previous } => state.events.publish(
@@ -69,8 +71,24 @@ pub async fn run(state: Arc<AppState>, s: ClusterSettings) {
             _ => {}
         }
         state.engine.lock().await.apply_cluster_event(event).await;
+        state.metrics.watch_applied(kind, arrived.elapsed());
     }
     drop(registration);
+}
+
+/// The metrics label of a watch event.
+fn watch_kind(e: &hns_cluster::ClusterEvent) -> &'static str {
+    use hns_cluster::ClusterEvent as E;
+    match e {
+        E::Snapshot(_) => "snapshot",
+        E::NodeUp(_) => "node_up",
+        E::NodeDown { .. } => "node_down",
+        E::NetworkPut(_) => "network_put",
+        E::NetworkDeleted { .. } => "network_deleted",
+        E::EndpointPut(_) => "endpoint_put",
+        E::EndpointDeleted { .. } => "endpoint_deleted",
+        E::Disconnected { .. } => "disconnected",
+    }
 }
 
 async fn connect(state: &AppState, s: &ClusterSettings) -> (Cluster, NodeRegistration) {

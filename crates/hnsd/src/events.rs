@@ -54,6 +54,9 @@ pub struct Bus {
     /// Lease keepers followed by [`Bus::track_leases`], by endpoint ID.
     leases: Mutex<HashMap<String, watch::Receiver<hns_dhcp::LeaseState>>>,
     leases6: Mutex<HashMap<String, watch::Receiver<hns_dhcp::Lease6State>>>,
+    /// Events published, by type, action and outcome: `hns_events_total` (DHCP renewals, node
+    /// losses, refusals ... without a subscriber).
+    counts: Mutex<std::collections::BTreeMap<(String, String, String), u64>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -73,13 +76,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Bus {
     pub fn new() -> Arc<Bus> {
         let (tx, _) = broadcast::channel(BUFFER);
-        Arc::new(Bus { tx, history: Mutex::new(VecDeque::new()), closed: watch::Sender::new(false), leases: Mutex::default(), leases6: Mutex::default() })
+        Arc::new(Bus { tx, history: Mutex::new(VecDeque::new()), closed: watch::Sender::new(false), leases: Mutex::default(), leases6: Mutex::default(), counts: Mutex::default() })
     }
 
     /// Stamps and sends an event. Never waits for subscribers.
     pub fn publish(&self, mut event: Event) {
         let at = SystemTime::now();
         event.time = rfc3339(at);
+        *lock(&self.counts).entry((event.kind.clone(), event.action.clone(), event.outcome.clone())).or_default() += 1;
         let mut line = serde_json::to_vec(&event).expect("events serialize");
         line.push(b'\n');
         let stamped = Arc::new(Stamped { at, event, line: Bytes::from(line) });
@@ -91,6 +95,11 @@ impl Bus {
         }
         h.push_back(stamped.clone());
         let _ = self.tx.send(stamped);
+    }
+
+    /// How many events of each (type, action, outcome) were published since start.
+    pub fn counts(&self) -> Vec<((String, String, String), u64)> {
+        lock(&self.counts).iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Ends every stream (at shutdown).

@@ -60,6 +60,23 @@ struct NetworkLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    kind: String,
+    action: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LbBackendLabels {
     loadbalancer: String,
     endpoint: String,
@@ -203,6 +220,8 @@ struct Scraped {
     leases: Family<FamilyLabels, Gauge>,
     dns_queries: Family<ResultLabels, Counter>,
     lb_backend_connections: Family<LbBackendLabels, Counter>,
+    events: Family<EventLabels, Counter>,
+    etcd_errors: Family<OpLabels, Counter>,
     acl_rule_packets: Family<AclRuleLabels, Counter>,
     traffic: std::sync::Arc<Traffic>,
 }
@@ -247,6 +266,10 @@ pub struct Metrics {
     reconcile_passes: Counter,
     reconcile_duration: Histogram,
     repairs: Family<KindLabels, Counter>,
+    /// Cluster watch events applied, by kind, and how long each took from its arrival from
+    /// etcd's watch to being applied (waiting for the engine included): the lag hnsd adds.
+    watch_events: Family<WatchLabels, Counter>,
+    watch_lag: Histogram,
     scraped: Scraped,
     /// Serialises scrapes (each rewrites [`Scraped`]) and keeps the last inventory.
     last: tokio::sync::Mutex<Option<Inventory>>,
@@ -275,6 +298,9 @@ impl Metrics {
         let reconcile_passes = Counter::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         let repairs = Family::<KindLabels, Counter>::default();
+        let watch_events = Family::<WatchLabels, Counter>::default();
+        // 100 us to about 3 s.
+        let watch_lag = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
         let scraped = Scraped::default();
         registry.register(
             "api_requests",
@@ -303,6 +329,15 @@ impl Metrics {
             "Reconcile findings by kind: repaired (kernel state rebuilt), removed (orphan removed), collected (garbage-collected), error",
             repairs.clone(),
         );
+        registry.register("cluster_watch_events", "Cluster (etcd) watch events applied, by kind", watch_events.clone());
+        registry.register_with_unit(
+            "cluster_watch_lag",
+            "Time from a cluster watch event's arrival from etcd to its application on this host",
+            Unit::Seconds,
+            watch_lag.clone(),
+        );
+        registry.register("events", "Events published (see GET /events), by type, action and outcome: DHCP renewals, node losses, refusals ...", scraped.events.clone());
+        registry.register("etcd_errors", "Failed etcd operations (errors and timeouts), by operation", scraped.etcd_errors.clone());
         registry.register("networks", "Networks by driver", scraped.networks.clone());
         registry.register(
             "endpoints",
@@ -338,6 +373,8 @@ impl Metrics {
             reconcile_passes,
             reconcile_duration,
             repairs,
+            watch_events,
+            watch_lag,
             scraped,
             last: tokio::sync::Mutex::new(None),
             last_len: std::sync::atomic::AtomicUsize::new(0),
@@ -361,8 +398,14 @@ impl Metrics {
         }
     }
 
+    /// A cluster watch event of `kind` applied `took` after it arrived.
+    pub fn watch_applied(&self, kind: &'static str, took: Duration) {
+        self.watch_events.get_or_create(&WatchLabels { kind }).inc();
+        self.watch_lag.observe(took.as_secs_f64());
+    }
+
     /// The text of one scrape.
-    pub async fn encode(&self, engine: &tokio::sync::Mutex<Engine>) -> String {
+    pub async fn encode(&self, engine: &tokio::sync::Mutex<Engine>, events: &crate::events::Bus) -> String {
         let mut last = self.last.lock().await;
         // An operation in flight may hold the engine for a while (kernel steps, etcd): serve
         // the previous figures rather than wait. The first scrape has none, so it waits once.
@@ -407,6 +450,13 @@ impl Metrics {
             }
         };
         self.fill(&inv, &links, &hits, &acl_hits);
+        let s = &self.scraped;
+        for ((kind, action, outcome), n) in events.counts() {
+            store(&s.events, &EventLabels { kind, action, outcome }, n);
+        }
+        for (op, n) in hns_cluster::etcd_errors() {
+            store(&s.etcd_errors, &OpLabels { op }, n);
+        }
         *last = Some(inv);
         let len = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
         let mut out = String::with_capacity(len + len / 8);
@@ -524,7 +574,7 @@ pub async fn track(State(m): State<std::sync::Arc<Metrics>>, req: Request, next:
 pub async fn serve(State(s): State<Shared>) -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
-        s.metrics.encode(&s.engine).await,
+        s.metrics.encode(&s.engine, &s.events).await,
     )
         .into_response()
 }

@@ -172,6 +172,16 @@ fn a_subscriber_sees_every_step_in_order_and_a_filter_only_its_type() {
     }
     assert!(events[15]["Error"].as_str().unwrap().contains("not-an-ip"), "the refusal names the bad VIP: {}", events[15]);
     assert!(events[16]["Error"].as_str().unwrap().contains("NETWORK_NOT_FOUND"), "{}", events[16]);
+    // Every event is counted by type, action and outcome (hns_events_total).
+    let metrics = api.get("/metrics").raw;
+    let count = |kind: &str, action: &str, outcome: &str| -> u64 {
+        let series = format!("hns_events_total{{kind=\"{kind}\",action=\"{action}\",outcome=\"{outcome}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).map_or(0, |v| v.trim().parse().unwrap())
+    };
+    assert_eq!((count("network", "create", "ok"), count("network", "create", "error")), (1, 1));
+    assert_eq!((count("endpoint", "create", "ok"), count("endpoint", "create", "error")), (1, 1));
+    assert_eq!((count("portmapping", "add", "ok"), count("portmapping", "remove", "ok")), (2, 1));
+    assert_eq!((count("loadbalancer", "create", "ok"), count("loadbalancer", "create", "error"), count("loadbalancer", "delete", "ok")), (1, 1, 1));
 
     // `--filter type=endpoint`: the endpoint steps only, as text lines.
     let lines = lines_until(&eps, |l| l.contains("name=last"));
@@ -342,6 +352,10 @@ fn dhcp_leases_are_events_obtained_renewed_and_released() {
     // dnsmasq's shortest lease is 120 s, renewed at T1 = 60 s.
     let got = lines_within(&rx, Duration::from_secs(80), |l| v4(l));
     check(got.last().unwrap(), "renewed");
+    // The renewal is counted in the metrics too.
+    let metrics = Api::new(&lab).get("/metrics").raw;
+    let renewals = metrics.lines().find(|l| l.starts_with(r#"hns_events_total{kind="dhcp",action="renewed",outcome="ok"} "#));
+    assert!(renewals.is_some_and(|l| l.ends_with(" 1")), "{renewals:?}");
     lab.hnsctl_ok(&["rm", "-f", "c1"]).unwrap();
     let got = lines_until(&rx, |l| v4(l));
     check(got.last().unwrap(), "released");

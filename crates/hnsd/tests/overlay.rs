@@ -512,6 +512,17 @@ fn with_etcd_down_traffic_flows_cluster_changes_fail_fast_and_everything_converg
     assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
     let e = h.apis[1].post("/endpoints", &json!({"HostComputeNetwork": "ov"}));
     assert!(e.status == 503 && e.raw.contains("etcd is unreachable"), "{}", e.raw);
+    // The metrics count the failed etcd operations, and the watch events each host applied
+    // (with how long each took from arrival to application).
+    let sum = |text: &str, prefix: &str| -> f64 { text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum() };
+    for (i, api) in h.apis.iter().enumerate() {
+        let m = api.get("/metrics").raw;
+        assert!(sum(&m, "hns_etcd_errors_total{") >= 1.0, "host {i}: no etcd error counted:\n{}", m.lines().filter(|l| l.contains("etcd") || l.contains("watch")).collect::<Vec<_>>().join("\n"));
+        assert!(sum(&m, "hns_cluster_watch_events_total{kind=\"snapshot\"}") >= 1.0, "host {i}: no snapshot applied");
+        // Host 0 saw host 1's endpoint a1 arrive through the watch, and the reverse.
+        assert!(sum(&m, "hns_cluster_watch_events_total{kind=\"endpoint_put\"}") >= 1.0, "host {i}: no endpoint from the watch");
+        assert_eq!(sum(&m, "hns_cluster_watch_lag_seconds_count"), sum(&m, "hns_cluster_watch_events_total{"), "host {i}: one lag sample per event");
+    }
     // Local networks carry on as usual.
     h.apis[0].post("/networks", &json!({"Name": "local", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.250.0.0/24"}]}]})).ok();
     let (l, _) = h.apis[0].container("local", "l0", json!({}));

@@ -24,16 +24,19 @@ impl Netlink {
     /// The link of this namespace with the MAC `mac`, skipping the names in `except` (links
     /// already claimed by someone else).
     pub async fn link_by_mac(&self, mac: [u8; 6], except: &[String]) -> Result<Option<LinkInfo>> {
+        let _one_dump = self.dumps.lock().await;
         let mut stream = self.handle.link().get().execute();
+        // Read to the end: a dump left half-read keeps the socket busy for the next one.
+        let mut found = None;
         while let Some(m) = stream.try_next().await.map_err(|e| nl_err("list links", "", e))? {
             let has_mac = m.attributes.iter().any(|a| matches!(a, LinkAttribute::Address(b) if b.as_slice() == mac));
-            if has_mac {
+            if found.is_none() && has_mac {
                 let l = link_info(&m);
                 if !except.contains(&l.name) {
-                    return Ok(Some(l));
+                    found = Some(l);
                 }
             }
         }
-        Ok(None)
+        Ok(found)
     }
 }

@@ -25,6 +25,10 @@ use crate::{names, netns};
 #[derive(Clone)]
 pub struct Netlink {
     pub(crate) handle: Handle,
+    /// Held for the whole of each dump: the kernel runs one dump at a time per socket and
+    /// refuses a second one started meanwhile with EBUSY (two requests without the engine
+    /// lock, or a request and the periodic pass, may both list something).
+    pub(crate) dumps: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The counters of `/proc/net/dev`: after two header lines, `NAME: ` then 8 receive
@@ -111,7 +115,7 @@ impl Netlink {
         let tokio_socket = unsafe { TokioSocket::from_raw_fd(socket.into_raw_fd()) };
         let (conn, handle, _) = rtnetlink::from_socket(tokio_socket);
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink { handle, dumps: Default::default() })
     }
 
     fn open_socket() -> Result<netlink_sys::Socket> {
@@ -138,6 +142,7 @@ impl Netlink {
         // Without the traffic counters (which LinkInfo does not use): at thousands of links
         // they are most of the dump's bytes and of the parser's allocations.
         let request = self.handle.link().get().set_filter_mask(netlink_packet_route::AddressFamily::Unspec, vec![LinkExtentMask::SkipStats]);
+        let _one_dump = self.dumps.lock().await;
         let mut stream = request.execute();
         while let Some(m) = stream.try_next().await.map_err(|e| nl_err("list links", "", e))? {
             out.push(link_info(&m));
@@ -238,6 +243,7 @@ impl Netlink {
     /// a link, costs no RCU grace period.
     pub async fn clear_addresses(&self, name: &str) -> Result<()> {
         let Some(l) = self.link_by_name(name).await? else { return Ok(()) };
+        let _one_dump = self.dumps.lock().await;
         let mut dump = self.handle.address().get().set_link_index_filter(l.index).execute();
         let mut found = Vec::new();
         while let Some(m) = dump.try_next().await.map_err(|e| nl_err("list addresses", name, e))? {
@@ -258,6 +264,7 @@ impl Netlink {
     pub async fn del_address(&self, name: &str, ip: IpAddr) -> Result<()> {
         use netlink_packet_route::address::AddressAttribute;
         let Some(l) = self.link_by_name(name).await? else { return Ok(()) };
+        let _one_dump = self.dumps.lock().await;
         let mut dump = self.handle.address().get().set_link_index_filter(l.index).execute();
         let mut found = Vec::new();
         while let Some(m) = dump.try_next().await.map_err(|e| nl_err("list addresses", name, e))? {
@@ -361,6 +368,7 @@ impl Netlink {
     /// notification to every listener) each time even with nothing to change.
     pub async fn ensure_address(&self, link: &str, index: u32, ip: IpAddr, prefix_len: u8) -> Result<()> {
         use netlink_packet_route::address::AddressAttribute;
+        let _one_dump = self.dumps.lock().await;
         let mut dump = self.handle.address().get().set_link_index_filter(index).execute();
         let mut present = false;
         while let Some(m) = dump.try_next().await.map_err(|e| nl_err("list addresses", link, e))? {
@@ -395,6 +403,7 @@ impl Netlink {
         // Strict dump checking filters by every header field set: any protocol, any type.
         msg.header.protocol = netlink_packet_route::route::RouteProtocol::Unspec;
         msg.header.kind = netlink_packet_route::route::RouteType::Unspec;
+        let _one_dump = self.dumps.lock().await;
         let mut routes = self.handle.route().get(msg).execute();
         let mut found = false;
         while let Some(m) = routes.try_next().await.map_err(|e| nl_err("list routes", "", e))? {
@@ -437,13 +446,17 @@ impl Netlink {
         let names: std::collections::HashMap<u32, String> = self.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
         let link = |index: u32| names.get(&index).cloned();
         let mut out = Vec::new();
-        let mut addrs = self.handle.address().get().execute();
-        while let Some(m) = addrs.try_next().await.map_err(|e| nl_err("list addresses", "", e))? {
-            for a in &m.attributes {
-                if let AddressAttribute::Address(ip) = a
-                    && let Ok(n) = ipnet::IpNet::new(*ip, m.header.prefix_len)
-                {
-                    out.push(HostPrefix { prefix: n.trunc(), kind: HostPrefixKind::Address(n), link: link(m.header.index) });
+        {
+            // Released before the route dumps below take it again.
+            let _one_dump = self.dumps.lock().await;
+            let mut addrs = self.handle.address().get().execute();
+            while let Some(m) = addrs.try_next().await.map_err(|e| nl_err("list addresses", "", e))? {
+                for a in &m.attributes {
+                    if let AddressAttribute::Address(ip) = a
+                        && let Ok(n) = ipnet::IpNet::new(*ip, m.header.prefix_len)
+                    {
+                        out.push(HostPrefix { prefix: n.trunc(), kind: HostPrefixKind::Address(n), link: link(m.header.index) });
+                    }
                 }
             }
         }
@@ -458,6 +471,7 @@ impl Netlink {
             // Strict dump checking filters by every header field set: any protocol, any type.
             family.header.protocol = netlink_packet_route::route::RouteProtocol::Unspec;
             family.header.kind = netlink_packet_route::route::RouteType::Unspec;
+            let _one_dump = self.dumps.lock().await;
             let mut routes = self.handle.route().get(family).execute();
             while let Some(m) = routes.try_next().await.map_err(|e| nl_err("list routes", "", e))? {
                 let plen = m.header.destination_prefix_length;

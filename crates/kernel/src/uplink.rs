@@ -177,17 +177,25 @@ impl Netlink {
         let mut filter = RouteMessageBuilder::<std::net::Ipv4Addr>::new().build();
         filter.header.protocol = netlink_packet_route::route::RouteProtocol::Unspec;
         filter.header.kind = netlink_packet_route::route::RouteType::Unspec;
-        let mut routes = self.handle.route().get(filter).execute();
-        while let Some(m) = routes.try_next().await.map_err(|e| nl_err("list routes", "", e))? {
-            if m.header.destination_prefix_length != 0 || m.header.table != 254 {
-                continue;
+        let oif = {
+            let _one_dump = self.dumps.lock().await;
+            let mut routes = self.handle.route().get(filter).execute();
+            let mut found = None;
+            while let Some(m) = routes.try_next().await.map_err(|e| nl_err("list routes", "", e))? {
+                if m.header.destination_prefix_length != 0 || m.header.table != 254 {
+                    continue;
+                }
+                // The dump is read to its end (another dump on this socket waits for it).
+                if found.is_none() {
+                    found = m.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None });
+                }
             }
-            if let Some(oif) = m.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None }) {
-                let links = self.links().await?;
-                return Ok(links.into_iter().find(|l| l.index == oif).map(|l| l.name));
-            }
+            found
+        };
+        match oif {
+            Some(oif) => Ok(self.links().await?.into_iter().find(|l| l.index == oif).map(|l| l.name)),
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     /// A route to one address out of `oif` (on-link), replacing any previous one; `src` is the
@@ -213,6 +221,7 @@ impl Netlink {
         use futures::TryStreamExt;
         use netlink_packet_route::address::AddressAttribute;
         let mut out = Vec::new();
+        let _one_dump = self.dumps.lock().await;
         let mut addrs = self.handle.address().get().execute();
         while let Some(m) = addrs.try_next().await.map_err(|e| nl_err("list addresses", "", e))? {
             for a in &m.attributes {
@@ -228,15 +237,18 @@ impl Netlink {
     pub async fn ipv4_of(&self, index: u32) -> Result<Option<IpAddr>> {
         use futures::TryStreamExt;
         use netlink_packet_route::address::AddressAttribute;
+        let _one_dump = self.dumps.lock().await;
         let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
+        // Read to the end: a dump left half-read keeps the socket busy for the next one.
+        let mut found = None;
         while let Some(m) = addrs.try_next().await.map_err(|e| nl_err("list addresses", "", e))? {
             for a in &m.attributes {
                 if let AddressAttribute::Address(ip @ IpAddr::V4(_)) = a {
-                    return Ok(Some(*ip));
+                    found = found.or(Some(*ip));
                 }
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
     /// Removes the route to one address; a missing route is fine.

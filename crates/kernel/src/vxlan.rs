@@ -188,6 +188,7 @@ impl Netlink {
     /// `None` when no link of this namespace has the address.
     pub async fn underlay_of(&self, vtep: IpAddr) -> Result<Option<(String, u32)>> {
         use netlink_packet_route::address::AddressAttribute;
+        let _one_dump = self.dumps.lock().await;
         let mut addrs = self.handle.address().get().execute();
         let mut index = None;
         while let Some(m) = addrs.try_next().await.map_err(|e| nl_err("list addresses", "", e))? {
@@ -291,6 +292,7 @@ impl Netlink {
     pub async fn fdb_entries(&self, vxlan_if: &str) -> Result<Vec<FdbEntry>> {
         let index = self.link_index("list FDB of", vxlan_if).await?;
         let mut out = Vec::new();
+        let _one_dump = self.dumps.lock().await;
         let mut dump = self.handle.neighbours().get().set_address_family(AddressFamily::Bridge).execute();
         while let Some(m) = dump.try_next().await.map_err(|e| nl_err("list FDB of", vxlan_if, e))? {
             if m.header.ifindex != index || !m.header.flags.contains(NeighbourFlags::Own) {
@@ -349,6 +351,7 @@ impl Netlink {
         let index = self.link_index("list neighbours of", link).await?;
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let _one_dump = self.dumps.lock().await;
             let mut dump = self.handle.neighbours().get().set_address_family(family).execute();
             while let Some(m) = dump.try_next().await.map_err(|e| nl_err("list neighbours of", link, e))? {
                 if m.header.ifindex != index {
