@@ -798,7 +798,7 @@ fn mapping_to(external: u16, internal: u16) -> Value {
 /// one protocol and two local ports each, like the kernel-level `acl_scale` example).
 fn acl_rule(e: usize, i: usize, id: &str) -> Value {
     json!({"Type": "ACL", "Settings": {
-        "Id": id, "Action": if i % 3 == 0 { "Block" } else { "Allow" }, "Direction": if i % 2 == 0 { "In" } else { "Out" },
+        "Id": id, "Action": if i.is_multiple_of(3) { "Block" } else { "Allow" }, "Direction": if i.is_multiple_of(2) { "In" } else { "Out" },
         "Protocols": "6", "LocalPorts": format!("{},9000-9100", 8000 + i), "RemoteAddresses": format!("10.{}.{}.0/24", e % 250, i % 250),
         "Priority": 100 + i * 10}})
 }
