@@ -152,14 +152,8 @@ enum Cmd {
         endpoints: usize,
         #[arg(long, default_value_t = 10)]
         rules: usize,
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// Seconds of each measurement.
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
-        /// Client threads.
-        #[arg(long, default_value_t = 4)]
-        clients: usize,
+        #[command(flatten)]
+        rate: RateArgs,
         #[command(flatten)]
         inner: Inner,
     },
@@ -171,12 +165,8 @@ enum Cmd {
         services: usize,
         #[arg(long, default_value_t = 5)]
         backends: usize,
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
-        #[arg(long, default_value_t = 4)]
-        clients: usize,
+        #[command(flatten)]
+        rate: RateArgs,
     },
     /// Cost of a metrics scrape ([U1]): GET /metrics with LEVELS attached endpoints.
     Scrape {
@@ -214,6 +204,20 @@ enum Cmd {
         #[command(flatten)]
         inner: Inner,
     },
+}
+
+/// How the connection-rate benches measure (acl-rate, lb-rate).
+#[derive(clap::Args, Clone, Copy)]
+struct RateArgs {
+    /// Rounds, alternating the cases; the report gives medians.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds of each measurement.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Client threads.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
 }
 
 /// Set by [`in_lab`] when this binary re-runs itself inside the lab host.
@@ -281,8 +285,8 @@ fn main() -> Result<()> {
         Cmd::Lb { count, backends, samples, .. } => in_lab(&[s(&"lb"), s(&"--count"), s(&count), s(&"--backends"), s(&backends), s(&"--samples"), s(&samples)]),
         Cmd::Overlay { endpoints, seconds, hosts } => overlay::run(endpoints, seconds, &hosts),
         Cmd::OverlayProbe => overlay::probe_main(),
-        Cmd::AclRate { endpoints, rules, rounds, seconds, clients, inner: Inner { inner_socket: Some(sock), .. } } => acl_rate::inner(&sock, endpoints, rules, rounds, seconds, clients),
-        Cmd::AclRate { endpoints, rules, rounds, seconds, clients, .. } => in_lab(&[
+        Cmd::AclRate { endpoints, rules, rate: RateArgs { rounds, seconds, clients }, inner: Inner { inner_socket: Some(sock), .. } } => acl_rate::inner(&sock, endpoints, rules, rounds, seconds, clients),
+        Cmd::AclRate { endpoints, rules, rate: RateArgs { rounds, seconds, clients }, .. } => in_lab(&[
             s(&"acl-rate"),
             s(&"--endpoints"),
             s(&endpoints),
@@ -295,7 +299,7 @@ fn main() -> Result<()> {
             s(&"--clients"),
             s(&clients),
         ]),
-        Cmd::LbRate { services, backends, rounds, seconds, clients } => lb_rate::run(services, backends, rounds, seconds, clients),
+        Cmd::LbRate { services, backends, rate: RateArgs { rounds, seconds, clients } } => lb_rate::run(services, backends, rounds, seconds, clients),
         Cmd::Scrape { levels, scrapes, inner: Inner { inner_socket: Some(sock), hnsd_pid, .. } } => scrape::inner(&sock, &levels, scrapes, hnsd_pid.context("--hnsd-pid")?),
         Cmd::Scrape { levels, scrapes, .. } => {
             in_lab(&[s(&"scrape"), s(&"--levels"), levels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(","), s(&"--scrapes"), s(&scrapes)])
