@@ -495,10 +495,7 @@ pub mod docker {
     /// `error`. Call it while the endpoint still exists (before a delete) for its names.
     pub fn endpoint(engine: &Engine, action: &str, id: &str, error: Option<&ApiError>) -> Event {
         let r = ep_ref(engine, id).unwrap_or_else(|| EpRef { id: id.to_owned(), ..Default::default() });
-        let ev = match error {
-            None => Event::ok("endpoint", action),
-            Some(e) => Event::failed("endpoint", action, format!("{} ({})", e.message, e.code.as_str())),
-        };
+        let ev = outcome(Event::ok("endpoint", action), error);
         let ev = r.event(ev).attr("via", "docker");
         match ns_ref(engine, &r.namespace_id) {
             Some(ns) if action == "attach" || action == "detach" => with_ns(ev, &ns),
@@ -508,11 +505,16 @@ pub mod docker {
 
     /// A network `create` or `delete` (ID and name known to the caller).
     pub fn network(action: &str, id: &str, name: &str, error: Option<&ApiError>) -> Event {
-        let ev = match error {
-            None => Event::ok("network", action),
-            Some(e) => Event::failed("network", action, format!("{} ({})", e.message, e.code.as_str())),
-        };
-        ev.object(id, name).on_network(id, name).attr("via", "docker")
+        outcome(Event::ok("network", action), error).object(id, name).on_network(id, name).attr("via", "docker")
+    }
+
+    /// `ev` as it turned out: unchanged, or failed with `error` (its message and code, as the
+    /// API's refusals read).
+    pub fn outcome(ev: Event, error: Option<&ApiError>) -> Event {
+        match error {
+            None => ev,
+            Some(e) => Event { outcome: "error".into(), error: format!("{} ({})", e.message, e.code.as_str()), ..ev },
+        }
     }
 
     /// Port mappings added or removed (`-p` of `docker run`), one event each.

@@ -222,7 +222,7 @@ pub async fn delete_endpoint(d: &Docker, req: &EndpointRef) -> Result<Value> {
             Ok(json!({}))
         }
         Err(e) => {
-            d.app.events.publish(hns_api::Event { outcome: "error".into(), error: format!("{} ({})", e.message, e.code.as_str()), ..done });
+            d.app.events.publish(event::outcome(done, Some(&e)));
             Err(e)
         }
     }

@@ -247,10 +247,7 @@ pub async fn leave(d: &Docker, docker_endpoint: &str) -> Result<()> {
     let ev = crate::events::docker::endpoint(&engine, "detach", &id, None);
     let left = leave_locked(d, &mut engine, &id).await;
     if attached {
-        d.app.events.publish(match &left {
-            Ok(()) => ev,
-            Err(e) => hns_api::Event { outcome: "error".into(), error: format!("{} ({})", e.message, e.code.as_str()), ..ev },
-        });
+        d.app.events.publish(crate::events::docker::outcome(ev, left.as_ref().err()));
     }
     left
 }
