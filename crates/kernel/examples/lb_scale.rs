@@ -1,6 +1,7 @@
-//! How long one load balancer's create and backend replacement take with N present, written
-//! as hnsd wrote them before (`nft -f` of `nft_lb::compile_update`) and as it writes them now
-//! (one nfnetlink batch of `nft_lb_batch::build_update`). Changes the nft ruleset of the
+//! How long one load balancer's create, delete and backend replacement take with N present,
+//! written as hnsd writes them (one nfnetlink batch of `nft_lb_batch::build_update`). All
+//! services have one shape, so after the first a create or delete is map elements only.
+//! Changes the nft ruleset of the
 //! namespace it runs in: run it in a scratch one, as root:
 //! `unshare -n target/release/examples/lb_scale 10000 5 [runs]`.
 
@@ -30,53 +31,37 @@ fn main() {
     let all: Vec<LbState> = (0..n).map(|i| lb(i, per, (i * per) as u32 + 1)).collect();
     let refs: Vec<&LbState> = all.iter().collect();
     let mut next_mark = (n * per) as u32 + 1;
-    for text in [true, false] {
+    let t = Instant::now();
+    let mut shapes = nft_lb_batch::rebuild(&refs).expect("full load");
+    let load = t.elapsed();
+    let mut apply = |old: &LbState, new: &LbState| {
+        let mut b = Batch::new();
+        nft_lb_batch::build_update(&mut b, &mut shapes, old, new);
+        nft_lb_batch::apply(&b).expect("update");
+    };
+    let (mut create, mut delete, mut replace) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..runs {
+        let new = lb(n + k, per, next_mark);
+        next_mark += per as u32;
         let t = Instant::now();
-        if text {
-            nft_lb::run(&nft_lb::compile_all(&refs)).expect("full load");
-        } else {
-            nft_lb_batch::rebuild(&refs).expect("full load");
-        }
-        let load = t.elapsed();
-        let apply = |old: &LbState, new: &LbState| {
-            if text {
-                nft_lb::run(&nft_lb::compile_update(old, new)).expect("update");
-            } else {
-                let mut b = Batch::new();
-                nft_lb_batch::build_update(&mut b, old, new);
-                nft_lb_batch::apply(&b).expect("update");
-            }
-        };
-        let (mut create, mut delete, mut replace) = (Vec::new(), Vec::new(), Vec::new());
-        for k in 0..runs {
-            let new = lb(n + k, per, next_mark);
-            next_mark += per as u32;
-            let t = Instant::now();
-            apply(&LbState::default(), &new);
-            create.push(t.elapsed());
-            let t = Instant::now();
-            apply(&new, &LbState::default());
-            delete.push(t.elapsed());
-            // Replace the last backend of an existing load balancer, then put it back.
-            let old = &all[(k * 7919) % n];
-            let mut swapped = old.clone();
-            let last = swapped.services[0].backends.last_mut().unwrap();
-            last.mark = LB_CT_MARK | next_mark;
-            last.addr = "172.20.1.1".parse().unwrap();
-            next_mark += 1;
-            swapped.hairpin = swapped.services[0].backends.iter().map(|b| Hairpin { mark: b.mark, backend: b.addr, source_vip: None }).collect();
-            let t = Instant::now();
-            apply(old, &swapped);
-            replace.push(t.elapsed());
-            apply(&swapped, old);
-        }
-        println!(
-            "{} n={n} backends={per}: full load={load:?} create one={:?} delete one={:?} replace a backend={:?} (medians of {runs})",
-            if text { "nft -f (before)" } else { "nfnetlink (now)" },
-            median(create),
-            median(delete),
-            median(replace)
-        );
+        apply(&LbState::default(), &new);
+        create.push(t.elapsed());
+        let t = Instant::now();
+        apply(&new, &LbState::default());
+        delete.push(t.elapsed());
+        // Replace the last backend of an existing load balancer, then put it back.
+        let old = &all[(k * 7919) % n];
+        let mut swapped = old.clone();
+        let last = swapped.services[0].backends.last_mut().unwrap();
+        last.mark = LB_CT_MARK | next_mark;
+        last.addr = "172.20.1.1".parse().unwrap();
+        next_mark += 1;
+        swapped.hairpin = swapped.services[0].backends.iter().map(|b| Hairpin { mark: b.mark, backend: b.addr, source_vip: None }).collect();
+        let t = Instant::now();
+        apply(old, &swapped);
+        replace.push(t.elapsed());
+        apply(&swapped, old);
     }
-    nft_lb::run(&nft_lb::compile_all(&[])).expect("cleanup");
+    println!("nfnetlink n={n} backends={per}: full load={load:?} create one={:?} delete one={:?} replace a backend={:?} (medians of {runs})", median(create), median(delete), median(replace));
+    nft_lb::run(&nft_lb::removal_program()).expect("cleanup");
 }

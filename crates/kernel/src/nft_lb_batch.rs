@@ -3,32 +3,30 @@
 //! cost grew with the number of load balancers; a process per change costs milliseconds
 //! too). The inputs are the typed state of [`crate::nft_lb`] (`LbState`, `Service`,
 //! `Backend`, `Hairpin`); the table's skeleton (dispatch maps, base chains, `refuse`, the
-//! hairpin rules) is still written as nft text by [`crate::nft_lb::compile_all`] when the
+//! hairpin rules) is written as nft text by [`crate::nft_lb::skeleton_program`] when the
 //! whole table is rebuilt (rare: the table is missing or flushed).
 //!
-//! What differs from the text compiler's service chains, and why: the text form picks a
-//! backend through anonymous maps inside the service's rules (`numgen random mod N map { 0 :
-//! mark, ... }`, `dnat ... to ct mark map { mark : addr . port }`). Every anonymous set costs
-//! the kernel a walk over all sets of the table (sets are found by name in a list, and
-//! `__set%d` names are allocated by scanning them: 20 000 sets at 10 000 services), and any
-//! new rule marks the table for the commit-time validation walk over every chain the dispatch
-//! maps jump to. So the backend is looked up in a few shared named maps instead:
-//! - `pick4`/`pick6` (`picknode4`/`picknode6` for frontends on every host address): the
-//!   service's key (`VIP . l4proto . port`) and the backend's index to the backend's
-//!   connection mark;
-//! - `be4`/`be6`: the mark, protocol and frontend port to the backend's address and port.
+//! A service is map elements only, never a chain or a rule of its own. Why: any new rule or
+//! new verdict-map element that jumps makes the kernel validate the table at commit, walking
+//! every chain a verdict can reach (with a chain per service: 10 000 chains, milliseconds per
+//! new service); and a rule that looks a map up "binds" it, which walks every element of the
+//! map. Element changes of data maps bound by a few fixed rules do neither: they cost
+//! microseconds whatever the number of services. So:
+//! - the dispatch maps (`svc4`, `local4`, `node4`, ...) give the service's [`Shape`]: the
+//!   number of backends, how one is drawn (random, or a hash of the client address, or of
+//!   address and protocol), whether the service is internal, and which common chain it ends
+//!   in. The skeleton's dispatch rule goes through the `shapes` verdict map to the shape's
+//!   chain (`draw_*`), shared by every service of that shape, which draws the backend's
+//!   index (`numgen`/`jhash` mod N) into the connection mark;
+//! - the common chain (`lb_vip4`, `lb_vip6`, `lb_node4`, `lb_node6`) replaces the index by
+//!   the backend's connection mark through `pick4`/`pick6`/`picknode4`/`picknode6` (keyed on
+//!   the service's key and the index) and DNATs through `be4`/`be6` (keyed on the mark,
+//!   protocol and frontend port). DSR and PreserveDIP services go to the `_direct` variants,
+//!   which set the mark and do not DNAT (the skeleton's `dsr_route` delivers).
 //!
-//! The service's chain only draws the index (`numgen`/`jhash` mod N) into the connection
-//! mark and goes to a common chain (`lb_vip4`, `lb_vip6`, `lb_node4`, `lb_node6`), which
-//! replaces the index by the backend's mark through `pick*` and DNATs through `be*`. Why the
-//! detour: a rule that looks up a map "binds" it, and binding makes the kernel walk every
-//! element of the map (50 000 at 10 000 services of 5 backends: 165 ms per new service when
-//! each service chain looked the shared maps up itself). Bound by a few chains only, the maps
-//! take element changes in microseconds. So replacing a backend changes map elements only (no
-//! rule, no validation walk), and a new service adds its chain, two rules and its elements.
-//! DSR and PreserveDIP services go to the `_direct` variants, which set the mark and do not
-//! DNAT (the skeleton's `dsr_route` delivers). The marks are unique per backend and load
-//! balancer, so the maps never mix services up.
+//! A shape chain is written when the first service of that shape appears and removed with the
+//! last one ([`Shapes`] counts them): a few dozen at most in practice. The marks are unique per
+//! backend and load balancer, so the maps never mix services up.
 //! `iifname != { "hns-*", "hnv*" }` (an anonymous interval set) is written as two prefix
 //! comparisons, which nft lists as `iifname != "hns-*" iifname != "hnv*"`: same meaning.
 
@@ -102,12 +100,114 @@ fn common_of(s: &Service) -> &'static Common {
     &COMMON[at + if s.preserve_dip { 4 } else { 0 }]
 }
 
-/// The chains this encoding adds to the text skeleton's (for the drift check's count).
-pub const EXTRA_CHAINS: usize = COMMON.len();
-
-/// The number of chains the table holds for `lbs` as [`rebuild`] writes it.
+/// The number of chains the table holds for `lbs` as [`rebuild`] writes it: the skeleton's,
+/// the common chains and one per shape in use (what the drift check compares).
 pub fn chain_count(lbs: &[&LbState]) -> usize {
-    nft_lb::chain_count(lbs) + EXTRA_CHAINS
+    nft_lb::FIXED_CHAINS + COMMON.len() + Shapes::of(lbs).len()
+}
+
+/// What a service's chain of dispatch does: everything about it but its key and backends.
+/// Services of one shape share its chain (`draw_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Shape {
+    /// Index in [`COMMON`]: family, frontend kind, DNAT or direct.
+    common: u8,
+    affinity: Affinity,
+    internal: bool,
+    /// Number of backends (0: refused).
+    n: u32,
+}
+
+impl Shape {
+    pub fn of(s: &Service) -> Shape {
+        let n = s.backends.len() as u32;
+        if n == 0 {
+            // Refused whoever asks: one shape for all.
+            return Shape { common: 0, affinity: Affinity::None, internal: false, n };
+        }
+        let common = COMMON.iter().position(|c| std::ptr::eq(c, common_of(s))).unwrap_or(0) as u8;
+        // One backend: no draw, whatever the distribution.
+        let affinity = if n == 1 { Affinity::None } else { s.affinity };
+        Shape { common, affinity, internal: s.internal, n }
+    }
+
+    /// The value of the dispatch maps' elements: nonzero (a connection's mark starts at 0) and
+    /// below [`nft_lb::LB_CT_MARK`] (the mark of a connection sent to a backend). Up to
+    /// 2^25 backends per service fit.
+    pub fn id(&self) -> u32 {
+        let aff = match self.affinity {
+            Affinity::None => 0,
+            Affinity::SourceIp => 1,
+            Affinity::SourceIpProtocol => 2,
+        };
+        1 + ((self.n << 6) | (u32::from(self.internal) << 5) | (aff << 3) | u32::from(self.common))
+    }
+
+    /// Its chain's name, e.g. `draw_vip4_srcip_3_ilb`.
+    pub fn chain(&self) -> String {
+        if self.n == 0 {
+            return "draw_refuse".into();
+        }
+        let aff = match self.affinity {
+            Affinity::None => "random",
+            Affinity::SourceIp => "srcip",
+            Affinity::SourceIpProtocol => "srcipproto",
+        };
+        let common = COMMON[self.common as usize].name.trim_start_matches("lb_");
+        format!("draw_{common}_{aff}_{}{}", self.n, if self.internal { "_ilb" } else { "" })
+    }
+}
+
+/// How many services of each shape the table holds: a shape's chain is written with its first
+/// service and removed with its last.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Shapes(BTreeMap<Shape, usize>);
+
+impl Shapes {
+    pub fn of(lbs: &[&LbState]) -> Shapes {
+        let mut out = Shapes::default();
+        for s in lbs.iter().flat_map(|l| l.services.iter()) {
+            *out.0.entry(Shape::of(s)).or_default() += 1;
+        }
+        out
+    }
+
+    /// Number of shapes in use (chains).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Counts the change from `old` to `new`: returns the shapes that come (first service)
+    /// and those that go (last service), in order.
+    fn change(&mut self, old: &LbState, new: &LbState) -> (Vec<Shape>, Vec<Shape>) {
+        let mut delta: BTreeMap<Shape, i64> = BTreeMap::new();
+        for s in &old.services {
+            *delta.entry(Shape::of(s)).or_default() -= 1;
+        }
+        for s in &new.services {
+            *delta.entry(Shape::of(s)).or_default() += 1;
+        }
+        let (mut come, mut go) = (Vec::new(), Vec::new());
+        for (shape, d) in delta.into_iter().filter(|(_, d)| *d != 0) {
+            let before = self.0.get(&shape).copied().unwrap_or(0);
+            let after = (before as i64 + d).max(0) as usize;
+            match (before, after) {
+                (0, a) if a > 0 => come.push(shape),
+                (b, 0) if b > 0 => go.push(shape),
+                _ => {}
+            }
+            if after == 0 {
+                self.0.remove(&shape);
+            } else {
+                self.0.insert(shape, after);
+            }
+        }
+        (come, go)
+    }
 }
 
 fn common_text(c: &Common) -> Vec<String> {
@@ -167,7 +267,6 @@ fn be_map(s: &Service) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Data {
     None,
-    Goto(String),
     Value(Vec<u8>),
 }
 
@@ -185,7 +284,7 @@ fn elements(l: &LbState) -> BTreeSet<Element> {
     for s in &l.services {
         let key = service_key(s);
         for m in s.maps() {
-            out.insert(Element { set: m, key: key.clone(), data: Data::Goto(s.chain()) });
+            out.insert(Element { set: m, key: key.clone(), data: Data::Value(Shape::of(s).id().to_ne_bytes().to_vec()) });
         }
         for (i, b) in s.backends.iter().enumerate() {
             // Its counter of new connections (a backend of several ports has one mark).
@@ -219,12 +318,12 @@ fn elements(l: &LbState) -> BTreeSet<Element> {
     out
 }
 
-/// The rules of a service's chain as expressions (see the module doc; [`rules_text`] is
-/// the same in nft notation).
-pub fn rule_exprs(s: &Service) -> Vec<Vec<Expr>> {
+/// The rules of a shape's chain as expressions (see the module doc; [`shape_text`] is the
+/// same in nft notation).
+fn shape_exprs(shape: &Shape) -> Vec<Vec<Expr>> {
     let mut out = Vec::new();
     let refuse = || Expr::Verdict(Verdict::Goto("refuse".into()));
-    if s.internal {
+    if shape.internal {
         // In the output hook `iif` is 0 (and `iifname` empty): an internal service flagged
         // LocalRoutedVIP stays reachable from the host.
         out.push(vec![
@@ -237,18 +336,19 @@ pub fn rule_exprs(s: &Service) -> Vec<Vec<Expr>> {
             refuse(),
         ]);
     }
-    if s.backends.is_empty() {
+    if shape.n == 0 {
         out.push(vec![refuse()]);
         return out;
     }
-    let v6 = s.frontend.is_v6();
+    let common = &COMMON[shape.common as usize];
+    let v6 = common.v6;
     let alen = if v6 { 16 } else { 4 };
-    let n = s.backends.len() as u32;
+    let n = shape.n;
     let mut pick = Vec::new();
     let saddr = Expr::Load { from: Load::Payload { base: Base::Network, offset: if v6 { 8 } else { 12 }, len: alen }, reg: REG32_00 };
     // nft's dependency of an `ip`/`ip6` match in an inet table: the hook's family.
     let dep = [Expr::Meta(MetaKey::NfProto), Expr::cmp_eq(vec![if v6 { 10 } else { 2 }])];
-    match s.affinity {
+    match shape.affinity {
         Affinity::None => pick.push(Expr::Numgen { modulus: n, reg: REG32_00 }),
         Affinity::SourceIp => pick.extend(dep.into_iter().chain([saddr, Expr::Jhash { sreg: REG32_00, len: alen, modulus: n, seed: SEED, dreg: REG32_00 }])),
         Affinity::SourceIpProtocol => pick.extend(dep.into_iter().chain([
@@ -259,7 +359,7 @@ pub fn rule_exprs(s: &Service) -> Vec<Vec<Expr>> {
     }
     pick.push(Expr::CtSetMark { sreg: REG32_00 });
     out.push(pick);
-    out.push(vec![Expr::Verdict(Verdict::Goto(common_of(s).name.into()))]);
+    out.push(vec![Expr::Verdict(Verdict::Goto(common.name.into()))]);
     out
 }
 
@@ -292,63 +392,62 @@ fn common_exprs(c: &Common) -> Vec<Vec<Expr>> {
     out
 }
 
-/// The rules of a service's chain in nft notation: the reference the netlink encoding is
+/// The rules of a shape's chain in nft notation: the reference the netlink encoding is
 /// tested against (both must list identically through `nft`).
-pub fn rules_text(s: &Service) -> Vec<String> {
+pub fn shape_text(shape: &Shape) -> Vec<String> {
     let mut out = Vec::new();
-    if s.internal {
+    if shape.internal {
         out.push("iif != 0 iifname != \"hns-*\" iifname != \"hnv*\" goto refuse".to_owned());
     }
-    if s.backends.is_empty() {
+    if shape.n == 0 {
         out.push("goto refuse".into());
         return out;
     }
-    let ip = if s.frontend.is_v6() { "ip6" } else { "ip" };
-    let n = s.backends.len();
-    let choice = match s.affinity {
+    let common = &COMMON[shape.common as usize];
+    let ip = if common.v6 { "ip6" } else { "ip" };
+    let n = shape.n;
+    let choice = match shape.affinity {
         Affinity::None => format!("numgen random mod {n}"),
         Affinity::SourceIp => format!("jhash {ip} saddr mod {n} seed {SEED:#x}"),
         Affinity::SourceIpProtocol => format!("jhash {ip} saddr . meta l4proto mod {n} seed {SEED:#x}"),
     };
     out.push(format!("ct mark set {choice}"));
-    out.push(format!("goto {}", common_of(s).name));
+    out.push(format!("goto {}", common.name));
     out
 }
 
 /// Appends the change from load balancer `old` to `new` (either may be empty: create,
-/// delete): only their chains and elements, and only what differs. It assumes the kernel
-/// holds `old`: if it does not, the batch fails as a whole and the caller rebuilds.
-pub fn build_update(b: &mut Batch, old: &LbState, new: &LbState) {
+/// delete): only their elements, and only what differs, plus the chain of a shape that comes
+/// with its first service or goes with its last (`shapes` counts them and is updated). It
+/// assumes the kernel holds `old` and `shapes`: if it does not, the batch fails as a whole and
+/// the caller rebuilds.
+pub fn build_update(b: &mut Batch, shapes: &mut Shapes, old: &LbState, new: &LbState) {
     let t = LB_TABLE;
-    let old_by: BTreeMap<String, &Service> = old.services.iter().map(|s| (s.chain(), s)).collect();
-    let new_by: BTreeMap<String, &Service> = new.services.iter().map(|s| (s.chain(), s)).collect();
     let (old_e, new_e) = (elements(old), elements(new));
-    // 1. Elements that go or change (dispatch with them: no packet reaches a chain that goes).
+    let (come, go) = shapes.change(old, new);
+    // 1. Elements that go or change (dispatch with them: no packet reaches a shape that goes).
     for e in old_e.difference(&new_e) {
         b.delete_element(FAM, t, e.set, &e.key);
     }
-    // 2. Chains that go.
-    for c in old_by.keys().filter(|c| !new_by.contains_key(*c)) {
-        b.delete_chain(FAM, t, c);
+    // 2. Shapes that go: their verdict element, then their chain.
+    for shape in &go {
+        b.delete_element(FAM, t, "shapes", &shape.id().to_ne_bytes());
+        b.delete_chain(FAM, t, &shape.chain());
     }
-    // 3. Chains that are new or change shape.
-    for (c, s) in &new_by {
-        let rules = rule_exprs(s);
-        match old_by.get(c) {
-            Some(o) if rule_exprs(o) == rules => continue,
-            Some(_) => b.flush_chain(FAM, t, c),
-            None => b.add_chain(FAM, t, c),
+    // 3. Shapes that come, before the elements that lead to them.
+    for shape in &come {
+        let c = shape.chain();
+        b.add_chain(FAM, t, &c);
+        for r in &shape_exprs(shape) {
+            b.add_rule(FAM, t, &c, r);
         }
-        for r in &rules {
-            b.add_rule(FAM, t, c, r);
-        }
+        b.add_element(FAM, t, "shapes", &shape.id().to_ne_bytes(), Some(&Verdict::Goto(c)));
     }
-    // 4. Elements that come (after the chains they jump to).
+    // 4. Elements that come.
     for e in new_e.difference(&old_e) {
         match &e.data {
             Data::None => b.add_data_element(FAM, t, e.set, &e.key, None),
             Data::Value(v) => b.add_data_element(FAM, t, e.set, &e.key, Some(v)),
-            Data::Goto(c) => b.add_element(FAM, t, e.set, &e.key, Some(&Verdict::Goto(c.clone()))),
         }
     }
 }
@@ -360,12 +459,13 @@ pub fn apply(b: &Batch) -> Result<()> {
 
 /// Rewrites the whole table for `lbs`: the skeleton and the shared maps as nft text (one
 /// transaction that replaces the table), then every load balancer in one batch. With no
-/// load balancer the table is removed.
-pub fn rebuild(lbs: &[&LbState]) -> Result<()> {
+/// load balancer the table is removed. Returns the shapes the table now holds.
+pub fn rebuild(lbs: &[&LbState]) -> Result<Shapes> {
     if lbs.is_empty() {
-        return nft_lb::run(&nft_lb::compile_all(&[]));
+        nft_lb::run(&nft_lb::removal_program())?;
+        return Ok(Shapes::default());
     }
-    let mut program = nft_lb::compile_all(&[&LbState::default()]);
+    let mut program = nft_lb::skeleton_program();
     program.push_str(&maps_text());
     nft_lb::run(&program)?;
     let mut b = Batch::new();
@@ -375,10 +475,12 @@ pub fn rebuild(lbs: &[&LbState]) -> Result<()> {
             b.add_rule(FAM, LB_TABLE, c.name, &r);
         }
     }
+    let mut shapes = Shapes::default();
     for l in lbs {
-        build_update(&mut b, &LbState::default(), l);
+        build_update(&mut b, &mut shapes, &LbState::default(), l);
     }
-    apply(&b)
+    apply(&b)?;
+    Ok(shapes)
 }
 
 fn mark_text(m: u32) -> String {
@@ -388,20 +490,23 @@ fn mark_text(m: u32) -> String {
 /// The whole table for `lbs` in nft notation, laid out as [`rebuild`] writes it: the
 /// reference of the kernel test (and a readable dump for debugging).
 pub fn text_all(lbs: &[&LbState]) -> String {
-    let mut out = nft_lb::compile_all(&[&LbState::default()]);
     if lbs.is_empty() {
-        return nft_lb::compile_all(&[]);
+        return nft_lb::removal_program();
     }
+    let mut out = nft_lb::skeleton_program();
     out.push_str(&maps_text());
     out.push_str(&common_chains_text());
     let t = format!("inet {LB_TABLE}");
+    let mut shapes = Shapes::default();
     for l in lbs {
-        for s in &l.services {
-            let c = s.chain();
+        let (come, _) = shapes.change(&LbState::default(), l);
+        for shape in come {
+            let c = shape.chain();
             let _ = writeln!(out, "add chain {t} {c}");
-            for r in rules_text(s) {
+            for r in shape_text(&shape) {
                 let _ = writeln!(out, "add rule {t} {c} {r}");
             }
+            let _ = writeln!(out, "add element {t} shapes {{ {} : goto {c} }}", mark_text(shape.id()));
         }
         for s in &l.services {
             let key = match s.frontend {
@@ -409,7 +514,7 @@ pub fn text_all(lbs: &[&LbState]) -> String {
                 Frontend::Node { .. } => format!("{} . {}", s.proto, s.port),
             };
             for m in s.maps() {
-                let _ = writeln!(out, "add element {t} {m} {{ {key} : goto {} }}", s.chain());
+                let _ = writeln!(out, "add element {t} {m} {{ {key} : {} }}", mark_text(Shape::of(s).id()));
             }
             for (i, b) in s.backends.iter().enumerate() {
                 let _ = writeln!(out, "add element {t} hits {{ {} }}", mark_text(b.mark));
@@ -456,18 +561,64 @@ mod tests {
     fn replacing_a_backend_changes_elements_only() {
         let old = state(svc(vec![b(1, "172.20.0.5", 8080), b(2, "172.20.0.6", 8080)]));
         let new = state(svc(vec![b(1, "172.20.0.5", 8080), b(3, "172.20.0.7", 8080)]));
+        let mut shapes = Shapes::of(&[&old]);
         let mut batch = Batch::new();
-        build_update(&mut batch, &old, &new);
+        build_update(&mut batch, &mut shapes, &old, &new);
         // pick (index 1), be, hits and hairpin of the backend that leaves and of the one that
         // comes.
         assert_eq!(batch.len(), 8, "no chain or rule is touched");
         let mut same = Batch::new();
-        build_update(&mut same, &new, &new);
+        build_update(&mut same, &mut shapes, &new, &new);
         assert!(same.is_empty(), "no change, no batch");
-        // One backend more: the chain's shape (mod N) changes.
-        let three = state(svc(vec![b(1, "172.20.0.5", 8080), b(3, "172.20.0.7", 8080), b(4, "172.20.0.8", 8080)]));
-        let t = rules_text(&three.services[0]);
-        assert_eq!(t, vec!["ct mark set numgen random mod 3", "goto lb_vip4"]);
+    }
+
+    #[test]
+    fn a_new_service_of_a_known_shape_is_elements_only() {
+        let first = state(svc(vec![b(1, "172.20.0.5", 8080), b(2, "172.20.0.6", 8080)]));
+        let mut shapes = Shapes::default();
+        let mut batch = Batch::new();
+        build_update(&mut batch, &mut shapes, &LbState::default(), &first);
+        // The shape's chain, its two rules and its `shapes` element, then svc4, 2 x (pick, be,
+        // hits, hairpin).
+        assert_eq!(batch.len(), 4 + 1 + 8);
+        let second = state(Service { port: 81, ..svc(vec![b(3, "172.20.0.7", 8080), b(4, "172.20.0.8", 8080)]) });
+        let mut batch = Batch::new();
+        build_update(&mut batch, &mut shapes, &LbState::default(), &second);
+        assert_eq!(batch.len(), 1 + 8, "the shape exists: no chain, no rule");
+        assert_eq!(shapes.len(), 1);
+        // The first goes: its shape stays for the second.
+        let mut batch = Batch::new();
+        build_update(&mut batch, &mut shapes, &first, &LbState::default());
+        assert_eq!(batch.len(), 1 + 8);
+        // The last of the shape goes: its element and chain go too.
+        let mut batch = Batch::new();
+        build_update(&mut batch, &mut shapes, &second, &LbState::default());
+        assert_eq!(batch.len(), 1 + 8 + 2);
+        assert!(shapes.is_empty());
+    }
+
+    #[test]
+    fn shapes_are_named_and_numbered_apart() {
+        let two = svc(vec![b(1, "172.20.0.5", 8080), b(2, "172.20.0.6", 8080)]);
+        let s = Shape::of(&two);
+        assert_eq!(s.chain(), "draw_vip4_random_2");
+        assert_eq!(shape_text(&s), vec!["ct mark set numgen random mod 2", "goto lb_vip4"]);
+        let ilb = Shape::of(&Service { internal: true, affinity: Affinity::SourceIp, ..two.clone() });
+        assert_eq!(ilb.chain(), "draw_vip4_srcip_2_ilb");
+        assert_eq!(shape_text(&ilb)[1], "ct mark set jhash ip saddr mod 2 seed 0x686e73");
+        let six = Shape::of(&Service { frontend: Frontend::Vip("fd00:96::10".parse().unwrap()), preserve_dip: true, affinity: Affinity::SourceIpProtocol, ..two.clone() });
+        assert_eq!(six.chain(), "draw_vip6_direct_srcipproto_2");
+        assert_eq!(shape_text(&six), vec!["ct mark set jhash ip6 saddr . meta l4proto mod 2 seed 0x686e73", "goto lb_vip6_direct"]);
+        // One backend: no draw whatever the distribution; none: refused, one shape for all.
+        let one = Shape::of(&Service { affinity: Affinity::SourceIp, backends: vec![b(1, "172.20.0.5", 8080)], ..two.clone() });
+        assert_eq!(one.chain(), "draw_vip4_random_1");
+        let none = Shape::of(&Service { internal: true, backends: vec![], ..two.clone() });
+        assert_eq!((none.chain(), shape_text(&none)), ("draw_refuse".to_string(), vec!["goto refuse".to_string()]));
+        // Every field changes the number; none reaches the backend mark bit or is 0.
+        let ids: BTreeSet<u32> = [s, ilb, six, one, none].iter().map(|s| s.id()).collect();
+        assert_eq!(ids.len(), 5);
+        assert!(ids.iter().all(|&i| i != 0 && i < crate::nft_lb::LB_CT_MARK));
+        assert!(Shape { common: 7, affinity: Affinity::SourceIpProtocol, internal: true, n: (1 << 25) - 1 }.id() < crate::nft_lb::LB_CT_MARK);
     }
 
     #[test]

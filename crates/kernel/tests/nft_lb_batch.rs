@@ -19,6 +19,17 @@ fn ruleset() -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The listing cut into its blocks (each set, map and chain), sorted: nft lists chains in the
+/// order they were made, which differs between a table written whole and one changed step by
+/// step; what they hold must not.
+fn blocks(listing: &str) -> Vec<String> {
+    // The table's own opening and closing lines are the only ones not indented.
+    let inner: Vec<&str> = listing.lines().filter(|l| l.is_empty() || l.starts_with('\t')).collect();
+    let mut out: Vec<String> = inner.join("\n").split("\n\n").map(|b| b.trim().to_owned()).collect();
+    out.sort();
+    out
+}
+
 fn b(mark: u32, ip: &str, port: u16) -> Backend {
     Backend { mark: LB_CT_MARK | mark, addr: ip.parse().unwrap(), port }
 }
@@ -68,15 +79,19 @@ fn netlink_table_reads_back_as_the_nft_program() {
     let lbs = states();
     let text = by_nft(&lbs);
     let netlink = in_private_netns(|| {
-        nft_lb_batch::rebuild(&lbs.iter().collect::<Vec<_>>()).unwrap();
+        let refs = lbs.iter().collect::<Vec<_>>();
+        let shapes = nft_lb_batch::rebuild(&refs).unwrap();
+        assert_eq!(shapes, nft_lb_batch::Shapes::of(&refs));
         assert!(nft_lb::dispatch_present());
         let obs = nft_lb::observe();
-        assert_eq!(obs.chains, nft_lb_batch::chain_count(&lbs.iter().collect::<Vec<_>>()), "one chain per service and the common chains, as the drift check counts");
+        assert!(obs.dispatch);
+        assert_eq!(obs.chains, nft_lb_batch::chain_count(&refs), "the skeleton's, the common chains and one per shape, as the drift check counts");
         ruleset()
     });
     assert!(text.contains("ct mark set numgen random mod 3") && text.contains("jhash ip6 saddr mod 2 seed 0x686e73") && text.contains("ct mark set ip daddr . meta l4proto . th dport . ct mark map @pick4"), "{text}");
     assert!(text.contains("goto lb_vip4_direct") && text.contains("iif != 0 iifname != \"hns-*\""), "{text}");
-    assert_eq!(netlink, text);
+    assert!(text.contains("chain draw_vip4_srcipproto_3 {") && !text.contains("chain s4_"), "one chain per shape, none per service: {text}");
+    assert_eq!(blocks(&netlink), blocks(&text));
 }
 
 #[test]
@@ -94,21 +109,24 @@ fn updates_read_back_as_the_final_state() {
     new.push(lb(vec![svc("10.96.0.14", Proto::Tcp, 80, Affinity::None, vec![b(11, "172.20.0.30", 80)])], None));
     let text = by_nft(&new.iter().filter(|l| !l.services.is_empty()).cloned().collect::<Vec<_>>());
     let netlink = in_private_netns(|| {
-        nft_lb_batch::rebuild(&old.iter().collect::<Vec<_>>()).unwrap();
+        let mut shapes = nft_lb_batch::rebuild(&old.iter().collect::<Vec<_>>()).unwrap();
         for (i, n) in new.iter().enumerate() {
             let empty = LbState::default();
             let mut b = Batch::new();
-            nft_lb_batch::build_update(&mut b, old.get(i).unwrap_or(&empty), n);
+            nft_lb_batch::build_update(&mut b, &mut shapes, old.get(i).unwrap_or(&empty), n);
             nft_lb_batch::apply(&b).unwrap();
             // Twice makes no batch at all.
             let mut again = Batch::new();
-            nft_lb_batch::build_update(&mut again, n, n);
+            nft_lb_batch::build_update(&mut again, &mut shapes, n, n);
             assert!(again.is_empty());
         }
+        let left: Vec<&LbState> = new.iter().filter(|l| !l.services.is_empty()).collect();
+        assert_eq!(shapes, nft_lb_batch::Shapes::of(&left));
+        assert_eq!(nft_lb::observe().chains, nft_lb_batch::chain_count(&left), "shapes no service uses any more are gone");
         ruleset()
     });
     assert!(text.contains("172.20.0.20 . 8080") && !text.contains("172.20.0.6 . 8080"), "{text}");
-    assert_eq!(netlink, text);
+    assert_eq!(blocks(&netlink), blocks(&text));
 }
 
 #[test]
@@ -119,9 +137,10 @@ fn a_batch_against_a_state_the_kernel_lacks_fails_whole() {
         let before = ruleset();
         // Pretend the kernel held a load balancer it does not hold: deleting its elements fails.
         let ghost = lb(vec![svc("10.96.0.99", Proto::Tcp, 80, Affinity::None, vec![b(99, "172.20.0.99", 80)])], None);
+        let mut shapes = nft_lb_batch::Shapes::of(&lbs.iter().collect::<Vec<_>>());
         let mut b = Batch::new();
-        nft_lb_batch::build_update(&mut b, &lbs[0], &LbState::default());
-        nft_lb_batch::build_update(&mut b, &ghost, &LbState::default());
+        nft_lb_batch::build_update(&mut b, &mut shapes, &lbs[0], &LbState::default());
+        nft_lb_batch::build_update(&mut b, &mut shapes, &ghost, &LbState::default());
         assert!(nft_lb_batch::apply(&b).is_err());
         assert_eq!(ruleset(), before, "a refused batch changed the table");
         nft_lb_batch::rebuild(&[]).unwrap();

@@ -2,7 +2,7 @@
 //! the compiler of `hns_kernel::nft_lb`.
 //!
 //! Every request follows the engine's order: validate (nothing changes on failure) → commit
-//! the record → write the kernel (only this load balancer's chains and elements, one
+//! the record → write the kernel (only this load balancer's map elements, one
 //! nfnetlink batch: `nft_lb_batch`) → answer.
 //! If the incremental program fails (the table was flushed or edited by hand), the whole table
 //! is rebuilt from the store; the reconciler does the same when it finds the table gone.
@@ -64,6 +64,8 @@ pub(crate) struct Lbs {
     next_mark: u32,
     /// The table was written whole since start (or since the reconciler found it missing).
     table_ok: bool,
+    /// The service shapes the table holds (each one chain; see `nft_lb_batch::Shapes`).
+    shapes: nft_lb_batch::Shapes,
 }
 
 fn bad(field: impl Into<String>, msg: impl Into<String>) -> ApiError {
@@ -287,7 +289,7 @@ impl Engine {
         let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
         let refs: Vec<&LbState> = states.iter().map(|(_, s)| s).collect();
         self.direct_routes(&[], &refs.iter().flat_map(|s| s.direct.iter().copied()).collect::<Vec<_>>());
-        blocking(|| nft_lb_batch::rebuild(&refs)).map_err(kernel_err)?;
+        self.lbs.shapes = blocking(|| nft_lb_batch::rebuild(&refs)).map_err(kernel_err)?;
         self.lbs.applied = states.into_iter().collect();
         self.lbs.table_ok = true;
         self.hairpin_all();
@@ -328,7 +330,7 @@ impl Engine {
     }
 
     /// Makes the kernel hold load balancer `id` as the store says (absent: removed), touching
-    /// only its chains and elements; rebuilds the table if that fails.
+    /// only its map elements (and a shape chain that comes or goes); rebuilds the table if that fails.
     fn program_lb(&mut self, id: &str) -> Result<()> {
         let new = self.lbs.recs.get(id).map(|r| self.lb_state(r)).unwrap_or_default();
         let old = self.lbs.applied.get(id).cloned().unwrap_or_default();
@@ -342,7 +344,7 @@ impl Engine {
             return result;
         }
         let mut batch = Batch::new();
-        nft_lb_batch::build_update(&mut batch, &old, &new);
+        nft_lb_batch::build_update(&mut batch, &mut self.lbs.shapes, &old, &new);
         self.direct_routes(&[], &added);
         let result = blocking(|| nft_lb_batch::apply(&batch));
         self.direct_routes(&removed, &[]);
@@ -486,7 +488,7 @@ impl Engine {
     pub(crate) fn reconcile_lbs(&mut self, full: bool) -> std::result::Result<Option<String>, String> {
         if self.lbs.recs.is_empty() {
             if full && blocking(nft_lb::observe).chains > 0 {
-                blocking(|| nft_lb::run(&nft_lb::compile_all(&[]))).map_err(|e| e.to_string())?;
+                blocking(|| nft_lb::run(&nft_lb::removal_program())).map_err(|e| e.to_string())?;
                 self.lbs.applied.clear();
                 return Ok(Some(format!("removed nft table inet {} (no load balancer)", nft_lb::LB_TABLE)));
             }
@@ -495,9 +497,11 @@ impl Engine {
         if full {
             let obs = blocking(nft_lb::observe);
             let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
-            let want = nft_lb_batch::chain_count(&states.iter().map(|(_, s)| s).collect::<Vec<_>>());
+            let refs: Vec<&LbState> = states.iter().map(|(_, s)| s).collect();
+            let want = nft_lb_batch::chain_count(&refs);
             if obs.dispatch && obs.chains == want {
                 // A restart with nothing drifted writes nothing to the table.
+                self.lbs.shapes = nft_lb_batch::Shapes::of(&refs);
                 self.lbs.applied = states.into_iter().collect();
                 self.lbs.table_ok = true;
                 self.hairpin_all();

@@ -489,7 +489,7 @@ pub async fn cleanup_all(host: &hns_kernel::netlink::Netlink, run_dir: &Path) ->
     if let Err(e) = hns_kernel::nft_outbound::run(&hns_kernel::nft_outbound::compile(&[])) {
         done.push(format!("could not remove the OutBoundNAT table: {e}"));
     }
-    if let Err(e) = hns_kernel::nft_lb::run(&hns_kernel::nft_lb::compile_all(&[])) {
+    if let Err(e) = hns_kernel::nft_lb::run(&hns_kernel::nft_lb::removal_program()) {
         done.push(format!("could not remove the load-balancer table: {e}"));
     }
     match hns_kernel::lb_routes::remove_all() {
