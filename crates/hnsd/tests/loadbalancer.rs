@@ -358,6 +358,13 @@ fn own_vip(lab: &Lab, ns: &Value, vip: &str) {
     }
 }
 
+/// The routing table of the (only) DSR rule: the backend's mark, in decimal.
+fn rules_table(lab: &Lab) -> u64 {
+    let out = lab.in_host("ip", &["rule", "show", "pref", "9000"]).unwrap().stdout;
+    let t = out.split_whitespace().skip_while(|w| *w != "lookup").nth(1).unwrap_or_else(|| panic!("no DSR rule: {out}"));
+    t.parse().unwrap_or_else(|_| panic!("table {t}"))
+}
+
 /// DSR (Flags 1) and PreserveDIP (port-mapping flag 8): the backend gets the packet addressed
 /// to the VIP (no DNAT) and sees the real client (no SNAT); connections spread over the
 /// backends; a backend that leaves gets no more connections and its policy rule goes; nothing
@@ -365,7 +372,7 @@ fn own_vip(lab: &Lab, ns: &Value, vip: &str) {
 #[test]
 fn dsr_and_preserve_dip_deliver_to_the_vip() {
     let lab = Lab::new().expect("lab");
-    let d = lab.start_hnsd(&[]).expect("hnsd starts");
+    let d = lab.start_hnsd(&["--reconcile-interval", "500ms"]).expect("hnsd starts");
     let api = Api::new(&lab);
     let (client, cep) = api.container("nat", "client", json!({}));
     let mut eps = Vec::new();
@@ -419,6 +426,15 @@ fn dsr_and_preserve_dip_deliver_to_the_vip() {
     via_gateway();
     let served = (accepted(&lab, &nss[0]) - before[0], accepted(&lab, &nss[1]) - before[1]);
     assert_eq!(served, (0, 10), "the backend that left gets nothing ({} left, {} stays)\n{}", ip_of(&eps[0]), ip_of(&eps[1]), diag());
+    // The remaining backend's rule and route deleted by hand: the reconciler puts them back.
+    let table = rules_table(&lab).to_string();
+    lab.in_host("ip", &["rule", "del", "pref", "9000"]).unwrap();
+    assert_eq!(rules(), "", "deleted by hand");
+    assert!(eventually(Duration::from_secs(10), || rules().lines().count() == 1), "the reconciler put the rule back");
+    let got = exchanges(&lab, &client, "connect-tcp 10.96.0.50:80 --timeout-ms 2000", 5);
+    assert!(got.len() == 5 && got.iter().all(|(_, l)| l == "10.96.0.50"), "delivered again: {got:?}\n{}", diag());
+    lab.in_host("ip", &["route", "flush", "table", &table]).unwrap();
+    assert!(eventually(Duration::from_secs(10), || !lab.in_host("ip", &["route", "show", "table", &table]).unwrap().stdout.is_empty()), "the reconciler put the route back");
     // PreserveDIP on a port mapping of a NAT load balancer: the same delivery for that port.
     assert_eq!(api.delete(&format!("/loadbalancers/{id}")).status, 204);
     assert_eq!(rules(), "", "no rule left behind");

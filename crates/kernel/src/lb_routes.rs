@@ -92,6 +92,54 @@ pub fn remove_all() -> Result<usize> {
     Ok(n)
 }
 
+impl crate::netlink::Netlink {
+    /// The (mark, backend) pairs whose rule and route are both in place in this namespace:
+    /// what the reconciler compares with the backends the load balancers reach without DNAT
+    /// (a rule or route deleted by hand is put back).
+    pub async fn lb_direct_routes(&self) -> Result<std::collections::BTreeSet<(u32, IpAddr)>> {
+        use futures::TryStreamExt;
+        use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+        let mut rules = std::collections::BTreeSet::new();
+        for v in [rtnetlink::IpVersion::V4, rtnetlink::IpVersion::V6] {
+            let _one_dump = self.dumps.lock().await;
+            let mut s = self.handle.rule().get(v).execute();
+            while let Some(m) = s.try_next().await.map_err(|e| crate::netlink::nl_err("list rules", "", e))? {
+                let a = &m.attributes;
+                let mark = a.iter().find_map(|x| if let RuleAttribute::FwMark(f) = x { Some(*f) } else { None });
+                if a.contains(&RuleAttribute::Priority(RULE_PREF)) && a.contains(&RuleAttribute::FwMask(FWMASK))
+                    && let Some(mark) = mark
+                    && a.contains(&RuleAttribute::Table(mark))
+                {
+                    rules.insert(mark);
+                }
+            }
+        }
+        let mut out = std::collections::BTreeSet::new();
+        for mut family in [RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(), RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()] {
+            // Strict dump checking filters by every header field set: any protocol, any type.
+            family.header.protocol = netlink_packet_route::route::RouteProtocol::Unspec;
+            family.header.kind = netlink_packet_route::route::RouteType::Unspec;
+            let _one_dump = self.dumps.lock().await;
+            let mut routes = self.handle.route().get(family).execute();
+            while let Some(m) = routes.try_next().await.map_err(|e| crate::netlink::nl_err("list routes", "", e))? {
+                let table = m.attributes.iter().find_map(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None }).unwrap_or(m.header.table.into());
+                let via = m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(v4)) => Some(IpAddr::from(*v4)),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(v6)) => Some(IpAddr::from(*v6)),
+                    _ => None,
+                });
+                if let Some(via) = via
+                    && m.header.destination_prefix_length == 0
+                    && rules.contains(&table)
+                {
+                    out.insert((table, via));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -483,6 +483,26 @@ impl Engine {
         }
     }
 
+    /// Reconciler step: puts back the policy rule and route of each backend reached without
+    /// DNAT (DSR, PreserveDIP) that is missing from the host (deleted by hand, or its table
+    /// gone with a bridge). Only load balancers with such backends cost a dump. Returns what
+    /// was repaired.
+    pub(crate) async fn reconcile_direct_routes(&self) -> std::result::Result<Vec<String>, String> {
+        let want: BTreeSet<(u32, IpAddr)> = self.lbs.applied.values().flat_map(|s| s.direct.iter().map(|d| (d.mark, d.backend))).collect();
+        if want.is_empty() {
+            return Ok(vec![]);
+        }
+        let have = self.host.lb_direct_routes().await.map_err(|e| format!("could not list the direct-return load-balancer routes: {e}"))?;
+        let mut repaired = Vec::new();
+        for (mark, via) in want.difference(&have) {
+            match blocking(|| hns_kernel::lb_routes::add(*mark, *via)) {
+                Ok(()) => repaired.push(format!("route of direct-return load-balancer backend {via} (mark {mark:#x})")),
+                Err(e) => tracing::warn!(backend = %via, error = %e, "could not put back the route of a direct-return load-balancer backend"),
+            }
+        }
+        Ok(repaired)
+    }
+
     /// Reconciler step: rebuilds the table when it is missing or flushed (and, at start, when
     /// its chain count differs from the store's). Returns what was repaired.
     pub(crate) fn reconcile_lbs(&mut self, full: bool) -> std::result::Result<Option<String>, String> {

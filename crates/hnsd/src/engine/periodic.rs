@@ -219,6 +219,10 @@ pub async fn periodic(engine: &Mutex<Engine>) -> Report {
         Ok(None) => {}
         Err(e) => r.errors.push(e),
     }
+    match engine.lock().await.reconcile_direct_routes().await {
+        Ok(done) => r.repaired.extend(done),
+        Err(e) => r.errors.push(e),
+    }
     Box::pin(engine.lock().await.reconcile_policies(&mut r)).await;
     for batch in s.endpoints.chunks(BATCH) {
         let only: HashSet<String> = batch.iter().cloned().collect();

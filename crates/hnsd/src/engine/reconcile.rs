@@ -89,6 +89,10 @@ impl Engine {
             Ok(None) => {}
             Err(e) => r.errors.push(e),
         }
+        match self.reconcile_direct_routes().await {
+            Ok(done) => r.repaired.extend(done),
+            Err(e) => r.errors.push(e),
+        }
         lap("acl+lb", &mut stages);
         // The start-up pass checks what the host holds; the default routes inside every
         // compartment (one namespace entry and route dump each: ~1 ms, seconds at thousands)
