@@ -71,6 +71,58 @@ fn outbound_nat_on_l2bridge_masquerades_except_exceptions_and_keeps_pod_to_pod()
     let _ = eb;
 }
 
+/// Endpoints with the same policy share its chain; an endpoint that comes or goes changes only
+/// its own dispatch elements (the others keep being NATed); IPv6 (`Flags` 2) is NATed to the
+/// host's IPv6 address except towards its Exceptions; the last endpoint takes the table with it.
+#[test]
+fn outbound_nat_shares_policy_chains_changes_per_endpoint_and_covers_ipv6() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    let api = Api::new(&lab);
+    let u = lab.add_uplink(2, false).unwrap();
+    lab.in_host("ip", &["addr", "add", "2001:db8:77:2::2/64", "dev", &u.host_if, "nodad"]).unwrap();
+    lab.in_lan("ip", &["addr", "add", "10.77.2.3/24", "dev", &u.lan_bridge]).unwrap();
+    lab.in_lan("ip", &["addr", "add", "2001:db8:77:2::3/64", "dev", &u.lan_bridge, "nodad"]).unwrap();
+    let _servers: Vec<hns_lab::Proc> = ["10.77.2.1:8080", "10.77.2.3:8080", "[2001:db8:77:2::1]:8080", "[2001:db8:77:2::3]:8080"].iter().map(|a| lab.start_tcp_server_in_lan(a).unwrap()).collect();
+    let iface = format!("com.docker.network.windowsshim.interface={}", u.host_if);
+    lab.hnsctl_ok(&["network", "create", "-d", "l2bridge", "--subnet", &u.subnet, "--gateway", &u.router.to_string(), "--subnet", "2001:db8:77:2::/64", "--gateway", &u.router6.to_string(), "-o", &iface, "l2"]).unwrap();
+    let v4 = onat(json!({"Exceptions": ["10.77.2.3"]}));
+    let v6 = onat(json!({"Flags": 2, "Exceptions": ["2001:db8:77:2::3"]}));
+    let ip = |last: u8| json!([{"IpAddress": format!("10.77.2.{last}")}, {"IpAddress": format!("2001:db8:77:2::{last}")}]);
+    let (a, ea) = api.container("l2", "a", json!({"IpConfigurations": ip(50), "Policies": [v4.clone(), v6.clone()]}));
+    let (b, eb) = api.container("l2", "b", json!({"IpConfigurations": ip(51), "Policies": [v4.clone()]}));
+    let chains = || {
+        let t = lab.in_host("nft", &["list", "table", "inet", "hns_onat"]).unwrap().stdout;
+        t.lines().filter_map(|l| l.trim().strip_prefix("chain ")).map(|c| c.trim_end_matches(" {").to_owned()).filter(|c| c != "postrouting").collect::<Vec<_>>()
+    };
+    assert_eq!(chains().len(), 2, "one chain per distinct policy (IPv4 shared by a and b, IPv6): {:?}", chains());
+    // The fresh uplink's IPv6 settles first (its link-local address is tentative for a while,
+    // and until then the host does not resolve the LAN's neighbours).
+    for lan in ["2001:db8:77:2::1", "2001:db8:77:2::3"] {
+        assert!(eventually(Duration::from_secs(5), || lab.try_in(Side::Host, "ping", &["-6", "-c1", "-W1", lan]).unwrap().status.success()), "the host reaches {lan}");
+    }
+    assert_eq!(seen_as(&lab, &a, "10.77.2.1:8080"), "10.77.2.2");
+    assert_eq!(seen_as(&lab, &b, "10.77.2.1:8080"), "10.77.2.2");
+    assert_eq!(seen_as(&lab, &a, "10.77.2.3:8080"), "10.77.2.50", "an IPv4 Exception");
+    assert_eq!(seen_as(&lab, &a, "[2001:db8:77:2::1]:8080"), "[2001:db8:77:2::2]", "IPv6 NATed to the host's IPv6 address");
+    assert_eq!(seen_as(&lab, &b, "[2001:db8:77:2::1]:8080"), "[2001:db8:77:2::51]", "b has no IPv6 policy");
+    assert_eq!(seen_as(&lab, &a, "[2001:db8:77:2::3]:8080"), "[2001:db8:77:2::50]", "an IPv6 Exception keeps the container's address");
+    // c comes with the shared IPv4 policy: no new chain; a goes: b and c keep being NATed.
+    let (c, ec) = api.container("l2", "c", json!({"IpConfigurations": ip(52), "Policies": [v4.clone()]}));
+    assert_eq!(chains().len(), 2, "{:?}", chains());
+    assert_eq!(seen_as(&lab, &c, "10.77.2.1:8080"), "10.77.2.2");
+    api.delete(&format!("/endpoints/{}", ea["ID"].as_str().unwrap())).ok();
+    assert_eq!(chains().len(), 1, "the IPv6 policy's chain went with its last endpoint: {:?}", chains());
+    let src6 = lab.in_host("nft", &["list", "map", "inet", "hns_onat", "src6"]).unwrap().stdout;
+    assert!(!src6.contains("2001:db8:77:2::50"), "{src6}");
+    assert_eq!(seen_as(&lab, &b, "10.77.2.1:8080"), "10.77.2.2");
+    assert_eq!(seen_as(&lab, &c, "10.77.2.3:8080"), "10.77.2.52");
+    for e in [&eb, &ec] {
+        api.delete(&format!("/endpoints/{}", e["ID"].as_str().unwrap())).ok();
+    }
+    assert!(!lab.try_in(Side::Host, "nft", &["list", "table", "inet", "hns_onat"]).unwrap().status.success(), "the table goes with the last endpoint");
+}
+
 #[test]
 fn outbound_nat_virtual_ip_destinations_and_modify() {
     let (lab, _d, api, _u, _s) = l2bridge_lab(&[]);

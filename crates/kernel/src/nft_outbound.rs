@@ -8,15 +8,20 @@
 //!   (pod-to-pod on this host keeps its addresses) and dispatches by source address through
 //!   the verdict maps `src4` / `src6` (one element per endpoint address: O(1) per packet,
 //!   whatever the number of endpoints);
-//! - one chain per endpoint and family (`<host veth>_4`, `<host veth>_6`): destinations in
-//!   `Exceptions` get an identity source NAT (`snat to ip saddr`: the connection keeps the
-//!   container's address, and no later NAT chain, such as a nat network's masquerade, touches
-//!   it); with `Destinations`, any other destination returns untouched; everything else is
-//!   source-NATed to `VirtualIP`, or masqueraded to the address of the interface it leaves by.
-//!   Address lists are anonymous sets (hash or interval lookups), never one rule per entry.
+//! - one chain per distinct policy (`p4_<hash>`, `p6_<hash>`, named after the policy's
+//!   content, so every endpoint with the same policy shares it: in a cluster that is usually
+//!   one chain for all): destinations in `Exceptions` get an identity source NAT (`snat to ip
+//!   saddr`: the connection keeps the container's address, and no later NAT chain, such as a
+//!   nat network's masquerade, touches it); with `Destinations`, any other destination returns
+//!   untouched; everything else is source-NATed to `VirtualIP`, or masqueraded to the address
+//!   of the interface it leaves by. Address lists are anonymous sets (hash or interval
+//!   lookups), never one rule per entry.
 //!
 //! NAT happens on a connection's first packet only (conntrack keeps the binding), so a change
-//! applies to new connections. The whole table is replaced in one transaction (`nft -f`).
+//! applies to new connections. An endpoint that comes or goes is its map elements, written
+//! over nfnetlink in one batch ([`update`]); a policy chain is written (`nft -f`) only with
+//! the first endpoint of that policy and removed with the last. The whole table is replaced
+//! in one transaction ([`compile`]) when it is missing, flushed or edited.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -79,20 +84,40 @@ pub fn chain_body(p: &OutboundNat) -> Vec<String> {
     lines
 }
 
-fn chain_name(host_if: &str, ipv6: bool) -> String {
-    format!("{host_if}_{}", if ipv6 { 6 } else { 4 })
+/// The chain of policy `p`, named after its content (`p4_` or `p6_` and 16 hex digits): the
+/// same policy always gets the same name, across endpoints and restarts.
+pub fn policy_chain(p: &OutboundNat) -> String {
+    // FNV-1a over the policy's JSON (fields in declaration order): std's hashers may change
+    // between Rust releases, and a name that changed across an upgrade would make the drift
+    // check rewrite the table at the first start; 64 bits make a collision between the few
+    // policies of a host negligible.
+    let json = serde_json::to_vec(p).unwrap_or_default();
+    let h = json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    format!("p{}_{h:016x}", if p.ipv6 { 6 } else { 4 })
+}
+
+/// The dispatch elements of one endpoint: each address of a policy's family → that policy's
+/// chain.
+fn endpoint_elements(e: &EndpointNat) -> Vec<(IpAddr, String)> {
+    let mut out = Vec::new();
+    for p in &e.policies {
+        let chain = policy_chain(p);
+        out.extend(e.addresses.iter().filter(|a| a.is_ipv6() == p.ipv6).map(|a| (*a, chain.clone())));
+    }
+    out
+}
+
+/// The distinct policies of `eps` that some address is dispatched to, by chain name.
+fn policies(eps: &[EndpointNat]) -> std::collections::BTreeMap<String, &OutboundNat> {
+    eps.iter().flat_map(|e| e.policies.iter().filter(|p| e.addresses.iter().any(|a| a.is_ipv6() == p.ipv6)).map(|p| (policy_chain(p), p))).collect()
 }
 
 /// The map elements of all endpoints, per family, as nft source text (sorted).
 pub fn elements(eps: &[EndpointNat]) -> (Vec<String>, Vec<String>) {
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    for e in eps {
-        for p in &e.policies {
-            for a in e.addresses.iter().filter(|a| a.is_ipv6() == p.ipv6) {
-                let el = format!("{a} : jump {}", chain_name(&e.host_if, p.ipv6));
-                if p.ipv6 { v6.push(el) } else { v4.push(el) }
-            }
-        }
+    for (a, chain) in eps.iter().flat_map(endpoint_elements) {
+        let el = format!("{a} : jump {chain}");
+        if a.is_ipv6() { v6.push(el) } else { v4.push(el) }
     }
     v4.sort();
     v6.sort();
@@ -112,17 +137,12 @@ pub fn compile(eps: &[EndpointNat]) -> String {
     let _ = writeln!(out, "table {t} {{");
     let _ = writeln!(out, "\tmap src4 {{ type ipv4_addr : verdict;{} }}", els(&v4));
     let _ = writeln!(out, "\tmap src6 {{ type ipv6_addr : verdict;{} }}", els(&v6));
-    for e in eps {
-        for p in &e.policies {
-            if !e.addresses.iter().any(|a| a.is_ipv6() == p.ipv6) {
-                continue;
-            }
-            let _ = writeln!(out, "\tchain {} {{", chain_name(&e.host_if, p.ipv6));
-            for l in chain_body(p) {
-                let _ = writeln!(out, "\t\t{l}");
-            }
-            let _ = writeln!(out, "\t}}");
+    for (chain, p) in policies(eps) {
+        let _ = writeln!(out, "\tchain {chain} {{");
+        for l in chain_body(p) {
+            let _ = writeln!(out, "\t\t{l}");
         }
+        let _ = writeln!(out, "\t}}");
     }
     let _ = writeln!(out, "\tchain postrouting {{");
     let _ = writeln!(out, "\t\ttype nat hook postrouting priority srcnat - 5; policy accept;");
@@ -178,14 +198,105 @@ pub fn matches(eps: &[EndpointNat]) -> Result<bool> {
     if maps.get("src4") != Some(&v4) || maps.get("src6") != Some(&v6) || rules.get("postrouting") != Some(&DISPATCH_RULES) {
         return Ok(false);
     }
-    for e in eps {
-        for p in &e.policies {
-            if e.addresses.iter().any(|a| a.is_ipv6() == p.ipv6) && rules.get(&chain_name(&e.host_if, p.ipv6)) != Some(&chain_body(p).len()) {
-                return Ok(false);
+    let wanted = policies(eps);
+    // Chains of policies no endpoint has any more count as drift too.
+    if rules.keys().filter(|c| *c != "postrouting").count() != wanted.len() {
+        return Ok(false);
+    }
+    Ok(wanted.iter().all(|(chain, p)| rules.get(chain) == Some(&chain_body(p).len())))
+}
+
+/// What the kernel's table holds, kept between changes so that an endpoint that comes or
+/// goes is written as its own elements only: each element's chain, and how many elements
+/// lead to each chain.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    elements: std::collections::BTreeMap<IpAddr, String>,
+    chains: std::collections::BTreeMap<String, usize>,
+}
+
+impl Applied {
+    /// The state [`compile`] writes for `eps`.
+    pub fn of(eps: &[EndpointNat]) -> Applied {
+        let mut a = Applied::default();
+        for (addr, chain) in eps.iter().flat_map(endpoint_elements) {
+            *a.chains.entry(chain.clone()).or_default() += 1;
+            a.elements.insert(addr, chain);
+        }
+        a
+    }
+
+    /// Whether the table exists (some element): an endpoint with no neighbour under a policy
+    /// writes the whole table.
+    pub fn is_empty(&self) -> bool {
+        self.elements.is_empty()
+    }
+}
+
+fn addr_key(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    }
+}
+
+/// Makes the kernel go from `applied` holding endpoint `old` to holding `new` instead (either
+/// may be `None`: attach, detach), touching only their elements: a policy chain new to the
+/// table is written first (`nft -f`, small), then one nfnetlink batch deletes and adds the
+/// elements and removes a chain no element leads to any more. `applied` follows on success;
+/// on failure (the table was flushed or edited) the caller rewrites the table whole.
+pub fn update(applied: &mut Applied, old: Option<&EndpointNat>, new: Option<&EndpointNat>) -> Result<()> {
+    use crate::nft_batch::{Batch, Family, Verdict};
+    let before: Vec<(IpAddr, String)> = old.map(endpoint_elements).unwrap_or_default();
+    let after: Vec<(IpAddr, String)> = new.map(endpoint_elements).unwrap_or_default();
+    let mut next = applied.clone();
+    let gone: Vec<&(IpAddr, String)> = before.iter().filter(|e| !after.contains(e)).collect();
+    let come: Vec<&(IpAddr, String)> = after.iter().filter(|e| !before.contains(e)).collect();
+    for (a, c) in &gone {
+        if next.elements.get(a) == Some(c) {
+            next.elements.remove(a);
+            if let Some(n) = next.chains.get_mut(c) {
+                *n -= 1;
             }
         }
     }
-    Ok(true)
+    let new_chains: Vec<&String> = come.iter().map(|(_, c)| c).filter(|c| next.chains.get(*c).copied().unwrap_or(0) == 0 && !applied.chains.contains_key(*c)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    for (a, c) in &come {
+        next.elements.insert(*a, c.clone());
+        *next.chains.entry(c.clone()).or_default() += 1;
+    }
+    let empty: Vec<String> = next.chains.iter().filter(|(_, n)| **n == 0).map(|(c, _)| c.clone()).collect();
+    for c in &empty {
+        next.chains.remove(c);
+    }
+    if !new_chains.is_empty() {
+        let t = format!("inet {ONAT_TABLE}");
+        let mut program = String::new();
+        let pols: Vec<&OutboundNat> = new.map(|e| e.policies.iter().collect()).unwrap_or_default();
+        for c in &new_chains {
+            let Some(p) = pols.iter().find(|p| policy_chain(p) == **c) else { continue };
+            let _ = writeln!(program, "add chain {t} {c}");
+            for l in chain_body(p) {
+                let _ = writeln!(program, "add rule {t} {c} {l}");
+            }
+        }
+        run(&program)?;
+    }
+    let mut b = Batch::new();
+    for (a, _) in &gone {
+        b.delete_element(Family::Inet, ONAT_TABLE, if a.is_ipv6() { "src6" } else { "src4" }, &addr_key(*a));
+    }
+    for c in &empty {
+        b.delete_chain(Family::Inet, ONAT_TABLE, c);
+    }
+    for (a, c) in &come {
+        b.add_element(Family::Inet, ONAT_TABLE, if a.is_ipv6() { "src6" } else { "src4" }, &addr_key(*a), Some(&Verdict::Jump(c.clone())));
+    }
+    if !b.is_empty() {
+        crate::nft_batch::apply(&b)?;
+    }
+    *applied = next;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -221,33 +332,52 @@ mod tests {
             EndpointNat { host_if: "hnvbbbb".into(), addresses: vec!["10.77.2.51".parse().unwrap()], policies: vec![nat(false, Some("10.77.2.9"), &[], &[])] },
         ];
         let p = compile(&eps);
-        let expected = "table inet hns_onat {}
+        let (pa, pb) = (policy_chain(&eps[0].policies[0]), policy_chain(&eps[1].policies[0]));
+        assert!(pa.starts_with("p4_") && pa.len() == 19 && pa != pb, "{pa} {pb}");
+        let expected = format!(
+            "table inet hns_onat {{}}
 delete table inet hns_onat
-table inet hns_onat {
-\tmap src4 { type ipv4_addr : verdict; elements = { 10.77.2.50 : jump hnvaaaa_4, 10.77.2.51 : jump hnvbbbb_4 }; }
-\tmap src6 { type ipv6_addr : verdict; }
-\tchain hnvaaaa_4 {
-\t\tip daddr { 10.77.0.0/16 } snat ip to ip saddr
-\t\tmasquerade
-\t}
-\tchain hnvbbbb_4 {
+table inet hns_onat {{
+\tmap src4 {{ type ipv4_addr : verdict; elements = {{ 10.77.2.50 : jump {pa}, 10.77.2.51 : jump {pb} }}; }}
+\tmap src6 {{ type ipv6_addr : verdict; }}
+\tchain {pb} {{
 \t\tsnat ip to 10.77.2.9
-\t}
-\tchain postrouting {
+\t}}
+\tchain {pa} {{
+\t\tip daddr {{ 10.77.0.0/16 }} snat ip to ip saddr
+\t\tmasquerade
+\t}}
+\tchain postrouting {{
 \t\ttype nat hook postrouting priority srcnat - 5; policy accept;
-\t\toifname { \"hnv*\", \"hns-*\" } return
+\t\toifname {{ \"hnv*\", \"hns-*\" }} return
 \t\tip saddr vmap @src4
 \t\tip6 saddr vmap @src6
-\t}
-}
-";
+\t}}
+}}
+"
+        );
+        // Chains come in name order.
+        let expected = if pa < pb { expected.replacen(&format!("chain {pb} {{\n\t\tsnat ip to 10.77.2.9\n\t}}\n\tchain {pa} {{\n\t\tip daddr {{ 10.77.0.0/16 }} snat ip to ip saddr\n\t\tmasquerade\n\t}}"), &format!("chain {pa} {{\n\t\tip daddr {{ 10.77.0.0/16 }} snat ip to ip saddr\n\t\tmasquerade\n\t}}\n\tchain {pb} {{\n\t\tsnat ip to 10.77.2.9\n\t}}"), 1) } else { expected };
         assert_eq!(p, expected);
         // The IPv6 address has no IPv6 policy: not dispatched.
         assert!(!p.contains("2001:db8"));
-        // More endpoints add elements and their own chains, never dispatch rules.
+        // More endpoints with one policy add elements, never chains or dispatch rules.
         let more: Vec<EndpointNat> = (0..50).map(|i| EndpointNat { host_if: format!("hnv{i}"), addresses: vec![format!("10.77.3.{i}").parse().unwrap()], policies: vec![nat(false, None, &[], &[])] }).collect();
         let big = compile(&more);
         assert_eq!(big.matches("vmap").count(), 2);
+        assert_eq!(big.matches("\tchain ").count(), 2, "one policy chain and the dispatch chain");
+        assert_eq!(Applied::of(&more).chains.get(&policy_chain(&more[0].policies[0])), Some(&50));
+    }
+
+    #[test]
+    fn policy_chain_names_follow_the_content_only() {
+        let a = nat(false, None, &["10.77.0.0/16"], &[]);
+        assert_eq!(policy_chain(&a), policy_chain(&a.clone()));
+        assert_ne!(policy_chain(&a), policy_chain(&nat(false, None, &["10.78.0.0/16"], &[])));
+        assert!(policy_chain(&nat(true, None, &[], &[])).starts_with("p6_"));
+        // Pinned: a name that changed between releases would make the first start after an
+        // upgrade rewrite the table.
+        assert_eq!(policy_chain(&nat(false, None, &[], &[])), "p4_36f366e211cbc2c3");
     }
 
     #[test]

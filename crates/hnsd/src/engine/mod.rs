@@ -157,6 +157,8 @@ pub struct Engine {
     pub(crate) overlay: overlay::OverlayState,
     /// Load balancers (see `loadbalancers`).
     pub(crate) lbs: loadbalancers::Lbs,
+    /// What the OutBoundNAT table holds (see `outbound`): empty until written or checked.
+    pub(crate) onat: hns_kernel::nft_outbound::Applied,
 }
 
 /// Runs blocking work (an `nft` process, ~100 ms with 10 000 mappings) so that the async
@@ -273,6 +275,7 @@ impl Engine {
             dns_port: cfg.dns_port,
             overlay: overlay::OverlayState::default(),
             lbs: loadbalancers::Lbs::default(),
+            onat: Default::default(),
         };
         for m in e.store.load_all::<records::MappingRecord>(Kind::PortMapping)? {
             e.mappings.entry(m.endpoint_id).or_default().push(m.settings);

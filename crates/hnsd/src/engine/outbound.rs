@@ -3,10 +3,12 @@
 //! removed at detach and delete, repaired by the reconciler, and changed on a running
 //! endpoint by `POST /endpoints/{id}` with `ResourceType: Policy`.
 //!
-//! - OutBoundNAT: the table `inet hns_onat` ([`hns_kernel::nft_outbound`]), rewritten whole
-//!   (one transaction) when an endpoint with the policy attaches, detaches or changes; written
-//!   before the endpoint's veth exists (dispatch is by source address), so its first packet
-//!   is already NATed.
+//! - OutBoundNAT: the table `inet hns_onat` ([`hns_kernel::nft_outbound`]): an endpoint with
+//!   the policy that attaches or detaches is its own map elements (one nfnetlink batch); the
+//!   table is rewritten whole (one transaction) when it is new, when the last such endpoint
+//!   goes, when a policy changes on a running endpoint, or when the reconciler finds it
+//!   drifted. Written before the endpoint's veth exists (dispatch is by source address), so
+//!   its first packet is already NATed.
 //! - SDNRoute: routes in the compartment, part of the endpoint's kernel plan (so the attach
 //!   adds them with its other routes); the reconciler re-adds a deleted one.
 //! - QOS: tc caps on the host veth and the endpoint's IFB ([`hns_kernel::qos`]), set once the
@@ -39,17 +41,39 @@ impl Engine {
 
     /// Rewrites the OutBoundNAT table from the records, leaving out endpoint `skip` (one that
     /// is going away).
-    pub(crate) fn program_outbound_nat(&self, skip: Option<&str>) -> Result<()> {
-        let program = nft_outbound::compile(&self.all_onat(skip));
-        blocking(|| nft_outbound::run(&program)).map_err(kernel_err)
+    pub(crate) fn program_outbound_nat(&mut self, skip: Option<&str>) -> Result<()> {
+        let eps = self.all_onat(skip);
+        let program = nft_outbound::compile(&eps);
+        // Unknown until the rewrite succeeds: a failed one leaves the next change to rewrite.
+        self.onat = Default::default();
+        blocking(|| nft_outbound::run(&program)).map_err(kernel_err)?;
+        self.onat = nft_outbound::Applied::of(&eps);
+        Ok(())
+    }
+
+    /// Endpoint `id`'s OutBoundNAT goes from `old` to `new` (attach: `None` to its state;
+    /// detach: its state to `None`): its elements only, when the table holds what `onat`
+    /// says and keeps some endpoint; else the whole table is rewritten.
+    fn change_outbound_nat(&mut self, id: &str, old: Option<EndpointNat>, new: Option<EndpointNat>) -> Result<()> {
+        if !self.onat.is_empty() {
+            let mut next = self.onat.clone();
+            match blocking(|| nft_outbound::update(&mut next, old.as_ref(), new.as_ref())) {
+                Ok(()) if !next.is_empty() => {
+                    self.onat = next;
+                    return Ok(());
+                }
+                // The last endpoint went: the rewrite removes the table.
+                Ok(()) => {}
+                Err(e) => tracing::warn!(endpoint = id, error = %e, "incremental OutBoundNAT change failed; rewriting the table"),
+            }
+        }
+        self.program_outbound_nat(if new.is_none() { Some(id) } else { None })
     }
 
     /// The kernel steps of an attach that need no veth: the endpoint's OutBoundNAT.
-    pub(crate) fn attach_policies_early(&self, ep_id: &str) -> Result<()> {
-        match self.endpoints.get(ep_id) {
-            Some(r) if !r.policies.outbound_nat.is_empty() => self.program_outbound_nat(None),
-            _ => Ok(()),
-        }
+    pub(crate) fn attach_policies_early(&mut self, ep_id: &str) -> Result<()> {
+        let Some(new) = self.endpoints.get(ep_id).and_then(|r| self.onat_state(r)) else { return Ok(()) };
+        self.change_outbound_nat(ep_id, None, Some(new))
     }
 
     /// The kernel steps of an attach once the veth exists: the QOS caps.
@@ -65,9 +89,13 @@ impl Engine {
 
     /// Takes a (detaching or deleted) endpoint's policies out of the kernel: its OutBoundNAT
     /// elements and chains, its IFB. (Its SDN routes and tc qdiscs go with its veth.)
-    pub(crate) async fn detach_policies(&self, rec: &EndpointRecord) -> Result<()> {
+    pub(crate) async fn detach_policies(&mut self, rec: &EndpointRecord) -> Result<()> {
         if !rec.policies.outbound_nat.is_empty() {
-            self.program_outbound_nat(Some(&rec.ep.id))?;
+            match self.onat_state(rec) {
+                Some(old) => self.change_outbound_nat(&rec.ep.id, Some(old), None)?,
+                // Its addresses are not known from this record: rewrite without it.
+                None => self.program_outbound_nat(Some(&rec.ep.id))?,
+            }
         }
         if rec.policies.qos.is_some_and(|q| q.outgoing.is_some()) {
             self.host.delete_link(&names::ifb_name(&rec.ep.id)).await.map_err(kernel_err)?;
@@ -130,7 +158,7 @@ impl Engine {
     pub(crate) async fn reconcile_policies(&mut self, r: &mut Report) {
         let eps = self.all_onat(None);
         match blocking(|| nft_outbound::matches(&eps)) {
-            Ok(true) => {}
+            Ok(true) => self.onat = nft_outbound::Applied::of(&eps),
             Ok(false) => match self.program_outbound_nat(None) {
                 Ok(()) if !eps.is_empty() => r.repaired.push(format!("nft table inet {} rewritten from the store", nft_outbound::ONAT_TABLE)),
                 Ok(()) => {}
