@@ -93,7 +93,7 @@ fn outbound_nat_shares_policy_chains_changes_per_endpoint_and_covers_ipv6() {
     let (b, eb) = api.container("l2", "b", json!({"IpConfigurations": ip(51), "Policies": [v4.clone()]}));
     let chains = || {
         let t = lab.in_host("nft", &["list", "table", "inet", "hns_onat"]).unwrap().stdout;
-        t.lines().filter_map(|l| l.trim().strip_prefix("chain ")).map(|c| c.trim_end_matches(" {").to_owned()).filter(|c| c != "postrouting").collect::<Vec<_>>()
+        t.lines().filter_map(|l| l.trim().strip_prefix("chain ")).map(|c| c.trim_end_matches(" {").to_owned()).filter(|c| c != "postrouting" && c != "forward").collect::<Vec<_>>()
     };
     assert_eq!(chains().len(), 2, "one chain per distinct policy (IPv4 shared by a and b, IPv6): {:?}", chains());
     // The fresh uplink's IPv6 settles first (its link-local address is tentative for a while,
@@ -329,4 +329,44 @@ fn bad_policy_input_is_refused_field_by_field_and_changes_nothing() {
     assert_eq!(r.status, 404, "{}", r.raw);
     assert_eq!(api.snapshot(), before, "a refused request changed the API state");
     assert_eq!(lab.in_host("nft", &["list", "ruleset"]).unwrap().stdout, kernel_before, "a refused request changed the kernel");
+}
+
+/// OutBoundNAT on an overlay network (the Kubernetes shape): a pod's connection to an address
+/// outside the cluster network (here another host's underlay address) leaves with its host's
+/// underlay address, while pod-to-pod across hosts (the Exception: the overlay subnet) keeps
+/// the pod's own address through the VXLAN.
+#[test]
+fn outbound_nat_on_overlay_masquerades_to_the_underlay_and_keeps_pod_to_pod() {
+    let cluster = hns_lab::ClusterLab::new(2).expect("cluster lab");
+    let _daemons: Vec<hns_lab::Daemon> = (0..2).map(|i| cluster.start_hnsd(i, &["--no-default-network"]).expect("hnsd starts")).collect();
+    let apis: Vec<Api> = cluster.hosts().iter().map(Api::new).collect();
+    cluster.host(0).hnsctl_ok(&["network", "create", "-d", "overlay", "--subnet", "10.240.0.0/24", "ov"]).unwrap();
+    assert!(eventually(Duration::from_secs(5), || apis[1].get("/networks/ov").status == 200), "host1 did not get the network");
+    let underlay1 = hns_lab::ClusterLab::vtep(1).to_string();
+    let _outside = cluster.host(1).start_tcp_server_in_host(&format!("{underlay1}:8080")).unwrap();
+    let (b, eb) = apis[1].container("ov", "b", json!({}));
+    let _pod = cluster.host(1).spawn_in_host("nsenter", &[&format!("--net={}", b["NetNsPath"].as_str().unwrap()), &probe(), "serve-tcp", &format!("{}:7000", ip_of(&eb))]).unwrap();
+    let (a, ea) = apis[0].container("ov", "a", json!({"Policies": [onat(json!({"Exceptions": ["10.240.0.0/24"]}))]}));
+    let from_a = |to: &str| {
+        let lab = cluster.host(0);
+        let mut seen = String::new();
+        let ok = eventually(Duration::from_secs(5), || {
+            let o = in_ns(lab, &a, &probe(), &["connect-tcp", to, "--timeout-ms", "1000"]);
+            seen = o.stdout.lines().find_map(|l| l.strip_prefix("peer=")).and_then(|p| p.split_whitespace().next()).and_then(|p| p.rsplit_once(':')).map(|(ip, _)| ip.to_owned()).unwrap_or_default();
+            o.status.success()
+        });
+        assert!(ok, "a reaches {to}");
+        seen
+    };
+    assert_eq!(from_a(&format!("{underlay1}:8080")), hns_lab::ClusterLab::vtep(0).to_string(), "outside the cluster network: host0's underlay address");
+    assert_eq!(from_a(&format!("{}:7000", ip_of(&eb))), ip_of(&ea), "pod to pod across hosts keeps the pod's address");
+    // Added later on a running endpoint, the policy brings its default route with it; removed,
+    // it takes the route away again (the overlay is closed to the outside without it).
+    let (c, ep_c) = apis[0].container("ov", "c", json!({}));
+    let outside = || in_ns(cluster.host(0), &c, &probe(), &["connect-tcp", &format!("{underlay1}:8080"), "--timeout-ms", "500"]).status.success();
+    assert!(!outside(), "without OutBoundNAT the overlay endpoint reaches nothing outside");
+    assert_eq!(modify(&apis[0], &ep_c, "Add", json!([onat(json!({}))])).status, 204);
+    assert!(eventually(Duration::from_secs(5), outside), "OutBoundNAT added on a running overlay endpoint opens the way out");
+    assert_eq!(modify(&apis[0], &ep_c, "Remove", json!([onat(json!({}))])).status, 204);
+    assert!(!outside(), "OutBoundNAT removed: the way out is closed again");
 }

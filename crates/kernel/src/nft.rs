@@ -132,7 +132,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// Number of rules [`compile`] emits; used to detect a flushed table.
-pub const RULE_COUNT: usize = 26;
+pub const RULE_COUNT: usize = 27;
 
 /// The elements of every set and map of the table, by name, as nft source text (interface
 /// names quoted): what [`compile`] writes and [`matches_exactly`] compares.
@@ -240,6 +240,7 @@ table inet {t} {{
     ct mark & {lb_mark:#x} == {lb_mark:#x} accept
     iifname . oifname @same_network accept
     iifname @bridges oifname @bridges drop
+    meta mark & {onat:#x} == {onat:#x} accept
     iifname @internal drop
     oifname @internal drop
     oifname @inbound_closed ct state established,related accept
@@ -259,6 +260,7 @@ table inet {t} {{
 "#,
         t = NFT_TABLE,
         lb_mark = crate::nft_lb::LB_CT_MARK,
+        onat = crate::nft_outbound::FORWARD_MARK,
         bridges = e("bridges"),
         same = e("same_network"),
         internal = e("internal"),

@@ -17,6 +17,11 @@
 //!   of the interface it leaves by. Address lists are anonymous sets (hash or interval
 //!   lookups), never one rule per entry.
 //!
+//! - a `forward` chain (filter hook, before the `hns` table's) that marks ([`FORWARD_MARK`])
+//!   what the endpoints under a policy send and the replies they get (sets `out4` / `out6`
+//!   of their addresses), so that an overlay network, closed to the outside, lets exactly that
+//!   traffic through.
+//!
 //! NAT happens on a connection's first packet only (conntrack keeps the binding), so a change
 //! applies to new connections. An endpoint that comes or goes is its map elements, written
 //! over nfnetlink in one batch ([`update`]); a policy chain is written (`nft -f`) only with
@@ -34,6 +39,12 @@ use crate::error::{KernelError, Result};
 
 /// Name of the outbound NAT table (family inet).
 pub const ONAT_TABLE: &str = "hns_onat";
+
+/// Packet-mark bit of traffic an OutBoundNAT endpoint sends out (and of its replies): the
+/// `hns` table's forward chain lets it leave a network that is otherwise closed to the outside
+/// (an overlay network without outbound NAT, whose endpoints reach out only through this
+/// policy). Apart from the ACL's bit (0x0080_0000) and the load balancer's mark bits.
+pub const FORWARD_MARK: u32 = 0x0040_0000;
 
 /// One OutBoundNAT policy of an endpoint, typed: for one address family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +148,9 @@ pub fn compile(eps: &[EndpointNat]) -> String {
     let _ = writeln!(out, "table {t} {{");
     let _ = writeln!(out, "\tmap src4 {{ type ipv4_addr : verdict;{} }}", els(&v4));
     let _ = writeln!(out, "\tmap src6 {{ type ipv6_addr : verdict;{} }}", els(&v6));
+    let keys = |v: &[String]| v.iter().map(|e| e.split(" : ").next().unwrap_or(e).to_owned()).collect::<Vec<_>>();
+    let _ = writeln!(out, "\tset out4 {{ type ipv4_addr;{} }}", els(&keys(&v4)));
+    let _ = writeln!(out, "\tset out6 {{ type ipv6_addr;{} }}", els(&keys(&v6)));
     for (chain, p) in policies(eps) {
         let _ = writeln!(out, "\tchain {chain} {{");
         for l in chain_body(p) {
@@ -151,12 +165,20 @@ pub fn compile(eps: &[EndpointNat]) -> String {
     let _ = writeln!(out, "\t\tip saddr vmap @src4");
     let _ = writeln!(out, "\t\tip6 saddr vmap @src6");
     let _ = writeln!(out, "\t}}");
+    let _ = writeln!(out, "\tchain forward {{");
+    let _ = writeln!(out, "\t\ttype filter hook forward priority filter - 5; policy accept;");
+    let _ = writeln!(out, "\t\tip saddr @out4 meta mark set meta mark | {FORWARD_MARK:#x}");
+    let _ = writeln!(out, "\t\tip6 saddr @out6 meta mark set meta mark | {FORWARD_MARK:#x}");
+    let _ = writeln!(out, "\t\tct direction reply ip daddr @out4 meta mark set meta mark | {FORWARD_MARK:#x}");
+    let _ = writeln!(out, "\t\tct direction reply ip6 daddr @out6 meta mark set meta mark | {FORWARD_MARK:#x}");
+    let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "}}");
     out
 }
 
-/// Number of rules of the `postrouting` chain [`compile`] writes.
+/// Number of rules of the `postrouting` and `forward` chains [`compile`] writes.
 const DISPATCH_RULES: usize = 3;
+const FORWARD_RULES: usize = 4;
 
 /// Runs one program through `nft -f -` (one transaction).
 pub fn run(program: &str) -> Result<()> {
@@ -180,7 +202,14 @@ pub fn matches(eps: &[EndpointNat]) -> Result<bool> {
     let items = v.get("nftables").and_then(|n| n.as_array()).cloned().unwrap_or_default();
     let mut maps: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let mut rules: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut sets: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for i in &items {
+        if let Some(m) = i.get("set") {
+            let name = m["name"].as_str().unwrap_or_default().to_owned();
+            let mut els: Vec<String> = m.get("elem").and_then(|e| e.as_array()).map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+            els.sort();
+            sets.insert(name, els);
+        }
         if let Some(m) = i.get("map") {
             let name = m["name"].as_str().unwrap_or_default().to_owned();
             let mut els: Vec<String> = m
@@ -195,12 +224,20 @@ pub fn matches(eps: &[EndpointNat]) -> Result<bool> {
             *rules.entry(r["chain"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
         }
     }
-    if maps.get("src4") != Some(&v4) || maps.get("src6") != Some(&v6) || rules.get("postrouting") != Some(&DISPATCH_RULES) {
+    if maps.get("src4") != Some(&v4) || maps.get("src6") != Some(&v6) || rules.get("postrouting") != Some(&DISPATCH_RULES) || rules.get("forward") != Some(&FORWARD_RULES) {
+        return Ok(false);
+    }
+    let keys = |v: &[String]| {
+        let mut k: Vec<String> = v.iter().map(|e| e.split(" : ").next().unwrap_or(e).to_owned()).collect();
+        k.sort();
+        k
+    };
+    if sets.get("out4") != Some(&keys(&v4)) || sets.get("out6") != Some(&keys(&v6)) {
         return Ok(false);
     }
     let wanted = policies(eps);
     // Chains of policies no endpoint has any more count as drift too.
-    if rules.keys().filter(|c| *c != "postrouting").count() != wanted.len() {
+    if rules.keys().filter(|c| *c != "postrouting" && *c != "forward").count() != wanted.len() {
         return Ok(false);
     }
     Ok(wanted.iter().all(|(chain, p)| rules.get(chain) == Some(&chain_body(p).len())))
@@ -285,12 +322,18 @@ pub fn update(applied: &mut Applied, old: Option<&EndpointNat>, new: Option<&End
     let mut b = Batch::new();
     for (a, _) in &gone {
         b.delete_element(Family::Inet, ONAT_TABLE, if a.is_ipv6() { "src6" } else { "src4" }, &addr_key(*a));
+        if !after.iter().any(|(x, _)| x == a) {
+            b.delete_element(Family::Inet, ONAT_TABLE, if a.is_ipv6() { "out6" } else { "out4" }, &addr_key(*a));
+        }
     }
     for c in &empty {
         b.delete_chain(Family::Inet, ONAT_TABLE, c);
     }
     for (a, c) in &come {
         b.add_element(Family::Inet, ONAT_TABLE, if a.is_ipv6() { "src6" } else { "src4" }, &addr_key(*a), Some(&Verdict::Jump(c.clone())));
+        if !before.iter().any(|(x, _)| x == a) {
+            b.add_data_element(Family::Inet, ONAT_TABLE, if a.is_ipv6() { "out6" } else { "out4" }, &addr_key(*a), None);
+        }
     }
     if !b.is_empty() {
         crate::nft_batch::apply(&b)?;
@@ -340,6 +383,8 @@ delete table inet hns_onat
 table inet hns_onat {{
 \tmap src4 {{ type ipv4_addr : verdict; elements = {{ 10.77.2.50 : jump {pa}, 10.77.2.51 : jump {pb} }}; }}
 \tmap src6 {{ type ipv6_addr : verdict; }}
+\tset out4 {{ type ipv4_addr; elements = {{ 10.77.2.50, 10.77.2.51 }}; }}
+\tset out6 {{ type ipv6_addr; }}
 \tchain {pb} {{
 \t\tsnat ip to 10.77.2.9
 \t}}
@@ -353,6 +398,13 @@ table inet hns_onat {{
 \t\tip saddr vmap @src4
 \t\tip6 saddr vmap @src6
 \t}}
+\tchain forward {{
+\t\ttype filter hook forward priority filter - 5; policy accept;
+\t\tip saddr @out4 meta mark set meta mark | 0x400000
+\t\tip6 saddr @out6 meta mark set meta mark | 0x400000
+\t\tct direction reply ip daddr @out4 meta mark set meta mark | 0x400000
+\t\tct direction reply ip6 daddr @out6 meta mark set meta mark | 0x400000
+\t}}
 }}
 "
         );
@@ -365,7 +417,7 @@ table inet hns_onat {{
         let more: Vec<EndpointNat> = (0..50).map(|i| EndpointNat { host_if: format!("hnv{i}"), addresses: vec![format!("10.77.3.{i}").parse().unwrap()], policies: vec![nat(false, None, &[], &[])] }).collect();
         let big = compile(&more);
         assert_eq!(big.matches("vmap").count(), 2);
-        assert_eq!(big.matches("\tchain ").count(), 2, "one policy chain and the dispatch chain");
+        assert_eq!(big.matches("\tchain ").count(), 3, "one policy chain, the dispatch chain and the forward chain");
         assert_eq!(Applied::of(&more).chains.get(&policy_chain(&more[0].policies[0])), Some(&50));
     }
 

@@ -105,16 +105,27 @@ impl Engine {
 
     /// The SDN routes of an endpoint as kernel routes (destination, next hop): a NeedEncap
     /// route goes through the overlay network's gateway of its family.
+    ///
+    /// On an overlay network closed to the outside, an OutBoundNAT policy is what opens the
+    /// way out, so it brings the default route of its family through the network's gateway.
     pub(crate) fn sdn_routes(&self, rec: &EndpointRecord) -> Vec<(ipnet::IpNet, Option<IpAddr>)> {
-        let gateways: Vec<IpAddr> = self.networks.get(&rec.network_id).map(|n| n.plan.subnets.iter().map(|(_, g)| *g).collect()).unwrap_or_default();
-        rec.policies
+        let Some(net) = self.networks.get(&rec.network_id) else { return Vec::new() };
+        let gateway = |v6: bool| net.plan.subnets.iter().map(|(_, g)| *g).find(|g| g.is_ipv6() == v6);
+        let mut routes: Vec<_> = rec
+            .policies
             .sdn_routes
             .iter()
-            .map(|r| {
-                let via = if r.need_encap { gateways.iter().find(|g| g.is_ipv6() == r.destination.addr().is_ipv6()).copied() } else { r.next_hop };
-                (r.destination, via)
-            })
-            .collect()
+            .map(|r| (r.destination, if r.need_encap { gateway(r.destination.addr().is_ipv6()) } else { r.next_hop }))
+            .collect();
+        if !super::overlay::routes_out(&net.plan) {
+            for n in &rec.policies.outbound_nat {
+                let any = if n.ipv6 { ipnet::IpNet::V6(Default::default()) } else { ipnet::IpNet::V4(Default::default()) };
+                if let Some(gw) = gateway(n.ipv6) && !routes.iter().any(|(d, _)| *d == any) {
+                    routes.push((any, Some(gw)));
+                }
+            }
+        }
+        routes
     }
 
     /// The IFB links the store says should exist (for the reconciler's link list).
@@ -255,9 +266,9 @@ impl Engine {
                 self.host.delete_link(&ifb).await.map_err(kernel_err).map_err(committed)?;
             }
         }
-        if before.sdn_routes != rec.policies.sdn_routes {
-            let old = self.sdn_routes(&EndpointRecord { policies: before.clone(), ..rec.clone() });
-            let new = self.sdn_routes(&rec);
+        let old = self.sdn_routes(&EndpointRecord { policies: before.clone(), ..rec.clone() });
+        let new = self.sdn_routes(&rec);
+        if old != new {
             let ifname = rec.ep.interface_name.clone();
             let c = self.compartment(&rec.ep.host_compute_namespace).map_err(kernel_err)?;
             for (dest, via) in old.iter().filter(|o| !new.contains(o)) {
