@@ -451,3 +451,46 @@ fn dsr_and_preserve_dip_deliver_to_the_vip() {
     lab.in_host(hnsd.to_str().unwrap(), &["--cleanup", "--run-dir", run.to_str().unwrap(), "--state-dir", lab.state_dir().to_str().unwrap(), "--socket", lab.socket().to_str().unwrap()]).unwrap();
     assert_eq!(rules(), "", "hnsd --cleanup leaves no rule");
 }
+
+/// A backend on another host (a remote overlay endpoint): a container on a nat network of
+/// host 0 reaches it through the VIP, and the backend sees the SourceVIP, the address of an
+/// endpoint of host 0 without a compartment, to which its replies go back through the
+/// overlay. The SourceVIP is required and checked by field; its endpoint cannot be deleted
+/// while a load balancer relies on it.
+#[test]
+fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
+    let cluster = hns_lab::ClusterLab::new(2).expect("cluster lab");
+    let _daemons: Vec<hns_lab::Daemon> = (0..2).map(|i| cluster.start_hnsd(i, &["--no-default-network"]).expect("hnsd starts")).collect();
+    let apis: Vec<Api> = cluster.hosts().iter().map(Api::new).collect();
+    let h0 = cluster.host(0);
+    h0.hnsctl_ok(&["network", "create", "-d", "overlay", "--subnet", "10.240.0.0/24", "ov"]).unwrap();
+    h0.hnsctl_ok(&["network", "create", "-d", "nat", "--subnet", "172.30.0.0/24", "n"]).unwrap();
+    assert!(eventually(Duration::from_secs(5), || apis[1].get("/networks/ov").status == 200), "host 1 did not get the overlay network");
+    let (b, eb) = apis[1].container("ov", "b", json!({}));
+    let backend = format!("{}:7000", ip_of(&eb));
+    let _server = serve(cluster.host(1), &b, &backend);
+    let b_id = eb["ID"].as_str().unwrap().to_owned();
+    assert!(eventually(Duration::from_secs(5), || apis[0].get(&format!("/endpoints/{b_id}")).status == 200), "host 0 did not learn the remote endpoint");
+    let src = apis[0].post("/endpoints", &json!({"HostComputeNetwork": "ov", "Name": "lb-source", "IpConfigurations": [{"IpAddress": "10.240.0.250"}]})).ok();
+    let lb = |source_vip: &str| json!({"FrontendVIPs": ["10.96.0.50"], "PortMappings": [{"Protocol": 6, "InternalPort": 7000, "ExternalPort": 80}], "HostComputeEndpoints": [b_id], "SourceVIP": source_vip});
+    let before = apis[0].get("/loadbalancers").body;
+    for (source_vip, says) in [("", "is empty, but HostComputeEndpoints[0] is an overlay endpoint of another host"), ("10.240.0.251", "10.240.0.251 is not the address of an endpoint of this host on overlay network ov")] {
+        let r = apis[0].post("/loadbalancers", &lb(source_vip));
+        assert_eq!(r.status, 400, "{}", r.raw);
+        assert!(r.raw.contains("SourceVIP") && r.raw.contains(says), "{}", r.raw);
+    }
+    assert_eq!(apis[0].get("/loadbalancers").body, before, "a refused load balancer changed nothing");
+    let created = apis[0].post("/loadbalancers", &lb("10.240.0.250")).ok();
+    let (c, _) = apis[0].container("n", "c", json!({}));
+    let mut seen = Vec::new();
+    let reached = eventually(Duration::from_secs(10), || {
+        seen = exchanges(h0, &c, "connect-tcp 10.96.0.50:80 --timeout-ms 1000", 1);
+        seen.first().is_some_and(|(p, _)| p != "failed")
+    });
+    assert!(reached, "the VIP did not reach the remote backend: {seen:?}");
+    assert_eq!(seen, vec![("10.240.0.250".to_owned(), ip_of(&eb))], "the remote backend serves and sees the SourceVIP");
+    let r = apis[0].delete(&format!("/endpoints/{}", src["ID"].as_str().unwrap()));
+    assert!(r.status >= 400 && r.raw.contains("SourceVIP"), "the source endpoint's delete is refused: {}", r.raw);
+    assert_eq!(apis[0].delete(&format!("/loadbalancers/{}", created["ID"].as_str().unwrap())).status, 204);
+    assert!(apis[0].delete(&format!("/endpoints/{}", src["ID"].as_str().unwrap())).status < 300, "without the load balancer the source endpoint goes");
+}

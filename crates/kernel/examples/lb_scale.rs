@@ -16,7 +16,7 @@ fn lb(i: usize, backends: usize, first_mark: u32) -> LbState {
     let vip = std::net::Ipv4Addr::from(0x0a60_0000u32 + i as u32);
     let bs: Vec<Backend> = (0..backends).map(|k| Backend { mark: LB_CT_MARK | (first_mark + k as u32), addr: format!("172.20.0.{}", 10 + k).parse().unwrap(), port: 8080 }).collect();
     let hairpin = bs.iter().map(|b| Hairpin { mark: b.mark, backend: b.addr, source_vip: None }).collect();
-    LbState { services: vec![Service { frontend: Frontend::Vip(vip.into()), proto: Proto::Tcp, port: 80, internal: false, local: false, preserve_dip: false, affinity: Affinity::None, backends: bs }], hairpin, direct: vec![] }
+    LbState { services: vec![Service { frontend: Frontend::Vip(vip.into()), proto: Proto::Tcp, port: 80, internal: false, local: false, preserve_dip: false, affinity: Affinity::None, backends: bs }], hairpin, direct: vec![], remote: vec![] }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

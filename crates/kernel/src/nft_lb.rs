@@ -28,6 +28,9 @@
 //!   postrouting, to the load balancer's `SourceVIP` when it has one (what it sees, as on
 //!   Windows), else to the host's address on the way (masquerade). Both are set elements keyed
 //!   on the backend's mark (`hairpin4`, `srcvip4`, ...);
+//! - a remote backend (an overlay endpoint on another host) is reached through the overlay;
+//!   its connections are source-NATed to the `SourceVIP` (set `remote` of marks, the same
+//!   `srcvip` maps), whose replies the other hosts send to this host's VXLAN device;
 //! - Direct Server Return and PreserveDIP: the shape's common chain picks the backend into the
 //!   connection mark but does not DNAT; the `dsr_route` chain copies the mark of those backends
 //!   (set `dsr`) to the packet mark of each packet the client sends, and a policy route per
@@ -118,6 +121,16 @@ pub struct Hairpin {
     pub source_vip: Option<IpAddr>,
 }
 
+/// A backend on another host (a remote overlay endpoint): every connection sent to it is
+/// source-NATed to the load balancer's `SourceVIP`, an overlay address of this host, so the
+/// backend's replies come back through this host's connection tracking (its own default route,
+/// if any, leads elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Remote {
+    pub mark: u32,
+    pub source_vip: IpAddr,
+}
+
 /// A backend reached without DNAT (DSR, PreserveDIP): packets with its mark are routed to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Direct {
@@ -131,6 +144,7 @@ pub struct LbState {
     pub services: Vec<Service>,
     pub hairpin: Vec<Hairpin>,
     pub direct: Vec<Direct>,
+    pub remote: Vec<Remote>,
 }
 
 /// Interface-name patterns of the hns networks' host side: bridges and routed host veths.
@@ -179,6 +193,7 @@ fn skeleton(out: &mut String) {
     let _ = writeln!(out, "\tset hairpin4 {{ type mark . ipv4_addr; }}\n\tset hairpin6 {{ type mark . ipv6_addr; }}");
     let _ = writeln!(out, "\tmap srcvip4 {{ type mark : ipv4_addr; }}\n\tmap srcvip6 {{ type mark : ipv6_addr; }}");
     let _ = writeln!(out, "\tset dsr {{ type mark; }}");
+    let _ = writeln!(out, "\tset remote {{ type mark; }}");
     // One element per backend mark, with a counter: the postrouting chain's lookup counts each
     // new connection sent to that backend (hnsd's metrics read them; see [`backend_hits`]).
     let _ = writeln!(out, "\tset hits {{ type mark; counter; }}");
@@ -193,7 +208,7 @@ fn skeleton(out: &mut String) {
     );
     let _ = writeln!(
         out,
-        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat - 10; policy accept;\n\t\tct mark & {LB_CT_MARK:#x} == 0 return\n\t\tct mark @hits\n\t\tct mark . ip saddr @hairpin4 snat ip to ct mark map @srcvip4\n\t\tct mark . ip saddr @hairpin4 masquerade\n\t\tct mark . ip6 saddr @hairpin6 snat ip6 to ct mark map @srcvip6\n\t\tct mark . ip6 saddr @hairpin6 masquerade\n\t}}"
+        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat - 10; policy accept;\n\t\tct mark & {LB_CT_MARK:#x} == 0 return\n\t\tct mark @hits\n\t\tmeta nfproto ipv4 ct mark @remote snat ip to ct mark map @srcvip4\n\t\tmeta nfproto ipv6 ct mark @remote snat ip6 to ct mark map @srcvip6\n\t\tct mark . ip saddr @hairpin4 snat ip to ct mark map @srcvip4\n\t\tct mark . ip saddr @hairpin4 masquerade\n\t\tct mark . ip6 saddr @hairpin6 snat ip6 to ct mark map @srcvip6\n\t\tct mark . ip6 saddr @hairpin6 masquerade\n\t}}"
     );
     // After the NAT chains (the first packet's mark is chosen there), before routing; only
     // what the client sends (the backend's answers go the usual way). The ACL table's
@@ -258,7 +273,7 @@ pub fn observe() -> Observed {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     Observed {
-        dispatch: text.contains("map @svc4 ct mark vmap @shapes") && text.contains("map @local4 ct mark vmap @shapes") && text.contains("@hairpin4 masquerade"),
+        dispatch: text.contains("map @svc4 ct mark vmap @shapes") && text.contains("map @local4 ct mark vmap @shapes") && text.contains("@hairpin4 masquerade") && text.contains("ct mark @remote snat"),
         chains: text.lines().filter(|l| l.trim_start().starts_with("chain ")).count(),
     }
 }
@@ -334,6 +349,7 @@ mod tests {
         assert!(p.contains("ct mark set ip daddr . meta l4proto . th dport map @svc4 ct mark vmap @shapes"), "{p}");
         assert!(p.contains("fib daddr type local ct mark set meta l4proto . th dport map @nodelocal6 ct mark vmap @shapes"), "{p}");
         assert!(p.contains("ct mark & 0x80000000 == 0 return"));
+        assert!(p.contains("meta nfproto ipv4 ct mark @remote snat ip to ct mark map @srcvip4"), "{p}");
         assert!(p.contains("ct direction original ct mark @dsr meta mark & 0x800000 == 0 meta mark set ct mark"), "{p}");
         assert!(p.contains("icmp type redirect ct mark @dsr drop"), "{p}");
         assert_eq!(p.matches("\tchain ").count(), FIXED_CHAINS);

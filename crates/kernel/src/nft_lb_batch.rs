@@ -306,6 +306,11 @@ fn elements(l: &LbState) -> BTreeSet<Element> {
     for d in &l.direct {
         out.insert(Element { set: "dsr", key: d.mark.to_ne_bytes().to_vec(), data: Data::None });
     }
+    for r in &l.remote {
+        out.insert(Element { set: "remote", key: r.mark.to_ne_bytes().to_vec(), data: Data::None });
+        let set = if r.source_vip.is_ipv4() { "srcvip4" } else { "srcvip6" };
+        out.insert(Element { set, key: r.mark.to_ne_bytes().to_vec(), data: Data::Value(addr_bytes(r.source_vip)) });
+    }
     for h in &l.hairpin {
         let v4 = h.backend.is_ipv4();
         let mut k = h.mark.to_ne_bytes().to_vec();
@@ -527,6 +532,10 @@ pub fn text_all(lbs: &[&LbState]) -> String {
         for d in &l.direct {
             let _ = writeln!(out, "add element {t} dsr {{ {} }}", mark_text(d.mark));
         }
+        for r in &l.remote {
+            let _ = writeln!(out, "add element {t} remote {{ {} }}", mark_text(r.mark));
+            let _ = writeln!(out, "add element {t} {} {{ {} : {} }}", if r.source_vip.is_ipv4() { "srcvip4" } else { "srcvip6" }, mark_text(r.mark), r.source_vip);
+        }
         for h in &l.hairpin {
             let v4 = h.backend.is_ipv4();
             let _ = writeln!(out, "add element {t} {} {{ {} . {} }}", if v4 { "hairpin4" } else { "hairpin6" }, mark_text(h.mark), h.backend);
@@ -554,7 +563,7 @@ mod tests {
 
     fn state(s: Service) -> LbState {
         let hairpin = s.backends.iter().map(|b| Hairpin { mark: b.mark, backend: b.addr, source_vip: None }).collect();
-        LbState { services: vec![s], hairpin, direct: vec![] }
+        LbState { services: vec![s], hairpin, direct: vec![], remote: vec![] }
     }
 
     #[test]

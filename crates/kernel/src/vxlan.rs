@@ -69,6 +69,23 @@ pub struct VxlanSpec {
     pub master: u32,
 }
 
+/// The hardware address hns gives the VXLAN device of a host whose VTEP is `vtep`: unique to
+/// the host (the VTEP's last four bytes, locally administered, apart from endpoint MACs) and the
+/// same after a restart or a re-creation. Frames that other hosts send to this address arrive
+/// on the device as the host's own and go up the bridge to the host's stack, which is how a
+/// load balancer's `SourceVIP` gets the replies of remote backends (the bridge's own address is
+/// the gateway's, the same on every host, so it cannot serve).
+pub fn device_mac(vtep: IpAddr) -> [u8; 6] {
+    let tail = match vtep {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    [0x06, 0x5d, tail[0], tail[1], tail[2], tail[3]]
+}
+
 /// A permanent FDB entry of a VXLAN device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FdbEntry {
@@ -98,6 +115,7 @@ struct VxlanState {
     proxy: Option<bool>,
     master: Option<u32>,
     mtu: Option<u32>,
+    mac: Option<[u8; 6]>,
 }
 
 fn vxlan_state(m: &LinkMessage) -> VxlanState {
@@ -106,6 +124,7 @@ fn vxlan_state(m: &LinkMessage) -> VxlanState {
         match a {
             LinkAttribute::Controller(c) => s.master = Some(*c),
             LinkAttribute::Mtu(mtu) => s.mtu = Some(*mtu),
+            LinkAttribute::Address(a) => s.mac = mac_of(a),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     match i {
@@ -206,7 +225,8 @@ impl Netlink {
 
     /// Creates the VXLAN device of `spec` (learning off, ARP/ND proxy on), enslaved to
     /// `spec.master` and up, or repairs an existing one: a device of that name with another
-    /// kind, VNI, local address, port, learning or proxy setting is deleted and created again
+    /// kind, VNI, local address, port, learning or proxy setting, or another hardware address
+    /// than [`device_mac`], is deleted and created again
     /// (those cannot be changed in place); master and MTU are set if they differ. Returns the
     /// device's index.
     pub async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<u32> {
@@ -220,7 +240,8 @@ impl Netlink {
                 && s.local == Some(spec.local)
                 && s.port == Some(spec.port)
                 && s.learning == Some(false)
-                && s.proxy == Some(true);
+                && s.proxy == Some(true)
+                && s.mac == Some(device_mac(spec.local));
             if same {
                 if s.master != Some(spec.master) {
                     self.set_master(&spec.name, spec.master).await?;
@@ -239,7 +260,7 @@ impl Netlink {
             IpAddr::V4(v4) => b.local(v4),
             IpAddr::V6(v6) => b.local6(v6),
         };
-        let msg = b.mtu(spec.mtu).controller(spec.master).link_group(crate::names::HNS_GROUP).up().build();
+        let msg = b.mtu(spec.mtu).address(device_mac(spec.local).to_vec()).controller(spec.master).link_group(crate::names::HNS_GROUP).up().build();
         self.handle
             .link()
             .add(msg)

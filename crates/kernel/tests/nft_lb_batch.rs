@@ -10,7 +10,7 @@ use common::in_private_netns;
 
 use hns_kernel::nft::Proto;
 use hns_kernel::nft_batch::Batch;
-use hns_kernel::nft_lb::{self, Affinity, Backend, Direct, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
+use hns_kernel::nft_lb::{self, Affinity, Backend, Direct, Frontend, Hairpin, LB_CT_MARK, LbState, Remote, Service};
 use hns_kernel::nft_lb_batch;
 
 fn ruleset() -> String {
@@ -42,7 +42,7 @@ fn lb(services: Vec<Service>, source_vip: Option<&str>) -> LbState {
     let mut hairpin: Vec<Hairpin> = services.iter().flat_map(|s| s.backends.iter()).map(|b| Hairpin { mark: b.mark, backend: b.addr, source_vip: source_vip.map(|v| v.parse().unwrap()) }).collect();
     hairpin.sort();
     hairpin.dedup();
-    LbState { services, hairpin, direct: vec![] }
+    LbState { services, hairpin, direct: vec![], remote: vec![] }
 }
 
 /// Every shape of service: each affinity, both families, node frontends, ILB,
@@ -60,6 +60,14 @@ fn states() -> Vec<LbState> {
             // DSR / PreserveDIP: the mark is chosen, no DNAT; the marks are in `dsr`.
             let mut l = lb(vec![Service { preserve_dip: true, ..svc("10.96.0.15", Proto::Tcp, 80, Affinity::None, vec![b(12, "172.20.0.40", 80), b(13, "172.20.0.41", 80)]) }], None);
             l.direct = l.services[0].backends.iter().map(|b| Direct { mark: b.mark, backend: b.addr }).collect();
+            l
+        },
+        {
+            // A remote backend (an overlay endpoint on another host): no hairpin, its
+            // connections source-NATed to the SourceVIP.
+            let mut l = lb(vec![svc("10.96.0.16", Proto::Tcp, 80, Affinity::None, vec![b(14, "10.240.0.7", 7000)])], None);
+            l.hairpin.clear();
+            l.remote = vec![Remote { mark: LB_CT_MARK | 14, source_vip: "10.240.0.250".parse().unwrap() }];
             l
         },
     ]

@@ -24,10 +24,23 @@ pub async fn list_lbs(State(s): State<Shared>) -> Json<Vec<HostComputeLoadBalanc
 pub async fn create_lb(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Result<impl axum::response::IntoResponse, Failure> {
     let req: HostComputeLoadBalancer = body(b)?;
     let t = std::time::Instant::now();
-    let lb = s.engine.lock().await.create_lb(req)?;
+    let lb = {
+        let mut e = s.engine.lock().await;
+        let lb = e.create_lb(req)?;
+        republish(e.take_republish());
+        lb
+    };
     tracing::debug!(us = t.elapsed().as_micros() as u64, "load balancer created");
     // Server-Timing: the time spent in hnsd (benchmarks separate it from the client's share).
     Ok(([("server-timing", server_timing(t))], Json(lb)))
+}
+
+/// Writes the cluster records a load-balancer change reshaped (a source endpoint for remote
+/// backends came or went) in the background, outside the engine lock.
+fn republish(job: Option<crate::engine::Republish>) {
+    if let Some(job) = job {
+        tokio::spawn(job.run());
+    }
 }
 
 fn server_timing(t: std::time::Instant) -> String {
@@ -44,7 +57,11 @@ pub async fn get_lb(State(s): State<Shared>, Path(id): Path<String>) -> Result<J
     responses((status = 204), (status = 404, body = ApiError)))]
 pub async fn delete_lb(State(s): State<Shared>, Path(id): Path<String>) -> Result<impl axum::response::IntoResponse, Failure> {
     let t = std::time::Instant::now();
-    s.engine.lock().await.delete_lb(&id)?;
+    {
+        let mut e = s.engine.lock().await;
+        e.delete_lb(&id)?;
+        republish(e.take_republish());
+    }
     Ok((StatusCode::NO_CONTENT, [("server-timing", server_timing(t))]))
 }
 
@@ -55,6 +72,11 @@ pub async fn delete_lb(State(s): State<Shared>, Path(id): Path<String>) -> Resul
 pub async fn modify_lb(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Result<impl axum::response::IntoResponse, Failure> {
     let req: HostComputeLoadBalancer = body(b)?;
     let t = std::time::Instant::now();
-    let lb = s.engine.lock().await.modify_lb(&id, req)?;
+    let lb = {
+        let mut e = s.engine.lock().await;
+        let lb = e.modify_lb(&id, req)?;
+        republish(e.take_republish());
+        lb
+    };
     Ok(([("server-timing", server_timing(t))], Json(lb)))
 }

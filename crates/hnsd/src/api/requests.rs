@@ -69,6 +69,9 @@ async fn create_local(s: &Shared, req: HostComputeEndpoint) -> Result<HostComput
 pub async fn delete_endpoint(s: &Shared, key: &str) -> Result<()> {
     let withdrawal = {
         let engine = lock_when_idle(&s.engine, |e| e.touched(&[key], &[])).await;
+        if let Some(e) = engine.endpoint_id(key).ok().and_then(|ep| engine.refuse_source_endpoint_delete(&ep)) {
+            return Err(e);
+        }
         match engine.endpoint_id(key).ok().and_then(|ep| engine.overlay_withdrawal(&ep)) {
             Some(w) => w,
             None => {

@@ -20,6 +20,14 @@
 //!   addressed to the VIP, so it must own the VIP (`ip addr add VIP/32 dev lo`, with
 //!   `arp_ignore=1`/`arp_announce=2`), and the ports cannot differ (no translation); the
 //!   backend is reached through a policy route per backend (`hns_kernel::lb_routes`);
+//! - a backend may be an overlay endpoint of another host (remote): it is reached through
+//!   the overlay with its connections source-NATed to `SourceVIP`, which must then be the
+//!   address of an endpoint of this host on that overlay network, created without a
+//!   compartment (the Windows kube-proxy's "source VIP endpoint"). hnsd publishes that
+//!   endpoint to the other hosts with this host's VXLAN device address
+//!   (`hns_kernel::vxlan::device_mac`), so the backends' replies reach this host's stack and
+//!   its connection tracking. A remote backend whose endpoint leaves the cluster gets no new
+//!   connections and its flows are cleared; it serves again if the endpoint comes back;
 //! - the bridge port of every backend is put in hairpin mode (see `hns_kernel::hairpin`), so a
 //!   backend's connection to its own VIP can land on itself; it is left on when the backend
 //!   leaves (the port goes with the endpoint).
@@ -31,7 +39,7 @@ use hns_api::{ApiError, DistributionType, ErrorCode, HostComputeLoadBalancer, LB
 use hns_kernel::names;
 use hns_kernel::nft::Proto;
 use hns_kernel::nft_batch::Batch;
-use hns_kernel::nft_lb::{self, Affinity, Backend, Direct, Frontend, Hairpin, LB_CT_MARK, LbState, Service};
+use hns_kernel::nft_lb::{self, Affinity, Backend, Direct, Frontend, Hairpin, LB_CT_MARK, LbState, Remote, Service};
 use hns_kernel::nft_lb_batch;
 use hns_store::Kind;
 use serde::{Deserialize, Serialize};
@@ -47,6 +55,19 @@ pub struct LbRecord {
     /// in this load balancer so its connections can be cleared when it leaves.
     #[serde(default)]
     pub marks: BTreeMap<String, u32>,
+    /// The backends that are overlay endpoints of other hosts.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub remote: BTreeSet<String>,
+    /// With remote backends: the local endpoint whose address is the `SourceVIP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_endpoint: Option<String>,
+}
+
+/// A request after validation: the load balancer normalized, and what its backends need.
+struct Validated {
+    lb: HostComputeLoadBalancer,
+    remote: BTreeSet<String>,
+    source_endpoint: Option<String>,
 }
 
 /// The load balancers in memory, and what was last written to the kernel for each.
@@ -66,6 +87,11 @@ pub(crate) struct Lbs {
     table_ok: bool,
     /// The service shapes the table holds (each one chain; see `nft_lb_batch::Shapes`).
     shapes: nft_lb_batch::Shapes,
+    /// Endpoint ID → how many load balancers use its address as the source of remote
+    /// backends' connections (it is published with the VXLAN device's address).
+    source_endpoints: HashMap<String, usize>,
+    /// Endpoints whose published record changed with `source_endpoints`, not yet written.
+    republish: Vec<String>,
 }
 
 fn bad(field: impl Into<String>, msg: impl Into<String>) -> ApiError {
@@ -122,6 +148,43 @@ impl Lbs {
             self.by_backend.entry(e.clone()).or_default().insert(id.to_owned());
         }
     }
+
+    /// Keeps `source_endpoints` in step when a load balancer's source endpoint goes from `old`
+    /// to `new`; true when an endpoint became or stopped being one (its cluster record changes).
+    fn hold_source(&mut self, old: Option<&String>, new: Option<&String>) -> bool {
+        if old == new {
+            return false;
+        }
+        let mut changed = false;
+        if let Some(o) = old
+            && let Some(n) = self.source_endpoints.get_mut(o)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.source_endpoints.remove(o);
+                self.republish.push(o.clone());
+                changed = true;
+            }
+        }
+        if let Some(n) = new {
+            let count = self.source_endpoints.entry(n.clone()).or_default();
+            *count += 1;
+            if *count == 1 {
+                self.republish.push(n.clone());
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    pub(crate) fn take_republish(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.republish)
+    }
+
+    /// Whether endpoint `id`'s address is the source of some load balancer's remote backends.
+    pub(crate) fn is_source_endpoint(&self, id: &str) -> bool {
+        self.source_endpoints.contains_key(id)
+    }
 }
 
 fn is_usable_vip(ip: IpAddr) -> bool {
@@ -135,17 +198,23 @@ impl Engine {
     pub(crate) fn load_lbs(&mut self) -> anyhow::Result<()> {
         let mut max = 0u32;
         for mut rec in self.store.load_all::<LbRecord>(Kind::LoadBalancer)? {
-            rec.lb.host_compute_endpoints.retain(|e| self.endpoints.contains_key(e));
+            // Remote backends are kept: the cluster's snapshot brings their addresses later.
+            let remote = rec.remote.clone();
+            rec.lb.host_compute_endpoints.retain(|e| self.endpoints.contains_key(e) || remote.contains(e));
             let eps = &rec.lb.host_compute_endpoints;
             rec.marks.retain(|e, _| eps.contains(e));
+            rec.remote.retain(|e| eps.contains(e));
             max = max.max(rec.marks.values().map(|m| m & !LB_CT_MARK).max().unwrap_or(0));
             for k in service_keys(&rec.lb) {
                 self.lbs.frontends.insert(k, rec.lb.id.clone());
             }
             self.lbs.index(&rec.lb.id, &[], &rec.lb.host_compute_endpoints);
+            self.lbs.hold_source(None, rec.source_endpoint.as_ref());
             self.lbs.recs.insert(rec.lb.id.clone(), rec);
         }
         self.lbs.next_mark = max + 1;
+        // The start-up sync compares every record with the cluster's anyway.
+        self.lbs.take_republish();
         Ok(())
     }
 
@@ -165,7 +234,7 @@ impl Engine {
 
     /// Checks a request and returns it normalized (backends by endpoint ID, canonical
     /// addresses). `own`: the load balancer being replaced (its frontends may be reused).
-    fn validate_lb(&self, mut req: HostComputeLoadBalancer, own: Option<&str>) -> Result<HostComputeLoadBalancer> {
+    fn validate_lb(&self, mut req: HostComputeLoadBalancer, own: Option<&str>) -> Result<Validated> {
         if req.flags & !(LB_FLAG_DSR | LB_FLAG_IPV6) != 0 {
             return Err(bad("Flags", format!("{} has unknown bits; the flags are 1 EnableDirectServerReturn and 2 IPv6", req.flags)));
         }
@@ -232,26 +301,92 @@ impl Engine {
             }
         }
         let mut ids = Vec::new();
+        let mut remote = BTreeSet::new();
+        // The overlay network of the remote backends, and the field of the first one.
+        let mut remote_net: Option<(String, String)> = None;
         for (i, key) in req.host_compute_endpoints.iter().enumerate() {
             let field = format!("HostComputeEndpoints[{i}]");
-            let id = self.endpoint_id(key).map_err(|e| ApiError { field: Some(field.clone()), ..e })?;
+            let (id, has_family) = match self.endpoint_id(key) {
+                Ok(id) => {
+                    let rec = &self.endpoints[&id];
+                    (id.clone(), rec.ep.ip_configurations.iter().any(|c| c.ip_address.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6() == v6)))
+                }
+                Err(e) => {
+                    let Some(r) = self.find_remote(key) else { return Err(ApiError { field: Some(field), ..e }) };
+                    if dsr || req.port_mappings.iter().any(|pm| pm.flags & LB_PM_PRESERVE_DIP != 0) {
+                        let why = if dsr { "EnableDirectServerReturn (Flags 1)" } else { "PreserveDIP (8)" };
+                        return Err(ApiError::field(ErrorCode::RequestUnsupported, field, format!("endpoint {key} lives on host {}: a remote backend is reached with its address translated, which {why} does not do", r.node)));
+                    }
+                    match &remote_net {
+                        Some((net, first)) if *net != r.network_id => {
+                            return Err(bad(field, format!("endpoint {key} is on another overlay network than {first}: the remote backends of one load balancer share one overlay network (its SourceVIP's)")));
+                        }
+                        Some(_) => {}
+                        None => remote_net = Some((r.network_id.clone(), field.clone())),
+                    }
+                    remote.insert(r.id.clone());
+                    (r.id.clone(), r.ips().any(|a| a.is_ipv6() == v6))
+                }
+            };
             if ids.contains(&id) {
                 return Err(bad(field, format!("endpoint {key} is listed twice")));
             }
-            let rec = &self.endpoints[&id];
-            if !rec.ep.ip_configurations.iter().any(|c| c.ip_address.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6() == v6)) {
+            if !has_family {
                 return Err(bad(field, format!("endpoint {key} has no {fam} address; {fam_hint}")));
             }
             ids.push(id);
         }
         req.host_compute_endpoints = ids;
+        let source_endpoint = match remote_net {
+            Some((net, first)) => Some(self.source_endpoint_for(&req.source_vip, &net, &first)?),
+            None => None,
+        };
         for k in service_keys(&req) {
             if let Some(other) = self.lbs.frontends.get(&k).filter(|o| Some(o.as_str()) != own) {
                 return Err(ApiError::new(ErrorCode::PortAlreadyExists, format!("load balancer {other} already has this frontend address, protocol and port ({k}); delete it or change one of them")));
             }
         }
         req.schema_version = hns_api::SCHEMA_VERSION;
-        Ok(req)
+        Ok(Validated { lb: req, remote, source_endpoint })
+    }
+
+    /// The local endpoint remote backends on overlay network `net_id` reply to: the one on that
+    /// network whose address is `source_vip`, not attached to a compartment (an attached one
+    /// would lose its own traffic from other hosts). `first`: the field of the first remote
+    /// backend, for the error.
+    fn source_endpoint_for(&self, source_vip: &str, net_id: &str, first: &str) -> Result<String> {
+        let net = self.networks.get(net_id).map(|n| n.rec.net.name.clone()).unwrap_or_else(|| net_id.to_owned());
+        let how = format!("create an endpoint with that address on network {net} on this host, without a compartment (POST /endpoints with HostComputeNetwork and IpConfigurations)");
+        if source_vip.is_empty() {
+            return Err(ApiError::field(
+                ErrorCode::InvalidParameter,
+                "SourceVIP",
+                format!("is empty, but {first} is an overlay endpoint of another host: its replies come back to the SourceVIP; {how}"),
+            ));
+        }
+        let found = self.endpoints.values().find(|r| r.network_id == net_id && r.ep.ip_configurations.iter().any(|c| c.ip_address == source_vip));
+        match found {
+            None => Err(ApiError::field(ErrorCode::InvalidParameter, "SourceVIP", format!("{source_vip} is not the address of an endpoint of this host on overlay network {net}, where {first} is; {how}"))),
+            Some(r) if !r.ep.host_compute_namespace.is_empty() => Err(ApiError::field(
+                ErrorCode::InvalidParameter,
+                "SourceVIP",
+                format!("{source_vip} is the address of endpoint {} ({}), which is attached to a compartment; the SourceVIP's endpoint stays without one", r.ep.name, r.ep.id),
+            )),
+            Some(r) => Ok(r.ep.id.clone()),
+        }
+    }
+
+    /// The error for deleting an endpoint whose address is a load balancer's SourceVIP for
+    /// remote backends (their replies would have nowhere to go).
+    pub(crate) fn refuse_source_endpoint_delete(&self, id: &str) -> Option<ApiError> {
+        if !self.lbs.is_source_endpoint(id) {
+            return None;
+        }
+        let lbs: Vec<&str> = self.lbs.recs.values().filter(|r| r.source_endpoint.as_deref() == Some(id)).map(|r| r.lb.id.as_str()).collect();
+        Some(ApiError::new(
+            ErrorCode::EntityHasReferences,
+            format!("endpoint {id} holds the SourceVIP of load balancer(s) {} with remote backends; delete those or change their SourceVIP first", lbs.join(", ")),
+        ))
     }
 
     /// The kernel state of one load balancer, from its record and the endpoints' addresses.
@@ -259,6 +394,9 @@ impl Engine {
         let lb = &rec.lb;
         let v6 = lb.flags & LB_FLAG_IPV6 != 0;
         let addr_of = |ep: &str| -> Option<IpAddr> {
+            if rec.remote.contains(ep) {
+                return self.overlay.remote.values().find_map(|m| m.get(ep))?.ips().find(|a| a.is_ipv6() == v6);
+            }
             self.endpoints.get(ep)?.ep.ip_configurations.iter().filter_map(|c| c.ip_address.parse::<IpAddr>().ok()).find(|a| a.is_ipv6() == v6)
         };
         let backends: Vec<(u32, IpAddr)> = lb.host_compute_endpoints.iter().filter_map(|e| Some((*rec.marks.get(e)?, addr_of(e)?))).collect();
@@ -279,9 +417,14 @@ impl Engine {
             }
         }
         let source_vip = lb.source_vip.parse().ok();
-        let hairpin = backends.iter().map(|(mark, addr)| Hairpin { mark: *mark, backend: *addr, source_vip }).collect();
+        let is_remote = |mark: &u32| rec.remote.iter().any(|e| rec.marks.get(e) == Some(mark));
+        let hairpin = backends.iter().filter(|(mark, _)| !is_remote(mark)).map(|(mark, addr)| Hairpin { mark: *mark, backend: *addr, source_vip }).collect();
+        let remote = match source_vip {
+            Some(source_vip) => backends.iter().filter(|(mark, _)| is_remote(mark)).map(|(mark, _)| Remote { mark: *mark, source_vip }).collect(),
+            None => vec![],
+        };
         let direct = if services.iter().any(|s| s.preserve_dip) { backends.iter().map(|(mark, addr)| Direct { mark: *mark, backend: *addr }).collect() } else { vec![] };
-        LbState { services, hairpin, direct }
+        LbState { services, hairpin, direct, remote }
     }
 
     /// Rewrites the whole table from the store.
@@ -325,7 +468,7 @@ impl Engine {
     /// Hairpin mode on the ports of every backend of every load balancer (after a rebuild, and
     /// at start: a port re-created or re-attached since has lost it).
     fn hairpin_all(&self) {
-        let eps: BTreeSet<&String> = self.lbs.recs.values().flat_map(|r| r.lb.host_compute_endpoints.iter()).collect();
+        let eps: BTreeSet<&String> = self.lbs.recs.values().flat_map(|r| r.lb.host_compute_endpoints.iter().filter(|e| !r.remote.contains(*e))).collect();
         self.hairpin_ports(eps);
     }
 
@@ -353,7 +496,7 @@ impl Engine {
                 // Backends that are new to this load balancer.
                 let had: BTreeSet<u32> = old.hairpin.iter().map(|h| h.mark).collect();
                 if let Some(r) = self.lbs.recs.get(id) {
-                    self.hairpin_ports(r.marks.iter().filter(|(_, m)| !had.contains(m)).map(|(e, _)| e));
+                    self.hairpin_ports(r.marks.iter().filter(|(e, m)| !had.contains(m) && !r.remote.contains(*e)).map(|(e, _)| e));
                 }
                 if self.lbs.recs.contains_key(id) {
                     self.lbs.applied.insert(id.to_owned(), new);
@@ -401,11 +544,12 @@ impl Engine {
                 id
             }
         };
-        let mut lb = self.validate_lb(req, None)?;
+        let Validated { mut lb, remote, source_endpoint } = self.validate_lb(req, None)?;
         lb.id = id.clone();
-        let mut rec = LbRecord { lb, marks: BTreeMap::new() };
+        let mut rec = LbRecord { lb, marks: BTreeMap::new(), remote, source_endpoint };
         self.assign_marks(&mut rec);
         self.commit_lb(&rec)?;
+        self.overlay.own_dirty |= self.lbs.hold_source(None, rec.source_endpoint.as_ref());
         for k in service_keys(&rec.lb) {
             self.lbs.frontends.insert(k, id.clone());
         }
@@ -421,12 +565,13 @@ impl Engine {
         if !req.id.is_empty() && norm_guid(&req.id).as_deref() != Some(id.as_str()) {
             return Err(bad("ID", format!("{:?} is not the ID of the load balancer being modified ({id}); leave it empty", req.id)));
         }
-        let mut lb = self.validate_lb(req, Some(&id))?;
+        let Validated { mut lb, remote, source_endpoint } = self.validate_lb(req, Some(&id))?;
         lb.id = id.clone();
         let old = self.lbs.recs[&id].clone();
-        let mut rec = LbRecord { lb, marks: old.marks.clone() };
+        let mut rec = LbRecord { lb, marks: old.marks.clone(), remote, source_endpoint };
         let gone = self.assign_marks(&mut rec);
         self.commit_lb(&rec)?;
+        self.overlay.own_dirty |= self.lbs.hold_source(old.source_endpoint.as_ref(), rec.source_endpoint.as_ref());
         for k in service_keys(&old.lb) {
             self.lbs.frontends.remove(&k);
         }
@@ -446,6 +591,7 @@ impl Engine {
         txn.delete(Kind::LoadBalancer, &id).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         let rec = self.lbs.recs.remove(&id).expect("looked up");
+        self.overlay.own_dirty |= self.lbs.hold_source(rec.source_endpoint.as_ref(), None);
         for k in service_keys(&rec.lb) {
             self.lbs.frontends.remove(&k);
         }
@@ -480,6 +626,22 @@ impl Engine {
                 self.lbs.table_ok = false;
             }
             self.clear_flows(&gone);
+        }
+    }
+
+    /// A remote endpoint appeared, changed or went away: the load balancers it is a backend of
+    /// follow (a backend without an address gets no new connections, and its flows are cleared
+    /// when it goes).
+    pub(crate) fn lbs_remote_changed(&mut self, ep_id: &str, gone: bool) {
+        let ids: Vec<String> = self.lbs.by_backend.get(ep_id).into_iter().flatten().filter(|id| self.lbs.recs.contains_key(*id)).cloned().collect();
+        for id in ids {
+            if let Err(e) = self.program_lb(&id) {
+                tracing::warn!(lb = %id, error = %e.message, "could not follow a remote backend's change; the reconciler retries");
+                self.lbs.table_ok = false;
+            }
+            if gone && let Some(mark) = self.lbs.recs[&id].marks.get(ep_id) {
+                self.clear_flows(&[*mark]);
+            }
         }
     }
 

@@ -49,6 +49,7 @@ use hns_store::{Kind, Store, StoreError};
 use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
 pub use endpoints::{KernelAttach, Step};
 pub use epolicies::parse_outbound_nat;
+pub(crate) use overlay::Republish;
 
 /// Paths and knobs the engine needs from the daemon's configuration.
 #[derive(Debug, Clone)]

@@ -251,7 +251,9 @@ impl Engine {
         ips.sort_by_key(|ip| subnets.iter().position(|(s, _)| s.contains(ip)));
         let (&ip, more) = ips.split_first()?;
         let more_ips = more.to_vec();
-        let mac = Mac::parse(&rec.ep.mac_address).ok()?.0;
+        // A load balancer's source endpoint for remote backends is this host itself to the
+        // others: their frames for it go to the VXLAN device's own address, up to the host.
+        let mac = if self.lbs.is_source_endpoint(&rec.ep.id) { hns_kernel::vxlan::device_mac(local.vtep) } else { Mac::parse(&rec.ep.mac_address).ok()?.0 };
         // The name others resolve: the endpoint's, else its compartment's (as `run --name`).
         let name = if rec.ep.name.is_empty() {
             self.namespaces.get(&rec.ep.host_compute_namespace).map(|n| n.rec.ns.name.clone()).unwrap_or_default()
@@ -279,6 +281,9 @@ impl Engine {
             }
         }
         self.dns_refresh(&net_id);
+        if old.as_ref().is_none_or(|o| o.ips().ne(e.ips())) {
+            self.lbs_remote_changed(&e.id, false);
+        }
     }
 
     /// A remote endpoint went away (deleted, or its host's lease expired).
@@ -298,6 +303,7 @@ impl Engine {
             }
         }
         self.dns_refresh(net_id);
+        self.lbs_remote_changed(ep_id, true);
     }
 
     /// Forgets the remote endpoints of a network going away (their kernel entries go with
@@ -325,7 +331,7 @@ impl Engine {
         ))
     }
 
-    fn find_remote(&self, key: &str) -> Option<&ClusterEndpoint> {
+    pub(crate) fn find_remote(&self, key: &str) -> Option<&ClusterEndpoint> {
         let id = norm_guid(key);
         let all = || self.overlay.remote.values().flat_map(|m| m.values());
         match id {

@@ -25,6 +25,8 @@ mod networks;
 pub mod nodes;
 mod sync;
 
+pub(crate) use sync::Republish;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

@@ -18,7 +18,39 @@ use super::super::reconcile::Report;
 use super::Link;
 use super::endpoints::entries;
 
+/// Cluster records of this host to write again, taken under the engine lock and written
+/// without it (see [`Engine::take_republish`]).
+pub(crate) struct Republish {
+    cluster: Cluster,
+    records: Vec<ClusterEndpoint>,
+}
+
+impl Republish {
+    /// Writes the records. The change that made them left `own_dirty` set, so whatever fails
+    /// here is written by the next reconcile pass.
+    pub(crate) async fn run(self) {
+        for r in self.records {
+            if let Err(e) = self.cluster.put_endpoint(r.clone()).await {
+                tracing::warn!(endpoint = %r.id, error = %e, "could not publish an endpoint's new record; the reconciler retries");
+                return;
+            }
+        }
+    }
+}
+
 impl Engine {
+    /// The records of the endpoints a load-balancer change gave another published form (a
+    /// source endpoint came or went), to be written at once rather than at the next pass.
+    pub(crate) fn take_republish(&mut self) -> Option<Republish> {
+        let ids = self.lbs.take_republish();
+        if ids.is_empty() {
+            return None;
+        }
+        let (cluster, _) = self.cluster_for("publish an endpoint's record").ok()?;
+        let records = ids.iter().filter_map(|id| self.cluster_record_of(id)).collect();
+        Some(Republish { cluster, records })
+    }
+
     /// Applies one event of the cluster watch.
     pub async fn apply_cluster_event(&mut self, ev: ClusterEvent) {
         let me = self.overlay.local.as_ref().map(|l| l.node.clone()).unwrap_or_default();
