@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use hns_api::{DistributionType, HostComputeLoadBalancer, LB_FLAG_IPV6, LB_PM_ILB, LB_PM_LOCAL_ROUTED_VIP, LB_PM_USE_MUX, LoadBalancerPortMapping};
+use hns_api::{DistributionType, HostComputeLoadBalancer, LB_FLAG_DSR, LB_FLAG_IPV6, LB_PM_ILB, LB_PM_LOCAL_ROUTED_VIP, LB_PM_PRESERVE_DIP, LB_PM_USE_MUX, LoadBalancerPortMapping};
 
 use crate::portspec::{TCP, UDP};
 
@@ -114,9 +114,12 @@ pub fn flag_words(lb: &HostComputeLoadBalancer) -> Vec<String> {
     if lb.flags & LB_FLAG_IPV6 != 0 {
         words.push("ipv6".to_owned());
     }
+    if lb.flags & LB_FLAG_DSR != 0 {
+        words.push("dsr".to_owned());
+    }
     let pm_words = |pm: &LoadBalancerPortMapping| {
         let mut w = Vec::new();
-        for (bit, name) in [(LB_PM_ILB, "internal"), (LB_PM_LOCAL_ROUTED_VIP, "local-routed"), (LB_PM_USE_MUX, "use-mux")] {
+        for (bit, name) in [(LB_PM_ILB, "internal"), (LB_PM_LOCAL_ROUTED_VIP, "local-routed"), (LB_PM_USE_MUX, "use-mux"), (LB_PM_PRESERVE_DIP, "preserve-dip")] {
             if pm.flags & bit != 0 {
                 w.push(name.to_owned());
             }
@@ -189,6 +192,8 @@ mod tests {
         let pm = |ext: u16, flags: u32, d: DistributionType| LoadBalancerPortMapping { protocol: TCP, internal_port: 8080, external_port: ext, distribution_type: d, flags };
         let lb = HostComputeLoadBalancer { port_mappings: vec![pm(80, LB_PM_ILB, DistributionType::SourceIp), pm(81, LB_PM_ILB, DistributionType::SourceIp)], flags: LB_FLAG_IPV6, ..Default::default() };
         assert_eq!(flag_words(&lb), ["ipv6", "internal", "affinity=source"]);
+        let lb = HostComputeLoadBalancer { port_mappings: vec![pm(80, LB_PM_PRESERVE_DIP, DistributionType::None)], flags: LB_FLAG_DSR, ..Default::default() };
+        assert_eq!(flag_words(&lb), ["dsr", "preserve-dip"]);
         let lb = HostComputeLoadBalancer { port_mappings: vec![pm(80, LB_PM_LOCAL_ROUTED_VIP, DistributionType::None), pm(81, 0, DistributionType::None)], source_vip: "10.0.0.1".into(), ..Default::default() };
         assert_eq!(flag_words(&lb), ["local-routed(tcp/80:8080)", "source-vip=10.0.0.1"]);
         assert_eq!(vips_text(&lb), "*");

@@ -606,14 +606,22 @@ Without --vip the load balancer answers on every address of the host (a node por
 --vip, on those addresses only (the LAN must route them to this host). The family of the
 VIPs is the load balancer's (--ipv6 is needed only without --vip). Prints the new ID.
 
-Not supported yet, refused by hnsd: Direct Server Return, PreserveDIP.
+--dsr and --preserve-dip deliver the packet still addressed to the VIP (no port translation,
+so EXTERNAL and INTERNAL must be equal); with --dsr the backend answers the client directly. A
+backend then owns the VIP itself: ip addr add VIP/32 dev lo, arp_ignore=1, arp_announce=2.
+
+A backend may be an overlay endpoint of another host; then --source-vip is required and must be
+the address of an endpoint of this host on that overlay network without a compartment: the
+backend's replies come back to it (see Remote backends in docs/policies.md).
 
 Examples:
   hnsctl lb create --vip 10.96.0.10 --port tcp/80:8080 --backend web1 --backend web2
   hnsctl lb create --vip 10.96.0.53 --port udp/53 --port tcp/53 --backend dns --affinity source
   hnsctl lb create --port tcp/30080:80 --backend web1              (node port: every host address)
   hnsctl lb create --vip 10.96.0.11 --port 443:8443 --internal --backend api --net backend
-  hnsctl lb create --ipv6 --vip fd00:96::10 --port tcp/80 --backend web6";
+  hnsctl lb create --ipv6 --vip fd00:96::10 --port tcp/80 --backend web6
+  hnsctl lb create --vip 10.96.0.12 --port tcp/80 --dsr --backend web1 --backend web2
+  hnsctl lb create --vip 10.96.0.50 --port 80:7000 --backend web-b --source-vip 10.240.0.250";
 
 #[derive(Debug, Subcommand)]
 pub enum LbCmd {
@@ -624,8 +632,8 @@ pub enum LbCmd {
     #[command(visible_alias = "list", after_help = "\
 VIPS * means every address of the host. PORTS are PROTO/EXTERNAL:INTERNAL. BACKENDS are
 endpoint names (short IDs for endpoints without a name). FLAGS: internal, local-routed,
-use-mux, affinity=source|source-proto (with the port when the ports differ), ipv6,
-source-vip=IP.
+use-mux, preserve-dip, affinity=source|source-proto (with the port when the ports differ),
+ipv6, dsr, source-vip=IP.
 
 Fields for --format: .ID .VIPs .Ports .Backends .Flags
 
@@ -678,9 +686,17 @@ pub struct LbCreateArgs {
     /// The VIP is reachable from the host itself (LocalRoutedVIP).
     #[arg(long)]
     pub local_routed: bool,
-    /// The source address a backend sees when its own connection to the VIP comes back to it.
+    /// The source address a backend sees when its own connection to the VIP comes back to it;
+    /// with remote (overlay) backends, the address their connections come from.
     #[arg(long, value_name = "IP")]
     pub source_vip: Option<String>,
+    /// Direct Server Return (EnableDirectServerReturn): the backend gets the packet addressed
+    /// to the VIP and answers the client directly.
+    #[arg(long)]
+    pub dsr: bool,
+    /// Deliver to the backend with the VIP as destination (PreserveDIP), replies through the host.
+    #[arg(long)]
+    pub preserve_dip: bool,
     /// An IPv6 load balancer (implied by IPv6 VIPs).
     #[arg(long)]
     pub ipv6: bool,
@@ -1307,6 +1323,14 @@ mod tests {
                 assert_eq!(a.affinity, lbspec::Affinity::SourceProto);
                 assert!(a.internal && !a.local_routed && !a.ipv6);
                 assert_eq!(a.net.as_deref(), Some("nat"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["hnsctl", "lb", "create", "--vip", "10.96.0.12", "--port", "80", "--dsr", "--preserve-dip", "--backend", "web1"]).command {
+            Command::Lb(LbCmd::Create(a)) => {
+                let r = commands::lb::request(&a).unwrap();
+                assert_eq!(r.flags, hns_api::LB_FLAG_DSR, "--dsr is EnableDirectServerReturn");
+                assert_eq!(r.port_mappings[0].flags, hns_api::LB_PM_PRESERVE_DIP, "--preserve-dip is the port mapping's PreserveDIP");
             }
             other => panic!("{other:?}"),
         }

@@ -7,7 +7,7 @@
 //! container's one endpoint, or its endpoint on `--net`. The names are resolved here, against
 //! one listing of endpoints and namespaces, and the API gets endpoint IDs.
 
-use hns_api::{ApiError, HostComputeEndpoint, HostComputeLoadBalancer, HostComputeNamespace, HostComputeNetwork, LB_PM_ILB, LB_PM_LOCAL_ROUTED_VIP};
+use hns_api::{ApiError, HostComputeEndpoint, HostComputeLoadBalancer, HostComputeNamespace, HostComputeNetwork, LB_FLAG_DSR, LB_PM_ILB, LB_PM_LOCAL_ROUTED_VIP, LB_PM_PRESERVE_DIP};
 
 use super::network::{inspect_objects, remove_objects};
 use super::{Ctx, endpoints_of, id_has_prefix, lookup, looks_like_id_prefix, network_name, object_path, on_network};
@@ -136,8 +136,14 @@ struct FieldLabels {
 
 /// The load balancer `lb create` asks for (backends still as given).
 pub fn request(a: &LbCreateArgs) -> Result<HostComputeLoadBalancer> {
-    let flags = family_flags(&a.vip, a.ipv6).map_err(CliError::invalid)?;
+    let mut flags = family_flags(&a.vip, a.ipv6).map_err(CliError::invalid)?;
+    if a.dsr {
+        flags |= LB_FLAG_DSR;
+    }
     let mut port_flags = 0;
+    if a.preserve_dip {
+        port_flags |= LB_PM_PRESERVE_DIP;
+    }
     if a.internal {
         port_flags |= LB_PM_ILB;
     }
