@@ -415,3 +415,36 @@ fn a_crash_between_storing_a_policy_and_programming_it_is_repaired_at_restart() 
     assert!(kinds.contains(&"OutBoundNAT"), "{kinds:?}");
     assert!(!tcp(&lab, &b, &format!("{ip_a}:7000")));
 }
+
+/// ACLs on an overlay network, as on nat: the endpoint's bridge port is filtered whether the
+/// packet comes from a neighbour on the same host or through the VXLAN from another host; a
+/// NetworkACL-free endpoint next to it is unaffected.
+#[test]
+fn overlay_endpoints_are_filtered_for_neighbours_and_other_hosts() {
+    let cluster = hns_lab::ClusterLab::new(2).expect("cluster lab");
+    let _daemons: Vec<hns_lab::Daemon> = (0..2).map(|i| cluster.start_hnsd(i, &["--no-default-network"]).expect("hnsd starts")).collect();
+    let apis: Vec<Api> = cluster.hosts().iter().map(Api::new).collect();
+    let (h0, h1) = (cluster.host(0), cluster.host(1));
+    h0.hnsctl_ok(&["network", "create", "-d", "overlay", "--subnet", "10.241.0.0/24", "ov"]).unwrap();
+    assert!(eventually(Duration::from_secs(5), || apis[1].get("/networks/ov").status == 200), "host 1 did not get the overlay network");
+    let (a, ea) = apis[0].container(
+        "ov",
+        "a",
+        json!({"Policies": [
+            acl(json!({"Action": "Allow", "Direction": "In", "Protocols": "tcp", "LocalPorts": "7000", "Priority": 100})),
+            acl(json!({"Action": "Allow", "Direction": "Out", "Protocols": "256", "Priority": 65500})),
+        ]}),
+    );
+    let (n, _) = apis[0].container("ov", "n", json!({}));
+    let (r, _) = apis[1].container("ov", "r", json!({}));
+    let ip_a = ip_of(&ea);
+    let _s = [serve(h0, &a, "serve-tcp", &format!("{ip_a}:7000")), serve(h0, &a, "serve-tcp", &format!("{ip_a}:7001"))];
+    assert!(eventually(Duration::from_secs(5), || tcp(h1, &r, &format!("{ip_a}:7000"))), "tcp 7000 is allowed in from another host");
+    assert!(!tcp(h1, &r, &format!("{ip_a}:7001")), "tcp 7001 from another host is allowed by no rule");
+    assert!(tcp(h0, &n, &format!("{ip_a}:7000")), "tcp 7000 is allowed in from a neighbour");
+    assert!(!tcp(h0, &n, &format!("{ip_a}:7001")), "tcp 7001 from a neighbour is allowed by no rule");
+    // The rule added on the running endpoint opens 7001 for every source.
+    let r2 = modify(&apis[0], &ea, "Add", json!([acl(json!({"Action": "Allow", "Direction": "In", "Protocols": "tcp", "LocalPorts": "7001", "Priority": 200}))]));
+    assert!(r2.status < 300, "{}", r2.raw);
+    assert!(tcp(h1, &r, &format!("{ip_a}:7001")) && tcp(h0, &n, &format!("{ip_a}:7001")), "an added rule opens 7001");
+}
