@@ -722,6 +722,30 @@ pub struct LbBackendArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EndpointCmd {
+    /// Create an endpoint without attaching it (attach with `hnsctl network connect` or the API);
+    /// prints its ID.
+    #[command(after_help = "\
+Addresses come from the network's pool unless --ip names them; on an overlay network the
+address is reserved cluster-wide. An endpoint without a compartment is what a load balancer's
+SourceVIP for remote backends needs (see Remote backends in docs/policies.md).
+
+Examples:
+  hnsctl endpoint create --net nat --name web
+  hnsctl endpoint create --net ov --ip 10.240.0.250 --name lb-source")]
+    Create {
+        /// The network (name or ID).
+        #[arg(long = "net", visible_alias = "network", value_name = "NETWORK")]
+        net: String,
+        /// A static address; repeat for one of each family.
+        #[arg(long, value_name = "IP")]
+        ip: Vec<String>,
+        /// A static MAC address (default: chosen by hnsd).
+        #[arg(long, value_name = "MAC")]
+        mac: Option<String>,
+        /// The endpoint's name.
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// List endpoints.
     #[command(visible_alias = "list", after_help = "\
 Fields for --format: .ID .Name .Network .IPAddress .MacAddress .Namespace .State
@@ -985,6 +1009,7 @@ fn dispatch(cli: Cli) -> error::Result<i32> {
             NetworkCmd::Disconnect(a) => network::disconnect(&ctx, &a),
         },
         Command::Endpoint(cmd) => match cmd {
+            EndpointCmd::Create { net, ip, mac, name } => endpoint::create(&ctx, &net, &ip, mac, name),
             EndpointCmd::Ls(a) => endpoint::ls(&ctx, &a),
             EndpointCmd::Inspect { names } => endpoint::inspect(&ctx, &names),
             EndpointCmd::Rm { names } => endpoint::rm(&ctx, &names),

@@ -471,7 +471,10 @@ fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
     let _server = serve(cluster.host(1), &b, &backend);
     let b_id = eb["ID"].as_str().unwrap().to_owned();
     assert!(eventually(Duration::from_secs(5), || apis[0].get(&format!("/endpoints/{b_id}")).status == 200), "host 0 did not learn the remote endpoint");
-    let src = apis[0].post("/endpoints", &json!({"HostComputeNetwork": "ov", "Name": "lb-source", "IpConfigurations": [{"IpAddress": "10.240.0.250"}]})).ok();
+    // The source endpoint, made with hnsctl (no compartment).
+    let src_id = h0.hnsctl_ok(&["endpoint", "create", "--net", "ov", "--ip", "10.240.0.250", "--name", "lb-source"]).unwrap().trim().to_owned();
+    let src = apis[0].get(&format!("/endpoints/{src_id}")).ok();
+    assert_eq!((src["Name"].as_str(), ip_of(&src).as_str(), src["HostComputeNamespace"].as_str().unwrap_or_default()), (Some("lb-source"), "10.240.0.250", ""));
     let lb = |source_vip: &str| json!({"FrontendVIPs": ["10.96.0.50"], "PortMappings": [{"Protocol": 6, "InternalPort": 7000, "ExternalPort": 80}], "HostComputeEndpoints": [b_id], "SourceVIP": source_vip});
     let before = apis[0].get("/loadbalancers").body;
     for (source_vip, says) in [("", "is empty, but HostComputeEndpoints[0] is an overlay endpoint of another host"), ("10.240.0.251", "10.240.0.251 is not the address of an endpoint of this host on overlay network ov")] {

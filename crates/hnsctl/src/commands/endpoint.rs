@@ -1,11 +1,11 @@
-//! `hnsctl endpoint ls|inspect|rm`.
+//! `hnsctl endpoint create|ls|inspect|rm`.
 
-use hns_api::{HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork};
+use hns_api::{HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork, IpConfig};
 
 use super::network::{inspect_objects, remove_objects};
 use super::{Ctx, network_name};
 use crate::LsArgs;
-use crate::error::Result;
+use crate::error::{CliError, Result};
 use crate::output::{endpoint_ips, endpoint_state, print_json, print_line, print_rows, same_id, short_id};
 use crate::template::Column;
 
@@ -52,6 +52,27 @@ pub fn endpoint_rows(eps: &[HostComputeEndpoint], nets: &[HostComputeNetwork], n
         .collect()
 }
 
+/// The endpoint `endpoint create` asks for; a malformed address is refused naming the flag.
+pub fn create_request(net: &str, ips: &[String], mac: Option<String>, name: Option<String>) -> Result<HostComputeEndpoint> {
+    let mut ip_configurations = Vec::new();
+    for ip in ips {
+        let addr: std::net::IpAddr = ip.trim().parse().map_err(|_| CliError::invalid(format!("--ip {ip}: not an IP address")))?;
+        ip_configurations.push(IpConfig { ip_address: addr.to_string(), ..Default::default() });
+    }
+    Ok(HostComputeEndpoint { host_compute_network: net.to_owned(), ip_configurations, mac_address: mac.unwrap_or_default(), name: name.unwrap_or_default(), ..Default::default() })
+}
+
+pub fn create(ctx: &Ctx, net: &str, ips: &[String], mac: Option<String>, name: Option<String>) -> Result<i32> {
+    let body = create_request(net, ips, mac, name)?;
+    let ep: HostComputeEndpoint = ctx.client()?.post("/endpoints", &body)?;
+    if ctx.json() {
+        print_json(&ep)?;
+    } else {
+        print_line(&ep.id);
+    }
+    Ok(0)
+}
+
 pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<i32> {
     let client = ctx.client()?;
     let eps: Vec<HostComputeEndpoint> = client.get("/endpoints")?;
@@ -81,6 +102,15 @@ mod tests {
     use super::*;
     use crate::output::{headers, render_table};
     use hns_api::IpConfig;
+
+    #[test]
+    fn create_request_types_the_flags() {
+        let ep = create_request("ov", &["10.240.0.250".into(), " fd00::fa ".into()], None, Some("lb-source".into())).unwrap();
+        assert_eq!((ep.host_compute_network.as_str(), ep.name.as_str()), ("ov", "lb-source"));
+        assert_eq!(ep.ip_configurations.iter().map(|c| c.ip_address.as_str()).collect::<Vec<_>>(), ["10.240.0.250", "fd00::fa"]);
+        let e = create_request("ov", &["10.240.0.300".into()], None, None).unwrap_err().to_string();
+        assert!(e.contains("--ip 10.240.0.300: not an IP address"), "{e}");
+    }
 
     #[test]
     fn endpoint_table() {

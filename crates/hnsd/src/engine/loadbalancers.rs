@@ -356,7 +356,7 @@ impl Engine {
     /// backend, for the error.
     fn source_endpoint_for(&self, source_vip: &str, net_id: &str, first: &str) -> Result<String> {
         let net = self.networks.get(net_id).map(|n| n.rec.net.name.clone()).unwrap_or_else(|| net_id.to_owned());
-        let how = format!("create an endpoint with that address on network {net} on this host, without a compartment (POST /endpoints with HostComputeNetwork and IpConfigurations)");
+        let how = format!("create an endpoint with that address on network {net} on this host, without a compartment (hnsctl endpoint create --net {net} --ip ADDRESS)");
         if source_vip.is_empty() {
             return Err(ApiError::field(
                 ErrorCode::InvalidParameter,
