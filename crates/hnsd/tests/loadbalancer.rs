@@ -497,3 +497,32 @@ fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
     assert_eq!(apis[0].delete(&format!("/loadbalancers/{}", created["ID"].as_str().unwrap())).status, 204);
     assert!(apis[0].delete(&format!("/endpoints/{}", src["ID"].as_str().unwrap())).status < 300, "without the load balancer the source endpoint goes");
 }
+
+/// The same over IPv6: a dual-stack overlay, an IPv6 load balancer whose SourceVIP is the
+/// source endpoint's IPv6 address (neighbour discovery for it answered on the other host
+/// with this host's VXLAN address).
+#[test]
+fn a_remote_ipv6_backend_is_reached_through_the_source_vip() {
+    let cluster = hns_lab::ClusterLab::new(2).expect("cluster lab");
+    let _daemons: Vec<hns_lab::Daemon> = (0..2).map(|i| cluster.start_hnsd(i, &["--no-default-network"]).expect("hnsd starts")).collect();
+    let apis: Vec<Api> = cluster.hosts().iter().map(Api::new).collect();
+    let h0 = cluster.host(0);
+    h0.hnsctl_ok(&["network", "create", "-d", "overlay", "--subnet", "10.242.0.0/24", "--subnet", "fd00:242::/64", "ov"]).unwrap();
+    h0.hnsctl_ok(&["network", "create", "-d", "nat", "--subnet", "172.31.0.0/24", "--subnet", "fd00:31::/64", "n"]).unwrap();
+    assert!(eventually(Duration::from_secs(5), || apis[1].get("/networks/ov").status == 200), "host 1 did not get the overlay network");
+    let (b, eb) = apis[1].container("ov", "b", json!({}));
+    let _server = serve(cluster.host(1), &b, &format!("[{}]:7000", ip6_of(&eb)));
+    let b_id = eb["ID"].as_str().unwrap().to_owned();
+    assert!(eventually(Duration::from_secs(5), || apis[0].get(&format!("/endpoints/{b_id}")).status == 200), "host 0 did not learn the remote endpoint");
+    h0.hnsctl_ok(&["endpoint", "create", "--net", "ov", "--ip", "10.242.0.250", "--ip", "fd00:242::fa", "--name", "lb-source"]).unwrap();
+    let lb = h0.hnsctl_ok(&["lb", "create", "--vip", "fd00:96::50", "--port", "tcp/80:7000", "--backend", &b_id, "--source-vip", "fd00:242::fa"]);
+    assert!(lb.is_ok(), "{lb:?}");
+    let (c, _) = apis[0].container("n", "c", json!({}));
+    let mut seen = Vec::new();
+    let reached = eventually(Duration::from_secs(10), || {
+        seen = exchanges(h0, &c, "connect-tcp [fd00:96::50]:80 --timeout-ms 1000", 1);
+        seen.first().is_some_and(|(p, _)| p != "failed")
+    });
+    assert!(reached, "the IPv6 VIP did not reach the remote backend: {seen:?}");
+    assert_eq!(seen, vec![("fd00:242::fa".to_owned(), ip6_of(&eb))], "the remote backend serves and sees the IPv6 SourceVIP");
+}
