@@ -453,7 +453,8 @@ fn dsr_and_preserve_dip_deliver_to_the_vip() {
 }
 
 /// A backend on another host (a remote overlay endpoint): a container on a nat network of
-/// host 0 reaches it through the VIP, and the backend sees the SourceVIP, the address of an
+/// host 0, host 0 itself (LocalRoutedVIP) and its LAN reach it through the VIP, and the backend
+/// sees the SourceVIP, the address of an
 /// endpoint of host 0 without a compartment, to which its replies go back through the
 /// overlay. The SourceVIP is required and checked by field; its endpoint cannot be deleted
 /// while a load balancer relies on it.
@@ -475,7 +476,7 @@ fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
     let src_id = h0.hnsctl_ok(&["endpoint", "create", "--net", "ov", "--ip", "10.240.0.250", "--name", "lb-source"]).unwrap().trim().to_owned();
     let src = apis[0].get(&format!("/endpoints/{src_id}")).ok();
     assert_eq!((src["Name"].as_str(), ip_of(&src).as_str(), src["HostComputeNamespace"].as_str().unwrap_or_default()), (Some("lb-source"), "10.240.0.250", ""));
-    let lb = |source_vip: &str| json!({"FrontendVIPs": ["10.96.0.50"], "PortMappings": [{"Protocol": 6, "InternalPort": 7000, "ExternalPort": 80}], "HostComputeEndpoints": [b_id], "SourceVIP": source_vip});
+    let lb = |source_vip: &str| json!({"FrontendVIPs": ["10.96.0.50"], "PortMappings": [{"Protocol": 6, "InternalPort": 7000, "ExternalPort": 80, "Flags": 2}], "HostComputeEndpoints": [b_id], "SourceVIP": source_vip});
     let before = apis[0].get("/loadbalancers").body;
     for (source_vip, says) in [("", "is empty, but HostComputeEndpoints[0] is an overlay endpoint of another host"), ("10.240.0.251", "10.240.0.251 is not the address of an endpoint of this host on overlay network ov")] {
         let r = apis[0].post("/loadbalancers", &lb(source_vip));
@@ -492,6 +493,13 @@ fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
     });
     assert!(reached, "the VIP did not reach the remote backend: {seen:?}");
     assert_eq!(seen, vec![("10.240.0.250".to_owned(), ip_of(&eb))], "the remote backend serves and sees the SourceVIP");
+    // The host itself (LocalRoutedVIP) and the LAN reach it the same way.
+    let seen_from = |side: hns_lab::Side| h0.probe(side, &["connect-tcp", "10.96.0.50:80", "--timeout-ms", "1500"]).unwrap();
+    let o = seen_from(hns_lab::Side::Host);
+    assert!(o.status.success() && o.stdout.contains("peer=10.240.0.250:"), "from the host (LocalRoutedVIP): {o:?}");
+    h0.in_lan("ip", &["route", "add", "10.96.0.0/24", "via", &hns_lab::HOST_UPLINK.to_string()]).unwrap();
+    let o = seen_from(hns_lab::Side::Lan);
+    assert!(o.status.success() && o.stdout.contains("peer=10.240.0.250:"), "from the LAN: {o:?}");
     let r = apis[0].delete(&format!("/endpoints/{}", src["ID"].as_str().unwrap()));
     assert!(r.status >= 400 && r.raw.contains("SourceVIP"), "the source endpoint's delete is refused: {}", r.raw);
     assert_eq!(apis[0].delete(&format!("/loadbalancers/{}", created["ID"].as_str().unwrap())).status, 204);
