@@ -508,7 +508,7 @@ fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
 
 /// The same over IPv6: a dual-stack overlay, an IPv6 load balancer whose SourceVIP is the
 /// source endpoint's IPv6 address (neighbour discovery for it answered on the other host
-/// with this host's VXLAN address).
+/// with this host's VXLAN address), with a local backend next to the remote one.
 #[test]
 fn a_remote_ipv6_backend_is_reached_through_the_source_vip() {
     let cluster = hns_lab::ClusterLab::new(2).expect("cluster lab");
@@ -522,8 +522,11 @@ fn a_remote_ipv6_backend_is_reached_through_the_source_vip() {
     let _server = serve(cluster.host(1), &b, &format!("[{}]:7000", ip6_of(&eb)));
     let b_id = eb["ID"].as_str().unwrap().to_owned();
     assert!(eventually(Duration::from_secs(5), || apis[0].get(&format!("/endpoints/{b_id}")).status == 200), "host 0 did not learn the remote endpoint");
+    // A local backend next to the remote one, on the nat network.
+    let (l, el) = apis[0].container("n", "l", json!({}));
+    let _local = serve(h0, &l, &format!("[{}]:7000", ip6_of(&el)));
     h0.hnsctl_ok(&["endpoint", "create", "--net", "ov", "--ip", "10.242.0.250", "--ip", "fd00:242::fa", "--name", "lb-source"]).unwrap();
-    let lb = h0.hnsctl_ok(&["lb", "create", "--vip", "fd00:96::50", "--port", "tcp/80:7000", "--backend", &b_id, "--source-vip", "fd00:242::fa"]);
+    let lb = h0.hnsctl_ok(&["lb", "create", "--vip", "fd00:96::50", "--port", "tcp/80:7000", "--backend", &b_id, "--backend", "l", "--source-vip", "fd00:242::fa"]);
     assert!(lb.is_ok(), "{lb:?}");
     let (c, _) = apis[0].container("n", "c", json!({}));
     let mut seen = Vec::new();
@@ -531,6 +534,14 @@ fn a_remote_ipv6_backend_is_reached_through_the_source_vip() {
         seen = exchanges(h0, &c, "connect-tcp [fd00:96::50]:80 --timeout-ms 1000", 1);
         seen.first().is_some_and(|(p, _)| p != "failed")
     });
-    assert!(reached, "the IPv6 VIP did not reach the remote backend: {seen:?}");
-    assert_eq!(seen, vec![("fd00:242::fa".to_owned(), ip6_of(&eb))], "the remote backend serves and sees the IPv6 SourceVIP");
+    assert!(reached, "the IPv6 VIP did not reach a backend: {seen:?}");
+    let seen = exchanges(h0, &c, "connect-tcp [fd00:96::50]:80 --timeout-ms 1000", 30);
+    let on = |backend: String| seen.iter().filter(|(_, l)| *l == backend).map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    let (remote, local) = (on(ip6_of(&eb)), on(ip6_of(&el)));
+    assert_eq!(remote.len() + local.len(), 30, "every connection lands on one of the two backends: {seen:?}");
+    assert!(!remote.is_empty() && !local.is_empty(), "both backends serve: {seen:?}");
+    assert!(remote.iter().all(|p| p == "fd00:242::fa"), "the remote backend sees the IPv6 SourceVIP: {seen:?}");
+    // The client is on the local backend's own network: that connection comes from the
+    // network's gateway (see "Hairpin" in docs/policies.md), never from the SourceVIP.
+    assert!(local.iter().all(|p| p == "fd00:31::1"), "the local backend sees its network's gateway: {seen:?}");
 }
