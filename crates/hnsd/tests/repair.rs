@@ -93,3 +93,24 @@ fn detach_churn_is_not_reported_as_orphans() {
     assert!(orphans.is_empty(), "{rounds} rounds of detach and attach were reported as orphans:\n{}", orphans.join("\n"));
     assert!(ping(&lab, &made[0].0, "203.0.113.10"));
 }
+
+/// A rule of the hns table edited by hand (the same number of rules, one verdict changed) is
+/// put back: the drift check compares the rules' content, not their count.
+#[test]
+fn a_rule_of_the_hns_table_edited_by_hand_is_put_back() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    let _ = api.container("nat", "a", json!({}));
+    let isolation = "iifname @bridges oifname @bridges drop";
+    let forward = || lab.in_host("nft", &["-a", "list", "chain", "inet", "hns", "forward"]).unwrap().stdout;
+    let listing = forward();
+    let line = listing.lines().find(|l| l.trim_start().starts_with(isolation)).unwrap_or_else(|| panic!("no isolation rule: {listing}"));
+    let handle = line.rsplit("# handle ").next().unwrap().trim().to_owned();
+    lab.in_host("nft", &["replace", "rule", "inet", "hns", "forward", "handle", &handle, "iifname", "@bridges", "oifname", "@bridges", "accept"]).unwrap();
+    let rules = |text: &str| text.lines().filter(|l| l.contains("# handle") && !l.contains("chain ")).count();
+    let edited = forward();
+    assert!(!edited.contains(isolation) && rules(&edited) == rules(&listing), "the edit keeps the count: {edited}");
+    assert!(eventually(Duration::from_secs(10), || forward().contains(isolation)), "the edited rule was not put back: {}", forward());
+    assert!(!forward().contains("iifname @bridges oifname @bridges accept"), "{}", forward());
+}

@@ -131,9 +131,6 @@ fn quoted(s: &str) -> String {
     format!("\"{s}\"")
 }
 
-/// Number of rules [`compile`] emits; used to detect a flushed table.
-pub const RULE_COUNT: usize = 27;
-
 /// The elements of every set and map of the table, by name, as nft source text (interface
 /// names quoted): what [`compile`] writes and [`matches_exactly`] compares.
 fn set_elements(d: &Desired) -> Vec<(&'static str, Vec<String>)> {
@@ -321,7 +318,77 @@ pub fn delete_table() -> Result<()> {
 #[derive(Debug, Default, PartialEq)]
 pub struct Observed {
     pub present: bool,
-    pub rules: usize,
+    pub rules: RuleShape,
+}
+
+/// The table's chains and rules as the kernel lists them (`nft -j`): each chain's definition
+/// and each rule's expressions, in order, without handles or elements. The rules of
+/// [`compile`] do not depend on the state (networks and mappings are elements), so one shape is
+/// right for every state, and a rule edited, added or removed by hand shows as a difference,
+/// not only a flushed chain.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RuleShape(Vec<String>);
+
+impl RuleShape {
+    /// The shape of an `nft -j list table` output (terse or not).
+    pub fn of_listing(v: &serde_json::Value) -> RuleShape {
+        fn strip(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(o) => {
+                    o.remove("handle");
+                    o.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for item in v.get("nftables").and_then(|n| n.as_array()).into_iter().flatten() {
+            for kind in ["chain", "rule"] {
+                if let Some(x) = item.get(kind) {
+                    let mut x = x.clone();
+                    strip(&mut x);
+                    out.push(format!("{kind} {x}"));
+                }
+            }
+        }
+        RuleShape(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The shape of [`compile`]'s rules in this kernel's own notation: the program applied once in
+/// a scratch network namespace (a thread of its own unshares one; nothing reaches the host's
+/// tables) and read back. Computed once per process.
+pub fn template_shape() -> std::result::Result<&'static RuleShape, String> {
+    static SHAPE: std::sync::OnceLock<std::result::Result<RuleShape, String>> = std::sync::OnceLock::new();
+    SHAPE
+        .get_or_init(|| {
+            std::thread::spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare a scratch network namespace: {e}"))?;
+                run(&compile(&Desired::default())).map_err(|e| e.to_string())?;
+                let out = Command::new("nft").args(["-j", "-t", "list", "table", "inet", NFT_TABLE]).output().map_err(|e| format!("run nft: {e}"))?;
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("parse nft output: {e}"))?;
+                Ok(RuleShape::of_listing(&v))
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the scratch namespace thread panicked".into()))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Whether `shape` is the template's. Without a template shape (no scratch namespace could be
+/// made; hnsd logs why at start), a table with rules passes: only a flushed or deleted one is
+/// then detected.
+fn is_template(shape: &RuleShape) -> bool {
+    match template_shape() {
+        Ok(t) => shape == t,
+        Err(_) => !shape.is_empty(),
+    }
 }
 
 /// Reads the hns table back without its elements (`nft -t`: with 10 000 mappings a full
@@ -338,12 +405,11 @@ pub fn observe() -> Result<Observed> {
         return Ok(Observed::default());
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| KernelError::new("parse nft output", NFT_TABLE, e))?;
-    let rules = v.get("nftables").and_then(|n| n.as_array()).map_or(0, |a| a.iter().filter(|i| i.get("rule").is_some()).count());
-    Ok(Observed { present: true, rules })
+    Ok(Observed { present: true, rules: RuleShape::of_listing(&v) })
 }
 
 /// Whether the kernel's table holds exactly what [`compile`] would write for `d`: every set
-/// and map with exactly its elements, and the rules (by count, as [`drifted`]). Reads the
+/// and map with exactly its elements, and the chains and rules (as [`drifted`]). Reads the
 /// table back with its elements (one `nft -j list`, ~0.35 s at 10 000 mappings), so it is for
 /// the start, where after a crash the store may hold elements the kernel never got, not for
 /// every periodic pass. With no network the table must be absent.
@@ -359,10 +425,10 @@ pub fn matches_exactly(d: &Desired) -> Result<bool> {
         return Ok(false);
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| KernelError::new("parse nft output", NFT_TABLE, e))?;
-    let items = v.get("nftables").and_then(|n| n.as_array()).cloned().unwrap_or_default();
-    if items.iter().filter(|i| i.get("rule").is_some()).count() != RULE_COUNT {
+    if !is_template(&RuleShape::of_listing(&v)) {
         return Ok(false);
     }
+    let items = v.get("nftables").and_then(|n| n.as_array()).cloned().unwrap_or_default();
     let mut kernel: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
     for i in &items {
         let Some(set) = i.get("set").or_else(|| i.get("map")) else { continue };
@@ -400,18 +466,27 @@ fn element_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// True when the kernel's table no longer matches `d` (missing or flushed, or present while
-/// there is no network).
+/// True when the kernel's table no longer matches `d`: missing, a chain or rule flushed,
+/// edited or added, or present while there is no network.
 pub fn drifted(d: &Desired, o: &Observed) -> bool {
     if d.networks.is_empty() {
         return o.present;
     }
-    !o.present || o.rules != RULE_COUNT
+    !o.present || !is_template(&o.rules)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shapes_ignore_handles_and_elements() {
+        let a = serde_json::json!({"nftables": [{"metainfo": {}}, {"set": {"name": "bridges", "elem": ["hns-a"]}}, {"chain": {"name": "forward", "handle": 3}}, {"rule": {"chain": "forward", "handle": 7, "expr": [{"drop": null}]}}]});
+        let b = serde_json::json!({"nftables": [{"chain": {"name": "forward", "handle": 9}}, {"rule": {"chain": "forward", "handle": 12, "expr": [{"drop": null}]}}]});
+        assert_eq!(RuleShape::of_listing(&a), RuleShape::of_listing(&b));
+        let c = serde_json::json!({"nftables": [{"chain": {"name": "forward"}}, {"rule": {"chain": "forward", "expr": [{"accept": null}]}}]});
+        assert_ne!(RuleShape::of_listing(&a), RuleShape::of_listing(&c));
+    }
 
     #[test]
     fn kernel_elements_read_back_as_the_source_text_compile_writes() {
@@ -451,9 +526,7 @@ mod tests {
         assert!(p.starts_with("table inet hns {}\ndelete table inet hns\n"));
         assert!(p.contains("set bridges { type ifname; }"));
         assert!(!p.contains("elements"));
-        let rules = |p: &str| p.lines().filter(|l| ["iifname", "oifname", "ip ", "ip6 ", "fib ", "meta ", "ct "].iter().any(|k| l.trim_start().starts_with(k))).count();
         assert!(p.contains("map pm6 {"), "{p}");
-        assert_eq!(rules(&p), RULE_COUNT);
     }
 
     #[test]
@@ -489,9 +562,14 @@ mod tests {
     #[test]
     fn drift_detection() {
         let d = Desired { networks: vec![net("hns-aaaaaaaa", "172.20.0.0/16", false)], ..Default::default() };
-        let good = Observed { present: true, rules: RULE_COUNT };
+        let good = Observed { present: true, rules: template_shape().expect("a scratch namespace (run as root)").clone() };
+        assert!(good.rules.0.iter().filter(|r| r.starts_with("rule ")).count() > 20, "{:?}", good.rules);
         assert!(!drifted(&d, &good));
-        assert!(drifted(&d, &Observed { present: true, rules: 0 }), "a flushed table");
+        assert!(drifted(&d, &Observed { present: true, rules: RuleShape::default() }), "a flushed table");
+        let mut edited = good.rules.clone();
+        let last = edited.0.iter().rposition(|r| r.contains("\"drop\"")).expect("a drop rule");
+        edited.0[last] = edited.0[last].replace("\"drop\"", "\"accept\"");
+        assert!(drifted(&d, &Observed { present: true, rules: edited }), "a rule edited by hand, same count");
         assert!(drifted(&d, &Observed::default()), "a deleted table");
         // No network: the table must not exist at all.
         assert!(drifted(&Desired::default(), &good));
