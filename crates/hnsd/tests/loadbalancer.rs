@@ -456,12 +456,12 @@ fn dsr_and_preserve_dip_deliver_to_the_vip() {
 /// host 0, host 0 itself (LocalRoutedVIP) and its LAN reach it through the VIP, and the backend
 /// sees the SourceVIP, the address of an
 /// endpoint of host 0 without a compartment, to which its replies go back through the
-/// overlay. The SourceVIP is required and checked by field; its endpoint cannot be deleted
-/// while a load balancer relies on it.
+/// overlay, also after hnsd restarts. The SourceVIP is required and checked by field; its
+/// endpoint cannot be deleted while a load balancer relies on it.
 #[test]
 fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
     let cluster = hns_lab::ClusterLab::new(2).expect("cluster lab");
-    let _daemons: Vec<hns_lab::Daemon> = (0..2).map(|i| cluster.start_hnsd(i, &["--no-default-network"]).expect("hnsd starts")).collect();
+    let mut daemons: Vec<hns_lab::Daemon> = (0..2).map(|i| cluster.start_hnsd(i, &["--no-default-network"]).expect("hnsd starts")).collect();
     let apis: Vec<Api> = cluster.hosts().iter().map(Api::new).collect();
     let h0 = cluster.host(0);
     h0.hnsctl_ok(&["network", "create", "-d", "overlay", "--subnet", "10.240.0.0/24", "ov"]).unwrap();
@@ -500,6 +500,17 @@ fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
     h0.in_lan("ip", &["route", "add", "10.96.0.0/24", "via", &hns_lab::HOST_UPLINK.to_string()]).unwrap();
     let o = seen_from(hns_lab::Side::Lan);
     assert!(o.status.success() && o.stdout.contains("peer=10.240.0.250:"), "from the LAN: {o:?}");
+    // After a restart the remote backend is known again from the cluster's snapshot: the
+    // table, deleted while hnsd was down, is rebuilt before the snapshot arrives (without the
+    // remote backend) and completed when it does.
+    drop(daemons.remove(0));
+    h0.in_host("nft", &["delete", "table", "inet", "hns_lb"]).unwrap();
+    daemons.insert(0, cluster.start_hnsd(0, &["--no-default-network"]).expect("hnsd restarts"));
+    let reached = eventually(Duration::from_secs(10), || {
+        seen = exchanges(h0, &c, "connect-tcp 10.96.0.50:80 --timeout-ms 1000", 1);
+        seen.first().is_some_and(|(p, _)| p == "10.240.0.250")
+    });
+    assert!(reached, "after a restart the VIP still reaches the remote backend through the SourceVIP: {seen:?}");
     let r = apis[0].delete(&format!("/endpoints/{}", src["ID"].as_str().unwrap()));
     assert!(r.status >= 400 && r.raw.contains("SourceVIP"), "the source endpoint's delete is refused: {}", r.raw);
     assert_eq!(apis[0].delete(&format!("/loadbalancers/{}", created["ID"].as_str().unwrap())).status, 204);

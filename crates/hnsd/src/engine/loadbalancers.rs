@@ -632,15 +632,32 @@ impl Engine {
     /// A remote endpoint appeared, changed or went away: the load balancers it is a backend of
     /// follow (a backend without an address gets no new connections, and its flows are cleared
     /// when it goes).
-    pub(crate) fn lbs_remote_changed(&mut self, ep_id: &str, gone: bool) {
+    pub(crate) fn lbs_remote_changed(&mut self, ep_id: &str) {
         let ids: Vec<String> = self.lbs.by_backend.get(ep_id).into_iter().flatten().filter(|id| self.lbs.recs.contains_key(*id)).cloned().collect();
+        self.follow_remote(ids);
+    }
+
+    /// The cluster's snapshot replaced the remote endpoints in view (at start, after an
+    /// outage): every load balancer with remote backends follows.
+    pub(crate) fn lbs_follow_remote_snapshot(&mut self) {
+        let ids: Vec<String> = self.lbs.recs.values().filter(|r| !r.remote.is_empty()).map(|r| r.lb.id.clone()).collect();
+        self.follow_remote(ids);
+    }
+
+    /// Reprograms load balancers `ids` from the remote endpoints in view; the tracked flows of
+    /// remote backends that left the kernel are cleared.
+    fn follow_remote(&mut self, ids: Vec<String>) {
+        let remote_marks = |lbs: &Lbs, id: &str| -> Vec<u32> { lbs.applied.get(id).map(|s| s.remote.iter().map(|r| r.mark).collect()).unwrap_or_default() };
         for id in ids {
+            let before = remote_marks(&self.lbs, &id);
             if let Err(e) = self.program_lb(&id) {
                 tracing::warn!(lb = %id, error = %e.message, "could not follow a remote backend's change; the reconciler retries");
                 self.lbs.table_ok = false;
             }
-            if gone && let Some(mark) = self.lbs.recs[&id].marks.get(ep_id) {
-                self.clear_flows(&[*mark]);
+            let after = remote_marks(&self.lbs, &id);
+            let gone: Vec<u32> = before.into_iter().filter(|m| !after.contains(m)).collect();
+            if !gone.is_empty() {
+                self.clear_flows(&gone);
             }
         }
     }

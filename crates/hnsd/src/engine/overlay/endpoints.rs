@@ -282,7 +282,7 @@ impl Engine {
         }
         self.dns_refresh(&net_id);
         if old.as_ref().is_none_or(|o| o.ips().ne(e.ips())) {
-            self.lbs_remote_changed(&e.id, false);
+            self.lbs_remote_changed(&e.id);
         }
     }
 
@@ -303,7 +303,7 @@ impl Engine {
             }
         }
         self.dns_refresh(net_id);
-        self.lbs_remote_changed(ep_id, true);
+        self.lbs_remote_changed(ep_id);
     }
 
     /// Forgets the remote endpoints of a network going away (their kernel entries go with

@@ -108,6 +108,7 @@ impl Engine {
             }
             self.dns_refresh(&id);
         }
+        self.lbs_follow_remote_snapshot();
         self.sync_own(Some(mine)).await;
     }
 
