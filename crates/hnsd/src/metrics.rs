@@ -167,7 +167,8 @@ impl Inventory {
             .iter()
             .flat_map(|(lb, rec)| {
                 rec.marks.iter().map(move |(ep, mark)| {
-                    let name = e.endpoints.get(ep).map(|r| r.ep.name.clone()).unwrap_or_default();
+                    // A remote backend is named as its host publishes it.
+                    let name = e.endpoints.get(ep).map(|r| r.ep.name.clone()).or_else(|| e.find_remote(ep).map(|r| r.name.clone())).unwrap_or_default();
                     (*mark, LbBackendLabels { loadbalancer: lb.clone(), endpoint: ep.clone(), name })
                 })
             })
