@@ -517,6 +517,36 @@ fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
     assert!(apis[0].delete(&format!("/endpoints/{}", src["ID"].as_str().unwrap())).status < 300, "without the load balancer the source endpoint goes");
 }
 
+/// A remote backend whose endpoint is deleted on its host leaves the load balancer's data
+/// plane on this host as the deletion reaches it through the cluster: with no backend left,
+/// connections are refused (reset) instead of timing out.
+#[test]
+fn a_deleted_remote_backend_stops_receiving_connections() {
+    let cluster = hns_lab::ClusterLab::new(2).expect("cluster lab");
+    let _daemons: Vec<hns_lab::Daemon> = (0..2).map(|i| cluster.start_hnsd(i, &["--no-default-network"]).expect("hnsd starts")).collect();
+    let apis: Vec<Api> = cluster.hosts().iter().map(Api::new).collect();
+    let h0 = cluster.host(0);
+    h0.hnsctl_ok(&["network", "create", "-d", "overlay", "--subnet", "10.243.0.0/24", "ov"]).unwrap();
+    h0.hnsctl_ok(&["network", "create", "-d", "nat", "--subnet", "172.29.0.0/24", "n"]).unwrap();
+    assert!(eventually(Duration::from_secs(5), || apis[1].get("/networks/ov").status == 200), "host 1 did not get the overlay network");
+    let (b, eb) = apis[1].container("ov", "b", json!({}));
+    let _server = serve(cluster.host(1), &b, &format!("{}:7000", ip_of(&eb)));
+    let b_id = eb["ID"].as_str().unwrap().to_owned();
+    assert!(eventually(Duration::from_secs(5), || apis[0].get(&format!("/endpoints/{b_id}")).status == 200), "host 0 did not learn the remote endpoint");
+    h0.hnsctl_ok(&["endpoint", "create", "--net", "ov", "--ip", "10.243.0.250"]).unwrap();
+    h0.hnsctl_ok(&["lb", "create", "--vip", "10.96.0.51", "--port", "tcp/80:7000", "--backend", &b_id, "--source-vip", "10.243.0.250"]).unwrap();
+    let (c, _) = apis[0].container("n", "c", json!({}));
+    let connect = || in_ns(h0, &c, &probe(), &["connect-tcp", "10.96.0.51:80", "--timeout-ms", "1500"]);
+    assert!(eventually(Duration::from_secs(10), || connect().status.success()), "the VIP reaches the remote backend");
+    assert_eq!(apis[1].delete(&format!("/endpoints/{b_id}")).status, 204);
+    let mut last = connect();
+    let refused = eventually(Duration::from_secs(10), || {
+        last = connect();
+        !last.status.success() && last.stderr.to_lowercase().contains("refused")
+    });
+    assert!(refused, "with its only backend deleted on the other host, the VIP refuses: {last:?}");
+}
+
 /// The same over IPv6: a dual-stack overlay, an IPv6 load balancer whose SourceVIP is the
 /// source endpoint's IPv6 address (neighbour discovery for it answered on the other host
 /// with this host's VXLAN address), with a local backend next to the remote one.
