@@ -452,6 +452,58 @@ fn dsr_and_preserve_dip_deliver_to_the_vip() {
     assert_eq!(rules(), "", "hnsd --cleanup leaves no rule");
 }
 
+/// One connection to `addr` from `from`, retried for up to 10 s until `ok` accepts its
+/// `(peer, local)` (a remote backend's path settles once the load balancer exists); the last
+/// exchange, and whether it was accepted.
+fn settled(lab: &Lab, from: &Value, addr: &str, ok: impl Fn(&(String, String)) -> bool) -> (bool, Vec<(String, String)>) {
+    let mut seen = Vec::new();
+    let cmd = format!("connect-tcp {addr} --timeout-ms 1000");
+    let done = eventually(Duration::from_secs(10), || {
+        seen = exchanges(lab, from, &cmd, 1);
+        seen.first().is_some_and(&ok)
+    });
+    (done, seen)
+}
+
+/// Two hosts: an overlay network `ov` on `overlay` subnets and a nat network `n` on `nat`
+/// subnets (created on host 0), and a backend `b` on host 1 serving TCP on port 7000 of its
+/// address of the family `v6`, already known to host 0 as a remote endpoint.
+struct RemoteLab {
+    /// hnsd of each host (first field: dropped before the cluster).
+    daemons: Vec<hns_lab::Daemon>,
+    apis: Vec<Api>,
+    /// The backend's endpoint (as host 1 returned it).
+    eb: Value,
+    _server: hns_lab::Proc,
+    cluster: hns_lab::ClusterLab,
+}
+
+impl RemoteLab {
+    fn new(overlay: &[&str], nat: &[&str], v6: bool) -> RemoteLab {
+        let cluster = hns_lab::ClusterLab::new(2).expect("cluster lab");
+        let daemons: Vec<hns_lab::Daemon> = (0..2).map(|i| cluster.start_hnsd(i, &["--no-default-network"]).expect("hnsd starts")).collect();
+        let apis: Vec<Api> = cluster.hosts().iter().map(Api::new).collect();
+        let h0 = cluster.host(0);
+        for (driver, subnets, name) in [("overlay", overlay, "ov"), ("nat", nat, "n")] {
+            let mut args = vec!["network", "create", "-d", driver];
+            subnets.iter().for_each(|s| args.extend(["--subnet", s]));
+            args.push(name);
+            h0.hnsctl_ok(&args).unwrap();
+        }
+        assert!(eventually(Duration::from_secs(5), || apis[1].get("/networks/ov").status == 200), "host 1 did not get the overlay network");
+        let (b, eb) = apis[1].container("ov", "b", json!({}));
+        let addr = if v6 { format!("[{}]:7000", ip6_of(&eb)) } else { format!("{}:7000", ip_of(&eb)) };
+        let _server = serve(cluster.host(1), &b, &addr);
+        let id = eb["ID"].as_str().unwrap().to_owned();
+        assert!(eventually(Duration::from_secs(5), || apis[0].get(&format!("/endpoints/{id}")).status == 200), "host 0 did not learn the remote endpoint");
+        RemoteLab { daemons, apis, eb, _server, cluster }
+    }
+
+    fn b_id(&self) -> String {
+        self.eb["ID"].as_str().unwrap().to_owned()
+    }
+}
+
 /// A backend on another host (a remote overlay endpoint): a container on a nat network of
 /// host 0, host 0 itself (LocalRoutedVIP) and its LAN reach it through the VIP, and the backend
 /// sees the SourceVIP, the address of an
@@ -460,18 +512,9 @@ fn dsr_and_preserve_dip_deliver_to_the_vip() {
 /// endpoint cannot be deleted while a load balancer relies on it.
 #[test]
 fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
-    let cluster = hns_lab::ClusterLab::new(2).expect("cluster lab");
-    let mut daemons: Vec<hns_lab::Daemon> = (0..2).map(|i| cluster.start_hnsd(i, &["--no-default-network"]).expect("hnsd starts")).collect();
-    let apis: Vec<Api> = cluster.hosts().iter().map(Api::new).collect();
+    let mut lab = RemoteLab::new(&["10.240.0.0/24"], &["172.30.0.0/24"], false);
+    let (apis, eb, b_id, cluster) = (&lab.apis, lab.eb.clone(), lab.b_id(), &lab.cluster);
     let h0 = cluster.host(0);
-    h0.hnsctl_ok(&["network", "create", "-d", "overlay", "--subnet", "10.240.0.0/24", "ov"]).unwrap();
-    h0.hnsctl_ok(&["network", "create", "-d", "nat", "--subnet", "172.30.0.0/24", "n"]).unwrap();
-    assert!(eventually(Duration::from_secs(5), || apis[1].get("/networks/ov").status == 200), "host 1 did not get the overlay network");
-    let (b, eb) = apis[1].container("ov", "b", json!({}));
-    let backend = format!("{}:7000", ip_of(&eb));
-    let _server = serve(cluster.host(1), &b, &backend);
-    let b_id = eb["ID"].as_str().unwrap().to_owned();
-    assert!(eventually(Duration::from_secs(5), || apis[0].get(&format!("/endpoints/{b_id}")).status == 200), "host 0 did not learn the remote endpoint");
     // The source endpoint, made with hnsctl (no compartment).
     let src_id = h0.hnsctl_ok(&["endpoint", "create", "--net", "ov", "--ip", "10.240.0.250", "--name", "lb-source"]).unwrap().trim().to_owned();
     let src = apis[0].get(&format!("/endpoints/{src_id}")).ok();
@@ -486,11 +529,7 @@ fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
     assert_eq!(apis[0].get("/loadbalancers").body, before, "a refused load balancer changed nothing");
     let created = apis[0].post("/loadbalancers", &lb("10.240.0.250")).ok();
     let (c, _) = apis[0].container("n", "c", json!({}));
-    let mut seen = Vec::new();
-    let reached = eventually(Duration::from_secs(10), || {
-        seen = exchanges(h0, &c, "connect-tcp 10.96.0.50:80 --timeout-ms 1000", 1);
-        seen.first().is_some_and(|(p, _)| p != "failed")
-    });
+    let (reached, seen) = settled(h0, &c, "10.96.0.50:80", |(p, _)| p != "failed");
     assert!(reached, "the VIP did not reach the remote backend: {seen:?}");
     assert_eq!(seen, vec![("10.240.0.250".to_owned(), ip_of(&eb))], "the remote backend serves and sees the SourceVIP");
     // The host itself (LocalRoutedVIP) and the LAN reach it the same way.
@@ -503,13 +542,10 @@ fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
     // After a restart the remote backend is known again from the cluster's snapshot: the
     // table, deleted while hnsd was down, is rebuilt before the snapshot arrives (without the
     // remote backend) and completed when it does.
-    drop(daemons.remove(0));
+    drop(lab.daemons.remove(0));
     h0.in_host("nft", &["delete", "table", "inet", "hns_lb"]).unwrap();
-    daemons.insert(0, cluster.start_hnsd(0, &["--no-default-network"]).expect("hnsd restarts"));
-    let reached = eventually(Duration::from_secs(10), || {
-        seen = exchanges(h0, &c, "connect-tcp 10.96.0.50:80 --timeout-ms 1000", 1);
-        seen.first().is_some_and(|(p, _)| p == "10.240.0.250")
-    });
+    lab.daemons.insert(0, cluster.start_hnsd(0, &["--no-default-network"]).expect("hnsd restarts"));
+    let (reached, seen) = settled(h0, &c, "10.96.0.50:80", |(p, _)| p == "10.240.0.250");
     assert!(reached, "after a restart the VIP still reaches the remote backend through the SourceVIP: {seen:?}");
     let r = apis[0].delete(&format!("/endpoints/{}", src["ID"].as_str().unwrap()));
     assert!(r.status >= 400 && r.raw.contains("SourceVIP"), "the source endpoint's delete is refused: {}", r.raw);
@@ -522,17 +558,9 @@ fn a_remote_overlay_backend_is_reached_through_the_source_vip() {
 /// connections are refused (reset) instead of timing out.
 #[test]
 fn a_deleted_remote_backend_stops_receiving_connections() {
-    let cluster = hns_lab::ClusterLab::new(2).expect("cluster lab");
-    let _daemons: Vec<hns_lab::Daemon> = (0..2).map(|i| cluster.start_hnsd(i, &["--no-default-network"]).expect("hnsd starts")).collect();
-    let apis: Vec<Api> = cluster.hosts().iter().map(Api::new).collect();
-    let h0 = cluster.host(0);
-    h0.hnsctl_ok(&["network", "create", "-d", "overlay", "--subnet", "10.243.0.0/24", "ov"]).unwrap();
-    h0.hnsctl_ok(&["network", "create", "-d", "nat", "--subnet", "172.29.0.0/24", "n"]).unwrap();
-    assert!(eventually(Duration::from_secs(5), || apis[1].get("/networks/ov").status == 200), "host 1 did not get the overlay network");
-    let (b, eb) = apis[1].container("ov", "b", json!({}));
-    let _server = serve(cluster.host(1), &b, &format!("{}:7000", ip_of(&eb)));
-    let b_id = eb["ID"].as_str().unwrap().to_owned();
-    assert!(eventually(Duration::from_secs(5), || apis[0].get(&format!("/endpoints/{b_id}")).status == 200), "host 0 did not learn the remote endpoint");
+    let lab = RemoteLab::new(&["10.243.0.0/24"], &["172.29.0.0/24"], false);
+    let (apis, b_id) = (&lab.apis, lab.b_id());
+    let h0 = lab.cluster.host(0);
     h0.hnsctl_ok(&["endpoint", "create", "--net", "ov", "--ip", "10.243.0.250"]).unwrap();
     h0.hnsctl_ok(&["lb", "create", "--vip", "10.96.0.51", "--port", "tcp/80:7000", "--backend", &b_id, "--source-vip", "10.243.0.250"]).unwrap();
     let (c, _) = apis[0].container("n", "c", json!({}));
@@ -552,17 +580,9 @@ fn a_deleted_remote_backend_stops_receiving_connections() {
 /// with this host's VXLAN address), with a local backend next to the remote one.
 #[test]
 fn a_remote_ipv6_backend_is_reached_through_the_source_vip() {
-    let cluster = hns_lab::ClusterLab::new(2).expect("cluster lab");
-    let _daemons: Vec<hns_lab::Daemon> = (0..2).map(|i| cluster.start_hnsd(i, &["--no-default-network"]).expect("hnsd starts")).collect();
-    let apis: Vec<Api> = cluster.hosts().iter().map(Api::new).collect();
-    let h0 = cluster.host(0);
-    h0.hnsctl_ok(&["network", "create", "-d", "overlay", "--subnet", "10.242.0.0/24", "--subnet", "fd00:242::/64", "ov"]).unwrap();
-    h0.hnsctl_ok(&["network", "create", "-d", "nat", "--subnet", "172.31.0.0/24", "--subnet", "fd00:31::/64", "n"]).unwrap();
-    assert!(eventually(Duration::from_secs(5), || apis[1].get("/networks/ov").status == 200), "host 1 did not get the overlay network");
-    let (b, eb) = apis[1].container("ov", "b", json!({}));
-    let _server = serve(cluster.host(1), &b, &format!("[{}]:7000", ip6_of(&eb)));
-    let b_id = eb["ID"].as_str().unwrap().to_owned();
-    assert!(eventually(Duration::from_secs(5), || apis[0].get(&format!("/endpoints/{b_id}")).status == 200), "host 0 did not learn the remote endpoint");
+    let lab = RemoteLab::new(&["10.242.0.0/24", "fd00:242::/64"], &["172.31.0.0/24", "fd00:31::/64"], true);
+    let (apis, eb, b_id) = (&lab.apis, lab.eb.clone(), lab.b_id());
+    let h0 = lab.cluster.host(0);
     // A local backend next to the remote one, on the nat network.
     let (l, el) = apis[0].container("n", "l", json!({}));
     let _local = serve(h0, &l, &format!("[{}]:7000", ip6_of(&el)));
@@ -570,11 +590,7 @@ fn a_remote_ipv6_backend_is_reached_through_the_source_vip() {
     let lb = h0.hnsctl_ok(&["lb", "create", "--vip", "fd00:96::50", "--port", "tcp/80:7000", "--backend", &b_id, "--backend", "l", "--source-vip", "fd00:242::fa"]);
     assert!(lb.is_ok(), "{lb:?}");
     let (c, _) = apis[0].container("n", "c", json!({}));
-    let mut seen = Vec::new();
-    let reached = eventually(Duration::from_secs(10), || {
-        seen = exchanges(h0, &c, "connect-tcp [fd00:96::50]:80 --timeout-ms 1000", 1);
-        seen.first().is_some_and(|(p, _)| p != "failed")
-    });
+    let (reached, seen) = settled(h0, &c, "[fd00:96::50]:80", |(p, _)| p != "failed");
     assert!(reached, "the IPv6 VIP did not reach a backend: {seen:?}");
     let seen = exchanges(h0, &c, "connect-tcp [fd00:96::50]:80 --timeout-ms 1000", 30);
     let on = |backend: String| seen.iter().filter(|(_, l)| *l == backend).map(|(p, _)| p.clone()).collect::<Vec<_>>();
