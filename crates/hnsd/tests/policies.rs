@@ -131,10 +131,21 @@ fn outbound_nat_virtual_ip_destinations_and_modify() {
     let (c, ec) = api.container("l2", "c", json!({"IpConfigurations": [{"IpAddress": "10.77.2.60"}], "Policies": [onat(json!({"VirtualIP": "10.77.2.9", "Destinations": ["10.77.2.1/32"]}))]}));
     assert_eq!(seen_as(&lab, &c, "10.77.2.1:8080"), "10.77.2.9", "NATed to the VirtualIP towards a listed destination");
     assert_eq!(seen_as(&lab, &c, "10.77.2.3:8080"), "10.77.2.60", "not NATed towards a destination outside Destinations");
-    // Update on the running endpoint: masquerade everywhere now.
+    // A neighbour with a policy of its own keeps the table alive through c's changes.
+    let (d, ed) = api.container("l2", "d", json!({"IpConfigurations": [{"IpAddress": "10.77.2.61"}], "Policies": [onat(json!({"Exceptions": ["10.77.2.1"]}))]}));
+    // The table's handle is new whenever the table is written whole.
+    let table_handle = || {
+        let t = lab.in_host("nft", &["-a", "list", "table", "inet", "hns_onat"]).unwrap().stdout;
+        t.lines().next().and_then(|l| l.rsplit("# handle ").next()).map(|h| h.trim().to_owned()).unwrap_or_default()
+    };
+    let handle = table_handle();
+    // Update on the running endpoint: masquerade everywhere now, written as its elements only.
     let r = modify(&api, &ec, "Update", json!([onat(json!({}))]));
     assert!(r.status == 200 || r.status == 204, "{}", r.raw);
     assert_eq!(seen_as(&lab, &c, "10.77.2.3:8080"), "10.77.2.2");
+    assert_eq!(table_handle(), handle, "an Update changes the endpoint's elements, not the whole table");
+    assert_eq!(seen_as(&lab, &d, "10.77.2.3:8080"), "10.77.2.2", "the neighbour's policy is untouched");
+    api.delete(&format!("/endpoints/{}", ed["ID"].as_str().unwrap())).ok();
     // Remove: the endpoint's own address again, and the table is gone.
     let r = modify(&api, &ec, "Remove", json!([onat(json!({}))]));
     assert!(r.status == 200 || r.status == 204, "{}", r.raw);

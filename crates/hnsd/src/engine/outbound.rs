@@ -253,7 +253,10 @@ impl Engine {
         super::failpoint("policy-after-commit");
         let committed = |e: ApiError| ApiError { message: format!("{}; the endpoint's policies are stored and the reconciler retries programming them", e.message), ..e };
         if before.outbound_nat != rec.policies.outbound_nat {
-            self.program_outbound_nat(None).map_err(committed)?;
+            // Only this endpoint's elements (and a policy chain that comes or goes).
+            let old = self.onat_state(&EndpointRecord { policies: before.clone(), ..rec.clone() });
+            let new = self.onat_state(&rec);
+            self.change_outbound_nat(id, old, new).map_err(committed)?;
         }
         if before.qos != rec.policies.qos {
             let host_if = names::veth_host_name(id);
