@@ -428,8 +428,9 @@ fn dsr_and_preserve_dip_deliver_to_the_vip() {
     assert_eq!(served, (0, 10), "the backend that left gets nothing ({} left, {} stays)\n{}", ip_of(&eps[0]), ip_of(&eps[1]), diag());
     // The remaining backend's rule and route deleted by hand: the reconciler puts them back.
     let table = rules_table(&lab).to_string();
+    // (`ip rule del` fails unless the rule was there; a pass may put it back at once, so its
+    // absence is not checked in between.)
     lab.in_host("ip", &["rule", "del", "pref", "9000"]).unwrap();
-    assert_eq!(rules(), "", "deleted by hand");
     assert!(eventually(Duration::from_secs(10), || rules().lines().count() == 1), "the reconciler put the rule back");
     let got = exchanges(&lab, &client, "connect-tcp 10.96.0.50:80 --timeout-ms 2000", 5);
     assert!(got.len() == 5 && got.iter().all(|(_, l)| l == "10.96.0.50"), "delivered again: {got:?}\n{}", diag());
