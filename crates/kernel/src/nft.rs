@@ -360,25 +360,28 @@ impl RuleShape {
     }
 }
 
-/// The shape of [`compile`]'s rules in this kernel's own notation: the program applied once in
-/// a scratch network namespace (a thread of its own unshares one; nothing reaches the host's
-/// tables) and read back. Computed once per process.
+/// The shape of the rules `program` leaves in `table` (`inet hns`, ...), in this kernel's own
+/// notation: the program applied in a scratch network namespace (a thread of its own unshares
+/// one; nothing reaches the host's tables) and read back. A few milliseconds: callers cache it.
+pub fn scratch_shape(program: &str, table: &str) -> std::result::Result<RuleShape, String> {
+    let (program, table) = (program.to_owned(), table.to_owned());
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare a scratch network namespace: {e}"))?;
+        run_program(&program, "apply nft program in a scratch namespace", &table).map_err(|e| e.to_string())?;
+        let mut args = vec!["-j", "-t", "list", "table"];
+        args.extend(table.split_whitespace());
+        let out = Command::new("nft").args(&args).output().map_err(|e| format!("run nft: {e}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("parse nft output: {e}"))?;
+        Ok(RuleShape::of_listing(&v))
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the scratch namespace thread panicked".into()))
+}
+
+/// The shape of [`compile`]'s rules (the same for every state), computed once per process.
 pub fn template_shape() -> std::result::Result<&'static RuleShape, String> {
     static SHAPE: std::sync::OnceLock<std::result::Result<RuleShape, String>> = std::sync::OnceLock::new();
-    SHAPE
-        .get_or_init(|| {
-            std::thread::spawn(|| {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare a scratch network namespace: {e}"))?;
-                run(&compile(&Desired::default())).map_err(|e| e.to_string())?;
-                let out = Command::new("nft").args(["-j", "-t", "list", "table", "inet", NFT_TABLE]).output().map_err(|e| format!("run nft: {e}"))?;
-                let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("parse nft output: {e}"))?;
-                Ok(RuleShape::of_listing(&v))
-            })
-            .join()
-            .unwrap_or_else(|_| Err("the scratch namespace thread panicked".into()))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+    SHAPE.get_or_init(|| scratch_shape(&compile(&Desired::default()), &format!("inet {NFT_TABLE}"))).as_ref().map_err(Clone::clone)
 }
 
 /// Whether `shape` is the template's. Without a template shape (no scratch namespace could be

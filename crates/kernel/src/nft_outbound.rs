@@ -176,19 +176,15 @@ pub fn compile(eps: &[EndpointNat]) -> String {
     out
 }
 
-/// Number of rules of the `postrouting` and `forward` chains [`compile`] writes.
-const DISPATCH_RULES: usize = 3;
-const FORWARD_RULES: usize = 4;
-
 /// Runs one program through `nft -f -` (one transaction).
 pub fn run(program: &str) -> Result<()> {
     crate::nft::run_program(program, "apply nft outbound NAT program", &format!("table inet {ONAT_TABLE}"))
 }
 
 /// Whether the kernel's table holds what [`compile`] writes for `eps`, compared by content:
-/// the elements of both maps (address and chain), the dispatch rules, and one rule per line
-/// of each endpoint chain. A deleted or flushed table, a removed element or an emptied chain
-/// all count as drift.
+/// the elements of both maps (address and chain) and of the forward sets, and every chain and
+/// rule as the kernel lists them (see [`expected_shape`]). A deleted or flushed table, a
+/// removed element, an emptied or edited chain all count as drift.
 pub fn matches(eps: &[EndpointNat]) -> Result<bool> {
     let out = Command::new("nft").args(["-j", "list", "table", "inet", ONAT_TABLE]).output().map_err(|e| KernelError::io("run nft", "nft -j list table", e))?;
     let (v4, v6) = elements(eps);
@@ -201,7 +197,6 @@ pub fn matches(eps: &[EndpointNat]) -> Result<bool> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| KernelError::new("parse nft output", ONAT_TABLE, e))?;
     let items = v.get("nftables").and_then(|n| n.as_array()).cloned().unwrap_or_default();
     let mut maps: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    let mut rules: std::collections::BTreeMap<String, usize> = Default::default();
     let mut sets: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for i in &items {
         if let Some(m) = i.get("set") {
@@ -220,27 +215,34 @@ pub fn matches(eps: &[EndpointNat]) -> Result<bool> {
             els.sort();
             maps.insert(name, els);
         }
-        if let Some(r) = i.get("rule") {
-            *rules.entry(r["chain"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
-        }
-    }
-    if maps.get("src4") != Some(&v4) || maps.get("src6") != Some(&v6) || rules.get("postrouting") != Some(&DISPATCH_RULES) || rules.get("forward") != Some(&FORWARD_RULES) {
-        return Ok(false);
     }
     let keys = |v: &[String]| {
         let mut k: Vec<String> = v.iter().map(|e| e.split(" : ").next().unwrap_or(e).to_owned()).collect();
         k.sort();
         k
     };
-    if sets.get("out4") != Some(&keys(&v4)) || sets.get("out6") != Some(&keys(&v6)) {
+    if maps.get("src4") != Some(&v4) || maps.get("src6") != Some(&v6) || sets.get("out4") != Some(&keys(&v4)) || sets.get("out6") != Some(&keys(&v6)) {
         return Ok(false);
     }
-    let wanted = policies(eps);
-    // Chains of policies no endpoint has any more count as drift too.
-    if rules.keys().filter(|c| *c != "postrouting" && *c != "forward").count() != wanted.len() {
-        return Ok(false);
+    let wanted = expected_shape(eps).map_err(|e| KernelError::new("compute the expected rules of", ONAT_TABLE, e))?;
+    Ok(crate::nft::RuleShape::of_listing(&v) == wanted)
+}
+
+/// The chains and rules [`compile`] writes for `eps`, as this kernel lists them
+/// ([`crate::nft::scratch_shape`]). They depend on the distinct policies only (endpoints are
+/// elements), so the shape of the last set of policies is kept.
+fn expected_shape(eps: &[EndpointNat]) -> std::result::Result<crate::nft::RuleShape, String> {
+    static LAST: std::sync::Mutex<Option<(Vec<String>, crate::nft::RuleShape)>> = std::sync::Mutex::new(None);
+    let key: Vec<String> = policies(eps).into_keys().collect();
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((k, shape)) = last.as_ref()
+        && *k == key
+    {
+        return Ok(shape.clone());
     }
-    Ok(wanted.iter().all(|(chain, p)| rules.get(chain) == Some(&chain_body(p).len())))
+    let shape = crate::nft::scratch_shape(&compile(eps), &format!("inet {ONAT_TABLE}"))?;
+    *last = Some((key, shape.clone()));
+    Ok(shape)
 }
 
 /// What the kernel's table holds, kept between changes so that an endpoint that comes or

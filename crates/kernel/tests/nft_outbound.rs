@@ -68,3 +68,19 @@ fn a_change_against_a_table_that_is_gone_fails_and_changes_nothing() {
         assert_eq!(applied, before, "a failed change leaves the kept state as it was");
     });
 }
+
+#[test]
+fn the_drift_check_sees_a_rule_edited_by_hand() {
+    in_private_netns(|| {
+        let eps = vec![ep(10, vec![masq("10.244.0.0/16")])];
+        nft_outbound::run(&nft_outbound::compile(&eps)).unwrap();
+        assert!(nft_outbound::matches(&eps).unwrap());
+        // The policy chain's masquerade becomes an accept: as many rules as before.
+        let chain = table().lines().find_map(|l| l.trim().strip_prefix("chain p4_").map(|c| format!("p4_{}", c.trim_end_matches(" {")))).expect("a policy chain");
+        let listed = String::from_utf8(Command::new("nft").args(["-a", "list", "chain", "inet", nft_outbound::ONAT_TABLE, &chain]).output().unwrap().stdout).unwrap();
+        let handle = listed.lines().find(|l| l.contains("masquerade")).and_then(|l| l.rsplit("# handle ").next()).expect("the masquerade rule").trim().to_owned();
+        let out = Command::new("nft").args(["replace", "rule", "inet", nft_outbound::ONAT_TABLE, &chain, "handle", &handle, "accept"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!nft_outbound::matches(&eps).unwrap(), "an edited rule is drift, though the count is the same");
+    });
+}
