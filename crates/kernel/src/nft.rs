@@ -322,12 +322,12 @@ pub struct Observed {
 }
 
 /// The table's chains and rules as the kernel lists them (`nft -j`): each chain's definition
-/// and each rule's expressions, in order, without handles or elements. The rules of
-/// [`compile`] do not depend on the state (networks and mappings are elements), so one shape is
-/// right for every state, and a rule edited, added or removed by hand shows as a difference,
-/// not only a flushed chain.
+/// and its rules' expressions in order, by chain name (the order chains were made in does not
+/// matter: a table grown change by change lists them otherwise than one written whole),
+/// without handles or elements. A rule edited, added or removed by hand shows as a
+/// difference, not only a flushed chain.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RuleShape(Vec<String>);
+pub struct RuleShape(std::collections::BTreeMap<String, Vec<String>>);
 
 impl RuleShape {
     /// The shape of an `nft -j list table` output (terse or not).
@@ -342,21 +342,24 @@ impl RuleShape {
                 _ => {}
             }
         }
-        let mut out = Vec::new();
+        let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for item in v.get("nftables").and_then(|n| n.as_array()).into_iter().flatten() {
-            for kind in ["chain", "rule"] {
-                if let Some(x) = item.get(kind) {
-                    let mut x = x.clone();
-                    strip(&mut x);
-                    out.push(format!("{kind} {x}"));
-                }
-            }
+            let (Some(x), name) = (item.get("chain").or_else(|| item.get("rule")), if item.get("chain").is_some() { "name" } else { "chain" }) else { continue };
+            let chain = x.get(name).and_then(|n| n.as_str()).unwrap_or_default().to_owned();
+            let mut x = x.clone();
+            strip(&mut x);
+            out.entry(chain).or_default().push(x.to_string());
         }
         RuleShape(out)
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The number of rules (all chains).
+    pub fn rules(&self) -> usize {
+        self.0.values().map(|v| v.len().saturating_sub(1)).sum()
     }
 }
 
@@ -489,6 +492,11 @@ mod tests {
         assert_eq!(RuleShape::of_listing(&a), RuleShape::of_listing(&b));
         let c = serde_json::json!({"nftables": [{"chain": {"name": "forward"}}, {"rule": {"chain": "forward", "expr": [{"accept": null}]}}]});
         assert_ne!(RuleShape::of_listing(&a), RuleShape::of_listing(&c));
+        // Chains made in another order: the same shape; rules in another order: not.
+        let two = |first: &str, second: &str| serde_json::json!({"nftables": [{"chain": {"name": first}}, {"chain": {"name": second}}, {"rule": {"chain": "x", "expr": [{"drop": null}]}}, {"rule": {"chain": "x", "expr": [{"accept": null}]}}]});
+        assert_eq!(RuleShape::of_listing(&two("x", "y")), RuleShape::of_listing(&two("y", "x")));
+        let swapped = serde_json::json!({"nftables": [{"chain": {"name": "x"}}, {"chain": {"name": "y"}}, {"rule": {"chain": "x", "expr": [{"accept": null}]}}, {"rule": {"chain": "x", "expr": [{"drop": null}]}}]});
+        assert_ne!(RuleShape::of_listing(&two("x", "y")), RuleShape::of_listing(&swapped));
     }
 
     #[test]
@@ -566,12 +574,13 @@ mod tests {
     fn drift_detection() {
         let d = Desired { networks: vec![net("hns-aaaaaaaa", "172.20.0.0/16", false)], ..Default::default() };
         let good = Observed { present: true, rules: template_shape().expect("a scratch namespace (run as root)").clone() };
-        assert!(good.rules.0.iter().filter(|r| r.starts_with("rule ")).count() > 20, "{:?}", good.rules);
+        assert!(good.rules.rules() > 20, "{:?}", good.rules);
         assert!(!drifted(&d, &good));
         assert!(drifted(&d, &Observed { present: true, rules: RuleShape::default() }), "a flushed table");
         let mut edited = good.rules.clone();
-        let last = edited.0.iter().rposition(|r| r.contains("\"drop\"")).expect("a drop rule");
-        edited.0[last] = edited.0[last].replace("\"drop\"", "\"accept\"");
+        let forward = edited.0.get_mut("forward").expect("the forward chain");
+        let last = forward.iter().rposition(|r| r.contains("\"drop\"")).expect("a drop rule");
+        forward[last] = forward[last].replace("\"drop\"", "\"accept\"");
         assert!(drifted(&d, &Observed { present: true, rules: edited }), "a rule edited by hand, same count");
         assert!(drifted(&d, &Observed::default()), "a deleted table");
         // No network: the table must not exist at all.

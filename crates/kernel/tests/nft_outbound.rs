@@ -84,3 +84,16 @@ fn the_drift_check_sees_a_rule_edited_by_hand() {
         assert!(!nft_outbound::matches(&eps).unwrap(), "an edited rule is drift, though the count is the same");
     });
 }
+
+#[test]
+fn a_table_grown_change_by_change_is_no_drift() {
+    in_private_netns(|| {
+        let first = vec![ep(10, vec![masq("10.244.0.0/16")])];
+        nft_outbound::run(&nft_outbound::compile(&first)).unwrap();
+        let mut applied = Applied::of(&first);
+        // A new policy's chain is made after the dispatch chains, so it lists last.
+        let new = ep(11, vec![masq("10.99.0.0/16")]);
+        nft_outbound::update(&mut applied, None, Some(&new)).unwrap();
+        assert!(nft_outbound::matches(&[first[0].clone(), new]).unwrap(), "chains in another order than compile's are the same table");
+    });
+}
