@@ -278,6 +278,16 @@ pub fn observe() -> Observed {
     }
 }
 
+/// The table's chains and rules as the kernel lists them (`nft -j -t`: no elements, so the
+/// same cost at any number of services); `None` when the table does not exist.
+pub fn listed_shape() -> Option<crate::nft::RuleShape> {
+    let out = Command::new("nft").args(["-j", "-t", "list", "table", "inet", LB_TABLE]).stdout(Stdio::piped()).stderr(Stdio::null()).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok().map(|v| crate::nft::RuleShape::of_listing(&v))
+}
+
 /// New connections sent to each backend since its mark entered the table, by mark: the
 /// counters of the `hits` set (a nat chain sees only a connection's first packet, so its
 /// packet count is the connection count). Empty when the table does not exist.

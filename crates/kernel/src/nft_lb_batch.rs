@@ -492,6 +492,39 @@ fn mark_text(m: u32) -> String {
     format!("{m:#010x}")
 }
 
+/// The table's chains and rules for the service shapes `shapes`, without any element: what
+/// the drift check compares ([`expected_shape`]).
+pub fn rules_program(shapes: &Shapes) -> String {
+    let mut out = nft_lb::skeleton_program();
+    out.push_str(&maps_text());
+    out.push_str(&common_chains_text());
+    let t = format!("inet {LB_TABLE}");
+    for shape in shapes.0.keys() {
+        let c = shape.chain();
+        let _ = writeln!(out, "add chain {t} {c}");
+        for r in shape_text(shape) {
+            let _ = writeln!(out, "add rule {t} {c} {r}");
+        }
+    }
+    out
+}
+
+/// The chains and rules the table holds for `shapes`, as this kernel lists them (see
+/// [`crate::nft::scratch_shape`]); the last one is kept until the shapes change.
+pub fn expected_shape(shapes: &Shapes) -> std::result::Result<crate::nft::RuleShape, String> {
+    static LAST: std::sync::Mutex<Option<(Vec<Shape>, crate::nft::RuleShape)>> = std::sync::Mutex::new(None);
+    let key: Vec<Shape> = shapes.0.keys().cloned().collect();
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((k, shape)) = last.as_ref()
+        && *k == key
+    {
+        return Ok(shape.clone());
+    }
+    let shape = crate::nft::scratch_shape(&rules_program(shapes), &format!("inet {LB_TABLE}"))?;
+    *last = Some((key, shape.clone()));
+    Ok(shape)
+}
+
 /// The whole table for `lbs` in nft notation, laid out as [`rebuild`] writes it: the
 /// reference of the kernel test (and a readable dump for debugging).
 pub fn text_all(lbs: &[&LbState]) -> String {

@@ -94,6 +94,15 @@ fn netlink_table_reads_back_as_the_nft_program() {
         let obs = nft_lb::observe();
         assert!(obs.dispatch);
         assert_eq!(obs.chains, nft_lb_batch::chain_count(&refs), "the skeleton's, the common chains and one per shape, as the drift check counts");
+        // The start-up drift check: the table written over netlink lists as the rules-only
+        // program does in a scratch namespace; an edited rule does not.
+        let want = nft_lb_batch::expected_shape(&shapes).unwrap();
+        assert_eq!(nft_lb::listed_shape().as_ref(), Some(&want));
+        let listed = String::from_utf8(Command::new("nft").args(["-a", "list", "chain", "inet", "hns_lb", "refuse"]).output().unwrap().stdout).unwrap();
+        let handle = listed.lines().find(|l| l.contains("tcp reset")).and_then(|l| l.rsplit("# handle ").next()).expect("the reset rule").trim().to_owned();
+        assert!(Command::new("nft").args(["replace", "rule", "inet", "hns_lb", "refuse", "handle", &handle, "meta", "l4proto", "tcp", "drop"]).status().unwrap().success());
+        assert_ne!(nft_lb::listed_shape().as_ref(), Some(&want), "a rule edited by hand is drift");
+        nft_lb_batch::rebuild(&refs).unwrap();
         ruleset()
     });
     assert!(text.contains("ct mark set numgen random mod 3") && text.contains("jhash ip6 saddr mod 2 seed 0x686e73") && text.contains("ct mark set ip daddr . meta l4proto . th dport . ct mark map @pick4"), "{text}");

@@ -694,13 +694,21 @@ impl Engine {
             return Ok(None);
         }
         if full {
-            let obs = blocking(nft_lb::observe);
             let states: Vec<(String, LbState)> = self.lbs.recs.values().map(|r| (r.lb.id.clone(), self.lb_state(r))).collect();
             let refs: Vec<&LbState> = states.iter().map(|(_, s)| s).collect();
-            let want = nft_lb_batch::chain_count(&refs);
-            if obs.dispatch && obs.chains == want {
+            let shapes = nft_lb_batch::Shapes::of(&refs);
+            // Every chain and rule compared with what this kernel lists for the same shapes.
+            let same = match nft_lb_batch::expected_shape(&shapes) {
+                Ok(want) => blocking(nft_lb::listed_shape).is_some_and(|have| have == want),
+                Err(e) => {
+                    tracing::warn!("the load-balancer drift check compares chain counts only: {e}");
+                    let obs = blocking(nft_lb::observe);
+                    obs.dispatch && obs.chains == nft_lb_batch::chain_count(&refs)
+                }
+            };
+            if same {
                 // A restart with nothing drifted writes nothing to the table.
-                self.lbs.shapes = nft_lb_batch::Shapes::of(&refs);
+                self.lbs.shapes = shapes;
                 self.lbs.applied = states.into_iter().collect();
                 self.lbs.table_ok = true;
                 self.hairpin_all();
