@@ -453,7 +453,7 @@ impl Engine {
         self.lbs_forget_endpoint(&id);
         self.endpoints.remove(&id);
         self.mappings.remove(&id);
-        self.dns_refresh(&rec.network_id);
+        self.dns_refresh_for(&rec);
         mark("dns names");
         if let Some(net) = self.networks.get_mut(&rec.network_id) {
             net.release_endpoint(&rec);
@@ -749,12 +749,11 @@ impl Engine {
         self.persist_after(Kind::Endpoint, &ep_id, &rec, true, state)?;
         mark("store ready (lazy)");
         let ns_id = rec.ep.host_compute_namespace.clone();
-        let net_id = rec.network_id.clone();
         self.endpoints.insert(ep_id.clone(), rec);
         self.write_resolv_conf(&ns_id);
         mark("resolv.conf");
         // Before the request returns: the name resolves the moment attach does.
-        self.dns_refresh(&net_id);
+        self.dns_refresh_for(&self.endpoints[&ep_id]);
         mark("dns names");
         self.start_lease6(&ep_id);
         Ok(())
@@ -787,7 +786,7 @@ impl Engine {
         rec.ep.version += 1;
         self.persist_endpoint(&rec, false)?;
         self.endpoints.insert(ep_id.to_owned(), rec);
-        self.dns_refresh(&attached.network_id);
+        self.dns_refresh_for(&attached);
         self.write_resolv_conf(&ns_id);
         self.kernel_detach(&attached).await?;
         self.restore_gateways(&ns_id).await;
