@@ -150,6 +150,26 @@ fn periodic_reconcile_repairs_a_deleted_bridge_and_a_flushed_table() {
     assert!(out.stdout.contains("peer=198.51.100.2:"), "masquerade not restored: {}{}", out.stdout, out.stderr);
 }
 
+/// An attach uses the bridge's index learned by the previous one: after someone deleted the
+/// bridge (no reconcile pass in between), the next attach must still find it gone, re-create
+/// it and succeed, and the one after must use the new bridge.
+#[test]
+fn an_attach_after_the_bridge_was_deleted_re_creates_it() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&["--reconcile-interval", "10m"]).unwrap();
+    let api = Api::new(&lab);
+    let (_a, _) = api.container("nat", "a", json!({}));
+    let net = api.get("/networks/nat").ok();
+    let bridge = net["InterfaceName"].as_str().unwrap().to_owned();
+    let gw = net["Ipams"][0]["Subnets"][0]["Routes"][0]["NextHop"].as_str().unwrap().to_owned();
+    lab.in_host("ip", &["link", "del", &bridge]).unwrap();
+    let (b, eb) = api.container("nat", "b", json!({}));
+    let (c, ec) = api.container("nat", "c", json!({}));
+    assert!(ping(&lab, &b, &gw), "b cannot reach the gateway {gw} on the re-created bridge");
+    assert!(ping(&lab, &c, &ip_of(&eb)), "c cannot reach b");
+    assert!(ping(&lab, &b, &ip_of(&ec)), "b cannot reach c");
+}
+
 #[test]
 fn a_reboot_that_empties_run_garbage_collects_compartments_and_frees_addresses() {
     let lab = Lab::new().unwrap();

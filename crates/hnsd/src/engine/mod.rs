@@ -595,6 +595,7 @@ impl Net {
             internal: rec.net.internal,
             uplink,
             overlay,
+            bridge_index: Default::default(),
         };
         Ok(Net { rec, plan, pools, macs: HashSet::new(), endpoint_names: HashMap::new() })
     }
