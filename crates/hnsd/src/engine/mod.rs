@@ -240,7 +240,7 @@ impl Engine {
     /// [`Engine::reconcile`] next.
     pub fn open(cfg: EngineConfig, host: Netlink) -> anyhow::Result<Engine> {
         let store = Store::open(&cfg.store_path())?;
-        let reaper = spawn_reaper(host.clone());
+        let reaper = spawn_reaper(own_connection(&host));
         let (lease6_events, lease6_events_rx) = tokio::sync::mpsc::unbounded_channel();
         let port_cursor = store.get::<u16>(Kind::Meta, META_PORT_CURSOR)?.unwrap_or(cfg.port_range.0);
         let ports = portmaps::PortIndex::new(cfg.port_range, port_cursor);
@@ -514,6 +514,16 @@ impl Engine {
 
 pub(crate) fn read_host_resolv_conf() -> String {
     std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+}
+
+/// A netlink connection of its own in hnsd's namespace (where `host` is), for background work
+/// with long kernel requests (a batch delete, a dump of every link): on `host`, the replies
+/// to the requests' steps would wait behind them. `host` itself if no socket can be opened.
+pub(crate) fn own_connection(host: &Netlink) -> Netlink {
+    Netlink::current().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not open a netlink connection; background work shares the requests' one");
+        host.clone()
+    })
 }
 
 /// Deletes retired links off the request path (see [`Netlink::retire`]). Requests that
