@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use hns_api::{ApiError, HostComputeLoadBalancer};
 
 use super::handlers::body;
-use super::{Failure, Shared};
+use super::{Failure, Shared, server_timing};
 
 #[utoipa::path(get, path = "/loadbalancers", responses((status = 200, body = [HostComputeLoadBalancer])))]
 pub async fn list_lbs(State(s): State<Shared>) -> Json<Vec<HostComputeLoadBalancer>> {
@@ -28,10 +28,6 @@ pub async fn create_lb(State(s): State<Shared>, b: Result<Bytes, BytesRejection>
     tracing::debug!(us = t.elapsed().as_micros() as u64, "load balancer created");
     // Server-Timing: the time spent in hnsd (benchmarks separate it from the client's share).
     Ok(([("server-timing", server_timing(t))], Json(lb)))
-}
-
-fn server_timing(t: std::time::Instant) -> String {
-    format!("hnsd;dur={:.3}", t.elapsed().as_secs_f64() * 1000.0)
 }
 
 #[utoipa::path(get, path = "/loadbalancers/{id}", params(("id" = String, Path, description = "ID")),
