@@ -89,6 +89,54 @@ fn sigkill_at_every_step_of_an_attach_is_repaired_at_restart() {
     assert_eq!(links.len(), 2 + names.len(), "{links:?}");
 }
 
+/// SIGKILL at each step boundary of a detach (after the commit; after the veth's kernel step,
+/// which runs without the engine lock, before the end step), for both ways to detach (delete
+/// the endpoint, remove it from its namespace): the next hnsd finishes it, nothing leaks, and a
+/// removed endpoint attaches again.
+#[test]
+fn sigkill_at_every_step_of_a_detach_is_repaired_at_restart() {
+    let lab = Lab::new().unwrap();
+    let d = start(&lab);
+    let api = Api::new(&lab);
+    let (a, _) = api.container("nat", "a", json!({}));
+    d.stop().unwrap();
+    let mut cases = Vec::new();
+    for failpoint in ["detach-after-commit", "detach-after-kernel"] {
+        for delete in [true, false] {
+            let name = format!("{}-{}", &failpoint[13..], if delete { "delete" } else { "remove" });
+            let d = start(&lab);
+            let (ns, ep) = api.container("nat", &name, json!({}));
+            d.stop().unwrap();
+            // This hnsd dies with SIGKILL at the failpoint.
+            let d = lab.start_hnsd_with(HnsdOptions { args: vec![], env: vec![("HNSD_FAILPOINT".into(), failpoint.into())], ..Default::default() }).unwrap();
+            let ep_id = ep["ID"].as_str().unwrap().to_owned();
+            let r = if delete {
+                api.delete(&format!("/endpoints/{ep_id}"))
+            } else {
+                api.post(&format!("/namespaces/{}", ns["ID"].as_str().unwrap()), &json!({"ResourceType": "Endpoint", "RequestType": "Remove", "Settings": {"EndpointId": ep_id}}))
+            };
+            assert!(r.status == 0 || r.status >= 500 || r.raw.is_empty(), "{name}: the request should die with the daemon: {r:?}");
+            assert!(eventually(Duration::from_secs(5), || !d.is_running()), "{name}: failpoint did not kill hnsd");
+            cases.push((name, delete, ns, ep_id));
+        }
+    }
+    let _d = start(&lab);
+    for (name, delete, ns, ep_id) in &cases {
+        let r = api.get(&format!("/endpoints/{ep_id}"));
+        if *delete {
+            assert_eq!(r.status, 404, "{name}: the deleted endpoint is back: {}", r.raw);
+            continue;
+        }
+        let attached_to = r.ok()["HostComputeNamespace"].clone();
+        assert!(attached_to.as_str().unwrap_or_default().is_empty(), "{name}: the removed endpoint is still attached to {attached_to}");
+        api.post(&format!("/namespaces/{}", ns["ID"].as_str().unwrap()), &json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": ep_id}})).ok();
+        let ep = api.get(&format!("/endpoints/{ep_id}")).ok();
+        assert!(eventually(Duration::from_secs(5), || ping(&lab, &a, &ip_of(&ep))), "{name}: the endpoint attached again has no connectivity");
+    }
+    // Nothing leaked: the bridge, a's veth and the veths of the two endpoints attached again.
+    assert!(eventually(Duration::from_secs(5), || hns_links(&lab).len() == 4), "{:?}", hns_links(&lab));
+}
+
 #[test]
 fn sigkill_after_committing_a_network_is_repaired_at_restart() {
     let lab = Lab::new().unwrap();

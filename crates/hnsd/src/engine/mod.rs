@@ -7,9 +7,10 @@
 //!
 //! On the API's paths (`api::requests`) the lock is held only for what must be serial. An
 //! attach's kernel step runs with the lock released ([`Engine::attach_begin`], `attach_end`),
+//! so does a detach's or a delete's veth step (`detach_begin`, `delete_begin`, `detach_end`),
 //! and so do the steps that wait on another machine: a DHCP exchange ([`dhcp::with_leases`])
 //! and etcd's steps for overlay endpoints (`overlay::create_staged`, `overlay::delete_staged`).
-//! Requests for an endpoint or compartment whose attach is in flight wait for it
+//! Requests for an endpoint or compartment whose attach or detach is in flight wait for it
 //! ([`lock_when_idle`]); the reconciler leaves such objects to it.
 //!
 //! The working set lives in memory (loaded from the store at start), so lookups and
@@ -47,7 +48,7 @@ use hns_kernel::{KernelError, names};
 use hns_store::{Kind, Store, StoreError};
 
 use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
-pub use endpoints::{KernelAttach, Step};
+pub use endpoints::Step;
 pub use epolicies::parse_outbound_nat;
 
 /// Paths and knobs the engine needs from the daemon's configuration.
@@ -112,8 +113,8 @@ pub struct Engine {
     pub(crate) namespaces: BTreeMap<String, Ns>,
     /// Open kernel handles of recently used compartments, by namespace ID.
     pub(crate) handles: lru::LruCache<String, std::sync::Arc<Compartment>>,
-    /// Endpoints and compartments whose attach is in its kernel step, done without the lock
-    /// (`Engine::attach_begin`): requests for them wait ([`lock_when_idle`]) and the
+    /// Endpoints and compartments whose attach or detach is in its kernel step, done without
+    /// the lock (`Engine::attach_begin`, `Engine::detach_begin`): requests for them wait ([`lock_when_idle`]) and the
     /// reconciler leaves them alone. `idle` wakes the waiters when one is done.
     pub(crate) in_flight: HashSet<String>,
     pub(crate) idle: std::sync::Arc<tokio::sync::Notify>,
@@ -171,7 +172,8 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Takes the engine's lock once none of the objects `busy` names (IDs of endpoints and
-/// compartments, read under the lock) is in an attach's kernel step (see `in_flight`).
+/// compartments, read under the lock) is in an attach's or a detach's kernel step (see
+/// `in_flight`).
 pub async fn lock_when_idle(engine: &tokio::sync::Mutex<Engine>, busy: impl Fn(&Engine) -> Vec<String>) -> tokio::sync::MutexGuard<'_, Engine> {
     loop {
         let guard = engine.lock().await;
