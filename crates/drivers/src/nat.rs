@@ -83,13 +83,13 @@ pub async fn detach(host: &Netlink, host_if: &str, inside: Option<(&Compartment,
     if let Some((c, ifname)) = inside {
         // Best effort: the compartment may already be gone. The container stops seeing the
         // interface's addresses now, not when the reaper deletes the pair.
-        if let Ok(true) = c.netlink.retire(ifname, &retired).await {
+        if let Ok(Some(index)) = c.netlink.retire(ifname, &retired).await {
             mark("kernel: retire inside end");
-            let _ = c.netlink.clear_addresses(&retired).await;
+            let _ = c.netlink.clear_addresses(&retired, index).await;
             mark("kernel: clear addresses");
         }
     }
-    let retired = host.retire(host_if, &retired).await?.then_some(retired);
+    let retired = host.retire(host_if, &retired).await?.map(|_| retired);
     mark("kernel: retire host end");
     Ok(retired)
 }
