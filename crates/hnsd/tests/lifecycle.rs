@@ -44,9 +44,11 @@ fn restart_keeps_every_object_and_traffic_keeps_flowing() {
     assert_ne!(ip_of(&ec), ip_of(&eb));
 }
 
-/// SIGKILL at each step boundary of an attach (after the commit; after the kernel step, which
-/// runs without the engine lock, before "attached"), for both ways to attach: the next hnsd
-/// finishes the attach, and nothing leaks.
+/// SIGKILL at each step boundary of an attach, for both ways to attach. After the commit,
+/// which becomes durable only during the kernel step: the next hnsd knows nothing of the
+/// attach (no endpoint created; an existing one still unattached) and nothing leaks. After the
+/// kernel step (which runs without the engine lock), before "attached": the next hnsd finishes
+/// the attach.
 #[test]
 fn sigkill_at_every_step_of_an_attach_is_repaired_at_restart() {
     let lab = Lab::new().unwrap();
@@ -73,20 +75,30 @@ fn sigkill_at_every_step_of_an_attach_is_repaired_at_restart() {
             };
             assert!(r.status == 0 || r.status >= 500 || r.raw.is_empty(), "{name}: the request should die with the daemon: {r:?}");
             assert!(eventually(Duration::from_secs(5), || !d.is_running()), "{name}: failpoint did not kill hnsd");
-            names.push((name, ns["ID"].clone()));
+            names.push((name, ns["ID"].clone(), failpoint, created_attached));
         }
     }
     let _d = start(&lab);
     let eps = api.get("/endpoints").ok();
-    for (name, ns_id) in &names {
-        let e = eps.as_array().unwrap().iter().find(|e| e["Name"] == name.as_str()).unwrap_or_else(|| panic!("{name}: the committed endpoint was lost: {eps}")).clone();
+    let mut attached = 0;
+    for (name, ns_id, failpoint, created_attached) in &names {
+        let e = eps.as_array().unwrap().iter().find(|e| e["Name"] == name.as_str()).cloned();
+        if *failpoint == "attach-after-commit" {
+            match e {
+                None => assert!(created_attached, "{name}: the endpoint created before was lost: {eps}"),
+                Some(e) => assert!(!created_attached && e["HostComputeNamespace"].as_str().unwrap_or_default().is_empty(), "{name}: an attach whose commit was not durable survived: {e}"),
+            }
+            continue;
+        }
+        attached += 1;
+        let e = e.unwrap_or_else(|| panic!("{name}: the committed endpoint was lost: {eps}"));
         assert_eq!(&e["HostComputeNamespace"], ns_id, "{name}");
         assert!(eventually(Duration::from_secs(5), || ping(&lab, &a, &ip_of(&e))), "{name}: the repaired endpoint has no connectivity");
         assert!(eventually(Duration::from_secs(5), || api.get(&format!("/endpoints/{}", e["ID"].as_str().unwrap())).ok()["State"] == hns_api::state::ATTACHED), "{name}: not marked attached");
     }
-    // Nothing leaked: exactly one bridge and one veth per endpoint.
+    // Nothing leaked: exactly one bridge and one veth per attached endpoint.
     let links = hns_links(&lab);
-    assert_eq!(links.len(), 2 + names.len(), "{links:?}");
+    assert_eq!(links.len(), 2 + attached, "{links:?}");
 }
 
 /// SIGKILL at each step boundary of a detach (after the commit; after the veth's kernel step,

@@ -3,7 +3,9 @@
 //! Every request is handled by `&mut Engine` methods under one lock, in the same order:
 //! validate (pure, nothing changes on failure) → commit one store transaction holding the
 //! object and its allocations → apply idempotent kernel steps → mark ready. A crash at any
-//! point is repaired by [`reconcile`], which makes the kernel match the store.
+//! point is repaired by [`reconcile`], which makes the kernel match the store. An attach's
+//! commit becomes durable while its kernel step runs (the reply waits for both): a crash before
+//! that leaves the store as before the request, and the reconciler removes the veth.
 //!
 //! On the API's paths (`api::requests`) the lock is held only for what must be serial. An
 //! attach's kernel step runs with the lock released ([`Engine::attach_begin`], `attach_end`),
@@ -105,7 +107,8 @@ pub fn open_compartments(nofile: u64) -> usize {
 
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
-    pub(crate) store: Store,
+    /// Shared with an attach's kernel step, which makes the attach's commit durable meanwhile.
+    pub(crate) store: std::sync::Arc<Store>,
     pub(crate) host: Netlink,
     pub(crate) networks: BTreeMap<String, Net>,
     /// Endpoint records by ID, with indexes by compartment, network and name.
@@ -241,7 +244,7 @@ impl Engine {
     /// Opens the store and loads every object. The kernel is not touched: call
     /// [`Engine::reconcile`] next.
     pub fn open(cfg: EngineConfig, host: Netlink) -> anyhow::Result<Engine> {
-        let store = Store::open(&cfg.store_path())?;
+        let store = std::sync::Arc::new(Store::open(&cfg.store_path())?);
         let reaper = spawn_reaper(own_connection(&host));
         let (lease6_events, lease6_events_rx) = tokio::sync::mpsc::unbounded_channel();
         let port_cursor = store.get::<u16>(Kind::Meta, META_PORT_CURSOR)?.unwrap_or(cfg.port_range.0);
