@@ -603,11 +603,16 @@ fn dns_inner(sock: &Path, count: u32, lan_pid: u32) -> Result<()> {
 }
 
 /// Prints a series on one line in the peer-bench format (`name n=.. p50=.. p90=.. p99=.. ms`),
-/// so one script can compare both.
-fn one_line(name: &str, samples: &[f64]) {
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    println!("{name:<8} n={} p50={:.2} p90={:.2} p99={:.2} ms", s.len(), pct(&s, 50.0), pct(&s, 90.0), pct(&s, 99.0));
+/// so one script can compare both; then, when hnsd sent them, the same percentiles of the time
+/// spent inside hnsd (`Server-Timing`): the rest of the round trip is the client's and HTTP's.
+fn one_line(name: &str, samples: &[f64], in_hnsd: &[f64]) {
+    let p = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        format!("p50={:.2} p90={:.2} p99={:.2} ms", pct(&s, 50.0), pct(&s, 90.0), pct(&s, 99.0))
+    };
+    let inside = if in_hnsd.is_empty() { String::new() } else { format!("; inside hnsd {}", p(in_hnsd)) };
+    println!("{name:<8} n={} {}{inside}", samples.len(), p(samples));
 }
 
 fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: u64, clients: u8, hnsd_pid: u32) -> Result<()> {
@@ -631,6 +636,7 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
     let bench0_net = floor::Net { bridge_index: link_index(&hns_kernel::names::bridge_name(&bench0))?, gateway: [10, 210, 0, 1].into(), prefix_len: 16, base: [10, 210] };
     let mut fl = floor::Floor::new(bench0_net, 0)?;
     let (mut attach, mut detach) = (Vec::new(), Vec::new());
+    let (mut attach_in, mut detach_in) = (Vec::new(), Vec::new());
     let (mut f_attach, mut f_detach, mut f_delete) = (Vec::new(), Vec::new(), Vec::new());
     // Interleaved, one hns cycle then one floor cycle, so both see the same machine load.
     for i in 0..cycles {
@@ -638,9 +644,11 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
         let t = Instant::now();
         let ep = c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench0", "HostComputeNamespace": ns["ID"], "Policies": [mapping(20000 + i as u16)]})))?;
         attach.push(ms(t));
+        attach_in.extend(c.server_ms);
         let t = Instant::now();
         c.call("DELETE", &format!("/endpoints/{}", ep["ID"].as_str().unwrap()), None)?;
         detach.push(ms(t));
+        detach_in.extend(c.server_ms);
         c.call("DELETE", &format!("/namespaces/{}", ns["ID"].as_str().unwrap()), None)?;
 
         let comp = fl.compartment()?;
@@ -652,11 +660,11 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
     }
     let rss_cycles = rss_kib(hnsd_pid)?;
     println!("# hns: endpoint + 1 port mapping, {present} endpoints present, {cycles} cycles; floor: the same kernel operations (bench/src/floor.rs), interleaved");
-    one_line("attach", &attach);
-    one_line("detach", &detach);
-    one_line("floor-attach", &f_attach);
-    one_line("floor-detach", &f_detach);
-    one_line("floor-delete", &f_delete);
+    one_line("attach", &attach, &attach_in);
+    one_line("detach", &detach, &detach_in);
+    one_line("floor-attach", &f_attach, &[]);
+    one_line("floor-detach", &f_detach, &[]);
+    one_line("floor-delete", &f_delete, &[]);
     let p = |v: &[f64], q: f64| {
         let mut s = v.to_vec();
         s.sort_by(f64::total_cmp);

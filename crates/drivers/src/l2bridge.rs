@@ -110,6 +110,7 @@ mod tests {
             internal: false,
             uplink: None,
             overlay: None,
+            bridge_index: Default::default(),
         }
     }
 

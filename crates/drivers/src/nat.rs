@@ -9,6 +9,8 @@
 //! On IPv4-only networks IPv6 autoconfiguration is turned off on every link before it comes
 //! up (see [`Netlink::disable_ipv6_autoconf`] for why).
 
+use std::sync::atomic::Ordering;
+
 use hns_kernel::netlink::Netlink;
 use hns_kernel::nft::NetworkRules;
 use hns_kernel::sysctl;
@@ -30,6 +32,7 @@ pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
     for (subnet, gateway) in &net.subnets {
         host.ensure_address(&net.bridge, index, *gateway, subnet.prefix_len()).await?;
     }
+    net.bridge_index.store(index, Ordering::Relaxed);
     Ok(())
 }
 
@@ -39,15 +42,18 @@ pub async fn delete_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
 
 pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Compartment) -> Result<()> {
     let ipv6 = net.has_ipv6();
-    let bridge = match host.link_by_name(&net.bridge).await? {
-        Some(l) => l.index,
-        None => {
-            create_network(host, net).await?;
-            host.link_by_name(&net.bridge).await?.map(|l| l.index).unwrap_or_default()
-        }
-    };
+    let cached = net.bridge_index.load(Ordering::Relaxed);
+    let bridge = if cached != 0 { cached } else { bridge_index(host, net).await? };
     mark("kernel: bridge lookup");
-    host.create_veth_into(&ep.host_if, Some(bridge), &ep.ifname, &c.fd, ep.mac, None).await?;
+    match host.create_veth_into(&ep.host_if, Some(bridge), &ep.ifname, &c.fd, ep.mac, None).await {
+        // The bridge may have been deleted (and re-created: a new index) since its index was
+        // cached: the kernel refuses the master; look it up (or create it) once and retry.
+        Err(e) if cached != 0 => match bridge_index(host, net).await? {
+            fresh if fresh != cached => host.create_veth_into(&ep.host_if, Some(fresh), &ep.ifname, &c.fd, ep.mac, None).await?,
+            _ => return Err(e),
+        },
+        done => done?,
+    }
     mark("kernel: veth create+enslave");
     if !ipv6 {
         host.disable_ipv6_autoconf(&ep.host_if).await?;
@@ -59,6 +65,16 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
     crate::configure_inside(ep, c).await
 }
 
+/// The bridge's index, looked up by name (the network created first if its bridge is
+/// missing), and cached in the plan.
+async fn bridge_index(host: &Netlink, net: &NetworkPlan) -> Result<u32> {
+    match host.link_by_name(&net.bridge).await? {
+        Some(l) => net.bridge_index.store(l.index, Ordering::Relaxed),
+        None => create_network(host, net).await?,
+    }
+    Ok(net.bridge_index.load(Ordering::Relaxed))
+}
+
 /// Takes the endpoint's veth out of service (both ends down and renamed, so the compartment's
 /// `ethN` and the host name are free at once) and returns the host end's new name, to be
 /// deleted in the background: deleting one end deletes the pair, wherever the other end is.
@@ -67,13 +83,13 @@ pub async fn detach(host: &Netlink, host_if: &str, inside: Option<(&Compartment,
     if let Some((c, ifname)) = inside {
         // Best effort: the compartment may already be gone. The container stops seeing the
         // interface's addresses now, not when the reaper deletes the pair.
-        if let Ok(true) = c.netlink.retire(ifname, &retired).await {
+        if let Ok(Some(index)) = c.netlink.retire(ifname, &retired).await {
             mark("kernel: retire inside end");
-            let _ = c.netlink.clear_addresses(&retired).await;
+            let _ = c.netlink.clear_addresses(&retired, index).await;
             mark("kernel: clear addresses");
         }
     }
-    let retired = host.retire(host_if, &retired).await?.then_some(retired);
+    let retired = host.retire(host_if, &retired).await?.map(|_| retired);
     mark("kernel: retire host end");
     Ok(retired)
 }

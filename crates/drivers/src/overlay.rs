@@ -196,6 +196,7 @@ mod tests {
             internal: false,
             uplink: None,
             overlay: Some(OverlayPlan { vxlan: "hnx00000001".into(), vni: 4096, port: 4789, local: None, mtu: 1450, outbound_nat }),
+            bridge_index: Default::default(),
         }
     }
 

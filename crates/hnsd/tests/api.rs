@@ -52,3 +52,23 @@ fn routes_enums_and_documents() {
     let r = api.post(&id_path, &json!({"ResourceType": "Container", "RequestType": "Remove", "Settings": {}})).ok();
     assert!(r.get("Pid").is_none());
 }
+
+/// Endpoint create and delete, and a namespace's endpoint Add and Remove, tell the time spent in
+/// hnsd (`Server-Timing`), which the benchmarks report next to the round trip.
+#[test]
+fn attach_and_detach_replies_tell_the_time_spent_in_hnsd() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    let timed = |what: &str, r: Reply| {
+        assert!(r.server_ms.is_some_and(|ms| ms > 0.0), "{what}: no Server-Timing duration: {r:?}");
+        r.ok()
+    };
+    let ns = api.post("/namespaces", &json!({})).ok();
+    let ns_path = format!("/namespaces/{}", ns["ID"].as_str().unwrap());
+    let ep = timed("create", api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"]})));
+    let change = |request: &str| json!({"ResourceType": "Endpoint", "RequestType": request, "Settings": {"EndpointId": ep["ID"]}});
+    timed("remove", api.post(&ns_path, &change("Remove")));
+    timed("add", api.post(&ns_path, &change("Add")));
+    timed("delete", api.delete(&format!("/endpoints/{}", ep["ID"].as_str().unwrap())));
+}

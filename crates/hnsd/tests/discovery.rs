@@ -68,6 +68,15 @@ fn a_sibling_resolves_at_once_and_is_forgotten_at_detach() {
     .ok();
     let (ok, out) = query(&lab, &a, &gw, "b", "A");
     assert!(!ok && !out.contains(&ip_of(&eb)), "b still resolves after detach: {out}");
+    // An endpoint without a name of its own answers to its compartment's: that name comes with
+    // its attach and goes with its delete too.
+    let ns = api.post("/namespaces", &json!({"Name": "c"})).ok();
+    let ec = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"]})).ok();
+    let (ok, out) = query(&lab, &a, &gw, "c", "A");
+    assert!(ok && out.contains(&format!("answer={}", ip_of(&ec))), "compartment name: {out}");
+    assert_eq!(api.delete(&format!("/endpoints/{}", ec["ID"].as_str().unwrap())).status, 204);
+    let (ok, out) = query(&lab, &a, &gw, "c", "A");
+    assert!(!ok && !out.contains(&ip_of(&ec)), "c still resolves after its endpoint was deleted: {out}");
 }
 
 #[test]

@@ -44,9 +44,11 @@ fn restart_keeps_every_object_and_traffic_keeps_flowing() {
     assert_ne!(ip_of(&ec), ip_of(&eb));
 }
 
-/// SIGKILL at each step boundary of an attach (after the commit; after the kernel step, which
-/// runs without the engine lock, before "attached"), for both ways to attach: the next hnsd
-/// finishes the attach, and nothing leaks.
+/// SIGKILL at each step boundary of an attach, for both ways to attach. After the commit,
+/// which becomes durable only during the kernel step: the next hnsd knows nothing of the
+/// attach (no endpoint created; an existing one still unattached) and nothing leaks. After the
+/// kernel step (which runs without the engine lock), before "attached": the next hnsd finishes
+/// the attach.
 #[test]
 fn sigkill_at_every_step_of_an_attach_is_repaired_at_restart() {
     let lab = Lab::new().unwrap();
@@ -73,20 +75,78 @@ fn sigkill_at_every_step_of_an_attach_is_repaired_at_restart() {
             };
             assert!(r.status == 0 || r.status >= 500 || r.raw.is_empty(), "{name}: the request should die with the daemon: {r:?}");
             assert!(eventually(Duration::from_secs(5), || !d.is_running()), "{name}: failpoint did not kill hnsd");
-            names.push((name, ns["ID"].clone()));
+            names.push((name, ns["ID"].clone(), failpoint, created_attached));
         }
     }
     let _d = start(&lab);
     let eps = api.get("/endpoints").ok();
-    for (name, ns_id) in &names {
-        let e = eps.as_array().unwrap().iter().find(|e| e["Name"] == name.as_str()).unwrap_or_else(|| panic!("{name}: the committed endpoint was lost: {eps}")).clone();
+    let mut attached = 0;
+    for (name, ns_id, failpoint, created_attached) in &names {
+        let e = eps.as_array().unwrap().iter().find(|e| e["Name"] == name.as_str()).cloned();
+        if *failpoint == "attach-after-commit" {
+            match e {
+                None => assert!(created_attached, "{name}: the endpoint created before was lost: {eps}"),
+                Some(e) => assert!(!created_attached && e["HostComputeNamespace"].as_str().unwrap_or_default().is_empty(), "{name}: an attach whose commit was not durable survived: {e}"),
+            }
+            continue;
+        }
+        attached += 1;
+        let e = e.unwrap_or_else(|| panic!("{name}: the committed endpoint was lost: {eps}"));
         assert_eq!(&e["HostComputeNamespace"], ns_id, "{name}");
         assert!(eventually(Duration::from_secs(5), || ping(&lab, &a, &ip_of(&e))), "{name}: the repaired endpoint has no connectivity");
         assert!(eventually(Duration::from_secs(5), || api.get(&format!("/endpoints/{}", e["ID"].as_str().unwrap())).ok()["State"] == hns_api::state::ATTACHED), "{name}: not marked attached");
     }
-    // Nothing leaked: exactly one bridge and one veth per endpoint.
+    // Nothing leaked: exactly one bridge and one veth per attached endpoint.
     let links = hns_links(&lab);
-    assert_eq!(links.len(), 2 + names.len(), "{links:?}");
+    assert_eq!(links.len(), 2 + attached, "{links:?}");
+}
+
+/// SIGKILL at each step boundary of a detach (after the commit; after the veth's kernel step,
+/// which runs without the engine lock, before the end step), for both ways to detach (delete
+/// the endpoint, remove it from its namespace): the next hnsd finishes it, nothing leaks, and a
+/// removed endpoint attaches again.
+#[test]
+fn sigkill_at_every_step_of_a_detach_is_repaired_at_restart() {
+    let lab = Lab::new().unwrap();
+    let d = start(&lab);
+    let api = Api::new(&lab);
+    let (a, _) = api.container("nat", "a", json!({}));
+    d.stop().unwrap();
+    let mut cases = Vec::new();
+    for failpoint in ["detach-after-commit", "detach-after-kernel"] {
+        for delete in [true, false] {
+            let name = format!("{}-{}", &failpoint[13..], if delete { "delete" } else { "remove" });
+            let d = start(&lab);
+            let (ns, ep) = api.container("nat", &name, json!({}));
+            d.stop().unwrap();
+            // This hnsd dies with SIGKILL at the failpoint.
+            let d = lab.start_hnsd_with(HnsdOptions { args: vec![], env: vec![("HNSD_FAILPOINT".into(), failpoint.into())], ..Default::default() }).unwrap();
+            let ep_id = ep["ID"].as_str().unwrap().to_owned();
+            let r = if delete {
+                api.delete(&format!("/endpoints/{ep_id}"))
+            } else {
+                api.post(&format!("/namespaces/{}", ns["ID"].as_str().unwrap()), &json!({"ResourceType": "Endpoint", "RequestType": "Remove", "Settings": {"EndpointId": ep_id}}))
+            };
+            assert!(r.status == 0 || r.status >= 500 || r.raw.is_empty(), "{name}: the request should die with the daemon: {r:?}");
+            assert!(eventually(Duration::from_secs(5), || !d.is_running()), "{name}: failpoint did not kill hnsd");
+            cases.push((name, delete, ns, ep_id));
+        }
+    }
+    let _d = start(&lab);
+    for (name, delete, ns, ep_id) in &cases {
+        let r = api.get(&format!("/endpoints/{ep_id}"));
+        if *delete {
+            assert_eq!(r.status, 404, "{name}: the deleted endpoint is back: {}", r.raw);
+            continue;
+        }
+        let attached_to = r.ok()["HostComputeNamespace"].clone();
+        assert!(attached_to.as_str().unwrap_or_default().is_empty(), "{name}: the removed endpoint is still attached to {attached_to}");
+        api.post(&format!("/namespaces/{}", ns["ID"].as_str().unwrap()), &json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": ep_id}})).ok();
+        let ep = api.get(&format!("/endpoints/{ep_id}")).ok();
+        assert!(eventually(Duration::from_secs(5), || ping(&lab, &a, &ip_of(&ep))), "{name}: the endpoint attached again has no connectivity");
+    }
+    // Nothing leaked: the bridge, a's veth and the veths of the two endpoints attached again.
+    assert!(eventually(Duration::from_secs(5), || hns_links(&lab).len() == 4), "{:?}", hns_links(&lab));
 }
 
 #[test]
@@ -148,6 +208,26 @@ fn periodic_reconcile_repairs_a_deleted_bridge_and_a_flushed_table() {
     let probe = Lab::bin("labprobe").unwrap();
     let out = in_ns(&lab, &a, probe.to_str().unwrap(), &["connect-tcp", "203.0.113.10:8081"]);
     assert!(out.stdout.contains("peer=198.51.100.2:"), "masquerade not restored: {}{}", out.stdout, out.stderr);
+}
+
+/// An attach uses the bridge's index learned by the previous one: after someone deleted the
+/// bridge (no reconcile pass in between), the next attach must still find it gone, re-create
+/// it and succeed, and the one after must use the new bridge.
+#[test]
+fn an_attach_after_the_bridge_was_deleted_re_creates_it() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&["--reconcile-interval", "10m"]).unwrap();
+    let api = Api::new(&lab);
+    let (_a, _) = api.container("nat", "a", json!({}));
+    let net = api.get("/networks/nat").ok();
+    let bridge = net["InterfaceName"].as_str().unwrap().to_owned();
+    let gw = net["Ipams"][0]["Subnets"][0]["Routes"][0]["NextHop"].as_str().unwrap().to_owned();
+    lab.in_host("ip", &["link", "del", &bridge]).unwrap();
+    let (b, eb) = api.container("nat", "b", json!({}));
+    let (c, ec) = api.container("nat", "c", json!({}));
+    assert!(ping(&lab, &b, &gw), "b cannot reach the gateway {gw} on the re-created bridge");
+    assert!(ping(&lab, &c, &ip_of(&eb)), "c cannot reach b");
+    assert!(ping(&lab, &b, &ip_of(&ec)), "b cannot reach c");
 }
 
 #[test]

@@ -143,6 +143,8 @@ fn conflicts_are_refused_naming_the_holder() {
     assert_eq!(api.snapshot(), before, "refused requests changed the store");
 }
 
+/// The mappings are committed (durably once the attach's kernel step is done) but not yet in
+/// the kernel when hnsd dies: the next hnsd programs them.
 #[test]
 fn a_crash_between_commit_and_apply_is_repaired_for_mappings_too() {
     let lab = Lab::new().unwrap();
@@ -150,7 +152,7 @@ fn a_crash_between_commit_and_apply_is_repaired_for_mappings_too() {
     let api = Api::new(&lab);
     let ns = api.post("/namespaces", &json!({"Name": "web"})).ok();
     d.stop().unwrap();
-    let d = lab.start_hnsd_with(HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), "attach-after-commit".into())], ..Default::default() }).unwrap();
+    let d = lab.start_hnsd_with(HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), "attach-after-kernel".into())], ..Default::default() }).unwrap();
     let _ = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"], "Name": "web", "Policies": [pm("tcp", 8080, 80)]}));
     assert!(eventually(Duration::from_secs(5), || !d.is_running()));
     let _d = lab.start_hnsd(&[]).unwrap();

@@ -113,3 +113,56 @@ fn requests_for_one_compartment_wait_for_its_attach() {
     });
     assert!(clean, "something was left in the kernel:\n{now}\nwant:\n{kernel_before}");
 }
+
+/// A detach's veth step runs without the engine lock too, and requests for the same endpoint or
+/// compartment wait for it: a detach racing the endpoint's attach to another namespace and the
+/// deletion of its own, then a delete racing another attach, end consistent every time, with
+/// nothing leaked (an attach during the step would find the old veth still holding the name).
+#[test]
+fn requests_for_one_endpoint_wait_for_its_detach() {
+    let lab = Lab::new().unwrap();
+    let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    let api = Api::new(&lab);
+    api.post("/networks", &json!({"Name": "base", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.82.0.0/16"}]}]})).ok();
+    let kernel_before = kernel_snapshot(&lab);
+    let change = |request: &str, ep: &serde_json::Value| json!({"ResourceType": "Endpoint", "RequestType": request, "Settings": {"EndpointId": ep["ID"]}});
+    for i in 0..25 {
+        let ns = api.post("/namespaces", &json!({"Name": format!("r{i}")})).ok();
+        let other = api.post("/namespaces", &json!({"Name": format!("o{i}")})).ok();
+        let ep = api.post("/endpoints", &json!({"HostComputeNetwork": "base", "HostComputeNamespace": ns["ID"], "Name": format!("e{i}")})).ok();
+        let (ns_path, other_path) = (format!("/namespaces/{}", ns["ID"].as_str().unwrap()), format!("/namespaces/{}", other["ID"].as_str().unwrap()));
+        let (s1, s2, s3) = (api.socket.clone(), api.socket.clone(), api.socket.clone());
+        let (p1, p2, p3) = (ns_path.clone(), other_path.clone(), ns_path.clone());
+        let (remove, add) = (change("Remove", &ep), change("Add", &ep));
+        let remove = std::thread::spawn(move || Api { socket: s1 }.post(&p1, &remove));
+        let add = std::thread::spawn(move || Api { socket: s2 }.post(&p2, &add));
+        let delete = std::thread::spawn(move || Api { socket: s3 }.delete(&p3));
+        let (remove, add, delete) = (remove.join().unwrap(), add.join().unwrap(), delete.join().unwrap());
+        // Each ran before or after the others: only "not attached there (any more)", "attached
+        // already" or "namespace gone" may stop one.
+        assert_eq!(delete.status, 204, "r{i}: delete: {}", delete.raw);
+        for (what, r) in [("remove", &remove), ("add", &add)] {
+            assert!([200, 404, 409].contains(&r.status), "r{i}: {what}: {} {}", r.status, r.raw);
+        }
+        let now = api.get(&format!("/endpoints/{}", ep["ID"].as_str().unwrap())).ok();
+        let attached_to = now["HostComputeNamespace"].as_str().unwrap_or("").to_owned();
+        assert!(attached_to.is_empty() || attached_to == other["ID"].as_str().unwrap(), "r{i}: attached to {attached_to} after its namespace was deleted");
+        // A delete racing another attach of the same endpoint.
+        let ep_path = format!("/endpoints/{}", ep["ID"].as_str().unwrap());
+        let (s1, s2) = (api.socket.clone(), api.socket.clone());
+        let add = if attached_to.is_empty() { change("Add", &ep) } else { change("Remove", &ep) };
+        let readd = std::thread::spawn(move || Api { socket: s1 }.post(&other_path, &add));
+        let gone = std::thread::spawn(move || Api { socket: s2 }.delete(&ep_path));
+        let (readd, gone) = (readd.join().unwrap(), gone.join().unwrap());
+        assert_eq!(gone.status, 204, "r{i}: delete endpoint: {}", gone.raw);
+        assert!([200, 404, 409].contains(&readd.status), "r{i}: attach or detach racing the delete: {} {}", readd.status, readd.raw);
+        assert_eq!(api.delete(&format!("/namespaces/{}", other["ID"].as_str().unwrap())).status, 204);
+        assert_eq!(api.get("/endpoints").ok(), json!([]), "r{i}");
+    }
+    let mut now = String::new();
+    let clean = eventually(Duration::from_secs(5), || {
+        now = kernel_snapshot(&lab);
+        now == kernel_before
+    });
+    assert!(clean, "something was left in the kernel:\n{now}\nwant:\n{kernel_before}");
+}

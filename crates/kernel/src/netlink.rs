@@ -226,25 +226,24 @@ impl Netlink {
 
     /// Takes a link out of service at once: down, then renamed to `new_name` so its name is
     /// free for reuse. Deleting a link waits for an RCU grace period (about 20 ms here), so
-    /// callers rename now and delete later. Returns false if the link does not exist.
-    /// It also joins the device group [`names::RETIRED_GROUP`] so [`Netlink::delete_retired`]
-    /// can remove many at once.
-    pub async fn retire(&self, name: &str, new_name: &str) -> Result<bool> {
-        let Some(l) = self.link_by_name(name).await? else { return Ok(false) };
+    /// callers rename now and delete later. Returns the link's index, `None` if it does not
+    /// exist. It also joins the device group [`names::RETIRED_GROUP`] so
+    /// [`Netlink::delete_retired`] can remove many at once.
+    pub async fn retire(&self, name: &str, new_name: &str) -> Result<Option<u32>> {
+        let Some(l) = self.link_by_name(name).await? else { return Ok(None) };
         self.set("take down", name, LinkUnspec::new_with_index(l.index).down().build()).await?;
         // Join the group only with the new name: from then on a batch delete may take it.
         let rename = LinkUnspec::new_with_index(l.index).name(new_name.to_owned()).link_group(names::RETIRED_GROUP).build();
         self.set("rename", name, rename).await?;
-        Ok(true)
+        Ok(Some(l.index))
     }
 
-    /// Removes every address of a link (a retired container interface: until the reaper deletes
-    /// the pair, the container must not keep seeing its old address). Deleting an address, unlike
-    /// a link, costs no RCU grace period.
-    pub async fn clear_addresses(&self, name: &str) -> Result<()> {
-        let Some(l) = self.link_by_name(name).await? else { return Ok(()) };
+    /// Removes every address of the link `index` (`name`, for errors): a retired container
+    /// interface, whose old address the container must not keep seeing until the reaper deletes
+    /// the pair. Deleting an address, unlike a link, costs no RCU grace period.
+    pub async fn clear_addresses(&self, name: &str, index: u32) -> Result<()> {
         let _one_dump = self.dumps.lock().await;
-        let mut dump = self.handle.address().get().set_link_index_filter(l.index).execute();
+        let mut dump = self.handle.address().get().set_link_index_filter(index).execute();
         let mut found = Vec::new();
         while let Some(m) = dump.try_next().await.map_err(|e| nl_err("list addresses", name, e))? {
             found.push(m);

@@ -1,14 +1,17 @@
 //! One handler per route. Each decodes its input, calls the engine, encodes the result.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use hns_api::{ApiError, DaemonInfo, ErrorCode, Health, HostComputeEndpoint, HostComputeNamespace, HostComputeNetwork, ModifyRequest, PortMappingInfo, Version};
 use serde::de::DeserializeOwned;
 
-use super::{Failure, MAX_BODY, Shared};
+use super::{Failure, MAX_BODY, Shared, server_timing};
 use super::requests;
 
 type Reply<T> = Result<Json<T>, Failure>;
@@ -74,9 +77,11 @@ pub async fn list_endpoints(State(s): State<Shared>) -> Json<Vec<HostComputeEndp
     responses((status = 200, body = HostComputeEndpoint), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError),
         (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError),
         (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
-pub async fn create_endpoint(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeEndpoint> {
+pub async fn create_endpoint(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Result<impl IntoResponse, Failure> {
+    let t = Instant::now();
     let req = body(b)?;
-    Ok(Json(requests::create_endpoint(&s, req).await?))
+    let ep = requests::create_endpoint(&s, req).await?;
+    Ok(([("server-timing", server_timing(t))], Json(ep)))
 }
 
 #[utoipa::path(get, path = "/endpoints/{id}", params(("id" = String, Path, description = "ID or name")),
@@ -88,23 +93,22 @@ pub async fn get_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Re
 #[utoipa::path(delete, path = "/endpoints/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 204), (status = 404, body = ApiError),
         (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError)))]
-pub async fn delete_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
+pub async fn delete_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Result<impl IntoResponse, Failure> {
+    let t = Instant::now();
     requests::delete_endpoint(&s, &id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((StatusCode::NO_CONTENT, [("server-timing", server_timing(t))]))
 }
 
 /// `ResourceType: Policy` with `RequestType: Add|Remove` adds or removes `PortMapping` policies.
 #[utoipa::path(post, path = "/endpoints/{id}", request_body = ModifyRequest, params(("id" = String, Path, description = "ID or name")),
     responses((status = 204), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-pub async fn modify_endpoint(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Result<impl axum::response::IntoResponse, Failure> {
+pub async fn modify_endpoint(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Result<impl IntoResponse, Failure> {
     let req: ModifyRequest = body(b)?;
     // No body, as HcnModifyEndpoint returns none: an endpoint may hold thousands of mappings,
     // and echoing them all would make every change cost as much as the whole set.
-    let t = std::time::Instant::now();
+    let t = Instant::now();
     requests::modify_endpoint(&s, &id, req).await?;
-    // Server-Timing: the time spent in hnsd (benchmarks separate it from the client's share).
-    let timing = format!("hnsd;dur={:.3}", t.elapsed().as_secs_f64() * 1000.0);
-    Ok((StatusCode::NO_CONTENT, [("server-timing", timing)]))
+    Ok((StatusCode::NO_CONTENT, [("server-timing", server_timing(t))]))
 }
 
 #[utoipa::path(get, path = "/namespaces", responses((status = 200, body = [HostComputeNamespace])))]
@@ -141,9 +145,11 @@ pub async fn delete_namespace(State(s): State<Shared>, Path(id): Path<String>) -
     responses((status = 200, body = HostComputeNamespace), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError),
         (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError),
         (status = 504, description = "DHCP networks: no lease from the LAN's DHCP server", body = ApiError)))]
-pub async fn modify_namespace(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNamespace> {
+pub async fn modify_namespace(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Result<impl IntoResponse, Failure> {
+    let t = Instant::now();
     let req: ModifyRequest = body(b)?;
-    Ok(Json(requests::modify_namespace(&s, &id, req).await?))
+    let ns = requests::modify_namespace(&s, &id, req).await?;
+    Ok(([("server-timing", server_timing(t))], Json(ns)))
 }
 
 /// Every port mapping, with the fields of Windows' Open-ContainerPort.

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use hns_api::{ApiError, HostComputeLoadBalancer};
 
 use super::handlers::body;
-use super::{Failure, Shared};
+use super::{Failure, Shared, server_timing};
 
 #[utoipa::path(get, path = "/loadbalancers", responses((status = 200, body = [HostComputeLoadBalancer])))]
 pub async fn list_lbs(State(s): State<Shared>) -> Json<Vec<HostComputeLoadBalancer>> {
@@ -41,10 +41,6 @@ fn republish(job: Option<crate::engine::Republish>) {
     if let Some(job) = job {
         tokio::spawn(job.run());
     }
-}
-
-fn server_timing(t: std::time::Instant) -> String {
-    format!("hnsd;dur={:.3}", t.elapsed().as_secs_f64() * 1000.0)
 }
 
 #[utoipa::path(get, path = "/loadbalancers/{id}", params(("id" = String, Path, description = "ID")),

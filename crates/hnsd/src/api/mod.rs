@@ -49,6 +49,12 @@ impl IntoResponse for Failure {
     }
 }
 
+/// The value of a reply's `Server-Timing` header: the time spent in hnsd since `t`, which
+/// benchmarks separate from the client's share of the round trip.
+fn server_timing(t: std::time::Instant) -> String {
+    format!("hnsd;dur={:.3}", t.elapsed().as_secs_f64() * 1000.0)
+}
+
 pub fn router(state: Shared) -> Router {
     use handlers::*;
     let mut r = Router::new();

@@ -1,7 +1,7 @@
 //! Request paths that hold the engine's lock only for what must be serial. An attach's kernel
-//! step (veth into the compartment, addresses, routes: most of its cost) and the steps that
-//! wait on another machine (a DHCP server, etcd) run with the lock released, so requests for
-//! other containers go on meanwhile. Requests for the same endpoint or compartment wait until
+//! step (veth into the compartment, addresses, routes: most of its cost), a detach's (the veth
+//! retired) and the steps that wait on another machine (a DHCP server, etcd) run with the lock
+//! released, so requests for other containers go on meanwhile. Requests for the same endpoint or compartment wait until
 //! its step is done ([`lock_when_idle`]). Shared by the HTTP handlers and the Docker plugin.
 
 use std::future::Future;
@@ -11,7 +11,7 @@ use hns_api::{ApiError, HostComputeEndpoint, HostComputeNamespace, ModifyRequest
 use super::Shared;
 use crate::engine::dhcp::with_leases;
 use crate::engine::overlay::{self, Planned};
-use crate::engine::{Engine, KernelAttach, Step, lock_when_idle};
+use crate::engine::{Engine, Step, lock_when_idle};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -22,18 +22,26 @@ async fn uncut<T: Send + 'static>(op: impl Future<Output = Result<T>> + Send + '
     tokio::spawn(op).await.map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
 }
 
-/// Runs an attach's kernel step without the lock and finishes it under the lock; `view` reads
-/// the request's result then (given the endpoint's and the compartment's IDs).
+/// Runs an attach's or a detach's kernel step without the lock and finishes it under the
+/// lock; `view` reads the request's result then (given the endpoint's and the compartment's IDs).
 async fn finish<T>(s: &Shared, step: Step<T>, view: impl FnOnce(&Engine, &str, &str) -> Result<T>) -> Result<T> {
-    let k: KernelAttach = match step {
-        Step::Done(v) => return Ok(v),
-        Step::Attach(k) => *k,
-    };
-    let done = k.run().await;
-    let (ep_id, ns_id) = (k.ep_id.clone(), k.ns_id.clone());
-    let mut engine = s.engine.lock().await;
-    engine.attach_end(k, done).await?;
-    view(&engine, &ep_id, &ns_id)
+    match step {
+        Step::Done(v) => Ok(v),
+        Step::Attach(k) => {
+            let done = k.run().await;
+            let (ep_id, ns_id) = (k.ep_id.clone(), k.ns_id.clone());
+            let mut engine = s.engine.lock().await;
+            engine.attach_end(*k, done).await?;
+            view(&engine, &ep_id, &ns_id)
+        }
+        Step::Detach(k) => {
+            let done = k.run().await;
+            let (ep_id, ns_id) = (k.ep_id.clone(), k.ns_id.clone());
+            let mut engine = s.engine.lock().await;
+            engine.detach_end(*k, done).await?;
+            view(&engine, &ep_id, &ns_id)
+        }
+    }
 }
 
 /// Creates an endpoint. Created attached: the kernel step runs without the lock, and a DHCP
@@ -65,23 +73,29 @@ async fn create_local(s: &Shared, req: HostComputeEndpoint) -> Result<HostComput
     finish(s, step, |e, ep, _| e.get_endpoint(ep)).await
 }
 
-/// Deletes an endpoint; an overlay endpoint's withdrawal and release run without the lock.
+/// Deletes an endpoint; its veth's kernel step runs without the lock, and so do an overlay
+/// endpoint's withdrawal and release.
 pub async fn delete_endpoint(s: &Shared, key: &str) -> Result<()> {
-    let withdrawal = {
-        let engine = lock_when_idle(&s.engine, |e| e.touched(&[key], &[])).await;
-        if let Some(e) = engine.endpoint_id(key).ok().and_then(|ep| engine.refuse_source_endpoint_delete(&ep)) {
+    let (s, key) = (s.clone(), key.to_owned());
+    uncut(async move {
+        let mut engine = lock_when_idle(&s.engine, |e| e.touched(&[&key], &[])).await;
+        if let Some(e) = engine.endpoint_id(&key).ok().and_then(|ep| engine.refuse_source_endpoint_delete(&ep)) {
             return Err(e);
         }
-        match engine.endpoint_id(key).ok().and_then(|ep| engine.overlay_withdrawal(&ep)) {
-            Some(w) => w,
-            None => {
-                let mut engine = engine;
-                return engine.delete_endpoint(key).await;
-            }
+        if let Some(w) = engine.endpoint_id(&key).ok().and_then(|ep| engine.overlay_withdrawal(&ep)) {
+            drop(engine);
+            return overlay::delete_staged(&s.engine, w).await;
         }
-    };
-    let s = s.clone();
-    uncut(async move { overlay::delete_staged(&s.engine, withdrawal).await }).await
+        let (out, stages) = hns_kernel::timing::scope(Box::pin(async {
+            let step = engine.delete_endpoint_begin(&key).await?;
+            drop(engine);
+            finish(&s, step, |_, _, _| Ok(())).await
+        }))
+        .await;
+        tracing::debug!(total_us = stages.total().as_micros() as u64, "delete endpoint stages: {stages}");
+        out
+    })
+    .await
 }
 
 /// Adds or removes an endpoint's port mappings, once its attach (if any) is done.

@@ -11,7 +11,7 @@ use hns_drivers::{Compartment, EndpointPlan, NetworkPlan};
 use hns_kernel::timing::{self, mark};
 use hns_ipam::Mac;
 use hns_kernel::netlink::Netlink;
-use hns_store::Kind;
+use hns_store::{Kind, Store};
 
 use super::portmaps;
 use super::records::{EndpointRecord, MappingRecord};
@@ -22,11 +22,13 @@ use super::{Engine, Result, kernel_err, new_guid, norm_guid, store_err};
 /// interface name there, and its port mappings with host ports chosen.
 pub(super) type Validated = (EndpointRecord, Option<(String, String)>, Vec<PortMappingSettings>);
 
-/// A request stopped before an attach's kernel step, for the caller to run without the lock
-/// ([`KernelAttach::run`]) and finish ([`Engine::attach_end`]); or done already.
+/// A request stopped before an attach's or a detach's kernel step, for the caller to run
+/// without the lock ([`KernelAttach::run`], [`KernelDetach::run`]) and finish
+/// ([`Engine::attach_end`], [`Engine::detach_end`]); or done already.
 pub enum Step<T> {
     Done(T),
     Attach(Box<KernelAttach>),
+    Detach(Box<KernelDetach>),
 }
 
 /// What undoes an attach whose kernel step failed.
@@ -48,11 +50,56 @@ pub struct KernelAttach {
     net: NetworkPlan,
     plan: EndpointPlan,
     compartment: Arc<Compartment>,
+    store: Arc<Store>,
 }
 
 impl KernelAttach {
+    /// The kernel step, while the attach's commit (made lazily) becomes durable: the reply
+    /// waits for both, and the disk's wait (~0.8 ms) no longer adds to the kernel's. A crash
+    /// before the commit is durable leaves the store as before the request, and the veth, which
+    /// no record names then, is removed by the reconciler.
     pub async fn run(&self) -> Result<()> {
-        hns_drivers::attach(&self.host, &self.net, &self.plan, &self.compartment).await.map_err(kernel_err)
+        let store = self.store.clone();
+        let durable = async {
+            tokio::task::spawn_blocking(move || store.sync()).await.map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))?.map_err(store_err)
+        };
+        let kernel = async { hns_drivers::attach(&self.host, &self.net, &self.plan, &self.compartment).await.map_err(kernel_err) };
+        let (durable, kernel) = tokio::join!(durable, kernel);
+        durable.and(kernel)
+    }
+}
+
+/// The kernel step of a detach (the veth taken out of service: both ends down and renamed, the
+/// container end's addresses cleared), with all it needs in hand so that it runs without the
+/// engine lock ([`Engine::detach_begin`], [`Engine::delete_begin`]). The endpoint and its
+/// compartment stay in flight until [`Engine::detach_end`].
+pub struct KernelDetach {
+    pub(crate) ep_id: String,
+    pub(crate) ns_id: String,
+    /// The endpoint goes with the detach (a delete) rather than stays, unbound.
+    delete: bool,
+    host: Netlink,
+    link: VethStep,
+}
+
+/// What retiring an endpoint's veth needs: its network's and its own plan, and the compartment
+/// (when it still exists) to take the container end out of there.
+struct VethStep {
+    net: NetworkPlan,
+    plan: EndpointPlan,
+    inside: Option<Arc<Compartment>>,
+}
+
+impl KernelDetach {
+    /// Returns the retired link, for the reaper.
+    pub async fn run(&self) -> Result<Option<String>> {
+        self.link.run(&self.host).await
+    }
+}
+
+impl VethStep {
+    async fn run(&self, host: &Netlink) -> Result<Option<String>> {
+        Box::pin(hns_drivers::detach(host, &self.net, &self.plan, self.inside.as_deref())).await.map_err(kernel_err)
     }
 }
 
@@ -359,6 +406,10 @@ impl Engine {
         net_rec.cursors = cursors;
         let committed = (|| {
             let mut txn = self.store.begin()?;
+            if ns_id.is_some() {
+                // Made durable during the attach's kernel step (`KernelAttach::run`).
+                txn.lazy();
+            }
             txn.put(Kind::Endpoint, &id, &rec)?;
             txn.put(Kind::Network, &net_rec.net.id, &net_rec)?;
             txn.put(Kind::Meta, super::META_PORT_CURSOR, &self.ports.cursor)?;
@@ -409,56 +460,67 @@ impl Engine {
         }
     }
 
-    /// Deletes an endpoint; an overlay endpoint is withdrawn from the other hosts first and
-    /// its cluster address released after (later, by the cluster sync, if etcd is away).
-    pub async fn delete_endpoint(&mut self, key: &str) -> Result<()> {
-        let (out, stages) = timing::scope(async {
-            let id = match self.endpoint_id(key) {
-                Ok(id) => id,
-                Err(e) => return Err(self.refuse_remote_endpoint(key).unwrap_or(e)),
-            };
-            mark("look up");
-            let overlay = self.overlay_withdraw_endpoint(&id).await;
-            mark("overlay withdraw");
-            let deleted = self.delete_local_endpoint(&id).await;
-            self.overlay_release_endpoint(overlay).await;
-            mark("overlay release");
-            deleted
+    /// Deletes an endpoint of this host alone (overlay endpoints: `overlay::delete_staged`), up
+    /// to its veth's kernel step, which the caller runs ([`KernelDetach::run`],
+    /// [`Engine::detach_end`]).
+    pub async fn delete_endpoint_begin(&mut self, key: &str) -> Result<Step<()>> {
+        let id = self.endpoint_id(key).map_err(|e| self.refuse_remote_endpoint(key).unwrap_or(e))?;
+        mark("look up");
+        Ok(match self.delete_begin(&id).await? {
+            Some(k) => Step::Detach(Box::new(k)),
+            None => Step::Done(()),
         })
-        .await;
-        tracing::debug!(total_us = stages.total().as_micros() as u64, endpoints = self.endpoints.len(), "delete endpoint stages: {stages}");
-        out
     }
 
     pub(crate) async fn delete_local_endpoint(&mut self, id: &str) -> Result<()> {
-        let id = id.to_owned();
-        let rec = self.endpoints[&id].clone();
-        let maps = self.mappings_of(&id).to_vec();
+        let Some(k) = self.delete_begin(id).await? else { return Ok(()) };
+        let done = k.run().await;
+        self.detach_end(k, done).await
+    }
+
+    /// The first step of a delete: the endpoint and its mappings deleted from the store, and
+    /// out of the kernel but for its veth, whose step comes back to run without the lock
+    /// (`None`: the delete is done). Until [`Engine::detach_end`] the endpoint stays in memory,
+    /// in flight with its compartment, so its addresses, MAC and veth name are not reused while
+    /// its veth still holds them.
+    pub(crate) async fn delete_begin(&mut self, id: &str) -> Result<Option<KernelDetach>> {
+        let rec = self.endpoints[id].clone();
+        let maps = self.mappings_of(id).to_vec();
         // One transaction: the endpoint and its mappings.
         let committed = (|| {
             let mut txn = self.store.begin()?;
-            txn.delete(Kind::Endpoint, &id)?;
+            txn.delete(Kind::Endpoint, id)?;
             for m in &maps {
-                txn.delete(Kind::PortMapping, &portmaps::record_key(&id, m))?;
+                txn.delete(Kind::PortMapping, &portmaps::record_key(id, m))?;
             }
             txn.commit()
         })();
         committed.map_err(store_err)?;
         mark("store commit");
+        super::failpoint("detach-after-commit");
         // Committed: a failing kernel step here is finished by the reconciler.
-        let mut result = Ok(());
-        if !rec.ep.host_compute_namespace.is_empty() {
-            result = self.kernel_detach(&rec).await;
+        let prepared = if rec.ep.host_compute_namespace.is_empty() { Ok(None) } else { self.detach_prepare(&rec).await };
+        if let Ok(Some(link)) = prepared {
+            return Ok(Some(self.detach_in_flight(&rec, true, link)));
         }
-        self.lbs_forget_endpoint(&id);
-        self.endpoints.remove(&id);
-        self.mappings.remove(&id);
-        self.dns_refresh(&rec.network_id);
+        self.forget_endpoint(id).await;
+        prepared.map(|_| None)
+    }
+
+    /// The end of a delete: the endpoint leaves memory; its names, addresses, MAC and host
+    /// ports are free; its compartment's other endpoints take over the default route.
+    async fn forget_endpoint(&mut self, id: &str) {
+        let Some(rec) = self.endpoints.get(id).cloned() else { return };
+        let maps = self.mappings_of(id).to_vec();
+        self.lbs_forget_endpoint(id);
+        self.endpoints.remove(id);
+        self.mappings.remove(id);
+        self.dns_refresh_for(&rec);
         mark("dns names");
         if let Some(net) = self.networks.get_mut(&rec.network_id) {
             net.release_endpoint(&rec);
         }
-        self.release_ports(&id, &maps);
+        self.release_ports(id, &maps);
         mark("release allocations");
         if !rec.ep.host_compute_namespace.is_empty() {
             self.write_resolv_conf(&rec.ep.host_compute_namespace);
@@ -466,12 +528,20 @@ impl Engine {
             self.restore_gateways(&rec.ep.host_compute_namespace).await;
             mark("restore gateways");
         }
-        result
     }
 
-    /// The kernel side of a detach: the veth is taken out of service now and deleted by the
-    /// reaper in the background (a delete costs an RCU grace period, ~20 ms).
+    /// The kernel side of a detach, all under the lock: the veth is taken out of service now
+    /// and deleted by the reaper in the background (a delete costs an RCU grace period, ~20 ms).
     pub(crate) async fn kernel_detach(&mut self, rec: &EndpointRecord) -> Result<()> {
+        let Some(link) = self.detach_prepare(rec).await? else { return Ok(()) };
+        let retired = link.run(&self.host).await?;
+        self.veth_retired(&rec.ep.id, retired).await;
+        Ok(())
+    }
+
+    /// A detach's kernel work but the veth's: mappings, ACLs and policies out, the DHCPv6
+    /// lease released; then what the veth's step needs (`None`: no veth to retire).
+    async fn detach_prepare(&mut self, rec: &EndpointRecord) -> Result<Option<VethStep>> {
         // Mappings first, so no packet is sent to an address that is going away.
         let mine = self.kernel_mappings(rec);
         self.program_mappings(&[], &mine, &[])?;
@@ -482,20 +552,52 @@ impl Engine {
         if let Err(e) = Box::pin(self.detach_policies(rec)).await {
             tracing::warn!(endpoint = rec.ep.id, error = %e.message, "could not remove the endpoint's OutBoundNAT or QOS; the reconciler finishes it");
         }
-        let Some(plan) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(()) };
-        let Some(ep) = self.endpoint_plan(rec) else { return Ok(()) };
-        let host = self.host.clone();
+        let Some(net) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(None) };
+        let Some(plan) = self.endpoint_plan(rec) else { return Ok(None) };
         // The DHCPv6 Release leaves from the container's interface: before it goes.
         self.release_lease6(&rec.ep.id).await;
         let ns = &rec.ep.host_compute_namespace;
-        let inside = if ns.is_empty() || !self.namespaces.contains_key(ns) { None } else { self.compartment(ns).ok() };
+        let inside = if ns.is_empty() || !self.namespaces.contains_key(ns) { None } else { self.compartment_handle(ns).ok() };
         mark("open compartment");
-        let retired = Box::pin(hns_drivers::detach(&host, &plan, &ep, inside)).await.map_err(kernel_err)?;
-        self.release_lease(&rec.ep.id).await;
+        Ok(Some(VethStep { net, plan, inside }))
+    }
+
+    /// Marks the endpoint `rec` (attached) and its compartment in flight for the veth's step.
+    fn detach_in_flight(&mut self, rec: &EndpointRecord, delete: bool, link: VethStep) -> KernelDetach {
+        let (ep_id, ns_id) = (rec.ep.id.clone(), rec.ep.host_compute_namespace.clone());
+        self.in_flight.insert(ep_id.clone());
+        self.in_flight.insert(ns_id.clone());
+        KernelDetach { ep_id, ns_id, delete, host: self.host.clone(), link }
+    }
+
+    /// After the veth's step: the DHCPv4 lease released, the retired link to the reaper.
+    async fn veth_retired(&mut self, ep_id: &str, retired: Option<String>) {
+        self.release_lease(ep_id).await;
         if let Some(name) = retired {
             self.reap(name);
         }
-        Ok(())
+    }
+
+    /// The last step of a detach or a delete, with what the veth's step gave. Its record was
+    /// committed before that step: if the step failed, the reconciler finishes it.
+    pub async fn detach_end(&mut self, k: KernelDetach, done: Result<Option<String>>) -> Result<()> {
+        super::failpoint("detach-after-kernel");
+        self.in_flight.remove(&k.ep_id);
+        self.in_flight.remove(&k.ns_id);
+        self.idle.notify_waiters();
+        let result = match done {
+            Ok(retired) => {
+                self.veth_retired(&k.ep_id, retired).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        if k.delete {
+            self.forget_endpoint(&k.ep_id).await;
+        } else if result.is_ok() {
+            self.restore_gateways(&k.ns_id).await;
+        }
+        result
     }
 
     /// `ResourceType: Policy` adds or removes port mappings on a (running) endpoint.
@@ -628,7 +730,8 @@ impl Engine {
         let mut rec = self.endpoints[ep_id].clone();
         let ifname = self.ifname_in(&rec.requested_ifname, ns_id)?;
         Self::bind(&mut rec, ns_id, ifname);
-        self.persist_endpoint(&rec, false)?;
+        // Made durable during the kernel step (`KernelAttach::run`).
+        self.persist_endpoint(&rec, true)?;
         super::failpoint("attach-after-commit");
         self.endpoints.insert(ep_id.to_owned(), rec);
         match self.kernel_attach(ep_id, Undo::Unbind).await {
@@ -726,7 +829,7 @@ impl Engine {
         self.in_flight.insert(ep_id.to_owned());
         self.in_flight.insert(ns_id.clone());
         let net = self.networks[&rec.network_id].plan.clone();
-        Ok(KernelAttach { ep_id: ep_id.to_owned(), ns_id, undo, host: self.host.clone(), net, plan, compartment })
+        Ok(KernelAttach { ep_id: ep_id.to_owned(), ns_id, undo, host: self.host.clone(), net, plan, compartment, store: self.store.clone() })
     }
 
     /// After the kernel step: mappings, "attached", resolv.conf, DNS names, DHCPv6.
@@ -749,12 +852,11 @@ impl Engine {
         self.persist_after(Kind::Endpoint, &ep_id, &rec, true, state)?;
         mark("store ready (lazy)");
         let ns_id = rec.ep.host_compute_namespace.clone();
-        let net_id = rec.network_id.clone();
         self.endpoints.insert(ep_id.clone(), rec);
         self.write_resolv_conf(&ns_id);
         mark("resolv.conf");
         // Before the request returns: the name resolves the moment attach does.
-        self.dns_refresh(&net_id);
+        self.dns_refresh_for(&self.endpoints[&ep_id]);
         mark("dns names");
         self.start_lease6(&ep_id);
         Ok(())
@@ -770,7 +872,19 @@ impl Engine {
         hns_drivers::attach(&host, &net_plan, &plan, c).await.map_err(kernel_err)
     }
 
+    /// Detaches an endpoint from its compartment, all under the lock; see
+    /// [`Engine::detach_begin`] for the staged form.
     pub(crate) async fn detach(&mut self, ep_id: &str) -> Result<()> {
+        let Some(k) = self.detach_begin(ep_id).await? else { return Ok(()) };
+        let done = k.run().await;
+        self.detach_end(k, done).await
+    }
+
+    /// The first step of a detach: the endpoint committed unbound, its names and the
+    /// compartment's resolv.conf updated, its mappings, ACLs and policies out of the kernel;
+    /// then the veth's step to run without the lock (`None`: the detach is done). The endpoint
+    /// and the compartment stay in flight until [`Engine::detach_end`].
+    pub(crate) async fn detach_begin(&mut self, ep_id: &str) -> Result<Option<KernelDetach>> {
         let mut rec = self.endpoints[ep_id].clone();
         let ns_id = rec.ep.host_compute_namespace.clone();
         if ns_id.is_empty() {
@@ -786,12 +900,17 @@ impl Engine {
         rec.ep.state = state::DETACHED;
         rec.ep.version += 1;
         self.persist_endpoint(&rec, false)?;
+        super::failpoint("detach-after-commit");
         self.endpoints.insert(ep_id.to_owned(), rec);
-        self.dns_refresh(&attached.network_id);
+        self.dns_refresh_for(&attached);
         self.write_resolv_conf(&ns_id);
-        self.kernel_detach(&attached).await?;
-        self.restore_gateways(&ns_id).await;
-        Ok(())
+        match self.detach_prepare(&attached).await? {
+            Some(link) => Ok(Some(self.detach_in_flight(&attached, false, link))),
+            None => {
+                self.restore_gateways(&ns_id).await;
+                Ok(None)
+            }
+        }
     }
 
     /// After a detach, the remaining endpoints of the compartment take over the default route.

@@ -3,13 +3,16 @@
 //! Every request is handled by `&mut Engine` methods under one lock, in the same order:
 //! validate (pure, nothing changes on failure) → commit one store transaction holding the
 //! object and its allocations → apply idempotent kernel steps → mark ready. A crash at any
-//! point is repaired by [`reconcile`], which makes the kernel match the store.
+//! point is repaired by [`reconcile`], which makes the kernel match the store. An attach's
+//! commit becomes durable while its kernel step runs (the reply waits for both): a crash before
+//! that leaves the store as before the request, and the reconciler removes the veth.
 //!
 //! On the API's paths (`api::requests`) the lock is held only for what must be serial. An
 //! attach's kernel step runs with the lock released ([`Engine::attach_begin`], `attach_end`),
+//! so does a detach's or a delete's veth step (`detach_begin`, `delete_begin`, `detach_end`),
 //! and so do the steps that wait on another machine: a DHCP exchange ([`dhcp::with_leases`])
 //! and etcd's steps for overlay endpoints (`overlay::create_staged`, `overlay::delete_staged`).
-//! Requests for an endpoint or compartment whose attach is in flight wait for it
+//! Requests for an endpoint or compartment whose attach or detach is in flight wait for it
 //! ([`lock_when_idle`]); the reconciler leaves such objects to it.
 //!
 //! The working set lives in memory (loaded from the store at start), so lookups and
@@ -47,7 +50,7 @@ use hns_kernel::{KernelError, names};
 use hns_store::{Kind, Store, StoreError};
 
 use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
-pub use endpoints::{KernelAttach, Step};
+pub use endpoints::Step;
 pub use epolicies::parse_outbound_nat;
 pub(crate) use overlay::Republish;
 
@@ -105,7 +108,8 @@ pub fn open_compartments(nofile: u64) -> usize {
 
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
-    pub(crate) store: Store,
+    /// Shared with an attach's kernel step, which makes the attach's commit durable meanwhile.
+    pub(crate) store: std::sync::Arc<Store>,
     pub(crate) host: Netlink,
     pub(crate) networks: BTreeMap<String, Net>,
     /// Endpoint records by ID, with indexes by compartment, network and name.
@@ -113,8 +117,8 @@ pub struct Engine {
     pub(crate) namespaces: BTreeMap<String, Ns>,
     /// Open kernel handles of recently used compartments, by namespace ID.
     pub(crate) handles: lru::LruCache<String, std::sync::Arc<Compartment>>,
-    /// Endpoints and compartments whose attach is in its kernel step, done without the lock
-    /// (`Engine::attach_begin`): requests for them wait ([`lock_when_idle`]) and the
+    /// Endpoints and compartments whose attach or detach is in its kernel step, done without
+    /// the lock (`Engine::attach_begin`, `Engine::detach_begin`): requests for them wait ([`lock_when_idle`]) and the
     /// reconciler leaves them alone. `idle` wakes the waiters when one is done.
     pub(crate) in_flight: HashSet<String>,
     pub(crate) idle: std::sync::Arc<tokio::sync::Notify>,
@@ -172,7 +176,8 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Takes the engine's lock once none of the objects `busy` names (IDs of endpoints and
-/// compartments, read under the lock) is in an attach's kernel step (see `in_flight`).
+/// compartments, read under the lock) is in an attach's or a detach's kernel step (see
+/// `in_flight`).
 pub async fn lock_when_idle(engine: &tokio::sync::Mutex<Engine>, busy: impl Fn(&Engine) -> Vec<String>) -> tokio::sync::MutexGuard<'_, Engine> {
     loop {
         let guard = engine.lock().await;
@@ -240,8 +245,8 @@ impl Engine {
     /// Opens the store and loads every object. The kernel is not touched: call
     /// [`Engine::reconcile`] next.
     pub fn open(cfg: EngineConfig, host: Netlink) -> anyhow::Result<Engine> {
-        let store = Store::open(&cfg.store_path())?;
-        let reaper = spawn_reaper(host.clone());
+        let store = std::sync::Arc::new(Store::open(&cfg.store_path())?);
+        let reaper = spawn_reaper(own_connection(&host));
         let (lease6_events, lease6_events_rx) = tokio::sync::mpsc::unbounded_channel();
         let port_cursor = store.get::<u16>(Kind::Meta, META_PORT_CURSOR)?.unwrap_or(cfg.port_range.0);
         let ports = portmaps::PortIndex::new(cfg.port_range, port_cursor);
@@ -517,6 +522,16 @@ pub(crate) fn read_host_resolv_conf() -> String {
     std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
 }
 
+/// A netlink connection of its own in hnsd's namespace (where `host` is), for background work
+/// with long kernel requests (a batch delete, a dump of every link): on `host`, the replies
+/// to the requests' steps would wait behind them. `host` itself if no socket can be opened.
+pub(crate) fn own_connection(host: &Netlink) -> Netlink {
+    Netlink::current().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not open a netlink connection; background work shares the requests' one");
+        host.clone()
+    })
+}
+
 /// Deletes retired links off the request path (see [`Netlink::retire`]). Requests that
 /// arrive together are deleted as one batch: a link delete holds the kernel's rtnl lock for an
 /// RCU grace period (~20 ms), and a batch pays it once.
@@ -596,6 +611,7 @@ impl Net {
             internal: rec.net.internal,
             uplink,
             overlay,
+            bridge_index: Default::default(),
         };
         Ok(Net { rec, plan, pools, macs: HashSet::new(), endpoint_names: HashMap::new() })
     }

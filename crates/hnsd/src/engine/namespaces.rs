@@ -230,6 +230,13 @@ impl Engine {
                 self.attach_end(k, done).await?;
                 Ok(self.namespace_view(&ns_id))
             }
+            Step::Detach(k) => {
+                let k = *k;
+                let done = k.run().await;
+                let ns_id = k.ns_id.clone();
+                self.detach_end(k, done).await?;
+                Ok(self.namespace_view(&ns_id))
+            }
         }
     }
 
@@ -249,7 +256,9 @@ impl Engine {
                     if self.endpoints[&ep].ep.host_compute_namespace != id {
                         return Err(ApiError::field(ErrorCode::EndpointNotAttached, "Settings.EndpointId", format!("endpoint {ep} is not attached to namespace {id}")));
                     }
-                    self.detach(&ep).await?;
+                    if let Some(k) = self.detach_begin(&ep).await? {
+                        return Ok(Step::Detach(Box::new(k)));
+                    }
                 }
             }
             (ResourceType::Container, RequestType::Add | RequestType::Remove) => {

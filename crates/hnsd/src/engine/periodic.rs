@@ -48,6 +48,8 @@ struct EndpointCheck {
 }
 
 struct Snapshot {
+    /// A connection of the pass's own: its dump of every link must not hold up the replies
+    /// to an attach's steps on the engine's.
     host: Netlink,
     desired_nft: nft::Desired,
     wanted: HashSet<String>,
@@ -99,7 +101,7 @@ impl Engine {
                 handle: self.handles.peek(&rec.ep.host_compute_namespace).map(|c| c.netlink.clone()),
             });
         }
-        Snapshot { host: self.host.clone(), desired_nft: self.desired_nft(), wanted: self.wanted_links(), namespaces, endpoints }
+        Snapshot { host: super::own_connection(&self.host), desired_nft: self.desired_nft(), wanted: self.wanted_links(), namespaces, endpoints }
     }
 }
 

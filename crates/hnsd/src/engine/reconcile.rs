@@ -295,7 +295,9 @@ impl Engine {
             }
         }
         wanted.extend(self.qos_links());
-        for e in self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty()) {
+        // In flight too: an endpoint in a detach's veth step is unbound already, and the veth is
+        // that step's to retire.
+        for e in self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty() || self.in_flight.contains(&e.ep.id)) {
             if self.networks.get(&e.network_id).is_some_and(|n| hns_drivers::has_host_veth(n.plan.kind)) {
                 wanted.insert(names::veth_host_name(&e.ep.id));
             }

@@ -20,6 +20,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Value,
     pub raw: String,
+    /// The `Server-Timing` duration (ms), when the reply has one.
+    pub server_ms: Option<f64>,
 }
 
 impl Reply {
@@ -49,10 +51,11 @@ impl Api {
         let text = String::from_utf8_lossy(&buf).into_owned();
         // Status 0: the daemon closed the connection without answering (it died).
         let status: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body_text = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let (head, body_text) = text.split_once("\r\n\r\n").map(|(h, b)| (h.to_ascii_lowercase(), b.to_owned())).unwrap_or_default();
+        let server_ms = head.lines().find_map(|l| l.strip_prefix("server-timing:")).and_then(|v| v.split("dur=").nth(1)).and_then(|d| d.trim().parse().ok());
         let body_text = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body_text) } else { body_text };
         let body = serde_json::from_str(&body_text).unwrap_or(Value::Null);
-        Reply { status, body, raw: body_text }
+        Reply { status, body, raw: body_text, server_ms }
     }
 
     pub fn get(&self, path: &str) -> Reply {

@@ -198,36 +198,6 @@ impl Engine {
         self.release_cluster_address(r).await;
     }
 
-    /// Before an endpoint is deleted: withdraw it from the cluster. Returns its reservation
-    /// (to release once the local delete is done), `None` for other networks.
-    pub(crate) async fn overlay_withdraw_endpoint(&mut self, ep_id: &str) -> Option<Reserved> {
-        let rec = self.endpoints.get(ep_id)?;
-        self.overlay_vxlan(&rec.network_id)?;
-        let r = Reserved { net_id: rec.network_id.clone(), ep_id: ep_id.to_owned() };
-        let withdrawn = match self.cluster_for("withdraw the endpoint") {
-            Ok((cluster, _)) => {
-                let deleted = cluster.delete_endpoint(&r.net_id, ep_id).await;
-                self.checked(deleted).map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.message),
-        };
-        if let Err(e) = withdrawn {
-            tracing::warn!(endpoint = ep_id, "endpoint deleted here but not yet withdrawn from the cluster (done when etcd answers): {e}");
-            self.overlay.own_dirty = true;
-        }
-        Some(r)
-    }
-
-    /// After the local delete: the address goes back to the cluster (unless the delete failed
-    /// and the endpoint is still here).
-    pub(crate) async fn overlay_release_endpoint(&mut self, r: Option<Reserved>) {
-        if let Some(r) = r
-            && !self.endpoints.contains_key(&r.ep_id)
-        {
-            self.release_cluster_address(&r).await;
-        }
-    }
-
     async fn release_cluster_address(&mut self, r: &Reserved) {
         let released = match self.cluster_for("release the address") {
             Ok((cluster, _)) => {
