@@ -4,11 +4,12 @@
 //! endpoint by `POST /endpoints/{id}` with `ResourceType: Policy`.
 //!
 //! - OutBoundNAT: the table `inet hns_onat` ([`hns_kernel::nft_outbound`]): an endpoint with
-//!   the policy that attaches or detaches is its own map elements (one nfnetlink batch); the
-//!   table is rewritten whole (one transaction) when it is new, when the last such endpoint
-//!   goes, when a policy changes on a running endpoint, or when the reconciler finds it
-//!   drifted. Written before the endpoint's veth exists (dispatch is by source address), so
-//!   its first packet is already NATed.
+//!   the policy that attaches, detaches or has its policy modified is its own map elements
+//!   (one nfnetlink batch); the table is rewritten whole (one transaction) when it is new,
+//!   when the last such endpoint goes, or when the reconciler finds it drifted. Written before
+//!   the endpoint's veth exists (dispatch is by source address), so its first packet is
+//!   already NATed. On an overlay network closed to the outside the policy also brings the
+//!   endpoint's default route (see [`Engine::sdn_routes`]).
 //! - SDNRoute: routes in the compartment, part of the endpoint's kernel plan (so the attach
 //!   adds them with its other routes); the reconciler re-adds a deleted one.
 //! - QOS: tc caps on the host veth and the endpoint's IFB ([`hns_kernel::qos`]), set once the
