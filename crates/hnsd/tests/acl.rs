@@ -312,6 +312,13 @@ fn a_flushed_acl_table_is_repaired_and_a_restart_keeps_the_rules() {
     assert!(eventually(Duration::from_secs(5), || !ping_once(&lab, &b, &ip_a)), "the reconciler rebuilt the flushed table");
     let listed = lab.in_host("nft", &["list", "table", "bridge", "hns_acl"]).unwrap().stdout;
     assert!(listed.contains("iifname vmap @sw_out"), "{listed}");
+    // One endpoint chain flushed by hand (an empty chain lets everything through): the
+    // periodic pass sees its rule count and writes the endpoint again.
+    let chain = format!("hnv{}_sw_in", &ea["ID"].as_str().unwrap().replace('-', "")[..12]);
+    lab.in_host("nft", &["flush", "chain", "bridge", "hns_acl", &chain]).unwrap();
+    let listed = || lab.in_host("nft", &["list", "chain", "bridge", "hns_acl", &chain]).unwrap().stdout;
+    assert!(eventually(Duration::from_secs(5), || listed().contains("drop")), "the reconciler refilled the flushed chain: {}", listed());
+    assert!(!ping_once(&lab, &b, &ip_a), "a is closed again");
     // A restart with the tables gone: the store has the rules.
     d.stop().unwrap();
     lab.in_host("nft", &["delete", "table", "bridge", "hns_acl"]).unwrap();

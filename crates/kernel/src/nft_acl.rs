@@ -665,9 +665,25 @@ pub fn chains(attach: Attach) -> Result<Vec<String>> {
     nft_batch::chain_names(nfamily(attach), ACL_TABLE)
 }
 
-/// The chain names an endpoint's state needs (to find one that went missing).
-pub fn wanted_chains(e: &EndpointAcl) -> Vec<String> {
-    STAGES.iter().filter(|(scope, _, _)| has_stage(&e.rules, *scope)).map(|(_, _, m)| chain_name(&e.host_if, m)).collect()
+/// The number of rules of each chain of one ACL table (empty if the table is missing): one
+/// dump of the table's rules.
+pub fn rule_counts(attach: Attach) -> Result<std::collections::HashMap<String, usize>> {
+    nft_batch::rule_counts(nfamily(attach), ACL_TABLE)
+}
+
+/// The chains an endpoint's state needs and how many rules [`build_endpoint`] writes in each
+/// (its rules of that stage, expanded, and the final drop): a missing, flushed or partly
+/// emptied chain shows as a different count.
+pub fn wanted_rule_counts(e: &EndpointAcl) -> Vec<(String, usize)> {
+    let ordered = ordered(&e.rules);
+    STAGES
+        .iter()
+        .filter(|(scope, _, _)| has_stage(&e.rules, *scope))
+        .map(|(scope, dir, m)| {
+            let rules: usize = ordered.iter().filter(|r| r.scope == *scope && r.direction == *dir).map(|r| rule_exprs(r, *dir, e.attach).len()).sum();
+            (chain_name(&e.host_if, m), rules + 1)
+        })
+        .collect()
 }
 
 

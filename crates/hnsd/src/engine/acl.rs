@@ -130,11 +130,13 @@ impl Engine {
         if !wanted {
             return Ok(false);
         }
-        let mut have = std::collections::HashSet::new();
+        // Each endpoint chain with as many rules as it should have: a chain deleted or flushed
+        // by hand (which would let the endpoint's traffic through) is rewritten.
+        let mut have = std::collections::HashMap::new();
         for attach in [Attach::BridgePort, Attach::Routed] {
-            have.extend(nft_acl::chains(attach).map_err(|e| e.to_string())?);
+            have.extend(nft_acl::rule_counts(attach).map_err(|e| e.to_string())?);
         }
-        let broken: Vec<&EndpointAcl> = states.iter().filter(|s| nft_acl::wanted_chains(s).iter().any(|c| !have.contains(c))).collect();
+        let broken: Vec<&EndpointAcl> = states.iter().filter(|s| nft_acl::wanted_rule_counts(s).iter().any(|(c, n)| have.get(c) != Some(n))).collect();
         if broken.is_empty() {
             return Ok(false);
         }
