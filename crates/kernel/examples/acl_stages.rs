@@ -108,11 +108,14 @@ fn main() {
     let chains = time(5, || {
         nft_acl::chains(Attach::BridgePort).unwrap();
     });
+    let counts = time(n, || {
+        nft_acl::chain_rules(Attach::BridgePort, &format!("{}_sw_in", all[0].host_if)).unwrap();
+    });
     println!(
         "compile={compile:?} encode={encode:?} apply(socket+send+kernel)={apply:?}\n\
          probe rule without verdict={no_verdict:?} with verdict={with_verdict:?} (difference: the validation walk)\n\
          probe element accept={elem_plain:?} jump={elem_jump:?}\n\
-         reads: tables_present={present:?} chain_names={chains:?}"
+         reads: tables_present={present:?} chain_names={chains:?} one chain's rule count={counts:?}"
     );
     let mut b = Batch::new();
     nft_acl::build_all(&mut b, &[]);

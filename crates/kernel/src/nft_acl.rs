@@ -665,10 +665,13 @@ pub fn chains(attach: Attach) -> Result<Vec<String>> {
     nft_batch::chain_names(nfamily(attach), ACL_TABLE)
 }
 
-/// The number of rules of each chain of one ACL table (empty if the table is missing): one
-/// dump of the table's rules.
-pub fn rule_counts(attach: Attach) -> Result<std::collections::HashMap<String, usize>> {
-    nft_batch::rule_counts(nfamily(attach), ACL_TABLE)
+/// The number of rules of one chain of an ACL table (0 if the chain or table is missing). The
+/// kernel walks only that chain: ~15 us whatever the size of the table.
+pub fn chain_rules(attach: Attach, chain: &str) -> Result<usize> {
+    match nft_batch::chain_rule_count(nfamily(attach), ACL_TABLE, chain) {
+        Err(e) if e.errno == Some(libc::ENOENT) => Ok(0),
+        r => r,
+    }
 }
 
 /// The chains an endpoint's state needs and how many rules [`build_endpoint`] writes in each

@@ -935,26 +935,6 @@ pub fn chain_names(fam: Family, table: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The number of rules of every chain of a table that has any (one dump of the table's
-/// rules); a missing table has none.
-pub fn rule_counts(fam: Family, table: &str) -> Result<std::collections::HashMap<String, usize>> {
-    let rules = match dump(NFT_MSG_GETRULE, fam, &format!("rules of {} {table}", fam.name()), |b| attr_str(b, NFTA_RULE_TABLE, table)) {
-        Err(e) if e.errno == Some(libc::ENOENT) => return Ok(Default::default()),
-        r => r?,
-    };
-    let mut out = std::collections::HashMap::new();
-    for m in &rules {
-        let a = attrs(m);
-        if !a.iter().any(|(k, v)| *k == NFTA_RULE_TABLE && attr_string(v) == table) {
-            continue;
-        }
-        if let Some((_, c)) = a.iter().find(|(k, _)| *k == NFTA_RULE_CHAIN) {
-            *out.entry(attr_string(c)).or_default() += 1;
-        }
-    }
-    Ok(out)
-}
-
 /// The number of rules in one chain (ENOENT if the table or chain is missing): the kernel
 /// dumps that chain only.
 pub fn chain_rule_count(fam: Family, table: &str, chain: &str) -> Result<usize> {

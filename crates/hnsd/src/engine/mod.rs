@@ -164,6 +164,8 @@ pub struct Engine {
     pub(crate) lbs: loadbalancers::Lbs,
     /// What the OutBoundNAT table holds (see `outbound`): empty until written or checked.
     pub(crate) onat: hns_kernel::nft_outbound::Applied,
+    /// Where the periodic ACL check's slice of endpoints starts (see `reconcile_acls`).
+    pub(crate) acl_check_from: std::sync::atomic::AtomicUsize,
 }
 
 /// Runs blocking work (an `nft` process, ~100 ms with 10 000 mappings) so that the async
@@ -282,6 +284,7 @@ impl Engine {
             overlay: overlay::OverlayState::default(),
             lbs: loadbalancers::Lbs::default(),
             onat: Default::default(),
+            acl_check_from: Default::default(),
         };
         for m in e.store.load_all::<records::MappingRecord>(Kind::PortMapping)? {
             e.mappings.entry(m.endpoint_id).or_default().push(m.settings);
