@@ -39,7 +39,7 @@ fn main() {
     let mut full = Batch::new();
     nft_acl::build_all(&mut full, &all);
     nft_acl::apply(&full).expect("full load");
-    let kernel_rules: usize = all.iter().map(|e| nft_acl::wanted_rule_counts(e).len()).sum::<usize>();
+    let kernel_rules: usize = all.iter().map(|e| nft_acl::wanted_chains(e).len()).sum::<usize>();
     println!("endpoints={eps} rules_each={per} endpoint_chains={kernel_rules} full_batch_messages={}", full.len());
 
     let mut one = all[eps / 2].clone();

@@ -674,6 +674,11 @@ pub fn chain_rules(attach: Attach, chain: &str) -> Result<usize> {
     }
 }
 
+/// The chain names an endpoint's state needs (to find one that went missing).
+pub fn wanted_chains(e: &EndpointAcl) -> Vec<String> {
+    STAGES.iter().filter(|(scope, _, _)| has_stage(&e.rules, *scope)).map(|(_, _, m)| chain_name(&e.host_if, m)).collect()
+}
+
 /// The chains an endpoint's state needs and how many rules [`build_endpoint`] writes in each
 /// (its rules of that stage, expanded, and the final drop): a missing, flushed or partly
 /// emptied chain shows as a different count.
@@ -688,7 +693,6 @@ pub fn wanted_rule_counts(e: &EndpointAcl) -> Vec<(String, usize)> {
         })
         .collect()
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -512,17 +512,8 @@ pub fn rules_program(shapes: &Shapes) -> String {
 /// The chains and rules the table holds for `shapes`, as this kernel lists them (see
 /// [`crate::nft::scratch_shape`]); the last one is kept until the shapes change.
 pub fn expected_shape(shapes: &Shapes) -> std::result::Result<crate::nft::RuleShape, String> {
-    static LAST: std::sync::Mutex<Option<(Vec<Shape>, crate::nft::RuleShape)>> = std::sync::Mutex::new(None);
-    let key: Vec<Shape> = shapes.0.keys().cloned().collect();
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((k, shape)) = last.as_ref()
-        && *k == key
-    {
-        return Ok(shape.clone());
-    }
-    let shape = crate::nft::scratch_shape(&rules_program(shapes), &format!("inet {LB_TABLE}"))?;
-    *last = Some((key, shape.clone()));
-    Ok(shape)
+    static LAST: crate::nft::ShapeCache<Vec<Shape>> = crate::nft::ShapeCache::new();
+    LAST.get(shapes.0.keys().cloned().collect(), || rules_program(shapes), &format!("inet {LB_TABLE}"))
 }
 
 /// The whole table for `lbs` in nft notation, laid out as [`rebuild`] writes it: the

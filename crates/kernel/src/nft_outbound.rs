@@ -232,17 +232,8 @@ pub fn matches(eps: &[EndpointNat]) -> Result<bool> {
 /// ([`crate::nft::scratch_shape`]). They depend on the distinct policies only (endpoints are
 /// elements), so the shape of the last set of policies is kept.
 fn expected_shape(eps: &[EndpointNat]) -> std::result::Result<crate::nft::RuleShape, String> {
-    static LAST: std::sync::Mutex<Option<(Vec<String>, crate::nft::RuleShape)>> = std::sync::Mutex::new(None);
-    let key: Vec<String> = policies(eps).into_keys().collect();
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((k, shape)) = last.as_ref()
-        && *k == key
-    {
-        return Ok(shape.clone());
-    }
-    let shape = crate::nft::scratch_shape(&compile(eps), &format!("inet {ONAT_TABLE}"))?;
-    *last = Some((key, shape.clone()));
-    Ok(shape)
+    static LAST: crate::nft::ShapeCache<Vec<String>> = crate::nft::ShapeCache::new();
+    LAST.get(policies(eps).into_keys().collect(), || compile(eps), &format!("inet {ONAT_TABLE}"))
 }
 
 /// What the kernel's table holds, kept between changes so that an endpoint that comes or

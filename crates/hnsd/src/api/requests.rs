@@ -79,10 +79,11 @@ pub async fn delete_endpoint(s: &Shared, key: &str) -> Result<()> {
     let (s, key) = (s.clone(), key.to_owned());
     uncut(async move {
         let mut engine = lock_when_idle(&s.engine, |e| e.touched(&[&key], &[])).await;
-        if let Some(e) = engine.endpoint_id(&key).ok().and_then(|ep| engine.refuse_source_endpoint_delete(&ep)) {
+        let id = engine.endpoint_id(&key).ok();
+        if let Some(e) = id.as_deref().and_then(|ep| engine.refuse_source_endpoint_delete(ep)) {
             return Err(e);
         }
-        if let Some(w) = engine.endpoint_id(&key).ok().and_then(|ep| engine.overlay_withdrawal(&ep)) {
+        if let Some(w) = id.as_deref().and_then(|ep| engine.overlay_withdrawal(ep)) {
             drop(engine);
             return overlay::delete_staged(&s.engine, w).await;
         }

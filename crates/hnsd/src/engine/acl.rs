@@ -145,10 +145,9 @@ impl Engine {
         let in_slice = |i: usize| (i + states.len() - start) % states.len() < ACL_RULE_CHECKS_PER_PASS;
         let mut broken = Vec::new();
         for (i, s) in states.iter().enumerate() {
-            let wanted = nft_acl::wanted_rule_counts(s);
-            let missing = wanted.iter().any(|(c, _)| !have.contains(c));
-            let emptied = || wanted.iter().any(|(c, n)| nft_acl::chain_rules(s.attach, c).is_ok_and(|have| have != *n));
-            if missing || (in_slice(i) && emptied()) {
+            let missing = || nft_acl::wanted_chains(s).iter().any(|c| !have.contains(c));
+            let emptied = || nft_acl::wanted_rule_counts(s).iter().any(|(c, n)| nft_acl::chain_rules(s.attach, c).is_ok_and(|have| have != *n));
+            if missing() || (in_slice(i) && emptied()) {
                 broken.push(s);
             }
         }
