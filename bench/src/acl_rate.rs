@@ -84,6 +84,33 @@ fn policy(r: &Rule) -> Value {
     }})
 }
 
+/// One nft rule per combination of a rule's lists, as rule-per-match engines write them.
+fn flat_lines(r: &Rule) -> Vec<String> {
+    let (laddr, raddr, lport, rport) = if r.direction == Direction::In { ("daddr", "saddr", "dport", "sport") } else { ("saddr", "daddr", "sport", "dport") };
+    let opt = |v: Vec<String>| if v.is_empty() { vec![String::new()] } else { v };
+    let addr = |kw: &str, l: Vec<String>| opt(l.iter().map(|n| format!("{} {kw} {n} ", if n.contains(':') { "ip6" } else { "ip" })).collect());
+    let text = |l: &[_]| l.iter().map(ToString::to_string).collect::<Vec<String>>();
+    let port = |kw: &str, l: &[(u16, u16)]| opt(l.iter().map(|(a, b)| if a == b { format!("th {kw} {a} ") } else { format!("th {kw} {a}-{b} ") }).collect());
+    let verdict = if r.action == Action::Allow { "accept" } else { "drop" };
+    let mut out = Vec::new();
+    for p in opt(r.protocols.iter().map(|p| format!("meta l4proto {p} ")).collect()) {
+        for l in addr(laddr, text(&r.local)) {
+            for rm in addr(raddr, text(&r.remote)) {
+                // One family per rule: a local IPv4 and a remote IPv6 address never meet.
+                if l.starts_with("ip6") != rm.starts_with("ip6") && !l.is_empty() && !rm.is_empty() {
+                    continue;
+                }
+                for lp in port(lport, &r.local_ports) {
+                    for rp in port(rport, &r.remote_ports) {
+                        out.push(format!("{l}{rm}{p}{lp}{rp}{verdict}"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 fn comma<T: ToString>(l: &[T]) -> String {
     l.iter().map(T::to_string).collect::<Vec<_>>().join(",")
 }
@@ -95,9 +122,7 @@ fn flat_program(eps: &[(String, Vec<Rule>)]) -> String {
     for (veth, rules) in eps {
         for r in nft_acl::ordered(rules) {
             let side = if r.direction == Direction::In { "oifname" } else { "iifname" };
-            for line in nft_acl::rule_lines(r, r.direction) {
-                // hns's Allow returns to the dispatch chain; in one flat chain it accepts.
-                let line = line.strip_suffix(" return").map(|l| format!("{l} accept")).unwrap_or(line);
+            for line in flat_lines(r) {
                 body.push(format!("\t\t{side} \"{veth}\" {line}"));
             }
         }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use hns_kernel::nft_acl::{self, Attach, EndpointAcl};
+use hns_kernel::nft_acl::{self, Attach, EndpointAcl, Prior};
 use hns_kernel::nft_batch::Batch;
 
 #[path = "common/acl_rules.rs"]
@@ -23,13 +23,14 @@ fn main() {
     let t = Instant::now();
     nft_acl::apply(&full).expect("full load");
     let loaded = t.elapsed();
-    // One endpoint's rules change (compile + write), then one endpoint detaches and attaches.
+    // One endpoint's rules change (compile + write: map elements only), then one endpoint
+    // detaches and attaches (its chains and maps go and come back).
     let mut one = all[eps / 2].clone();
     let t = Instant::now();
     for i in 0..n {
         one.rules = rules(per, 7 + i as usize);
         let mut b = Batch::new();
-        nft_acl::build_endpoint(&mut b, &one, false);
+        nft_acl::build_endpoint(&mut b, &one, Prior::Programmed);
         nft_acl::apply(&b).expect("one endpoint");
     }
     let update = t.elapsed() / n;
@@ -39,7 +40,7 @@ fn main() {
         nft_acl::build_remove(&mut b, &one.host_if, one.attach);
         nft_acl::apply(&b).expect("detach");
         let mut b = Batch::new();
-        nft_acl::build_endpoint(&mut b, &one, false);
+        nft_acl::build_endpoint(&mut b, &one, Prior::Unknown);
         nft_acl::apply(&b).expect("attach");
     }
     let reattach = t.elapsed() / n;

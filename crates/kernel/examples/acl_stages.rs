@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use hns_kernel::nft_acl::{self, Attach, EndpointAcl};
+use hns_kernel::nft_acl::{self, Attach, EndpointAcl, Prior};
 use hns_kernel::nft_batch::{self, Base, Batch, Expr, Family, Verdict};
 
 #[path = "common/acl_rules.rs"]
@@ -52,11 +52,11 @@ fn main() {
     one.rules = next_rules();
     let compile = time(n, || {
         let mut b = Batch::new();
-        nft_acl::build_endpoint(&mut b, &one, false);
+        nft_acl::build_endpoint(&mut b, &one, Prior::Programmed);
         std::hint::black_box(&b);
     });
     let mut b = Batch::new();
-    nft_acl::build_endpoint(&mut b, &one, false);
+    nft_acl::build_endpoint(&mut b, &one, Prior::Programmed);
     let encode = time(n, || {
         std::hint::black_box(b.encode());
     });
@@ -65,7 +65,7 @@ fn main() {
     let apply = time(n, || {
         one.rules = next_rules();
         let mut b = Batch::new();
-        nft_acl::build_endpoint(&mut b, &one, false);
+        nft_acl::build_endpoint(&mut b, &one, Prior::Programmed);
         nft_acl::apply(&b).expect("update");
     });
     // 3. Probes on a chain nothing jumps to: a rule without a verdict (nothing to validate)

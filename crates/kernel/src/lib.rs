@@ -20,6 +20,7 @@
 //! - [`names`]: the names of every kernel object hns owns, so garbage collection is exact;
 //! - [`timing`]: per-request stage timing (a debug log line says where an attach's time goes).
 
+pub mod acl_boxes;
 pub mod conntrack;
 pub mod error;
 // Links handed to another owner (the Docker plugin).

@@ -42,7 +42,10 @@ const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -69,6 +72,9 @@ const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_DESC: u16 = 9;
 const NFTA_SET_DESC_SIZE: u16 = 1;
+const NFTA_SET_DESC_CONCAT: u16 = 2;
+const NFTA_SET_FIELD_LEN: u16 = 1;
+const NFTA_SET_EXPR: u16 = 17;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_USERDATA: u16 = 13;
 const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
@@ -77,6 +83,7 @@ const NFT_SET_ANONYMOUS: u32 = 0x1;
 const NFT_SET_CONSTANT: u32 = 0x2;
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_MAP: u32 = 0x8;
+const NFT_SET_CONCAT: u32 = 0x80;
 const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -85,6 +92,10 @@ const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFTA_SET_ELEM_EXPR: u16 = 7;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
+const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
@@ -210,6 +221,9 @@ pub enum Expr {
     Lookup { set: AnonSet, invert: bool },
     /// Register 1 looked up in a named verdict map of the same table: its verdict applies.
     Vmap(String),
+    /// The key at `sreg` (a concatenation: see [`Expr::Load`]) looked up in a named verdict
+    /// map of the same table: its verdict applies; no match, the rule stops.
+    VmapAt { map: String, sreg: u32 },
     /// The rule's verdict.
     Verdict(Verdict),
     /// Counts the packets and bytes that reach it (starts at zero).
@@ -580,6 +594,82 @@ impl Batch {
         });
     }
 
+    /// Creates a named verdict map keyed on a concatenation of `fields` (nft datatype number,
+    /// bytes), each field an interval, with a counter in every element (nothing if an equal
+    /// map exists). `udata` is nft's own description of the key (see the caller), so that
+    /// `nft list` prints the elements as nft would.
+    pub fn add_concat_vmap(&mut self, fam: Family, table: &str, name: &str, fields: &[(u32, u32)], udata: &[u8]) {
+        self.next_set_id += 1;
+        let id = self.next_set_id;
+        // nft's key type of a concatenation: the field types, 6 bits each, first field highest.
+        let key_type = fields.iter().fold(0u32, |t, (dt, _)| (t << 6) | dt);
+        let key_len: u32 = fields.iter().map(|(_, len)| len.next_multiple_of(4)).sum();
+        self.message(NFT_MSG_NEWSET, NLM_F_CREATE, fam, format!("add map {} {table} {name}", fam.name()), |b| {
+            attr_str(b, NFTA_SET_TABLE, table);
+            attr_str(b, NFTA_SET_NAME, name);
+            attr_u32(b, NFTA_SET_FLAGS, NFT_SET_MAP | NFT_SET_INTERVAL | NFT_SET_CONCAT);
+            attr_u32(b, NFTA_SET_KEY_TYPE, key_type);
+            attr_u32(b, NFTA_SET_KEY_LEN, key_len);
+            attr_u32(b, NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
+            attr_u32(b, NFTA_SET_DATA_LEN, 0);
+            attr_u32(b, NFTA_SET_ID, id);
+            nested(b, NFTA_SET_DESC, |b| {
+                nested(b, NFTA_SET_DESC_CONCAT, |b| {
+                    for (_, len) in fields {
+                        nested(b, NFTA_LIST_ELEM, |b| attr_u32(b, NFTA_SET_FIELD_LEN, *len));
+                    }
+                })
+            });
+            if !udata.is_empty() {
+                attr(b, NFTA_SET_USERDATA, udata);
+            }
+            nested(b, NFTA_SET_EXPR, |b| {
+                attr_str(b, NFTA_EXPR_NAME, "counter");
+                nested(b, NFTA_EXPR_DATA, |_| {});
+            });
+        });
+    }
+
+    /// Deletes a named set or map (fails if it is missing or a rule still uses it).
+    pub fn delete_set(&mut self, fam: Family, table: &str, name: &str) {
+        self.message(NFT_MSG_DELSET, 0, fam, format!("delete set {} {table} {name}", fam.name()), |b| {
+            attr_str(b, NFTA_SET_TABLE, table);
+            attr_str(b, NFTA_SET_NAME, name);
+        });
+    }
+
+    /// Deletes every element of a named set or map (fails if it is missing).
+    pub fn flush_set(&mut self, fam: Family, table: &str, name: &str) {
+        self.message(NFT_MSG_DELSETELEM, 0, fam, format!("flush set {} {table} {name}", fam.name()), |b| {
+            attr_str(b, NFTA_SET_ELEM_LIST_TABLE, table);
+            attr_str(b, NFTA_SET_ELEM_LIST_SET, name);
+        });
+    }
+
+    /// Adds interval elements (first and last key, inclusive) with verdicts and comments to a
+    /// map made by [`Batch::add_concat_vmap`], in one message.
+    pub fn add_range_elements(&mut self, fam: Family, table: &str, set: &str, elements: &[RangeElement]) {
+        if elements.is_empty() {
+            return;
+        }
+        self.message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, fam, format!("add {} elements to {} {table} {set}", elements.len(), fam.name()), |b| {
+            attr_str(b, NFTA_SET_ELEM_LIST_TABLE, table);
+            attr_str(b, NFTA_SET_ELEM_LIST_SET, set);
+            nested(b, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
+                for e in elements {
+                    nested(b, NFTA_LIST_ELEM, |b| {
+                        data_value(b, NFTA_SET_ELEM_KEY, &e.key);
+                        data_value(b, NFTA_SET_ELEM_KEY_END, &e.key_end);
+                        data_verdict(b, NFTA_SET_ELEM_DATA, &e.verdict);
+                        if !e.comment.is_empty() {
+                            attr(b, NFTA_SET_ELEM_USERDATA, &comment_udata(&e.comment));
+                        }
+                    });
+                }
+            });
+        });
+    }
+
     /// The whole batch: begin marker, the messages, end marker.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.buf.len() + 40);
@@ -596,6 +686,35 @@ impl Batch {
         out.extend(&self.buf);
         marker(&mut out, NFNL_MSG_BATCH_END, self.what.len() as u32 + 1);
         out
+    }
+}
+
+/// An element of an interval map: its first and last key (inclusive), its verdict and a
+/// comment (empty: none), the way `nft` stores `comment "..."`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeElement {
+    pub key: Vec<u8>,
+    pub key_end: Vec<u8>,
+    pub verdict: Verdict,
+    pub comment: String,
+}
+
+/// An element as the kernel lists it: keys, verdict code (`Verdict::code`), comment and
+/// counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedElement {
+    pub key: Vec<u8>,
+    pub key_end: Vec<u8>,
+    pub verdict: Option<i32>,
+    pub comment: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl RangeElement {
+    /// Whether a listed element is this one (keys, verdict, comment; not the counter).
+    pub fn same_as(&self, l: &ListedElement) -> bool {
+        self.key == l.key && self.key_end == l.key_end && Some(self.verdict.code()) == l.verdict && self.comment == l.comment
     }
 }
 
@@ -703,6 +822,11 @@ fn encode_expr(b: &mut Vec<u8>, e: &Expr, set_ids: &mut impl Iterator<Item = u32
         Expr::Vmap(name) => expr(b, "lookup", |b| {
             attr_str(b, NFTA_LOOKUP_SET, name);
             attr_u32(b, NFTA_LOOKUP_SREG, NFT_REG_1);
+            attr_u32(b, NFTA_LOOKUP_DREG, NFT_REG_VERDICT);
+        }),
+        Expr::VmapAt { map, sreg } => expr(b, "lookup", |b| {
+            attr_str(b, NFTA_LOOKUP_SET, map);
+            attr_u32(b, NFTA_LOOKUP_SREG, *sreg);
             attr_u32(b, NFTA_LOOKUP_DREG, NFT_REG_VERDICT);
         }),
         // No data: the kernel starts the counter at zero, as when nft sends zeros.
@@ -1007,6 +1131,81 @@ pub fn rule_hits(fam: Family, table: &str) -> Result<Vec<(String, u64, u64)>> {
         out[i].2 += bytes;
     }
     Ok(out)
+}
+
+/// The names of the named sets and maps of a table (none if the table is missing).
+pub fn set_names(fam: Family, table: &str) -> Result<Vec<String>> {
+    let all = match dump(NFT_MSG_GETSET, fam, &format!("sets of {} {table}", fam.name()), |b| attr_str(b, NFTA_SET_TABLE, table)) {
+        Err(e) if e.errno == Some(libc::ENOENT) => return Ok(Vec::new()),
+        r => r?,
+    };
+    Ok(all
+        .iter()
+        .filter_map(|m| {
+            let a = attrs(m);
+            let t = a.iter().find(|(k, _)| *k == NFTA_SET_TABLE).map(|(_, v)| attr_string(v))?;
+            let name = a.iter().find(|(k, _)| *k == NFTA_SET_NAME).map(|(_, v)| attr_string(v))?;
+            (t == table && !name.starts_with("__")).then_some(name)
+        })
+        .collect())
+}
+
+/// The elements of a named set or map with their counters (ENOENT if it is missing): the
+/// kernel walks that set only.
+pub fn set_elements(fam: Family, table: &str, set: &str) -> Result<Vec<ListedElement>> {
+    let msgs = dump(NFT_MSG_GETSETELEM, fam, &format!("elements of {} {table} {set}", fam.name()), |b| {
+        attr_str(b, NFTA_SET_ELEM_LIST_TABLE, table);
+        attr_str(b, NFTA_SET_ELEM_LIST_SET, set);
+    })?;
+    let value = |v: &[u8]| attrs(v).iter().find(|(k, _)| *k == NFTA_DATA_VALUE).map(|(_, d)| d.to_vec()).unwrap_or_default();
+    let mut out = Vec::new();
+    for m in &msgs {
+        for (k, list) in attrs(m) {
+            if k != NFTA_SET_ELEM_LIST_ELEMENTS {
+                continue;
+            }
+            for (_, elem) in attrs(list) {
+                let mut e = ListedElement { key: Vec::new(), key_end: Vec::new(), verdict: None, comment: String::new(), packets: 0, bytes: 0 };
+                for (k, v) in attrs(elem) {
+                    match k {
+                        NFTA_SET_ELEM_KEY => e.key = value(v),
+                        NFTA_SET_ELEM_KEY_END => e.key_end = value(v),
+                        NFTA_SET_ELEM_DATA => {
+                            e.verdict = attrs(v)
+                                .iter()
+                                .filter(|(k, _)| *k == NFTA_DATA_VERDICT)
+                                .flat_map(|(_, d)| attrs(d))
+                                .find(|(k, _)| *k == NFTA_VERDICT_CODE)
+                                .and_then(|(_, c)| c.try_into().ok().map(i32::from_be_bytes))
+                        }
+                        NFTA_SET_ELEM_USERDATA => e.comment = udata_comment(v).unwrap_or_default(),
+                        NFTA_SET_ELEM_EXPR => add_counter(v, &mut e.packets, &mut e.bytes),
+                        NFTA_SET_ELEM_EXPRESSIONS => attrs(v).iter().for_each(|(_, x)| add_counter(x, &mut e.packets, &mut e.bytes)),
+                        _ => {}
+                    }
+                }
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Adds the packets and bytes of a `counter` expression (name and data attributes) to the
+/// totals; other expressions add nothing.
+fn add_counter(expr: &[u8], packets: &mut u64, bytes: &mut u64) {
+    let e = attrs(expr);
+    if !e.iter().any(|(k, v)| *k == NFTA_EXPR_NAME && attr_string(v) == "counter") {
+        return;
+    }
+    for (k, v) in e.iter().filter(|(k, _)| *k == NFTA_EXPR_DATA).flat_map(|(_, d)| attrs(d)) {
+        let n = v.try_into().map(u64::from_be_bytes).unwrap_or(0);
+        match k {
+            NFTA_COUNTER_PACKETS => *packets += n,
+            NFTA_COUNTER_BYTES => *bytes += n,
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

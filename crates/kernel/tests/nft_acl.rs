@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::in_private_netns;
 
-use hns_kernel::nft_acl::{self, Action, Attach, Direction, EndpointAcl, Rule, Scope};
+use hns_kernel::nft_acl::{self, Action, Attach, Direction, EndpointAcl, Prior, Rule, Scope};
 use hns_kernel::nft_batch::Batch;
 
 fn ruleset() -> String {
@@ -36,7 +36,7 @@ fn state() -> Vec<EndpointAcl> {
         Rule { local: nets("fd00::1/128"), remote: nets("fd01::/61,fd02::/16"), ..rule(Action::Allow, Direction::In, Scope::Host, 10) },
         rule(Action::Block, Direction::Out, Scope::Host, 20),
         rule(Action::Allow, Direction::Out, Scope::Switch, 65000),
-        // Over the expansion limit: sets.
+        // Lists multiplied: 2 x 5 x 2 boxes, partly shadowed by the rule at 100.
         Rule { protocols: vec![6, 17], local_ports: vec![(1, 1), (3, 3), (5, 9), (100, 200), (65000, 65535)], remote: nets("10.0.0.0/8,fd00::/64"), ..rule(Action::Allow, Direction::In, Scope::Switch, 400) },
     ];
     vec![
@@ -58,32 +58,39 @@ fn netlink_tables_read_back_as_the_nft_program() {
         nft_acl::build_all(&mut b, &eps);
         nft_acl::apply(&b).unwrap();
         assert!(nft_acl::tables_present());
-        // One series per ACL rule of each endpoint (the expanded ones summed), none counted yet.
+        // One series per ACL rule of each endpoint (its boxes summed), none counted yet.
         let hits = nft_acl::rule_hits().unwrap();
         assert_eq!(hits.len(), 8 + 8 + 1, "{hits:?}");
         assert!(hits.iter().any(|(c, _, _)| c == "hns:hnv000000000002:7") && hits.iter().all(|(_, p, b)| (*p, *b) == (0, 0)), "{hits:?}");
-        // The reconciler's check: each endpoint chain holds the number of rules its state
-        // says (expanded rules and the final drop), and a flushed chain shows.
-        for e in &eps {
-            for (chain, n) in nft_acl::wanted_rule_counts(e) {
-                assert_eq!(nft_acl::chain_rules(e.attach, &chain).unwrap(), n, "{chain}");
-            }
-        }
-        let (chain, _) = nft_acl::wanted_rule_counts(&eps[0]).remove(0);
-        let fam = if eps[0].attach == Attach::BridgePort { "bridge" } else { "inet" };
-        assert!(Command::new("nft").args(["flush", "chain", fam, "hns_acl", &chain]).status().unwrap().success());
+        // The reconciler's check: each endpoint's chains and map elements are what its state
+        // says; a flushed chain, a flushed map and a deleted element show.
+        assert!(eps.iter().all(|e| !nft_acl::endpoint_drifted(e)));
+        let repair = |e: &EndpointAcl| {
+            let mut b = Batch::new();
+            nft_acl::build_endpoint(&mut b, e, Prior::Unknown);
+            nft_acl::apply(&b).unwrap();
+            assert!(!nft_acl::endpoint_drifted(e));
+        };
+        let chain = nft_acl::wanted_chains(&eps[0]).remove(0);
+        assert!(Command::new("nft").args(["flush", "chain", "bridge", "hns_acl", &chain]).status().unwrap().success());
         assert_eq!(nft_acl::chain_rules(eps[0].attach, &chain).unwrap(), 0, "a flushed chain has no rule");
         assert_eq!(nft_acl::chain_rules(eps[0].attach, "no_such_chain").unwrap(), 0);
-        nft_acl::apply(&{
-            let mut b = Batch::new();
-            nft_acl::build_endpoint(&mut b, &eps[0], false);
-            b
-        })
-        .unwrap();
+        assert!(nft_acl::endpoint_drifted(&eps[0]));
+        repair(&eps[0]);
+        assert!(Command::new("nft").args(["flush", "map", "inet", "hns_acl", "hnv000000000002_sw_out_4"]).status().unwrap().success());
+        assert!(nft_acl::endpoint_drifted(&eps[1]));
+        repair(&eps[1]);
+        let listed = Command::new("nft").args(["list", "map", "bridge", "hns_acl", "hnv000000000001_sw_in_4"]).output().unwrap();
+        let listed = String::from_utf8(listed.stdout).unwrap();
+        let first = listed.split("elements = { ").nth(1).unwrap().split(" counter").next().unwrap().to_owned();
+        let del = Command::new("nft").args(["delete", "element", "bridge", "hns_acl", "hnv000000000001_sw_in_4", &format!("{{ {first} }}")]).output().unwrap();
+        assert!(del.status.success(), "{first}: {}", String::from_utf8_lossy(&del.stderr));
+        assert!(nft_acl::endpoint_drifted(&eps[0]), "a deleted element shows");
+        repair(&eps[0]);
         ruleset()
     });
-    assert!(by_nft.contains("counter packets 0 bytes 0 drop comment \"hns:hnv000000000001:0\""), "{by_nft}");
-    assert!(by_nft.contains("jump hnv000000000002_sw_in") && by_nft.contains("dport { 1, 3, 5-9, 100-200, 65000-65535 }"), "{by_nft}");
+    assert!(by_nft.contains("counter packets 0 bytes 0 comment \"hns:hnv000000000001:0\" : drop"), "{by_nft}");
+    assert!(by_nft.contains("jump hnv000000000002_sw_in") && by_nft.contains("vmap @hnv000000000002_sw_in_6"), "{by_nft}");
     assert_eq!(by_netlink, by_nft);
 }
 
@@ -95,8 +102,8 @@ fn endpoint_updates_read_back_as_the_nft_program_and_touch_only_that_endpoint() 
     changed.rules[0].local_ports = vec![(443, 443)];
     let by_nft = in_private_netns(|| {
         nft_acl::run(&nft_acl::compile_all(&eps)).unwrap();
-        nft_acl::run(&nft_acl::compile_endpoint(&changed, false)).unwrap();
-        nft_acl::run(&nft_acl::compile_endpoint(&EndpointAcl { rules: vec![], ..eps[2].clone() }, false)).unwrap();
+        nft_acl::run(&nft_acl::compile_endpoint(&changed, Prior::Programmed)).unwrap();
+        nft_acl::run(&nft_acl::compile_endpoint(&EndpointAcl { rules: vec![], ..eps[2].clone() }, Prior::Unknown)).unwrap();
         ruleset()
     });
     let by_netlink = in_private_netns(|| {
@@ -104,7 +111,7 @@ fn endpoint_updates_read_back_as_the_nft_program_and_touch_only_that_endpoint() 
         nft_acl::build_all(&mut b, &eps);
         nft_acl::apply(&b).unwrap();
         let mut b = Batch::new();
-        nft_acl::build_endpoint(&mut b, &changed, false);
+        nft_acl::build_endpoint(&mut b, &changed, Prior::Programmed);
         nft_acl::apply(&b).unwrap();
         // Twice: the update is idempotent.
         nft_acl::apply(&b).unwrap();
@@ -113,10 +120,11 @@ fn endpoint_updates_read_back_as_the_nft_program_and_touch_only_that_endpoint() 
         nft_acl::apply(&b).unwrap();
         let chains = nft_acl::chains(Attach::BridgePort).unwrap();
         assert!(chains.contains(&"hnv000000000001_sw_in".to_owned()) && !chains.iter().any(|c| c.starts_with("hnv000000000003")), "{chains:?}");
-        assert!(!chains.contains(&"hnv000000000001_host_in".to_owned()), "no Host rule left: its chains go: {chains:?}");
+        let sets = hns_kernel::nft_batch::set_names(hns_kernel::nft_batch::Family::Bridge, nft_acl::ACL_TABLE).unwrap();
+        assert!(sets.contains(&"hnv000000000001_host_in_6".to_owned()) && !sets.iter().any(|s| s.starts_with("hnv000000000003")), "{sets:?}");
         ruleset()
     });
-    assert!(by_nft.contains("dport 443"), "{by_nft}");
+    assert!(by_nft.contains(" . 443 counter"), "{by_nft}");
     assert_eq!(by_netlink, by_nft);
     eps.clear();
 }
@@ -130,7 +138,7 @@ fn a_refused_batch_changes_nothing_and_names_the_operation() {
         nft_acl::apply(&b).unwrap();
         let before = ruleset();
         let mut b = Batch::new();
-        nft_acl::build_endpoint(&mut b, &EndpointAcl { rules: vec![], ..eps[0].clone() }, false);
+        nft_acl::build_endpoint(&mut b, &EndpointAcl { rules: vec![], ..eps[0].clone() }, Prior::Unknown);
         // A chain that does not exist: the kernel refuses the whole transaction.
         nft_acl::build_remove(&mut b, "nosuchveth", Attach::BridgePort);
         b.delete_chain(hns_kernel::nft_batch::Family::Bridge, nft_acl::ACL_TABLE, "nosuchchain");

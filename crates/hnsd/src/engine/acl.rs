@@ -12,17 +12,26 @@
 //! the engine lock, run through `blocking()` so a large rebuild never stalls a tokio worker.
 
 use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Policy, RequestType};
-use hns_kernel::nft_acl::{self, Attach, EndpointAcl, Rule};
+use hns_kernel::nft_acl::{self, Attach, EndpointAcl, Prior, Rule};
 use hns_kernel::nft_batch::Batch;
 
 use super::policies::{self, ACL, NETWORK_ACL};
 use super::records::EndpointRecord;
 use super::{Engine, Result, kernel_err};
 
-/// Endpoints whose chains' rule counts the periodic ACL check reads per pass.
-const ACL_RULE_CHECKS_PER_PASS: usize = 64;
+/// Endpoints whose chains and map elements the periodic ACL check reads per pass (twelve
+/// small dumps each, ~15 us apiece).
+const ACL_RULE_CHECKS_PER_PASS: usize = 16;
 
 impl Engine {
+    /// Refuses endpoint rules that, merged with the network's, compile to more match boxes
+    /// than one endpoint may hold (`nft_acl::check`).
+    pub(crate) fn check_acl_boxes(&self, net_id: &str, own: &[Rule], field: &str) -> Result<()> {
+        let mut rules = self.network_acls(net_id);
+        rules.extend(own.iter().cloned());
+        nft_acl::check(&rules).map_err(|m| ApiError::field(ErrorCode::InvalidPolicy, field, m))
+    }
+
     /// The NetworkACL rules of a network (validated when they were stored).
     pub(crate) fn network_acls(&self, net_id: &str) -> Vec<Rule> {
         self.networks.get(net_id).map(|n| policies::parse_network_acls(&n.rec.net.policies, "Policies").unwrap_or_default()).unwrap_or_default()
@@ -69,29 +78,50 @@ impl Engine {
         super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err)
     }
 
-    /// Writes the ACL state of some endpoints: only their chains and elements change (one
-    /// transaction), unless the tables are missing, then everything is rebuilt.
-    pub(crate) fn program_acls(&self, ids: &[String]) -> Result<()> {
-        let states: Vec<EndpointAcl> = ids.iter().filter_map(|id| self.endpoints.get(id)).filter_map(|r| self.acl_state(r)).collect();
+    /// Writes the ACL state of some endpoints (one transaction): only their objects change,
+    /// unless the tables are missing, then everything is rebuilt. `had_rules`: the endpoints
+    /// whose rules were programmed before this change, so their chains and maps are in
+    /// place and only the maps' elements are rewritten (the kernel then has no table to
+    /// validate); should one be missing after all, the batch fails as a whole and the
+    /// endpoints are written in full.
+    pub(crate) fn program_acls(&self, ids: &[String], had_rules: &std::collections::HashSet<String>) -> Result<()> {
+        let states: Vec<(&String, EndpointAcl)> = ids.iter().filter_map(|id| Some((id, self.acl_state(self.endpoints.get(id)?)?))).collect();
         let present = nft_acl::tables_present();
-        if states.iter().all(|s| s.rules.is_empty()) && !present {
+        if states.iter().all(|(_, s)| s.rules.is_empty()) && !present {
             return Ok(());
         }
         if !present || !self.other_acl_state(None) {
             return self.rebuild_acls();
         }
-        let mut b = Batch::new();
-        for s in &states {
-            nft_acl::build_endpoint(&mut b, s, false);
+        let batch = |trust: bool| {
+            let mut b = Batch::new();
+            for (id, s) in &states {
+                let prior = if trust && had_rules.contains(*id) { Prior::Programmed } else { Prior::Unknown };
+                nft_acl::build_endpoint(&mut b, s, prior);
+            }
+            b
+        };
+        let fast = batch(true);
+        match super::blocking(|| nft_acl::apply(&fast)) {
+            Err(e) if !had_rules.is_empty() => {
+                tracing::warn!("ACL elements could not be rewritten in place ({e}); writing the endpoints in full");
+                let full = batch(false);
+                super::blocking(|| nft_acl::apply(&full)).map_err(kernel_err)
+            }
+            r => r.map_err(kernel_err),
         }
-        super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err)
+    }
+
+    /// The endpoints among `ids` whose ACL rules are programmed now (see [`program_acls`]).
+    fn with_rules(&self, ids: &[String]) -> std::collections::HashSet<String> {
+        ids.iter().filter(|id| self.endpoints.get(*id).and_then(|r| self.acl_state(r)).is_some_and(|s| !s.rules.is_empty())).cloned().collect()
     }
 
     /// At attach: writes the endpoint's chains if it has rules; an endpoint without any costs
     /// nothing (no kernel write).
     pub(crate) fn attach_acls(&self, ep_id: &str) -> Result<()> {
         match self.endpoints.get(ep_id).and_then(|r| self.acl_state(r)) {
-            Some(s) if !s.rules.is_empty() => self.program_acls(&[ep_id.to_owned()]),
+            Some(s) if !s.rules.is_empty() => self.program_acls(&[ep_id.to_owned()], &Default::default()),
             _ => Ok(()),
         }
     }
@@ -133,8 +163,8 @@ impl Engine {
         if !wanted {
             return Ok(false);
         }
-        // Every endpoint's chains must exist (one dump of the chain names); the rule count of
-        // each chain is read for a slice of the endpoints per pass, so a chain flushed by hand
+        // Every endpoint's chains must exist (one dump of the chain names); the rules and map
+        // elements of a slice of the endpoints are compared per pass, so a chain flushed by hand
         // (which lets the endpoint's traffic through) is found within a few passes at a bounded
         // cost under the lock (a dump of all rules took 80 ms at 1 000 x 10).
         let mut have = std::collections::HashSet::new();
@@ -146,8 +176,7 @@ impl Engine {
         let mut broken = Vec::new();
         for (i, s) in states.iter().enumerate() {
             let missing = || nft_acl::wanted_chains(s).iter().any(|c| !have.contains(c));
-            let emptied = || nft_acl::wanted_rule_counts(s).iter().any(|(c, n)| nft_acl::chain_rules(s.attach, c).is_ok_and(|have| have != *n));
-            if missing() || (in_slice(i) && emptied()) {
+            if missing() || (in_slice(i) && nft_acl::endpoint_drifted(s)) {
                 broken.push(s);
             }
         }
@@ -156,7 +185,7 @@ impl Engine {
         }
         let mut b = Batch::new();
         for s in broken {
-            nft_acl::build_endpoint(&mut b, s, false);
+            nft_acl::build_endpoint(&mut b, s, Prior::Unknown);
         }
         super::blocking(|| nft_acl::apply(&b)).map_err(|e| e.to_string())?;
         Ok(true)
@@ -174,11 +203,13 @@ impl Engine {
         let kind_of_net = self.networks[&rec.network_id].rec.net.network_type();
         policies::check_network_takes_acls(kind_of_net, true, "Settings.Policies")?;
         rec.acls = apply_change(&rec.acls, kind, &wanted, &format!("endpoint {id}"))?;
+        self.check_acl_boxes(&rec.network_id, &rec.acls, "Settings.Policies")?;
+        let had_rules = self.with_rules(&[id.to_owned()]);
         rec.ep.version += 1;
         self.persist_endpoint(&rec, false)?;
         self.endpoints.insert(id.to_owned(), rec);
         super::failpoint("policy-after-commit");
-        self.program_acls(&[id.to_owned()]).map_err(|e| committed(e, "the endpoint's ACLs are stored"))
+        self.program_acls(&[id.to_owned()], &had_rules).map_err(|e| committed(e, "the endpoint's ACLs are stored"))
     }
 
     /// The same for NetworkACL policies on a network; every attached endpoint of it is
@@ -192,13 +223,19 @@ impl Engine {
         policies::check_network_takes_acls(rec.net.network_type(), true, "Settings.Policies")?;
         let current = self.network_acls(net_id);
         let next = apply_change(&current, kind, &wanted, &format!("network {net_id}"))?;
+        let ids: Vec<String> = self.endpoints.values().filter(|e| e.network_id == net_id).map(|e| e.ep.id.clone()).collect();
+        for id in &ids {
+            let mut rules = next.clone();
+            rules.extend(self.endpoints[id].acls.iter().cloned());
+            nft_acl::check(&rules).map_err(|m| ApiError::field(ErrorCode::InvalidPolicy, "Settings.Policies", format!("with endpoint {id}'s own rules, {m}")))?;
+        }
+        let had_rules = self.with_rules(&ids);
         rec.net.policies.retain(|p| !policies::is_network_acl(p));
         rec.net.policies.extend(next.iter().map(|r| policies::to_policy(NETWORK_ACL, r)));
         rec.net.version += 1;
         self.persist_network(&rec, false)?;
         self.networks.get_mut(net_id).expect("exists").rec = rec;
-        let ids: Vec<String> = self.endpoints.values().filter(|e| e.network_id == net_id).map(|e| e.ep.id.clone()).collect();
-        self.program_acls(&ids).map_err(|e| committed(e, "the network's ACLs are stored"))?;
+        self.program_acls(&ids, &had_rules).map_err(|e| committed(e, "the network's ACLs are stored"))?;
         Ok(self.networks[net_id].rec.net.clone())
     }
 }

@@ -159,6 +159,9 @@ impl Engine {
         portmaps::check_network_takes_mappings(self.networks[&net_id].rec.net.network_type(), &mappings, "Policies")?;
         let acls = super::policies::parse_endpoint_acls(&req.policies, "Policies")?;
         super::policies::check_network_takes_acls(self.networks[&net_id].rec.net.network_type(), !acls.is_empty(), "Policies")?;
+        if !acls.is_empty() {
+            self.check_acl_boxes(&net_id, &acls, "Policies")?;
+        }
         let extra = {
             let n = &self.networks[&net_id];
             let subnets: Vec<ipnet::IpNet> = n.plan.subnets.iter().map(|(s, _)| *s).collect();

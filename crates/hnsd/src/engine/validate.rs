@@ -122,6 +122,7 @@ pub fn parse_network_policies(policies: &[Policy], field: &str) -> Result<Networ
             return Err(refuse_policy(p, i, field, "network", NETWORK_POLICY_TYPES));
         }
     }
+    hns_kernel::nft_acl::check(&out.acls).map_err(|m| invalid(ErrorCode::InvalidPolicy, field, m))?;
     Ok(out)
 }
 
