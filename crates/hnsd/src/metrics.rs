@@ -183,8 +183,7 @@ impl Inventory {
             .flat_map(|(r, s)| {
                 hns_kernel::nft_acl::ordered(&s.rules)
                     .into_iter()
-                    .enumerate()
-                    .map(|(i, rule)| {
+                    .map(|rule| {
                         use hns_kernel::nft_acl::{Action, Direction};
                         let labels = AclRuleLabels {
                             endpoint: r.ep.id.clone(),
@@ -193,7 +192,7 @@ impl Inventory {
                             action: if rule.action == Action::Allow { "allow" } else { "block" },
                             direction: if rule.direction == Direction::In { "in" } else { "out" },
                         };
-                        (hns_kernel::nft_acl::rule_comment(&s.host_if, i), labels)
+                        (hns_kernel::nft_acl::rule_comment(&s.host_if, rule), labels)
                     })
                     .collect::<Vec<_>>()
             })

@@ -103,6 +103,52 @@ fn main() {
     };
     let elem_plain = elem(false);
     let elem_jump = elem(true);
+    // One endpoint map's elements: flushed alone, and flushed and refilled (first and last
+    // endpoint, to see whether finding a map by name grows with its place in the table).
+    let map_of = |e: &EndpointAcl| format!("{}_sw_in_4", e.host_if);
+    let flush_only = |e: &EndpointAcl| {
+        let m = map_of(e);
+        time(n, || {
+            let mut b = Batch::new();
+            b.flush_set(fam, t, &m);
+            nft_batch::apply(&b).unwrap();
+        })
+    };
+    let flush_first = flush_only(&all[0]);
+    let flush_last = flush_only(&all[eps - 1]);
+    let refill = time(n, || {
+        let ordered = nft_acl::ordered(&all[1].rules);
+        let els: Vec<_> = nft_acl::stage_elements(&all[1], &ordered, hns_kernel::nft_acl::Scope::Switch, hns_kernel::nft_acl::Direction::In, false).into_iter().map(|(_, e)| e).collect();
+        let mut b = Batch::new();
+        b.flush_set(fam, t, &map_of(&all[1]));
+        b.add_range_elements(fam, t, &map_of(&all[1]), &els);
+        nft_batch::apply(&b).unwrap();
+    });
+    // Adding elements only (fresh keys each time) and deleting them only, on endpoint 2's map.
+    let m2 = map_of(&all[2]);
+    let el = |i: u32, verdict: Verdict| {
+        let k = [vec![6, 0, 0, 0], i.to_be_bytes().to_vec(), vec![0; 4], vec![0; 4], vec![0; 4]].concat();
+        nft_batch::RangeElement { key: k.clone(), key_end: k, verdict, comment: String::new() }
+    };
+    let mut next = 0u32;
+    let mut added = Vec::new();
+    let add_only = time(n, || {
+        next += 1;
+        let mut b = Batch::new();
+        let e = el(0x0a00_0000 + next, Verdict::Return);
+        b.add_range_elements(fam, t, &m2, std::slice::from_ref(&e));
+        nft_batch::apply(&b).unwrap();
+        added.push(e);
+    });
+    let mut it = added.into_iter();
+    let delete_only = time(n, || {
+        let e = it.next().unwrap();
+        let mut b = Batch::new();
+        b.delete_range_element(fam, t, &m2, &e.key, &e.key_end);
+        nft_batch::apply(&b).unwrap();
+    });
+    println!("one element: add={add_only:?} delete={delete_only:?}");
+    println!("one map: flush (first endpoint)={flush_first:?} flush (last endpoint)={flush_last:?} flush+refill={refill:?}");
     // 4. Reads the engine does around a change.
     let present = time(n, || assert!(nft_acl::tables_present()));
     let chains = time(5, || {

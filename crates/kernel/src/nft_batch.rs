@@ -670,6 +670,21 @@ impl Batch {
         });
     }
 
+    /// Deletes one element of an interval map made by [`Batch::add_concat_vmap`] (fails if
+    /// it is missing).
+    pub fn delete_range_element(&mut self, fam: Family, table: &str, set: &str, key: &[u8], key_end: &[u8]) {
+        self.message(NFT_MSG_DELSETELEM, 0, fam, format!("delete element {} {table} {set} {{ {key:02x?}-{key_end:02x?} }}", fam.name()), |b| {
+            attr_str(b, NFTA_SET_ELEM_LIST_TABLE, table);
+            attr_str(b, NFTA_SET_ELEM_LIST_SET, set);
+            nested(b, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
+                nested(b, NFTA_LIST_ELEM, |b| {
+                    data_value(b, NFTA_SET_ELEM_KEY, key);
+                    data_value(b, NFTA_SET_ELEM_KEY_END, key_end);
+                })
+            });
+        });
+    }
+
     /// The whole batch: begin marker, the messages, end marker.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.buf.len() + 40);

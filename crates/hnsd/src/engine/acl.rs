@@ -11,6 +11,8 @@
 //! (well under a millisecond of kernel time) at any number of endpoints, so it stays under
 //! the engine lock, run through `blocking()` so a large rebuild never stalls a tokio worker.
 
+use std::collections::HashMap;
+
 use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Policy, RequestType};
 use hns_kernel::nft_acl::{self, Attach, EndpointAcl, Prior, Rule};
 use hns_kernel::nft_batch::Batch;
@@ -79,12 +81,12 @@ impl Engine {
     }
 
     /// Writes the ACL state of some endpoints (one transaction): only their objects change,
-    /// unless the tables are missing, then everything is rebuilt. `had_rules`: the endpoints
-    /// whose rules were programmed before this change, so their chains and maps are in
-    /// place and only the maps' elements are rewritten (the kernel then has no table to
-    /// validate); should one be missing after all, the batch fails as a whole and the
-    /// endpoints are written in full.
-    pub(crate) fn program_acls(&self, ids: &[String], had_rules: &std::collections::HashSet<String>) -> Result<()> {
+    /// unless the tables are missing, then everything is rebuilt. `before`: the state of the
+    /// endpoints whose rules were programmed before this change, so their chains and maps
+    /// are in place and only the map elements that differ are written (the kernel then has
+    /// no table to validate); should the kernel not hold what `before` says, the batch fails
+    /// as a whole and the endpoints are written in full.
+    pub(crate) fn program_acls(&self, ids: &[String], before: &HashMap<String, EndpointAcl>) -> Result<()> {
         let states: Vec<(&String, EndpointAcl)> = ids.iter().filter_map(|id| Some((id, self.acl_state(self.endpoints.get(id)?)?))).collect();
         let present = nft_acl::tables_present();
         if states.iter().all(|(_, s)| s.rules.is_empty()) && !present {
@@ -96,14 +98,16 @@ impl Engine {
         let batch = |trust: bool| {
             let mut b = Batch::new();
             for (id, s) in &states {
-                let prior = if trust && had_rules.contains(*id) { Prior::Programmed } else { Prior::Unknown };
-                nft_acl::build_endpoint(&mut b, s, prior);
+                match before.get(*id) {
+                    Some(old) if trust && !s.rules.is_empty() && old.host_if == s.host_if => nft_acl::build_change(&mut b, old, s),
+                    _ => nft_acl::build_endpoint(&mut b, s, Prior::Unknown),
+                }
             }
             b
         };
         let fast = batch(true);
         match super::blocking(|| nft_acl::apply(&fast)) {
-            Err(e) if !had_rules.is_empty() => {
+            Err(e) if !before.is_empty() => {
                 tracing::warn!("ACL elements could not be rewritten in place ({e}); writing the endpoints in full");
                 let full = batch(false);
                 super::blocking(|| nft_acl::apply(&full)).map_err(kernel_err)
@@ -112,9 +116,10 @@ impl Engine {
         }
     }
 
-    /// The endpoints among `ids` whose ACL rules are programmed now (see [`program_acls`]).
-    fn with_rules(&self, ids: &[String]) -> std::collections::HashSet<String> {
-        ids.iter().filter(|id| self.endpoints.get(*id).and_then(|r| self.acl_state(r)).is_some_and(|s| !s.rules.is_empty())).cloned().collect()
+    /// The ACL state of the endpoints among `ids` whose rules are programmed now (see
+    /// [`program_acls`]).
+    fn with_rules(&self, ids: &[String]) -> HashMap<String, EndpointAcl> {
+        ids.iter().filter_map(|id| Some((id.clone(), self.acl_state(self.endpoints.get(id)?)?))).filter(|(_, s)| !s.rules.is_empty()).collect()
     }
 
     /// At attach: writes the endpoint's chains if it has rules; an endpoint without any costs
@@ -204,12 +209,12 @@ impl Engine {
         policies::check_network_takes_acls(kind_of_net, true, "Settings.Policies")?;
         rec.acls = apply_change(&rec.acls, kind, &wanted, &format!("endpoint {id}"))?;
         self.check_acl_boxes(&rec.network_id, &rec.acls, "Settings.Policies")?;
-        let had_rules = self.with_rules(&[id.to_owned()]);
+        let before = self.with_rules(&[id.to_owned()]);
         rec.ep.version += 1;
         self.persist_endpoint(&rec, false)?;
         self.endpoints.insert(id.to_owned(), rec);
         super::failpoint("policy-after-commit");
-        self.program_acls(&[id.to_owned()], &had_rules).map_err(|e| committed(e, "the endpoint's ACLs are stored"))
+        self.program_acls(&[id.to_owned()], &before).map_err(|e| committed(e, "the endpoint's ACLs are stored"))
     }
 
     /// The same for NetworkACL policies on a network; every attached endpoint of it is
@@ -229,13 +234,13 @@ impl Engine {
             rules.extend(self.endpoints[id].acls.iter().cloned());
             nft_acl::check(&rules).map_err(|m| ApiError::field(ErrorCode::InvalidPolicy, "Settings.Policies", format!("with endpoint {id}'s own rules, {m}")))?;
         }
-        let had_rules = self.with_rules(&ids);
+        let before = self.with_rules(&ids);
         rec.net.policies.retain(|p| !policies::is_network_acl(p));
         rec.net.policies.extend(next.iter().map(|r| policies::to_policy(NETWORK_ACL, r)));
         rec.net.version += 1;
         self.persist_network(&rec, false)?;
         self.networks.get_mut(net_id).expect("exists").rec = rec;
-        self.program_acls(&ids, &had_rules).map_err(|e| committed(e, "the network's ACLs are stored"))?;
+        self.program_acls(&ids, &before).map_err(|e| committed(e, "the network's ACLs are stored"))?;
         Ok(self.networks[net_id].rec.net.clone())
     }
 }
