@@ -11,10 +11,12 @@
 //! - [`stream`]: a reply whose body is read as it arrives (`GET /events`).
 //!
 //! The response head is parsed by `httparse` (hyper's own parser); the rest is written by hand
-//! because no maintained client fits: hyper needs an async runtime and a connector layer for a
-//! Unix socket, ureq has no Unix-socket transport and brings TLS, proxy and cookie machinery that
-//! a local socket never uses. What is left here is writing a request head and reading a body by
-//! its Content-Length or its chunks.
+//! because no maintained client fits: hyper's client needs an async runtime and a connector
+//! layer for a Unix socket (hnsctl carried a tokio runtime for that alone); ureq ships no
+//! Unix-socket transport (one is written against its transport traits, as much code as here)
+//! and is built around URLs, TLS and proxies that a local socket never uses. What is left here
+//! is writing a request head and reading a body by its Content-Length, its chunks or to the
+//! close.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
