@@ -6,8 +6,7 @@
 //! number of endpoints is visible, and ratios to the peer measured in the same run.
 //! Timings are wall-clock on a shared machine: compare within one run, not across runs.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -310,48 +309,28 @@ fn main() -> Result<()> {
     }
 }
 
-/// A keep-alive HTTP/1.1 client on the API socket (clients such as Docker keep one open).
+/// A kept-alive connection on the API socket (clients such as Docker keep one open), through
+/// hns-client; each call is one request on it.
 struct Client {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
+    conn: hns_client::Conn,
     /// The `Server-Timing` duration of the last reply, when hnsd sent one (ms).
     server_ms: Option<f64>,
 }
 
 impl Client {
     fn connect(p: &Path) -> Result<Client> {
-        let s = UnixStream::connect(p).with_context(|| format!("connect {}", p.display()))?;
-        Ok(Client { r: BufReader::new(s.try_clone()?), w: s, server_ms: None })
+        Ok(Client { conn: hns_client::Conn::connect(p, None)?, server_ms: None })
     }
 
     fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let b = body.map(|b| b.to_string()).unwrap_or_default();
-        write!(self.w, "{method} {path} HTTP/1.1\r\nHost: hns\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len())?;
-        let mut line = String::new();
-        self.r.read_line(&mut line)?;
-        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad status line")?;
-        let mut len = 0usize;
         self.server_ms = None;
-        loop {
-            let mut h = String::new();
-            self.r.read_line(&mut h)?;
-            if h == "\r\n" || h.is_empty() {
-                break;
-            }
-            let lower = h.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                len = v.trim().parse()?;
-            }
-            if let Some(v) = lower.strip_prefix("server-timing:") {
-                self.server_ms = v.split("dur=").nth(1).and_then(|d| d.trim().parse().ok());
-            }
+        let r = self.conn.request(method, path, &b)?;
+        self.server_ms = r.server_ms;
+        if !r.is_success() {
+            bail!("{method} {path}: {} {}", r.status, r.body);
         }
-        let mut buf = vec![0; len];
-        self.r.read_exact(&mut buf)?;
-        if !(200..300).contains(&status) {
-            bail!("{method} {path}: {status} {}", String::from_utf8_lossy(&buf));
-        }
-        Ok(if buf.is_empty() { Value::Null } else { serde_json::from_slice(&buf)? })
+        Ok(if r.body.is_empty() { Value::Null } else { serde_json::from_str(&r.body)? })
     }
 }
 

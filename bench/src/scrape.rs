@@ -5,7 +5,7 @@
 //! byte; p50/p90/max and the response size.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
@@ -50,12 +50,13 @@ pub fn inner(sock: &Path, levels: &[usize], scrapes: usize, hnsd_pid: u32) -> Re
         let cpu0 = cpu_ms(hnsd_pid)?;
         for _ in 0..scrapes {
             let t = Instant::now();
-            let (status, b) = get(sock, "/metrics").context("GET /metrics")?;
+            // Not hns_client::http_get, whose 2 s timeout a slow scrape on a busy machine can exceed.
+            let r = hns_client::request(sock, "GET", "/metrics", "", Some(Duration::from_secs(60))).context("GET /metrics")?;
             times.push(ms(t));
-            if status != 200 {
-                bail!("GET /metrics: {status}");
+            if r.status != 200 {
+                bail!("GET /metrics: {}", r.status);
             }
-            body = b;
+            body = r.body;
         }
         let cpu = (cpu_ms(hnsd_pid)? - cpu0) / scrapes as f64;
         let series = body.lines().filter(|l| l.starts_with("hns_endpoint_sent_bytes_total{")).count();
@@ -74,22 +75,4 @@ pub fn inner(sock: &Path, levels: &[usize], scrapes: usize, hnsd_pid: u32) -> Re
         );
     }
     Ok(())
-}
-
-/// `GET path` on a new connection (`Connection: close`), read to the end: (status, body). Not
-/// hns_lab::http_get, whose 2 s read timeout a slow scrape on a busy machine can exceed.
-fn get(sock: &Path, path: &str) -> Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(sock)?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: hns\r\nConnection: close\r\n\r\n")?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8(raw)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        bail!("chunked response: not read here");
-    }
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("status line")?;
-    Ok((status, body.to_owned()))
 }

@@ -24,12 +24,13 @@ impl Hns {
     }
 
     fn call(&self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
-        hns_client::request(&self.socket, method, path, body, TIMEOUT).map_err(|e| {
+        let reply = hns_client::request(&self.socket, method, path, body, Some(TIMEOUT)).map_err(|e| {
             CniError::new(
                 code::TRY_AGAIN,
-                format!("hnsd does not answer on {} ({e}); start it (systemctl start hnsd) and try again", self.socket.display()),
+                format!("hnsd does not answer on {} ({}); start it (systemctl start hnsd) and try again", self.socket.display(), e.cause()),
             )
-        })
+        })?;
+        Ok((reply.status, reply.body))
     }
 
     /// GET; `None` on 404.

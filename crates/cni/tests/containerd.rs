@@ -75,9 +75,9 @@ impl Drop for Containerd<'_> {
 }
 
 fn api(lab: &Lab, path: &str) -> Value {
-    let (status, body) = http_get(&lab.socket(), path).unwrap();
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap()
+    let r = http_get(&lab.socket(), path).unwrap();
+    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap()
 }
 
 

@@ -93,9 +93,9 @@ impl Drop for Podman<'_> {
 }
 
 fn api(lab: &Lab, path: &str) -> Value {
-    let (status, body) = http_get(&lab.socket(), path).unwrap();
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap()
+    let r = http_get(&lab.socket(), path).unwrap();
+    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap()
 }
 
 /// Host-side veths of hns endpoints (live and retired) in the lab host.

@@ -98,9 +98,9 @@ impl<'a> Netns<'a> {
 }
 
 fn api(lab: &Lab, path: &str) -> Value {
-    let (status, body) = http_get(&lab.socket(), path).unwrap();
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap()
+    let r = http_get(&lab.socket(), path).unwrap();
+    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap()
 }
 
 fn endpoints(lab: &Lab) -> Vec<Value> {
@@ -274,7 +274,7 @@ fn gc_removes_exactly_what_is_not_valid() {
     }
     // An endpoint made through the API, not by CNI, on the same network.
     let body = json!({ "HostComputeNetwork": "hnsnet", "Name": "byhand" }).to_string();
-    let (status, text) = hns_client::request(&lab.socket(), "POST", "/endpoints", &body, Duration::from_secs(10)).unwrap();
+    let hns_client::Reply { status, body: text, .. } = hns_client::request(&lab.socket(), "POST", "/endpoints", &body, Some(Duration::from_secs(10))).unwrap();
     assert_eq!(status, 200, "{text}");
     // g4's runtime removed its namespace without a DEL.
     spaces[3].remove();

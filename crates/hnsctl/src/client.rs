@@ -1,15 +1,12 @@
-//! HTTP/1.1 + JSON over hnsd's unix socket.
+//! HTTP/1.1 + JSON over hnsd's unix socket, through hns-client.
 //!
-//! A [`Client`] owns a tokio current-thread runtime: no worker threads, so once the client is
-//! dropped hnsctl is single-threaded again and may fork, setns and unshare. Each request uses
-//! its own connection, which keeps the code free of connection-reuse state.
+//! Blocking, with no runtime and no thread: hnsctl stays single-threaded and may fork, setns
+//! and unshare at any time. Each request uses its own connection, which keeps the code free of
+//! connection-reuse state.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -18,33 +15,28 @@ use hns_api::{ApiError, ModifyRequest};
 
 pub struct Client {
     socket: PathBuf,
-    rt: tokio::runtime::Runtime,
 }
 
 impl Client {
     pub fn new(socket: &Path) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| CliError::local(format!("cannot start the I/O runtime: {e}")))?;
-        Ok(Client { socket: socket.to_owned(), rt })
+        Ok(Client { socket: socket.to_owned() })
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let body = self.call(Method::GET, path, None)?;
-        decode(&Method::GET, path, &body)
+        let body = self.call("GET", path, None)?;
+        decode("GET", path, &body)
     }
 
     pub fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let json = encode(body)?;
-        let reply = self.call(Method::POST, path, Some(json))?;
-        decode(&Method::POST, path, &reply)
+        let reply = self.call("POST", path, Some(json))?;
+        decode("POST", path, &reply)
     }
 
     /// A POST whose reply body is not needed (modify requests).
     pub fn post_ignore<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<()> {
         let json = encode(body)?;
-        self.call(Method::POST, path, Some(json)).map(|_| ())
+        self.call("POST", path, Some(json)).map(|_| ())
     }
 
     pub fn modify(&self, path: &str, req: &ModifyRequest) -> Result<()> {
@@ -55,69 +47,63 @@ impl Client {
     /// is empty or not a `T` (the change was made all the same).
     pub fn modify_reply<T: DeserializeOwned>(&self, path: &str, req: &ModifyRequest) -> Result<Option<T>> {
         let json = encode(req)?;
-        let reply = self.call(Method::POST, path, Some(json))?;
-        Ok(serde_json::from_slice(&reply).ok())
+        let reply = self.call("POST", path, Some(json))?;
+        Ok(serde_json::from_str(&reply).ok())
     }
 
     pub fn delete(&self, path: &str) -> Result<()> {
-        self.call(Method::DELETE, path, None).map(|_| ())
+        self.call("DELETE", path, None).map(|_| ())
     }
 
     /// A DELETE whose reply says what was removed.
     pub fn delete_reply<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let reply = self.call(Method::DELETE, path, None)?;
-        decode(&Method::DELETE, path, &reply)
+        let reply = self.call("DELETE", path, None)?;
+        decode("DELETE", path, &reply)
     }
 
     /// A GET whose reply is a stream of lines (`/events`): `on_line` gets each line as it
     /// arrives, until the stream ends or `on_line` returns false.
     pub fn stream_lines(&self, path: &str, mut on_line: impl FnMut(&[u8]) -> Result<bool>) -> Result<()> {
-        self.rt.block_on(async {
-            let shown = self.socket.display().to_string();
-            let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| connect_error(&shown, &e))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(|e| CliError::Connect { socket: shown.clone(), err: e.to_string() })?;
-            let driver = tokio::spawn(conn);
-            let lost = |e: hyper::Error| CliError::Protocol(format!("lost the connection to hnsd at {shown} during GET {path}: {e}"));
-            let request = Request::builder()
-                .method(Method::GET)
-                .uri(path)
-                .header(hyper::header::HOST, "hnsd")
-                .body(Full::new(Bytes::new()))
-                .map_err(|e| CliError::local(format!("cannot build the request GET {path}: {e}")))?;
-            let response = sender.send_request(request).await.map_err(lost)?;
-            let status = response.status();
-            let mut body = response.into_body();
-            if !status.is_success() {
-                let bytes = body.collect().await.map_err(lost)?.to_bytes();
-                return Err(error_from_reply(status, &bytes));
+        let failed = |e: hns_client::Error| self.failure("GET", path, e);
+        let mut stream = hns_client::stream(&self.socket, "GET", path, "", None).map_err(failed)?;
+        if !(200..300).contains(&stream.status) {
+            let body = stream.text().map_err(failed)?;
+            return Err(error_from_reply(stream.status, &body));
+        }
+        let lost = |e: std::io::Error| {
+            CliError::Protocol(format!("lost the connection to hnsd at {} during GET {path}: {e}", self.socket.display()))
+        };
+        let mut lines = BufReader::new(stream);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if lines.read_until(b'\n', &mut line).map_err(lost)? == 0 {
+                return Ok(());
             }
-            let mut pending: Vec<u8> = Vec::new();
-            'read: while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(lost)?;
-                let Ok(data) = frame.into_data() else { continue };
-                pending.extend_from_slice(&data);
-                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=end).collect();
-                    if !on_line(&line[..line.len() - 1])? {
-                        break 'read;
-                    }
-                }
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            if !on_line(text)? {
+                return Ok(());
             }
-            drop(sender);
-            driver.abort();
-            Ok(())
-        })
+        }
     }
 
     /// Sends one request; a non-2xx answer becomes the error it carries.
-    fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes> {
-        let (status, bytes) = self.rt.block_on(exchange(&self.socket, method, path, body))?;
-        if status.is_success() {
-            Ok(bytes)
+    fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<String> {
+        let reply = hns_client::request(&self.socket, method, path, body.unwrap_or_default(), None)
+            .map_err(|e| self.failure(method, path, e))?;
+        if reply.is_success() {
+            Ok(reply.body)
         } else {
-            Err(error_from_reply(status, &bytes))
+            Err(error_from_reply(reply.status, &reply.body))
+        }
+    }
+
+    /// Why a request got no reply: the socket could not be reached, or the exchange broke.
+    fn failure(&self, method: &str, path: &str, e: hns_client::Error) -> CliError {
+        let shown = self.socket.display().to_string();
+        match e {
+            hns_client::Error::Connect { source, .. } => connect_error(&shown, &source),
+            e => CliError::Protocol(format!("lost the connection to hnsd at {shown} during {method} {path}: {}", e.cause())),
         }
     }
 }
@@ -126,46 +112,18 @@ fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
     serde_json::to_vec(body).map_err(|e| CliError::local(format!("cannot encode the request: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(method: &Method, path: &str, body: &[u8]) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| {
+fn decode<T: DeserializeOwned>(method: &str, path: &str, body: &str) -> Result<T> {
+    serde_json::from_str(body).map_err(|e| {
         CliError::Protocol(format!("hnsd sent an unexpected reply to {method} {path}: {e}"))
     })
 }
 
 /// Turns a failed reply into an error: the API error body when there is one.
-pub fn error_from_reply(status: StatusCode, body: &[u8]) -> CliError {
-    match serde_json::from_slice::<ApiError>(body) {
+pub fn error_from_reply(status: u16, body: &str) -> CliError {
+    match serde_json::from_str::<ApiError>(body) {
         Ok(e) => CliError::Api(e),
-        Err(_) => CliError::Http { status: status.as_u16(), body: String::from_utf8_lossy(body).into_owned() },
+        Err(_) => CliError::Http { status, body: body.to_owned() },
     }
-}
-
-async fn exchange(socket: &Path, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
-    let shown = socket.display().to_string();
-    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| connect_error(&shown, &e))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-        .await
-        .map_err(|e| CliError::Connect { socket: shown.clone(), err: e.to_string() })?;
-    let driver = tokio::spawn(conn);
-
-    let lost = |e: hyper::Error| CliError::Protocol(format!("lost the connection to hnsd at {shown} during {method} {path}: {e}"));
-    let mut builder = Request::builder()
-        .method(method.clone())
-        .uri(path)
-        .header(hyper::header::HOST, "hnsd")
-        .header(hyper::header::ACCEPT, "application/json");
-    if body.is_some() {
-        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
-    }
-    let request = builder
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| CliError::local(format!("cannot build the request {method} {path}: {e}")))?;
-    let response = sender.send_request(request).await.map_err(lost)?;
-    let status = response.status();
-    let bytes = response.into_body().collect().await.map_err(lost)?.to_bytes();
-    drop(sender);
-    driver.abort();
-    Ok((status, bytes))
 }
 
 /// Why the socket could not be reached: a permission error (hnsd's socket is mode 0600 in a
@@ -205,10 +163,10 @@ pub(crate) mod tests {
 
     #[test]
     fn error_bodies() {
-        let e = error_from_reply(StatusCode::NOT_FOUND, br#"{"code":"NETWORK_NOT_FOUND","message":"no network named x"}"#);
+        let e = error_from_reply(404, r#"{"code":"NETWORK_NOT_FOUND","message":"no network named x"}"#);
         assert!(e.is_not_found());
         assert_eq!(e.render(), "Error: no network named x (NETWORK_NOT_FOUND)");
-        let e = error_from_reply(StatusCode::BAD_GATEWAY, b"upstream broke");
+        let e = error_from_reply(502, "upstream broke");
         assert_eq!(e.render(), "Error: hnsd answered HTTP 502: upstream broke");
         assert_eq!(e.exit_code(), 1);
     }

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -221,49 +220,29 @@ fn humantime_like(t: &str) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64) + Duration::from_micros(num(20, 26) as u64)
 }
 
-/// A raw `GET /events` connection that reads nothing until asked.
+/// A `GET /events` connection that reads nothing until asked (but its reply's head).
 struct RawSubscriber {
-    s: BufReader<UnixStream>,
+    s: BufReader<hns_client::Stream>,
 }
 
 impl RawSubscriber {
     fn connect(lab: &Lab) -> RawSubscriber {
-        let mut s = UnixStream::connect(lab.socket()).unwrap();
-        s.write_all(b"GET /events HTTP/1.1\r\nHost: hns\r\n\r\n").unwrap();
+        let s = hns_client::stream(&lab.socket(), "GET", "/events", "", Some(Duration::from_secs(20))).unwrap();
+        assert!(s.status == 200 && s.content_type.as_deref().is_some_and(|t| t.starts_with("application/x-ndjson")), "{} {:?}", s.status, s.content_type);
         RawSubscriber { s: BufReader::new(s) }
     }
 
-    /// Reads the head, then the body's chunks, line by line, until `last` matches a line.
+    /// Reads the body line by line until `last` matches a line.
     fn lines_until(&mut self, last: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.s.get_mut().set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut head = String::new();
-        loop {
-            let mut l = String::new();
-            self.s.read_line(&mut l).unwrap();
-            if l == "\r\n" {
-                break;
-            }
-            head.push_str(&l);
-        }
-        assert!(head.starts_with("HTTP/1.1 200") && head.to_ascii_lowercase().contains("application/x-ndjson"), "{head}");
-        let mut pending = Vec::new();
         let mut out = Vec::new();
         loop {
-            let mut size = String::new();
-            self.s.read_line(&mut size).unwrap();
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
-            assert!(n > 0, "the stream ended");
-            let mut chunk = vec![0; n + 2];
-            self.s.read_exact(&mut chunk).unwrap();
-            pending.extend_from_slice(&chunk[..n]);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let v: Value = serde_json::from_slice(&line).unwrap();
-                let done = last(&v);
-                out.push(v);
-                if done {
-                    return out;
-                }
+            let mut line = String::new();
+            assert!(self.s.read_line(&mut line).unwrap() > 0, "the stream ended");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let done = last(&v);
+            out.push(v);
+            if done {
+                return out;
             }
         }
     }

@@ -107,7 +107,7 @@ impl<'a> DockerDaemon<'a> {
         self.proc = Some(proc);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((200, _)) = http_get(&self.socket(), "/_ping") {
+            if http_get(&self.socket(), "/_ping").is_ok_and(|r| r.status == 200) {
                 return Ok(());
             }
             if self.proc.as_ref().is_some_and(|p| !p.is_running()) {

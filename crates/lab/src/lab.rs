@@ -610,8 +610,8 @@ impl Lab {
             }
             if socket.exists() {
                 match http_get(&socket, "/healthz") {
-                    Ok((200, _)) => return Ok(()),
-                    Ok((code, body)) => last = format!("GET /healthz answered {code}: {}", body.trim()),
+                    Ok(r) if r.status == 200 => return Ok(()),
+                    Ok(r) => last = format!("GET /healthz answered {}: {}", r.status, r.body.trim()),
                     Err(e) => last = format!("{e:#}"),
                 }
             }

@@ -136,8 +136,8 @@ fn daemon_lifecycle_with_a_fake_hnsd() {
     lab.set_hnsd_bin(&fake);
 
     let d = lab.start_hnsd(&["--log-format", "json"]).unwrap();
-    assert_eq!(http_get(&lab.socket(), "/healthz").unwrap().0, 200);
-    assert_eq!(http_get(&lab.socket(), "/nope").unwrap().0, 404);
+    assert_eq!(http_get(&lab.socket(), "/healthz").unwrap().status, 200);
+    assert_eq!(http_get(&lab.socket(), "/nope").unwrap().status, 404);
     // It really runs inside the host namespaces.
     assert_eq!(
         fs::read_link(format!("/proc/{}/ns/net", d.pid())).unwrap(),

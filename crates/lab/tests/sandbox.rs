@@ -37,7 +37,7 @@ fn sandbox_runs_until_signalled_and_removes_everything() {
         assert!(!runner.is_finished(), "sandbox ended early: {:?}", runner.join());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(http_get(&dir.join("hns.sock"), "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(&dir.join("hns.sock"), "/healthz").unwrap().status, 200);
 
     // A second sandbox on the same directory is refused.
     let err = run_sandbox(opts.clone()).unwrap_err();

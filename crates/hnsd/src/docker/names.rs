@@ -47,7 +47,7 @@ pub fn name_in_listing(body: &str) -> Option<String> {
 fn name_from_api(id: &str) -> Option<String> {
     let path = format!("/containers/json?all=1&filters=%7B%22id%22%3A%5B%22{id}%22%5D%7D");
     DOCKER_SOCKETS.iter().find_map(|s| match hns_client::http_get(Path::new(s), &path) {
-        Ok((200, body)) => name_in_listing(&body),
+        Ok(r) if r.status == 200 => name_in_listing(&r.body),
         _ => None,
     })
 }

@@ -2,15 +2,13 @@
 //! conveniences for running things inside compartments.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hns_lab::{Lab, Side};
 use serde_json::{Value, json};
 
-/// A minimal HTTP/1.1 client for the API socket (one connection per request).
+/// The API socket as the tests use it: one connection per request, every reply returned.
 pub struct Api {
     pub socket: PathBuf,
 }
@@ -36,26 +34,14 @@ impl Api {
         Api { socket: lab.socket() }
     }
 
+    /// One request on a connection of its own (hns-client). Status 0: the daemon closed the
+    /// connection without answering (it died), or the exchange broke; `raw` then says how.
     pub fn request_raw(&self, method: &str, path: &str, body: &[u8]) -> Reply {
-        let mut s = UnixStream::connect(&self.socket).expect("connect to hnsd");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: hns\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).unwrap();
-        // A server may refuse a huge body before reading it all; that is fine.
-        let _ = s.write_all(body);
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        // Status 0: the daemon closed the connection without answering (it died).
-        let status: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let (head, body_text) = text.split_once("\r\n\r\n").map(|(h, b)| (h.to_ascii_lowercase(), b.to_owned())).unwrap_or_default();
-        let server_ms = head.lines().find_map(|l| l.strip_prefix("server-timing:")).and_then(|v| v.split("dur=").nth(1)).and_then(|d| d.trim().parse().ok());
-        let body_text = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body_text) } else { body_text };
-        let body = serde_json::from_str(&body_text).unwrap_or(Value::Null);
-        Reply { status, body, raw: body_text, server_ms }
+        match hns_client::request(&self.socket, method, path, body, Some(Duration::from_secs(30))) {
+            Ok(r) => Reply { status: r.status, body: serde_json::from_str(&r.body).unwrap_or(Value::Null), raw: r.body, server_ms: r.server_ms },
+            Err(e @ hns_client::Error::Connect { .. }) => panic!("{e}"),
+            Err(e) => Reply { status: 0, body: Value::Null, raw: e.to_string(), server_ms: None },
+        }
     }
 
     pub fn get(&self, path: &str) -> Reply {
@@ -89,20 +75,6 @@ impl Api {
             "namespaces": self.get("/namespaces").ok(),
         })
     }
-}
-
-fn dechunk(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n.min(after.len())]);
-        rest = after.get(n + 2..).unwrap_or("");
-    }
-    out
 }
 
 /// The first IPv4 address of an endpoint.
