@@ -18,15 +18,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use hns_api::{ApiError, ErrorCode};
-use tokio::sync::Mutex;
-
-use crate::engine::Engine;
+use crate::engine::EngineLock;
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY: usize = 1 << 20;
 
 pub struct AppState {
-    pub engine: Mutex<Engine>,
+    /// The engine behind its lock, and the read model the GETs are served from.
+    pub engine: EngineLock,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub events: Arc<crate::events::Bus>,
 }
