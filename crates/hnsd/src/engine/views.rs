@@ -22,8 +22,9 @@
 //!
 //! Debug builds check every publish while the engine holds at most [`CHECK_UP_TO`] objects: the
 //! published views must equal views built from scratch, and each list must serialize to the
-//! same bytes as the engine's own list; a mismatch (a change not noted) panics. The lab suite
-//! runs on debug builds, so it exercises that check on every request it makes.
+//! same bytes as the engine's own list; a mismatch (a change not noted) aborts hnsd with a
+//! message saying what differs. The lab suite runs on debug builds, so it exercises that check
+//! on every request it makes. Release builds do not check.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -348,10 +349,12 @@ impl Engine {
                 ),
                 format!("subnets equal: {}", published.subnets == full.subnets),
             ];
-            panic!("engine::views: the published read model differs from the engine's state (a change was not noted where it was made); differing: {}", diff.join("; "));
+            mismatch(format!("the published read model differs from the engine's state (a change was not noted where it was made); differing: {}", diff.join("; ")));
         }
         let same = |what: &str, a: String, b: String| {
-            assert!(a == b, "engine::views: GET {what} from the read model differs from the engine's:\n views: {a}\nengine: {b}");
+            if a != b {
+                mismatch(format!("GET {what} from the read model differs from the engine's:\n views: {a}\nengine: {b}"));
+            }
         };
         same("/networks", json(&full.networks()), json(&self.list_networks()));
         same("/endpoints", json(&full.endpoints()), json(&self.list_endpoints()));
@@ -364,6 +367,16 @@ impl Engine {
     fn object_count(&self) -> usize {
         self.networks.len() + self.endpoints.len() + self.overlay.remote.values().map(|m| m.len()).sum::<usize>() + self.namespaces.len() + self.lbs.recs.len()
     }
+}
+
+/// Debug builds: a read model that differs from the engine stops hnsd at once, loudly. Not a
+/// panic: that would end only the task that made the change (unnoticed if it was the
+/// reconciler's).
+#[cfg(debug_assertions)]
+fn mismatch(msg: String) -> ! {
+    tracing::error!("engine::views: {msg}");
+    eprintln!("engine::views: {msg}");
+    std::process::abort()
 }
 
 #[cfg(debug_assertions)]
