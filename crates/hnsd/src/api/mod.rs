@@ -3,6 +3,12 @@
 //! Handlers are thin: decode (naming the bad field), hand a typed request to the engine under
 //! its lock (or to [`requests`], for paths that wait on another machine), encode. Every
 //! failure is an [`ApiError`] body with its HTTP status.
+//!
+//! GETs of networks, endpoints, compartments, port mappings and load balancers do not take the
+//! engine's lock: they read the views the engine published when its last writer released the
+//! lock ([`crate::engine::views`]), so a slow writer (an nft apply, etcd, a reconcile pass)
+//! delays no read, and a read after a change's reply shows the change. `GET /info`, `/nodes`
+//! and `/metrics` still read the engine itself.
 
 mod handlers;
 mod loadbalancers;

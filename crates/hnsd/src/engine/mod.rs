@@ -1,6 +1,6 @@
 //! The engine: the single owner of hnsd's state.
 //!
-//! Every request is handled by `&mut Engine` methods under one lock, in the same order:
+//! Every change is made by `&mut Engine` methods under one lock, in the same order:
 //! validate (pure, nothing changes on failure) → commit one store transaction holding the
 //! object and its allocations → apply idempotent kernel steps → mark ready. A crash at any
 //! point is repaired by [`reconcile`], which makes the kernel match the store. An attach's
@@ -17,6 +17,15 @@
 //!
 //! The working set lives in memory (loaded from the store at start), so lookups and
 //! allocation never scan the store; the store is written through.
+//!
+//! The API's GETs do not take the lock. The engine lives in an [`EngineLock`], whose guard,
+//! when it was borrowed mutably, publishes on release the read model ([`views`]): the API
+//! objects as GETs show them, in persistent maps swapped in atomically. Only the objects
+//! changed under the guard are recomputed; the maps that hold them note each change
+//! (`index::EndpointMap`, `index::Tracked`, `overlay::RemoteMap`). The GETs of networks,
+//! endpoints, compartments, port mappings and load balancers read the last published views:
+//! they never wait on a writer, never see half of a change, and see a change as soon as its
+//! request has answered.
 
 pub mod dhcp;
 mod dhcp6;
