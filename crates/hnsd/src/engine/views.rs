@@ -451,3 +451,46 @@ impl Drop for EngineGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(id: &str, name: &str) -> Arc<HostComputeEndpoint> {
+        Arc::new(HostComputeEndpoint { id: id.into(), name: name.into(), ..Default::default() })
+    }
+
+    #[test]
+    fn names_follow_renames_and_removals() {
+        let mut n = Names::new();
+        rename(&mut n, "b", None, Some("web"));
+        rename(&mut n, "a", None, Some("web"));
+        assert_eq!(first(&n, "web").as_deref(), Some("a"), "the lowest ID first, as a scan in ID order finds it");
+        rename(&mut n, "a", Some("web"), Some("db"));
+        assert_eq!(first(&n, "web").as_deref(), Some("b"));
+        rename(&mut n, "b", Some("web"), None);
+        assert!(!n.contains_key("web"), "an empty entry is dropped");
+        assert_eq!(first(&n, "db").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn endpoint_lookups_mirror_the_engine() {
+        let (a, b) = ("0a000000-0000-0000-0000-000000000001", "0b000000-0000-0000-0000-000000000002");
+        let mut v = Views::default();
+        for (id, name) in [(a, "twin"), (b, "twin")] {
+            v.endpoints.insert(id.into(), ep(id, name));
+            rename(&mut v.endpoint_names, id, None, Some(name));
+        }
+        let remote = "0c000000-0000-0000-0000-000000000003";
+        v.remote.insert(("net".into(), remote.into()), ep(remote, "far"));
+        let e = v.endpoint("twin").err().expect("ambiguous");
+        assert_eq!(e.code, ErrorCode::EndpointNotFound);
+        assert!(e.message.contains(&format!("({a}, {b})")), "{}", e.message);
+        assert_eq!(v.endpoint(&format!("{{{}}}", b.to_uppercase())).unwrap().0.id, b);
+        assert_eq!(v.endpoint("far").unwrap().0.id, remote);
+        assert_eq!(v.endpoint(&remote.to_uppercase()).unwrap().0.id, remote);
+        assert_eq!(v.endpoint("none").err().unwrap().message, pick_named("none", &[]).unwrap_err().message);
+        let ids: Vec<String> = v.endpoints().0.iter().map(|e| e.id.clone()).collect();
+        assert_eq!(ids, [a, b, remote], "this host's endpoints, then the remote ones");
+    }
+}
