@@ -93,7 +93,7 @@ fn a_read_after_a_change_shows_it() {
     let net = api.post("/networks", &json!({"Name": "ryw", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.83.0.0/16"}]}]})).ok();
     let net_id = net["ID"].as_str().unwrap().to_owned();
     assert_eq!(api.get("/networks/ryw").ok(), net);
-    assert_eq!(ids("/networks"), [net_id.clone()]);
+    assert_eq!(ids("/networks"), [net_id.as_str()]);
     let acl = json!([{"Type": "NetworkACL", "Settings": {"Action": "Allow", "Direction": "In", "Protocols": "icmp", "Priority": 200}}]);
     let modified = api.post("/networks/ryw", &json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": acl}})).ok();
     assert_eq!(api.get(&format!("/networks/{net_id}")).ok(), modified);
@@ -102,7 +102,7 @@ fn a_read_after_a_change_shows_it() {
     let ep = api.post("/endpoints", &json!({"HostComputeNetwork": "ryw", "Name": "web"})).ok();
     let ep_id = ep["ID"].as_str().unwrap().to_owned();
     assert_eq!(api.get("/endpoints/web").ok(), ep);
-    assert_eq!(ids("/endpoints"), [ep_id.clone()]);
+    assert_eq!(ids("/endpoints"), [ep_id.as_str()]);
     let ns = api.post("/namespaces", &json!({"Name": "box"})).ok();
     let ns_id = ns["ID"].as_str().unwrap().to_owned();
     assert_eq!(api.get("/namespaces/box").ok(), ns);
