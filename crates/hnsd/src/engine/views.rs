@@ -20,11 +20,11 @@
 //! `namespace_view`, `remote_view`, ...), and each read below mirrors the engine's (same order,
 //! same name semantics, same errors).
 //!
-//! Debug builds check every publish while the engine holds at most [`CHECK_UP_TO`] objects: the
-//! published views must equal views built from scratch, and (when something changed) each list
-//! must serialize to the same bytes as the engine's own list; a mismatch (a change not noted) aborts hnsd with a
-//! message saying what differs. The lab suite runs on debug builds, so it exercises that check
-//! on every request it makes. Release builds do not check.
+//! Debug builds check every publish while the engine holds at most [`CHECK_UP_TO`] objects:
+//! the published views must equal views built from scratch, and (when something changed) each
+//! list must serialize to the same bytes as the engine's own list; a mismatch (a change not
+//! noted) aborts hnsd with a message saying what differs. The lab suite runs on debug builds,
+//! so it exercises that check on every request it makes. Release builds do not check.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
