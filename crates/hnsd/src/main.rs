@@ -134,7 +134,7 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         }
     }
     let lease6_events = engine.take_lease6_events();
-    let state = Arc::new(api::AppState { engine: tokio::sync::Mutex::new(engine), metrics, events: events.clone() });
+    let state = Arc::new(api::AppState { engine: engine::EngineLock::new(engine), metrics, events: events.clone() });
     let metrics_tcp = match cfg.metrics_listen {
         Some(addr) => Some(metrics::listen(addr, state.clone()).await?),
         None => None,

@@ -405,7 +405,7 @@ impl Metrics {
     }
 
     /// The text of one scrape.
-    pub async fn encode(&self, engine: &tokio::sync::Mutex<Engine>, events: &crate::events::Bus) -> String {
+    pub async fn encode(&self, engine: &crate::engine::EngineLock, events: &crate::events::Bus) -> String {
         let mut last = self.last.lock().await;
         // An operation in flight may hold the engine for a while (kernel steps, etcd): serve
         // the previous figures rather than wait. The first scrape has none, so it waits once.

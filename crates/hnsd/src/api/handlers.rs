@@ -1,4 +1,5 @@
-//! One handler per route. Each decodes its input, calls the engine, encodes the result.
+//! One handler per route. Each decodes its input, calls the engine, encodes the result. GETs
+//! of API objects read the published views (`engine::views`) and never take the engine's lock.
 
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use hns_api::{ApiError, DaemonInfo, ErrorCode, Health, HostComputeEndpoint, Host
 use serde::de::DeserializeOwned;
 
 use super::{Failure, MAX_BODY, Shared, server_timing};
+use crate::engine::views::{List, One};
 use super::requests;
 
 type Reply<T> = Result<Json<T>, Failure>;
@@ -32,8 +34,8 @@ pub(super) fn body<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Res
 }
 
 #[utoipa::path(get, path = "/networks", responses((status = 200, body = [HostComputeNetwork])))]
-pub async fn list_networks(State(s): State<Shared>) -> Json<Vec<HostComputeNetwork>> {
-    Json(s.engine.lock().await.list_networks())
+pub async fn list_networks(State(s): State<Shared>) -> Json<List<HostComputeNetwork>> {
+    Json(s.engine.views().networks())
 }
 
 #[utoipa::path(post, path = "/networks", request_body = HostComputeNetwork,
@@ -49,8 +51,8 @@ pub async fn create_network(State(s): State<Shared>, b: Result<Bytes, BytesRejec
 
 #[utoipa::path(get, path = "/networks/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = HostComputeNetwork), (status = 404, body = ApiError)))]
-pub async fn get_network(State(s): State<Shared>, Path(id): Path<String>) -> Reply<HostComputeNetwork> {
-    Ok(Json(s.engine.lock().await.get_network(&id)?))
+pub async fn get_network(State(s): State<Shared>, Path(id): Path<String>) -> Reply<One<HostComputeNetwork>> {
+    Ok(Json(s.engine.views().network(&id)?))
 }
 
 #[utoipa::path(delete, path = "/networks/{id}", params(("id" = String, Path, description = "ID or name")),
@@ -69,8 +71,8 @@ pub async fn modify_network(State(s): State<Shared>, Path(id): Path<String>, b: 
 }
 
 #[utoipa::path(get, path = "/endpoints", responses((status = 200, body = [HostComputeEndpoint])))]
-pub async fn list_endpoints(State(s): State<Shared>) -> Json<Vec<HostComputeEndpoint>> {
-    Json(s.engine.lock().await.list_endpoints())
+pub async fn list_endpoints(State(s): State<Shared>) -> Json<List<HostComputeEndpoint>> {
+    Json(s.engine.views().endpoints())
 }
 
 #[utoipa::path(post, path = "/endpoints", request_body = HostComputeEndpoint,
@@ -86,8 +88,8 @@ pub async fn create_endpoint(State(s): State<Shared>, b: Result<Bytes, BytesReje
 
 #[utoipa::path(get, path = "/endpoints/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = HostComputeEndpoint), (status = 404, body = ApiError)))]
-pub async fn get_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Reply<HostComputeEndpoint> {
-    Ok(Json(s.engine.lock().await.get_endpoint(&id)?))
+pub async fn get_endpoint(State(s): State<Shared>, Path(id): Path<String>) -> Reply<One<HostComputeEndpoint>> {
+    Ok(Json(s.engine.views().endpoint(&id)?))
 }
 
 #[utoipa::path(delete, path = "/endpoints/{id}", params(("id" = String, Path, description = "ID or name")),
@@ -112,8 +114,8 @@ pub async fn modify_endpoint(State(s): State<Shared>, Path(id): Path<String>, b:
 }
 
 #[utoipa::path(get, path = "/namespaces", responses((status = 200, body = [HostComputeNamespace])))]
-pub async fn list_namespaces(State(s): State<Shared>) -> Json<Vec<HostComputeNamespace>> {
-    Json(s.engine.lock().await.list_namespaces())
+pub async fn list_namespaces(State(s): State<Shared>) -> Json<List<HostComputeNamespace>> {
+    Json(s.engine.views().namespaces())
 }
 
 #[utoipa::path(post, path = "/namespaces", request_body = HostComputeNamespace,
@@ -128,8 +130,8 @@ pub async fn create_namespace(State(s): State<Shared>, b: Result<Bytes, BytesRej
 
 #[utoipa::path(get, path = "/namespaces/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = HostComputeNamespace), (status = 404, body = ApiError)))]
-pub async fn get_namespace(State(s): State<Shared>, Path(id): Path<String>) -> Reply<HostComputeNamespace> {
-    Ok(Json(s.engine.lock().await.get_namespace(&id)?))
+pub async fn get_namespace(State(s): State<Shared>, Path(id): Path<String>) -> Reply<One<HostComputeNamespace>> {
+    Ok(Json(s.engine.views().namespace(&id)?))
 }
 
 #[utoipa::path(delete, path = "/namespaces/{id}", params(("id" = String, Path, description = "ID or name")),
@@ -155,7 +157,7 @@ pub async fn modify_namespace(State(s): State<Shared>, Path(id): Path<String>, b
 /// Every port mapping, with the fields of Windows' Open-ContainerPort.
 #[utoipa::path(get, path = "/portmappings", responses((status = 200, body = [PortMappingInfo])))]
 pub async fn list_port_mappings(State(s): State<Shared>) -> Json<Vec<PortMappingInfo>> {
-    Json(s.engine.lock().await.list_port_mappings())
+    Json(s.engine.views().port_mappings())
 }
 
 /// The HNS service version (no envelope).

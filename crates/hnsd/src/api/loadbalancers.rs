@@ -9,10 +9,11 @@ use hns_api::{ApiError, HostComputeLoadBalancer};
 
 use super::handlers::body;
 use super::{Failure, Shared, server_timing};
+use crate::engine::views::{List, One};
 
 #[utoipa::path(get, path = "/loadbalancers", responses((status = 200, body = [HostComputeLoadBalancer])))]
-pub async fn list_lbs(State(s): State<Shared>) -> Json<Vec<HostComputeLoadBalancer>> {
-    Json(s.engine.lock().await.list_lbs())
+pub async fn list_lbs(State(s): State<Shared>) -> Json<List<HostComputeLoadBalancer>> {
+    Json(s.engine.views().lbs())
 }
 
 /// Creates a load balancer: connections to each frontend VIP and external port are spread over
@@ -45,8 +46,8 @@ fn republish(job: Option<crate::engine::Republish>) {
 
 #[utoipa::path(get, path = "/loadbalancers/{id}", params(("id" = String, Path, description = "ID")),
     responses((status = 200, body = HostComputeLoadBalancer), (status = 404, body = ApiError)))]
-pub async fn get_lb(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<HostComputeLoadBalancer>, Failure> {
-    Ok(Json(s.engine.lock().await.get_lb(&id)?))
+pub async fn get_lb(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<One<HostComputeLoadBalancer>>, Failure> {
+    Ok(Json(s.engine.views().lb(&id)?))
 }
 
 #[utoipa::path(delete, path = "/loadbalancers/{id}", params(("id" = String, Path, description = "ID")),

@@ -3,6 +3,12 @@
 //! Handlers are thin: decode (naming the bad field), hand a typed request to the engine under
 //! its lock (or to [`requests`], for paths that wait on another machine), encode. Every
 //! failure is an [`ApiError`] body with its HTTP status.
+//!
+//! GETs of networks, endpoints, compartments, port mappings and load balancers do not take the
+//! engine's lock: they read the views the engine published when its last writer released the
+//! lock ([`crate::engine::views`]), so a slow writer (an nft apply, etcd, a reconcile pass)
+//! delays no read, and a read after a change's reply shows the change. `GET /info`, `/nodes`
+//! and `/metrics` still read the engine itself.
 
 mod handlers;
 mod loadbalancers;
@@ -18,15 +24,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use hns_api::{ApiError, ErrorCode};
-use tokio::sync::Mutex;
-
-use crate::engine::Engine;
+use crate::engine::EngineLock;
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY: usize = 1 << 20;
 
 pub struct AppState {
-    pub engine: Mutex<Engine>,
+    /// The engine behind its lock, and the read model the GETs are served from.
+    pub engine: EngineLock,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub events: Arc<crate::events::Bus>,
 }

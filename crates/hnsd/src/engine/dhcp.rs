@@ -85,7 +85,7 @@ impl LeaseWanted {
 /// `busy` names the objects the request touches: the lock is taken when none is in flight
 /// (see [`super::lock_when_idle`]).
 pub async fn with_leases<P, T>(
-    engine: &tokio::sync::Mutex<Engine>,
+    engine: &super::EngineLock,
     busy: impl Fn(&Engine) -> Vec<String>,
     wanted: impl FnOnce(&Engine) -> (Vec<LeaseWanted>, P),
     op: impl AsyncFnOnce(&mut Engine, P) -> Result<T>,

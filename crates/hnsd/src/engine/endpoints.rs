@@ -691,7 +691,7 @@ impl Engine {
             return Err(store_err(e));
         }
         self.release_ports(&id, &removed);
-        let entry = self.mappings.entry(id.clone()).or_default();
+        let entry = self.mappings.get_or_default(&id);
         removed_at.sort_unstable_by(|a, b| b.cmp(a));
         for at in removed_at {
             entry.remove(at);

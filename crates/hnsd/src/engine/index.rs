@@ -7,6 +7,11 @@
 //! [`EndpointMap::insert`] and [`EndpointMap::remove`], which keep the indexes: there is no
 //! mutable access to a record in place, so an index can never miss a change of compartment or
 //! network.
+//!
+//! The same writes note what changed for the read model (`views`): the endpoints, and the
+//! compartments whose list of attached endpoints changed. [`Tracked`] does the same for the
+//! engine's other maps of API objects (networks, compartments, port mappings, load balancers):
+//! every way to change an entry notes its key, so the read model cannot miss a change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -21,6 +26,10 @@ pub(crate) struct EndpointMap {
     by_network: HashMap<String, BTreeSet<String>>,
     /// Endpoint name -> IDs of the endpoints with that name (one per network at most).
     by_name: HashMap<String, BTreeSet<String>>,
+    /// Endpoints inserted or removed since the read model last took them.
+    changed: BTreeSet<String>,
+    /// Compartments whose set of attached endpoints changed since then.
+    changed_namespaces: BTreeSet<String>,
 }
 
 impl std::ops::Deref for EndpointMap {
@@ -50,11 +59,17 @@ impl EndpointMap {
     pub fn insert(&mut self, id: String, rec: EndpointRecord) -> Option<EndpointRecord> {
         debug_assert_eq!(id, rec.ep.id);
         self.index(&id, &rec);
+        self.changed.insert(id.clone());
+        let ns = rec.ep.host_compute_namespace.clone();
         let old = self.all.insert(id.clone(), rec);
+        if old.as_ref().is_none_or(|o| o.ep.host_compute_namespace != ns) {
+            mark(&mut self.changed_namespaces, &ns);
+        }
         if let Some(o) = &old {
             let now = &self.all[&id];
             if o.ep.host_compute_namespace != now.ep.host_compute_namespace {
                 drop_from(&mut self.by_namespace, &o.ep.host_compute_namespace, &id);
+                mark(&mut self.changed_namespaces, &o.ep.host_compute_namespace);
             }
             if o.network_id != now.network_id {
                 drop_from(&mut self.by_network, &o.network_id, &id);
@@ -68,6 +83,8 @@ impl EndpointMap {
 
     pub fn remove(&mut self, id: &str) -> Option<EndpointRecord> {
         let old = self.all.remove(id)?;
+        self.changed.insert(id.to_owned());
+        mark(&mut self.changed_namespaces, &old.ep.host_compute_namespace);
         drop_from(&mut self.by_namespace, &old.ep.host_compute_namespace, id);
         drop_from(&mut self.by_network, &old.network_id, id);
         drop_from(&mut self.by_name, &old.ep.name, id);
@@ -97,6 +114,72 @@ impl EndpointMap {
     /// The endpoints named `name`, by ID.
     pub fn named<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a EndpointRecord> + 'a {
         self.lookup(&self.by_name, name)
+    }
+
+    /// The endpoints inserted or removed since the last call, and the compartments whose
+    /// attached endpoints changed.
+    pub fn take_changed(&mut self) -> (BTreeSet<String>, BTreeSet<String>) {
+        (std::mem::take(&mut self.changed), std::mem::take(&mut self.changed_namespaces))
+    }
+}
+
+fn mark(set: &mut BTreeSet<String>, key: &str) {
+    if !key.is_empty() && !set.contains(key) {
+        set.insert(key.to_owned());
+    }
+}
+
+/// A map of API objects by ID that notes the key of every entry changed (inserted, removed or
+/// borrowed mutably) until [`Tracked::take_changed`]. Reads go through [`std::ops::Deref`].
+pub(crate) struct Tracked<V> {
+    all: BTreeMap<String, V>,
+    changed: BTreeSet<String>,
+}
+
+impl<V> Default for Tracked<V> {
+    fn default() -> Self {
+        Tracked { all: BTreeMap::new(), changed: BTreeSet::new() }
+    }
+}
+
+impl<V> std::ops::Deref for Tracked<V> {
+    type Target = BTreeMap<String, V>;
+    fn deref(&self) -> &Self::Target {
+        &self.all
+    }
+}
+
+impl<V> Tracked<V> {
+    pub fn insert(&mut self, id: String, v: V) -> Option<V> {
+        mark(&mut self.changed, &id);
+        self.all.insert(id, v)
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<V> {
+        let old = self.all.remove(id)?;
+        mark(&mut self.changed, id);
+        Some(old)
+    }
+
+    /// The entry of `id`, noted as changed (whether or not the caller changes it).
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut V> {
+        let v = self.all.get_mut(id)?;
+        mark(&mut self.changed, id);
+        Some(v)
+    }
+
+    /// The entry of `id`, made with `V::default()` if missing; noted as changed.
+    pub fn get_or_default(&mut self, id: &str) -> &mut V
+    where
+        V: Default,
+    {
+        mark(&mut self.changed, id);
+        self.all.entry(id.to_owned()).or_default()
+    }
+
+    /// The keys changed since the last call.
+    pub fn take_changed(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed)
     }
 }
 

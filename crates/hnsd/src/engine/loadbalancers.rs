@@ -73,7 +73,7 @@ struct Validated {
 /// The load balancers in memory, and what was last written to the kernel for each.
 #[derive(Default)]
 pub(crate) struct Lbs {
-    pub recs: BTreeMap<String, LbRecord>,
+    pub recs: super::index::Tracked<LbRecord>,
     /// Kernel state last applied, by load balancer ID.
     applied: HashMap<String, LbState>,
     /// Frontend key (`Service::chain`) → load balancer ID.
@@ -92,6 +92,10 @@ pub(crate) struct Lbs {
     source_endpoints: HashMap<String, usize>,
     /// Endpoints whose published record changed with `source_endpoints`, not yet written.
     republish: Vec<String>,
+}
+
+pub(crate) fn not_found(key: &str) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no load balancer with ID {key:?}; list them with `hnsctl lb ls`"))
 }
 
 fn bad(field: impl Into<String>, msg: impl Into<String>) -> ApiError {
@@ -225,7 +229,7 @@ impl Engine {
     fn lb_id(&self, key: &str) -> Result<String> {
         norm_guid(key)
             .filter(|id| self.lbs.recs.contains_key(id))
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no load balancer with ID {key:?}; list them with `hnsctl lb ls`")))
+            .ok_or_else(|| not_found(key))
     }
 
     pub fn get_lb(&self, key: &str) -> Result<HostComputeLoadBalancer> {

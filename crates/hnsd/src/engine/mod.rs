@@ -1,6 +1,6 @@
 //! The engine: the single owner of hnsd's state.
 //!
-//! Every request is handled by `&mut Engine` methods under one lock, in the same order:
+//! Every change is made by `&mut Engine` methods under one lock, in the same order:
 //! validate (pure, nothing changes on failure) → commit one store transaction holding the
 //! object and its allocations → apply idempotent kernel steps → mark ready. A crash at any
 //! point is repaired by [`reconcile`], which makes the kernel match the store. An attach's
@@ -17,6 +17,15 @@
 //!
 //! The working set lives in memory (loaded from the store at start), so lookups and
 //! allocation never scan the store; the store is written through.
+//!
+//! The API's GETs do not take the lock. The engine lives in an [`EngineLock`], whose guard,
+//! when it was borrowed mutably, publishes on release the read model ([`views`]): the API
+//! objects as GETs show them, in persistent maps swapped in atomically. Only the objects
+//! changed under the guard are recomputed; the maps that hold them note each change
+//! (`index::EndpointMap`, `index::Tracked`, `overlay::RemoteMap`). The GETs of networks,
+//! endpoints, compartments, port mappings and load balancers read the last published views:
+//! they never wait on a writer, never see half of a change, and see a change as soon as its
+//! request has answered.
 
 pub mod dhcp;
 mod dhcp6;
@@ -37,6 +46,7 @@ mod portmaps;
 pub mod reconcile;
 pub mod records;
 pub mod validate;
+pub mod views;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -51,6 +61,7 @@ use hns_store::{Kind, Store, StoreError};
 
 use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
 pub use endpoints::Step;
+pub use views::{EngineGuard, EngineLock};
 pub use epolicies::parse_outbound_nat;
 pub(crate) use overlay::Republish;
 
@@ -111,10 +122,10 @@ pub struct Engine {
     /// Shared with an attach's kernel step, which makes the attach's commit durable meanwhile.
     pub(crate) store: std::sync::Arc<Store>,
     pub(crate) host: Netlink,
-    pub(crate) networks: BTreeMap<String, Net>,
+    pub(crate) networks: index::Tracked<Net>,
     /// Endpoint records by ID, with indexes by compartment, network and name.
     pub(crate) endpoints: index::EndpointMap,
-    pub(crate) namespaces: BTreeMap<String, Ns>,
+    pub(crate) namespaces: index::Tracked<Ns>,
     /// Open kernel handles of recently used compartments, by namespace ID.
     pub(crate) handles: lru::LruCache<String, std::sync::Arc<Compartment>>,
     /// Endpoints and compartments whose attach or detach is in its kernel step, done without
@@ -136,7 +147,7 @@ pub struct Engine {
     /// Host ports held by port mappings.
     pub(crate) ports: portmaps::PortIndex,
     /// Port mappings of each endpoint, in the order they were made.
-    pub(crate) mappings: HashMap<String, Vec<hns_api::PortMappingSettings>>,
+    pub(crate) mappings: index::Tracked<Vec<hns_api::PortMappingSettings>>,
     /// The DHCP client of each attached endpoint on a DHCP network (renews in the background).
     pub(crate) leases: HashMap<String, hns_dhcp::LeaseKeeper>,
     /// Leases obtained for an operation before it took the lock (see `dhcp::with_leases`).
@@ -180,7 +191,7 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// Takes the engine's lock once none of the objects `busy` names (IDs of endpoints and
 /// compartments, read under the lock) is in an attach's or a detach's kernel step (see
 /// `in_flight`).
-pub async fn lock_when_idle(engine: &tokio::sync::Mutex<Engine>, busy: impl Fn(&Engine) -> Vec<String>) -> tokio::sync::MutexGuard<'_, Engine> {
+pub async fn lock_when_idle(engine: &EngineLock, busy: impl Fn(&Engine) -> Vec<String>) -> EngineGuard<'_> {
     loop {
         let guard = engine.lock().await;
         if guard.in_flight.is_empty() || !busy(&guard).iter().any(|k| guard.in_flight.contains(k)) {
@@ -224,6 +235,20 @@ pub(crate) fn failpoint(name: &str) {
     }
 }
 
+/// Test-only pause: when `HNSD_FAILPOINT` is `pause:NAME:MS`, a request reaching point `NAME`
+/// waits `MS` milliseconds there, holding what it holds (the engine's lock), so tests can prove
+/// that reads do not wait for a writer.
+pub(crate) async fn pause_point(name: &str) {
+    let Ok(v) = std::env::var("HNSD_FAILPOINT") else { return };
+    if let Some((point, ms)) = v.strip_prefix("pause:").and_then(|r| r.rsplit_once(':'))
+        && point == name
+        && let Ok(ms) = ms.parse::<u64>()
+    {
+        tracing::warn!(failpoint = name, ms, "failpoint reached: pausing under the engine lock");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
 /// [`hns_kernel::netns::HostNamespaces::discover`], logged: when the initial namespace cannot
 /// be identified, every adoption will be refused, and the operator should know why at start.
 fn host_namespaces() -> anyhow::Result<hns_kernel::netns::HostNamespaces> {
@@ -256,9 +281,9 @@ impl Engine {
             cfg: cfg.clone(),
             store,
             host,
-            networks: BTreeMap::new(),
+            networks: Default::default(),
             endpoints: index::EndpointMap::default(),
-            namespaces: BTreeMap::new(),
+            namespaces: Default::default(),
             in_flight: HashSet::new(),
             idle: std::sync::Arc::new(tokio::sync::Notify::new()),
             handles: lru::LruCache::new(std::num::NonZeroUsize::new(cfg.open_compartments.max(1)).expect("not zero")),
@@ -269,7 +294,7 @@ impl Engine {
             host_ns: host_namespaces()?,
             reaper,
             ports,
-            mappings: HashMap::new(),
+            mappings: Default::default(),
             leases: HashMap::new(),
             offers: HashMap::new(),
             resuming: HashSet::new(),
@@ -287,7 +312,7 @@ impl Engine {
             acl_check_from: Default::default(),
         };
         for m in e.store.load_all::<records::MappingRecord>(Kind::PortMapping)? {
-            e.mappings.entry(m.endpoint_id).or_default().push(m.settings);
+            e.mappings.get_or_default(&m.endpoint_id).push(m.settings);
         }
         for rec in e.store.load_all::<NetworkRecord>(Kind::Network)? {
             let net = Net::from_record(rec).map_err(|err| anyhow::anyhow!("stored network is invalid: {err}"))?;
@@ -355,18 +380,8 @@ impl Engine {
         {
             return Ok(id);
         }
-        let found: Vec<&EndpointRecord> = self.endpoints.named(key).collect();
-        match found.len() {
-            0 => Err(ApiError::new(ErrorCode::EndpointNotFound, format!("no endpoint with ID or name {key:?}; list them with `hnsctl endpoint ls`"))),
-            1 => Ok(found[0].ep.id.clone()),
-            _ => Err(ApiError::new(
-                ErrorCode::EndpointNotFound,
-                format!(
-                    "endpoint name {key:?} is used on several networks ({}); use the endpoint ID",
-                    found.iter().map(|e| e.ep.id.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            )),
-        }
+        let found: Vec<&str> = self.endpoints.named(key).map(|e| e.ep.id.as_str()).collect();
+        views::pick_named(key, &found).map(str::to_owned)
     }
 
     pub(crate) fn namespace_id(&self, key: &str) -> Option<String> {

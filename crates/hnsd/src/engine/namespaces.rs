@@ -16,12 +16,11 @@ use super::{Engine, Ns, Result, kernel_err, new_guid, norm_guid, store_err_after
 
 impl Engine {
     /// The namespace as clients see it: `Resources` lists its attached endpoints.
-    fn namespace_view(&self, id: &str) -> HostComputeNamespace {
+    pub(super) fn namespace_view(&self, id: &str) -> HostComputeNamespace {
         let mut ns = self.namespaces[id].rec.ns.clone();
         ns.resources = self
             .endpoints
-            .values()
-            .filter(|e| e.ep.host_compute_namespace == id)
+            .in_namespace(id)
             .map(|e| NamespaceResource { kind: "Endpoint".into(), data: serde_json::json!({ "ID": e.ep.id }) })
             .collect();
         ns
@@ -370,7 +369,7 @@ pub(crate) fn render_resolv_conf(servers: &[String], search: &[String], options:
     out
 }
 
-fn not_found(key: &str) -> ApiError {
+pub(crate) fn not_found(key: &str) -> ApiError {
     ApiError::new(ErrorCode::NamespaceNotFound, format!("no namespace with ID or name {key:?}; list them with `hnsctl namespace ls`"))
 }
 

@@ -303,6 +303,7 @@ impl Engine {
         super::failpoint("network-after-commit");
         let plan = net.plan.clone();
         self.networks.insert(id.clone(), net);
+        super::pause_point("network-create").await;
         let applied = async {
             hns_drivers::create_network(&self.host, &plan).await.map_err(kernel_err)?;
             self.apply_nft()?;
@@ -465,7 +466,7 @@ fn policy_field(policies: &[hns_api::Policy], kind: &str) -> String {
     }
 }
 
-fn not_found(key: &str) -> ApiError {
+pub(crate) fn not_found(key: &str) -> ApiError {
     ApiError::new(ErrorCode::NetworkNotFound, format!("no network with ID or name {key:?}; list them with `hnsctl network ls`"))
 }
 

@@ -20,7 +20,6 @@ use hns_api::state;
 use hns_kernel::netlink::Netlink;
 use hns_kernel::netns::NsIdentity;
 use hns_kernel::{names, netns, nft};
-use tokio::sync::Mutex;
 
 use super::Engine;
 use super::reconcile::Report;
@@ -197,7 +196,7 @@ async fn inspect(snap: Snapshot, r: &mut Report) -> Suspects {
 
 /// One periodic pass (see the module doc). The lock is taken for the snapshot, then for each
 /// step and batch of repairs, and released in between.
-pub async fn periodic(engine: &Mutex<Engine>) -> Report {
+pub async fn periodic(engine: &super::EngineLock) -> Report {
     let mut r = Report::default();
     let snap = engine.lock().await.periodic_snapshot();
     let s = inspect(snap, &mut r).await;

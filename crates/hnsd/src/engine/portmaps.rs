@@ -315,30 +315,38 @@ impl Engine {
     pub fn list_port_mappings(&self) -> Vec<PortMappingInfo> {
         let mut out = Vec::new();
         for rec in self.endpoints.values().filter(|r| self.mappings.contains_key(&r.ep.id)) {
-            let v4 = rec.ep.ip_configurations.iter().find(|c| c.ip_address.parse::<Ipv4Addr>().is_ok()).map(|c| c.ip_address.clone());
-            let v6 = rec.ep.ip_configurations.iter().find(|c| c.ip_address.parse::<Ipv6Addr>().is_ok()).map(|c| c.ip_address.clone());
-            let ns = self.namespaces.get(&rec.ep.host_compute_namespace).map(|n| if n.rec.ns.name.is_empty() { n.rec.ns.id.clone() } else { n.rec.ns.name.clone() }).unwrap_or_default();
+            let ns = super::views::namespace_label(self.namespaces.get(&rec.ep.host_compute_namespace).map(|n| &n.rec.ns));
             let network = self.networks.get(&rec.network_id).map(|n| n.rec.net.name.clone()).unwrap_or_default();
-            for s in self.mappings_of(&rec.ep.id) {
-                let proto = Proto::from_number(s.protocol).map(|p| p.to_string()).unwrap_or_default();
-                let external_ip = if s.vip.is_empty() { "0.0.0.0".to_owned() } else { s.vip.clone() };
-                let s = s.clone();
-                let ip = if vip_of(&s).is_some_and(|v| v.is_ipv6()) { v6.clone() } else { v4.clone().or(v6.clone()) }.unwrap_or_default();
-                out.push(PortMappingInfo {
-                    id: format!("{}/{proto}/{external_ip}/{}", rec.ep.id, s.external_port),
-                    endpoint_id: rec.ep.id.clone(),
-                    endpoint_name: rec.ep.name.clone(),
-                    network_name: network.clone(),
-                    namespace: ns.clone(),
-                    protocol: proto.to_uppercase(),
-                    external_ip,
-                    external_port: s.external_port,
-                    internal_ip: ip.clone(),
-                    internal_port: s.internal_port,
-                    remote_prefix: "0.0.0.0/0".into(),
-                    active: !rec.ep.host_compute_namespace.is_empty(),
-                });
-            }
+            out.extend(self.port_infos(rec).into_iter().map(|i| PortMappingInfo { network_name: network.clone(), namespace: ns.clone(), ..i }));
+        }
+        out
+    }
+
+    /// An endpoint's port mappings as `GET /portmappings` lists them, without the network's
+    /// and the compartment's names (`NetworkName`, `Namespace`).
+    pub(crate) fn port_infos(&self, rec: &EndpointRecord) -> Vec<PortMappingInfo> {
+        let v4 = rec.ep.ip_configurations.iter().find(|c| c.ip_address.parse::<Ipv4Addr>().is_ok()).map(|c| c.ip_address.clone());
+        let v6 = rec.ep.ip_configurations.iter().find(|c| c.ip_address.parse::<Ipv6Addr>().is_ok()).map(|c| c.ip_address.clone());
+        let mut out = Vec::new();
+        for s in self.mappings_of(&rec.ep.id) {
+            let proto = Proto::from_number(s.protocol).map(|p| p.to_string()).unwrap_or_default();
+            let external_ip = if s.vip.is_empty() { "0.0.0.0".to_owned() } else { s.vip.clone() };
+            let s = s.clone();
+            let ip = if vip_of(&s).is_some_and(|v| v.is_ipv6()) { v6.clone() } else { v4.clone().or(v6.clone()) }.unwrap_or_default();
+            out.push(PortMappingInfo {
+                id: format!("{}/{proto}/{external_ip}/{}", rec.ep.id, s.external_port),
+                endpoint_id: rec.ep.id.clone(),
+                endpoint_name: rec.ep.name.clone(),
+                network_name: String::new(),
+                namespace: String::new(),
+                protocol: proto.to_uppercase(),
+                external_ip,
+                external_port: s.external_port,
+                internal_ip: ip.clone(),
+                internal_port: s.internal_port,
+                remote_prefix: "0.0.0.0/0".into(),
+                active: !rec.ep.host_compute_namespace.is_empty(),
+            });
         }
         out
     }

@@ -236,7 +236,7 @@ impl Engine {
     /// A remote endpoint appeared or changed: program it and make its name resolve here.
     pub(crate) async fn add_remote_endpoint(&mut self, e: ClusterEndpoint) {
         let net_id = e.network_id.clone();
-        let old = self.overlay.remote.entry(net_id.clone()).or_default().insert(e.id.clone(), e.clone());
+        let old = self.overlay.remote.insert(e.clone());
         // A network this host could not build keeps its endpoints in view only.
         let Some(vxlan) = self.overlay_vxlan(&net_id) else { return };
         let new = entries(&e);
@@ -258,7 +258,7 @@ impl Engine {
 
     /// A remote endpoint went away (deleted, or its host's lease expired).
     pub(crate) async fn remove_remote_endpoint(&mut self, net_id: &str, ep_id: &str) {
-        let Some(gone) = self.overlay.remote.get_mut(net_id).and_then(|m| m.remove(ep_id)) else {
+        let Some(gone) = self.overlay.remote.remove(net_id, ep_id) else {
             if self.endpoints.contains_key(ep_id) {
                 // One of ours vanished from etcd (its lease was lost): publish it again.
                 self.overlay.own_dirty = true;
@@ -279,7 +279,7 @@ impl Engine {
     /// Forgets the remote endpoints of a network going away (their kernel entries go with
     /// its VXLAN device).
     pub(crate) fn forget_remote_network(&mut self, net_id: &str) {
-        self.overlay.remote.remove(net_id);
+        self.overlay.remote.remove_network(net_id);
     }
 
     /// The remote endpoints as HNS endpoints.
@@ -310,7 +310,7 @@ impl Engine {
         }
     }
 
-    fn remote_view(&self, e: &ClusterEndpoint) -> HostComputeEndpoint {
+    pub(crate) fn remote_view(&self, e: &ClusterEndpoint) -> HostComputeEndpoint {
         let plen = |ip: &IpAddr| self.networks.get(&e.network_id).and_then(|n| n.plan.subnets.iter().find(|(s, _)| s.contains(ip))).map(|(s, _)| s.prefix_len());
         HostComputeEndpoint {
             id: e.id.clone(),
@@ -369,7 +369,7 @@ impl Engine {
 /// publishing the endpoint) done while the engine lock is free, so a slow or partitioned etcd
 /// delays only this request. Run it in a task of its own: it must not be cut short between
 /// its steps.
-pub(crate) async fn create_staged(engine: &tokio::sync::Mutex<Engine>, a: Allocation) -> Result<HostComputeEndpoint> {
+pub(crate) async fn create_staged(engine: &crate::engine::EngineLock, a: Allocation) -> Result<HostComputeEndpoint> {
     let allocated = a.allocate().await;
     let mut g = engine.lock().await;
     let (req, r) = g.overlay_allocated(a, allocated)?;
@@ -393,7 +393,7 @@ pub(crate) async fn create_staged(engine: &tokio::sync::Mutex<Engine>, a: Alloca
 
 /// Deletes an overlay endpoint (see [`create_staged`]): withdrawn from the cluster, deleted
 /// here, its address released; the cluster steps run while the engine lock is free.
-pub(crate) async fn delete_staged(engine: &tokio::sync::Mutex<Engine>, w: Withdrawal) -> Result<()> {
+pub(crate) async fn delete_staged(engine: &crate::engine::EngineLock, w: Withdrawal) -> Result<()> {
     let id = w.r.ep_id.clone();
     let withdrawn = match &w.cluster {
         Some(c) => Some(c.delete_endpoint(&w.r.net_id, &id).await),

@@ -27,7 +27,7 @@ mod sync;
 
 pub(crate) use sync::Republish;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -72,7 +72,7 @@ pub struct OverlayState {
     pub(crate) cluster: Option<Cluster>,
     pub(crate) link: Link,
     /// Endpoints of other hosts, by network ID then endpoint ID.
-    pub(crate) remote: BTreeMap<String, BTreeMap<String, ClusterEndpoint>>,
+    pub(crate) remote: RemoteMap,
     /// A snapshot arrived since start: the remote view is complete, so entries the kernel has
     /// beyond it are stale (before that, they are all we know and stay).
     pub(crate) synced: bool,
@@ -89,6 +89,56 @@ pub struct OverlayState {
     /// IDs of endpoints whose cluster addresses are being allocated (without the engine lock):
     /// a second request for the same ID meanwhile is refused.
     pub(crate) creating: std::collections::HashSet<String>,
+}
+
+/// The endpoints of other hosts, by network ID then endpoint ID. Like `index::Tracked`, every
+/// change notes the (network, endpoint) it touched for the read model (`views`).
+#[derive(Default)]
+pub(crate) struct RemoteMap {
+    all: BTreeMap<String, BTreeMap<String, ClusterEndpoint>>,
+    changed: BTreeSet<(String, String)>,
+}
+
+impl std::ops::Deref for RemoteMap {
+    type Target = BTreeMap<String, BTreeMap<String, ClusterEndpoint>>;
+    fn deref(&self) -> &Self::Target {
+        &self.all
+    }
+}
+
+impl RemoteMap {
+    /// Adds or replaces an endpoint (under its network), returning the one it replaced.
+    pub fn insert(&mut self, e: ClusterEndpoint) -> Option<ClusterEndpoint> {
+        self.changed.insert((e.network_id.clone(), e.id.clone()));
+        self.all.entry(e.network_id.clone()).or_default().insert(e.id.clone(), e)
+    }
+
+    pub fn remove(&mut self, net_id: &str, ep_id: &str) -> Option<ClusterEndpoint> {
+        let gone = self.all.get_mut(net_id)?.remove(ep_id)?;
+        self.changed.insert((net_id.to_owned(), ep_id.to_owned()));
+        Some(gone)
+    }
+
+    pub fn remove_network(&mut self, net_id: &str) {
+        if let Some(m) = self.all.remove(net_id) {
+            self.changed.extend(m.into_keys().map(|ep| (net_id.to_owned(), ep)));
+        }
+    }
+
+    /// Replaces every endpoint with `all` (a snapshot of the cluster).
+    pub fn replace(&mut self, all: BTreeMap<String, BTreeMap<String, ClusterEndpoint>>) {
+        let keys = |m: &BTreeMap<String, BTreeMap<String, ClusterEndpoint>>| -> Vec<(String, String)> {
+            m.iter().flat_map(|(n, eps)| eps.keys().map(move |e| (n.clone(), e.clone()))).collect()
+        };
+        self.changed.extend(keys(&self.all));
+        self.changed.extend(keys(&all));
+        self.all = all;
+    }
+
+    /// The (network, endpoint) pairs changed since the last call.
+    pub fn take_changed(&mut self) -> BTreeSet<(String, String)> {
+        std::mem::take(&mut self.changed)
+    }
 }
 
 /// How long cluster operations fail at once after one found etcd unreachable.

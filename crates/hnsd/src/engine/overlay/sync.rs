@@ -98,7 +98,7 @@ impl Engine {
         for e in theirs {
             remote.entry(e.network_id.clone()).or_default().insert(e.id.clone(), e);
         }
-        self.overlay.remote = remote;
+        self.overlay.remote.replace(remote);
         self.overlay.synced = true;
         for id in self.overlay_network_ids() {
             match self.sync_remote_kernel(&id).await {
