@@ -380,6 +380,12 @@ pub fn scratch_shape(program: &str, table: &str) -> std::result::Result<RuleShap
 /// so a drift check pays for the scratch namespace only when that changes.
 pub struct ShapeCache<K>(std::sync::Mutex<Option<(K, RuleShape)>>);
 
+impl<K: PartialEq> Default for ShapeCache<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<K: PartialEq> ShapeCache<K> {
     pub const fn new() -> ShapeCache<K> {
         ShapeCache(std::sync::Mutex::new(None))

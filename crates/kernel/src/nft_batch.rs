@@ -58,11 +58,10 @@ const NFTA_HOOK_PRIORITY: u16 = 2;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_RULE_USERDATA: u16 = 7;
 const NFTA_COUNTER_BYTES: u16 = 1;
 const NFTA_COUNTER_PACKETS: u16 = 2;
-/// libnftnl's udata type of a rule's comment (`NFTNL_UDATA_RULE_COMMENT`).
-const UDATA_RULE_COMMENT: u8 = 0;
+/// libnftnl's udata type of a comment (`NFTNL_UDATA_SET_ELEM_COMMENT`, as for rules).
+const UDATA_COMMENT: u8 = 0;
 const NFTA_SET_TABLE: u16 = 1;
 const NFTA_SET_NAME: u16 = 2;
 const NFTA_SET_FLAGS: u16 = 3;
@@ -490,12 +489,6 @@ impl Batch {
 
     /// Appends a rule at the end of a chain.
     pub fn add_rule(&mut self, fam: Family, table: &str, chain: &str, exprs: &[Expr]) {
-        self.add_rule_commented(fam, table, chain, exprs, None);
-    }
-
-    /// Appends a rule with a comment, stored in the rule's userdata as `nft` stores
-    /// `comment "..."` (so both list the same, and [`rule_hits`] finds the rule by it).
-    pub fn add_rule_commented(&mut self, fam: Family, table: &str, chain: &str, exprs: &[Expr], comment: Option<&str>) {
         // Anonymous sets first: the rule refers to them by their ID in this batch.
         let mut ids = Vec::new();
         for e in exprs {
@@ -515,9 +508,6 @@ impl Batch {
                     encode_expr(b, e, &mut ids);
                 }
             });
-            if let Some(c) = comment {
-                attr(b, NFTA_RULE_USERDATA, &comment_udata(c));
-            }
         });
     }
 
@@ -1088,7 +1078,7 @@ pub fn chain_rule_count(fam: Family, table: &str, chain: &str) -> Result<usize> 
 /// comments at 128 bytes; ours are short).
 fn comment_udata(c: &str) -> Vec<u8> {
     let c = &c.as_bytes()[..c.len().min(127)];
-    let mut out = vec![UDATA_RULE_COMMENT, c.len() as u8 + 1];
+    let mut out = vec![UDATA_COMMENT, c.len() as u8 + 1];
     out.extend_from_slice(c);
     out.push(0);
     out
@@ -1098,54 +1088,12 @@ fn udata_comment(mut u: &[u8]) -> Option<String> {
     while u.len() >= 2 {
         let (t, len) = (u[0], u[1] as usize);
         let v = u.get(2..2 + len)?;
-        if t == UDATA_RULE_COMMENT {
+        if t == UDATA_COMMENT {
             return Some(attr_string(v));
         }
         u = &u[2 + len..];
     }
     None
-}
-
-/// The counters of the commented rules of a table: (comment, packets, bytes), summed over
-/// the rules that share a comment (one ACL rule can be several kernel rules). One dump of
-/// the table's rules; a missing table has none.
-pub fn rule_hits(fam: Family, table: &str) -> Result<Vec<(String, u64, u64)>> {
-    let rules = match dump(NFT_MSG_GETRULE, fam, &format!("rules of {} {table}", fam.name()), |b| attr_str(b, NFTA_RULE_TABLE, table)) {
-        Err(e) if e.errno == Some(libc::ENOENT) => return Ok(Vec::new()),
-        r => r?,
-    };
-    let mut out: Vec<(String, u64, u64)> = Vec::new();
-    let mut at = std::collections::HashMap::new();
-    for m in &rules {
-        let a = attrs(m);
-        if !a.iter().any(|(k, v)| *k == NFTA_RULE_TABLE && attr_string(v) == table) {
-            continue;
-        }
-        let Some(comment) = a.iter().find(|(k, _)| *k == NFTA_RULE_USERDATA).and_then(|(_, v)| udata_comment(v)) else { continue };
-        let Some((_, list)) = a.iter().find(|(k, _)| *k == NFTA_RULE_EXPRESSIONS) else { continue };
-        let (mut packets, mut bytes) = (0, 0);
-        for (_, elem) in attrs(list) {
-            let e = attrs(elem);
-            if !e.iter().any(|(k, v)| *k == NFTA_EXPR_NAME && attr_string(v) == "counter") {
-                continue;
-            }
-            for (k, v) in e.iter().filter(|(k, _)| *k == NFTA_EXPR_DATA).flat_map(|(_, d)| attrs(d)) {
-                let n = v.try_into().map(u64::from_be_bytes).unwrap_or(0);
-                match k {
-                    NFTA_COUNTER_PACKETS => packets += n,
-                    NFTA_COUNTER_BYTES => bytes += n,
-                    _ => {}
-                }
-            }
-        }
-        let i = *at.entry(comment.clone()).or_insert_with(|| {
-            out.push((comment, 0, 0));
-            out.len() - 1
-        });
-        out[i].1 += packets;
-        out[i].2 += bytes;
-    }
-    Ok(out)
 }
 
 /// The names of the named sets and maps of a table (none if the table is missing).
