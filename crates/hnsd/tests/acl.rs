@@ -455,3 +455,28 @@ fn overlay_endpoints_are_filtered_for_neighbours_and_other_hosts() {
     assert!(r2.status < 300, "{}", r2.raw);
     assert!(tcp(h1, &r, &format!("{ip_a}:7001")) && tcp(h0, &n, &format!("{ip_a}:7001")), "an added rule opens 7001");
 }
+
+/// A rule change writes only the map elements that differ from what hnsd wrote last. When the
+/// kernel no longer holds that (a map emptied by hand before the reconciler saw it), the change
+/// cannot apply as a diff: hnsd writes the endpoint in full instead, and the request succeeds.
+#[test]
+fn a_rule_change_after_a_hand_edit_of_the_maps_writes_the_endpoint_in_full() {
+    // No periodic repair within the test: only the request's own fallback can mend the map.
+    let (lab, _d, api) = lab_with_hnsd(&["--reconcile-interval", "10m"]);
+    let (b, _eb) = api.container("nat", "b", json!({}));
+    let web = |port: &str| acl(json!({"Id": "web", "Action": "Allow", "Direction": "In", "Protocols": "6", "LocalPorts": port, "Priority": 100}));
+    let (a, ea) = api.container("nat", "a", json!({"Policies": [web("7000"), acl(json!({"Action": "Allow", "Direction": "Out", "Priority": 1000}))]}));
+    let ip_a = ip_of(&ea);
+    let _s = [serve(&lab, &a, "serve-tcp", &format!("{ip_a}:7000")), serve(&lab, &a, "serve-tcp", &format!("{ip_a}:7001"))];
+    assert!(tcp(&lab, &b, &format!("{ip_a}:7000")) && !tcp(&lab, &b, &format!("{ip_a}:7001")));
+    let map = format!("hnv{}_sw_in_4", &ea["ID"].as_str().unwrap().replace('-', "")[..12]);
+    lab.in_host("nft", &["flush", "map", "bridge", "hns_acl", &map]).unwrap();
+    assert!(!tcp(&lab, &b, &format!("{ip_a}:7000")), "an emptied map lets nothing in (fail-closed)");
+    // The update deletes the element of the old "web", which is gone: the diff fails as a whole.
+    let r = modify(&api, &ea, "Update", json!([web("7001")]));
+    assert!((200..300).contains(&r.status), "{} {}", r.status, r.raw);
+    assert!(tcp(&lab, &b, &format!("{ip_a}:7001")), "the endpoint was written in full: the new rule holds");
+    assert!(!tcp(&lab, &b, &format!("{ip_a}:7000")), "and the old one is gone");
+    let listed = lab.in_host("nft", &["list", "map", "bridge", "hns_acl", &map]).unwrap().stdout;
+    assert!(listed.contains(". 7001 counter") && !listed.contains(". 7000 counter"), "{listed}");
+}
