@@ -23,14 +23,15 @@ fn main() {
     let t = Instant::now();
     nft_acl::apply(&full).expect("full load");
     let loaded = t.elapsed();
-    // One endpoint's rules change (compile + write: map elements only), then one endpoint
+    // One endpoint's rules all change (compile + write: the map elements that differ), then one endpoint
     // detaches and attaches (its chains and maps go and come back).
     let mut one = all[eps / 2].clone();
     let t = Instant::now();
     for i in 0..n {
+        let old = one.clone();
         one.rules = rules(per, 7 + i as usize);
         let mut b = Batch::new();
-        nft_acl::build_endpoint(&mut b, &one, Prior::Programmed);
+        nft_acl::build_change(&mut b, &old, &one);
         nft_acl::apply(&b).expect("one endpoint");
     }
     let update = t.elapsed() / n;

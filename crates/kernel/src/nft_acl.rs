@@ -160,15 +160,12 @@ pub fn check(rules: &[Rule]) -> std::result::Result<(), String> {
     acl_boxes::check(&ordered(rules))
 }
 
-/// How much of an endpoint's ACL objects may exist when its state is written.
+/// How much of an endpoint's ACL objects may exist when its state is written in full. (A
+/// change of an endpoint whose objects are in place is [`build_change`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prior {
     /// The tables are created in the same batch: nothing of the endpoint exists.
     Fresh,
-    /// The endpoint had rules and its chains and maps are in place: only the maps' elements
-    /// are rewritten. No rule is written, so the kernel does not validate the table, and the
-    /// cost depends on the endpoint's own rules only.
-    Programmed,
     /// Anything of the endpoint may exist, or be damaged: all of it is rewritten
     /// (idempotently; its rules make the kernel validate the table once).
     Unknown,
@@ -370,17 +367,15 @@ pub fn compile_endpoint(e: &EndpointAcl, prior: Prior) -> String {
             }
             continue;
         }
-        if prior != Prior::Programmed {
-            for (m, v6) in &maps {
-                let _ = writeln!(out, "add map {t} {m} {}", map_def(*v6));
-            }
-            let _ = writeln!(out, "add chain {t} {chain}");
-            if prior == Prior::Unknown {
-                let _ = writeln!(out, "flush chain {t} {chain}");
-            }
-            for line in chain_lines(&e.host_if, stage) {
-                let _ = writeln!(out, "add rule {t} {chain} {line}");
-            }
+        for (m, v6) in &maps {
+            let _ = writeln!(out, "add map {t} {m} {}", map_def(*v6));
+        }
+        let _ = writeln!(out, "add chain {t} {chain}");
+        if prior == Prior::Unknown {
+            let _ = writeln!(out, "flush chain {t} {chain}");
+        }
+        for line in chain_lines(&e.host_if, stage) {
+            let _ = writeln!(out, "add rule {t} {chain} {line}");
         }
         for (m, v6) in &maps {
             if prior != Prior::Fresh {
@@ -398,9 +393,7 @@ pub fn compile_endpoint(e: &EndpointAcl, prior: Prior) -> String {
                 let _ = writeln!(out, "add element {t} {m} {{ {} }}", elements.join(", "));
             }
         }
-        if prior != Prior::Programmed {
-            let _ = writeln!(out, "add element {t} {stage} {{ {q} : jump {chain} }}");
-        }
+        let _ = writeln!(out, "add element {t} {stage} {{ {q} : jump {chain} }}");
     }
     out
 }
@@ -551,11 +544,9 @@ pub fn build_all(b: &mut Batch, eps: &[EndpointAcl]) {
     }
 }
 
-/// Appends one endpoint's maps, chains and elements (`prior`: what may exist already). Every
-/// operation succeeds whether or not the object existed, except that [`Prior::Programmed`]
-/// needs the endpoint's maps (a batch that finds one missing fails as a whole: write it
-/// again as [`Prior::Unknown`]). A packet sees the old rules or the new ones. With no rules
-/// the endpoint's chains and maps are removed.
+/// Appends one endpoint's maps, chains and elements in full (`prior`: what may exist already).
+/// Every operation succeeds whether or not the object existed. A packet sees the old rules or
+/// the new ones. With no rules the endpoint's chains and maps are removed.
 pub fn build_endpoint(b: &mut Batch, e: &EndpointAcl, prior: Prior) {
     let fam = nfamily(e.attach);
     let key = nft_batch::ifname_key(&e.host_if);
@@ -580,17 +571,15 @@ pub fn build_endpoint(b: &mut Batch, e: &EndpointAcl, prior: Prior) {
             }
             continue;
         }
-        if prior != Prior::Programmed {
-            for (m, v6) in &maps {
-                b.add_concat_vmap(fam, ACL_TABLE, m, &key_fields(*v6), MAP_UDATA);
-            }
-            b.add_chain(fam, ACL_TABLE, &chain);
-            if prior == Prior::Unknown {
-                b.flush_chain(fam, ACL_TABLE, &chain);
-            }
-            for rule in chain_exprs(&e.host_if, stage, e.attach) {
-                b.add_rule(fam, ACL_TABLE, &chain, &rule);
-            }
+        for (m, v6) in &maps {
+            b.add_concat_vmap(fam, ACL_TABLE, m, &key_fields(*v6), MAP_UDATA);
+        }
+        b.add_chain(fam, ACL_TABLE, &chain);
+        if prior == Prior::Unknown {
+            b.flush_chain(fam, ACL_TABLE, &chain);
+        }
+        for rule in chain_exprs(&e.host_if, stage, e.attach) {
+            b.add_rule(fam, ACL_TABLE, &chain, &rule);
         }
         for (m, v6) in &maps {
             if prior != Prior::Fresh {
@@ -599,10 +588,8 @@ pub fn build_endpoint(b: &mut Batch, e: &EndpointAcl, prior: Prior) {
             let elements: Vec<RangeElement> = stage_elements(e, &ordered, scope, dir, *v6).into_iter().map(|(_, el)| el).collect();
             b.add_range_elements(fam, ACL_TABLE, m, &elements);
         }
-        if prior != Prior::Programmed {
-            // Nothing if it is there already (same chain).
-            b.add_element(fam, ACL_TABLE, stage, &key, Some(&jump));
-        }
+        // Nothing if it is there already (same chain).
+        b.add_element(fam, ACL_TABLE, stage, &key, Some(&jump));
     }
 }
 
@@ -751,18 +738,11 @@ mod tests {
     }
 
     #[test]
-    fn a_change_of_a_programmed_endpoint_writes_elements_only() {
+    fn an_endpoint_written_in_full_or_removed() {
         let e = EndpointAcl { host_if: "hnv0123".into(), attach: Attach::BridgePort, rules: vec![rule(Action::Allow, Direction::Out, 5)] };
-        let p = compile_endpoint(&e, Prior::Programmed);
-        assert!(p.lines().all(|l| l.starts_with("flush map bridge hns_acl hnv0123_") || l.starts_with("add element bridge hns_acl hnv0123_")), "{p}");
-        let c = rule_comment("hnv0123", &e.rules[0]);
-        assert!(p.contains(&format!("add element bridge hns_acl hnv0123_sw_out_4 {{ 0-255 . 0.0.0.0-255.255.255.255 . 0-65535 . 0.0.0.0-255.255.255.255 . 0-65535 comment \"{c}\" : return }}")), "{p}");
-        let mut b = Batch::new();
-        build_endpoint(&mut b, &e, Prior::Programmed);
-        // A flush and an element message per map (the In maps of the Switch stage have no
-        // element: default deny), no rule, no chain.
-        assert_eq!(b.len(), 8 + 6);
         let unknown = compile_endpoint(&e, Prior::Unknown);
+        let c = rule_comment("hnv0123", &e.rules[0]);
+        assert!(unknown.contains(&format!("flush map bridge hns_acl hnv0123_sw_out_4\nadd element bridge hns_acl hnv0123_sw_out_4 {{ 0-255 . 0.0.0.0-255.255.255.255 . 0-65535 . 0.0.0.0-255.255.255.255 . 0-65535 comment \"{c}\" : return }}")), "{unknown}");
         assert!(unknown.contains("flush chain bridge hns_acl hnv0123_host_in\nadd rule bridge hns_acl hnv0123_host_in meta l4proto . ip saddr . th sport . ip daddr . th dport vmap @hnv0123_host_in_4"), "{unknown}");
         assert!(unknown.contains("add element bridge hns_acl host_in { \"hnv0123\" : jump hnv0123_host_in }"));
         let removed = compile_endpoint(&EndpointAcl { host_if: "hnv0123".into(), attach: Attach::Routed, rules: vec![] }, Prior::Unknown);
