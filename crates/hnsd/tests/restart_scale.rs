@@ -235,6 +235,17 @@ fn a_restart_over_300_endpoints_writes_nothing_and_still_repairs_drift() {
     let api = Api::new(&lab);
     let made = fill(&lab, &["nat".to_owned()], 300);
     assert_eq!(made.len(), 300);
+    // Thirty of them with ACLs (Switch rules; one also with a Host rule): their chains and
+    // maps are compared at the restart, not rewritten.
+    let veth_of = |ep: &Value| format!("hnv{}", &ep["ID"].as_str().unwrap().replace('-', "")[..12]);
+    for (i, (_, ep)) in made[20..50].iter().enumerate() {
+        let mut rules = vec![json!({"Type": "ACL", "Settings": {"Action": "Allow", "Direction": "Out", "Priority": 65000}}), json!({"Type": "ACL", "Settings": {"Action": "Allow", "Direction": "In", "Protocols": "tcp", "LocalPorts": "80,8000-8080", "Priority": 100}})];
+        if i == 0 {
+            rules.push(json!({"Type": "ACL", "Settings": {"Action": "Block", "Direction": "In", "RuleType": "Host", "Priority": 10}}));
+        }
+        let r = api.post(&format!("/endpoints/{}", ep["ID"].as_str().unwrap()), &json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": rules}}));
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
 
     let (d, ready, events, nft) = restart(&lab, d, &made, &args);
     eprintln!("300 endpoints: ready {ready:?} after start; {} netlink and {} nft events", events.len(), nft.len());
@@ -247,12 +258,32 @@ fn a_restart_over_300_endpoints_writes_nothing_and_still_repairs_drift() {
     // that runs right after start), and the watches see those writes.
     let (ns, ep) = &made[7];
     let (routeless, _) = &made[9];
-    let veth = format!("hnv{}", &ep["ID"].as_str().unwrap().replace('-', "")[..12]);
+    let veth = veth_of(ep);
     d.stop().unwrap();
     lab.in_host("ip", &["link", "del", &veth]).unwrap();
     lab.in_host("nft", &["flush", "chain", "inet", "hns", "forward"]).unwrap();
     assert!(in_ns(&lab, routeless, "ip", &["route", "del", "default"]).status.success());
+    // ACL drift: a map emptied, a dispatch element deleted and a chain flushed (those two
+    // endpoints would go unfiltered: repaired by the start-up pass), a chain no endpoint owns.
+    let (flushed, undispatched) = (veth_of(&made[21].1), veth_of(&made[22].1));
+    let acl_map = format!("{flushed}_sw_in_4");
+    let elements = |map: &str| lab.in_host("nft", &["list", "map", "bridge", "hns_acl", map]).unwrap().stdout.matches("counter").count();
+    let acl_elements = elements(&acl_map);
+    assert!(acl_elements > 0, "no elements in {acl_map}");
+    lab.in_host("nft", &["flush", "map", "bridge", "hns_acl", &acl_map]).unwrap();
+    lab.in_host("nft", &["delete", "element", "bridge", "hns_acl", "sw_out", &format!("{{ \"{undispatched}\" }}")]).unwrap();
+    lab.in_host("nft", &["add", "chain", "bridge", "hns_acl", "hnv0000deadbeef_sw_in"]).unwrap();
+    let opened = format!("{}_sw_out", veth_of(&made[23].1));
+    lab.in_host("nft", &["flush", "chain", "bridge", "hns_acl", &opened]).unwrap();
     let (_d, _, events, nft) = restart(&lab, d, &made, &args);
+    // An emptied map fails closed: the periodic passes compare the maps a slice at a time.
+    assert!(eventually(Duration::from_secs(10), || elements(&acl_map) == acl_elements), "the flushed ACL map was not refilled");
+    let dispatch = lab.in_host("nft", &["list", "map", "bridge", "hns_acl", "sw_out"]).unwrap().stdout;
+    assert!(dispatch.contains(&format!("\"{undispatched}\" : jump {undispatched}_sw_out")), "the deleted dispatch element is not back:\n{dispatch}");
+    let chain = lab.in_host("nft", &["list", "chain", "bridge", "hns_acl", &opened]).unwrap().stdout;
+    assert!(chain.contains("vmap @") && chain.contains("drop"), "the flushed ACL chain was not rewritten:\n{chain}");
+    let chains = lab.in_host("nft", &["list", "chains", "bridge"]).unwrap().stdout;
+    assert!(!chains.contains("hnv0000deadbeef"), "the unowned ACL chain was left:\n{chains}");
     assert!(events.iter().any(|e| e.contains("new link")), "the deleted veth was not re-created: {events:?}");
     assert!(!nft.is_empty(), "the flushed chain was not rewritten");
     let chain = lab.in_host("nft", &["list", "chain", "inet", "hns", "forward"]).unwrap().stdout;

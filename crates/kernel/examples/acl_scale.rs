@@ -45,13 +45,44 @@ fn main() {
         nft_acl::apply(&b).expect("attach");
     }
     let reattach = t.elapsed() / n;
+    // What hnsd's start-up pass reads when the tables are there: the names of everything and
+    // the digests, and every endpoint's chain rule counts; then, for comparison, what reading
+    // every map too would cost (the periodic pass reads a slice of them).
+    let mut now = all.clone();
+    now[eps / 2] = one.clone();
+    let t = Instant::now();
+    let inv = nft_acl::Inventory::read().expect("inventory");
+    assert!(now.iter().all(|e| inv.matches(e) && nft_acl::chains_intact(e)) && inv.unwanted(&now).is_empty());
+    let compare = t.elapsed();
+    let t = Instant::now();
+    assert!(now.iter().all(|e| !nft_acl::endpoint_drifted(e)));
+    let deep = t.elapsed();
+    if std::env::var_os("ACL_SCALE_DETAIL").is_some() {
+        for i in [0, eps / 2 + 1, eps - 1] {
+            let t = Instant::now();
+            for _ in 0..20 {
+                assert!(!nft_acl::endpoint_drifted(&now[i]));
+            }
+            let d = t.elapsed() / 20;
+            let t = Instant::now();
+            for _ in 0..20 {
+                nft_acl::chain_rules(Attach::BridgePort, &format!("{}_sw_in", now[i].host_if)).unwrap();
+            }
+            let c = t.elapsed() / 20;
+            let t = Instant::now();
+            for _ in 0..20 {
+                hns_kernel::nft_batch::set_elements(hns_kernel::nft_batch::Family::Bridge, nft_acl::ACL_TABLE, &format!("{}_sw_in_4", now[i].host_if)).unwrap();
+            }
+            println!("endpoint {i}: drift check {d:?}, one chain dump {c:?}, one map dump {:?}", t.elapsed() / 20);
+        }
+    }
     let t = Instant::now();
     let present = nft_acl::tables_present();
     let chains = nft_acl::chains(Attach::BridgePort).expect("chains").len();
     let check = t.elapsed();
     assert!(present);
     println!(
-        "endpoints={eps} rules_each={per} batch_messages={} batch_bytes={} compile={compiled:?} full_load={loaded:?} one_endpoint_update={update:?} detach+attach={reattach:?} reconcile_check({chains} chains)={check:?}",
+        "endpoints={eps} rules_each={per} batch_messages={} batch_bytes={} compile={compiled:?} full_load={loaded:?} one_endpoint_update={update:?} detach+attach={reattach:?} restart_compare={compare:?} every_map_compared={deep:?} reconcile_check({chains} chains)={check:?}",
         full.len(),
         full.encode().len()
     );

@@ -146,11 +146,6 @@ pub fn stage(ordered: &[&Rule], scope: Scope, dir: Direction, v6: bool) -> Vec<D
     out
 }
 
-/// The whole space of a family: what a stage without rules lets through.
-pub fn everything(v6: bool) -> AclBox {
-    AclBox([ANY_PROTO, any_addr(v6), ANY_PORT, any_addr(v6), ANY_PORT])
-}
-
 /// Refuses rule sets whose boxes would exceed [`MAX_BOXES`] in some stage; the message says
 /// which stage and how many.
 pub fn check(ordered: &[&Rule]) -> Result<(), String> {
@@ -170,6 +165,11 @@ pub fn check(ordered: &[&Rule]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The whole space of a family.
+    fn everything(v6: bool) -> AclBox {
+        AclBox([ANY_PROTO, any_addr(v6), ANY_PORT, any_addr(v6), ANY_PORT])
+    }
     use super::*;
     use crate::nft_acl::ordered;
 

@@ -142,7 +142,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    fn code(&self) -> i32 {
+    pub fn code(&self) -> i32 {
         match self {
             Verdict::Drop => 0,
             Verdict::Accept => 1,
@@ -466,17 +466,29 @@ impl Batch {
 
     /// Creates a named map from `ifname` keys to verdicts (nothing if it exists).
     pub fn add_ifname_vmap(&mut self, fam: Family, table: &str, name: &str) {
+        self.add_ifname_keyed(fam, table, name, true);
+    }
+
+    /// Creates a named set of interface names (nothing if an equal one exists).
+    pub fn add_ifname_set(&mut self, fam: Family, table: &str, name: &str) {
+        self.add_ifname_keyed(fam, table, name, false);
+    }
+
+    fn add_ifname_keyed(&mut self, fam: Family, table: &str, name: &str, verdicts: bool) {
         // The kernel wants an ID for every new set.
         self.next_set_id += 1;
         let id = self.next_set_id;
-        self.message(NFT_MSG_NEWSET, NLM_F_CREATE, fam, format!("add map {} {table} {name}", fam.name()), |b| {
+        let what = if verdicts { "map" } else { "set" };
+        self.message(NFT_MSG_NEWSET, NLM_F_CREATE, fam, format!("add {what} {} {table} {name}", fam.name()), |b| {
             attr_str(b, NFTA_SET_TABLE, table);
             attr_str(b, NFTA_SET_NAME, name);
-            attr_u32(b, NFTA_SET_FLAGS, NFT_SET_MAP);
             attr_u32(b, NFTA_SET_KEY_TYPE, DT_IFNAME);
             attr_u32(b, NFTA_SET_KEY_LEN, 16);
-            attr_u32(b, NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
-            attr_u32(b, NFTA_SET_DATA_LEN, 0);
+            if verdicts {
+                attr_u32(b, NFTA_SET_FLAGS, NFT_SET_MAP);
+                attr_u32(b, NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
+                attr_u32(b, NFTA_SET_DATA_LEN, 0);
+            }
             attr_u32(b, NFTA_SET_ID, id);
             // nft's own note (libnftnl "udata": type, length, value) that the keys are in host
             // byte order, as nft writes it for ifname keys; without it `nft list` prints
@@ -552,6 +564,21 @@ impl Batch {
                     if let Some(v) = verdict {
                         data_verdict(b, NFTA_SET_ELEM_DATA, v);
                     }
+                });
+            });
+        });
+    }
+
+    /// Adds a set element with a comment (nothing if the element exists, whatever its
+    /// comment: to change a comment, delete the element first in the same batch).
+    pub fn add_commented_element(&mut self, fam: Family, table: &str, set: &str, key: &[u8], comment: &str) {
+        self.message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, fam, format!("add element {} {table} {set} {{ {} comment {comment:?} }}", fam.name(), printable(key)), |b| {
+            attr_str(b, NFTA_SET_ELEM_LIST_TABLE, table);
+            attr_str(b, NFTA_SET_ELEM_LIST_SET, set);
+            nested(b, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
+                nested(b, NFTA_LIST_ELEM, |b| {
+                    data_value(b, NFTA_SET_ELEM_KEY, key);
+                    attr(b, NFTA_SET_ELEM_USERDATA, &comment_udata(comment));
                 });
             });
         });
@@ -711,6 +738,8 @@ pub struct ListedElement {
     pub key: Vec<u8>,
     pub key_end: Vec<u8>,
     pub verdict: Option<i32>,
+    /// The chain of a `jump` or `goto` verdict.
+    pub chain: String,
     pub comment: String,
     pub packets: u64,
     pub bytes: u64,
@@ -1128,18 +1157,19 @@ pub fn set_elements(fam: Family, table: &str, set: &str) -> Result<Vec<ListedEle
                 continue;
             }
             for (_, elem) in attrs(list) {
-                let mut e = ListedElement { key: Vec::new(), key_end: Vec::new(), verdict: None, comment: String::new(), packets: 0, bytes: 0 };
+                let mut e = ListedElement { key: Vec::new(), key_end: Vec::new(), verdict: None, chain: String::new(), comment: String::new(), packets: 0, bytes: 0 };
                 for (k, v) in attrs(elem) {
                     match k {
                         NFTA_SET_ELEM_KEY => e.key = value(v),
                         NFTA_SET_ELEM_KEY_END => e.key_end = value(v),
                         NFTA_SET_ELEM_DATA => {
-                            e.verdict = attrs(v)
-                                .iter()
-                                .filter(|(k, _)| *k == NFTA_DATA_VERDICT)
-                                .flat_map(|(_, d)| attrs(d))
-                                .find(|(k, _)| *k == NFTA_VERDICT_CODE)
-                                .and_then(|(_, c)| c.try_into().ok().map(i32::from_be_bytes))
+                            for (k, d) in attrs(v).iter().filter(|(k, _)| *k == NFTA_DATA_VERDICT).flat_map(|(_, d)| attrs(d)) {
+                                match k {
+                                    NFTA_VERDICT_CODE => e.verdict = d.try_into().ok().map(i32::from_be_bytes),
+                                    NFTA_VERDICT_CHAIN => e.chain = attr_string(d),
+                                    _ => {}
+                                }
+                            }
                         }
                         NFTA_SET_ELEM_USERDATA => e.comment = udata_comment(v).unwrap_or_default(),
                         NFTA_SET_ELEM_EXPR => add_counter(v, &mut e.packets, &mut e.bytes),

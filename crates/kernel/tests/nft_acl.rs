@@ -88,6 +88,34 @@ fn netlink_tables_read_back_as_the_nft_program() {
         assert!(del.status.success(), "{first}: {}", String::from_utf8_lossy(&del.stderr));
         assert!(nft_acl::endpoint_drifted(&eps[0]), "a deleted element shows");
         repair(&eps[0]);
+        // The names check: complete endpoints and nothing unwanted; a deleted dispatch
+        // element and a leftover chain show; an endpoint the state drops is unwanted.
+        let nft = |args: &[&str]| assert!(Command::new("nft").args(args).status().unwrap().success(), "{args:?}");
+        let inv = nft_acl::Inventory::read().unwrap();
+        assert!(eps.iter().all(|e| inv.matches(e)) && inv.unwanted(&eps).is_empty(), "{inv:?}");
+        // Written from other rules: the digest differs.
+        assert!(!inv.matches(&EndpointAcl { rules: eps[0].rules.clone(), ..eps[2].clone() }));
+        assert_eq!(inv.unwanted(&eps[..2]), [("hnv000000000003".to_owned(), Attach::BridgePort)]);
+        nft(&["delete", "element", "bridge", "hns_acl", "sw_in", "{ \"hnv000000000001\" }"]);
+        nft(&["add", "chain", "inet", "hns_acl", "hnv000000000009_host_out"]);
+        let inv = nft_acl::Inventory::read().unwrap();
+        assert!(!inv.complete(&eps[0]) && inv.complete(&eps[1]), "a deleted dispatch element shows");
+        assert!(!nft_acl::endpoint_drifted(&eps[0]), "(the per-endpoint compare does not look at dispatch elements)");
+        assert_eq!(inv.unwanted(&eps), [("hnv000000000009".to_owned(), Attach::Routed)]);
+        let mut b = Batch::new();
+        nft_acl::build_endpoint(&mut b, &eps[0], Prior::Unknown);
+        nft_acl::build_remove(&mut b, "hnv000000000009", Attach::Routed);
+        nft_acl::apply(&b).unwrap();
+        let inv = nft_acl::Inventory::read().unwrap();
+        assert!(eps.iter().all(|e| inv.matches(e)) && inv.unwanted(&eps).is_empty(), "{inv:?}");
+        // A dispatch chain that lost its rules.
+        assert!(nft_acl::skeleton_intact());
+        nft(&["flush", "chain", "inet", "hns_acl", "acl_output"]);
+        assert!(!nft_acl::skeleton_intact());
+        let mut b = Batch::new();
+        nft_acl::build_all(&mut b, &eps);
+        nft_acl::apply(&b).unwrap();
+        assert!(nft_acl::skeleton_intact());
         ruleset()
     });
     let first = nft_acl::rule_comment("hnv000000000001", nft_acl::ordered(&eps[0].rules)[0]);
@@ -100,11 +128,16 @@ fn netlink_tables_read_back_as_the_nft_program() {
 fn endpoint_updates_read_back_as_the_nft_program_and_touch_only_that_endpoint() {
     let mut eps = state();
     let mut changed = eps[0].clone();
-    changed.rules.retain(|r| r.scope == Scope::Switch);
     changed.rules[0].local_ports = vec![(443, 443)];
+    assert!(nft_acl::changeable(&eps[0], &changed));
+    // Its Host rules gone: its Host stages go too (not a change of elements only).
+    let mut narrowed = eps[1].clone();
+    narrowed.rules.retain(|r| r.scope == Scope::Switch);
+    assert!(!nft_acl::changeable(&eps[1], &narrowed));
     let by_nft = in_private_netns(|| {
         nft_acl::run(&nft_acl::compile_all(&eps)).unwrap();
         nft_acl::run(&nft_acl::compile_endpoint(&changed, Prior::Unknown)).unwrap();
+        nft_acl::run(&nft_acl::compile_endpoint(&narrowed, Prior::Unknown)).unwrap();
         nft_acl::run(&nft_acl::compile_endpoint(&EndpointAcl { rules: vec![], ..eps[2].clone() }, Prior::Unknown)).unwrap();
         ruleset()
     });
@@ -123,12 +156,15 @@ fn endpoint_updates_read_back_as_the_nft_program_and_touch_only_that_endpoint() 
         nft_acl::apply(&b).unwrap();
         nft_acl::apply(&b).unwrap();
         let mut b = Batch::new();
+        nft_acl::build_endpoint(&mut b, &narrowed, Prior::Unknown);
         nft_acl::build_remove(&mut b, &eps[2].host_if, eps[2].attach);
         nft_acl::apply(&b).unwrap();
         let chains = nft_acl::chains(Attach::BridgePort).unwrap();
         assert!(chains.contains(&"hnv000000000001_sw_in".to_owned()) && !chains.iter().any(|c| c.starts_with("hnv000000000003")), "{chains:?}");
         let sets = hns_kernel::nft_batch::set_names(hns_kernel::nft_batch::Family::Bridge, nft_acl::ACL_TABLE).unwrap();
         assert!(sets.contains(&"hnv000000000001_host_in_6".to_owned()) && !sets.iter().any(|s| s.starts_with("hnv000000000003")), "{sets:?}");
+        let inet = hns_kernel::nft_batch::set_names(hns_kernel::nft_batch::Family::Inet, nft_acl::ACL_TABLE).unwrap();
+        assert!(inet.contains(&"hnv000000000002_sw_in_4".to_owned()) && !inet.iter().any(|s| s.starts_with("hnv000000000002_host")), "{inet:?}");
         ruleset()
     });
     assert!(by_nft.contains(" . 443 counter"), "{by_nft}");

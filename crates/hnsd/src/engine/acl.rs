@@ -99,7 +99,7 @@ impl Engine {
             let mut b = Batch::new();
             for (id, s) in &states {
                 match before.get(*id) {
-                    Some(old) if trust && !s.rules.is_empty() && old.host_if == s.host_if => nft_acl::build_change(&mut b, old, s),
+                    Some(old) if trust && !s.rules.is_empty() && nft_acl::changeable(old, s) => nft_acl::build_change(&mut b, old, s),
                     _ => nft_acl::build_endpoint(&mut b, s, Prior::Unknown),
                 }
             }
@@ -148,49 +148,49 @@ impl Engine {
         super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err)
     }
 
-    /// The periodic check: a deleted or flushed ACL table is rebuilt; an endpoint whose chain
-    /// went missing is rewritten (one dump of the chain names per table). Returns whether
-    /// anything was repaired.
+    /// The ACL check: a deleted or flushed ACL table (or a dispatch rule gone from it) is
+    /// rebuilt; otherwise only the endpoints whose objects differ are rewritten, and objects
+    /// no endpoint wants are removed, so a restart with nothing drifted writes nothing.
+    /// Every pass reads the names of what the tables hold and each endpoint's digest
+    /// (`nft_acl::Inventory`: a few dumps), so a missing chain, map or dispatch element, or
+    /// objects written from another state than the store's (a crash between the two), are
+    /// found at once. What fails open is checked for every endpoint at start (`full`: each
+    /// stage chain's rule count; a flushed chain lets traffic through); the map elements,
+    /// whose loss fails closed and whose read costs a walk of the table's sets, are compared
+    /// for a slice of the endpoints per pass, at a bounded cost under the lock. Returns
+    /// whether anything was repaired.
     pub(crate) fn reconcile_acls(&self, full: bool) -> std::result::Result<bool, String> {
         let states = self.all_acl_states();
-        let wanted = !states.is_empty();
-        if full && !wanted {
-            // Nothing to hold: only a leftover table is removed, so a restart writes nothing.
-            if nft_acl::any_table_exists() {
+        if states.is_empty() {
+            // Nothing to hold: only a leftover table is removed.
+            if full && nft_acl::any_table_exists() {
                 self.rebuild_acls().map_err(|e| e.message)?;
             }
             return Ok(false);
         }
-        if full || (wanted && !nft_acl::tables_present()) {
+        if !nft_acl::tables_present() || !nft_acl::skeleton_intact() {
             self.rebuild_acls().map_err(|e| e.message)?;
-            return Ok(wanted);
+            return Ok(true);
         }
-        if !wanted {
-            return Ok(false);
-        }
-        // Every endpoint's chains must exist (one dump of the chain names); the rules and map
-        // elements of a slice of the endpoints are compared per pass, so a chain flushed by hand
-        // (which lets the endpoint's traffic through) is found within a few passes at a bounded
-        // cost under the lock (a dump of all rules took 80 ms at 1 000 x 10).
-        let mut have = std::collections::HashSet::new();
-        for attach in [Attach::BridgePort, Attach::Routed] {
-            have.extend(nft_acl::chains(attach).map_err(|e| e.to_string())?);
-        }
+        let have = nft_acl::Inventory::read().map_err(|e| e.to_string())?;
         let start = self.acl_check_from.fetch_add(ACL_RULE_CHECKS_PER_PASS, std::sync::atomic::Ordering::Relaxed) % states.len();
         let in_slice = |i: usize| (i + states.len() - start) % states.len() < ACL_RULE_CHECKS_PER_PASS;
-        let mut broken = Vec::new();
-        for (i, s) in states.iter().enumerate() {
-            let missing = || nft_acl::wanted_chains(s).iter().any(|c| !have.contains(c));
-            if missing() || (in_slice(i) && nft_acl::endpoint_drifted(s)) {
-                broken.push(s);
+        let drifted = |i: usize, s: &EndpointAcl| !have.matches(s) || (full && !nft_acl::chains_intact(s)) || (in_slice(i) && nft_acl::endpoint_drifted(s));
+        let mut rewrite: Vec<&EndpointAcl> = states.iter().enumerate().filter(|(i, s)| drifted(*i, s)).map(|(_, s)| s).collect();
+        let mut b = Batch::new();
+        for (host_if, attach) in have.unwanted(&states) {
+            // A wanted endpoint with an extra stage is written in full (which removes it).
+            match states.iter().find(|s| s.host_if == host_if && s.attach == attach) {
+                Some(s) if !rewrite.contains(&s) => rewrite.push(s),
+                Some(_) => {}
+                None => nft_acl::build_remove(&mut b, &host_if, attach),
             }
         }
-        if broken.is_empty() {
-            return Ok(false);
-        }
-        let mut b = Batch::new();
-        for s in broken {
+        for s in &rewrite {
             nft_acl::build_endpoint(&mut b, s, Prior::Unknown);
+        }
+        if b.is_empty() {
+            return Ok(false);
         }
         super::blocking(|| nft_acl::apply(&b)).map_err(|e| e.to_string())?;
         Ok(true)

@@ -208,9 +208,9 @@ pub async fn periodic(engine: &super::EngineLock) -> Report {
     if s.nft {
         engine.lock().await.reconcile_nft(&mut r);
     }
-    // The ACL tables: rebuilt only when some endpoint has an ACL and they are missing.
+    // The ACL tables: what is missing or unwanted, and a slice of the endpoints compared.
     match engine.lock().await.reconcile_acls(false) {
-        Ok(true) => r.repaired.push("the ACL tables (rebuilt from the store)".into()),
+        Ok(true) => r.repaired.push("ACL objects that differed from the store (rewritten)".into()),
         Ok(false) => {}
         Err(e) => r.errors.push(e),
     }

@@ -79,11 +79,11 @@ impl Engine {
         }
         self.reconcile_nft(&mut r);
         lap("nft", &mut stages);
-        // At start the ACL tables are rewritten only if they exist (they may hold what the
-        // store no longer does); absent, they are made only when some endpoint has an ACL, so
-        // a restart with no ACL writes nothing (tests/restart_scale.rs).
-        match self.reconcile_acls(full && hns_kernel::nft_acl::tables_present()) {
-            Ok(true) if !full => r.repaired.push("the ACL tables (rebuilt from the store)".into()),
+        // At start every endpoint's ACL objects are compared with the store and only what
+        // differs is written, so a restart with nothing drifted writes nothing
+        // (tests/restart_scale.rs).
+        match self.reconcile_acls(full) {
+            Ok(true) => r.repaired.push("ACL objects that differed from the store (rewritten)".into()),
             Ok(_) => {}
             Err(e) => r.errors.push(e),
         }
