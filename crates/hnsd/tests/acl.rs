@@ -382,30 +382,45 @@ fn l2bridge_endpoints_are_filtered_on_their_routed_veth_and_transparent_refuses_
     assert!(r.raw.contains("no host-side interface"), "{}", r.raw);
 }
 
+/// An ACL change is committed lazily and made durable while the kernel step runs (as an
+/// attach is). SIGKILL before the sync: the change is lost as a whole (the request failed), the
+/// kernel keeps the old rules. SIGKILL once the store holds it but before the kernel does: the
+/// restart programs it (the kernel's digest of the endpoint is not the store's).
 #[test]
 fn a_crash_between_storing_a_policy_and_programming_it_is_repaired_at_restart() {
     let lab = Lab::new().expect("lab");
-    let crashing = hns_lab::HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), "policy-after-commit".into())], ..Default::default() };
-    let d = lab.start_hnsd_with(crashing).expect("hnsd starts");
+    let failing = |point: &str| hns_lab::HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), point.into())], ..Default::default() };
+    let d = lab.start_hnsd_with(failing("policy-after-commit")).expect("hnsd starts");
     let api = Api::new(&lab);
     let (b, _eb) = api.container("nat", "b", json!({}));
-    let (a, ea) = api.container("nat", "a", json!({}));
+    // Created with two rules (programmed by the attach, which has no failpoint here); the
+    // crashing change adds a third to rules the kernel already holds.
+    let allow_all = [acl(json!({"Id": "all", "Action": "Allow", "Direction": "In", "Priority": 1000})), acl(json!({"Id": "out", "Action": "Allow", "Direction": "Out", "Priority": 1000}))];
+    let (a, ea) = api.container("nat", "a", json!({"Policies": allow_all}));
     let ip_a = ip_of(&ea);
     let _s = serve(&lab, &a, "serve-tcp", &format!("{ip_a}:7000"));
     let _s2 = serve(&lab, &a, "serve-tcp", &format!("{ip_a}:7001"));
-    // hnsd dies right after the store holds the rules, before the kernel does.
-    let rules = json!([
-        acl(json!({"Id": "blk", "Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "7000", "Priority": 100})),
-        acl(json!({"Id": "all", "Action": "Allow", "Direction": "In", "Priority": 1000})),
-        acl(json!({"Id": "out", "Action": "Allow", "Direction": "Out", "Priority": 1000})),
-    ]);
+    let rules = json!([acl(json!({"Id": "blk", "Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "7000", "Priority": 100}))]);
+    let acls = |api: &Api| {
+        let ep = api.get(&format!("/endpoints/{}", ea["ID"].as_str().unwrap())).ok();
+        ep["Policies"].as_array().map_or(0, |ps| ps.iter().filter(|p| p["Type"] == "ACL").count())
+    };
+    // hnsd dies after the lazy commit, before it is durable: lost as a whole.
+    let r = modify(&api, &ea, "Add", rules.clone());
+    assert!(r.status == 0 || r.status >= 500, "the request did not die with hnsd: {} {}", r.status, r.raw);
+    assert!(eventually(Duration::from_secs(5), || !d.is_running()), "the failpoint did not kill hnsd");
+    let d = lab.start_hnsd_with(failing("policy-durable-before-kernel")).expect("hnsd starts again");
+    assert_eq!(acls(&api), 2, "a change whose commit was not durable survived the crash");
+    assert!(tcp(&lab, &b, &format!("{ip_a}:7000")), "the kernel holds rules the store does not");
+    // hnsd dies once the store holds the rules, before the kernel does.
     let r = modify(&api, &ea, "Add", rules);
     assert!(r.status == 0 || r.status >= 500, "the request did not die with hnsd: {} {}", r.status, r.raw);
     assert!(eventually(Duration::from_secs(5), || !d.is_running()), "the failpoint did not kill hnsd");
     assert!(tcp(&lab, &b, &format!("{ip_a}:7000")), "the kernel does not hold the rules yet");
-    // An OutBoundNAT stored the same way is programmed by the restart too (the second failpoint
+    // An OutBoundNAT stored the same way is programmed by the restart too (the next failpoint
     // run: this time the crash is in the endpoint-policy path).
-    let _d = lab.start_hnsd_with(hns_lab::HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), "policy-after-commit".into())], ..Default::default() }).expect("hnsd starts again");
+    let _d = lab.start_hnsd_with(failing("policy-after-commit")).expect("hnsd starts a third time");
+    assert_eq!(acls(&api), 3, "the durable change was lost");
     assert!(eventually(Duration::from_secs(5), || !tcp(&lab, &b, &format!("{ip_a}:7000"))), "the restart did not program the stored Block");
     assert!(tcp(&lab, &b, &format!("{ip_a}:7001")), "the stored allow-all is in force too");
     let onat = json!([{"Type": "OutBoundNAT", "Settings": {"Exceptions": ["10.244.0.0/16"]}}]);
@@ -413,7 +428,7 @@ fn a_crash_between_storing_a_policy_and_programming_it_is_repaired_at_restart() 
     assert!(r.status == 0 || r.status >= 500, "{} {}", r.status, r.raw);
     let table = |lab: &Lab| lab.try_in(Side::Host, "nft", &["list", "table", "inet", "hns_onat"]).unwrap().stdout;
     assert!(!table(&lab).contains("10.244.0.0/16"), "programmed before the crash?");
-    let _d = lab.start_hnsd(&[]).expect("hnsd starts a third time");
+    let _d = lab.start_hnsd(&[]).expect("hnsd starts a fourth time");
     assert!(eventually(Duration::from_secs(5), || table(&lab).contains("10.244.0.0/16")), "the stored OutBoundNAT was not programmed at restart:\n{}", table(&lab));
     // Both are still the endpoint's, and the ACL still holds.
     let ep = api.get(&format!("/endpoints/{}", ea["ID"].as_str().unwrap())).ok();

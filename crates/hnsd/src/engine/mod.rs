@@ -229,10 +229,16 @@ pub(crate) fn kernel_err(e: KernelError) -> ApiError {
 /// Test-only crash injection: when `HNSD_FAILPOINT` names this point, the daemon kills itself
 /// with SIGKILL right there, so tests can prove that a crash between two steps is repaired.
 pub(crate) fn failpoint(name: &str) {
-    if std::env::var("HNSD_FAILPOINT").is_ok_and(|v| v == name) {
+    if failpoint_armed(name) {
         tracing::warn!(failpoint = name, "failpoint reached: killing hnsd");
         let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
     }
+}
+
+/// Whether `HNSD_FAILPOINT` names `name` (for a failpoint that must first wait for a
+/// concurrent step, so the crash it simulates is always the same one).
+pub(crate) fn failpoint_armed(name: &str) -> bool {
+    std::env::var("HNSD_FAILPOINT").is_ok_and(|v| v == name)
 }
 
 /// Test-only pause: when `HNSD_FAILPOINT` is `pause:NAME:MS`, a request reaching point `NAME`
