@@ -173,5 +173,8 @@ pub async fn healthz() -> Json<Health> {
 
 #[utoipa::path(get, path = "/info", responses((status = 200, body = DaemonInfo)))]
 pub async fn info(State(s): State<Shared>) -> Json<DaemonInfo> {
-    Json(s.engine.lock().await.info())
+    let mut info = s.engine.lock().await.info();
+    let foreign = tokio::task::spawn_blocking(crate::engine::info::foreign_drop_chains).await.unwrap_or_default();
+    info.warnings.splice(0..0, foreign);
+    Json(info)
 }

@@ -25,8 +25,9 @@ pub fn probe_kernel() -> BTreeMap<String, bool> {
 }
 
 /// Forward-hook chains of other tables whose policy is drop: they would drop hns traffic
-/// (Docker's, firewalld's and ufw's default rulesets do).
-fn foreign_drop_chains() -> Vec<String> {
+/// (Docker's, firewalld's and ufw's default rulesets do). Runs `nft` (tens of ms with a large
+/// ruleset): callers run it off the engine's lock and off the async workers.
+pub fn foreign_drop_chains() -> Vec<String> {
     let Ok(out) = Command::new("nft").args(["-j", "list", "chains"]).output() else { return vec![] };
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { return vec![] };
     let mut warnings = Vec::new();
@@ -49,8 +50,10 @@ fn foreign_drop_chains() -> Vec<String> {
 }
 
 impl Engine {
+    /// What `GET /info` says from the engine's own state (cheap, under the lock); the
+    /// handler adds [`foreign_drop_chains`], which asks the host's firewall, after the lock.
     pub fn info(&self) -> DaemonInfo {
-        let mut warnings = foreign_drop_chains();
+        let mut warnings = Vec::new();
         if !self.kernel_features.get("nftables").copied().unwrap_or(false) {
             warnings.push("nft does not run: install nftables; nat networks have no masquerade or isolation without it".into());
         }

@@ -34,7 +34,7 @@ mod discovery;
 mod epolicies;
 mod endpoints;
 mod index;
-mod info;
+pub mod info;
 pub mod loadbalancers;
 mod namespaces;
 mod networks;
