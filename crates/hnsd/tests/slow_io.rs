@@ -1,6 +1,7 @@
 //! No request waits on another's slow I/O: while attaches on a DHCP network wait for a LAN
 //! server that never answers (ten seconds each), attaches on a nat network go on at their
-//! usual pace, and reads answer at once.
+//! usual pace, and reads answer at once. Attach, detach and ACL kernel steps run without the
+//! engine lock, ordered per endpoint and compartment.
 
 mod common;
 
@@ -165,4 +166,45 @@ fn requests_for_one_endpoint_wait_for_its_detach() {
         now == kernel_before
     });
     assert!(clean, "something was left in the kernel:\n{now}\nwant:\n{kernel_before}");
+}
+
+/// An ACL change's kernel step runs without the engine lock (here held 2 s by the
+/// `pause:acl-kernel` failpoint): requests for other endpoints go on meanwhile, while a second
+/// change of the same endpoint and its delete wait for it, and both changes end in the kernel.
+#[test]
+fn an_acl_change_delays_only_requests_for_its_endpoint() {
+    let lab = Lab::new().unwrap();
+    let opts = hns_lab::HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), "pause:acl-kernel:2000".into())], ..Default::default() };
+    let _d = lab.start_hnsd_with(opts).unwrap();
+    let api = Api::new(&lab);
+    let acl = |port: u16, prio: u16| json!({"Type": "ACL", "Settings": {"Action": "Allow", "Direction": "In", "Protocols": "6", "LocalPorts": port.to_string(), "Priority": prio}});
+    let (_a, ea) = api.container("nat", "a", json!({"Policies": [acl(7000, 100)]}));
+    let path = format!("/endpoints/{}", ea["ID"].as_str().unwrap());
+    let change = |port: u16, prio: u16| json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [acl(port, prio)]}});
+    let started = Instant::now();
+    let (s1, s2, s3, p1, p2, p3) = (api.socket.clone(), api.socket.clone(), api.socket.clone(), path.clone(), path.clone(), path.clone());
+    let (c1, c2) = (change(7001, 200), change(7002, 300));
+    let first = std::thread::spawn(move || (Api { socket: s1 }.post(&p1, &c1), started.elapsed()));
+    std::thread::sleep(Duration::from_millis(300));
+    let second = std::thread::spawn(move || (Api { socket: s2 }.post(&p2, &c2), started.elapsed()));
+    std::thread::sleep(Duration::from_millis(100));
+    let delete = std::thread::spawn(move || (Api { socket: s3 }.delete(&p3), started.elapsed()));
+    // Meanwhile: another container comes and goes, and the changed endpoint reads, at once.
+    let t = Instant::now();
+    let (_b, eb) = api.container("nat", "b", json!({}));
+    assert_eq!(api.get(&path).status, 200);
+    assert_eq!(api.delete(&format!("/endpoints/{}", eb["ID"].as_str().unwrap())).status, 204);
+    let others = t.elapsed();
+    assert!(others < Duration::from_millis(1000), "requests for other endpoints waited for the ACL step: {others:?}");
+    let ((r1, t1), (r2, t2), (r3, t3)) = (first.join().unwrap(), second.join().unwrap(), delete.join().unwrap());
+    assert_eq!((r1.status, r2.status), (204, 204), "{} / {}", r1.raw, r2.raw);
+    assert!(t1 >= Duration::from_millis(1900), "the first change did not run its (paused) kernel step: {t1:?}");
+    assert!(t2 >= t1, "the second change of the endpoint did not wait for the first's step: {t2:?} < {t1:?}");
+    assert!(t3 >= t2, "the delete did not wait for the endpoint's ACL steps: {t3:?} < {t2:?}");
+    assert_eq!(r3.status, 204, "{}", r3.raw);
+    // The second change's step ran before the delete (it was paused too): both reached the
+    // kernel, then the delete removed the endpoint's objects with it.
+    assert!(t3 >= Duration::from_millis(3900), "the second change's step did not run before the delete: {t3:?}");
+    let tables = lab.in_host("nft", &["list", "tables"]).unwrap().stdout;
+    assert!(!tables.contains("hns_acl"), "the deleted endpoint's ACL tables were left:\n{tables}");
 }

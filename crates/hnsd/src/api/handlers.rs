@@ -67,7 +67,7 @@ pub async fn delete_network(State(s): State<Shared>, Path(id): Path<String>) -> 
     responses((status = 200, body = HostComputeNetwork), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn modify_network(State(s): State<Shared>, Path(id): Path<String>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNetwork> {
     let req: ModifyRequest = body(b)?;
-    Ok(Json(s.engine.lock().await.modify_network(&id, req).await?))
+    Ok(Json(requests::modify_network(&s, &id, req).await?))
 }
 
 #[utoipa::path(get, path = "/endpoints", responses((status = 200, body = [HostComputeEndpoint])))]

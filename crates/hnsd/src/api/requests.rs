@@ -1,7 +1,7 @@
 //! Request paths that hold the engine's lock only for what must be serial. An attach's kernel
 //! step (veth into the compartment, addresses, routes: most of its cost), a detach's (the veth
-//! retired) and the steps that wait on another machine (a DHCP server, etcd) run with the lock
-//! released, so requests for other containers go on meanwhile. Requests for the same endpoint or compartment wait until
+//! retired), an ACL change's (map elements, while the store syncs) and the steps that wait on
+//! another machine (a DHCP server, etcd) run with the lock released, so requests for other containers go on meanwhile. Requests for the same endpoint or compartment wait until
 //! its step is done ([`lock_when_idle`]). Shared by the HTTP handlers and the Docker plugin.
 
 use std::future::Future;
@@ -99,9 +99,36 @@ pub async fn delete_endpoint(s: &Shared, key: &str) -> Result<()> {
     .await
 }
 
-/// Adds or removes an endpoint's port mappings, once its attach (if any) is done.
+/// Changes an endpoint's policies, once its attach (if any) is done; an ACL change's kernel
+/// step runs without the lock.
 pub async fn modify_endpoint(s: &Shared, key: &str, req: ModifyRequest) -> Result<()> {
-    lock_when_idle(&s.engine, |e| e.touched(&[key], &[])).await.modify_endpoint(key, req).await
+    let (s, key) = (s.clone(), key.to_owned());
+    uncut(async move {
+        let step = lock_when_idle(&s.engine, |e| e.touched(&[&key], &[])).await.modify_endpoint(&key, req).await?;
+        acl_step(&s, step).await
+    })
+    .await
+}
+
+/// Changes a network's policies; a NetworkACL change's kernel step (every endpoint of the
+/// network) runs without the lock, after that of any of them in flight.
+pub async fn modify_network(s: &Shared, key: &str, req: ModifyRequest) -> Result<hns_api::HostComputeNetwork> {
+    let (s, key) = (s.clone(), key.to_owned());
+    uncut(async move {
+        let busy = |e: &Engine| e.network_id(&key).map(|n| e.endpoints_of_network(&n)).unwrap_or_default();
+        let (net, step) = lock_when_idle(&s.engine, busy).await.modify_network(&key, req).await?;
+        acl_step(&s, step).await?;
+        Ok(net)
+    })
+    .await
+}
+
+/// Runs an ACL change's kernel step (if any) without the lock, then ends it under the lock.
+async fn acl_step(s: &Shared, step: Option<crate::engine::acl::KernelAcl>) -> Result<()> {
+    let Some(mut k) = step else { return Ok(()) };
+    let done = k.run().await;
+    s.engine.lock().await.acl_end(&k);
+    done
 }
 
 /// Creates a namespace; the leases of the endpoints in its `Resources` are obtained first.

@@ -87,13 +87,24 @@ impl Engine {
     /// no table to validate); should the kernel not hold what `before` says, the batch fails
     /// as a whole and the endpoints are written in full.
     pub(crate) fn program_acls(&self, ids: &[String], before: &HashMap<String, EndpointAcl>) -> Result<()> {
+        match self.acl_write(ids, before) {
+            AclWrite::Nothing => Ok(()),
+            AclWrite::Rebuild(b) => super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err),
+            AclWrite::Endpoints { diff, full } => super::blocking(|| apply_endpoints(diff.as_ref(), &full)),
+        }
+    }
+
+    /// What [`program_acls`] writes, planned from the engine's state.
+    fn acl_write(&self, ids: &[String], before: &HashMap<String, EndpointAcl>) -> AclWrite {
         let states: Vec<(&String, EndpointAcl)> = ids.iter().filter_map(|id| Some((id, self.acl_state(self.endpoints.get(id)?)?))).collect();
         let present = nft_acl::tables_present();
         if states.iter().all(|(_, s)| s.rules.is_empty()) && !present {
-            return Ok(());
+            return AclWrite::Nothing;
         }
         if !present || !self.other_acl_state(None) {
-            return self.rebuild_acls();
+            let mut b = Batch::new();
+            nft_acl::build_all(&mut b, &self.all_acl_states());
+            return AclWrite::Rebuild(b);
         }
         let batch = |trust: bool| {
             let mut b = Batch::new();
@@ -105,15 +116,35 @@ impl Engine {
             }
             b
         };
-        let fast = batch(true);
-        match super::blocking(|| nft_acl::apply(&fast)) {
-            Err(e) if !before.is_empty() => {
-                tracing::warn!("ACL elements could not be rewritten in place ({e}); writing the endpoints in full");
-                let full = batch(false);
-                super::blocking(|| nft_acl::apply(&full)).map_err(kernel_err)
+        AclWrite::Endpoints { diff: (!before.is_empty()).then(|| batch(true)), full: batch(false) }
+    }
+
+    /// Plans the kernel step of an ACL change committed (lazily) for the endpoints `ids`: they
+    /// stay in flight, so requests for them wait and the reconciler leaves them alone, until
+    /// [`acl_end`](Self::acl_end). A rebuild of the whole tables (none there yet, or this is
+    /// the first endpoint with rules) is written here, under the lock: it writes every
+    /// endpoint's objects, and another change running meanwhile must not be overwritten.
+    fn acl_begin(&mut self, ids: Vec<String>, before: &HashMap<String, EndpointAcl>, stored: &'static str) -> Result<Option<KernelAcl>> {
+        super::failpoint("policy-after-commit");
+        let (diff, full) = match self.acl_write(&ids, before) {
+            AclWrite::Nothing => (None, Batch::new()),
+            AclWrite::Rebuild(b) => {
+                let store = self.store.clone();
+                let kernel = super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err).map_err(|e| committed(e, stored));
+                return kernel.and(store.sync().map_err(|e| super::store_err_after(e, IN_KERNEL_NOT_DURABLE))).map(|()| None);
             }
-            r => r.map_err(kernel_err),
+            AclWrite::Endpoints { diff, full } => (diff, full),
+        };
+        self.in_flight.extend(ids.iter().cloned());
+        Ok(Some(KernelAcl { ids, diff, full, store: self.store.clone(), stored }))
+    }
+
+    /// Ends an ACL change's kernel step: its endpoints are no longer in flight.
+    pub fn acl_end(&mut self, k: &KernelAcl) {
+        for id in &k.ids {
+            self.in_flight.remove(id);
         }
+        self.idle.notify_waiters();
     }
 
     /// The ACL state of the endpoints among `ids` whose rules are programmed now (see
@@ -173,12 +204,14 @@ impl Engine {
             return Ok(true);
         }
         let have = nft_acl::Inventory::read().map_err(|e| e.to_string())?;
+        // Endpoints whose ACL change is in its kernel step (without the lock) are left to it.
+        let busy: std::collections::HashSet<String> = self.in_flight.iter().filter_map(|id| self.endpoints.get(id)).filter_map(|r| self.acl_state(r)).map(|s| s.host_if).collect();
         let start = self.acl_check_from.fetch_add(ACL_RULE_CHECKS_PER_PASS, std::sync::atomic::Ordering::Relaxed) % states.len();
         let in_slice = |i: usize| (i + states.len() - start) % states.len() < ACL_RULE_CHECKS_PER_PASS;
         let drifted = |i: usize, s: &EndpointAcl| !have.matches(s) || (full && !nft_acl::chains_intact(s)) || (in_slice(i) && nft_acl::endpoint_drifted(s));
-        let mut rewrite: Vec<&EndpointAcl> = states.iter().enumerate().filter(|(i, s)| drifted(*i, s)).map(|(_, s)| s).collect();
+        let mut rewrite: Vec<&EndpointAcl> = states.iter().enumerate().filter(|(i, s)| !busy.contains(&s.host_if) && drifted(*i, s)).map(|(_, s)| s).collect();
         let mut b = Batch::new();
-        for (host_if, attach) in have.unwanted(&states) {
+        for (host_if, attach) in have.unwanted(&states).into_iter().filter(|(h, _)| !busy.contains(h)) {
             // A wanted endpoint with an extra stage is written in full (which removes it).
             match states.iter().find(|s| s.host_if == host_if && s.attach == attach) {
                 Some(s) if !rewrite.contains(&s) => rewrite.push(s),
@@ -199,7 +232,7 @@ impl Engine {
     /// `ResourceType: Policy` with ACL policies on an endpoint: Add appends, Remove takes out
     /// the equal rule (or the one with the same `Id`), Update replaces the rule with the same
     /// `Id`. Stored first, then programmed.
-    pub(crate) fn modify_endpoint_acls(&mut self, id: &str, kind: RequestType, given: &[Policy]) -> Result<()> {
+    pub(crate) fn modify_endpoint_acls(&mut self, id: &str, kind: RequestType, given: &[Policy]) -> Result<Option<KernelAcl>> {
         if let Some(i) = given.iter().position(|p| !policies::is_acl(p)) {
             return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("Settings.Policies[{i}].Type"), "send ACL policies and other policies in separate requests"));
         }
@@ -213,36 +246,12 @@ impl Engine {
         rec.ep.version += 1;
         self.persist_endpoint(&rec, true)?;
         self.endpoints.insert(id.to_owned(), rec);
-        self.program_acls_while_syncing(&[id.to_owned()], &before, "the endpoint's ACLs are stored")
-    }
-
-    /// The kernel step of an ACL change while the request's lazy commit becomes durable (as an
-    /// attach does): the reply waits for both, and the disk's wait (~0.6 ms) no longer adds
-    /// to the kernel's. A crash before the sync leaves the store as before the request; the
-    /// kernel may hold the new rules then, and the restart's check (an endpoint digest that is
-    /// not the store's, `nft_acl::Inventory`) writes the stored ones back. Failpoints:
-    /// `policy-after-commit` (nothing durable yet), `policy-durable-before-kernel` (the store
-    /// holds the change, the kernel does not).
-    fn program_acls_while_syncing(&self, ids: &[String], before: &HashMap<String, EndpointAcl>, stored: &str) -> Result<()> {
-        super::failpoint("policy-after-commit");
-        let store = self.store.clone();
-        std::thread::scope(|s| {
-            let sync = s.spawn(move || store.sync());
-            if super::failpoint_armed("policy-durable-before-kernel") {
-                while !sync.is_finished() {
-                    std::thread::yield_now();
-                }
-                super::failpoint("policy-durable-before-kernel");
-            }
-            let kernel = self.program_acls(ids, before).map_err(|e| committed(e, stored));
-            let durable = sync.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            durable.map_err(|e| super::store_err_after(e, "the change is in the kernel and in memory, and becomes durable with the next commit")).and(kernel)
-        })
+        self.acl_begin(vec![id.to_owned()], &before, "the endpoint's ACLs are stored")
     }
 
     /// The same for NetworkACL policies on a network; every attached endpoint of it is
     /// reprogrammed in one transaction.
-    pub(crate) fn modify_network_acls(&mut self, net_id: &str, kind: RequestType, given: &[Policy]) -> Result<HostComputeNetwork> {
+    pub(crate) fn modify_network_acls(&mut self, net_id: &str, kind: RequestType, given: &[Policy]) -> Result<(HostComputeNetwork, Option<KernelAcl>)> {
         if let Some(i) = given.iter().position(|p| !policies::is_network_acl(p)) {
             return Err(ApiError::field(ErrorCode::InvalidPolicy, format!("Settings.Policies[{i}].Type"), "send NetworkACL policies and other policies in separate requests"));
         }
@@ -251,7 +260,7 @@ impl Engine {
         policies::check_network_takes_acls(rec.net.network_type(), true, "Settings.Policies")?;
         let current = self.network_acls(net_id);
         let next = apply_change(&current, kind, &wanted, &format!("network {net_id}"))?;
-        let ids: Vec<String> = self.endpoints.values().filter(|e| e.network_id == net_id).map(|e| e.ep.id.clone()).collect();
+        let ids = self.endpoints_of_network(net_id);
         for id in &ids {
             let mut rules = next.clone();
             rules.extend(self.endpoints[id].acls.iter().cloned());
@@ -263,14 +272,75 @@ impl Engine {
         rec.net.version += 1;
         self.persist_network(&rec, true)?;
         self.networks.get_mut(net_id).expect("exists").rec = rec;
-        self.program_acls_while_syncing(&ids, &before, "the network's ACLs are stored")?;
-        Ok(self.networks[net_id].rec.net.clone())
+        let step = self.acl_begin(ids, &before, "the network's ACLs are stored")?;
+        Ok((self.networks[net_id].rec.net.clone(), step))
     }
 }
 
 /// An ACL of an endpoint's view.
 pub(crate) fn acl_policies(rec: &EndpointRecord) -> impl Iterator<Item = Policy> + '_ {
     rec.acls.iter().map(|r| policies::to_policy(ACL, r))
+}
+
+/// What an ACL write does (see [`Engine::program_acls`]).
+enum AclWrite {
+    Nothing,
+    /// Both tables from scratch.
+    Rebuild(Batch),
+    /// Some endpoints' objects: the elements that differ (when all of them were programmed),
+    /// and the same endpoints written in full, should the kernel not hold what the diff
+    /// expects.
+    Endpoints { diff: Option<Batch>, full: Batch },
+}
+
+fn apply_endpoints(diff: Option<&Batch>, full: &Batch) -> Result<()> {
+    match diff.map(nft_acl::apply) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => {
+            tracing::warn!("ACL elements could not be rewritten in place ({e}); writing the endpoints in full");
+            nft_acl::apply(full).map_err(kernel_err)
+        }
+        None if full.is_empty() => Ok(()),
+        None => nft_acl::apply(full).map_err(kernel_err),
+    }
+}
+
+const IN_KERNEL_NOT_DURABLE: &str = "the change is in the kernel and in memory, and becomes durable with the next commit";
+
+/// The kernel step of an ACL change (map elements, or its endpoints' objects in full), with all
+/// it needs in hand so that it runs without the engine lock ([`Engine::acl_begin`]), while
+/// the request's lazy commit becomes durable (as an attach's does): the reply waits for
+/// both, and the disk's wait no longer adds to the kernel's. A crash before the sync leaves
+/// the store as before the request; the kernel may hold the new rules then, and the
+/// restart's check (an endpoint digest that is not the store's, `nft_acl::Inventory`)
+/// writes the stored ones back. Failpoints: `policy-after-commit` (nothing durable yet),
+/// `policy-durable-before-kernel` (the store holds the change, the kernel does not);
+/// `pause:acl-kernel:MS` holds the step (tests of what waits for it).
+pub struct KernelAcl {
+    pub(crate) ids: Vec<String>,
+    diff: Option<Batch>,
+    full: Batch,
+    store: std::sync::Arc<hns_store::Store>,
+    stored: &'static str,
+}
+
+impl KernelAcl {
+    pub async fn run(&mut self) -> Result<()> {
+        super::pause_point("acl-kernel").await;
+        let store = self.store.clone();
+        if super::failpoint_armed("policy-durable-before-kernel") {
+            let _ = tokio::task::spawn_blocking(move || store.sync()).await;
+            super::failpoint("policy-durable-before-kernel");
+            return Err(ApiError::internal("failpoint"));
+        }
+        let durable = tokio::task::spawn_blocking(move || store.sync());
+        let (diff, full) = (self.diff.take(), std::mem::take(&mut self.full));
+        let kernel = tokio::task::spawn_blocking(move || apply_endpoints(diff.as_ref(), &full));
+        let (durable, kernel) = tokio::join!(durable, kernel);
+        let joined = |what: &str, e: tokio::task::JoinError| ApiError::internal(format!("the ACL change's {what} failed: {e}"));
+        let kernel = kernel.map_err(|e| joined("kernel step", e))?.map_err(|e| committed(e, self.stored));
+        durable.map_err(|e| joined("store sync", e))?.map_err(|e| super::store_err_after(e, IN_KERNEL_NOT_DURABLE)).and(kernel)
+    }
 }
 
 fn committed(e: ApiError, what: &str) -> ApiError {

@@ -603,8 +603,10 @@ impl Engine {
         result
     }
 
-    /// `ResourceType: Policy` adds or removes port mappings on a (running) endpoint.
-    pub async fn modify_endpoint(&mut self, key: &str, req: ModifyRequest) -> Result<()> {
+    /// `ResourceType: Policy` adds or removes port mappings on a (running) endpoint, its ACLs
+    /// (whose kernel step the caller runs without the lock: the returned step) and its other
+    /// policies.
+    pub async fn modify_endpoint(&mut self, key: &str, req: ModifyRequest) -> Result<Option<super::acl::KernelAcl>> {
         let id = self.endpoint_id(key)?;
         if req.resource_type != ResourceType::Policy {
             return Err(ApiError::field(
@@ -618,7 +620,7 @@ impl Engine {
             return self.modify_endpoint_acls(&id, req.request_type, &p.policies);
         }
         if p.policies.iter().any(super::epolicies::is_endpoint_kind) {
-            return Box::pin(self.modify_endpoint_policies(&id, req.request_type, &p.policies)).await;
+            return Box::pin(self.modify_endpoint_policies(&id, req.request_type, &p.policies)).await.map(|()| None);
         }
         let wanted = portmaps::parse_policies(&p.policies, "Settings.Policies")?;
         let rec = self.endpoints[&id].clone();
@@ -705,7 +707,7 @@ impl Engine {
             self.mappings.remove(&id);
         }
         let keep = portmaps::kernel_form(&rec, &witnesses);
-        self.program_mappings(&portmaps::kernel_form(&rec, &added), &portmaps::kernel_form(&rec, &removed), &keep)
+        self.program_mappings(&portmaps::kernel_form(&rec, &added), &portmaps::kernel_form(&rec, &removed), &keep).map(|()| None)
     }
 
     /// Attaches an endpoint to a compartment: commit, create the veth into it, configure,

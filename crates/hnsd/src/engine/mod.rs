@@ -29,7 +29,7 @@
 
 pub mod dhcp;
 mod dhcp6;
-mod acl;
+pub mod acl;
 mod discovery;
 mod epolicies;
 mod endpoints;
@@ -378,6 +378,11 @@ impl Engine {
         out.extend(namespaces.iter().filter_map(|k| self.namespace_id(k)));
         out.retain(|k| !k.is_empty());
         out
+    }
+
+    /// The IDs of a network's endpoints (what a change of the whole network touches).
+    pub fn endpoints_of_network(&self, net_id: &str) -> Vec<String> {
+        self.endpoints.values().filter(|e| e.network_id == net_id).map(|e| e.ep.id.clone()).collect()
     }
 
     pub(crate) fn endpoint_id(&self, key: &str) -> Result<String> {

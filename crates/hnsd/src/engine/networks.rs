@@ -382,7 +382,7 @@ impl Engine {
 
     /// `ResourceType: Policy` adds (Add, Update) or removes (Remove) network policies; the only
     /// one implemented is `AutomaticDNS`, which turns service discovery on or off.
-    pub async fn modify_network(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeNetwork> {
+    pub async fn modify_network(&mut self, key: &str, req: ModifyRequest) -> Result<(HostComputeNetwork, Option<super::acl::KernelAcl>)> {
         let id = self.network_id(key).ok_or_else(|| not_found(key))?;
         if req.resource_type != ResourceType::Policy {
             return Err(ApiError::field(
@@ -429,7 +429,7 @@ impl Engine {
         for ns in self.namespaces_on(&id) {
             self.write_resolv_conf(&ns);
         }
-        Ok(self.networks[&id].rec.net.clone())
+        Ok((self.networks[&id].rec.net.clone(), None))
     }
 
     /// The compartments with an endpoint on a network.
