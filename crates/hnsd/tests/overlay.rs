@@ -640,6 +640,12 @@ fn a_silent_partition_from_etcd_costs_one_request_timeout_then_fails_at_once() {
         let r = api0.post("/endpoints", &json!({"HostComputeNetwork": "ov"}));
         (r, started.elapsed())
     });
+    // An overlay network create waits for etcd the same way, without the engine lock.
+    let api0 = Api { socket: h.apis[0].socket.clone() };
+    let network = std::thread::spawn(move || {
+        let r = api0.post("/networks", &json!({"Name": "ov2", "Type": "Overlay", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.251.0.0/24"}]}]}));
+        (r, started.elapsed())
+    });
     std::thread::sleep(Duration::from_millis(200));
     for i in 0..10 {
         let (ns, ep) = h.apis[0].container("local", &format!("n{i}"), json!({}));
@@ -652,6 +658,10 @@ fn a_silent_partition_from_etcd_costs_one_request_timeout_then_fails_at_once() {
     assert!(took < Duration::from_millis(4500), "the first attempt took {took:?}");
     assert!(took > Duration::from_millis(1000), "the first attempt did not wait for etcd ({took:?}): the overlap below proves nothing");
     assert!(local_done < took, "local containers finished at {local_done:?}, after the etcd attempt ({took:?}): they waited for it");
+    let (net, took) = network.join().unwrap();
+    assert!(net.status == 503 && net.raw.contains("etcd is unreachable"), "{}", net.raw);
+    assert!(took > Duration::from_millis(1000) && local_done < took, "the network create ({took:?}) did not wait for etcd, or local containers ({local_done:?}) waited for it");
+    assert_eq!(h.apis[0].get("/networks/ov2").status, 404, "a network etcd never created was built");
     let (second, took) = attempt();
     assert!(second.status == 503 && took < Duration::from_millis(500), "{took:?}: {}", second.raw);
     assert!(ping(h.host(0), &a0, &ip_of(&e1)), "the overlay must keep forwarding");

@@ -42,10 +42,16 @@ pub async fn list_networks(State(s): State<Shared>) -> Json<List<HostComputeNetw
     responses((status = 200, body = HostComputeNetwork), (status = 400, body = ApiError), (status = 409, body = ApiError),
         (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError)))]
 pub async fn create_network(State(s): State<Shared>, b: Result<Bytes, BytesRejection>) -> Reply<HostComputeNetwork> {
-    let req = body(b).map_err(|Failure(e)| {
+    let req: HostComputeNetwork = body(b).map_err(|Failure(e)| {
         // An unknown driver name is a network-type error, not a syntax error.
         if e.field.as_deref() == Some("Type") { Failure(ApiError { code: ErrorCode::InvalidNetworkType, ..e }) } else { Failure(e) }
     })?;
+    if req.kind == Some(hns_api::NetworkType::Overlay) {
+        // etcd's step runs without the engine lock, in a task a client going away cannot cut.
+        let s = s.clone();
+        let made = tokio::spawn(async move { crate::engine::overlay::create_network_staged(&s.engine, req).await });
+        return Ok(Json(made.await.map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))??));
+    }
     Ok(Json(s.engine.lock().await.create_network(req).await?))
 }
 

@@ -22,6 +22,7 @@
 mod endpoints;
 pub(crate) use endpoints::{Planned, create_staged, delete_staged};
 mod networks;
+pub(crate) use networks::create_network_staged;
 pub mod nodes;
 mod sync;
 
@@ -89,6 +90,9 @@ pub struct OverlayState {
     /// IDs of endpoints whose cluster addresses are being allocated (without the engine lock):
     /// a second request for the same ID meanwhile is refused.
     pub(crate) creating: std::collections::HashSet<String>,
+    /// IDs of overlay networks this host is creating in the cluster (without the engine
+    /// lock): the watch does not build them meanwhile (`networks::StagedNetwork`).
+    pub(crate) creating_networks: std::collections::HashSet<String>,
 }
 
 /// The endpoints of other hosts, by network ID then endpoint ID. Like `index::Tracked`, every

@@ -65,8 +65,16 @@ fn subnets_text(on: &OverlayNetwork) -> String {
 
 impl Engine {
     /// `POST /networks` with `Type: Overlay`: validated here, created in the cluster (VNI
-    /// decided there), then built here. Other hosts build it from their watch.
+    /// decided there), then built here. Other hosts build it from their watch. All under the
+    /// caller's lock (the Docker plugin's path); the API runs [`create_network_staged`].
     pub(crate) async fn create_overlay_network(&mut self, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
+        let staged = self.overlay_network_begin(req).await?;
+        let created = staged.cluster.create_network(staged.spec.clone()).await;
+        self.overlay_network_end(staged, created).await
+    }
+
+    /// Validates an overlay network and reserves its ID (see [`StagedNetwork`]).
+    pub(crate) async fn overlay_network_begin(&mut self, mut req: HostComputeNetwork) -> Result<StagedNetwork> {
         let what = format!("create overlay network {:?}", req.name);
         // Without a cluster store there is nothing to validate for.
         if let Err(e) = self.cluster_for(&what)
@@ -84,7 +92,7 @@ impl Engine {
         }
         let port = validate::parse_network_policies(&req.policies, "Policies")?.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT);
         let host = self.host_prefixes().await;
-        let net = self.validate_network(req, &host, &HostFacts::default())?;
+        let net = self.validate_network(req.clone(), &host, &HostFacts::default())?;
         let vni = match net.rec.net.subnets().next() {
             Some(s) => validate::parse_subnet(s, "Ipams[0].Subnets[0]")?.vsid,
             None => None,
@@ -100,23 +108,37 @@ impl Engine {
             vxlan_port: port,
             outbound_nat: net.rec.net.outbound_nat,
         };
-        let created = cluster.create_network(spec).await;
+        // The ID chosen now is the cluster's: validated again with it at the end.
+        req.id = spec.id.clone();
+        self.overlay.creating_networks.insert(spec.id.clone());
+        Ok(StagedNetwork { req, spec, cluster, local })
+    }
+
+    /// Builds a network the cluster created (or undoes the reservation): validated again, as a
+    /// local network of the same name or subnet may have been made meanwhile; if it cannot be
+    /// built here it is taken out of the cluster again, or it would exist everywhere but on
+    /// the host that asked for it.
+    pub(crate) async fn overlay_network_end(&mut self, staged: StagedNetwork, created: std::result::Result<OverlayNetwork, hns_cluster::ClusterError>) -> Result<HostComputeNetwork> {
+        let StagedNetwork { req, cluster, local, .. } = staged;
+        self.overlay.creating_networks.remove(&req.id);
         let on = self.checked(created).map_err(|e| {
             let code = if e.to_string().contains("overlaps") { ErrorCode::SubnetInUse } else { ErrorCode::NetworkAlreadyExists };
             cluster_err(e, code)
         })?;
-        let net = self.overlay_net(with_cluster_facts(net.rec, &on))?;
-        match self.commit_new_network(net, None).await {
-            Ok(created) => Ok(created),
-            Err(e) => {
-                // Not built here: take it out of the cluster again, or it would exist everywhere
-                // but on the host that asked for it.
-                if let Err(undo) = cluster.delete_network(&on.id, &local.node).await {
-                    tracing::warn!(network = %on.name, error = %undo, "could not undo the cluster network after a local failure");
-                }
-                Err(e)
-            }
+        let host = self.host_prefixes().await;
+        let built = match self.validate_network(req, &host, &HostFacts::default()) {
+            Ok(net) => match self.overlay_net(with_cluster_facts(net.rec, &on)) {
+                Ok(net) => self.commit_new_network(net, None).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if built.is_err()
+            && let Err(undo) = cluster.delete_network(&on.id, &local.node).await
+        {
+            tracing::warn!(network = %on.name, error = %undo, "could not undo the cluster network after a local failure");
         }
+        built
     }
 
     /// The cluster half of deleting an overlay network (the caller checked this host has no
@@ -139,6 +161,10 @@ impl Engine {
     /// network that cannot be built here (its name or subnet is taken by a local network) is
     /// reported by `info` and skipped; the rest of the cluster is unaffected.
     pub(crate) async fn ensure_cluster_network(&mut self, on: &OverlayNetwork) {
+        // This host's own create, between its cluster step and its build: left to it.
+        if self.overlay.creating_networks.contains(&on.id) {
+            return;
+        }
         if let Some(n) = self.networks.get(&on.id) {
             match &n.plan.overlay {
                 Some(o) if o.vni == on.vni && o.port == on.vxlan_port && o.outbound_nat == on.outbound_nat => {
@@ -201,4 +227,24 @@ impl Engine {
         self.fill_overlay_plan(&mut net);
         Ok(net)
     }
+}
+
+/// An overlay network validated under the engine lock, whose cluster step (etcd decides the
+/// VNI and refuses duplicates: up to its timeout when etcd is silently partitioned) runs
+/// without the lock; [`Engine::overlay_network_end`] builds it. Until then the watch leaves its
+/// ID alone (`creating_networks`).
+pub struct StagedNetwork {
+    req: HostComputeNetwork,
+    spec: OverlayNetworkSpec,
+    cluster: hns_cluster::Cluster,
+    local: super::LocalVtep,
+}
+
+/// `POST /networks` of an overlay network: validated and built under the engine lock, created
+/// in the cluster without it, so a slow or partitioned etcd delays only this request. Run it in
+/// a task of its own: it must not be cut short between its steps.
+pub(crate) async fn create_network_staged(engine: &crate::engine::EngineLock, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
+    let staged = engine.lock().await.overlay_network_begin(req).await?;
+    let created = staged.cluster.create_network(staged.spec.clone()).await;
+    engine.lock().await.overlay_network_end(staged, created).await
 }
