@@ -210,7 +210,7 @@ impl Engine {
         rec.acls = apply_change(&rec.acls, kind, &wanted, &format!("endpoint {id}"))?;
         self.check_acl_boxes(&rec.network_id, &rec.acls, "Settings.Policies")?;
         let before = self.with_rules(&[id.to_owned()]);
-        rec.ep.version += 1;
+        rec.ep_mut().version += 1;
         self.persist_endpoint(&rec, false)?;
         self.endpoints.insert(id.to_owned(), rec);
         super::failpoint("policy-after-commit");

@@ -189,7 +189,7 @@ mod tests {
 
     fn rec(id: &str, net: &str, ns: &str, name: &str) -> EndpointRecord {
         let ep = hns_api::HostComputeEndpoint { id: id.into(), name: name.into(), host_compute_namespace: ns.into(), ..Default::default() };
-        EndpointRecord { ep, network_id: net.into(), lease: None, lease6: None, requested_ifname: String::new(), acls: Vec::new(), policies: Default::default() }
+        EndpointRecord { ep: ep.into(), network_id: net.into(), lease: None, lease6: None, requested_ifname: String::new(), acls: Vec::new(), policies: Default::default() }
     }
 
     fn ids<'a>(it: impl Iterator<Item = &'a EndpointRecord>) -> Vec<&'a str> {
@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(ids(m.named("db")), ["b"]);
         m.insert("c".into(), rec("c", "n2", "", "web"));
         assert!(!m.by_namespace.contains_key("c1"), "an empty entry is dropped");
-        assert_eq!(m.remove("a").map(|r| r.ep.id), Some("a".to_owned()));
+        assert_eq!(m.remove("a").map(|r| r.ep.id.clone()), Some("a".to_owned()));
         assert_eq!(ids(m.on_network("n1")), ["b"]);
         assert_eq!(ids(m.named("web")), ["c"]);
         assert_eq!(ids(m.in_namespace("c2")), ["b"]);
