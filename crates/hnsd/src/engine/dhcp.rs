@@ -37,7 +37,7 @@ pub(crate) fn apply_lease(rec: &mut EndpointRecord, lease: &Lease) {
         domain: lease.domain.clone().unwrap_or_default(),
         ..Default::default()
     });
-    rec.lease = Some(lease.clone());
+    rec.lease = Some(Box::new(lease.clone()));
 }
 
 /// Removes what [`apply_lease`] and `dhcp6::set_lease6` wrote.
@@ -138,7 +138,7 @@ impl Engine {
             uplink,
             mac: Mac::parse(&rec.ep.mac_address).ok()?.0,
             hostname: (!rec.ep.name.is_empty()).then(|| rec.ep.name.clone()),
-            previous: rec.lease.clone(),
+            previous: rec.lease.as_deref().cloned(),
         })
     }
 
@@ -198,7 +198,7 @@ impl Engine {
             Some(offer) => offer.got,
             None => {
                 // Not obtained beforehand (a caller outside `with_leases`): under the lock.
-                let wanted = LeaseWanted { ep_id: ep_id.to_owned(), uplink, mac, hostname: (!rec.ep.name.is_empty()).then(|| rec.ep.name.clone()), previous: rec.lease.clone() };
+                let wanted = LeaseWanted { ep_id: ep_id.to_owned(), uplink, mac, hostname: (!rec.ep.name.is_empty()).then(|| rec.ep.name.clone()), previous: rec.lease.as_deref().cloned() };
                 wanted.fetch().await.got
             }
         };

@@ -24,7 +24,7 @@ pub(crate) fn set_lease6(rec: &mut EndpointRecord, lease: Option<&Lease6>) {
     if let Some(l) = lease {
         rec.ep_mut().ip_configurations.push(IpConfig { ip_address: l.address.to_string(), prefix_length: 128, ip_subnet_id: String::new() });
     }
-    rec.lease6 = lease.cloned();
+    rec.lease6 = lease.cloned().map(Box::new);
 }
 
 impl Engine {
@@ -81,7 +81,7 @@ impl Engine {
             Lease6State::Soliciting => return,
         };
         let Some(rec) = self.endpoints.get(ep_id).cloned() else { return };
-        if rec.lease6 == lease {
+        if rec.lease6.as_deref() == lease.as_ref() {
             return;
         }
         let old = rec.lease6.as_ref().map(|l| l.address);

@@ -29,12 +29,13 @@ pub struct EndpointRecord {
     /// Network ID (the API field may have named the network by name).
     pub network_id: String,
     /// The DHCP lease of an endpoint on a DHCP network, kept so a restarted hnsd renews the
-    /// same address instead of asking for a new one.
+    /// same address instead of asking for a new one. Boxed, as `lease6`: most endpoints have
+    /// none, and inline the two took 288 of a record's 448 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease: Option<hns_dhcp::Lease>,
+    pub lease: Option<Box<hns_dhcp::Lease>>,
     /// The DHCPv6 lease of such an endpoint, once the LAN's server gave one (see `dhcp6.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease6: Option<hns_dhcp::Lease6>,
+    pub lease6: Option<Box<hns_dhcp::Lease6>>,
     /// The `InterfaceName` the endpoint was created with: its interface's name in every
     /// compartment it is attached to. Empty: the lowest free `ethN` there.
     #[serde(default, skip_serializing_if = "String::is_empty")]
