@@ -558,6 +558,9 @@ fn dump_links(socket: netlink_sys::Socket) -> Result<Vec<LinkInfo>> {
     let mut out = Vec::new();
     loop {
         let n = socket.recv(&mut &mut buf[..], 0).map_err(err)?;
+        if n == 0 {
+            return Err(KernelError::new("list links", "", "the dump ended without its end message"));
+        }
         let mut rest = &buf[..n];
         while rest.len() >= 16 {
             let len = (u32::from_ne_bytes(rest[..4].try_into().expect("4 bytes")) as usize).clamp(16, rest.len());
