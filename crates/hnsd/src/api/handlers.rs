@@ -13,7 +13,7 @@ use hns_api::{ApiError, DaemonInfo, ErrorCode, Health, HostComputeEndpoint, Host
 use serde::de::DeserializeOwned;
 
 use super::{Failure, MAX_BODY, Shared, server_timing};
-use crate::engine::views::{List, One};
+use crate::engine::views::{List, NamespaceView, One};
 use super::requests;
 
 type Reply<T> = Result<Json<T>, Failure>;
@@ -120,7 +120,7 @@ pub async fn modify_endpoint(State(s): State<Shared>, Path(id): Path<String>, b:
 }
 
 #[utoipa::path(get, path = "/namespaces", responses((status = 200, body = [HostComputeNamespace])))]
-pub async fn list_namespaces(State(s): State<Shared>) -> Json<List<HostComputeNamespace>> {
+pub async fn list_namespaces(State(s): State<Shared>) -> Json<List<NamespaceView>> {
     Json(s.engine.views().namespaces())
 }
 
@@ -136,7 +136,7 @@ pub async fn create_namespace(State(s): State<Shared>, b: Result<Bytes, BytesRej
 
 #[utoipa::path(get, path = "/namespaces/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = HostComputeNamespace), (status = 404, body = ApiError)))]
-pub async fn get_namespace(State(s): State<Shared>, Path(id): Path<String>) -> Reply<One<HostComputeNamespace>> {
+pub async fn get_namespace(State(s): State<Shared>, Path(id): Path<String>) -> Reply<One<NamespaceView>> {
     Ok(Json(s.engine.views().namespace(&id)?))
 }
 

@@ -243,7 +243,7 @@ impl Engine {
         rec.acls = apply_change(&rec.acls, kind, &wanted, &format!("endpoint {id}"))?;
         self.check_acl_boxes(&rec.network_id, &rec.acls, "Settings.Policies")?;
         let before = self.with_rules(&[id.to_owned()]);
-        rec.ep.version += 1;
+        rec.ep_mut().version += 1;
         self.persist_endpoint(&rec, true)?;
         self.endpoints.insert(id.to_owned(), rec);
         self.acl_begin(vec![id.to_owned()], &before, "the endpoint's ACLs are stored")

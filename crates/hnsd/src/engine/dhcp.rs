@@ -28,22 +28,24 @@ const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Writes what a lease says into an endpoint record.
 pub(crate) fn apply_lease(rec: &mut EndpointRecord, lease: &Lease) {
     // The DHCPv6 address (if any) stays; the IPv4 one comes first.
-    rec.ep.ip_configurations.retain(|c| c.ip_address.contains(':'));
-    rec.ep.ip_configurations.insert(0, IpConfig { ip_address: lease.address.to_string(), prefix_length: lease.prefix_len, ip_subnet_id: String::new() });
-    rec.ep.routes = lease.gateway.map(|gw| Route { next_hop: gw.to_string(), destination_prefix: "0.0.0.0/0".into(), metric: 0 }).into_iter().collect();
-    rec.ep.dns = (!lease.dns_servers.is_empty() || lease.domain.is_some()).then(|| Dns {
+    let ep = rec.ep_mut();
+    ep.ip_configurations.retain(|c| c.ip_address.contains(':'));
+    ep.ip_configurations.insert(0, IpConfig { ip_address: lease.address.to_string(), prefix_length: lease.prefix_len, ip_subnet_id: String::new() });
+    ep.routes = lease.gateway.map(|gw| Route { next_hop: gw.to_string(), destination_prefix: "0.0.0.0/0".into(), metric: 0 }).into_iter().collect();
+    ep.dns = (!lease.dns_servers.is_empty() || lease.domain.is_some()).then(|| Dns {
         server_list: lease.dns_servers.iter().map(|s| s.to_string()).collect(),
         domain: lease.domain.clone().unwrap_or_default(),
         ..Default::default()
     });
-    rec.lease = Some(lease.clone());
+    rec.lease = Some(Box::new(lease.clone()));
 }
 
 /// Removes what [`apply_lease`] and `dhcp6::set_lease6` wrote.
 pub(crate) fn forget_lease(rec: &mut EndpointRecord) {
-    rec.ep.ip_configurations.clear();
-    rec.ep.routes.clear();
-    rec.ep.dns = None;
+    let ep = rec.ep_mut();
+    ep.ip_configurations.clear();
+    ep.routes.clear();
+    ep.dns = None;
     rec.lease = None;
     rec.lease6 = None;
 }
@@ -136,7 +138,7 @@ impl Engine {
             uplink,
             mac: Mac::parse(&rec.ep.mac_address).ok()?.0,
             hostname: (!rec.ep.name.is_empty()).then(|| rec.ep.name.clone()),
-            previous: rec.lease.clone(),
+            previous: rec.lease.as_deref().cloned(),
         })
     }
 
@@ -196,7 +198,7 @@ impl Engine {
             Some(offer) => offer.got,
             None => {
                 // Not obtained beforehand (a caller outside `with_leases`): under the lock.
-                let wanted = LeaseWanted { ep_id: ep_id.to_owned(), uplink, mac, hostname: (!rec.ep.name.is_empty()).then(|| rec.ep.name.clone()), previous: rec.lease.clone() };
+                let wanted = LeaseWanted { ep_id: ep_id.to_owned(), uplink, mac, hostname: (!rec.ep.name.is_empty()).then(|| rec.ep.name.clone()), previous: rec.lease.as_deref().cloned() };
                 wanted.fetch().await.got
             }
         };

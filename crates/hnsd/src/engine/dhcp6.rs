@@ -20,11 +20,11 @@ use super::records::EndpointRecord;
 /// Shows `lease` (or none) in the endpoint: one /128 IpConfiguration beside the DHCPv4 one.
 pub(crate) fn set_lease6(rec: &mut EndpointRecord, lease: Option<&Lease6>) {
     let old = rec.lease6.as_ref().map(|l| l.address.to_string());
-    rec.ep.ip_configurations.retain(|c| Some(&c.ip_address) != old.as_ref());
+    rec.ep_mut().ip_configurations.retain(|c| Some(&c.ip_address) != old.as_ref());
     if let Some(l) = lease {
-        rec.ep.ip_configurations.push(IpConfig { ip_address: l.address.to_string(), prefix_length: 128, ip_subnet_id: String::new() });
+        rec.ep_mut().ip_configurations.push(IpConfig { ip_address: l.address.to_string(), prefix_length: 128, ip_subnet_id: String::new() });
     }
-    rec.lease6 = lease.cloned();
+    rec.lease6 = lease.cloned().map(Box::new);
 }
 
 impl Engine {
@@ -81,7 +81,7 @@ impl Engine {
             Lease6State::Soliciting => return,
         };
         let Some(rec) = self.endpoints.get(ep_id).cloned() else { return };
-        if rec.lease6 == lease {
+        if rec.lease6.as_deref() == lease.as_ref() {
             return;
         }
         let old = rec.lease6.as_ref().map(|l| l.address);
@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn the_lease6_sits_beside_the_ipv4_lease_and_replaces_only_itself() {
         let mut rec = EndpointRecord { ep: Default::default(), network_id: "n".into(), lease: None, lease6: None, requested_ifname: String::new(), acls: Vec::new(), policies: Default::default() };
-        rec.ep.ip_configurations.push(IpConfig { ip_address: "10.77.8.150".into(), prefix_length: 24, ip_subnet_id: String::new() });
+        rec.ep_mut().ip_configurations.push(IpConfig { ip_address: "10.77.8.150".into(), prefix_length: 24, ip_subnet_id: String::new() });
         set_lease6(&mut rec, Some(&lease("2001:db8:77:8::1a0")));
         let shown = |r: &EndpointRecord| r.ep.ip_configurations.iter().map(|c| format!("{}/{}", c.ip_address, c.prefix_length)).collect::<Vec<_>>();
         assert_eq!(shown(&rec), ["10.77.8.150/24", "2001:db8:77:8::1a0/128"]);

@@ -107,12 +107,12 @@ impl Engine {
     /// This host's endpoints, then the remote endpoints of overlay networks (flagged
     /// `RemoteEndpoint`).
     pub fn list_endpoints(&self) -> Vec<HostComputeEndpoint> {
-        self.endpoints.values().map(|e| self.endpoint_view(e)).chain(self.remote_endpoint_views()).collect()
+        self.endpoints.values().map(|e| Arc::unwrap_or_clone(self.endpoint_view(e))).chain(self.remote_endpoint_views()).collect()
     }
 
     pub fn get_endpoint(&self, key: &str) -> Result<HostComputeEndpoint> {
         match self.endpoint_id(key) {
-            Ok(id) => Ok(self.endpoint_view(&self.endpoints[&id])),
+            Ok(id) => Ok(Arc::unwrap_or_clone(self.endpoint_view(&self.endpoints[&id]))),
             Err(e) => self.remote_endpoint_view(key).ok_or(e),
         }
     }
@@ -328,7 +328,7 @@ impl Engine {
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
-        Ok((EndpointRecord { ep: req, network_id: net_id, lease: None, lease6: None, requested_ifname, acls, policies: extra }, ns_id, claimed))
+        Ok((EndpointRecord { ep: Arc::new(req), network_id: net_id, lease: None, lease6: None, requested_ifname, acls, policies: extra }, ns_id, claimed))
     }
 
     /// A new endpoint ID; one whose veth name is taken (1 in 2^48 per endpoint) is drawn again.
@@ -377,7 +377,7 @@ impl Engine {
             return Ok(Step::Done(Box::pin(self.create_endpoint(req)).await?));
         }
         match Box::pin(self.create_local_begin(req)).await? {
-            (id, None) => Ok(Step::Done(self.endpoint_view(&self.endpoints[&id]))),
+            (id, None) => Ok(Step::Done(Arc::unwrap_or_clone(self.endpoint_view(&self.endpoints[&id])))),
             (_, Some(k)) => Ok(Step::Attach(Box::new(k))),
         }
     }
@@ -388,7 +388,7 @@ impl Engine {
             let done = k.run().await;
             Box::pin(self.attach_end(k, done)).await?;
         }
-        Ok(self.endpoint_view(&self.endpoints[&id]))
+        Ok(Arc::unwrap_or_clone(self.endpoint_view(&self.endpoints[&id])))
     }
 
     /// The first step of [`Engine::create_local_endpoint`]: the endpoint committed, and when
@@ -779,9 +779,10 @@ impl Engine {
             }
             Undo::Unbind => {
                 let mut rec = self.endpoints[ep_id].clone();
-                let ns_id = std::mem::take(&mut rec.ep.host_compute_namespace);
-                rec.ep.interface_name.clear();
-                rec.ep.state = state::CREATED;
+                let ep = rec.ep_mut();
+                let ns_id = std::mem::take(&mut ep.host_compute_namespace);
+                ep.interface_name.clear();
+                ep.state = state::CREATED;
                 rec.lease = None;
                 rec.lease6 = None;
                 self.endpoints.insert(ep_id.to_owned(), rec.clone());
@@ -799,9 +800,10 @@ impl Engine {
 
     /// Records in `rec` that it lives in the compartment `ns_id` as `ifname`.
     fn bind(rec: &mut EndpointRecord, ns_id: &str, ifname: String) {
-        rec.ep.host_compute_namespace = ns_id.to_owned();
-        rec.ep.interface_name = ifname;
-        rec.ep.version += 1;
+        let ep = rec.ep_mut();
+        ep.host_compute_namespace = ns_id.to_owned();
+        ep.interface_name = ifname;
+        ep.version += 1;
     }
 
     /// What the kernel step of an attach needs, the lease obtained first; marks the endpoint
@@ -851,7 +853,7 @@ impl Engine {
             let _ = self.kernel_detach(&rec).await;
             return Err(e);
         }
-        rec.ep.state = state::ATTACHED;
+        rec.ep_mut().state = state::ATTACHED;
         // The callers undo the attach on an error.
         let state = "the endpoint's interface was configured in its compartment and is removed again";
         self.persist_after(Kind::Endpoint, &ep_id, &rec, true, state)?;
@@ -896,14 +898,16 @@ impl Engine {
             return Err(ApiError::new(ErrorCode::EndpointNotAttached, format!("endpoint {ep_id} is not attached to any namespace")));
         }
         let attached = rec.clone();
-        rec.ep.host_compute_namespace.clear();
-        rec.ep.interface_name.clear();
+        let ep = rec.ep_mut();
+        ep.host_compute_namespace.clear();
+        ep.interface_name.clear();
         if rec.lease.is_some() || rec.lease6.is_some() {
             // Off the LAN: the lease is released below, so its address is no longer ours.
             super::dhcp::forget_lease(&mut rec);
         }
-        rec.ep.state = state::DETACHED;
-        rec.ep.version += 1;
+        let ep = rec.ep_mut();
+        ep.state = state::DETACHED;
+        ep.version += 1;
         self.persist_endpoint(&rec, false)?;
         super::failpoint("detach-after-commit");
         self.endpoints.insert(ep_id.to_owned(), rec);
@@ -946,9 +950,10 @@ impl Engine {
         if rec.ep.host_compute_namespace.is_empty() {
             return Err(ApiError::new(ErrorCode::EndpointNotAttached, format!("endpoint {id} is not attached to any namespace")));
         }
-        let old = std::mem::replace(&mut rec.ep.host_compute_namespace, ns_id.clone());
-        rec.ep.interface_name = ifname.to_owned();
-        rec.ep.version += 1;
+        let ep = rec.ep_mut();
+        let old = std::mem::replace(&mut ep.host_compute_namespace, ns_id.clone());
+        ep.interface_name = ifname.to_owned();
+        ep.version += 1;
         self.persist_endpoint(&rec, false)?;
         let net_id = rec.network_id.clone();
         self.endpoints.insert(id.clone(), rec);

@@ -105,9 +105,10 @@ pub(crate) struct Ns {
     pub rec: NamespaceRecord,
 }
 
-/// How many compartments keep their kernel handles (an nsfs fd and a netlink socket: two
-/// descriptors) open under an open-files limit of `nofile`: an eighth of it (so they take at
-/// most a quarter of the descriptors), and no more than 64: each open handle costs ~36 KiB
+/// How many compartments keep their kernel handles (an nsfs fd, the netlink handle's copy of
+/// it for its link dumps, and a netlink socket: three descriptors) open under an open-files
+/// limit of `nofile`: an eighth of it (so they take at most three eighths of the
+/// descriptors), and no more than 64: each open handle costs ~36 KiB
 /// (the netlink connection's buffers and task; 1024 of them were 35 MiB of hnsd's RSS at
 /// 5 000 endpoints, hns-bench attach-pm). The least recently used are closed beyond it and reopened from the stored path
 /// and identity when next needed; holding every handle would make descriptors grow with the

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use hns_api::{
-    ApiError, ErrorCode, HostComputeNamespace, ModifyRequest, NamespaceContainerRequest, NamespaceEndpointRequest, NamespaceResource,
-    NamespaceType, RequestType, ResourceType, state,
+    ApiError, ErrorCode, HostComputeNamespace, ModifyRequest, NamespaceContainerRequest, NamespaceEndpointRequest, NamespaceType, RequestType,
+    ResourceType, state,
 };
 use hns_kernel::netns::{self, HostNsRefusal};
 use hns_store::Kind;
@@ -12,27 +12,22 @@ use hns_store::Kind;
 use super::endpoints::Step;
 use super::records::{EndpointRecord, NamespaceRecord};
 use super::validate;
+use super::views::NamespaceView;
 use super::{Engine, Ns, Result, kernel_err, new_guid, norm_guid, store_err_after};
 
 impl Engine {
     /// The namespace as clients see it: `Resources` lists its attached endpoints.
-    pub(super) fn namespace_view(&self, id: &str) -> HostComputeNamespace {
-        let mut ns = self.namespaces[id].rec.ns.clone();
-        ns.resources = self
-            .endpoints
-            .in_namespace(id)
-            .map(|e| NamespaceResource { kind: "Endpoint".into(), data: serde_json::json!({ "ID": e.ep.id }) })
-            .collect();
-        ns
+    pub(super) fn namespace_view(&self, id: &str) -> NamespaceView {
+        NamespaceView { ns: self.namespaces[id].rec.ns.clone(), endpoints: self.endpoints.in_namespace(id).map(|e| e.ep.id.clone()).collect() }
     }
 
     pub fn list_namespaces(&self) -> Vec<HostComputeNamespace> {
-        self.namespaces.keys().map(|id| self.namespace_view(id)).collect()
+        self.namespaces.keys().map(|id| self.namespace_view(id).wire()).collect()
     }
 
     pub fn get_namespace(&self, key: &str) -> Result<HostComputeNamespace> {
         let id = self.namespace_id(key).ok_or_else(|| not_found(key))?;
-        Ok(self.namespace_view(&id))
+        Ok(self.namespace_view(&id).wire())
     }
 
     pub async fn create_namespace(&mut self, mut req: HostComputeNamespace) -> Result<HostComputeNamespace> {
@@ -103,7 +98,7 @@ impl Engine {
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.resolv_conf_path = self.resolv_path(&req.id).display().to_string();
         req.state = if managed { state::CREATED } else { state::READY };
-        let mut rec = NamespaceRecord { ns: req, managed, identity };
+        let mut rec = NamespaceRecord { ns: req.into(), managed, identity };
         self.persist_namespace(&rec, false)?;
         super::failpoint("namespace-after-commit");
         self.next_ns_number += 1;
@@ -119,7 +114,7 @@ impl Engine {
                 }
                 return Err(e);
             }
-            rec.ns.state = state::READY;
+            rec.ns_mut().state = state::READY;
             rec.identity = self.namespaces[&id].rec.identity;
             let state = format!("namespace {id} exists at {} and is recorded, but its record still says it is being created", rec.ns.net_ns_path);
             self.persist_after(Kind::Namespace, &id, &rec, true, &state)?;
@@ -132,7 +127,7 @@ impl Engine {
                 return Err(self.undo_create_namespace(&id, &before[..i], i, e).await);
             }
         }
-        Ok(self.namespace_view(&id))
+        Ok(self.namespace_view(&id).wire())
     }
 
     /// A namespace create is all or nothing: when attaching `Resources[failed]` fails, the
@@ -227,14 +222,14 @@ impl Engine {
                 let done = k.run().await;
                 let ns_id = k.ns_id.clone();
                 self.attach_end(k, done).await?;
-                Ok(self.namespace_view(&ns_id))
+                Ok(self.namespace_view(&ns_id).wire())
             }
             Step::Detach(k) => {
                 let k = *k;
                 let done = k.run().await;
                 let ns_id = k.ns_id.clone();
                 self.detach_end(k, done).await?;
-                Ok(self.namespace_view(&ns_id))
+                Ok(self.namespace_view(&ns_id).wire())
             }
         }
     }
@@ -267,11 +262,13 @@ impl Engine {
                     if s.pid == 0 {
                         return Err(ApiError::field(ErrorCode::InvalidNamespace, "Settings.Pid", "Pid is required"));
                     }
-                    rec.ns.pid = s.pid;
-                    rec.ns.command = s.command;
+                    let ns = rec.ns_mut();
+                    ns.pid = s.pid;
+                    ns.command = s.command;
                 } else {
-                    rec.ns.pid = 0;
-                    rec.ns.command.clear();
+                    let ns = rec.ns_mut();
+                    ns.pid = 0;
+                    ns.command.clear();
                 }
                 self.persist_namespace(&rec, false)?;
                 self.namespaces.get_mut(&id).expect("exists").rec = rec;
@@ -284,7 +281,7 @@ impl Engine {
                 ));
             }
         }
-        Ok(Step::Done(self.namespace_view(&id)))
+        Ok(Step::Done(self.namespace_view(&id).wire()))
     }
 
     pub(crate) fn persist_namespace(&self, rec: &NamespaceRecord, lazy: bool) -> Result<()> {

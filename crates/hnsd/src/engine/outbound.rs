@@ -245,7 +245,7 @@ impl Engine {
         let wanted = epolicies::parse_endpoint(given, "Settings.Policies", net_kind, &subnets, &net_name)?;
         let before = rec.policies.clone();
         rec.policies = apply_change(&before, kind, &wanted, id)?.normalized();
-        rec.ep.version += 1;
+        rec.ep_mut().version += 1;
         self.persist_endpoint(&rec, false)?;
         self.endpoints.insert(id.to_owned(), rec.clone());
         if rec.ep.host_compute_namespace.is_empty() {

@@ -75,7 +75,9 @@ impl Engine {
             .iter()
             .map(|(id, ns)| (id.clone(), PathBuf::from(&ns.rec.ns.net_ns_path), ns.rec.identity, ns.rec.ns.state == state::READY))
             .collect();
-        let mut endpoints = Vec::new();
+        // Sized once: grown by doubling, it held 8 192 slots of ~220 bytes for 5 000 endpoints
+        // through the pass (and both halves while it grew).
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
         // An endpoint in its attach's kernel step (without the lock) is left to it this pass.
         for rec in self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty() && !self.in_flight.contains(&e.ep.id)) {
             let Some(net) = self.networks.get(&rec.network_id) else { continue };

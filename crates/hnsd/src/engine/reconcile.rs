@@ -131,7 +131,7 @@ impl Engine {
                     match self.apply_namespace(&id).await {
                         Ok(()) => {
                             let mut rec = self.namespaces[&id].rec.clone();
-                            rec.ns.state = state::READY;
+                            rec.ns_mut().state = state::READY;
                             let _ = self.persist_namespace(&rec, true);
                             self.namespaces.get_mut(&id).expect("exists").rec = rec;
                             r.repaired.push(format!("namespace {id}: created"));
@@ -154,7 +154,7 @@ impl Engine {
                 (_, Some(cur)) => {
                     if rec.ns.state != state::READY || rec.identity.is_none() {
                         let mut rec = rec.clone();
-                        rec.ns.state = state::READY;
+                        rec.ns_mut().state = state::READY;
                         rec.identity = Some(cur);
                         let _ = self.persist_namespace(&rec, true);
                         self.namespaces.get_mut(&id).expect("exists").rec = rec;
@@ -402,7 +402,7 @@ impl Engine {
             }
             if rec.ep.state != state::ATTACHED {
                 let mut rec = rec.clone();
-                rec.ep.state = state::ATTACHED;
+                rec.ep_mut().state = state::ATTACHED;
                 let _ = self.persist_endpoint(&rec, true);
                 self.endpoints.insert(rec.ep.id.clone(), rec);
             }

@@ -5,7 +5,9 @@
 //! [`Views`] holds the wire objects of networks, endpoints (this host's and the remote ones of
 //! overlay networks), compartments, port mappings and load balancers, each behind an `Arc`, in
 //! persistent maps (`imbl`: a clone is O(1), an update O(log n)), with the name lookups the
-//! GETs by name use. [`EngineLock`] wraps the engine's mutex: its guard, when the holder
+//! GETs by name use. What the engine's records already hold is shared, not copied: the view of
+//! an endpoint without policies is its record's object, and a compartment's view is its
+//! record's object with the IDs of its endpoints ([`NamespaceView`]). [`EngineLock`] wraps the engine's mutex: its guard, when the holder
 //! borrowed the engine mutably, recomputes on drop the views of the objects changed meanwhile
 //! and publishes the new `Views` through an `ArcSwap`, before the lock goes. A request's reply
 //! is sent after its last guard is dropped, so a GET after it shows its change (read your
@@ -30,7 +32,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, HostComputeLoadBalancer, HostComputeNamespace, HostComputeNetwork, PortMappingInfo};
+use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, HostComputeLoadBalancer, HostComputeNamespace, HostComputeNetwork, NamespaceResource, PortMappingInfo};
 use imbl::{OrdMap, OrdSet};
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
@@ -49,6 +51,30 @@ struct EndpointPorts {
     infos: Vec<PortMappingInfo>,
 }
 
+/// A compartment as GETs show it, held small: its record's object (shared with the engine)
+/// and the IDs of the endpoints attached there. The wire object, whose `Resources` list those
+/// endpoints, is made when it is sent: held, each endpoint resource's `Data` (a JSON object,
+/// one B-tree node) cost ~0.7 KiB, and the compartment's copy as much again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceView {
+    pub(super) ns: Arc<HostComputeNamespace>,
+    /// Exactly as long as the list (a collected `Vec` keeps room for four).
+    pub(super) endpoints: Box<[String]>,
+}
+
+impl NamespaceView {
+    pub fn wire(&self) -> HostComputeNamespace {
+        let resources = self.endpoints.iter().map(|id| NamespaceResource { kind: "Endpoint".into(), data: serde_json::json!({ "ID": id }) }).collect();
+        HostComputeNamespace { resources, ..(*self.ns).clone() }
+    }
+}
+
+impl Serialize for NamespaceView {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.wire().serialize(s)
+    }
+}
+
 /// One published state of the API objects.
 #[derive(Clone, Default, PartialEq)]
 pub struct Views {
@@ -64,7 +90,7 @@ pub struct Views {
     ports: OrdMap<String, Arc<EndpointPorts>>,
     /// Remote endpoints by (network ID, endpoint ID).
     remote: OrdMap<(String, String), Arc<HostComputeEndpoint>>,
-    namespaces: OrdMap<String, Arc<HostComputeNamespace>>,
+    namespaces: OrdMap<String, Arc<NamespaceView>>,
     /// Names of compartments (not empty ones).
     namespace_names: Names,
     lbs: OrdMap<String, Arc<HostComputeLoadBalancer>>,
@@ -173,11 +199,11 @@ impl Views {
         .cloned()
     }
 
-    pub fn namespaces(&self) -> List<HostComputeNamespace> {
+    pub fn namespaces(&self) -> List<NamespaceView> {
         List(self.namespaces.values().cloned().collect())
     }
 
-    pub fn namespace(&self, key: &str) -> Result<One<HostComputeNamespace>> {
+    pub fn namespace(&self, key: &str) -> Result<One<NamespaceView>> {
         let id = norm_guid(key).filter(|id| self.namespaces.contains_key(id)).or_else(|| first(&self.namespace_names, key));
         let id = id.ok_or_else(|| super::namespaces::not_found(key))?;
         Ok(One(self.namespaces[&id].clone()))
@@ -188,7 +214,7 @@ impl Views {
         let mut out = Vec::new();
         for p in self.ports.values() {
             let network = self.networks.get(&p.network_id).map(|n| n.name.clone()).unwrap_or_default();
-            let namespace = namespace_label(self.namespaces.get(&p.namespace_id).map(|n| &**n));
+            let namespace = namespace_label(self.namespaces.get(&p.namespace_id).map(|n| &*n.ns));
             out.extend(p.infos.iter().map(|i| PortMappingInfo { network_name: network.clone(), namespace: namespace.clone(), ..i.clone() }));
         }
         out
@@ -262,7 +288,7 @@ impl Engine {
             let old_name = v.endpoints.get(id).map(|e| e.name.clone());
             rename(&mut v.endpoint_names, id, old_name.as_deref().and_then(non_empty), rec.and_then(|r| non_empty(&r.ep.name)));
             match rec {
-                Some(r) => v.endpoints.insert(id.clone(), Arc::new(self.endpoint_view(r))),
+                Some(r) => v.endpoints.insert(id.clone(), self.endpoint_view(r)),
                 None => v.endpoints.remove(id),
             };
             match rec.filter(|r| self.mappings.contains_key(&r.ep.id)) {
@@ -275,7 +301,7 @@ impl Engine {
         }
         for id in &c.namespaces {
             let new = self.namespaces.get(id).map(|n| &n.rec.ns);
-            let old_name = v.namespaces.get(id).map(|n| n.name.clone());
+            let old_name = v.namespaces.get(id).map(|n| n.ns.name.clone());
             rename(&mut v.namespace_names, id, old_name.as_deref().and_then(non_empty), new.and_then(|n| non_empty(&n.name)));
             match new {
                 Some(_) => v.namespaces.insert(id.clone(), Arc::new(self.namespace_view(id))),
