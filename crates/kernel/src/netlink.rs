@@ -571,7 +571,7 @@ fn dump_links(socket: netlink_sys::Socket) -> Result<Vec<LinkInfo>> {
                 Ok(NetlinkPayload::Error(e)) if e.code.is_some() => return Err(err(e.to_io())),
                 _ => {}
             }
-            rest = &rest[len..];
+            rest = &rest[len.next_multiple_of(4).min(rest.len())..];
         }
     }
 }

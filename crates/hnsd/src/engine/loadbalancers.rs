@@ -222,6 +222,8 @@ impl Engine {
         Ok(())
     }
 
+    /// (The read model serves the GETs; debug builds compare it with this.)
+    #[cfg(debug_assertions)]
     pub fn list_lbs(&self) -> Vec<HostComputeLoadBalancer> {
         self.lbs.recs.values().map(|r| r.lb.clone()).collect()
     }

@@ -319,6 +319,8 @@ impl Engine {
         }
     }
 
+    /// (The read model serves the GETs; debug builds compare it with this.)
+    #[cfg(debug_assertions)]
     pub fn list_port_mappings(&self) -> Vec<PortMappingInfo> {
         let mut out = Vec::new();
         for rec in self.endpoints.values().filter(|r| self.mappings.contains_key(&r.ep.id)) {

@@ -229,6 +229,7 @@ impl Views {
         Ok(One(self.lbs[&id].clone()))
     }
 
+    #[cfg(debug_assertions)]
     fn object_count(&self) -> usize {
         self.networks.len() + self.endpoints.len() + self.remote.len() + self.namespaces.len() + self.lbs.len()
     }
@@ -426,6 +427,7 @@ fn json_map<T: Serialize>(m: &OrdMap<String, Arc<T>>) -> OrdMap<String, String> 
 /// 100-client churn test (`concurrency.rs`, up to ~250 objects) made ~340 container cycles in
 /// its 12 s without it, ~100 with the bound at 300 and the lists always compared, ~200 with this
 /// bound. The functional lab tests hold far fewer objects.
+#[cfg(debug_assertions)]
 pub const CHECK_UP_TO: usize = 150;
 
 /// The engine behind its lock, with the read model it publishes. Every way to the engine goes
