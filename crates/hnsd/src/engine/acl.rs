@@ -90,7 +90,7 @@ impl Engine {
         match self.acl_write(ids, before) {
             AclWrite::Nothing => Ok(()),
             AclWrite::Rebuild(b) => super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err),
-            AclWrite::Endpoints { diff, full } => super::blocking(|| apply_endpoints(diff.as_ref(), &full)),
+            AclWrite::Endpoints(w) => super::blocking(|| w.apply()),
         }
     }
 
@@ -106,17 +106,8 @@ impl Engine {
             nft_acl::build_all(&mut b, &self.all_acl_states());
             return AclWrite::Rebuild(b);
         }
-        let batch = |trust: bool| {
-            let mut b = Batch::new();
-            for (id, s) in &states {
-                match before.get(*id) {
-                    Some(old) if trust && !s.rules.is_empty() && nft_acl::changeable(old, s) => nft_acl::build_change(&mut b, old, s),
-                    _ => nft_acl::build_endpoint(&mut b, s, Prior::Unknown),
-                }
-            }
-            b
-        };
-        AclWrite::Endpoints { diff: (!before.is_empty()).then(|| batch(true)), full: batch(false) }
+        let endpoints = states.into_iter().map(|(id, s)| (before.get(id).cloned(), s)).collect();
+        AclWrite::Endpoints(EndpointWrites { endpoints, diffs: !before.is_empty() })
     }
 
     /// Plans the kernel step of an ACL change committed (lazily) for the endpoints `ids`: they
@@ -126,17 +117,17 @@ impl Engine {
     /// endpoint's objects, and another change running meanwhile must not be overwritten.
     fn acl_begin(&mut self, ids: Vec<String>, before: &HashMap<String, EndpointAcl>, stored: &'static str) -> Result<Option<KernelAcl>> {
         super::failpoint("policy-after-commit");
-        let (diff, full) = match self.acl_write(&ids, before) {
-            AclWrite::Nothing => (None, Batch::new()),
+        let writes = match self.acl_write(&ids, before) {
+            AclWrite::Nothing => EndpointWrites { endpoints: Vec::new(), diffs: false },
             AclWrite::Rebuild(b) => {
                 let store = self.store.clone();
                 let kernel = super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err).map_err(|e| committed(e, stored));
                 return kernel.and(store.sync().map_err(|e| super::store_err_after(e, IN_KERNEL_NOT_DURABLE))).map(|()| None);
             }
-            AclWrite::Endpoints { diff, full } => (diff, full),
+            AclWrite::Endpoints(w) => w,
         };
         self.in_flight.extend(ids.iter().cloned());
-        Ok(Some(KernelAcl { ids, diff, full, store: self.store.clone(), stored }))
+        Ok(Some(KernelAcl { ids, writes: Some(writes), store: self.store.clone(), stored }))
     }
 
     /// Ends an ACL change's kernel step: its endpoints are no longer in flight.
@@ -287,21 +278,45 @@ enum AclWrite {
     Nothing,
     /// Both tables from scratch.
     Rebuild(Batch),
-    /// Some endpoints' objects: the elements that differ (when all of them were programmed),
-    /// and the same endpoints written in full, should the kernel not hold what the diff
-    /// expects.
-    Endpoints { diff: Option<Batch>, full: Batch },
+    /// Some endpoints' objects.
+    Endpoints(EndpointWrites),
 }
 
-fn apply_endpoints(diff: Option<&Batch>, full: &Batch) -> Result<()> {
-    match diff.map(nft_acl::apply) {
-        Some(Ok(())) => Ok(()),
-        Some(Err(e)) => {
-            tracing::warn!("ACL elements could not be rewritten in place ({e}); writing the endpoints in full");
-            nft_acl::apply(full).map_err(kernel_err)
+/// The ACL states to write for some endpoints, each with the state it was programmed with
+/// before (if any). Compiling them into batches is pure work, done where the batch is applied
+/// (without the engine lock, for a request's change: while the store syncs).
+struct EndpointWrites {
+    endpoints: Vec<(Option<EndpointAcl>, EndpointAcl)>,
+    /// All of them were programmed: write the elements that differ first.
+    diffs: bool,
+}
+
+impl EndpointWrites {
+    /// One transaction: the elements that differ, when every endpoint's objects were in
+    /// place; should the kernel not hold what that expects, the batch fails as a whole and the
+    /// endpoints are written in full.
+    fn apply(&self) -> Result<()> {
+        let batch = |trust: bool| {
+            let mut b = Batch::new();
+            for (old, s) in &self.endpoints {
+                match old {
+                    Some(old) if trust && !s.rules.is_empty() && nft_acl::changeable(old, s) => nft_acl::build_change(&mut b, old, s),
+                    _ => nft_acl::build_endpoint(&mut b, s, Prior::Unknown),
+                }
+            }
+            b
+        };
+        if self.diffs {
+            match nft_acl::apply(&batch(true)) {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!("ACL elements could not be rewritten in place ({e}); writing the endpoints in full"),
+            }
         }
-        None if full.is_empty() => Ok(()),
-        None => nft_acl::apply(full).map_err(kernel_err),
+        let full = batch(false);
+        if full.is_empty() {
+            return Ok(());
+        }
+        nft_acl::apply(&full).map_err(kernel_err)
     }
 }
 
@@ -318,8 +333,7 @@ const IN_KERNEL_NOT_DURABLE: &str = "the change is in the kernel and in memory, 
 /// `pause:acl-kernel:MS` holds the step (tests of what waits for it).
 pub struct KernelAcl {
     pub(crate) ids: Vec<String>,
-    diff: Option<Batch>,
-    full: Batch,
+    writes: Option<EndpointWrites>,
     store: std::sync::Arc<hns_store::Store>,
     stored: &'static str,
 }
@@ -334,8 +348,8 @@ impl KernelAcl {
             return Err(ApiError::internal("failpoint"));
         }
         let durable = tokio::task::spawn_blocking(move || store.sync());
-        let (diff, full) = (self.diff.take(), std::mem::take(&mut self.full));
-        let kernel = tokio::task::spawn_blocking(move || apply_endpoints(diff.as_ref(), &full));
+        let writes = self.writes.take();
+        let kernel = tokio::task::spawn_blocking(move || writes.map_or(Ok(()), |w| w.apply()));
         let (durable, kernel) = tokio::join!(durable, kernel);
         let joined = |what: &str, e: tokio::task::JoinError| ApiError::internal(format!("the ACL change's {what} failed: {e}"));
         let kernel = kernel.map_err(|e| joined("kernel step", e))?.map_err(|e| committed(e, self.stored));
