@@ -170,7 +170,7 @@ fn requests_for_one_endpoint_wait_for_its_detach() {
 
 /// An ACL change's kernel step runs without the engine lock (here held 2 s by the
 /// `pause:acl-kernel` failpoint): requests for other endpoints go on meanwhile, while a second
-/// change of the same endpoint and its delete wait for it, and both changes end in the kernel.
+/// change of the same endpoint and its delete wait for it, then run one after the other.
 #[test]
 fn an_acl_change_delays_only_requests_for_its_endpoint() {
     let lab = Lab::new().unwrap();
@@ -197,14 +197,17 @@ fn an_acl_change_delays_only_requests_for_its_endpoint() {
     let others = t.elapsed();
     assert!(others < Duration::from_millis(1000), "requests for other endpoints waited for the ACL step: {others:?}");
     let ((r1, t1), (r2, t2), (r3, t3)) = (first.join().unwrap(), second.join().unwrap(), delete.join().unwrap());
-    assert_eq!((r1.status, r2.status), (204, 204), "{} / {}", r1.raw, r2.raw);
+    assert_eq!((r1.status, r3.status), (204, 204), "{} / {}", r1.raw, r3.raw);
     assert!(t1 >= Duration::from_millis(1900), "the first change did not run its (paused) kernel step: {t1:?}");
-    assert!(t2 >= t1, "the second change of the endpoint did not wait for the first's step: {t2:?} < {t1:?}");
-    assert!(t3 >= t2, "the delete did not wait for the endpoint's ACL steps: {t3:?} < {t2:?}");
-    assert_eq!(r3.status, 204, "{}", r3.raw);
-    // The second change's step ran before the delete (it was paused too): both reached the
-    // kernel, then the delete removed the endpoint's objects with it.
-    assert!(t3 >= Duration::from_millis(3900), "the second change's step did not run before the delete: {t3:?}");
+    assert!(t2 >= t1 && t3 >= t1, "a request for the endpoint did not wait for its ACL step: second change {t2:?}, delete {t3:?}, first {t1:?}");
+    // The two waiters went one after the other, in either order (no queue is promised): the
+    // second change with its own (paused) step, then the delete; or the delete, then the
+    // second change found no endpoint.
+    match r2.status {
+        204 => assert!(t3 >= t2 && t3 >= Duration::from_millis(3900), "the delete did not wait for the second change's step: {t3:?} < {t2:?}"),
+        404 => assert!(t2 >= t3 && r2.raw.contains("no endpoint"), "the second change failed before the delete ended: {t2:?} {}", r2.raw),
+        s => panic!("the second change: {s} {}", r2.raw),
+    }
     let tables = lab.in_host("nft", &["list", "tables"]).unwrap().stdout;
     assert!(!tables.contains("hns_acl"), "the deleted endpoint's ACL tables were left:\n{tables}");
 }
