@@ -555,48 +555,40 @@ impl Batch {
     /// Adds an element to a named set or map (nothing if an equal one exists; a different
     /// value for the same key fails).
     pub fn add_element(&mut self, fam: Family, table: &str, set: &str, key: &[u8], verdict: Option<&Verdict>) {
-        self.message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, fam, format!("add element {} {table} {set} {{ {} : {verdict:?} }}", fam.name(), printable(key)), |b| {
-            attr_str(b, NFTA_SET_ELEM_LIST_TABLE, table);
-            attr_str(b, NFTA_SET_ELEM_LIST_SET, set);
-            nested(b, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
-                nested(b, NFTA_LIST_ELEM, |b| {
-                    data_value(b, NFTA_SET_ELEM_KEY, key);
-                    if let Some(v) = verdict {
-                        data_verdict(b, NFTA_SET_ELEM_DATA, v);
-                    }
-                });
-            });
+        self.add_one_element(fam, table, set, key, format!("{} : {verdict:?}", printable(key)), |b| {
+            if let Some(v) = verdict {
+                data_verdict(b, NFTA_SET_ELEM_DATA, v);
+            }
         });
     }
 
     /// Adds a set element with a comment (nothing if the element exists, whatever its
     /// comment: to change a comment, delete the element first in the same batch).
     pub fn add_commented_element(&mut self, fam: Family, table: &str, set: &str, key: &[u8], comment: &str) {
-        self.message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, fam, format!("add element {} {table} {set} {{ {} comment {comment:?} }}", fam.name(), printable(key)), |b| {
-            attr_str(b, NFTA_SET_ELEM_LIST_TABLE, table);
-            attr_str(b, NFTA_SET_ELEM_LIST_SET, set);
-            nested(b, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
-                nested(b, NFTA_LIST_ELEM, |b| {
-                    data_value(b, NFTA_SET_ELEM_KEY, key);
-                    attr(b, NFTA_SET_ELEM_USERDATA, &comment_udata(comment));
-                });
-            });
-        });
+        self.add_one_element(fam, table, set, key, format!("{} comment {comment:?}", printable(key)), |b| attr(b, NFTA_SET_ELEM_USERDATA, &comment_udata(comment)));
     }
 
     /// Adds an element with a data value (`None`: a set element) to a named set or map
     /// (nothing if an equal one exists; another value for the same key fails: delete it
     /// first, in the same batch).
     pub fn add_data_element(&mut self, fam: Family, table: &str, set: &str, key: &[u8], data: Option<&[u8]>) {
-        self.message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, fam, format!("add element {} {table} {set} {{ {key:02x?} : {data:02x?} }}", fam.name()), |b| {
+        self.add_one_element(fam, table, set, key, format!("{key:02x?} : {data:02x?}"), |b| {
+            if let Some(d) = data {
+                data_value(b, NFTA_SET_ELEM_DATA, d);
+            }
+        });
+    }
+
+    /// One `NEWSETELEM` message of one element: its key, then what `rest` adds (its data, its
+    /// comment). `shown` is the element as error messages name it.
+    fn add_one_element(&mut self, fam: Family, table: &str, set: &str, key: &[u8], shown: String, rest: impl FnOnce(&mut Vec<u8>)) {
+        self.message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, fam, format!("add element {} {table} {set} {{ {shown} }}", fam.name()), |b| {
             attr_str(b, NFTA_SET_ELEM_LIST_TABLE, table);
             attr_str(b, NFTA_SET_ELEM_LIST_SET, set);
             nested(b, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
                 nested(b, NFTA_LIST_ELEM, |b| {
                     data_value(b, NFTA_SET_ELEM_KEY, key);
-                    if let Some(d) = data {
-                        data_value(b, NFTA_SET_ELEM_DATA, d);
-                    }
+                    rest(b);
                 });
             });
         });

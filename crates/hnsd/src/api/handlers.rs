@@ -46,13 +46,7 @@ pub async fn create_network(State(s): State<Shared>, b: Result<Bytes, BytesRejec
         // An unknown driver name is a network-type error, not a syntax error.
         if e.field.as_deref() == Some("Type") { Failure(ApiError { code: ErrorCode::InvalidNetworkType, ..e }) } else { Failure(e) }
     })?;
-    if req.kind == Some(hns_api::NetworkType::Overlay) {
-        // etcd's step runs without the engine lock, in a task a client going away cannot cut.
-        let s = s.clone();
-        let made = tokio::spawn(async move { crate::engine::overlay::create_network_staged(&s.engine, req).await });
-        return Ok(Json(made.await.map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))??));
-    }
-    Ok(Json(s.engine.lock().await.create_network(req).await?))
+    Ok(Json(requests::create_network(&s, req).await?))
 }
 
 #[utoipa::path(get, path = "/networks/{id}", params(("id" = String, Path, description = "ID or name")),

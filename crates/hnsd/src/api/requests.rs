@@ -110,6 +110,15 @@ pub async fn modify_endpoint(s: &Shared, key: &str, req: ModifyRequest) -> Resul
     .await
 }
 
+/// Creates a network; an overlay network's etcd step runs without the lock.
+pub async fn create_network(s: &Shared, req: hns_api::HostComputeNetwork) -> Result<hns_api::HostComputeNetwork> {
+    if req.kind != Some(hns_api::NetworkType::Overlay) {
+        return s.engine.lock().await.create_network(req).await;
+    }
+    let s = s.clone();
+    uncut(async move { overlay::create_network_staged(&s.engine, req).await }).await
+}
+
 /// Changes a network's policies; a NetworkACL change's kernel step (every endpoint of the
 /// network) runs without the lock, after that of any of them in flight.
 pub async fn modify_network(s: &Shared, key: &str, req: ModifyRequest) -> Result<hns_api::HostComputeNetwork> {
