@@ -495,3 +495,26 @@ fn a_rule_change_after_a_hand_edit_of_the_maps_writes_the_endpoint_in_full() {
     let listed = lab.in_host("nft", &["list", "map", "bridge", "hns_acl", &map]).unwrap().stdout;
     assert!(listed.contains(". 7001 counter") && !listed.contains(". 7000 counter"), "{listed}");
 }
+
+#[test]
+fn a_rule_change_after_the_tables_were_deleted_by_hand_writes_them_whole() {
+    // No periodic repair within the test: hnsd believes the tables are there (it wrote them),
+    // so only the change's own write can find out they are gone.
+    let (lab, _d, api) = lab_with_hnsd(&["--reconcile-interval", "10m"]);
+    let (b, _eb) = api.container("nat", "b", json!({}));
+    let out = || acl(json!({"Action": "Allow", "Direction": "Out", "Priority": 1000}));
+    let web = |port: &str| acl(json!({"Id": "web", "Action": "Allow", "Direction": "In", "Protocols": "6", "LocalPorts": port, "Priority": 100}));
+    let (a, ea) = api.container("nat", "a", json!({"Policies": [web("7000"), out()]}));
+    let (c, ec) = api.container("nat", "c", json!({"Policies": [web("7000"), out()]}));
+    let (ip_a, ip_c) = (ip_of(&ea), ip_of(&ec));
+    let _s = [serve(&lab, &a, "serve-tcp", &format!("{ip_a}:7001")), serve(&lab, &c, "serve-tcp", &format!("{ip_c}:7001"))];
+    assert!(!tcp(&lab, &b, &format!("{ip_a}:7001")) && !tcp(&lab, &b, &format!("{ip_c}:7001")));
+    lab.in_host("nft", &["delete", "table", "bridge", "hns_acl"]).unwrap();
+    lab.in_host("nft", &["delete", "table", "inet", "hns_acl"]).unwrap();
+    assert!(tcp(&lab, &b, &format!("{ip_c}:7001")), "control: without the tables c is open");
+    let r = modify(&api, &ea, "Update", json!([web("7001")]));
+    assert!((200..300).contains(&r.status), "{} {}", r.status, r.raw);
+    assert!(tcp(&lab, &b, &format!("{ip_a}:7001")), "a's new rule holds");
+    assert!(!tcp(&lab, &b, &format!("{ip_c}:7001")), "the tables were written whole: c is filtered again too");
+    assert!(!ping_once(&lab, &b, &ip_c), "c's default deny is back");
+}

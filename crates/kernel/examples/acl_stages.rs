@@ -145,7 +145,7 @@ fn main() {
     let delete_only = time(n, || {
         let e = it.next().unwrap();
         let mut b = Batch::new();
-        b.delete_range_element(fam, t, &m2, &e.key, &e.key_end);
+        b.delete_range_elements(fam, t, &m2, std::slice::from_ref(&e));
         nft_batch::apply(&b).unwrap();
     });
     println!("one element: add={add_only:?} delete={delete_only:?}");

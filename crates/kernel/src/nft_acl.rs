@@ -655,9 +655,8 @@ pub fn build_change(b: &mut Batch, old: &EndpointAcl, new: &EndpointAcl) {
             let after: Vec<RangeElement> = stage_elements(new, &new_order, scope, dir, v6).into_iter().map(|(_, e)| e).collect();
             // Deletions first: an element whose keys stay but whose verdict or rule changes
             // goes and comes back in the same transaction.
-            for e in before.iter().filter(|e| !after.contains(e)) {
-                b.delete_range_element(fam, ACL_TABLE, &m, &e.key, &e.key_end);
-            }
+            let gone: Vec<RangeElement> = before.iter().filter(|e| !after.contains(e)).cloned().collect();
+            b.delete_range_elements(fam, ACL_TABLE, &m, &gone);
             let added: Vec<RangeElement> = after.into_iter().filter(|e| !before.contains(e)).collect();
             b.add_range_elements(fam, ACL_TABLE, &m, &added);
         }

@@ -679,17 +679,24 @@ impl Batch {
         });
     }
 
-    /// Deletes one element of an interval map made by [`Batch::add_concat_vmap`] (fails if
-    /// it is missing).
-    pub fn delete_range_element(&mut self, fam: Family, table: &str, set: &str, key: &[u8], key_end: &[u8]) {
-        self.message(NFT_MSG_DELSETELEM, 0, fam, format!("delete element {} {table} {set} {{ {key:02x?}-{key_end:02x?} }}", fam.name()), |b| {
+    /// Deletes elements of an interval map made by [`Batch::add_concat_vmap`], in one message
+    /// (fails as a whole if one is missing): the kernel finds the map by name once per
+    /// message, walking the table's list of sets, so one message per element would pay that
+    /// walk for each.
+    pub fn delete_range_elements(&mut self, fam: Family, table: &str, set: &str, elements: &[RangeElement]) {
+        if elements.is_empty() {
+            return;
+        }
+        self.message(NFT_MSG_DELSETELEM, 0, fam, format!("delete {} elements from {} {table} {set}", elements.len(), fam.name()), |b| {
             attr_str(b, NFTA_SET_ELEM_LIST_TABLE, table);
             attr_str(b, NFTA_SET_ELEM_LIST_SET, set);
             nested(b, NFTA_SET_ELEM_LIST_ELEMENTS, |b| {
-                nested(b, NFTA_LIST_ELEM, |b| {
-                    data_value(b, NFTA_SET_ELEM_KEY, key);
-                    data_value(b, NFTA_SET_ELEM_KEY_END, key_end);
-                })
+                for e in elements {
+                    nested(b, NFTA_LIST_ELEM, |b| {
+                        data_value(b, NFTA_SET_ELEM_KEY, &e.key);
+                        data_value(b, NFTA_SET_ELEM_KEY_END, &e.key_end);
+                    });
+                }
             });
         });
     }

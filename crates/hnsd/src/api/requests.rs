@@ -104,8 +104,18 @@ pub async fn delete_endpoint(s: &Shared, key: &str) -> Result<()> {
 pub async fn modify_endpoint(s: &Shared, key: &str, req: ModifyRequest) -> Result<()> {
     let (s, key) = (s.clone(), key.to_owned());
     uncut(async move {
-        let step = lock_when_idle(&s.engine, |e| e.touched(&[&key], &[])).await.modify_endpoint(&key, req).await?;
-        acl_step(&s, step).await
+        let (out, stages) = hns_kernel::timing::scope(async {
+            let mut engine = lock_when_idle(&s.engine, |e| e.touched(&[&key], &[])).await;
+            hns_kernel::timing::mark("lock");
+            let step = engine.modify_endpoint(&key, req).await;
+            hns_kernel::timing::mark("validate+commit");
+            drop(engine);
+            hns_kernel::timing::mark("publish");
+            acl_step(&s, step?).await
+        })
+        .await;
+        tracing::debug!(total_us = stages.total().as_micros() as u64, "modify endpoint stages: {stages}");
+        out
     })
     .await
 }
@@ -136,8 +146,12 @@ pub async fn modify_network(s: &Shared, key: &str, req: ModifyRequest) -> Result
 async fn acl_step(s: &Shared, step: Option<crate::engine::acl::KernelAcl>) -> Result<()> {
     let Some(mut k) = step else { return Ok(()) };
     let done = k.run().await;
-    s.engine.lock().await.acl_end(&k);
-    done
+    hns_kernel::timing::mark("kernel+sync");
+    let mut engine = s.engine.lock().await;
+    let ended = engine.acl_end(&k);
+    drop(engine);
+    hns_kernel::timing::mark("end");
+    done.and(ended)
 }
 
 /// Creates a namespace; the leases of the endpoints in its `Resources` are obtained first.

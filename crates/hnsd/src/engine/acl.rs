@@ -8,8 +8,12 @@
 //! name), so its first packet is already filtered.
 //!
 //! Every write is one nfnetlink batch (see `nft_acl`): an endpoint's update costs the same
-//! (well under a millisecond of kernel time) at any number of endpoints, so it stays under
-//! the engine lock, run through `blocking()` so a large rebuild never stalls a tokio worker.
+//! (well under a millisecond of kernel time) at any number of endpoints. A request's change is
+//! written without the engine lock ([`KernelAcl`]); an attach's and a detach's are part of
+//! their own steps. Writes of the whole tables stay under the lock, run through `blocking()`
+//! so a large rebuild never stalls a tokio worker.
+
+use std::sync::atomic::Ordering::Relaxed;
 
 use std::collections::HashMap;
 
@@ -75,9 +79,12 @@ impl Engine {
     /// Rewrites the ACL tables from the records (one transaction); removes them when no
     /// endpoint has an ACL.
     pub(crate) fn rebuild_acls(&self) -> Result<()> {
+        let states = self.all_acl_states();
         let mut b = Batch::new();
-        nft_acl::build_all(&mut b, &self.all_acl_states());
-        super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err)
+        nft_acl::build_all(&mut b, &states);
+        super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err)?;
+        self.acl_tables.store(!states.is_empty(), Relaxed);
+        Ok(())
     }
 
     /// Writes the ACL state of some endpoints (one transaction): only their objects change,
@@ -89,53 +96,61 @@ impl Engine {
     pub(crate) fn program_acls(&self, ids: &[String], before: &HashMap<String, EndpointAcl>) -> Result<()> {
         match self.acl_write(ids, before) {
             AclWrite::Nothing => Ok(()),
-            AclWrite::Rebuild(b) => super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err),
-            AclWrite::Endpoints(w) => super::blocking(|| w.apply()),
+            AclWrite::Rebuild => self.rebuild_acls(),
+            AclWrite::Endpoints(w) => match super::blocking(|| w.apply()) {
+                Err(_) if !nft_acl::tables_present() => self.rebuild_acls(),
+                r => r,
+            },
         }
     }
 
-    /// What [`program_acls`] writes, planned from the engine's state.
+    /// What [`program_acls`] writes, planned from the engine's state alone (`acl_tables` says
+    /// whether the tables are there: no kernel read under the lock).
     fn acl_write(&self, ids: &[String], before: &HashMap<String, EndpointAcl>) -> AclWrite {
         let states: Vec<(&String, EndpointAcl)> = ids.iter().filter_map(|id| Some((id, self.acl_state(self.endpoints.get(id)?)?))).collect();
-        let present = nft_acl::tables_present();
-        if states.iter().all(|(_, s)| s.rules.is_empty()) && !present {
+        if states.iter().all(|(_, s)| s.rules.is_empty()) && before.is_empty() {
+            // Nothing was programmed for them, and nothing is wanted.
             return AclWrite::Nothing;
         }
-        if !present || !self.other_acl_state(None) {
-            let mut b = Batch::new();
-            nft_acl::build_all(&mut b, &self.all_acl_states());
-            return AclWrite::Rebuild(b);
+        if !self.acl_tables.load(Relaxed) || !self.other_acl_state(None) {
+            return AclWrite::Rebuild;
         }
         let endpoints = states.into_iter().map(|(id, s)| (before.get(id).cloned(), s)).collect();
         AclWrite::Endpoints(EndpointWrites { endpoints, diffs: !before.is_empty() })
     }
 
-    /// Plans the kernel step of an ACL change committed (lazily) for the endpoints `ids`: they
-    /// stay in flight, so requests for them wait and the reconciler leaves them alone, until
-    /// [`acl_end`](Self::acl_end). A rebuild of the whole tables (none there yet, or this is
-    /// the first endpoint with rules) is written here, under the lock: it writes every
-    /// endpoint's objects, and another change running meanwhile must not be overwritten.
-    fn acl_begin(&mut self, ids: Vec<String>, before: &HashMap<String, EndpointAcl>, stored: &'static str) -> Result<Option<KernelAcl>> {
+    /// Starts the kernel step of an ACL change committed (lazily) for the endpoints `ids`: the
+    /// store's sync and the kernel write start here, so they run while the lock is released
+    /// and the read model published. The endpoints stay in flight, so requests for them wait
+    /// and the reconciler leaves them alone, until [`acl_end`](Self::acl_end). A rebuild of
+    /// the whole tables (none there yet, or this is the first endpoint with rules) is written
+    /// here, under the lock: it writes every endpoint's objects, and another change running
+    /// meanwhile must not be overwritten.
+    fn acl_begin(&mut self, ids: Vec<String>, before: &HashMap<String, EndpointAcl>, stored: &'static str) -> Result<KernelAcl> {
         super::failpoint("policy-after-commit");
-        let writes = match self.acl_write(&ids, before) {
-            AclWrite::Nothing => EndpointWrites { endpoints: Vec::new(), diffs: false },
-            AclWrite::Rebuild(b) => {
-                let store = self.store.clone();
-                let kernel = super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err).map_err(|e| committed(e, stored));
-                return kernel.and(store.sync().map_err(|e| super::store_err_after(e, IN_KERNEL_NOT_DURABLE))).map(|()| None);
-            }
-            AclWrite::Endpoints(w) => w,
+        let store = self.store.clone();
+        let durable = tokio::task::spawn_blocking(move || store.sync());
+        let (writes, written) = match self.acl_write(&ids, before) {
+            AclWrite::Nothing => (None, Ok(())),
+            AclWrite::Rebuild => (None, self.rebuild_acls()),
+            AclWrite::Endpoints(w) => (Some(w), Ok(())),
         };
         self.in_flight.extend(ids.iter().cloned());
-        Ok(Some(KernelAcl { ids, writes: Some(writes), store: self.store.clone(), stored }))
+        Ok(KernelAcl { ids, task: tokio::spawn(kernel_step(durable, writes, written)), stored, tables_missing: false })
     }
 
-    /// Ends an ACL change's kernel step: its endpoints are no longer in flight.
-    pub fn acl_end(&mut self, k: &KernelAcl) {
+    /// Ends an ACL change's kernel step: its endpoints are no longer in flight. Should the
+    /// step have found the tables gone, they are written whole now, under the lock.
+    pub fn acl_end(&mut self, k: &KernelAcl) -> Result<()> {
         for id in &k.ids {
             self.in_flight.remove(id);
         }
         self.idle.notify_waiters();
+        if k.tables_missing {
+            self.acl_tables.store(false, Relaxed);
+            return self.rebuild_acls().map_err(|e| committed(e, k.stored));
+        }
+        Ok(())
     }
 
     /// The ACL state of the endpoints among `ids` whose rules are programmed now (see
@@ -157,7 +172,7 @@ impl Engine {
     /// nothing.
     pub(crate) fn unprogram_acl(&self, rec: &EndpointRecord) -> Result<()> {
         let Some(state) = self.acl_state(rec) else { return Ok(()) };
-        if state.rules.is_empty() || !nft_acl::tables_present() {
+        if state.rules.is_empty() || !self.acl_tables.load(Relaxed) {
             return Ok(());
         }
         let mut b = Batch::new();
@@ -167,7 +182,19 @@ impl Engine {
         } else {
             nft_acl::build_all(&mut b, &[]);
         }
-        super::blocking(|| nft_acl::apply(&b)).map_err(kernel_err)
+        match super::blocking(|| nft_acl::apply(&b)) {
+            Ok(()) => {
+                self.acl_tables.store(others, Relaxed);
+                Ok(())
+            }
+            // Nothing to take out: the tables are gone. The next change (or the reconciler)
+            // writes them whole again.
+            Err(_) if !nft_acl::tables_present() => {
+                self.acl_tables.store(false, Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(kernel_err(e)),
+        }
     }
 
     /// The ACL check: a deleted or flushed ACL table (or a dispatch rule gone from it) is
@@ -188,12 +215,14 @@ impl Engine {
             if full && nft_acl::any_table_exists() {
                 self.rebuild_acls().map_err(|e| e.message)?;
             }
+            self.acl_tables.store(false, Relaxed);
             return Ok(false);
         }
         if !nft_acl::tables_present() || !nft_acl::skeleton_intact() {
             self.rebuild_acls().map_err(|e| e.message)?;
             return Ok(true);
         }
+        self.acl_tables.store(true, Relaxed);
         let have = nft_acl::Inventory::read().map_err(|e| e.to_string())?;
         // Endpoints whose ACL change is in its kernel step (without the lock) are left to it.
         let busy: std::collections::HashSet<String> = self.in_flight.iter().filter_map(|id| self.endpoints.get(id)).filter_map(|r| self.acl_state(r)).map(|s| s.host_if).collect();
@@ -237,7 +266,7 @@ impl Engine {
         rec.ep_mut().version += 1;
         self.persist_endpoint(&rec, true)?;
         self.endpoints.insert(id.to_owned(), rec);
-        self.acl_begin(vec![id.to_owned()], &before, "the endpoint's ACLs are stored")
+        self.acl_begin(vec![id.to_owned()], &before, "the endpoint's ACLs are stored").map(Some)
     }
 
     /// The same for NetworkACL policies on a network; every attached endpoint of it is
@@ -264,7 +293,7 @@ impl Engine {
         self.persist_network(&rec, true)?;
         self.networks.get_mut(net_id).expect("exists").rec = rec;
         let step = self.acl_begin(ids, &before, "the network's ACLs are stored")?;
-        Ok((self.networks[net_id].rec.net.clone(), step))
+        Ok((self.networks[net_id].rec.net.clone(), Some(step)))
     }
 }
 
@@ -277,7 +306,7 @@ pub(crate) fn acl_policies(rec: &EndpointRecord) -> impl Iterator<Item = Policy>
 enum AclWrite {
     Nothing,
     /// Both tables from scratch.
-    Rebuild(Batch),
+    Rebuild,
     /// Some endpoints' objects.
     Endpoints(EndpointWrites),
 }
@@ -325,7 +354,9 @@ const IN_KERNEL_NOT_DURABLE: &str = "the change is in the kernel and in memory, 
 /// The kernel step of an ACL change (map elements, or its endpoints' objects in full), with all
 /// it needs in hand so that it runs without the engine lock ([`Engine::acl_begin`]), while
 /// the request's lazy commit becomes durable (as an attach's does): the reply waits for
-/// both, and the disk's wait no longer adds to the kernel's. A crash before the sync leaves
+/// both, and the disk's wait no longer adds to the kernel's. Both start when the change is
+/// committed ([`Engine::acl_begin`]), so they also overlap the publishing of the read model
+/// when the lock is released. A crash before the sync leaves
 /// the store as before the request; the kernel may hold the new rules then, and the
 /// restart's check (an endpoint digest that is not the store's, `nft_acl::Inventory`)
 /// writes the stored ones back. Failpoints: `policy-after-commit` (nothing durable yet),
@@ -333,27 +364,54 @@ const IN_KERNEL_NOT_DURABLE: &str = "the change is in the kernel and in memory, 
 /// `pause:acl-kernel:MS` holds the step (tests of what waits for it).
 pub struct KernelAcl {
     pub(crate) ids: Vec<String>,
-    writes: Option<EndpointWrites>,
-    store: std::sync::Arc<hns_store::Store>,
+    task: tokio::task::JoinHandle<Outcome>,
     stored: &'static str,
+    /// The step found the ACL tables gone: [`Engine::acl_end`] writes them whole.
+    tables_missing: bool,
+}
+
+/// What a [`kernel_step`] did.
+struct Outcome {
+    kernel: Result<()>,
+    durable: std::result::Result<(), hns_store::StoreError>,
+    tables_missing: bool,
+}
+
+/// The work of a [`KernelAcl`], in a task of its own: waits for the store's sync, started
+/// before it, and writes `writes` meanwhile (`written`: the result of what was written under
+/// the lock instead, if anything).
+async fn kernel_step(durable: tokio::task::JoinHandle<std::result::Result<(), hns_store::StoreError>>, writes: Option<EndpointWrites>, written: Result<()>) -> Outcome {
+    let joined = |what: &str, e: tokio::task::JoinError| ApiError::internal(format!("the ACL change's {what} failed: {e}"));
+    let durable = async { durable.await.map_err(|e| joined("store sync", e)) };
+    if super::failpoint_armed("policy-durable-before-kernel") {
+        let _ = durable.await;
+        super::failpoint("policy-durable-before-kernel");
+        return Outcome { kernel: Err(ApiError::internal("failpoint")), durable: Ok(()), tables_missing: false };
+    }
+    let kernel = async {
+        super::pause_point("acl-kernel").await;
+        let Some(w) = writes else { return (written, false) };
+        tokio::task::spawn_blocking(move || match w.apply() {
+            // Gone since the change was planned: `acl_end` writes them whole, under the lock.
+            Err(_) if !nft_acl::tables_present() => (Ok(()), true),
+            r => (r, false),
+        })
+        .await
+        .unwrap_or_else(|e| (Err(joined("kernel step", e)), false))
+    };
+    let (durable, (kernel, tables_missing)) = tokio::join!(durable, kernel);
+    match durable {
+        Ok(durable) => Outcome { kernel, durable, tables_missing },
+        Err(e) => Outcome { kernel: kernel.and(Err(e)), durable: Ok(()), tables_missing },
+    }
 }
 
 impl KernelAcl {
     pub async fn run(&mut self) -> Result<()> {
-        super::pause_point("acl-kernel").await;
-        let store = self.store.clone();
-        if super::failpoint_armed("policy-durable-before-kernel") {
-            let _ = tokio::task::spawn_blocking(move || store.sync()).await;
-            super::failpoint("policy-durable-before-kernel");
-            return Err(ApiError::internal("failpoint"));
-        }
-        let durable = tokio::task::spawn_blocking(move || store.sync());
-        let writes = self.writes.take();
-        let kernel = tokio::task::spawn_blocking(move || writes.map_or(Ok(()), |w| w.apply()));
-        let (durable, kernel) = tokio::join!(durable, kernel);
-        let joined = |what: &str, e: tokio::task::JoinError| ApiError::internal(format!("the ACL change's {what} failed: {e}"));
-        let kernel = kernel.map_err(|e| joined("kernel step", e))?.map_err(|e| committed(e, self.stored));
-        durable.map_err(|e| joined("store sync", e))?.map_err(|e| super::store_err_after(e, IN_KERNEL_NOT_DURABLE)).and(kernel)
+        let out = (&mut self.task).await.map_err(|e| ApiError::internal(format!("the ACL change's kernel step failed: {e}")))?;
+        self.tables_missing = out.tables_missing;
+        let kernel = out.kernel.map_err(|e| committed(e, self.stored));
+        out.durable.map_err(|e| super::store_err_after(e, IN_KERNEL_NOT_DURABLE)).and(kernel)
     }
 }
 

@@ -178,6 +178,10 @@ pub struct Engine {
     pub(crate) onat: hns_kernel::nft_outbound::Applied,
     /// Where the periodic ACL check's slice of endpoints starts (see `reconcile_acls`).
     pub(crate) acl_check_from: std::sync::atomic::AtomicUsize,
+    /// Whether the ACL tables are in the kernel, as hnsd last wrote or checked them, so that a
+    /// change plans its write without reading the kernel under the lock; should they have
+    /// gone since, the write finds out (see `acl`).
+    pub(crate) acl_tables: std::sync::atomic::AtomicBool,
 }
 
 /// Runs blocking work (an `nft` process, ~100 ms with 10 000 mappings) so that the async
@@ -317,6 +321,7 @@ impl Engine {
             lbs: loadbalancers::Lbs::default(),
             onat: Default::default(),
             acl_check_from: Default::default(),
+            acl_tables: Default::default(),
         };
         for m in e.store.load_all::<records::MappingRecord>(Kind::PortMapping)? {
             e.mappings.get_or_default(&m.endpoint_id).push(m.settings);
