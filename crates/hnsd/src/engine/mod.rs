@@ -38,6 +38,7 @@ pub mod info;
 pub mod loadbalancers;
 mod namespaces;
 mod networks;
+mod nft_order;
 mod outbound;
 pub mod overlay;
 pub mod periodic;
@@ -165,8 +166,16 @@ pub struct Engine {
     lease6_events_rx: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
     /// The nfnetlink socket for element changes, opened on first use.
     pub(crate) nft: Option<hns_kernel::nft_elements::ElementWriter>,
+    /// The order of the writes to the hns nft table, full applies and element writes alike
+    /// (see [`nft_order`]): a network's full apply runs without the lock.
+    pub(crate) nft_order: std::sync::Arc<nft_order::NftOrder>,
+    /// Networks whose delete is in its kernel step (without the lock): gone from the store and
+    /// from `networks`, their ID in `in_flight`. A new network that would take their name,
+    /// links, subnets or adapter waits for them (see `Engine::create_waits_for`).
+    pub(crate) deleting: HashMap<String, Net>,
     /// The service-discovery responder (one listener set per network with discovery on).
-    pub(crate) dns: hns_dns::DnsService,
+    /// Shared with a network's kernel step, which starts or stops its responder.
+    pub(crate) dns: std::sync::Arc<hns_dns::DnsService>,
     /// Networks whose responder could not start, with the reason (shown by `info`).
     pub(crate) dns_errors: BTreeMap<String, String>,
     pub(crate) dns_port: u16,
@@ -310,7 +319,9 @@ impl Engine {
             lease6_events,
             lease6_events_rx: Some(lease6_events_rx),
             nft: None,
-            dns: hns_dns::DnsService::new(hns_dns::DnsConfig::default()),
+            nft_order: Default::default(),
+            deleting: HashMap::new(),
+            dns: std::sync::Arc::new(hns_dns::DnsService::new(hns_dns::DnsConfig::default())),
             dns_errors: BTreeMap::new(),
             dns_port: cfg.dns_port,
             overlay: overlay::OverlayState::default(),
@@ -525,9 +536,25 @@ impl Engine {
     }
 
     pub(crate) fn apply_nft(&self) -> Result<()> {
-        let desired = self.desired_nft();
-        blocking(|| hns_kernel::nft::apply(&desired)).map_err(kernel_err)
+        let (desired, turn) = self.nft_snapshot();
+        blocking(|| apply_in_turn(&desired, turn)).map_err(kernel_err)
     }
+
+    /// The desired nft table and its turn among the table's writes (see [`nft_order`]): the
+    /// apply that writes it may run after the lock is released.
+    pub(crate) fn nft_snapshot(&self) -> (hns_kernel::nft::Desired, nft_order::NftTurn) {
+        (self.desired_nft(), self.nft_order.take())
+    }
+}
+
+/// Applies a desired nft table once every write to the table before `turn` is done. Blocks:
+/// run it on a thread that may ([`blocking`], `spawn_blocking`).
+pub(crate) fn apply_in_turn(desired: &hns_kernel::nft::Desired, turn: nft_order::NftTurn) -> std::result::Result<(), KernelError> {
+    turn.wait();
+    hns_kernel::nft::apply(desired)
+}
+
+impl Engine {
 
     // --- Records of other hnsd modules (the Docker plugin): kept in the store's meta table under
     // `ext/<key>`, so they are as crash-safe as the engine's own objects.
