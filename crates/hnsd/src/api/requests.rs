@@ -1,8 +1,12 @@
 //! Request paths that hold the engine's lock only for what must be serial. An attach's kernel
 //! step (veth into the compartment, addresses, routes: most of its cost), a detach's (the veth
-//! retired), an ACL change's (map elements, while the store syncs) and the steps that wait on
-//! another machine (a DHCP server, etcd) run with the lock released, so requests for other containers go on meanwhile. Requests for the same endpoint or compartment wait until
-//! its step is done ([`lock_when_idle`]). Shared by the HTTP handlers and the Docker plugin.
+//! retired), an ACL change's (map elements, while the store syncs), a network create's and
+//! delete's (bridge and uplink links, the nft table, host routes, the DNS responder; not for
+//! an overlay network, whose kernel step and delete's etcd step stay under the lock) and the
+//! steps that wait on another machine (a DHCP server, etcd) run with the lock released, so
+//! requests for other containers and networks go on meanwhile. Requests for the same endpoint,
+//! compartment or network wait until its step is done ([`lock_when_idle`]). Shared by the HTTP
+//! handlers and the Docker plugin (whose network create and delete still run under the lock).
 
 use std::future::Future;
 

@@ -10,10 +10,19 @@
 //! On the API's paths (`api::requests`) the lock is held only for what must be serial. An
 //! attach's kernel step runs with the lock released ([`Engine::attach_begin`], `attach_end`),
 //! so does a detach's or a delete's veth step (`detach_begin`, `delete_begin`, `detach_end`),
-//! and so do the steps that wait on another machine: a DHCP exchange ([`dhcp::with_leases`])
-//! and etcd's steps for overlay endpoints (`overlay::create_staged`, `overlay::delete_staged`).
-//! Requests for an endpoint or compartment whose attach or detach is in flight wait for it
-//! ([`lock_when_idle`]); the reconciler leaves such objects to it.
+//! an ACL change's (`acl::KernelAcl`), a (non-overlay) network create's and a network delete's
+//! (links, the nft table, host routes, the DNS responder: `create_network_begin`,
+//! `networks::KernelNetwork`, `network_create_end`; `delete_network_begin`,
+//! `networks::KernelNetworkDelete`, `network_delete_end`), and so do the steps that wait on
+//! another machine: a DHCP exchange ([`dhcp::with_leases`]) and etcd's steps for overlay
+//! endpoints (`overlay::create_staged`, `overlay::delete_staged`) and an overlay network's
+//! create (`overlay::create_network_staged`). Still under the lock: an overlay network's
+//! kernel step and its delete's etcd step, a network modify, and the Docker plugin's and the
+//! start's network create and delete (they call the in-lock `create_network`,
+//! `delete_network`, which run the same steps with the lock held). Requests for an endpoint,
+//! compartment or network whose step is in flight wait for it ([`lock_when_idle`]); the
+//! reconciler leaves such objects to it. Writes to the hns nft table, whether under the lock or
+//! not, are applied in the order their state was read under the lock ([`nft_order`]).
 //!
 //! The working set lives in memory (loaded from the store at start), so lookups and
 //! allocation never scan the store; the store is written through.
@@ -130,9 +139,11 @@ pub struct Engine {
     pub(crate) namespaces: index::Tracked<Ns>,
     /// Open kernel handles of recently used compartments, by namespace ID.
     pub(crate) handles: lru::LruCache<String, std::sync::Arc<Compartment>>,
-    /// Endpoints and compartments whose attach or detach is in its kernel step, done without
-    /// the lock (`Engine::attach_begin`, `Engine::detach_begin`): requests for them wait ([`lock_when_idle`]) and the
-    /// reconciler leaves them alone. `idle` wakes the waiters when one is done.
+    /// Endpoints, compartments and networks whose attach, detach, ACL change, or network
+    /// create or delete is in its kernel step, done without the lock (`Engine::attach_begin`,
+    /// `Engine::detach_begin`, `Engine::create_network_begin`, `Engine::delete_network_begin`):
+    /// requests for them wait ([`lock_when_idle`]) and the reconciler leaves them alone. `idle`
+    /// wakes the waiters when one is done.
     pub(crate) in_flight: HashSet<String>,
     pub(crate) idle: std::sync::Arc<tokio::sync::Notify>,
     pub(crate) next_ns_number: u32,
@@ -198,9 +209,9 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Takes the engine's lock once none of the objects `busy` names (IDs of endpoints and
-/// compartments, read under the lock) is in an attach's or a detach's kernel step (see
-/// `in_flight`).
+/// Takes the engine's lock once none of the objects `busy` names (IDs of endpoints,
+/// compartments and networks, read under the lock) is in a kernel step run without the lock
+/// (see `in_flight`).
 pub async fn lock_when_idle(engine: &EngineLock, busy: impl Fn(&Engine) -> Vec<String>) -> EngineGuard<'_> {
     loop {
         let guard = engine.lock().await;
