@@ -164,6 +164,30 @@ fn sigkill_after_committing_a_network_is_repaired_at_restart() {
     assert!(ping(&lab, &c, "10.90.0.1") && ping(&lab, &c, "203.0.113.10"));
 }
 
+/// A network's delete is committed before its kernel step (which runs without the engine
+/// lock): a crash right after the commit leaves a bridge and firewall rules the store no longer
+/// knows, which the restart removes.
+#[test]
+fn sigkill_after_committing_a_network_delete_is_repaired_at_restart() {
+    let lab = Lab::new().unwrap();
+    let opts = HnsdOptions { args: vec!["--no-default-network".into()], env: vec![("HNSD_FAILPOINT".into(), "network-delete-after-commit".into())], ..Default::default() };
+    let d = lab.start_hnsd_with(opts).unwrap();
+    let api = Api::new(&lab);
+    let keep = api.post("/networks", &json!({"Name": "keep", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.92.0.0/24"}]}]})).ok();
+    let n = api.post("/networks", &json!({"Name": "n", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.93.0.0/24"}]}]})).ok();
+    let bridge = n["InterfaceName"].as_str().unwrap().to_owned();
+    let _ = api.delete("/networks/n");
+    assert!(eventually(Duration::from_secs(5), || !d.is_running()));
+    assert!(hns_links(&lab).contains(&bridge), "the crash came after the kernel step: the test proves nothing");
+    let _d = lab.start_hnsd(&["--no-default-network"]).unwrap();
+    assert_eq!(api.get("/networks/n").status, 404, "the committed delete was lost");
+    assert!(eventually(Duration::from_secs(5), || !hns_links(&lab).contains(&bridge)), "the deleted network's bridge was left: {:?}", hns_links(&lab));
+    let table = lab.in_host("nft", &["list", "set", "inet", "hns", "bridges"]).unwrap().stdout;
+    assert!(!table.contains(&bridge) && table.contains(keep["InterfaceName"].as_str().unwrap()), "the nft table was not rewritten from the store:\n{table}");
+    let (c, _) = api.container("keep", "c", json!({}));
+    assert!(ping(&lab, &c, "10.92.0.1"));
+}
+
 #[test]
 fn removing_every_object_leaves_nothing_in_the_kernel() {
     let lab = Lab::new().unwrap();

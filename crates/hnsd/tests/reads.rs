@@ -23,7 +23,7 @@ fn pm(external: u16, internal: u16) -> Value {
 fn reads_do_not_wait_for_a_writer_holding_the_engine() {
     let lab = Lab::new().unwrap();
     // Every network create pauses under the engine's lock, after the network is in memory.
-    let env = vec![("HNSD_FAILPOINT".to_owned(), format!("pause:network-create:{}", HOLD.as_millis()))];
+    let env = vec![("HNSD_FAILPOINT".to_owned(), format!("pause:network-commit:{}", HOLD.as_millis()))];
     let _d = lab.start_hnsd_with(HnsdOptions { args: vec!["--no-default-network".into()], env, ..Default::default() }).unwrap();
     let api = Api::new(&lab);
     let base = api.post("/networks", &json!({"Name": "base", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.81.0.0/16"}]}]})).ok();

@@ -1,7 +1,7 @@
 //! No request waits on another's slow I/O: while attaches on a DHCP network wait for a LAN
 //! server that never answers (ten seconds each), attaches on a nat network go on at their
-//! usual pace, and reads answer at once. Attach, detach and ACL kernel steps run without the
-//! engine lock, ordered per endpoint and compartment.
+//! usual pace, and reads answer at once. Attach, detach, ACL and network kernel steps run
+//! without the engine lock, ordered per endpoint, compartment and network.
 
 mod common;
 
@@ -210,4 +210,130 @@ fn an_acl_change_delays_only_requests_for_its_endpoint() {
     }
     let tables = lab.in_host("nft", &["list", "tables"]).unwrap().stdout;
     assert!(!tables.contains("hns_acl"), "the deleted endpoint's ACL tables were left:\n{tables}");
+}
+
+/// A network create's kernel step (links, nft table, routes, responder: held here by the
+/// `pause:network-create` failpoint) runs without the engine lock: a container comes and goes
+/// on another network meanwhile, at once, while an endpoint on the network being created waits
+/// for its create and then works.
+#[test]
+fn a_network_create_delays_only_requests_for_that_network() {
+    const PAUSE: Duration = Duration::from_millis(2500);
+    let lab = Lab::new().unwrap();
+    // The default network's create at start pauses too.
+    let opts = hns_lab::HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), format!("pause:network-create:{}", PAUSE.as_millis()))], ..Default::default() };
+    let _d = lab.start_hnsd_with(opts).unwrap();
+    let api = Api::new(&lab);
+    let started = Instant::now();
+    let s1 = api.socket.clone();
+    let net = json!({"Name": "slow", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.83.0.0/16"}]}]});
+    let create = std::thread::spawn(move || (Api { socket: s1 }.post("/networks", &net), started.elapsed()));
+    std::thread::sleep(Duration::from_millis(300));
+    let ns = api.post("/namespaces", &json!({"Name": "w"})).ok();
+    let s2 = api.socket.clone();
+    let ep = json!({"HostComputeNetwork": "slow", "HostComputeNamespace": ns["ID"], "Name": "w"});
+    let waiter = std::thread::spawn(move || (Api { socket: s2 }.post("/endpoints", &ep), started.elapsed()));
+    std::thread::sleep(Duration::from_millis(100));
+    // Meanwhile: a container comes and goes on another network, at once.
+    let t = Instant::now();
+    let (_b, eb) = api.container("nat", "b", json!({}));
+    assert_eq!(api.delete(&format!("/endpoints/{}", eb["ID"].as_str().unwrap())).status, 204);
+    let others = t.elapsed();
+    assert!(others < Duration::from_millis(1000), "a container on another network waited for the network create: {others:?}");
+    assert!(!create.is_finished(), "the network create was done before the other requests: the test proves nothing");
+    let (created, t1) = create.join().unwrap();
+    let created = created.ok();
+    assert!(t1 >= PAUSE, "the network create did not run its (paused) kernel step: {t1:?}");
+    assert_eq!(created["State"], 2, "{created}");
+    let (ep, t2) = waiter.join().unwrap();
+    let ep = ep.ok();
+    assert!(t2 >= PAUSE - Duration::from_millis(100), "the endpoint on the network being created did not wait for its create: {t2:?}");
+    // The network works: its endpoint reaches the gateway and the outside.
+    assert!(ping(&lab, &ns, "10.83.0.1"), "the endpoint cannot reach its gateway");
+    assert!(ping(&lab, &ns, "203.0.113.10"), "the endpoint cannot reach the outside (nat)");
+    assert_eq!(api.get("/endpoints/w").ok()["ID"], ep["ID"]);
+}
+
+/// A network delete's kernel step runs without the engine lock too: a container comes and goes
+/// on another network meanwhile, at once, and a create of a network with the deleted one's
+/// name and subnet waits for the delete, then works.
+#[test]
+fn a_network_delete_delays_only_requests_for_that_network() {
+    const PAUSE: Duration = Duration::from_millis(2500);
+    let lab = Lab::new().unwrap();
+    let opts = hns_lab::HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), format!("pause:network-delete:{}", PAUSE.as_millis()))], ..Default::default() };
+    let _d = lab.start_hnsd_with(opts).unwrap();
+    let api = Api::new(&lab);
+    let net = json!({"Name": "gone", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.84.0.0/16"}]}]});
+    let old = api.post("/networks", &net).ok();
+    let started = Instant::now();
+    let s1 = api.socket.clone();
+    let delete = std::thread::spawn(move || (Api { socket: s1 }.delete("/networks/gone"), started.elapsed()));
+    std::thread::sleep(Duration::from_millis(300));
+    let s2 = api.socket.clone();
+    let again = std::thread::spawn(move || (Api { socket: s2 }.post("/networks", &net), started.elapsed()));
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let (_b, eb) = api.container("nat", "b", json!({}));
+    assert_eq!(api.delete(&format!("/endpoints/{}", eb["ID"].as_str().unwrap())).status, 204);
+    let others = t.elapsed();
+    assert!(others < Duration::from_millis(1000), "a container on another network waited for the network delete: {others:?}");
+    assert!(!delete.is_finished(), "the network delete was done before the other requests: the test proves nothing");
+    let (deleted, t1) = delete.join().unwrap();
+    assert_eq!(deleted.status, 204, "{}", deleted.raw);
+    assert!(t1 >= PAUSE, "the network delete did not run its (paused) kernel step: {t1:?}");
+    let (made, t2) = again.join().unwrap();
+    let made = made.ok();
+    assert!(t2 >= PAUSE - Duration::from_millis(100), "the create of a network with the deleted one's name and subnet did not wait for the delete: {t2:?}");
+    assert_ne!(made["ID"], old["ID"]);
+    let (c, _) = api.container("gone", "c", json!({}));
+    assert!(ping(&lab, &c, "10.84.0.1"), "the network made again does not work");
+    let links = lab.in_host("ip", &["-o", "link", "show"]).unwrap().stdout;
+    assert!(!links.contains(old["InterfaceName"].as_str().unwrap()), "the deleted network's bridge is left:\n{links}");
+}
+
+/// Full nft applies of networks (created and deleted meanwhile, each apply held between the
+/// moment its table was read and its write by the `pause:network-nft` failpoint) never lose
+/// or bring back a port mapping's element written or removed meanwhile.
+#[test]
+fn port_mappings_survive_network_applies_that_run_without_the_lock() {
+    let lab = Lab::new().unwrap();
+    let opts = hns_lab::HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), "pause:network-nft:300".into())], ..Default::default() };
+    let _d = lab.start_hnsd_with(opts).unwrap();
+    let api = Api::new(&lab);
+    let s1 = api.socket.clone();
+    let churn = std::thread::spawn(move || {
+        let api = Api { socket: s1 };
+        for i in 0..5 {
+            let net = json!({"Name": format!("n{i}"), "Ipams": [{"Subnets": [{"IpAddressPrefix": format!("10.7{i}.0.0/24")}]}]});
+            api.post("/networks", &net).ok();
+            assert_eq!(api.delete(&format!("/networks/n{i}")).status, 204);
+        }
+    });
+    let pm = |port: u16| json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": port}});
+    let mut kept = Vec::new();
+    let mut removed = Vec::new();
+    let mut i = 0u16;
+    while !churn.is_finished() || i < 6 {
+        let port = 21000 + i;
+        let (_c, ep) = api.container("nat", &format!("c{i}"), json!({"Policies": [pm(port)]}));
+        if i % 3 == 2 {
+            assert_eq!(api.delete(&format!("/endpoints/{}", ep["ID"].as_str().unwrap())).status, 204);
+            removed.push(port);
+        } else {
+            kept.push(port);
+        }
+        i += 1;
+    }
+    churn.join().unwrap();
+    assert!(kept.len() >= 4, "too few mappings were made during the churn: {kept:?}");
+    let map = lab.in_host("nft", &["list", "map", "inet", "hns", "pm4"]).unwrap().stdout;
+    for port in &kept {
+        assert!(map.contains(&format!("tcp . {port} :")), "the element of mapping {port} was lost:\n{map}");
+    }
+    for port in &removed {
+        assert!(!map.contains(&format!("tcp . {port} :")), "the element of removed mapping {port} came back:\n{map}");
+    }
+    let allow = lab.in_host("nft", &["list", "set", "inet", "hns", "pm_allow4"]).unwrap().stdout;
+    assert_eq!(allow.matches(". tcp . 80").count(), kept.len(), "allow elements:\n{allow}");
 }

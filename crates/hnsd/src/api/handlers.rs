@@ -59,7 +59,7 @@ pub async fn get_network(State(s): State<Shared>, Path(id): Path<String>) -> Rep
     responses((status = 204), (status = 404, body = ApiError), (status = 409, body = ApiError),
         (status = 503, description = "overlay: the cluster store is unreachable", body = ApiError)))]
 pub async fn delete_network(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
-    s.engine.lock().await.delete_network(&id).await?;
+    requests::delete_network(&s, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,8 +1,12 @@
 //! Request paths that hold the engine's lock only for what must be serial. An attach's kernel
 //! step (veth into the compartment, addresses, routes: most of its cost), a detach's (the veth
-//! retired), an ACL change's (map elements, while the store syncs) and the steps that wait on
-//! another machine (a DHCP server, etcd) run with the lock released, so requests for other containers go on meanwhile. Requests for the same endpoint or compartment wait until
-//! its step is done ([`lock_when_idle`]). Shared by the HTTP handlers and the Docker plugin.
+//! retired), an ACL change's (map elements, while the store syncs), a network create's and
+//! delete's (bridge and uplink links, the nft table, host routes, the DNS responder; not for
+//! an overlay network, whose kernel step and delete's etcd step stay under the lock) and the
+//! steps that wait on another machine (a DHCP server, etcd) run with the lock released, so
+//! requests for other containers and networks go on meanwhile. Requests for the same endpoint,
+//! compartment or network wait until its step is done ([`lock_when_idle`]). Shared by the HTTP
+//! handlers and the Docker plugin (whose network create and delete still run under the lock).
 
 use std::future::Future;
 
@@ -64,7 +68,9 @@ pub async fn create_endpoint(s: &Shared, req: HostComputeEndpoint) -> Result<Hos
 /// [`create_endpoint`] on a network of this host alone.
 async fn create_local(s: &Shared, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
     let ns = req.host_compute_namespace.clone();
-    let busy = move |e: &Engine| e.touched(&[], &[&ns]);
+    let net = req.host_compute_network.clone();
+    // The network too, while its create is in its kernel step.
+    let busy = move |e: &Engine| [e.touched(&[], &[&ns]), e.network_id(&net).into_iter().collect()].concat();
     let prepare = |e: &Engine| {
         let mut req = req;
         (e.lease_for_new_endpoint(&mut req), req)
@@ -120,13 +126,38 @@ pub async fn modify_endpoint(s: &Shared, key: &str, req: ModifyRequest) -> Resul
     .await
 }
 
-/// Creates a network; an overlay network's etcd step runs without the lock.
+/// Creates a network. Its kernel step (links, the nft table, host routes, the DNS responder)
+/// runs without the lock, the network in flight meanwhile; a create that would take the name,
+/// links, subnet or adapter of a network whose delete is in its kernel step waits for it. An
+/// overlay network's etcd step runs without the lock (its kernel step under it).
 pub async fn create_network(s: &Shared, req: hns_api::HostComputeNetwork) -> Result<hns_api::HostComputeNetwork> {
-    if req.kind != Some(hns_api::NetworkType::Overlay) {
-        return s.engine.lock().await.create_network(req).await;
-    }
     let s = s.clone();
-    uncut(async move { overlay::create_network_staged(&s.engine, req).await }).await
+    if req.kind == Some(hns_api::NetworkType::Overlay) {
+        return uncut(async move { overlay::create_network_staged(&s.engine, req).await }).await;
+    }
+    uncut(async move {
+        let mut engine = lock_when_idle(&s.engine, |e| e.create_waits_for(&req)).await;
+        let mut k = engine.create_network_begin(req).await?;
+        drop(engine);
+        let done = k.run(|| async { s.engine.lock().await.nft_snapshot() }).await;
+        s.engine.lock().await.network_create_end(k, done).await
+    })
+    .await
+}
+
+/// Deletes a network once its create (if in flight) is done. Its kernel step (the responder
+/// stopped, the nft table without it, host routes and links removed) runs without the lock;
+/// an overlay network's etcd step still runs under it.
+pub async fn delete_network(s: &Shared, key: &str) -> Result<()> {
+    let (s, key) = (s.clone(), key.to_owned());
+    uncut(async move {
+        let mut engine = lock_when_idle(&s.engine, |e| e.network_id(&key).into_iter().collect()).await;
+        let Some(mut k) = engine.delete_network_begin(&key).await? else { return Ok(()) };
+        drop(engine);
+        let done = k.run(|| async { s.engine.lock().await.nft_snapshot() }).await;
+        s.engine.lock().await.network_delete_end(k, done)
+    })
+    .await
 }
 
 /// Changes a network's policies; a NetworkACL change's kernel step (every endpoint of the
@@ -134,7 +165,8 @@ pub async fn create_network(s: &Shared, req: hns_api::HostComputeNetwork) -> Res
 pub async fn modify_network(s: &Shared, key: &str, req: ModifyRequest) -> Result<hns_api::HostComputeNetwork> {
     let (s, key) = (s.clone(), key.to_owned());
     uncut(async move {
-        let busy = |e: &Engine| e.network_id(&key).map(|n| e.endpoints_of_network(&n)).unwrap_or_default();
+        // The network itself too, while its create is in its kernel step.
+        let busy = |e: &Engine| e.network_id(&key).map(|n| [e.endpoints_of_network(&n), vec![n]].concat()).unwrap_or_default();
         let (net, step) = lock_when_idle(&s.engine, busy).await.modify_network(&key, req).await?;
         acl_step(&s, step).await?;
         Ok(net)

@@ -112,7 +112,8 @@ fn created_by_docker_here(net: &HostComputeNetwork) -> bool {
 }
 
 pub async fn delete_network(d: &Arc<Docker>, docker_id: &str) -> Result<Value> {
-    let mut engine = d.app.engine.lock().await;
+    // Once a create of the network through the API (in its kernel step) is done.
+    let mut engine = crate::engine::lock_when_idle(&d.app.engine, |e| network_hns_id(e, docker_id).into_iter().collect()).await;
     let id = network_hns_id(&engine, docker_id)?;
     if engine.ext_get::<String>(&adopted_key(docker_id))?.is_some() {
         engine.ext_delete(&adopted_key(docker_id))?;

@@ -41,7 +41,7 @@ impl Engine {
     }
 
     /// What the responder of a network answers and where it forwards.
-    fn dns_view(&self, net_id: &str) -> NetworkView {
+    pub(crate) fn dns_view(&self, net_id: &str) -> NetworkView {
         let Some(net) = self.networks.get(net_id) else { return NetworkView::default() };
         let mut records = Vec::new();
         for e in self.endpoints.on_network(net_id).filter(|e| !e.ep.host_compute_namespace.is_empty()) {

@@ -10,10 +10,19 @@
 //! On the API's paths (`api::requests`) the lock is held only for what must be serial. An
 //! attach's kernel step runs with the lock released ([`Engine::attach_begin`], `attach_end`),
 //! so does a detach's or a delete's veth step (`detach_begin`, `delete_begin`, `detach_end`),
-//! and so do the steps that wait on another machine: a DHCP exchange ([`dhcp::with_leases`])
-//! and etcd's steps for overlay endpoints (`overlay::create_staged`, `overlay::delete_staged`).
-//! Requests for an endpoint or compartment whose attach or detach is in flight wait for it
-//! ([`lock_when_idle`]); the reconciler leaves such objects to it.
+//! an ACL change's (`acl::KernelAcl`), a (non-overlay) network create's and a network delete's
+//! (links, the nft table, host routes, the DNS responder: `create_network_begin`,
+//! `networks::KernelNetwork`, `network_create_end`; `delete_network_begin`,
+//! `networks::KernelNetworkDelete`, `network_delete_end`), and so do the steps that wait on
+//! another machine: a DHCP exchange ([`dhcp::with_leases`]) and etcd's steps for overlay
+//! endpoints (`overlay::create_staged`, `overlay::delete_staged`) and an overlay network's
+//! create (`overlay::create_network_staged`). Still under the lock: an overlay network's
+//! kernel step and its delete's etcd step, a network modify, and the Docker plugin's and the
+//! start's network create and delete (they call the in-lock `create_network`,
+//! `delete_network`, which run the same steps with the lock held). Requests for an endpoint,
+//! compartment or network whose step is in flight wait for it ([`lock_when_idle`]); the
+//! reconciler leaves such objects to it. Writes to the hns nft table, whether under the lock or
+//! not, are applied in the order their state was read under the lock ([`nft_order`]).
 //!
 //! The working set lives in memory (loaded from the store at start), so lookups and
 //! allocation never scan the store; the store is written through.
@@ -38,6 +47,7 @@ pub mod info;
 pub mod loadbalancers;
 mod namespaces;
 mod networks;
+mod nft_order;
 mod outbound;
 pub mod overlay;
 pub mod periodic;
@@ -129,9 +139,11 @@ pub struct Engine {
     pub(crate) namespaces: index::Tracked<Ns>,
     /// Open kernel handles of recently used compartments, by namespace ID.
     pub(crate) handles: lru::LruCache<String, std::sync::Arc<Compartment>>,
-    /// Endpoints and compartments whose attach or detach is in its kernel step, done without
-    /// the lock (`Engine::attach_begin`, `Engine::detach_begin`): requests for them wait ([`lock_when_idle`]) and the
-    /// reconciler leaves them alone. `idle` wakes the waiters when one is done.
+    /// Endpoints, compartments and networks whose attach, detach, ACL change, or network
+    /// create or delete is in its kernel step, done without the lock (`Engine::attach_begin`,
+    /// `Engine::detach_begin`, `Engine::create_network_begin`, `Engine::delete_network_begin`):
+    /// requests for them wait ([`lock_when_idle`]) and the reconciler leaves them alone. `idle`
+    /// wakes the waiters when one is done.
     pub(crate) in_flight: HashSet<String>,
     pub(crate) idle: std::sync::Arc<tokio::sync::Notify>,
     pub(crate) next_ns_number: u32,
@@ -165,8 +177,16 @@ pub struct Engine {
     lease6_events_rx: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
     /// The nfnetlink socket for element changes, opened on first use.
     pub(crate) nft: Option<hns_kernel::nft_elements::ElementWriter>,
+    /// The order of the writes to the hns nft table, full applies and element writes alike
+    /// (see [`nft_order`]): a network's full apply runs without the lock.
+    pub(crate) nft_order: std::sync::Arc<nft_order::NftOrder>,
+    /// Networks whose delete is in its kernel step (without the lock): gone from the store and
+    /// from `networks`, their ID in `in_flight`. A new network that would take their name,
+    /// links, subnets or adapter waits for them (see `Engine::create_waits_for`).
+    pub(crate) deleting: HashMap<String, Net>,
     /// The service-discovery responder (one listener set per network with discovery on).
-    pub(crate) dns: hns_dns::DnsService,
+    /// Shared with a network's kernel step, which starts or stops its responder.
+    pub(crate) dns: std::sync::Arc<hns_dns::DnsService>,
     /// Networks whose responder could not start, with the reason (shown by `info`).
     pub(crate) dns_errors: BTreeMap<String, String>,
     pub(crate) dns_port: u16,
@@ -193,9 +213,9 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Takes the engine's lock once none of the objects `busy` names (IDs of endpoints and
-/// compartments, read under the lock) is in an attach's or a detach's kernel step (see
-/// `in_flight`).
+/// Takes the engine's lock once none of the objects `busy` names (IDs of endpoints,
+/// compartments and networks, read under the lock) is in a kernel step run without the lock
+/// (see `in_flight`).
 pub async fn lock_when_idle(engine: &EngineLock, busy: impl Fn(&Engine) -> Vec<String>) -> EngineGuard<'_> {
     loop {
         let guard = engine.lock().await;
@@ -314,7 +334,9 @@ impl Engine {
             lease6_events,
             lease6_events_rx: Some(lease6_events_rx),
             nft: None,
-            dns: hns_dns::DnsService::new(hns_dns::DnsConfig::default()),
+            nft_order: Default::default(),
+            deleting: HashMap::new(),
+            dns: std::sync::Arc::new(hns_dns::DnsService::new(hns_dns::DnsConfig::default())),
             dns_errors: BTreeMap::new(),
             dns_port: cfg.dns_port,
             overlay: overlay::OverlayState::default(),
@@ -530,9 +552,25 @@ impl Engine {
     }
 
     pub(crate) fn apply_nft(&self) -> Result<()> {
-        let desired = self.desired_nft();
-        blocking(|| hns_kernel::nft::apply(&desired)).map_err(kernel_err)
+        let (desired, turn) = self.nft_snapshot();
+        blocking(|| apply_in_turn(&desired, turn)).map_err(kernel_err)
     }
+
+    /// The desired nft table and its turn among the table's writes (see [`nft_order`]): the
+    /// apply that writes it may run after the lock is released.
+    pub(crate) fn nft_snapshot(&self) -> (hns_kernel::nft::Desired, nft_order::NftTurn) {
+        (self.desired_nft(), self.nft_order.take())
+    }
+}
+
+/// Applies a desired nft table once every write to the table before `turn` is done. Blocks:
+/// run it on a thread that may ([`blocking`], `spawn_blocking`).
+pub(crate) fn apply_in_turn(desired: &hns_kernel::nft::Desired, turn: nft_order::NftTurn) -> std::result::Result<(), KernelError> {
+    turn.wait();
+    hns_kernel::nft::apply(desired)
+}
+
+impl Engine {
 
     // --- Records of other hnsd modules (the Docker plugin): kept in the store's meta table under
     // `ext/<key>`, so they are as crash-safe as the engine's own objects.

@@ -208,7 +208,9 @@ impl Engine {
         req.version = 1;
         req.interface_name = hns_kernel::names::bridge_name(&req.id);
         let cursors = pools.iter().map(|p| p.cursor()).collect();
-        Net::from_record(NetworkRecord { net: req, cursors, default: false }).map_err(ApiError::internal)
+        let net = Net::from_record(NetworkRecord { net: req, cursors, default: false }).map_err(ApiError::internal)?;
+        self.refuse_clash_with_deleting(&net)?;
+        Ok(net)
     }
 
     /// Adapter -> name of the external network it serves.
@@ -255,7 +257,7 @@ impl Engine {
     /// The first private /16 that overlaps nothing on the host or in another network.
     fn pick_free_subnet(&self, host: &[HostPrefix]) -> Result<IpNet> {
         let mut in_use: Vec<IpNet> = host.iter().map(|h| h.prefix).collect();
-        in_use.extend(self.networks.values().flat_map(|n| n.pools.iter().map(|p| p.subnet())));
+        in_use.extend(self.networks.values().chain(self.deleting.values()).flat_map(|n| n.pools.iter().map(|p| p.subnet())));
         hns_ipam::pick_default_subnet(&in_use).ok_or_else(|| {
             ApiError::field(ErrorCode::InvalidSubnet, "Ipams", "every private /16 candidate overlaps an address or route of this host; give a subnet explicitly")
         })
@@ -266,7 +268,7 @@ impl Engine {
     /// network, and none of `also_in_use` (pools handed out but not yet networks).
     pub async fn free_subnet(&self, v6: bool, also_in_use: &[IpNet]) -> Result<IpNet> {
         let mut in_use: Vec<IpNet> = self.host_prefixes().await.into_iter().map(|h| h.prefix).collect();
-        in_use.extend(self.networks.values().flat_map(|n| n.pools.iter().map(|p| p.subnet())));
+        in_use.extend(self.networks.values().chain(self.deleting.values()).flat_map(|n| n.pools.iter().map(|p| p.subnet())));
         in_use.extend_from_slice(also_in_use);
         let picked = if v6 { hns_ipam::pick_default_subnet_v6(&in_use) } else { hns_ipam::pick_default_subnet(&in_use) };
         picked.ok_or_else(|| ApiError::new(ErrorCode::InvalidSubnet, "every private candidate subnet overlaps an address, route or network of this host; give a subnet explicitly"))
@@ -282,17 +284,42 @@ impl Engine {
         })
     }
 
+    /// Creates a network under the caller's lock, kernel step included (the Docker plugin's
+    /// path); the API runs [`Engine::create_network_begin`], [`KernelNetwork::run`] and
+    /// [`Engine::network_create_end`] with the lock released for the kernel step.
     pub async fn create_network(&mut self, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
         if req.kind == Some(NetworkType::Overlay) {
             return self.create_overlay_network(req).await;
         }
-        let host = self.host_prefixes().await;
-        let facts = if req.kind.is_some_and(hns_drivers::is_external) { self.host_facts().await } else { validate::HostFacts::default() };
-        let net = self.validate_network(req, &host, &facts)?;
+        let net = self.validate_new_network(req).await?;
         self.commit_new_network(net, None).await
     }
 
+    /// [`Engine::validate_network`] with what it needs to know about the host.
+    async fn validate_new_network(&self, req: HostComputeNetwork) -> Result<Net> {
+        let host = self.host_prefixes().await;
+        let facts = if req.kind.is_some_and(hns_drivers::is_external) { self.host_facts().await } else { validate::HostFacts::default() };
+        self.validate_network(req, &host, &facts)
+    }
+
+    /// The first step of a (non-overlay) network create: validated, committed (state
+    /// Creating), in memory, in flight until [`Engine::network_create_end`].
+    pub async fn create_network_begin(&mut self, req: HostComputeNetwork) -> Result<KernelNetwork> {
+        let net = self.validate_new_network(req).await?;
+        self.network_commit(net, None).await
+    }
+
+    /// Creates a validated network, kernel step included, under the caller's lock.
     pub(super) async fn commit_new_network(&mut self, net: Net, meta: Option<&str>) -> Result<HostComputeNetwork> {
+        let mut k = self.network_commit(net, meta).await?;
+        let done = k.run(|| std::future::ready(self.nft_snapshot())).await;
+        self.network_create_end(k, done).await
+    }
+
+    /// Commits a validated network (state Creating) before any kernel work, puts it in memory
+    /// and in flight: requests for it wait ([`super::lock_when_idle`]) and the reconciler
+    /// leaves it alone until [`Engine::network_create_end`].
+    async fn network_commit(&mut self, net: Net, meta: Option<&str>) -> Result<KernelNetwork> {
         let id = net.rec.net.id.clone();
         let mut txn = self.store.begin().map_err(store_err)?;
         txn.put(Kind::Network, &id, &net.rec).map_err(store_err)?;
@@ -303,17 +330,24 @@ impl Engine {
         super::failpoint("network-after-commit");
         let plan = net.plan.clone();
         self.networks.insert(id.clone(), net);
-        super::pause_point("network-create").await;
-        let applied = async {
-            hns_drivers::create_network(&self.host, &plan).await.map_err(kernel_err)?;
-            self.apply_nft()?;
-            Box::pin(self.apply_host_routes(&id)).await
-        }
-        .await;
-        if let Err(e) = applied {
-            // Undo in reverse: kernel, then the record.
-            let _ = self.remove_host_routes(&self.host_routes_of(&id)).await;
-            let _ = hns_drivers::delete_network(&self.host, &plan).await;
+        // A new network has no endpoints: its responder's view is complete now.
+        let listen = self.dns_listeners(&id);
+        let responder = (!listen.is_empty()).then(|| (listen, self.dns_port, self.dns_view(&id)));
+        let routes = self.host_routes_of(&id);
+        self.in_flight.insert(id.clone());
+        // Under the lock (tests of readers that must not wait for a writer).
+        super::pause_point("network-commit").await;
+        Ok(KernelNetwork { id, plan, routes, host: self.host.clone(), dns: self.dns.clone(), responder, dns_error: None })
+    }
+
+    /// The last step of a network create, under the lock: "ready", or (the kernel step failed
+    /// and undid its links and routes) the network forgotten, the nft table without it, its
+    /// record deleted.
+    pub async fn network_create_end(&mut self, k: KernelNetwork, done: Result<()>) -> Result<HostComputeNetwork> {
+        self.in_flight.remove(&k.id);
+        self.idle.notify_waiters();
+        let id = k.id;
+        if let Err(e) = done {
             self.networks.remove(&id);
             let _ = self.apply_nft();
             if let Ok(mut txn) = self.store.begin() {
@@ -322,21 +356,88 @@ impl Engine {
             }
             return Err(e);
         }
-        self.dns_apply(&id).await;
-        let net = self.networks.get_mut(&id).expect("inserted above");
+        match k.dns_error {
+            Some(e) => {
+                tracing::warn!(network = %id, error = %e, "the DNS responder could not start; the network works without service discovery");
+                self.dns_errors.insert(id.clone(), e);
+            }
+            None => {
+                self.dns_errors.remove(&id);
+            }
+        }
+        let Some(net) = self.networks.get(&id) else { return Err(ApiError::internal(format!("network {id} vanished during its create"))) };
         let mut rec = net.rec.clone();
         rec.net.state = state::READY;
         let state = "the network exists (its bridge and firewall rules are in place) and is recorded, but its record still says it is being created";
         self.persist_after(Kind::Network, &id, &rec, false, state)?;
-        self.networks.get_mut(&id).expect("inserted above").rec = rec.clone();
+        self.networks.get_mut(&id).expect("checked above").rec = rec.clone();
         Ok(rec.net)
+    }
+
+    /// The networks being deleted (their kernel step running without the lock) that a create
+    /// of `req` must wait for: same name, same link names, an overlapping subnet, or both on
+    /// host adapters. A look ahead from the raw request; [`Engine::validate_network`] checks
+    /// the validated network again.
+    pub fn create_waits_for(&self, req: &HostComputeNetwork) -> Vec<String> {
+        if self.deleting.is_empty() {
+            return Vec::new();
+        }
+        let tag = norm_guid(&req.id).map(|id| hns_kernel::names::network_tag(&id));
+        let prefixes: Vec<IpNet> = req.ipams.iter().flat_map(|i| i.subnets.iter()).filter_map(|s| s.ip_address_prefix.trim().parse().ok()).collect();
+        let external = req.kind.is_some_and(hns_drivers::is_external);
+        self.deleting
+            .iter()
+            .filter(|(id, n)| {
+                n.rec.net.name == req.name
+                    || tag.as_ref().is_some_and(|t| *t == hns_kernel::names::network_tag(id))
+                    || n.pools.iter().any(|p| prefixes.iter().any(|q| overlaps(q, &p.subnet())))
+                    || (external && hns_drivers::is_external(n.plan.kind))
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Refuses a network that would take the name, links, subnets or adapter of a network
+    /// whose delete is still in its kernel step (for callers that did not wait for it).
+    fn refuse_clash_with_deleting(&self, net: &Net) -> Result<()> {
+        let adapters = |n: &Net| validate::parse_network_policies(&n.rec.net.policies, "Policies").ok().and_then(|p| p.adapters).unwrap_or_default();
+        let mine = adapters(net);
+        for (id, d) in &self.deleting {
+            let clash = d.rec.net.name == net.rec.net.name
+                || hns_kernel::names::network_tag(id) == hns_kernel::names::network_tag(&net.rec.net.id)
+                || d.pools.iter().any(|p| net.pools.iter().any(|q| overlaps(&p.subnet(), &q.subnet())))
+                || adapters(d).iter().any(|a| mine.contains(a));
+            if clash {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "network {:?} ({id}) is being removed and has the name, link names, a subnet or the adapter this network would take; try again when its removal is done",
+                        d.rec.net.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn persist_network(&self, rec: &NetworkRecord, lazy: bool) -> Result<()> {
         self.persist(Kind::Network, &rec.net.id, rec, lazy)
     }
 
+    /// Deletes a network under the caller's lock, kernel step included (the Docker plugin's
+    /// path); the API runs [`Engine::delete_network_begin`], [`KernelNetworkDelete::run`] and
+    /// [`Engine::network_delete_end`] with the lock released for the kernel step.
     pub async fn delete_network(&mut self, key: &str) -> Result<()> {
+        let Some(mut k) = self.delete_network_begin(key).await? else { return Ok(()) };
+        let done = k.run(|| std::future::ready(self.nft_snapshot())).await;
+        self.network_delete_end(k, done)
+    }
+
+    /// The first step of a network delete: checked (no endpoints; not in its create's kernel
+    /// step), an overlay network taken out of the cluster, the record deleted, the network out
+    /// of memory and in flight until [`Engine::network_delete_end`]. `None`: nothing left to
+    /// remove in the kernel.
+    pub async fn delete_network_begin(&mut self, key: &str) -> Result<Option<KernelNetworkDelete>> {
         let id = self.network_id(key).ok_or_else(|| not_found(key))?;
         let users: Vec<String> = self
             .endpoints
@@ -357,27 +458,54 @@ impl Engine {
                 ),
             ));
         }
+        if self.in_flight.contains(&id) {
+            // Only callers that took the lock without waiting for it (the API's wait).
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("network {:?} is being created; try again when its create is done", self.networks[&id].rec.net.name),
+            ));
+        }
         if self.networks[&id].plan.kind == NetworkType::Overlay {
             // A cluster object: gone everywhere first (refused while other hosts use it).
             self.delete_overlay_in_cluster(&id).await?;
         }
-        self.remove_network(&id).await
+        self.network_remove_begin(&id)
     }
 
-    /// Removes a network without endpoints from the store and the kernel.
+    /// Removes a network without endpoints from the store and the kernel, under the caller's
+    /// lock.
     pub(super) async fn remove_network(&mut self, id: &str) -> Result<()> {
+        let Some(mut k) = self.network_remove_begin(id)? else { return Ok(()) };
+        let done = k.run(|| std::future::ready(self.nft_snapshot())).await;
+        self.network_delete_end(k, done)
+    }
+
+    /// Deletes a network's record, takes it out of memory (into `deleting`) and puts it in
+    /// flight; its kernel step is [`KernelNetworkDelete::run`].
+    fn network_remove_begin(&mut self, id: &str) -> Result<Option<KernelNetworkDelete>> {
         let mut txn = self.store.begin().map_err(store_err)?;
         txn.delete(Kind::Network, id).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
+        // The store no longer has it: after a crash from here on, the reconciler removes the
+        // rest (the links it does not know, the table without it).
+        super::failpoint("network-delete-after-commit");
         let routes = self.host_routes_of(id);
-        let Some(net) = self.networks.remove(id) else { return Ok(()) };
-        self.dns.remove_network(id).await;
+        let Some(net) = self.networks.remove(id) else { return Ok(None) };
         self.dns_errors.remove(id);
-        // The store no longer has it: if a kernel step fails now, the reconciler removes the rest.
-        let nft = self.apply_nft();
-        let routes = self.remove_host_routes(&routes).await;
-        let link = hns_drivers::delete_network(&self.host, &net.plan).await.map_err(kernel_err);
-        nft.and(routes).and(link)
+        self.in_flight.insert(id.to_owned());
+        let k = KernelNetworkDelete { id: id.to_owned(), plan: net.plan.clone(), routes, host: self.host.clone(), dns: self.dns.clone() };
+        self.deleting.insert(id.to_owned(), net);
+        Ok(Some(k))
+    }
+
+    /// The last step of a network delete, under the lock: the network no longer in flight.
+    /// `done` is the kernel step's outcome (the record is gone either way: the reconciler
+    /// removes what the step could not).
+    pub fn network_delete_end(&mut self, k: KernelNetworkDelete, done: Result<()>) -> Result<()> {
+        self.in_flight.remove(&k.id);
+        self.deleting.remove(&k.id);
+        self.idle.notify_waiters();
+        done
     }
 
     /// `ResourceType: Policy` adds (Add, Update) or removes (Remove) network policies; the only
@@ -476,4 +604,96 @@ fn dhcp_refused(i: usize, kind: NetworkType) -> ApiError {
         _ => format!("Dhcp addressing is only for transparent networks; {kind} networks use Static IPAM"),
     };
     ApiError::field(ErrorCode::InvalidNetwork, format!("Ipams[{i}].Type"), msg)
+}
+
+/// A network committed under the lock (state Creating) whose kernel step runs without it:
+/// its links, the nft table (in its turn among the table's writes, see `nft_order`), its host
+/// routes, its DNS responder. [`Engine::network_create_end`] finishes it under the lock.
+pub struct KernelNetwork {
+    id: String,
+    plan: hns_drivers::NetworkPlan,
+    routes: Vec<super::epolicies::RouteSpec>,
+    host: hns_kernel::netlink::Netlink,
+    dns: std::sync::Arc<hns_dns::DnsService>,
+    /// The responder to start: its addresses, port and view.
+    responder: Option<(Vec<IpAddr>, u16, hns_dns::NetworkView)>,
+    /// Why the responder could not start (the network works without service discovery).
+    dns_error: Option<String>,
+}
+
+/// Runs a full nft apply in its turn, on a thread that may block (an earlier turn may be a
+/// network's kernel step's, running without the lock).
+async fn apply_nft_in_turn(desired: hns_kernel::nft::Desired, turn: super::nft_order::NftTurn) -> Result<()> {
+    tokio::task::spawn_blocking(move || super::apply_in_turn(&desired, turn))
+        .await
+        .map_err(|e| ApiError::internal(format!("the nft apply's task failed: {e}")))?
+        .map_err(kernel_err)
+}
+
+impl KernelNetwork {
+    /// The kernel step. `nft` gives the desired nft table and its turn, taken under the lock
+    /// right before the apply (a brief lock of its own when the caller does not hold it), so
+    /// the table written holds every element written before and none is overwritten after.
+    /// On a failure the links and routes are undone here; the caller's end step does the rest.
+    pub async fn run<F: std::future::Future<Output = (hns_kernel::nft::Desired, super::nft_order::NftTurn)>>(&mut self, nft: impl FnOnce() -> F) -> Result<()> {
+        super::pause_point("network-create").await;
+        let applied = async {
+            hns_drivers::create_network(&self.host, &self.plan).await.map_err(kernel_err)?;
+            let (desired, turn) = nft().await;
+            // Holding the turn: element writes meanwhile wait for this apply.
+            super::pause_point("network-nft").await;
+            apply_nft_in_turn(desired, turn).await?;
+            for r in &self.routes {
+                self.host.add_policy_route(r.destination, r.next_hop, None).await.map_err(kernel_err)?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = applied {
+            // Undo in reverse; the table without the network is the end step's.
+            for r in &self.routes {
+                let _ = self.host.del_policy_route(r.destination, r.next_hop).await;
+            }
+            let _ = hns_drivers::delete_network(&self.host, &self.plan).await;
+            return Err(e);
+        }
+        if let Some((listen, port, view)) = self.responder.take()
+            && let Err(e) = self.dns.set_network(&self.id, &listen, port, view).await
+        {
+            self.dns_error = Some(e.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// A network deleted from the store and from memory under the lock, whose kernel step (its
+/// responder stopped, the nft table without it, its host routes and links removed) runs
+/// without it. [`Engine::network_delete_end`] finishes it under the lock.
+pub struct KernelNetworkDelete {
+    id: String,
+    plan: hns_drivers::NetworkPlan,
+    routes: Vec<super::epolicies::RouteSpec>,
+    host: hns_kernel::netlink::Netlink,
+    dns: std::sync::Arc<hns_dns::DnsService>,
+}
+
+impl KernelNetworkDelete {
+    /// The kernel step (`nft` as for [`KernelNetwork::run`]). Every part is tried; the first
+    /// failure is reported (the record is gone: the reconciler removes what is left).
+    pub async fn run<F: std::future::Future<Output = (hns_kernel::nft::Desired, super::nft_order::NftTurn)>>(&mut self, nft: impl FnOnce() -> F) -> Result<()> {
+        super::pause_point("network-delete").await;
+        self.dns.remove_network(&self.id).await;
+        let (desired, turn) = nft().await;
+        super::pause_point("network-nft").await;
+        let nft = apply_nft_in_turn(desired, turn).await;
+        let mut routes = Ok(());
+        for r in &self.routes {
+            if let Err(e) = self.host.del_policy_route(r.destination, r.next_hop).await {
+                routes = Err(kernel_err(e));
+                break;
+            }
+        }
+        let link = hns_drivers::delete_network(&self.host, &self.plan).await.map_err(kernel_err);
+        nft.and(routes).and(link)
+    }
 }

@@ -143,22 +143,6 @@ impl Engine {
         self.networks.get(net_id).map(|n| epolicies::parse_host_routes(&n.rec.net.policies, "Policies", &[], "").unwrap_or_default()).unwrap_or_default()
     }
 
-    /// Adds a network's HostRoutes to the host namespace.
-    pub(crate) async fn apply_host_routes(&self, net_id: &str) -> Result<()> {
-        for r in self.host_routes(net_id) {
-            self.host.add_policy_route(r.destination, r.next_hop, None).await.map_err(kernel_err)?;
-        }
-        Ok(())
-    }
-
-    /// Removes HostRoutes (of a network being deleted).
-    pub(crate) async fn remove_host_routes(&self, routes: &[RouteSpec]) -> Result<()> {
-        for r in routes {
-            self.host.del_policy_route(r.destination, r.next_hop).await.map_err(kernel_err)?;
-        }
-        Ok(())
-    }
-
     /// The HostRoutes of a network, before it is removed from memory.
     pub(crate) fn host_routes_of(&self, net_id: &str) -> Vec<RouteSpec> {
         self.host_routes(net_id)
@@ -215,7 +199,8 @@ impl Engine {
                 }
             }
         }
-        let nets: Vec<String> = self.networks.keys().cloned().collect();
+        // A network in its create's kernel step adds its routes itself.
+        let nets: Vec<String> = self.networks.keys().filter(|id| !self.in_flight.contains(*id)).cloned().collect();
         for n in nets {
             for route in self.host_routes(&n) {
                 if self.host.has_policy_route(route.destination, route.next_hop).await.unwrap_or(true) {

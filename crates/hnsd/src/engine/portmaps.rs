@@ -306,7 +306,17 @@ impl Engine {
             Some(w) => w,
             None => self.nft.insert(hns_kernel::nft_elements::ElementWriter::open().map_err(kernel_err)?),
         };
-        match writer.apply(&changes) {
+        // In the order of the table's writes: after a full apply whose state was read before
+        // this change (a network's, running without the lock), never before it.
+        let turn = self.nft_order.take();
+        let written = super::blocking(|| {
+            turn.wait();
+            let r = writer.apply(&changes);
+            // Passed on before a fallback's full apply takes its own turn.
+            drop(turn);
+            r
+        });
+        match written {
             Ok(()) => Ok(()),
             Err(e) => {
                 // Removing what is already gone is done; a missing table is repaired by a full apply.

@@ -243,7 +243,8 @@ impl Engine {
     }
 
     pub(crate) async fn reconcile_networks(&mut self, r: &mut Report) {
-        let ids: Vec<String> = self.networks.keys().cloned().collect();
+        // A network whose create is in its kernel step (without the lock) is left to it.
+        let ids: Vec<String> = self.networks.keys().filter(|id| !self.in_flight.contains(*id)).cloned().collect();
         for id in ids {
             let plan = self.networks[&id].plan.clone();
             let existed = !hns_drivers::has_network_link(plan.kind) || self.host.link_by_name(&plan.bridge).await.ok().flatten().is_some();
@@ -267,10 +268,10 @@ impl Engine {
     }
 
     pub(crate) fn reconcile_nft(&mut self, r: &mut Report) {
-        let desired = self.desired_nft();
+        let (desired, turn) = self.nft_snapshot();
         match nft::observe() {
             Ok(o) if !nft::drifted(&desired, &o) => {}
-            Ok(_) => match nft::apply(&desired) {
+            Ok(_) => match super::blocking(|| super::apply_in_turn(&desired, turn)) {
                 Ok(()) => r.repaired.push(format!("nft table inet {} re-applied", names::NFT_TABLE)),
                 Err(e) => r.errors.push(e.to_string()),
             },
