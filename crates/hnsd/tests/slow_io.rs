@@ -201,11 +201,12 @@ fn an_acl_change_delays_only_requests_for_its_endpoint() {
     assert!(t1 >= Duration::from_millis(1900), "the first change did not run its (paused) kernel step: {t1:?}");
     assert!(t2 >= t1 && t3 >= t1, "a request for the endpoint did not wait for its ACL step: second change {t2:?}, delete {t3:?}, first {t1:?}");
     // The two waiters went one after the other, in either order (no queue is promised): the
-    // second change with its own (paused) step, then the delete; or the delete, then the
-    // second change found no endpoint.
+    // second change with its own (paused) step, then the delete; or the delete took the
+    // endpoint away, then the second change found none (the delete's reply may come later,
+    // once its veth's step is done).
     match r2.status {
         204 => assert!(t3 >= t2 && t3 >= Duration::from_millis(3900), "the delete did not wait for the second change's step: {t3:?} < {t2:?}"),
-        404 => assert!(t2 >= t3 && r2.raw.contains("no endpoint"), "the second change failed before the delete ended: {t2:?} {}", r2.raw),
+        404 => assert!(r2.raw.contains("no endpoint"), "the second change: {}", r2.raw),
         s => panic!("the second change: {s} {}", r2.raw),
     }
     let tables = lab.in_host("nft", &["list", "tables"]).unwrap().stdout;

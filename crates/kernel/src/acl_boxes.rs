@@ -64,6 +64,13 @@ fn port_spans(list: &[(u16, u16)]) -> Vec<Span> {
     if list.is_empty() { vec![ANY_PORT] } else { list.iter().map(|(a, b)| (*a as u128, *b as u128)).collect() }
 }
 
+/// Whether a rule can match packets of a family (`v6`): its address lists, when given, name
+/// some address of it. Exactly when [`rule_boxes`] has boxes for it.
+pub fn matches_family(r: &Rule, v6: bool) -> bool {
+    let names = |list: &[IpNet]| list.is_empty() || list.iter().any(|n| matches!(n, IpNet::V6(_)) == v6);
+    names(&r.local) && names(&r.remote)
+}
+
 /// The boxes of one rule for one family: the product of its lists, laid out in key order
 /// for its direction (`In`: the remote side is the source; `Out`: the endpoint is).
 pub fn rule_boxes(r: &Rule, v6: bool) -> Vec<AclBox> {

@@ -44,6 +44,7 @@ const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_DELSET: u16 = 11;
+const NFT_MSG_DESTROYSET: u16 = 29;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
@@ -647,6 +648,21 @@ impl Batch {
         });
     }
 
+    /// Deletes a named set or map of an existing table if it exists, nothing if it does not:
+    /// one message where kernels since 6.3 have it ([`destroy_supported`]), else a create and
+    /// a delete.
+    pub fn destroy_set(&mut self, fam: Family, table: &str, name: &str, fields: &[(u32, u32)], udata: &[u8]) {
+        if destroy_supported() {
+            self.message(NFT_MSG_DESTROYSET, 0, fam, format!("destroy set {} {table} {name}", fam.name()), |b| {
+                attr_str(b, NFTA_SET_TABLE, table);
+                attr_str(b, NFTA_SET_NAME, name);
+            });
+        } else {
+            self.add_concat_vmap(fam, table, name, fields, udata);
+            self.delete_set(fam, table, name);
+        }
+    }
+
     /// Deletes every element of a named set or map (fails if it is missing).
     pub fn flush_set(&mut self, fam: Family, table: &str, name: &str) {
         self.message(NFT_MSG_DELSETELEM, 0, fam, format!("flush set {} {table} {name}", fam.name()), |b| {
@@ -918,6 +934,24 @@ fn encode_expr(b: &mut Vec<u8>, e: &Expr, set_ids: &mut impl Iterator<Item = u32
 /// Applies a batch in one transaction: all of it or, on error, nothing. The error names the
 /// first operation the kernel refused and its reason (ENOENT: a table, chain or element is
 /// missing; EBUSY: a chain still in use or an element with another value).
+/// Whether this kernel has the "destroy" messages (delete if present), asked once: a batch
+/// that creates a scratch table, destroys a set it does not have and deletes the table again
+/// (one transaction: nothing is ever visible).
+pub fn destroy_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let mut b = Batch::new();
+        let table = format!("hns_probe_{}", std::process::id());
+        b.add_table(Family::Inet, &table);
+        b.message(NFT_MSG_DESTROYSET, 0, Family::Inet, "destroy set (probe)".into(), |m| {
+            attr_str(m, NFTA_SET_TABLE, &table);
+            attr_str(m, NFTA_SET_NAME, "absent");
+        });
+        b.delete_table(Family::Inet, &table);
+        apply(&b).is_ok()
+    })
+}
+
 pub fn apply(batch: &Batch) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
