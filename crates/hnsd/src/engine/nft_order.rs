@@ -56,6 +56,11 @@ impl NftOrder {
 }
 
 impl NftTurn {
+    /// Whether every earlier turn is done (then [`NftTurn::wait`] would not block).
+    pub(crate) fn is_up(&self) -> bool {
+        self.order.turns.lock().expect("nft order poisoned").serving == self.n
+    }
+
     /// Blocks until every earlier turn is done. Run it on a thread that may block (`blocking`,
     /// `spawn_blocking`): an earlier turn may belong to a step running without the lock.
     pub(crate) fn wait(&self) {
@@ -112,8 +117,11 @@ mod tests {
         let first = order.take();
         let second = order.take();
         let third = order.take();
+        assert!(first.is_up() && !third.is_up());
         drop(second);
+        assert!(!third.is_up(), "the first turn is still pending");
         drop(first);
+        assert!(third.is_up());
         third.wait();
     }
 }

@@ -309,13 +309,17 @@ impl Engine {
         // In the order of the table's writes: after a full apply whose state was read before
         // this change (a network's, running without the lock), never before it.
         let turn = self.nft_order.take();
-        let written = super::blocking(|| {
-            turn.wait();
-            let r = writer.apply(&changes);
-            // Passed on before a fallback's full apply takes its own turn.
-            drop(turn);
-            r
-        });
+        let written = if turn.is_up() {
+            // The usual case: nothing earlier is pending, so no wait (nor a worker handed off).
+            writer.apply(&changes)
+        } else {
+            super::blocking(|| {
+                turn.wait();
+                writer.apply(&changes)
+            })
+        };
+        // Passed on before a fallback's full apply takes its own turn.
+        drop(turn);
         match written {
             Ok(()) => Ok(()),
             Err(e) => {
