@@ -65,7 +65,7 @@ impl Engine {
     }
 
     fn all_acl_states(&self) -> Vec<EndpointAcl> {
-        self.endpoints.values().filter_map(|r| self.acl_state(r)).filter(|s| !s.rules.is_empty()).collect()
+        self.kernel_endpoints().filter_map(|r| self.acl_state(r)).filter(|s| !s.rules.is_empty()).collect()
     }
 
     /// Whether an attached endpoint other than `except` has ACL rules. Stops at the first one

@@ -570,6 +570,9 @@ impl Engine {
         let (ep_id, ns_id) = (rec.ep.id.clone(), rec.ep.host_compute_namespace.clone());
         self.in_flight.insert(ep_id.clone());
         self.in_flight.insert(ns_id.clone());
+        if delete {
+            self.deleting_endpoints.insert(ep_id.clone());
+        }
         KernelDetach { ep_id, ns_id, delete, host: self.host.clone(), link }
     }
 
@@ -587,6 +590,7 @@ impl Engine {
         super::failpoint("detach-after-kernel");
         self.in_flight.remove(&k.ep_id);
         self.in_flight.remove(&k.ns_id);
+        self.deleting_endpoints.remove(&k.ep_id);
         self.idle.notify_waiters();
         let result = match done {
             Ok(retired) => {

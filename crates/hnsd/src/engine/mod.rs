@@ -145,6 +145,11 @@ pub struct Engine {
     /// requests for them wait ([`lock_when_idle`]) and the reconciler leaves them alone. `idle`
     /// wakes the waiters when one is done.
     pub(crate) in_flight: HashSet<String>,
+    /// Endpoints whose delete is in its veth's step: gone from the store, their mappings and
+    /// ACLs already out of the kernel, still in memory (their addresses and names stay taken)
+    /// until `detach_end`. A full write of a table made meanwhile leaves them out
+    /// ([`Engine::kernel_endpoints`]), or it would put back what their delete took out.
+    pub(crate) deleting_endpoints: HashSet<String>,
     pub(crate) idle: std::sync::Arc<tokio::sync::Notify>,
     pub(crate) next_ns_number: u32,
     pub(crate) last_reconcile: String,
@@ -316,6 +321,7 @@ impl Engine {
             endpoints: index::EndpointMap::default(),
             namespaces: Default::default(),
             in_flight: HashSet::new(),
+            deleting_endpoints: HashSet::new(),
             idle: std::sync::Arc::new(tokio::sync::Notify::new()),
             handles: lru::LruCache::new(std::num::NonZeroUsize::new(cfg.open_compartments.max(1)).expect("not zero")),
             next_ns_number: 1,
@@ -502,8 +508,14 @@ impl Engine {
                     Some(rules)
                 })
                 .collect(),
-            mappings: self.endpoints.values().flat_map(|r| self.kernel_mappings(r)).collect(),
+            mappings: self.kernel_endpoints().flat_map(|r| self.kernel_mappings(r)).collect(),
         }
+    }
+
+    /// The endpoints whose kernel objects a full write of a table holds: all but those whose
+    /// delete is in flight (see `deleting_endpoints`).
+    pub(crate) fn kernel_endpoints(&self) -> impl Iterator<Item = &records::EndpointRecord> {
+        self.endpoints.values().filter(|r| !self.deleting_endpoints.contains(&r.ep.id))
     }
 
     /// Marks host ports as held by an endpoint.
