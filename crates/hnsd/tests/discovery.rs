@@ -294,3 +294,41 @@ fn a_container_on_an_external_network_gets_no_answer_from_a_nat_responder() {
     let (ok, out) = query(&lab, &a, &gw, "a", "A");
     assert!(ok && out.contains(&format!("answer={}", ip_of(&ea))), "positive control: {out}");
 }
+
+/// The responder runs on a thread of its own: a daemon worker blocked (here the only one,
+/// `TOKIO_WORKER_THREADS=1`, by the `block:periodic` failpoint at every reconcile pass, as a
+/// blocking call made on it would) delays the API, not the containers' name lookups.
+#[test]
+fn names_are_answered_while_the_daemons_worker_is_blocked() {
+    let lab = Lab::new().unwrap();
+    let env = vec![("TOKIO_WORKER_THREADS".into(), "1".into())];
+    let d = lab.start_hnsd_with(hns_lab::HnsdOptions { env: env.clone(), ..Default::default() }).unwrap();
+    let api = Api::new(&lab);
+    let gw = gateway(&api, "nat");
+    let (a, _) = api.container("nat", "a", json!({}));
+    let (_b, eb) = api.container("nat", "b", json!({}));
+    d.stop().unwrap();
+    let blocking = [env, vec![("HNSD_FAILPOINT".into(), "block:periodic:1500".into())]].concat();
+    let _d = lab
+        .start_hnsd_with(hns_lab::HnsdOptions { args: vec!["--reconcile-interval".into(), "1s".into()], env: blocking, ..Default::default() })
+        .unwrap();
+    // For 5 s: an API read and a name lookup side by side, every 200 ms.
+    let (mut slowest_api, mut slowest_dns) = (Duration::ZERO, Duration::ZERO);
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let s = api.socket.clone();
+        let read = std::thread::spawn(move || {
+            let t = Instant::now();
+            assert_eq!(Api { socket: s }.get("/networks").status, 200);
+            t.elapsed()
+        });
+        let t = Instant::now();
+        let (ok, out) = query(&lab, &a, &gw, "b", "A");
+        assert!(ok && out.contains(&ip_of(&eb)), "{out}");
+        slowest_dns = slowest_dns.max(t.elapsed());
+        slowest_api = slowest_api.max(read.join().unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(slowest_api >= Duration::from_millis(700), "the worker was never blocked (the test proves nothing): slowest API read {slowest_api:?}");
+    assert!(slowest_dns < Duration::from_millis(500), "a lookup waited for the blocked worker: {slowest_dns:?} (API: {slowest_api:?})");
+}
