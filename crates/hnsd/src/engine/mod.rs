@@ -39,6 +39,7 @@
 pub mod dhcp;
 mod dhcp6;
 pub mod acl;
+pub(crate) mod cluster_hooks;
 mod discovery;
 mod epolicies;
 mod endpoints;

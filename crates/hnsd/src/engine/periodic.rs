@@ -249,7 +249,7 @@ pub async fn periodic(engine: &super::EngineLock) -> Report {
             }
         }
     }
-    engine.lock().await.reconcile_overlay(&mut r).await;
+    engine.lock().await.reconcile_clusters(&mut r).await;
     {
         let mut e = engine.lock().await;
         e.reconcile_leases(&mut r.errors, &mut r.repaired).await;

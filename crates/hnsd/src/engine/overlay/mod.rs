@@ -20,7 +20,7 @@
 //! next snapshot converges everything.
 
 mod endpoints;
-pub(crate) use endpoints::{Planned, create_staged, delete_staged};
+pub(crate) use endpoints::{Allocation, Planned, Reserved, Withdrawal, create_staged, delete_staged};
 mod networks;
 pub(crate) use networks::create_network_staged;
 pub mod nodes;
@@ -272,6 +272,12 @@ impl Engine {
     /// The overlay networks this host has, by ID.
     pub(crate) fn overlay_network_ids(&self) -> Vec<String> {
         self.networks.values().filter(|n| n.plan.overlay.is_some()).map(|n| n.rec.net.id.clone()).collect()
+    }
+
+    /// The reconciler removed endpoints `eps` of a vanished compartment: overlay endpoints
+    /// among them are withdrawn from the cluster by the next sync.
+    pub(crate) fn overlay_endpoints_collected(&mut self, eps: &[String]) {
+        self.overlay.own_dirty |= !eps.is_empty() && !self.overlay_network_ids().is_empty();
     }
 }
 
