@@ -201,3 +201,18 @@ pub(crate) async fn create_network_staged(driver: ClusterDriver, engine: &Engine
         ClusterDriver::Overlay => overlay::create_network_staged(engine, req).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_overlay_networks_have_a_cluster_driver() {
+        assert_eq!(ClusterDriver::of(NetworkType::Overlay), Some(ClusterDriver::Overlay));
+        for kind in [NetworkType::Nat, NetworkType::Transparent, NetworkType::L2Bridge, NetworkType::L2Tunnel] {
+            assert_eq!(ClusterDriver::of(kind), None, "{kind}");
+        }
+        // The hooks that run for every driver (reconcile) reach the overlay's.
+        assert!(ClusterDriver::ALL.contains(&ClusterDriver::Overlay));
+    }
+}

@@ -467,7 +467,7 @@ impl Engine {
             let ip: IpAddr = c.ip_address.parse().ok()?;
             addresses.push((ip, c.prefix_length));
             if let Some((_, gw)) = net.plan.subnets.iter().find(|(s, _)| s.contains(&ip))
-                && overlay::routes_out(&net.plan)
+                && hns_drivers::routes_out(&net.plan)
                 && !gateways.iter().any(|g: &IpAddr| g.is_ipv4() == gw.is_ipv4())
             {
                 gateways.push(*gw);

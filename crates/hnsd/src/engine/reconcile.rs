@@ -284,12 +284,7 @@ impl Engine {
     pub(crate) fn wanted_links(&self) -> HashSet<String> {
         let mut wanted: HashSet<String> = HashSet::new();
         for n in self.networks.values() {
-            if hns_drivers::has_network_link(n.plan.kind) {
-                wanted.insert(n.plan.bridge.clone());
-            }
-            if let Some(o) = &n.plan.overlay {
-                wanted.insert(o.vxlan.clone());
-            }
+            wanted.extend(hns_drivers::network_links(&n.plan).into_iter().map(str::to_owned));
             for step in n.plan.uplink.iter().flat_map(|u| u.steps.iter()) {
                 let (hns_kernel::uplink::UplinkStep::Bond { name, .. } | hns_kernel::uplink::UplinkStep::Vlan { name, .. }) = step;
                 wanted.insert(name.clone());
@@ -366,7 +361,7 @@ impl Engine {
                 }
             } else {
                 let host_if = names::veth_host_name(&rec.ep.id);
-                let bridge = if matches!(kind, hns_api::NetworkType::Nat | hns_api::NetworkType::Overlay) {
+                let bridge = if hns_drivers::veth_on_bridge(kind) {
                     match by_name.get(net.plan.bridge.as_str()).map(|l| l.index) {
                         Some(b) => Some(b),
                         None => self.host.link_by_name(&net.plan.bridge).await.ok().flatten().map(|l| l.index),

@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use hns_api::{ApiError, ErrorCode, HostComputeNetwork};
 use hns_cluster::{Cluster, ClusterEndpoint, ClusterError};
-use hns_drivers::NetworkPlan;
 use hns_drivers::overlay::OverlayPlan;
 
 use super::validate;
@@ -169,14 +168,6 @@ pub fn plan_from_record(net: &HostComputeNetwork) -> std::result::Result<Overlay
         mtu: 0,
         outbound_nat: net.outbound_nat,
     })
-}
-
-/// Whether endpoints of the network get a default route through its gateway: not on an
-/// overlay network without outbound NAT, whose traffic never leaves the segment (a
-/// container reaches the outside through a second endpoint on a nat network, which then
-/// owns the default route).
-pub fn routes_out(plan: &NetworkPlan) -> bool {
-    plan.overlay.as_ref().is_none_or(|o| o.outbound_nat)
 }
 
 /// An API error from a cluster error. `conflict` is the code of a collision in this context.
