@@ -303,8 +303,8 @@ impl Engine {
         self.validate_network(req, &host, &facts)
     }
 
-    /// The first step of a network create (of a local driver: see `cluster_hooks`): validated, committed (state
-    /// Creating), in memory, in flight until [`Engine::network_create_end`].
+    /// The first step of a local driver's network create (see `cluster_hooks`): validated,
+    /// committed (state Creating), in memory, in flight until [`Engine::network_create_end`].
     pub async fn create_network_begin(&mut self, req: HostComputeNetwork) -> Result<KernelNetwork> {
         let net = self.validate_new_network(req).await?;
         self.network_commit(net, None).await
