@@ -96,6 +96,28 @@ pub fn has_host_veth(kind: NetworkType) -> bool {
     matches!(kind, NetworkType::Nat | NetworkType::L2Bridge | NetworkType::Overlay)
 }
 
+/// Endpoints of this kind have their host veth enslaved to the network's bridge
+/// (`plan.bridge`): nat's and overlay's (l2bridge's hangs off the uplink instead).
+pub fn veth_on_bridge(kind: NetworkType) -> bool {
+    matches!(kind, NetworkType::Nat | NetworkType::Overlay)
+}
+
+/// The host links the driver keeps for a network (the reconciler removes hns links that no
+/// network or endpoint wants): its link named after it ([`has_network_link`]) and overlay's
+/// VXLAN device. Uplink links are the caller's (`plan.uplink`).
+pub fn network_links(net: &NetworkPlan) -> Vec<&str> {
+    let own = has_network_link(net.kind).then_some(net.bridge.as_str());
+    own.into_iter().chain(net.overlay.as_ref().map(|o| o.vxlan.as_str())).collect()
+}
+
+/// Whether endpoints of the network get a default route through its gateway: not on an
+/// overlay network without outbound NAT, whose traffic never leaves the segment (a
+/// container reaches the outside through a second endpoint on a nat network, which then
+/// owns the default route).
+pub fn routes_out(net: &NetworkPlan) -> bool {
+    net.overlay.as_ref().is_none_or(|o| o.outbound_nat)
+}
+
 pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
     match net.kind {
         NetworkType::Nat => nat::create_network(host, net).await,
@@ -137,7 +159,8 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
 /// Detaches an endpoint; returns a link the caller must delete later (see [`nat::detach`]).
 pub async fn detach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, inside: Option<&Compartment>) -> Result<Option<String>> {
     match net.kind {
-        NetworkType::Nat | NetworkType::Overlay => nat::detach(host, &ep.host_if, inside.map(|c| (c, ep.ifname.as_str()))).await,
+        NetworkType::Nat => nat::detach(host, &ep.host_if, inside.map(|c| (c, ep.ifname.as_str()))).await,
+        NetworkType::Overlay => overlay::detach(host, ep, inside).await,
         NetworkType::L2Bridge => l2bridge::detach(host, net, ep, inside).await,
         NetworkType::Transparent | NetworkType::L2Tunnel => {
             transparent::detach(host, ep, inside).await?;

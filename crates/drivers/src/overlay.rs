@@ -117,6 +117,12 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
     crate::configure_inside(ep, c).await
 }
 
+/// An endpoint's veth is a veth on the bridge as nat's: taken out of service the same way
+/// (see [`crate::nat::detach`], whose retired link the caller deletes later).
+pub async fn detach(host: &Netlink, ep: &EndpointPlan, inside: Option<&Compartment>) -> Result<Option<String>> {
+    crate::nat::detach(host, &ep.host_if, inside.map(|c| (c, ep.ifname.as_str()))).await
+}
+
 /// Isolated like an `--internal` nat network unless outbound NAT is on: the segment is
 /// bridged (across hosts through the VXLAN device), never routed.
 pub fn nft_rules(net: &NetworkPlan) -> NetworkRules {
@@ -206,5 +212,17 @@ mod tests {
         assert!(r.internal && !r.masquerade && r.inbound_closed);
         let r = nft_rules(&plan(true));
         assert!(!r.internal && r.masquerade && r.inbound_closed);
+    }
+
+    #[test]
+    fn the_driver_keeps_its_bridge_and_vxlan_device_and_routes_out_only_with_outbound_nat() {
+        assert_eq!(crate::network_links(&plan(false)), vec!["hns-00000001", "hnx00000001"]);
+        assert!(!crate::routes_out(&plan(false)) && crate::routes_out(&plan(true)));
+        let nat = NetworkPlan { kind: NetworkType::Nat, overlay: None, ..plan(false) };
+        assert_eq!(crate::network_links(&nat), vec!["hns-00000001"]);
+        assert!(crate::routes_out(&nat));
+        let l2bridge = NetworkPlan { kind: NetworkType::L2Bridge, ..nat.clone() };
+        assert!(crate::network_links(&l2bridge).is_empty());
+        assert!(crate::veth_on_bridge(NetworkType::Overlay) && crate::veth_on_bridge(NetworkType::Nat) && !crate::veth_on_bridge(NetworkType::L2Bridge));
     }
 }

@@ -2,11 +2,16 @@
 //! step (veth into the compartment, addresses, routes: most of its cost), a detach's (the veth
 //! retired), an ACL change's (map elements, while the store syncs), a network create's and
 //! delete's (bridge and uplink links, the nft table, host routes, the DNS responder; not for
-//! an overlay network, whose kernel step and delete's etcd step stay under the lock) and the
-//! steps that wait on another machine (a DHCP server, etcd) run with the lock released, so
-//! requests for other containers and networks go on meanwhile. Requests for the same endpoint,
-//! compartment or network wait until its step is done ([`lock_when_idle`]). Shared by the HTTP
-//! handlers and the Docker plugin (whose network create and delete still run under the lock).
+//! a network of a cluster driver, whose kernel step and delete's cluster step stay under the
+//! lock) and the steps that wait on another machine (a DHCP server, etcd) run with the lock
+//! released, so requests for other containers and networks go on meanwhile. Requests for the
+//! same endpoint, compartment or network wait until its step is done ([`lock_when_idle`]).
+//! Shared by the HTTP handlers and the Docker plugin (whose network create and delete still
+//! run under the lock).
+//!
+//! These paths never name a driver: a driver with cluster-wide state is reached through the
+//! hooks of `engine::cluster_hooks`, by the network's kind, at each phase (endpoint plan,
+//! staged create, withdrawal and staged delete; staged network create).
 
 use std::future::Future;
 
@@ -14,7 +19,7 @@ use hns_api::{ApiError, HostComputeEndpoint, HostComputeNamespace, ModifyRequest
 
 use super::Shared;
 use crate::engine::dhcp::with_leases;
-use crate::engine::overlay::{self, Planned};
+use crate::engine::cluster_hooks::{self, ClusterDriver, EndpointCreate};
 use crate::engine::{Engine, Step, lock_when_idle};
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -49,19 +54,20 @@ async fn finish<T>(s: &Shared, step: Step<T>, view: impl FnOnce(&Engine, &str, &
 }
 
 /// Creates an endpoint. Created attached: the kernel step runs without the lock, and a DHCP
-/// lease is obtained first, likewise. Overlay: etcd's steps run without the lock.
+/// lease is obtained first, likewise. On a cluster driver's network: the cluster's steps run
+/// without the lock.
 pub async fn create_endpoint(s: &Shared, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
-    let planned = s.engine.lock().await.overlay_plan_endpoint(req)?;
+    let planned = s.engine.lock().await.plan_endpoint(req)?;
     let s = s.clone();
     match planned {
-        Planned::Local(req) => uncut(async move {
+        EndpointCreate::Local(req) => uncut(async move {
             // Boxed: the attach's nested futures are too large for a worker's stack in debug builds.
             let (out, stages) = hns_kernel::timing::scope(Box::pin(create_local(&s, req))).await;
             tracing::debug!(total_us = stages.total().as_micros() as u64, "create endpoint stages: {stages}");
             out
         })
         .await,
-        Planned::Overlay(a) => uncut(async move { overlay::create_staged(&s.engine, a).await }).await,
+        EndpointCreate::Cluster(c) => uncut(async move { cluster_hooks::create_endpoint_staged(&s.engine, c).await }).await,
     }
 }
 
@@ -79,8 +85,8 @@ async fn create_local(s: &Shared, req: HostComputeEndpoint) -> Result<HostComput
     finish(s, step, |e, ep, _| e.get_endpoint(ep)).await
 }
 
-/// Deletes an endpoint; its veth's kernel step runs without the lock, and so do an overlay
-/// endpoint's withdrawal and release.
+/// Deletes an endpoint; its veth's kernel step runs without the lock, and so do the cluster
+/// steps of a cluster driver's endpoint (its withdrawal and release).
 pub async fn delete_endpoint(s: &Shared, key: &str) -> Result<()> {
     let (s, key) = (s.clone(), key.to_owned());
     uncut(async move {
@@ -89,9 +95,9 @@ pub async fn delete_endpoint(s: &Shared, key: &str) -> Result<()> {
         if let Some(e) = id.as_deref().and_then(|ep| engine.refuse_source_endpoint_delete(ep)) {
             return Err(e);
         }
-        if let Some(w) = id.as_deref().and_then(|ep| engine.overlay_withdrawal(ep)) {
+        if let Some(w) = id.as_deref().and_then(|ep| engine.cluster_withdrawal(ep)) {
             drop(engine);
-            return overlay::delete_staged(&s.engine, w).await;
+            return cluster_hooks::delete_endpoint_staged(&s.engine, w).await;
         }
         let (out, stages) = hns_kernel::timing::scope(Box::pin(async {
             let step = engine.delete_endpoint_begin(&key).await?;
@@ -128,12 +134,12 @@ pub async fn modify_endpoint(s: &Shared, key: &str, req: ModifyRequest) -> Resul
 
 /// Creates a network. Its kernel step (links, the nft table, host routes, the DNS responder)
 /// runs without the lock, the network in flight meanwhile; a create that would take the name,
-/// links, subnet or adapter of a network whose delete is in its kernel step waits for it. An
-/// overlay network's etcd step runs without the lock (its kernel step under it).
+/// links, subnet or adapter of a network whose delete is in its kernel step waits for it. A
+/// cluster driver's network: its cluster step runs without the lock (its kernel step under it).
 pub async fn create_network(s: &Shared, req: hns_api::HostComputeNetwork) -> Result<hns_api::HostComputeNetwork> {
     let s = s.clone();
-    if req.kind == Some(hns_api::NetworkType::Overlay) {
-        return uncut(async move { overlay::create_network_staged(&s.engine, req).await }).await;
+    if let Some(driver) = req.kind.and_then(ClusterDriver::of) {
+        return uncut(async move { cluster_hooks::create_network_staged(driver, &s.engine, req).await }).await;
     }
     uncut(async move {
         let mut engine = lock_when_idle(&s.engine, |e| e.create_waits_for(&req)).await;
@@ -147,7 +153,7 @@ pub async fn create_network(s: &Shared, req: hns_api::HostComputeNetwork) -> Res
 
 /// Deletes a network once its create (if in flight) is done. Its kernel step (the responder
 /// stopped, the nft table without it, host routes and links removed) runs without the lock;
-/// an overlay network's etcd step still runs under it.
+/// a cluster driver's network's cluster step still runs under it.
 pub async fn delete_network(s: &Shared, key: &str) -> Result<()> {
     let (s, key) = (s.clone(), key.to_owned());
     uncut(async move {

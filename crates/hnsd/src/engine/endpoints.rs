@@ -13,6 +13,7 @@ use hns_ipam::Mac;
 use hns_kernel::netlink::Netlink;
 use hns_store::{Kind, Store};
 
+use super::cluster_hooks::ClusterDriver;
 use super::portmaps;
 use super::records::{EndpointRecord, MappingRecord};
 use super::validate;
@@ -104,7 +105,7 @@ impl VethStep {
 }
 
 impl Engine {
-    /// This host's endpoints, then the remote endpoints of overlay networks (flagged
+    /// This host's endpoints, then the remote endpoints of cluster networks (flagged
     /// `RemoteEndpoint`).
     pub fn list_endpoints(&self) -> Vec<HostComputeEndpoint> {
         self.endpoints.values().map(|e| Arc::unwrap_or_clone(self.endpoint_view(e))).chain(self.remote_endpoint_views()).collect()
@@ -351,17 +352,18 @@ impl Engine {
             .cloned()
     }
 
-    /// Creates an endpoint; on an overlay network its address comes from the cluster IPAM
-    /// first and the endpoint is published to the other hosts once it exists here.
+    /// Creates an endpoint; on a network of a cluster driver, that driver's hooks run before
+    /// and after the local create (the address may come from the cluster IPAM first, and the
+    /// endpoint is published to the other hosts once it exists here; see `cluster_hooks`).
     /// Logs at debug level where the request's time went (see [`hns_kernel::timing`]).
     pub async fn create_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
         let (out, stages) = timing::scope(async {
-            let (req, reserved) = self.overlay_prepare_endpoint(req).await?;
-            mark("overlay prepare");
+            let (req, reserved) = self.cluster_prepare_endpoint(req).await?;
+            mark("cluster prepare");
             // Boxed, as the other nested attach futures: debug builds' poll frames grow with them.
             let created = Box::pin(self.create_local_endpoint(req)).await;
-            let out = self.overlay_finish_endpoint(reserved, created).await;
-            mark("overlay finish");
+            let out = self.cluster_finish_endpoint(reserved, created).await;
+            mark("cluster finish");
             out
         })
         .await;
@@ -370,10 +372,11 @@ impl Engine {
     }
 
     /// [`Engine::create_endpoint`] up to the kernel step of an attach at once, which the
-    /// caller runs. Overlay endpoints are created whole (their etcd steps: `overlay::create_staged`).
+    /// caller runs. Endpoints of a cluster driver's network are created whole (their cluster
+    /// steps without the lock: `cluster_hooks::create_endpoint_staged`).
     pub async fn create_endpoint_begin(&mut self, req: HostComputeEndpoint) -> Result<Step<HostComputeEndpoint>> {
-        let overlay = self.network_id(&req.host_compute_network).and_then(|n| self.networks[&n].plan.overlay.as_ref()).is_some();
-        if overlay || req.host_compute_namespace.is_empty() {
+        let clustered = self.network_id(&req.host_compute_network).and_then(|n| ClusterDriver::of(self.networks[&n].plan.kind)).is_some();
+        if clustered || req.host_compute_namespace.is_empty() {
             return Ok(Step::Done(Box::pin(self.create_endpoint(req)).await?));
         }
         match Box::pin(self.create_local_begin(req)).await? {
@@ -463,9 +466,9 @@ impl Engine {
         }
     }
 
-    /// Deletes an endpoint of this host alone (overlay endpoints: `overlay::delete_staged`), up
-    /// to its veth's kernel step, which the caller runs ([`KernelDetach::run`],
-    /// [`Engine::detach_end`]).
+    /// Deletes an endpoint of this host alone (a cluster driver's endpoints:
+    /// `cluster_hooks::delete_endpoint_staged`), up to its veth's kernel step, which the
+    /// caller runs ([`KernelDetach::run`], [`Engine::detach_end`]).
     pub async fn delete_endpoint_begin(&mut self, key: &str) -> Result<Step<()>> {
         let id = self.endpoint_id(key).map_err(|e| self.refuse_remote_endpoint(key).unwrap_or(e))?;
         mark("look up");

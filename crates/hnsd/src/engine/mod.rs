@@ -16,13 +16,22 @@
 //! `networks::KernelNetworkDelete`, `network_delete_end`), and so do the steps that wait on
 //! another machine: a DHCP exchange ([`dhcp::with_leases`]) and etcd's steps for overlay
 //! endpoints (`overlay::create_staged`, `overlay::delete_staged`) and an overlay network's
-//! create (`overlay::create_network_staged`). Still under the lock: an overlay network's
-//! kernel step and its delete's etcd step, a network modify, and the Docker plugin's and the
-//! start's network create and delete (they call the in-lock `create_network`,
-//! `delete_network`, which run the same steps with the lock held). Requests for an endpoint,
+//! create (`overlay::create_network_staged`), all reached through [`cluster_hooks`]. Still
+//! under the lock: an overlay network's kernel step and its delete's etcd step, a network
+//! modify, and the Docker plugin's and the start's network create and delete (they call the
+//! in-lock `create_network`, `delete_network`, which run the same steps with the lock held).
+//! Requests for an endpoint,
 //! compartment or network whose step is in flight wait for it ([`lock_when_idle`]); the
 //! reconciler leaves such objects to it. Writes to the hns nft table, whether under the lock or
 //! not, are applied in the order their state was read under the lock ([`nft_order`]).
+//!
+//! Drivers: the kernel side of each network type is `hns_drivers` (create, delete, attach,
+//! detach, nft rules, and the facts the engine asks of a kind or plan). A driver whose
+//! networks have cluster-wide state (overlay, [`overlay`]) also gets called by the generic
+//! paths at fixed phases (endpoint plan, prepare and finish, withdrawal, network create and
+//! delete in the cluster, reconcile) through one hook point, [`cluster_hooks`], dispatched by
+//! the network's kind: `api::requests`, `endpoints`, `networks` and `reconcile` never name
+//! the driver. docs/internals.md, "Drivers with cluster state", says how one plugs in.
 //!
 //! The working set lives in memory (loaded from the store at start), so lookups and
 //! allocation never scan the store; the store is written through.
@@ -39,6 +48,7 @@
 pub mod dhcp;
 mod dhcp6;
 pub mod acl;
+pub(crate) mod cluster_hooks;
 mod discovery;
 mod epolicies;
 mod endpoints;
@@ -486,7 +496,7 @@ impl Engine {
             let ip: IpAddr = c.ip_address.parse().ok()?;
             addresses.push((ip, c.prefix_length));
             if let Some((_, gw)) = net.plan.subnets.iter().find(|(s, _)| s.contains(&ip))
-                && overlay::routes_out(&net.plan)
+                && hns_drivers::routes_out(&net.plan)
                 && !gateways.iter().any(|g: &IpAddr| g.is_ipv4() == gw.is_ipv4())
             {
                 gateways.push(*gw);

@@ -9,6 +9,7 @@ use hns_kernel::netlink::HostPrefix;
 use hns_store::Kind;
 use ipnet::IpNet;
 
+use super::cluster_hooks::ClusterDriver;
 use super::records::NetworkRecord;
 use super::validate;
 use super::{Engine, Net, Result, kernel_err, new_guid, norm_guid, store_err};
@@ -288,8 +289,8 @@ impl Engine {
     /// path); the API runs [`Engine::create_network_begin`], [`KernelNetwork::run`] and
     /// [`Engine::network_create_end`] with the lock released for the kernel step.
     pub async fn create_network(&mut self, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
-        if req.kind == Some(NetworkType::Overlay) {
-            return self.create_overlay_network(req).await;
+        if let Some(driver) = req.kind.and_then(ClusterDriver::of) {
+            return self.create_cluster_network(driver, req).await;
         }
         let net = self.validate_new_network(req).await?;
         self.commit_new_network(net, None).await
@@ -302,8 +303,8 @@ impl Engine {
         self.validate_network(req, &host, &facts)
     }
 
-    /// The first step of a (non-overlay) network create: validated, committed (state
-    /// Creating), in memory, in flight until [`Engine::network_create_end`].
+    /// The first step of a local driver's network create (see `cluster_hooks`): validated,
+    /// committed (state Creating), in memory, in flight until [`Engine::network_create_end`].
     pub async fn create_network_begin(&mut self, req: HostComputeNetwork) -> Result<KernelNetwork> {
         let net = self.validate_new_network(req).await?;
         self.network_commit(net, None).await
@@ -434,7 +435,7 @@ impl Engine {
     }
 
     /// The first step of a network delete: checked (no endpoints; not in its create's kernel
-    /// step), an overlay network taken out of the cluster, the record deleted, the network out
+    /// step), a cluster object taken out of the cluster, the record deleted, the network out
     /// of memory and in flight until [`Engine::network_delete_end`]. `None`: nothing left to
     /// remove in the kernel.
     pub async fn delete_network_begin(&mut self, key: &str) -> Result<Option<KernelNetworkDelete>> {
@@ -465,9 +466,9 @@ impl Engine {
                 format!("network {:?} is being created; try again when its create is done", self.networks[&id].rec.net.name),
             ));
         }
-        if self.networks[&id].plan.kind == NetworkType::Overlay {
+        if let Some(driver) = ClusterDriver::of(self.networks[&id].plan.kind) {
             // A cluster object: gone everywhere first (refused while other hosts use it).
-            self.delete_overlay_in_cluster(&id).await?;
+            self.delete_network_in_cluster(driver, &id).await?;
         }
         self.network_remove_begin(&id)
     }

@@ -118,7 +118,7 @@ impl Engine {
             .iter()
             .map(|r| (r.destination, if r.need_encap { gateway(r.destination.addr().is_ipv6()) } else { r.next_hop }))
             .collect();
-        if !super::overlay::routes_out(&net.plan) {
+        if !hns_drivers::routes_out(&net.plan) {
             for n in &rec.policies.outbound_nat {
                 let any = if n.ipv6 { ipnet::IpNet::V6(Default::default()) } else { ipnet::IpNet::V4(Default::default()) };
                 if let Some(gw) = gateway(n.ipv6) && !routes.iter().any(|(d, _)| *d == any) {

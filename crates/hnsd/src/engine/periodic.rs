@@ -31,7 +31,7 @@ const BATCH: usize = 32;
 struct EndpointCheck {
     id: String,
     ns: String,
-    /// The host end and the bridge it must be enslaved to (nat and overlay).
+    /// The host end and the bridge it must be enslaved to (`hns_drivers::veth_on_bridge`).
     host_veth: Option<(String, Option<String>)>,
     /// The interface inside, checked there when it is the only end (macvlan drivers) or when
     /// default routes are due.
@@ -84,7 +84,7 @@ impl Engine {
             let Some(ns) = self.namespaces.get(&rec.ep.host_compute_namespace) else { continue };
             let kind = net.plan.kind;
             let host_veth = hns_drivers::has_host_veth(kind).then(|| {
-                let bridge = matches!(kind, hns_api::NetworkType::Nat | hns_api::NetworkType::Overlay).then(|| net.plan.bridge.clone());
+                let bridge = hns_drivers::veth_on_bridge(kind).then(|| net.plan.bridge.clone());
                 (names::veth_host_name(&rec.ep.id), bridge)
             });
             let mut gateways: Vec<bool> = self.endpoint_plan(rec).map(|p| p.gateways.iter().map(|g| g.is_ipv4()).collect()).unwrap_or_default();
@@ -250,7 +250,7 @@ pub async fn periodic(engine: &super::EngineLock) -> Report {
             }
         }
     }
-    engine.lock().await.reconcile_overlay(&mut r).await;
+    engine.lock().await.reconcile_clusters(&mut r).await;
     {
         let mut e = engine.lock().await;
         e.reconcile_leases(&mut r.errors, &mut r.repaired).await;

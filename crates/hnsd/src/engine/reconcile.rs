@@ -105,11 +105,11 @@ impl Engine {
         lap("links", &mut stages);
         Box::pin(self.reconcile_policies(&mut r)).await;
         lap("policies", &mut stages);
-        self.reconcile_overlay(&mut r).await;
+        self.reconcile_clusters(&mut r).await;
         self.reconcile_leases(&mut r.errors, &mut r.repaired).await;
         self.reconcile_leases6();
         self.remove_orphan_files(&mut r);
-        lap("overlay+leases+files", &mut stages);
+        lap("cluster+leases+files", &mut stages);
         if full {
             let text: Vec<String> = stages.iter().map(|(n, d)| format!("{n} {:.1} ms", d.as_secs_f64() * 1000.0)).collect();
             tracing::info!(endpoints = self.endpoints.len(), stages = %text.join(", "), "start-up reconcile");
@@ -237,8 +237,8 @@ impl Engine {
         if let Err(e) = self.program_mappings(&[], &stale, &[]) {
             r.errors.push(format!("namespace {id}: {}", e.message));
         }
-        // Overlay endpoints among them are withdrawn from the cluster by the next sync.
-        self.overlay.own_dirty |= !eps.is_empty() && !self.overlay_network_ids().is_empty();
+        // Endpoints of cluster networks among them are withdrawn by the next cluster sync.
+        self.cluster_endpoints_collected(&eps);
         r.collected.push(format!("namespace {id} is gone; removed it and {} endpoint(s)", eps.len()));
     }
 
@@ -284,12 +284,7 @@ impl Engine {
     pub(crate) fn wanted_links(&self) -> HashSet<String> {
         let mut wanted: HashSet<String> = HashSet::new();
         for n in self.networks.values() {
-            if hns_drivers::has_network_link(n.plan.kind) {
-                wanted.insert(n.plan.bridge.clone());
-            }
-            if let Some(o) = &n.plan.overlay {
-                wanted.insert(o.vxlan.clone());
-            }
+            wanted.extend(hns_drivers::network_links(&n.plan).into_iter().map(str::to_owned));
             for step in n.plan.uplink.iter().flat_map(|u| u.steps.iter()) {
                 let (hns_kernel::uplink::UplinkStep::Bond { name, .. } | hns_kernel::uplink::UplinkStep::Vlan { name, .. }) = step;
                 wanted.insert(name.clone());
@@ -366,7 +361,7 @@ impl Engine {
                 }
             } else {
                 let host_if = names::veth_host_name(&rec.ep.id);
-                let bridge = if matches!(kind, hns_api::NetworkType::Nat | hns_api::NetworkType::Overlay) {
+                let bridge = if hns_drivers::veth_on_bridge(kind) {
                     match by_name.get(net.plan.bridge.as_str()).map(|l| l.index) {
                         Some(b) => Some(b),
                         None => self.host.link_by_name(&net.plan.bridge).await.ok().flatten().map(|l| l.index),

@@ -20,7 +20,7 @@
 //! next snapshot converges everything.
 
 mod endpoints;
-pub(crate) use endpoints::{Planned, create_staged, delete_staged};
+pub(crate) use endpoints::{Allocation, Planned, Reserved, Withdrawal, create_staged, delete_staged};
 mod networks;
 pub(crate) use networks::create_network_staged;
 pub mod nodes;
@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use hns_api::{ApiError, ErrorCode, HostComputeNetwork};
 use hns_cluster::{Cluster, ClusterEndpoint, ClusterError};
-use hns_drivers::NetworkPlan;
 use hns_drivers::overlay::OverlayPlan;
 
 use super::validate;
@@ -171,14 +170,6 @@ pub fn plan_from_record(net: &HostComputeNetwork) -> std::result::Result<Overlay
     })
 }
 
-/// Whether endpoints of the network get a default route through its gateway: not on an
-/// overlay network without outbound NAT, whose traffic never leaves the segment (a
-/// container reaches the outside through a second endpoint on a nat network, which then
-/// owns the default route).
-pub fn routes_out(plan: &NetworkPlan) -> bool {
-    plan.overlay.as_ref().is_none_or(|o| o.outbound_nat)
-}
-
 /// An API error from a cluster error. `conflict` is the code of a collision in this context.
 pub(crate) fn cluster_err(e: ClusterError, conflict: ErrorCode) -> ApiError {
     let code = match &e {
@@ -272,6 +263,12 @@ impl Engine {
     /// The overlay networks this host has, by ID.
     pub(crate) fn overlay_network_ids(&self) -> Vec<String> {
         self.networks.values().filter(|n| n.plan.overlay.is_some()).map(|n| n.rec.net.id.clone()).collect()
+    }
+
+    /// The reconciler removed endpoints `eps` of a vanished compartment: overlay endpoints
+    /// among them are withdrawn from the cluster by the next sync.
+    pub(crate) fn overlay_endpoints_collected(&mut self, eps: &[String]) {
+        self.overlay.own_dirty |= !eps.is_empty() && !self.overlay_network_ids().is_empty();
     }
 }
 
