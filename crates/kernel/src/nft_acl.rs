@@ -628,7 +628,7 @@ pub fn build_endpoint(b: &mut Batch, e: &EndpointAcl, prior: Prior) {
                 b.flush_chain(fam, ACL_TABLE, &chain);
                 b.delete_chain(fam, ACL_TABLE, &chain);
                 for (m, v6) in &maps {
-                    b.destroy_set(fam, ACL_TABLE, m, &key_fields(*v6), MAP_UDATA);
+                    b.destroy_concat_vmap(fam, ACL_TABLE, m, &key_fields(*v6), MAP_UDATA);
                 }
             }
             continue;
@@ -648,7 +648,7 @@ pub fn build_endpoint(b: &mut Batch, e: &EndpointAcl, prior: Prior) {
         if prior != Prior::Fresh {
             // The map of a family the rules no longer match (no rule uses it since the flush).
             for (m, v6) in &unused {
-                b.destroy_set(fam, ACL_TABLE, m, &key_fields(*v6), MAP_UDATA);
+                b.destroy_concat_vmap(fam, ACL_TABLE, m, &key_fields(*v6), MAP_UDATA);
             }
         }
         for (m, v6) in &maps {

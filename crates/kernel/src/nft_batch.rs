@@ -648,10 +648,10 @@ impl Batch {
         });
     }
 
-    /// Deletes a named set or map of an existing table if it exists, nothing if it does not:
+    /// Deletes a map made by [`Batch::add_concat_vmap`] if it exists, nothing if it does not:
     /// one message where kernels since 6.3 have it ([`destroy_supported`]), else a create and
     /// a delete.
-    pub fn destroy_set(&mut self, fam: Family, table: &str, name: &str, fields: &[(u32, u32)], udata: &[u8]) {
+    pub fn destroy_concat_vmap(&mut self, fam: Family, table: &str, name: &str, fields: &[(u32, u32)], udata: &[u8]) {
         if destroy_supported() {
             self.message(NFT_MSG_DESTROYSET, 0, fam, format!("destroy set {} {table} {name}", fam.name()), |b| {
                 attr_str(b, NFTA_SET_TABLE, table);

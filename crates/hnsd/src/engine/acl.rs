@@ -13,9 +13,8 @@
 //! their own steps. Writes of the whole tables stay under the lock, run through `blocking()`
 //! so a large rebuild never stalls a tokio worker.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 
 use hns_api::{ApiError, ErrorCode, HostComputeNetwork, Policy, RequestType};
 use hns_kernel::nft_acl::{self, Attach, EndpointAcl, Prior, Rule};
