@@ -178,8 +178,6 @@ pub(crate) struct Network {
 /// The DNS responder of the daemon: a set of networks, each with listeners
 /// and a name table that can be replaced at any time.
 pub struct DnsService {
-    /// The runtime the listeners and their forwards run on (see [`ResponderRuntime`]).
-    runtime: ResponderRuntime,
     shared: Arc<Shared>,
     /// Tables by network id. A std lock (not async) because `update_view` is
     /// synchronous; it is held only to clone an `Arc`, never across I/O.
@@ -192,9 +190,7 @@ pub struct DnsService {
 
 impl DnsService {
     /// Creates the service with no networks. Nothing runs yet: listeners are
-    /// spawned by `set_network`, on a runtime of the service's own (one
-    /// thread), or on the one `set_network` is awaited on if that thread
-    /// could not be started.
+    /// spawned by `set_network` on the tokio runtime it is awaited on.
     pub fn new(cfg: DnsConfig) -> DnsService {
         let shared = Shared {
             forwarder: Forwarder::new(
@@ -207,7 +203,6 @@ impl DnsService {
             cfg,
         };
         DnsService {
-            runtime: ResponderRuntime::start(),
             shared: Arc::new(shared),
             networks: RwLock::new(HashMap::new()),
             listeners: Mutex::new(HashMap::new()),
@@ -259,17 +254,12 @@ impl DnsService {
 
         let mine = all.get(net_id);
         let mut bound = Vec::new();
+        for addr in wanted
+            .iter()
+            .filter(|a| !mine.is_some_and(|m| m.contains_key(a)))
         {
-            // Registered with the responder's runtime (the sockets are still
-            // made on this thread, in its network namespace).
-            let _on_responder = self.runtime.enter();
-            for addr in wanted
-                .iter()
-                .filter(|a| !mine.is_some_and(|m| m.contains_key(a)))
-            {
-                // Dropping `bound` on error closes what this call opened.
-                bound.push((*addr, listeners::bind(net_id, *addr)?));
-            }
+            // Dropping `bound` on error closes what this call opened.
+            bound.push((*addr, listeners::bind(net_id, *addr)?));
         }
 
         // Commit: table first, so the first query on a new listener sees it.
@@ -279,12 +269,9 @@ impl DnsService {
             .expect("dns network map poisoned")
             .insert(net_id.to_string(), network.clone());
         let mine = all.entry(net_id.to_string()).or_default();
-        {
-            let _on_responder = self.runtime.enter();
-            for (addr, sockets) in bound {
-                let handler = Handler::new(network.clone(), self.shared.clone());
-                mine.insert(addr, Listener::start(sockets, handler, &self.shared));
-            }
+        for (addr, sockets) in bound {
+            let handler = Handler::new(network.clone(), self.shared.clone());
+            mine.insert(addr, Listener::start(sockets, handler, &self.shared));
         }
         let gone: Vec<SocketAddr> = mine
             .keys()
@@ -337,45 +324,5 @@ impl DnsService {
     /// Counters since the service was created.
     pub fn stats(&self) -> DnsStats {
         self.shared.stats.snapshot()
-    }
-}
-
-/// The responder's own tokio runtime: one thread that serves queries and
-/// forwards them, apart from the daemon's runtime. The daemon's workers run
-/// request steps that may block a thread for a while (an `nft` run, a
-/// namespace thread joined); a name lookup in a container must not wait for
-/// them.
-struct ResponderRuntime(Option<tokio::runtime::Runtime>);
-
-impl ResponderRuntime {
-    fn start() -> ResponderRuntime {
-        let built = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("hns-dns")
-            .enable_all()
-            .build();
-        match built {
-            Ok(rt) => ResponderRuntime(Some(rt)),
-            Err(error) => {
-                tracing::warn!(%error, "could not start the DNS responder's thread; it shares the daemon's runtime");
-                ResponderRuntime(None)
-            }
-        }
-    }
-
-    /// Makes tasks spawned and sockets registered until the guard drops
-    /// belong to this runtime. Never held across an `.await`.
-    fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
-        self.0.as_ref().map(|rt| rt.enter())
-    }
-}
-
-impl Drop for ResponderRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime from async code panics; the listeners' tasks
-        // are ended without waiting.
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
     }
 }

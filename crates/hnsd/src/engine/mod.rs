@@ -295,20 +295,6 @@ pub(crate) async fn pause_point(name: &str) {
     }
 }
 
-/// Test-only: when `HNSD_FAILPOINT` is `block:NAME:MS`, blocks the calling thread (an async
-/// worker) for MS milliseconds, as a blocking call made on it would: tests of what must not
-/// wait for the daemon's workers (the DNS responder runs on a thread of its own).
-pub(crate) fn block_point(name: &str) {
-    let Ok(v) = std::env::var("HNSD_FAILPOINT") else { return };
-    if let Some((point, ms)) = v.strip_prefix("block:").and_then(|r| r.rsplit_once(':'))
-        && point == name
-        && let Ok(ms) = ms.parse::<u64>()
-    {
-        tracing::warn!(failpoint = name, ms, "failpoint reached: blocking this worker thread");
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
-}
-
 /// [`hns_kernel::netns::HostNamespaces::discover`], logged: when the initial namespace cannot
 /// be identified, every adoption will be refused, and the operator should know why at start.
 fn host_namespaces() -> anyhow::Result<hns_kernel::netns::HostNamespaces> {

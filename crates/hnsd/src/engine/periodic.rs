@@ -199,7 +199,6 @@ async fn inspect(snap: Snapshot, r: &mut Report) -> Suspects {
 /// One periodic pass (see the module doc). The lock is taken for the snapshot, then for each
 /// step and batch of repairs, and released in between.
 pub async fn periodic(engine: &super::EngineLock) -> Report {
-    super::block_point("periodic");
     let mut r = Report::default();
     let snap = engine.lock().await.periodic_snapshot();
     let s = inspect(snap, &mut r).await;
