@@ -72,6 +72,10 @@ pub async fn run(state: Arc<AppState>, s: ClusterSettings) {
         }
         state.engine.lock().await.apply_cluster_event(event).await;
         state.metrics.watch_applied(kind, arrived.elapsed());
+        if kind == "snapshot" {
+            // After every (re)connection: what changed here while etcd was away is written.
+            crate::engine::cluster_hooks::sync_clusters(&state.engine).await;
+        }
     }
     drop(registration);
 }

@@ -614,6 +614,9 @@ fn a_silent_partition_from_etcd_costs_one_request_timeout_then_fails_at_once() {
     h.overlay(0, "ov", "10.252.0.0/24");
     let (a0, _) = h.apis[0].container("ov", "a0", json!({}));
     let (_, e1) = h.apis[1].container("ov", "a1", json!({}));
+    // An overlay network without endpoints here, to delete during the partition.
+    let made = h.apis[0].post("/networks", &json!({"Name": "ov3", "Type": "Overlay", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.250.0.0/24"}]}]}));
+    assert_eq!(made.status, 200, "{}", made.raw);
     // Packets between host0 and etcd vanish: no reset, nothing (a table of the test's own).
     let etcd = hns_lab::cluster::ETCD_IP.to_string();
     h.host(0)
@@ -646,6 +649,9 @@ fn a_silent_partition_from_etcd_costs_one_request_timeout_then_fails_at_once() {
         let r = api0.post("/networks", &json!({"Name": "ov2", "Type": "Overlay", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.251.0.0/24"}]}]}));
         (r, started.elapsed())
     });
+    // So does an overlay network delete (its cluster step first, an error refuses it).
+    let api0 = Api { socket: h.apis[0].socket.clone() };
+    let removal = std::thread::spawn(move || (api0.delete("/networks/ov3"), started.elapsed()));
     std::thread::sleep(Duration::from_millis(200));
     for i in 0..10 {
         let (ns, ep) = h.apis[0].container("local", &format!("n{i}"), json!({}));
@@ -662,6 +668,10 @@ fn a_silent_partition_from_etcd_costs_one_request_timeout_then_fails_at_once() {
     assert!(net.status == 503 && net.raw.contains("etcd is unreachable"), "{}", net.raw);
     assert!(took > Duration::from_millis(1000) && local_done < took, "the network create ({took:?}) did not wait for etcd, or local containers ({local_done:?}) waited for it");
     assert_eq!(h.apis[0].get("/networks/ov2").status, 404, "a network etcd never created was built");
+    let (gone, took) = removal.join().unwrap();
+    assert!(gone.status == 503 && gone.raw.contains("etcd is unreachable"), "{}", gone.raw);
+    assert!(took > Duration::from_millis(1000) && local_done < took, "the network delete ({took:?}) did not wait for etcd, or local containers ({local_done:?}) waited for it");
+    assert_eq!(h.apis[0].get("/networks/ov3").status, 200, "a delete etcd refused removed the network here");
     let (second, took) = attempt();
     assert!(second.status == 503 && took < Duration::from_millis(500), "{took:?}: {}", second.raw);
     assert!(ping(h.host(0), &a0, &ip_of(&e1)), "the overlay must keep forwarding");

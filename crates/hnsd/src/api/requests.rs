@@ -1,17 +1,16 @@
 //! Request paths that hold the engine's lock only for what must be serial. An attach's kernel
 //! step (veth into the compartment, addresses, routes: most of its cost), a detach's (the veth
 //! retired), an ACL change's (map elements, while the store syncs), a network create's and
-//! delete's (bridge and uplink links, the nft table, host routes, the DNS responder; not for
-//! a network of a cluster driver, whose kernel step and delete's cluster step stay under the
-//! lock) and the steps that wait on another machine (a DHCP server, etcd) run with the lock
-//! released, so requests for other containers and networks go on meanwhile. Requests for the
-//! same endpoint, compartment or network wait until its step is done ([`lock_when_idle`]).
-//! Shared by the HTTP handlers and the Docker plugin (whose network create and delete still
-//! run under the lock).
+//! delete's (bridge and uplink links, the nft table, host routes, the DNS responder; a cluster
+//! driver's network create still builds its kernel part under the lock) and the steps that
+//! wait on another machine (a DHCP server, etcd: never called under the lock) run with the
+//! lock released, so requests for other containers and networks go on meanwhile. Requests for
+//! the same endpoint, compartment or network wait until its step is done ([`lock_when_idle`]).
+//! Shared by the HTTP handlers and the Docker plugin.
 //!
 //! These paths never name a driver: a driver with cluster-wide state is reached through the
 //! hooks of `engine::cluster_hooks`, by the network's kind, at each phase (endpoint plan,
-//! staged create, withdrawal and staged delete; staged network create).
+//! staged create, withdrawal and staged delete; staged network create and withdrawal).
 
 use std::future::Future;
 
@@ -57,7 +56,9 @@ async fn finish<T>(s: &Shared, step: Step<T>, view: impl FnOnce(&Engine, &str, &
 /// lease is obtained first, likewise. On a cluster driver's network: the cluster's steps run
 /// without the lock.
 pub async fn create_endpoint(s: &Shared, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
-    let planned = s.engine.lock().await.plan_endpoint(req)?;
+    // Once the network's create or delete step (if in flight) is done.
+    let net = req.host_compute_network.clone();
+    let planned = lock_when_idle(&s.engine, |e| e.network_id(&net).into_iter().collect()).await.plan_endpoint(req)?;
     let s = s.clone();
     match planned {
         EndpointCreate::Local(req) => uncut(async move {
@@ -152,13 +153,19 @@ pub async fn create_network(s: &Shared, req: hns_api::HostComputeNetwork) -> Res
 }
 
 /// Deletes a network once its create (if in flight) is done. Its kernel step (the responder
-/// stopped, the nft table without it, host routes and links removed) runs without the lock;
-/// a cluster driver's network's cluster step still runs under it.
+/// stopped, the nft table without it, host routes and links removed) runs without the lock,
+/// and so does a cluster driver's network's cluster step before it (the network in flight
+/// meanwhile).
 pub async fn delete_network(s: &Shared, key: &str) -> Result<()> {
     let (s, key) = (s.clone(), key.to_owned());
     uncut(async move {
         let mut engine = lock_when_idle(&s.engine, |e| e.network_id(&key).into_iter().collect()).await;
-        let Some(mut k) = engine.delete_network_begin(&key).await? else { return Ok(()) };
+        let id = engine.deletable_network(&key)?;
+        if let Some(w) = engine.cluster_network_withdrawal(&id)? {
+            drop(engine);
+            engine = cluster_hooks::withdraw_network_staged(&s.engine, w).await?;
+        }
+        let Some(mut k) = engine.network_remove_begin(&id)? else { return Ok(()) };
         drop(engine);
         let done = k.run(|| async { s.engine.lock().await.nft_snapshot() }).await;
         s.engine.lock().await.network_delete_end(k, done)

@@ -1,6 +1,7 @@
-//! Docker's NetworkDriver calls, each turned into one or a few engine requests under one engine
-//! lock (so the reconciler never sees half of a Docker call). Joining a container is in
-//! [`super::sandbox`].
+//! Docker's NetworkDriver calls, each turned into one or a few engine requests. Network create
+//! and delete take the API's request paths (their kernel and cluster steps run without the
+//! engine lock); endpoint calls run under one engine lock so the reconciler never sees half
+//! of a Docker call. Joining a container is in [`super::sandbox`].
 //!
 //! Port mappings: Docker sends a container's `-p` bindings with `ProgramExternalConnectivity`
 //! to the one endpoint that gives the container its default gateway, and revokes them there
@@ -55,7 +56,7 @@ pub async fn create_network(d: &Docker, driver: Driver, req: CreateNetwork) -> R
         Driver::Network(k) => k,
         Driver::Overlay => NetworkType::Overlay,
     };
-    let mut engine = d.app.engine.lock().await;
+    let engine = d.app.engine.lock().await;
     let hints = d.ipam.lock().await.hints();
     let net = options::network_request(kind, &req, &hints)?;
     // Docker may repeat a create it did not see answered.
@@ -73,7 +74,13 @@ pub async fn create_network(d: &Docker, driver: Driver, req: CreateNetwork) -> R
         }
     }
     let (id, name) = (net.id.clone(), net.name.clone());
-    let made = engine.create_network(net).await.inspect_err(|e| d.app.events.publish(event::network("create", &id, &name, Some(e))))?;
+    // The create's kernel step and an overlay network's cluster step run without the lock.
+    drop(engine);
+    let made = match requests::create_network(&d.app, net).await {
+        // A repeated create that raced the first one.
+        Err(e) if e.code == ErrorCode::NetworkAlreadyExists && d.app.engine.lock().await.get_network(&id).is_ok() => return Ok(json!({})),
+        made => made.inspect_err(|e| d.app.events.publish(event::network("create", &id, &name, Some(e))))?,
+    };
     d.app.events.publish(event::network("create", &made.id, &made.name, None));
     tracing::info!(docker_id = %options::short(&req.network_id), name = %made.name, kind = %kind, "docker created a network");
     Ok(json!({}))
@@ -113,7 +120,7 @@ fn created_by_docker_here(net: &HostComputeNetwork) -> bool {
 
 pub async fn delete_network(d: &Arc<Docker>, docker_id: &str) -> Result<Value> {
     // Once a create of the network through the API (in its kernel step) is done.
-    let mut engine = crate::engine::lock_when_idle(&d.app.engine, |e| network_hns_id(e, docker_id).into_iter().collect()).await;
+    let engine = crate::engine::lock_when_idle(&d.app.engine, |e| network_hns_id(e, docker_id).into_iter().collect()).await;
     let id = network_hns_id(&engine, docker_id)?;
     if engine.ext_get::<String>(&adopted_key(docker_id))?.is_some() {
         engine.ext_delete(&adopted_key(docker_id))?;
@@ -124,7 +131,10 @@ pub async fn delete_network(d: &Arc<Docker>, docker_id: &str) -> Result<Value> {
         }
     }
     let name = engine.get_network(&id).map(|n| n.name).unwrap_or_default();
-    let result = engine.delete_network(&id).await;
+    drop(engine);
+    // Its kernel step and an overlay network's cluster step run without the lock.
+    let result = requests::delete_network(&d.app, &id).await;
+    let engine = d.app.engine.lock().await;
     if !matches!(&result, Err(e) if e.code == ErrorCode::NetworkNotFound) {
         d.app.events.publish(event::network("delete", &id, &name, result.as_ref().err()));
     }
@@ -156,17 +166,16 @@ const RETIRE_RETRY: Duration = Duration::from_secs(2);
 pub async fn retire(d: Arc<Docker>, id: String) {
     loop {
         tokio::time::sleep(RETIRE_RETRY).await;
-        let mut engine = d.app.engine.lock().await;
-        if !matches!(engine.ext_get::<String>(&retired_key(&id)), Ok(Some(_))) {
+        if !matches!(d.app.engine.lock().await.ext_get::<String>(&retired_key(&id)), Ok(Some(_))) {
             return;
         }
-        match engine.delete_network(&id).await {
+        match requests::delete_network(&d.app, &id).await {
             Ok(()) => tracing::info!(network = %id, "removed a retired overlay network"),
             Err(e) if e.code == ErrorCode::NetworkNotFound => {}
             Err(e) if matches!(e.code, ErrorCode::EntityHasReferences | ErrorCode::Unavailable) => continue,
             Err(e) => tracing::warn!(network = %id, error = %e, "cannot remove a retired overlay network; remove it with hnsctl network rm"),
         }
-        if let Err(e) = engine.ext_delete(&retired_key(&id)) {
+        if let Err(e) = d.app.engine.lock().await.ext_delete(&retired_key(&id)) {
             tracing::warn!(network = %id, error = %e, "could not forget a retired overlay network");
         }
         return;

@@ -15,13 +15,13 @@
 //! |---|---|---|
 //! | endpoint create: plan (validate, reserve the ID, pick the cluster handle) | [`Engine::plan_endpoint`] | held |
 //! | endpoint create: the cluster steps and the local create between them | [`create_endpoint_staged`] | released around the cluster's I/O |
-//! | endpoint create under the caller's lock (Docker, `create_endpoint_begin`) | [`Engine::cluster_prepare_endpoint`], [`Engine::cluster_finish_endpoint`] | held |
+//! | endpoint create under the caller's lock (`create_endpoint_begin`, when the network became a cluster driver's after the plan) | [`Engine::cluster_prepare_endpoint`], [`Engine::cluster_finish_endpoint`] | held |
 //! | endpoint delete: what to withdraw from the cluster | [`Engine::cluster_withdrawal`] | held |
 //! | endpoint delete: withdrawn, deleted here, released | [`delete_endpoint_staged`] | released around the cluster's I/O |
-//! | network create (API) | [`create_network_staged`] | released around the cluster's I/O |
-//! | network create under the caller's lock (Docker, start) | [`Engine::create_cluster_network`] | held |
-//! | network delete: taken out of the cluster before the local delete | [`Engine::delete_network_in_cluster`] | held |
-//! | reconcile pass | [`Engine::reconcile_clusters`] | held |
+//! | network create | [`create_network_staged`] | released around the cluster's I/O |
+//! | network delete: taken out of the cluster before the local delete | [`Engine::cluster_network_withdrawal`], [`withdraw_network_staged`] | released around the cluster's I/O |
+//! | reconcile pass: the kernel's share | [`Engine::reconcile_clusters`] | held |
+//! | reconcile pass and after a watch snapshot: this host's cluster records | [`sync_clusters`] | released around the cluster's I/O |
 //! | compartment collected by the reconciler with its endpoints | [`Engine::cluster_endpoints_collected`] | held |
 //!
 //! A new clustered driver adds a variant to [`ClusterDriver`], maps its kind in
@@ -34,7 +34,7 @@ use hns_api::{HostComputeEndpoint, HostComputeNetwork, NetworkType};
 
 use super::overlay;
 use super::reconcile::Report;
-use super::{Engine, EngineLock, Result};
+use super::{Engine, EngineGuard, EngineLock, Result};
 
 /// A driver whose networks have cluster-wide state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,12 @@ pub(crate) enum ClusterCreate {
 /// [`Engine::cluster_prepare_endpoint`] and [`Engine::cluster_finish_endpoint`].
 pub(crate) enum ClusterReserved {
     Overlay(overlay::Reserved),
+}
+
+/// What a cluster driver does at a network's delete, before the local delete: found under the
+/// lock by [`Engine::cluster_network_withdrawal`], run by [`withdraw_network_staged`].
+pub(crate) enum ClusterNetworkWithdrawal {
+    Overlay(overlay::NetworkWithdrawal),
 }
 
 /// What a cluster driver does at an endpoint's delete, found under the lock by
@@ -142,19 +148,13 @@ impl Engine {
         }
     }
 
-    /// Network create under the caller's lock, cluster step included, for a kind with a
-    /// cluster driver (the API runs [`create_network_staged`] instead).
-    pub(crate) async fn create_cluster_network(&mut self, driver: ClusterDriver, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
-        match driver {
-            ClusterDriver::Overlay => self.create_overlay_network(req).await,
-        }
-    }
-
-    /// Network delete (under the lock, the network checked to have no endpoints here): a
-    /// cluster object goes out of the cluster first; an error refuses the delete.
-    pub(crate) async fn delete_network_in_cluster(&mut self, driver: ClusterDriver, id: &str) -> Result<()> {
-        match driver {
-            ClusterDriver::Overlay => self.delete_overlay_in_cluster(id).await,
+    /// Network delete (API path, under the lock, the network checked to have no endpoints
+    /// here): what a cluster driver must do before the local delete; the network is in flight
+    /// until it is done. `None`: a network of this host alone.
+    pub(crate) fn cluster_network_withdrawal(&mut self, id: &str) -> Result<Option<ClusterNetworkWithdrawal>> {
+        match self.networks.get(id).and_then(|n| ClusterDriver::of(n.plan.kind)) {
+            None => Ok(None),
+            Some(ClusterDriver::Overlay) => Ok(Some(ClusterNetworkWithdrawal::Overlay(self.overlay_network_withdrawal(id)?))),
         }
     }
 
@@ -200,6 +200,31 @@ pub(crate) async fn create_network_staged(driver: ClusterDriver, engine: &Engine
     match driver {
         ClusterDriver::Overlay => overlay::create_network_staged(engine, req).await,
     }
+}
+
+/// Network delete (API path): the cluster step of [`Engine::cluster_network_withdrawal`], run
+/// while the engine lock is free; an error refuses the delete. Returns the lock, held again,
+/// for the local delete.
+pub(crate) async fn withdraw_network_staged(engine: &EngineLock, w: ClusterNetworkWithdrawal) -> Result<EngineGuard<'_>> {
+    match w {
+        ClusterNetworkWithdrawal::Overlay(w) => overlay::withdraw_network_staged(engine, w).await,
+    }
+}
+
+/// Every cluster driver's sync of this host's records in the cluster with its store, when they
+/// may differ; the cluster's I/O runs while the engine lock is free. Returns what it repaired.
+pub(crate) async fn sync_clusters(engine: &EngineLock) -> Vec<String> {
+    let mut repaired = Vec::new();
+    for driver in ClusterDriver::ALL {
+        match driver {
+            ClusterDriver::Overlay => {
+                if overlay::sync_own(engine).await {
+                    repaired.push("cluster records of this host's overlay endpoints brought up to date".into());
+                }
+            }
+        }
+    }
+    repaired
 }
 
 #[cfg(test)]

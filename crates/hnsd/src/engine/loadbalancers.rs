@@ -555,7 +555,7 @@ impl Engine {
         let mut rec = LbRecord { lb, marks: BTreeMap::new(), remote, source_endpoint };
         self.assign_marks(&mut rec);
         self.commit_lb(&rec)?;
-        self.overlay.own_dirty |= self.lbs.hold_source(None, rec.source_endpoint.as_ref());
+        self.overlay.own_dirty.mark_if(self.lbs.hold_source(None, rec.source_endpoint.as_ref()));
         for k in service_keys(&rec.lb) {
             self.lbs.frontends.insert(k, id.clone());
         }
@@ -577,7 +577,7 @@ impl Engine {
         let mut rec = LbRecord { lb, marks: old.marks.clone(), remote, source_endpoint };
         let gone = self.assign_marks(&mut rec);
         self.commit_lb(&rec)?;
-        self.overlay.own_dirty |= self.lbs.hold_source(old.source_endpoint.as_ref(), rec.source_endpoint.as_ref());
+        self.overlay.own_dirty.mark_if(self.lbs.hold_source(old.source_endpoint.as_ref(), rec.source_endpoint.as_ref()));
         for k in service_keys(&old.lb) {
             self.lbs.frontends.remove(&k);
         }
@@ -597,7 +597,7 @@ impl Engine {
         txn.delete(Kind::LoadBalancer, &id).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         let rec = self.lbs.recs.remove(&id).expect("looked up");
-        self.overlay.own_dirty |= self.lbs.hold_source(rec.source_endpoint.as_ref(), None);
+        self.overlay.own_dirty.mark_if(self.lbs.hold_source(rec.source_endpoint.as_ref(), None));
         for k in service_keys(&rec.lb) {
             self.lbs.frontends.remove(&k);
         }

@@ -9,7 +9,6 @@ use hns_kernel::netlink::HostPrefix;
 use hns_store::Kind;
 use ipnet::IpNet;
 
-use super::cluster_hooks::ClusterDriver;
 use super::records::NetworkRecord;
 use super::validate;
 use super::{Engine, Net, Result, kernel_err, new_guid, norm_guid, store_err};
@@ -285,17 +284,6 @@ impl Engine {
         })
     }
 
-    /// Creates a network under the caller's lock, kernel step included (the Docker plugin's
-    /// path); the API runs [`Engine::create_network_begin`], [`KernelNetwork::run`] and
-    /// [`Engine::network_create_end`] with the lock released for the kernel step.
-    pub async fn create_network(&mut self, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
-        if let Some(driver) = req.kind.and_then(ClusterDriver::of) {
-            return self.create_cluster_network(driver, req).await;
-        }
-        let net = self.validate_new_network(req).await?;
-        self.commit_new_network(net, None).await
-    }
-
     /// [`Engine::validate_network`] with what it needs to know about the host.
     async fn validate_new_network(&self, req: HostComputeNetwork) -> Result<Net> {
         let host = self.host_prefixes().await;
@@ -425,20 +413,9 @@ impl Engine {
         self.persist(Kind::Network, &rec.net.id, rec, lazy)
     }
 
-    /// Deletes a network under the caller's lock, kernel step included (the Docker plugin's
-    /// path); the API runs [`Engine::delete_network_begin`], [`KernelNetworkDelete::run`] and
-    /// [`Engine::network_delete_end`] with the lock released for the kernel step.
-    pub async fn delete_network(&mut self, key: &str) -> Result<()> {
-        let Some(mut k) = self.delete_network_begin(key).await? else { return Ok(()) };
-        let done = k.run(|| std::future::ready(self.nft_snapshot())).await;
-        self.network_delete_end(k, done)
-    }
-
-    /// The first step of a network delete: checked (no endpoints; not in its create's kernel
-    /// step), a cluster object taken out of the cluster, the record deleted, the network out
-    /// of memory and in flight until [`Engine::network_delete_end`]. `None`: nothing left to
-    /// remove in the kernel.
-    pub async fn delete_network_begin(&mut self, key: &str) -> Result<Option<KernelNetworkDelete>> {
+    /// The ID of the network `key` names, if it may be deleted: it has no endpoints and is not
+    /// in its create's kernel step.
+    pub(crate) fn deletable_network(&self, key: &str) -> Result<String> {
         let id = self.network_id(key).ok_or_else(|| not_found(key))?;
         let users: Vec<String> = self
             .endpoints
@@ -466,11 +443,7 @@ impl Engine {
                 format!("network {:?} is being created; try again when its create is done", self.networks[&id].rec.net.name),
             ));
         }
-        if let Some(driver) = ClusterDriver::of(self.networks[&id].plan.kind) {
-            // A cluster object: gone everywhere first (refused while other hosts use it).
-            self.delete_network_in_cluster(driver, &id).await?;
-        }
-        self.network_remove_begin(&id)
+        Ok(id)
     }
 
     /// Removes a network without endpoints from the store and the kernel, under the caller's
@@ -482,8 +455,9 @@ impl Engine {
     }
 
     /// Deletes a network's record, takes it out of memory (into `deleting`) and puts it in
-    /// flight; its kernel step is [`KernelNetworkDelete::run`].
-    fn network_remove_begin(&mut self, id: &str) -> Result<Option<KernelNetworkDelete>> {
+    /// flight; its kernel step is [`KernelNetworkDelete::run`]. `None`: the network is gone
+    /// already (the cluster watch dropped it meanwhile).
+    pub(crate) fn network_remove_begin(&mut self, id: &str) -> Result<Option<KernelNetworkDelete>> {
         let mut txn = self.store.begin().map_err(store_err)?;
         txn.delete(Kind::Network, id).map_err(store_err)?;
         txn.commit().map_err(store_err)?;

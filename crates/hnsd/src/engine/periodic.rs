@@ -250,6 +250,7 @@ pub async fn periodic(engine: &super::EngineLock) -> Report {
         }
     }
     engine.lock().await.reconcile_clusters(&mut r).await;
+    r.repaired.extend(super::cluster_hooks::sync_clusters(engine).await);
     {
         let mut e = engine.lock().await;
         e.reconcile_leases(&mut r.errors, &mut r.repaired).await;

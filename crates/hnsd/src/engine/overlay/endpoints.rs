@@ -12,6 +12,7 @@
 //! HNS `RemoteEndpoint` flag and a `ProviderAddress` policy naming their host's VTEP.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hns_api::{ApiError, ENDPOINT_FLAG_REMOTE, ErrorCode, HostComputeEndpoint, IpConfig, Policy, SCHEMA_VERSION, state};
 use hns_cluster::{Cluster, ClusterEndpoint, ClusterError};
@@ -47,6 +48,8 @@ pub(crate) struct Allocation {
     requested: Vec<IpAddr>,
     cluster: Cluster,
     node: String,
+    /// `OverlayState::cluster_io`, held shared through the create's cluster steps.
+    io: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Allocation {
@@ -73,6 +76,12 @@ impl Engine {
         match self.overlay_plan_endpoint(req)? {
             Planned::Local(req) => Ok((req, None)),
             Planned::Overlay(a) => {
+                // Under the caller's lock the sync of this host's records cannot be waited for.
+                let io = a.io.clone();
+                let Ok(_steps) = io.try_read() else {
+                    self.overlay.creating.remove(&a.req.id);
+                    return Err(ApiError::new(ErrorCode::Unavailable, "this host's overlay endpoints are being compared with the cluster; try again in a moment"));
+                };
                 let allocated = a.allocate().await;
                 let (req, r) = self.overlay_allocated(a, allocated)?;
                 Ok((req, Some(r)))
@@ -113,7 +122,7 @@ impl Engine {
         let requested: Vec<IpAddr> = req.ip_configurations.iter().filter_map(|c| c.ip_address.parse().ok()).collect();
         let (cluster, local) = self.cluster_for(&format!("create an endpoint on overlay network {net_name:?}"))?;
         self.overlay.creating.insert(req.id.clone());
-        Ok(Planned::Overlay(Allocation { req, net_id, requested, cluster, node: local.node }))
+        Ok(Planned::Overlay(Allocation { req, net_id, requested, cluster, node: local.node, io: self.overlay.cluster_io.clone() }))
     }
 
     /// What etcd's allocation gave, written into the request as static addresses; the ID is
@@ -208,7 +217,7 @@ impl Engine {
         };
         if let Err(e) = released {
             tracing::warn!(endpoint = %r.ep_id, "cluster address not released yet (done when etcd answers): {e}");
-            self.overlay.own_dirty = true;
+            self.overlay.own_dirty.mark();
         }
     }
 
@@ -261,7 +270,7 @@ impl Engine {
         let Some(gone) = self.overlay.remote.remove(net_id, ep_id) else {
             if self.endpoints.contains_key(ep_id) {
                 // One of ours vanished from etcd (its lease was lost): publish it again.
-                self.overlay.own_dirty = true;
+                self.overlay.own_dirty.mark();
             }
             return;
         };
@@ -341,6 +350,8 @@ pub(crate) struct Withdrawal {
     r: Reserved,
     /// `None` when etcd is known to be away: the cluster sync withdraws it later.
     cluster: Option<Cluster>,
+    /// `OverlayState::cluster_io`, held shared through the delete's cluster steps.
+    io: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Engine {
@@ -349,7 +360,7 @@ impl Engine {
         let rec = self.endpoints.get(ep_id)?;
         self.overlay_vxlan(&rec.network_id)?;
         let r = Reserved { net_id: rec.network_id.clone(), ep_id: ep_id.to_owned() };
-        Some(Withdrawal { r, cluster: self.cluster_for("withdraw the endpoint").ok().map(|(c, _)| c) })
+        Some(Withdrawal { r, cluster: self.cluster_for("withdraw the endpoint").ok().map(|(c, _)| c), io: self.overlay.cluster_io.clone() })
     }
 
     /// Notes how a cluster step done without the lock went: a failure is retried by the sync.
@@ -360,7 +371,7 @@ impl Engine {
         };
         if let Some(e) = failed {
             tracing::warn!(endpoint = ep_id, "{what} not done yet (done when etcd answers): {e}");
-            self.overlay.own_dirty = true;
+            self.overlay.own_dirty.mark();
         }
     }
 }
@@ -370,6 +381,8 @@ impl Engine {
 /// delays only this request. Run it in a task of its own: it must not be cut short between
 /// its steps.
 pub(crate) async fn create_staged(engine: &crate::engine::EngineLock, a: Allocation) -> Result<HostComputeEndpoint> {
+    let io = a.io.clone();
+    let _steps = io.read().await;
     let allocated = a.allocate().await;
     let mut g = engine.lock().await;
     let (req, r) = g.overlay_allocated(a, allocated)?;
@@ -386,7 +399,7 @@ pub(crate) async fn create_staged(engine: &crate::engine::EngineLock, a: Allocat
     let mut g = engine.lock().await;
     if !g.endpoints.contains_key(&ep.id) {
         // Deleted meanwhile (its withdrawal came before this publication): the sync fixes it.
-        g.overlay.own_dirty = true;
+        g.overlay.own_dirty.mark();
     }
     g.overlay_published(r, ep, put).await
 }
@@ -395,6 +408,7 @@ pub(crate) async fn create_staged(engine: &crate::engine::EngineLock, a: Allocat
 /// here, its address released; the cluster steps run while the engine lock is free.
 pub(crate) async fn delete_staged(engine: &crate::engine::EngineLock, w: Withdrawal) -> Result<()> {
     let id = w.r.ep_id.clone();
+    let _steps = w.io.read().await;
     let withdrawn = match &w.cluster {
         Some(c) => Some(c.delete_endpoint(&w.r.net_id, &id).await),
         None => None,

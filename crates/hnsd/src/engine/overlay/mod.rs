@@ -22,11 +22,11 @@
 mod endpoints;
 pub(crate) use endpoints::{Allocation, Planned, Reserved, Withdrawal, create_staged, delete_staged};
 mod networks;
-pub(crate) use networks::create_network_staged;
+pub(crate) use networks::{NetworkWithdrawal, create_network_staged, withdraw_network_staged};
 pub mod nodes;
 mod sync;
 
-pub(crate) use sync::Republish;
+pub(crate) use sync::{Republish, sync_own};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -78,7 +78,12 @@ pub struct OverlayState {
     pub(crate) synced: bool,
     /// This host's cluster records may differ from its store (a delete or release failed while
     /// etcd was away, a compartment vanished): the next pass with etcd online fixes them.
-    pub(crate) own_dirty: bool,
+    pub(crate) own_dirty: OwnDirty,
+    /// Held shared by an endpoint's cluster steps run without the engine lock (its address
+    /// allocated and the endpoint published, or withdrawn and released), exclusively by the
+    /// sync of this host's records ([`sync::sync_own`]): the sync's view of this host's
+    /// endpoints then stays true while it writes to etcd without the engine lock.
+    pub(crate) cluster_io: std::sync::Arc<tokio::sync::RwLock<()>>,
     /// Cluster networks this host could not build, with the reason (shown by `info`).
     pub(crate) problems: BTreeMap<String, String>,
     /// An operation found etcd unreachable while the watch still looked healthy (a silent
@@ -92,6 +97,44 @@ pub struct OverlayState {
     /// IDs of overlay networks this host is creating in the cluster (without the engine
     /// lock): the watch does not build them meanwhile (`networks::StagedNetwork`).
     pub(crate) creating_networks: std::collections::HashSet<String>,
+}
+
+/// Whether this host's cluster records may differ from its store, and how many times that was
+/// noted: a sync that ran without the engine lock clears the mark only if nothing was noted
+/// meanwhile (a change it did not see is done by the next one).
+#[derive(Default)]
+pub(crate) struct OwnDirty {
+    set: bool,
+    noted: u64,
+}
+
+impl OwnDirty {
+    pub(crate) fn mark(&mut self) {
+        self.set = true;
+        self.noted += 1;
+    }
+
+    pub(crate) fn mark_if(&mut self, changed: bool) {
+        if changed {
+            self.mark();
+        }
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.set
+    }
+
+    /// What a sync starting now saw, for [`OwnDirty::synced`].
+    pub(crate) fn seen(&self) -> u64 {
+        self.noted
+    }
+
+    /// A sync that started when [`OwnDirty::seen`] was `seen` succeeded.
+    pub(crate) fn synced(&mut self, seen: u64) {
+        if self.noted == seen {
+            self.set = false;
+        }
+    }
 }
 
 /// The endpoints of other hosts, by network ID then endpoint ID. Like `index::Tracked`, every
@@ -268,7 +311,7 @@ impl Engine {
     /// The reconciler removed endpoints `eps` of a vanished compartment: overlay endpoints
     /// among them are withdrawn from the cluster by the next sync.
     pub(crate) fn overlay_endpoints_collected(&mut self, eps: &[String]) {
-        self.overlay.own_dirty |= !eps.is_empty() && !self.overlay_network_ids().is_empty();
+        self.overlay.own_dirty.mark_if(!eps.is_empty() && !self.overlay_network_ids().is_empty());
     }
 }
 

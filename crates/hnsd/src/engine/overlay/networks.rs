@@ -64,15 +64,6 @@ fn subnets_text(on: &OverlayNetwork) -> String {
 }
 
 impl Engine {
-    /// `POST /networks` with `Type: Overlay`: validated here, created in the cluster (VNI
-    /// decided there), then built here. Other hosts build it from their watch. All under the
-    /// caller's lock (the Docker plugin's path); the API runs [`create_network_staged`].
-    pub(crate) async fn create_overlay_network(&mut self, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
-        let staged = self.overlay_network_begin(req).await?;
-        let created = staged.cluster.create_network(staged.spec.clone()).await;
-        self.overlay_network_end(staged, created).await
-    }
-
     /// Validates an overlay network and reserves its ID (see [`StagedNetwork`]).
     pub(crate) async fn overlay_network_begin(&mut self, mut req: HostComputeNetwork) -> Result<StagedNetwork> {
         let what = format!("create overlay network {:?}", req.name);
@@ -141,16 +132,23 @@ impl Engine {
         built
     }
 
-    /// The cluster half of deleting an overlay network (the caller checked this host has no
-    /// endpoints on it). Refused while other hosts have endpoints on it, naming them.
-    pub(crate) async fn delete_overlay_in_cluster(&mut self, id: &str) -> Result<()> {
+    /// Before an overlay network's cluster delete (the caller checked this host has no
+    /// endpoints on it): the network is in flight meanwhile, so endpoint creates on it wait.
+    pub(crate) fn overlay_network_withdrawal(&mut self, id: &str) -> Result<NetworkWithdrawal> {
         let name = self.networks.get(id).map(|n| n.rec.net.name.clone()).unwrap_or_default();
         let (cluster, local) = self.cluster_for(&format!("remove overlay network {name:?}"))?;
-        let deleted = cluster.delete_network(id, &local.node).await;
+        self.in_flight.insert(id.to_owned());
+        Ok(NetworkWithdrawal { id: id.to_owned(), cluster, node: local.node })
+    }
+
+    /// After the cluster delete: refused while other hosts have endpoints on it (naming them);
+    /// already gone from the cluster (deleted elsewhere meanwhile) is as good as deleted.
+    pub(crate) fn overlay_network_withdrawn(&mut self, w: NetworkWithdrawal, deleted: std::result::Result<(), hns_cluster::ClusterError>) -> Result<()> {
+        self.in_flight.remove(&w.id);
+        self.idle.notify_waiters();
         match self.checked(deleted) {
-            // Already gone from the cluster (deleted elsewhere meanwhile): just remove it here.
             Ok(()) | Err(hns_cluster::ClusterError::NotFound { .. }) => {
-                self.forget_remote_network(id);
+                self.forget_remote_network(&w.id);
                 Ok(())
             }
             Err(e) => Err(cluster_err(e, ErrorCode::EntityHasReferences)),
@@ -238,6 +236,30 @@ pub struct StagedNetwork {
     spec: OverlayNetworkSpec,
     cluster: hns_cluster::Cluster,
     local: super::LocalVtep,
+}
+
+/// An overlay network to take out of the cluster, taken under the engine lock by
+/// [`Engine::overlay_network_withdrawal`]; the delete itself (up to etcd's timeout when it is
+/// silently partitioned) runs without it.
+pub struct NetworkWithdrawal {
+    id: String,
+    cluster: hns_cluster::Cluster,
+    node: String,
+}
+
+impl NetworkWithdrawal {
+    async fn run(&self) -> std::result::Result<(), hns_cluster::ClusterError> {
+        self.cluster.delete_network(&self.id, &self.node).await
+    }
+}
+
+/// The cluster half of `DELETE /networks/{id}` of an overlay network, run without the engine
+/// lock; the lock is held again when it returns, for the local delete.
+pub(crate) async fn withdraw_network_staged(engine: &crate::engine::EngineLock, w: NetworkWithdrawal) -> Result<crate::engine::EngineGuard<'_>> {
+    let deleted = w.run().await;
+    let mut g = engine.lock().await;
+    g.overlay_network_withdrawn(w, deleted)?;
+    Ok(g)
 }
 
 /// `POST /networks` of an overlay network: validated and built under the engine lock, created

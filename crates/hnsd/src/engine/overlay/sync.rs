@@ -13,7 +13,7 @@ use hns_cluster::{Cluster, ClusterEndpoint, ClusterError, ClusterEvent, Snapshot
 use hns_drivers::overlay::{self as driver, RemoteEntry, SyncCount};
 use hns_kernel::KernelError;
 
-use super::super::Engine;
+use super::super::{Engine, EngineLock};
 use super::super::reconcile::Report;
 use super::Link;
 use super::endpoints::entries;
@@ -61,7 +61,7 @@ impl Engine {
             ClusterEvent::EndpointPut(e) if e.node == me => {
                 // Ours: expected after a publish; anything else is repaired by the sync.
                 if self.cluster_record_of(&e.id).as_ref() != Some(&e) {
-                    self.overlay.own_dirty = true;
+                    self.overlay.own_dirty.mark();
                 }
             }
             ClusterEvent::EndpointPut(e) => self.add_remote_endpoint(e).await,
@@ -93,9 +93,8 @@ impl Engine {
             }
         }
         self.overlay.problems.retain(|id, _| known.contains(id.as_str()));
-        let (mine, theirs): (Vec<ClusterEndpoint>, Vec<ClusterEndpoint>) = s.endpoints.into_iter().partition(|e| e.node == me);
         let mut remote: BTreeMap<String, BTreeMap<String, ClusterEndpoint>> = BTreeMap::new();
-        for e in theirs {
+        for e in s.endpoints.into_iter().filter(|e| e.node != me) {
             remote.entry(e.network_id.clone()).or_default().insert(e.id.clone(), e);
         }
         self.overlay.remote.replace(remote);
@@ -109,7 +108,9 @@ impl Engine {
             self.dns_refresh(&id);
         }
         self.lbs_follow_remote_snapshot();
-        self.sync_own(Some(mine)).await;
+        // Anything may have happened while etcd was away: this host's records are compared
+        // after the event ([`sync_own`], run by the watch without the engine lock).
+        self.overlay.own_dirty.mark();
     }
 
     /// Makes a network's VXLAN device hold exactly the remote endpoints in view.
@@ -127,37 +128,60 @@ impl Engine {
         self.cluster_record(rec)
     }
 
-    /// Brings this host's records in etcd in line with its store. `published` is what etcd
-    /// has of this host (from a snapshot), or `None` to read it.
-    pub(super) async fn sync_own(&mut self, published: Option<Vec<ClusterEndpoint>>) {
-        let Ok((cluster, local)) = self.cluster_for("sync this host's endpoints") else {
-            self.overlay.own_dirty = true;
-            return;
-        };
-        let synced = self.sync_own_with(&cluster, &local.node, published).await;
-        match self.checked(synced) {
-            Ok(()) => self.overlay.own_dirty = false,
-            Err(e) => {
-                tracing::warn!("this host's cluster records are not in sync yet (retried on the next pass): {e}");
-                self.overlay.own_dirty = true;
+    /// The reconciler's share under the lock: re-program remote endpoints the kernel lost (a
+    /// VXLAN device re-created, an entry deleted by hand) and drop stale ones. This host's own
+    /// cluster records are [`sync_own`]'s, without the lock.
+    pub(crate) async fn reconcile_overlay(&mut self, r: &mut Report) {
+        if self.overlay.synced {
+            for id in self.overlay_network_ids() {
+                match self.sync_remote_kernel(&id).await {
+                    Ok(c) if c.added + c.removed > 0 => {
+                        r.repaired.push(format!("overlay network {id}: {} remote endpoint(s) programmed again, {} stale removed", c.added, c.removed))
+                    }
+                    Ok(_) => {}
+                    Err(e) => r.errors.push(format!("overlay network {id}: {e}")),
+                }
             }
         }
     }
 
-    async fn sync_own_with(&self, cluster: &Cluster, me: &str, published: Option<Vec<ClusterEndpoint>>) -> Result<(), ClusterError> {
+    /// What [`sync_own`] needs, if there is something to sync and etcd looks reachable.
+    fn own_sync_plan(&self) -> Option<OwnSync> {
+        if !self.overlay.own_dirty.is_set() || !matches!(self.overlay.link, Link::Online) {
+            return None;
+        }
+        let Ok((cluster, local)) = self.cluster_for("sync this host's endpoints") else { return None };
         let nets = self.overlay_network_ids();
-        let published = match published {
-            Some(p) => p,
-            None => {
-                let mut all = Vec::new();
-                for n in &nets {
-                    all.extend(cluster.list_endpoints(n).await?.into_iter().filter(|e| e.node == me));
-                }
-                all
-            }
-        };
-        let wanted: Vec<ClusterEndpoint> = self.endpoints.keys().filter_map(|id| self.cluster_record_of(id)).collect();
-        for w in wanted.iter().filter(|w| !published.contains(w)) {
+        let here = nets.iter().flat_map(|n| self.endpoints_of_network(n).into_iter().map(move |ep| (n.clone(), ep))).collect();
+        let wanted = self.endpoints.keys().filter_map(|id| self.cluster_record_of(id)).collect();
+        Some(OwnSync { cluster, me: local.node, nets, here, wanted, seen: self.overlay.own_dirty.seen() })
+    }
+}
+
+/// This host's endpoints on overlay networks as the store has them, taken under the engine
+/// lock by [`Engine::own_sync_plan`], and the cluster to bring in line with them.
+struct OwnSync {
+    cluster: Cluster,
+    me: String,
+    nets: Vec<String>,
+    /// (network, endpoint) of every endpoint of this host on an overlay network.
+    here: BTreeSet<(String, String)>,
+    /// The records those endpoints should have.
+    wanted: Vec<ClusterEndpoint>,
+    /// [`OwnDirty::seen`](super::OwnDirty::seen) when the plan was taken.
+    seen: u64,
+}
+
+impl OwnSync {
+    /// Publishes what etcd lacks, withdraws what this host no longer has, and releases the
+    /// addresses of its endpoints that are gone.
+    async fn run(&self) -> Result<(), ClusterError> {
+        let (cluster, me) = (&self.cluster, self.me.as_str());
+        let mut published = Vec::new();
+        for n in &self.nets {
+            published.extend(cluster.list_endpoints(n).await?.into_iter().filter(|e| e.node == me));
+        }
+        for w in self.wanted.iter().filter(|w| !published.contains(w)) {
             tracing::info!(endpoint = %w.id, ip = %w.ip, "publishing an endpoint of this host the cluster did not have");
             match cluster.put_endpoint(w.clone()).await {
                 Ok(()) => {}
@@ -171,14 +195,13 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
-        for p in published.iter().filter(|p| !wanted.iter().any(|w| w.id == p.id && w.network_id == p.network_id)) {
+        for p in published.iter().filter(|p| !self.wanted.iter().any(|w| w.id == p.id && w.network_id == p.network_id)) {
             tracing::info!(endpoint = %p.id, ip = %p.ip, "withdrawing an endpoint this host no longer has");
             cluster.delete_endpoint(&p.network_id, &p.id).await?;
         }
-        for n in &nets {
+        for n in &self.nets {
             for (ip, owner) in cluster.list_addresses(n).await? {
-                let still_here = self.endpoints.get(&owner.endpoint_id).is_some_and(|r| &r.network_id == n);
-                if owner.node == me && !still_here {
+                if owner.node == me && !self.here.contains(&(n.clone(), owner.endpoint_id.clone())) {
                     tracing::info!(network = %n, %ip, endpoint = %owner.endpoint_id, "releasing the address of an endpoint this host no longer has");
                     cluster.release_address(n, &owner.endpoint_id).await?;
                 }
@@ -186,27 +209,27 @@ impl Engine {
         }
         Ok(())
     }
+}
 
-    /// The reconciler's share: re-program remote endpoints the kernel lost (a VXLAN device
-    /// re-created, an entry deleted by hand) and drop stale ones, and finish this host's own
-    /// cluster records when something was left undone while etcd was away.
-    pub(crate) async fn reconcile_overlay(&mut self, r: &mut Report) {
-        if self.overlay.synced {
-            for id in self.overlay_network_ids() {
-                match self.sync_remote_kernel(&id).await {
-                    Ok(c) if c.added + c.removed > 0 => {
-                        r.repaired.push(format!("overlay network {id}: {} remote endpoint(s) programmed again, {} stale removed", c.added, c.removed))
-                    }
-                    Ok(_) => {}
-                    Err(e) => r.errors.push(format!("overlay network {id}: {e}")),
-                }
-            }
+/// Brings this host's records in etcd in line with its store, if they may differ (see
+/// `own_dirty`), with etcd's I/O done while the engine lock is free: requests wait for it only
+/// if they are overlay endpoint creates or deletes (their cluster steps and this sync exclude
+/// each other through `cluster_io`, so what the sync saw of this host stays true while it
+/// writes). Returns whether it synced; a failure is logged and left for the next pass.
+pub(crate) async fn sync_own(engine: &EngineLock) -> bool {
+    let io = engine.lock().await.overlay.cluster_io.clone();
+    let _alone = io.write().await;
+    let Some(plan) = engine.lock().await.own_sync_plan() else { return false };
+    let done = plan.run().await;
+    let mut g = engine.lock().await;
+    match g.checked(done) {
+        Ok(()) => {
+            g.overlay.own_dirty.synced(plan.seen);
+            true
         }
-        if self.overlay.own_dirty && matches!(self.overlay.link, Link::Online) {
-            self.sync_own(None).await;
-            if !self.overlay.own_dirty {
-                r.repaired.push("cluster records of this host's overlay endpoints brought up to date".into());
-            }
+        Err(e) => {
+            tracing::warn!("this host's cluster records are not in sync yet (retried on the next pass): {e}");
+            false
         }
     }
 }
