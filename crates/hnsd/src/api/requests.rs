@@ -3,7 +3,7 @@
 //! retired), an ACL change's (map elements, while the store syncs), a network create's and
 //! delete's (bridge and uplink links, the nft table, host routes, the DNS responder; a cluster
 //! driver's network create still builds its kernel part under the lock) and the steps that
-//! wait on another machine (a DHCP server, etcd: never called under the lock) run with the
+//! wait on another machine (a DHCP server, etcd; only an undo after a local failure calls etcd under the lock) run with the
 //! lock released, so requests for other containers and networks go on meanwhile. Requests for
 //! the same endpoint, compartment or network wait until its step is done ([`lock_when_idle`]).
 //! Shared by the HTTP handlers and the Docker plugin.
