@@ -127,6 +127,9 @@ enum Cmd {
         /// Adds (and as many removes) measured.
         #[arg(long, default_value_t = 300)]
         samples: usize,
+        /// hnsd's log filter, printed to stderr (e.g. `warn,hnsd=debug`: each request's stages).
+        #[arg(long)]
+        hnsd_log: Option<String>,
         #[command(flatten)]
         inner: Inner,
     },
@@ -278,8 +281,10 @@ fn main() -> Result<()> {
         Cmd::Portmap { count, seconds, .. } => in_lab(&[s(&"portmap"), s(&"--count"), s(&count), s(&"--seconds"), s(&seconds)]),
         Cmd::Cni { count, cni_path, inner: Inner { inner_socket: Some(sock), .. } } => cni::inner(&sock, count, &cni_path),
         Cmd::Cni { count, cni_path, .. } => in_lab(&[s(&"cni"), s(&"--count"), s(&count), s(&"--cni-path"), cni_path.display().to_string()]),
-        Cmd::Acl { endpoints, rules, samples, inner: Inner { inner_socket: Some(sock), .. } } => acl_inner(&sock, endpoints, rules, samples),
-        Cmd::Acl { endpoints, rules, samples, .. } => in_lab(&[s(&"acl"), s(&"--endpoints"), s(&endpoints), s(&"--rules"), s(&rules), s(&"--samples"), s(&samples)]),
+        Cmd::Acl { endpoints, rules, samples, inner: Inner { inner_socket: Some(sock), .. }, .. } => acl_inner(&sock, endpoints, rules, samples),
+        Cmd::Acl { endpoints, rules, samples, hnsd_log, .. } => {
+            in_lab_logging(&[s(&"acl"), s(&"--endpoints"), s(&endpoints), s(&"--rules"), s(&rules), s(&"--samples"), s(&samples)], hnsd_log.as_deref())
+        }
         Cmd::Lb { count, backends, samples, inner: Inner { inner_socket: Some(sock), .. } } => lb_inner(&sock, count, backends, samples),
         Cmd::Lb { count, backends, samples, .. } => in_lab(&[s(&"lb"), s(&"--count"), s(&count), s(&"--backends"), s(&backends), s(&"--samples"), s(&samples)]),
         Cmd::Overlay { endpoints, seconds, hosts } => overlay::run(endpoints, seconds, &hosts),

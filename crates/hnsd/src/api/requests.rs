@@ -36,6 +36,7 @@ async fn finish<T>(s: &Shared, step: Step<T>, view: impl FnOnce(&Engine, &str, &
     match step {
         Step::Done(v) => Ok(v),
         Step::Attach(k) => {
+            hns_kernel::timing::mark("lock released");
             let done = k.run().await;
             let (ep_id, ns_id) = (k.ep_id.clone(), k.ns_id.clone());
             let mut engine = s.engine.lock().await;

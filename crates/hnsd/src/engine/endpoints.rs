@@ -830,6 +830,7 @@ impl Engine {
                 return Err(e);
             }
         };
+        mark("plan, compartment handle");
         // ACLs first (dispatch is by interface name): the first packet is already filtered.
         if let Err(e) = self.attach_acls(ep_id) {
             let _ = self.kernel_detach(&rec).await;
@@ -840,6 +841,7 @@ impl Engine {
             let _ = self.kernel_detach(&rec).await;
             return Err(e);
         }
+        mark("acl, policies");
         self.in_flight.insert(ep_id.to_owned());
         self.in_flight.insert(ns_id.clone());
         let net = self.networks[&rec.network_id].plan.clone();
