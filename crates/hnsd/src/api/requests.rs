@@ -1,8 +1,8 @@
 //! Request paths that hold the engine's lock only for what must be serial. An attach's kernel
 //! step (veth into the compartment, addresses, routes: most of its cost), a detach's (the veth
 //! retired), an ACL change's (map elements, while the store syncs), a network create's and
-//! delete's (bridge and uplink links, the nft table, host routes, the DNS responder; a cluster
-//! driver's network create still builds its kernel part under the lock) and the steps that
+//! delete's (bridge and uplink links, the nft table, host routes, the DNS responder; for a
+//! cluster driver's network too, its VXLAN device included) and the steps that
 //! wait on another machine (a DHCP server, etcd; only an undo after a local failure calls etcd under the lock) run with the
 //! lock released, so requests for other containers and networks go on meanwhile. Requests for
 //! the same endpoint, compartment or network wait until its step is done ([`lock_when_idle`]).
@@ -137,7 +137,7 @@ pub async fn modify_endpoint(s: &Shared, key: &str, req: ModifyRequest) -> Resul
 /// Creates a network. Its kernel step (links, the nft table, host routes, the DNS responder)
 /// runs without the lock, the network in flight meanwhile; a create that would take the name,
 /// links, subnet or adapter of a network whose delete is in its kernel step waits for it. A
-/// cluster driver's network: its cluster step runs without the lock (its kernel step under it).
+/// cluster driver's network: its cluster step runs without the lock too.
 pub async fn create_network(s: &Shared, req: hns_api::HostComputeNetwork) -> Result<hns_api::HostComputeNetwork> {
     let s = s.clone();
     if let Some(driver) = req.kind.and_then(ClusterDriver::of) {

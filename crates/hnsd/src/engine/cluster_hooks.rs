@@ -18,7 +18,7 @@
 //! | endpoint create under the caller's lock (`create_endpoint_begin`, when the network became a cluster driver's after the plan) | [`Engine::cluster_prepare_endpoint`], [`Engine::cluster_finish_endpoint`] | held |
 //! | endpoint delete: what to withdraw from the cluster | [`Engine::cluster_withdrawal`] | held |
 //! | endpoint delete: withdrawn, deleted here, released | [`delete_endpoint_staged`] | released around the cluster's I/O |
-//! | network create | [`create_network_staged`] | released around the cluster's I/O |
+//! | network create | [`create_network_staged`] | released around the cluster's I/O and the kernel step |
 //! | network delete: taken out of the cluster before the local delete | [`Engine::cluster_network_withdrawal`], [`withdraw_network_staged`] | released around the cluster's I/O |
 //! | reconcile pass: the kernel's share | [`Engine::reconcile_clusters`] | held |
 //! | reconcile pass and after a watch snapshot: this host's cluster records | [`sync_clusters`] | released around the cluster's I/O |

@@ -308,7 +308,7 @@ impl Engine {
     /// Commits a validated network (state Creating) before any kernel work, puts it in memory
     /// and in flight: requests for it wait ([`super::lock_when_idle`]) and the reconciler
     /// leaves it alone until [`Engine::network_create_end`].
-    async fn network_commit(&mut self, net: Net, meta: Option<&str>) -> Result<KernelNetwork> {
+    pub(super) async fn network_commit(&mut self, net: Net, meta: Option<&str>) -> Result<KernelNetwork> {
         let id = net.rec.net.id.clone();
         let mut txn = self.store.begin().map_err(store_err)?;
         txn.put(Kind::Network, &id, &net.rec).map_err(store_err)?;

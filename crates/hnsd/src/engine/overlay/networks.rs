@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::super::records::NetworkRecord;
 use super::super::validate::{self, HostFacts};
+use super::super::networks::KernelNetwork;
 use super::super::{Engine, Net, Result};
 use super::{DEFAULT_VXLAN_PORT, cluster_err};
 
@@ -105,31 +106,28 @@ impl Engine {
         Ok(StagedNetwork { req, spec, cluster, local })
     }
 
-    /// Builds a network the cluster created (or undoes the reservation): validated again, as a
-    /// local network of the same name or subnet may have been made meanwhile; if it cannot be
-    /// built here it is taken out of the cluster again, or it would exist everywhere but on
-    /// the host that asked for it.
-    pub(crate) async fn overlay_network_end(&mut self, staged: StagedNetwork, created: std::result::Result<OverlayNetwork, hns_cluster::ClusterError>) -> Result<HostComputeNetwork> {
-        let StagedNetwork { req, cluster, local, .. } = staged;
-        self.overlay.creating_networks.remove(&req.id);
-        let on = self.checked(created).map_err(|e| {
-            let code = if e.to_string().contains("overlaps") { ErrorCode::SubnetInUse } else { ErrorCode::NetworkAlreadyExists };
-            cluster_err(e, code)
-        })?;
+    /// After the cluster step: the network the cluster created validated again (a local
+    /// network of the same name or subnet may have been made meanwhile) and committed, in
+    /// flight until its kernel step, run without the lock, is done ([`create_network_staged`]).
+    /// The reservation is undone in any case; the error says why it cannot be built here.
+    pub(crate) async fn overlay_network_commit(&mut self, staged: &StagedNetwork, created: std::result::Result<OverlayNetwork, hns_cluster::ClusterError>) -> (Result<KernelNetwork>, Option<OverlayNetwork>) {
+        self.overlay.creating_networks.remove(&staged.req.id);
+        let on = match self.checked(created) {
+            Ok(on) => on,
+            Err(e) => {
+                let code = if e.to_string().contains("overlaps") { ErrorCode::SubnetInUse } else { ErrorCode::NetworkAlreadyExists };
+                return (Err(cluster_err(e, code)), None);
+            }
+        };
         let host = self.host_prefixes().await;
-        let built = match self.validate_network(req, &host, &HostFacts::default()) {
+        let committed = match self.validate_network(staged.req.clone(), &host, &HostFacts::default()) {
             Ok(net) => match self.overlay_net(with_cluster_facts(net.rec, &on)) {
-                Ok(net) => self.commit_new_network(net, None).await,
+                Ok(net) => self.network_commit(net, None).await,
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         };
-        if built.is_err()
-            && let Err(undo) = cluster.delete_network(&on.id, &local.node).await
-        {
-            tracing::warn!(network = %on.name, error = %undo, "could not undo the cluster network after a local failure");
-        }
-        built
+        (committed, Some(on))
     }
 
     /// Before an overlay network's cluster delete (the caller checked this host has no
@@ -229,7 +227,7 @@ impl Engine {
 
 /// An overlay network validated under the engine lock, whose cluster step (etcd decides the
 /// VNI and refuses duplicates: up to its timeout when etcd is silently partitioned) runs
-/// without the lock; [`Engine::overlay_network_end`] builds it. Until then the watch leaves its
+/// without the lock; [`Engine::overlay_network_commit`] commits it. Until then the watch leaves its
 /// ID alone (`creating_networks`).
 pub struct StagedNetwork {
     req: HostComputeNetwork,
@@ -262,11 +260,28 @@ pub(crate) async fn withdraw_network_staged(engine: &crate::engine::EngineLock, 
     Ok(g)
 }
 
-/// `POST /networks` of an overlay network: validated and built under the engine lock, created
-/// in the cluster without it, so a slow or partitioned etcd delays only this request. Run it in
-/// a task of its own: it must not be cut short between its steps.
+/// `POST /networks` of an overlay network: validated under the engine lock, created in the
+/// cluster without it (a slow or partitioned etcd delays only this request), committed under
+/// it, then built here without it (the VXLAN device, the bridge, the nft table), as a local
+/// network is. A network the cluster created that cannot be built here is taken out of the
+/// cluster again, or it would exist everywhere but on the host that asked for it. Run it in a
+/// task of its own: it must not be cut short between its steps.
 pub(crate) async fn create_network_staged(engine: &crate::engine::EngineLock, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
     let staged = engine.lock().await.overlay_network_begin(req).await?;
     let created = staged.cluster.create_network(staged.spec.clone()).await;
-    engine.lock().await.overlay_network_end(staged, created).await
+    let (committed, on) = engine.lock().await.overlay_network_commit(&staged, created).await;
+    let built = match committed {
+        Ok(mut k) => {
+            let done = k.run(|| async { engine.lock().await.nft_snapshot() }).await;
+            engine.lock().await.network_create_end(k, done).await
+        }
+        Err(e) => Err(e),
+    };
+    if built.is_err()
+        && let Some(on) = on
+        && let Err(undo) = staged.cluster.delete_network(&on.id, &staged.local.node).await
+    {
+        tracing::warn!(network = %on.name, error = %undo, "could not undo the cluster network after a local failure");
+    }
+    built
 }
