@@ -274,3 +274,151 @@ pub struct MappingRecord {
     pub endpoint_id: String,
     pub settings: hns_api::PortMappingSettings,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use hns_store::{FORMAT_VERSION, Store, StoreError};
+
+    use super::*;
+
+    fn wire(id: &str, addrs: &[(&str, u8)], mac: &str) -> HostComputeEndpoint {
+        HostComputeEndpoint {
+            id: id.into(),
+            name: format!("name-{id}"),
+            host_compute_network: "net1".into(),
+            ip_configurations: addrs.iter().map(|(a, p)| IpConfig { ip_address: (*a).into(), prefix_length: *p, ip_subnet_id: String::new() }).collect(),
+            mac_address: mac.into(),
+            version: 3,
+            ..Default::default()
+        }
+    }
+
+    /// A record as hnsd of format 1 wrote it: the record's fields without `addrs` and `mac`.
+    fn v1_json(ep: HostComputeEndpoint) -> serde_json::Value {
+        let rec = EndpointRecord { ep: Arc::new(ep), network_id: "net1".into(), addrs: Vec::new(), mac: None, lease: None, lease6: None, requested_ifname: "eth7".into(), acls: Vec::new(), policies: Default::default() };
+        let mut v = serde_json::to_value(&rec).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("addrs").unwrap();
+        obj.remove("mac").unwrap();
+        v
+    }
+
+    /// A store at format 1 holding `eps`.
+    fn v1_store(name: &str, eps: Vec<HostComputeEndpoint>) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("hnsd-records-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("hns.redb");
+        let s = Store::open(&path, &[]).unwrap();
+        let mut t = s.begin().unwrap();
+        t.put(Kind::Meta, "format_version", &1u32).unwrap();
+        for ep in eps {
+            t.put(Kind::Endpoint, &ep.id.clone(), &v1_json(ep)).unwrap();
+        }
+        t.commit().unwrap();
+        (dir, path)
+    }
+
+    fn version(path: &Path) -> Option<u32> {
+        Store::open(path, MIGRATIONS).unwrap().get(Kind::Meta, "format_version").unwrap()
+    }
+
+    #[test]
+    fn a_v1_store_is_migrated_with_typed_addresses_and_macs() {
+        let a = wire("a", &[("10.0.0.5", 24), ("fd00::5", 64)], "00-15-5D-0A-00-00");
+        let b = wire("b", &[], ""); // a DHCP endpoint before its lease
+        let (dir, path) = v1_store("migrate", vec![a.clone(), b.clone()]);
+        let s = Store::open(&path, MIGRATIONS).unwrap();
+        assert_eq!(s.get::<u32>(Kind::Meta, "format_version").unwrap(), Some(2));
+        assert_eq!(FORMAT_VERSION, 2);
+        let recs: Vec<EndpointRecord> = s.load_all(Kind::Endpoint).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(*recs[0].ep, a, "the API object is kept as it was");
+        assert_eq!(recs[0].addresses(), ["10.0.0.5/24".parse::<IpNet>().unwrap(), "fd00::5/64".parse().unwrap()]);
+        assert_eq!(recs[0].ipv4(), Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(recs[0].ipv6(), Some("fd00::5".parse().unwrap()));
+        assert_eq!(recs[0].mac(), Some(Mac([0x00, 0x15, 0x5d, 0x0a, 0x00, 0x00])));
+        assert_eq!(recs[0].requested_ifname, "eth7");
+        assert_eq!(*recs[1].ep, b);
+        assert!(recs[1].addresses().is_empty() && recs[1].mac().is_none());
+        // Stored with the typed fields: a second open has nothing to do.
+        let raw: Vec<serde_json::Value> = s.load_all(Kind::Endpoint).unwrap();
+        assert_eq!(raw[0]["addrs"], serde_json::json!(["10.0.0.5/24", "fd00::5/64"]));
+        assert_eq!(raw[0]["mac"], serde_json::json!("00-15-5D-0A-00-00"));
+        drop(s);
+        assert_eq!(version(&path), Some(2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A value format 1 skipped at every use fails the migration, named; the store's records
+    /// stay those of format 1 byte for byte.
+    #[test]
+    fn a_bad_v1_record_fails_the_migration_and_changes_nothing() {
+        let good = wire("a-good", &[("10.0.0.5", 24)], "00-15-5D-0A-00-05");
+        for (bad, field, value) in [
+            (wire("b-bad", &[("10.0.0.6", 24), ("10.0.0.300", 24)], "00-15-5D-0A-00-06"), "IpConfigurations[1].IpAddress", "10.0.0.300"),
+            (wire("b-bad", &[("10.0.0.6", 24)], "00-15-5D-0A-00"), "MacAddress", "00-15-5D-0A-00"),
+            (wire("b-bad", &[("10.0.0.6", 40)], "00-15-5D-0A-00-06"), "IpConfigurations[0].PrefixLength", "40"),
+        ] {
+            let (dir, path) = v1_store("bad", vec![good.clone(), bad]);
+            let before = Store::snapshot(&path).unwrap();
+            let err = Store::open(&path, MIGRATIONS).err().expect("must fail");
+            let msg = err.to_string();
+            assert!(matches!(err, StoreError::Migrate { from: 1, to: 2, .. }), "{msg}");
+            assert!(msg.contains("endpoint b-bad") && msg.contains(field) && msg.contains(&format!("{value:?}")), "{msg}");
+            assert!(Store::snapshot(&path).unwrap() == before, "the failed migration wrote to the store");
+            assert!(before.iter().any(|(k, key, v)| *k == Kind::Meta && key == "format_version" && v == b"1"), "still format 1");
+            // Still refused the same way: nothing of the good record was committed either.
+            assert!(Store::open(&path, MIGRATIONS).err().expect("must fail").to_string().contains(field));
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_newer_store_is_refused() {
+        let (dir, path) = v1_store("newer", vec![]);
+        let s = Store::open(&path, &[]).err();
+        assert!(s.is_some(), "format 1 without its migration must not open");
+        {
+            let s = Store::open(&path, MIGRATIONS).unwrap();
+            let mut t = s.begin().unwrap();
+            t.put(Kind::Meta, "format_version", &3u32).unwrap();
+            t.commit().unwrap();
+        }
+        let err = Store::open(&path, MIGRATIONS).err().expect("must refuse");
+        assert!(matches!(err, StoreError::TooNew { found: 3, .. }), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Format 2 needs the typed fields: a record without them is corrupt, not empty.
+    #[test]
+    fn a_v2_record_without_typed_fields_does_not_load() {
+        let v = v1_json(wire("a", &[("10.0.0.5", 24)], "00-15-5D-0A-00-05"));
+        let err = serde_json::from_value::<EndpointRecord>(v.clone()).unwrap_err().to_string();
+        assert!(err.contains("missing field `addrs`"), "{err}");
+        let mut v = v;
+        v["addrs"] = serde_json::json!(["10.0.0.5/24"]);
+        let err = serde_json::from_value::<EndpointRecord>(v).unwrap_err().to_string();
+        assert!(err.contains("missing field `mac`"), "{err}");
+    }
+
+    #[test]
+    fn the_setters_keep_the_api_object_in_step() {
+        let mut rec = EndpointRecord::new(wire("a", &[], ""), "net1".into(), vec!["10.0.0.5/24".parse().unwrap()], Some(Mac([0, 0x15, 0x5d, 1, 2, 3])));
+        assert_eq!(rec.ep.ip_configurations, [IpConfig { ip_address: "10.0.0.5".into(), prefix_length: 24, ip_subnet_id: String::new() }]);
+        assert_eq!(rec.ep.mac_address, "00-15-5D-01-02-03");
+        rec.set_addresses(Vec::new());
+        rec.set_mac(None);
+        assert!(rec.ep.ip_configurations.is_empty() && rec.ep.mac_address.is_empty());
+        rec.ep_mut().version += 1; // other fields: no complaint
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "changed through ep_mut")]
+    fn ep_mut_may_not_change_addresses() {
+        let mut rec = EndpointRecord::new(wire("a", &[], ""), "net1".into(), vec!["10.0.0.5/24".parse().unwrap()], None);
+        rec.ep_mut().ip_configurations.clear();
+    }
+}
