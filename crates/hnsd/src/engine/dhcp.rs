@@ -13,9 +13,8 @@
 //! hands them in as offers that [`Engine::ensure_lease`] takes. A slow server then delays only
 //! the requests that wait for it. The reconciler resumes leases in the background likewise.
 
-use std::time::Duration;
-
 use std::net::IpAddr;
+use std::time::Duration;
 
 use hns_api::{ApiError, Dns, ErrorCode, HostComputeEndpoint, Route};
 use hns_dhcp::{Lease, LeaseKeeper, LeaseState};
