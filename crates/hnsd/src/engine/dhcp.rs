@@ -13,11 +13,13 @@
 //! hands them in as offers that [`Engine::ensure_lease`] takes. A slow server then delays only
 //! the requests that wait for it. The reconciler resumes leases in the background likewise.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use hns_api::{ApiError, Dns, ErrorCode, HostComputeEndpoint, IpConfig, Route};
+use hns_api::{ApiError, Dns, ErrorCode, HostComputeEndpoint, Route};
 use hns_dhcp::{Lease, LeaseKeeper, LeaseState};
 use hns_ipam::Mac;
+use ipnet::IpNet;
 
 use super::records::EndpointRecord;
 use super::{Engine, Result};
@@ -28,24 +30,28 @@ const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Writes what a lease says into an endpoint record.
 pub(crate) fn apply_lease(rec: &mut EndpointRecord, lease: &Lease) {
     // The DHCPv6 address (if any) stays; the IPv4 one comes first.
-    let ep = rec.ep_mut();
-    ep.ip_configurations.retain(|c| c.ip_address.contains(':'));
-    ep.ip_configurations.insert(0, IpConfig { ip_address: lease.address.to_string(), prefix_length: lease.prefix_len, ip_subnet_id: String::new() });
+    let mut addrs: Vec<IpNet> = rec.addresses().iter().filter(|a| a.addr().is_ipv6()).copied().collect();
+    // The lease's prefix length is at most 32 (hns_dhcp reads it from a subnet mask).
+    addrs.insert(0, IpNet::new(lease.address.into(), lease.prefix_len).unwrap_or_else(|_| IpNet::from(IpAddr::from(lease.address))));
+    rec.set_addresses(addrs);
+    let mut ep = rec.ep_mut();
     ep.routes = lease.gateway.map(|gw| Route { next_hop: gw.to_string(), destination_prefix: "0.0.0.0/0".into(), metric: 0 }).into_iter().collect();
     ep.dns = (!lease.dns_servers.is_empty() || lease.domain.is_some()).then(|| Dns {
         server_list: lease.dns_servers.iter().map(|s| s.to_string()).collect(),
         domain: lease.domain.clone().unwrap_or_default(),
         ..Default::default()
     });
+    drop(ep);
     rec.lease = Some(Box::new(lease.clone()));
 }
 
 /// Removes what [`apply_lease`] and `dhcp6::set_lease6` wrote.
 pub(crate) fn forget_lease(rec: &mut EndpointRecord) {
-    let ep = rec.ep_mut();
-    ep.ip_configurations.clear();
+    rec.set_addresses(Vec::new());
+    let mut ep = rec.ep_mut();
     ep.routes.clear();
     ep.dns = None;
+    drop(ep);
     rec.lease = None;
     rec.lease6 = None;
 }
@@ -136,7 +142,7 @@ impl Engine {
         Some(LeaseWanted {
             ep_id: rec.ep.id.clone(),
             uplink,
-            mac: Mac::parse(&rec.ep.mac_address).ok()?.0,
+            mac: rec.mac()?.0,
             hostname: (!rec.ep.name.is_empty()).then(|| rec.ep.name.clone()),
             previous: rec.lease.as_deref().cloned(),
         })
@@ -193,7 +199,7 @@ impl Engine {
         if self.leases.contains_key(ep_id) {
             return Ok(());
         }
-        let mac = Mac::parse(&rec.ep.mac_address).map_err(|e| ApiError::internal(format!("endpoint {ep_id}: {e}")))?.0;
+        let mac = rec.mac().ok_or_else(|| ApiError::internal(format!("endpoint {ep_id} has no MAC")))?.0;
         let got = match self.offers.remove(ep_id).filter(|o| o.mac == mac) {
             Some(offer) => offer.got,
             None => {

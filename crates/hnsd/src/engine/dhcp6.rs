@@ -10,20 +10,22 @@
 //! prefixes and routes come from router advertisements), shown in the endpoint's
 //! IpConfigurations and registered for service discovery. Detach and delete release it.
 
-use hns_api::IpConfig;
+use std::net::IpAddr;
+
 use hns_dhcp::{Lease6, Lease6State};
-use hns_ipam::Mac;
+use ipnet::IpNet;
 
 use super::Engine;
 use super::records::EndpointRecord;
 
 /// Shows `lease` (or none) in the endpoint: one /128 IpConfiguration beside the DHCPv4 one.
 pub(crate) fn set_lease6(rec: &mut EndpointRecord, lease: Option<&Lease6>) {
-    let old = rec.lease6.as_ref().map(|l| l.address.to_string());
-    rec.ep_mut().ip_configurations.retain(|c| Some(&c.ip_address) != old.as_ref());
+    let old = rec.lease6.as_ref().map(|l| IpAddr::from(l.address));
+    let mut addrs: Vec<IpNet> = rec.addresses().iter().filter(|a| Some(a.addr()) != old).copied().collect();
     if let Some(l) = lease {
-        rec.ep_mut().ip_configurations.push(IpConfig { ip_address: l.address.to_string(), prefix_length: 128, ip_subnet_id: String::new() });
+        addrs.push(IpNet::from(IpAddr::from(l.address)));
     }
+    rec.set_addresses(addrs);
     rec.lease6 = lease.cloned().map(Box::new);
 }
 
@@ -43,7 +45,7 @@ impl Engine {
         if self.leases6.contains_key(ep_id) || ns.is_empty() || !self.namespaces.contains_key(&ns) || self.dhcp_uplink(&rec).is_none() {
             return;
         }
-        let Ok(mac) = Mac::parse(&rec.ep.mac_address) else { return };
+        let Some(mac) = rec.mac() else { return };
         let fd = match self.compartment(&ns).map(|c| c.fd.try_clone()) {
             Ok(Ok(fd)) => fd,
             Ok(Err(e)) => return tracing::warn!(endpoint = ep_id, error = %e, "DHCPv6 not started: cannot hold the compartment open"),
@@ -150,13 +152,13 @@ mod tests {
 
     #[test]
     fn the_lease6_sits_beside_the_ipv4_lease_and_replaces_only_itself() {
-        let mut rec = EndpointRecord { ep: Default::default(), network_id: "n".into(), lease: None, lease6: None, requested_ifname: String::new(), acls: Vec::new(), policies: Default::default() };
-        rec.ep_mut().ip_configurations.push(IpConfig { ip_address: "10.77.8.150".into(), prefix_length: 24, ip_subnet_id: String::new() });
+        let mut rec = EndpointRecord::new(Default::default(), "n".into(), vec!["10.77.8.150/24".parse().unwrap()], None);
         set_lease6(&mut rec, Some(&lease("2001:db8:77:8::1a0")));
         let shown = |r: &EndpointRecord| r.ep.ip_configurations.iter().map(|c| format!("{}/{}", c.ip_address, c.prefix_length)).collect::<Vec<_>>();
         assert_eq!(shown(&rec), ["10.77.8.150/24", "2001:db8:77:8::1a0/128"]);
         set_lease6(&mut rec, Some(&lease("2001:db8:77:8::1a1")));
         assert_eq!(shown(&rec), ["10.77.8.150/24", "2001:db8:77:8::1a1/128"]);
+        assert_eq!(rec.addresses(), ["10.77.8.150/24".parse::<IpNet>().unwrap(), "2001:db8:77:8::1a1/128".parse().unwrap()]);
         set_lease6(&mut rec, None);
         assert_eq!(shown(&rec), ["10.77.8.150/24"]);
         assert_eq!(rec.lease6, None);

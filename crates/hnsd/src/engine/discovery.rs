@@ -45,13 +45,13 @@ impl Engine {
         let Some(net) = self.networks.get(net_id) else { return NetworkView::default() };
         let mut records = Vec::new();
         for e in self.endpoints.on_network(net_id).filter(|e| !e.ep.host_compute_namespace.is_empty()) {
-            // Addresses parsed only for an endpoint with a name: this runs on every attach and
+            // Addresses copied only for an endpoint with a name: this runs on every attach and
             // detach of a named endpoint, over the network's endpoints.
             let names = self.dns_names(e);
             if names.is_empty() {
                 continue;
             }
-            let addrs: Vec<IpAddr> = e.ep.ip_configurations.iter().filter_map(|c| c.ip_address.parse().ok()).collect();
+            let addrs: Vec<IpAddr> = e.ips().collect();
             for name in names {
                 records.push(Record { name: name.to_owned(), addrs: addrs.clone() });
             }

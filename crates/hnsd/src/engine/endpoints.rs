@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, IpConfig, ModifyRequest, PortMappingSettings, RequestType, ResourceType, state};
+use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, ModifyRequest, PortMappingSettings, RequestType, ResourceType, state};
 use hns_kernel::nft::Proto;
 use hns_drivers::{Compartment, EndpointPlan, NetworkPlan};
 use hns_kernel::timing::{self, mark};
 use hns_ipam::Mac;
 use hns_kernel::netlink::Netlink;
 use hns_store::{Kind, Store};
+use ipnet::IpNet;
 
 use super::cluster_hooks::ClusterDriver;
 use super::portmaps;
@@ -322,14 +323,19 @@ impl Engine {
         if !req.name.is_empty() {
             net.endpoint_names.insert(req.name.clone(), req.id.clone());
         }
-        req.ip_configurations = taken.iter().map(|(pi, ip)| IpConfig { ip_address: ip.to_string(), prefix_length: net.pools[*pi].prefix_len(), ip_subnet_id: String::new() }).collect();
-        req.mac_address = mac.to_windows_string();
+        // A pool's prefix length fits its family.
+        let addrs = taken.iter().map(|(pi, ip)| IpNet::new(*ip, net.pools[*pi].prefix_len()).expect("a pool's prefix")).collect();
         req.host_compute_network = net_id.clone();
         req.host_compute_namespace = String::new();
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.state = state::CREATED;
         req.version = 1;
-        Ok((EndpointRecord { ep: Arc::new(req), network_id: net_id, lease: None, lease6: None, requested_ifname, acls, policies: extra }, ns_id, claimed))
+        // The addresses and MAC are written into `req` by the record, typed and as strings.
+        let mut rec = EndpointRecord::new(req, net_id, addrs, Some(mac));
+        rec.requested_ifname = requested_ifname;
+        rec.acls = acls;
+        rec.policies = extra;
+        Ok((rec, ns_id, claimed))
     }
 
     /// A new endpoint ID; one whose veth name is taken (1 in 2^48 per endpoint) is drawn again.
@@ -786,10 +792,11 @@ impl Engine {
             }
             Undo::Unbind => {
                 let mut rec = self.endpoints[ep_id].clone();
-                let ep = rec.ep_mut();
+                let mut ep = rec.ep_mut();
                 let ns_id = std::mem::take(&mut ep.host_compute_namespace);
                 ep.interface_name.clear();
                 ep.state = state::CREATED;
+                drop(ep);
                 rec.lease = None;
                 rec.lease6 = None;
                 self.endpoints.insert(ep_id.to_owned(), rec.clone());
@@ -807,7 +814,7 @@ impl Engine {
 
     /// Records in `rec` that it lives in the compartment `ns_id` as `ifname`.
     fn bind(rec: &mut EndpointRecord, ns_id: &str, ifname: String) {
-        let ep = rec.ep_mut();
+        let mut ep = rec.ep_mut();
         ep.host_compute_namespace = ns_id.to_owned();
         ep.interface_name = ifname;
         ep.version += 1;
@@ -907,16 +914,18 @@ impl Engine {
             return Err(ApiError::new(ErrorCode::EndpointNotAttached, format!("endpoint {ep_id} is not attached to any namespace")));
         }
         let attached = rec.clone();
-        let ep = rec.ep_mut();
+        let mut ep = rec.ep_mut();
         ep.host_compute_namespace.clear();
         ep.interface_name.clear();
+        drop(ep);
         if rec.lease.is_some() || rec.lease6.is_some() {
             // Off the LAN: the lease is released below, so its address is no longer ours.
             super::dhcp::forget_lease(&mut rec);
         }
-        let ep = rec.ep_mut();
+        let mut ep = rec.ep_mut();
         ep.state = state::DETACHED;
         ep.version += 1;
+        drop(ep);
         self.persist_endpoint(&rec, false)?;
         super::failpoint("detach-after-commit");
         self.endpoints.insert(ep_id.to_owned(), rec);
@@ -959,10 +968,11 @@ impl Engine {
         if rec.ep.host_compute_namespace.is_empty() {
             return Err(ApiError::new(ErrorCode::EndpointNotAttached, format!("endpoint {id} is not attached to any namespace")));
         }
-        let ep = rec.ep_mut();
+        let mut ep = rec.ep_mut();
         let old = std::mem::replace(&mut ep.host_compute_namespace, ns_id.clone());
         ep.interface_name = ifname.to_owned();
         ep.version += 1;
+        drop(ep);
         self.persist_endpoint(&rec, false)?;
         let net_id = rec.network_id.clone();
         self.endpoints.insert(id.clone(), rec);

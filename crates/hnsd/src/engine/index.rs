@@ -199,7 +199,7 @@ mod tests {
 
     fn rec(id: &str, net: &str, ns: &str, name: &str) -> EndpointRecord {
         let ep = hns_api::HostComputeEndpoint { id: id.into(), name: name.into(), host_compute_namespace: ns.into(), ..Default::default() };
-        EndpointRecord { ep: ep.into(), network_id: net.into(), lease: None, lease6: None, requested_ifname: String::new(), acls: Vec::new(), policies: Default::default() }
+        EndpointRecord::new(ep, net.into(), Vec::new(), None)
     }
 
     fn ids<'a>(it: impl Iterator<Item = &'a EndpointRecord>) -> Vec<&'a str> {

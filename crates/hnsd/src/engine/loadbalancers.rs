@@ -315,7 +315,7 @@ impl Engine {
             let (id, has_family) = match self.endpoint_id(key) {
                 Ok(id) => {
                     let rec = &self.endpoints[&id];
-                    (id.clone(), rec.ep.ip_configurations.iter().any(|c| c.ip_address.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6() == v6)))
+                    (id.clone(), rec.ips().any(|a| a.is_ipv6() == v6))
                 }
                 Err(e) => {
                     let Some(r) = self.find_remote(key) else { return Err(ApiError { field: Some(field), ..e }) };
@@ -403,7 +403,7 @@ impl Engine {
             if rec.remote.contains(ep) {
                 return self.overlay.remote.values().find_map(|m| m.get(ep))?.ips().find(|a| a.is_ipv6() == v6);
             }
-            self.endpoints.get(ep)?.ep.ip_configurations.iter().filter_map(|c| c.ip_address.parse::<IpAddr>().ok()).find(|a| a.is_ipv6() == v6)
+            self.endpoints.get(ep)?.ips().find(|a| a.is_ipv6() == v6)
         };
         let backends: Vec<(u32, IpAddr)> = lb.host_compute_endpoints.iter().filter_map(|e| Some((*rec.marks.get(e)?, addr_of(e)?))).collect();
         let mut services = Vec::new();

@@ -318,7 +318,7 @@ impl Engine {
     /// Opens the store and loads every object. The kernel is not touched: call
     /// [`Engine::reconcile`] next.
     pub fn open(cfg: EngineConfig, host: Netlink) -> anyhow::Result<Engine> {
-        let store = std::sync::Arc::new(Store::open(&cfg.store_path())?);
+        let store = std::sync::Arc::new(Store::open(&cfg.store_path(), records::MIGRATIONS)?);
         let reaper = spawn_reaper(own_connection(&host));
         let (lease6_events, lease6_events_rx) = tokio::sync::mpsc::unbounded_channel();
         let port_cursor = store.get::<u16>(Kind::Meta, META_PORT_CURSOR)?.unwrap_or(cfg.port_range.0);
@@ -478,9 +478,9 @@ impl Engine {
         let net = self.networks.get(&rec.network_id)?;
         let mut addresses = Vec::new();
         let mut gateways = Vec::new();
-        for c in &rec.ep.ip_configurations {
-            let ip: IpAddr = c.ip_address.parse().ok()?;
-            addresses.push((ip, c.prefix_length));
+        for a in rec.addresses() {
+            let ip = a.addr();
+            addresses.push((ip, a.prefix_len()));
             if let Some((_, gw)) = net.plan.subnets.iter().find(|(s, _)| s.contains(&ip))
                 && hns_drivers::routes_out(&net.plan)
                 && !gateways.iter().any(|g: &IpAddr| g.is_ipv4() == gw.is_ipv4())
@@ -499,7 +499,7 @@ impl Engine {
             id: rec.ep.id.clone(),
             host_if: names::veth_host_name(&rec.ep.id),
             ifname: rec.ep.interface_name.clone(),
-            mac: Mac::parse(&rec.ep.mac_address).ok()?.0,
+            mac: rec.mac()?.0,
             addresses,
             gateways,
             routes,
@@ -713,13 +713,12 @@ impl Net {
 
     /// Marks an endpoint's addresses, MAC and name as taken.
     pub fn take_endpoint(&mut self, rec: &EndpointRecord) -> std::result::Result<(), String> {
-        for c in &rec.ep.ip_configurations {
-            let ip: IpAddr = c.ip_address.parse().map_err(|_| format!("bad address {}", c.ip_address))?;
+        for ip in rec.ips() {
             if let Some(pool) = self.pools.iter_mut().find(|p| p.subnet().contains(&ip)) {
                 pool.reserve(ip).map_err(|e| e.to_string())?;
             }
         }
-        if let Ok(mac) = Mac::parse(&rec.ep.mac_address) {
+        if let Some(mac) = rec.mac() {
             self.macs.insert(mac.0);
         }
         if !rec.ep.name.is_empty() {
@@ -730,14 +729,12 @@ impl Net {
 
     /// Frees what [`Net::take_endpoint`] took.
     pub fn release_endpoint(&mut self, rec: &EndpointRecord) {
-        for c in &rec.ep.ip_configurations {
-            if let Ok(ip) = c.ip_address.parse::<IpAddr>() {
-                for p in self.pools.iter_mut() {
-                    p.release(ip);
-                }
+        for ip in rec.ips() {
+            for p in self.pools.iter_mut() {
+                p.release(ip);
             }
         }
-        if let Ok(mac) = Mac::parse(&rec.ep.mac_address) {
+        if let Some(mac) = rec.mac() {
             self.macs.remove(&mac.0);
         }
         if self.endpoint_names.get(&rec.ep.name) == Some(&rec.ep.id) {

@@ -240,7 +240,7 @@ impl Engine {
         let committed = |e: ApiError| ApiError { message: format!("{}; the endpoint's policies are stored and the reconciler retries programming them", e.message), ..e };
         if before.outbound_nat != rec.policies.outbound_nat {
             // Only this endpoint's elements (and a policy chain that comes or goes).
-            let old = self.onat_state(&EndpointRecord { policies: before.clone(), ..rec.clone() });
+            let old = self.onat_state(&rec.with_policies(before.clone()));
             let new = self.onat_state(&rec);
             self.change_outbound_nat(id, old, new).map_err(committed)?;
         }
@@ -255,7 +255,7 @@ impl Engine {
                 self.host.delete_link(&ifb).await.map_err(kernel_err).map_err(committed)?;
             }
         }
-        let old = self.sdn_routes(&EndpointRecord { policies: before.clone(), ..rec.clone() });
+        let old = self.sdn_routes(&rec.with_policies(before.clone()));
         let new = self.sdn_routes(&rec);
         if old != new {
             let ifname = rec.ep.interface_name.clone();

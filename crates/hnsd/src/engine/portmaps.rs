@@ -252,7 +252,7 @@ pub fn kernel_form(rec: &EndpointRecord, maps: &[PortMappingSettings]) -> Vec<Ma
     if rec.ep.host_compute_namespace.is_empty() {
         return Vec::new();
     }
-    let addrs: Vec<IpAddr> = rec.ep.ip_configurations.iter().filter_map(|c| c.ip_address.parse().ok()).collect();
+    let addrs: Vec<IpAddr> = rec.ips().collect();
     let mut out = Vec::new();
     for s in maps {
         let Some(proto) = Proto::from_number(s.protocol) else { continue };
@@ -348,8 +348,8 @@ impl Engine {
     /// An endpoint's port mappings as `GET /portmappings` lists them, without the network's
     /// and the compartment's names (`NetworkName`, `Namespace`).
     pub(crate) fn port_infos(&self, rec: &EndpointRecord) -> Vec<PortMappingInfo> {
-        let v4 = rec.ep.ip_configurations.iter().find(|c| c.ip_address.parse::<Ipv4Addr>().is_ok()).map(|c| c.ip_address.clone());
-        let v6 = rec.ep.ip_configurations.iter().find(|c| c.ip_address.parse::<Ipv6Addr>().is_ok()).map(|c| c.ip_address.clone());
+        let v4 = rec.ipv4().map(|a| a.to_string());
+        let v6 = rec.ipv6().map(|a| a.to_string());
         let mut out = Vec::new();
         for s in self.mappings_of(&rec.ep.id) {
             let proto = Proto::from_number(s.protocol).map(|p| p.to_string()).unwrap_or_default();

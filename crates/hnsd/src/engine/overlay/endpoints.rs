@@ -225,14 +225,14 @@ impl Engine {
     /// order of the network's subnets (the order of its cluster reservations).
     pub(crate) fn cluster_record(&self, rec: &EndpointRecord) -> Option<ClusterEndpoint> {
         let local = self.overlay.local.as_ref()?;
-        let mut ips: Vec<IpAddr> = rec.ep.ip_configurations.iter().filter_map(|c| c.ip_address.parse().ok()).collect();
+        let mut ips: Vec<IpAddr> = rec.ips().collect();
         let subnets = &self.networks.get(&rec.network_id)?.plan.subnets;
         ips.sort_by_key(|ip| subnets.iter().position(|(s, _)| s.contains(ip)));
         let (&ip, more) = ips.split_first()?;
         let more_ips = more.to_vec();
         // A load balancer's source endpoint for remote backends is this host itself to the
         // others: their frames for it go to the VXLAN device's own address, up to the host.
-        let mac = if self.lbs.is_source_endpoint(&rec.ep.id) { hns_kernel::vxlan::device_mac(local.vtep) } else { Mac::parse(&rec.ep.mac_address).ok()?.0 };
+        let mac = if self.lbs.is_source_endpoint(&rec.ep.id) { hns_kernel::vxlan::device_mac(local.vtep) } else { rec.mac()?.0 };
         // The name others resolve: the endpoint's, else its compartment's (as `run --name`).
         let name = if rec.ep.name.is_empty() {
             self.namespaces.get(&rec.ep.host_compute_namespace).map(|n| n.rec.ns.name.clone()).unwrap_or_default()
