@@ -70,7 +70,7 @@ pub async fn run(state: Arc<AppState>, s: ClusterSettings) {
             ),
             _ => {}
         }
-        state.engine.lock().await.apply_cluster_event(event).await;
+        crate::engine::overlay::apply_cluster_event(&state.engine, event).await;
         state.metrics.watch_applied(kind, arrived.elapsed());
         if kind == "snapshot" {
             // After every (re)connection: what changed here while etcd was away is written.

@@ -684,3 +684,43 @@ fn a_silent_partition_from_etcd_costs_one_request_timeout_then_fails_at_once() {
     let back = eventually(Duration::from_secs(40), || attempt().0.status == 200);
     assert!(back, "cluster operations did not come back after the partition healed");
 }
+
+/// A network created on another host is built here from the watch without the engine lock:
+/// with that kernel step paused, containers on a local network come and go at once; an
+/// endpoint on the network being built waits for it, then works.
+#[test]
+fn a_network_built_from_the_watch_does_not_hold_up_other_requests() {
+    const PAUSE: Duration = Duration::from_millis(2500);
+    let lab = ClusterLab::new(2).expect("cluster lab");
+    let mut args = lab.cluster_args(0);
+    args.push("--no-default-network".into());
+    let env = vec![("HNSD_FAILPOINT".into(), format!("pause:network-create:{}", PAUSE.as_millis()))];
+    let _d0 = lab.hosts()[0].start_hnsd_with(hns_lab::HnsdOptions { args, env, ..Default::default() }).unwrap();
+    let _d1 = lab.start_hnsd(1, &["--no-default-network"]).unwrap();
+    let (api0, api1) = (Api::new(&lab.hosts()[0]), Api::new(&lab.hosts()[1]));
+    // A local network on host0 (its own create pauses too, before the clock starts).
+    api0.post("/networks", &json!({"Name": "local", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.253.0.0/24"}]}]})).ok();
+    let started = Instant::now();
+    api1.post("/networks", &json!({"Name": "ov", "Type": "Overlay", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.252.0.0/24"}]}]})).ok();
+    // host0's watch reports it and host0 builds it, paused; its endpoints wait for it.
+    assert!(eventually(Duration::from_secs(2), || api0.get("/networks/ov").status == 200), "host0 did not start building the network");
+    let socket = api0.socket.clone();
+    let waiter = std::thread::spawn(move || {
+        let ns = Api { socket: socket.clone() }.post("/namespaces", &json!({})).ok();
+        (Api { socket }.post("/endpoints", &json!({"HostComputeNetwork": "ov", "HostComputeNamespace": ns["ID"]})), started.elapsed())
+    });
+    let mut worst = Duration::ZERO;
+    for i in 0..5 {
+        let t = Instant::now();
+        let (ns, ep) = api0.container("local", &format!("n{i}"), json!({}));
+        worst = worst.max(t.elapsed());
+        api0.delete(&format!("/endpoints/{}", ep["ID"].as_str().unwrap())).ok();
+        api0.delete(&format!("/namespaces/{}", ns["ID"].as_str().unwrap())).ok();
+    }
+    let local_done = started.elapsed();
+    assert!(local_done < PAUSE, "the local containers finished at {local_done:?}, after the paused build: the test proves nothing");
+    assert!(worst < Duration::from_millis(1000), "a local container took {worst:?} while the overlay network was being built");
+    let (ep, took) = waiter.join().unwrap();
+    assert_eq!(ep.status, 200, "{}", ep.raw);
+    assert!(took >= PAUSE - Duration::from_millis(300), "the endpoint on the network being built did not wait for it ({took:?})");
+}

@@ -26,7 +26,7 @@ pub(crate) use networks::{NetworkWithdrawal, create_network_staged, withdraw_net
 pub mod nodes;
 mod sync;
 
-pub(crate) use sync::{Republish, sync_own};
+pub(crate) use sync::{Republish, apply_cluster_event, sync_own};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

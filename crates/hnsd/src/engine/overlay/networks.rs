@@ -153,13 +153,28 @@ impl Engine {
         }
     }
 
-    /// Builds this host's copy of a cluster network the watch reported, unless it has it. A
-    /// network that cannot be built here (its name or subnet is taken by a local network) is
-    /// reported by `info` and skipped; the rest of the cluster is unaffected.
+    /// Builds this host's copy of a cluster network the watch reported, unless it has it, all
+    /// under the caller's lock (a snapshot after a (re)connection; a single network reported
+    /// by the watch takes [`build_cluster_network`], its kernel step without the lock).
     pub(crate) async fn ensure_cluster_network(&mut self, on: &OverlayNetwork) {
-        // This host's own create, between its cluster step and its build: left to it.
+        let Some(committed) = self.cluster_network_commit(on).await else { return };
+        let built = match committed {
+            Ok(mut k) => {
+                let done = k.run(|| std::future::ready(self.nft_snapshot())).await;
+                self.network_create_end(k, done).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        self.cluster_network_built(on, built);
+    }
+
+    /// A cluster network validated and committed here, in flight until its kernel step is
+    /// done; `None` when there is nothing to build: this host's own create is under way (left
+    /// to it), or it has the network (a copy that differs from the cluster's is reported by
+    /// `info`).
+    async fn cluster_network_commit(&mut self, on: &OverlayNetwork) -> Option<Result<KernelNetwork>> {
         if self.overlay.creating_networks.contains(&on.id) {
-            return;
+            return None;
         }
         if let Some(n) = self.networks.get(&on.id) {
             match &n.plan.overlay {
@@ -171,16 +186,22 @@ impl Engine {
                     self.overlay.problems.insert(on.id.clone(), problem);
                 }
             }
-            return;
+            return None;
         }
         let host = self.host_prefixes().await;
-        let built = match self.validate_network(request_for(on), &host, &HostFacts::default()) {
+        Some(match self.validate_network(request_for(on), &host, &HostFacts::default()) {
             Ok(net) => match self.overlay_net(with_cluster_facts(net.rec, on)) {
-                Ok(net) => self.commit_new_network(net, None).await.map(|_| ()),
+                Ok(net) => self.network_commit(net, None).await,
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
-        };
+        })
+    }
+
+    /// How building a cluster network here went. One that cannot be built (its name or
+    /// subnet is taken by a local network) is reported by `info`; the rest of the cluster is
+    /// unaffected.
+    fn cluster_network_built(&mut self, on: &OverlayNetwork, built: Result<()>) {
         match built {
             Ok(()) => {
                 self.overlay.problems.remove(&on.id);
@@ -258,6 +279,21 @@ pub(crate) async fn withdraw_network_staged(engine: &crate::engine::EngineLock, 
     let mut g = engine.lock().await;
     g.overlay_network_withdrawn(w, deleted)?;
     Ok(g)
+}
+
+/// A network another host created, reported by the watch: committed under the engine lock,
+/// built here without it (the VXLAN device, the bridge, the nft table), in flight meanwhile.
+/// The watch applies its next event after this one, so the network's endpoints come after it.
+pub(crate) async fn build_cluster_network(engine: &crate::engine::EngineLock, on: &OverlayNetwork) {
+    let Some(committed) = engine.lock().await.cluster_network_commit(on).await else { return };
+    let built = match committed {
+        Ok(mut k) => {
+            let done = k.run(|| async { engine.lock().await.nft_snapshot() }).await;
+            engine.lock().await.network_create_end(k, done).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    engine.lock().await.cluster_network_built(on, built);
 }
 
 /// `POST /networks` of an overlay network: validated under the engine lock, created in the

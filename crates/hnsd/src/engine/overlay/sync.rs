@@ -51,7 +51,8 @@ impl Engine {
         Some(Republish { cluster, records })
     }
 
-    /// Applies one event of the cluster watch.
+    /// Applies one event of the cluster watch under the caller's lock ([`apply_cluster_event`]
+    /// builds a network without it).
     pub async fn apply_cluster_event(&mut self, ev: ClusterEvent) {
         let me = self.overlay.local.as_ref().map(|l| l.node.clone()).unwrap_or_default();
         match ev {
@@ -231,5 +232,14 @@ pub(crate) async fn sync_own(engine: &EngineLock) -> bool {
             tracing::warn!("this host's cluster records are not in sync yet (retried on the next pass): {e}");
             false
         }
+    }
+}
+
+/// Applies one event of the cluster watch: a network another host created is built without
+/// the engine lock ([`super::networks::build_cluster_network`]); the rest under it.
+pub(crate) async fn apply_cluster_event(engine: &EngineLock, ev: ClusterEvent) {
+    match ev {
+        ClusterEvent::NetworkPut(n) => super::networks::build_cluster_network(engine, &n).await,
+        ev => engine.lock().await.apply_cluster_event(ev).await,
     }
 }
