@@ -10,16 +10,18 @@
 //! On the API's paths (`api::requests`) the lock is held only for what must be serial. An
 //! attach's kernel step runs with the lock released ([`Engine::attach_begin`], `attach_end`),
 //! so does a detach's or a delete's veth step (`detach_begin`, `delete_begin`, `detach_end`),
-//! an ACL change's (`acl::KernelAcl`), a (non-overlay) network create's and a network delete's
-//! (links, the nft table, host routes, the DNS responder: `create_network_begin`,
-//! `networks::KernelNetwork`, `network_create_end`; `delete_network_begin`,
-//! `networks::KernelNetworkDelete`, `network_delete_end`), and so do the steps that wait on
-//! another machine: a DHCP exchange ([`dhcp::with_leases`]) and etcd's steps for overlay
-//! endpoints (`overlay::create_staged`, `overlay::delete_staged`) and an overlay network's
-//! create (`overlay::create_network_staged`), all reached through [`cluster_hooks`]. Still
-//! under the lock: an overlay network's kernel step and its delete's etcd step, a network
-//! modify, and the Docker plugin's and the start's network create and delete (they call the
-//! in-lock `create_network`, `delete_network`, which run the same steps with the lock held).
+//! an ACL change's (`acl::KernelAcl`), a network create's and a network delete's (links, the
+//! nft table, host routes, the DNS responder: `create_network_begin`,
+//! `networks::KernelNetwork`, `network_create_end`; `network_remove_begin`,
+//! `networks::KernelNetworkDelete`, `network_delete_end`; the Docker plugin takes the same
+//! paths), and so do the steps that wait on another machine: a DHCP exchange
+//! ([`dhcp::with_leases`]) and etcd's steps for overlay endpoints (`overlay::create_staged`,
+//! `overlay::delete_staged`), an overlay network's create and delete
+//! (`overlay::create_network_staged`, `overlay::withdraw_network_staged`) and the sync of this
+//! host's records in etcd (`overlay::sync_own`), all reached through [`cluster_hooks`]; a
+//! network another host created is built from the watch with its kernel step unlocked too
+//! (`overlay::apply_cluster_event`). Still under the lock: the networks of a watch snapshot
+//! after a (re)connection, a network modify, and the default network at start.
 //! Requests for an endpoint,
 //! compartment or network whose step is in flight wait for it ([`lock_when_idle`]); the
 //! reconciler leaves such objects to it. Writes to the hns nft table, whether under the lock or
@@ -151,7 +153,7 @@ pub struct Engine {
     pub(crate) handles: lru::LruCache<String, std::sync::Arc<Compartment>>,
     /// Endpoints, compartments and networks whose attach, detach, ACL change, or network
     /// create or delete is in its kernel step, done without the lock (`Engine::attach_begin`,
-    /// `Engine::detach_begin`, `Engine::create_network_begin`, `Engine::delete_network_begin`):
+    /// `Engine::detach_begin`, `Engine::create_network_begin`, `Engine::network_remove_begin`):
     /// requests for them wait ([`lock_when_idle`]) and the reconciler leaves them alone. `idle`
     /// wakes the waiters when one is done.
     pub(crate) in_flight: HashSet<String>,
