@@ -2,11 +2,11 @@
 //! step (veth into the compartment, addresses, routes: most of its cost), a detach's (the veth
 //! retired), an ACL change's (map elements, while the store syncs), a network create's and
 //! delete's (bridge and uplink links, the nft table, host routes, the DNS responder; for a
-//! cluster driver's network too, its VXLAN device included) and the steps that
-//! wait on another machine (a DHCP server, etcd; only an undo after a local failure calls etcd under the lock) run with the
-//! lock released, so requests for other containers and networks go on meanwhile. Requests for
-//! the same endpoint, compartment or network wait until its step is done ([`lock_when_idle`]).
-//! Shared by the HTTP handlers and the Docker plugin.
+//! cluster driver's network too, its VXLAN device included) and the steps that wait on another
+//! machine (a DHCP server, etcd; only an undo after a local failure calls etcd under the lock)
+//! run with the lock released, so requests for other containers and networks go on meanwhile.
+//! Requests for the same endpoint, compartment or network wait until its step is done
+//! ([`lock_when_idle`]). Shared by the HTTP handlers and the Docker plugin.
 //!
 //! These paths never name a driver: a driver with cluster-wide state is reached through the
 //! hooks of `engine::cluster_hooks`, by the network's kind, at each phase (endpoint plan,
