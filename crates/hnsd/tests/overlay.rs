@@ -724,3 +724,29 @@ fn a_network_built_from_the_watch_does_not_hold_up_other_requests() {
     assert_eq!(ep.status, 200, "{}", ep.raw);
     assert!(took >= PAUSE - Duration::from_millis(300), "the endpoint on the network being built did not wait for it ({took:?})");
 }
+
+/// SIGKILL between an overlay network's delete in etcd and its local delete: the restart's
+/// snapshot no longer has the network, so this host removes it too, and nothing is left.
+#[test]
+fn sigkill_between_an_overlay_networks_cluster_delete_and_its_local_delete_is_repaired() {
+    let lab = ClusterLab::new(1).expect("cluster lab");
+    let mut args = lab.cluster_args(0);
+    args.push("--no-default-network".into());
+    let env = vec![("HNSD_FAILPOINT".into(), "overlay-network-withdrawn".into())];
+    let d = lab.hosts()[0].start_hnsd_with(hns_lab::HnsdOptions { args, env, ..Default::default() }).unwrap();
+    let host = &lab.hosts()[0];
+    let api = Api::new(host);
+    let ov = json!({"Name": "ov", "Type": "Overlay", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.252.0.0/24"}]}]});
+    // Once hnsd has joined the cluster.
+    assert!(eventually(Duration::from_secs(10), || api.post("/networks", &ov).status == 200), "the overlay network was not created");
+    let _ = api.delete("/networks/ov");
+    assert!(eventually(Duration::from_secs(5), || !d.is_running()), "the failpoint was not reached");
+    let left = host.leftovers_in_host().unwrap();
+    assert!(left.iter().any(|l| l.starts_with("link ")), "the network's links were gone before the restart: the test proves nothing ({left:?})");
+    let _d = lab.start_hnsd(0, &["--no-default-network"]).unwrap();
+    assert!(eventually(Duration::from_secs(10), || api.get("/networks/ov").status == 404), "the network deleted from the cluster stayed here");
+    let clean = eventually(Duration::from_secs(5), || host.leftovers_in_host().unwrap().is_empty());
+    assert!(clean, "left behind: {:?}", host.leftovers_in_host().unwrap());
+    // Its name and subnet are free again, here and in the cluster.
+    assert!(eventually(Duration::from_secs(10), || api.post("/networks", &ov).status == 200), "the name and subnet were not free again");
+}

@@ -276,6 +276,11 @@ impl NetworkWithdrawal {
 /// lock; the lock is held again when it returns, for the local delete.
 pub(crate) async fn withdraw_network_staged(engine: &crate::engine::EngineLock, w: NetworkWithdrawal) -> Result<crate::engine::EngineGuard<'_>> {
     let deleted = w.run().await;
+    // Gone from the cluster, still here: the restart's snapshot no longer has it, so this host
+    // drops it then.
+    if deleted.is_ok() {
+        crate::engine::failpoint("overlay-network-withdrawn");
+    }
     let mut g = engine.lock().await;
     g.overlay_network_withdrawn(w, deleted)?;
     Ok(g)
