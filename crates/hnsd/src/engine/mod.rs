@@ -20,8 +20,8 @@
 //! (`overlay::create_network_staged`, `overlay::withdraw_network_staged`) and the sync of this
 //! host's records in etcd (`overlay::sync_own`), all reached through [`cluster_hooks`]; a
 //! network another host created is built from the watch with its kernel step unlocked too
-//! (`overlay::apply_cluster_event`). Still under the lock: the networks of a watch snapshot
-//! after a (re)connection, a network modify, and the default network at start.
+//! (`overlay::apply_cluster_event`, also for a snapshot's). Still under the lock: a network
+//! modify, and the default network at start.
 //! Requests for an endpoint,
 //! compartment or network whose step is in flight wait for it ([`lock_when_idle`]); the
 //! reconciler leaves such objects to it. Writes to the hns nft table, whether under the lock or

@@ -153,21 +153,6 @@ impl Engine {
         }
     }
 
-    /// Builds this host's copy of a cluster network the watch reported, unless it has it, all
-    /// under the caller's lock (a snapshot after a (re)connection; a single network reported
-    /// by the watch takes [`build_cluster_network`], its kernel step without the lock).
-    pub(crate) async fn ensure_cluster_network(&mut self, on: &OverlayNetwork) {
-        let Some(committed) = self.cluster_network_commit(on).await else { return };
-        let built = match committed {
-            Ok(mut k) => {
-                let done = k.run(|| std::future::ready(self.nft_snapshot())).await;
-                self.network_create_end(k, done).await.map(|_| ())
-            }
-            Err(e) => Err(e),
-        };
-        self.cluster_network_built(on, built);
-    }
-
     /// A cluster network validated and committed here, in flight until its kernel step is
     /// done; `None` when there is nothing to build: this host's own create is under way (left
     /// to it), or it has the network (a copy that differs from the cluster's is reported by
@@ -286,9 +271,11 @@ pub(crate) async fn withdraw_network_staged(engine: &crate::engine::EngineLock, 
     Ok(g)
 }
 
-/// A network another host created, reported by the watch: committed under the engine lock,
-/// built here without it (the VXLAN device, the bridge, the nft table), in flight meanwhile.
-/// The watch applies its next event after this one, so the network's endpoints come after it.
+/// A cluster network the watch reported (another host created it, or a snapshot after a
+/// (re)connection holds it), unless this host has it: committed under the engine lock, built
+/// here without it (the VXLAN device, the bridge, the nft table), in flight meanwhile. The
+/// watch applies the rest of the event, and its next one, after this, so the network's
+/// endpoints come after it.
 pub(crate) async fn build_cluster_network(engine: &crate::engine::EngineLock, on: &OverlayNetwork) {
     let Some(committed) = engine.lock().await.cluster_network_commit(on).await else { return };
     let built = match committed {

@@ -51,13 +51,14 @@ impl Engine {
         Some(Republish { cluster, records })
     }
 
-    /// Applies one event of the cluster watch under the caller's lock ([`apply_cluster_event`]
-    /// builds a network without it).
-    pub async fn apply_cluster_event(&mut self, ev: ClusterEvent) {
+    /// Applies one event of the cluster watch under the caller's lock, the networks it
+    /// reports built already (see [`apply_cluster_event`], the watch's entry point).
+    async fn apply_cluster_event(&mut self, ev: ClusterEvent) {
         let me = self.overlay.local.as_ref().map(|l| l.node.clone()).unwrap_or_default();
         match ev {
             ClusterEvent::Snapshot(s) => self.apply_snapshot(s, &me).await,
-            ClusterEvent::NetworkPut(n) => self.ensure_cluster_network(&n).await,
+            // Built by `apply_cluster_event`, without the lock.
+            ClusterEvent::NetworkPut(_) => {}
             ClusterEvent::NetworkDeleted { id, .. } => self.drop_cluster_network(&id).await,
             ClusterEvent::EndpointPut(e) if e.node == me => {
                 // Ours: expected after a publish; anything else is repaired by the sync.
@@ -80,13 +81,12 @@ impl Engine {
         }
     }
 
+    /// A snapshot of the cluster, its networks already built here ([`apply_cluster_event`]):
+    /// networks gone from the cluster are dropped, other hosts' endpoints replaced.
     async fn apply_snapshot(&mut self, s: Snapshot, me: &str) {
         tracing::info!(revision = s.revision, networks = s.networks.len(), endpoints = s.endpoints.len(), nodes = s.nodes.len(), "cluster snapshot");
         self.overlay.link = Link::Online;
         self.overlay.quiet = None;
-        for n in &s.networks {
-            self.ensure_cluster_network(n).await;
-        }
         let known: BTreeSet<&str> = s.networks.iter().map(|n| n.id.as_str()).collect();
         for id in self.overlay_network_ids() {
             if !known.contains(id.as_str()) {
@@ -235,11 +235,19 @@ pub(crate) async fn sync_own(engine: &EngineLock) -> bool {
     }
 }
 
-/// Applies one event of the cluster watch: a network another host created is built without
-/// the engine lock ([`super::networks::build_cluster_network`]); the rest under it.
+/// Applies one event of the cluster watch. The networks it reports (one another host created,
+/// or all of them in a snapshot after a (re)connection) are built here first, each with its
+/// kernel step without the engine lock ([`super::networks::build_cluster_network`]); the
+/// rest of the event is applied under it.
 pub(crate) async fn apply_cluster_event(engine: &EngineLock, ev: ClusterEvent) {
-    match ev {
-        ClusterEvent::NetworkPut(n) => super::networks::build_cluster_network(engine, &n).await,
-        ev => engine.lock().await.apply_cluster_event(ev).await,
+    match &ev {
+        ClusterEvent::NetworkPut(n) => return super::networks::build_cluster_network(engine, n).await,
+        ClusterEvent::Snapshot(s) => {
+            for n in &s.networks {
+                super::networks::build_cluster_network(engine, n).await;
+            }
+        }
+        _ => {}
     }
+    engine.lock().await.apply_cluster_event(ev).await;
 }
