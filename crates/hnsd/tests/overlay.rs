@@ -750,3 +750,17 @@ fn sigkill_between_an_overlay_networks_cluster_delete_and_its_local_delete_is_re
     // Its name and subnet are free again, here and in the cluster.
     assert!(eventually(Duration::from_secs(10), || api.post("/networks", &ov).status == 200), "the name and subnet were not free again");
 }
+
+/// A network created while a host's hnsd was down is built there from the snapshot its watch
+/// starts with, and carries traffic between the hosts.
+#[test]
+fn a_network_created_while_a_host_was_down_is_built_from_its_snapshot() {
+    let mut h = hosts(2, &[]);
+    h.daemons[0].take().unwrap().stop().unwrap();
+    h.host(1).hnsctl_ok(&["network", "create", "-d", "overlay", "--subnet", "10.249.0.0/24", "late"]).unwrap();
+    h.daemons[0] = Some(h.lab.start_hnsd(0, &["--no-default-network"]).unwrap());
+    assert!(eventually(Duration::from_secs(10), || h.apis[0].get("/networks/late").status == 200), "host0 did not build the network from its snapshot");
+    let (_, e1) = h.apis[1].container("late", "b", json!({}));
+    let (c0, _) = h.apis[0].container("late", "a", json!({}));
+    assert!(ping(h.host(0), &c0, &ip_of(&e1)), "host0 -> host1 on the network built from the snapshot");
+}
