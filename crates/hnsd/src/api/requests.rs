@@ -145,10 +145,9 @@ pub async fn create_network(s: &Shared, req: hns_api::HostComputeNetwork) -> Res
     }
     uncut(async move {
         let mut engine = lock_when_idle(&s.engine, |e| e.create_waits_for(&req)).await;
-        let mut k = engine.create_network_begin(req).await?;
+        let k = engine.create_network_begin(req).await?;
         drop(engine);
-        let done = k.run(|| async { s.engine.lock().await.nft_snapshot() }).await;
-        s.engine.lock().await.network_create_end(k, done).await
+        crate::engine::build_committed(&s.engine, k).await
     })
     .await
 }

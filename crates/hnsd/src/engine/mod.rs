@@ -59,6 +59,7 @@ pub mod info;
 pub mod loadbalancers;
 mod namespaces;
 mod networks;
+pub(crate) use networks::build_committed;
 mod nft_order;
 mod outbound;
 pub mod overlay;

@@ -605,6 +605,13 @@ async fn apply_nft_in_turn(desired: hns_kernel::nft::Desired, turn: super::nft_o
         .map_err(kernel_err)
 }
 
+/// A committed network's kernel step, run while the engine lock is free (taken briefly for the
+/// nft table's snapshot), then its end under the lock: "ready", or undone.
+pub(crate) async fn build_committed(engine: &super::EngineLock, mut k: KernelNetwork) -> Result<HostComputeNetwork> {
+    let done = k.run(|| async { engine.lock().await.nft_snapshot() }).await;
+    engine.lock().await.network_create_end(k, done).await
+}
+
 impl KernelNetwork {
     /// The kernel step. `nft` gives the desired nft table and its turn, taken under the lock
     /// right before the apply (a brief lock of its own when the caller does not hold it), so

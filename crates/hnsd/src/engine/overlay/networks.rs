@@ -119,15 +119,7 @@ impl Engine {
                 return (Err(cluster_err(e, code)), None);
             }
         };
-        let host = self.host_prefixes().await;
-        let committed = match self.validate_network(staged.req.clone(), &host, &HostFacts::default()) {
-            Ok(net) => match self.overlay_net(with_cluster_facts(net.rec, &on)) {
-                Ok(net) => self.network_commit(net, None).await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        (committed, Some(on))
+        (self.commit_cluster_copy(staged.req.clone(), &on).await, Some(on))
     }
 
     /// Before an overlay network's cluster delete (the caller checked this host has no
@@ -173,14 +165,16 @@ impl Engine {
             }
             return None;
         }
+        Some(self.commit_cluster_copy(request_for(on), on).await)
+    }
+
+    /// This host's copy of cluster network `on` (asked for as `req`), validated with the
+    /// cluster's facts and committed, in flight until its kernel step is done.
+    async fn commit_cluster_copy(&mut self, req: HostComputeNetwork, on: &OverlayNetwork) -> Result<KernelNetwork> {
         let host = self.host_prefixes().await;
-        Some(match self.validate_network(request_for(on), &host, &HostFacts::default()) {
-            Ok(net) => match self.overlay_net(with_cluster_facts(net.rec, on)) {
-                Ok(net) => self.network_commit(net, None).await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        })
+        let net = self.validate_network(req, &host, &HostFacts::default())?;
+        let net = self.overlay_net(with_cluster_facts(net.rec, on))?;
+        self.network_commit(net, None).await
     }
 
     /// How building a cluster network here went. One that cannot be built (its name or
@@ -279,10 +273,7 @@ pub(crate) async fn withdraw_network_staged(engine: &crate::engine::EngineLock, 
 pub(crate) async fn build_cluster_network(engine: &crate::engine::EngineLock, on: &OverlayNetwork) {
     let Some(committed) = engine.lock().await.cluster_network_commit(on).await else { return };
     let built = match committed {
-        Ok(mut k) => {
-            let done = k.run(|| async { engine.lock().await.nft_snapshot() }).await;
-            engine.lock().await.network_create_end(k, done).await.map(|_| ())
-        }
+        Ok(k) => crate::engine::build_committed(engine, k).await.map(|_| ()),
         Err(e) => Err(e),
     };
     engine.lock().await.cluster_network_built(on, built);
@@ -299,10 +290,7 @@ pub(crate) async fn create_network_staged(engine: &crate::engine::EngineLock, re
     let created = staged.cluster.create_network(staged.spec.clone()).await;
     let (committed, on) = engine.lock().await.overlay_network_commit(&staged, created).await;
     let built = match committed {
-        Ok(mut k) => {
-            let done = k.run(|| async { engine.lock().await.nft_snapshot() }).await;
-            engine.lock().await.network_create_end(k, done).await
-        }
+        Ok(k) => crate::engine::build_committed(engine, k).await,
         Err(e) => Err(e),
     };
     if built.is_err()
