@@ -11,6 +11,7 @@ mod docker;
 mod engine;
 mod events;
 mod instance;
+mod link_watch;
 mod metrics;
 mod serve;
 mod systemd;
@@ -153,6 +154,16 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         });
     }
     let cluster_link = cfg.cluster.clone().map(|c| tokio::spawn(cluster::run(state.clone(), c)));
+    // Woken early when link notifications were lost (link_watch).
+    let rescan = Arc::new(tokio::sync::Notify::new());
+    // Subscribed before the first periodic pass, so no change after that pass goes unseen.
+    let link_watch = match link_watch::start(state.clone(), rescan.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "no link notifications: drift is repaired by the periodic pass only");
+            None
+        }
+    };
     let periodic = {
         let state = state.clone();
         let every = cfg.reconcile_interval;
@@ -162,7 +173,10 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
             // The first tick is immediate: a pass right after start checks what the start-up
             // pass leaves out (the default routes inside the compartments).
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = rescan.notified() => tick.reset(),
+                }
                 // Not under one lock for the whole pass: see engine::periodic.
                 let start = std::time::Instant::now();
                 let report = engine::periodic::periodic(&state.engine).await;
@@ -194,6 +208,9 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         d.stop().await;
     }
     periodic.abort();
+    if let Some(t) = link_watch {
+        t.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }

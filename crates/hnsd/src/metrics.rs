@@ -386,6 +386,11 @@ impl Metrics {
     pub fn reconciled(&self, report: &Report, took: Duration) {
         self.reconcile_passes.inc();
         self.reconcile_duration.observe(took.as_secs_f64());
+        self.found(report);
+    }
+
+    /// Counts the findings of a repair, by a pass or by a link notification.
+    pub fn found(&self, report: &Report) {
         for (kind, n) in [
             ("repaired", report.repaired.len()),
             ("removed", report.removed.len()),

@@ -26,6 +26,7 @@ pub mod error;
 // Links handed to another owner (the Docker plugin).
 pub mod hairpin;
 pub mod lb_routes;
+pub mod link_events;
 pub mod handoff;
 pub mod names;
 pub mod netlink;

@@ -55,6 +55,7 @@ mod discovery;
 mod epolicies;
 mod endpoints;
 mod index;
+pub mod link_repair;
 pub mod info;
 pub mod loadbalancers;
 mod namespaces;

@@ -119,8 +119,13 @@ impl Engine {
     }
 
     pub(crate) async fn reconcile_namespaces(&mut self, r: &mut Report) {
+        self.reconcile_namespaces_of(None, r).await
+    }
+
+    /// The namespaces step for the compartments in `only` (all when `None`).
+    pub(crate) async fn reconcile_namespaces_of(&mut self, only: Option<&HashSet<String>>, r: &mut Report) {
         // A compartment an attach is working in (without the lock) is left to it this pass.
-        let ids: Vec<String> = self.namespaces.keys().filter(|id| !self.in_flight.contains(*id)).cloned().collect();
+        let ids: Vec<String> = self.namespaces.keys().filter(|id| !self.in_flight.contains(*id) && only.is_none_or(|o| o.contains(*id))).cloned().collect();
         for id in ids {
             let rec = self.namespaces[&id].rec.clone();
             let path = Path::new(&rec.ns.net_ns_path);
