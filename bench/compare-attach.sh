@@ -66,11 +66,11 @@ for n in $LEVELS; do
   done
 done
 echo
-echo "== hnsd RSS (MiB) and throughput ($CLIENTS clients, attach+detach cycles/s)"
-printf '%-8s %10s %10s %10s %10s %10s\n' present "RSS filled" "RSS end" hns/s floor/s hns/floor
+echo "== hnsd RSS (MiB; peak pre: VmHWM before the clients, peak: after them) and throughput ($CLIENTS clients, attach+detach cycles/s)"
+printf '%-8s %10s %10s %10s %10s %10s %10s %10s\n' present "RSS filled" "peak pre" "peak" "RSS end" hns/s floor/s hns/floor
 for n in $LEVELS; do
   f=$out/hns$n
-  printf '%-8s %10s %10s %10s %10s %10s\n' "$n" "$(field "$f" rss filled)" "$(field "$f" rss after-throughput || true)" \
+  printf '%-8s %10s %10s %10s %10s %10s %10s %10s\n' "$n" "$(field "$f" rss filled)" "$(field "$f" rss peak-so-far)" "$(field "$f" rss peak || true)" "$(field "$f" rss after-throughput || true)" \
     "$(field "$f" tput hns)" "$(field "$f" tput floor)" "$(field "$f" tput hns/floor)"
 done
 if [ "$PEERS" != 0 ]; then

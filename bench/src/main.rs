@@ -662,9 +662,10 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
         p(&detach, 99.0) / p(&f_detach, 99.0)
     );
     println!(
-        "rss      filled={:.1} after-cycles={:.1} anon={:.1} file={:.1} MiB (hnsd VmRSS, RssAnon, RssFile; filling {present} took {fill_s:.1} s)",
+        "rss      filled={:.1} after-cycles={:.1} peak-so-far={:.1} anon={:.1} file={:.1} MiB (hnsd VmRSS, VmHWM, RssAnon, RssFile; filling {present} took {fill_s:.1} s)",
         rss_filled as f64 / 1024.0,
         rss_cycles as f64 / 1024.0,
+        status_kib(hnsd_pid, "VmHWM:")? as f64 / 1024.0,
         status_kib(hnsd_pid, "RssAnon:")? as f64 / 1024.0,
         status_kib(hnsd_pid, "RssFile:")? as f64 / 1024.0
     );
