@@ -13,6 +13,7 @@ mod events;
 mod instance;
 mod link_watch;
 mod metrics;
+mod nft_watch;
 mod serve;
 mod systemd;
 mod web;
@@ -154,8 +155,12 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         });
     }
     let cluster_link = cfg.cluster.clone().map(|c| tokio::spawn(cluster::run(state.clone(), c)));
-    // Woken early when link notifications were lost (link_watch).
+    // Woken early when link notifications were lost (link_watch) and when another process
+    // changed hns's nft tables (nft_watch).
     let rescan = Arc::new(tokio::sync::Notify::new());
+    if let Err(e) = nft_watch::start(rescan.clone()) {
+        tracing::error!(error = format!("{e:#}"), "no nf_tables notifications: hns's tables are checked by the periodic pass only");
+    }
     // Subscribed before the first periodic pass, so no change after that pass goes unseen.
     let link_watch = match link_watch::start(state.clone(), rescan.clone()) {
         Ok(t) => Some(t),

@@ -35,6 +35,7 @@ pub mod nft;
 pub mod nft_acl;
 pub mod nft_batch;
 pub mod nft_elements;
+pub mod nft_events;
 pub mod nft_outbound;
 pub mod policy_routes;
 pub mod qos;

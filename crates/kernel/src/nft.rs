@@ -292,6 +292,8 @@ pub fn run_program(program: &str, what: &str, target: &str) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| KernelError::io("run nft", "nft -f -", e))?;
+    // Its transaction is hns's own, not a firewall reload to repair (nft_events).
+    crate::nft_events::note_own_writer(child.id());
     child.stdin.take().expect("piped").write_all(program.as_bytes()).map_err(|e| KernelError::io("write nft program", "nft", e))?;
     let out = child.wait_with_output().map_err(|e| KernelError::io("wait for nft", "nft", e))?;
     if !out.status.success() {
