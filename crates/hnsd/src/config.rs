@@ -40,6 +40,11 @@ pub struct Args {
     /// How often drift is repaired, e.g. 10s, 500ms, 1m.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub reconcile_interval: Option<Duration>,
+    /// Repair drift only at the periodic pass: do not act on the kernel's link and nf_tables
+    /// notifications (a deleted bridge or veth, another process flushing hns's tables), which
+    /// otherwise start the repair at once.
+    #[arg(long)]
+    pub no_repair_on_notice: bool,
     /// Host ports that port mappings take when no host port is given, e.g. 49152-65535.
     #[arg(long, value_name = "FROM-TO", value_parser = parse_port_range)]
     pub port_range: Option<(u16, u16)>,
@@ -101,6 +106,7 @@ pub struct FileConfig {
     pub run_dir: Option<PathBuf>,
     pub no_default_network: Option<bool>,
     pub reconcile_interval: Option<String>,
+    pub no_repair_on_notice: Option<bool>,
     pub port_range: Option<String>,
     pub log: Option<String>,
     pub docker_plugin_dir: Option<PathBuf>,
@@ -121,6 +127,8 @@ pub struct Config {
     pub run_dir: PathBuf,
     pub no_default_network: bool,
     pub reconcile_interval: Duration,
+    /// Act on the kernel's link and nf_tables notifications (`link_watch`, `nft_watch`).
+    pub repair_on_notice: bool,
     pub port_range: (u16, u16),
     pub log: String,
     /// Directory of the Docker plugin sockets; `None`: the plugins are off.
@@ -201,6 +209,7 @@ impl Config {
             run_dir: args.run_dir.clone().or(fc.run_dir).unwrap_or_else(|| "/run/hns".into()),
             no_default_network: args.no_default_network || fc.no_default_network.unwrap_or(false),
             reconcile_interval: interval,
+            repair_on_notice: !(args.no_repair_on_notice || fc.no_repair_on_notice.unwrap_or(false)),
             port_range: match (&args.port_range, &fc.port_range) {
                 (Some(r), _) => *r,
                 (None, Some(s)) => parse_port_range(s).map_err(|e| anyhow::anyhow!("config port-range: {e}"))?,

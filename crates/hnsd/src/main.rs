@@ -158,17 +158,17 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
     // Woken early when link notifications were lost (link_watch) and when another process
     // changed hns's nft tables (nft_watch).
     let rescan = Arc::new(tokio::sync::Notify::new());
-    if let Err(e) = nft_watch::start(rescan.clone()) {
-        tracing::error!(error = format!("{e:#}"), "no nf_tables notifications: hns's tables are checked by the periodic pass only");
-    }
     // Subscribed before the first periodic pass, so no change after that pass goes unseen.
-    let link_watch = match link_watch::start(state.clone(), rescan.clone()) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "no link notifications: drift is repaired by the periodic pass only");
-            None
+    let mut link_watch = None;
+    if cfg.repair_on_notice {
+        if let Err(e) = nft_watch::start(rescan.clone()) {
+            tracing::error!(error = format!("{e:#}"), "no nf_tables notifications: hns's tables are checked by the periodic pass only");
         }
-    };
+        match link_watch::start(state.clone(), rescan.clone()) {
+            Ok(t) => link_watch = Some(t),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "no link notifications: drift is repaired by the periodic pass only"),
+        }
+    }
     let periodic = {
         let state = state.clone();
         let every = cfg.reconcile_interval;

@@ -498,9 +498,10 @@ fn a_rule_change_after_a_hand_edit_of_the_maps_writes_the_endpoint_in_full() {
 
 #[test]
 fn a_rule_change_after_the_tables_were_deleted_by_hand_writes_them_whole() {
-    // No periodic repair within the test: hnsd believes the tables are there (it wrote them),
-    // so only the change's own write can find out they are gone.
-    let (lab, _d, api) = lab_with_hnsd(&["--reconcile-interval", "10m"]);
+    // No repair within the test (no periodic pass, none on the deletion's notice): hnsd
+    // believes the tables are there (it wrote them), so only the change's own write can find
+    // out they are gone.
+    let (lab, _d, api) = lab_with_hnsd(&["--reconcile-interval", "10m", "--no-repair-on-notice"]);
     let (b, _eb) = api.container("nat", "b", json!({}));
     let out = || acl(json!({"Action": "Allow", "Direction": "Out", "Priority": 1000}));
     let web = |port: &str| acl(json!({"Id": "web", "Action": "Allow", "Direction": "In", "Protocols": "6", "LocalPorts": port, "Priority": 100}));

@@ -82,6 +82,8 @@ pub struct KernelDetach {
     delete: bool,
     host: Netlink,
     link: VethStep,
+    /// The detach's commit was made lazily: it becomes durable alongside the veth's step.
+    store: Arc<Store>,
 }
 
 /// What retiring an endpoint's veth needs: its network's and its own plan, and the compartment
@@ -93,9 +95,14 @@ struct VethStep {
 }
 
 impl KernelDetach {
-    /// Returns the retired link, for the reaper.
+    /// The veth's step, while the detach's commit (made lazily) becomes durable: as for an
+    /// attach ([`KernelAttach::run`]), the reply waits for both, and the engine's lock is not
+    /// held while the disk syncs. Returns the retired link, for the reaper.
     pub async fn run(&self) -> Result<Option<String>> {
-        self.link.run(&self.host).await
+        let store = self.store.clone();
+        let durable = async { tokio::task::spawn_blocking(move || store.sync()).await.map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))?.map_err(store_err) };
+        let (durable, retired) = tokio::join!(durable, self.link.run(&self.host));
+        durable.and(retired)
     }
 }
 
@@ -498,6 +505,9 @@ impl Engine {
     pub(crate) async fn delete_begin(&mut self, id: &str) -> Result<Option<KernelDetach>> {
         let rec = self.endpoints[id].clone();
         let maps = self.mappings_of(id).to_vec();
+        // An attached endpoint's delete is committed lazily, and made durable by its veth's
+        // step (without the lock) or below: a crash before that leaves it as it was.
+        let attached = !rec.ep.host_compute_namespace.is_empty();
         // One transaction: the endpoint and its mappings.
         let committed = (|| {
             let mut txn = self.store.begin()?;
@@ -505,15 +515,21 @@ impl Engine {
             for m in &maps {
                 txn.delete(Kind::PortMapping, &portmaps::record_key(id, m))?;
             }
+            if attached {
+                txn.lazy();
+            }
             txn.commit()
         })();
         committed.map_err(store_err)?;
         mark("store commit");
         super::failpoint("detach-after-commit");
         // Committed: a failing kernel step here is finished by the reconciler.
-        let prepared = if rec.ep.host_compute_namespace.is_empty() { Ok(None) } else { self.detach_prepare(&rec).await };
+        let prepared = if attached { self.detach_prepare(&rec).await } else { Ok(None) };
         if let Ok(Some(link)) = prepared {
             return Ok(Some(self.detach_in_flight(&rec, true, link)));
+        }
+        if attached {
+            self.store.sync().map_err(store_err)?;
         }
         self.forget_endpoint(id).await;
         prepared.map(|_| None)
@@ -582,7 +598,7 @@ impl Engine {
         if delete {
             self.deleting_endpoints.insert(ep_id.clone());
         }
-        KernelDetach { ep_id, ns_id, delete, host: self.host.clone(), link }
+        KernelDetach { ep_id, ns_id, delete, host: self.host.clone(), link, store: self.store.clone() }
     }
 
     /// After the veth's step: the DHCPv4 lease released, the retired link to the reaper.
@@ -926,14 +942,17 @@ impl Engine {
         ep.state = state::DETACHED;
         ep.version += 1;
         drop(ep);
-        self.persist_endpoint(&rec, false)?;
+        // Lazily, as a delete's (`delete_begin`): durable with the veth's step or below.
+        self.persist_endpoint(&rec, true)?;
         super::failpoint("detach-after-commit");
         self.endpoints.insert(ep_id.to_owned(), rec);
         self.dns_refresh_for(&attached);
         self.write_resolv_conf(&ns_id);
-        match self.detach_prepare(&attached).await? {
-            Some(link) => Ok(Some(self.detach_in_flight(&attached, false, link))),
-            None => {
+        match self.detach_prepare(&attached).await {
+            Ok(Some(link)) => Ok(Some(self.detach_in_flight(&attached, false, link))),
+            other => {
+                self.store.sync().map_err(store_err)?;
+                other?;
                 self.restore_gateways(&ns_id).await;
                 Ok(None)
             }
