@@ -22,6 +22,11 @@ use crate::error::{KernelError, Result};
 const NFNLGRP_NFTABLES: u32 = 7;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWGEN: u16 = 15;
+/// NEWSETELEM, DELSETELEM and DESTROYSETELEM: elements alone are not what a reconcile pass
+/// compares (a pass checks tables, chains, rules and sets; elements are compared at start),
+/// so a transaction that only adds or removes elements starts none. (The attach benchmark's
+/// kernel floor writes elements into hns's table, as hns does.)
+const ELEMENT_MESSAGES: [u16; 3] = [12, 14, 30];
 /// In every object's message (table, chain, rule, set, element list, object, flowtable)
 /// attribute 1 names its table.
 const ATTR_TABLE: u16 = 1;
@@ -113,7 +118,8 @@ pub fn parse(mut rest: &[u8], pending: &mut BTreeSet<(u8, String)>) -> Vec<NftCh
                     }
                     out.push(change);
                 }
-            } else if let Some(table) = attrs().find(|a| a.kind() & NLA_TYPE_MASK == ATTR_TABLE).map(|a| c_string(a.value()))
+            } else if !ELEMENT_MESSAGES.contains(&(kind & 0xff))
+                && let Some(table) = attrs().find(|a| a.kind() & NLA_TYPE_MASK == ATTR_TABLE).map(|a| c_string(a.value()))
                 && is_hns_table(&table)
             {
                 pending.insert((family, table));
@@ -194,6 +200,11 @@ mod tests {
         assert_eq!(got[0].process, "nft");
         assert_eq!(got[0].tables.iter().cloned().collect::<Vec<_>>(), vec![(1, "hns".to_owned()), (7, "hns_acl".to_owned())]);
         assert!(pending.is_empty());
+        // Nor is one that only adds or removes elements of hns's sets.
+        let mut elements = message(12, 1, &[(ATTR_TABLE, s("hns"))]);
+        elements.extend(message(14, 1, &[(ATTR_TABLE, s("hns"))]));
+        elements.extend(message(NFT_MSG_NEWGEN, 0, &[(NFTA_GEN_PROC_PID, 1u32.to_be_bytes().to_vec())]));
+        assert!(parse(&elements, &mut pending).is_empty());
         // A transaction on other tables only is not reported.
         let mut other = message(6, 1, &[(ATTR_TABLE, s("hnsx"))]);
         other.extend(message(NFT_MSG_NEWGEN, 0, &[(NFTA_GEN_PROC_PID, 1u32.to_be_bytes().to_vec())]));

@@ -112,25 +112,39 @@ fn parse_range(s: &str) -> Option<(u16, u16)> {
 /// A host port a local process already listens on is refused, as Windows users learn the hard
 /// way when WinNAT silently loses to a reserved port range.
 fn local_socket_conflict(proto: Proto, vip: Option<IpAddr>, port: u16) -> Option<String> {
+    // A process hnsd starts (nft) holds a copy of every descriptor hnsd had open when it was
+    // forked, until it runs its program: a probe socket of another request, closed here,
+    // may live on there for a moment and make this probe fail. A conflict that holds no
+    // listening socket is looked at again before it is believed.
+    for attempt in 0..3 {
+        if !port_in_use(proto, vip, port) {
+            return None;
+        }
+        let holders = port_holders(proto, vip, port);
+        if !holders.is_empty() || attempt == 2 {
+            let who = if holders.is_empty() { "a local process".to_owned() } else { format!("local process {}", holders.join(", ")) };
+            return Some(format!("host port {port}/{proto}{} is already used by {who}; choose another host port", on(vip)));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    None
+}
+
+/// Whether binding the mapping's port fails because a socket has it.
+fn port_in_use(proto: Proto, vip: Option<IpAddr>, port: u16) -> bool {
     // Unbound mappings take the port on every address of both families.
     let addrs = match vip {
         Some(ip) => vec![ip],
         None => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
     };
-    let busy = addrs.into_iter().any(|ip| {
+    addrs.into_iter().any(|ip| {
         let addr = SocketAddr::new(ip, port);
         let err = match proto {
             Proto::Tcp => TcpListener::bind(addr).err(),
             Proto::Udp => UdpSocket::bind(addr).err(),
         };
         err.is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
-    });
-    if !busy {
-        return None;
-    }
-    let holders = port_holders(proto, vip, port);
-    let who = if holders.is_empty() { "a local process".to_owned() } else { format!("local process {}", holders.join(", ")) };
-    Some(format!("host port {port}/{proto}{} is already used by {who}; choose another host port", on(vip)))
+    })
 }
 
 /// The processes holding a socket on `port` that conflicts with a mapping on `vip`
