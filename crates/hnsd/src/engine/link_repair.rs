@@ -2,7 +2,7 @@
 //! host veth of hns's that someone deletes, sets down or unplugs from its bridge is put back
 //! within a moment of the change, by the same idempotent steps as the reconcile passes, and
 //! only for the objects the notifications name (the periodic pass stays as the net for what
-//! no notification covers: links inside compartments, routes, the nft table).
+//! no host link notification covers: links and routes inside compartments, among others).
 //!
 //! Notifications are hints, read as the store is when they are handled: hns's own steps
 //! produce them too (an attach creates its veth down and unplugged, then plugs it and brings
@@ -84,9 +84,8 @@ pub async fn repair(engine: &EngineLock, broken: &HashMap<String, LinkEvent>) ->
     let compartments: HashSet<String> = todo.endpoints.values().cloned().collect();
     e.reconcile_namespaces_of(Some(&compartments), &mut r).await;
     // Read again: a notification may be older than the link's state (an attach's own steps,
-    // seen after the attach ended).
-    // An endpoint whose veth could not be read is left to the next pass: the links step takes
-    // a veth missing from `links` for a deleted one.
+    // seen after the attach ended). An endpoint whose veth could not be read is left to the
+    // next pass: the links step takes a veth missing from `links` for a deleted one.
     let mut ids = HashSet::with_capacity(todo.endpoints.len());
     let mut links = Vec::with_capacity(todo.endpoints.len());
     for id in todo.endpoints.into_keys() {
