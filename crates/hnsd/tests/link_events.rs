@@ -88,12 +88,6 @@ fn a_deleted_bridge_is_rebuilt_with_its_endpoints_plugged_back_on_the_kernels_no
     assert!(ping(&lab, &a, &gateway), "the gateway {gateway} does not answer after the rebuild");
 }
 
-fn reconcile_passes(api: &Api) -> f64 {
-    let text = api.get("/metrics").raw;
-    let line = text.lines().find(|l| l.starts_with("hns_reconcile_passes_total ")).unwrap_or_else(|| panic!("no hns_reconcile_passes_total in:\n{text}"));
-    line.split(' ').nth(1).and_then(|v| v.parse().ok()).expect("a number")
-}
-
 fn gateway_of(api: &Api) -> String {
     let nets = api.get("/networks").ok();
     let nat = nets.as_array().unwrap().iter().find(|n| n["Name"] == "nat").unwrap().clone();

@@ -11,12 +11,6 @@ use common::*;
 use hns_lab::{Lab, Side};
 use serde_json::json;
 
-fn reconcile_passes(api: &Api) -> f64 {
-    let text = api.get("/metrics").raw;
-    let line = text.lines().find(|l| l.starts_with("hns_reconcile_passes_total ")).unwrap_or_else(|| panic!("no hns_reconcile_passes_total in:\n{text}"));
-    line.split(' ').nth(1).and_then(|v| v.parse().ok()).expect("a number")
-}
-
 fn hns_table(lab: &Lab) -> String {
     lab.try_in(Side::Host, "nft", &["list", "table", "inet", "hns"]).unwrap().stdout
 }

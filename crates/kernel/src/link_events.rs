@@ -54,20 +54,7 @@ pub struct LinkEvents {
 impl LinkEvents {
     /// Subscribes in the calling thread's namespace.
     pub fn open() -> Result<LinkEvents> {
-        let err = |op: &str, e: std::io::Error| KernelError::io(op, "", e);
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| err("open netlink socket", e))?;
-        socket.bind(&SocketAddr::new(0, 0)).map_err(|e| err("bind netlink socket", e))?;
-        socket.add_membership(RTNLGRP_LINK).map_err(|e| err("subscribe to link notifications", e))?;
-        // SO_RCVBUFFORCE passes net.core.rmem_max (hnsd has CAP_NET_ADMIN); netlink-sys only
-        // offers SO_RCVBUF, which that limit caps at a few hundred KiB.
-        let size = RECEIVE_BUFFER as libc::c_int;
-        // Safety: a valid socket and a pointer to an int that lives across the call.
-        let set = unsafe {
-            libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&raw const size).cast(), size_of::<libc::c_int>() as libc::socklen_t)
-        };
-        if set != 0 {
-            let _ = socket.set_rx_buf_sz(RECEIVE_BUFFER);
-        }
+        let socket = subscribe(NETLINK_ROUTE, RTNLGRP_LINK, RECEIVE_BUFFER, "link notifications")?;
         Ok(LinkEvents { socket, buf: vec![0u8; 64 * 1024] })
     }
 
@@ -80,6 +67,24 @@ impl LinkEvents {
         };
         Ok(Received::Events(parse(&self.buf[..n])))
     }
+}
+
+/// A netlink socket of `protocol` subscribed to `group`, with a receive queue of `buffer`
+/// bytes. Shared with `nft_events`.
+pub(crate) fn subscribe(protocol: isize, group: u32, buffer: usize, what: &str) -> Result<Socket> {
+    let err = |op: String, e: std::io::Error| KernelError::io(&op, "", e);
+    let mut socket = Socket::new(protocol).map_err(|e| err(format!("open a netlink socket for {what}"), e))?;
+    socket.bind(&SocketAddr::new(0, 0)).map_err(|e| err(format!("bind the netlink socket for {what}"), e))?;
+    socket.add_membership(group).map_err(|e| err(format!("subscribe to {what}"), e))?;
+    // SO_RCVBUFFORCE passes net.core.rmem_max (hnsd has CAP_NET_ADMIN); netlink-sys only
+    // offers SO_RCVBUF, which that limit caps at a few hundred KiB.
+    let size = buffer as libc::c_int;
+    // Safety: a valid socket and a pointer to an int that lives across the call.
+    let set = unsafe { libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&raw const size).cast(), size_of::<libc::c_int>() as libc::socklen_t) };
+    if set != 0 {
+        let _ = socket.set_rx_buf_sz(buffer);
+    }
+    Ok(socket)
 }
 
 /// The link notifications in one read of the socket (several messages, each 4-byte aligned).

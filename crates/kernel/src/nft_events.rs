@@ -10,10 +10,9 @@
 //! others'.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 use rtnetlink::packet_core::{NlaBuffer, NlasIterator};
 
 use crate::error::{KernelError, Result};
@@ -65,19 +64,7 @@ pub struct NftEvents {
 impl NftEvents {
     /// Subscribes in the calling thread's namespace.
     pub fn open() -> Result<NftEvents> {
-        let err = |op: &str, e: std::io::Error| KernelError::io(op, "", e);
-        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(|e| err("open netfilter netlink socket", e))?;
-        socket.bind(&SocketAddr::new(0, 0)).map_err(|e| err("bind netfilter netlink socket", e))?;
-        socket.add_membership(NFNLGRP_NFTABLES).map_err(|e| err("subscribe to nf_tables notifications", e))?;
-        // As for link notifications (`link_events`): past net.core.rmem_max with CAP_NET_ADMIN.
-        let size = RECEIVE_BUFFER as libc::c_int;
-        // Safety: a valid socket and a pointer to an int that lives across the call.
-        let set = unsafe {
-            libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&raw const size).cast(), size_of::<libc::c_int>() as libc::socklen_t)
-        };
-        if set != 0 {
-            let _ = socket.set_rx_buf_sz(RECEIVE_BUFFER);
-        }
+        let socket = crate::link_events::subscribe(NETLINK_NETFILTER, NFNLGRP_NFTABLES, RECEIVE_BUFFER, "nf_tables notifications")?;
         Ok(NftEvents { socket, buf: vec![0u8; 64 * 1024], pending: BTreeSet::new() })
     }
 

@@ -104,6 +104,13 @@ pub fn ping_once(lab: &Lab, ns: &Value, ip: &str) -> bool {
 
 pub use hns_lab::eventually;
 
+/// `hns_reconcile_passes_total` from `GET /metrics`.
+pub fn reconcile_passes(api: &Api) -> f64 {
+    let text = api.get("/metrics").raw;
+    let line = text.lines().find(|l| l.starts_with("hns_reconcile_passes_total ")).unwrap_or_else(|| panic!("no hns_reconcile_passes_total in:\n{text}"));
+    line.split(' ').nth(1).and_then(|v| v.parse().ok()).expect("a number")
+}
+
 /// What the kernel of the lab host shows of hns: links, the nft table, namespace files.
 pub fn kernel_snapshot(lab: &Lab) -> String {
     let links = lab.in_host("ip", &["-o", "link", "show"]).map(|o| o.stdout).unwrap_or_default();
