@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 /// Long enough that no periodic pass runs after the first one (right after start).
 const NO_PERIODIC: &[&str] = &["--reconcile-interval", "3600s"];
-/// Generous to a loaded machine; a notification-driven repair takes tens of milliseconds.
+/// Generous to a loaded machine; a notification-driven repair takes ~0.1 s.
 const SOON: Duration = Duration::from_secs(3);
 
 fn veth_of(ep: &Value) -> String {

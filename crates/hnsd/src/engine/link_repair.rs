@@ -48,20 +48,32 @@ impl Engine {
                 out.networks = true;
             }
         }
-        if !broken.keys().any(|n| n.starts_with(names::VETH_PREFIX)) {
-            return out;
-        }
-        for e in self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty() && !self.in_flight.contains(&e.ep.id)) {
+        for (name, ev) in broken {
+            let Some(e) = self.endpoint_of_veth(name) else { continue };
+            if e.ep.host_compute_namespace.is_empty() || self.in_flight.contains(&e.ep.id) {
+                continue;
+            }
             let Some(kind) = self.networks.get(&e.network_id).map(|n| n.plan.kind) else { continue };
             if !hns_drivers::has_host_veth(kind) {
                 continue;
             }
-            let Some(ev) = broken.get(&names::veth_host_name(&e.ep.id)) else { continue };
             if ev.deleted || !ev.link.up || (hns_drivers::veth_on_bridge(kind) && ev.link.master.is_none()) {
                 out.endpoints.insert(e.ep.id.clone(), e.ep.host_compute_namespace.clone());
             }
         }
         out
+    }
+
+    /// The endpoint whose host veth is named `name`, found without a walk over every endpoint
+    /// (this runs under the lock while requests queue): a veth is named after the first 12 hex
+    /// digits of its endpoint's ID, and IDs are GUIDs, so the first 8 are the ID's own first 8
+    /// characters, in lower or upper case. An ID of another shape is not found here; the
+    /// periodic pass repairs its veth.
+    fn endpoint_of_veth(&self, name: &str) -> Option<&super::records::EndpointRecord> {
+        let first8 = name.strip_prefix(names::VETH_PREFIX)?.get(..8)?;
+        [first8.to_ascii_lowercase(), first8.to_ascii_uppercase()].into_iter().find_map(|prefix| {
+            self.endpoints.range(prefix.clone()..).take_while(|(id, _)| id.starts_with(&prefix)).map(|(_, e)| e).find(|e| names::veth_host_name(&e.ep.id) == name)
+        })
     }
 }
 
