@@ -56,6 +56,7 @@ pub fn start(state: Arc<AppState>, rescan: Arc<Notify>) -> anyhow::Result<tokio:
                 None => rx.recv().await,
                 Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
                     Ok(got) => got,
+                    // Nothing new: only the due links are looked at below.
                     Err(_) => Some(Received::Events(Vec::new())),
                 },
             };

@@ -129,15 +129,13 @@ fn link_of(payload: &[u8]) -> Option<LinkInfo> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A notification as the kernel lays it out: netlink header, ifinfomsg, attributes.
-    fn message(kind: u16, index: u32, flags: u32, attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
-        let mut body = vec![0u8, 0, 1, 0];
-        body.extend(index.to_ne_bytes());
-        body.extend(flags.to_ne_bytes());
-        body.extend(0u32.to_ne_bytes());
+    /// A netlink message as the kernel lays it out: header, the family's fixed header, then
+    /// attributes (each padded to 4 bytes). Shared with `nft_events`' tests.
+    pub(crate) fn netlink_message(kind: u16, fixed: &[u8], attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = fixed.to_vec();
         for (t, v) in attrs {
             body.extend(((4 + v.len()) as u16).to_ne_bytes());
             body.extend(t.to_ne_bytes());
@@ -150,6 +148,12 @@ mod tests {
         m.extend([0u8; 10]);
         m.extend(body);
         m
+    }
+
+    /// A link notification: netlink header, ifinfomsg, attributes.
+    fn message(kind: u16, index: u32, flags: u32, attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let fixed = [[0u8, 0, 1, 0], index.to_ne_bytes(), flags.to_ne_bytes(), 0u32.to_ne_bytes()].concat();
+        netlink_message(kind, &fixed, attrs)
     }
 
     #[test]

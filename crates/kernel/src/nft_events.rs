@@ -153,19 +153,7 @@ mod tests {
     use super::*;
 
     fn message(msg: u16, family: u8, attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
-        let mut body = vec![family, 0, 0, 0];
-        for (t, v) in attrs {
-            body.extend(((4 + v.len()) as u16).to_ne_bytes());
-            body.extend(t.to_ne_bytes());
-            body.extend(v);
-            body.resize(body.len().next_multiple_of(4), 0);
-        }
-        let mut m = Vec::new();
-        m.extend(((16 + body.len()) as u32).to_ne_bytes());
-        m.extend(((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
-        m.extend([0u8; 10]);
-        m.extend(body);
-        m
+        crate::link_events::tests::netlink_message((NFNL_SUBSYS_NFTABLES << 8) | msg, &[family, 0, 0, 0], attrs)
     }
 
     fn s(x: &str) -> Vec<u8> {

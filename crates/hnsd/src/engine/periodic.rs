@@ -203,7 +203,7 @@ pub async fn periodic(engine: &super::EngineLock) -> Report {
     let snap = engine.lock().await.periodic_snapshot();
     let s = inspect(snap, &mut r).await;
     if s.namespaces {
-        engine.lock().await.reconcile_namespaces(&mut r).await;
+        engine.lock().await.reconcile_namespaces_of(None, &mut r).await;
     }
     // Per network (few): links re-created if missing, responders refreshed.
     engine.lock().await.reconcile_networks(&mut r).await;

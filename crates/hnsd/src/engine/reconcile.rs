@@ -42,7 +42,7 @@ impl Engine {
             t = std::time::Instant::now();
         };
         self.host_resolv_conf = super::read_host_resolv_conf();
-        self.reconcile_namespaces(&mut r).await;
+        self.reconcile_namespaces_of(None, &mut r).await;
         lap("namespaces", &mut stages);
         // One dump of the host's links serves the whole start-up pass: at thousands of veths a
         // dump takes the kernel ~0.5 s (it looks up each veth's peer namespace ID among all of
@@ -116,10 +116,6 @@ impl Engine {
         }
         self.last_reconcile = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         r
-    }
-
-    pub(crate) async fn reconcile_namespaces(&mut self, r: &mut Report) {
-        self.reconcile_namespaces_of(None, r).await
     }
 
     /// The namespaces step for the compartments in `only` (all when `None`).
