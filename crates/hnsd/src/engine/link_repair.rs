@@ -57,9 +57,15 @@ impl Engine {
             if !hns_drivers::has_host_veth(kind) {
                 continue;
             }
-            if ev.deleted || !ev.link.up || (hns_drivers::veth_on_bridge(kind) && ev.link.master.is_none()) {
+            let unplugged = hns_drivers::veth_on_bridge(kind) && (ev.deleted || ev.link.master.is_none());
+            if ev.deleted || !ev.link.up || unplugged {
                 out.endpoints.insert(e.ep.id.clone(), e.ep.host_compute_namespace.clone());
             }
+            // A veth is plugged back only into a bridge that exists, and a deleted bridge's
+            // ports report their unplugging just before the bridge reports its deletion: they
+            // may come due first, alone. The network's links are checked (and re-created)
+            // first in any case.
+            out.networks |= unplugged;
         }
         out
     }
