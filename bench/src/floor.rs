@@ -7,10 +7,10 @@
 //! Per attach it does what the nat driver does for an IPv4 endpoint with one port mapping
 //! (crates/drivers/src/nat.rs `attach`, crates/drivers/src/lib.rs `configure_inside`,
 //! crates/hnsd/src/engine/endpoints.rs `complete_attach`):
-//! - one request: a veth pair, the host end enslaved to the bridge, the peer created inside
-//!   the compartment with its name and MAC;
+//! - one request: a veth pair, the host end enslaved to the bridge and up, the peer created
+//!   inside the compartment with its name and MAC;
 //! - IPv6 address generation off on both ends (hns does it on IPv4-only networks);
-//! - host end up; container end up; loopback up;
+//! - container end up (the compartment's loopback is up since its creation, as hns's are);
 //! - the container end's index looked up (a minimal program needs it for the next two);
 //! - its address (replace), the default route via the gateway;
 //! - the port mapping's nft elements (DNAT map and allow set) in one nfnetlink batch.
@@ -97,8 +97,8 @@ impl Floor {
         Ok(Floor { rt, host, nft, net, client, n: 0 })
     }
 
-    /// A new network namespace (on a short thread, as hns does) with a netlink socket in it.
-    /// Not timed: the compartment exists before an attach.
+    /// A new network namespace (on a short thread, as hns does) with a netlink socket in it,
+    /// its loopback up. Not timed: the compartment exists before an attach.
     pub fn compartment(&self) -> Result<Compartment> {
         let (fd, socket) = std::thread::scope(|s| {
             s.spawn(|| -> Result<(OwnedFd, netlink_sys::Socket)> {
@@ -109,7 +109,11 @@ impl Floor {
             .join()
             .map_err(|_| anyhow!("namespace thread panicked"))?
         })?;
-        let nl = self.rt.block_on(async { connection(socket) });
+        let nl = self.rt.block_on(async {
+            let nl = connection(socket);
+            nl.link().set(LinkUnspec::new_with_name("lo").up().build()).execute().await.context("lo up")?;
+            anyhow::Ok(nl)
+        })?;
         Ok(Compartment { fd, nl })
     }
 
@@ -155,6 +159,7 @@ async fn attach_steps(host: &Handle, c: &Compartment, host_if: &str, mac: [u8; 6
     let peer = LinkMessageBuilder::<LinkUnspec>::new().name("eth0".to_owned()).setns_by_fd(c.fd.as_fd().as_raw_fd()).address(mac.to_vec()).build();
     let veth = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
         .name(host_if.to_owned())
+        .up()
         .controller(net.bridge_index)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
@@ -166,9 +171,7 @@ async fn attach_steps(host: &Handle, c: &Compartment, host_if: &str, mac: [u8; 6
     };
     host.link().set(no_autoconf(host_if)).execute().await.context("ipv6 off, host end")?;
     c.nl.link().set(no_autoconf("eth0")).execute().await.context("ipv6 off, inside")?;
-    host.link().set(LinkUnspec::new_with_name(host_if).up().build()).execute().await.context("host end up")?;
     c.nl.link().set(LinkUnspec::new_with_name("eth0").up().build()).execute().await.context("inside up")?;
-    c.nl.link().set(LinkUnspec::new_with_name("lo").up().build()).execute().await.context("lo up")?;
     let index = c.nl.link().get().match_name("eth0".to_owned()).execute().try_next().await?.context("eth0 missing")?.header.index;
     c.nl.address().add(index, IpAddr::V4(addr), net.prefix_len).replace().execute().await.context("address")?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(Ipv4Addr::UNSPECIFIED, 0).output_interface(index).gateway(net.gateway).build();

@@ -621,6 +621,9 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
     let mut fl = floor::Floor::new(bench0_net, 0)?;
     let (mut attach, mut detach) = (Vec::new(), Vec::new());
     let (mut attach_in, mut detach_in) = (Vec::new(), Vec::new());
+    // A GET of the endpoint just made: what one request on the connection costs (HTTP, JSON,
+    // the published view), apart from the work of an attach.
+    let mut get = Vec::new();
     let (mut f_attach, mut f_detach, mut f_delete) = (Vec::new(), Vec::new(), Vec::new());
     // Interleaved, one hns cycle then one floor cycle, so both see the same machine load.
     for i in 0..cycles {
@@ -629,6 +632,9 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
         let ep = c.call("POST", "/endpoints", Some(&json!({"HostComputeNetwork": "bench0", "HostComputeNamespace": ns["ID"], "Policies": [mapping(20000 + i as u16)]})))?;
         attach.push(ms(t));
         attach_in.extend(c.server_ms);
+        let t = Instant::now();
+        c.call("GET", &format!("/endpoints/{}", ep["ID"].as_str().unwrap()), None)?;
+        get.push(ms(t));
         let t = Instant::now();
         c.call("DELETE", &format!("/endpoints/{}", ep["ID"].as_str().unwrap()), None)?;
         detach.push(ms(t));
@@ -646,6 +652,7 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
     println!("# hns: endpoint + 1 port mapping, {present} endpoints present, {cycles} cycles; floor: the same kernel operations (bench/src/floor.rs), interleaved");
     one_line("attach", &attach, &attach_in);
     one_line("detach", &detach, &detach_in);
+    one_line("get", &get, &[]);
     one_line("floor-attach", &f_attach, &[]);
     one_line("floor-detach", &f_detach, &[]);
     one_line("floor-delete", &f_delete, &[]);

@@ -74,7 +74,6 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
     c.netlink.disable_ipv6_autoconf(&ep.ifname).await?;
     sysctl::ensure(&format!("net.ipv4.conf.{}.proxy_arp", ep.host_if), "1")?;
     sysctl::ensure(&format!("net.ipv4.neigh.{}.proxy_delay", ep.host_if), "0")?;
-    host.set_up(&ep.host_if).await?;
     let index = host.link_by_name(&ep.host_if).await?.map(|l| l.index).unwrap_or_default();
     let src = host.ipv4_of(uplink).await?;
     if ep.addresses.iter().any(|(ip, _)| ip.is_ipv6()) {

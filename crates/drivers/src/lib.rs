@@ -71,6 +71,9 @@ pub struct EndpointPlan {
 pub struct Compartment {
     pub fd: OwnedFd,
     pub netlink: Netlink,
+    /// Its loopback was brought up through this handle (at the compartment's creation or by an
+    /// attach): later attaches skip that step.
+    pub loopback_up: std::sync::atomic::AtomicBool,
 }
 
 pub type Result<T> = std::result::Result<T, KernelError>;
@@ -176,8 +179,11 @@ pub(crate) async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Resu
     let nl = &c.netlink;
     nl.set_up(&ep.ifname).await?;
     mark("kernel: inside up");
-    nl.set_up("lo").await?;
-    mark("kernel: lo up");
+    if !c.loopback_up.load(std::sync::atomic::Ordering::Relaxed) {
+        nl.set_up("lo").await?;
+        c.loopback_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        mark("kernel: lo up");
+    }
     let index = nl
         .link_by_name(&ep.ifname)
         .await?

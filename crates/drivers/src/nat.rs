@@ -6,8 +6,8 @@
 //! - endpoint: a veth whose container end is created directly inside the compartment, with
 //!   its MAC, its address, a default route via the gateway, and loopback up.
 //!
-//! On IPv4-only networks IPv6 autoconfiguration is turned off on every link before it comes
-//! up (see [`Netlink::disable_ipv6_autoconf`] for why).
+//! On IPv4-only networks IPv6 autoconfiguration is turned off on every link before it carries
+//! traffic (see [`Netlink::disable_ipv6_autoconf`] for why).
 
 use std::sync::atomic::Ordering;
 
@@ -60,8 +60,7 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
         c.netlink.disable_ipv6_autoconf(&ep.ifname).await?;
         mark("kernel: ipv6 autoconf off");
     }
-    host.set_up(&ep.host_if).await?;
-    mark("kernel: host end up");
+    // The host end is up since its creation (`create_veth_into`).
     crate::configure_inside(ep, c).await
 }
 

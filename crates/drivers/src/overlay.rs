@@ -113,7 +113,6 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
         host.disable_ipv6_autoconf(&ep.host_if).await?;
         c.netlink.disable_ipv6_autoconf(&ep.ifname).await?;
     }
-    host.set_up(&ep.host_if).await?;
     crate::configure_inside(ep, c).await
 }
 

@@ -597,7 +597,9 @@ fn a_remote_ipv6_backend_is_reached_through_the_source_vip() {
     let (c, _) = apis[0].container("n", "c", json!({}));
     let (reached, seen) = settled(h0, &c, "[fd00:96::50]:80", |(p, _)| p != "failed");
     assert!(reached, "the IPv6 VIP did not reach a backend: {seen:?}");
-    let seen = exchanges(h0, &c, "connect-tcp [fd00:96::50]:80 --timeout-ms 1000", 30);
+    // 3 s: one lost SYN (TCP retransmits it after 1 s) is load on the machine, not a
+    // connection the load balancer failed to deliver.
+    let seen = exchanges(h0, &c, "connect-tcp [fd00:96::50]:80 --timeout-ms 3000", 30);
     let on = |backend: String| seen.iter().filter(|(_, l)| *l == backend).map(|(p, _)| p.clone()).collect::<Vec<_>>();
     let (remote, local) = (on(ip6_of(&eb)), on(ip6_of(&el)));
     assert_eq!(remote.len() + local.len(), 30, "every connection lands on one of the two backends: {seen:?}");

@@ -143,8 +143,9 @@ fn conflicts_are_refused_naming_the_holder() {
     assert_eq!(api.snapshot(), before, "refused requests changed the store");
 }
 
-/// The mappings are committed (durably once the attach's kernel step is done) but not yet in
-/// the kernel when hnsd dies: the next hnsd programs them.
+/// The mappings are committed (durably once the attach's kernel step is done) and written beside
+/// that step, but the endpoint is not yet marked attached when hnsd dies: the next hnsd programs
+/// them (a full apply at start compares elements too).
 #[test]
 fn a_crash_between_commit_and_apply_is_repaired_for_mappings_too() {
     let lab = Lab::new().unwrap();
@@ -159,6 +160,30 @@ fn a_crash_between_commit_and_apply_is_repaired_for_mappings_too() {
     let netns = format!("--net={}", ns["NetNsPath"].as_str().unwrap());
     let _srv = lab.spawn_in_host("nsenter", &[&netns, &probe(), "serve-tcp", "0.0.0.0:80"]).unwrap();
     assert!(eventually(Duration::from_secs(5), || tcp_from(&lab, Side::Lan, &format!("{HOST_UPLINK}:8080")).is_ok()), "the mapping was not repaired");
+}
+
+/// The mappings' elements are written beside the attach's kernel step, while its commit is
+/// still being made durable: hnsd dies between the two. The next hnsd does not have the
+/// endpoint, so it takes the elements out of the kernel, the host port is free, and no link
+/// is left.
+#[test]
+fn a_crash_after_the_elements_before_the_commit_is_durable_leaves_nothing() {
+    let lab = Lab::new().unwrap();
+    let d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(&lab);
+    let ns = api.post("/namespaces", &json!({"Name": "web"})).ok();
+    d.stop().unwrap();
+    let d = lab.start_hnsd_with(HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), "attach-written-before-durable".into())], ..Default::default() }).unwrap();
+    let _ = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"], "Name": "web", "Policies": [pm("tcp", 8080, 80)]}));
+    assert!(eventually(Duration::from_secs(5), || !d.is_running()), "the failpoint did not kill hnsd");
+    // What the dead hnsd left: the element is in the kernel (written before the crash).
+    assert!(lab.in_host("nft", &["list", "map", "inet", "hns", "pm4"]).unwrap().stdout.contains("8080"), "the element was not written before the commit was durable");
+    let _d = lab.start_hnsd(&[]).unwrap();
+    assert_eq!(api.get("/endpoints").ok(), json!([]), "an attach whose commit was not durable survived");
+    assert!(!lab.in_host("nft", &["list", "map", "inet", "hns", "pm4"]).unwrap().stdout.contains("8080"), "the kernel still maps the port");
+    assert!(eventually(Duration::from_secs(5), || !lab.in_host("ip", &["-br", "link"]).unwrap().stdout.lines().any(|l| l.starts_with("hnv") || l.starts_with("hnz"))), "a veth was left");
+    // The host port is free again.
+    api.container("nat", "again", json!({"Policies": [pm("tcp", 8080, 80)]}));
 }
 
 #[test]

@@ -192,7 +192,8 @@ impl Netlink {
         self.handle.link().set(msg).execute().await.map_err(|e| nl_err(op, name, e))
     }
 
-    /// Turns IPv6 address generation off on a link that is still down, so it never starts
+    /// Turns IPv6 address generation off on a link that is still down (or up without a
+    /// carrier: a veth whose other end is down), so it never starts
     /// duplicate address detection, router solicitations or MLD reports. On IPv4-only networks
     /// that multicast chatter, flooded to every port of a shared bridge, makes attach cost grow
     /// with the number of endpoints.
@@ -349,8 +350,12 @@ impl Netlink {
         if let Some(m) = mtu {
             peer = peer.mtu(m);
         }
+        // The host end comes up in the same request: it has no carrier until the container end
+        // is up, so the kernel makes no IPv6 address on it before then, and IPv6 address
+        // generation turned off in between still finds none ([`Netlink::disable_ipv6_autoconf`]).
         let mut host = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(host_name.to_owned())
+            .up()
             .link_group(names::HNS_GROUP)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
         if let Some(m) = master {

@@ -35,7 +35,7 @@ async fn uncut<T: Send + 'static>(op: impl Future<Output = Result<T>> + Send + '
 async fn finish<T>(s: &Shared, step: Step<T>, view: impl FnOnce(&Engine, &str, &str) -> Result<T>) -> Result<T> {
     match step {
         Step::Done(v) => Ok(v),
-        Step::Attach(k) => {
+        Step::Attach(mut k) => {
             hns_kernel::timing::mark("lock released");
             let done = k.run().await;
             let (ep_id, ns_id) = (k.ep_id.clone(), k.ns_id.clone());
@@ -43,7 +43,7 @@ async fn finish<T>(s: &Shared, step: Step<T>, view: impl FnOnce(&Engine, &str, &
             engine.attach_end(*k, done).await?;
             view(&engine, &ep_id, &ns_id)
         }
-        Step::Detach(k) => {
+        Step::Detach(mut k) => {
             let done = k.run().await;
             let (ep_id, ns_id) = (k.ep_id.clone(), k.ns_id.clone());
             let mut engine = s.engine.lock().await;

@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use super::cluster_hooks::ClusterDriver;
 use super::portmaps;
 use super::records::{EndpointRecord, MappingRecord};
+use super::step_writes::{ElementWrite, StepWrites, StepWritesDone};
 use super::validate;
 use super::{Engine, Result, kernel_err, new_guid, norm_guid, store_err};
 
@@ -53,21 +54,34 @@ pub struct KernelAttach {
     plan: EndpointPlan,
     compartment: Arc<Compartment>,
     store: Arc<Store>,
+    /// The mappings' elements and the resolv.conf, written beside the kernel step.
+    writes: Option<StepWrites>,
+    written: StepWritesDone,
 }
 
 impl KernelAttach {
-    /// The kernel step, while the attach's commit (made lazily) becomes durable: the reply
-    /// waits for both, and the disk's wait (~0.8 ms) no longer adds to the kernel's. A crash
-    /// before the commit is durable leaves the store as before the request, and the veth, which
-    /// no record names then, is removed by the reconciler.
-    pub async fn run(&self) -> Result<()> {
+    /// The kernel step, while the attach's commit (made lazily) becomes durable and its
+    /// mappings and resolv.conf are written ([`super::step_writes`]): the reply waits for all,
+    /// and the disk's wait (~0.8 ms) no longer adds to the kernel's. A crash before the commit
+    /// is durable leaves the store as before the request, and the veth, which no record names
+    /// then, is removed by the reconciler (and its elements by the next full apply).
+    pub async fn run(&mut self) -> Result<()> {
         let store = self.store.clone();
-        let durable = async {
-            tokio::task::spawn_blocking(move || store.sync()).await.map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))?.map_err(store_err)
+        let writes = self.writes.take().unwrap_or_default();
+        let beside = async {
+            tokio::task::spawn_blocking(move || {
+                let written = writes.run();
+                super::failpoint("attach-written-before-durable");
+                (written, store.sync())
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))
         };
         let kernel = async { hns_drivers::attach(&self.host, &self.net, &self.plan, &self.compartment).await.map_err(kernel_err) };
-        let (durable, kernel) = tokio::join!(durable, kernel);
-        durable.and(kernel)
+        let (beside, kernel) = tokio::join!(beside, kernel);
+        let (written, durable) = beside?;
+        self.written = written;
+        durable.map_err(store_err).and(kernel)
     }
 }
 
@@ -84,6 +98,8 @@ pub struct KernelDetach {
     link: VethStep,
     /// The detach's commit was made lazily: it becomes durable alongside the veth's step.
     store: Arc<Store>,
+    /// What came of the mappings' removal beside the veth's step (`None`: there was none).
+    elements_removed: Option<std::result::Result<(), hns_kernel::KernelError>>,
 }
 
 /// What retiring an endpoint's veth needs: its network's and its own plan, and the compartment
@@ -92,17 +108,26 @@ struct VethStep {
     net: NetworkPlan,
     plan: EndpointPlan,
     inside: Option<Arc<Compartment>>,
+    /// The mappings' elements to take out beside the step, without the lock (see
+    /// `step_writes`); `None`: taken out before it, under the lock.
+    elements: Option<ElementWrite>,
 }
 
 impl KernelDetach {
-    /// The veth's step, while the detach's commit (made lazily) becomes durable: as for an
-    /// attach ([`KernelAttach::run`]), the reply waits for both, and the engine's lock is not
-    /// held while the disk syncs. Returns the retired link, for the reaper.
-    pub async fn run(&self) -> Result<Option<String>> {
+    /// The veth's step, while the detach's commit (made lazily) becomes durable and the
+    /// mappings' elements are taken out: as for an attach ([`KernelAttach::run`]), the reply
+    /// waits for all, and the engine's lock is not held while the disk syncs. Returns the
+    /// retired link, for the reaper.
+    pub async fn run(&mut self) -> Result<Option<String>> {
         let store = self.store.clone();
-        let durable = async { tokio::task::spawn_blocking(move || store.sync()).await.map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))?.map_err(store_err) };
-        let (durable, retired) = tokio::join!(durable, self.link.run(&self.host));
-        durable.and(retired)
+        let elements = self.link.elements.take();
+        let beside = async {
+            tokio::task::spawn_blocking(move || (elements.map(ElementWrite::run), store.sync())).await.map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))
+        };
+        let (beside, retired) = tokio::join!(beside, self.link.run(&self.host));
+        let (removed, durable) = beside?;
+        self.elements_removed = removed;
+        durable.map_err(store_err).and(retired)
     }
 }
 
@@ -401,6 +426,7 @@ impl Engine {
     pub(crate) async fn create_local_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
         let (id, attach) = self.create_local_begin(req).await?;
         if let Some(k) = attach {
+            let mut k = k;
             let done = k.run().await;
             Box::pin(self.attach_end(k, done)).await?;
         }
@@ -429,7 +455,11 @@ impl Engine {
                 // Made durable during the attach's kernel step (`KernelAttach::run`).
                 txn.lazy();
             }
-            txn.put(Kind::Endpoint, &id, &rec)?;
+            if ns_id.is_some() {
+                txn.put(Kind::Endpoint, &id, &committed_attached(&rec))?;
+            } else {
+                txn.put(Kind::Endpoint, &id, &rec)?;
+            }
             txn.put(Kind::Network, &net_rec.net.id, &net_rec)?;
             txn.put(Kind::Meta, super::META_PORT_CURSOR, &self.ports.cursor)?;
             for m in &maps {
@@ -492,7 +522,7 @@ impl Engine {
     }
 
     pub(crate) async fn delete_local_endpoint(&mut self, id: &str) -> Result<()> {
-        let Some(k) = self.delete_begin(id).await? else { return Ok(()) };
+        let Some(mut k) = self.delete_begin(id).await? else { return Ok(()) };
         let done = k.run().await;
         self.detach_end(k, done).await
     }
@@ -524,7 +554,7 @@ impl Engine {
         mark("store commit");
         super::failpoint("detach-after-commit");
         // Committed: a failing kernel step here is finished by the reconciler.
-        let prepared = if attached { self.detach_prepare(&rec).await } else { Ok(None) };
+        let prepared = if attached { self.detach_prepare(&rec, true).await } else { Ok(None) };
         if let Ok(Some(link)) = prepared {
             return Ok(Some(self.detach_in_flight(&rec, true, link)));
         }
@@ -561,33 +591,39 @@ impl Engine {
     /// The kernel side of a detach, all under the lock: the veth is taken out of service now
     /// and deleted by the reaper in the background (a delete costs an RCU grace period, ~20 ms).
     pub(crate) async fn kernel_detach(&mut self, rec: &EndpointRecord) -> Result<()> {
-        let Some(link) = self.detach_prepare(rec).await? else { return Ok(()) };
+        let Some(link) = self.detach_prepare(rec, false).await? else { return Ok(()) };
         let retired = link.run(&self.host).await?;
         self.veth_retired(&rec.ep.id, retired).await;
         Ok(())
     }
 
     /// A detach's kernel work but the veth's: mappings, ACLs and policies out, the DHCPv6
-    /// lease released; then what the veth's step needs (`None`: no veth to retire).
-    async fn detach_prepare(&mut self, rec: &EndpointRecord) -> Result<Option<VethStep>> {
-        // Mappings first, so no packet is sent to an address that is going away.
+    /// lease released; then what the veth's step needs (`None`: no veth to retire). `beside`:
+    /// the step runs without the lock, and takes the mappings out meanwhile.
+    async fn detach_prepare(&mut self, rec: &EndpointRecord, beside: bool) -> Result<Option<VethStep>> {
+        let net = self.networks.get(&rec.network_id).map(|n| n.plan.clone());
+        let plan = self.endpoint_plan(rec);
+        // Mappings first, so no packet is sent to an address that is going away (or at once,
+        // beside a veth step run without the lock).
         let mine = self.kernel_mappings(rec);
-        self.program_mappings(&[], &mine, &[])?;
-        mark("nft elements");
+        let elements = if beside && net.is_some() && plan.is_some() { self.element_write(&[], &mine) } else { None };
+        if elements.is_none() {
+            self.program_mappings(&[], &mine, &[])?;
+            mark("nft elements");
+        }
         if let Err(e) = self.unprogram_acl(rec) {
             tracing::warn!(endpoint = rec.ep.id, error = %e.message, "could not remove the endpoint's ACL chains; the reconciler rebuilds the ACL tables");
         }
         if let Err(e) = Box::pin(self.detach_policies(rec)).await {
             tracing::warn!(endpoint = rec.ep.id, error = %e.message, "could not remove the endpoint's OutBoundNAT or QOS; the reconciler finishes it");
         }
-        let Some(net) = self.networks.get(&rec.network_id).map(|n| n.plan.clone()) else { return Ok(None) };
-        let Some(plan) = self.endpoint_plan(rec) else { return Ok(None) };
+        let (Some(net), Some(plan)) = (net, plan) else { return Ok(None) };
         // The DHCPv6 Release leaves from the container's interface: before it goes.
         self.release_lease6(&rec.ep.id).await;
         let ns = &rec.ep.host_compute_namespace;
         let inside = if ns.is_empty() || !self.namespaces.contains_key(ns) { None } else { self.compartment_handle(ns).ok() };
         mark("open compartment");
-        Ok(Some(VethStep { net, plan, inside }))
+        Ok(Some(VethStep { net, plan, inside, elements }))
     }
 
     /// Marks the endpoint `rec` (attached) and its compartment in flight for the veth's step.
@@ -598,7 +634,7 @@ impl Engine {
         if delete {
             self.deleting_endpoints.insert(ep_id.clone());
         }
-        KernelDetach { ep_id, ns_id, delete, host: self.host.clone(), link, store: self.store.clone() }
+        KernelDetach { ep_id, ns_id, delete, host: self.host.clone(), link, store: self.store.clone(), elements_removed: None }
     }
 
     /// After the veth's step: the DHCPv4 lease released, the retired link to the reaper.
@@ -617,6 +653,15 @@ impl Engine {
         self.in_flight.remove(&k.ns_id);
         self.deleting_endpoints.remove(&k.ep_id);
         self.idle.notify_waiters();
+        if let Some(Err(e)) = &k.elements_removed
+            && !e.is_not_found()
+        {
+            // Gone from the state, still in the kernel: a full apply takes them out.
+            tracing::warn!(endpoint = k.ep_id, error = %e, "could not take the mappings' elements out; re-applying the whole nft table");
+            if let Err(e) = self.apply_nft() {
+                tracing::warn!(endpoint = k.ep_id, error = %e.message, "the nft table's re-apply failed; the reconciler repairs it");
+            }
+        }
         let result = match done {
             Ok(retired) => {
                 self.veth_retired(&k.ep_id, retired).await;
@@ -742,7 +787,7 @@ impl Engine {
     /// Attaches an endpoint to a compartment: commit, create the veth into it, configure,
     /// mark attached. All under the lock; see [`Engine::attach_begin`] for the staged form.
     pub(crate) async fn attach(&mut self, ep_id: &str, ns_id: &str) -> Result<()> {
-        let Some(k) = self.attach_begin(ep_id, ns_id).await? else { return Ok(()) };
+        let Some(mut k) = self.attach_begin(ep_id, ns_id).await? else { return Ok(()) };
         let done = k.run().await;
         self.attach_end(k, done).await
     }
@@ -765,7 +810,7 @@ impl Engine {
         let ifname = self.ifname_in(&rec.requested_ifname, ns_id)?;
         Self::bind(&mut rec, ns_id, ifname);
         // Made durable during the kernel step (`KernelAttach::run`).
-        self.persist_endpoint(&rec, true)?;
+        self.persist_endpoint(&committed_attached(&rec), true)?;
         super::failpoint("attach-after-commit");
         self.endpoints.insert(ep_id.to_owned(), rec);
         match self.kernel_attach(ep_id, Undo::Unbind).await {
@@ -783,7 +828,7 @@ impl Engine {
         self.idle.notify_waiters();
         let rec = self.endpoints.get(&k.ep_id).cloned();
         let finished = match (done, rec) {
-            (Ok(()), Some(rec)) => Box::pin(self.finish_attach(rec)).await,
+            (Ok(()), Some(rec)) => Box::pin(self.finish_attach(rec, k.written)).await,
             (Ok(()), None) => Err(ApiError::internal(format!("endpoint {} vanished during its attach", k.ep_id))),
             (Err(e), Some(rec)) => {
                 let _ = self.kernel_detach(&rec).await;
@@ -816,6 +861,8 @@ impl Engine {
                 rec.lease = None;
                 rec.lease6 = None;
                 self.endpoints.insert(ep_id.to_owned(), rec.clone());
+                // Written with this endpoint beside the kernel step.
+                self.write_resolv_conf(&ns_id);
                 let state = format!(
                     "{}; the attach was undone in the kernel, but the store still records endpoint {ep_id} as attached to namespace {ns_id}",
                     e.message
@@ -865,35 +912,46 @@ impl Engine {
             return Err(e);
         }
         mark("acl, policies");
+        // Beside the kernel step, from the state committed (see `step_writes`).
+        let writes = StepWrites { elements: self.element_write(&self.kernel_mappings(&rec), &[]), resolv: self.resolv_file(&ns_id) };
         self.in_flight.insert(ep_id.to_owned());
         self.in_flight.insert(ns_id.clone());
         let net = self.networks[&rec.network_id].plan.clone();
-        Ok(KernelAttach { ep_id: ep_id.to_owned(), ns_id, undo, host: self.host.clone(), net, plan, compartment, store: self.store.clone() })
+        let store = self.store.clone();
+        Ok(KernelAttach { ep_id: ep_id.to_owned(), ns_id, undo, host: self.host.clone(), net, plan, compartment, store, writes: Some(writes), written: Default::default() })
     }
 
-    /// After the kernel step: mappings, "attached", resolv.conf, DNS names, DHCPv6.
-    async fn finish_attach(&mut self, mut rec: EndpointRecord) -> Result<()> {
+    /// After the kernel step: the mappings and resolv.conf unless written beside it (`written`),
+    /// "attached", DNS names, DHCPv6.
+    async fn finish_attach(&mut self, mut rec: EndpointRecord, written: StepWritesDone) -> Result<()> {
         let ep_id = rec.ep.id.clone();
-        let mine = self.kernel_mappings(&rec);
-        if let Err(e) = self.program_mappings(&mine, &[], &[]) {
-            let _ = self.kernel_detach(&rec).await;
-            return Err(e);
+        match written.elements {
+            Some(Ok(())) => {}
+            beside => {
+                if let Some(Err(e)) = beside {
+                    tracing::debug!(endpoint = ep_id, error = %e, "the mappings' elements were not written beside the attach; writing them now");
+                }
+                let mine = self.kernel_mappings(&rec);
+                if let Err(e) = self.program_mappings(&mine, &[], &[]) {
+                    let _ = self.kernel_detach(&rec).await;
+                    return Err(e);
+                }
+                mark("nft elements");
+            }
         }
-        mark("nft elements");
         // Boxed: these futures nest in every attach and detach path (stack size).
         if let Err(e) = Box::pin(self.attach_policies_late(&rec)).await {
             let _ = self.kernel_detach(&rec).await;
             return Err(e);
         }
+        // The store says "attached" since the commit (`committed_attached`).
         rec.ep_mut().state = state::ATTACHED;
-        // The callers undo the attach on an error.
-        let state = "the endpoint's interface was configured in its compartment and is removed again";
-        self.persist_after(Kind::Endpoint, &ep_id, &rec, true, state)?;
-        mark("store ready (lazy)");
         let ns_id = rec.ep.host_compute_namespace.clone();
         self.endpoints.insert(ep_id.clone(), rec);
-        self.write_resolv_conf(&ns_id);
-        mark("resolv.conf");
+        if !written.resolv {
+            self.write_resolv_conf(&ns_id);
+            mark("resolv.conf");
+        }
         // Before the request returns: the name resolves the moment attach does.
         self.dns_refresh_for(&self.endpoints[&ep_id]);
         mark("dns names");
@@ -914,7 +972,7 @@ impl Engine {
     /// Detaches an endpoint from its compartment, all under the lock; see
     /// [`Engine::detach_begin`] for the staged form.
     pub(crate) async fn detach(&mut self, ep_id: &str) -> Result<()> {
-        let Some(k) = self.detach_begin(ep_id).await? else { return Ok(()) };
+        let Some(mut k) = self.detach_begin(ep_id).await? else { return Ok(()) };
         let done = k.run().await;
         self.detach_end(k, done).await
     }
@@ -948,7 +1006,7 @@ impl Engine {
         self.endpoints.insert(ep_id.to_owned(), rec);
         self.dns_refresh_for(&attached);
         self.write_resolv_conf(&ns_id);
-        match self.detach_prepare(&attached).await {
+        match self.detach_prepare(&attached, true).await {
             Ok(Some(link)) => Ok(Some(self.detach_in_flight(&attached, false, link))),
             other => {
                 self.store.sync().map_err(store_err)?;
@@ -1029,6 +1087,17 @@ impl Engine {
 }
 
 /// "endpoint web (ID)" for messages about who holds something.
+/// An endpoint bound to a compartment as the attach commits it: "attached" at once. In memory
+/// (and so in the API's views) it stays "created" until its kernel step is done; in the store,
+/// a bound endpoint's veth is the reconciler's to make either way (a crash after the commit is
+/// durable leaves the attach for the restart to finish), so a second write of the record after
+/// the step would only change its state.
+fn committed_attached(rec: &EndpointRecord) -> EndpointRecord {
+    let mut stored = rec.clone();
+    stored.ep_mut().state = state::ATTACHED;
+    stored
+}
+
 pub(crate) fn describe_endpoint(endpoints: &BTreeMap<String, EndpointRecord>, id: &str) -> String {
     match endpoints.get(id) {
         Some(r) if !r.ep.name.is_empty() => format!("endpoint {} ({id})", r.ep.name),

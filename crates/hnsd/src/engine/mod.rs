@@ -69,6 +69,7 @@ mod policies;
 mod portmaps;
 pub mod reconcile;
 pub mod records;
+mod step_writes;
 pub mod validate;
 pub mod views;
 
@@ -194,8 +195,9 @@ pub struct Engine {
     /// receiving end to the task that applies them.
     pub(crate) lease6_events: tokio::sync::mpsc::UnboundedSender<String>,
     lease6_events_rx: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
-    /// The nfnetlink socket for element changes, opened on first use.
-    pub(crate) nft: Option<hns_kernel::nft_elements::ElementWriter>,
+    /// Idle nfnetlink sockets for element changes, opened on first use; shared with the
+    /// attaches' steps run without the lock ([`step_writes`]).
+    pub(crate) nft: step_writes::ElementWriters,
     /// The order of the writes to the hns nft table, full applies and element writes alike
     /// (see [`nft_order`]): a network's full apply runs without the lock.
     pub(crate) nft_order: std::sync::Arc<nft_order::NftOrder>,
@@ -353,7 +355,7 @@ impl Engine {
             leases6: HashMap::new(),
             lease6_events,
             lease6_events_rx: Some(lease6_events_rx),
-            nft: None,
+            nft: Default::default(),
             nft_order: Default::default(),
             deleting: HashMap::new(),
             dns: std::sync::Arc::new(hns_dns::DnsService::new(hns_dns::DnsConfig::default())),
@@ -466,7 +468,7 @@ impl Engine {
             let fd = hns_kernel::netns::open(&path)?;
             let netlink = Netlink::in_netns(&fd)?;
             // Beyond the cap this closes the least recently used compartment's handles.
-            self.handles.put(ns_id.to_owned(), std::sync::Arc::new(Compartment { fd, netlink }));
+            self.handles.put(ns_id.to_owned(), std::sync::Arc::new(Compartment { fd, netlink, loopback_up: Default::default() }));
         }
         Ok(self.handles.get(ns_id).expect("just put").clone())
     }

@@ -182,7 +182,9 @@ impl Engine {
         };
         self.namespaces.get_mut(id).expect("exists").rec.identity = Some(identity);
         let c = self.compartment(id).map_err(kernel_err)?;
-        c.netlink.set_up("lo").await.map_err(kernel_err)
+        c.netlink.set_up("lo").await.map_err(kernel_err)?;
+        c.loopback_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     pub async fn delete_namespace(&mut self, key: &str) -> Result<()> {
@@ -218,14 +220,14 @@ impl Engine {
         match self.modify_namespace_begin(key, req).await? {
             Step::Done(ns) => Ok(ns),
             Step::Attach(k) => {
-                let k = *k;
+                let mut k = *k;
                 let done = k.run().await;
                 let ns_id = k.ns_id.clone();
                 self.attach_end(k, done).await?;
                 Ok(self.namespace_view(&ns_id).wire())
             }
             Step::Detach(k) => {
-                let k = *k;
+                let mut k = *k;
                 let done = k.run().await;
                 let ns_id = k.ns_id.clone();
                 self.detach_end(k, done).await?;
@@ -292,11 +294,19 @@ impl Engine {
         self.cfg.resolv_dir().join(ns_id).join("resolv.conf")
     }
 
-    /// Writes the compartment's resolv.conf from the DNS settings of its endpoints (endpoint
-    /// settings first, then their network's), else the host's non-loopback servers.
+    /// Writes the compartment's resolv.conf ([`Engine::resolv_file`]).
     pub(crate) fn write_resolv_conf(&self, ns_id: &str) {
+        if let Some(f) = self.resolv_file(ns_id) {
+            f.write();
+        }
+    }
+
+    /// The compartment's resolv.conf, from the DNS settings of its endpoints (endpoint settings
+    /// first, then their network's), else the host's non-loopback servers. `None`: no such
+    /// compartment.
+    pub(crate) fn resolv_file(&self, ns_id: &str) -> Option<super::step_writes::ResolvFile> {
         if !self.namespaces.contains_key(ns_id) {
-            return;
+            return None;
         }
         let mut servers: Vec<String> = Vec::new();
         let mut search: Vec<String> = Vec::new();
@@ -317,13 +327,7 @@ impl Engine {
             }
         }
         let content = render_resolv_conf(&servers, &search, &options, &self.host_resolv_conf);
-        let path = self.resolv_path(ns_id);
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Err(e) = std::fs::write(&path, content) {
-            tracing::warn!(path = %path.display(), error = %e, "could not write resolv.conf");
-        }
+        Some(super::step_writes::ResolvFile { path: self.resolv_path(ns_id), content })
     }
 }
 

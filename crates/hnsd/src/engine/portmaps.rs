@@ -17,6 +17,9 @@ use super::records::EndpointRecord;
 use super::validate::{ENDPOINT_POLICY_TYPES, refuse_policy};
 use super::{Engine, Result, kernel_err};
 
+/// The most element changes written in one netlink batch; more go through a full apply.
+const MAX_ELEMENT_BATCH: usize = 64;
+
 /// The policy type name, canonical spelling.
 pub const PORT_MAPPING: &str = "PortMapping";
 
@@ -303,6 +306,19 @@ impl Engine {
         Arc::new(ep)
     }
 
+    /// An endpoint's mappings put into or taken out of the kernel beside an attach's or a
+    /// detach's kernel step, without the lock ([`super::step_writes`]): the changes and their
+    /// turn taken now, with the state they come from. `None` when there is none, or more than
+    /// one netlink batch holds ([`Engine::program_mappings`] writes those, under the lock).
+    pub(crate) fn element_write(&self, add: &[Mapping], remove: &[Mapping]) -> Option<super::step_writes::ElementWrite> {
+        let n = add.len() + remove.len();
+        if n == 0 || n > MAX_ELEMENT_BATCH {
+            return None;
+        }
+        let changes = hns_kernel::nft_elements::element_changes(add, remove, &[]);
+        Some(super::step_writes::ElementWrite { changes, turn: self.nft_order.take(), writers: self.nft.clone() })
+    }
+
     /// Puts mappings of one endpoint into, or takes them out of, the kernel. `keep` are the
     /// endpoint's mappings that stay: an allow element shared with one of them is kept (only
     /// an endpoint's own mappings can share one, as they share its address).
@@ -312,14 +328,11 @@ impl Engine {
         }
         // Big batches go through one `nft -f` transaction of the whole table (10 000 mappings
         // load in ~0.1 s that way); a netlink batch that large would outgrow the socket buffer.
-        if add.len() + remove.len() > 64 {
+        if add.len() + remove.len() > MAX_ELEMENT_BATCH {
             return self.apply_nft();
         }
         let changes = hns_kernel::nft_elements::element_changes(add, remove, keep);
-        let writer = match self.nft.as_mut() {
-            Some(w) => w,
-            None => self.nft.insert(hns_kernel::nft_elements::ElementWriter::open().map_err(kernel_err)?),
-        };
+        let mut writer = self.nft.take().map_err(kernel_err)?;
         // In the order of the table's writes: after a full apply whose state was read before
         // this change (a network's, running without the lock), never before it.
         let turn = self.nft_order.take();
@@ -332,6 +345,7 @@ impl Engine {
                 writer.apply(&changes)
             })
         };
+        self.nft.give_back(writer);
         // Passed on before a fallback's full apply takes its own turn.
         drop(turn);
         match written {
