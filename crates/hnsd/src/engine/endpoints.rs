@@ -425,8 +425,7 @@ impl Engine {
 
     pub(crate) async fn create_local_endpoint(&mut self, req: HostComputeEndpoint) -> Result<HostComputeEndpoint> {
         let (id, attach) = self.create_local_begin(req).await?;
-        if let Some(k) = attach {
-            let mut k = k;
+        if let Some(mut k) = attach {
             let done = k.run().await;
             Box::pin(self.attach_end(k, done)).await?;
         }
