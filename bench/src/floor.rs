@@ -156,8 +156,10 @@ impl Floor {
 }
 
 async fn attach_steps(host: &Handle, c: &Compartment, host_if: &str, mac: [u8; 6], addr: Ipv4Addr, net: Net) -> Result<u32> {
-    let peer = LinkMessageBuilder::<LinkUnspec>::new().name("eth0".to_owned()).setns_by_fd(c.fd.as_fd().as_raw_fd()).address(mac.to_vec()).build();
-    let veth = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+    // One queue each way, as hns asks (crates/kernel/src/netlink.rs `create_veth_into`).
+    let one_queue = |b: LinkMessageBuilder<LinkUnspec>| b.append_extra_attribute(LinkAttribute::NumTxQueues(1)).append_extra_attribute(LinkAttribute::NumRxQueues(1));
+    let peer = one_queue(LinkMessageBuilder::<LinkUnspec>::new()).name("eth0".to_owned()).setns_by_fd(c.fd.as_fd().as_raw_fd()).address(mac.to_vec()).build();
+    let veth = one_queue(LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth))
         .name(host_if.to_owned())
         .up()
         .controller(net.bridge_index)

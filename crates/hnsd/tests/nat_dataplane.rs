@@ -93,6 +93,29 @@ fn static_ip_and_mac_are_what_the_compartment_shows() {
     assert!(ping(&lab, &c, "10.98.0.254"));
 }
 
+/// The veth as an attach makes it, in one request: one queue each way (the kernel would make a
+/// queue per CPU and cut them down, waiting for RCU twice), the host end up from its creation
+/// yet without an IPv6 address (address generation is off before the container end gives it
+/// a carrier), the compartment's loopback up.
+#[test]
+fn an_endpoints_veth_has_one_queue_each_way_and_no_ipv6_on_an_ipv4_network() {
+    let (lab, _d, api) = lab_with_hnsd();
+    let (c, ep) = api.container("nat", "c", json!({}));
+    let host_if = hns_kernel::names::veth_host_name(ep["ID"].as_str().unwrap());
+    let host = lab.in_host("ip", &["-d", "link", "show", &host_if]).unwrap().stdout;
+    let inside = in_ns(&lab, &c, "ip", &["-d", "link", "show", "eth0"]).stdout;
+    for (end, shown) in [("host end", &host), ("container end", &inside)] {
+        assert!(shown.contains("numtxqueues 1 ") && shown.contains("numrxqueues 1 "), "{end}: {shown}");
+        assert!(shown.contains(",UP,LOWER_UP>"), "{end} is not up with a carrier: {shown}");
+    }
+    assert_eq!(lab.in_host("ip", &["-6", "addr", "show", "dev", &host_if]).unwrap().stdout.trim(), "", "the host end has an IPv6 address");
+    assert_eq!(in_ns(&lab, &c, "ip", &["-6", "addr", "show", "dev", "eth0"]).stdout.trim(), "", "the container end has an IPv6 address");
+    assert!(in_ns(&lab, &c, "ip", &["link", "show", "lo"]).stdout.contains(",UP,"), "loopback is down");
+    let route = in_ns(&lab, &c, "ip", &["-4", "route", "show", "default"]).stdout;
+    let gateway = route.split_whitespace().skip_while(|w| *w != "via").nth(1).unwrap_or_else(|| panic!("no default route: {route}")).to_owned();
+    assert!(ping(&lab, &c, &gateway), "no traffic through the veth to {gateway}");
+}
+
 #[test]
 fn endpoints_are_hot_added_and_removed_while_a_process_runs() {
     let (lab, _d, api) = lab_with_hnsd();
