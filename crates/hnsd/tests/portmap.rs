@@ -143,19 +143,26 @@ fn conflicts_are_refused_naming_the_holder() {
     assert_eq!(api.snapshot(), before, "refused requests changed the store");
 }
 
+/// An hnsd that dies (SIGKILL) at `failpoint` while it creates endpoint "web" attached, with a
+/// mapping of host port 8080, in a compartment made before; returns the API and the compartment.
+fn attach_a_mapping_dying_at(lab: &Lab, failpoint: &str) -> (Api, Value) {
+    let d = lab.start_hnsd(&[]).unwrap();
+    let api = Api::new(lab);
+    let ns = api.post("/namespaces", &json!({"Name": "web"})).ok();
+    d.stop().unwrap();
+    let d = lab.start_hnsd_with(HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), failpoint.into())], ..Default::default() }).unwrap();
+    let _ = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"], "Name": "web", "Policies": [pm("tcp", 8080, 80)]}));
+    assert!(eventually(Duration::from_secs(5), || !d.is_running()), "the failpoint {failpoint} did not kill hnsd");
+    (api, ns)
+}
+
 /// The mappings are committed (durably once the attach's kernel step is done) and written beside
 /// that step, but the endpoint is not yet marked attached when hnsd dies: the next hnsd programs
 /// them (a full apply at start compares elements too).
 #[test]
 fn a_crash_between_commit_and_apply_is_repaired_for_mappings_too() {
     let lab = Lab::new().unwrap();
-    let d = lab.start_hnsd(&[]).unwrap();
-    let api = Api::new(&lab);
-    let ns = api.post("/namespaces", &json!({"Name": "web"})).ok();
-    d.stop().unwrap();
-    let d = lab.start_hnsd_with(HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), "attach-after-kernel".into())], ..Default::default() }).unwrap();
-    let _ = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"], "Name": "web", "Policies": [pm("tcp", 8080, 80)]}));
-    assert!(eventually(Duration::from_secs(5), || !d.is_running()));
+    let (api, ns) = attach_a_mapping_dying_at(&lab, "attach-after-kernel");
     let _d = lab.start_hnsd(&[]).unwrap();
     let netns = format!("--net={}", ns["NetNsPath"].as_str().unwrap());
     let _srv = lab.spawn_in_host("nsenter", &[&netns, &probe(), "serve-tcp", "0.0.0.0:80"]).unwrap();
@@ -169,13 +176,7 @@ fn a_crash_between_commit_and_apply_is_repaired_for_mappings_too() {
 #[test]
 fn a_crash_after_the_elements_before_the_commit_is_durable_leaves_nothing() {
     let lab = Lab::new().unwrap();
-    let d = lab.start_hnsd(&[]).unwrap();
-    let api = Api::new(&lab);
-    let ns = api.post("/namespaces", &json!({"Name": "web"})).ok();
-    d.stop().unwrap();
-    let d = lab.start_hnsd_with(HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), "attach-written-before-durable".into())], ..Default::default() }).unwrap();
-    let _ = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": ns["ID"], "Name": "web", "Policies": [pm("tcp", 8080, 80)]}));
-    assert!(eventually(Duration::from_secs(5), || !d.is_running()), "the failpoint did not kill hnsd");
+    let (api, _ns) = attach_a_mapping_dying_at(&lab, "attach-written-before-durable");
     // What the dead hnsd left: the element is in the kernel (written before the crash).
     assert!(lab.in_host("nft", &["list", "map", "inet", "hns", "pm4"]).unwrap().stdout.contains("8080"), "the element was not written before the commit was durable");
     let _d = lab.start_hnsd(&[]).unwrap();
