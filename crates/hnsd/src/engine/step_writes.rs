@@ -1,8 +1,8 @@
 //! The writes an attach makes beside its veth's kernel step: its port mappings' nft elements
-//! and its compartment's resolv.conf. They are prepared under the engine's lock, from the
-//! state the attach commits, and run without it, on the thread that makes the commit durable
-//! meanwhile (`KernelAttach::run`): the request's reply no longer waits for them after the
-//! kernel step, under a second turn of the lock.
+//! and its compartment's resolv.conf (a detach: its mappings' elements out). They are prepared
+//! under the engine's lock, from the state the request commits, and run without it, on the
+//! thread that makes the commit durable meanwhile (`KernelAttach::run`, `KernelDetach::run`):
+//! the reply no longer waits for them after the kernel step, under a second turn of the lock.
 //!
 //! Writing them before the veth exists is harmless: a mapping's DNAT to an address no link
 //! holds yet finds no route, as it would a moment later find the container. If the kernel step
