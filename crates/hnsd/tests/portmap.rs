@@ -162,7 +162,7 @@ fn attach_a_mapping_dying_at(lab: &Lab, failpoint: &str) -> (Api, Value) {
 #[test]
 fn a_crash_between_commit_and_apply_is_repaired_for_mappings_too() {
     let lab = Lab::new().unwrap();
-    let (api, ns) = attach_a_mapping_dying_at(&lab, "attach-after-kernel");
+    let (_api, ns) = attach_a_mapping_dying_at(&lab, "attach-after-kernel");
     let _d = lab.start_hnsd(&[]).unwrap();
     let netns = format!("--net={}", ns["NetNsPath"].as_str().unwrap());
     let _srv = lab.spawn_in_host("nsenter", &[&netns, &probe(), "serve-tcp", "0.0.0.0:80"]).unwrap();
