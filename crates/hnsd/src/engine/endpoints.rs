@@ -66,22 +66,17 @@ impl KernelAttach {
     /// is durable leaves the store as before the request, and the veth, which no record names
     /// then, is removed by the reconciler (and its elements by the next full apply).
     pub async fn run(&mut self) -> Result<()> {
-        let store = self.store.clone();
         let writes = self.writes.take().unwrap_or_default();
-        let beside = async {
-            tokio::task::spawn_blocking(move || {
-                let written = writes.run();
-                super::failpoint("attach-written-before-durable");
-                (written, store.sync())
-            })
-            .await
-            .map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))
-        };
+        let beside = then_sync(self.store.clone(), move || {
+            let written = writes.run();
+            super::failpoint("attach-written-before-durable");
+            written
+        });
         let kernel = async { hns_drivers::attach(&self.host, &self.net, &self.plan, &self.compartment).await.map_err(kernel_err) };
         let (beside, kernel) = tokio::join!(beside, kernel);
         let (written, durable) = beside?;
         self.written = written;
-        durable.map_err(store_err).and(kernel)
+        durable.and(kernel)
     }
 }
 
@@ -119,16 +114,25 @@ impl KernelDetach {
     /// waits for all, and the engine's lock is not held while the disk syncs. Returns the
     /// retired link, for the reaper.
     pub async fn run(&mut self) -> Result<Option<String>> {
-        let store = self.store.clone();
         let elements = self.link.elements.take();
-        let beside = async {
-            tokio::task::spawn_blocking(move || (elements.map(ElementWrite::run), store.sync())).await.map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))
-        };
+        let beside = then_sync(self.store.clone(), move || elements.map(ElementWrite::run));
         let (beside, retired) = tokio::join!(beside, self.link.run(&self.host));
         let (removed, durable) = beside?;
         self.elements_removed = removed;
-        durable.map_err(store_err).and(retired)
+        durable.and(retired)
     }
+}
+
+/// On a blocking thread: `writes`, then the store's sync that makes a lazy commit durable
+/// (the writes beside an attach's or a detach's kernel step, `step_writes`). Returns what the
+/// writes gave and whether the sync succeeded.
+async fn then_sync<T: Send + 'static>(store: Arc<Store>, writes: impl FnOnce() -> T + Send + 'static) -> Result<(T, Result<()>)> {
+    tokio::task::spawn_blocking(move || {
+        let written = writes();
+        (written, store.sync().map_err(store_err))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))
 }
 
 impl VethStep {

@@ -196,7 +196,7 @@ pub struct Engine {
     pub(crate) lease6_events: tokio::sync::mpsc::UnboundedSender<String>,
     lease6_events_rx: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
     /// Idle nfnetlink sockets for element changes, opened on first use; shared with the
-    /// attaches' steps run without the lock ([`step_writes`]).
+    /// attaches' and detaches' steps run without the lock ([`step_writes`]).
     pub(crate) nft: step_writes::ElementWriters,
     /// The order of the writes to the hns nft table, full applies and element writes alike
     /// (see [`nft_order`]): a network's full apply runs without the lock.
