@@ -8,10 +8,12 @@
 //! (crates/drivers/src/nat.rs `attach`, crates/drivers/src/lib.rs `configure_inside`,
 //! crates/hnsd/src/engine/endpoints.rs `complete_attach`):
 //! - one request: a veth pair, the host end enslaved to the bridge and up, the peer created
-//!   inside the compartment with its name and MAC;
-//! - IPv6 address generation off on both ends (hns does it on IPv4-only networks);
-//! - container end up (the compartment's loopback is up since its creation, as hns's are);
-//! - the container end's index looked up (a minimal program needs it for the next two);
+//!   inside the compartment with its name and MAC; echoed, so the kernel hands back the
+//!   container end's index (it is looked up only on kernels that do not echo);
+//! - IPv6 off on the host end (a bridge port: hns does it on every network, by the same file
+//!   write, `hns_kernel::sysctl::disable_ipv6`);
+//! - address generation off on the container end (hns does it on IPv4-only networks), then
+//!   the container end up (the compartment's loopback is up since its creation, as hns's are);
 //! - its address (replace), the default route via the gateway;
 //! - the port mapping's nft elements (DNAT map and allow set) in one nfnetlink batch.
 //!
@@ -22,8 +24,8 @@
 //!
 //! Left out, because they are hns's own work or done outside the timed request in both: the
 //! store, validation, IPAM, resolv.conf, the DNS name table; the lookups a minimal program does
-//! not need (hns looks the bridge up by name and the container end up twice per attach, and
-//! the container end up again when it retires it); creating the compartment and opening a netlink socket in it
+//! not need (hns looks the container end up again when it retires it); creating the
+//! compartment and opening a netlink socket in it
 //! (the bench creates the compartment before timing hns's attach too).
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,7 +33,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use hns_kernel::names::RETIRED_GROUP;
 use hns_kernel::nft::{Mapping, Proto};
 use hns_kernel::nft_elements::{ElementWriter, element_changes};
@@ -165,16 +169,30 @@ async fn attach_steps(host: &Handle, c: &Compartment, host_if: &str, mac: [u8; 6
         .controller(net.bridge_index)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
-    host.link().add(veth).execute().await.context("create veth")?;
-    let no_autoconf = |name: &str| {
-        LinkUnspec::new_with_name(name)
-            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)])]))
-            .build()
+    // Echoed, as hns asks: the new host end comes back with the peer's index (IFLA_LINK).
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(veth));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
+    let mut replies = host.clone().request(req).map_err(|e| anyhow!("create veth: {e}"))?;
+    let mut echoed = None;
+    while let Some(m) = replies.next().await {
+        match m.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                echoed = l.attributes.iter().find_map(|a| if let LinkAttribute::Link(i) = a { Some(*i) } else { None });
+            }
+            NetlinkPayload::Error(e) if e.code.is_some() => return Err(anyhow!("create veth: {}", e.to_io())),
+            _ => {}
+        }
+    }
+    hns_kernel::sysctl::disable_ipv6(host_if).map_err(|e| anyhow!("{e}")).context("ipv6 off, host end")?;
+    let index = match echoed {
+        Some(i) => i,
+        None => c.nl.link().get().match_name("eth0".to_owned()).execute().try_next().await?.context("eth0 missing")?.header.index,
     };
-    host.link().set(no_autoconf(host_if)).execute().await.context("ipv6 off, host end")?;
-    c.nl.link().set(no_autoconf("eth0")).execute().await.context("ipv6 off, inside")?;
-    c.nl.link().set(LinkUnspec::new_with_name("eth0").up().build()).execute().await.context("inside up")?;
-    let index = c.nl.link().get().match_name("eth0".to_owned()).execute().try_next().await?.context("eth0 missing")?.header.index;
+    let no_autoconf = LinkUnspec::new_with_index(index)
+        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)])]))
+        .build();
+    c.nl.link().set(no_autoconf).execute().await.context("ipv6 off, inside")?;
+    c.nl.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await.context("inside up")?;
     c.nl.address().add(index, IpAddr::V4(addr), net.prefix_len).replace().execute().await.context("address")?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(Ipv4Addr::UNSPECIFIED, 0).output_interface(index).gateway(net.gateway).build();
     c.nl.route().add(route).execute().await.context("default route")?;

@@ -69,9 +69,8 @@ fn inside_plan(net: &NetworkPlan, ep: &EndpointPlan) -> EndpointPlan {
 
 pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Compartment) -> Result<()> {
     let uplink = crate::uplink_index(host, net).await?;
-    host.create_veth_into(&ep.host_if, None, &ep.ifname, &c.fd, ep.mac, None).await?;
+    let inside_index = host.create_veth_into(&ep.host_if, None, &ep.ifname, &c.fd, ep.mac, None).await?;
     host.disable_ipv6_autoconf(&ep.host_if).await?;
-    c.netlink.disable_ipv6_autoconf(&ep.ifname).await?;
     sysctl::ensure(&format!("net.ipv4.conf.{}.proxy_arp", ep.host_if), "1")?;
     sysctl::ensure(&format!("net.ipv4.neigh.{}.proxy_delay", ep.host_if), "0")?;
     let index = host.link_by_name(&ep.host_if).await?.map(|l| l.index).unwrap_or_default();
@@ -83,7 +82,7 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
         host.add_host_route(*ip, index, if ip.is_ipv4() { src } else { None }).await?;
         host.add_proxy_neighbour(uplink, *ip).await?;
     }
-    crate::configure_inside(&inside_plan(net, ep), c).await
+    crate::configure_inside(&inside_plan(net, ep), c, crate::Inside { index: inside_index, no_ipv6_autoconf: true }).await
 }
 
 pub async fn detach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, inside: Option<&Compartment>) -> Result<Option<String>> {

@@ -24,5 +24,5 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
     if !ep.addresses.iter().any(|(ip, _)| ip.is_ipv6()) {
         c.netlink.disable_ipv6_autoconf(&ep.ifname).await.ok();
     }
-    crate::configure_inside(ep, c).await
+    crate::configure_inside(ep, c, crate::Inside::default()).await
 }

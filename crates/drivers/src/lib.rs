@@ -173,10 +173,34 @@ pub async fn detach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, inside
     }
 }
 
+/// The container end of an endpoint, as its attach has just made it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Inside {
+    /// Its index in the compartment, when the kernel gave it at creation
+    /// (`Netlink::create_veth_into`); looked up otherwise.
+    pub index: Option<u32>,
+    /// IPv6 address generation goes off before it comes up (`Netlink::disable_ipv6_autoconf`;
+    /// not in the same request: the kernel makes the link-local address as the link comes up,
+    /// before it reads the request's other attributes).
+    pub no_ipv6_autoconf: bool,
+}
+
 /// The compartment side of every driver: link up, addresses, routes, loopback, gateways.
-pub(crate) async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Result<()> {
+pub(crate) async fn configure_inside(ep: &EndpointPlan, c: &Compartment, inside: Inside) -> Result<()> {
     use hns_kernel::timing::mark;
     let nl = &c.netlink;
+    let index = match inside.index {
+        Some(i) => i,
+        None => {
+            let found = nl.link_by_name(&ep.ifname).await?.map(|l| l.index);
+            mark("kernel: inside lookup");
+            found.ok_or_else(|| KernelError::new("configure", &ep.ifname, "interface missing in the compartment right after creation"))?
+        }
+    };
+    if inside.no_ipv6_autoconf {
+        nl.disable_ipv6_autoconf(&ep.ifname).await?;
+        mark("kernel: inside ipv6 autoconf off");
+    }
     nl.set_up(&ep.ifname).await?;
     mark("kernel: inside up");
     if !c.loopback_up.load(std::sync::atomic::Ordering::Relaxed) {
@@ -184,12 +208,6 @@ pub(crate) async fn configure_inside(ep: &EndpointPlan, c: &Compartment) -> Resu
         c.loopback_up.store(true, std::sync::atomic::Ordering::Relaxed);
         mark("kernel: lo up");
     }
-    let index = nl
-        .link_by_name(&ep.ifname)
-        .await?
-        .map(|l| l.index)
-        .ok_or_else(|| KernelError::new("configure", &ep.ifname, "interface missing in the compartment right after creation"))?;
-    mark("kernel: inside lookup");
     for (ip, plen) in &ep.addresses {
         nl.add_address(&ep.ifname, index, *ip, *plen).await?;
     }

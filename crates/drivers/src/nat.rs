@@ -6,8 +6,10 @@
 //! - endpoint: a veth whose container end is created directly inside the compartment, with
 //!   its MAC, its address, a default route via the gateway, and loopback up.
 //!
-//! On IPv4-only networks IPv6 autoconfiguration is turned off on every link before it carries
-//! traffic (see [`Netlink::disable_ipv6_autoconf`] for why).
+//! An endpoint's host end, a bridge port, has no IPv6 of its own on any network (see
+//! [`hns_kernel::sysctl::disable_ipv6`] for why); on IPv4-only networks IPv6 autoconfiguration
+//! is turned off on the bridge and the container end before they carry traffic (see
+//! [`Netlink::disable_ipv6_autoconf`]).
 
 use std::sync::atomic::Ordering;
 
@@ -16,7 +18,7 @@ use hns_kernel::nft::NetworkRules;
 use hns_kernel::sysctl;
 use hns_kernel::timing::mark;
 
-use crate::{Compartment, EndpointPlan, NetworkPlan, Result};
+use crate::{Compartment, EndpointPlan, Inside, NetworkPlan, Result};
 
 pub async fn create_network(host: &Netlink, net: &NetworkPlan) -> Result<()> {
     let ipv6 = net.has_ipv6();
@@ -45,7 +47,7 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
     let cached = net.bridge_index.load(Ordering::Relaxed);
     let bridge = if cached != 0 { cached } else { bridge_index(host, net).await? };
     mark("kernel: bridge lookup");
-    match host.create_veth_into(&ep.host_if, Some(bridge), &ep.ifname, &c.fd, ep.mac, None).await {
+    let index = match host.create_veth_into(&ep.host_if, Some(bridge), &ep.ifname, &c.fd, ep.mac, None).await {
         // The bridge may have been deleted (and re-created: a new index) since its index was
         // cached: the kernel refuses the master; look it up (or create it) once and retry.
         Err(e) if cached != 0 => match bridge_index(host, net).await? {
@@ -53,15 +55,13 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
             _ => return Err(e),
         },
         done => done?,
-    }
+    };
     mark("kernel: veth create+enslave");
-    if !ipv6 {
-        host.disable_ipv6_autoconf(&ep.host_if).await?;
-        c.netlink.disable_ipv6_autoconf(&ep.ifname).await?;
-        mark("kernel: ipv6 autoconf off");
-    }
-    // The host end is up since its creation (`create_veth_into`).
-    crate::configure_inside(ep, c).await
+    // Before the container end brings the carrier: see `Netlink::disable_ipv6`. The host end
+    // is up since its creation (`create_veth_into`).
+    host.disable_ipv6(&ep.host_if)?;
+    mark("kernel: host end ipv6 off");
+    crate::configure_inside(ep, c, Inside { index, no_ipv6_autoconf: !ipv6 }).await
 }
 
 /// The bridge's index, looked up by name (the network created first if its bridge is

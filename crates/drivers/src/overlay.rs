@@ -108,12 +108,10 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
         Some(l) => l.index,
         None => create_network(host, net).await?,
     };
-    host.create_veth_into(&ep.host_if, Some(bridge), &ep.ifname, &c.fd, ep.mac, Some(o.mtu)).await?;
-    if !net.has_ipv6() {
-        host.disable_ipv6_autoconf(&ep.host_if).await?;
-        c.netlink.disable_ipv6_autoconf(&ep.ifname).await?;
-    }
-    crate::configure_inside(ep, c).await
+    let index = host.create_veth_into(&ep.host_if, Some(bridge), &ep.ifname, &c.fd, ep.mac, Some(o.mtu)).await?;
+    // A bridge port, as nat's (see `crate::nat::attach`).
+    host.disable_ipv6(&ep.host_if)?;
+    crate::configure_inside(ep, c, crate::Inside { index, no_ipv6_autoconf: !net.has_ipv6() }).await
 }
 
 /// An endpoint's veth is a veth on the bridge as nat's: taken out of service the same way

@@ -33,7 +33,7 @@ pub async fn attach(host: &Netlink, net: &NetworkPlan, ep: &EndpointPlan, c: &Co
     // IPv6 autoconfiguration stays on: a container on the LAN takes its IPv6 address from the
     // LAN's router advertisements (SLAAC), as a host there would.
     host.create_macvlan_into(&ep.ifname, uplink, ChildMode::Bridge, &c.fd, ep.mac).await?;
-    crate::configure_inside(ep, c).await?;
+    crate::configure_inside(ep, c, crate::Inside::default()).await?;
     // The host's way to the container: through its leg, from its own LAN address.
     let leg = match host.link_by_name(&net.bridge).await? {
         Some(l) => l.index,

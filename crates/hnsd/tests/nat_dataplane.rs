@@ -102,6 +102,7 @@ fn an_endpoints_veth_has_one_queue_each_way_and_no_ipv6_on_an_ipv4_network() {
     let (lab, _d, api) = lab_with_hnsd();
     let (c, ep) = api.container("nat", "c", json!({}));
     let host_if = hns_kernel::names::veth_host_name(ep["ID"].as_str().unwrap());
+    assert_host_end_is_a_plain_bridge_port(&lab, &ep);
     let host = lab.in_host("ip", &["-d", "link", "show", &host_if]).unwrap().stdout;
     let inside = in_ns(&lab, &c, "ip", &["-d", "link", "show", "eth0"]).stdout;
     for (end, shown) in [("host end", &host), ("container end", &inside)] {
@@ -114,6 +115,21 @@ fn an_endpoints_veth_has_one_queue_each_way_and_no_ipv6_on_an_ipv4_network() {
     let route = in_ns(&lab, &c, "ip", &["-4", "route", "show", "default"]).stdout;
     let gateway = route.split_whitespace().skip_while(|w| *w != "via").nth(1).unwrap_or_else(|| panic!("no default route: {route}")).to_owned();
     assert!(ping(&lab, &c, &gateway), "no traffic through the veth to {gateway}");
+}
+
+/// The endpoint's host end has IPv6 off and no IPv6 route of its own in the host namespace
+/// (an up port with IPv6 adds an `ff00::/8` route, one per endpoint, which the kernel walks
+/// on every link change), and its bridge does no multicast snooping (which makes every port
+/// added or removed re-arm the timers of every other port).
+fn assert_host_end_is_a_plain_bridge_port(lab: &Lab, ep: &serde_json::Value) {
+    let host_if = hns_kernel::names::veth_host_name(ep["ID"].as_str().unwrap());
+    let off = lab.in_host("cat", &[&format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6")]).unwrap().stdout;
+    assert_eq!(off.trim(), "1", "IPv6 is on on the host end {host_if}");
+    let routes = lab.in_host("ip", &["-6", "route", "show", "table", "all", "dev", &host_if]).unwrap().stdout;
+    assert_eq!(routes.trim(), "", "the host end {host_if} has IPv6 routes");
+    let bridge = hns_kernel::names::bridge_name(ep["HostComputeNetwork"].as_str().unwrap());
+    let shown = lab.in_host("ip", &["-d", "link", "show", &bridge]).unwrap().stdout;
+    assert!(shown.contains("mcast_snooping 0 "), "the bridge snoops multicast: {shown}");
 }
 
 #[test]
@@ -162,8 +178,10 @@ fn dns_settings_are_written_to_the_compartment_resolv_conf() {
 fn a_dual_stack_nat_network_moves_ipv4_and_ipv6() {
     let (lab, _d, api) = lab_with_hnsd();
     api.post("/networks", &json!({"Name": "ds", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.94.0.0/24"}, {"IpAddressPrefix": "fd00:94::/64"}]}]})).ok();
-    let (a, _ea) = api.container("ds", "a", json!({}));
+    let (a, ea) = api.container("ds", "a", json!({}));
     let (_b, eb) = api.container("ds", "b", json!({}));
+    // The bridge carries IPv6 between the containers; its ports need none of their own.
+    assert_host_end_is_a_plain_bridge_port(&lab, &ea);
     let b6 = eb["IpConfigurations"][1]["IpAddress"].as_str().unwrap().to_owned();
     assert!(b6.starts_with("fd00:94::"), "{eb}");
     assert_eq!(eb["IpConfigurations"][1]["PrefixLength"], 64);

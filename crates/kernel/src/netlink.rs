@@ -12,13 +12,13 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{TokioSocket, protocols::NETLINK_ROUTE};
-use rtnetlink::packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
 use crate::error::{KernelError, Result};
@@ -206,12 +206,22 @@ impl Netlink {
         self.set("disable IPv6 autoconf on", name, msg).await
     }
 
+    /// Turns IPv6 off on a link of this handle's namespace ([`sysctl::disable_ipv6`]: for a
+    /// bridge port, which needs no IP of its own). A write to a file of the namespace, so a
+    /// handle opened in another namespace than the caller's does it from a thread there.
+    pub fn disable_ipv6(&self, name: &str) -> Result<()> {
+        match &self.netns {
+            Some(ns) => netns::run_in(&**ns, || crate::sysctl::disable_ipv6(name))?,
+            None => crate::sysctl::disable_ipv6(name),
+        }
+    }
+
     pub async fn set_up(&self, name: &str) -> Result<()> {
         self.set("bring up", name, LinkUnspec::new_with_name(name).up().build()).await
     }
 
-    /// Creates a bridge with a fixed MAC (so it does not change as ports come and go), or
-    /// leaves an existing one. Returns its index.
+    /// Creates a bridge with a fixed MAC (so it does not change as ports come and go) and no
+    /// multicast snooping, or leaves an existing one as it is. Returns its index.
     pub async fn ensure_bridge(&self, name: &str, mac: [u8; 6], ipv6: bool) -> Result<u32> {
         if let Some(l) = self.link_by_name(name).await? {
             l.check_ours("create bridge")?;
@@ -220,7 +230,12 @@ impl Netlink {
             }
             return Ok(l.index);
         }
-        let msg = LinkMessageBuilder::<rtnetlink::LinkBridge>::new(name).address(mac.to_vec()).link_group(names::HNS_GROUP).build();
+        // Multicast snooping off: with it on, every port that joins, goes down or leaves makes
+        // the kernel re-arm the multicast timers of every other port of the bridge, so a veth's
+        // enslave and its retirement cost grows with the endpoints on the network (0.3-0.5 ms
+        // of each attach at 600-800 ports here). Multicast is then flooded to every port, as
+        // broadcast is (IPv6 neighbour discovery as ARP).
+        let msg = LinkMessageBuilder::<rtnetlink::LinkBridge>::new(name).mcast_snooping(false).address(mac.to_vec()).link_group(names::HNS_GROUP).build();
         match self.handle.link().add(msg).execute().await {
             Ok(()) => {}
             Err(e) => {
@@ -331,9 +346,10 @@ impl Netlink {
         }
     }
 
-    /// Creates a veth pair in one request: `host_name` here, enslaved to `master` if given, and its peer
-    /// `peer_name` directly inside the namespace `peer_ns` with MAC `peer_mac` (no later move,
-    /// no rename). Both ends are left down.
+    /// Creates a veth pair in one request: `host_name` here, enslaved to `master` if given and
+    /// up, and its peer `peer_name` directly inside the namespace `peer_ns` with MAC `peer_mac`
+    /// (no later move, no rename), left down. Returns the peer's index there when the kernel
+    /// echoes the new link (Linux 6.3 and later), so the caller need not look it up.
     pub async fn create_veth_into(
         &self,
         host_name: &str,
@@ -342,7 +358,7 @@ impl Netlink {
         peer_ns: &impl AsFd,
         peer_mac: [u8; 6],
         mtu: Option<u32>,
-    ) -> Result<()> {
+    ) -> Result<Option<u32>> {
         // One queue each way, asked for at creation: a veth is made with a queue per CPU and
         // then cut down to one, unless the request names the counts, and each cut waits for an
         // RCU grace period under the RTNL lock (two per pair: 0.1-0.4 ms of every attach here).
@@ -355,8 +371,8 @@ impl Netlink {
             peer = peer.mtu(m);
         }
         // The host end comes up in the same request: it has no carrier until the container end
-        // is up, so the kernel makes no IPv6 address on it before then, and IPv6 address
-        // generation turned off in between still finds none ([`Netlink::disable_ipv6_autoconf`]).
+        // is up, so the kernel makes no IPv6 address or route on it before then, and IPv6
+        // turned off in between (the drivers' next step, [`Netlink::disable_ipv6`]) finds none.
         let mut host = one_queue(LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth))
             .name(host_name.to_owned())
             .up()
@@ -368,7 +384,27 @@ impl Netlink {
         if let Some(m) = mtu {
             host = host.mtu(m);
         }
-        self.handle.link().add(host.build()).execute().await.map_err(|e| nl_err("create veth", host_name, e))
+        // Echoed (NLM_F_ECHO): the kernel sends the new host end back, and its IFLA_LINK is the
+        // peer's index in its namespace; one lookup less on every attach. The message is the
+        // one it builds anyway for the link's listeners.
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(host.build()));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
+        let err = |e| nl_err("create veth", host_name, e);
+        let mut replies = self.handle.clone().request(req).map_err(err)?;
+        let mut peer_index = None;
+        while let Some(m) = replies.next().await {
+            match m.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                    peer_index = l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Link(i) => Some(*i),
+                        _ => None,
+                    });
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => return Err(err(rtnetlink::Error::NetlinkError(e))),
+                _ => {}
+            }
+        }
+        Ok(peer_index)
     }
 
     /// Adds (or replaces) an address on a link. IPv6 addresses skip duplicate address
