@@ -258,6 +258,8 @@ impl Netlink {
     /// exist. It also joins the device group [`names::RETIRED_GROUP`] so
     /// [`Netlink::delete_retired`] can remove many at once.
     pub async fn retire(&self, name: &str, new_name: &str) -> Result<Option<u32>> {
+        // Looked up first: renaming needs the index (a name in a request is the new name), and
+        // the kernel does not echo a flag change (NLM_F_ECHO on the down gives nothing back).
         let Some(l) = self.link_by_name(name).await? else { return Ok(None) };
         self.set("take down", name, LinkUnspec::new_with_index(l.index).down().build()).await?;
         // Join the group only with the new name: from then on a batch delete may take it.
