@@ -1089,7 +1089,6 @@ impl Engine {
     }
 }
 
-/// "endpoint web (ID)" for messages about who holds something.
 /// An endpoint bound to a compartment as the attach commits it: "attached" at once. In memory
 /// (and so in the API's views) it stays "created" until its kernel step is done; in the store,
 /// a bound endpoint's veth is the reconciler's to make either way (a crash after the commit is
@@ -1101,6 +1100,7 @@ fn committed_attached(rec: &EndpointRecord) -> EndpointRecord {
     stored
 }
 
+/// "endpoint web (ID)" for messages about who holds something.
 pub(crate) fn describe_endpoint(endpoints: &BTreeMap<String, EndpointRecord>, id: &str) -> String {
     match endpoints.get(id) {
         Some(r) if !r.ep.name.is_empty() => format!("endpoint {} ({id})", r.ep.name),

@@ -15,7 +15,7 @@ use hns_kernel::nft::{Mapping, Proto};
 
 use super::records::EndpointRecord;
 use super::validate::{ENDPOINT_POLICY_TYPES, refuse_policy};
-use super::{Engine, Result, kernel_err};
+use super::{Engine, Result};
 
 /// The most element changes written in one netlink batch; more go through a full apply.
 const MAX_ELEMENT_BATCH: usize = 64;
@@ -315,8 +315,14 @@ impl Engine {
         if n == 0 || n > MAX_ELEMENT_BATCH {
             return None;
         }
-        let changes = hns_kernel::nft_elements::element_changes(add, remove, &[]);
-        Some(super::step_writes::ElementWrite { changes, turn: self.nft_order.take(), writers: self.nft.clone() })
+        Some(self.element_write_of(add, remove, &[]))
+    }
+
+    /// Element changes with their turn among the table's writes, taken now; `keep` as for
+    /// [`Engine::program_mappings`].
+    fn element_write_of(&self, add: &[Mapping], remove: &[Mapping], keep: &[Mapping]) -> super::step_writes::ElementWrite {
+        let changes = hns_kernel::nft_elements::element_changes(add, remove, keep);
+        super::step_writes::ElementWrite { changes, turn: self.nft_order.take(), writers: self.nft.clone() }
     }
 
     /// Puts mappings of one endpoint into, or takes them out of, the kernel. `keep` are the
@@ -331,23 +337,16 @@ impl Engine {
         if add.len() + remove.len() > MAX_ELEMENT_BATCH {
             return self.apply_nft();
         }
-        let changes = hns_kernel::nft_elements::element_changes(add, remove, keep);
-        let mut writer = self.nft.take().map_err(kernel_err)?;
         // In the order of the table's writes: after a full apply whose state was read before
-        // this change (a network's, running without the lock), never before it.
-        let turn = self.nft_order.take();
-        let written = if turn.is_up() {
+        // this change (a network's, running without the lock), never before it. The turn is
+        // passed on when the write returns, before a fallback's full apply takes its own.
+        let write = self.element_write_of(add, remove, keep);
+        let written = if write.turn.is_up() {
             // The usual case: nothing earlier is pending, so no wait (nor a worker handed off).
-            writer.apply(&changes)
+            write.run()
         } else {
-            super::blocking(|| {
-                turn.wait();
-                writer.apply(&changes)
-            })
+            super::blocking(|| write.run())
         };
-        self.nft.give_back(writer);
-        // Passed on before a fallback's full apply takes its own turn.
-        drop(turn);
         match written {
             Ok(()) => Ok(()),
             Err(e) => {
