@@ -7,9 +7,12 @@
 //!
 //! Records are serde types encoded as JSON: readable in a dump and tolerant of added fields.
 //! The daemon loads everything at start (the working set is small) and keeps it in memory; the
-//! store is written through on every change.
+//! store is written through on every change, by one writer thread ([`Store`]'s commits:
+//! a commit never waits for another request's disk sync, and the requests that wait for the
+//! disk at the same moment share one sync).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -86,60 +89,273 @@ fn txn_err(e: impl std::fmt::Display) -> StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub struct Store {
-    db: Database,
+    shared: Arc<Shared>,
     path: PathBuf,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the store's users and its writer thread share.
+struct Shared {
+    db: Database,
+    queue: Mutex<Queue>,
+    /// Signals the writer: a batch is queued, or the store is dropped.
+    work: Condvar,
+    /// Signals the waiters: a round of the writer ended.
+    done: Condvar,
+}
+
+/// A change, serialized when it is made: the writer only copies bytes.
+enum Op {
+    Put(Kind, String, Vec<u8>),
+    Delete(Kind, String),
+}
+
+/// One committed transaction, waiting for the writer. Tickets count batches in commit order.
+struct Batch {
+    ticket: u64,
+    ops: Vec<Op>,
+    durable: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Batch>,
+    /// The last ticket handed out.
+    issued: u64,
+    /// Every batch up to this ticket is in the database (reads see it).
+    applied: u64,
+    /// ... and on disk.
+    durable: u64,
+    /// Rounds of the writer that synced the disk.
+    syncs: u64,
+    /// Why a round of the writer failed. The daemon's memory already holds what the failed
+    /// batches changed, so from then on every write fails with this reason instead of
+    /// letting the store fall silently behind.
+    broken: Option<String>,
+    stop: bool,
 }
 
 /// One write transaction. Nothing is visible or durable until [`Txn::commit`].
 pub struct Txn {
-    inner: redb::WriteTransaction,
+    inner: TxnInner,
+}
+
+enum TxnInner {
+    /// While the store opens (migrations): redb's own transaction.
+    Opening(redb::WriteTransaction),
+    /// Afterwards: the changes, handed to the writer thread at commit.
+    Queued { ops: Vec<Op>, lazy: bool, shared: Arc<Shared> },
 }
 
 impl Txn {
     pub fn put<T: Serialize>(&mut self, kind: Kind, key: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value).map_err(txn_err)?;
-        let mut t = self.inner.open_table(kind.table()).map_err(txn_err)?;
-        t.insert(key, bytes.as_slice()).map_err(txn_err)?;
+        match &mut self.inner {
+            TxnInner::Opening(w) => {
+                let mut t = w.open_table(kind.table()).map_err(txn_err)?;
+                t.insert(key, bytes.as_slice()).map_err(txn_err)?;
+            }
+            TxnInner::Queued { ops, .. } => ops.push(Op::Put(kind, key.to_owned(), bytes)),
+        }
         Ok(())
     }
 
     /// A record as this transaction sees it (its own writes included).
     pub fn get<T: DeserializeOwned>(&self, kind: Kind, key: &str) -> Result<Option<T>> {
-        let t = self.inner.open_table(kind.table()).map_err(txn_err)?;
-        let v = t.get(key).map_err(txn_err)?;
-        v.map(|v| decode(kind, key, v.value())).transpose()
+        match &self.inner {
+            TxnInner::Opening(w) => {
+                let t = w.open_table(kind.table()).map_err(txn_err)?;
+                let v = t.get(key).map_err(txn_err)?;
+                v.map(|v| decode(kind, key, v.value())).transpose()
+            }
+            TxnInner::Queued { ops, shared, .. } => {
+                let own = ops.iter().rev().find_map(|op| match op {
+                    Op::Put(k, name, bytes) if *k == kind && name == key => Some(Some(bytes.as_slice())),
+                    Op::Delete(k, name) if *k == kind && name == key => Some(None),
+                    _ => None,
+                });
+                match own {
+                    Some(bytes) => bytes.map(|b| decode(kind, key, b)).transpose(),
+                    None => shared.get(kind, key),
+                }
+            }
+        }
     }
 
     /// Every record of a kind with its key, in key order, as this transaction sees them.
     pub fn load_all<T: DeserializeOwned>(&self, kind: Kind) -> Result<Vec<(String, T)>> {
-        let t = self.inner.open_table(kind.table()).map_err(txn_err)?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(txn_err)? {
-            let (k, v) = item.map_err(txn_err)?;
-            out.push((k.value().to_owned(), decode(kind, k.value(), v.value())?));
+        let mut rows = std::collections::BTreeMap::new();
+        match &self.inner {
+            TxnInner::Opening(w) => read_table(&w.open_table(kind.table()).map_err(txn_err)?, &mut rows)?,
+            TxnInner::Queued { ops, shared, .. } => {
+                shared.read_all(kind, &mut rows)?;
+                for op in ops {
+                    match op {
+                        Op::Put(k, key, bytes) if *k == kind => drop(rows.insert(key.clone(), bytes.clone())),
+                        Op::Delete(k, key) if *k == kind => drop(rows.remove(key)),
+                        _ => {}
+                    }
+                }
+            }
         }
-        Ok(out)
+        rows.into_iter().map(|(k, v)| decode(kind, &k, &v).map(|t| (k, t))).collect()
     }
 
     pub fn delete(&mut self, kind: Kind, key: &str) -> Result<()> {
-        let mut t = self.inner.open_table(kind.table()).map_err(txn_err)?;
-        t.remove(key).map_err(txn_err)?;
+        match &mut self.inner {
+            TxnInner::Opening(w) => {
+                let mut t = w.open_table(kind.table()).map_err(txn_err)?;
+                t.remove(key).map_err(txn_err)?;
+            }
+            TxnInner::Queued { ops, .. } => ops.push(Op::Delete(kind, key.to_owned())),
+        }
         Ok(())
     }
 
-    /// Commits without waiting for the disk: the write becomes durable with the next normal
-    /// commit. Only for facts the daemon can re-derive after a crash.
+    /// Commits without waiting for the disk: the write becomes durable with the next
+    /// [`Store::sync`] or normal commit. Only for facts the daemon can re-derive after a crash.
     pub fn lazy(&mut self) {
-        let _ = self.inner.set_durability(redb::Durability::None);
+        match &mut self.inner {
+            TxnInner::Opening(w) => drop(w.set_durability(redb::Durability::None)),
+            TxnInner::Queued { lazy, .. } => *lazy = true,
+        }
     }
 
+    /// A normal commit returns once the transaction is on disk; a lazy one at once (reads of
+    /// the store see it all the same).
     pub fn commit(self) -> Result<()> {
-        self.inner.commit().map_err(txn_err)
+        match self.inner {
+            TxnInner::Opening(w) => w.commit().map_err(txn_err),
+            TxnInner::Queued { ops, lazy, shared } => shared.commit(ops, !lazy),
+        }
     }
+}
+
+fn read_table(t: &impl ReadableTable<&'static str, &'static [u8]>, rows: &mut std::collections::BTreeMap<String, Vec<u8>>) -> Result<()> {
+    for item in t.iter().map_err(txn_err)? {
+        let (k, v) = item.map_err(txn_err)?;
+        rows.insert(k.value().to_owned(), v.value().to_vec());
+    }
+    Ok(())
 }
 
 fn decode<T: DeserializeOwned>(kind: Kind, key: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { kind, key: key.to_owned(), reason: e.to_string() })
+}
+
+/// Commits run on one writer thread, not on the caller's.
+///
+/// redb lets one write transaction exist at a time, and a durable commit keeps it while the
+/// disk syncs (~0.1-2 ms here). Committed on the caller's thread, a request's commit under
+/// the engine's lock waited for another request's sync. Here a commit hands its changes (already
+/// serialized) to the writer and returns, or waits for the disk when it is a normal commit;
+/// the writer applies every batch queued meanwhile in one redb transaction, in ticket order, so
+/// the requests that wait for the disk at once share one sync (a group commit).
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn commit(&self, ops: Vec<Op>, durable: bool) -> Result<()> {
+        let mut q = self.lock();
+        if let Some(why) = &q.broken {
+            return Err(broken(why));
+        }
+        if ops.is_empty() && !durable {
+            return Ok(());
+        }
+        q.issued += 1;
+        let ticket = q.issued;
+        q.pending.push(Batch { ticket, ops, durable });
+        self.work.notify_one();
+        if !durable {
+            return Ok(());
+        }
+        loop {
+            if q.durable >= ticket {
+                return Ok(());
+            }
+            if let Some(why) = &q.broken {
+                return Err(broken(why));
+            }
+            q = self.done.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits until every batch committed so far is in the database, so a read sees it.
+    fn applied(&self) {
+        let mut q = self.lock();
+        let ticket = q.issued;
+        while q.applied < ticket && q.broken.is_none() {
+            q = self.done.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, kind: Kind, key: &str) -> Result<Option<T>> {
+        self.applied();
+        let r = self.db.begin_read().map_err(txn_err)?;
+        let t = r.open_table(kind.table()).map_err(txn_err)?;
+        let v = t.get(key).map_err(txn_err)?;
+        v.map(|v| decode(kind, key, v.value())).transpose()
+    }
+
+    fn read_all(&self, kind: Kind, rows: &mut std::collections::BTreeMap<String, Vec<u8>>) -> Result<()> {
+        self.applied();
+        let r = self.db.begin_read().map_err(txn_err)?;
+        read_table(&r.open_table(kind.table()).map_err(txn_err)?, rows)
+    }
+
+    /// The writer thread: a round takes every queued batch and applies them in one
+    /// transaction, durable when one of them waits for the disk.
+    fn write_rounds(&self) {
+        loop {
+            let round = {
+                let mut q = self.lock();
+                while q.pending.is_empty() && !q.stop {
+                    q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+                if q.pending.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            let last = round.last().map_or(0, |b| b.ticket);
+            let durable = round.iter().any(|b| b.durable);
+            let written = self.apply(&round, durable);
+            let mut q = self.lock();
+            match written {
+                Ok(()) => {
+                    q.applied = last;
+                    if durable {
+                        q.durable = last;
+                        q.syncs += 1;
+                    }
+                }
+                Err(e) => {
+                    q.broken.get_or_insert_with(|| e.to_string());
+                }
+            }
+            self.done.notify_all();
+        }
+    }
+
+    fn apply(&self, round: &[Batch], durable: bool) -> Result<()> {
+        let mut w = self.db.begin_write().map_err(txn_err)?;
+        if !durable {
+            w.set_durability(redb::Durability::None).map_err(txn_err)?;
+        }
+        for op in round.iter().flat_map(|b| &b.ops) {
+            match op {
+                Op::Put(kind, key, bytes) => drop(w.open_table(kind.table()).map_err(txn_err)?.insert(key.as_str(), bytes.as_slice()).map_err(txn_err)?),
+                Op::Delete(kind, key) => drop(w.open_table(kind.table()).map_err(txn_err)?.remove(key.as_str()).map_err(txn_err)?),
+            }
+        }
+        w.commit().map_err(txn_err)
+    }
+}
+
+fn broken(why: &str) -> StoreError {
+    StoreError::Txn(format!("an earlier write failed ({why}); the store no longer matches hnsd's state: restart hnsd"))
 }
 
 impl Store {
@@ -152,13 +368,13 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open { path: shown.clone(), reason: e.to_string() })?;
         }
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| StoreError::Open { path: shown.clone(), reason: e.to_string() })?;
-        let store = Store { db, path: path.to_owned() };
         // One transaction: a store refused or failing its migration is not written at all
         // (dropping the transaction aborts it).
-        let mut txn = store.begin()?;
+        let w = db.begin_write().map_err(txn_err)?;
         for k in Kind::ALL {
-            txn.inner.open_table(k.table()).map_err(txn_err)?;
+            w.open_table(k.table()).map_err(txn_err)?;
         }
+        let mut txn = Txn { inner: TxnInner::Opening(w) };
         match txn.get::<u32>(Kind::Meta, "format_version")? {
             Some(v) if v > FORMAT_VERSION => return Err(StoreError::TooNew { path: shown, found: v }),
             Some(FORMAT_VERSION) => {}
@@ -174,7 +390,13 @@ impl Store {
             None => txn.put(Kind::Meta, "format_version", &FORMAT_VERSION)?,
         }
         txn.commit()?;
-        Ok(store)
+        let shared = Arc::new(Shared { db, queue: Mutex::default(), work: Condvar::new(), done: Condvar::new() });
+        let on_thread = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("hns-store".into())
+            .spawn(move || on_thread.write_rounds())
+            .map_err(|e| StoreError::Open { path: shown, reason: format!("starting its writer thread: {e}") })?;
+        Ok(Store { shared, path: path.to_owned(), writer: Some(writer) })
     }
 
     pub fn path(&self) -> &Path {
@@ -204,32 +426,42 @@ impl Store {
     }
 
     pub fn begin(&self) -> Result<Txn> {
-        Ok(Txn { inner: self.db.begin_write().map_err(txn_err)? })
+        Ok(Txn { inner: TxnInner::Queued { ops: Vec::new(), lazy: false, shared: self.shared.clone() } })
     }
 
-    /// Makes every commit so far durable, [`Txn::lazy`] ones too: an empty commit that waits
-    /// for the disk.
+    /// Makes every commit so far durable, [`Txn::lazy`] ones too. Callers at the same moment
+    /// share one sync of the disk.
     pub fn sync(&self) -> Result<()> {
-        self.begin()?.commit()
+        self.shared.commit(Vec::new(), true)
+    }
+
+    /// How many times the store synced the disk since it opened (fewer than the durable
+    /// commits and syncs asked for when they came together).
+    pub fn disk_syncs(&self) -> u64 {
+        self.shared.lock().syncs
     }
 
     pub fn get<T: DeserializeOwned>(&self, kind: Kind, key: &str) -> Result<Option<T>> {
-        let r = self.db.begin_read().map_err(txn_err)?;
-        let t = r.open_table(kind.table()).map_err(txn_err)?;
-        let v = t.get(key).map_err(txn_err)?;
-        v.map(|v| decode(kind, key, v.value())).transpose()
+        self.shared.get(kind, key)
     }
 
     /// Every record of a kind, in key order.
     pub fn load_all<T: DeserializeOwned>(&self, kind: Kind) -> Result<Vec<T>> {
-        let r = self.db.begin_read().map_err(txn_err)?;
-        let t = r.open_table(kind.table()).map_err(txn_err)?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(txn_err)? {
-            let (k, v) = item.map_err(txn_err)?;
-            out.push(decode(kind, k.value(), v.value())?);
+        let mut rows = std::collections::BTreeMap::new();
+        self.shared.read_all(kind, &mut rows)?;
+        rows.iter().map(|(k, v)| decode(kind, k, v)).collect()
+    }
+}
+
+/// The writer finishes the queued batches (lazy ones stay as lazy as they were) and stops, and
+/// the database is closed when this returns: the same process may open it again.
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.work.notify_one();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
         }
-        Ok(out)
     }
 }
 
@@ -257,6 +489,73 @@ mod tests {
         assert_eq!(on_disk("before.redb"), None, "a lazy commit is in the file before a sync");
         s.sync().unwrap();
         assert_eq!(on_disk("after.redb"), Some(7), "the sync did not make the lazy commit durable");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Commits from many threads at once: every durable one is on disk when it returns, each
+    /// key holds its last write (the writer keeps commit order), and lazy ones become durable
+    /// with a sync.
+    #[test]
+    fn concurrent_commits_keep_their_order_and_durability() {
+        let dir = std::env::temp_dir().join(format!("hns-store-test-concurrent-{}", std::process::id()));
+        let path = dir.join("hns.redb");
+        let s = Store::open(&path, &[]).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..8u32 {
+                let s = &s;
+                scope.spawn(move || {
+                    for i in 0..50u32 {
+                        let mut txn = s.begin().unwrap();
+                        if i % 2 == 1 {
+                            txn.lazy();
+                        }
+                        txn.put(Kind::Meta, &format!("t{t}"), &i).unwrap();
+                        txn.put(Kind::Endpoint, &format!("t{t}-{i}"), &i).unwrap();
+                        txn.commit().unwrap();
+                        assert_eq!(s.get::<u32>(Kind::Meta, &format!("t{t}")).unwrap(), Some(i), "a read missed this thread's own commit");
+                    }
+                });
+            }
+        });
+        s.sync().unwrap();
+        // Lazy commits do not sync the disk; the one sync after them does, once.
+        let before = s.disk_syncs();
+        for i in 0..100u32 {
+            let mut txn = s.begin().unwrap();
+            txn.lazy();
+            txn.put(Kind::Meta, "lazy", &i).unwrap();
+            txn.commit().unwrap();
+        }
+        s.sync().unwrap();
+        assert_eq!(s.disk_syncs(), before + 1, "lazy commits synced the disk");
+        drop(s);
+        let s = Store::open(&path, &[]).unwrap();
+        for t in 0..8u32 {
+            assert_eq!(s.get::<u32>(Kind::Meta, &format!("t{t}")).unwrap(), Some(49), "thread {t}'s last write is not the one kept");
+        }
+        assert_eq!(s.load_all::<u32>(Kind::Endpoint).unwrap().len(), 400);
+        assert_eq!(s.get::<u32>(Kind::Meta, "lazy").unwrap(), Some(99), "the sync did not make the lazy commits durable");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A transaction reads its own writes over what the store holds.
+    #[test]
+    fn a_transaction_sees_its_own_writes() {
+        let dir = std::env::temp_dir().join(format!("hns-store-test-own-{}", std::process::id()));
+        let s = Store::open(&dir.join("hns.redb"), &[]).unwrap();
+        let mut t = s.begin().unwrap();
+        t.put(Kind::Network, "a", &1u32).unwrap();
+        t.put(Kind::Network, "b", &2u32).unwrap();
+        t.commit().unwrap();
+        let mut t = s.begin().unwrap();
+        t.delete(Kind::Network, "a").unwrap();
+        t.put(Kind::Network, "c", &3u32).unwrap();
+        t.put(Kind::Network, "b", &4u32).unwrap();
+        assert_eq!(t.get::<u32>(Kind::Network, "a").unwrap(), None);
+        assert_eq!(t.get::<u32>(Kind::Network, "b").unwrap(), Some(4));
+        assert_eq!(t.load_all::<u32>(Kind::Network).unwrap(), vec![("b".to_owned(), 4), ("c".to_owned(), 3)]);
+        drop(t); // aborted: the store still holds a and b
+        assert_eq!(s.load_all::<u32>(Kind::Network).unwrap(), vec![1, 2]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
