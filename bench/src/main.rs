@@ -681,7 +681,9 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
         // A network of its own: bench0 may hold 1 000 ports already, and a bridge takes 1 023.
         let tput = c.call("POST", "/networks", Some(&json!({"Name": "tput", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.220.0.0/16"}]}]})))?;
         let run = std::time::Duration::from_secs(throughput_secs);
+        let before = metrics_text(sock)?;
         let hns_done = hns_throughput(sock, clients, run)?;
+        let during = Counted::between(&before, &metrics_text(sock)?);
         let tput_net = floor::Net {
             bridge_index: link_index(&hns_kernel::names::bridge_name(tput["ID"].as_str().context("network ID")?))?,
             gateway: [10, 220, 0, 1].into(),
@@ -691,9 +693,79 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
         let floor_done = floor::throughput(tput_net, clients, run)?;
         let (h, f) = (hns_done as f64 / run.as_secs_f64(), floor_done as f64 / run.as_secs_f64());
         println!("tput     clients={clients} seconds={throughput_secs} hns={h:.0}/s floor={f:.0}/s hns/floor={:.2} (attach+detach cycles per second)", h / f);
+        during.print();
         println!("rss      after-throughput={:.1} MiB, peak={:.1} MiB (VmHWM)", rss_kib(hnsd_pid)? as f64 / 1024.0, status_kib(hnsd_pid, "VmHWM:")? as f64 / 1024.0);
     }
     Ok(())
+}
+
+fn metrics_text(sock: &Path) -> Result<String> {
+    let r = hns_client::request(sock, "GET", "/metrics", "", Some(std::time::Duration::from_secs(60))).context("GET /metrics")?;
+    if !r.is_success() {
+        bail!("GET /metrics: {}", r.status);
+    }
+    Ok(r.body)
+}
+
+/// What hnsd's own metrics counted between two scrapes: the engine lock's waits and holds
+/// (histograms) and the store's commits and disk syncs.
+struct Counted {
+    wait: Vec<(f64, f64)>,
+    held: Vec<(f64, f64)>,
+    wait_sum: f64,
+    held_sum: f64,
+    commits: f64,
+    syncs: f64,
+}
+
+impl Counted {
+    fn between(before: &str, after: &str) -> Counted {
+        let value = |text: &str, series: &str| -> f64 {
+            text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok()).unwrap_or(0.0)
+        };
+        let delta = |series: &str| value(after, series) - value(before, series);
+        // Cumulative buckets: (upper bound, observations at or below it).
+        let buckets = |name: &str| -> Vec<(f64, f64)> {
+            after
+                .lines()
+                .filter_map(|l| {
+                    let le = l.strip_prefix(&format!("{name}_bucket{{le=\""))?.split('"').next()?;
+                    let series = format!("{name}_bucket{{le=\"{le}\"}}");
+                    Some((le.parse().unwrap_or(f64::INFINITY), delta(&series)))
+                })
+                .collect()
+        };
+        Counted {
+            wait: buckets("hns_engine_lock_wait_seconds"),
+            held: buckets("hns_engine_lock_held_seconds"),
+            wait_sum: delta("hns_engine_lock_wait_seconds_sum"),
+            held_sum: delta("hns_engine_lock_held_seconds_sum"),
+            commits: delta("hns_store_commits_total"),
+            syncs: delta("hns_store_disk_syncs_total"),
+        }
+    }
+
+    /// The upper bound of the bucket that holds the p-th percentile (ms).
+    fn pct(buckets: &[(f64, f64)], p: f64) -> f64 {
+        let n = buckets.last().map_or(0.0, |b| b.1);
+        buckets.iter().find(|b| b.1 >= n * p / 100.0).map_or(f64::NAN, |b| b.0 * 1000.0)
+    }
+
+    fn print(&self) {
+        let n = |b: &[(f64, f64)]| b.last().map_or(0.0, |b| b.1);
+        let line = |what: &str, b: &[(f64, f64)], sum: f64| {
+            println!(
+                "lock     {what}: n={:.0} mean={:.3} p50<={:.3} p99<={:.3} ms (hnsd's histogram over the hns throughput run; bucket bounds)",
+                n(b),
+                sum * 1000.0 / n(b).max(1.0),
+                Self::pct(b, 50.0),
+                Self::pct(b, 99.0)
+            )
+        };
+        line("wait", &self.wait, self.wait_sum);
+        line("held", &self.held, self.held_sum);
+        println!("store    commits={:.0} disk-syncs={:.0} ({:.1} commits per sync; durable commits and syncs that come together share one)", self.commits, self.syncs, self.commits / self.syncs.max(1.0));
+    }
 }
 
 /// `clients` API clients, each on its own connection with its own compartment, doing attach

@@ -122,6 +122,7 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new(host.clone()));
     let events = events::Bus::new();
     let mut engine = Engine::open(ecfg, host)?;
+    metrics.watch_store(engine.store());
     tracing::info!(store = %engine.store_path().display(), "store opened");
     if let Some(c) = &cfg.cluster {
         cluster::prepare(&mut engine, c).await?;
@@ -136,7 +137,7 @@ async fn run(cfg: Config, nofile: u64) -> anyhow::Result<()> {
         }
     }
     let lease6_events = engine.take_lease6_events();
-    let state = Arc::new(api::AppState { engine: engine::EngineLock::new(engine), metrics, events: events.clone() });
+    let state = Arc::new(api::AppState { engine: engine::EngineLock::new(engine, metrics.lock_timing()), metrics, events: events.clone() });
     let metrics_tcp = match cfg.metrics_listen {
         Some(addr) => Some(metrics::listen(addr, state.clone()).await?),
         None => None,

@@ -278,6 +278,27 @@ pub struct Metrics {
     last_len: std::sync::atomic::AtomicUsize,
     /// The host namespace, for the link dump.
     host: hns_kernel::netlink::Netlink,
+    lock_timing: crate::engine::LockTiming,
+    store: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<hns_store::Store>>>,
+}
+
+/// The store's commits and disk syncs, read at scrape time (fewer syncs than durable commits
+/// means requests shared them).
+#[derive(Debug, Clone)]
+struct StoreCounters(std::sync::Arc<std::sync::OnceLock<std::sync::Arc<hns_store::Store>>>);
+
+impl Collector for StoreCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(store) = self.0.get() else { return Ok(()) };
+        for (name, help, value) in [
+            ("store_commits", "Store transactions committed (lazy ones included) since hnsd started", store.commits()),
+            ("store_disk_syncs", "Times the store synced the disk since hnsd started; durable commits that come together share one", store.disk_syncs()),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -366,6 +387,16 @@ impl Metrics {
         );
         registry.register("dns_queries", "DNS responder queries by result (local, forwarded, cache_hit (part of forwarded), failed, dropped)", scraped.dns_queries.clone());
         registry.register_collector(Box::new(scraped.traffic.clone()));
+        let lock_timing = crate::engine::LockTiming::default();
+        registry.register_with_unit(
+            "engine_lock_wait",
+            "Time a request waited for the engine's lock (held only for validation, allocation and the commit; kernel, disk and network steps run without it)",
+            Unit::Seconds,
+            lock_timing.wait.clone(),
+        );
+        registry.register_with_unit("engine_lock_held", "Time the engine's lock was held each time it was taken", Unit::Seconds, lock_timing.held.clone());
+        let store = std::sync::Arc::new(std::sync::OnceLock::new());
+        registry.register_collector(Box::new(StoreCounters(store.clone())));
         Metrics {
             registry,
             requests,
@@ -379,7 +410,19 @@ impl Metrics {
             last: tokio::sync::Mutex::new(None),
             last_len: std::sync::atomic::AtomicUsize::new(0),
             host,
+            lock_timing,
+            store,
         }
+    }
+
+    /// The histograms the engine's lock fills ([`crate::engine::EngineLock::new`]).
+    pub fn lock_timing(&self) -> crate::engine::LockTiming {
+        self.lock_timing.clone()
+    }
+
+    /// The store whose counters scrapes show.
+    pub fn watch_store(&self, store: std::sync::Arc<hns_store::Store>) {
+        let _ = self.store.set(store);
     }
 
     /// Counts one reconcile pass and its findings.

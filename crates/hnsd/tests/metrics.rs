@@ -145,6 +145,18 @@ fn counts_objects_requests_and_endpoint_traffic() {
     assert_eq!(must(&before, r#"hns_dhcp_leases{family="ipv4"}"#), 0.0);
     // The deleted endpoint's series are gone with it.
     assert!(!before.contains(gone["ID"].as_str().unwrap()));
+    // Every change took the engine's lock and committed to the store: a network, two
+    // compartments, three endpoints (two of them attached, a lazy commit each made durable by a
+    // sync), one endpoint delete.
+    let took = must(&before, "hns_engine_lock_wait_seconds_count");
+    assert!(took >= 7.0, "the engine's lock was taken {took} times");
+    // Each is counted held when it is released: one may be held while the text is written.
+    let held = must(&before, "hns_engine_lock_held_seconds_count");
+    assert!(held == took || held == took - 1.0, "the lock was taken {took} times and released {held} times");
+    let commits = must(&before, "hns_store_commits_total");
+    let syncs = must(&before, "hns_store_disk_syncs_total");
+    assert!(commits >= 7.0, "{commits} store commits");
+    assert!((1.0..=commits).contains(&syncs), "{syncs} disk syncs for {commits} commits");
 
     let series = |ep: &serde_json::Value, metric: &str| {
         format!(

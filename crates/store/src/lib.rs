@@ -126,6 +126,8 @@ struct Queue {
     applied: u64,
     /// ... and on disk.
     durable: u64,
+    /// Transactions committed (syncs asked for are not counted).
+    commits: u64,
     /// Rounds of the writer that synced the disk.
     syncs: u64,
     /// Why a round of the writer failed. The daemon's memory already holds what the failed
@@ -265,6 +267,7 @@ impl Shared {
             return Ok(());
         }
         q.issued += 1;
+        q.commits += u64::from(!ops.is_empty());
         let ticket = q.issued;
         q.pending.push(Batch { ticket, ops, durable });
         self.work.notify_one();
@@ -435,6 +438,11 @@ impl Store {
         self.shared.commit(Vec::new(), true)
     }
 
+    /// How many transactions were committed since the store opened (lazy ones included).
+    pub fn commits(&self) -> u64 {
+        self.shared.lock().commits
+    }
+
     /// How many times the store synced the disk since it opened (fewer than the durable
     /// commits and syncs asked for when they came together).
     pub fn disk_syncs(&self) -> u64 {
@@ -450,6 +458,12 @@ impl Store {
         let mut rows = std::collections::BTreeMap::new();
         self.shared.read_all(kind, &mut rows)?;
         rows.iter().map(|(k, v)| decode(kind, k, v)).collect()
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
     }
 }
 

@@ -86,7 +86,7 @@ use hns_store::{Kind, Store, StoreError};
 
 use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
 pub use endpoints::Step;
-pub use views::{EngineGuard, EngineLock};
+pub use views::{EngineGuard, EngineLock, LockTiming};
 pub use epolicies::parse_outbound_nat;
 pub(crate) use overlay::Republish;
 
@@ -406,6 +406,11 @@ impl Engine {
 
     pub fn store_path(&self) -> PathBuf {
         self.store.path().to_owned()
+    }
+
+    /// The store, for its counters (`/metrics`).
+    pub fn store(&self) -> std::sync::Arc<Store> {
+        self.store.clone()
     }
 
     pub(crate) fn network_id(&self, key: &str) -> Option<String> {

@@ -30,10 +30,12 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use hns_api::{ApiError, ErrorCode, HostComputeEndpoint, HostComputeLoadBalancer, HostComputeNamespace, HostComputeNetwork, NamespaceResource, PortMappingInfo};
 use imbl::{OrdMap, OrdSet};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
@@ -435,23 +437,46 @@ pub const CHECK_UP_TO: usize = 150;
 pub struct EngineLock {
     engine: tokio::sync::Mutex<Engine>,
     views: ArcSwap<Views>,
+    timing: LockTiming,
+}
+
+/// How long requests wait for the engine's lock and how long they hold it (publishing the
+/// views included): `hns_engine_lock_wait_seconds` and `hns_engine_lock_held_seconds`.
+#[derive(Clone)]
+pub struct LockTiming {
+    pub wait: Histogram,
+    pub held: Histogram,
+}
+
+impl Default for LockTiming {
+    fn default() -> LockTiming {
+        // 10 us to about 160 ms.
+        let buckets = || Histogram::new(exponential_buckets(0.000_01, 2.0, 15));
+        LockTiming { wait: buckets(), held: buckets() }
+    }
 }
 
 impl EngineLock {
-    pub fn new(mut engine: Engine) -> EngineLock {
+    pub fn new(mut engine: Engine, timing: LockTiming) -> EngineLock {
         engine.take_changes();
         let views = ArcSwap::from_pointee(engine.build_views());
-        EngineLock { engine: tokio::sync::Mutex::new(engine), views }
+        EngineLock { engine: tokio::sync::Mutex::new(engine), views, timing }
     }
 
     /// Takes the engine's lock (FIFO, as the mutex it wraps).
     pub async fn lock(&self) -> EngineGuard<'_> {
-        EngineGuard { engine: self.engine.lock().await, views: &self.views, wrote: false }
+        let asked = Instant::now();
+        let engine = self.engine.lock().await;
+        let since = Instant::now();
+        self.timing.wait.observe(since.duration_since(asked).as_secs_f64());
+        EngineGuard { engine, views: &self.views, wrote: false, since, held: &self.timing.held }
     }
 
     /// The lock if it is free now.
     pub fn try_lock(&self) -> std::result::Result<EngineGuard<'_>, tokio::sync::TryLockError> {
-        Ok(EngineGuard { engine: self.engine.try_lock()?, views: &self.views, wrote: false })
+        let engine = self.engine.try_lock()?;
+        self.timing.wait.observe(0.0);
+        Ok(EngineGuard { engine, views: &self.views, wrote: false, since: Instant::now(), held: &self.timing.held })
     }
 
     /// The views as last published: never waits.
@@ -466,6 +491,8 @@ pub struct EngineGuard<'a> {
     engine: tokio::sync::MutexGuard<'a, Engine>,
     views: &'a ArcSwap<Views>,
     wrote: bool,
+    since: Instant,
+    held: &'a Histogram,
 }
 
 impl std::ops::Deref for EngineGuard<'_> {
@@ -487,6 +514,7 @@ impl Drop for EngineGuard<'_> {
         if self.wrote {
             self.engine.publish_views(self.views);
         }
+        self.held.observe(self.since.elapsed().as_secs_f64());
     }
 }
 
