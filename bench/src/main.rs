@@ -625,6 +625,7 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
     // the published view), apart from the work of an attach.
     let mut get = Vec::new();
     let (mut f_attach, mut f_detach, mut f_delete) = (Vec::new(), Vec::new(), Vec::new());
+    let before_cycles = metrics_text(sock)?;
     // Interleaved, one hns cycle then one floor cycle, so both see the same machine load.
     for i in 0..cycles {
         let ns = c.call("POST", "/namespaces", Some(&json!({})))?;
@@ -649,6 +650,7 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
         fl.close(comp);
     }
     let rss_cycles = rss_kib(hnsd_pid)?;
+    let cycles_counted = Counted::between(&before_cycles, &metrics_text(sock)?);
     println!("# hns: endpoint + 1 port mapping, {present} endpoints present, {cycles} cycles; floor: the same kernel operations (bench/src/floor.rs), interleaved");
     one_line("attach", &attach, &attach_in);
     one_line("detach", &detach, &detach_in);
@@ -668,6 +670,7 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
         p(&detach, 50.0) / p(&f_detach, 50.0),
         p(&detach, 99.0) / p(&f_detach, 99.0)
     );
+    cycles_counted.print("the cycles");
     println!(
         "rss      filled={:.1} after-cycles={:.1} peak-so-far={:.1} anon={:.1} file={:.1} MiB (hnsd VmRSS, VmHWM, RssAnon, RssFile; filling {present} took {fill_s:.1} s)",
         rss_filled as f64 / 1024.0,
@@ -693,7 +696,7 @@ fn attach_pm_inner(sock: &Path, present: usize, cycles: usize, throughput_secs: 
         let floor_done = floor::throughput(tput_net, clients, run)?;
         let (h, f) = (hns_done as f64 / run.as_secs_f64(), floor_done as f64 / run.as_secs_f64());
         println!("tput     clients={clients} seconds={throughput_secs} hns={h:.0}/s floor={f:.0}/s hns/floor={:.2} (attach+detach cycles per second)", h / f);
-        during.print();
+        during.print("the hns throughput run");
         println!("rss      after-throughput={:.1} MiB, peak={:.1} MiB (VmHWM)", rss_kib(hnsd_pid)? as f64 / 1024.0, status_kib(hnsd_pid, "VmHWM:")? as f64 / 1024.0);
     }
     Ok(())
@@ -751,20 +754,27 @@ impl Counted {
         buckets.iter().find(|b| b.1 >= n * p / 100.0).map_or(f64::NAN, |b| b.0 * 1000.0)
     }
 
-    fn print(&self) {
+    /// The upper bound of the highest bucket that holds an observation (ms).
+    fn max(buckets: &[(f64, f64)]) -> f64 {
+        let n = buckets.last().map_or(0.0, |b| b.1);
+        buckets.iter().find(|b| b.1 >= n).map_or(f64::NAN, |b| b.0 * 1000.0)
+    }
+
+    fn print(&self, over: &str) {
         let n = |b: &[(f64, f64)]| b.last().map_or(0.0, |b| b.1);
         let line = |what: &str, b: &[(f64, f64)], sum: f64| {
             println!(
-                "lock     {what}: n={:.0} mean={:.3} p50<={:.3} p99<={:.3} ms (hnsd's histogram over the hns throughput run; bucket bounds)",
+                "lock     {what}: n={:.0} mean={:.3} p50<={:.3} p99<={:.3} max<={:.3} ms (hnsd's histogram over {over}; bucket bounds)",
                 n(b),
                 sum * 1000.0 / n(b).max(1.0),
                 Self::pct(b, 50.0),
-                Self::pct(b, 99.0)
+                Self::pct(b, 99.0),
+                Self::max(b)
             )
         };
         line("wait", &self.wait, self.wait_sum);
         line("held", &self.held, self.held_sum);
-        println!("store    commits={:.0} disk-syncs={:.0} ({:.1} commits per sync; durable commits and syncs that come together share one)", self.commits, self.syncs, self.commits / self.syncs.max(1.0));
+        println!("store    commits={:.0} disk-syncs={:.0} ({:.1} commits per sync over {over}; durable commits and syncs that come together share one)", self.commits, self.syncs, self.commits / self.syncs.max(1.0));
     }
 }
 

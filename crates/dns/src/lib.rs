@@ -286,6 +286,18 @@ impl DnsService {
         Ok(())
     }
 
+    /// Whether the network's responder listens on exactly `listen` (at `port`): none at all
+    /// when `listen` is empty. Lets a caller skip a [`DnsService::set_network`] (whose view
+    /// costs a walk over the network's endpoints) that would change nothing.
+    pub async fn serves(&self, net_id: &str, listen: &[IpAddr], port: u16) -> bool {
+        let all = self.listeners.lock().await;
+        let have = all.get(net_id);
+        let mut wanted: Vec<SocketAddr> = listen.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        wanted.sort();
+        wanted.dedup();
+        have.map_or(0, HashMap::len) == wanted.len() && wanted.iter().all(|a| have.is_some_and(|m| m.contains_key(a)))
+    }
+
     /// Swaps only the view of a network: the hot path, called on every
     /// endpoint attach/detach. Builds the new table (linear in the view's
     /// size) and publishes it with one atomic pointer swap; queries in flight

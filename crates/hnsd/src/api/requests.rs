@@ -19,7 +19,7 @@ use hns_api::{ApiError, HostComputeEndpoint, HostComputeNamespace, ModifyRequest
 use super::Shared;
 use crate::engine::dhcp::with_leases;
 use crate::engine::cluster_hooks::{self, ClusterDriver, EndpointCreate};
-use crate::engine::{Engine, Step, lock_when_idle};
+use crate::engine::{Engine, NamespaceCreate, Step, lock_when_idle};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -144,8 +144,9 @@ pub async fn create_network(s: &Shared, req: hns_api::HostComputeNetwork) -> Res
         return uncut(async move { cluster_hooks::create_network_staged(driver, &s.engine, req).await }).await;
     }
     uncut(async move {
+        let seen = s.engine.lock().await.host_reader(&req).read().await;
         let mut engine = lock_when_idle(&s.engine, |e| e.create_waits_for(&req)).await;
-        let k = engine.create_network_begin(req).await?;
+        let k = engine.create_network_begin(req, seen).await?;
         drop(engine);
         crate::engine::build_committed(&s.engine, k).await
     })
@@ -202,13 +203,32 @@ async fn acl_step(s: &Shared, step: Option<crate::engine::acl::KernelAcl>) -> Re
 /// Creates a namespace; the leases of the endpoints in its `Resources` are obtained first.
 pub async fn create_namespace(s: &Shared, req: HostComputeNamespace) -> Result<HostComputeNamespace> {
     let keys = req.endpoint_ids();
-    let busy = |e: &Engine| e.touched(&keys.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
-    with_leases(&s.engine, busy, |e| (e.leases_wanted(&keys), req), async |e, req| e.create_namespace(req).await).await
+    let s = s.clone();
+    uncut(async move {
+        let busy = |e: &Engine| e.touched(&keys.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        // A managed compartment's namespace is made without the lock (see `create_namespace_begin`).
+        match with_leases(&s.engine, busy, |e| (e.leases_wanted(&keys), req), async |e, req| e.create_namespace_begin(req).await).await? {
+            NamespaceCreate::Done(ns) => Ok(ns),
+            NamespaceCreate::Make(m) => {
+                let done = m.run().await;
+                s.engine.lock().await.create_namespace_end(m, done).await
+            }
+        }
+    })
+    .await
 }
 
-/// Deletes a namespace once no attach into it is in flight.
+/// Deletes a namespace once no attach into it is in flight; its mount is removed without the
+/// lock.
 pub async fn delete_namespace(s: &Shared, key: &str) -> Result<()> {
-    lock_when_idle(&s.engine, |e| e.touched(&[], &[key])).await.delete_namespace(key).await
+    let (s, key) = (s.clone(), key.to_owned());
+    uncut(async move {
+        let removal = lock_when_idle(&s.engine, |e| e.touched(&[], &[&key])).await.delete_namespace_begin(&key).await?;
+        let id = removal.id.clone();
+        let done = tokio::task::spawn_blocking(move || removal.run()).await.unwrap_or_else(|e| vec![format!("removing the namespace's files failed: {e}")]);
+        s.engine.lock().await.delete_namespace_end(&id, done)
+    })
+    .await
 }
 
 /// Attaches, detaches or records a container. An attach's kernel step runs without the lock,

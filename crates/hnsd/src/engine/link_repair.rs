@@ -75,7 +75,7 @@ impl Engine {
     /// digits of its endpoint's ID, and IDs are GUIDs, so the first 8 are the ID's own first 8
     /// characters, in lower or upper case. An ID of another shape is not found here; the
     /// periodic pass repairs its veth.
-    fn endpoint_of_veth(&self, name: &str) -> Option<&super::records::EndpointRecord> {
+    pub(super) fn endpoint_of_veth(&self, name: &str) -> Option<&super::records::EndpointRecord> {
         let first8 = name.strip_prefix(names::VETH_PREFIX)?.get(..8)?;
         [first8.to_ascii_lowercase(), first8.to_ascii_uppercase()].into_iter().find_map(|prefix| {
             self.endpoints.range(prefix.clone()..).take_while(|(id, _)| id.starts_with(&prefix)).map(|(_, e)| e).find(|e| names::veth_host_name(&e.ep.id) == name)

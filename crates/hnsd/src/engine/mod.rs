@@ -86,6 +86,7 @@ use hns_store::{Kind, Store, StoreError};
 
 use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
 pub use endpoints::Step;
+pub use namespaces::NamespaceCreate;
 pub use views::{EngineGuard, EngineLock, LockTiming};
 pub use epolicies::parse_outbound_nat;
 pub(crate) use overlay::Republish;
@@ -237,20 +238,42 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// Takes the engine's lock once none of the objects `busy` names (IDs of endpoints,
 /// compartments and networks, read under the lock) is in a kernel step run without the lock
 /// (see `in_flight`).
-pub async fn lock_when_idle(engine: &EngineLock, busy: impl Fn(&Engine) -> Vec<String>) -> EngineGuard<'_> {
-    loop {
-        let guard = engine.lock().await;
-        if guard.in_flight.is_empty() || !busy(&guard).iter().any(|k| guard.in_flight.contains(k)) {
-            return guard;
+#[track_caller]
+pub fn lock_when_idle(engine: &EngineLock, busy: impl Fn(&Engine) -> Vec<String>) -> impl std::future::Future<Output = EngineGuard<'_>> {
+    let by = std::panic::Location::caller();
+    async move {
+        loop {
+            let guard = engine.lock_by(by).await;
+            if guard.in_flight.is_empty() || !busy(&guard).iter().any(|k| guard.in_flight.contains(k)) {
+                return guard;
+            }
+            let idle = guard.idle.clone();
+            let notified = idle.notified();
+            tokio::pin!(notified);
+            // Registered before the lock goes, so the wake-up of the attach that ends next is seen.
+            notified.as_mut().enable();
+            drop(guard);
+            notified.await;
         }
-        let idle = guard.idle.clone();
-        let notified = idle.notified();
-        tokio::pin!(notified);
-        // Registered before the lock goes, so the wake-up of the attach that ends next is seen.
-        notified.as_mut().enable();
-        drop(guard);
-        notified.await;
     }
+}
+
+/// The gateway of each address family an endpoint has an address of, on a network whose
+/// endpoints route out through it.
+fn gateways_of(net: &Net, rec: &EndpointRecord) -> Vec<IpAddr> {
+    let mut gateways: Vec<IpAddr> = Vec::new();
+    if !hns_drivers::routes_out(&net.plan) {
+        return gateways;
+    }
+    for a in rec.addresses() {
+        let ip = a.addr();
+        if let Some((_, gw)) = net.plan.subnets.iter().find(|(s, _)| s.contains(&ip))
+            && !gateways.iter().any(|g| g.is_ipv4() == gw.is_ipv4())
+        {
+            gateways.push(*gw);
+        }
+    }
+    gateways
 }
 
 /// Meta key of the dynamic host-port cursor.
@@ -487,18 +510,8 @@ impl Engine {
     /// The kernel plan of an attached endpoint.
     pub(crate) fn endpoint_plan(&self, rec: &EndpointRecord) -> Option<EndpointPlan> {
         let net = self.networks.get(&rec.network_id)?;
-        let mut addresses = Vec::new();
-        let mut gateways = Vec::new();
-        for a in rec.addresses() {
-            let ip = a.addr();
-            addresses.push((ip, a.prefix_len()));
-            if let Some((_, gw)) = net.plan.subnets.iter().find(|(s, _)| s.contains(&ip))
-                && hns_drivers::routes_out(&net.plan)
-                && !gateways.iter().any(|g: &IpAddr| g.is_ipv4() == gw.is_ipv4())
-            {
-                gateways.push(*gw);
-            }
-        }
+        let addresses = rec.addresses().iter().map(|a| (a.addr(), a.prefix_len())).collect();
+        let gateways = gateways_of(net, rec);
         let routes = rec
             .ep
             .routes
@@ -515,6 +528,13 @@ impl Engine {
             gateways,
             routes,
         })
+    }
+
+    /// The address families (IPv4: true) of the default routes an endpoint's compartment must
+    /// have: its plan's gateways, without building the rest of the plan (the periodic pass asks
+    /// for every endpoint under the lock).
+    pub(crate) fn gateway_families(&self, rec: &EndpointRecord) -> Vec<bool> {
+        self.networks.get(&rec.network_id).map(|net| gateways_of(net, rec).iter().map(IpAddr::is_ipv4).collect()).unwrap_or_default()
     }
 
     /// The whole nft table as the store says it should be.

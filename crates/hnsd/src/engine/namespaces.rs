@@ -1,11 +1,13 @@
 //! Namespace ("compartment") requests, and the compartment's resolv.conf.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hns_api::{
     ApiError, ErrorCode, HostComputeNamespace, ModifyRequest, NamespaceContainerRequest, NamespaceEndpointRequest, NamespaceType, RequestType,
     ResourceType, state,
 };
+use hns_drivers::Compartment;
 use hns_kernel::netns::{self, HostNsRefusal};
 use hns_store::Kind;
 
@@ -30,7 +32,22 @@ impl Engine {
         Ok(self.namespace_view(&id).wire())
     }
 
-    pub async fn create_namespace(&mut self, mut req: HostComputeNamespace) -> Result<HostComputeNamespace> {
+    pub async fn create_namespace(&mut self, req: HostComputeNamespace) -> Result<HostComputeNamespace> {
+        match self.create_namespace_begin(req).await? {
+            NamespaceCreate::Done(ns) => Ok(ns),
+            NamespaceCreate::Make(m) => {
+                let done = m.run().await;
+                self.create_namespace_end(m, done).await
+            }
+        }
+    }
+
+    /// [`Engine::create_namespace`] up to the kernel step of a managed compartment created
+    /// without endpoints (a runtime's, a CNI ADD's): that step (the namespace made and mounted,
+    /// its loopback up; milliseconds, more with thousands of namespaces on the host) is the
+    /// caller's to run without the lock ([`NamespaceMake::run`]), the namespace marked in flight
+    /// meanwhile, then [`Engine::create_namespace_end`].
+    pub async fn create_namespace_begin(&mut self, mut req: HostComputeNamespace) -> Result<NamespaceCreate> {
         validate::check_name(&req.name, "Name", false)?;
         if !req.name.is_empty() && self.namespace_id(&req.name).is_some() {
             return Err(ApiError::field(ErrorCode::NamespaceAlreadyExists, "Name", format!("a namespace named {:?} already exists", req.name)));
@@ -41,6 +58,9 @@ impl Engine {
             req.id = norm_guid(&req.id).ok_or_else(|| ApiError::field(ErrorCode::InvalidNamespace, "ID", format!("ID {:?} is not a GUID", req.id)))?;
             if self.namespaces.contains_key(&req.id) {
                 return Err(ApiError::field(ErrorCode::NamespaceAlreadyExists, "ID", format!("a namespace with ID {} already exists", req.id)));
+            }
+            if self.in_flight.contains(&req.id) {
+                return Err(ApiError::field(ErrorCode::Unavailable, "ID", format!("namespace {} is being deleted; try again when its delete is done", req.id)));
             }
         }
         if matches!(req.kind, Some(NamespaceType::Guest) | Some(NamespaceType::GuestDefault)) {
@@ -99,11 +119,17 @@ impl Engine {
         req.resolv_conf_path = self.resolv_path(&req.id).display().to_string();
         req.state = if managed { state::CREATED } else { state::READY };
         let mut rec = NamespaceRecord { ns: req.into(), managed, identity };
-        self.persist_namespace(&rec, false)?;
+        // Its kernel step unlocked: the commit is made durable beside it (`NamespaceMake::run`).
+        let unlocked = managed && to_attach.is_empty();
+        self.persist_namespace(&rec, unlocked)?;
         super::failpoint("namespace-after-commit");
         self.next_ns_number += 1;
         let id = rec.ns.id.clone();
         self.namespaces.insert(id.clone(), Ns { rec: rec.clone() });
+        if unlocked {
+            self.in_flight.insert(id.clone());
+            return Ok(NamespaceCreate::Make(NamespaceMake { id, path: PathBuf::from(&rec.ns.net_ns_path), store: self.store.clone() }));
+        }
         if managed {
             if let Err(e) = self.apply_namespace(&id).await {
                 self.namespaces.remove(&id);
@@ -127,6 +153,36 @@ impl Engine {
                 return Err(self.undo_create_namespace(&id, &before[..i], i, e).await);
             }
         }
+        Ok(NamespaceCreate::Done(self.namespace_view(&id).wire()))
+    }
+
+    /// The last step of a namespace create whose kernel step ran without the lock: the
+    /// namespace recorded ready with its identity, its handle kept; or, the step failed, the
+    /// namespace gone again.
+    pub async fn create_namespace_end(&mut self, m: NamespaceMake, done: Result<(netns::NsIdentity, Arc<Compartment>)>) -> Result<HostComputeNamespace> {
+        self.in_flight.remove(&m.id);
+        self.idle.notify_waiters();
+        let id = m.id;
+        let (identity, handle) = match done {
+            Ok(made) => made,
+            Err(e) => {
+                self.namespaces.remove(&id);
+                let _ = netns::remove(&m.path);
+                if let Ok(mut t) = self.store.begin() {
+                    let _ = t.delete(Kind::Namespace, &id);
+                    let _ = t.commit();
+                }
+                return Err(e);
+            }
+        };
+        self.handles.put(id.clone(), handle);
+        let mut rec = self.namespaces[&id].rec.clone();
+        rec.ns_mut().state = state::READY;
+        rec.identity = Some(identity);
+        let state = format!("namespace {id} exists at {} and is recorded, but its record still says it is being created", rec.ns.net_ns_path);
+        self.persist_after(Kind::Namespace, &id, &rec, true, &state)?;
+        self.namespaces.get_mut(&id).expect("inserted").rec = rec;
+        self.write_resolv_conf(&id);
         Ok(self.namespace_view(&id).wire())
     }
 
@@ -188,6 +244,15 @@ impl Engine {
     }
 
     pub async fn delete_namespace(&mut self, key: &str) -> Result<()> {
+        let removal = self.delete_namespace_begin(key).await?;
+        let done = super::blocking(|| removal.run());
+        self.delete_namespace_end(&removal.id, done)
+    }
+
+    /// [`Engine::delete_namespace`] up to its kernel step (the namespace's mount and its
+    /// resolv.conf removed), the caller's to run without the lock ([`NamespaceRemoval::run`]),
+    /// the ID marked in flight meanwhile, then [`Engine::delete_namespace_end`].
+    pub async fn delete_namespace_begin(&mut self, key: &str) -> Result<NamespaceRemoval> {
         let id = self.namespace_id(key).ok_or_else(|| not_found(key))?;
         let attached: Vec<String> = self.endpoints.in_namespace(&id).map(|e| e.ep.id.clone()).collect();
         let mut errors = Vec::new();
@@ -196,8 +261,10 @@ impl Engine {
                 errors.push(e.message);
             }
         }
+        // Made durable by the removal's step, without the lock (`NamespaceRemoval::run`).
         let deleted = (|| {
             let mut txn = self.store.begin()?;
+            txn.lazy();
             txn.delete(Kind::Namespace, &id)?;
             txn.commit()
         })();
@@ -207,13 +274,17 @@ impl Engine {
         }
         let ns = self.namespaces.remove(&id).expect("looked up");
         self.handles.pop(&id);
-        if ns.rec.managed
-            && let Err(e) = netns::remove(Path::new(&ns.rec.ns.net_ns_path))
-        {
-            errors.push(e.to_string());
-        }
-        let _ = std::fs::remove_dir_all(self.resolv_path(&id).parent().expect("has a parent"));
-        if errors.is_empty() { Ok(()) } else { Err(ApiError::new(ErrorCode::KernelError, errors.join("; "))) }
+        self.in_flight.insert(id.clone());
+        let mount = ns.rec.managed.then(|| PathBuf::from(&ns.rec.ns.net_ns_path));
+        let resolv_dir = self.resolv_path(&id).parent().expect("has a parent").to_owned();
+        Ok(NamespaceRemoval { id, mount, resolv_dir, errors, store: self.store.clone() })
+    }
+
+    /// The last step of a namespace delete: its ID free again; what failed on the way, if anything.
+    pub fn delete_namespace_end(&mut self, id: &str, done: Vec<String>) -> Result<()> {
+        self.in_flight.remove(id);
+        self.idle.notify_waiters();
+        if done.is_empty() { Ok(()) } else { Err(ApiError::new(ErrorCode::KernelError, done.join("; "))) }
     }
 
     pub async fn modify_namespace(&mut self, key: &str, req: ModifyRequest) -> Result<HostComputeNamespace> {
@@ -385,5 +456,72 @@ mod tests {
         assert!(r.contains("nameserver 192.0.2.53") && !r.contains("127.0.0.53") && r.contains("search corp.example"), "{r}");
         let r = render_resolv_conf(&["198.51.100.53".into()], &["lab.example".into()], &[], host);
         assert!(r.contains("nameserver 198.51.100.53") && !r.contains("192.0.2.53") && r.contains("search lab.example"), "{r}");
+    }
+}
+
+/// What a namespace create leaves to do: nothing (the reply), or a managed compartment's
+/// kernel step.
+pub enum NamespaceCreate {
+    Done(HostComputeNamespace),
+    Make(NamespaceMake),
+}
+
+/// A managed compartment's kernel namespace, to make without the engine's lock.
+pub struct NamespaceMake {
+    pub(crate) id: String,
+    path: PathBuf,
+    /// Synced beside the kernel step: the create's commit was lazy.
+    store: Arc<hns_store::Store>,
+}
+
+impl NamespaceMake {
+    /// The namespace made and mounted at its path (or found there, made by a run that died
+    /// before recording it), its loopback up; the handle is kept for its attaches.
+    pub async fn run(&self) -> Result<(netns::NsIdentity, Arc<Compartment>)> {
+        let store = self.store.clone();
+        let durable = tokio::task::spawn_blocking(move || store.sync());
+        let path = self.path.clone();
+        let made = tokio::task::spawn_blocking(move || -> std::result::Result<_, hns_kernel::KernelError> {
+            let identity = match netns::identity(&path) {
+                Ok(i) => i,
+                Err(_) => netns::create(&path)?,
+            };
+            Ok((identity, netns::open(&path)?))
+        });
+        let (identity, fd) = made.await.map_err(|e| ApiError::internal(format!("the namespace's kernel step failed: {e}")))?.map_err(kernel_err)?;
+        let netlink = hns_kernel::netlink::Netlink::in_netns(&fd).map_err(kernel_err)?;
+        netlink.set_up("lo").await.map_err(kernel_err)?;
+        durable.await.map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))?.map_err(super::store_err)?;
+        Ok((identity, Arc::new(Compartment { fd, netlink, loopback_up: true.into() })))
+    }
+}
+
+/// A deleted namespace's files, to remove without the engine's lock.
+pub struct NamespaceRemoval {
+    pub(crate) id: String,
+    /// Its mount, when hns made the namespace (an adopted one is its owner's).
+    mount: Option<PathBuf>,
+    resolv_dir: PathBuf,
+    /// What failed before (detaching its endpoints).
+    errors: Vec<String>,
+    /// Synced by the step: the delete's commit was lazy.
+    store: Arc<hns_store::Store>,
+}
+
+impl NamespaceRemoval {
+    /// Removes the files (blocking: an unmount). Returns every failure, this step's and the
+    /// earlier ones.
+    pub fn run(&self) -> Vec<String> {
+        let mut errors = self.errors.clone();
+        if let Err(e) = self.store.sync() {
+            errors.push(format!("the namespace's delete may not be saved: the store's sync failed: {e}"));
+        }
+        if let Some(path) = &self.mount
+            && let Err(e) = netns::remove(path)
+        {
+            errors.push(e.to_string());
+        }
+        let _ = std::fs::remove_dir_all(&self.resolv_dir);
+        errors
     }
 }

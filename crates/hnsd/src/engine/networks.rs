@@ -234,24 +234,9 @@ impl Engine {
     }
 
     /// What an external network's validation needs to know about the host.
-    async fn host_facts(&self) -> validate::HostFacts {
-        validate::HostFacts {
-            links: self.host.links().await.map(|l| l.into_iter().map(|l| l.name).collect()).unwrap_or_default(),
-            default_link: self.host.default_route_link().await.ok().flatten(),
-            features: self.kernel_features.clone(),
-            addresses: self.host_addresses().await,
-        }
-    }
-
-    async fn host_addresses(&self) -> BTreeMap<String, Vec<IpAddr>> {
-        let names: BTreeMap<u32, String> = self.host.links().await.unwrap_or_default().into_iter().map(|l| (l.index, l.name)).collect();
-        let mut out: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-        for (index, ip) in self.host.addresses().await.unwrap_or_default() {
-            if let Some(name) = names.get(&index) {
-                out.entry(name.clone()).or_default().push(ip);
-            }
-        }
-        out
+    /// What a new network's validation will read of the host, to read without the lock.
+    pub fn host_reader(&self, req: &HostComputeNetwork) -> HostReader {
+        HostReader { host: self.host.clone(), external: req.kind.is_some_and(hns_drivers::is_external), features: self.kernel_features.clone() }
     }
 
     /// The first private /16 that overlaps nothing on the host or in another network.
@@ -274,27 +259,16 @@ impl Engine {
         picked.ok_or_else(|| ApiError::new(ErrorCode::InvalidSubnet, "every private candidate subnet overlaps an address, route or network of this host; give a subnet explicitly"))
     }
 
-    /// The host's addresses and routes. A failure to list them is not fatal (it does not
-    /// happen in practice: a dump of hnsd's own namespace): subnets are then checked and
-    /// chosen knowing less about the host, which is logged.
+    /// The host's addresses and routes (see [`host_prefixes`]).
     pub(super) async fn host_prefixes(&self) -> Vec<HostPrefix> {
-        self.host.host_prefixes().await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "could not list the host's addresses and routes; new subnets are not checked against them");
-            Vec::new()
-        })
+        host_prefixes(&self.host).await
     }
 
-    /// [`Engine::validate_network`] with what it needs to know about the host.
-    async fn validate_new_network(&self, req: HostComputeNetwork) -> Result<Net> {
-        let host = self.host_prefixes().await;
-        let facts = if req.kind.is_some_and(hns_drivers::is_external) { self.host_facts().await } else { validate::HostFacts::default() };
-        self.validate_network(req, &host, &facts)
-    }
-
-    /// The first step of a local driver's network create (see `cluster_hooks`): validated,
-    /// committed (state Creating), in memory, in flight until [`Engine::network_create_end`].
-    pub async fn create_network_begin(&mut self, req: HostComputeNetwork) -> Result<KernelNetwork> {
-        let net = self.validate_new_network(req).await?;
+    /// The first step of a local driver's network create (see `cluster_hooks`): validated
+    /// against `seen` (the host as [`HostReader::read`] found it just before), committed (state
+    /// Creating), in memory, in flight until [`Engine::network_create_end`].
+    pub async fn create_network_begin(&mut self, req: HostComputeNetwork, seen: HostSeen) -> Result<KernelNetwork> {
+        let net = self.validate_network(req, &seen.prefixes, &seen.facts)?;
         self.network_commit(net, None).await
     }
 
@@ -677,5 +651,51 @@ impl KernelNetworkDelete {
         }
         let link = hns_drivers::delete_network(&self.host, &self.plan).await.map_err(kernel_err);
         nft.and(routes).and(link)
+    }
+}
+
+/// The host's addresses and routes. A failure to list them is not fatal (it does not happen in
+/// practice: a dump of hnsd's own namespace): subnets are then checked and chosen knowing less
+/// about the host, which is logged.
+async fn host_prefixes(host: &hns_kernel::netlink::Netlink) -> Vec<HostPrefix> {
+    host.host_prefixes().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not list the host's addresses and routes; new subnets are not checked against them");
+        Vec::new()
+    })
+}
+
+async fn host_facts(host: &hns_kernel::netlink::Netlink, features: BTreeMap<String, bool>) -> validate::HostFacts {
+    let links = host.links().await.unwrap_or_default();
+    let names: BTreeMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
+    let mut addresses: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for (index, ip) in host.addresses().await.unwrap_or_default() {
+        if let Some(name) = names.get(&index) {
+            addresses.entry(name.clone()).or_default().push(ip);
+        }
+    }
+    validate::HostFacts { links: links.into_iter().map(|l| l.name).collect(), default_link: host.default_route_link().await.ok().flatten(), features, addresses }
+}
+
+/// What a new network's validation needs to know of the host, read without the engine's lock:
+/// its addresses and routes (to refuse or avoid an overlapping subnet) and, for an external
+/// network, its links. Each is a dump of every address or route of the host namespace, whose
+/// cost grows with its links (~0.4 s at 5 000 endpoints), and every request waited for it.
+pub struct HostReader {
+    host: hns_kernel::netlink::Netlink,
+    external: bool,
+    features: BTreeMap<String, bool>,
+}
+
+/// What [`HostReader::read`] found.
+pub struct HostSeen {
+    prefixes: Vec<HostPrefix>,
+    facts: validate::HostFacts,
+}
+
+impl HostReader {
+    pub async fn read(self) -> HostSeen {
+        let prefixes = host_prefixes(&self.host).await;
+        let facts = if self.external { host_facts(&self.host, self.features).await } else { validate::HostFacts::default() };
+        HostSeen { prefixes, facts }
     }
 }

@@ -247,24 +247,32 @@ impl Engine {
         // A network whose create is in its kernel step (without the lock) is left to it.
         let ids: Vec<String> = self.networks.keys().filter(|id| !self.in_flight.contains(*id)).cloned().collect();
         for id in ids {
-            let plan = self.networks[&id].plan.clone();
-            let existed = !hns_drivers::has_network_link(plan.kind) || self.host.link_by_name(&plan.bridge).await.ok().flatten().is_some();
-            if let Err(e) = hns_drivers::create_network(&self.host, &plan).await {
-                r.errors.push(format!("network {id}: {e}"));
-                continue;
-            }
-            if !existed {
-                r.repaired.push(format!("network {id}: link {} re-created", plan.bridge));
-            }
+            let ensured = ensure_network_links(&self.host, &self.networks[&id].plan).await;
             // Starts the responder at daemon start; afterwards only refreshes its view (and
             // the upstreams, should the host's resolv.conf have changed).
-            self.dns_apply(&id).await;
-            if self.networks[&id].rec.net.state != state::READY {
-                let mut rec = self.networks[&id].rec.clone();
-                rec.net.state = state::READY;
-                let _ = self.persist_network(&rec, true);
-                self.networks.get_mut(&id).expect("exists").rec = rec;
+            self.network_checked(&id, ensured, true, r).await;
+        }
+    }
+
+    /// The end of a network's check, under the lock: what [`ensure_network_links`] found, the
+    /// responder (re)started when `dns` says so, the network marked ready.
+    pub(crate) async fn network_checked(&mut self, id: &str, ensured: Result<bool, String>, dns: bool, r: &mut Report) {
+        match ensured {
+            Err(e) => {
+                r.errors.push(format!("network {id}: {e}"));
+                return;
             }
+            Ok(false) => r.repaired.push(format!("network {id}: link {} re-created", self.networks[id].plan.bridge)),
+            Ok(true) => {}
+        }
+        if dns {
+            self.dns_apply(id).await;
+        }
+        if self.networks[id].rec.net.state != state::READY {
+            let mut rec = self.networks[id].rec.clone();
+            rec.net.state = state::READY;
+            let _ = self.persist_network(&rec, true);
+            self.networks.get_mut(id).expect("exists").rec = rec;
         }
     }
 
@@ -283,6 +291,13 @@ impl Engine {
     /// The host links the store says hns should have: network links, uplink links, and the
     /// host ends of attached endpoints.
     pub(crate) fn wanted_links(&self) -> HashSet<String> {
+        let mut wanted = self.wanted_network_links();
+        wanted.extend(self.endpoints.values().filter_map(|e| self.wanted_veth(e)));
+        wanted
+    }
+
+    /// [`Engine::wanted_links`] but the endpoints' host ends.
+    pub(crate) fn wanted_network_links(&self) -> HashSet<String> {
         let mut wanted: HashSet<String> = HashSet::new();
         for n in self.networks.values() {
             wanted.extend(hns_drivers::network_links(&n.plan).into_iter().map(str::to_owned));
@@ -292,14 +307,14 @@ impl Engine {
             }
         }
         wanted.extend(self.qos_links());
-        // In flight too: an endpoint in a detach's veth step is unbound already, and the veth is
-        // that step's to retire.
-        for e in self.endpoints.values().filter(|e| !e.ep.host_compute_namespace.is_empty() || self.in_flight.contains(&e.ep.id)) {
-            if self.networks.get(&e.network_id).is_some_and(|n| hns_drivers::has_host_veth(n.plan.kind)) {
-                wanted.insert(names::veth_host_name(&e.ep.id));
-            }
-        }
         wanted
+    }
+
+    /// The host end an endpoint wants: when it is attached, or in flight (an endpoint in a
+    /// detach's veth step is unbound already, and the veth is that step's to retire).
+    pub(crate) fn wanted_veth(&self, e: &super::records::EndpointRecord) -> Option<String> {
+        let bound = !e.ep.host_compute_namespace.is_empty() || self.in_flight.contains(&e.ep.id);
+        (bound && self.networks.get(&e.network_id).is_some_and(|n| hns_drivers::has_host_veth(n.plan.kind))).then(|| names::veth_host_name(&e.ep.id))
     }
 
     /// The upgrade path (at start only): links an hnsd from before link marks created carry no
@@ -441,23 +456,48 @@ impl Engine {
 
     /// Namespace files and resolv.conf directories under the run dir that no compartment owns.
     pub(crate) fn remove_orphan_files(&mut self, r: &mut Report) {
-        let known: HashSet<String> = self.namespaces.keys().cloned().collect();
-        for dir in [self.cfg.netns_dir(), self.cfg.resolv_dir()] {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if known.contains(&name) {
-                    continue;
-                }
-                let path = entry.path();
-                let result = if dir == self.cfg.netns_dir() { netns::remove(&path).map_err(|e| e.to_string()) } else { std::fs::remove_dir_all(&path).map_err(|e| e.to_string()) };
-                match result {
-                    Ok(()) => r.removed.push(path.display().to_string()),
-                    Err(e) => r.errors.push(e),
-                }
+        let listed = namespace_files(&self.cfg.netns_dir(), &self.cfg.resolv_dir());
+        self.remove_orphan_files_of(listed, r);
+    }
+
+    /// Removes the files of [`namespace_files`] (listed before the lock was taken) that no
+    /// compartment has now.
+    pub(crate) fn remove_orphan_files_of(&mut self, listed: Vec<NamespaceFile>, r: &mut Report) {
+        for f in listed.into_iter().filter(|f| !self.namespaces.contains_key(&f.name)) {
+            let result = if f.mount { netns::remove(&f.path).map_err(|e| e.to_string()) } else { std::fs::remove_dir_all(&f.path).map_err(|e| e.to_string()) };
+            match result {
+                Ok(()) => r.removed.push(f.path.display().to_string()),
+                // Its compartment's delete removed it meanwhile.
+                Err(_) if !f.path.exists() => {}
+                Err(e) => r.errors.push(e),
             }
         }
     }
+}
+
+/// A compartment's file: its namespace mount, or its resolv.conf directory.
+pub(crate) struct NamespaceFile {
+    name: String,
+    path: std::path::PathBuf,
+    mount: bool,
+}
+
+/// The files under the namespace and resolv.conf directories, named by compartment ID.
+pub(crate) fn namespace_files(netns_dir: &Path, resolv_dir: &Path) -> Vec<NamespaceFile> {
+    let mut out = Vec::new();
+    for (dir, mount) in [(netns_dir, true), (resolv_dir, false)] {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        out.extend(entries.flatten().map(|e| NamespaceFile { name: e.file_name().to_string_lossy().into_owned(), path: e.path(), mount }));
+    }
+    out
+}
+
+/// A network's links made as its plan says (idempotent: nothing is written when they are):
+/// whether its main link existed already, or why it could not be made.
+pub(crate) async fn ensure_network_links(host: &hns_kernel::netlink::Netlink, plan: &hns_drivers::NetworkPlan) -> Result<bool, String> {
+    let existed = !hns_drivers::has_network_link(plan.kind) || host.link_by_name(&plan.bridge).await.ok().flatten().is_some();
+    hns_drivers::create_network(host, plan).await.map_err(|e| e.to_string())?;
+    Ok(existed)
 }
 
 /// Removes every hns-owned kernel object (uninstall): links carrying hns's mark, the nft table,

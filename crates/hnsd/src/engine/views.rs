@@ -463,20 +463,28 @@ impl EngineLock {
         EngineLock { engine: tokio::sync::Mutex::new(engine), views, timing }
     }
 
-    /// Takes the engine's lock (FIFO, as the mutex it wraps).
-    pub async fn lock(&self) -> EngineGuard<'_> {
+    /// Takes the engine's lock (FIFO, as the mutex it wraps). Not an `async fn`, so that the
+    /// caller's place in the code is known ([`LONG_HOLD`]).
+    #[track_caller]
+    pub fn lock(&self) -> impl std::future::Future<Output = EngineGuard<'_>> + Send {
+        self.lock_by(std::panic::Location::caller())
+    }
+
+    /// [`EngineLock::lock`] for a helper that takes it on its caller's behalf.
+    pub(crate) async fn lock_by(&self, by: &'static std::panic::Location<'static>) -> EngineGuard<'_> {
         let asked = Instant::now();
         let engine = self.engine.lock().await;
         let since = Instant::now();
         self.timing.wait.observe(since.duration_since(asked).as_secs_f64());
-        EngineGuard { engine, views: &self.views, wrote: false, since, held: &self.timing.held }
+        EngineGuard { engine, views: &self.views, wrote: false, since, held: &self.timing.held, by }
     }
 
     /// The lock if it is free now.
+    #[track_caller]
     pub fn try_lock(&self) -> std::result::Result<EngineGuard<'_>, tokio::sync::TryLockError> {
         let engine = self.engine.try_lock()?;
         self.timing.wait.observe(0.0);
-        Ok(EngineGuard { engine, views: &self.views, wrote: false, since: Instant::now(), held: &self.timing.held })
+        Ok(EngineGuard { engine, views: &self.views, wrote: false, since: Instant::now(), held: &self.timing.held, by: std::panic::Location::caller() })
     }
 
     /// The views as last published: never waits.
@@ -493,7 +501,13 @@ pub struct EngineGuard<'a> {
     wrote: bool,
     since: Instant,
     held: &'a Histogram,
+    /// Where the lock was taken.
+    by: &'static std::panic::Location<'static>,
 }
+
+/// A hold of the engine's lock longer than this is logged (debug) with the place that took it:
+/// every request waits behind it.
+const LONG_HOLD: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl std::ops::Deref for EngineGuard<'_> {
     type Target = Engine;
@@ -514,7 +528,11 @@ impl Drop for EngineGuard<'_> {
         if self.wrote {
             self.engine.publish_views(self.views);
         }
-        self.held.observe(self.since.elapsed().as_secs_f64());
+        let held = self.since.elapsed();
+        self.held.observe(held.as_secs_f64());
+        if held > LONG_HOLD {
+            tracing::debug!(held_us = held.as_micros() as u64, by = %self.by, "the engine's lock was held long");
+        }
     }
 }
 
