@@ -255,6 +255,44 @@ fn a_network_create_delays_only_requests_for_that_network() {
     assert_eq!(api.get("/endpoints/w").ok()["ID"], ep["ID"]);
 }
 
+/// A compartment's namespace is made without the engine lock (held here by the
+/// `pause:namespace-kernel` failpoint): other requests go on meanwhile, at once, while an
+/// endpoint created into that compartment waits for it, then works.
+#[test]
+fn a_compartment_create_delays_only_requests_for_that_compartment() {
+    const PAUSE: Duration = Duration::from_millis(2000);
+    let lab = Lab::new().unwrap();
+    let opts = hns_lab::HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), format!("pause:namespace-kernel:{}", PAUSE.as_millis()))], ..Default::default() };
+    let _d = lab.start_hnsd_with(opts).unwrap();
+    let api = Api::new(&lab);
+    let id = "5a0e0000-0000-4000-8000-00000000c0de";
+    let started = Instant::now();
+    let s1 = api.socket.clone();
+    let create = std::thread::spawn(move || (Api { socket: s1 }.post("/namespaces", &json!({"ID": id, "Name": "slow"})), started.elapsed()));
+    std::thread::sleep(Duration::from_millis(300));
+    let s2 = api.socket.clone();
+    let waiter = std::thread::spawn(move || (Api { socket: s2 }.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": id, "Name": "w"})), started.elapsed()));
+    std::thread::sleep(Duration::from_millis(100));
+    // Meanwhile: an endpoint comes and goes, a network is created, at once.
+    let t = Instant::now();
+    let other = api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "Name": "other"})).ok();
+    assert_eq!(api.delete(&format!("/endpoints/{}", other["ID"].as_str().unwrap())).status, 204);
+    api.post("/networks", &json!({"Name": "more", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.84.0.0/16"}]}]})).ok();
+    let others = t.elapsed();
+    assert!(others < Duration::from_millis(1000), "requests for other objects waited for the compartment's create: {others:?}");
+    assert!(!create.is_finished(), "the compartment's create was done before the other requests: the test proves nothing");
+    let (ns, t1) = create.join().unwrap();
+    let ns = ns.ok();
+    assert!(t1 >= PAUSE, "the compartment's create did not run its (paused) kernel step: {t1:?}");
+    assert_eq!(ns["ID"], id, "{ns}");
+    let (ep, t2) = waiter.join().unwrap();
+    let ep = ep.ok();
+    assert!(t2 >= PAUSE - Duration::from_millis(100), "the endpoint created into the compartment being made did not wait for it: {t2:?}");
+    assert_eq!(ep["HostComputeNamespace"], id, "{ep}");
+    // The compartment works: its endpoint reaches the outside through the nat network.
+    assert!(ping(&lab, &ns, "203.0.113.10"), "the endpoint in the compartment cannot reach the outside");
+}
+
 /// A network delete's kernel step runs without the engine lock too: a container comes and goes
 /// on another network meanwhile, at once, and a create of a network with the deleted one's
 /// name and subnet waits for the delete, then works.

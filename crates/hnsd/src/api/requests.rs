@@ -144,7 +144,10 @@ pub async fn create_network(s: &Shared, req: hns_api::HostComputeNetwork) -> Res
         return uncut(async move { cluster_hooks::create_network_staged(driver, &s.engine, req).await }).await;
     }
     uncut(async move {
-        let seen = s.engine.lock().await.host_reader(&req).read().await;
+        // What validation needs to know of the host, read without the lock, once the networks
+        // this one waits for (a delete of one with its name or subnet) are done.
+        let reader = lock_when_idle(&s.engine, |e| e.create_waits_for(&req)).await.host_reader(&req);
+        let seen = reader.read().await;
         let mut engine = lock_when_idle(&s.engine, |e| e.create_waits_for(&req)).await;
         let k = engine.create_network_begin(req, seen).await?;
         drop(engine);

@@ -20,8 +20,11 @@
 //! (`overlay::create_network_staged`, `overlay::withdraw_network_staged`) and the sync of this
 //! host's records in etcd (`overlay::sync_own`), all reached through [`cluster_hooks`]; a
 //! network another host created is built from the watch with its kernel step unlocked too
-//! (`overlay::apply_cluster_event`, also for a snapshot's). Still under the lock: a network
-//! modify, and the default network at start.
+//! (`overlay::apply_cluster_event`, also for a snapshot's); a compartment's namespace is made
+//! and removed without it (`namespaces::NamespaceMake`, `NamespaceRemoval`), and a network
+//! create reads the host before taking it (`networks::HostReader`). The store's commits run on
+//! its writer thread (`hns_store`), so a commit never waits for another request's disk sync.
+//! Still under the lock: a network modify, and the default network at start.
 //! Requests for an endpoint,
 //! compartment or network whose step is in flight wait for it ([`lock_when_idle`]); the
 //! reconciler leaves such objects to it. Writes to the hns nft table, whether under the lock or
@@ -155,9 +158,12 @@ pub struct Engine {
     pub(crate) namespaces: index::Tracked<Ns>,
     /// Open kernel handles of recently used compartments, by namespace ID.
     pub(crate) handles: lru::LruCache<String, std::sync::Arc<Compartment>>,
-    /// Endpoints, compartments and networks whose attach, detach, ACL change, or network
-    /// create or delete is in its kernel step, done without the lock (`Engine::attach_begin`,
-    /// `Engine::detach_begin`, `Engine::create_network_begin`, `Engine::network_remove_begin`):
+    /// Endpoints, compartments and networks whose attach, detach, ACL change, network create
+    /// or delete, compartment create or delete, or periodic check is in its kernel step, done
+    /// without the lock (`Engine::attach_begin`, `Engine::detach_begin`,
+    /// `Engine::create_network_begin`, `Engine::network_remove_begin`,
+    /// `Engine::create_namespace_begin`, `Engine::delete_namespace_begin`,
+    /// `periodic::check_networks`):
     /// requests for them wait ([`lock_when_idle`]) and the reconciler leaves them alone. `idle`
     /// wakes the waiters when one is done.
     pub(crate) in_flight: HashSet<String>,

@@ -478,6 +478,8 @@ impl NamespaceMake {
     /// The namespace made and mounted at its path (or found there, made by a run that died
     /// before recording it), its loopback up; the handle is kept for its attaches.
     pub async fn run(&self) -> Result<(netns::NsIdentity, Arc<Compartment>)> {
+        // Holds no lock (tests of requests that must not wait for it).
+        super::pause_point("namespace-kernel").await;
         let store = self.store.clone();
         let durable = tokio::task::spawn_blocking(move || store.sync());
         let path = self.path.clone();

@@ -1,7 +1,8 @@
 //! The periodic reconcile pass, without holding the engine for the whole pass (issue E1.2).
 //!
 //! 1. Under the lock, a snapshot of what the kernel should hold: cheap clones (names, plans,
-//!    the desired nft table, the open netlink handles of cached compartments).
+//!    the desired nft table, the open netlink handles of cached compartments), the endpoints'
+//!    part 500 at a time with the lock released in between.
 //! 2. Without the lock, the kernel is read: one link dump of the host, the nft table's shape,
 //!    each compartment's identity, and inside each attached compartment its interface and
 //!    default routes. What differs from the snapshot is a suspect: a namespace, an endpoint, the
@@ -10,8 +11,9 @@
 //!    steps as the start-up pass; each step looks at the store as it is then, so an object a
 //!    request changed meanwhile is skipped (or repaired as it now is), never reverted.
 //!
-//! With nothing drifted, a pass holds the lock for the snapshot and the few per-network steps
-//! only; requests are not queued behind the per-endpoint kernel reads.
+//! With nothing drifted, a pass holds the lock for the snapshot's slices and short per-network
+//! steps only (each network's links are checked without it, see `check_networks`); requests
+//! are not queued behind the kernel reads.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
