@@ -233,7 +233,6 @@ impl Engine {
         out
     }
 
-    /// What an external network's validation needs to know about the host.
     /// What a new network's validation will read of the host, to read without the lock.
     pub fn host_reader(&self, req: &HostComputeNetwork) -> HostReader {
         HostReader { host: self.host.clone(), external: req.kind.is_some_and(hns_drivers::is_external), features: self.kernel_features.clone() }

@@ -463,7 +463,8 @@ impl Engine {
     /// Removes the files of [`namespace_files`] (listed before the lock was taken) that no
     /// compartment has now.
     pub(crate) fn remove_orphan_files_of(&mut self, listed: Vec<NamespaceFile>, r: &mut Report) {
-        for f in listed.into_iter().filter(|f| !self.namespaces.contains_key(&f.name)) {
+        // A compartment being deleted is its delete's to clean up (its record is gone already).
+        for f in listed.into_iter().filter(|f| !self.namespaces.contains_key(&f.name) && !self.in_flight.contains(&f.name)) {
             let result = if f.mount { netns::remove(&f.path).map_err(|e| e.to_string()) } else { std::fs::remove_dir_all(&f.path).map_err(|e| e.to_string()) };
             match result {
                 Ok(()) => r.removed.push(f.path.display().to_string()),
