@@ -118,7 +118,7 @@ impl Engine {
         req.schema_version = hns_api::SCHEMA_VERSION;
         req.resolv_conf_path = self.resolv_path(&req.id).display().to_string();
         req.state = if managed { state::CREATED } else { state::READY };
-        let mut rec = NamespaceRecord { ns: req.into(), managed, identity };
+        let rec = NamespaceRecord { ns: req.into(), managed, identity };
         // Its kernel step unlocked: the commit is made durable beside it (`NamespaceMake::run`).
         let unlocked = managed && to_attach.is_empty();
         self.persist_namespace(&rec, unlocked)?;
@@ -131,20 +131,8 @@ impl Engine {
             return Ok(NamespaceCreate::Make(NamespaceMake { id, path: PathBuf::from(&rec.ns.net_ns_path), store: self.store.clone() }));
         }
         if managed {
-            if let Err(e) = self.apply_namespace(&id).await {
-                self.namespaces.remove(&id);
-                let _ = netns::remove(Path::new(&rec.ns.net_ns_path));
-                if let Ok(mut t) = self.store.begin() {
-                    let _ = t.delete(Kind::Namespace, &id);
-                    let _ = t.commit();
-                }
-                return Err(e);
-            }
-            rec.ns_mut().state = state::READY;
-            rec.identity = self.namespaces[&id].rec.identity;
-            let state = format!("namespace {id} exists at {} and is recorded, but its record still says it is being created", rec.ns.net_ns_path);
-            self.persist_after(Kind::Namespace, &id, &rec, true, &state)?;
-            self.namespaces.get_mut(&id).expect("inserted").rec = rec;
+            let made = make_namespace(PathBuf::from(&rec.ns.net_ns_path)).await;
+            self.namespace_made(&id, made)?;
         }
         self.write_resolv_conf(&id);
         let before: Vec<EndpointRecord> = to_attach.iter().map(|ep| self.endpoints[ep].clone()).collect();
@@ -162,28 +150,35 @@ impl Engine {
     pub async fn create_namespace_end(&mut self, m: NamespaceMake, done: Result<(netns::NsIdentity, Arc<Compartment>)>) -> Result<HostComputeNamespace> {
         self.in_flight.remove(&m.id);
         self.idle.notify_waiters();
-        let id = m.id;
-        let (identity, handle) = match done {
+        self.namespace_made(&m.id, done)?;
+        self.write_resolv_conf(&m.id);
+        Ok(self.namespace_view(&m.id).wire())
+    }
+
+    /// A new managed compartment's kernel step done ([`make_namespace`]): recorded ready with
+    /// its identity, its handle kept; or, the step failed, the compartment gone again (its
+    /// mount, its record).
+    fn namespace_made(&mut self, id: &str, made: Result<(netns::NsIdentity, Arc<Compartment>)>) -> Result<()> {
+        let (identity, handle) = match made {
             Ok(made) => made,
             Err(e) => {
-                self.namespaces.remove(&id);
-                let _ = netns::remove(&m.path);
+                let ns = self.namespaces.remove(id).expect("recorded");
+                let _ = netns::remove(Path::new(&ns.rec.ns.net_ns_path));
                 if let Ok(mut t) = self.store.begin() {
-                    let _ = t.delete(Kind::Namespace, &id);
+                    let _ = t.delete(Kind::Namespace, id);
                     let _ = t.commit();
                 }
                 return Err(e);
             }
         };
-        self.handles.put(id.clone(), handle);
-        let mut rec = self.namespaces[&id].rec.clone();
+        self.handles.put(id.to_owned(), handle);
+        let mut rec = self.namespaces[id].rec.clone();
         rec.ns_mut().state = state::READY;
         rec.identity = Some(identity);
         let state = format!("namespace {id} exists at {} and is recorded, but its record still says it is being created", rec.ns.net_ns_path);
-        self.persist_after(Kind::Namespace, &id, &rec, true, &state)?;
-        self.namespaces.get_mut(&id).expect("inserted").rec = rec;
-        self.write_resolv_conf(&id);
-        Ok(self.namespace_view(&id).wire())
+        self.persist_after(Kind::Namespace, id, &rec, true, &state)?;
+        self.namespaces.get_mut(id).expect("recorded").rec = rec;
+        Ok(())
     }
 
     /// A namespace create is all or nothing: when attaching `Resources[failed]` fails, the
@@ -231,15 +226,9 @@ impl Engine {
 
     /// Creates the kernel namespace of a managed compartment, loopback up.
     pub(crate) async fn apply_namespace(&mut self, id: &str) -> Result<()> {
-        let path = PathBuf::from(&self.namespaces[id].rec.ns.net_ns_path);
-        let identity = match netns::identity(&path) {
-            Ok(i) => i,
-            Err(_) => netns::create(&path).map_err(kernel_err)?,
-        };
+        let (identity, handle) = make_namespace(PathBuf::from(&self.namespaces[id].rec.ns.net_ns_path)).await?;
         self.namespaces.get_mut(id).expect("exists").rec.identity = Some(identity);
-        let c = self.compartment(id).map_err(kernel_err)?;
-        c.netlink.set_up("lo").await.map_err(kernel_err)?;
-        c.loopback_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handles.put(id.to_owned(), handle);
         Ok(())
     }
 
@@ -475,27 +464,32 @@ pub struct NamespaceMake {
 }
 
 impl NamespaceMake {
-    /// The namespace made and mounted at its path (or found there, made by a run that died
-    /// before recording it), its loopback up; the handle is kept for its attaches.
+    /// [`make_namespace`], the create's commit made durable beside it.
     pub async fn run(&self) -> Result<(netns::NsIdentity, Arc<Compartment>)> {
         // Holds no lock (tests of requests that must not wait for it).
         super::pause_point("namespace-kernel").await;
         let store = self.store.clone();
         let durable = tokio::task::spawn_blocking(move || store.sync());
-        let path = self.path.clone();
-        let made = tokio::task::spawn_blocking(move || -> std::result::Result<_, hns_kernel::KernelError> {
-            let identity = match netns::identity(&path) {
-                Ok(i) => i,
-                Err(_) => netns::create(&path)?,
-            };
-            Ok((identity, netns::open(&path)?))
-        });
-        let (identity, fd) = made.await.map_err(|e| ApiError::internal(format!("the namespace's kernel step failed: {e}")))?.map_err(kernel_err)?;
-        let netlink = hns_kernel::netlink::Netlink::in_netns(&fd).map_err(kernel_err)?;
-        netlink.set_up("lo").await.map_err(kernel_err)?;
+        let made = make_namespace(self.path.clone()).await?;
         durable.await.map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))?.map_err(super::store_err)?;
-        Ok((identity, Arc::new(Compartment { fd, netlink, loopback_up: true.into() })))
+        Ok(made)
     }
+}
+
+/// A managed compartment's kernel namespace made and mounted at `path` (or found there, made by
+/// a run that died before recording it), its loopback up, and a handle open in it.
+async fn make_namespace(path: PathBuf) -> Result<(netns::NsIdentity, Arc<Compartment>)> {
+    let made = tokio::task::spawn_blocking(move || -> std::result::Result<_, hns_kernel::KernelError> {
+        let identity = match netns::identity(&path) {
+            Ok(i) => i,
+            Err(_) => netns::create(&path)?,
+        };
+        Ok((identity, netns::open(&path)?))
+    });
+    let (identity, fd) = made.await.map_err(|e| ApiError::internal(format!("the namespace's kernel step failed: {e}")))?.map_err(kernel_err)?;
+    let netlink = hns_kernel::netlink::Netlink::in_netns(&fd).map_err(kernel_err)?;
+    netlink.set_up("lo").await.map_err(kernel_err)?;
+    Ok((identity, Arc::new(Compartment { fd, netlink, loopback_up: true.into() })))
 }
 
 /// A deleted namespace's files, to remove without the engine's lock.
