@@ -126,6 +126,10 @@ struct Queue {
     applied: u64,
     /// ... and on disk.
     durable: u64,
+    /// The last ticket of a batch that waits for the disk (or a sync asked for): the writer's
+    /// round that applies it syncs the disk, so a sync asked for after it needs no batch of
+    /// its own.
+    asked: u64,
     /// Transactions committed (syncs asked for are not counted).
     commits: u64,
     /// Rounds of the writer that synced the disk.
@@ -135,6 +139,19 @@ struct Queue {
     /// letting the store fall silently behind.
     broken: Option<String>,
     stop: bool,
+}
+
+/// A sync of the disk under way ([`Store::start_sync`]).
+pub struct Syncing {
+    ticket: u64,
+    shared: Arc<Shared>,
+}
+
+impl Syncing {
+    /// Blocks until the commits made before the sync started are on disk.
+    pub fn wait(self) -> Result<()> {
+        self.shared.wait_durable(self.ticket)
+    }
 }
 
 /// One write transaction. Nothing is visible or durable until [`Txn::commit`].
@@ -263,17 +280,43 @@ impl Shared {
         if let Some(why) = &q.broken {
             return Err(broken(why));
         }
-        if ops.is_empty() && !durable {
+        if ops.is_empty() {
             return Ok(());
         }
+        let ticket = self.queue_batch(&mut q, ops, durable);
+        drop(q);
+        if durable { self.wait_durable(ticket) } else { Ok(()) }
+    }
+
+    /// Hands a batch to the writer; returns its ticket.
+    fn queue_batch(&self, q: &mut Queue, ops: Vec<Op>, durable: bool) -> u64 {
         q.issued += 1;
         q.commits += u64::from(!ops.is_empty());
         let ticket = q.issued;
+        if durable {
+            q.asked = ticket;
+        }
         q.pending.push(Batch { ticket, ops, durable });
         self.work.notify_one();
-        if !durable {
-            return Ok(());
+        ticket
+    }
+
+    /// Asks the writer to make every commit so far durable; returns the ticket to wait for.
+    fn start_sync(&self) -> Result<u64> {
+        let mut q = self.lock();
+        if let Some(why) = &q.broken {
+            return Err(broken(why));
         }
+        // Already on disk, or the round that syncs the last batch is coming.
+        if q.durable == q.issued || q.asked == q.issued {
+            return Ok(q.issued);
+        }
+        Ok(self.queue_batch(&mut q, Vec::new(), true))
+    }
+
+    /// Blocks until every batch up to `ticket` is on disk.
+    fn wait_durable(&self, ticket: u64) -> Result<()> {
+        let mut q = self.lock();
         loop {
             if q.durable >= ticket {
                 return Ok(());
@@ -435,7 +478,15 @@ impl Store {
     /// Makes every commit so far durable, [`Txn::lazy`] ones too. Callers at the same moment
     /// share one sync of the disk.
     pub fn sync(&self) -> Result<()> {
-        self.shared.commit(Vec::new(), true)
+        self.start_sync()?.wait()
+    }
+
+    /// [`Store::sync`] in two halves: the writer starts syncing the disk now, and
+    /// [`Syncing::wait`] returns once every commit made before this call is durable. A request
+    /// starts it right after its lazy commit and waits at its end, so the disk's sync runs
+    /// alongside everything in between (the lock released, the kernel step).
+    pub fn start_sync(&self) -> Result<Syncing> {
+        Ok(Syncing { ticket: self.shared.start_sync()?, shared: self.shared.clone() })
     }
 
     /// How many transactions were committed since the store opened (lazy ones included).
@@ -503,6 +554,45 @@ mod tests {
         assert_eq!(on_disk("before.redb"), None, "a lazy commit is in the file before a sync");
         s.sync().unwrap();
         assert_eq!(on_disk("after.redb"), Some(7), "the sync did not make the lazy commit durable");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A sync started after a lazy commit makes it durable when waited for; a sync asked for
+    /// when everything is on disk already (or about to be) syncs nothing more.
+    #[test]
+    fn a_started_sync_covers_the_commits_before_it() {
+        let dir = std::env::temp_dir().join(format!("hns-store-test-started-{}", std::process::id()));
+        let path = dir.join("hns.redb");
+        let s = Store::open(&path, &[]).unwrap();
+        let lazy = |key: &str, v: u32| {
+            let mut t = s.begin().unwrap();
+            t.lazy();
+            t.put(Kind::Meta, key, &v).unwrap();
+            t.commit().unwrap();
+        };
+        let on_disk = |key: &str| {
+            let copy = dir.join(format!("copy-{key}.redb"));
+            std::fs::copy(&path, &copy).unwrap();
+            Store::open(&copy, &[]).unwrap().get::<u32>(Kind::Meta, key).unwrap()
+        };
+        lazy("a", 1);
+        let before = s.disk_syncs();
+        let first = s.start_sync().unwrap();
+        lazy("b", 2);
+        first.wait().unwrap();
+        assert_eq!(on_disk("a"), Some(1), "the started sync did not make the commit before it durable");
+        assert_eq!(s.disk_syncs(), before + 1);
+        // "b" came after the first sync started (the writer may have taken it into that sync's
+        // round, or not): one more sync at most.
+        let second = s.start_sync().unwrap();
+        let third = s.start_sync().unwrap();
+        second.wait().unwrap();
+        third.wait().unwrap();
+        assert_eq!(on_disk("b"), Some(2), "the second sync did not make the later commit durable");
+        let synced = s.disk_syncs();
+        assert!(synced <= before + 2, "two syncs asked for together synced the disk twice");
+        s.start_sync().unwrap().wait().unwrap();
+        assert_eq!(s.disk_syncs(), synced, "a sync with nothing new to write synced the disk");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

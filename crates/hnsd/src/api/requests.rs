@@ -212,7 +212,7 @@ pub async fn create_namespace(s: &Shared, req: HostComputeNamespace) -> Result<H
         // A managed compartment's namespace is made without the lock (see `create_namespace_begin`).
         match with_leases(&s.engine, busy, |e| (e.leases_wanted(&keys), req), async |e, req| e.create_namespace_begin(req).await).await? {
             NamespaceCreate::Done(ns) => Ok(ns),
-            NamespaceCreate::Make(m) => {
+            NamespaceCreate::Make(mut m) => {
                 let done = m.run().await;
                 s.engine.lock().await.create_namespace_end(m, done).await
             }
@@ -226,7 +226,7 @@ pub async fn create_namespace(s: &Shared, req: HostComputeNamespace) -> Result<H
 pub async fn delete_namespace(s: &Shared, key: &str) -> Result<()> {
     let (s, key) = (s.clone(), key.to_owned());
     uncut(async move {
-        let removal = lock_when_idle(&s.engine, |e| e.touched(&[], &[&key])).await.delete_namespace_begin(&key).await?;
+        let mut removal = lock_when_idle(&s.engine, |e| e.touched(&[], &[&key])).await.delete_namespace_begin(&key).await?;
         let id = removal.id.clone();
         let done = tokio::task::spawn_blocking(move || removal.run()).await.unwrap_or_else(|e| vec![format!("removing the namespace's files failed: {e}")]);
         s.engine.lock().await.delete_namespace_end(&id, done)

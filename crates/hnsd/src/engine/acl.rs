@@ -127,8 +127,8 @@ impl Engine {
     /// meanwhile must not be overwritten.
     fn acl_begin(&mut self, ids: Vec<String>, before: &HashMap<String, EndpointAcl>, stored: &'static str) -> Result<KernelAcl> {
         super::failpoint("policy-after-commit");
-        let store = self.store.clone();
-        let durable = tokio::task::spawn_blocking(move || store.sync());
+        let disk = super::step_writes::DiskSync::start(&self.store);
+        let durable = tokio::task::spawn_blocking(move || disk.wait());
         let (writes, written) = match self.acl_write(&ids, before) {
             AclWrite::Nothing => (None, Ok(())),
             AclWrite::Rebuild => (None, self.rebuild_acls()),

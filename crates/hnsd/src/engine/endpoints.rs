@@ -11,13 +11,13 @@ use hns_drivers::{Compartment, EndpointPlan, NetworkPlan};
 use hns_kernel::timing::{self, mark};
 use hns_ipam::Mac;
 use hns_kernel::netlink::Netlink;
-use hns_store::{Kind, Store};
+use hns_store::Kind;
 use ipnet::IpNet;
 
 use super::cluster_hooks::ClusterDriver;
 use super::portmaps;
 use super::records::{EndpointRecord, MappingRecord};
-use super::step_writes::{ElementWrite, StepWrites, StepWritesDone};
+use super::step_writes::{DiskSync, ElementWrite, StepWrites, StepWritesDone};
 use super::validate;
 use super::{Engine, Result, kernel_err, new_guid, norm_guid, store_err};
 
@@ -53,7 +53,8 @@ pub struct KernelAttach {
     net: NetworkPlan,
     plan: EndpointPlan,
     compartment: Arc<Compartment>,
-    store: Arc<Store>,
+    /// The attach's lazy commit becoming durable.
+    disk: Option<DiskSync>,
     /// The mappings' elements and the resolv.conf, written beside the kernel step.
     writes: Option<StepWrites>,
     written: StepWritesDone,
@@ -62,12 +63,13 @@ pub struct KernelAttach {
 impl KernelAttach {
     /// The kernel step, while the attach's commit (made lazily) becomes durable and its
     /// mappings and resolv.conf are written ([`super::step_writes`]): the reply waits for all,
-    /// and the disk's wait (~0.8 ms) no longer adds to the kernel's. A crash before the commit
-    /// is durable leaves the store as before the request, and the veth, which no record names
-    /// then, is removed by the reconciler (and its elements by the next full apply).
+    /// and the disk's wait (0.6-5 ms here) no longer adds to the kernel's. A crash before the
+    /// commit is durable leaves the store as before the request, and the veth, which no record
+    /// names then, is removed by the reconciler (and its elements by the next full apply).
     pub async fn run(&mut self) -> Result<()> {
         let writes = self.writes.take().unwrap_or_default();
-        let beside = then_sync(self.store.clone(), move || {
+        let disk = self.disk.take().expect("an attach's kernel step runs once");
+        let beside = then_sync(disk, move || {
             let written = writes.run();
             super::failpoint("attach-written-before-durable");
             written
@@ -92,7 +94,7 @@ pub struct KernelDetach {
     host: Netlink,
     link: VethStep,
     /// The detach's commit was made lazily: it becomes durable alongside the veth's step.
-    store: Arc<Store>,
+    disk: Option<DiskSync>,
     /// What came of the mappings' removal beside the veth's step (`None`: there was none).
     elements_removed: Option<std::result::Result<(), hns_kernel::KernelError>>,
 }
@@ -115,7 +117,8 @@ impl KernelDetach {
     /// retired link, for the reaper.
     pub async fn run(&mut self) -> Result<Option<String>> {
         let elements = self.link.elements.take();
-        let beside = then_sync(self.store.clone(), move || elements.map(ElementWrite::run));
+        let disk = self.disk.take().expect("a detach's veth step runs once");
+        let beside = then_sync(disk, move || elements.map(ElementWrite::run));
         let (beside, retired) = tokio::join!(beside, self.link.run(&self.host));
         let (removed, durable) = beside?;
         self.elements_removed = removed;
@@ -123,13 +126,13 @@ impl KernelDetach {
     }
 }
 
-/// On a blocking thread: `writes`, then the store's sync that makes a lazy commit durable
-/// (the writes beside an attach's or a detach's kernel step, `step_writes`). Returns what the
-/// writes gave and whether the sync succeeded.
-async fn then_sync<T: Send + 'static>(store: Arc<Store>, writes: impl FnOnce() -> T + Send + 'static) -> Result<(T, Result<()>)> {
+/// On a blocking thread: `writes`, then the wait for the store's sync that makes a lazy commit
+/// durable (the writes beside an attach's or a detach's kernel step, `step_writes`). Returns
+/// what the writes gave and whether the sync succeeded.
+async fn then_sync<T: Send + 'static>(disk: DiskSync, writes: impl FnOnce() -> T + Send + 'static) -> Result<(T, Result<()>)> {
     tokio::task::spawn_blocking(move || {
         let written = writes();
-        (written, store.sync().map_err(store_err))
+        (written, disk.wait().map_err(store_err))
     })
     .await
     .map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))
@@ -557,12 +560,14 @@ impl Engine {
         mark("store commit");
         super::failpoint("detach-after-commit");
         // Committed: a failing kernel step here is finished by the reconciler.
-        let prepared = if attached { self.detach_prepare(&rec, true).await } else { Ok(None) };
-        if let Ok(Some(link)) = prepared {
-            return Ok(Some(self.detach_in_flight(&rec, true, link)));
-        }
+        let mut prepared = Ok(None);
         if attached {
-            self.store.sync().map_err(store_err)?;
+            let disk = DiskSync::start(&self.store);
+            prepared = self.detach_prepare(&rec, true).await;
+            if let Ok(Some(link)) = prepared {
+                return Ok(Some(self.detach_in_flight(&rec, true, link, disk)));
+            }
+            disk.wait().map_err(store_err)?;
         }
         self.forget_endpoint(id).await;
         prepared.map(|_| None)
@@ -630,14 +635,14 @@ impl Engine {
     }
 
     /// Marks the endpoint `rec` (attached) and its compartment in flight for the veth's step.
-    fn detach_in_flight(&mut self, rec: &EndpointRecord, delete: bool, link: VethStep) -> KernelDetach {
+    fn detach_in_flight(&mut self, rec: &EndpointRecord, delete: bool, link: VethStep, disk: DiskSync) -> KernelDetach {
         let (ep_id, ns_id) = (rec.ep.id.clone(), rec.ep.host_compute_namespace.clone());
         self.in_flight.insert(ep_id.clone());
         self.in_flight.insert(ns_id.clone());
         if delete {
             self.deleting_endpoints.insert(ep_id.clone());
         }
-        KernelDetach { ep_id, ns_id, delete, host: self.host.clone(), link, store: self.store.clone(), elements_removed: None }
+        KernelDetach { ep_id, ns_id, delete, host: self.host.clone(), link, disk: Some(disk), elements_removed: None }
     }
 
     /// After the veth's step: the DHCPv4 lease released, the retired link to the reaper.
@@ -889,6 +894,9 @@ impl Engine {
     /// What the kernel step of an attach needs, the lease obtained first; marks the endpoint
     /// and its compartment in flight.
     async fn kernel_attach(&mut self, ep_id: &str, undo: Undo) -> Result<KernelAttach> {
+        // The disk syncs from here on, beside the rest; but with the failpoint that needs the
+        // elements written while the commit is not yet durable, only after them.
+        let disk = if super::failpoint_armed("attach-written-before-durable") { DiskSync::Later(self.store.clone()) } else { DiskSync::start(&self.store) };
         self.ensure_lease(ep_id).await?;
         mark("dhcp lease");
         let rec = self.endpoints[ep_id].clone();
@@ -920,8 +928,7 @@ impl Engine {
         self.in_flight.insert(ep_id.to_owned());
         self.in_flight.insert(ns_id.clone());
         let net = self.networks[&rec.network_id].plan.clone();
-        let store = self.store.clone();
-        Ok(KernelAttach { ep_id: ep_id.to_owned(), ns_id, undo, host: self.host.clone(), net, plan, compartment, store, writes: Some(writes), written: Default::default() })
+        Ok(KernelAttach { ep_id: ep_id.to_owned(), ns_id, undo, host: self.host.clone(), net, plan, compartment, disk: Some(disk), writes: Some(writes), written: Default::default() })
     }
 
     /// After the kernel step: the mappings and resolv.conf unless written beside it (`written`),
@@ -1006,13 +1013,14 @@ impl Engine {
         // Lazily, as a delete's (`delete_begin`): durable with the veth's step or below.
         self.persist_endpoint(&rec, true)?;
         super::failpoint("detach-after-commit");
+        let disk = DiskSync::start(&self.store);
         self.endpoints.insert(ep_id.to_owned(), rec);
         self.dns_refresh_for(&attached);
         self.write_resolv_conf(&ns_id);
         match self.detach_prepare(&attached, true).await {
-            Ok(Some(link)) => Ok(Some(self.detach_in_flight(&attached, false, link))),
+            Ok(Some(link)) => Ok(Some(self.detach_in_flight(&attached, false, link, disk))),
             other => {
-                self.store.sync().map_err(store_err)?;
+                disk.wait().map_err(store_err)?;
                 other?;
                 self.restore_gateways(&ns_id).await;
                 Ok(None)

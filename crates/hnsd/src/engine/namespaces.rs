@@ -15,6 +15,7 @@ use super::endpoints::Step;
 use super::records::{EndpointRecord, NamespaceRecord};
 use super::validate;
 use super::views::NamespaceView;
+use super::step_writes::DiskSync;
 use super::{Engine, Ns, Result, kernel_err, new_guid, norm_guid, store_err_after};
 
 impl Engine {
@@ -35,7 +36,7 @@ impl Engine {
     pub async fn create_namespace(&mut self, req: HostComputeNamespace) -> Result<HostComputeNamespace> {
         match self.create_namespace_begin(req).await? {
             NamespaceCreate::Done(ns) => Ok(ns),
-            NamespaceCreate::Make(m) => {
+            NamespaceCreate::Make(mut m) => {
                 let done = m.run().await;
                 self.create_namespace_end(m, done).await
             }
@@ -128,7 +129,8 @@ impl Engine {
         self.namespaces.insert(id.clone(), Ns { rec: rec.clone() });
         if unlocked {
             self.in_flight.insert(id.clone());
-            return Ok(NamespaceCreate::Make(NamespaceMake { id, path: PathBuf::from(&rec.ns.net_ns_path), store: self.store.clone() }));
+            let disk = Some(DiskSync::start(&self.store));
+            return Ok(NamespaceCreate::Make(NamespaceMake { id, path: PathBuf::from(&rec.ns.net_ns_path), disk }));
         }
         if managed {
             let made = make_namespace(PathBuf::from(&rec.ns.net_ns_path)).await;
@@ -233,7 +235,7 @@ impl Engine {
     }
 
     pub async fn delete_namespace(&mut self, key: &str) -> Result<()> {
-        let removal = self.delete_namespace_begin(key).await?;
+        let mut removal = self.delete_namespace_begin(key).await?;
         let done = super::blocking(|| removal.run());
         self.delete_namespace_end(&removal.id, done)
     }
@@ -266,7 +268,8 @@ impl Engine {
         self.in_flight.insert(id.clone());
         let mount = ns.rec.managed.then(|| PathBuf::from(&ns.rec.ns.net_ns_path));
         let resolv_dir = self.resolv_path(&id).parent().expect("has a parent").to_owned();
-        Ok(NamespaceRemoval { id, mount, resolv_dir, errors, store: self.store.clone() })
+        let disk = Some(DiskSync::start(&self.store));
+        Ok(NamespaceRemoval { id, mount, resolv_dir, errors, disk })
     }
 
     /// The last step of a namespace delete: its ID free again; what failed on the way, if anything.
@@ -459,19 +462,18 @@ pub enum NamespaceCreate {
 pub struct NamespaceMake {
     pub(crate) id: String,
     path: PathBuf,
-    /// Synced beside the kernel step: the create's commit was lazy.
-    store: Arc<hns_store::Store>,
+    /// The create's lazy commit, synced beside the kernel step.
+    disk: Option<DiskSync>,
 }
 
 impl NamespaceMake {
     /// [`make_namespace`], the create's commit made durable beside it.
-    pub async fn run(&self) -> Result<(netns::NsIdentity, Arc<Compartment>)> {
+    pub async fn run(&mut self) -> Result<(netns::NsIdentity, Arc<Compartment>)> {
         // Holds no lock (tests of requests that must not wait for it).
         super::pause_point("namespace-kernel").await;
-        let store = self.store.clone();
-        let durable = tokio::task::spawn_blocking(move || store.sync());
         let made = make_namespace(self.path.clone()).await?;
-        durable.await.map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))?.map_err(super::store_err)?;
+        let disk = self.disk.take().expect("a compartment's kernel step runs once");
+        tokio::task::spawn_blocking(move || disk.wait()).await.map_err(|e| ApiError::internal(format!("the store's sync failed: {e}")))?.map_err(super::store_err)?;
         Ok(made)
     }
 }
@@ -500,24 +502,24 @@ pub struct NamespaceRemoval {
     resolv_dir: PathBuf,
     /// What failed before (detaching its endpoints).
     errors: Vec<String>,
-    /// Synced by the step: the delete's commit was lazy.
-    store: Arc<hns_store::Store>,
+    /// The delete's lazy commit, synced beside the step.
+    disk: Option<DiskSync>,
 }
 
 impl NamespaceRemoval {
     /// Removes the files (blocking: an unmount). Returns every failure, this step's and the
     /// earlier ones.
-    pub fn run(&self) -> Vec<String> {
+    pub fn run(&mut self) -> Vec<String> {
         let mut errors = self.errors.clone();
-        if let Err(e) = self.store.sync() {
-            errors.push(format!("the namespace's delete may not be saved: the store's sync failed: {e}"));
-        }
         if let Some(path) = &self.mount
             && let Err(e) = netns::remove(path)
         {
             errors.push(e.to_string());
         }
         let _ = std::fs::remove_dir_all(&self.resolv_dir);
+        if let Some(Err(e)) = self.disk.take().map(DiskSync::wait) {
+            errors.push(format!("the namespace's delete may not be saved: the store's sync failed: {e}"));
+        }
         errors
     }
 }

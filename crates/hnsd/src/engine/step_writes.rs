@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use hns_kernel::KernelError;
 use hns_kernel::nft_elements::{ElementChange, ElementWriter};
+use hns_store::{Store, StoreError, Syncing};
 
 use super::nft_order::NftTurn;
 
@@ -100,5 +101,32 @@ impl StepWrites {
             f.write();
         }
         StepWritesDone { elements, resolv: self.resolv.is_some() }
+    }
+}
+
+/// The disk's sync that makes a request's lazy commit durable. Started right after the commit
+/// (and its failpoint), under the lock, so the disk syncs while the lock is released and the
+/// kernel step runs; the reply waits for it at the end ([`DiskSync::wait`]).
+pub(crate) enum DiskSync {
+    Started(Syncing),
+    /// Asked for only when waited for: the store refused to start one (it reports why then),
+    /// or a crash test needs the commit not yet durable at a later point.
+    Later(Arc<Store>),
+}
+
+impl DiskSync {
+    pub(crate) fn start(store: &Arc<Store>) -> DiskSync {
+        match store.start_sync() {
+            Ok(s) => DiskSync::Started(s),
+            Err(_) => DiskSync::Later(store.clone()),
+        }
+    }
+
+    /// Blocks until the commit is on disk.
+    pub(crate) fn wait(self) -> Result<(), StoreError> {
+        match self {
+            DiskSync::Started(s) => s.wait(),
+            DiskSync::Later(store) => store.sync(),
+        }
     }
 }
