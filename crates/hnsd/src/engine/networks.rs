@@ -687,7 +687,7 @@ pub struct HostReader {
 
 /// What [`HostReader::read`] found.
 pub struct HostSeen {
-    prefixes: Vec<HostPrefix>,
+    pub(super) prefixes: Vec<HostPrefix>,
     facts: validate::HostFacts,
 }
 

@@ -14,6 +14,8 @@ use serde_json::json;
 
 use super::super::records::NetworkRecord;
 use super::super::validate::{self, HostFacts};
+use hns_kernel::netlink::HostPrefix;
+
 use super::super::networks::KernelNetwork;
 use super::super::{Engine, Net, Result};
 use super::{DEFAULT_VXLAN_PORT, cluster_err};
@@ -66,7 +68,7 @@ fn subnets_text(on: &OverlayNetwork) -> String {
 
 impl Engine {
     /// Validates an overlay network and reserves its ID (see [`StagedNetwork`]).
-    pub(crate) async fn overlay_network_begin(&mut self, mut req: HostComputeNetwork) -> Result<StagedNetwork> {
+    pub(crate) async fn overlay_network_begin(&mut self, mut req: HostComputeNetwork, host: &[HostPrefix]) -> Result<StagedNetwork> {
         let what = format!("create overlay network {:?}", req.name);
         // Without a cluster store there is nothing to validate for.
         if let Err(e) = self.cluster_for(&what)
@@ -83,8 +85,7 @@ impl Engine {
             ));
         }
         let port = validate::parse_network_policies(&req.policies, "Policies")?.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT);
-        let host = self.host_prefixes().await;
-        let net = self.validate_network(req.clone(), &host, &HostFacts::default())?;
+        let net = self.validate_network(req.clone(), host, &HostFacts::default())?;
         let vni = match net.rec.net.subnets().next() {
             Some(s) => validate::parse_subnet(s, "Ipams[0].Subnets[0]")?.vsid,
             None => None,
@@ -110,7 +111,7 @@ impl Engine {
     /// network of the same name or subnet may have been made meanwhile) and committed, in
     /// flight until its kernel step, run without the lock, is done ([`create_network_staged`]).
     /// The reservation is undone in any case; the error says why it cannot be built here.
-    pub(crate) async fn overlay_network_commit(&mut self, staged: &StagedNetwork, created: std::result::Result<OverlayNetwork, hns_cluster::ClusterError>) -> (Result<KernelNetwork>, Option<OverlayNetwork>) {
+    pub(crate) async fn overlay_network_commit(&mut self, staged: &StagedNetwork, created: std::result::Result<OverlayNetwork, hns_cluster::ClusterError>, host: &[HostPrefix]) -> (Result<KernelNetwork>, Option<OverlayNetwork>) {
         self.overlay.creating_networks.remove(&staged.req.id);
         let on = match self.checked(created) {
             Ok(on) => on,
@@ -119,7 +120,7 @@ impl Engine {
                 return (Err(cluster_err(e, code)), None);
             }
         };
-        (self.commit_cluster_copy(staged.req.clone(), &on).await, Some(on))
+        (self.commit_cluster_copy(staged.req.clone(), &on, host).await, Some(on))
     }
 
     /// Before an overlay network's cluster delete (the caller checked this host has no
@@ -149,7 +150,7 @@ impl Engine {
     /// done; `None` when there is nothing to build: this host's own create is under way (left
     /// to it), or it has the network (a copy that differs from the cluster's is reported by
     /// `info`).
-    async fn cluster_network_commit(&mut self, on: &OverlayNetwork) -> Option<Result<KernelNetwork>> {
+    async fn cluster_network_commit(&mut self, on: &OverlayNetwork, host: &[HostPrefix]) -> Option<Result<KernelNetwork>> {
         if self.overlay.creating_networks.contains(&on.id) {
             return None;
         }
@@ -165,14 +166,13 @@ impl Engine {
             }
             return None;
         }
-        Some(self.commit_cluster_copy(request_for(on), on).await)
+        Some(self.commit_cluster_copy(request_for(on), on, host).await)
     }
 
     /// This host's copy of cluster network `on` (asked for as `req`), validated with the
     /// cluster's facts and committed, in flight until its kernel step is done.
-    async fn commit_cluster_copy(&mut self, req: HostComputeNetwork, on: &OverlayNetwork) -> Result<KernelNetwork> {
-        let host = self.host_prefixes().await;
-        let net = self.validate_network(req, &host, &HostFacts::default())?;
+    async fn commit_cluster_copy(&mut self, req: HostComputeNetwork, on: &OverlayNetwork, host: &[HostPrefix]) -> Result<KernelNetwork> {
+        let net = self.validate_network(req, host, &HostFacts::default())?;
         let net = self.overlay_net(with_cluster_facts(net.rec, on))?;
         self.network_commit(net, None).await
     }
@@ -271,12 +271,22 @@ pub(crate) async fn withdraw_network_staged(engine: &crate::engine::EngineLock, 
 /// watch applies the rest of the event, and its next one, after this, so the network's
 /// endpoints come after it.
 pub(crate) async fn build_cluster_network(engine: &crate::engine::EngineLock, on: &OverlayNetwork) {
-    let Some(committed) = engine.lock().await.cluster_network_commit(on).await else { return };
+    let host = host_prefixes_unlocked(engine, &request_for(on)).await;
+    let Some(committed) = engine.lock().await.cluster_network_commit(on, &host).await else { return };
     let built = match committed {
         Ok(k) => crate::engine::build_committed(engine, k).await.map(|_| ()),
         Err(e) => Err(e),
     };
     engine.lock().await.cluster_network_built(on, built);
+}
+
+/// The host's addresses and routes, which an overlay network's validation checks its subnet
+/// against, read without the engine's lock (a dump of every address and route: ~0.4 s at 5 000
+/// endpoints), once the networks `req` waits for (a delete of one with its name or subnet)
+/// are done.
+async fn host_prefixes_unlocked(engine: &crate::engine::EngineLock, req: &HostComputeNetwork) -> Vec<HostPrefix> {
+    let reader = crate::engine::lock_when_idle(engine, |e| e.create_waits_for(req)).await.host_reader(req);
+    reader.read().await.prefixes
 }
 
 /// `POST /networks` of an overlay network: validated under the engine lock, created in the
@@ -286,9 +296,12 @@ pub(crate) async fn build_cluster_network(engine: &crate::engine::EngineLock, on
 /// cluster again, or it would exist everywhere but on the host that asked for it. Run it in a
 /// task of its own: it must not be cut short between its steps.
 pub(crate) async fn create_network_staged(engine: &crate::engine::EngineLock, req: HostComputeNetwork) -> Result<HostComputeNetwork> {
-    let staged = engine.lock().await.overlay_network_begin(req).await?;
+    let host = host_prefixes_unlocked(engine, &req).await;
+    let staged = engine.lock().await.overlay_network_begin(req, &host).await?;
     let created = staged.cluster.create_network(staged.spec.clone()).await;
-    let (committed, on) = engine.lock().await.overlay_network_commit(&staged, created).await;
+    // Read again: the cluster's step may have taken long.
+    let host = host_prefixes_unlocked(engine, &staged.req).await;
+    let (committed, on) = engine.lock().await.overlay_network_commit(&staged, created, &host).await;
     let built = match committed {
         Ok(k) => crate::engine::build_committed(engine, k).await,
         Err(e) => Err(e),
