@@ -193,6 +193,10 @@ fn counts_objects_requests_and_endpoint_traffic() {
     assert!(grew(&ea, "endpoint_received_packets_total") >= 5.0);
     assert!(value(&after, &series(&ea, "endpoint_received_drops_total")).is_some());
     assert!(after.ends_with("# EOF\n"));
+
+    // An endpoint without a name counts too (the count once came from the network's names).
+    api.post("/endpoints", &json!({"HostComputeNetwork": "m"})).ok();
+    assert_eq!(must(&scrape(&api), r#"hns_endpoints{network="m"}"#), 3.0, "an unnamed endpoint is not counted");
 }
 
 #[test]

@@ -90,7 +90,7 @@ use hns_store::{Kind, Store, StoreError};
 use records::{EndpointRecord, NamespaceRecord, NetworkRecord};
 pub use endpoints::Step;
 pub use namespaces::NamespaceCreate;
-pub use views::{EngineGuard, EngineLock, LockTiming};
+pub use views::{EngineGuard, EngineLock, LockTiming, Views};
 pub use epolicies::parse_outbound_nat;
 pub(crate) use overlay::Republish;
 

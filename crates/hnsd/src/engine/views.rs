@@ -171,6 +171,20 @@ impl Views {
         Ok(One(self.networks[&id].clone()))
     }
 
+    /// Every network, in ID order.
+    pub(crate) fn network_objects(&self) -> impl Iterator<Item = &Arc<HostComputeNetwork>> {
+        self.networks.values()
+    }
+
+    /// This host's endpoints (not the remote ones), in ID order.
+    pub(crate) fn local_endpoints(&self) -> impl Iterator<Item = &Arc<HostComputeEndpoint>> {
+        self.endpoints.values()
+    }
+
+    pub(crate) fn namespace_count(&self) -> usize {
+        self.namespaces.len()
+    }
+
     /// This host's endpoints, then the remote ones (as `Engine::list_endpoints`).
     pub fn endpoints(&self) -> List<HostComputeEndpoint> {
         List(self.endpoints.values().chain(self.remote.values()).cloned().collect())
