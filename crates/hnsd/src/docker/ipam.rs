@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use hns_api::{ApiError, ErrorCode};
 use hns_ipam::{Pool, PoolSpec, overlaps};
+use hns_kernel::netlink::HostPrefix;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -106,13 +107,14 @@ impl Pools {
     }
 
     /// `IpamDriver.RequestPool`.
-    pub async fn request_pool(&mut self, engine: &Engine, req: &RequestPool) -> Result<RequestPoolReply, ApiError> {
+    /// `host`: the host's addresses and routes (read only when a pool is to be picked).
+    pub async fn request_pool(&mut self, engine: &Engine, req: &RequestPool, host: &[HostPrefix]) -> Result<RequestPoolReply, ApiError> {
         let (pool, sub_pool) = self.check_request(req)?;
         let (pool, picked) = match pool {
             Some(p) => (p, false),
             None => {
                 let handed: Vec<IpNet> = self.pools.values().map(|p| p.pool).collect();
-                (engine.free_subnet(req.v6, &handed).await?, true)
+                (engine.free_subnet(req.v6, &handed, host)?, true)
             }
         };
         let id = pool_id(&pool);

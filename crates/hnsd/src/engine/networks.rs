@@ -233,6 +233,11 @@ impl Engine {
         out
     }
 
+    /// A reader of the host's addresses and routes alone, to read without the lock.
+    pub fn host_prefix_reader(&self) -> HostReader {
+        HostReader { host: self.host.clone(), external: false, features: BTreeMap::new() }
+    }
+
     /// What a new network's validation will read of the host, to read without the lock.
     pub fn host_reader(&self, req: &HostComputeNetwork) -> HostReader {
         HostReader { host: self.host.clone(), external: req.kind.is_some_and(hns_drivers::is_external), features: self.kernel_features.clone() }
@@ -250,8 +255,9 @@ impl Engine {
     /// A free subnet for an IPAM client (the Docker plugin's `hns` IPAM), chosen as the default
     /// `nat` subnet is: the first private candidate that overlaps nothing on the host, no
     /// network, and none of `also_in_use` (pools handed out but not yet networks).
-    pub async fn free_subnet(&self, v6: bool, also_in_use: &[IpNet]) -> Result<IpNet> {
-        let mut in_use: Vec<IpNet> = self.host_prefixes().await.into_iter().map(|h| h.prefix).collect();
+    /// `host`: [`Engine::host_prefix_reader`]'s reading.
+    pub fn free_subnet(&self, v6: bool, also_in_use: &[IpNet], host: &[HostPrefix]) -> Result<IpNet> {
+        let mut in_use: Vec<IpNet> = host.iter().map(|h| h.prefix).collect();
         in_use.extend(self.networks.values().chain(self.deleting.values()).flat_map(|n| n.pools.iter().map(|p| p.subnet())));
         in_use.extend_from_slice(also_in_use);
         let picked = if v6 { hns_ipam::pick_default_subnet_v6(&in_use) } else { hns_ipam::pick_default_subnet(&in_use) };
@@ -687,7 +693,7 @@ pub struct HostReader {
 
 /// What [`HostReader::read`] found.
 pub struct HostSeen {
-    pub(super) prefixes: Vec<HostPrefix>,
+    pub(crate) prefixes: Vec<HostPrefix>,
     facts: validate::HostFacts,
 }
 
