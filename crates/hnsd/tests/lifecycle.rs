@@ -198,6 +198,69 @@ fn sigkill_after_committing_a_network_delete_is_repaired_at_restart() {
     assert!(ping(&lab, &c, "10.92.0.1"));
 }
 
+fn with_failpoint(lab: &Lab, point: &str) -> hns_lab::Daemon {
+    lab.start_hnsd_with(HnsdOptions { env: vec![("HNSD_FAILPOINT".into(), point.into())], ..Default::default() }).expect("hnsd starts")
+}
+
+fn dies_with_hnsd(d: &hns_lab::Daemon, r: &Reply, what: &str) {
+    assert!(r.status == 0 || r.status >= 500 || r.raw.is_empty(), "{what}: the request should die with the daemon: {r:?}");
+    assert!(eventually(Duration::from_secs(5), || !d.is_running()), "{what}: the failpoint did not kill hnsd");
+}
+
+/// The files in the directory of the compartment file `path` (hnsd's managed namespaces).
+fn namespace_files(lab: &Lab, path: &str) -> Vec<String> {
+    let dir = std::path::Path::new(path).parent().unwrap().display().to_string();
+    lab.in_host("ls", &["-1", &dir]).unwrap().stdout.lines().map(str::to_owned).collect()
+}
+
+/// A compartment's create commits lazily, then makes its namespace without the engine's lock
+/// while the commit becomes durable. SIGKILL right after the commit: the next hnsd knows no
+/// such compartment and no namespace file is left. SIGKILL after the namespace is made, before
+/// it is recorded ready: the next hnsd has the compartment, and an endpoint attached into it
+/// reaches the LAN.
+#[test]
+fn sigkill_at_every_step_of_a_compartment_create_is_repaired_at_restart() {
+    let lab = Lab::new().unwrap();
+    let api = Api::new(&lab);
+    let d = with_failpoint(&lab, "namespace-after-commit");
+    dies_with_hnsd(&d, &api.post("/namespaces", &json!({"Name": "early"})), "after the commit");
+    let d = with_failpoint(&lab, "namespace-after-kernel");
+    assert_eq!(api.get("/namespaces/early").status, 404, "a compartment whose commit was not durable survived");
+    dies_with_hnsd(&d, &api.post("/namespaces", &json!({"Name": "late"})), "after the kernel step");
+    let _d = start(&lab);
+    assert_eq!(api.get("/namespaces/early").status, 404, "a compartment whose commit was not durable survived");
+    let late = api.get("/namespaces/late").ok();
+    let path = late["NetNsPath"].as_str().unwrap().to_owned();
+    assert!(lab.in_host("test", &["-e", &path]).unwrap().status.success(), "the compartment's namespace file is gone");
+    assert!(eventually(Duration::from_secs(5), || namespace_files(&lab, &path).len() == 1), "a namespace file was left: {:?}", namespace_files(&lab, &path));
+    api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": late["ID"]})).ok();
+    assert!(ping(&lab, &late, "203.0.113.10"), "an endpoint in the repaired compartment does not reach the LAN");
+}
+
+/// A compartment's delete commits lazily, then removes its namespace without the engine's
+/// lock. SIGKILL right after the commit: the delete was not durable, so the next hnsd still has
+/// the compartment, working (an endpoint attached into it reaches the LAN), and it deletes
+/// again, its file with it.
+#[test]
+fn sigkill_after_committing_a_compartment_delete_leaves_it_working() {
+    let lab = Lab::new().unwrap();
+    let api = Api::new(&lab);
+    let d = with_failpoint(&lab, "namespace-delete-after-commit");
+    let ns = api.post("/namespaces", &json!({"Name": "c"})).ok();
+    let id = ns["ID"].as_str().unwrap().to_owned();
+    dies_with_hnsd(&d, &api.delete(&format!("/namespaces/{id}")), "after the delete's commit");
+    let _d = start(&lab);
+    assert_eq!(api.get("/namespaces/c").ok()["ID"], ns["ID"], "the compartment whose delete was not durable is gone");
+    let path = ns["NetNsPath"].as_str().unwrap().to_owned();
+    assert!(lab.in_host("test", &["-e", &path]).unwrap().status.success(), "the compartment's namespace file is gone");
+    api.post("/endpoints", &json!({"HostComputeNetwork": "nat", "HostComputeNamespace": id})).ok();
+    assert!(ping(&lab, &ns, "203.0.113.10"), "an endpoint in the compartment does not reach the LAN");
+    assert_eq!(api.delete(&format!("/namespaces/{id}")).status, 204);
+    assert_eq!(api.get("/namespaces/c").status, 404);
+    let file = path.rsplit('/').next().unwrap().to_owned();
+    assert!(!namespace_files(&lab, &path).contains(&file), "the deleted compartment's file was left");
+}
+
 #[test]
 fn removing_every_object_leaves_nothing_in_the_kernel() {
     let lab = Lab::new().unwrap();

@@ -150,6 +150,7 @@ impl Engine {
     /// namespace recorded ready with its identity, its handle kept; or, the step failed, the
     /// namespace gone again.
     pub async fn create_namespace_end(&mut self, m: NamespaceMake, done: Result<(netns::NsIdentity, Arc<Compartment>)>) -> Result<HostComputeNamespace> {
+        super::failpoint("namespace-after-kernel");
         self.in_flight.remove(&m.id);
         self.idle.notify_waiters();
         self.namespace_made(&m.id, done)?;
@@ -259,6 +260,7 @@ impl Engine {
             txn.delete(Kind::Namespace, &id)?;
             txn.commit()
         })();
+        super::failpoint("namespace-delete-after-commit");
         if let Err(e) = deleted {
             let state = if errors.is_empty() { format!("its endpoints were detached, but namespace {id} is still recorded and still exists") } else { format!("detaching its endpoints failed in part ({}); namespace {id} is still recorded and still exists", errors.join("; ")) };
             return Err(store_err_after(e, state));
